@@ -1,0 +1,143 @@
+//! The validated configuration model: what the scheduler and executors use.
+//!
+//! These types are built only by [`crate::config::load_path`] from the raw YAML types, after every
+//! check has passed, so code that holds a `Config` never re-validates. The model is immutable and
+//! swapped whole on reload; a queued run keeps the definition it was queued with.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub workers: BTreeMap<String, WorkerDef>,
+    pub administrators: Vec<String>,
+    pub variables: BTreeMap<String, String>,
+    pub tasks: BTreeMap<String, TaskDef>,
+    pub pipelines: BTreeMap<String, PipelineDef>,
+}
+
+/// `server:` — settings of the server process itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// `listen: 127.0.0.1:8700`; the command line wins over it.
+    pub listen: Option<String>,
+    /// `jwt_secret:` — HS256 secret for prunner-style JWTs; `None` disables JWT auth.
+    pub jwt_secret: Option<String>,
+    /// `local_workers:` — how many local workers serve queue `default` when `workers:` defines
+    /// none. `None` means one per CPU.
+    pub local_workers: Option<u32>,
+    /// `kill_grace:` — time between SIGTERM and SIGKILL on cancel and timeout (default 5s).
+    pub kill_grace: Option<Duration>,
+}
+
+/// `workers.NAME` — a place that runs one job at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerDef {
+    pub name: String,
+    /// `host: user@host[:port]` for an SSH worker; `None` for a local worker.
+    pub host: Option<String>,
+    pub queues: Vec<String>,
+}
+
+/// `tasks.NAME` — a py4CI-style task: one command, one job per run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    pub name: String,
+    pub enabled: bool,
+    pub description: String,
+    pub queues: Vec<String>,
+    pub tags: Vec<String>,
+    pub period: Option<Duration>,
+    pub schedule: Option<CronSchedule>,
+    pub debounce: Option<Duration>,
+    pub priority: i64,
+    pub timeout: Option<Duration>,
+    /// The command with `${:var}` already replaced from `variables`.
+    pub command: String,
+    pub authorized_users: Vec<String>,
+    /// `triggered_by: - task: NAME` — run when NAME succeeds.
+    pub after_tasks: Vec<String>,
+    /// `triggered_by: - ssh_url: …, branches: […]` — kept for the forge webhook issue.
+    pub repo_triggers: Vec<RepoTrigger>,
+    pub env: BTreeMap<String, String>,
+    pub concurrency: u32,
+    pub wait_list: Option<WaitList>,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronSchedule {
+    /// The cron expression as written (5 fields, or 6 with seconds).
+    pub cron: String,
+    /// IANA time zone name (`Europe/Berlin`); `None` means UTC.
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoTrigger {
+    pub ssh_url: String,
+    pub branches: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitList {
+    pub size: u32,
+    pub strategy: WaitStrategy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitStrategy {
+    Append,
+    Replace,
+}
+
+/// `pipelines.NAME` — a prunner-style pipeline: a DAG of tasks, one job per task per run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDef {
+    pub name: String,
+    pub concurrency: u32,
+    /// `queue_limit`; `None` = unbounded. Only with append/replace.
+    pub queue_limit: Option<u32>,
+    pub queue_strategy: QueueStrategy,
+    pub start_delay: Option<Duration>,
+    pub continue_running_tasks_after_failure: bool,
+    pub on_error: Option<OnError>,
+    pub retention_period: Option<Duration>,
+    pub retention_count: Option<u32>,
+    pub env: BTreeMap<String, String>,
+    /// Baton extension: queues the pipeline's jobs go to (default `[default]`).
+    pub queues: Vec<String>,
+    pub tasks: BTreeMap<String, PipelineTask>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum QueueStrategy {
+    Append,
+    Replace,
+    PartitionedReplace { partition_limit: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnError {
+    /// Script lines joined with newlines, templates rewritten (see [`PipelineTask::script`]).
+    pub script: String,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineTask {
+    pub name: String,
+    /// The `script` lines joined with newlines. Every prunner template reference `{{ .name }}`
+    /// has been rewritten at load time to `"${name}"`, so an argument's value reaches the shell
+    /// only as the value of an environment variable, never as shell syntax.
+    pub script: String,
+    pub depends_on: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub allow_failure: bool,
+}

@@ -1,0 +1,171 @@
+//! prunner script templates.
+//!
+//! prunner renders each script line with Go `text/template`, so `{{ .name }}` pastes a job
+//! variable into shell text. Baton supports only plain references and rewrites them at load time
+//! to `"${name}"`: the executor passes job variables as environment variables, so a value reaches
+//! the shell as data, never as shell syntax. Anything else inside `{{ }}` (functions, pipes,
+//! nested fields) is reported by the loader as unsupported.
+
+/// One `{{ … }}` action found in a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action<'a> {
+    /// `{{ .name }}`: a plain reference.
+    Var(&'a str),
+    /// Anything else, as written (including the braces); an unclosed `{{` runs to the end.
+    Unsupported(&'a str),
+}
+
+/// Splits `script` into literal text and actions.
+fn scan(script: &str) -> Vec<(&str, Option<Action<'_>>)> {
+    let mut out = Vec::new();
+    let mut rest = script;
+    while let Some(start) = rest.find("{{") {
+        let (literal, from_open) = rest.split_at(start);
+        match from_open[2..].find("}}") {
+            Some(end) => {
+                let whole = &from_open[..end + 4];
+                let inner = &from_open[2..end + 2];
+                let action = match var_name(inner) {
+                    Some(name) => Action::Var(name),
+                    None => Action::Unsupported(whole),
+                };
+                out.push((literal, Some(action)));
+                rest = &from_open[end + 4..];
+            }
+            None => {
+                out.push((literal, Some(Action::Unsupported(from_open))));
+                rest = "";
+            }
+        }
+    }
+    if !rest.is_empty() {
+        out.push((rest, None));
+    }
+    out
+}
+
+/// `" .name "` → `Some("name")`.
+fn var_name(inner: &str) -> Option<&str> {
+    let name = inner
+        .trim_matches(|c: char| c == ' ' || c == '\t')
+        .strip_prefix('.')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    if (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Some(name)
+    } else {
+        None
+    }
+}
+
+/// The template actions of `script` that are not plain `{{ .name }}` references, as written.
+pub(crate) fn unsupported_templates(script: &str) -> Vec<&str> {
+    scan(script)
+        .into_iter()
+        .filter_map(|(_, a)| match a {
+            Some(Action::Unsupported(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rewrites every `{{ .name }}` / `{{.name}}` in `script` to `"${name}"`. Other `{{ … }}` actions
+/// are left as written (the loader rejects scripts that contain any).
+///
+/// ```
+/// use baton_core::config::rewrite_templates;
+/// assert_eq!(rewrite_templates("echo {{ .name }}"), "echo \"${name}\"");
+/// ```
+#[must_use]
+pub fn rewrite_templates(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    for (literal, action) in scan(script) {
+        out.push_str(literal);
+        match action {
+            Some(Action::Var(name)) => {
+                out.push_str("\"${");
+                out.push_str(name);
+                out.push_str("}\"");
+            }
+            Some(Action::Unsupported(text)) => out.push_str(text),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The distinct variable names referenced as `{{ .name }}` in `script`, in order of first use.
+#[must_use]
+pub fn template_vars(script: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, action) in scan(script) {
+        if let Some(Action::Var(name)) = action
+            && !out.iter().any(|n| n == name)
+        {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rewrites_references() {
+        assert_eq!(rewrite_templates("echo {{ .name }}"), "echo \"${name}\"");
+        assert_eq!(rewrite_templates("echo {{.name}}!"), "echo \"${name}\"!");
+        assert_eq!(
+            rewrite_templates("a={{ .a_1 }} b={{.B}}"),
+            "a=\"${a_1}\" b=\"${B}\""
+        );
+        assert_eq!(rewrite_templates("no templates"), "no templates");
+        assert_eq!(rewrite_templates(""), "");
+    }
+
+    #[test]
+    fn leaves_other_actions() {
+        let s = "x {{ .a | printf \"%q\" }} {{ .b.c }} {{ len .x }} {{ .1a }} {{ .n }} {{ open";
+        assert_eq!(
+            rewrite_templates(s),
+            "x {{ .a | printf \"%q\" }} {{ .b.c }} {{ len .x }} {{ .1a }} \"${n}\" {{ open"
+        );
+        assert_eq!(
+            unsupported_templates(s),
+            vec![
+                "{{ .a | printf \"%q\" }}",
+                "{{ .b.c }}",
+                "{{ len .x }}",
+                "{{ .1a }}",
+                "{{ open"
+            ]
+        );
+    }
+
+    #[test]
+    fn lists_vars() {
+        assert_eq!(
+            template_vars("{{ .b }} {{.a}} {{ .b }} {{ f }}"),
+            vec!["b".to_owned(), "a".to_owned()]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn text_without_braces_is_unchanged(s in "[^{}]{0,40}") {
+            prop_assert_eq!(rewrite_templates(&s), s.clone());
+            prop_assert!(template_vars(&s).is_empty());
+        }
+
+        #[test]
+        fn references_become_env_vars(name in "[A-Za-z_][A-Za-z0-9_]{0,10}", sp in " {0,2}") {
+            let script = format!("echo {{{{{sp}.{name}{sp}}}}}");
+            prop_assert_eq!(rewrite_templates(&script), format!("echo \"${{{name}}}\""));
+            prop_assert_eq!(template_vars(&script), vec![name]);
+        }
+    }
+}

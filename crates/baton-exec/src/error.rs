@@ -1,0 +1,89 @@
+//! [`ExecError`]: what went wrong while starting, re-attaching to or
+//! cancelling a job, always naming the file, directory or process involved.
+
+use std::io;
+use std::path::PathBuf;
+
+/// An executor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A file-system operation on a job directory failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What we tried to do, e.g. `"write job spec"`.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON file in a job directory could not be (de)serialized.
+    #[error("invalid JSON in {}: {source}", path.display())]
+    Json {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The supervisor process could not be spawned.
+    #[error("could not spawn supervisor {} for job dir {}: {source}", program.display(), dir.display())]
+    Spawn {
+        /// The supervisor program.
+        program: PathBuf,
+        /// The job directory.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The supervisor was spawned but did not report that it is ready (it
+    /// failed early, or took too long and was killed). The job did not start.
+    #[error("supervisor for job dir {} did not become ready: {detail}", dir.display())]
+    NotReady {
+        /// The job directory.
+        dir: PathBuf,
+        /// What happened (the supervisor's own message when it gave one).
+        detail: String,
+    },
+    /// The job directory already holds a started job; refusing to run it twice.
+    #[error("job dir {} was already started (found {})", dir.display(), found.display())]
+    AlreadyStarted {
+        /// The job directory.
+        dir: PathBuf,
+        /// The file whose presence proves it.
+        found: PathBuf,
+    },
+    /// The job has no running supervisor (and no exit record).
+    #[error("job in {} is not running: {reason}", dir.display())]
+    NotRunning {
+        /// The job directory.
+        dir: PathBuf,
+        /// Why we think so.
+        reason: String,
+    },
+    /// Sending a signal to the supervisor failed.
+    #[error("could not send {signal} to supervisor pid {pid} of job dir {}: {source}", dir.display())]
+    Signal {
+        /// The job directory.
+        dir: PathBuf,
+        /// The supervisor's pid.
+        pid: i32,
+        /// The signal's name.
+        signal: &'static str,
+        /// The underlying error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+impl ExecError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        ExecError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

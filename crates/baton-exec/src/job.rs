@@ -1,0 +1,69 @@
+//! The executor-independent vocabulary: what to run ([`JobSpec`]), how it
+//! ended ([`ExitRecord`]) and what waiting on a job yields ([`Outcome`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What to run. Written by the executor to `spec.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    /// The run this job belongs to (exported as `BATON_RUN_ID`).
+    pub run_id: i64,
+    /// The job's id (exported as `BATON_JOB_ID`).
+    pub job_id: i64,
+    /// The task's name (exported as `BATON_TASK`).
+    pub task: String,
+    /// The script, run as `bash -eo pipefail script.sh`.
+    pub script: String,
+    /// Extra environment on top of the inherited one.
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit, enforced by the supervisor (SIGTERM, then SIGKILL
+    /// after `kill_grace`, to the job's whole process group).
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL on timeout or cancel.
+    pub kill_grace: Duration,
+}
+
+/// How a job ended. Written by the supervisor to `exit.json`, last.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// The script's exit code, if it exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the script (bash), if one did.
+    pub signal: Option<i32>,
+    /// The supervisor killed the job because its timeout expired.
+    pub timed_out: bool,
+    /// The job was cancelled (SIGTERM or SIGINT to the supervisor).
+    pub canceled: bool,
+    /// The job could not be run (or its log not written), e.g.
+    /// `"could not start bash: ..."`.
+    pub error: Option<String>,
+    /// When the supervisor started the job.
+    pub started_at: DateTime<Utc>,
+    /// When the job (and the copying of its output) ended.
+    pub ended_at: DateTime<Utc>,
+    /// Size of `log` at the end.
+    pub log_bytes: u64,
+    /// The supervisor's own peak resident set size (VmHWM), in KiB.
+    #[serde(default)]
+    pub max_rss_kb: Option<u64>,
+}
+
+impl ExitRecord {
+    /// The job ran and exited 0, without timeout, cancel or error.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && self.error.is_none() && !self.timed_out && !self.canceled
+    }
+}
+
+/// What waiting on a job yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job ended and its exit record was read.
+    Exited(ExitRecord),
+    /// The job's fate is unknown: its supervisor went away without an exit
+    /// record. The string says why we think so.
+    Lost(String),
+}

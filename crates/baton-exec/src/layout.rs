@@ -1,0 +1,95 @@
+//! The files of a job directory, and reading / atomically writing them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ExecError;
+use crate::job::ExitRecord;
+
+/// The [`JobSpec`](crate::JobSpec), written by the executor.
+pub const SPEC_FILE: &str = "spec.json";
+/// The job's working directory.
+pub const WORK_DIR: &str = "work";
+/// `BATON_OUTPUT_DIR`: the job's artifacts.
+pub const OUT_DIR: &str = "out";
+/// stdout + stderr of the job, byte for byte.
+pub const LOG_FILE: &str = "log";
+/// The script as bash runs it.
+pub const SCRIPT_FILE: &str = "script.sh";
+/// [`SupervisorInfo`], written by the supervisor before the job starts.
+pub const SUPERVISOR_FILE: &str = "supervisor.json";
+/// The [`ExitRecord`], written by the supervisor at the end.
+pub const EXIT_FILE: &str = "exit.json";
+
+/// Who supervises a job: enough to find the process again after a server
+/// restart without being fooled by pid reuse.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SupervisorInfo {
+    /// The supervisor's pid.
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
+    pub start_time: u64,
+}
+
+/// Read `exit.json` of a job directory; `None` if it is absent (or unreadable,
+/// which is logged: the file is written atomically, so that should not happen).
+pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
+    match try_read_json::<ExitRecord>(&dir.join(EXIT_FILE)) {
+        Ok(rec) => rec,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
+}
+
+/// Read `supervisor.json` of a job directory.
+pub fn read_supervisor(dir: &Path) -> Result<Option<SupervisorInfo>, ExecError> {
+    try_read_json(&dir.join(SUPERVISOR_FILE))
+}
+
+/// Read and parse a JSON file; `Ok(None)` if it does not exist.
+pub(crate) fn try_read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ExecError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ExecError::io("read", path, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| ExecError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Write `bytes` to `path` atomically: write `path.tmp`, then rename. With
+/// `durable`, fsync the file before and the directory after the rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let mut tmp: PathBuf = path.to_path_buf().into_os_string().into();
+    tmp.as_mut_os_string().push(".tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if durable && let Some(parent) = path.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}

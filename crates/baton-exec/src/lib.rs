@@ -1,0 +1,43 @@
+//! Baton's executors: where and how a job's script runs.
+//!
+//! Today there is one executor, [`LocalExecutor`]: every job runs on this
+//! machine under a small per-job supervisor process (`baton __supervise
+//! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
+//! is never the direct parent of a job's process tree, so jobs survive a
+//! server crash or restart: the supervisor keeps copying output into the job
+//! directory's `log` and finally writes `exit.json`, and a restarted server
+//! re-attaches with [`LocalExecutor::reattach`].
+//!
+//! Later executors (Docker containers, SSH workers driven through ssh + dtach
+//! with a curl callback, pull-mode agents) are meant to have the same shape:
+//! `start` → handle, `reattach` after a restart, `cancel`, and
+//! `handle.wait()` → [`Outcome`]. The shared vocabulary ([`JobSpec`],
+//! [`ExitRecord`], [`Outcome`], the job-directory files in [`layout`] and
+//! [`read_log_range`]) lives outside the local-specific modules
+//! ([`local`], [`supervisor`], [`unix`]).
+//!
+//! Job directory layout (`<data>/runs/<job-id>/`):
+//!
+//! | file | written by | content |
+//! | --- | --- | --- |
+//! | `spec.json` | executor | the [`JobSpec`] |
+//! | `work/` | executor | the job's fresh working directory |
+//! | `out/` | executor | `BATON_OUTPUT_DIR` (artifacts) |
+//! | `log` | executor (empty), then supervisor | stdout + stderr, byte for byte |
+//! | `script.sh` | supervisor | the script bash runs |
+//! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
+//! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
+
+pub mod error;
+pub mod job;
+pub mod layout;
+pub mod local;
+pub mod log;
+pub mod supervisor;
+pub mod unix;
+
+pub use error::ExecError;
+pub use job::{ExitRecord, JobSpec, Outcome};
+pub use layout::{SupervisorInfo, read_exit};
+pub use local::{JobHandle, LocalExecutor, Reattach};
+pub use log::read_log_range;

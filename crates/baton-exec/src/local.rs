@@ -1,0 +1,297 @@
+//! [`LocalExecutor`]: runs each job on this machine under its own
+//! [supervisor](crate::supervisor) process, started in a new session so that
+//! the job survives the server.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
+
+use crate::error::ExecError;
+use crate::job::{JobSpec, Outcome};
+use crate::layout::{
+    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo, WORK_DIR,
+    read_exit, read_supervisor,
+};
+use crate::unix;
+use crate::{ExitRecord, layout};
+
+/// How long [`LocalExecutor::start`] waits for the supervisor to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a re-attached [`JobHandle`] looks for the exit record.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Starts supervisors: `<program> <args...> <job-dir>`, e.g.
+/// `/usr/bin/baton __supervise /var/lib/baton/runs/42`.
+#[derive(Clone, Debug)]
+pub struct LocalExecutor {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+/// What [`LocalExecutor::reattach`] found in a job directory.
+#[derive(Debug)]
+pub enum Reattach {
+    /// The job ended; here is its record.
+    Finished(ExitRecord),
+    /// The supervisor is still running; wait on the handle.
+    Running(JobHandle),
+    /// No exit record and no live supervisor: the job is lost (reason given).
+    Vanished(String),
+}
+
+/// A started (or re-attached) job.
+#[derive(Debug)]
+pub struct JobHandle {
+    dir: PathBuf,
+    info: SupervisorInfo,
+    /// Set when the supervisor is our own child (started by this process).
+    child: Option<tokio::process::Child>,
+}
+
+impl LocalExecutor {
+    /// An executor whose supervisors are `program args... <job-dir>`.
+    pub fn new(program: PathBuf, args: Vec<OsString>) -> Self {
+        LocalExecutor { program, args }
+    }
+
+    /// Prepare `dir` (`work/`, `out/`, `spec.json`, an empty `log`), spawn the
+    /// supervisor in its own session, wait until it has written
+    /// `supervisor.json` and return a handle.
+    ///
+    /// Refuses a directory that already has `supervisor.json` or `exit.json`
+    /// (use [`reattach`](Self::reattach) for those): a job never runs twice.
+    pub async fn start(&self, dir: &Path, spec: &JobSpec) -> Result<JobHandle, ExecError> {
+        let dir = std::path::absolute(dir).map_err(|e| ExecError::io("resolve", dir, e))?;
+        for f in [EXIT_FILE, SUPERVISOR_FILE] {
+            let p = dir.join(f);
+            if p.exists() {
+                return Err(ExecError::AlreadyStarted { dir, found: p });
+            }
+        }
+        for d in [WORK_DIR, OUT_DIR] {
+            let p = dir.join(d);
+            fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
+        }
+        let spec_path = dir.join(SPEC_FILE);
+        let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
+            path: spec_path.clone(),
+            source,
+        })?;
+        fs::write(&spec_path, json).map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+        let log_path = dir.join(LOG_FILE);
+        File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
+
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .arg(&dir)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        unsafe { cmd.pre_exec(unix::new_session) };
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            program: self.program.clone(),
+            dir: dir.clone(),
+            source,
+        })?;
+
+        // The supervisor prints "ready\n" (or "error: ...\n") on its stdout.
+        let mut out = child.stdout.take().expect("stdout is piped");
+        let mut msg = Vec::new();
+        let read = tokio::time::timeout(READY_TIMEOUT, async {
+            let mut chunk = [0u8; 512];
+            loop {
+                let n = out.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                msg.extend_from_slice(&chunk[..n]);
+                if msg.contains(&b'\n') {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        drop(out);
+        let text = String::from_utf8_lossy(&msg).trim().to_string();
+        if text == "ready" {
+            // supervisor.json is written before "ready"; should reading it
+            // fail anyway, the job IS running, so fall back to what we know.
+            let info = read_supervisor(&dir).ok().flatten().unwrap_or_else(|| {
+                let pid = child.id().map(|p| p as i32).unwrap_or(0);
+                let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+                SupervisorInfo { pid, start_time }
+            });
+            return Ok(JobHandle {
+                dir,
+                info,
+                child: Some(child),
+            });
+        }
+
+        let detail = match read {
+            Err(_) => {
+                let _ = child.start_kill();
+                format!("no answer within {READY_TIMEOUT:?}; killed it")
+            }
+            Ok(Err(e)) => {
+                let _ = child.start_kill();
+                format!("could not read its readiness pipe: {e}; killed it")
+            }
+            Ok(Ok(())) => {
+                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let status = match status {
+                    Ok(Ok(st)) => st.to_string(),
+                    _ => {
+                        let _ = child.start_kill();
+                        "still running; killed it".to_string()
+                    }
+                };
+                if text.is_empty() {
+                    format!("it exited ({status}) without a word")
+                } else {
+                    format!("{text} ({status})")
+                }
+            }
+        };
+        Err(ExecError::NotReady { dir, detail })
+    }
+
+    /// After a server restart: what became of the job in `dir`?
+    pub fn reattach(&self, dir: &Path) -> Reattach {
+        if let Some(rec) = read_exit(dir) {
+            return Reattach::Finished(rec);
+        }
+        let info = match read_supervisor(dir) {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                return read_exit(dir).map_or_else(
+                    || {
+                        Reattach::Vanished(format!(
+                            "no {} and no {} in {}: the supervisor never started",
+                            SUPERVISOR_FILE,
+                            EXIT_FILE,
+                            dir.display()
+                        ))
+                    },
+                    Reattach::Finished,
+                );
+            }
+            Err(e) => return Reattach::Vanished(e.to_string()),
+        };
+        if unix::is_alive(info.pid, info.start_time) {
+            return Reattach::Running(JobHandle {
+                dir: dir.to_path_buf(),
+                info,
+                child: None,
+            });
+        }
+        // It may have written exit.json and exited since we first looked.
+        match read_exit(dir) {
+            Some(rec) => Reattach::Finished(rec),
+            None => Reattach::Vanished(vanished(info)),
+        }
+    }
+
+    /// Ask the supervisor of the job in `dir` to cancel it (SIGTERM to the
+    /// supervisor, which terminates the job's process group). A job that has
+    /// already finished is not an error.
+    pub fn cancel(&self, dir: &Path) -> Result<(), ExecError> {
+        if read_exit(dir).is_some() {
+            return Ok(());
+        }
+        let info = read_supervisor(dir)?.ok_or_else(|| ExecError::NotRunning {
+            dir: dir.to_path_buf(),
+            reason: format!("no {SUPERVISOR_FILE}"),
+        })?;
+        let not_running = || {
+            if read_exit(dir).is_some() {
+                Ok(())
+            } else {
+                Err(ExecError::NotRunning {
+                    dir: dir.to_path_buf(),
+                    reason: vanished(info),
+                })
+            }
+        };
+        if !unix::is_alive(info.pid, info.start_time) {
+            return not_running();
+        }
+        match unix::signal_process(info.pid, Signal::SIGTERM) {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => not_running(),
+            Err(source) => Err(ExecError::Signal {
+                dir: dir.to_path_buf(),
+                pid: info.pid,
+                signal: "SIGTERM",
+                source,
+            }),
+        }
+    }
+}
+
+fn vanished(info: SupervisorInfo) -> String {
+    format!(
+        "supervisor vanished (pid {} no longer running) without an exit record",
+        info.pid
+    )
+}
+
+impl JobHandle {
+    /// The job directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The supervisor's identity.
+    pub fn supervisor(&self) -> SupervisorInfo {
+        self.info
+    }
+
+    /// The job's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(layout::LOG_FILE)
+    }
+
+    /// Wait for the job to end. Dropping the handle instead leaves the job
+    /// running (it can be re-attached later).
+    pub async fn wait(self) -> Outcome {
+        if let Some(mut child) = self.child {
+            match child.wait().await {
+                Ok(status) => {
+                    return match read_exit(&self.dir) {
+                        Some(rec) => Outcome::Exited(rec),
+                        None => Outcome::Lost(format!(
+                            "supervisor exited with {status} without an exit record"
+                        )),
+                    };
+                }
+                // Could not wait on our child (should not happen): poll.
+                Err(e) => tracing::warn!(
+                    "could not wait for supervisor pid {}: {e}; polling",
+                    self.info.pid
+                ),
+            }
+        }
+        loop {
+            if let Some(rec) = read_exit(&self.dir) {
+                return Outcome::Exited(rec);
+            }
+            if !unix::is_alive(self.info.pid, self.info.start_time) {
+                return match read_exit(&self.dir) {
+                    Some(rec) => Outcome::Exited(rec),
+                    None => Outcome::Lost(vanished(self.info)),
+                };
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}

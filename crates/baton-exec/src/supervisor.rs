@@ -1,0 +1,328 @@
+//! The per-job supervisor: `baton __supervise <job-dir>` calls [`main`].
+//!
+//! It is started by [`LocalExecutor`](crate::LocalExecutor) in its own
+//! session, so it outlives the server. It
+//!
+//! 1. installs its signal handling (SIGTERM/SIGINT = cancel, SIGHUP ignored),
+//!    writes `supervisor.json` (pid + start time) and reports readiness,
+//! 2. runs `bash -eo pipefail <dir>/script.sh` in `<dir>/work`, in a new
+//!    process group, stdin `/dev/null`, stdout and stderr both into ONE pipe,
+//! 3. appends that pipe to `<dir>/log` with a fixed-size buffer,
+//! 4. enforces the timeout and cancellation on the whole process group
+//!    (SIGTERM, SIGKILL after `kill_grace`); when the script exits it
+//!    SIGKILLs the group once so backgrounded stragglers cannot keep the job
+//!    (or the pipe) alive,
+//! 5. writes `<dir>/exit.json` durably and exits 0.
+//!
+//! Readiness protocol: the executor gives the supervisor a pipe as stdout.
+//! Once `supervisor.json` is written the supervisor prints `ready\n` there
+//! and points stdout at `/dev/null`; if it fails before that it prints
+//! `error: ...\n` and exits 1 without running anything. Run by hand, it just
+//! prints `ready`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until};
+
+use crate::job::{ExitRecord, JobSpec};
+use crate::layout::{
+    EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo,
+    WORK_DIR, try_read_json, write_atomic,
+};
+use crate::unix;
+
+/// Size of the copy buffer: memory stays flat whatever the job prints.
+const COPY_BUF: usize = 64 * 1024;
+/// Pipe capacity we ask for (best effort).
+const PIPE_SIZE: i32 = 1024 * 1024;
+/// After the script exited and its group was killed, how long we keep
+/// reading the pipe before giving up on a writer that escaped the group.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// Supervise the job in `dir`; returns the process exit status (0 once
+/// `exit.json` is written). Builds its own single-threaded tokio runtime, so
+/// call it from a plain `main`, not from inside a runtime.
+pub fn main(dir: &Path) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return not_ready(&format!("could not build runtime: {e}")),
+    };
+    rt.block_on(run(dir))
+}
+
+fn not_ready(msg: &str) -> i32 {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "error: {msg}");
+    let _ = out.flush();
+    1
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    _hup: tokio::signal::unix::Signal,
+}
+
+async fn run(dir: &Path) -> i32 {
+    // Handlers first: from the moment supervisor.json exists, a SIGTERM
+    // means "cancel", never "die without an exit record". (Handled, not
+    // ignored, so the job's bash gets default dispositions back on exec.)
+    let mut sigs = match (|| {
+        Ok::<_, io::Error>(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            _hup: signal(SignalKind::hangup())?,
+        })
+    })() {
+        Ok(s) => s,
+        Err(e) => return not_ready(&format!("could not install signal handlers: {e}")),
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let exit_path = dir.join(EXIT_FILE);
+    if exit_path.exists() {
+        return not_ready(&format!(
+            "{} already exists: this job already ran",
+            exit_path.display()
+        ));
+    }
+    let me = unix::self_pid();
+    let info = match unix::proc_stat(me) {
+        Ok(st) => SupervisorInfo {
+            pid: me,
+            start_time: st.start_time,
+        },
+        Err(e) => return not_ready(&format!("could not read /proc/{me}/stat: {e}")),
+    };
+    let sup_path = dir.join(SUPERVISOR_FILE);
+    let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");
+    if let Err(e) = write_atomic(&sup_path, &json, false) {
+        return not_ready(&format!("could not write {}: {e}", sup_path.display()));
+    }
+    {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(b"ready\n");
+        let _ = out.flush();
+    }
+    let _ = unix::stdout_to_dev_null();
+
+    let rec = supervise(&dir, &mut sigs).await;
+    let json = serde_json::to_vec_pretty(&rec).expect("ExitRecord serializes");
+    match write_atomic(&exit_path, &json, true) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("baton supervisor: could not write {}: {e}", exit_path.display());
+            1
+        }
+    }
+}
+
+/// Everything after readiness; every failure ends up in the record.
+async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
+    let mut rec = ExitRecord {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        canceled: false,
+        error: None,
+        started_at: Utc::now(),
+        ended_at: Utc::now(),
+        log_bytes: 0,
+        max_rss_kb: None,
+    };
+    let log_path = dir.join(LOG_FILE);
+    match prepare(dir) {
+        Ok((spec, log, child, pipe)) => {
+            rec.started_at = Utc::now();
+            run_job(&spec, &log_path, log, child, pipe, sigs, &mut rec).await;
+        }
+        Err(e) => rec.error = Some(e),
+    }
+    rec.log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    rec.ended_at = Utc::now();
+    rec.max_rss_kb = unix::peak_rss_kb();
+    rec
+}
+
+/// Read the spec, open the log, write the script, start bash.
+fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd), String> {
+    let spec_path = dir.join(SPEC_FILE);
+    let spec: JobSpec = match try_read_json(&spec_path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(format!("job spec {} is missing", spec_path.display())),
+        Err(e) => return Err(e.to_string()),
+    };
+    let log_path = dir.join(LOG_FILE);
+    let log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+        .map_err(|e| format!("could not open log {}: {e}", log_path.display()))?;
+    let script_path = dir.join(SCRIPT_FILE);
+    std::fs::write(&script_path, spec.script.as_bytes())
+        .map_err(|e| format!("could not write script {}: {e}", script_path.display()))?;
+    let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("could not create output pipe: {e}"))?;
+    unix::set_pipe_size(&rx, PIPE_SIZE);
+    let tx2 = tx
+        .try_clone()
+        .map_err(|e| format!("could not duplicate output pipe: {e}"))?;
+    let out_dir: PathBuf = dir.join(OUT_DIR);
+    let mut cmd = Command::new("bash");
+    cmd.arg("-eo")
+        .arg("pipefail")
+        .arg(&script_path)
+        .current_dir(dir.join(WORK_DIR))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(tx))
+        .stderr(Stdio::from(tx2))
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("BATON_RUN_ID", spec.run_id.to_string())
+        .env("BATON_JOB_ID", spec.job_id.to_string())
+        .env("BATON_TASK", &spec.task)
+        .env("BATON_OUTPUT_DIR", &out_dir);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start bash: {e}"))?;
+    // `cmd` holds our copies of the pipe's write end: drop them, or we would
+    // never see EOF.
+    drop(cmd);
+    Ok((spec, log, child, rx))
+}
+
+/// Copy output, enforce timeout / cancel, reap. Fills the exit fields of `rec`.
+async fn run_job(
+    spec: &JobSpec,
+    log_path: &Path,
+    mut log: File,
+    mut child: Child,
+    pipe: OwnedFd,
+    sigs: &mut Signals,
+    rec: &mut ExitRecord,
+) {
+    let pgid = child.id() as i32;
+    // Wait for the exit WITHOUT reaping (WNOWAIT): while the zombie exists
+    // its pid — the group id — cannot be reused, so killing the group right
+    // after the exit cannot hit a stranger.
+    let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        loop {
+            match nix::sys::wait::waitid(
+                Id::Pid(Pid::from_raw(pgid)),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+        let _ = exited_tx.send(());
+    });
+
+    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            rec.error = Some(format!("could not read output pipe: {e}"));
+            None
+        }
+    };
+    let mut buf = vec![0u8; COPY_BUF];
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let timeout_at = spec.timeout.map(|t| Instant::now() + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut status: Option<ExitStatus> = None;
+
+    loop {
+        if pipe.is_none() && status.is_some() {
+            break;
+        }
+        let alive = status.is_none();
+        tokio::select! {
+            r = async { pipe.as_mut().expect("guarded").read(&mut buf).await }, if pipe.is_some() => match r {
+                Ok(0) => pipe = None,
+                Ok(n) => {
+                    if let Err(e) = log.write_all(&buf[..n])
+                        && rec.error.is_none()
+                    {
+                        // Keep draining (and discarding) so the job does not
+                        // block on a full pipe; the error is recorded.
+                        rec.error = Some(format!("could not write log {}: {e}", log_path.display()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    rec.error.get_or_insert(format!("could not read output pipe: {e}"));
+                    pipe = None;
+                }
+            },
+            _ = &mut exited_rx, if alive => {
+                // Stragglers (backgrounded children) die with the script.
+                let _ = unix::signal_group(pgid, Signal::SIGKILL);
+                match child.wait() {
+                    Ok(st) => status = Some(st),
+                    Err(e) => {
+                        rec.error.get_or_insert(format!("could not reap bash (pid {pgid}): {e}"));
+                        status = Some(ExitStatus::from_raw(0x7f00));
+                    }
+                }
+                drain_until = Some(Instant::now() + DRAIN_GRACE);
+            },
+            _ = sigs.term.recv() => cancel(rec, alive, pgid, spec, &mut kill_at),
+            _ = sigs.int.recv() => cancel(rec, alive, pgid, spec, &mut kill_at),
+            _ = sleep_until(timeout_at.unwrap_or(far)), if alive && timeout_at.is_some() && !rec.timed_out => {
+                rec.timed_out = true;
+                let _ = unix::signal_group(pgid, Signal::SIGTERM);
+                kill_at.get_or_insert(Instant::now() + spec.kill_grace);
+            },
+            _ = sleep_until(kill_at.unwrap_or(far)), if alive && kill_at.is_some() => {
+                let _ = unix::signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            },
+            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+                // Someone outside the group holds the pipe open; stop here.
+                break;
+            },
+        }
+    }
+
+    if let Some(st) = status {
+        rec.exit_code = st.code();
+        rec.signal = st.signal();
+    }
+    if let Err(e) = log.sync_data() {
+        rec.error
+            .get_or_insert(format!("could not sync log {}: {e}", log_path.display()));
+    }
+}
+
+fn cancel(
+    rec: &mut ExitRecord,
+    alive: bool,
+    pgid: i32,
+    spec: &JobSpec,
+    kill_at: &mut Option<Instant>,
+) {
+    // A cancel that arrives after the script exited changes nothing.
+    if rec.canceled || !alive {
+        return;
+    }
+    rec.canceled = true;
+    let _ = unix::signal_group(pgid, Signal::SIGTERM);
+    kill_at.get_or_insert(Instant::now() + spec.kill_grace);
+}

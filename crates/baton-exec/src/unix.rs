@@ -1,0 +1,113 @@
+//! Process control on Linux: process identity through `/proc` (pid + start
+//! time, to survive pid reuse), signals to processes and process groups,
+//! and a few fd tricks the supervisor needs.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+/// The bits of `/proc/<pid>/stat` we care about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    pub state: char,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Read `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> io::Result<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+fn parse_stat(text: &str) -> io::Result<ProcStat> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/<pid>/stat");
+    // Field 2 (comm) is in parentheses and may contain spaces and ')'.
+    let rest = &text[text.rfind(')').ok_or_else(bad)? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().and_then(|s| s.chars().next()).ok_or_else(bad)?;
+    // `rest` starts at field 3; field 22 is 19 further.
+    let start_time = fields
+        .nth(18)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(ProcStat { state, start_time })
+}
+
+/// This process's pid.
+pub fn self_pid() -> i32 {
+    std::process::id() as i32
+}
+
+/// Is the process `pid` the one that started at `start_time`, and not dead
+/// (a zombie counts as dead)?
+pub fn is_alive(pid: i32, start_time: u64) -> bool {
+    match proc_stat(pid) {
+        Ok(st) => st.start_time == start_time && !matches!(st.state, 'Z' | 'X' | 'x'),
+        Err(_) => false,
+    }
+}
+
+/// Send `sig` to process `pid`.
+pub fn signal_process(pid: i32, sig: Signal) -> Result<(), Errno> {
+    signal::kill(Pid::from_raw(pid), sig)
+}
+
+/// Send `sig` to every process of group `pgid`. A group that no longer
+/// exists is not an error.
+pub fn signal_group(pgid: i32, sig: Signal) -> Result<(), Errno> {
+    match signal::killpg(Pid::from_raw(pgid), sig) {
+        Err(Errno::ESRCH) => Ok(()),
+        r => r,
+    }
+}
+
+/// Start a new session (for `pre_exec`: async-signal-safe).
+pub fn new_session() -> io::Result<()> {
+    nix::unistd::setsid().map(|_| ()).map_err(io::Error::from)
+}
+
+/// Point fd 1 at `/dev/null` (closing whatever it was, e.g. a readiness pipe).
+pub fn stdout_to_dev_null() -> io::Result<()> {
+    let null = OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdout(null.as_fd()).map_err(io::Error::from)
+}
+
+/// Best effort: grow a pipe's buffer (fewer wake-ups for chatty jobs).
+pub fn set_pipe_size(fd: impl AsFd, bytes: i32) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes));
+}
+
+/// This process's peak resident set size (`VmHWM`), in KiB.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 1000 200 18446744073709551615";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.start_time, 987654);
+    }
+
+    #[test]
+    fn self_is_alive_and_wrong_start_time_is_not() {
+        let st = proc_stat(self_pid()).unwrap();
+        assert!(is_alive(self_pid(), st.start_time));
+        assert!(!is_alive(self_pid(), st.start_time + 1));
+        assert!(peak_rss_kb().unwrap() > 0);
+    }
+}

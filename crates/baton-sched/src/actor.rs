@@ -1,0 +1,1075 @@
+//! The scheduler actor: the single owner of open runs, workers and timers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+use baton_core::config::Config;
+use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
+use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
+use baton_core::schedule::{self, Rule};
+use baton_exec::{ExitRecord, JobSpec, LocalExecutor, Outcome, Reattach};
+use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
+
+use crate::handle::{Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState};
+use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
+
+struct Worker {
+    name: String,
+    queues: Vec<String>,
+    /// `Some(host)` for SSH workers, which the executors issue brings; until then they are down.
+    host: Option<String>,
+    busy: Option<(i64, i64)>,
+}
+
+pub(crate) struct Actor {
+    config: Arc<Config>,
+    store: Store,
+    folders: RunFolders,
+    exec: Arc<LocalExecutor>,
+    tx: mpsc::Sender<Msg>,
+    generation: watch::Sender<u64>,
+    workers: Vec<Worker>,
+    runs: BTreeMap<i64, LiveRun>,
+    last_start: BTreeMap<String, DateTime<Utc>>,
+    marks: BTreeMap<String, DateTime<Utc>>,
+    next_fire: BTreeMap<String, DateTime<Utc>>,
+    ended_seq: u64,
+    changed: bool,
+}
+
+fn build_workers(config: &Config) -> Vec<Worker> {
+    let mut workers: Vec<Worker> = config
+        .workers
+        .values()
+        .map(|w| Worker {
+            name: w.name.clone(),
+            queues: w.queues.clone(),
+            host: w.host.clone(),
+            busy: None,
+        })
+        .collect();
+    if workers.is_empty() {
+        let n = config.server.local_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        });
+        workers = (1..=n.max(1))
+            .map(|i| Worker {
+                name: format!("local-{i}"),
+                queues: vec!["default".into()],
+                host: None,
+                busy: None,
+            })
+            .collect();
+    }
+    workers
+}
+
+fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
+    let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
+    let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
+    match kind {
+        Some(TargetKind::Task) => task(),
+        Some(TargetKind::Pipeline) => pipeline(),
+        None => task().or_else(pipeline),
+    }
+}
+
+fn valid_arg_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("BATON_")
+}
+
+fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option<String>) {
+    if let Some(err) = &rec.error {
+        return (Status::Broken, Some(format!("broken: {err}")));
+    }
+    if rec.timed_out {
+        let limit = timeout.map_or(String::new(), |t| format!(" after {}s", t.as_secs()));
+        return (
+            Status::Jammed,
+            Some(format!("jammed: timed out{limit} and was killed")),
+        );
+    }
+    if rec.canceled {
+        return (Status::Canceled, Some("canceled on request".into()));
+    }
+    match (rec.exit_code, rec.signal) {
+        (Some(0), _) => (Status::Success, None),
+        (Some(code), _) => (Status::Failed, Some(format!("failed: exit code {code}"))),
+        (None, Some(sig)) => (Status::Failed, Some(format!("failed: killed by signal {sig}"))),
+        (None, None) => (
+            Status::Broken,
+            Some("broken: the job ended without an exit code".into()),
+        ),
+    }
+}
+
+impl Actor {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        folders: RunFolders,
+        exec: Arc<LocalExecutor>,
+        tx: mpsc::Sender<Msg>,
+        generation: watch::Sender<u64>,
+    ) -> Self {
+        Actor {
+            workers: build_workers(&config),
+            config,
+            store,
+            folders,
+            exec,
+            tx,
+            generation,
+            runs: BTreeMap::new(),
+            last_start: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            next_fire: BTreeMap::new(),
+            ended_seq: 0,
+            changed: false,
+        }
+    }
+
+    /// Loads open runs, re-attaches to jobs that outlived the previous server, and records the
+    /// end of those that finished or vanished while it was down.
+    pub async fn recover(&mut self) -> Result<(), SchedError> {
+        self.last_start = self.store.last_starts().await?;
+        self.marks = self.store.schedule_marks().await?;
+        let now = Utc::now();
+        self.ended_seq = now.timestamp_millis() as u64;
+        for row in self.store.open_runs().await? {
+            let def: TargetDef = match serde_json::from_value(row.definition.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(run = row.id, "unreadable run definition: {e}");
+                    continue;
+                }
+            };
+            let run_id = row.id;
+            let active: Vec<JobRow> = row
+                .jobs
+                .iter()
+                .filter(|j| j.status.is_active())
+                .cloned()
+                .collect();
+            self.runs.insert(run_id, LiveRun::new(row, def));
+            for job in active {
+                let dir = self.folders.job_dir(job.id, job.attempt);
+                if !dir.join(baton_exec::layout::SPEC_FILE).exists() {
+                    // Recorded as started but never launched: it never ran, so run it now.
+                    self.requeue(run_id, job.id, job.attempt, "queued: the server stopped before the job was launched".into());
+                    continue;
+                }
+                match self.exec.reattach(&dir) {
+                    Reattach::Finished(rec) => {
+                        self.job_ended(job.id, job.attempt, Outcome::Exited(rec)).await;
+                    }
+                    Reattach::Vanished(why) => {
+                        self.job_ended(job.id, job.attempt, Outcome::Lost(why)).await;
+                    }
+                    Reattach::Running(handle) => {
+                        if let Some(w) = job
+                            .worker
+                            .as_ref()
+                            .and_then(|n| self.workers.iter_mut().find(|w| &w.name == n))
+                        {
+                            w.busy = Some((run_id, job.id));
+                        }
+                        let tx = self.tx.clone();
+                        let (job_id, attempt) = (job.id, job.attempt);
+                        tokio::spawn(async move {
+                            let outcome = handle.wait().await;
+                            let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                        });
+                    }
+                }
+            }
+        }
+        self.reset_timers(now);
+        self.pump(now).await;
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            let now = Utc::now();
+            let wake = self.next_wake(now);
+            let sleep = (wake - now).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return };
+                    self.handle(msg).await;
+                    // Take whatever else is waiting as one batch.
+                    while let Ok(msg) = rx.try_recv() {
+                        self.handle(msg).await;
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            let now = Utc::now();
+            self.fire_timers(now).await;
+            self.pump(now).await;
+            if std::mem::take(&mut self.changed) {
+                self.generation.send_modify(|g| *g += 1);
+            }
+        }
+    }
+
+    fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let cap = now + chrono::Duration::seconds(60);
+        let delays = self
+            .runs
+            .values()
+            .filter_map(|r| r.row.not_before)
+            .filter(|t| *t > now);
+        self.next_fire.values().copied().chain(delays).fold(cap, |a, b| a.min(b))
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Trigger(req, reply) => {
+                let r = self.trigger(req).await;
+                let _ = reply.send(r);
+            }
+            Msg::Cancel(id, reply) => {
+                let r = self.cancel(id).await;
+                let _ = reply.send(r);
+            }
+            Msg::Rerun(id, trigger, reply) => {
+                let r = self.rerun(id, trigger).await;
+                let _ = reply.send(r);
+            }
+            Msg::Reload(config, reply) => {
+                self.reload(*config);
+                let _ = reply.send(Ok(()));
+            }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Msg::Config(reply) => {
+                let _ = reply.send(self.config.clone());
+            }
+            Msg::JobRunning { job_id, attempt } => self.job_running(job_id, attempt).await,
+            Msg::JobEnded {
+                job_id,
+                attempt,
+                outcome,
+            } => self.job_ended(job_id, attempt, outcome).await,
+        }
+    }
+
+    fn reload(&mut self, config: Config) {
+        let mut workers = build_workers(&config);
+        for w in &mut workers {
+            w.busy = self
+                .workers
+                .iter()
+                .find(|o| o.name == w.name)
+                .and_then(|o| o.busy);
+        }
+        self.workers = workers;
+        self.config = Arc::new(config);
+        self.reset_timers(Utc::now());
+        self.changed = true;
+    }
+
+    fn rules(&self) -> Vec<(String, Rule)> {
+        self.config
+            .tasks
+            .values()
+            .filter(|t| t.enabled)
+            .filter_map(|t| {
+                let rule = match (&t.schedule, t.period) {
+                    (Some(c), _) => Rule::Cron(c.clone()),
+                    (None, Some(p)) => Rule::Every(p),
+                    (None, None) => return None,
+                };
+                Some((t.name.clone(), rule))
+            })
+            .collect()
+    }
+
+    fn reset_timers(&mut self, now: DateTime<Utc>) {
+        self.next_fire.clear();
+        for (name, rule) in self.rules() {
+            let mark = self.marks.get(&name).copied();
+            let next = match mark {
+                Some(m) => schedule::next_slot(&rule, m),
+                None => schedule::next_slot(&rule, now),
+            };
+            match next {
+                Ok(t) => {
+                    self.next_fire.insert(name, t);
+                }
+                Err(e) => tracing::error!(task = name, "cannot schedule: {e}"),
+            }
+        }
+        // A task seen for the first time starts counting now.
+        for name in self.next_fire.keys() {
+            self.marks.entry(name.clone()).or_insert(now);
+        }
+    }
+
+    async fn fire_timers(&mut self, now: DateTime<Utc>) {
+        let due_names: Vec<String> = self
+            .next_fire
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if due_names.is_empty() {
+            return;
+        }
+        let rules: BTreeMap<String, Rule> = self.rules().into_iter().collect();
+        for name in due_names {
+            let Some(rule) = rules.get(&name) else {
+                self.next_fire.remove(&name);
+                continue;
+            };
+            match schedule::due(rule, self.marks.get(&name).copied(), now) {
+                Ok(d) => {
+                    if let Err(e) = self
+                        .store
+                        .apply(&[Change::Mark {
+                            target: name.clone(),
+                            slot: d.mark,
+                        }])
+                        .await
+                    {
+                        tracing::error!(task = name, "cannot record schedule mark: {e}");
+                    }
+                    self.marks.insert(name.clone(), d.mark);
+                    self.next_fire.insert(name.clone(), d.next);
+                    if d.fire {
+                        let req = TriggerRequest {
+                            target: name.clone(),
+                            kind: Some(TargetKind::Task),
+                            args: BTreeMap::new(),
+                            trigger: TriggerKind::Schedule,
+                            ancestors: vec![],
+                        };
+                        if let Err(e) = self.trigger(req).await {
+                            tracing::error!(task = name, "scheduled trigger failed: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(task = name, "cannot schedule: {e}");
+                    self.next_fire.remove(&name);
+                }
+            }
+        }
+    }
+
+    async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
+        let def = lookup(&self.config, &req.target, req.kind)
+            .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
+        self.admit_and_record(req, def).await
+    }
+
+    async fn admit_and_record(
+        &mut self,
+        req: TriggerRequest,
+        def: TargetDef,
+    ) -> Result<RunRow, SchedError> {
+        if let TargetDef::Task(t) = &def
+            && !t.enabled
+        {
+            return Err(SchedError::Disabled(t.name.clone()));
+        }
+        for name in req.args.keys() {
+            if !valid_arg_name(name) {
+                return Err(SchedError::BadArgument {
+                    name: name.clone(),
+                    why: "argument names must be letters, digits and _, not start with a digit or BATON_ (they become environment variables)".into(),
+                });
+            }
+        }
+        let now = Utc::now();
+        let partition = LiveRun::partition(&req.args);
+        let open: Vec<OpenRun> = self
+            .runs
+            .values()
+            .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
+            .map(|r| OpenRun {
+                id: r.row.id,
+                active: r.is_active(),
+                partition: r.row.partition.clone(),
+            })
+            .collect();
+        let decision = decide::admit(
+            &req.target,
+            &def.admission(),
+            &open,
+            self.last_start.get(&req.target).copied(),
+            partition.as_deref(),
+            now,
+        );
+        let (status, reason, not_before, replaces) = match decision {
+            Admit::Queue {
+                not_before,
+                replaces,
+            } => (Status::Queued, None, not_before, replaces),
+            Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None),
+        };
+        let new = NewRun {
+            kind: def.kind(),
+            target: req.target.clone(),
+            trigger: req.trigger,
+            args: req.args.clone(),
+            tags: def.tags(),
+            definition: serde_json::to_value(&def).unwrap_or_default(),
+            status,
+            reason,
+            priority: def.priority(),
+            partition,
+            enqueued_at: now,
+            not_before,
+            jobs: def
+                .job_names(&req.target)
+                .into_iter()
+                .map(|name| NewJob { name })
+                .collect(),
+            ancestors: req.ancestors.clone(),
+        };
+        let row = self.store.insert_run(&new).await?;
+        self.changed = true;
+        if let Some(old) = replaces {
+            self.replace(old, row.id, now).await;
+        }
+        if status == Status::Queued {
+            self.runs.insert(row.id, LiveRun::new(row.clone(), def));
+        }
+        Ok(row)
+    }
+
+    /// A waiting run that a newer trigger replaced becomes `canceled`.
+    async fn replace(&mut self, old: i64, by: i64, now: DateTime<Utc>) {
+        let Some(run) = self.runs.get_mut(&old) else {
+            return;
+        };
+        let reason = format!("canceled: replaced by run {by}");
+        let mut changes = Vec::new();
+        for j in run.row.jobs.iter_mut().filter(|j| j.status == Status::Queued) {
+            j.status = Status::Canceled;
+            j.reason = Some(reason.clone());
+            changes.push(job_change(j, Some(now)));
+        }
+        changes.push(Change::Run {
+            id: old,
+            status: Status::Canceled,
+            reason: Some(reason),
+            started_at: None,
+            ended_at: Some(now),
+        });
+        self.runs.remove(&old);
+        self.persist(changes).await;
+    }
+
+    async fn rerun(&mut self, id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
+        let old = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(SchedError::RunNotFound(id))?;
+        self.trigger(TriggerRequest {
+            target: old.target,
+            kind: Some(old.kind),
+            args: old.args,
+            trigger,
+            ancestors: vec![id],
+        })
+        .await
+    }
+
+    async fn cancel(&mut self, id: i64) -> Result<RunRow, SchedError> {
+        let now = Utc::now();
+        let Some(run) = self.runs.get_mut(&id) else {
+            let row = self
+                .store
+                .get_run(id)
+                .await?
+                .ok_or(SchedError::RunNotFound(id))?;
+            return Err(SchedError::NotCancelable {
+                id,
+                status: row.status.to_string(),
+            });
+        };
+        run.cancel_requested = true;
+        let mut changes = Vec::new();
+        let mut signal = Vec::new();
+        for j in run.row.jobs.iter_mut() {
+            match j.status {
+                Status::Queued => {
+                    j.status = Status::Canceled;
+                    j.reason = Some("canceled on request".into());
+                    changes.push(job_change(j, Some(now)));
+                }
+                s if s.is_active() => signal.push(self.folders.job_dir(j.id, j.attempt)),
+                _ => {}
+            }
+        }
+        self.persist(changes).await;
+        for dir in signal {
+            // A job still launching is signalled once it reports running.
+            if let Err(e) = self.exec.cancel(&dir) {
+                tracing::debug!("cancel of {} deferred: {e}", dir.display());
+            }
+        }
+        self.settle(id, now).await;
+        self.store
+            .get_run(id)
+            .await?
+            .ok_or(SchedError::RunNotFound(id))
+    }
+
+    async fn job_running(&mut self, job_id: i64, attempt: u32) {
+        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+            return;
+        };
+        let cancel = run.cancel_requested;
+        let Some(j) = run.job_mut(job_id) else { return };
+        if j.attempt != attempt || j.status != Status::Started {
+            return;
+        }
+        j.status = Status::Running;
+        let change = job_change(j, None);
+        let run_id = run.row.id;
+        self.persist(vec![change]).await;
+        if cancel {
+            let _ = self.exec.cancel(&self.folders.job_dir(job_id, attempt));
+        }
+        self.settle(run_id, Utc::now()).await;
+    }
+
+    async fn job_ended(&mut self, job_id: i64, attempt: u32, outcome: Outcome) {
+        let now = Utc::now();
+        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+            return;
+        };
+        let run_id = run.row.id;
+        let timeout = match &run.def {
+            TargetDef::Task(t) => t.timeout,
+            TargetDef::Pipeline(_) => None,
+        };
+        let retries = match &run.def {
+            TargetDef::Task(t) => t.retries,
+            TargetDef::Pipeline(_) => 0,
+        };
+        let cancel_requested = run.cancel_requested;
+        let Some(j) = run.job_mut(job_id) else { return };
+        if j.attempt != attempt || j.status.is_terminal() {
+            return;
+        }
+        let (mut status, mut reason, exit_code) = match &outcome {
+            Outcome::Exited(rec) => {
+                let (s, r) = describe_exit(rec, timeout);
+                (s, r, rec.exit_code)
+            }
+            Outcome::Lost(why) => (Status::Broken, Some(format!("broken: {why}")), None),
+        };
+        if cancel_requested && !status.is_terminal() {
+            status = Status::Canceled;
+        }
+        if cancel_requested && status == Status::Failed {
+            // Killed by our own SIGTERM.
+            status = Status::Canceled;
+            reason = Some("canceled on request".into());
+        }
+        for w in self.workers.iter_mut() {
+            if w.busy.is_some_and(|(_, jid)| jid == job_id) {
+                w.busy = None;
+            }
+        }
+        if status == Status::Broken && !cancel_requested && attempt <= retries {
+            let why = reason.unwrap_or_default();
+            self.requeue(
+                run_id,
+                job_id,
+                attempt,
+                format!("queued: retry {attempt} of {retries} after {why}"),
+            );
+            let run = &self.runs[&run_id];
+            let j = run.job(job_id).expect("job present");
+            let change = job_change(j, None);
+            self.persist(vec![change]).await;
+            return;
+        }
+        self.ended_seq += 1;
+        let seq = self.ended_seq;
+        let run = self.runs.get_mut(&run_id).expect("run present");
+        let allow_failure = run.def.allow_failure(&run.job(job_id).expect("job").name);
+        let has_on_error = matches!(&run.def, TargetDef::Pipeline(p) if p.on_error.is_some())
+            && !run.row.jobs.iter().any(|j| j.name == ON_ERROR_JOB);
+        let j = run.job_mut(job_id).expect("job present");
+        j.status = status;
+        j.reason = reason;
+        j.exit_code = exit_code;
+        j.ended_at = Some(now);
+        j.ended_seq = Some(seq);
+        let failed_job = (status.is_failure() && !allow_failure && j.name != ON_ERROR_JOB)
+            .then(|| (j.name.clone(), exit_code, j.reason.clone(), j.id, j.attempt));
+        let change = job_change(j, Some(now));
+        self.persist(vec![change]).await;
+        if let Some((name, code, why, fid, fattempt)) = failed_job
+            && has_on_error
+        {
+            match self.store.add_job(run_id, ON_ERROR_JOB, now).await {
+                Ok(job) => {
+                    let run = self.runs.get_mut(&run_id).expect("run present");
+                    run.row.args.insert("failedTaskName".into(), name);
+                    run.row.args.insert(
+                        "failedTaskExitCode".into(),
+                        code.map_or(String::new(), |c| c.to_string()),
+                    );
+                    run.row
+                        .args
+                        .insert("failedTaskError".into(), why.unwrap_or_default());
+                    let log = self.folders.log_path(fid, fattempt);
+                    run.row
+                        .args
+                        .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
+                    run.row.jobs.push(job);
+                }
+                Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
+            }
+        }
+        self.settle(run_id, now).await;
+    }
+
+    /// Puts a job back in the queue with the next attempt number.
+    fn requeue(&mut self, run_id: i64, job_id: i64, attempt: u32, reason: String) {
+        if let Some(j) = self.runs.get_mut(&run_id).and_then(|r| r.job_mut(job_id)) {
+            j.status = Status::Queued;
+            j.attempt = attempt + 1;
+            j.reason = Some(reason);
+            j.worker = None;
+            j.started_at = None;
+        }
+        for w in self.workers.iter_mut() {
+            if w.busy.is_some_and(|(_, jid)| jid == job_id) {
+                w.busy = None;
+            }
+        }
+        self.changed = true;
+    }
+
+    /// Recomputes a run's status from its jobs; records and finishes it when it ended.
+    async fn settle(&mut self, run_id: i64, now: DateTime<Utc>) {
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let status = run_status(&run.views());
+        if status == run.stored_status && !status.is_terminal() {
+            return;
+        }
+        let reason = if status.is_terminal() {
+            run.row
+                .jobs
+                .iter()
+                .filter(|j| j.status == status)
+                .min_by_key(|j| j.ended_seq)
+                .and_then(|j| j.reason.clone())
+                .map(|r| {
+                    if run.row.kind == TargetKind::Pipeline {
+                        let job = run
+                            .row
+                            .jobs
+                            .iter()
+                            .filter(|j| j.status == status)
+                            .min_by_key(|j| j.ended_seq)
+                            .map(|j| j.name.clone())
+                            .unwrap_or_default();
+                        format!("task `{job}` {r}")
+                    } else {
+                        r
+                    }
+                })
+        } else {
+            None
+        };
+        run.row.status = status;
+        run.row.reason = reason.clone();
+        run.stored_status = status;
+        run.stored_reason = reason.clone();
+        let ended = status.is_terminal().then_some(now);
+        self.persist(vec![Change::Run {
+            id: run_id,
+            status,
+            reason,
+            started_at: None,
+            ended_at: ended,
+        }])
+        .await;
+        if status.is_terminal() {
+            let run = self.runs.remove(&run_id).expect("run present");
+            if status == Status::Success && run.row.kind == TargetKind::Task {
+                self.chain(&run.row).await;
+            }
+        }
+    }
+
+    /// Triggers the tasks whose `triggered_by` names this one.
+    async fn chain(&mut self, parent: &RunRow) {
+        let children: Vec<String> = self
+            .config
+            .tasks
+            .values()
+            .filter(|t| t.after_tasks.contains(&parent.target))
+            .map(|t| t.name.clone())
+            .collect();
+        for child in children {
+            let req = TriggerRequest {
+                target: child.clone(),
+                kind: Some(TargetKind::Task),
+                args: parent.args.clone(),
+                trigger: TriggerKind::Chained,
+                ancestors: vec![parent.id],
+            };
+            if let Err(e) = self.trigger(req).await {
+                tracing::warn!(task = child, parent = parent.id, "chained trigger failed: {e}");
+            }
+        }
+    }
+
+    async fn persist(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.changed = true;
+        if let Err(e) = self.store.apply(&changes).await {
+            tracing::error!("cannot record state changes: {e}");
+        }
+    }
+
+    /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
+    /// records why the others wait.
+    async fn pump(&mut self, now: DateTime<Utc>) {
+        // 1. Pipelines: skip or cancel what their DAG says.
+        let mut changes = Vec::new();
+        let mut to_signal = Vec::new();
+        let mut touched = BTreeSet::new();
+        for run in self.runs.values_mut() {
+            let TargetDef::Pipeline(p) = &run.def else {
+                continue;
+            };
+            let step = decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure);
+            for j in run.row.jobs.iter_mut() {
+                if let Some(why) = step.skip.get(&j.name).filter(|_| j.status == Status::Queued) {
+                    j.status = Status::Skipped;
+                    j.reason = Some(why.clone());
+                    changes.push(job_change(j, Some(now)));
+                    touched.insert(run.row.id);
+                } else if let Some(why) = step.cancel.get(&j.name) {
+                    if j.status == Status::Queued {
+                        j.status = Status::Canceled;
+                        j.reason = Some(why.clone());
+                        changes.push(job_change(j, Some(now)));
+                        touched.insert(run.row.id);
+                    } else if j.status.is_active() && j.reason.as_deref() != Some(why) {
+                        j.reason = Some(why.clone());
+                        to_signal.push(self.folders.job_dir(j.id, j.attempt));
+                    }
+                }
+            }
+        }
+        self.persist(changes).await;
+        for dir in to_signal {
+            let _ = self.exec.cancel(&dir);
+        }
+        for id in touched {
+            self.settle(id, now).await;
+        }
+
+        // 2. Which queued jobs may start, and why the others wait.
+        let mut candidates: Vec<QueuedJob> = Vec::new();
+        let mut held: BTreeMap<i64, String> = BTreeMap::new();
+        let mut by_target: BTreeMap<(TargetKind, &str), Vec<&LiveRun>> = BTreeMap::new();
+        for run in self.runs.values() {
+            by_target
+                .entry((run.def.kind(), run.row.target.as_str()))
+                .or_default()
+                .push(run);
+        }
+        for ((_, target), runs) in &by_target {
+            let concurrency = runs[0].def.admission().concurrency as usize;
+            let active: Vec<i64> = runs.iter().filter(|r| r.is_active()).map(|r| r.row.id).collect();
+            let mut slots = concurrency.saturating_sub(active.len());
+            for run in runs {
+                let queued: Vec<&JobRow> = run
+                    .row
+                    .jobs
+                    .iter()
+                    .filter(|j| j.status == Status::Queued)
+                    .collect();
+                if queued.is_empty() {
+                    continue;
+                }
+                if !run.is_active() {
+                    if run.not_yet(now) {
+                        let until = run.row.not_before.unwrap_or(now);
+                        held.insert(
+                            run.row.id,
+                            format!("queued: start_delay until {}", until.format("%H:%M:%S")),
+                        );
+                        continue;
+                    }
+                    if slots == 0 {
+                        held.insert(
+                            run.row.id,
+                            format!(
+                                "queued: waiting for run {} of `{target}` to finish (concurrency {concurrency})",
+                                active.first().copied().unwrap_or_default()
+                            ),
+                        );
+                        continue;
+                    }
+                    slots -= 1;
+                }
+                let ready: Option<BTreeSet<String>> = match &run.def {
+                    TargetDef::Pipeline(p) => Some(
+                        decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure).ready,
+                    ),
+                    TargetDef::Task(_) => None,
+                };
+                let dag = run.dag();
+                for j in queued {
+                    let is_ready = j.name == ON_ERROR_JOB
+                        || ready.as_ref().is_none_or(|r| r.contains(&j.name));
+                    if is_ready {
+                        candidates.push(QueuedJob {
+                            job_id: j.id,
+                            run_id: run.row.id,
+                            queues: run.def.queues(),
+                            priority: run.row.priority,
+                            enqueued_at: run.row.enqueued_at,
+                        });
+                    } else if let Some(d) = dag.iter().find(|d| d.name == j.name)
+                        && let Some(why) = decide::dag_wait_reason(d, &dag)
+                    {
+                        held.entry(run.row.id).or_insert(why);
+                    }
+                }
+            }
+        }
+        let views = self.worker_views();
+        let assignments = decide::dispatch(&candidates, &views);
+        let assigned: BTreeSet<i64> = assignments.iter().map(|(j, _)| *j).collect();
+        let mut reasons: BTreeMap<i64, String> = held;
+        for c in &candidates {
+            if !assigned.contains(&c.job_id) {
+                reasons
+                    .entry(c.run_id)
+                    .or_insert_with(|| decide::wait_reason(c, &views));
+            }
+        }
+
+        // 3. Record the starts (durable before launch), then launch.
+        let mut changes = Vec::new();
+        let mut launches = Vec::new();
+        for (job_id, worker) in assignments {
+            let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+                continue;
+            };
+            let run_id = run.row.id;
+            if run.row.started_at.is_none() {
+                run.row.started_at = Some(now);
+                self.last_start.insert(run.row.target.clone(), now);
+            }
+            let j = run.job_mut(job_id).expect("job present");
+            j.status = Status::Started;
+            j.worker = Some(worker.clone());
+            j.started_at = Some(now);
+            j.reason = None;
+            changes.push(job_change(j, None));
+            let spec = self.job_spec(run_id, job_id);
+            let dir = self.folders.job_dir(job_id, self.runs[&run_id].job(job_id).expect("job").attempt);
+            if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
+                w.busy = Some((run_id, job_id));
+            }
+            launches.push((dir, spec));
+        }
+        // Runs whose waiting reason changed, and runs that just started.
+        for run in self.runs.values_mut() {
+            let status = run_status(&run.views());
+            let reason = if status == Status::Queued {
+                reasons.get(&run.row.id).cloned()
+            } else {
+                None
+            };
+            if status != run.stored_status || reason != run.stored_reason {
+                run.row.status = status;
+                run.row.reason = reason.clone();
+                run.stored_status = status;
+                run.stored_reason = reason.clone();
+                changes.push(Change::Run {
+                    id: run.row.id,
+                    status,
+                    reason,
+                    started_at: run.row.started_at,
+                    ended_at: None,
+                });
+            }
+        }
+        self.persist(changes).await;
+        for (dir, spec) in launches {
+            self.launch(dir, spec);
+        }
+    }
+
+    fn job_spec(&self, run_id: i64, job_id: i64) -> JobSpec {
+        let run = &self.runs[&run_id];
+        let job = run.job(job_id).expect("job present");
+        let mut env: Vec<(String, String)> = Vec::new();
+        let (script, timeout) = match &run.def {
+            TargetDef::Task(t) => {
+                env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (t.command.clone(), t.timeout)
+            }
+            TargetDef::Pipeline(p) => {
+                env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if job.name == ON_ERROR_JOB {
+                    let on_error = p.on_error.as_ref();
+                    if let Some(o) = on_error {
+                        env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                    (on_error.map(|o| o.script.clone()).unwrap_or_default(), None)
+                } else {
+                    let t = p.tasks.get(&job.name);
+                    if let Some(t) = t {
+                        env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                    (t.map(|t| t.script.clone()).unwrap_or_default(), None)
+                }
+            }
+        };
+        env.extend(run.row.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("BATON_JOB".into(), job.name.clone()));
+        env.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
+        JobSpec {
+            run_id,
+            job_id,
+            task: run.row.target.clone(),
+            script,
+            env,
+            timeout,
+            kill_grace: self.config.server.kill_grace.unwrap_or(Duration::from_secs(5)),
+        }
+    }
+
+    fn launch(&self, dir: PathBuf, spec: JobSpec) {
+        let exec = self.exec.clone();
+        let tx = self.tx.clone();
+        let attempt = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let job_id = spec.job_id;
+        tokio::spawn(async move {
+            match exec.start(&dir, &spec).await {
+                Ok(handle) => {
+                    let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
+                    let outcome = handle.wait().await;
+                    let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                }
+                Err(e) => {
+                    let outcome = Outcome::Lost(format!("could not start the job: {e}"));
+                    let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                }
+            }
+        });
+    }
+
+    fn worker_views(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .filter(|w| w.host.is_none())
+            .map(|w| WorkerView {
+                name: w.name.clone(),
+                queues: w.queues.clone(),
+                busy: w.busy.is_some(),
+            })
+            .collect()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| WorkerState {
+                name: w.name.clone(),
+                kind: if w.host.is_some() { "ssh" } else { "local" },
+                queues: w.queues.clone(),
+                state: match (&w.host, w.busy) {
+                    (Some(_), _) => "down",
+                    (None, Some(_)) => "busy",
+                    (None, None) => "idle",
+                },
+                reason: w
+                    .host
+                    .as_ref()
+                    .map(|h| format!("SSH worker {h}: this build has no SSH executor yet")),
+                run_id: w.busy.map(|(r, _)| r),
+                job_id: w.busy.map(|(_, j)| j),
+            })
+            .collect();
+        let mut queue: Vec<QueueEntry> = self
+            .runs
+            .values()
+            .flat_map(|r| {
+                r.row
+                    .jobs
+                    .iter()
+                    .filter(|j| j.status == Status::Queued)
+                    .map(move |j| QueueEntry {
+                        run_id: r.row.id,
+                        job_id: j.id,
+                        target: r.row.target.clone(),
+                        job: j.name.clone(),
+                        priority: r.row.priority,
+                        enqueued_at: r.row.enqueued_at,
+                        reason: r
+                            .row
+                            .reason
+                            .clone()
+                            .or_else(|| j.reason.clone())
+                            .unwrap_or_else(|| "queued".into()),
+                    })
+            })
+            .collect();
+        queue.sort_by_key(|q| (q.enqueued_at.timestamp_millis() - q.priority * 1000, q.job_id));
+        Snapshot { workers, queue }
+    }
+}
+
+fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {
+    Change::Job {
+        id: j.id,
+        status: j.status,
+        reason: j.reason.clone(),
+        worker: j.worker.clone(),
+        exit_code: j.exit_code,
+        started_at: j.started_at,
+        ended_at,
+        ended_seq: j.ended_seq,
+        attempt: Some(j.attempt),
+    }
+}
+
+fn log_tail(path: &std::path::Path, max: u64) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    baton_exec::read_log_range(path, start, max)
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
+        .unwrap_or_default()
+}

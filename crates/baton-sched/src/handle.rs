@@ -1,0 +1,158 @@
+//! The scheduler's public face: a cheap handle that sends requests to the actor.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use baton_core::config::Config;
+use baton_core::run::{TargetKind, TriggerKind};
+use baton_exec::Outcome;
+use baton_store::{RunRow, Store, StoreError};
+
+/// Why a request to the scheduler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("no task or pipeline named `{0}` (hint: `baton validate` lists what the config defines)")]
+    UnknownTarget(String),
+    #[error("task `{0}` is disabled (enabled: false in its config)")]
+    Disabled(String),
+    #[error("invalid argument {name:?}: {why}")]
+    BadArgument { name: String, why: String },
+    #[error("run {0} not found")]
+    RunNotFound(i64),
+    #[error("run {id} is {status} and cannot be canceled")]
+    NotCancelable { id: i64, status: String },
+    #[error("could not record the change: {0}")]
+    Store(#[from] StoreError),
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone)]
+pub struct TriggerRequest {
+    pub target: String,
+    /// Restrict the lookup to tasks or pipelines; `None` tries tasks first.
+    pub kind: Option<TargetKind>,
+    pub args: BTreeMap<String, String>,
+    pub trigger: TriggerKind,
+    pub ancestors: Vec<i64>,
+}
+
+/// A worker as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerState {
+    pub name: String,
+    pub kind: &'static str,
+    pub queues: Vec<String>,
+    /// `idle`, `busy` or `down`.
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub run_id: Option<i64>,
+    pub job_id: Option<i64>,
+}
+
+/// A waiting job and why it waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub target: String,
+    pub job: String,
+    pub priority: i64,
+    pub enqueued_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub workers: Vec<WorkerState>,
+    pub queue: Vec<QueueEntry>,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
+
+pub(crate) enum Msg {
+    Trigger(TriggerRequest, Reply<RunRow>),
+    Cancel(i64, Reply<RunRow>),
+    Rerun(i64, TriggerKind, Reply<RunRow>),
+    Reload(Box<Config>, Reply<()>),
+    Snapshot(oneshot::Sender<Snapshot>),
+    Config(oneshot::Sender<std::sync::Arc<Config>>),
+    JobRunning { job_id: i64, attempt: u32 },
+    JobEnded { job_id: i64, attempt: u32, outcome: Outcome },
+}
+
+/// A handle to the scheduler actor. Cheap to clone.
+#[derive(Clone)]
+pub struct SchedHandle {
+    tx: mpsc::Sender<Msg>,
+    generation: watch::Receiver<u64>,
+    store: Store,
+}
+
+impl SchedHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Msg>, generation: watch::Receiver<u64>, store: Store) -> Self {
+        SchedHandle {
+            tx,
+            generation,
+            store,
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| SchedError::Stopped)?;
+        rx.await.map_err(|_| SchedError::Stopped)?
+    }
+
+    /// Triggers a task or pipeline; the run is recorded (queued or skipped) before this returns.
+    pub async fn trigger(&self, req: TriggerRequest) -> Result<RunRow, SchedError> {
+        self.ask(|r| Msg::Trigger(req, r)).await
+    }
+
+    pub async fn cancel(&self, run_id: i64) -> Result<RunRow, SchedError> {
+        self.ask(|r| Msg::Cancel(run_id, r)).await
+    }
+
+    /// Starts a new run of the same target with the same arguments, linked to the old one.
+    pub async fn rerun(&self, run_id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
+        self.ask(|r| Msg::Rerun(run_id, trigger, r)).await
+    }
+
+    /// Swaps in a new (already validated) config. Queued runs keep their definitions.
+    pub async fn reload(&self, config: Config) -> Result<(), SchedError> {
+        self.ask(|r| Msg::Reload(Box::new(config), r)).await
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, SchedError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Snapshot(tx))
+            .await
+            .map_err(|_| SchedError::Stopped)?;
+        rx.await.map_err(|_| SchedError::Stopped)
+    }
+
+    /// The config in force.
+    pub async fn config(&self) -> Result<std::sync::Arc<Config>, SchedError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Config(tx))
+            .await
+            .map_err(|_| SchedError::Stopped)?;
+        rx.await.map_err(|_| SchedError::Stopped)
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A receiver that changes whenever any run or job changes state (for waiting and live views).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+}

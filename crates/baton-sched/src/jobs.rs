@@ -1,0 +1,156 @@
+//! What the actor knows about each open run: its definition snapshot and its jobs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use baton_core::config::{PipelineDef, TaskDef};
+use baton_core::decide::{Admission, DagJob};
+use baton_core::run::{JobView, Status, TargetKind};
+use baton_store::{JobRow, RunRow};
+
+/// The definition a run was queued with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "def")]
+pub(crate) enum TargetDef {
+    Task(TaskDef),
+    Pipeline(PipelineDef),
+}
+
+pub(crate) const ON_ERROR_JOB: &str = "on_error";
+
+impl TargetDef {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            TargetDef::Task(_) => TargetKind::Task,
+            TargetDef::Pipeline(_) => TargetKind::Pipeline,
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        match self {
+            TargetDef::Task(t) => Admission::for_task(t),
+            TargetDef::Pipeline(p) => Admission::for_pipeline(p),
+        }
+    }
+
+    pub fn queues(&self) -> Vec<String> {
+        match self {
+            TargetDef::Task(t) => t.queues.clone(),
+            TargetDef::Pipeline(p) => p.queues.clone(),
+        }
+    }
+
+    pub fn priority(&self) -> i64 {
+        match self {
+            TargetDef::Task(t) => t.priority,
+            TargetDef::Pipeline(_) => 0,
+        }
+    }
+
+    pub fn tags(&self) -> Vec<String> {
+        match self {
+            TargetDef::Task(t) => t.tags.clone(),
+            TargetDef::Pipeline(_) => Vec::new(),
+        }
+    }
+
+    /// Job names of a new run, in a stable order.
+    pub fn job_names(&self, name: &str) -> Vec<String> {
+        match self {
+            TargetDef::Task(_) => vec![name.to_string()],
+            TargetDef::Pipeline(p) => p.tasks.keys().cloned().collect(),
+        }
+    }
+
+    pub fn allow_failure(&self, job: &str) -> bool {
+        match self {
+            TargetDef::Task(_) => false,
+            TargetDef::Pipeline(p) => p.tasks.get(job).is_some_and(|t| t.allow_failure),
+        }
+    }
+
+    pub fn depends_on(&self, job: &str) -> Vec<String> {
+        match self {
+            TargetDef::Task(_) => Vec::new(),
+            TargetDef::Pipeline(p) => p
+                .tasks
+                .get(job)
+                .map(|t| t.depends_on.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// An open run as the actor tracks it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveRun {
+    pub row: RunRow,
+    pub def: TargetDef,
+    pub cancel_requested: bool,
+    /// The reason last written to the store (to write only changes).
+    pub stored_reason: Option<String>,
+    pub stored_status: Status,
+}
+
+impl LiveRun {
+    pub fn new(row: RunRow, def: TargetDef) -> Self {
+        LiveRun {
+            stored_reason: row.reason.clone(),
+            stored_status: row.status,
+            row,
+            def,
+            cancel_requested: false,
+        }
+    }
+
+    pub fn job(&self, id: i64) -> Option<&JobRow> {
+        self.row.jobs.iter().find(|j| j.id == id)
+    }
+
+    pub fn job_mut(&mut self, id: i64) -> Option<&mut JobRow> {
+        self.row.jobs.iter_mut().find(|j| j.id == id)
+    }
+
+    /// Started: at least one job was dispatched (it holds a concurrency slot).
+    pub fn is_active(&self) -> bool {
+        self.row.started_at.is_some()
+    }
+
+    pub fn views(&self) -> Vec<JobView> {
+        self.row
+            .jobs
+            .iter()
+            .map(|j| JobView {
+                status: j.status,
+                allow_failure: self.def.allow_failure(&j.name),
+                ended_seq: j.ended_seq.unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    pub fn dag(&self) -> Vec<DagJob> {
+        self.row
+            .jobs
+            .iter()
+            .filter(|j| j.name != ON_ERROR_JOB || !matches!(self.def, TargetDef::Pipeline(_)))
+            .map(|j| DagJob {
+                name: j.name.clone(),
+                depends_on: self.def.depends_on(&j.name),
+                status: j.status,
+                allow_failure: self.def.allow_failure(&j.name),
+            })
+            .collect()
+    }
+
+    pub fn not_yet(&self, now: DateTime<Utc>) -> bool {
+        self.row.not_before.is_some_and(|t| t > now)
+    }
+
+    pub fn partition(args: &BTreeMap<String, String>) -> Option<String> {
+        args.get("queuePartition")
+            .or_else(|| args.get("queue_partition"))
+            .cloned()
+    }
+}

@@ -1,0 +1,47 @@
+//! Baton's scheduler: one actor that owns the queue, the workers and what runs where.
+//!
+//! Triggers, cancels, reloads and executor events arrive on one channel. For each batch the actor
+//! asks `baton_core::decide` what to do, records it in the store (durable before anyone is told),
+//! then replies and dispatches jobs to executors.
+//!
+//! Architecture Invariant: nothing else mutates scheduling state, and this crate speaks no HTTP.
+
+mod actor;
+mod handle;
+mod jobs;
+
+pub use handle::{QueueEntry, SchedError, SchedHandle, Snapshot, TriggerRequest, WorkerState};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use baton_core::config::Config;
+use baton_exec::LocalExecutor;
+use baton_store::{RunFolders, Store};
+
+/// What the scheduler needs to start.
+pub struct SchedulerParts {
+    pub config: Config,
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub executor: LocalExecutor,
+}
+
+/// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),
+/// then starts the actor. Returns the handle everyone else uses.
+pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let (gen_tx, gen_rx) = tokio::sync::watch::channel(0u64);
+    let handle = SchedHandle::new(tx.clone(), gen_rx, parts.store.clone());
+    let mut actor = actor::Actor::new(
+        Arc::new(parts.config),
+        parts.store,
+        RunFolders::new(&parts.data_dir),
+        Arc::new(parts.executor),
+        tx,
+        gen_tx,
+    );
+    actor.recover().await?;
+    tokio::spawn(actor.run(rx));
+    Ok(handle)
+}

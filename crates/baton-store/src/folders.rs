@@ -1,0 +1,27 @@
+//! Run folders on disk: `<data>/jobs/<job-id>/<attempt>/{log, exit.json, work/, out/}`.
+
+use std::path::{Path, PathBuf};
+
+/// Where job folders live.
+#[derive(Debug, Clone)]
+pub struct RunFolders {
+    root: PathBuf,
+}
+
+impl RunFolders {
+    pub fn new(data_dir: &Path) -> Self {
+        RunFolders {
+            root: data_dir.join("jobs"),
+        }
+    }
+
+    /// The folder of one attempt of a job. Job ids and attempts are numbers, so the path can
+    /// never escape the data directory.
+    pub fn job_dir(&self, job_id: i64, attempt: u32) -> PathBuf {
+        self.root.join(job_id.to_string()).join(attempt.to_string())
+    }
+
+    pub fn log_path(&self, job_id: i64, attempt: u32) -> PathBuf {
+        self.job_dir(job_id, attempt).join("log")
+    }
+}

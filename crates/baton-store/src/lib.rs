@@ -1,0 +1,403 @@
+//! Baton's durable store: the only place that writes SQL, and the owner of run folders on disk.
+//!
+//! Architecture Invariant: the store makes no scheduling decision; it records what the
+//! scheduler decided, in one transaction per batch, and a write is durable (WAL, synchronous
+//! FULL) before the call returns — so before anyone is told.
+
+mod folders;
+mod records;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use baton_core::run::{Status, TargetKind, TriggerKind};
+
+pub use folders::RunFolders;
+pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow};
+pub use tokens::TokenInfo;
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the database at {path}: {source} (hint: check the data directory's permissions and free space)")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not migrate the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in table {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        message: message.into(),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Records a new run with its jobs and ancestor links, in one transaction.
+    pub async fn insert_run(&self, new: &NewRun) -> Result<RunRow> {
+        let mut tx = self.pool.begin().await?;
+        let definition = serde_json::to_string(&new.definition).unwrap_or_default();
+        let args = serde_json::to_string(&new.args).unwrap_or_default();
+        let tags = serde_json::to_string(&new.tags).unwrap_or_default();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (kind, target, trigger, args, tags, definition, status, reason,
+                 priority, partition_key, enqueued_at, not_before, started_at, ended_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) RETURNING id",
+        )
+        .bind(new.kind.as_str())
+        .bind(&new.target)
+        .bind(new.trigger.as_str())
+        .bind(args)
+        .bind(tags)
+        .bind(definition)
+        .bind(new.status.as_str())
+        .bind(&new.reason)
+        .bind(new.priority)
+        .bind(&new.partition)
+        .bind(ms(new.enqueued_at))
+        .bind(new.not_before.map(ms))
+        .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
+        .fetch_one(&mut *tx)
+        .await?;
+        for job in &new.jobs {
+            sqlx::query(
+                "INSERT INTO jobs (run_id, name, status, reason, attempt, queued_at, ended_at)
+                 VALUES (?, ?, ?, ?, 1, ?, ?)",
+            )
+            .bind(id)
+            .bind(&job.name)
+            .bind(new.status.as_str())
+            .bind(&new.reason)
+            .bind(ms(new.enqueued_at))
+            .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ancestor in &new.ancestors {
+            sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES (?, ?)")
+                .bind(ancestor)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.get_run(id)
+            .await?
+            .ok_or_else(|| corrupt("runs", format!("run {id} vanished after insert")))
+    }
+
+    /// Applies a batch of changes in one transaction (one fsync).
+    pub async fn apply(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for c in changes {
+            match c {
+                Change::Job {
+                    id,
+                    status,
+                    reason,
+                    worker,
+                    exit_code,
+                    started_at,
+                    ended_at,
+                    ended_seq,
+                    attempt,
+                } => {
+                    sqlx::query(
+                        "UPDATE jobs SET status = ?, reason = ?,
+                            worker = COALESCE(?, worker), exit_code = COALESCE(?, exit_code),
+                            started_at = COALESCE(?, started_at), ended_at = COALESCE(?, ended_at),
+                            ended_seq = COALESCE(?, ended_seq), attempt = COALESCE(?, attempt)
+                         WHERE id = ?",
+                    )
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(worker)
+                    .bind(exit_code.map(i64::from))
+                    .bind(started_at.map(ms))
+                    .bind(ended_at.map(ms))
+                    .bind(ended_seq.map(|s| s as i64))
+                    .bind(attempt.map(i64::from))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Change::Run {
+                    id,
+                    status,
+                    reason,
+                    started_at,
+                    ended_at,
+                } => {
+                    sqlx::query(
+                        "UPDATE runs SET status = ?, reason = ?,
+                            started_at = COALESCE(started_at, ?), ended_at = COALESCE(?, ended_at)
+                         WHERE id = ?",
+                    )
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(started_at.map(ms))
+                    .bind(ended_at.map(ms))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Change::Mark { target, slot } => {
+                    sqlx::query(
+                        "INSERT INTO schedule_marks (target, last_slot) VALUES (?, ?)
+                         ON CONFLICT (target) DO UPDATE SET last_slot = excluded.last_slot",
+                    )
+                    .bind(target)
+                    .bind(ms(*slot))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a job to an open run (a pipeline's `on_error` job).
+    pub async fn add_job(&self, run_id: i64, name: &str, at: DateTime<Utc>) -> Result<JobRow> {
+        let row = sqlx::query(
+            "INSERT INTO jobs (run_id, name, status, attempt, queued_at) VALUES (?, ?, 'queued', 1, ?)
+             RETURNING *",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(ms(at))
+        .fetch_one(&self.pool)
+        .await?;
+        job_from_row(&row)
+    }
+
+    /// One run with its jobs and links.
+    pub async fn get_run(&self, id: i64) -> Result<Option<RunRow>> {
+        let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut run = run_from_row(&row)?;
+        run.jobs = self.jobs_of(&[id]).await?.remove(&id).unwrap_or_default();
+        run.ancestors =
+            sqlx::query_scalar("SELECT ancestor FROM run_links WHERE descendant = ? ORDER BY ancestor")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        run.descendants =
+            sqlx::query_scalar("SELECT descendant FROM run_links WHERE ancestor = ? ORDER BY descendant")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Some(run))
+    }
+
+    async fn jobs_of(&self, run_ids: &[i64]) -> Result<BTreeMap<i64, Vec<JobRow>>> {
+        let mut out: BTreeMap<i64, Vec<JobRow>> = BTreeMap::new();
+        if run_ids.is_empty() {
+            return Ok(out);
+        }
+        let mut qb = QueryBuilder::new("SELECT * FROM jobs WHERE run_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in run_ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") ORDER BY id");
+        for row in qb.build().fetch_all(&self.pool).await? {
+            let job = job_from_row(&row)?;
+            out.entry(job.run_id).or_default().push(job);
+        }
+        Ok(out)
+    }
+
+    /// Runs that have not ended (queued, started, running), oldest first, with their jobs.
+    pub async fn open_runs(&self) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE status IN ('queued', 'started', 'running') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let mut jobs = self.jobs_of(&ids).await?;
+        for r in &mut runs {
+            r.jobs = jobs.remove(&r.id).unwrap_or_default();
+        }
+        Ok(runs)
+    }
+
+    /// Runs matching `filter`, newest first, `limit` at most, with jobs. Pass the last id seen
+    /// as `filter.before` for the next page.
+    pub async fn list_runs(&self, filter: &RunFilter, limit: u32) -> Result<Vec<RunRow>> {
+        let mut qb = QueryBuilder::new("SELECT * FROM runs WHERE 1 = 1");
+        if let Some(t) = &filter.target {
+            qb.push(" AND target = ").push_bind(t.clone());
+        }
+        if let Some(s) = filter.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = filter.trigger {
+            qb.push(" AND trigger = ").push_bind(t.as_str());
+        }
+        if let Some(tag) = &filter.tag {
+            // Tags are stored as a JSON array of strings; match the quoted element.
+            let needle = serde_json::to_string(tag).unwrap_or_default();
+            qb.push(" AND instr(tags, ")
+                .push_bind(needle)
+                .push(") > 0");
+        }
+        if let Some(b) = filter.before {
+            qb.push(" AND id < ").push_bind(b);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let mut jobs = self.jobs_of(&ids).await?;
+        for r in &mut runs {
+            r.jobs = jobs.remove(&r.id).unwrap_or_default();
+        }
+        Ok(runs)
+    }
+
+    /// The last start of each target, for debounce after a restart.
+    pub async fn last_starts(&self) -> Result<BTreeMap<String, DateTime<Utc>>> {
+        let rows = sqlx::query(
+            "SELECT target, MAX(started_at) AS s FROM runs WHERE started_at IS NOT NULL GROUP BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("target")?, from_ms(r.try_get("s")?))))
+            .collect()
+    }
+
+    /// The last fired slot of each timed task.
+    pub async fn schedule_marks(&self) -> Result<BTreeMap<String, DateTime<Utc>>> {
+        let rows = sqlx::query("SELECT target, last_slot FROM schedule_marks")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("target")?, from_ms(r.try_get("last_slot")?))))
+            .collect()
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn parse<T: FromStr>(table: &'static str, v: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse::<T>().map_err(|e| corrupt(table, e.to_string()))
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
+    let args: String = row.try_get("args")?;
+    let tags: String = row.try_get("tags")?;
+    let definition: String = row.try_get("definition")?;
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        kind: parse::<TargetKind>("runs", row.try_get::<&str, _>("kind")?)?,
+        target: row.try_get("target")?,
+        trigger: parse::<TriggerKind>("runs", row.try_get::<&str, _>("trigger")?)?,
+        args: serde_json::from_str(&args).map_err(|e| corrupt("runs", e.to_string()))?,
+        tags: serde_json::from_str(&tags).map_err(|e| corrupt("runs", e.to_string()))?,
+        definition: serde_json::from_str(&definition)
+            .map_err(|e| corrupt("runs", e.to_string()))?,
+        status: parse::<Status>("runs", row.try_get::<&str, _>("status")?)?,
+        reason: row.try_get("reason")?,
+        priority: row.try_get("priority")?,
+        partition: row.try_get("partition_key")?,
+        enqueued_at: from_ms(row.try_get("enqueued_at")?),
+        not_before: row.try_get::<Option<i64>, _>("not_before")?.map(from_ms),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ms),
+        ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_ms),
+        jobs: Vec::new(),
+        ancestors: Vec::new(),
+        descendants: Vec::new(),
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        name: row.try_get("name")?,
+        status: parse::<Status>("jobs", row.try_get::<&str, _>("status")?)?,
+        reason: row.try_get("reason")?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        worker: row.try_get("worker")?,
+        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        queued_at: from_ms(row.try_get("queued_at")?),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ms),
+        ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_ms),
+        ended_seq: row.try_get::<Option<i64>, _>("ended_seq")?.map(|s| s as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! Store tests on a real SQLite file.
+
+use super::*;
+
+fn new_run(target: &str, status: Status) -> NewRun {
+    NewRun {
+        kind: TargetKind::Task,
+        target: target.into(),
+        trigger: TriggerKind::Api,
+        args: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        tags: vec!["repo".into()],
+        definition: serde_json::json!({"command": "true"}),
+        status,
+        reason: None,
+        priority: 0,
+        partition: None,
+        enqueued_at: Utc::now(),
+        not_before: None,
+        jobs: vec![NewJob { name: target.into() }],
+        ancestors: vec![],
+    }
+}
+
+#[tokio::test]
+async fn runs_round_trip_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = Store::open(&path).await.unwrap();
+    let a = store.insert_run(&new_run("a", Status::Queued)).await.unwrap();
+    let mut child = new_run("b", Status::Queued);
+    child.ancestors = vec![a.id];
+    let b = store.insert_run(&child).await.unwrap();
+    assert_eq!(a.jobs.len(), 1);
+    assert_eq!(b.ancestors, vec![a.id]);
+    store
+        .apply(&[
+            Change::Job {
+                id: a.jobs[0].id,
+                status: Status::Success,
+                reason: None,
+                worker: Some("local-1".into()),
+                exit_code: Some(0),
+                started_at: Some(Utc::now()),
+                ended_at: Some(Utc::now()),
+                ended_seq: Some(1),
+                attempt: None,
+            },
+            Change::Run {
+                id: a.id,
+                status: Status::Success,
+                reason: None,
+                started_at: Some(Utc::now()),
+                ended_at: Some(Utc::now()),
+            },
+        ])
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let got = store.get_run(a.id).await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Success);
+    assert_eq!(got.jobs[0].worker.as_deref(), Some("local-1"));
+    assert_eq!(got.jobs[0].exit_code, Some(0));
+    assert_eq!(got.descendants, vec![b.id]);
+    assert_eq!(got.args.get("k").map(String::as_str), Some("v"));
+    let open = store.open_runs().await.unwrap();
+    assert_eq!(open.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+    assert!(store.last_starts().await.unwrap().contains_key("a"));
+}
+
+#[tokio::test]
+async fn list_filters_and_paginates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    for i in 0..7 {
+        let st = if i % 2 == 0 { Status::Queued } else { Status::Skipped };
+        store.insert_run(&new_run(if i < 5 { "a" } else { "b" }, st)).await.unwrap();
+    }
+    let page1 = store.list_runs(&RunFilter::default(), 3).await.unwrap();
+    assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), vec![7, 6, 5]);
+    let page2 = store
+        .list_runs(&RunFilter { before: Some(5), ..Default::default() }, 3)
+        .await
+        .unwrap();
+    assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 3, 2]);
+    let a_skipped = store
+        .list_runs(
+            &RunFilter {
+                target: Some("a".into()),
+                status: Some(Status::Skipped),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a_skipped.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 2]);
+    let tagged = store
+        .list_runs(&RunFilter { tag: Some("repo".into()), ..Default::default() }, 100)
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 7);
+    let untagged = store
+        .list_runs(&RunFilter { tag: Some("rep".into()), ..Default::default() }, 100)
+        .await
+        .unwrap();
+    assert!(untagged.is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_stored_hashed_and_revocable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = Store::open(&path).await.unwrap();
+    let token = store.create_token("ci").await.unwrap();
+    let info = store.verify_token(&token).await.unwrap().unwrap();
+    assert_eq!(info.name, "ci");
+    assert!(store.verify_token("baton_nope").await.unwrap().is_none());
+    // The secret itself is nowhere in the database file.
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+    let hay = [bytes, wal].concat();
+    assert!(!hay.windows(token.len()).any(|w| w == token.as_bytes()));
+    let store = Store::open(&path).await.unwrap();
+    assert!(store.revoke_token(info.id).await.unwrap());
+    assert!(store.verify_token(&token).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn schedule_marks_upsert() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let t1 = from_ms(1_000_000);
+    let t2 = from_ms(2_000_000);
+    store.apply(&[Change::Mark { target: "hb".into(), slot: t1 }]).await.unwrap();
+    store.apply(&[Change::Mark { target: "hb".into(), slot: t2 }]).await.unwrap();
+    assert_eq!(store.schedule_marks().await.unwrap().get("hb"), Some(&t2));
+}

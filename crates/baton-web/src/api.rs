@@ -1,0 +1,236 @@
+//! JSON routes: tasks, pipelines, workers, queue, runs, trigger, cancel, rerun, reload.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use baton_core::run::{Status, TargetKind, TriggerKind};
+use baton_sched::TriggerRequest;
+use baton_store::{RunFilter, RunRow};
+
+use crate::{ApiError, AppState};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tasks", get(tasks))
+        .route("/pipelines", get(pipelines))
+        .route("/workers", get(workers))
+        .route("/queue", get(queue))
+        .route("/tasks/{name}/trigger", post(trigger_task))
+        .route("/pipelines/{name}/trigger", post(trigger_pipeline))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/wait", get(wait_run))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/rerun", post(rerun))
+        .route("/config/reload", post(reload))
+}
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+async fn tasks(State(s): State<AppState>) -> ApiResult {
+    let config = s.sched.config().await?;
+    Ok(Json(json!({ "tasks": config.tasks.values().collect::<Vec<_>>() })))
+}
+
+async fn pipelines(State(s): State<AppState>) -> ApiResult {
+    let config = s.sched.config().await?;
+    Ok(Json(
+        json!({ "pipelines": config.pipelines.values().collect::<Vec<_>>() }),
+    ))
+}
+
+async fn workers(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(json!({ "workers": s.sched.snapshot().await?.workers })))
+}
+
+async fn queue(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(json!({ "queue": s.sched.snapshot().await?.queue })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+}
+
+async fn trigger(
+    s: AppState,
+    kind: TargetKind,
+    name: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<RunRow>)> {
+    let Path(name) = name?;
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "invalid JSON body: {e} (expected {{\"args\": {{\"name\": \"value\"}}}})"
+            ))
+        })?
+    };
+    let run = s
+        .sched
+        .trigger(TriggerRequest {
+            target: name,
+            kind: Some(kind),
+            args: body.args,
+            trigger: TriggerKind::Api,
+            ancestors: vec![],
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(run)))
+}
+
+async fn trigger_task(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<RunRow>)> {
+    trigger(s, TargetKind::Task, name, body).await
+}
+
+async fn trigger_pipeline(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<RunRow>)> {
+    trigger(s, TargetKind::Pipeline, name, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    task: Option<String>,
+    status: Option<String>,
+    tag: Option<String>,
+    trigger: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let status = q
+        .status
+        .map(|v| v.parse::<Status>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let trigger = q
+        .trigger
+        .map(|v| v.parse::<TriggerKind>())
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let filter = RunFilter {
+        target: q.task,
+        status,
+        trigger,
+        tag: q.tag,
+        before: q.cursor,
+    };
+    let runs = s.store.list_runs(&filter, limit).await?;
+    let next = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(json!({ "runs": runs, "next_cursor": next })))
+}
+
+pub(crate) async fn load_run(s: &AppState, id: i64) -> ApiResult<RunRow> {
+    s.store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("run {id} not found")))
+}
+
+async fn get_run(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<RunRow>> {
+    let Path(id) = id?;
+    Ok(Json(load_run(&s, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    /// Seconds to wait at most (default 30, at most 300).
+    timeout: Option<u64>,
+}
+
+/// Long-polls until the run ends or the timeout passes; returns the run either way.
+async fn wait_run(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Json<RunRow>> {
+    let Path(id) = id?;
+    let Query(q) = q?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.timeout.unwrap_or(30).min(300));
+    let mut changes = s.sched.changes();
+    loop {
+        changes.borrow_and_update();
+        let run = load_run(&s, id).await?;
+        if run.status.is_terminal() {
+            return Ok(Json(run));
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Ok(Json(load_run(&s, id).await?)),
+        }
+    }
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<RunRow>> {
+    let Path(id) = id?;
+    Ok(Json(s.sched.cancel(id).await?))
+}
+
+async fn rerun(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<RunRow>)> {
+    let Path(id) = id?;
+    Ok((StatusCode::CREATED, Json(s.sched.rerun(id, TriggerKind::Rerun).await?)))
+}
+
+async fn reload(State(s): State<AppState>) -> ApiResult {
+    let loader = s.load_config.clone();
+    let loaded = tokio::task::spawn_blocking(move || loader())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match loaded {
+        Ok(config) => {
+            let summary = json!({
+                "reloaded": true,
+                "tasks": config.tasks.len(),
+                "pipelines": config.pipelines.len(),
+            });
+            s.sched.reload(config).await?;
+            Ok(Json(summary))
+        }
+        Err(diagnostics) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            format!("the new config is invalid; the old one stays in force:\n{diagnostics}"),
+        )),
+    }
+}

@@ -1,0 +1,50 @@
+//! Baton's HTTP interface: the JSON API under `/api/v1`, live logs over Server-Sent Events, and
+//! bearer-token auth.
+//!
+//! Architecture Invariant: this crate holds no scheduling state. It reads runs from the store and
+//! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
+//! JSON shapes of the API.
+
+mod api;
+mod auth;
+mod error;
+mod logs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use baton_core::config::Config;
+use baton_sched::SchedHandle;
+use baton_store::{RunFolders, Store};
+
+pub use error::ApiError;
+
+/// Loads and validates the config from wherever the server was told; `Err` holds the
+/// diagnostics, one per line.
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    pub sched: SchedHandle,
+    pub store: Store,
+    pub folders: RunFolders,
+    /// HS256 secret for prunner-style JWTs; `None` accepts only Baton tokens.
+    pub jwt_secret: Option<String>,
+    pub load_config: ConfigLoader,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let api = api::routes()
+        .merge(logs::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("no such endpoint (the API lives under /api/v1)") })
+        .with_state(state)
+}

@@ -1,0 +1,225 @@
+//! Logs: byte ranges of a job's log file, and a live follow over Server-Sent Events that resumes
+//! from any offset (`Last-Event-ID` or `?offset=`). Both read the file the supervisor appends to;
+//! memory stays bounded whatever the log's size.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use baton_store::{JobRow, RunRow};
+
+use crate::api::load_run;
+use crate::{ApiError, AppState};
+
+const MAX_RANGE: u64 = 8 * 1024 * 1024;
+const CHUNK: u64 = 64 * 1024;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runs/{id}/log", get(log))
+        .route("/runs/{id}/log/stream", get(stream))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// The job's name (pipelines) or id; optional when the run has one job.
+    job: Option<String>,
+    offset: Option<u64>,
+    length: Option<u64>,
+}
+
+fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
+    match job {
+        Some(name) => run
+            .jobs
+            .iter()
+            .find(|j| j.name == name || j.id.to_string() == name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("run {} has no job {name:?}", run.id))),
+        None if run.jobs.len() == 1 => Ok(run.jobs[0].clone()),
+        None => Err(ApiError::bad_request(format!(
+            "run {} has {} jobs; pick one with ?job=NAME (one of: {})",
+            run.id,
+            run.jobs.len(),
+            run.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Parses `Range: bytes=START-[END]`.
+fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
+    let Some(v) = h.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", "Range must be `bytes=START-` or `bytes=START-END`");
+    let v = v.to_str().map_err(|_| bad())?;
+    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.parse().map_err(|_| bad())?;
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse::<u64>().map_err(|_| bad())?)
+    };
+    if end.is_some_and(|e| e < start) {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn log(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let Query(q) = q?;
+    let run = load_run(&s, id).await?;
+    let job = pick_job(&run, q.job.as_deref())?;
+    let path = s.folders.log_path(job.id, job.attempt);
+    let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let range = parse_range(&headers)?;
+    let (start, len, partial) = match range {
+        Some((start, end)) => {
+            let end = end.map_or(size, |e| (e + 1).min(size));
+            (start, end.saturating_sub(start), true)
+        }
+        None => (q.offset.unwrap_or(0), q.length.unwrap_or(u64::MAX), q.offset.is_some()),
+    };
+    if start > size {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bad_range",
+            format!("offset {start} is past the end of the log ({size} bytes)"),
+        ));
+    }
+    // Large logs stream from disk in chunks; memory stays bounded.
+    let len = len.min(size - start);
+    let stream = file_stream(path, start, len);
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert("x-log-size", HeaderValue::from(size));
+    h.insert("x-job-status", HeaderValue::from_static(job.status.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if partial && len > 0 {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let v = format!("bytes {}-{}/{}", start, start + len - 1, size);
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    let _ = MAX_RANGE;
+    Ok(resp)
+}
+
+fn file_stream(
+    path: std::path::PathBuf,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold((start, len), move |(pos, left)| {
+        let path = path.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let want = left.min(CHUNK);
+            let res = tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, pos, want))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match res {
+                Ok(bytes) if bytes.is_empty() => None,
+                Ok(bytes) => {
+                    let n = bytes.len() as u64;
+                    Some((Ok(bytes), (pos + n, left - n)))
+                }
+                Err(e) => Some((Err(e), (pos, 0))),
+            }
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    job: Option<String>,
+    offset: Option<u64>,
+}
+
+/// SSE: `log` events carry `{"offset": N, "text": "..."}` (the text decoded lossily; the raw bytes
+/// are at `/log`), with the next offset as the event id; an `end` event carries the final status.
+async fn stream(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    q: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    let Query(q) = q?;
+    let run = load_run(&s, id).await?;
+    let job = pick_job(&run, q.job.as_deref())?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let offset = resume.or(q.offset).unwrap_or(0);
+    let job_id = job.id;
+    let state = FollowState { s, run_id: id, job_id, offset, done: false };
+    let events = futures::stream::unfold(state, follow_step);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct FollowState {
+    s: AppState,
+    run_id: i64,
+    job_id: i64,
+    offset: u64,
+    done: bool,
+}
+
+async fn follow_step(mut st: FollowState) -> Option<(Result<Event, Infallible>, FollowState)> {
+    if st.done {
+        return None;
+    }
+    let mut changes = st.s.sched.changes();
+    loop {
+        changes.borrow_and_update();
+        let run = st.s.store.get_run(st.run_id).await.ok().flatten()?;
+        let job = run.jobs.iter().find(|j| j.id == st.job_id)?.clone();
+        let path = st.s.folders.log_path(job.id, job.attempt);
+        let offset = st.offset;
+        let bytes = tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, offset, CHUNK))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !bytes.is_empty() {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            st.offset += bytes.len() as u64;
+            let data = json!({"offset": offset, "text": text}).to_string();
+            let ev = Event::default().event("log").id(st.offset.to_string()).data(data);
+            return Some((Ok(ev), st));
+        }
+        if job.status.is_terminal() {
+            st.done = true;
+            let data = json!({"status": job.status, "exit_code": job.exit_code, "reason": job.reason}).to_string();
+            return Some((Ok(Event::default().event("end").data(data)), st));
+        }
+        // Wait for more output: a state change wakes us at once, else look again shortly.
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
+}

@@ -1,0 +1,129 @@
+//! `baton serve`: load the config, open the store, recover, start the scheduler and the API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use baton_exec::LocalExecutor;
+use baton_sched::SchedulerParts;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// A YAML config file or a directory of them (read recursively).
+    #[arg(long, env = "BATON_CONFIG", default_value = "examples")]
+    config: PathBuf,
+    /// Where the database, logs and artifacts live.
+    #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
+    data: PathBuf,
+    /// Address to listen on (default: the config's server.listen, else 127.0.0.1:8700).
+    #[arg(long, env = "BATON_LISTEN")]
+    listen: Option<String>,
+}
+
+fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
+    baton_core::config::load_path(path).map_err(|e| {
+        e.diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            eprintln!(
+                "error: refusing to start: the config at {} is invalid (hint: `baton validate {}`)",
+                args.config.display(),
+                args.config.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data directory {}", args.data.display()))?;
+    let data = args.data.canonicalize()?;
+    let store = baton_store::Store::open(&data.join("baton.db")).await?;
+    let exe = std::env::current_exe().context("cannot find the baton binary for the supervisor")?;
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| config.server.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8700".into());
+    let jwt_secret = config.server.jwt_secret.clone();
+    let sched = baton_sched::start(SchedulerParts {
+        config,
+        store: store.clone(),
+        data_dir: data.clone(),
+        executor: LocalExecutor::new(exe, vec!["__supervise".into()]),
+    })
+    .await?;
+    let config_path = args.config.clone();
+    let state = baton_web::AppState {
+        sched: sched.clone(),
+        store,
+        folders: baton_store::RunFolders::new(&data),
+        jwt_secret,
+        load_config: Arc::new(move || load(&config_path)),
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "baton ready on http://{addr} (API under /api/v1; get a token: baton token create --data {})",
+        args.data.display()
+    );
+    std::io::stdout().flush().ok();
+
+    // SIGHUP reloads the config; a bad one keeps the old one running.
+    let reload_sched = sched.clone();
+    let reload_path = args.config.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match load(&reload_path) {
+                Ok(c) => {
+                    if reload_sched.reload(c).await.is_ok() {
+                        eprintln!("config reloaded from {}", reload_path.display());
+                    }
+                }
+                Err(d) => eprintln!(
+                    "{d}\nerror: config reload failed; the old config stays in force"
+                ),
+            }
+        }
+    });
+
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    axum::serve(listener, baton_web::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    // Running jobs keep going under their supervisors; the next start re-attaches to them.
+    Ok(ExitCode::SUCCESS)
+}
