@@ -15,8 +15,8 @@ use tokio::io::AsyncReadExt;
 use crate::error::ExecError;
 use crate::job::{JobSpec, Outcome};
 use crate::layout::{
-    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo, WORK_DIR,
-    read_exit, read_supervisor,
+    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo, WORK_DIR, read_exit,
+    read_supervisor,
 };
 use crate::unix;
 use crate::{ExitRecord, layout};

@@ -126,7 +126,10 @@ async fn run(dir: &Path) -> i32 {
     match write_atomic(&exit_path, &json, true) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("baton supervisor: could not write {}: {e}", exit_path.display());
+            eprintln!(
+                "baton supervisor: could not write {}: {e}",
+                exit_path.display()
+            );
             1
         }
     }
@@ -222,15 +225,10 @@ async fn run_job(
     // after the exit cannot hit a stranger.
     let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
-        loop {
-            match nix::sys::wait::waitid(
-                Id::Pid(Pid::from_raw(pgid)),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-            ) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitid(
+            Id::Pid(Pid::from_raw(pgid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {}
         let _ = exited_tx.send(());
     });
 

@@ -29,7 +29,10 @@ fn parse_stat(text: &str) -> io::Result<ProcStat> {
     // Field 2 (comm) is in parentheses and may contain spaces and ')'.
     let rest = &text[text.rfind(')').ok_or_else(bad)? + 1..];
     let mut fields = rest.split_whitespace();
-    let state = fields.next().and_then(|s| s.chars().next()).ok_or_else(bad)?;
+    let state = fields
+        .next()
+        .and_then(|s| s.chars().next())
+        .ok_or_else(bad)?;
     // `rest` starts at field 3; field 22 is 19 further.
     let start_time = fields
         .nth(18)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, then checks formatting, lints, and runs
+# every test (unit, property, end-to-end against the real binary). `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg_cmd in git:git make:make curl:curl procps:pkill; do
+  pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing test dependencies: ${need[*]}"
+  $sudo apt-get update -qq
+  $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+# One closing line for the whole suite.
+passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
+passed_custom=$(grep -Eo '^[0-9]+ passed, 0 failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+echo "$((passed + passed_custom)) passed, 0 failed"
