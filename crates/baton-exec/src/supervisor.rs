@@ -101,6 +101,16 @@ async fn run(dir: &Path) -> i32 {
             exit_path.display()
         ));
     }
+    let sup_path = dir.join(SUPERVISOR_FILE);
+    if let Ok(Some(other)) = try_read_json::<SupervisorInfo>(&sup_path)
+        && unix::is_alive(other.pid, other.start_time)
+    {
+        return not_ready(&format!(
+            "{} names a live supervisor (pid {}): this job is already running",
+            sup_path.display(),
+            other.pid
+        ));
+    }
     let me = unix::self_pid();
     let info = match unix::proc_stat(me) {
         Ok(st) => SupervisorInfo {
@@ -109,7 +119,6 @@ async fn run(dir: &Path) -> i32 {
         },
         Err(e) => return not_ready(&format!("could not read /proc/{me}/stat: {e}")),
     };
-    let sup_path = dir.join(SUPERVISOR_FILE);
     let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");
     if let Err(e) = write_atomic(&sup_path, &json, false) {
         return not_ready(&format!("could not write {}: {e}", sup_path.display()));
@@ -200,6 +209,8 @@ fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd), String> {
         .env("BATON_JOB_ID", spec.job_id.to_string())
         .env("BATON_TASK", &spec.task)
         .env("BATON_OUTPUT_DIR", &out_dir);
+    // SAFETY: only an async-signal-safe syscall runs between fork and exec.
+    unsafe { cmd.pre_exec(unix::cloexec_from_fd_3) };
     let child = cmd
         .spawn()
         .map_err(|e| format!("could not start bash: {e}"))?;

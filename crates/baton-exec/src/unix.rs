@@ -74,6 +74,22 @@ pub fn new_session() -> io::Result<()> {
     nix::unistd::setsid().map(|_| ()).map_err(io::Error::from)
 }
 
+/// Mark every fd from 3 up close-on-exec (for `pre_exec`: async-signal-safe),
+/// so a job never inherits descriptors its supervisor or the server leaked.
+/// Best effort: needs Linux 5.11.
+pub fn cloexec_from_fd_3() -> io::Result<()> {
+    // SAFETY: a plain syscall on integers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
 /// Point fd 1 at `/dev/null` (closing whatever it was, e.g. a readiness pipe).
 pub fn stdout_to_dev_null() -> io::Result<()> {
     let null = OpenOptions::new().write(true).open("/dev/null")?;

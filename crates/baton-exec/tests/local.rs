@@ -148,6 +148,7 @@ echo "run=$BATON_RUN_ID job=$BATON_JOB_ID task=$BATON_TASK my=$MY_VAR"
 echo "out=$BATON_OUTPUT_DIR"
 echo "pwd=$PWD"
 echo artifact > "$BATON_OUTPUT_DIR/a.txt"
+echo "fds=$(ls /proc/self/fd | sort -n | tr '\n' ' ')"
 "#,
     );
     s.env.push(("MY_VAR".into(), "hello world".into()));
@@ -179,7 +180,7 @@ echo artifact > "$BATON_OUTPUT_DIR/a.txt"
     assert!(rec.error.is_none());
     let abs = fs::canonicalize(&dir).unwrap();
     let expected = format!(
-        "out1\nerr1\nout2\nerr2\nrun=7 job=9 task=build my=hello world\nout={}\npwd={}\n",
+        "out1\nerr1\nout2\nerr2\nrun=7 job=9 task=build my=hello world\nout={}\npwd={}\nfds=0 1 2 3 \n",
         abs.join("out").display(),
         abs.join("work").display()
     );
@@ -416,6 +417,18 @@ async fn survives_dropped_handle() {
         Reattach::Running(h) => h,
         other => panic!("expected Running, got {other:?}"),
     };
+    // A second supervisor on the same dir refuses to run the job again.
+    let second = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("__supervise")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        said.starts_with("error: ") && said.contains("already running"),
+        "{said}"
+    );
     match handle.wait().await {
         Outcome::Exited(rec) => {
             assert_eq!(rec.exit_code, Some(0));

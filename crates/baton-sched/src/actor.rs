@@ -166,7 +166,14 @@ impl Actor {
                 let dir = self.folders.job_dir(job.id, job.attempt);
                 if !dir.join(baton_exec::layout::SPEC_FILE).exists() {
                     // Recorded as started but never launched: it never ran, so run it now.
-                    self.requeue(run_id, job.id, job.attempt, "queued: the server stopped before the job was launched".into());
+                    self.requeue(
+                        run_id,
+                        job.id,
+                        job.attempt - 1,
+                        "queued: the server stopped before the job was launched".into(),
+                    );
+                    let change = job_change(self.runs[&run_id].job(job.id).expect("job"), None);
+                    self.persist(vec![change]).await;
                     continue;
                 }
                 match self.exec.reattach(&dir) {
@@ -715,6 +722,34 @@ impl Actor {
             if status == Status::Success && run.row.kind == TargetKind::Task {
                 self.chain(&run.row).await;
             }
+            if let TargetDef::Pipeline(p) = &run.def {
+                self.retain(p.name.as_str(), p.retention_count, p.retention_period, now)
+                    .await;
+            }
+        }
+    }
+
+    /// Applies a pipeline's retention settings: older ended runs and their folders go.
+    async fn retain(
+        &mut self,
+        name: &str,
+        count: Option<u32>,
+        period: Option<Duration>,
+        now: DateTime<Utc>,
+    ) {
+        if count.is_none() && period.is_none() {
+            return;
+        }
+        let before = period.and_then(|p| chrono::Duration::from_std(p).ok()).map(|p| now - p);
+        match self.store.prune(name, count, before).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(e) = self.folders.remove_job(job) {
+                        tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(pipeline = name, "cannot prune old runs: {e}"),
         }
     }
 

@@ -24,4 +24,12 @@ impl RunFolders {
     pub fn log_path(&self, job_id: i64, attempt: u32) -> PathBuf {
         self.job_dir(job_id, attempt).join("log")
     }
+
+    /// Removes every attempt's folder of a job (after its run was pruned).
+    pub fn remove_job(&self, job_id: i64) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.root.join(job_id.to_string())) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }

@@ -229,6 +229,61 @@ impl Store {
         job_from_row(&row)
     }
 
+    /// Deletes ended runs of `target` beyond the newest `keep` or that ended before `before`
+    /// (prunner's `retention_count` / `retention_period`). Returns the deleted jobs' ids, whose
+    /// folders the caller removes.
+    pub async fn prune(
+        &self,
+        target: &str,
+        keep: Option<u32>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT id, ended_at FROM runs WHERE target = ? AND kind = 'pipeline'
+               AND status NOT IN ('queued', 'started', 'running') ORDER BY id DESC",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut doomed = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let id: i64 = r.try_get("id")?;
+            let ended: Option<i64> = r.try_get("ended_at")?;
+            let too_many = keep.is_some_and(|k| i >= k as usize);
+            let too_old = before.zip(ended).is_some_and(|(b, e)| e < ms(b));
+            if too_many || too_old {
+                doomed.push(id);
+            }
+        }
+        let mut jobs = Vec::new();
+        if doomed.is_empty() {
+            return Ok(jobs);
+        }
+        let mut tx = self.pool.begin().await?;
+        for id in doomed {
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+            jobs.extend(ids);
+            sqlx::query("DELETE FROM jobs WHERE run_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM run_links WHERE ancestor = ? OR descendant = ?")
+                .bind(id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM runs WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
     /// One run with its jobs and links.
     pub async fn get_run(&self, id: i64) -> Result<Option<RunRow>> {
         let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")

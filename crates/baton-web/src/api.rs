@@ -62,9 +62,18 @@ struct TriggerBody {
     args: BTreeMap<String, String>,
 }
 
+/// The CLI marks its requests so runs show `cli` as their trigger.
+fn trigger_kind(headers: &axum::http::HeaderMap) -> TriggerKind {
+    match headers.get("x-baton-client").and_then(|v| v.to_str().ok()) {
+        Some("cli") => TriggerKind::Cli,
+        _ => TriggerKind::Api,
+    }
+}
+
 async fn trigger(
     s: AppState,
     kind: TargetKind,
+    headers: axum::http::HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
@@ -84,7 +93,7 @@ async fn trigger(
             target: name,
             kind: Some(kind),
             args: body.args,
-            trigger: TriggerKind::Api,
+            trigger: trigger_kind(&headers),
             ancestors: vec![],
         })
         .await?;
@@ -94,17 +103,19 @@ async fn trigger(
 async fn trigger_task(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
-    trigger(s, TargetKind::Task, name, body).await
+    trigger(s, TargetKind::Task, headers, name, body).await
 }
 
 async fn trigger_pipeline(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
-    trigger(s, TargetKind::Pipeline, name, body).await
+    trigger(s, TargetKind::Pipeline, headers, name, body).await
 }
 
 #[derive(Deserialize)]

@@ -50,6 +50,7 @@ impl Client {
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req
             .bearer_auth(&self.token)
+            .header("x-baton-client", "cli")
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {} (is `baton serve` running?)", self.base))?;

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Baton's benchmarks. Every figure is printed beside a baseline measured in the same run.
+
+(a) 100 runs of /bin/true through the server with 2 workers   vs make -j2, 100 /bin/true targets
+(b) trigger-to-start latency p50/p99 on an idle server          vs spawning the same bash directly
+(c) a 100-task DAG pipeline                                    vs the same DAG in make -j2
+(d) idle server RSS and startup-to-ready time                   vs the aims (10 MiB, 20 ms)
+(e) capture of a task writing 1 GiB                             vs `head -c 1G > file` directly
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BATON = os.path.abspath(sys.argv[1])
+N = 100
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, config):
+        self.dir = tempfile.mkdtemp(prefix="baton-bench-")
+        self.cfg = os.path.join(self.dir, "baton.yaml")
+        with open(self.cfg, "w") as f:
+            f.write(config)
+        self.port = free_port()
+        self.data = os.path.join(self.dir, "data")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [BATON, "serve", "--config", self.cfg, "--data", self.data,
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        self.ready_s = time.perf_counter() - t0
+        if "ready" not in line:
+            raise SystemExit(f"server did not start: {line!r}")
+        self.token = subprocess.check_output(
+            [BATON, "token", "create", "--data", self.data], text=True).strip()
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port)
+
+    def req(self, method, path, body=None):
+        headers = {"Authorization": f"Bearer {self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, "/api/v1" + path, body=data, headers=headers)
+        r = self.conn.getresponse()
+        raw = r.read()
+        if r.status >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status} {raw[:300]!r}")
+        return json.loads(raw) if raw else None
+
+    def wait(self, run_id):
+        while True:
+            run = self.req("GET", f"/runs/{run_id}/wait?timeout=30")
+            if run["status"] not in ("queued", "started", "running"):
+                return run
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_j2(makefile):
+    d = tempfile.mkdtemp(prefix="baton-bench-make-")
+    with open(os.path.join(d, "Makefile"), "w") as f:
+        f.write(makefile)
+    t0 = time.perf_counter()
+    subprocess.run(["make", "-s", "-j2", "-C", d, "all"], check=True, stdout=subprocess.DEVNULL)
+    dt = time.perf_counter() - t0
+    shutil.rmtree(d)
+    return dt
+
+
+def row(name, value, unit, base, base_unit, ratio, aim=""):
+    print(f"{name:<44} {value:>10.2f} {unit:<5} baseline {base:>9.2f} {base_unit:<5} ratio {ratio:>6.2f}x {aim}")
+
+
+def bench_throughput():
+    cfg = """server: {local_workers: 2}
+tasks:
+  t:
+    command: /bin/true
+    concurrency: 2
+    wait_list: {size: 1000}
+"""
+    s = Server(cfg)
+    try:
+        t0 = time.perf_counter()
+        ids = [s.req("POST", "/tasks/t/trigger")["id"] for _ in range(N)]
+        for i in ids:
+            assert s.wait(i)["status"] == "success"
+        baton = time.perf_counter() - t0
+    finally:
+        s.stop()
+    targets = " ".join(f"t{i}" for i in range(N))
+    mk = f".PHONY: all {targets}\nall: {targets}\n" + "".join(f"t{i}:\n\t@/bin/true\n" for i in range(N))
+    make = make_j2(mk)
+    row("(a) 100 x /bin/true, 2 workers", baton, "s", make, "s", baton / make, "(aim <= 3x)")
+
+
+def bench_latency():
+    cfg = """server: {local_workers: 2}
+tasks:
+  l:
+    command: date +%s%N > "$BATON_OUTPUT_DIR/t"
+"""
+    s = Server(cfg)
+    lat = []
+    try:
+        for _ in range(50):
+            t0 = time.time_ns()
+            run = s.req("POST", "/tasks/l/trigger")
+            run = s.wait(run["id"])
+            job = run["jobs"][0]
+            path = os.path.join(s.data, "jobs", str(job["id"]), str(job["attempt"]), "out", "t")
+            with open(path) as f:
+                lat.append((int(f.read().strip()) - t0) / 1e6)
+    finally:
+        s.stop()
+    base = []
+    for _ in range(50):
+        t0 = time.time_ns()
+        out = subprocess.check_output(["bash", "-eo", "pipefail", "-c", "date +%s%N"], text=True)
+        base.append((int(out.strip()) - t0) / 1e6)
+    lat.sort()
+    base.sort()
+    p = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))]
+    row("(b) trigger-to-start p50", p(lat, 0.5), "ms", p(base, 0.5), "ms", p(lat, 0.5) / p(base, 0.5), "(aim p50 <= 2 ms)")
+    row("(b) trigger-to-start p99", p(lat, 0.99), "ms", p(base, 0.99), "ms", p(lat, 0.99) / p(base, 0.99))
+
+
+def bench_dag():
+    # A binary-tree-shaped DAG of 100 tasks: task i depends on task (i-1)//2.
+    lines = ["server: {local_workers: 2}", "pipelines:", "  dag:", "    tasks:"]
+    mk_targets = []
+    for i in range(N):
+        lines += [f"      t{i}:", "        script: [/bin/true]"]
+        if i > 0:
+            lines.append(f"        depends_on: [t{(i - 1) // 2}]")
+        mk_targets.append((f"t{i}", f"t{(i - 1) // 2}" if i > 0 else ""))
+    cfg = "\n".join(lines) + "\n"
+    s = Server(cfg)
+    try:
+        t0 = time.perf_counter()
+        run = s.req("POST", "/pipelines/dag/trigger")
+        run = s.wait(run["id"])
+        assert run["status"] == "success", run["status"]
+        baton = time.perf_counter() - t0
+    finally:
+        s.stop()
+    names = " ".join(t for t, _ in mk_targets)
+    mk = f".PHONY: all {names}\nall: {names}\n" + "".join(f"{t}: {d}\n\t@/bin/true\n" for t, d in mk_targets)
+    make = make_j2(mk)
+    row("(c) 100-task DAG pipeline, 2 workers", baton, "s", make, "s", baton / make)
+
+
+def bench_idle():
+    readies, rss = [], []
+    for _ in range(5):
+        s = Server("server: {local_workers: 2}\ntasks:\n  t: {command: 'true'}\n")
+        time.sleep(0.3)
+        readies.append(s.ready_s * 1000)
+        rss.append(s.rss_kib() / 1024)
+        s.stop()
+    r, m = statistics.median(readies), statistics.median(rss)
+    row("(d) idle server RSS", m, "MiB", 10.0, "MiB", m / 10.0, "(aim <= 10 MiB)")
+    row("(d) startup-to-ready", r, "ms", 20.0, "ms", r / 20.0, "(aim <= 20 ms)")
+
+
+def bench_capture():
+    gib = 1 << 30
+    s = Server(f"server: {{local_workers: 1}}\ntasks:\n  big:\n    command: head -c {gib} /dev/zero\n")
+    try:
+        run = s.req("POST", "/tasks/big/trigger")
+        run = s.wait(run["id"])
+        job = run["jobs"][0]
+        d = os.path.join(s.data, "jobs", str(job["id"]), str(job["attempt"]))
+        with open(os.path.join(d, "exit.json")) as f:
+            rec = json.load(f)
+        size = os.path.getsize(os.path.join(d, "log"))
+        assert size == gib, size
+        parse = lambda t: _ts(t)
+        secs = parse(rec["ended_at"]) - parse(rec["started_at"])
+        mbps = gib / secs / 1e6
+        sup_rss = (rec.get("max_rss_kb") or 0) / 1024
+    finally:
+        s.stop()
+    d = tempfile.mkdtemp(prefix="baton-bench-cap-")
+    t0 = time.perf_counter()
+    subprocess.run(f"head -c {gib} /dev/zero > {d}/f", shell=True, check=True)
+    base = gib / (time.perf_counter() - t0) / 1e6
+    shutil.rmtree(d)
+    row("(e) capture of 1 GiB", mbps, "MB/s", base, "MB/s", mbps / base, "(aim >= 200 MB/s)")
+    row("(e) supervisor peak RSS during capture", sup_rss, "MiB", 10.0, "MiB", sup_rss / 10.0, "(flat)")
+
+
+def _ts(t):
+    # RFC 3339 with nanoseconds: 2026-01-01T00:00:00.123456789Z
+    m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(?:\.(\d+))?Z", t)
+    import calendar
+    y, mo, d, h, mi, s, frac = m.groups()
+    base = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s)))
+    return base + (int(frac) / 10 ** len(frac) if frac else 0)
+
+
+if __name__ == "__main__":
+    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}")
+    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture):
+        b()
