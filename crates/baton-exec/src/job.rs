@@ -24,6 +24,9 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL on timeout or cancel.
     pub kill_grace: Duration,
+    /// Secrets replaced by `***` in the log.
+    #[serde(default)]
+    pub mask: Vec<String>,
 }
 
 /// How a job ended. Written by the supervisor to `exit.json`, last.

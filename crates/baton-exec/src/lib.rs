@@ -33,6 +33,7 @@ pub mod job;
 pub mod layout;
 pub mod local;
 pub mod log;
+pub mod mask;
 pub mod supervisor;
 pub mod unix;
 

@@ -251,6 +251,7 @@ async fn run_job(
         }
     };
     let mut buf = vec![0u8; COPY_BUF];
+    let mut masker = crate::mask::Masker::new(&spec.mask);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -266,7 +267,14 @@ async fn run_job(
             r = async { pipe.as_mut().expect("guarded").read(&mut buf).await }, if pipe.is_some() => match r {
                 Ok(0) => pipe = None,
                 Ok(n) => {
-                    if let Err(e) = log.write_all(&buf[..n])
+                    let masked;
+                    let bytes = if masker.is_empty() {
+                        &buf[..n]
+                    } else {
+                        masked = masker.push(&buf[..n]);
+                        &masked[..]
+                    };
+                    if let Err(e) = log.write_all(bytes)
                         && rec.error.is_none()
                     {
                         // Keep draining (and discarding) so the job does not
@@ -310,6 +318,13 @@ async fn run_job(
         }
     }
 
+    let tail = masker.finish();
+    if !tail.is_empty()
+        && let Err(e) = log.write_all(&tail)
+    {
+        rec.error
+            .get_or_insert(format!("could not write log {}: {e}", log_path.display()));
+    }
     if let Some(st) = status {
         rec.exit_code = st.code();
         rec.signal = st.signal();

@@ -37,6 +37,7 @@ fn spec(script: &str) -> JobSpec {
         env: vec![],
         timeout: None,
         kill_grace: Duration::from_secs(5),
+        mask: vec![],
     }
 }
 
@@ -192,6 +193,16 @@ echo "fds=$(ls /proc/self/fd | sort -n | tr '\n' ' ')"
         "artifact\n"
     );
     assert_eq!(baton_exec::read_exit(&dir), Some(rec));
+}
+
+async fn secrets_are_masked_in_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let mut s = spec("printf 'token=abracadabra\\n'; printf 'split abra'; printf 'cadabra end\\n'\n");
+    s.mask = vec!["abracadabra".into()];
+    let rec = run(&dir, &s).await;
+    assert_eq!(rec.exit_code, Some(0));
+    assert_eq!(log_of(&dir), b"token=***\nsplit *** end\n");
 }
 
 async fn exit_codes_and_pipefail() {
@@ -563,6 +574,7 @@ fn main() {
         log_ranges,
         output_env_and_artifacts,
         exit_codes_and_pipefail,
+        secrets_are_masked_in_the_log,
         cancel_kills_process_tree,
         cancel_escalates_to_sigkill,
         timeout_kills_tree,

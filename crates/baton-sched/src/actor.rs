@@ -988,6 +988,7 @@ impl Actor {
             }
         };
         env.extend(run.row.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mask = secrets(&self.config, &env);
         env.push(("BATON_JOB".into(), job.name.clone()));
         env.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
         JobSpec {
@@ -998,6 +999,7 @@ impl Actor {
             env,
             timeout,
             kill_grace: self.config.server.kill_grace.unwrap_or(Duration::from_secs(5)),
+            mask,
         }
     }
 
@@ -1085,6 +1087,29 @@ impl Actor {
         queue.sort_by_key(|q| (q.enqueued_at.timestamp_millis() - q.priority * 1000, q.job_id));
         Snapshot { workers, queue }
     }
+}
+
+/// Whether a variable's name says it holds a secret.
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["secret", "token", "password", "passwd", "credential", "key"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Values masked in a job's log: secret-named `variables` and secret-named env entries, when
+/// long enough to mask without mangling ordinary output.
+fn secrets(config: &Config, env: &[(String, String)]) -> Vec<String> {
+    let vars = config.variables.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut out: Vec<String> = vars
+        .chain(env)
+        .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
+        .map(|(_, v)| v.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {
