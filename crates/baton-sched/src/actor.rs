@@ -40,6 +40,9 @@ pub(crate) struct Actor {
     next_fire: BTreeMap<String, DateTime<Utc>>,
     ended_seq: u64,
     changed: bool,
+    /// Changes not yet written: flushed as one transaction per batch (group commit), and
+    /// always before anything that depends on them is launched or acknowledged.
+    pending: Vec<Change>,
 }
 
 fn build_workers(config: &Config) -> Vec<Worker> {
@@ -136,6 +139,7 @@ impl Actor {
             next_fire: BTreeMap::new(),
             ended_seq: 0,
             changed: false,
+            pending: Vec::new(),
         }
     }
 
@@ -203,6 +207,7 @@ impl Actor {
         }
         self.reset_timers(now);
         self.pump(now).await;
+        self.flush().await;
         Ok(())
     }
 
@@ -225,6 +230,7 @@ impl Actor {
             let now = Utc::now();
             self.fire_timers(now).await;
             self.pump(now).await;
+            self.flush().await;
             if std::mem::take(&mut self.changed) {
                 self.generation.send_modify(|g| *g += 1);
             }
@@ -452,6 +458,7 @@ impl Actor {
         self.changed = true;
         if let Some(old) = replaces {
             self.replace(old, row.id, now).await;
+            self.flush().await;
         }
         if status == Status::Queued {
             self.runs.insert(row.id, LiveRun::new(row.clone(), def));
@@ -533,6 +540,7 @@ impl Actor {
             }
         }
         self.settle(id, now).await;
+        self.flush().await;
         self.store
             .get_run(id)
             .await?
@@ -718,6 +726,8 @@ impl Actor {
         }])
         .await;
         if status.is_terminal() {
+            // The end is on disk before its consequences (chained runs) exist.
+            self.flush().await;
             let run = self.runs.remove(&run_id).expect("run present");
             if status == Status::Success && run.row.kind == TargetKind::Task {
                 self.chain(&run.row).await;
@@ -781,6 +791,15 @@ impl Actor {
             return;
         }
         self.changed = true;
+        self.pending.extend(changes);
+    }
+
+    /// Writes pending changes in one transaction.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.pending);
         if let Err(e) = self.store.apply(&changes).await {
             tracing::error!("cannot record state changes: {e}");
         }
@@ -956,6 +975,8 @@ impl Actor {
             }
         }
         self.persist(changes).await;
+        // Durable before launch: after a crash the job is re-attached, never run twice.
+        self.flush().await;
         for (dir, spec) in launches {
             self.launch(dir, spec);
         }

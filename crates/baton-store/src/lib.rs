@@ -114,10 +114,11 @@ impl Store {
         .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
         .fetch_one(&mut *tx)
         .await?;
+        let mut jobs = Vec::with_capacity(new.jobs.len());
         for job in &new.jobs {
-            sqlx::query(
+            let row = sqlx::query(
                 "INSERT INTO jobs (run_id, name, status, reason, attempt, queued_at, ended_at)
-                 VALUES (?, ?, ?, ?, 1, ?, ?)",
+                 VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING *",
             )
             .bind(id)
             .bind(&job.name)
@@ -125,8 +126,9 @@ impl Store {
             .bind(&new.reason)
             .bind(ms(new.enqueued_at))
             .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            jobs.push(job_from_row(&row)?);
         }
         for ancestor in &new.ancestors {
             sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES (?, ?)")
@@ -136,9 +138,27 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        self.get_run(id)
-            .await?
-            .ok_or_else(|| corrupt("runs", format!("run {id} vanished after insert")))
+        let ended = new.status.is_terminal().then_some(new.enqueued_at);
+        Ok(RunRow {
+            id,
+            kind: new.kind,
+            target: new.target.clone(),
+            trigger: new.trigger,
+            args: new.args.clone(),
+            tags: new.tags.clone(),
+            definition: new.definition.clone(),
+            status: new.status,
+            reason: new.reason.clone(),
+            priority: new.priority,
+            partition: new.partition.clone(),
+            enqueued_at: from_ms(ms(new.enqueued_at)),
+            not_before: new.not_before,
+            started_at: None,
+            ended_at: ended.map(|t| from_ms(ms(t))),
+            jobs,
+            ancestors: new.ancestors.clone(),
+            descendants: Vec::new(),
+        })
     }
 
     /// Applies a batch of changes in one transaction (one fsync).

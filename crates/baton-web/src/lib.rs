@@ -38,6 +38,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = api::routes()
         .merge(logs::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -46,5 +47,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint (the API lives under /api/v1)") })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see the API table in README.md)",
+    )
 }

@@ -1,0 +1,137 @@
+//! Cancel and timeout kill the whole process group; a lost supervisor is retried or `broken`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Server, id_of, is_dead, reason, status, text, wait_file};
+
+/// Starts background `sleep 1000`s (one inside a subshell), records every pid, then waits.
+const SPAWNER: &str = r#"
+      sleep 1000 & echo $! >> "$pids"
+      sleep 1000 & echo $! >> "$pids"
+      ( sleep 1000 & echo $! >> "$pids"; wait ) &
+      echo $! >> "$pids"
+      echo $$ >> "$pids"
+      touch "$pids.ready"
+      wait
+"#;
+
+fn config() -> String {
+    format!(
+        r#"
+server:
+  local_workers: 2
+  kill_grace: 1s
+tasks:
+  spawner:
+    command: |{SPAWNER}
+  hang:
+    timeout: 1s
+    command: |{SPAWNER}
+  crashy:
+    retries: 1
+    command: |
+      if [ "$BATON_ATTEMPT" = 1 ]; then kill -9 $PPID; exit 1; fi
+      echo "attempt $BATON_ATTEMPT ok"
+  crashy0:
+    retries: 0
+    command: |
+      if [ "$BATON_ATTEMPT" = 1 ]; then kill -9 $PPID; exit 1; fi
+      echo "attempt $BATON_ATTEMPT ok"
+"#
+    )
+}
+
+fn read_pids(path: &Path) -> Vec<i32> {
+    let pids: Vec<i32> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 5, "the script records 5 pids");
+    pids
+}
+
+/// Every pid must be gone; signals are delivered asynchronously, so allow a bounded moment.
+async fn assert_all_gone(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<i32> = pids.iter().copied().filter(|p| !is_dead(*p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let info: Vec<String> = alive
+                .iter()
+                .map(|p| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                })
+                .collect();
+            panic!("processes of the job survived: {info:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_kills_the_whole_process_group() {
+    let s = Server::start(&config());
+    let pids_file = s.root.path().join("pids");
+    let ps = pids_file.to_str().unwrap();
+    let id = id_of(&s.trigger("spawner", &[("pids", ps)]).await);
+    wait_file(&s.root.path().join("pids.ready")).await;
+    let pids = read_pids(&pids_file);
+    for p in &pids {
+        assert!(!is_dead(*p), "pid {p} should be running before the cancel");
+    }
+    s.wait_until(id, "running", |r| status(r) == "running").await;
+
+    let out = s.cli(&["cancel", &id.to_string()]);
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "cancel: {o} {e}");
+
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "canceled", "{run:#}");
+    assert!(reason(&run).contains("canceled"), "{run:#}");
+    assert_all_gone(&pids).await;
+
+    // Canceling an ended run is a clean 409.
+    let (st, body) = s.post(&format!("/runs/{id}/cancel"), serde_json::json!({})).await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["error"]["code"], "not_cancelable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_jams_and_kills_the_tree() {
+    let s = Server::start(&config());
+    let pids_file = s.root.path().join("pids");
+    let ps = pids_file.to_str().unwrap();
+    let id = id_of(&s.trigger("hang", &[("pids", ps)]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "jammed", "{run:#}");
+    assert!(reason(&run).contains("timed out"), "{run:#}");
+    let pids = read_pids(&pids_file);
+    assert_all_gone(&pids).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_supervisor_is_retried_or_broken() {
+    let s = Server::start(&config());
+
+    let id = id_of(&s.trigger("crashy", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    let j = &run["jobs"][0];
+    assert_eq!(j["attempt"], 2, "{run:#}");
+    assert_eq!(s.log_text(id, None).await, "attempt 2 ok\n");
+
+    let id = id_of(&s.trigger("crashy0", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "broken", "{run:#}");
+    assert!(reason(&run).starts_with("broken: "), "{run:#}");
+    assert!(reason(&run).contains("supervisor"), "the reason names the lost supervisor: {run:#}");
+    assert_eq!(run["jobs"][0]["attempt"], 1);
+}
