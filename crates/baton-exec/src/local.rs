@@ -94,8 +94,8 @@ impl LocalExecutor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches no memory.
-        unsafe { cmd.pre_exec(unix::new_session) };
+        // No pre_exec hook: that would force fork() of the whole server; without one the
+        // spawn uses posix_spawn. The supervisor calls setsid() itself as its first act.
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.program.clone(),
             dir: dir.clone(),

@@ -56,6 +56,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// `exit.json` is written). Builds its own single-threaded tokio runtime, so
 /// call it from a plain `main`, not from inside a runtime.
 pub fn main(dir: &Path) -> i32 {
+    // Leave the server's session and process group first, so that nothing aimed at the
+    // server (a terminal's ^C, a service manager's group kill) reaches the job. EPERM means
+    // we already lead a session.
+    if let Err(e) = unix::new_session()
+        && e.raw_os_error() != Some(nix::libc::EPERM)
+    {
+        return not_ready(&format!("could not start a new session: {e}"));
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
