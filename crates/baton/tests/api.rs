@@ -33,6 +33,10 @@ tasks:
       for i in $(seq 1 50); do echo "tick $i"; done
       {g}
       for i in $(seq 51 100); do echo "tick $i"; done
+  utf8:
+    command: |
+      head -c 65535 /dev/zero | tr '\0' 'a'
+      printf '\303\251\n'
   gputask:
     queues: [gpu]
     command: echo gpu
@@ -62,9 +66,13 @@ async fn expect_error(req: reqwest::RequestBuilder, want: u16, what: &str) -> St
     assert_eq!(st, want, "{what}: status (body {body})");
     let v: Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("{what}: error body is not JSON ({e}): {body:?}"));
-    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("{what}: no error.code in {v}"));
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no error.code in {v}"));
     assert!(
-        v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{what}: no error.message in {v}"
     );
     code.to_string()
@@ -79,21 +87,44 @@ async fn auth_tokens_and_jwt() {
     let health = c.get(format!("{}/healthz", s.base)).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    assert_eq!(expect_error(c.get(&url), 401, "no token").await, "unauthorized");
     assert_eq!(
-        expect_error(c.get(&url).bearer_auth("baton_not_a_real_token"), 401, "wrong token").await,
+        expect_error(c.get(&url), 401, "no token").await,
         "unauthorized"
     );
     assert_eq!(
-        expect_error(c.get(&url).header("Authorization", "Basic dTpw"), 401, "not bearer").await,
+        expect_error(
+            c.get(&url).bearer_auth("baton_not_a_real_token"),
+            401,
+            "wrong token"
+        )
+        .await,
         "unauthorized"
     );
     assert_eq!(
-        expect_error(c.get(&url).bearer_auth(jwt("other-secret", 600)), 401, "JWT, other secret").await,
+        expect_error(
+            c.get(&url).header("Authorization", "Basic dTpw"),
+            401,
+            "not bearer"
+        )
+        .await,
         "unauthorized"
     );
     assert_eq!(
-        expect_error(c.get(&url).bearer_auth(jwt("s3cret", -600)), 401, "expired JWT").await,
+        expect_error(
+            c.get(&url).bearer_auth(jwt("other-secret", 600)),
+            401,
+            "JWT, other secret"
+        )
+        .await,
+        "unauthorized"
+    );
+    assert_eq!(
+        expect_error(
+            c.get(&url).bearer_auth(jwt("s3cret", -600)),
+            401,
+            "expired JWT"
+        )
+        .await,
         "unauthorized"
     );
     assert_eq!(
@@ -101,10 +132,26 @@ async fn auth_tokens_and_jwt() {
         "unauthorized"
     );
 
-    let ok = c.get(&url).bearer_auth(jwt("s3cret", 600)).send().await.unwrap();
-    assert_eq!(ok.status().as_u16(), 200, "a JWT signed with server.jwt_secret is accepted");
+    let ok = c
+        .get(&url)
+        .bearer_auth(jwt("s3cret", 600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status().as_u16(),
+        200,
+        "a JWT signed with server.jwt_secret is accepted"
+    );
     let v: Value = ok.json().await.unwrap();
-    assert!(v["tasks"].as_array().unwrap().iter().any(|t| t["name"] == "ping"), "{v}");
+    assert!(
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "ping"),
+        "{v}"
+    );
 
     let ok = c.get(&url).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200, "the Baton token is accepted");
@@ -130,22 +177,48 @@ async fn malformed_requests_get_clean_4xx_json() {
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, Option<&str>)> = vec![
         (
             "bad JSON body",
-            c.post(&trig).bearer_auth(t).header("content-type", "application/json").body("{\"args\": "),
+            c.post(&trig)
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .body("{\"args\": "),
             400,
             Some("bad_request"),
         ),
-        ("unknown body field", c.post(&trig).bearer_auth(t).json(&json!({"argz": {}})), 400, Some("bad_request")),
-        ("args not strings", c.post(&trig).bearer_auth(t).json(&json!({"args": {"a": 1}})), 400, Some("bad_request")),
-        ("arg name 1bad", c.post(&trig).bearer_auth(t).json(&json!({"args": {"1bad": "x"}})), 400, Some("bad_argument")),
+        (
+            "unknown body field",
+            c.post(&trig).bearer_auth(t).json(&json!({"argz": {}})),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "args not strings",
+            c.post(&trig)
+                .bearer_auth(t)
+                .json(&json!({"args": {"a": 1}})),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "arg name 1bad",
+            c.post(&trig)
+                .bearer_auth(t)
+                .json(&json!({"args": {"1bad": "x"}})),
+            400,
+            Some("bad_argument"),
+        ),
         (
             "arg name BATON_",
-            c.post(&trig).bearer_auth(t).json(&json!({"args": {"BATON_RUN_ID": "7"}})),
+            c.post(&trig)
+                .bearer_auth(t)
+                .json(&json!({"args": {"BATON_RUN_ID": "7"}})),
             400,
             Some("bad_argument"),
         ),
         (
             "unknown task",
-            c.post(s.url("/tasks/nope/trigger")).bearer_auth(t).json(&json!({})),
+            c.post(s.url("/tasks/nope/trigger"))
+                .bearer_auth(t)
+                .json(&json!({})),
             404,
             Some("unknown_target"),
         ),
@@ -155,22 +228,102 @@ async fn malformed_requests_get_clean_4xx_json() {
             404,
             Some("unknown_target"),
         ),
-        ("non-numeric run id", c.get(s.url("/runs/abc")).bearer_auth(t), 400, Some("bad_request")),
-        ("unknown run", c.get(s.url("/runs/987654")).bearer_auth(t), 404, Some("run_not_found")),
-        ("unknown run wait", c.get(s.url("/runs/987654/wait?timeout=1")).bearer_auth(t), 404, Some("run_not_found")),
-        ("unknown run log", c.get(s.url("/runs/987654/log")).bearer_auth(t), 404, Some("run_not_found")),
-        ("cancel unknown run", c.post(s.url("/runs/987654/cancel")).bearer_auth(t), 404, Some("run_not_found")),
-        ("rerun unknown run", c.post(s.url("/runs/987654/rerun")).bearer_auth(t), 404, Some("run_not_found")),
-        ("bad status filter", c.get(s.url("/runs?status=bogus")).bearer_auth(t), 400, Some("bad_request")),
-        ("bad trigger filter", c.get(s.url("/runs?trigger=bogus")).bearer_auth(t), 400, Some("bad_request")),
-        ("limit=0", c.get(s.url("/runs?limit=0")).bearer_auth(t), 400, Some("bad_request")),
-        ("limit=-1", c.get(s.url("/runs?limit=-1")).bearer_auth(t), 400, Some("bad_request")),
-        ("limit=abc", c.get(s.url("/runs?limit=abc")).bearer_auth(t), 400, Some("bad_request")),
-        ("unknown query parameter", c.get(s.url("/runs?colour=red")).bearer_auth(t), 400, Some("bad_request")),
-        ("huge run id", c.get(s.url("/runs/99999999999999999999")).bearer_auth(t), 400, Some("bad_request")),
-        ("unknown endpoint", c.get(s.url("/nope")).bearer_auth(t), 404, None),
-        ("unknown endpoint outside the API", c.get(format!("{}/nope", s.base)), 404, None),
-        ("wrong method", c.delete(s.url("/runs")).bearer_auth(t), 405, None),
+        (
+            "non-numeric run id",
+            c.get(s.url("/runs/abc")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "unknown run",
+            c.get(s.url("/runs/987654")).bearer_auth(t),
+            404,
+            Some("run_not_found"),
+        ),
+        (
+            "unknown run wait",
+            c.get(s.url("/runs/987654/wait?timeout=1")).bearer_auth(t),
+            404,
+            Some("run_not_found"),
+        ),
+        (
+            "unknown run log",
+            c.get(s.url("/runs/987654/log")).bearer_auth(t),
+            404,
+            Some("run_not_found"),
+        ),
+        (
+            "cancel unknown run",
+            c.post(s.url("/runs/987654/cancel")).bearer_auth(t),
+            404,
+            Some("run_not_found"),
+        ),
+        (
+            "rerun unknown run",
+            c.post(s.url("/runs/987654/rerun")).bearer_auth(t),
+            404,
+            Some("run_not_found"),
+        ),
+        (
+            "bad status filter",
+            c.get(s.url("/runs?status=bogus")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "bad trigger filter",
+            c.get(s.url("/runs?trigger=bogus")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "limit=0",
+            c.get(s.url("/runs?limit=0")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "limit=-1",
+            c.get(s.url("/runs?limit=-1")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "limit=abc",
+            c.get(s.url("/runs?limit=abc")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "unknown query parameter",
+            c.get(s.url("/runs?colour=red")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "huge run id",
+            c.get(s.url("/runs/99999999999999999999")).bearer_auth(t),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "unknown endpoint",
+            c.get(s.url("/nope")).bearer_auth(t),
+            404,
+            None,
+        ),
+        (
+            "unknown endpoint outside the API",
+            c.get(format!("{}/nope", s.base)),
+            404,
+            None,
+        ),
+        (
+            "wrong method",
+            c.delete(s.url("/runs")).bearer_auth(t),
+            405,
+            None,
+        ),
     ];
     let mut failures = Vec::new();
     for (what, req, want, code) in cases {
@@ -178,10 +331,17 @@ async fn malformed_requests_get_clean_4xx_json() {
         let st = resp.status().as_u16();
         let body = resp.text().await.unwrap();
         let v: Option<Value> = serde_json::from_str(&body).ok();
-        let got_code = v.as_ref().and_then(|v| v["error"]["code"].as_str()).map(str::to_string);
-        let ok = st == want && got_code.is_some() && code.is_none_or(|c| got_code.as_deref() == Some(c));
+        let got_code = v
+            .as_ref()
+            .and_then(|v| v["error"]["code"].as_str())
+            .map(str::to_string);
+        let ok =
+            st == want && got_code.is_some() && code.is_none_or(|c| got_code.as_deref() == Some(c));
         if !ok {
-            failures.push(format!("{what}: got {st} {body:?}, want {want} JSON error{}", code.map(|c| format!(" with code {c}")).unwrap_or_default()));
+            failures.push(format!(
+                "{what}: got {st} {body:?}, want {want} JSON error{}",
+                code.map(|c| format!(" with code {c}")).unwrap_or_default()
+            ));
         }
     }
 
@@ -189,12 +349,42 @@ async fn malformed_requests_get_clean_4xx_json() {
     let id = id_of(&s.trigger("ping", &[]).await);
     s.wait_run(id).await;
     for (what, path, range, want) in [
-        ("log offset past the end", format!("/runs/{id}/log?offset=999999"), None, 416),
-        ("log unknown job", format!("/runs/{id}/log?job=nope"), None, 404),
-        ("log bad range", format!("/runs/{id}/log"), Some("bytes=zz"), 416),
-        ("log reversed range", format!("/runs/{id}/log"), Some("bytes=5-1"), 416),
-        ("log offset not a number", format!("/runs/{id}/log?offset=abc"), None, 400),
-        ("stream unknown job", format!("/runs/{id}/log/stream?job=nope"), None, 404),
+        (
+            "log offset past the end",
+            format!("/runs/{id}/log?offset=999999"),
+            None,
+            416,
+        ),
+        (
+            "log unknown job",
+            format!("/runs/{id}/log?job=nope"),
+            None,
+            404,
+        ),
+        (
+            "log bad range",
+            format!("/runs/{id}/log"),
+            Some("bytes=zz"),
+            416,
+        ),
+        (
+            "log reversed range",
+            format!("/runs/{id}/log"),
+            Some("bytes=5-1"),
+            416,
+        ),
+        (
+            "log offset not a number",
+            format!("/runs/{id}/log?offset=abc"),
+            None,
+            400,
+        ),
+        (
+            "stream unknown job",
+            format!("/runs/{id}/log/stream?job=nope"),
+            None,
+            404,
+        ),
     ] {
         let mut req = c.get(s.url(&path)).bearer_auth(t);
         if let Some(r) = range {
@@ -203,12 +393,17 @@ async fn malformed_requests_get_clean_4xx_json() {
         let resp = req.send().await.unwrap();
         let st = resp.status().as_u16();
         let body = resp.text().await.unwrap();
-        let is_err_json = serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"]["code"].is_string());
+        let is_err_json =
+            serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"]["code"].is_string());
         if st != want || !is_err_json {
             failures.push(format!("{what}: got {st} {body:?}, want {want} JSON error"));
         }
     }
-    assert!(failures.is_empty(), "malformed requests answered wrongly:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "malformed requests answered wrongly:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,19 +414,30 @@ async fn reload_keeps_old_config_on_error_and_queued_runs_keep_their_command() {
 
     // One run of `ver` holds the worker-side slot, one waits in its wait list.
     let v1 = id_of(&s.trigger("ver", &[("gate", gs)]).await);
-    s.wait_until(v1, "running", |r| status(r) == "running").await;
+    s.wait_until(v1, "running", |r| status(r) == "running")
+        .await;
     let v2 = id_of(&s.trigger("ver", &[("gate", gs)]).await);
     assert_eq!(status(&s.run(v2).await), "queued");
 
     // A bad file: 422 with the diagnostics, the old config stays.
-    s.write_config("zz-bad.yaml", "tasks:\n  broken:\n    command: echo\n    colour: red\n");
+    s.write_config(
+        "zz-bad.yaml",
+        "tasks:\n  broken:\n    command: echo\n    colour: red\n",
+    );
     let (st, body) = s.post("/config/reload", json!({})).await;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_config");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("zz-bad.yaml:4:5:"), "the message carries the diagnostic: {msg}");
+    assert!(
+        msg.contains("zz-bad.yaml:4:5:"),
+        "the message carries the diagnostic: {msg}"
+    );
     let out = s.cli(&["reload"]);
-    assert!(!out.status.success(), "CLI reload of a bad config must fail: {:?}", text(&out));
+    assert!(
+        !out.status.success(),
+        "CLI reload of a bad config must fail: {:?}",
+        text(&out)
+    );
     let p = id_of(&s.trigger("ping", &[]).await);
     assert_eq!(status(&s.wait_run(p).await), "success");
     assert_eq!(s.log_text(p, None).await, "pong v1\n");
@@ -249,7 +455,11 @@ async fn reload_keeps_old_config_on_error_and_queued_runs_keep_their_command() {
     for id in [v1, v2] {
         let run = s.wait_run(id).await;
         assert_eq!(status(&run), "success", "{run:#}");
-        assert_eq!(s.log_text(id, None).await, "ver v1\n", "run {id} was queued before the reload");
+        assert_eq!(
+            s.log_text(id, None).await,
+            "ver v1\n",
+            "run {id} was queued before the reload"
+        );
     }
     let v3 = id_of(&s.trigger("ver", &[("gate", gs)]).await);
     s.wait_run(v3).await;
@@ -272,7 +482,11 @@ async fn read_events(
     loop {
         while let Some(end) = buf.find("\n\n") {
             let raw: String = buf.drain(..end + 2).collect();
-            let mut ev = SseEvent { event: "message".into(), data: String::new(), id: None };
+            let mut ev = SseEvent {
+                event: "message".into(),
+                data: String::new(),
+                id: None,
+            };
             let mut any = false;
             for line in raw.lines() {
                 if let Some(v) = line.strip_prefix("event:") {
@@ -309,18 +523,27 @@ async fn sse_log_stream_resumes_without_duplicates() {
     let s = Server::start(&config("v1"));
     let g = s.root.path().join("gate");
     let id = id_of(&s.trigger("ticker", &[("gate", g.to_str().unwrap())]).await);
-    s.wait_until(id, "running", |r| status(r) == "running").await;
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
 
     let mut text = String::new();
     let mut next_offset = 0u64;
     let mut check = |ev: &SseEvent, text: &mut String| {
         assert_eq!(ev.event, "log");
         let d: Value = serde_json::from_str(&ev.data).unwrap();
-        assert_eq!(d["offset"].as_u64(), Some(next_offset), "events are contiguous");
+        assert_eq!(
+            d["offset"].as_u64(),
+            Some(next_offset),
+            "events are contiguous"
+        );
         let t = d["text"].as_str().unwrap();
         text.push_str(t);
         next_offset += t.len() as u64;
-        assert_eq!(ev.id.as_deref(), Some(next_offset.to_string().as_str()), "id is the next offset");
+        assert_eq!(
+            ev.id.as_deref(),
+            Some(next_offset.to_string().as_str()),
+            "id is the next offset"
+        );
     };
 
     // First connection: read until the first half is in, then hang up.
@@ -332,7 +555,12 @@ async fn sse_log_stream_resumes_without_duplicates() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let mut buf = String::new();
     let mut seen = String::new();
     let first = tokio::time::timeout(
@@ -352,7 +580,10 @@ async fn sse_log_stream_resumes_without_duplicates() {
     for ev in &first {
         check(ev, &mut text);
     }
-    assert!(text.ends_with("tick 50\n"), "first connection got: {text:?}");
+    assert!(
+        text.ends_with("tick 50\n"),
+        "first connection got: {text:?}"
+    );
     let last_id = first.last().unwrap().id.clone().unwrap();
 
     // Let the job finish, then resume from the last event id.
@@ -389,12 +620,55 @@ async fn sse_log_stream_resumes_without_duplicates() {
     assert!(tail.is_none(), "nothing after `end`: {tail:?}");
 }
 
+/// A multi-byte character that straddles the server's read chunks must arrive whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_keeps_multibyte_characters_whole() {
+    let s = Server::start(&config("v1"));
+    let id = id_of(&s.trigger("utf8", &[]).await);
+    assert_eq!(status(&s.wait_run(id).await), "success");
+    let want = format!("{}\u{e9}\n", "a".repeat(65535));
+    assert_eq!(s.log(id, None).await, want.as_bytes(), "raw log");
+
+    let mut resp = s
+        .http
+        .get(s.url(&format!("/runs/{id}/log/stream")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let events = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_events(&mut resp, &mut buf, |ev| ev.event == "end"),
+    )
+    .await
+    .expect("the stream within 30 s");
+    let text: String = events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(text.len(), want.len(), "SSE text differs from the log");
+    assert!(
+        text == want,
+        "SSE text differs from the log near the end: {:?}",
+        &text[text.len().saturating_sub(8)..]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_and_workers_explain_waiting() {
     let s = Server::start(&config("v1"));
     let id = id_of(&s.trigger("gputask", &[]).await);
     let want = "queued: no worker serves queue `gpu`";
-    let run = s.wait_until(id, "a waiting reason", |r| !reason(r).is_empty()).await;
+    let run = s
+        .wait_until(id, "a waiting reason", |r| !reason(r).is_empty())
+        .await;
     assert_eq!(status(&run), "queued");
     assert_eq!(reason(&run), want);
 
@@ -409,11 +683,17 @@ async fn queue_and_workers_explain_waiting() {
 
     let w = s.get_ok("/workers").await;
     let workers = w["workers"].as_array().unwrap();
-    let g1 = workers.iter().find(|w| w["name"] == "g1").expect("g1 listed");
+    let g1 = workers
+        .iter()
+        .find(|w| w["name"] == "g1")
+        .expect("g1 listed");
     assert_eq!(g1["state"], "down", "{w:#}");
     assert!(g1["run_id"].is_null(), "an SSH worker gets no runs: {w:#}");
     for name in ["w1", "w2"] {
-        let wk = workers.iter().find(|w| w["name"] == name).expect("local worker listed");
+        let wk = workers
+            .iter()
+            .find(|w| w["name"] == name)
+            .expect("local worker listed");
         assert_eq!(wk["state"], "idle", "{w:#}");
     }
 
@@ -423,5 +703,12 @@ async fn queue_and_workers_explain_waiting() {
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "canceled", "{run:#}");
     let q = s.get_ok("/queue").await;
-    assert!(!q["queue"].as_array().unwrap().iter().any(|e| e["run_id"] == id), "{q:#}");
+    assert!(
+        !q["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["run_id"] == id),
+        "{q:#}"
+    );
 }

@@ -21,7 +21,11 @@ fn block_byte(i: u64) -> u8 {
 
 /// The byte at `pos` of the expected log.
 fn expected(pos: u64) -> u8 {
-    if pos < BLOCKS * MIB { block_byte(pos % MIB) } else { b'x' }
+    if pos < BLOCKS * MIB {
+        block_byte(pos % MIB)
+    } else {
+        b'x'
+    }
 }
 
 const CONFIG: &str = r#"
@@ -42,8 +46,13 @@ async fn big_binary_log_is_served_exactly_with_bounded_memory() {
     let block_path = s.root.path().join("block.bin");
     std::fs::write(&block_path, &block).unwrap();
 
-    let id = id_of(&s.trigger("big", &[("block", block_path.to_str().unwrap())]).await);
-    let run = s.wait_run_for(id, std::time::Duration::from_secs(120)).await;
+    let id = id_of(
+        &s.trigger("big", &[("block", block_path.to_str().unwrap())])
+            .await,
+    );
+    let run = s
+        .wait_run_for(id, std::time::Duration::from_secs(120))
+        .await;
     assert_eq!(status(&run), "success", "{run:#}");
 
     // Size header.
@@ -54,7 +63,10 @@ async fn big_binary_log_is_served_exactly_with_bounded_memory() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.headers()["x-log-size"].to_str().unwrap(), TOTAL.to_string());
+    assert_eq!(
+        resp.headers()["x-log-size"].to_str().unwrap(),
+        TOTAL.to_string()
+    );
     assert_eq!(resp.headers()["x-job-status"].to_str().unwrap(), "success");
 
     // Ranges in the middle of the blocks and across the start of the long line.
@@ -111,7 +123,10 @@ async fn big_binary_log_is_served_exactly_with_bounded_memory() {
         for (k, byte) in chunk.iter().enumerate() {
             let p = pos + k as u64;
             if *byte != expected(p) {
-                panic!("byte {p} of the log is {byte:#x}, expected {:#x}", expected(p));
+                panic!(
+                    "byte {p} of the log is {byte:#x}, expected {:#x}",
+                    expected(p)
+                );
             }
         }
         pos += chunk.len() as u64;

@@ -63,7 +63,12 @@ pipelines:
     // the cycle x -> y -> x is reported at the key of `x` (line 4, column 7)
     expect.push(("b.yaml", 4, 7, "dependency cycle: x -> y -> x"));
     // line 13 `          - nope`: the item starts at column 13
-    expect.push(("b.yaml", 13, 13, "missing task \"nope\" referenced in depends_on"));
+    expect.push((
+        "b.yaml",
+        13,
+        13,
+        "missing task \"nope\" referenced in depends_on",
+    ));
 
     std::fs::write(
         dir.join("c.yaml"),
@@ -84,9 +89,17 @@ tasks:
 #[test]
 fn validate_reports_every_error_at_its_place() {
     let (_tmp, dir, expect) = bad_config_dir();
-    let out = Command::new(BIN).arg("validate").arg(&dir).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&dir)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "validate must exit 1; stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "validate must exit 1; stderr:\n{stderr}"
+    );
 
     let diag_lines: Vec<&str> = stderr
         .lines()
@@ -95,7 +108,9 @@ fn validate_reports_every_error_at_its_place() {
     for (file, line, col, msg) in &expect {
         let prefix = format!("{}:{line}:{col}: ", dir.join(file).display());
         assert!(
-            diag_lines.iter().any(|l| l.starts_with(&prefix) && l.contains(msg)),
+            diag_lines
+                .iter()
+                .any(|l| l.starts_with(&prefix) && l.contains(msg)),
             "expected a diagnostic `{prefix}...{msg}...`; got:\n{stderr}"
         );
     }
@@ -155,8 +170,15 @@ fn serve_refuses_a_bad_config() {
 
 #[test]
 fn py4ci_fixture_validates() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/configs/py4ci");
-    let out = Command::new(BIN).arg("validate").arg(path).output().unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/configs/py4ci"
+    );
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "py4CI fixture must validate; stderr:\n{}",

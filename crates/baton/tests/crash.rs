@@ -25,7 +25,9 @@ tasks:
 }
 
 fn expected_log(run: i64) -> String {
-    (1..=1000).map(|i| format!("line {i} of run {run}\n")).collect()
+    (1..=1000)
+        .map(|i| format!("line {i} of run {run}\n"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,15 +43,28 @@ async fn runs_survive_a_server_kill() {
 
     let mut ids = Vec::new();
     for g in &gates {
-        let run = s.trigger("work", &[("counter", &cs), ("gate", g.to_str().unwrap())]).await;
+        let run = s
+            .trigger("work", &[("counter", &cs), ("gate", g.to_str().unwrap())])
+            .await;
         ids.push(id_of(&run));
     }
     // Two run (both wrote their counter line), two wait for a worker.
-    let r0 = s.wait_until(ids[0], "running", |r| status(r) == "running").await;
-    s.wait_until(ids[1], "running", |r| status(r) == "running").await;
+    let r0 = s
+        .wait_until(ids[0], "running", |r| status(r) == "running")
+        .await;
+    s.wait_until(ids[1], "running", |r| status(r) == "running")
+        .await;
     let deadline = std::time::Instant::now() + common::WAIT;
-    while std::fs::read_to_string(&counter).unwrap_or_default().lines().count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the first two runs never started");
+    while std::fs::read_to_string(&counter)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first two runs never started"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     for id in &ids[2..] {
@@ -70,9 +85,17 @@ async fn runs_survive_a_server_kill() {
     for id in &ids {
         let run = s.wait_run(*id).await;
         assert_eq!(status(&run), "success", "{run:#}");
-        assert_eq!(run["jobs"][0]["attempt"], 1, "no job was relaunched: {run:#}");
+        assert_eq!(
+            run["jobs"][0]["attempt"], 1,
+            "no job was relaunched: {run:#}"
+        );
         let log = s.log_text(*id, None).await;
-        assert!(log == expected_log(*id), "log of run {id} is incomplete or mixed: {} bytes, starts {:?}", log.len(), &log[..log.len().min(200)]);
+        assert!(
+            log == expected_log(*id),
+            "log of run {id} is incomplete or mixed: {} bytes, starts {:?}",
+            log.len(),
+            &log[..log.len().min(200)]
+        );
     }
 
     let lines = std::fs::read_to_string(&counter).unwrap();
@@ -81,7 +104,10 @@ async fn runs_survive_a_server_kill() {
         *counts.entry(l.trim().parse().unwrap()).or_default() += 1;
     }
     let want: BTreeMap<i64, usize> = ids.iter().map(|i| (*i, 1)).collect();
-    assert_eq!(counts, want, "each run executed exactly once; counter:\n{lines}");
+    assert_eq!(
+        counts, want,
+        "each run executed exactly once; counter:\n{lines}"
+    );
 
     // Same ids, nothing new: the store still has exactly these four runs.
     let list = s.get_ok("/runs?task=work").await;

@@ -87,7 +87,8 @@ async fn cancel_kills_the_whole_process_group() {
     for p in &pids {
         assert!(!is_dead(*p), "pid {p} should be running before the cancel");
     }
-    s.wait_until(id, "running", |r| status(r) == "running").await;
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
 
     let out = s.cli(&["cancel", &id.to_string()]);
     let (o, e) = text(&out);
@@ -99,7 +100,9 @@ async fn cancel_kills_the_whole_process_group() {
     assert_all_gone(&pids).await;
 
     // Canceling an ended run is a clean 409.
-    let (st, body) = s.post(&format!("/runs/{id}/cancel"), serde_json::json!({})).await;
+    let (st, body) = s
+        .post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+        .await;
     assert_eq!(st, 409, "{body}");
     assert_eq!(body["error"]["code"], "not_cancelable");
 }
@@ -132,6 +135,9 @@ async fn lost_supervisor_is_retried_or_broken() {
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "broken", "{run:#}");
     assert!(reason(&run).starts_with("broken: "), "{run:#}");
-    assert!(reason(&run).contains("supervisor"), "the reason names the lost supervisor: {run:#}");
+    assert!(
+        reason(&run).contains("supervisor"),
+        "the reason names the lost supervisor: {run:#}"
+    );
     assert_eq!(run["jobs"][0]["attempt"], 1);
 }

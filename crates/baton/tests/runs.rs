@@ -49,7 +49,8 @@ async fn cli_trigger_wait_exit_codes_and_show() {
     let out = s.cli(&["runs", "--json", "--task", "greet"]);
     let (o, e) = text(&out);
     assert!(out.status.success(), "{e}");
-    let list: Value = serde_json::from_str(&o).unwrap_or_else(|err| panic!("runs --json: {err}: {o}"));
+    let list: Value =
+        serde_json::from_str(&o).unwrap_or_else(|err| panic!("runs --json: {err}: {o}"));
     let runs = list["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{list:#}");
     let id = id_of(&runs[0]);
@@ -63,8 +64,14 @@ async fn cli_trigger_wait_exit_codes_and_show() {
     let out = s.cli(&["show", &id.to_string()]);
     let (o, _) = text(&out);
     assert!(out.status.success());
-    assert!(o.contains(&format!("run {id}: task greet")) && o.contains("success"), "show: {o}");
-    assert!(o.contains("\"who\":\"world\""), "show must list the args: {o}");
+    assert!(
+        o.contains(&format!("run {id}: task greet")) && o.contains("success"),
+        "show: {o}"
+    );
+    assert!(
+        o.contains("\"who\":\"world\""),
+        "show must list the args: {o}"
+    );
     let out = s.cli(&["show", &id.to_string(), "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(id_of(&shown), id);
@@ -72,8 +79,15 @@ async fn cli_trigger_wait_exit_codes_and_show() {
 
     let out = s.cli(&["trigger", "fail", "--wait"]);
     let (o, e) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "failed run must exit 1; stdout: {o}\nstderr: {e}");
-    assert!(e.contains("exit code 3"), "stderr must give the reason: {e}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failed run must exit 1; stdout: {o}\nstderr: {e}"
+    );
+    assert!(
+        e.contains("exit code 3"),
+        "stderr must give the reason: {e}"
+    );
     let runs = s.get_ok("/runs?task=fail").await;
     let run = &runs["runs"][0];
     assert_eq!(status(run), "failed");
@@ -84,7 +98,10 @@ async fn cli_trigger_wait_exit_codes_and_show() {
     let out = s.cli(&["trigger", "greet", "--arg", "who=x"]);
     let (o, e) = text(&out);
     assert!(out.status.success(), "{e}");
-    let id: i64 = o.trim().parse().unwrap_or_else(|_| panic!("expected a run id, got {o:?}"));
+    let id: i64 = o
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected a run id, got {o:?}"));
     assert_eq!(status(&s.wait_run(id).await), "success");
 }
 
@@ -102,7 +119,10 @@ async fn chaining_links_ancestors_and_descendants() {
         if let Some(r) = list["runs"].as_array().and_then(|r| r.first()) {
             break r.clone();
         }
-        assert!(std::time::Instant::now() < deadline, "b was never triggered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b was never triggered"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let b_id = id_of(&b);
@@ -114,14 +134,25 @@ async fn chaining_links_ancestors_and_descendants() {
     assert_eq!(status(&b_end), "success", "{b_end:#}");
     assert_eq!(s.log_text(b_id, None).await, "b got chain\n");
     let a = s.run(a_id).await;
-    let desc: Vec<i64> = a["descendants"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
-    assert!(desc.contains(&b_id), "a's descendants {desc:?} must contain b ({b_id})");
+    let desc: Vec<i64> = a["descendants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert!(
+        desc.contains(&b_id),
+        "a's descendants {desc:?} must contain b ({b_id})"
+    );
 
     // A rerun links to its original.
     let out = s.cli(&["rerun", &a_id.to_string()]);
     let (o, e) = text(&out);
     assert!(out.status.success(), "{e}");
-    let r_id: i64 = o.trim().parse().unwrap_or_else(|_| panic!("rerun printed {o:?}"));
+    let r_id: i64 = o
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("rerun printed {o:?}"));
     assert_ne!(r_id, a_id);
     let r = s.wait_run(r_id).await;
     assert_eq!(status(&r), "success");
@@ -129,8 +160,16 @@ async fn chaining_links_ancestors_and_descendants() {
     assert_eq!(r["ancestors"], serde_json::json!([a_id]));
     assert_eq!(r["args"]["who"], "chain", "a rerun keeps the arguments");
     let a = s.run(a_id).await;
-    let desc: Vec<i64> = a["descendants"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
-    assert!(desc.contains(&r_id), "a's descendants {desc:?} must contain the rerun {r_id}");
+    let desc: Vec<i64> = a["descendants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert!(
+        desc.contains(&r_id),
+        "a's descendants {desc:?} must contain the rerun {r_id}"
+    );
 
     // GET /runs must not contradict GET /runs/{id}: a listed run either leaves the links out
     // or shows them as they are.
@@ -148,7 +187,8 @@ async fn skip_when_running_and_wait_list_append() {
 
     // single: no wait list, so a second trigger while one runs is skipped.
     let first = id_of(&s.trigger("single", &[("gate", gs)]).await);
-    s.wait_until(first, "running", |r| status(r) == "running").await;
+    s.wait_until(first, "running", |r| status(r) == "running")
+        .await;
     let second = s.trigger("single", &[("gate", gs)]).await;
     assert_eq!(status(&second), "skipped", "{second:#}");
     assert_eq!(
@@ -158,7 +198,8 @@ async fn skip_when_running_and_wait_list_append() {
 
     // wl: wait list of 1 (append): one runs, one waits, the third is skipped.
     let w1 = id_of(&s.trigger("wl", &[("gate", gs)]).await);
-    s.wait_until(w1, "running", |r| status(r) == "running").await;
+    s.wait_until(w1, "running", |r| status(r) == "running")
+        .await;
     let w2 = id_of(&s.trigger("wl", &[("gate", gs)]).await);
     let w2_run = s
         .wait_until(w2, "a waiting reason", |r| !reason(r).is_empty())
@@ -217,7 +258,11 @@ async fn list_filters_and_cursor_pagination() {
         }
         match page["next_cursor"].as_i64() {
             Some(c) => {
-                assert_eq!(Some(c), runs.last().map(id_of), "next_cursor is the page's last id");
+                assert_eq!(
+                    Some(c),
+                    runs.last().map(id_of),
+                    "next_cursor is the page's last id"
+                );
                 cursor = Some(c);
             }
             None => {
@@ -237,7 +282,12 @@ async fn list_filters_and_cursor_pagination() {
     }
 
     let failed = s.get_ok("/runs?status=failed").await;
-    let ids: Vec<i64> = failed["runs"].as_array().unwrap().iter().map(id_of).collect();
+    let ids: Vec<i64> = failed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
     assert_eq!(ids, vec![fail_id]);
 
     let by_tag = s.get_ok("/runs?tag=demo").await;
@@ -255,5 +305,8 @@ async fn list_filters_and_cursor_pagination() {
     assert!(runs.iter().all(|r| status(r) == "success"));
     let out = s.cli(&["runs", "--task", "fail"]);
     let (o, _) = text(&out);
-    assert!(o.contains("exit code 3") && o.contains("failed"), "table: {o}");
+    assert!(
+        o.contains("exit code 3") && o.contains("failed"),
+        "table: {o}"
+    );
 }

@@ -127,12 +127,18 @@ impl Server {
                 }
             }
             if let Ok(Some(st)) = child.try_wait() {
-                panic!("baton serve exited before it was ready ({st})\n{}", self.stderr());
+                panic!(
+                    "baton serve exited before it was ready ({st})\n{}",
+                    self.stderr()
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("baton serve printed no ready line within 20 s\n{}", self.stderr());
+                panic!(
+                    "baton serve printed no ready line within 20 s\n{}",
+                    self.stderr()
+                );
             }
         }
         self.child = Some(child);
@@ -187,9 +193,8 @@ impl Server {
         let v = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| {
-                panic!("{what}: answer {status} is not JSON ({e}): {text:?}")
-            })
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{what}: answer {status} is not JSON ({e}): {text:?}"))
         };
         (status, v)
     }
@@ -279,7 +284,10 @@ impl Server {
                 return run;
             }
             if Instant::now() > deadline {
-                panic!("run {id}: {what} did not happen within {WAIT:?}; last seen: {run:#}\n{}", self.stderr());
+                panic!(
+                    "run {id}: {what} did not happen within {WAIT:?}; last seen: {run:#}\n{}",
+                    self.stderr()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -329,7 +337,10 @@ impl Server {
 
     /// The working directory of a job attempt.
     pub fn job_dir(&self, job_id: i64, attempt: u64) -> PathBuf {
-        self.data.join("jobs").join(job_id.to_string()).join(attempt.to_string())
+        self.data
+            .join("jobs")
+            .join(job_id.to_string())
+            .join(attempt.to_string())
     }
 
     /// SIGKILLs every process that belongs to this server's jobs: supervisors (their command
@@ -379,7 +390,8 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
             continue;
         }
         let mut cmdline = Vec::new();
-        let _ = std::fs::File::open(e.path().join("cmdline")).and_then(|mut f| f.read_to_end(&mut cmdline));
+        let _ = std::fs::File::open(e.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_end(&mut cmdline));
         let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
         if cmd.contains(&needle) || cwd.starts_with(dir) {
@@ -398,17 +410,24 @@ pub fn is_dead(pid: i32) -> bool {
         Err(_) => true,
         Ok(s) => s
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X'))
+            .map(|(_, rest)| {
+                rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X')
+            })
             .unwrap_or(false),
     }
 }
 
 pub fn is_terminal(run: &Value) -> bool {
-    !matches!(run["status"].as_str(), Some("queued" | "started" | "running") | None)
+    !matches!(
+        run["status"].as_str(),
+        Some("queued" | "started" | "running") | None
+    )
 }
 
 pub fn id_of(run: &Value) -> i64 {
-    run["id"].as_i64().unwrap_or_else(|| panic!("no run id in {run}"))
+    run["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no run id in {run}"))
 }
 
 /// The job named `name` of a run.
@@ -438,7 +457,11 @@ pub fn text(o: &Output) -> (String, String) {
 pub async fn wait_file(path: &Path) {
     let deadline = Instant::now() + WAIT;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} did not appear within {WAIT:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {WAIT:?}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
