@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn prefers_the_longest_secret() {
-        assert_eq!(run(&["pass", "password1"], &[b"password1 pass"]), b"*** ***");
+        assert_eq!(
+            run(&["pass", "password1"], &[b"password1 pass"]),
+            b"*** ***"
+        );
     }
 
     #[test]

@@ -198,7 +198,8 @@ echo "fds=$(ls /proc/self/fd | sort -n | tr '\n' ' ')"
 async fn secrets_are_masked_in_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    let mut s = spec("printf 'token=abracadabra\\n'; printf 'split abra'; printf 'cadabra end\\n'\n");
+    let mut s =
+        spec("printf 'token=abracadabra\\n'; printf 'split abra'; printf 'cadabra end\\n'\n");
     s.mask = vec!["abracadabra".into()];
     let rec = run(&dir, &s).await;
     assert_eq!(rec.exit_code, Some(0));

@@ -57,9 +57,10 @@ fn build_workers(config: &Config) -> Vec<Worker> {
         })
         .collect();
     if workers.is_empty() {
-        let n = config.server.local_workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-        });
+        let n = config
+            .server
+            .local_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         workers = (1..=n.max(1))
             .map(|i| Worker {
                 name: format!("local-{i}"),
@@ -82,13 +83,35 @@ fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<Targe
     }
 }
 
-fn valid_arg_name(name: &str) -> bool {
+/// Why an argument name is refused, if it is. Arguments become environment variables of the
+/// job, so a name must not be one that bash, the dynamic loader or common programs read as
+/// configuration (`BASH_ENV`, `LD_PRELOAD`, `PATH`, `PERL5OPT`, …): argument names start with a
+/// lower-case letter or `_`, and the few lower-case names programs read are refused too.
+fn arg_name_problem(name: &str) -> Option<&'static str> {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("BATON_")
+    let first = chars.next()?;
+    if !(first.is_ascii_lowercase() || first == '_') {
+        return Some(
+            "argument names start with a lower-case letter or _ (upper-case names such as PATH or BASH_ENV belong to the environment programs read)",
+        );
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Some(
+            "argument names are letters, digits and _ (they become environment variables)",
+        );
+    }
+    const READ_BY_PROGRAMS: [&str; 6] = [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "all_proxy",
+        "no_proxy",
+        "_",
+    ];
+    if READ_BY_PROGRAMS.contains(&name) {
+        return Some("this name is read by programs as configuration; pick another");
+    }
+    None
 }
 
 fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option<String>) {
@@ -108,7 +131,10 @@ fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option
     match (rec.exit_code, rec.signal) {
         (Some(0), _) => (Status::Success, None),
         (Some(code), _) => (Status::Failed, Some(format!("failed: exit code {code}"))),
-        (None, Some(sig)) => (Status::Failed, Some(format!("failed: killed by signal {sig}"))),
+        (None, Some(sig)) => (
+            Status::Failed,
+            Some(format!("failed: killed by signal {sig}")),
+        ),
         (None, None) => (
             Status::Broken,
             Some("broken: the job ended without an exit code".into()),
@@ -182,10 +208,12 @@ impl Actor {
                 }
                 match self.exec.reattach(&dir) {
                     Reattach::Finished(rec) => {
-                        self.job_ended(job.id, job.attempt, Outcome::Exited(rec)).await;
+                        self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
+                            .await;
                     }
                     Reattach::Vanished(why) => {
-                        self.job_ended(job.id, job.attempt, Outcome::Lost(why)).await;
+                        self.job_ended(job.id, job.attempt, Outcome::Lost(why))
+                            .await;
                     }
                     Reattach::Running(handle) => {
                         if let Some(w) = job
@@ -199,7 +227,13 @@ impl Actor {
                         let (job_id, attempt) = (job.id, job.attempt);
                         tokio::spawn(async move {
                             let outcome = handle.wait().await;
-                            let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                            let _ = tx
+                                .send(Msg::JobEnded {
+                                    job_id,
+                                    attempt,
+                                    outcome,
+                                })
+                                .await;
                         });
                     }
                 }
@@ -244,7 +278,11 @@ impl Actor {
             .values()
             .filter_map(|r| r.row.not_before)
             .filter(|t| *t > now);
-        self.next_fire.values().copied().chain(delays).fold(cap, |a, b| a.min(b))
+        self.next_fire
+            .values()
+            .copied()
+            .chain(delays)
+            .fold(cap, |a, b| a.min(b))
     }
 
     async fn handle(&mut self, msg: Msg) {
@@ -326,9 +364,16 @@ impl Actor {
                 Err(e) => tracing::error!(task = name, "cannot schedule: {e}"),
             }
         }
-        // A task seen for the first time starts counting now.
+        // A task seen for the first time starts counting now, and remembers that across
+        // restarts (or a server restarting more often than the period would never fire it).
         for name in self.next_fire.keys() {
-            self.marks.entry(name.clone()).or_insert(now);
+            if !self.marks.contains_key(name) {
+                self.marks.insert(name.clone(), now);
+                self.pending.push(Change::Mark {
+                    target: name.clone(),
+                    slot: now,
+                });
+            }
         }
     }
 
@@ -400,10 +445,10 @@ impl Actor {
             return Err(SchedError::Disabled(t.name.clone()));
         }
         for name in req.args.keys() {
-            if !valid_arg_name(name) {
+            if let Some(why) = arg_name_problem(name) {
                 return Err(SchedError::BadArgument {
                     name: name.clone(),
-                    why: "argument names must be letters, digits and _, not start with a digit or BATON_ (they become environment variables)".into(),
+                    why: why.into(),
                 });
             }
         }
@@ -473,7 +518,12 @@ impl Actor {
         };
         let reason = format!("canceled: replaced by run {by}");
         let mut changes = Vec::new();
-        for j in run.row.jobs.iter_mut().filter(|j| j.status == Status::Queued) {
+        for j in run
+            .row
+            .jobs
+            .iter_mut()
+            .filter(|j| j.status == Status::Queued)
+        {
             j.status = Status::Canceled;
             j.reason = Some(reason.clone());
             changes.push(job_change(j, Some(now)));
@@ -599,6 +649,18 @@ impl Actor {
             // Killed by our own SIGTERM.
             status = Status::Canceled;
             reason = Some("canceled on request".into());
+        }
+        if status == Status::Canceled {
+            // Keep the reason the scheduler gave when it asked (fail fast, replaced, ...).
+            if let Some(why) = self
+                .runs
+                .get(&run_id)
+                .and_then(|r| r.job(job_id))
+                .and_then(|j| j.reason.clone())
+                .filter(|r| r.starts_with("canceled:"))
+            {
+                reason = Some(why);
+            }
         }
         for w in self.workers.iter_mut() {
             if w.busy.is_some_and(|(_, jid)| jid == job_id) {
@@ -750,7 +812,9 @@ impl Actor {
         if count.is_none() && period.is_none() {
             return;
         }
-        let before = period.and_then(|p| chrono::Duration::from_std(p).ok()).map(|p| now - p);
+        let before = period
+            .and_then(|p| chrono::Duration::from_std(p).ok())
+            .map(|p| now - p);
         match self.store.prune(name, count, before).await {
             Ok(jobs) => {
                 for job in jobs {
@@ -781,7 +845,11 @@ impl Actor {
                 ancestors: vec![parent.id],
             };
             if let Err(e) = self.trigger(req).await {
-                tracing::warn!(task = child, parent = parent.id, "chained trigger failed: {e}");
+                tracing::warn!(
+                    task = child,
+                    parent = parent.id,
+                    "chained trigger failed: {e}"
+                );
             }
         }
     }
@@ -818,7 +886,11 @@ impl Actor {
             };
             let step = decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure);
             for j in run.row.jobs.iter_mut() {
-                if let Some(why) = step.skip.get(&j.name).filter(|_| j.status == Status::Queued) {
+                if let Some(why) = step
+                    .skip
+                    .get(&j.name)
+                    .filter(|_| j.status == Status::Queued)
+                {
                     j.status = Status::Skipped;
                     j.reason = Some(why.clone());
                     changes.push(job_change(j, Some(now)));
@@ -856,7 +928,11 @@ impl Actor {
         }
         for ((_, target), runs) in &by_target {
             let concurrency = runs[0].def.admission().concurrency as usize;
-            let active: Vec<i64> = runs.iter().filter(|r| r.is_active()).map(|r| r.row.id).collect();
+            let active: Vec<i64> = runs
+                .iter()
+                .filter(|r| r.is_active())
+                .map(|r| r.row.id)
+                .collect();
             let mut slots = concurrency.saturating_sub(active.len());
             for run in runs {
                 let queued: Vec<&JobRow> = run
@@ -946,7 +1022,9 @@ impl Actor {
             j.reason = None;
             changes.push(job_change(j, None));
             let spec = self.job_spec(run_id, job_id);
-            let dir = self.folders.job_dir(job_id, self.runs[&run_id].job(job_id).expect("job").attempt);
+            let dir = self
+                .folders
+                .job_dir(job_id, self.runs[&run_id].job(job_id).expect("job").attempt);
             if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
                 w.busy = Some((run_id, job_id));
             }
@@ -1019,7 +1097,11 @@ impl Actor {
             script,
             env,
             timeout,
-            kill_grace: self.config.server.kill_grace.unwrap_or(Duration::from_secs(5)),
+            kill_grace: self
+                .config
+                .server
+                .kill_grace
+                .unwrap_or(Duration::from_secs(5)),
             mask,
         }
     }
@@ -1038,11 +1120,23 @@ impl Actor {
                 Ok(handle) => {
                     let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
                     let outcome = handle.wait().await;
-                    let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
                 }
                 Err(e) => {
                     let outcome = Outcome::Lost(format!("could not start the job: {e}"));
-                    let _ = tx.send(Msg::JobEnded { job_id, attempt, outcome }).await;
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
                 }
             }
         });
@@ -1105,7 +1199,12 @@ impl Actor {
                     })
             })
             .collect();
-        queue.sort_by_key(|q| (q.enqueued_at.timestamp_millis() - q.priority * 1000, q.job_id));
+        queue.sort_by_key(|q| {
+            (
+                q.enqueued_at.timestamp_millis() - q.priority * 1000,
+                q.job_id,
+            )
+        });
         Snapshot { workers, queue }
     }
 }
@@ -1121,7 +1220,10 @@ fn is_secret_name(name: &str) -> bool {
 /// Values masked in a job's log: secret-named `variables` and secret-named env entries, when
 /// long enough to mask without mangling ordinary output.
 fn secrets(config: &Config, env: &[(String, String)]) -> Vec<String> {
-    let vars = config.variables.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let vars = config
+        .variables
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
     let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let mut out: Vec<String> = vars
         .chain(env)

@@ -14,7 +14,9 @@ use baton_store::{RunRow, Store, StoreError};
 /// Why a request to the scheduler failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    #[error("no task or pipeline named `{0}` (hint: `baton validate` lists what the config defines)")]
+    #[error(
+        "no task or pipeline named `{0}` (hint: `baton validate` lists what the config defines)"
+    )]
     UnknownTarget(String),
     #[error("task `{0}` is disabled (enabled: false in its config)")]
     Disabled(String),
@@ -81,8 +83,15 @@ pub(crate) enum Msg {
     Reload(Box<Config>, Reply<()>),
     Snapshot(oneshot::Sender<Snapshot>),
     Config(oneshot::Sender<std::sync::Arc<Config>>),
-    JobRunning { job_id: i64, attempt: u32 },
-    JobEnded { job_id: i64, attempt: u32, outcome: Outcome },
+    JobRunning {
+        job_id: i64,
+        attempt: u32,
+    },
+    JobEnded {
+        job_id: i64,
+        attempt: u32,
+        outcome: Outcome,
+    },
 }
 
 /// A handle to the scheduler actor. Cheap to clone.
@@ -94,7 +103,11 @@ pub struct SchedHandle {
 }
 
 impl SchedHandle {
-    pub(crate) fn new(tx: mpsc::Sender<Msg>, generation: watch::Receiver<u64>, store: Store) -> Self {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Msg>,
+        generation: watch::Receiver<u64>,
+        store: Store,
+    ) -> Self {
         SchedHandle {
             tx,
             generation,
@@ -104,7 +117,10 @@ impl SchedHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| SchedError::Stopped)?;
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| SchedError::Stopped)?;
         rx.await.map_err(|_| SchedError::Stopped)?
     }
 

@@ -29,7 +29,9 @@ pub use tokens::TokenInfo;
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("could not open the database at {path}: {source} (hint: check the data directory's permissions and free space)")]
+    #[error(
+        "could not open the database at {path}: {source} (hint: check the data directory's permissions and free space)"
+    )]
     Open {
         path: String,
         #[source]
@@ -40,7 +42,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("corrupt row in table {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -315,16 +320,18 @@ impl Store {
         };
         let mut run = run_from_row(&row)?;
         run.jobs = self.jobs_of(&[id]).await?.remove(&id).unwrap_or_default();
-        run.ancestors =
-            sqlx::query_scalar("SELECT ancestor FROM run_links WHERE descendant = ? ORDER BY ancestor")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        run.descendants =
-            sqlx::query_scalar("SELECT descendant FROM run_links WHERE ancestor = ? ORDER BY descendant")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
+        run.ancestors = sqlx::query_scalar(
+            "SELECT ancestor FROM run_links WHERE descendant = ? ORDER BY ancestor",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        run.descendants = sqlx::query_scalar(
+            "SELECT descendant FROM run_links WHERE ancestor = ? ORDER BY descendant",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(Some(run))
     }
 
@@ -378,22 +385,55 @@ impl Store {
         if let Some(tag) = &filter.tag {
             // Tags are stored as a JSON array of strings; match the quoted element.
             let needle = serde_json::to_string(tag).unwrap_or_default();
-            qb.push(" AND instr(tags, ")
-                .push_bind(needle)
-                .push(") > 0");
+            qb.push(" AND instr(tags, ").push_bind(needle).push(") > 0");
         }
         if let Some(b) = filter.before {
             qb.push(" AND id < ").push_bind(b);
         }
-        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
         let mut jobs = self.jobs_of(&ids).await?;
+        let links = self.links_of(&ids).await?;
         for r in &mut runs {
             r.jobs = jobs.remove(&r.id).unwrap_or_default();
+            for (a, d) in &links {
+                if *d == r.id {
+                    r.ancestors.push(*a);
+                }
+                if *a == r.id {
+                    r.descendants.push(*d);
+                }
+            }
         }
         Ok(runs)
+    }
+
+    /// Links touching any of `ids`, as (ancestor, descendant), ordered.
+    async fn links_of(&self, ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb =
+            QueryBuilder::new("SELECT ancestor, descendant FROM run_links WHERE ancestor IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") OR descendant IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") ORDER BY ancestor, descendant");
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("ancestor")?, r.try_get("descendant")?)))
+            .collect()
     }
 
     /// The last start of each target, for debounce after a restart.
@@ -466,11 +506,15 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
         reason: row.try_get("reason")?,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         worker: row.try_get("worker")?,
-        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|c| c as i32),
         queued_at: from_ms(row.try_get("queued_at")?),
         started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ms),
         ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_ms),
-        ended_seq: row.try_get::<Option<i64>, _>("ended_seq")?.map(|s| s as u64),
+        ended_seq: row
+            .try_get::<Option<i64>, _>("ended_seq")?
+            .map(|s| s as u64),
     })
 }
 

@@ -16,7 +16,9 @@ fn new_run(target: &str, status: Status) -> NewRun {
         partition: None,
         enqueued_at: Utc::now(),
         not_before: None,
-        jobs: vec![NewJob { name: target.into() }],
+        jobs: vec![NewJob {
+            name: target.into(),
+        }],
         ancestors: vec![],
     }
 }
@@ -26,7 +28,10 @@ async fn runs_round_trip_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("baton.db");
     let store = Store::open(&path).await.unwrap();
-    let a = store.insert_run(&new_run("a", Status::Queued)).await.unwrap();
+    let a = store
+        .insert_run(&new_run("a", Status::Queued))
+        .await
+        .unwrap();
     let mut child = new_run("b", Status::Queued);
     child.ancestors = vec![a.id];
     let b = store.insert_run(&child).await.unwrap();
@@ -73,16 +78,35 @@ async fn list_filters_and_paginates() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
     for i in 0..7 {
-        let st = if i % 2 == 0 { Status::Queued } else { Status::Skipped };
-        store.insert_run(&new_run(if i < 5 { "a" } else { "b" }, st)).await.unwrap();
+        let st = if i % 2 == 0 {
+            Status::Queued
+        } else {
+            Status::Skipped
+        };
+        store
+            .insert_run(&new_run(if i < 5 { "a" } else { "b" }, st))
+            .await
+            .unwrap();
     }
     let page1 = store.list_runs(&RunFilter::default(), 3).await.unwrap();
-    assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), vec![7, 6, 5]);
+    assert_eq!(
+        page1.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![7, 6, 5]
+    );
     let page2 = store
-        .list_runs(&RunFilter { before: Some(5), ..Default::default() }, 3)
+        .list_runs(
+            &RunFilter {
+                before: Some(5),
+                ..Default::default()
+            },
+            3,
+        )
         .await
         .unwrap();
-    assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 3, 2]);
+    assert_eq!(
+        page2.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![4, 3, 2]
+    );
     let a_skipped = store
         .list_runs(
             &RunFilter {
@@ -94,14 +118,29 @@ async fn list_filters_and_paginates() {
         )
         .await
         .unwrap();
-    assert_eq!(a_skipped.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 2]);
+    assert_eq!(
+        a_skipped.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![4, 2]
+    );
     let tagged = store
-        .list_runs(&RunFilter { tag: Some("repo".into()), ..Default::default() }, 100)
+        .list_runs(
+            &RunFilter {
+                tag: Some("repo".into()),
+                ..Default::default()
+            },
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(tagged.len(), 7);
     let untagged = store
-        .list_runs(&RunFilter { tag: Some("rep".into()), ..Default::default() }, 100)
+        .list_runs(
+            &RunFilter {
+                tag: Some("rep".into()),
+                ..Default::default()
+            },
+            100,
+        )
         .await
         .unwrap();
     assert!(untagged.is_empty());
@@ -133,7 +172,19 @@ async fn schedule_marks_upsert() {
     let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
     let t1 = from_ms(1_000_000);
     let t2 = from_ms(2_000_000);
-    store.apply(&[Change::Mark { target: "hb".into(), slot: t1 }]).await.unwrap();
-    store.apply(&[Change::Mark { target: "hb".into(), slot: t2 }]).await.unwrap();
+    store
+        .apply(&[Change::Mark {
+            target: "hb".into(),
+            slot: t1,
+        }])
+        .await
+        .unwrap();
+    store
+        .apply(&[Change::Mark {
+            target: "hb".into(),
+            slot: t2,
+        }])
+        .await
+        .unwrap();
     assert_eq!(store.schedule_marks().await.unwrap().get("hb"), Some(&t2));
 }

@@ -37,7 +37,9 @@ type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 async fn tasks(State(s): State<AppState>) -> ApiResult {
     let config = s.sched.config().await?;
-    Ok(Json(json!({ "tasks": config.tasks.values().collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "tasks": config.tasks.values().collect::<Vec<_>>() }),
+    ))
 }
 
 async fn pipelines(State(s): State<AppState>) -> ApiResult {
@@ -48,7 +50,9 @@ async fn pipelines(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn workers(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(json!({ "workers": s.sched.snapshot().await?.workers })))
+    Ok(Json(
+        json!({ "workers": s.sched.snapshot().await?.workers }),
+    ))
 }
 
 async fn queue(State(s): State<AppState>) -> ApiResult {
@@ -163,10 +167,13 @@ async fn list_runs(
 }
 
 pub(crate) async fn load_run(s: &AppState, id: i64) -> ApiResult<RunRow> {
-    s.store
-        .get_run(id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "run_not_found", format!("run {id} not found")))
+    s.store.get_run(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("run {id} not found"),
+        )
+    })
 }
 
 async fn get_run(
@@ -192,7 +199,8 @@ async fn wait_run(
 ) -> ApiResult<Json<RunRow>> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.timeout.unwrap_or(30).min(300));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.timeout.unwrap_or(30).min(300));
     let mut changes = s.sched.changes();
     loop {
         changes.borrow_and_update();
@@ -220,7 +228,10 @@ async fn rerun(
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
     let Path(id) = id?;
-    Ok((StatusCode::CREATED, Json(s.sched.rerun(id, TriggerKind::Rerun).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.sched.rerun(id, TriggerKind::Rerun).await?),
+    ))
 }
 
 async fn reload(State(s): State<AppState>) -> ApiResult {

@@ -44,9 +44,14 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .nest("/api/v1", api)
-        .fallback(|| async { ApiError::not_found("no such endpoint (the API lives under /api/v1)") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint (the API lives under /api/v1)")
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,7 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -53,7 +53,11 @@ fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
             "run {} has {} jobs; pick one with ?job=NAME (one of: {})",
             run.id,
             run.jobs.len(),
-            run.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+            run.jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -63,7 +67,13 @@ fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
     let Some(v) = h.get(header::RANGE) else {
         return Ok(None);
     };
-    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", "Range must be `bytes=START-` or `bytes=START-END`");
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bad_range",
+            "Range must be `bytes=START-` or `bytes=START-END`",
+        )
+    };
     let v = v.to_str().map_err(|_| bad())?;
     let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
@@ -90,14 +100,21 @@ async fn log(
     let run = load_run(&s, id).await?;
     let job = pick_job(&run, q.job.as_deref())?;
     let path = s.folders.log_path(job.id, job.attempt);
-    let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let size = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     let range = parse_range(&headers)?;
     let (start, len, partial) = match range {
         Some((start, end)) => {
             let end = end.map_or(size, |e| (e + 1).min(size));
             (start, end.saturating_sub(start), true)
         }
-        None => (q.offset.unwrap_or(0), q.length.unwrap_or(u64::MAX), q.offset.is_some()),
+        None => (
+            q.offset.unwrap_or(0),
+            q.length.unwrap_or(u64::MAX),
+            q.offset.is_some(),
+        ),
     };
     if start > size {
         return Err(ApiError::new(
@@ -111,9 +128,15 @@ async fn log(
     let stream = file_stream(path, start, len);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert("x-log-size", HeaderValue::from(size));
-    h.insert("x-job-status", HeaderValue::from_static(job.status.as_str()));
+    h.insert(
+        "x-job-status",
+        HeaderValue::from_static(job.status.as_str()),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if partial && len > 0 {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -138,9 +161,10 @@ fn file_stream(
                 return None;
             }
             let want = left.min(CHUNK);
-            let res = tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, pos, want))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let res =
+                tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, pos, want))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             match res {
                 Ok(bytes) if bytes.is_empty() => None,
                 Ok(bytes) => {
@@ -178,7 +202,13 @@ async fn stream(
         .and_then(|v| v.parse::<u64>().ok());
     let offset = resume.or(q.offset).unwrap_or(0);
     let job_id = job.id;
-    let state = FollowState { s, run_id: id, job_id, offset, done: false };
+    let state = FollowState {
+        s,
+        run_id: id,
+        job_id,
+        offset,
+        done: false,
+    };
     let events = futures::stream::unfold(state, follow_step);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -202,24 +232,78 @@ async fn follow_step(mut st: FollowState) -> Option<(Result<Event, Infallible>, 
         let job = run.jobs.iter().find(|j| j.id == st.job_id)?.clone();
         let path = st.s.folders.log_path(job.id, job.attempt);
         let offset = st.offset;
-        let bytes = tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, offset, CHUNK))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let bytes =
+            tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, offset, CHUNK))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+        // Never split a UTF-8 character between two events: hold back an incomplete one at the
+        // end of the chunk until its other bytes arrive (or the job ends without them).
+        let keep = if job.status.is_terminal() && (bytes.len() as u64) < CHUNK {
+            bytes.len()
+        } else {
+            complete_utf8_prefix(&bytes)
+        };
+        let bytes = &bytes[..keep];
         if !bytes.is_empty() {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let text = String::from_utf8_lossy(bytes).into_owned();
             st.offset += bytes.len() as u64;
             let data = json!({"offset": offset, "text": text}).to_string();
-            let ev = Event::default().event("log").id(st.offset.to_string()).data(data);
+            let ev = Event::default()
+                .event("log")
+                .id(st.offset.to_string())
+                .data(data);
             return Some((Ok(ev), st));
         }
         if job.status.is_terminal() {
             st.done = true;
-            let data = json!({"status": job.status, "exit_code": job.exit_code, "reason": job.reason}).to_string();
+            let data =
+                json!({"status": job.status, "exit_code": job.exit_code, "reason": job.reason})
+                    .to_string();
             return Some((Ok(Event::default().event("end").data(data)), st));
         }
         // Wait for more output: a state change wakes us at once, else look again shortly.
         let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
+}
+
+/// The length of `bytes` without a trailing, incomplete UTF-8 sequence (invalid bytes elsewhere
+/// are left for lossy decoding).
+fn complete_utf8_prefix(bytes: &[u8]) -> usize {
+    let tail_start = bytes.len().saturating_sub(3);
+    for i in (tail_start..bytes.len()).rev() {
+        let b = bytes[i];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back for the lead byte
+        }
+        let need = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return bytes.len(),
+        };
+        return if bytes.len() - i < need {
+            i
+        } else {
+            bytes.len()
+        };
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_utf8_prefix;
+
+    #[test]
+    fn holds_back_only_an_incomplete_trailing_character() {
+        let e = "é".as_bytes();
+        assert_eq!(complete_utf8_prefix(b"abc"), 3);
+        assert_eq!(complete_utf8_prefix(&[b'a', e[0]]), 1);
+        assert_eq!(complete_utf8_prefix(&[b'a', e[0], e[1]]), 3);
+        let euro = "€".as_bytes();
+        assert_eq!(complete_utf8_prefix(&[b'x', euro[0], euro[1]]), 1);
+        assert_eq!(complete_utf8_prefix(&[b'x', 0xff, 0xfe]), 3);
     }
 }

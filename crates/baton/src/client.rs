@@ -53,7 +53,12 @@ impl Client {
             .header("x-baton-client", "cli")
             .send()
             .await
-            .with_context(|| format!("cannot reach the server at {} (is `baton serve` running?)", self.base))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the server at {} (is `baton serve` running?)",
+                    self.base
+                )
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -70,7 +75,11 @@ impl Client {
     }
 
     async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url(path)))
+            .await?
+            .json()
+            .await?)
     }
 
     async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -89,17 +98,30 @@ impl Client {
         follow: bool,
     ) -> anyhow::Result<ExitCode> {
         let body = json!({ "args": args });
-        let run = match self.post_json(&format!("/tasks/{name}/trigger"), body.clone()).await {
-            Err(e) if e.downcast_ref::<ApiFailure>().is_some_and(|f| f.code == "unknown_target") => {
-                self.post_json(&format!("/pipelines/{name}/trigger"), body).await?
+        let run = match self
+            .post_json(&format!("/tasks/{name}/trigger"), body.clone())
+            .await
+        {
+            Err(e)
+                if e.downcast_ref::<ApiFailure>()
+                    .is_some_and(|f| f.code == "unknown_target") =>
+            {
+                self.post_json(&format!("/pipelines/{name}/trigger"), body)
+                    .await?
             }
             other => other?,
         };
-        let id = run["id"].as_i64().ok_or_else(|| anyhow!("the server returned no run id"))?;
+        let id = run["id"]
+            .as_i64()
+            .ok_or_else(|| anyhow!("the server returned no run id"))?;
         let status = run["status"].as_str().unwrap_or("");
         if status == "skipped" {
             eprintln!("run {id}: {}", run["reason"].as_str().unwrap_or("skipped"));
-            return Ok(if wait { exit_for("skipped") } else { ExitCode::SUCCESS });
+            return Ok(if wait {
+                exit_for("skipped")
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         if !wait {
             println!("{id}");
@@ -114,7 +136,10 @@ impl Client {
         }
         let end = self.wait(id).await?;
         let status = end["status"].as_str().unwrap_or("unknown").to_string();
-        let reason = end["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+        let reason = end["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         eprintln!("run {id}: {status}{reason}");
         Ok(exit_for(&status))
     }
@@ -128,7 +153,10 @@ impl Client {
             if matches!(status, "queued" | "started" | "running") {
                 if tty {
                     let why = run["reason"].as_str().unwrap_or("");
-                    eprint!("\r\x1b[2Krun {id}: {status} {:.0}s {why}", started.elapsed().as_secs_f64());
+                    eprint!(
+                        "\r\x1b[2Krun {id}: {status} {:.0}s {why}",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 continue;
             }
@@ -178,7 +206,10 @@ impl Client {
             println!("{}", serde_json::to_string_pretty(&body)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!("{:>6}  {:<24} {:<9} {:<9} {:<20} REASON", "ID", "TARGET", "STATUS", "TRIGGER", "ENQUEUED");
+        println!(
+            "{:>6}  {:<24} {:<9} {:<9} {:<20} REASON",
+            "ID", "TARGET", "STATUS", "TRIGGER", "ENQUEUED"
+        );
         for r in body["runs"].as_array().into_iter().flatten() {
             println!(
                 "{:>6}  {:<24} {:<9} {:<9} {:<20} {}",
@@ -186,7 +217,11 @@ impl Client {
                 r["target"].as_str().unwrap_or(""),
                 r["status"].as_str().unwrap_or(""),
                 r["trigger"].as_str().unwrap_or(""),
-                r["enqueued_at"].as_str().unwrap_or("").get(..19).unwrap_or(""),
+                r["enqueued_at"]
+                    .as_str()
+                    .unwrap_or("")
+                    .get(..19)
+                    .unwrap_or(""),
                 r["reason"].as_str().unwrap_or(""),
             );
         }
@@ -208,7 +243,12 @@ impl Client {
             println!("  reason:   {r}");
         }
         println!("  trigger:  {}", s("trigger"));
-        println!("  enqueued: {}\n  started:  {}\n  ended:    {}", s("enqueued_at"), s("started_at"), s("ended_at"));
+        println!(
+            "  enqueued: {}\n  started:  {}\n  ended:    {}",
+            s("enqueued_at"),
+            s("started_at"),
+            s("ended_at")
+        );
         if let Some(args) = run["args"].as_object().filter(|a| !a.is_empty()) {
             println!("  args:     {}", serde_json::to_string(args)?);
         }
@@ -249,13 +289,17 @@ impl Client {
     }
 
     pub async fn cancel(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let run = self.post_json(&format!("/runs/{id}/cancel"), json!({})).await?;
+        let run = self
+            .post_json(&format!("/runs/{id}/cancel"), json!({}))
+            .await?;
         println!("run {id}: {}", run["status"].as_str().unwrap_or(""));
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn rerun(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let run = self.post_json(&format!("/runs/{id}/rerun"), json!({})).await?;
+        let run = self
+            .post_json(&format!("/runs/{id}/rerun"), json!({}))
+            .await?;
         println!("{}", run["id"]);
         Ok(ExitCode::SUCCESS)
     }
@@ -263,7 +307,10 @@ impl Client {
     pub async fn reload(&self) -> anyhow::Result<ExitCode> {
         match self.post_json("/config/reload", json!({})).await {
             Ok(v) => {
-                println!("reloaded: {} tasks, {} pipelines", v["tasks"], v["pipelines"]);
+                println!(
+                    "reloaded: {} tasks, {} pipelines",
+                    v["tasks"], v["pipelines"]
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => bail!("{e}"),
@@ -281,7 +328,11 @@ struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "server answered {} ({}): {}", self.status, self.code, self.message)
+        write!(
+            f,
+            "server answered {} ({}): {}",
+            self.status, self.code, self.message
+        )
     }
 }
 

@@ -23,7 +23,12 @@ struct Cli {
 #[derive(Args, Clone)]
 pub(crate) struct ServerArgs {
     /// The server's URL.
-    #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:8700", global = true)]
+    #[arg(
+        long,
+        env = "BATON_SERVER",
+        default_value = "http://127.0.0.1:8700",
+        global = true
+    )]
     server: String,
     /// An API token (make one with `baton token create`).
     #[arg(long, env = "BATON_TOKEN", hide_env_values = true, global = true)]
@@ -224,7 +229,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             server,
         } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("task", task), ("status", status), ("tag", tag), ("trigger", trigger)] {
+            for (k, v) in [
+                ("task", task),
+                ("status", status),
+                ("tag", tag),
+                ("trigger", trigger),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -240,7 +250,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             job,
             follow,
             server,
-        } => client::Client::new(&server)?.logs(run, job.as_deref(), follow).await,
+        } => {
+            client::Client::new(&server)?
+                .logs(run, job.as_deref(), follow)
+                .await
+        }
         Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,

@@ -37,8 +37,7 @@ fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -94,8 +93,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let reload_sched = sched.clone();
     let reload_path = args.config.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
@@ -106,9 +104,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         eprintln!("config reloaded from {}", reload_path.display());
                     }
                 }
-                Err(d) => eprintln!(
-                    "{d}\nerror: config reload failed; the old config stays in force"
-                ),
+                Err(d) => {
+                    eprintln!("{d}\nerror: config reload failed; the old config stays in force")
+                }
             }
         }
     });

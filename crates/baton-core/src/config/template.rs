@@ -71,25 +71,64 @@ pub(crate) fn unsupported_templates(script: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Rewrites every `{{ .name }}` / `{{.name}}` in `script` to `"${name}"`. Other `{{ … }}` actions
-/// are left as written (the loader rejects scripts that contain any).
+/// Shell quoting in force at a point of a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Follows bash quoting through `text`, starting in `q`: `'…'`, `"…"` and backslash escapes
+/// (outside single quotes). Comments and here-documents are not tracked.
+fn track(mut q: Quote, text: &str) -> Quote {
+    let mut escaped = false;
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match (q, c) {
+            (Quote::Single, '\'') => q = Quote::None,
+            (Quote::Single, _) => {}
+            (_, '\\') => escaped = true,
+            (Quote::None, '\'') => q = Quote::Single,
+            (Quote::None, '"') => q = Quote::Double,
+            (Quote::Double, '"') => q = Quote::None,
+            _ => {}
+        }
+    }
+    q
+}
+
+/// Rewrites every `{{ .name }}` / `{{.name}}` in `script` to a quoted expansion of the
+/// environment variable `name`, whatever quoting surrounds it, so the value is never split,
+/// globbed or parsed: `"${name}"` outside quotes, `${name}` inside double quotes, and
+/// `'"${name}"'` inside single quotes. Other `{{ … }}` actions are left as written (the loader
+/// rejects scripts that contain any).
 ///
 /// ```
 /// use baton_core::config::rewrite_templates;
 /// assert_eq!(rewrite_templates("echo {{ .name }}"), "echo \"${name}\"");
+/// assert_eq!(rewrite_templates("echo \"v={{ .name }}\""), "echo \"v=${name}\"");
 /// ```
 #[must_use]
 pub fn rewrite_templates(script: &str) -> String {
     let mut out = String::with_capacity(script.len());
+    let mut q = Quote::None;
     for (literal, action) in scan(script) {
         out.push_str(literal);
+        q = track(q, literal);
         match action {
-            Some(Action::Var(name)) => {
-                out.push_str("\"${");
-                out.push_str(name);
-                out.push_str("}\"");
+            Some(Action::Var(name)) => match q {
+                Quote::None => out.push_str(&format!("\"${{{name}}}\"")),
+                Quote::Double => out.push_str(&format!("${{{name}}}")),
+                Quote::Single => out.push_str(&format!("'\"${{{name}}}\"'")),
+            },
+            Some(Action::Unsupported(text)) => {
+                out.push_str(text);
+                q = track(q, text);
             }
-            Some(Action::Unsupported(text)) => out.push_str(text),
             None => {}
         }
     }
@@ -125,6 +164,22 @@ mod tests {
         );
         assert_eq!(rewrite_templates("no templates"), "no templates");
         assert_eq!(rewrite_templates(""), "");
+    }
+
+    #[test]
+    fn quoting_context_is_respected() {
+        assert_eq!(
+            rewrite_templates("echo \"a {{ .v }} b\" {{ .v }}"),
+            "echo \"a ${v} b\" \"${v}\""
+        );
+        assert_eq!(
+            rewrite_templates("echo 'x {{ .v }}' \\\"{{ .v }}"),
+            "echo 'x '\"${v}\"'' \\\"\"${v}\""
+        );
+        assert_eq!(
+            rewrite_templates("echo \"it's {{.v}}\"; echo '\"' {{.v}}"),
+            "echo \"it's ${v}\"; echo '\"' \"${v}\""
+        );
     }
 
     #[test]
