@@ -311,6 +311,11 @@ async fn run_job(
     };
     let mut buf = vec![0u8; COPY_BUF];
     let mut masker = crate::mask::Masker::new(&spec.mask);
+    // Processes that left the job's group still carry this entry in their environment.
+    let tag = format!(
+        "BATON_OUTPUT_DIR={}",
+        log_path.with_file_name(OUT_DIR).display()
+    );
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -350,6 +355,9 @@ async fn run_job(
             _ = &mut exited_rx, if alive => {
                 // Stragglers (backgrounded children) die with the script.
                 let _ = unix::signal_group(pgid, Signal::SIGKILL);
+                if rec.canceled || rec.timed_out {
+                    unix::signal_tagged(&tag, Signal::SIGKILL);
+                }
                 match child.wait() {
                     Ok(st) => status = Some(st),
                     Err(e) => {
@@ -359,15 +367,17 @@ async fn run_job(
                 }
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             },
-            _ = sigs.term.recv() => cancel(rec, alive, pgid, spec, &mut kill_at),
-            _ = sigs.int.recv() => cancel(rec, alive, pgid, spec, &mut kill_at),
+            _ = sigs.term.recv() => cancel(rec, alive, pgid, &tag, spec, &mut kill_at),
+            _ = sigs.int.recv() => cancel(rec, alive, pgid, &tag, spec, &mut kill_at),
             _ = sleep_until(timeout_at.unwrap_or(far)), if alive && timeout_at.is_some() && !rec.timed_out => {
                 rec.timed_out = true;
                 let _ = unix::signal_group(pgid, Signal::SIGTERM);
+                unix::signal_tagged(&tag, Signal::SIGTERM);
                 kill_at.get_or_insert(Instant::now() + spec.kill_grace);
             },
             _ = sleep_until(kill_at.unwrap_or(far)), if alive && kill_at.is_some() => {
                 let _ = unix::signal_group(pgid, Signal::SIGKILL);
+                unix::signal_tagged(&tag, Signal::SIGKILL);
                 kill_at = None;
             },
             _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
@@ -398,6 +408,7 @@ fn cancel(
     rec: &mut ExitRecord,
     alive: bool,
     pgid: i32,
+    tag: &str,
     spec: &JobSpec,
     kill_at: &mut Option<Instant>,
 ) {
@@ -407,6 +418,7 @@ fn cancel(
     }
     rec.canceled = true;
     let _ = unix::signal_group(pgid, Signal::SIGTERM);
+    unix::signal_tagged(tag, Signal::SIGTERM);
     kill_at.get_or_insert(Instant::now() + spec.kill_grace);
 }
 

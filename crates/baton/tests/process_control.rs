@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::{Server, id_of, is_dead, reason, status, text, wait_file};
 
-/// Starts background `sleep 1000`s (one inside a subshell), records every pid, then waits.
+/// Starts background `sleep 1000`s (one inside a subshell, one that leaves the process group
+/// with `setsid`), records every pid, then waits.
 const SPAWNER: &str = r#"
+      setsid sleep 1000 & echo $! >> "$pids"
       sleep 1000 & echo $! >> "$pids"
       sleep 1000 & echo $! >> "$pids"
       ( sleep 1000 & echo $! >> "$pids"; wait ) &
@@ -50,7 +52,7 @@ fn read_pids(path: &Path) -> Vec<i32> {
         .lines()
         .map(|l| l.trim().parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 5, "the script records 5 pids");
+    assert_eq!(pids.len(), 6, "the script records 6 pids");
     pids
 }
 
