@@ -189,6 +189,16 @@ pub fn admit(
     }
 }
 
+/// The tasks to trigger when a run of `parent` succeeds: every enabled task whose
+/// `triggered_by` names it, in name order.
+pub fn chain_targets(tasks: &BTreeMap<String, TaskDef>, parent: &str) -> Vec<String> {
+    tasks
+        .values()
+        .filter(|t| t.enabled && t.after_tasks.iter().any(|a| a == parent))
+        .map(|t| t.name.clone())
+        .collect()
+}
+
 /// A job waiting for a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedJob {

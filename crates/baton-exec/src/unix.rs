@@ -81,9 +81,7 @@ pub fn signal_tagged(tag: &str, sig: Signal) -> usize {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|entry| entry == needle)
-            && signal_process(pid, sig).is_ok()
-        {
+        if env.split(|b| *b == 0).any(|entry| entry == needle) && signal_process(pid, sig).is_ok() {
             n += 1;
         }
     }

@@ -225,16 +225,7 @@ impl Actor {
                         }
                         let tx = self.tx.clone();
                         let (job_id, attempt) = (job.id, job.attempt);
-                        tokio::spawn(async move {
-                            let outcome = handle.wait().await;
-                            let _ = tx
-                                .send(Msg::JobEnded {
-                                    job_id,
-                                    attempt,
-                                    outcome,
-                                })
-                                .await;
-                        });
+                        tokio::spawn(report_end(tx, job_id, attempt, handle));
                     }
                 }
             }
@@ -829,13 +820,7 @@ impl Actor {
 
     /// Triggers the tasks whose `triggered_by` names this one.
     async fn chain(&mut self, parent: &RunRow) {
-        let children: Vec<String> = self
-            .config
-            .tasks
-            .values()
-            .filter(|t| t.after_tasks.contains(&parent.target))
-            .map(|t| t.name.clone())
-            .collect();
+        let children = decide::chain_targets(&self.config.tasks, &parent.target);
         for child in children {
             let req = TriggerRequest {
                 target: child.clone(),
@@ -1119,14 +1104,7 @@ impl Actor {
             match exec.start(&dir, &spec).await {
                 Ok(handle) => {
                     let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
-                    let outcome = handle.wait().await;
-                    let _ = tx
-                        .send(Msg::JobEnded {
-                            job_id,
-                            attempt,
-                            outcome,
-                        })
-                        .await;
+                    report_end(tx, job_id, attempt, handle).await;
                 }
                 Err(e) => {
                     let outcome = Outcome::Lost(format!("could not start the job: {e}"));
@@ -1207,6 +1185,23 @@ impl Actor {
         });
         Snapshot { workers, queue }
     }
+}
+
+/// Waits for a job to end and tells the actor.
+async fn report_end(
+    tx: mpsc::Sender<Msg>,
+    job_id: i64,
+    attempt: u32,
+    handle: baton_exec::JobHandle,
+) {
+    let outcome = handle.wait().await;
+    let _ = tx
+        .send(Msg::JobEnded {
+            job_id,
+            attempt,
+            outcome,
+        })
+        .await;
 }
 
 /// Whether a variable's name says it holds a secret.

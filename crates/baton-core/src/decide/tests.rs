@@ -341,3 +341,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn chaining_follows_triggered_by_of_enabled_tasks() {
+    let config = crate::config::load_str(
+        std::path::Path::new("c.yaml"),
+        "tasks:\n  build: {command: make}\n  test: {command: make test, triggered_by: [{task: build}]}\n  deploy: {command: deploy, triggered_by: [{task: build}], enabled: false}\n  docs: {command: docs, triggered_by: [{task: test}]}\n",
+    )
+    .expect("valid config");
+    assert_eq!(chain_targets(&config.tasks, "build"), vec!["test"]);
+    assert_eq!(chain_targets(&config.tasks, "test"), vec!["docs"]);
+    assert!(chain_targets(&config.tasks, "docs").is_empty());
+}
