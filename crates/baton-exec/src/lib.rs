@@ -1,6 +1,6 @@
 //! Baton's executors: where and how a job's script runs.
 //!
-//! Today there is one executor, [`LocalExecutor`]: every job runs on this
+//! Every executor implements [`Executor`]. Today there is one, [`LocalExecutor`]: every job runs on this
 //! machine under a small per-job supervisor process (`baton __supervise
 //! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
 //! is never the direct parent of a job's process tree, so jobs survive a
@@ -29,6 +29,7 @@
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 
 pub mod error;
+pub mod executor;
 pub mod job;
 pub mod layout;
 pub mod local;
@@ -38,6 +39,7 @@ pub mod supervisor;
 pub mod unix;
 
 pub use error::ExecError;
+pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
 pub use job::{ExitRecord, JobSpec, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};

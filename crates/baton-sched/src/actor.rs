@@ -12,9 +12,10 @@ use baton_core::config::Config;
 use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
-use baton_exec::{ExitRecord, JobSpec, LocalExecutor, Outcome, Reattach};
+use baton_exec::{Executor, ExitRecord, Health, JobSpec, Outcome, Reattached, RunningJob};
 use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
 
+use crate::Executors;
 use crate::handle::{Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState};
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
@@ -30,7 +31,7 @@ pub(crate) struct Actor {
     config: Arc<Config>,
     store: Store,
     folders: RunFolders,
-    exec: Arc<LocalExecutor>,
+    executors: Executors,
     tx: mpsc::Sender<Msg>,
     generation: watch::Sender<u64>,
     workers: Vec<Worker>,
@@ -147,7 +148,7 @@ impl Actor {
         config: Arc<Config>,
         store: Store,
         folders: RunFolders,
-        exec: Arc<LocalExecutor>,
+        executors: Executors,
         tx: mpsc::Sender<Msg>,
         generation: watch::Sender<u64>,
     ) -> Self {
@@ -156,7 +157,7 @@ impl Actor {
             config,
             store,
             folders,
-            exec,
+            executors,
             tx,
             generation,
             runs: BTreeMap::new(),
@@ -206,16 +207,17 @@ impl Actor {
                     self.persist(vec![change]).await;
                     continue;
                 }
-                match self.exec.reattach(&dir) {
-                    Reattach::Finished(rec) => {
+                let exec = self.executor_for(job.worker.as_deref());
+                match exec.reattach(&dir).await {
+                    Reattached::Finished(rec) => {
                         self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
                             .await;
                     }
-                    Reattach::Vanished(why) => {
+                    Reattached::Vanished(why) => {
                         self.job_ended(job.id, job.attempt, Outcome::Lost(why))
                             .await;
                     }
-                    Reattach::Running(handle) => {
+                    Reattached::Running(handle) => {
                         if let Some(w) = job
                             .worker
                             .as_ref()
@@ -569,14 +571,16 @@ impl Actor {
                     j.reason = Some("canceled on request".into());
                     changes.push(job_change(j, Some(now)));
                 }
-                s if s.is_active() => signal.push(self.folders.job_dir(j.id, j.attempt)),
+                s if s.is_active() => {
+                    signal.push((self.folders.job_dir(j.id, j.attempt), j.worker.clone()))
+                }
                 _ => {}
             }
         }
         self.persist(changes).await;
-        for dir in signal {
+        for (dir, worker) in signal {
             // A job still launching is signalled once it reports running.
-            if let Err(e) = self.exec.cancel(&dir) {
+            if let Err(e) = self.executor_for(worker.as_deref()).cancel(&dir).await {
                 tracing::debug!("cancel of {} deferred: {e}", dir.display());
             }
         }
@@ -594,6 +598,7 @@ impl Actor {
         };
         let cancel = run.cancel_requested;
         let Some(j) = run.job_mut(job_id) else { return };
+        let worker = j.worker.clone();
         if j.attempt != attempt || j.status != Status::Started {
             return;
         }
@@ -602,7 +607,8 @@ impl Actor {
         let run_id = run.row.id;
         self.persist(vec![change]).await;
         if cancel {
-            let _ = self.exec.cancel(&self.folders.job_dir(job_id, attempt));
+            let dir = self.folders.job_dir(job_id, attempt);
+            let _ = self.executor_for(worker.as_deref()).cancel(&dir).await;
         }
         self.settle(run_id, Utc::now()).await;
     }
@@ -888,14 +894,14 @@ impl Actor {
                         touched.insert(run.row.id);
                     } else if j.status.is_active() && j.reason.as_deref() != Some(why) {
                         j.reason = Some(why.clone());
-                        to_signal.push(self.folders.job_dir(j.id, j.attempt));
+                        to_signal.push((self.folders.job_dir(j.id, j.attempt), j.worker.clone()));
                     }
                 }
             }
         }
         self.persist(changes).await;
-        for dir in to_signal {
-            let _ = self.exec.cancel(&dir);
+        for (dir, worker) in to_signal {
+            let _ = self.executor_for(worker.as_deref()).cancel(&dir).await;
         }
         for id in touched {
             self.settle(id, now).await;
@@ -1013,7 +1019,7 @@ impl Actor {
             if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
                 w.busy = Some((run_id, job_id));
             }
-            launches.push((dir, spec));
+            launches.push((dir, spec, worker));
         }
         // Runs whose waiting reason changed, and runs that just started.
         for run in self.runs.values_mut() {
@@ -1040,8 +1046,8 @@ impl Actor {
         self.persist(changes).await;
         // Durable before launch: after a crash the job is re-attached, never run twice.
         self.flush().await;
-        for (dir, spec) in launches {
-            self.launch(dir, spec);
+        for (dir, spec, worker) in launches {
+            self.launch(dir, spec, &worker);
         }
     }
 
@@ -1091,8 +1097,16 @@ impl Actor {
         }
     }
 
-    fn launch(&self, dir: PathBuf, spec: JobSpec) {
-        let exec = self.exec.clone();
+    /// The executor that runs jobs on `worker` (local workers share the local executor).
+    fn executor_for(&self, worker: Option<&str>) -> Arc<dyn Executor> {
+        worker
+            .and_then(|w| self.executors.remote.get(w))
+            .cloned()
+            .unwrap_or_else(|| self.executors.local.clone())
+    }
+
+    fn launch(&self, dir: PathBuf, spec: JobSpec, worker: &str) {
+        let exec = self.executor_for(Some(worker));
         let tx = self.tx.clone();
         let attempt = dir
             .file_name()
@@ -1120,10 +1134,23 @@ impl Actor {
         });
     }
 
+    /// Why a worker cannot take work, if it cannot: a remote worker without an executor in
+    /// this build, or whose executor reports it down.
+    fn worker_down(&self, w: &Worker) -> Option<String> {
+        match (&w.host, self.executors.remote.get(&w.name)) {
+            (None, _) => None,
+            (Some(h), None) => Some(format!("no executor for the worker at {h}")),
+            (Some(_), Some(e)) => match e.health() {
+                Health::Up => None,
+                Health::Down(why) => Some(why),
+            },
+        }
+    }
+
     fn worker_views(&self) -> Vec<WorkerView> {
         self.workers
             .iter()
-            .filter(|w| w.host.is_none())
+            .filter(|w| self.worker_down(w).is_none())
             .map(|w| WorkerView {
                 name: w.name.clone(),
                 queues: w.queues.clone(),
@@ -1136,21 +1163,21 @@ impl Actor {
         let workers = self
             .workers
             .iter()
-            .map(|w| WorkerState {
-                name: w.name.clone(),
-                kind: if w.host.is_some() { "ssh" } else { "local" },
-                queues: w.queues.clone(),
-                state: match (&w.host, w.busy) {
-                    (Some(_), _) => "down",
-                    (None, Some(_)) => "busy",
-                    (None, None) => "idle",
-                },
-                reason: w
-                    .host
-                    .as_ref()
-                    .map(|h| format!("SSH worker {h}: this build has no SSH executor yet")),
-                run_id: w.busy.map(|(r, _)| r),
-                job_id: w.busy.map(|(_, j)| j),
+            .map(|w| {
+                let down = self.worker_down(w);
+                WorkerState {
+                    name: w.name.clone(),
+                    kind: self.executor_for(Some(&w.name)).kind(),
+                    queues: w.queues.clone(),
+                    state: match (&down, w.busy) {
+                        (Some(_), _) => "down",
+                        (None, Some(_)) => "busy",
+                        (None, None) => "idle",
+                    },
+                    reason: down,
+                    run_id: w.busy.map(|(r, _)| r),
+                    job_id: w.busy.map(|(_, j)| j),
+                }
             })
             .collect();
         let mut queue: Vec<QueueEntry> = self
@@ -1188,12 +1215,7 @@ impl Actor {
 }
 
 /// Waits for a job to end and tells the actor.
-async fn report_end(
-    tx: mpsc::Sender<Msg>,
-    job_id: i64,
-    attempt: u32,
-    handle: baton_exec::JobHandle,
-) {
+async fn report_end(tx: mpsc::Sender<Msg>, job_id: i64, attempt: u32, handle: Box<dyn RunningJob>) {
     let outcome = handle.wait().await;
     let _ = tx
         .send(Msg::JobEnded {

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_core::config::Config;
-use baton_exec::LocalExecutor;
+use std::collections::BTreeMap;
+
+use baton_exec::Executor;
 use baton_store::{RunFolders, Store};
 
 /// What the scheduler needs to start.
@@ -24,7 +26,15 @@ pub struct SchedulerParts {
     pub config: Config,
     pub store: Store,
     pub data_dir: PathBuf,
-    pub executor: LocalExecutor,
+    pub executors: Executors,
+}
+
+/// Where jobs run: the local executor for local workers, and one executor per remote worker.
+#[derive(Clone)]
+pub struct Executors {
+    pub local: Arc<dyn Executor>,
+    /// By worker name (SSH hosts, agents). A remote worker missing here is shown `down`.
+    pub remote: BTreeMap<String, Arc<dyn Executor>>,
 }
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),
@@ -37,7 +47,7 @@ pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
         Arc::new(parts.config),
         parts.store,
         RunFolders::new(&parts.data_dir),
-        Arc::new(parts.executor),
+        parts.executors,
         tx,
         gen_tx,
     );

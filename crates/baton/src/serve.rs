@@ -68,7 +68,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config,
         store: store.clone(),
         data_dir: data.clone(),
-        executor: LocalExecutor::new(exe, vec!["__supervise".into()]),
+        executors: baton_sched::Executors {
+            local: Arc::new(LocalExecutor::new(exe, vec!["__supervise".into()])),
+            remote: Default::default(),
+        },
     })
     .await?;
     let config_path = args.config.clone();

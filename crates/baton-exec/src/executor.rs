@@ -1,0 +1,98 @@
+//! The one interface every place that runs jobs implements: the server itself
+//! ([`crate::LocalExecutor`]), and later Docker containers, SSH workers and pull-mode agents.
+//!
+//! The scheduler only ever talks to `dyn Executor`: it starts a job in a job folder on the
+//! server (where the log, the exit record and the artifacts end up, whatever the executor),
+//! re-attaches after a restart, cancels, and waits for an [`Outcome`].
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use crate::{ExecError, ExitRecord, JobSpec, Outcome};
+
+/// A boxed future, so executors stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether an executor can take work now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// Down, with the reason shown to users ("ssh: connection refused").
+    Down(String),
+}
+
+/// A place that runs jobs.
+pub trait Executor: Send + Sync + 'static {
+    /// A short name for the API: `local`, `docker`, `ssh`, `agent`.
+    fn kind(&self) -> &'static str;
+
+    /// Starts the job; returns once it is running (or could not start).
+    fn start<'a>(
+        &'a self,
+        dir: &'a Path,
+        spec: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningJob>, ExecError>>;
+
+    /// After a server restart: the job's end if it ended, a handle if it still runs, or why it
+    /// is gone.
+    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached>;
+
+    /// Asks the job to stop (SIGTERM, then SIGKILL after the spec's grace); its end arrives
+    /// through the running job's `wait`.
+    fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>>;
+
+    /// Whether new jobs may go here.
+    fn health(&self) -> Health {
+        Health::Up
+    }
+}
+
+/// A job that is running somewhere.
+pub trait RunningJob: Send {
+    fn wait(self: Box<Self>) -> BoxFuture<'static, Outcome>;
+}
+
+/// What [`Executor::reattach`] finds.
+pub enum Reattached {
+    Finished(ExitRecord),
+    Running(Box<dyn RunningJob>),
+    Vanished(String),
+}
+
+impl RunningJob for crate::JobHandle {
+    fn wait(self: Box<Self>) -> BoxFuture<'static, Outcome> {
+        Box::pin(crate::JobHandle::wait(*self))
+    }
+}
+
+impl Executor for crate::LocalExecutor {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn start<'a>(
+        &'a self,
+        dir: &'a Path,
+        spec: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningJob>, ExecError>> {
+        Box::pin(async move {
+            let handle = crate::LocalExecutor::start(self, dir, spec).await?;
+            Ok(Box::new(handle) as Box<dyn RunningJob>)
+        })
+    }
+
+    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
+        Box::pin(async move {
+            match crate::LocalExecutor::reattach(self, dir) {
+                crate::Reattach::Finished(r) => Reattached::Finished(r),
+                crate::Reattach::Running(h) => Reattached::Running(Box::new(h)),
+                crate::Reattach::Vanished(w) => Reattached::Vanished(w),
+            }
+        })
+    }
+
+    fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move { crate::LocalExecutor::cancel(self, dir) })
+    }
+}
