@@ -28,6 +28,7 @@
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 
+pub mod agent;
 pub mod error;
 pub mod executor;
 pub mod job;

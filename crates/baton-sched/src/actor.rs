@@ -24,6 +24,8 @@ struct Worker {
     queues: Vec<String>,
     /// `Some(host)` for SSH workers, which the executors issue brings; until then they are down.
     host: Option<String>,
+    /// A slot of a pull-mode agent (`agent:<name>:<slot>`), known from the agent hub.
+    agent: bool,
     busy: Option<(i64, i64)>,
 }
 
@@ -54,6 +56,7 @@ fn build_workers(config: &Config) -> Vec<Worker> {
             name: w.name.clone(),
             queues: w.queues.clone(),
             host: w.host.clone(),
+            agent: false,
             busy: None,
         })
         .collect();
@@ -67,6 +70,7 @@ fn build_workers(config: &Config) -> Vec<Worker> {
                 name: format!("local-{i}"),
                 queues: vec!["default".into()],
                 host: None,
+                agent: false,
                 busy: None,
             })
             .collect();
@@ -218,12 +222,20 @@ impl Actor {
                             .await;
                     }
                     Reattached::Running(handle) => {
-                        if let Some(w) = job
-                            .worker
-                            .as_ref()
-                            .and_then(|n| self.workers.iter_mut().find(|w| &w.name == n))
-                        {
-                            w.busy = Some((run_id, job.id));
+                        let name = job.worker.clone().unwrap_or_default();
+                        match self.workers.iter_mut().find(|w| w.name == name) {
+                            Some(w) => w.busy = Some((run_id, job.id)),
+                            None if baton_exec::agent::AgentHub::agent_of(&name).is_some() => {
+                                // The agent has not polled since the restart; keep its slot busy.
+                                self.workers.push(Worker {
+                                    name,
+                                    queues: Vec::new(),
+                                    host: None,
+                                    agent: true,
+                                    busy: Some((run_id, job.id)),
+                                });
+                            }
+                            None => {}
                         }
                         let tx = self.tx.clone();
                         let (job_id, attempt) = (job.id, job.attempt);
@@ -243,7 +255,14 @@ impl Actor {
             let now = Utc::now();
             let wake = self.next_wake(now);
             let sleep = (wake - now).to_std().unwrap_or(Duration::ZERO);
+            let agents_changed = self.executors.agents.as_ref().map(|h| h.changed());
             tokio::select! {
+                _ = async {
+                    match &agents_changed {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
                     self.handle(msg).await;
@@ -313,6 +332,8 @@ impl Actor {
 
     fn reload(&mut self, config: Config) {
         let mut workers = build_workers(&config);
+        // Agent slots come from the agents, not the config: they stay.
+        workers.extend(self.workers.drain(..).filter(|w| w.agent));
         for w in &mut workers {
             w.busy = self
                 .workers
@@ -867,6 +888,7 @@ impl Actor {
     /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
     /// records why the others wait.
     async fn pump(&mut self, now: DateTime<Utc>) {
+        self.sync_agent_workers();
         // 1. Pipelines: skip or cancel what their DAG says.
         let mut changes = Vec::new();
         let mut to_signal = Vec::new();
@@ -1097,8 +1119,33 @@ impl Actor {
         }
     }
 
+    /// Adds the slots of agents that joined (agents that left stay, shown down).
+    fn sync_agent_workers(&mut self) {
+        let Some(hub) = &self.executors.agents else {
+            return;
+        };
+        for (name, queues, _) in hub.workers() {
+            match self.workers.iter_mut().find(|w| w.name == name) {
+                Some(w) => w.queues = queues,
+                None => self.workers.push(Worker {
+                    name,
+                    queues,
+                    host: None,
+                    agent: true,
+                    busy: None,
+                }),
+            }
+        }
+    }
+
     /// The executor that runs jobs on `worker` (local workers share the local executor).
     fn executor_for(&self, worker: Option<&str>) -> Arc<dyn Executor> {
+        if let (Some(hub), Some(agent)) = (
+            &self.executors.agents,
+            worker.and_then(baton_exec::agent::AgentHub::agent_of),
+        ) {
+            return Arc::new(baton_exec::agent::AgentExecutor::new(hub.clone(), agent));
+        }
         worker
             .and_then(|w| self.executors.remote.get(w))
             .cloned()
@@ -1137,6 +1184,12 @@ impl Actor {
     /// Why a worker cannot take work, if it cannot: a remote worker without an executor in
     /// this build, or whose executor reports it down.
     fn worker_down(&self, w: &Worker) -> Option<String> {
+        if w.agent {
+            return match self.executor_for(Some(&w.name)).health() {
+                Health::Up => None,
+                Health::Down(why) => Some(why),
+            };
+        }
         match (&w.host, self.executors.remote.get(&w.name)) {
             (None, _) => None,
             (Some(h), None) => Some(format!("no executor for the worker at {h}")),

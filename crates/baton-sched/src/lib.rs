@@ -35,6 +35,8 @@ pub struct Executors {
     pub local: Arc<dyn Executor>,
     /// By worker name (SSH hosts, agents). A remote worker missing here is shown `down`.
     pub remote: BTreeMap<String, Arc<dyn Executor>>,
+    /// Pull-mode agents, when the server accepts them.
+    pub agents: Option<Arc<baton_exec::agent::AgentHub>>,
 }
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),

@@ -309,6 +309,18 @@ impl Store {
         Ok(jobs)
     }
 
+    /// The worker a job's current attempt runs on (`None` if unknown or not that attempt).
+    pub async fn job_worker(&self, job: i64, attempt: u32) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT worker FROM jobs WHERE id = ? AND attempt = ?",
+        )
+        .bind(job)
+        .bind(i64::from(attempt))
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
     /// One run with its jobs and links.
     pub async fn get_run(&self, id: i64) -> Result<Option<RunRow>> {
         let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")

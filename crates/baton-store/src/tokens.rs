@@ -59,4 +59,15 @@ impl Store {
                 .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    /// Revokes every live token with this name (an agent's credentials). Returns how many.
+    pub async fn revoke_tokens_named(&self, name: &str) -> Result<u64> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+                .bind(ms(Utc::now()))
+                .bind(name)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected())
+    }
 }

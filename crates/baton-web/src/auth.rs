@@ -30,8 +30,16 @@ pub(crate) async fn require_token(
         .map(str::trim)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     if token.starts_with("baton_") {
-        if state.store.verify_token(token).await?.is_some() {
-            return Ok(next.run(req).await);
+        match state.store.verify_token(token).await? {
+            Some(t) if t.name.starts_with(crate::agents::CREDENTIAL_PREFIX) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "agent_credential",
+                    "an agent credential is good for the agent routes only",
+                ));
+            }
+            Some(_) => return Ok(next.run(req).await),
+            None => {}
         }
         return Err(unauthorized("unknown or revoked token"));
     }

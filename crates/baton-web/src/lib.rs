@@ -5,6 +5,7 @@
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
 //! JSON shapes of the API.
 
+mod agents;
 mod api;
 mod auth;
 mod error;
@@ -32,12 +33,15 @@ pub struct AppState {
     /// HS256 secret for prunner-style JWTs; `None` accepts only Baton tokens.
     pub jwt_secret: Option<String>,
     pub load_config: ConfigLoader,
+    /// Pull-mode agents, when the server accepts them.
+    pub agents: Option<Arc<baton_exec::agent::AgentHub>>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let api = api::routes()
         .merge(logs::routes())
+        .merge(agents::admin_routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -48,7 +52,7 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .nest("/api/v1", api)
+        .nest("/api/v1", api.merge(agents::agent_routes()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint (the API lives under /api/v1)")
         })

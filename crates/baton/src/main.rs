@@ -3,6 +3,7 @@
 //! Architecture Invariant: no business logic here — it parses arguments, wires the crates
 //! together, and talks to a running server over its HTTP API.
 
+mod agent;
 mod client;
 mod serve;
 
@@ -39,6 +40,8 @@ pub(crate) struct ServerArgs {
 enum Command {
     /// Run the server: scheduler, executors and HTTP API.
     Serve(serve::ServeArgs),
+    /// Run a pull-mode agent: connect out to a server and run the jobs it hands over.
+    Agent(agent::AgentArgs),
     /// Check a config file or directory; print every error as file:line:col: message.
     Validate {
         /// A YAML file or a directory of them.
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::serve(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::Token {
             command: TokenCommand::Create { name, data },
         } => {

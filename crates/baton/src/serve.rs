@@ -22,6 +22,13 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (default: the config's server.listen, else 127.0.0.1:8700).
     #[arg(long, env = "BATON_LISTEN")]
     listen: Option<String>,
+    /// A pull-mode agent silent for this long is lost and its jobs end `broken` (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    agent_heartbeat_timeout: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    baton_core::config::parse_duration(s)
 }
 
 fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
@@ -64,6 +71,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| config.server.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8700".into());
     let jwt_secret = config.server.jwt_secret.clone();
+    let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
     let sched = baton_sched::start(SchedulerParts {
         config,
         store: store.clone(),
@@ -71,6 +79,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         executors: baton_sched::Executors {
             local: Arc::new(LocalExecutor::new(exe, vec!["__supervise".into()])),
             remote: Default::default(),
+            agents: Some(agents.clone()),
         },
     })
     .await?;
@@ -81,6 +90,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         folders: baton_store::RunFolders::new(&data),
         jwt_secret,
         load_config: Arc::new(move || load(&config_path)),
+        agents: Some(agents),
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -27,7 +27,13 @@ const TOP_KEYS: &[&str] = &[
     "tasks",
     "pipelines",
 ];
-const SERVER_KEYS: &[&str] = &["listen", "jwt_secret", "local_workers", "kill_grace"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "jwt_secret",
+    "local_workers",
+    "kill_grace",
+    "agent_queues",
+];
 const WORKER_KEYS: &[&str] = &["host", "queues"];
 const TASK_KEYS: &[&str] = &[
     "enabled",
@@ -664,6 +670,10 @@ fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
         jwt_secret: d.string(fields.get("jwt_secret")),
         local_workers: d.uint(fields.get("local_workers"), 1),
         kill_grace: d.duration(fields.get("kill_grace")),
+        agent_queues: d
+            .string_list(fields.get("agent_queues"))
+            .map(|l| l.into_iter().map(|(q, _)| q).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -1197,7 +1207,8 @@ fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
     }
 
     // With no `workers:`, the server adds local workers that serve `default` only.
-    let served: BTreeSet<&str> = if config.workers.is_empty() {
+    // Queues named in `server.agent_queues` are served by pull-mode agents that join later.
+    let mut served: BTreeSet<&str> = if config.workers.is_empty() {
         BTreeSet::from([DEFAULT_QUEUE])
     } else {
         config
@@ -1206,6 +1217,7 @@ fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
             .flat_map(|w| w.queues.iter().map(String::as_str))
             .collect()
     };
+    served.extend(config.server.agent_queues.iter().map(String::as_str));
     for (queue, loc) in &refs.queues {
         if !served.contains(queue.as_str()) {
             d.err(*loc, format!("no worker serves queue {queue:?}"));

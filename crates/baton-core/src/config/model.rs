@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub local_workers: Option<u32>,
     /// `kill_grace:` — time between SIGTERM and SIGKILL on cancel and timeout (default 5s).
     pub kill_grace: Option<Duration>,
+    /// `agent_queues:` — queues served by pull-mode agents (`baton agent`), which join at run
+    /// time; listing them here makes tasks on them valid.
+    #[serde(default)]
+    pub agent_queues: Vec<String>,
 }
 
 /// `workers.NAME` — a place that runs one job at a time.

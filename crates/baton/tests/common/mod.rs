@@ -29,6 +29,8 @@ pub struct Server {
     pub http: reqwest::Client,
     child: Option<Child>,
     starts: u32,
+    /// Extra `baton serve` arguments, kept for restarts.
+    serve_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -39,6 +41,11 @@ fn free_port() -> u16 {
 impl Server {
     /// Writes `config_yaml` to `<root>/config/baton.yaml` and starts the server on it.
     pub fn start(config_yaml: &str) -> Server {
+        Self::start_with(config_yaml, &[])
+    }
+
+    /// Like [`Server::start`], with extra `baton serve` arguments.
+    pub fn start_with(config_yaml: &str, serve_args: &[&str]) -> Server {
         let root = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -63,6 +70,7 @@ impl Server {
                 .unwrap(),
             child: None,
             starts: 0,
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s.token = s.create_token();
@@ -95,6 +103,7 @@ impl Server {
             .arg(&self.data)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.serve_args)
             .env_remove("BATON_TOKEN")
             .env_remove("BATON_SERVER")
             .stdin(Stdio::null())

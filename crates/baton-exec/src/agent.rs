@@ -1,0 +1,508 @@
+//! Pull-mode agents: workers the server cannot reach. An agent connects out, long-polls for
+//! work, runs each job under its own local supervisor, streams the log back by byte offset,
+//! uploads artifacts, and reports the exit record.
+//!
+//! The server side is an [`AgentHub`] (shared by the scheduler and the HTTP routes) and one
+//! [`AgentExecutor`] per agent worker slot, named `agent:<agent>:<slot>`. Everything the agent
+//! sends lands in the same job folder as a local job's, so logs, SSE and recovery work alike.
+//! An agent that stops polling for longer than the heartbeat timeout is lost: its jobs end
+//! `broken`. An agent that comes back re-reports the jobs it still runs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
+use crate::layout::{LOG_FILE, OUT_DIR, SPEC_FILE, WORK_DIR, read_exit, write_atomic};
+use crate::{ExecError, ExitRecord, JobSpec, Outcome};
+
+/// Worker names of agent slots start with this.
+pub const WORKER_PREFIX: &str = "agent:";
+
+/// One job handed to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    pub job_id: i64,
+    pub attempt: u32,
+    pub spec: JobSpec,
+}
+
+/// A job an agent is told to cancel.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobRef {
+    pub job_id: i64,
+    pub attempt: u32,
+}
+
+/// The answer to a poll.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PollResponse {
+    pub jobs: Vec<Assignment>,
+    pub cancel: Vec<JobRef>,
+}
+
+/// What an agent says about itself on every poll.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub queues: Vec<String>,
+    pub slots: u32,
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentState {
+    pub name: String,
+    pub queues: Vec<String>,
+    pub slots: u32,
+    /// Seconds since the agent was last heard from.
+    pub last_seen_secs: f64,
+    pub connected: bool,
+    pub disabled: bool,
+}
+
+struct Agent {
+    info: AgentInfo,
+    last_seen: Instant,
+    /// Polls in progress: an agent waiting in a long poll is alive.
+    polling: u32,
+    disabled: bool,
+    mailbox: VecDeque<Assignment>,
+    cancels: VecDeque<JobRef>,
+    wake: Arc<Notify>,
+}
+
+struct State {
+    agents: BTreeMap<String, Agent>,
+}
+
+/// The server's side of all agents.
+pub struct AgentHub {
+    state: Mutex<State>,
+    /// Notified when agents come, go or poll: the scheduler re-reads [`AgentHub::workers`].
+    changed: Arc<Notify>,
+    /// Notified when any job's exit record arrives.
+    exits: Arc<Notify>,
+    heartbeat_timeout: Duration,
+    started: Instant,
+}
+
+impl AgentHub {
+    pub fn new(heartbeat_timeout: Duration) -> Arc<AgentHub> {
+        Arc::new(AgentHub {
+            state: Mutex::new(State {
+                agents: BTreeMap::new(),
+            }),
+            changed: Arc::new(Notify::new()),
+            exits: Arc::new(Notify::new()),
+            heartbeat_timeout,
+            started: Instant::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The worker name of one slot of an agent.
+    pub fn worker_name(agent: &str, slot: u32) -> String {
+        format!("{WORKER_PREFIX}{agent}:{slot}")
+    }
+
+    /// The agent a worker name belongs to.
+    pub fn agent_of(worker: &str) -> Option<&str> {
+        worker
+            .strip_prefix(WORKER_PREFIX)
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(agent, _)| agent)
+    }
+
+    /// Notified whenever the set or state of agents changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Records that `name` is alive with these queues and slots.
+    pub fn register(&self, name: &str, info: AgentInfo) {
+        let mut st = self.lock();
+        let a = st.agents.entry(name.to_string()).or_insert_with(|| Agent {
+            info: info.clone(),
+            last_seen: Instant::now(),
+            polling: 0,
+            disabled: false,
+            mailbox: VecDeque::new(),
+            cancels: VecDeque::new(),
+            wake: Arc::new(Notify::new()),
+        });
+        let changed = a.info != info;
+        a.info = info;
+        a.last_seen = Instant::now();
+        drop(st);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    fn alive(&self, a: &Agent) -> bool {
+        !a.disabled && (a.polling > 0 || a.last_seen.elapsed() < self.heartbeat_timeout)
+    }
+
+    /// The slots of every known agent, as workers: (name, queues, health).
+    pub fn workers(&self) -> Vec<(String, Vec<String>, Health)> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        for (name, a) in &st.agents {
+            let health = if a.disabled {
+                Health::Down(format!("agent {name} is disabled"))
+            } else if self.alive(a) {
+                Health::Up
+            } else {
+                Health::Down(format!(
+                    "agent {name} lost: no heartbeat for {}s",
+                    a.last_seen.elapsed().as_secs()
+                ))
+            };
+            for slot in 1..=a.info.slots.max(1) {
+                out.push((
+                    Self::worker_name(name, slot),
+                    a.info.queues.clone(),
+                    health.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn agents(&self) -> Vec<AgentState> {
+        let st = self.lock();
+        st.agents
+            .iter()
+            .map(|(name, a)| AgentState {
+                name: name.clone(),
+                queues: a.info.queues.clone(),
+                slots: a.info.slots,
+                last_seen_secs: a.last_seen.elapsed().as_secs_f64(),
+                connected: a.polling > 0,
+                disabled: a.disabled,
+            })
+            .collect()
+    }
+
+    /// Waits up to `wait` for work for `name`; returns at once when there is some.
+    pub async fn poll(
+        self: &Arc<Self>,
+        name: &str,
+        info: AgentInfo,
+        wait: Duration,
+    ) -> PollResponse {
+        self.register(name, info);
+        let wake = {
+            let mut st = self.lock();
+            let Some(a) = st.agents.get_mut(name) else {
+                return PollResponse::default();
+            };
+            a.polling += 1;
+            a.wake.clone()
+        };
+        // Counts this poll as a live connection until it returns or the agent hangs up.
+        struct Polling<'a>(&'a AgentHub, &'a str);
+        impl Drop for Polling<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if let Some(a) = st.agents.get_mut(self.1) {
+                    a.polling = a.polling.saturating_sub(1);
+                    a.last_seen = Instant::now();
+                }
+            }
+        }
+        let _guard = Polling(self, name);
+        self.changed.notify_one();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = wake.notified();
+            {
+                let mut st = self.lock();
+                let Some(a) = st.agents.get_mut(name) else {
+                    return PollResponse::default();
+                };
+                if !a.mailbox.is_empty() || !a.cancels.is_empty() {
+                    return PollResponse {
+                        jobs: a.mailbox.drain(..).collect(),
+                        cancel: a.cancels.drain(..).collect(),
+                    };
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return PollResponse::default();
+            }
+        }
+    }
+
+    /// Stops giving work to `name`; its running jobs end `broken` after the heartbeat timeout
+    /// unless it is enabled again.
+    pub fn set_disabled(&self, name: &str, disabled: bool) -> bool {
+        let mut st = self.lock();
+        let found = match st.agents.get_mut(name) {
+            Some(a) => {
+                a.disabled = disabled;
+                a.wake.notify_one();
+                true
+            }
+            None => false,
+        };
+        drop(st);
+        self.changed.notify_one();
+        found
+    }
+
+    /// Records a job's end as the agent reported it (durably), and wakes its waiter.
+    pub fn report_exit(&self, dir: &Path, rec: &ExitRecord) -> Result<(), ExecError> {
+        if read_exit(dir).is_none() {
+            let path = dir.join(crate::layout::EXIT_FILE);
+            let json = serde_json::to_vec_pretty(rec).map_err(|source| ExecError::Json {
+                path: path.clone(),
+                source,
+            })?;
+            write_atomic(&path, &json, true).map_err(|e| ExecError::io("write", &path, e))?;
+        }
+        self.exits.notify_waiters();
+        Ok(())
+    }
+
+    fn lost(&self, agent: &str) -> Option<String> {
+        let st = self.lock();
+        let (seen, polling) = match st.agents.get(agent) {
+            Some(a) => (a.last_seen, a.polling),
+            None => (self.started, 0),
+        };
+        (polling == 0 && seen.elapsed() >= self.heartbeat_timeout).then(|| {
+            format!(
+                "agent {agent} lost: no heartbeat for {}s (timeout {}s)",
+                seen.elapsed().as_secs(),
+                self.heartbeat_timeout.as_secs()
+            )
+        })
+    }
+
+    fn push(&self, agent: &str, f: impl FnOnce(&mut Agent)) -> bool {
+        let mut st = self.lock();
+        match st.agents.get_mut(agent) {
+            Some(a) => {
+                f(a);
+                a.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The executor of one agent's slots.
+pub struct AgentExecutor {
+    hub: Arc<AgentHub>,
+    agent: String,
+}
+
+impl AgentExecutor {
+    pub fn new(hub: Arc<AgentHub>, agent: &str) -> Self {
+        AgentExecutor {
+            hub,
+            agent: agent.to_string(),
+        }
+    }
+
+    fn job(&self, dir: &Path) -> Box<dyn RunningJob> {
+        Box::new(AgentJob {
+            hub: self.hub.clone(),
+            agent: self.agent.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn attempt_of(dir: &Path) -> u32 {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+impl Executor for AgentExecutor {
+    fn kind(&self) -> &'static str {
+        "agent"
+    }
+
+    fn start<'a>(
+        &'a self,
+        dir: &'a Path,
+        spec: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningJob>, ExecError>> {
+        Box::pin(async move {
+            for d in [WORK_DIR, OUT_DIR] {
+                let p = dir.join(d);
+                std::fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
+            }
+            let log = dir.join(LOG_FILE);
+            std::fs::File::create(&log).map_err(|e| ExecError::io("create log", &log, e))?;
+            let spec_path = dir.join(SPEC_FILE);
+            let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
+                path: spec_path.clone(),
+                source,
+            })?;
+            write_atomic(&spec_path, &json, false)
+                .map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+            let assignment = Assignment {
+                job_id: spec.job_id,
+                attempt: attempt_of(dir),
+                spec: spec.clone(),
+            };
+            if !self
+                .hub
+                .push(&self.agent, |a| a.mailbox.push_back(assignment))
+            {
+                return Err(ExecError::NotRunning {
+                    dir: dir.to_path_buf(),
+                    reason: format!("agent {} is not connected", self.agent),
+                });
+            }
+            Ok(self.job(dir))
+        })
+    }
+
+    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
+        Box::pin(async move {
+            if let Some(rec) = read_exit(dir) {
+                return Reattached::Finished(rec);
+            }
+            if dir.join(SPEC_FILE).exists() {
+                // The agent re-reports it when it polls again, or is lost after the timeout.
+                return Reattached::Running(self.job(dir));
+            }
+            Reattached::Vanished(format!("job folder {} has no spec", dir.display()))
+        })
+    }
+
+    fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            let r = JobRef {
+                job_id: dir
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_default(),
+                attempt: attempt_of(dir),
+            };
+            self.hub.push(&self.agent, |a| a.cancels.push_back(r));
+            Ok(())
+        })
+    }
+
+    fn health(&self) -> Health {
+        let st = self.hub.lock();
+        match st.agents.get(&self.agent) {
+            Some(a) if a.disabled => Health::Down(format!("agent {} is disabled", self.agent)),
+            Some(a) if self.hub.alive(a) => Health::Up,
+            _ => Health::Down(format!("agent {} is not connected", self.agent)),
+        }
+    }
+}
+
+struct AgentJob {
+    hub: Arc<AgentHub>,
+    agent: String,
+    dir: PathBuf,
+}
+
+impl RunningJob for AgentJob {
+    fn wait(self: Box<Self>) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            loop {
+                let exits = self.hub.exits.clone();
+                let notified = exits.notified();
+                if let Some(rec) = read_exit(&self.dir) {
+                    return Outcome::Exited(rec);
+                }
+                if let Some(why) = self.hub.lost(&self.agent) {
+                    // One last look: the report may have raced the timeout.
+                    return match read_exit(&self.dir) {
+                        Some(rec) => Outcome::Exited(rec),
+                        None => Outcome::Lost(why),
+                    };
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+            }
+        })
+    }
+}
+
+/// Appends `bytes` reported at `offset` to the log at `path`, idempotently: bytes the log
+/// already has are skipped, so an agent may resend after a dropped connection. Returns the
+/// log's new size, or `Err(size)` when `offset` is past the end (a gap: resend from `size`).
+pub fn append_at(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<Result<u64, u64>> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    let size = f.metadata()?.len();
+    if offset > size {
+        return Ok(Err(size));
+    }
+    let skip = (size - offset) as usize;
+    if skip < bytes.len() {
+        f.write_all(&bytes[skip..])?;
+    }
+    Ok(Ok(size.max(offset + bytes.len() as u64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_names_round_trip() {
+        let w = AgentHub::worker_name("build-box:7", 2);
+        assert_eq!(w, "agent:build-box:7:2");
+        assert_eq!(AgentHub::agent_of(&w), Some("build-box:7"));
+        assert_eq!(AgentHub::agent_of("local-1"), None);
+    }
+
+    #[test]
+    fn append_is_idempotent_and_refuses_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(append_at(&p, 0, b"hello ").unwrap(), Ok(6));
+        assert_eq!(append_at(&p, 3, b"lo world").unwrap(), Ok(11));
+        assert_eq!(append_at(&p, 0, b"hello").unwrap(), Ok(11));
+        assert_eq!(append_at(&p, 20, b"x").unwrap(), Err(11));
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn poll_returns_work_at_once_and_times_out_empty() {
+        let hub = AgentHub::new(Duration::from_secs(30));
+        let info = AgentInfo {
+            queues: vec!["arm".into()],
+            slots: 1,
+        };
+        hub.register("a1", info.clone());
+        assert_eq!(hub.workers()[0].0, "agent:a1:1");
+        let empty = hub
+            .poll("a1", info.clone(), Duration::from_millis(20))
+            .await;
+        assert_eq!(empty, PollResponse::default());
+        let h2 = hub.clone();
+        let i2 = info.clone();
+        let waiter = tokio::spawn(async move { h2.poll("a1", i2, Duration::from_secs(10)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = JobRef {
+            job_id: 5,
+            attempt: 1,
+        };
+        assert!(hub.push("a1", |a| a.cancels.push_back(r)));
+        let got = waiter.await.unwrap();
+        assert_eq!(got.cancel, vec![r]);
+    }
+}

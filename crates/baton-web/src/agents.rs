@@ -1,0 +1,342 @@
+//! The agent protocol: join, long-poll, log upload by offset, artifact upload, exit report.
+//!
+//! Agents authenticate with their own credential (a token named `agent:<name>`, made when the
+//! agent joins with any API token, and revoked when the agent is disabled). Such a credential is
+//! good for these routes only; the rest of the API refuses it.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use baton_exec::ExitRecord;
+use baton_exec::agent::{AgentHub, AgentInfo, append_at};
+
+use crate::{ApiError, AppState};
+
+/// Token names of agent credentials start with this.
+pub(crate) const CREDENTIAL_PREFIX: &str = "agent:";
+
+/// Routes the agents call (their own auth).
+pub(crate) fn agent_routes() -> Router<AppState> {
+    Router::new()
+        .route("/agents/join", post(join))
+        .route("/agents/poll", post(poll))
+        .route("/agents/jobs/{job}/{attempt}/log", post(log))
+        .route(
+            "/agents/jobs/{job}/{attempt}/artifacts/{*path}",
+            put(artifact),
+        )
+        .route("/agents/jobs/{job}/{attempt}/exit", post(exit))
+}
+
+/// Routes for people (behind the normal API auth).
+pub(crate) fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/agents", get(list))
+        .route("/agents/{name}/disable", post(disable))
+        .route("/agents/{name}/enable", post(enable))
+}
+
+fn hub(s: &AppState) -> Result<&std::sync::Arc<AgentHub>, ApiError> {
+    s.agents.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "agents_disabled",
+            "this server does not accept agents",
+        )
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token",
+            )
+        })
+}
+
+/// The agent a credential belongs to.
+async fn agent_of(s: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    let info = s.store.verify_token(token).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked agent credential (disabled agents lose theirs; join again with a join token)",
+        )
+    })?;
+    info.name
+        .strip_prefix(CREDENTIAL_PREFIX)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_an_agent",
+                "this token is not an agent credential (hint: agents join first with POST /api/v1/agents/join)",
+            )
+        })
+}
+
+fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    name: String,
+    queues: Vec<String>,
+    slots: u32,
+}
+
+async fn join(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let hub = hub(&s)?.clone();
+    let token = bearer(&headers)?;
+    let by = s.store.verify_token(token).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked join token",
+        )
+    })?;
+    if by.name.starts_with(CREDENTIAL_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_join_token",
+            "an agent credential cannot make another agent; use a join token (baton token create --name agent-join)",
+        ));
+    }
+    let b: JoinBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
+    if !valid_agent_name(&b.name) {
+        return Err(ApiError::bad_request(
+            "agent names are 1-64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if b.slots == 0 || b.slots > 256 || b.queues.is_empty() {
+        return Err(ApiError::bad_request(
+            "an agent needs at least one queue and 1-256 slots",
+        ));
+    }
+    let credential = s
+        .store
+        .create_token(&format!("{CREDENTIAL_PREFIX}{}", b.name))
+        .await?;
+    hub.set_disabled(&b.name, false);
+    hub.register(
+        &b.name,
+        AgentInfo {
+            queues: b.queues,
+            slots: b.slots,
+        },
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": b.name, "credential": credential})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollQuery {
+    /// Seconds to wait for work (default 25, at most 60).
+    wait: Option<u64>,
+}
+
+async fn poll(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PollQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let hub = hub(&s)?.clone();
+    let name = agent_of(&s, &headers).await?;
+    let info: AgentInfo = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid poll body: {e}")))?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(25).min(60));
+    let resp = hub.poll(&name, info, wait).await;
+    Ok(Json(serde_json::to_value(resp).unwrap_or_default()))
+}
+
+/// Checks that job `job`/`attempt` is assigned to `agent` and returns its folder.
+async fn job_dir(
+    s: &AppState,
+    agent: &str,
+    job: i64,
+    attempt: u32,
+) -> Result<std::path::PathBuf, ApiError> {
+    let worker = s.store.job_worker(job, attempt).await?;
+    match worker.as_deref().and_then(AgentHub::agent_of) {
+        Some(a) if a == agent => Ok(s.folders.job_dir(job, attempt)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job_not_assigned",
+            format!("job {job} attempt {attempt} is not assigned to agent {agent}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    offset: u64,
+}
+
+async fn log(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<(i64, u32)>, PathRejection>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path((job, attempt)) = p?;
+    let Query(q) = q?;
+    let agent = agent_of(&s, &headers).await?;
+    let dir = job_dir(&s, &agent, job, attempt).await?;
+    let path = dir.join(baton_exec::layout::LOG_FILE);
+    let res = tokio::task::spawn_blocking(move || append_at(&path, q.offset, &body))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot append to the log: {e}")))?;
+    match res {
+        Ok(size) => Ok(Json(json!({"size": size}))),
+        Err(size) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "log_gap",
+            format!(
+                "offset {} is past the end of the log; resend from {size}",
+                q.offset
+            ),
+        )),
+    }
+}
+
+/// A relative artifact path with no `..`, no absolute part and no empty segment.
+fn safe_relative(path: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(path);
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(part) => out.push(part),
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+async fn artifact(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<(i64, u32, String)>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path((job, attempt, path)) = p?;
+    let agent = agent_of(&s, &headers).await?;
+    let dir = job_dir(&s, &agent, job, attempt).await?;
+    let rel = safe_relative(&path).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "artifact path {path:?} must stay inside the run's folder"
+        ))
+    })?;
+    let dest = dir.join(baton_exec::layout::OUT_DIR).join(&rel);
+    let n = body.len();
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&dest, &body)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(format!("cannot store the artifact: {e}")))?;
+    Ok(Json(json!({"stored": rel, "bytes": n})))
+}
+
+async fn exit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<(i64, u32)>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path((job, attempt)) = p?;
+    let hub = hub(&s)?.clone();
+    let agent = agent_of(&s, &headers).await?;
+    let dir = job_dir(&s, &agent, job, attempt).await?;
+    let rec: ExitRecord = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid exit record: {e}")))?;
+    tokio::task::spawn_blocking(move || hub.report_exit(&dir, &rec))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({"recorded": true})))
+}
+
+async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"agents": hub(&s)?.agents()})))
+}
+
+async fn set_disabled(s: &AppState, name: &str, disabled: bool) -> Result<Json<Value>, ApiError> {
+    let hub = hub(s)?;
+    if !hub.set_disabled(name, disabled) {
+        return Err(ApiError::not_found(format!("no agent named {name:?}")));
+    }
+    if disabled {
+        s.store
+            .revoke_tokens_named(&format!("{CREDENTIAL_PREFIX}{name}"))
+            .await?;
+    }
+    Ok(Json(json!({"name": name, "disabled": disabled})))
+}
+
+async fn disable(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = p?;
+    set_disabled(&s, &name, true).await
+}
+
+async fn enable(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = p?;
+    set_disabled(&s, &name, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_relative;
+
+    #[test]
+    fn artifact_paths_cannot_escape() {
+        assert!(safe_relative("a/b.txt").is_some());
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "./"] {
+            assert!(safe_relative(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `baton agent`: a pull-mode worker for machines the server cannot reach. It connects out,
+//! long-polls for work, runs each job under the same supervisor as the server's local jobs
+//! (so a job survives the agent's own restart), streams the log back by byte offset, uploads
+//! the job's artifacts, and reports the exit record; it retries through dropped connections and
+//! resumes reporting the jobs it still runs after a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::json;
+
+use baton_exec::agent::{AgentInfo, PollResponse};
+use baton_exec::{ExitRecord, LocalExecutor, Reattach, read_exit};
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    /// The server's URL (the agent connects out to it).
+    #[arg(long, env = "BATON_SERVER")]
+    server: String,
+    /// A join token (`baton token create --name agent-join`), used when the agent has no
+    /// credential of its own yet.
+    #[arg(long, env = "BATON_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Queues this agent serves, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    queues: Vec<String>,
+    /// How many jobs it runs at once.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Its name on the server (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where jobs run and the credential is kept.
+    #[arg(long, default_value = "baton-agent")]
+    work_dir: PathBuf,
+}
+
+struct Agent {
+    http: reqwest::Client,
+    base: String,
+    credential: String,
+    work: PathBuf,
+    exec: LocalExecutor,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "agent".into())
+}
+
+pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let name = args.name.clone().unwrap_or_else(hostname);
+    std::fs::create_dir_all(args.work_dir.join("jobs"))
+        .with_context(|| format!("cannot create {}", args.work_dir.display()))?;
+    let work = args.work_dir.canonicalize()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let base = format!("{}/api/v1", args.server.trim_end_matches('/'));
+    let cred_path = work.join("credential");
+    let credential = match std::fs::read_to_string(&cred_path) {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => {
+            let resp = http
+                .post(format!("{base}/agents/join"))
+                .bearer_auth(&args.token)
+                .json(&json!({"name": name, "queues": args.queues, "slots": args.slots}))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the server at {}", args.server))?;
+            if !resp.status().is_success() {
+                bail!(
+                    "joining failed: {} {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
+            }
+            let body: serde_json::Value = resp.json().await?;
+            let c = body["credential"]
+                .as_str()
+                .context("no credential in the join answer")?;
+            write_private(&cred_path, c)?;
+            c.to_string()
+        }
+    };
+    let exe = std::env::current_exe().context("cannot find the baton binary")?;
+    let agent = Arc::new(Agent {
+        http,
+        base,
+        credential,
+        work,
+        exec: LocalExecutor::new(exe, vec!["__supervise".into()]),
+    });
+    agent.resume();
+    eprintln!(
+        "baton agent {name} serving {:?} with {} slot(s)",
+        args.queues, args.slots
+    );
+    let info = AgentInfo {
+        queues: args.queues.clone(),
+        slots: args.slots,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let resp = agent
+            .http
+            .post(format!("{}/agents/poll?wait=25", agent.base))
+            .bearer_auth(&agent.credential)
+            .timeout(Duration::from_secs(40))
+            .json(&info)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("poll failed ({e}); retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            eprintln!("the server refused this agent's credential: it was disabled; exiting");
+            let _ = std::fs::remove_file(agent.work.join("credential"));
+            return Ok(ExitCode::from(1));
+        }
+        if !resp.status().is_success() {
+            eprintln!("poll answered {}; retrying", resp.status());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        backoff = Duration::from_millis(200);
+        let work: PollResponse = match resp.json().await {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("bad poll answer: {e}");
+                continue;
+            }
+        };
+        for c in work.cancel {
+            let _ = agent.exec.cancel(&agent.job_dir(c.job_id, c.attempt));
+        }
+        for a in work.jobs {
+            let dir = agent.job_dir(a.job_id, a.attempt);
+            match agent.exec.start(&dir, &a.spec).await {
+                Ok(handle) => {
+                    // Reap the supervisor when it exits.
+                    tokio::spawn(handle.wait());
+                }
+                Err(e) => {
+                    // Leave a record so the reporter tells the server why.
+                    let now = chrono::Utc::now();
+                    let rec = ExitRecord {
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        canceled: false,
+                        error: Some(format!("the agent could not start the job: {e}")),
+                        started_at: now,
+                        ended_at: now,
+                        log_bytes: 0,
+                        max_rss_kb: None,
+                    };
+                    std::fs::create_dir_all(&dir)?;
+                    write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;
+                }
+            }
+            tokio::spawn(agent.clone().report(a.job_id, a.attempt));
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(())
+}
+
+impl Agent {
+    fn job_dir(&self, job: i64, attempt: u32) -> PathBuf {
+        self.work
+            .join("jobs")
+            .join(job.to_string())
+            .join(attempt.to_string())
+    }
+
+    /// After the agent's own restart: report every job it still has.
+    fn resume(self: &Arc<Self>) {
+        let Ok(jobs) = std::fs::read_dir(self.work.join("jobs")) else {
+            return;
+        };
+        for j in jobs.flatten() {
+            let Ok(attempts) = std::fs::read_dir(j.path()) else {
+                continue;
+            };
+            for a in attempts.flatten() {
+                let (Some(job), Some(attempt)) = (
+                    j.file_name().to_str().and_then(|s| s.parse::<i64>().ok()),
+                    a.file_name().to_str().and_then(|s| s.parse::<u32>().ok()),
+                ) else {
+                    continue;
+                };
+                let dir = a.path();
+                if let Reattach::Running(h) = self.exec.reattach(&dir) {
+                    tokio::spawn(h.wait());
+                }
+                eprintln!("resuming the report of job {job} attempt {attempt}");
+                tokio::spawn(self.clone().report(job, attempt));
+            }
+        }
+    }
+
+    /// Retries `f` until it succeeds (a server restart or a dropped link is only a pause).
+    async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+        T: serde::de::DeserializeOwned,
+    {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match f().await {
+                Ok(r) if r.status().is_success() => return r.json().await.ok(),
+                Ok(r)
+                    if r.status().is_client_error()
+                        && r.status() != reqwest::StatusCode::CONFLICT =>
+                {
+                    eprintln!("{what}: the server refused: {}", r.status());
+                    return None;
+                }
+                Ok(r) => eprintln!("{what}: {}; retrying", r.status()),
+                Err(e) => eprintln!("{what}: {e}; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Streams the job's log to the server, then its artifacts and exit record.
+    async fn report(self: Arc<Self>, job: i64, attempt: u32) {
+        let dir = self.job_dir(job, attempt);
+        let log = dir.join("log");
+        let url = format!("{}/agents/jobs/{job}/{attempt}", self.base);
+        // Where the server's copy ends: resume from there.
+        let start: Option<serde_json::Value> = self
+            .retry("log", || {
+                self.http
+                    .post(format!("{url}/log?offset=0"))
+                    .bearer_auth(&self.credential)
+                    .body(Vec::new())
+                    .send()
+            })
+            .await;
+        let Some(start) = start else { return };
+        let mut offset = start["size"].as_u64().unwrap_or(0);
+        loop {
+            let done = read_exit(&dir).is_some();
+            let chunk = baton_exec::read_log_range(&log, offset, 1 << 20).unwrap_or_default();
+            if chunk.is_empty() {
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let sent: Option<serde_json::Value> = self
+                .retry("log", || {
+                    self.http
+                        .post(format!("{url}/log?offset={offset}"))
+                        .bearer_auth(&self.credential)
+                        .body(chunk.clone())
+                        .send()
+                })
+                .await;
+            match sent {
+                Some(v) => offset = v["size"].as_u64().unwrap_or(offset + chunk.len() as u64),
+                None => return,
+            }
+        }
+        for (rel, path) in files_under(&dir.join("out")) {
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let _: Option<serde_json::Value> = self
+                .retry("artifact", || {
+                    self.http
+                        .put(format!("{url}/artifacts/{rel}"))
+                        .bearer_auth(&self.credential)
+                        .body(bytes.clone())
+                        .send()
+                })
+                .await;
+        }
+        let Some(rec) = read_exit(&dir) else { return };
+        let reported: Option<serde_json::Value> = self
+            .retry("exit", || {
+                self.http
+                    .post(format!("{url}/exit"))
+                    .bearer_auth(&self.credential)
+                    .json(&rec)
+                    .send()
+            })
+            .await;
+        if reported.is_some() {
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(parent) = dir.parent() {
+                // Only removes the job's folder once no attempt is left in it.
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+/// Every regular file under `root`, with its path relative to it ('/'-separated).
+fn files_under(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        out.push((rel.to_string_lossy().into_owned(), p.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}

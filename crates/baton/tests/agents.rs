@@ -1,0 +1,346 @@
+//! Pull-mode agents: joining, running jobs with logs and artifacts, surviving their own restart
+//! and the server's, being lost after the heartbeat timeout, cancel, and being disabled.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, WAIT, gate, id_of, reason, status, wait_file};
+
+const HEARTBEAT: &str = "2s";
+
+fn config() -> String {
+    format!(
+        r#"
+server:
+  local_workers: 1
+  kill_grace: 1s
+  agent_queues: [arm]
+tasks:
+  on-arm:
+    queues: [arm]
+    concurrency: 4
+    wait_list: {{size: 10}}
+    command: |
+      echo "start $BATON_RUN_ID"
+      echo "$BATON_RUN_ID" >> "$counter"
+      echo "artifact of $BATON_RUN_ID" > "$BATON_OUTPUT_DIR/result.txt"
+      mkdir -p "$BATON_OUTPUT_DIR/sub" && echo nested > "$BATON_OUTPUT_DIR/sub/n.txt"
+      {gate}
+      for i in $(seq 1 300); do echo "line $i"; done
+  sleeper:
+    queues: [arm]
+    command: |
+      sleep 1000 & echo $! > "$pids"
+      wait
+"#,
+        gate = gate("gate"),
+    )
+}
+
+struct AgentProc {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `baton agent` with its work dir under the server's data dir (so the harness's
+    /// cleanup finds its jobs).
+    fn start(s: &Server, join_token: &str, name: &str, slots: u32) -> AgentProc {
+        let work = s.data.join(format!("agent-{name}"));
+        let args = vec![
+            "agent".to_string(),
+            "--server".into(),
+            s.base.clone(),
+            "--token".into(),
+            join_token.into(),
+            "--queues".into(),
+            "arm".into(),
+            "--name".into(),
+            name.into(),
+            "--slots".into(),
+            slots.to_string(),
+            "--work-dir".into(),
+            work.to_string_lossy().into_owned(),
+        ];
+        let mut a = AgentProc {
+            child: None,
+            args,
+            log: s.root.path().join(format!("agent-{name}.log")),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(BIN)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn baton agent"),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn join_token(s: &Server) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "create", "--name", "agent-join", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn expected_tail() -> String {
+    (1..=300).map(|i| format!("line {i}\n")).collect()
+}
+
+async fn wait_agent_worker(s: &Server, name: &str, state: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let w = s.get_ok("/workers").await;
+        let found = w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == format!("agent:{name}:1") && w["state"] == state);
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {name} never became {state}: {w:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_runs_jobs_with_logs_and_artifacts() {
+    let s = Server::start_with(&config(), &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let counter = s.root.path().join("counter");
+    let open_gate = s.root.path().join("open");
+    std::fs::write(&open_gate, "").unwrap();
+    let args = [
+        ("counter", counter.to_str().unwrap()),
+        ("gate", open_gate.to_str().unwrap()),
+    ];
+    // Queued before any agent exists: it waits with a reason.
+    let first = id_of(&s.trigger("on-arm", &args).await);
+    let r = s.run(first).await;
+    assert_eq!(status(&r), "queued");
+    assert_eq!(reason(&r), "queued: no worker serves queue `arm`");
+
+    let token = join_token(&s);
+    let _agent = AgentProc::start(&s, &token, "a1", 2);
+    let mut ids = vec![first];
+    for _ in 0..3 {
+        ids.push(id_of(&s.trigger("on-arm", &args).await));
+    }
+    for id in &ids {
+        let run = s.wait_run(*id).await;
+        assert_eq!(status(&run), "success", "{run:#}");
+        let worker = run["jobs"][0]["worker"].as_str().unwrap();
+        assert!(worker.starts_with("agent:a1:"), "{run:#}");
+        let log = s.log_text(*id, None).await;
+        assert_eq!(log, format!("start {id}\n{}", expected_tail()));
+        let job = run["jobs"][0]["id"].as_i64().unwrap();
+        let out = s.job_dir(job, 1).join("out");
+        assert_eq!(
+            std::fs::read_to_string(out.join("result.txt")).unwrap(),
+            format!("artifact of {id}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("sub/n.txt")).unwrap(),
+            "nested\n"
+        );
+    }
+    let lines = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(lines.lines().count(), ids.len(), "each run once: {lines}");
+
+    // An agent credential is good for the agent routes only.
+    let cred = std::fs::read_to_string(s.data.join("agent-a1/credential")).unwrap();
+    let resp = s
+        .http
+        .get(s.url("/runs"))
+        .bearer_auth(cred.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
+    let mut s = Server::start_with(&config(), &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let counter = s.root.path().join("counter");
+    let g1 = s.root.path().join("g1");
+    let token = join_token(&s);
+    let mut agent = AgentProc::start(&s, &token, "a1", 1);
+    wait_agent_worker(&s, "a1", "idle").await;
+
+    // 1. The agent dies mid-run and comes back before the timeout: the job (under its own
+    //    supervisor) goes on and the new agent process reports it in full.
+    let id = id_of(
+        &s.trigger(
+            "on-arm",
+            &[
+                ("counter", counter.to_str().unwrap()),
+                ("gate", g1.to_str().unwrap()),
+            ],
+        )
+        .await,
+    );
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    agent.kill9();
+    agent.spawn();
+    std::fs::write(&g1, "").unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(
+        status(&run),
+        "success",
+        "{run:#}\nagent:\n{}",
+        agent.output()
+    );
+    assert_eq!(
+        s.log_text(id, None).await,
+        format!("start {id}\n{}", expected_tail())
+    );
+
+    // 2. The server dies mid-run: after its restart the agent re-reports and the run ends.
+    let g2 = s.root.path().join("g2");
+    let id2 = id_of(
+        &s.trigger(
+            "on-arm",
+            &[
+                ("counter", counter.to_str().unwrap()),
+                ("gate", g2.to_str().unwrap()),
+            ],
+        )
+        .await,
+    );
+    s.wait_until(id2, "running", |r| status(r) == "running")
+        .await;
+    s.restart();
+    std::fs::write(&g2, "").unwrap();
+    let run = s.wait_run(id2).await;
+    assert_eq!(
+        status(&run),
+        "success",
+        "{run:#}\nagent:\n{}",
+        agent.output()
+    );
+    assert_eq!(
+        s.log_text(id2, None).await,
+        format!("start {id2}\n{}", expected_tail())
+    );
+
+    // 3. The agent dies and stays away: the run is broken after the heartbeat timeout.
+    let g3 = s.root.path().join("g3-never");
+    let id3 = id_of(
+        &s.trigger(
+            "on-arm",
+            &[
+                ("counter", counter.to_str().unwrap()),
+                ("gate", g3.to_str().unwrap()),
+            ],
+        )
+        .await,
+    );
+    s.wait_until(id3, "running", |r| status(r) == "running")
+        .await;
+    agent.kill9();
+    let run = s.wait_run(id3).await;
+    assert_eq!(status(&run), "broken", "{run:#}");
+    assert!(reason(&run).contains("agent a1 lost"), "{run:#}");
+    wait_agent_worker(&s, "a1", "down").await;
+
+    let lines = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        vec![id.to_string(), id2.to_string(), id3.to_string()],
+        "each run started once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_on_an_agent_and_disabling_it() {
+    let s = Server::start_with(&config(), &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let token = join_token(&s);
+    let mut agent = AgentProc::start(&s, &token, "a1", 1);
+    let pids = s.root.path().join("pids");
+    let id = id_of(
+        &s.trigger("sleeper", &[("pids", pids.to_str().unwrap())])
+            .await,
+    );
+    wait_file(&pids).await;
+    let pid: i32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = s.cli(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "canceled", "{run:#}");
+    let deadline = Instant::now() + WAIT;
+    while !common::is_dead(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the job's sleep survived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (st, body) = s.post("/agents/a1/disable", serde_json::json!({})).await;
+    assert_eq!(st, 200, "{body}");
+    wait_agent_worker(&s, "a1", "down").await;
+    // Its credential is revoked: the agent process is told so and exits.
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(st) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "disabled agent kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code.code(), Some(1));
+    assert!(agent.output().contains("disabled"), "{}", agent.output());
+    // A queued run on `arm` now waits with a reason naming the down worker.
+    let id = id_of(
+        &s.trigger("sleeper", &[("pids", pids.to_str().unwrap())])
+            .await,
+    );
+    let r = s.run(id).await;
+    assert_eq!(status(&r), "queued");
+}
