@@ -6,6 +6,7 @@
 (c) a 100-task DAG pipeline                                    vs the same DAG in make -j2
 (d) idle server RSS and startup-to-ready time                   vs the aims (10 MiB, 20 ms)
 (e) capture of a task writing 1 GiB                             vs `head -c 1G > file` directly
+(f) trivial runs on a pull-mode agent                           vs the local executor
 """
 import http.client
 import json
@@ -218,6 +219,67 @@ def bench_capture():
     row("(e) supervisor peak RSS during capture", sup_rss, "MiB", 10.0, "MiB", sup_rss / 10.0, "(flat)")
 
 
+def bench_executors():
+    """Trigger-to-start latency and throughput of trivial runs per executor, side by side."""
+    cfg = """server: {local_workers: 1, agent_queues: [agent]}
+tasks:
+  local-lat:
+    command: date +%s%N > "$BATON_OUTPUT_DIR/t"
+  agent-lat:
+    queues: [agent]
+    command: date +%s%N > "$BATON_OUTPUT_DIR/t"
+  local-true:
+    command: /bin/true
+    wait_list: {size: 1000}
+  agent-true:
+    queues: [agent]
+    command: /bin/true
+    wait_list: {size: 1000}
+"""
+    s = Server(cfg)
+    join = subprocess.check_output(
+        [BATON, "token", "create", "--name", "agent-join", "--data", s.data], text=True).strip()
+    work = os.path.join(s.dir, "agent")
+    agent = subprocess.Popen(
+        [BATON, "agent", "--server", f"http://127.0.0.1:{s.port}", "--token", join,
+         "--queues", "agent", "--name", "bench", "--work-dir", work],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Wait until the agent's slot is up.
+        for _ in range(200):
+            ws = s.req("GET", "/workers")["workers"]
+            if any(w["name"] == "agent:bench:1" and w["state"] == "idle" for w in ws):
+                break
+            time.sleep(0.05)
+        results = {}
+        for kind in ("local", "agent"):
+            lat = []
+            for _ in range(30):
+                t0 = time.time_ns()
+                run = s.wait(s.req("POST", f"/tasks/{kind}-lat/trigger")["id"])
+                job = run["jobs"][0]
+                path = os.path.join(s.data, "jobs", str(job["id"]), str(job["attempt"]), "out", "t")
+                for _ in range(100):
+                    if os.path.exists(path):
+                        break
+                    time.sleep(0.01)
+                with open(path) as f:
+                    lat.append((int(f.read().strip()) - t0) / 1e6)
+            lat.sort()
+            t0 = time.perf_counter()
+            ids = [s.req("POST", f"/tasks/{kind}-true/trigger")["id"] for _ in range(50)]
+            for i in ids:
+                assert s.wait(i)["status"] == "success"
+            results[kind] = (lat[len(lat) // 2], 50 / (time.perf_counter() - t0))
+    finally:
+        agent.kill()
+        agent.wait()
+        s.stop()
+    (ll, lt), (al, at) = results["local"], results["agent"]
+    row("(f) agent trigger-to-start p50", al, "ms", ll, "ms", al / ll, "(baseline: local executor)")
+    row("(f) agent throughput, 1 slot", at, "run/s", lt, "run/s", at / lt, "(baseline: local, 1 worker)")
+
+
 def _ts(t):
     # RFC 3339 with nanoseconds: 2026-01-01T00:00:00.123456789Z
     m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(?:\.(\d+))?Z", t)
@@ -229,5 +291,5 @@ def _ts(t):
 
 if __name__ == "__main__":
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}")
-    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture):
+    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture, bench_executors):
         b()

@@ -148,10 +148,15 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         for a in work.jobs {
             let dir = agent.job_dir(a.job_id, a.attempt);
+            let ended = Arc::new(tokio::sync::Notify::new());
             match agent.exec.start(&dir, &a.spec).await {
                 Ok(handle) => {
-                    // Reap the supervisor when it exits.
-                    tokio::spawn(handle.wait());
+                    // Reap the supervisor when it exits, and wake the reporter at once.
+                    let ended = ended.clone();
+                    tokio::spawn(async move {
+                        handle.wait().await;
+                        ended.notify_one();
+                    });
                 }
                 Err(e) => {
                     // Leave a record so the reporter tells the server why.
@@ -171,7 +176,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;
                 }
             }
-            tokio::spawn(agent.clone().report(a.job_id, a.attempt));
+            tokio::spawn(agent.clone().report(a.job_id, a.attempt, ended));
         }
     }
 }
@@ -214,11 +219,16 @@ impl Agent {
                     continue;
                 };
                 let dir = a.path();
+                let ended = Arc::new(tokio::sync::Notify::new());
                 if let Reattach::Running(h) = self.exec.reattach(&dir) {
-                    tokio::spawn(h.wait());
+                    let ended = ended.clone();
+                    tokio::spawn(async move {
+                        h.wait().await;
+                        ended.notify_one();
+                    });
                 }
                 eprintln!("resuming the report of job {job} attempt {attempt}");
-                tokio::spawn(self.clone().report(job, attempt));
+                tokio::spawn(self.clone().report(job, attempt, ended));
             }
         }
     }
@@ -250,7 +260,7 @@ impl Agent {
     }
 
     /// Streams the job's log to the server, then its artifacts and exit record.
-    async fn report(self: Arc<Self>, job: i64, attempt: u32) {
+    async fn report(self: Arc<Self>, job: i64, attempt: u32, ended: Arc<tokio::sync::Notify>) {
         let dir = self.job_dir(job, attempt);
         let log = dir.join("log");
         let url = format!("{}/agents/jobs/{job}/{attempt}", self.base);
@@ -273,7 +283,8 @@ impl Agent {
                 if done {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // New output is looked for every 50 ms; the job's end wakes us at once.
+                let _ = tokio::time::timeout(Duration::from_millis(50), ended.notified()).await;
                 continue;
             }
             let sent: Option<serde_json::Value> = self
