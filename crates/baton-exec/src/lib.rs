@@ -28,6 +28,7 @@
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 
+pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod job;
@@ -38,9 +39,10 @@ pub mod mask;
 pub mod supervisor;
 pub mod unix;
 
+pub use docker::DockerExecutor;
 pub use error::ExecError;
 pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-pub use job::{ExitRecord, JobSpec, Outcome};
+pub use job::{ContainerSpec, ExitRecord, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;
