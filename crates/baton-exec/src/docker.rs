@@ -60,8 +60,11 @@ pub const LABEL_DIR: &str = "baton.dir";
 const CONTAINER_WORK: &str = "/baton/work";
 const CONTAINER_OUT: &str = "/baton/out";
 const CONTAINER_SCRIPT: &str = "/baton/job/script.sh";
-/// `sh -e` on the script, with `pipefail` where the image's shell has it.
-const SHELL_LINE: &str = "(set -o pipefail) 2>/dev/null && set -o pipefail; . /baton/job/script.sh";
+/// `sh -e` on the script, with `pipefail` where the image's shell has it, and stderr into
+/// stdout: one stream keeps the order of the output (the engine copies two streams
+/// separately and may interleave them differently from how they were written).
+const SHELL_LINE: &str =
+    "exec 2>&1; (set -o pipefail) 2>/dev/null && set -o pipefail; . /baton/job/script.sh";
 /// How often the engine is pinged for [`Executor::health`].
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// How long a monitor keeps trying when the engine stops answering mid-job.
@@ -81,34 +84,52 @@ struct ContainerInfo {
 /// Runs jobs in containers. Cheap to share: the engine client connects lazily, so a server
 /// without an engine starts and reports the reason per job and in [`Executor::health`].
 pub struct DockerExecutor {
-    base: Docker,
     host: String,
     client: tokio::sync::OnceCell<Docker>,
     health: Arc<RwLock<Health>>,
 }
 
+/// A client for the engine at `host`, after agreeing on an API version with it.
+async fn connect(host: &str) -> Result<Docker, ExecError> {
+    let err = |action: &str, source| ExecError::Docker {
+        action: action.into(),
+        host: host.to_owned(),
+        source,
+    };
+    Docker::connect_with_host(host)
+        .map_err(|e| err("connect", e))?
+        .negotiate_version()
+        .await
+        .map_err(|e| err("reach the engine", e))
+}
+
 impl DockerExecutor {
-    /// A client for the engine at `host` (`unix:///…`, `tcp://…`); `None` = `DOCKER_HOST` or
-    /// the standard socket. Nothing is contacted yet. Within a tokio runtime, a background
-    /// task pings the engine every few seconds for [`Executor::health`].
-    pub fn new(host: Option<&str>) -> Result<Self, ExecError> {
+    /// An executor for the engine at `host` (`unix:///…`, `tcp://…`); `None` = `DOCKER_HOST`
+    /// or the standard socket. Nothing is contacted yet (an engine that comes up later is
+    /// found then). Within a tokio runtime, a background task pings the engine every few
+    /// seconds for [`Executor::health`].
+    pub fn new(host: Option<&str>) -> Self {
         let host = host
             .map(str::to_owned)
             .or_else(|| std::env::var("DOCKER_HOST").ok())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let base = Docker::connect_with_host(&host).map_err(|source| ExecError::Docker {
-            action: "set up a client".into(),
-            host: host.clone(),
-            source,
-        })?;
         let health = Arc::new(RwLock::new(Health::Up));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (probe, cell, host) = (base.clone(), health.clone(), host.clone());
+            let (cell, host) = (health.clone(), host.clone());
             rt.spawn(async move {
+                let mut client: Option<Docker> = None;
                 loop {
-                    let state = match probe.ping().await {
-                        Ok(_) => Health::Up,
-                        Err(e) => Health::Down(format!("Docker engine at {host} does not answer: {e}")),
+                    if client.is_none() {
+                        client = connect(&host).await.ok();
+                    }
+                    let state = match &client {
+                        Some(c) => match c.ping().await {
+                            Ok(_) => Health::Up,
+                            Err(e) => Health::Down(format!(
+                                "the Docker engine at {host} does not answer: {e}"
+                            )),
+                        },
+                        None => Health::Down(format!("no Docker engine answers at {host}")),
                     };
                     if let Ok(mut h) = cell.write() {
                         *h = state;
@@ -117,12 +138,11 @@ impl DockerExecutor {
                 }
             });
         }
-        Ok(DockerExecutor {
-            base,
+        DockerExecutor {
             host,
             client: tokio::sync::OnceCell::new(),
             health,
-        })
+        }
     }
 
     /// The engine's address.
@@ -130,16 +150,10 @@ impl DockerExecutor {
         &self.host
     }
 
-    /// The client, after agreeing on an API version with the engine (once).
+    /// The client (connected once; retried on each call until it works).
     async fn client(&self) -> Result<Docker, ExecError> {
         self.client
-            .get_or_try_init(|| async {
-                self.base
-                    .clone()
-                    .negotiate_version()
-                    .await
-                    .map_err(|source| self.err("reach the engine", source))
-            })
+            .get_or_try_init(|| connect(&self.host))
             .await
             .cloned()
     }
@@ -207,7 +221,8 @@ impl DockerExecutor {
         fs::write(&script, spec.script.as_bytes())
             .map_err(|e| ExecError::io("write script", &script, e))?;
         let log_path = dir.join(LOG_FILE);
-        let mut log = File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
+        let mut log =
+            File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
 
         let docker = self.client().await?;
         let image = match (&c.build, &c.image) {
@@ -225,8 +240,10 @@ impl DockerExecutor {
         drop(log);
 
         let attempt = dir.file_name().and_then(|n| n.to_str()).unwrap_or("1");
+        // Several servers may share an engine: the folder's hash keeps names apart.
+        let dir_hash = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
         let info = ContainerInfo {
-            name: format!("baton-job-{}-{attempt}", spec.job_id),
+            name: format!("baton-job-{}-{attempt}-{}", spec.job_id, &dir_hash[..12]),
             log_offset,
             started_at: Utc::now(),
         };
@@ -246,9 +263,8 @@ impl DockerExecutor {
             ("baton.run".to_owned(), spec.run_id.to_string()),
             (LABEL_DIR.to_owned(), dir.display().to_string()),
         ]);
-        let bind = |sub: &str, to: &str, mode: &str| {
-            format!("{}:{to}{mode}", dir.join(sub).display())
-        };
+        let bind =
+            |sub: &str, to: &str, mode: &str| format!("{}:{to}{mode}", dir.join(sub).display());
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: Some(vec!["/bin/sh".into(), "-ec".into(), SHELL_LINE.into()]),
@@ -277,7 +293,11 @@ impl DockerExecutor {
         };
         let created = docker
             .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&info.name).build()),
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(&info.name)
+                        .build(),
+                ),
                 body,
             )
             .await
@@ -345,13 +365,19 @@ impl DockerExecutor {
         if docker.inspect_image(&tag).await.is_ok() {
             note(
                 log,
-                format!("baton: using cached image {tag} (from {})\n", dockerfile.display()),
+                format!(
+                    "baton: using cached image {tag} (from {})\n",
+                    dockerfile.display()
+                ),
             );
             return Ok(tag);
         }
         note(
             log,
-            format!("baton: building image {tag} from {}\n", dockerfile.display()),
+            format!(
+                "baton: building image {tag} from {}\n",
+                dockerfile.display()
+            ),
         );
         let df = dockerfile.to_path_buf();
         let tarball = tokio::task::spawn_blocking(move || context_tar(&df))
@@ -370,11 +396,8 @@ impl DockerExecutor {
             .rm(true)
             .forcerm(true)
             .build();
-        let mut stream = docker.build_image(
-            options,
-            None,
-            Some(bollard::body_full(tarball.into())),
-        );
+        let mut stream =
+            docker.build_image(options, None, Some(bollard::body_full(tarball.into())));
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| ExecError::Build {
                 dockerfile: dockerfile.into(),
@@ -416,7 +439,9 @@ impl DockerExecutor {
         };
         let spec = match try_read_json::<JobSpec>(&dir.join(SPEC_FILE)) {
             Ok(Some(s)) => s,
-            Ok(None) => return Reattached::Vanished(format!("no {SPEC_FILE} in {}", dir.display())),
+            Ok(None) => {
+                return Reattached::Vanished(format!("no {SPEC_FILE} in {}", dir.display()));
+            }
             Err(e) => return Reattached::Vanished(e.to_string()),
         };
         let docker = match self.client().await {
@@ -436,7 +461,12 @@ impl DockerExecutor {
                     )),
                 };
             }
-            Err(e) => return Reattached::Vanished(self.err(format!("inspect container {}", info.name), e).to_string()),
+            Err(e) => {
+                return Reattached::Vanished(
+                    self.err(format!("inspect container {}", info.name), e)
+                        .to_string(),
+                );
+            }
         };
         if state == Some(ContainerStateStatusEnum::CREATED) {
             remove(&docker, &info.name).await;
@@ -545,7 +575,12 @@ async fn remove(docker: &Docker, name: &str) {
     if let Err(e) = docker
         .remove_container(
             name,
-            Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
         )
         .await
     {
@@ -624,14 +659,20 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
                 let state = c.state.unwrap_or_default();
                 if state.running == Some(true) {
                     if let Some(e) = stream_error {
-                        tracing::warn!("log stream of container {} broke: {e}; resuming", info.name);
+                        tracing::warn!(
+                            "log stream of container {} broke: {e}; resuming",
+                            info.name
+                        );
                     }
                     continue;
                 }
                 append_skipping(&mut log, &tail, &mut skip, &log_path, &mut rec);
                 if let Some(e) = stream_error {
                     // Exited, but the last read failed: read once more to collect the end.
-                    tracing::warn!("log stream of container {} broke: {e}; re-reading", info.name);
+                    tracing::warn!(
+                        "log stream of container {} broke: {e}; re-reading",
+                        info.name
+                    );
                     failures += 1;
                     if failures < ENGINE_PATIENCE {
                         continue;
@@ -639,7 +680,8 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
                 }
                 rec.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
                 if state.oom_killed == Some(true) {
-                    let _ = log.write_all(b"\nbaton: the container ran out of memory and was killed\n");
+                    let _ =
+                        log.write_all(b"\nbaton: the container ran out of memory and was killed\n");
                     rec.signal = Some(9);
                 }
                 if let Some(f) = state
@@ -697,8 +739,16 @@ async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: Exit
 }
 
 /// Appends `bytes` to the log, first dropping `skip` bytes already there.
-fn append_skipping(log: &mut File, bytes: &[u8], skip: &mut u64, path: &Path, rec: &mut ExitRecord) {
-    let drop_n = usize::try_from(*skip).unwrap_or(usize::MAX).min(bytes.len());
+fn append_skipping(
+    log: &mut File,
+    bytes: &[u8],
+    skip: &mut u64,
+    path: &Path,
+    rec: &mut ExitRecord,
+) {
+    let drop_n = usize::try_from(*skip)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     *skip -= drop_n as u64;
     let rest = &bytes[drop_n..];
     if !rest.is_empty()
@@ -751,7 +801,11 @@ fn context_hash(dockerfile: &Path) -> Result<String, ExecError> {
     let mut h = Sha256::new();
     let df = fs::read(dockerfile).map_err(|e| ExecError::io("read", dockerfile, e))?;
     h.update(b"dockerfile\0");
-    h.update(dockerfile.file_name().map_or(&b""[..], |n| n.as_encoded_bytes()));
+    h.update(
+        dockerfile
+            .file_name()
+            .map_or(&b""[..], |n| n.as_encoded_bytes()),
+    );
     h.update(b"\0");
     h.update(&df);
     for rel in files {
@@ -763,7 +817,9 @@ fn context_hash(dockerfile: &Path) -> Result<String, ExecError> {
         let mut f = File::open(&abs).map_err(|e| ExecError::io("read", &abs, e))?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).map_err(|e| ExecError::io("read", &abs, e))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| ExecError::io("read", &abs, e))?;
             if n == 0 {
                 break;
             }

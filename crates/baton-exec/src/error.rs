@@ -77,7 +77,9 @@ pub enum ExecError {
         source: nix::errno::Errno,
     },
     /// The Docker Engine API refused or failed a request.
-    #[error("could not {action} (Docker engine at {host}): {source} (hint: is the engine running and is server.docker_host right?)")]
+    #[error(
+        "could not {action} (Docker engine at {host}): {source} (hint: is the engine running and is server.docker_host right?)"
+    )]
     Docker {
         /// What we tried to do, e.g. `"create a container from image busybox"`.
         action: String,
@@ -88,7 +90,9 @@ pub enum ExecError {
         source: bollard::errors::Error,
     },
     /// A job's image is neither in the engine nor could it be pulled.
-    #[error("image {image} is not in the Docker engine at {host} and could not be pulled: {detail} (hint: pull, import or build it on that engine)")]
+    #[error(
+        "image {image} is not in the Docker engine at {host} and could not be pulled: {detail} (hint: pull, import or build it on that engine)"
+    )]
     Image {
         /// The image.
         image: String,

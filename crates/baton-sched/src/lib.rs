@@ -35,6 +35,9 @@ pub struct Executors {
     pub local: Arc<dyn Executor>,
     /// By worker name (SSH hosts, agents). A remote worker missing here is shown `down`.
     pub remote: BTreeMap<String, Arc<dyn Executor>>,
+    /// Runs jobs with `image:`/`build:` that land on local workers. `None`: such jobs end
+    /// `broken` with the reason.
+    pub docker: Option<Arc<dyn Executor>>,
 }
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),

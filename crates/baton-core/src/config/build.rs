@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::duration::parse_duration;
 use super::model::{
-    Config, ContainerDef, CronSchedule, NetworkMode, OnError, PipelineDef, PipelineTask, QueueStrategy, RepoTrigger,
-    ServerConfig, TaskDef, WaitList, WaitStrategy, WorkerDef,
+    Config, ContainerDef, CronSchedule, NetworkMode, OnError, PipelineDef, PipelineTask,
+    QueueStrategy, RepoTrigger, ServerConfig, TaskDef, WaitList, WaitStrategy, WorkerDef,
 };
 use super::node::{self, Node, Pos, Value};
 use super::template::{rewrite_templates, unsupported_templates};
@@ -833,9 +833,7 @@ fn build_container(d: &mut Diags<'_>, f: &Fields<'_>, what: &str) -> Option<Cont
     if let (Some(_), Some(b)) = (image_entry, build_entry) {
         d.err(
             b.key,
-            format!(
-                "{what} has both \"image\" and \"build\"; use one: \"build\" makes the image"
-            ),
+            format!("{what} has both \"image\" and \"build\"; use one: \"build\" makes the image"),
         );
     }
     let mut cpus = None;
@@ -856,7 +854,9 @@ fn build_container(d: &mut Diags<'_>, f: &Fields<'_>, what: &str) -> Option<Cont
                     c.value_loc(),
                     format!(
                         "invalid cpus {}: expected a number of CPUs greater than 0, e.g. 1.5",
-                        c.value.scalar_text().unwrap_or_else(|| c.value.kind().to_owned())
+                        c.value
+                            .scalar_text()
+                            .unwrap_or_else(|| c.value.kind().to_owned())
                     ),
                 ),
             }
@@ -886,7 +886,9 @@ fn build_container(d: &mut Diags<'_>, f: &Fields<'_>, what: &str) -> Option<Cont
             if let Some(e) = f.get(key) {
                 d.err(
                     e.key,
-                    format!("{key:?} applies to containers only: {what} has no \"image\" or \"build\""),
+                    format!(
+                        "{key:?} applies to containers only: {what} has no \"image\" or \"build\""
+                    ),
                 );
             }
         }

@@ -637,7 +637,10 @@ pipelines:
     assert_eq!(b.image, None);
     assert_eq!(b.network, NetworkMode::Bridge);
     assert_eq!(c.tasks["c"].container, None);
-    let t = c.pipelines["p"].tasks["t"].container.as_ref().expect("container");
+    let t = c.pipelines["p"].tasks["t"]
+        .container
+        .as_ref()
+        .expect("container");
     assert_eq!(t.memory_bytes, Some(1 << 30));
     assert_eq!(t.cpus, Some(2.0));
 }
