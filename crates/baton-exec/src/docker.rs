@@ -60,11 +60,21 @@ pub const LABEL_DIR: &str = "baton.dir";
 const CONTAINER_WORK: &str = "/baton/work";
 const CONTAINER_OUT: &str = "/baton/out";
 const CONTAINER_SCRIPT: &str = "/baton/job/script.sh";
-/// `sh -e` on the script, with `pipefail` where the image's shell has it, and stderr into
-/// stdout: one stream keeps the order of the output (the engine copies two streams
-/// separately and may interleave them differently from how they were written).
-const SHELL_LINE: &str =
-    "exec 2>&1; (set -o pipefail) 2>/dev/null && set -o pipefail; . /baton/job/script.sh";
+/// The container's command (`/bin/sh -c` of this). The script runs under `sh -e`, with
+/// `pipefail` where the image's shell has it, and stderr joined to stdout: one stream keeps the
+/// order of the output (the engine copies two streams separately and may interleave them
+/// differently from how they were written). The outer shell is PID 1, which the kernel shields
+/// from signals it does not handle, so it traps SIGTERM and passes it on: `stop` (cancel,
+/// timeout) reaches the script without an init binary in the engine (Podman may lack one).
+const SHELL_LINE: &str = r#"exec 2>&1
+trap 'kill -TERM $child 2>/dev/null' TERM INT
+/bin/sh -ec '(set -o pipefail) 2>/dev/null && set -o pipefail; . /baton/job/script.sh' </dev/null &
+child=$!
+wait $child
+status=$?
+while kill -0 $child 2>/dev/null; do wait $child; status=$?; done
+exit $status
+"#;
 /// How often the engine is pinged for [`Executor::health`].
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// How long a monitor keeps trying when the engine stops answering mid-job.
@@ -267,7 +277,7 @@ impl DockerExecutor {
             |sub: &str, to: &str, mode: &str| format!("{}:{to}{mode}", dir.join(sub).display());
         let body = ContainerCreateBody {
             image: Some(image.clone()),
-            cmd: Some(vec!["/bin/sh".into(), "-ec".into(), SHELL_LINE.into()]),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), SHELL_LINE.into()]),
             entrypoint: Some(vec![]),
             env: Some(env),
             labels: Some(labels),
@@ -285,8 +295,6 @@ impl DockerExecutor {
                 nano_cpus: c.cpus.map(|n| (n * 1e9) as i64),
                 memory: c.memory_bytes.map(|m| m as i64),
                 network_mode: Some(c.network.mode().into()),
-                // A tiny init as PID 1 passes SIGTERM on to the script's shell.
-                init: Some(true),
                 ..Default::default()
             }),
             ..Default::default()
