@@ -430,3 +430,178 @@ fn chrono_free_nanos() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+/// `podman system service` on a private socket and storage, stopped (by pid) on drop.
+struct Podman {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn start() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-podman-")
+            .tempdir()
+            .unwrap();
+        let sock = dir.path().join("podman.sock");
+        // Rootful Podman raises every container's open-file and process limits to 1048576
+        // and 4194304; in a sandbox whose hard limits are lower (this one's), runc then fails.
+        // Ask for what we have.
+        let hard = |what| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct we own.
+            assert_eq!(unsafe { libc::getrlimit(what, &mut lim) }, 0);
+            lim.rlim_max
+        };
+        // (nproc at the full hard limit is refused too here; 4096 is plenty for these jobs.)
+        let (nofile, nproc) = (
+            hard(libc::RLIMIT_NOFILE),
+            hard(libc::RLIMIT_NPROC).min(4096),
+        );
+        let conf = dir.path().join("containers.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("podman")
+            .env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("service.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start podman (install Debian's podman): {e}"));
+        let p = Podman { child, dir };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = p.docker(&["version", "--format", "{{.Server.Version}}"]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "podman's API service did not answer on {}: {}\n{}",
+                p.host(),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(p.dir.path().join("service.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("podman.sock").display())
+    }
+
+    /// The docker CLI against this service (test setup only).
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_executor_runs_jobs_on_podman() {
+    image();
+    let podman = Podman::start();
+    // The same busybox rootfs, imported into Podman's storage.
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    docker_ok(&["save", "-o", tar.to_str().unwrap(), IMAGE]);
+    let out = podman.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "loading the test image into podman failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(&format!(
+        r#"
+server:
+  docker_host: "{host}"
+  kill_grace: 1s
+tasks:
+  hello:
+    image: {IMAGE}
+    network: none
+    command: |
+      echo "hello from podman, run $BATON_RUN_ID"
+      ls /sys/class/net
+      echo art > "$BATON_OUTPUT_DIR/a.txt"
+  fails:
+    image: {IMAGE}
+    command: exit 4
+  long:
+    image: {IMAGE}
+    command: |
+      echo started
+      sleep 300
+"#,
+        host = podman.host()
+    ));
+    let id = id_of(&s.trigger("hello", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    assert_eq!(
+        s.log_text(id, None).await,
+        format!("hello from podman, run {id}\nlo\n")
+    );
+    let dir = s.job_dir(job_id(&done, "hello"), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/a.txt")).unwrap(),
+        "art\n"
+    );
+
+    let id = id_of(&s.trigger("fails", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "failed", "{done:#}");
+    assert!(reason(&done).contains("exit code 4"), "{done:#}");
+
+    let id = id_of(&s.trigger("long", &[]).await);
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while s.log_text(id, None).await != "started\n" {
+        assert!(
+            Instant::now() < deadline,
+            "no output from the podman container"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = s
+        .post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert!(code < 300, "cancel answered {code}");
+    assert_eq!(status(&s.wait_run(id).await), "canceled");
+    let left = podman.docker(&["ps", "-aq", "--filter", "label=org.baton=1"]);
+    let deadline = Instant::now() + WAIT;
+    let mut left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "podman containers left: {left}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = podman.docker(&["ps", "-aq", "--filter", "label=org.baton=1"]);
+        left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+}
