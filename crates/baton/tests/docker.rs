@@ -520,6 +520,12 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Podman bind-mounts its overlay directory onto itself; undo that so the temporary
+        // directory can go.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path().join("root/overlay"))
+            .status();
     }
 }
 
