@@ -74,8 +74,8 @@ impl TargetDef {
     /// The container a job runs in, if it has `image:`/`build:` (`on_error` runs on the worker).
     pub fn container(&self, job: &str) -> Option<&ContainerDef> {
         match self {
-            TargetDef::Task(t) => t.container.as_ref(),
-            TargetDef::Pipeline(p) => p.tasks.get(job).and_then(|t| t.container.as_ref()),
+            TargetDef::Task(t) => t.container.as_deref(),
+            TargetDef::Pipeline(p) => p.tasks.get(job).and_then(|t| t.container.as_deref()),
         }
     }
 

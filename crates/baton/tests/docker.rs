@@ -320,14 +320,14 @@ tasks:
 async fn build_makes_the_image_once_and_reuses_it() {
     let img = image();
     let unique = format!("{}-{}", std::process::id(), chrono_free_nanos());
-    let s = Server::start(&format!(
+    let s = Server::start(
         r#"
 tasks:
   built:
     build: img/Dockerfile
     command: cat /built
-"#
-    ));
+"#,
+    );
     let ctx = s.config_dir.join("img");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(

@@ -796,7 +796,7 @@ fn build_task(
         concurrency: d.uint(f.get("concurrency"), 1).unwrap_or(1),
         wait_list,
         retries: d.uint(f.get("retries"), 0).unwrap_or(0),
-        container: build_container(d, &f, &what),
+        container: build_container(d, &f, &what).map(Box::new),
     })
 }
 
@@ -1264,7 +1264,7 @@ fn build_pipeline_tasks(
                 depends_on: depends_on.into_iter().map(|(t, _)| t).collect(),
                 env: d.string_map(f.get("env"), &what),
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
-                container: build_container(d, &f, &what),
+                container: build_container(d, &f, &what).map(Box::new),
             },
         );
     }

@@ -101,7 +101,7 @@ pub struct TaskDef {
     pub retries: u32,
     /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
     #[serde(default)]
-    pub container: Option<ContainerDef>,
+    pub container: Option<Box<ContainerDef>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,5 +177,5 @@ pub struct PipelineTask {
     pub allow_failure: bool,
     /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
     #[serde(default)]
-    pub container: Option<ContainerDef>,
+    pub container: Option<Box<ContainerDef>>,
 }

@@ -623,8 +623,8 @@ pipelines:
         Some("unix:///run/podman/podman.sock")
     );
     assert_eq!(
-        c.tasks["a"].container,
-        Some(ContainerDef {
+        c.tasks["a"].container.as_deref(),
+        Some(&ContainerDef {
             image: Some("debian:12".into()),
             build: None,
             cpus: Some(1.5),
