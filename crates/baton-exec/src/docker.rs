@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -95,22 +97,54 @@ struct ContainerInfo {
 /// without an engine starts and reports the reason per job and in [`Executor::health`].
 pub struct DockerExecutor {
     host: String,
-    client: tokio::sync::OnceCell<Docker>,
+    client: tokio::sync::OnceCell<Engine>,
     health: Arc<RwLock<Health>>,
 }
 
+/// A connected engine.
+#[derive(Clone)]
+struct Engine {
+    docker: Docker,
+    /// Podman's Docker-compatible service (no `local` log driver there).
+    podman: bool,
+}
+
 /// A client for the engine at `host`, after agreeing on an API version with it.
-async fn connect(host: &str) -> Result<Docker, ExecError> {
+async fn connect(host: &str) -> Result<Engine, ExecError> {
     let err = |action: &str, source| ExecError::Docker {
         action: action.into(),
         host: host.to_owned(),
         source,
     };
-    Docker::connect_with_host(host)
+    let docker = Docker::connect_with_host(host)
         .map_err(|e| err("connect", e))?
         .negotiate_version()
         .await
-        .map_err(|e| err("reach the engine", e))
+        .map_err(|e| err("reach the engine", e))?;
+    let version = docker
+        .version()
+        .await
+        .map_err(|e| err("ask the engine its version", e))?;
+    let podman = version
+        .components
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    Ok(Engine { docker, podman })
+}
+
+/// The log driver of a job's container. Docker's default (`json-file`) stores output as JSON
+/// text and replaces bytes that are not UTF-8; `local` keeps them, and one file that never
+/// rotates keeps the whole output for a re-read after a restart. Podman keeps its own.
+fn log_config(engine: &Engine) -> Option<HostConfigLogConfig> {
+    (!engine.podman).then(|| HostConfigLogConfig {
+        typ: Some("local".into()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), "1t".to_owned()),
+            ("max-file".to_owned(), "1".to_owned()),
+            ("compress".to_owned(), "false".to_owned()),
+        ])),
+    })
 }
 
 impl DockerExecutor {
@@ -127,13 +161,13 @@ impl DockerExecutor {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (cell, host) = (health.clone(), host.clone());
             rt.spawn(async move {
-                let mut client: Option<Docker> = None;
+                let mut client: Option<Engine> = None;
                 loop {
                     if client.is_none() {
                         client = connect(&host).await.ok();
                     }
                     let state = match &client {
-                        Some(c) => match c.ping().await {
+                        Some(c) => match c.docker.ping().await {
                             Ok(_) => Health::Up,
                             Err(e) => Health::Down(format!(
                                 "the Docker engine at {host} does not answer: {e}"
@@ -162,6 +196,10 @@ impl DockerExecutor {
 
     /// The client (connected once; retried on each call until it works).
     async fn client(&self) -> Result<Docker, ExecError> {
+        Ok(self.engine().await?.docker)
+    }
+
+    async fn engine(&self) -> Result<Engine, ExecError> {
         self.client
             .get_or_try_init(|| connect(&self.host))
             .await
@@ -234,7 +272,8 @@ impl DockerExecutor {
         let mut log =
             File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
 
-        let docker = self.client().await?;
+        let engine = self.engine().await?;
+        let docker = engine.docker.clone();
         let image = match (&c.build, &c.image) {
             (Some(dockerfile), _) => self.ensure_built(&docker, dockerfile, &mut log).await?,
             (None, Some(image)) => {
@@ -295,6 +334,7 @@ impl DockerExecutor {
                 nano_cpus: c.cpus.map(|n| (n * 1e9) as i64),
                 memory: c.memory_bytes.map(|m| m as i64),
                 network_mode: Some(c.network.mode().into()),
+                log_config: log_config(&engine),
                 ..Default::default()
             }),
             ..Default::default()

@@ -131,6 +131,7 @@ tasks:
       echo "to stderr" >&2
       echo artifact > "$BATON_OUTPUT_DIR/result.txt"
       pwd
+      printf 'raw \377\376 end'
   fails:
     image: {img}
     command: |
@@ -152,6 +153,13 @@ tasks:
     assert!(!log.contains("s3cr3t-value"), "{log}");
     assert!(log.contains("to stderr\n"), "{log}");
     assert!(log.contains("/baton/work\n"), "{log}");
+    // Bytes that are not UTF-8, and a last line without a newline, arrive as they were.
+    let raw = s.log(id, None).await;
+    assert!(
+        raw.ends_with(b"/baton/work\nraw \xff\xfe end"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
     let dir = s.job_dir(job_id(&done, "hello"), 1);
     assert_eq!(
         std::fs::read_to_string(dir.join("out/result.txt")).unwrap(),
@@ -556,6 +564,7 @@ tasks:
       echo "hello from podman, run $BATON_RUN_ID"
       ls /sys/class/net
       echo art > "$BATON_OUTPUT_DIR/a.txt"
+      printf 'raw \377\376 end'
   fails:
     image: {IMAGE}
     command: exit 4
@@ -570,9 +579,17 @@ tasks:
     let id = id_of(&s.trigger("hello", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let raw = s.log(id, None).await;
     assert_eq!(
-        s.log_text(id, None).await,
-        format!("hello from podman, run {id}\nlo\n")
+        String::from_utf8_lossy(&raw),
+        String::from_utf8_lossy(
+            format!("hello from podman, run {id}\nlo\nraw \u{fffd}\u{fffd} end").as_bytes()
+        )
+    );
+    assert!(
+        raw.ends_with(b"raw \xff\xfe end"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
     );
     let dir = s.job_dir(job_id(&done, "hello"), 1);
     assert_eq!(
