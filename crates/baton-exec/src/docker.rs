@@ -889,3 +889,78 @@ fn context_tar(dockerfile: &Path) -> Result<Vec<u8>, ExecError> {
     b.into_inner()
         .map_err(|e| ExecError::io("pack the build context of", dockerfile, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> ExitRecord {
+        ExitRecord {
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            canceled: false,
+            error: None,
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            log_bytes: 0,
+            max_rss_kb: None,
+        }
+    }
+
+    #[test]
+    fn resumed_masked_stream_continues_exactly_where_the_log_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let secrets = vec!["hunter2".to_string()];
+        let raw: Vec<&[u8]> = vec![b"a hun", b"ter2 b\n", b"c hunter2", b"\nd"];
+        // First server: takes the first two chunks, then dies.
+        let mut log = File::create(&path).unwrap();
+        let mut m = Masker::new(&secrets);
+        let mut skip = 0;
+        for c in &raw[..2] {
+            append_skipping(&mut log, &m.push(c), &mut skip, &path, &mut rec());
+        }
+        drop(log);
+        // Second server: re-reads everything (in other chunks) and skips what is there.
+        let mut log = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut skip = fs::metadata(&path).unwrap().len();
+        let mut m = Masker::new(&secrets);
+        let all: Vec<u8> = raw.concat();
+        for c in all.chunks(3) {
+            append_skipping(&mut log, &m.push(c), &mut skip, &path, &mut rec());
+        }
+        append_skipping(&mut log, &m.finish(), &mut skip, &path, &mut rec());
+        assert_eq!(fs::read(&path).unwrap(), b"a *** b\nc ***\nd");
+    }
+
+    #[test]
+    fn context_hash_follows_content_not_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = dir.path().join("Dockerfile");
+        fs::write(&df, "FROM x\n").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/a"), "1").unwrap();
+        let h1 = context_hash(&df).unwrap();
+        assert_eq!(h1.len(), 64);
+        fs::write(dir.path().join("sub/a"), "1").unwrap();
+        assert_eq!(context_hash(&df).unwrap(), h1, "rewriting the same bytes");
+        fs::write(dir.path().join("sub/a"), "2").unwrap();
+        let h2 = context_hash(&df).unwrap();
+        assert_ne!(h2, h1, "a context file changed");
+        fs::write(&df, "FROM y\n").unwrap();
+        assert_ne!(context_hash(&df).unwrap(), h2, "the Dockerfile changed");
+        let tar = context_tar(&df).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["Dockerfile", "sub/a"]);
+        assert!(matches!(
+            context_hash(&dir.path().join("missing")),
+            Err(ExecError::Build { .. })
+        ));
+    }
+}

@@ -628,3 +628,38 @@ tasks:
         left = String::from_utf8_lossy(&out.stdout).trim().to_string();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_mixes_container_and_local_tasks() {
+    let img = image();
+    let s = Server::start(&format!(
+        r#"
+pipelines:
+  mixed:
+    tasks:
+      boxed:
+        image: {img}
+        network: none
+        script:
+          - echo "boxed in $(pwd), nets $(ls /sys/class/net)"
+          - echo boxed > "$BATON_OUTPUT_DIR/b.txt"
+      plain:
+        depends_on: [boxed]
+        script:
+          - echo "plain in $(basename $(pwd))"
+"#
+    ));
+    let id = id_of(&s.trigger_pipeline("mixed", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    assert_eq!(
+        s.log_text(id, Some("boxed")).await,
+        "boxed in /baton/work, nets lo\n"
+    );
+    assert_eq!(s.log_text(id, Some("plain")).await, "plain in work\n");
+    let dir = s.job_dir(job_id(&done, "boxed"), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/b.txt")).unwrap(),
+        "boxed\n"
+    );
+}
