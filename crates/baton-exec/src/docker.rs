@@ -494,7 +494,14 @@ impl DockerExecutor {
         };
         let docker = match self.client().await {
             Ok(d) => d,
-            Err(e) => return Reattached::Vanished(e.to_string()),
+            Err(e) => {
+                // The engine may be restarting with the server (same host): the container is
+                // its, not ours, so wait for it a while rather than calling the job lost.
+                tracing::warn!("re-attaching {} later: {e}", dir.display());
+                let (host, dir) = (self.host.clone(), dir.to_path_buf());
+                let task = tokio::spawn(resume_later(host, dir, spec, info));
+                return Reattached::Running(Box::new(DockerJob { task }));
+            }
         };
         let state = match docker.inspect_container(&info.name, None).await {
             Ok(c) => c.state.and_then(|s| s.status),
@@ -606,6 +613,44 @@ impl Executor for DockerExecutor {
             .map(|h| h.clone())
             .unwrap_or_else(|_| Health::Down("health state poisoned".into()))
     }
+}
+
+/// Re-attaches once the engine at `host` answers (for up to [`ENGINE_PATIENCE`] seconds).
+async fn resume_later(host: String, dir: PathBuf, spec: JobSpec, info: ContainerInfo) -> Outcome {
+    let mut last = String::new();
+    for _ in 0..ENGINE_PATIENCE {
+        match connect(&host).await {
+            Ok(engine) => {
+                let docker = engine.docker;
+                return match docker.inspect_container(&info.name, None).await {
+                    Ok(c)
+                        if c.state.as_ref().and_then(|s| s.status)
+                            == Some(ContainerStateStatusEnum::CREATED) =>
+                    {
+                        remove(&docker, &info.name).await;
+                        Outcome::Lost(format!(
+                            "container {} was created but never started",
+                            info.name
+                        ))
+                    }
+                    Ok(_) => monitor(docker, dir, spec, info).await,
+                    Err(e) => match read_exit(&dir) {
+                        Some(rec) => Outcome::Exited(rec),
+                        None => Outcome::Lost(format!(
+                            "container {} is gone and left no exit record ({e})",
+                            info.name
+                        )),
+                    },
+                };
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Outcome::Lost(format!(
+        "could not re-attach to container {} within {ENGINE_PATIENCE} s: {last}",
+        info.name
+    ))
 }
 
 /// SIGTERM, then SIGKILL after `grace` (the engine's stop).

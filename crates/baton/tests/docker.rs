@@ -111,6 +111,48 @@ async fn wait_gone(run: i64, dir: &Path) {
     }
 }
 
+/// Removes, on drop, every Baton container whose job folder is under `data`: a failing test
+/// leaves nothing running in the engine.
+struct Leftovers(std::path::PathBuf, Option<String>);
+
+impl Leftovers {
+    fn of(s: &Server) -> Leftovers {
+        Leftovers(s.data.clone(), None)
+    }
+
+    fn on(s: &Server, podman: &Podman) -> Leftovers {
+        Leftovers(s.data.clone(), Some(podman.host()))
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("docker");
+        if let Some(h) = &self.1 {
+            cmd.arg("-H").arg(h);
+        }
+        let Ok(out) = cmd
+            .args(["ps", "-a", "--filter", "label=org.baton=1"])
+            .args(["--format", "{{.ID}} {{.Label \"baton.dir\"}}"])
+            .output()
+        else {
+            return;
+        };
+        let data = self.0.display().to_string();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((id, dir)) = line.split_once(' ')
+                && dir.starts_with(&data)
+            {
+                let mut rm = Command::new("docker");
+                if let Some(h) = &self.1 {
+                    rm.arg("-H").arg(h);
+                }
+                let _ = rm.args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
 fn job_id(run: &serde_json::Value, name: &str) -> i64 {
     job(run, name)["id"].as_i64().expect("job id")
 }
@@ -139,6 +181,7 @@ tasks:
       exit 3
 "#
     ));
+    let _leftovers = Leftovers::of(&s);
     let run = s.trigger("hello", &[]).await;
     let id = id_of(&run);
     let done = s.wait_run(id).await;
@@ -200,6 +243,7 @@ tasks:
     command: ls /sys/class/net
 "#
     ));
+    let _leftovers = Leftovers::of(&s);
     let id = id_of(&s.trigger("limited", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
@@ -239,6 +283,7 @@ tasks:
       sleep 300
 "#
     ));
+    let _leftovers = Leftovers::of(&s);
     let id = id_of(&s.trigger("long", &[]).await);
     let run = s
         .wait_until(id, "running", |r| status(r) == "running")
@@ -294,6 +339,7 @@ tasks:
       for i in $(seq 501 1000); do echo "line $i $SECRET_WORD"; done
 "#
     ));
+    let _leftovers = Leftovers::of(&s);
     let id = id_of(&s.trigger("work", &[]).await);
     let run = s
         .wait_until(id, "running", |r| status(r) == "running")
@@ -336,6 +382,7 @@ tasks:
     command: cat /built
 "#,
     );
+    let _leftovers = Leftovers::of(&s);
     let ctx = s.config_dir.join("img");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -388,6 +435,7 @@ tasks:
     command: echo plain
 "#,
     );
+    let _leftovers = Leftovers::of(&s);
     let id = id_of(&s.trigger("boxed", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "broken", "{done:#}");
@@ -417,7 +465,8 @@ async fn start_removes_containers_of_jobs_that_are_over() {
         img,
         "true",
     ]);
-    let _s = Server::start("tasks: {}\n");
+    let s = Server::start("tasks: {}\n");
+    let _leftovers = Leftovers::of(&s);
     let deadline = Instant::now() + WAIT;
     loop {
         let left = docker_ok(&["ps", "-aq", "--filter", &format!("name={name}")]);
@@ -441,7 +490,7 @@ fn chrono_free_nanos() -> u128 {
 
 /// `podman system service` on a private socket and storage, stopped (by pid) on drop.
 struct Podman {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     dir: tempfile::TempDir,
 }
 
@@ -477,8 +526,23 @@ impl Podman {
             ),
         )
         .unwrap();
+        let mut p = Podman { child: None, dir };
+        p.start_service();
+        p
+    }
+
+    /// Starts (again) the API service on the same socket and storage; waits until it answers.
+    fn start_service(&mut self) {
+        let dir = &self.dir;
+        let sock = dir.path().join("podman.sock");
+        let _ = std::fs::remove_file(&sock);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("service.log"))
+            .unwrap();
         let child = Command::new("podman")
-            .env("CONTAINERS_CONF", &conf)
+            .env("CONTAINERS_CONF", dir.path().join("containers.conf"))
             .arg("--root")
             .arg(dir.path().join("root"))
             .arg("--runroot")
@@ -487,10 +551,11 @@ impl Podman {
             .arg(format!("unix://{}", sock.display()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("service.log")).unwrap())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start podman (install Debian's podman): {e}"));
-        let p = Podman { child, dir };
+        self.child = Some(child);
+        let p = &*self;
         let deadline = Instant::now() + WAIT;
         loop {
             let out = p.docker(&["version", "--format", "{{.Server.Version}}"]);
@@ -506,7 +571,14 @@ impl Podman {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        p
+    }
+
+    /// Stops the API service (its containers run on under conmon).
+    fn stop_service(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn host(&self) -> String {
@@ -526,8 +598,7 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop_service();
         // Podman bind-mounts its overlay directory onto itself; undo that so the temporary
         // directory can go.
         let _ = Command::new("umount")
@@ -576,6 +647,7 @@ tasks:
 "#,
         host = podman.host()
     ));
+    let _leftovers = Leftovers::on(&s, &podman);
     let id = id_of(&s.trigger("hello", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
@@ -649,6 +721,7 @@ pipelines:
           - echo "plain in $(basename $(pwd))"
 "#
     ));
+    let _leftovers = Leftovers::of(&s);
     let id = id_of(&s.trigger_pipeline("mixed", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
@@ -661,5 +734,63 @@ pipelines:
     assert_eq!(
         std::fs::read_to_string(dir.join("out/b.txt")).unwrap(),
         "boxed\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_job_survives_server_and_engine_restarts() {
+    image();
+    let mut podman = Podman::start();
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    docker_ok(&["save", "-o", tar.to_str().unwrap(), IMAGE]);
+    let out = podman.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = Server::start(&format!(
+        r#"
+server:
+  docker_host: "{host}"
+tasks:
+  work:
+    image: {IMAGE}
+    command: |
+      for i in $(seq 1 300); do echo "line $i"; done
+      for i in $(seq 1200); do [ -e /baton/work/go ] && break; sleep 0.05; done
+      [ -e /baton/work/go ] || exit 9
+      for i in $(seq 301 600); do echo "line $i"; done
+"#,
+        host = podman.host()
+    ));
+    let _leftovers = Leftovers::on(&s, &podman);
+    let id = id_of(&s.trigger("work", &[]).await);
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let dir = s.job_dir(job_id(&run, "work"), 1);
+    let deadline = Instant::now() + WAIT;
+    while !s.log_text(id, None).await.contains("line 300\n") {
+        assert!(Instant::now() < deadline, "first half never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Server and engine API both go; the container runs on under conmon.
+    s.kill9();
+    podman.stop_service();
+    std::fs::write(dir.join("work/go"), "").unwrap();
+    // The server comes back before the engine does: it waits for the engine.
+    s.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    podman.start_service();
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let expected: String = (1..=600).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(s.log_text(id, None).await, expected);
+    assert!(
+        s.stderr().contains("re-attaching"),
+        "the restarted server should have waited for the engine:\n{}",
+        s.stderr()
     );
 }
