@@ -500,7 +500,6 @@ impl Podman {
             .prefix("baton-podman-")
             .tempdir()
             .unwrap();
-        let sock = dir.path().join("podman.sock");
         // Rootful Podman raises every container's open-file and process limits to 1048576
         // and 4194304; in a sandbox whose hard limits are lower (this one's), runc then fails.
         // Ask for what we have.
