@@ -9,6 +9,11 @@ for pkg_cmd in git:git make:make curl:curl procps:pkill; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The Docker executor's tests import a test image made from the static busybox (/bin/busybox)
+# and run a Podman API service.
+for pkg in busybox-static podman; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing test dependencies: ${need[*]}"

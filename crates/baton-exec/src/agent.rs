@@ -24,7 +24,7 @@ use crate::{ExecError, ExitRecord, JobSpec, Outcome};
 pub const WORKER_PREFIX: &str = "agent:";
 
 /// One job handed to an agent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Assignment {
     pub job_id: i64,
     pub attempt: u32,
@@ -39,7 +39,7 @@ pub struct JobRef {
 }
 
 /// The answer to a poll.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PollResponse {
     pub jobs: Vec<Assignment>,
     pub cancel: Vec<JobRef>,

@@ -76,6 +76,45 @@ pub enum ExecError {
         #[source]
         source: nix::errno::Errno,
     },
+    /// The Docker Engine API refused or failed a request.
+    #[error(
+        "could not {action} (Docker engine at {host}): {source} (hint: is the engine running and is server.docker_host right?)"
+    )]
+    Docker {
+        /// What we tried to do, e.g. `"create a container from image busybox"`.
+        action: String,
+        /// The engine's address.
+        host: String,
+        /// The underlying error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A job's image is neither in the engine nor could it be pulled.
+    #[error(
+        "image {image} is not in the Docker engine at {host} and could not be pulled: {detail} (hint: pull, import or build it on that engine)"
+    )]
+    Image {
+        /// The image.
+        image: String,
+        /// The engine's address.
+        host: String,
+        /// What the engine said.
+        detail: String,
+    },
+    /// Building a job's image from its Dockerfile failed.
+    #[error("could not build the image of {}: {detail}", dockerfile.display())]
+    Build {
+        /// The Dockerfile.
+        dockerfile: PathBuf,
+        /// What went wrong (the build's own error when it gave one).
+        detail: String,
+    },
+    /// A job without `image:`/`build:` was given to the Docker executor.
+    #[error("job in {} names no image: the Docker executor runs only jobs with image: or build:", dir.display())]
+    NotContainer {
+        /// The job directory.
+        dir: PathBuf,
+    },
 }
 
 impl ExecError {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What to run. Written by the executor to `spec.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct JobSpec {
     /// The run this job belongs to (exported as `BATON_RUN_ID`).
     pub run_id: i64,
@@ -27,6 +27,50 @@ pub struct JobSpec {
     /// Secrets replaced by `***` in the log.
     #[serde(default)]
     pub mask: Vec<String>,
+    /// Run the script in a container (the Docker executor) instead of on the host.
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
+}
+
+/// Where and how a containerised job runs (`image:` / `build:`, `resources:`, `network:`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ContainerSpec {
+    /// The image to run; with `build`, the Dockerfile's image is used instead (tagged
+    /// `baton-build:<content hash>`).
+    pub image: Option<String>,
+    /// An absolute path to a Dockerfile whose directory is the build context.
+    #[serde(default)]
+    pub build: Option<std::path::PathBuf>,
+    /// CPU limit in CPUs (`1.5` = one and a half).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// `none` or `bridge` (the default).
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// A container's network.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Only a loopback interface.
+    None,
+    /// The engine's default bridge network.
+    #[default]
+    Bridge,
+}
+
+impl Network {
+    /// The engine's `NetworkMode`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Bridge => "bridge",
+        }
+    }
 }
 
 /// How a job ended. Written by the supervisor to `exit.json`, last.

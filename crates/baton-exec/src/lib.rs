@@ -1,6 +1,6 @@
 //! Baton's executors: where and how a job's script runs.
 //!
-//! Every executor implements [`Executor`]. Today there is one, [`LocalExecutor`]: every job runs on this
+//! Every executor implements [`Executor`]. [`LocalExecutor`] runs each job on this
 //! machine under a small per-job supervisor process (`baton __supervise
 //! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
 //! is never the direct parent of a job's process tree, so jobs survive a
@@ -8,13 +8,16 @@
 //! directory's `log` and finally writes `exit.json`, and a restarted server
 //! re-attaches with [`LocalExecutor::reattach`].
 //!
-//! Later executors (Docker containers, SSH workers driven through ssh + dtach
-//! with a curl callback, pull-mode agents) are meant to have the same shape:
-//! `start` → handle, `reattach` after a restart, `cancel`, and
+//! [`DockerExecutor`] runs jobs whose spec names a container (`image:`/`build:`) in a fresh
+//! container through the Docker Engine API (Docker or Podman); the engine owns the container, so
+//! it survives the server too, and the server streams its output into the same job folder.
+//!
+//! Later executors (SSH workers driven through ssh + dtach with a curl callback, pull-mode
+//! agents) have the same shape: `start` → handle, `reattach` after a restart, `cancel`, and
 //! `handle.wait()` → [`Outcome`]. The shared vocabulary ([`JobSpec`],
 //! [`ExitRecord`], [`Outcome`], the job-directory files in [`layout`] and
-//! [`read_log_range`]) lives outside the local-specific modules
-//! ([`local`], [`supervisor`], [`unix`]).
+//! [`read_log_range`]) lives outside the executor-specific modules
+//! ([`local`], [`supervisor`], [`unix`], [`docker`]).
 //!
 //! Job directory layout (`<data>/runs/<job-id>/`):
 //!
@@ -27,8 +30,11 @@
 //! | `script.sh` | supervisor | the script bash runs |
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
+//! | `container.json` | Docker executor | the container's name, log offset, start time |
+//! | `canceled`, `timed_out` | Docker executor | why the container was stopped |
 
 pub mod agent;
+pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod job;
@@ -39,9 +45,10 @@ pub mod mask;
 pub mod supervisor;
 pub mod unix;
 
+pub use docker::DockerExecutor;
 pub use error::ExecError;
 pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-pub use job::{ExitRecord, JobSpec, Outcome};
+pub use job::{ContainerSpec, ExitRecord, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;

@@ -436,6 +436,7 @@ mod tests {
             timeout: None,
             kill_grace: Duration::from_secs(1),
             mask: vec![],
+            container: None,
         }
     }
 

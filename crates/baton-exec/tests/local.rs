@@ -38,6 +38,7 @@ fn spec(script: &str) -> JobSpec {
         timeout: None,
         kill_grace: Duration::from_secs(5),
         mask: vec![],
+        container: None,
     }
 }
 

@@ -9,10 +9,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use baton_core::config::Config;
+use baton_core::config::NetworkMode;
 use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
-use baton_exec::{Executor, ExitRecord, Health, JobSpec, Outcome, Reattached, RunningJob};
+use baton_exec::{
+    ContainerSpec, Executor, ExitRecord, Health, JobSpec, Network, Outcome, Reattached, RunningJob,
+};
 use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
 
 use crate::Executors;
@@ -211,7 +214,15 @@ impl Actor {
                     self.persist(vec![change]).await;
                     continue;
                 }
-                let exec = self.executor_for(job.worker.as_deref());
+                let container = self.runs[&run_id].def.container(&job.name).is_some();
+                let exec = match self.job_executor(container, job.worker.as_deref()) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        self.job_ended(job.id, job.attempt, Outcome::Lost(why))
+                            .await;
+                        continue;
+                    }
+                };
                 match exec.reattach(&dir).await {
                     Reattached::Finished(rec) => {
                         self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
@@ -592,16 +603,21 @@ impl Actor {
                     j.reason = Some("canceled on request".into());
                     changes.push(job_change(j, Some(now)));
                 }
-                s if s.is_active() => {
-                    signal.push((self.folders.job_dir(j.id, j.attempt), j.worker.clone()))
-                }
+                s if s.is_active() => signal.push((
+                    self.folders.job_dir(j.id, j.attempt),
+                    j.worker.clone(),
+                    run.def.container(&j.name).is_some(),
+                )),
                 _ => {}
             }
         }
         self.persist(changes).await;
-        for (dir, worker) in signal {
+        for (dir, worker, container) in signal {
+            let Ok(exec) = self.job_executor(container, worker.as_deref()) else {
+                continue;
+            };
             // A job still launching is signalled once it reports running.
-            if let Err(e) = self.executor_for(worker.as_deref()).cancel(&dir).await {
+            if let Err(e) = exec.cancel(&dir).await {
                 tracing::debug!("cancel of {} deferred: {e}", dir.display());
             }
         }
@@ -618,6 +634,9 @@ impl Actor {
             return;
         };
         let cancel = run.cancel_requested;
+        let container = run
+            .job(job_id)
+            .is_some_and(|j| run.def.container(&j.name).is_some());
         let Some(j) = run.job_mut(job_id) else { return };
         let worker = j.worker.clone();
         if j.attempt != attempt || j.status != Status::Started {
@@ -629,7 +648,9 @@ impl Actor {
         self.persist(vec![change]).await;
         if cancel {
             let dir = self.folders.job_dir(job_id, attempt);
-            let _ = self.executor_for(worker.as_deref()).cancel(&dir).await;
+            if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
+                let _ = exec.cancel(&dir).await;
+            }
         }
         self.settle(run_id, Utc::now()).await;
     }
@@ -916,14 +937,21 @@ impl Actor {
                         touched.insert(run.row.id);
                     } else if j.status.is_active() && j.reason.as_deref() != Some(why) {
                         j.reason = Some(why.clone());
-                        to_signal.push((self.folders.job_dir(j.id, j.attempt), j.worker.clone()));
+                        let container = run.def.container(&j.name).is_some();
+                        to_signal.push((
+                            self.folders.job_dir(j.id, j.attempt),
+                            j.worker.clone(),
+                            container,
+                        ));
                     }
                 }
             }
         }
         self.persist(changes).await;
-        for (dir, worker) in to_signal {
-            let _ = self.executor_for(worker.as_deref()).cancel(&dir).await;
+        for (dir, worker, container) in to_signal {
+            if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
+                let _ = exec.cancel(&dir).await;
+            }
         }
         for id in touched {
             self.settle(id, now).await;
@@ -1077,6 +1105,16 @@ impl Actor {
         let run = &self.runs[&run_id];
         let job = run.job(job_id).expect("job present");
         let mut env: Vec<(String, String)> = Vec::new();
+        let container = run.def.container(&job.name).map(|c| ContainerSpec {
+            image: c.image.clone(),
+            build: c.build.clone(),
+            cpus: c.cpus,
+            memory_bytes: c.memory_bytes,
+            network: match c.network {
+                NetworkMode::None => Network::None,
+                NetworkMode::Bridge => Network::Bridge,
+            },
+        });
         let (script, timeout) = match &run.def {
             TargetDef::Task(t) => {
                 env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1116,6 +1154,7 @@ impl Actor {
                 .kill_grace
                 .unwrap_or(Duration::from_secs(5)),
             mask,
+            container,
         }
     }
 
@@ -1138,6 +1177,26 @@ impl Actor {
         }
     }
 
+    /// The executor for a job: containerised jobs on local workers go to the Docker executor
+    /// (an error, with the reason, when this server has none).
+    fn job_executor(
+        &self,
+        container: bool,
+        worker: Option<&str>,
+    ) -> Result<Arc<dyn Executor>, String> {
+        // SSH workers and agent slots run containers where they are, not on this server.
+        let remote = worker.is_some_and(|w| {
+            self.executors.remote.contains_key(w)
+                || baton_exec::agent::AgentHub::agent_of(w).is_some()
+        });
+        if container && !remote {
+            return self.executors.docker.clone().ok_or_else(|| {
+                "no Docker engine: this server has no Docker executor for jobs with image: or build: (hint: see the server's log for why; set server.docker_host)".to_string()
+            });
+        }
+        Ok(self.executor_for(worker))
+    }
+
     /// The executor that runs jobs on `worker` (local workers share the local executor).
     fn executor_for(&self, worker: Option<&str>) -> Arc<dyn Executor> {
         if let (Some(hub), Some(agent)) = (
@@ -1153,7 +1212,7 @@ impl Actor {
     }
 
     fn launch(&self, dir: PathBuf, spec: JobSpec, worker: &str) {
-        let exec = self.executor_for(Some(worker));
+        let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
         let attempt = dir
             .file_name()
@@ -1162,6 +1221,20 @@ impl Actor {
             .unwrap_or(1);
         let job_id = spec.job_id;
         tokio::spawn(async move {
+            let exec = match exec {
+                Ok(e) => e,
+                Err(why) => {
+                    let outcome = Outcome::Lost(why);
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                    return;
+                }
+            };
             match exec.start(&dir, &spec).await {
                 Ok(handle) => {
                     let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;

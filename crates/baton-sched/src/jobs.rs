@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use baton_core::config::{PipelineDef, TaskDef};
+use baton_core::config::{ContainerDef, PipelineDef, TaskDef};
 use baton_core::decide::{Admission, DagJob};
 use baton_core::run::{JobView, Status, TargetKind};
 use baton_store::{JobRow, RunRow};
@@ -68,6 +68,14 @@ impl TargetDef {
         match self {
             TargetDef::Task(_) => false,
             TargetDef::Pipeline(p) => p.tasks.get(job).is_some_and(|t| t.allow_failure),
+        }
+    }
+
+    /// The container a job runs in, if it has `image:`/`build:` (`on_error` runs on the worker).
+    pub fn container(&self, job: &str) -> Option<&ContainerDef> {
+        match self {
+            TargetDef::Task(t) => t.container.as_deref(),
+            TargetDef::Pipeline(p) => p.tasks.get(job).and_then(|t| t.container.as_deref()),
         }
     }
 

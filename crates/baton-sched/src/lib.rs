@@ -37,6 +37,9 @@ pub struct Executors {
     pub remote: BTreeMap<String, Arc<dyn Executor>>,
     /// Pull-mode agents, when the server accepts them.
     pub agents: Option<Arc<baton_exec::agent::AgentHub>>,
+    /// Runs jobs with `image:`/`build:` that land on local workers. `None`: such jobs end
+    /// `broken` with the reason.
+    pub docker: Option<Arc<dyn Executor>>,
 }
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),

@@ -41,6 +41,22 @@ fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
     })
 }
 
+/// The Docker executor for `server.docker_host` (default: the standard socket). Nothing is
+/// contacted here: a server without an engine starts, and jobs that need one end `broken` with
+/// the engine's error. Baton containers of jobs that are over are removed in the background.
+fn docker_executor(host: Option<&str>) -> Option<Arc<dyn baton_exec::Executor>> {
+    let exec = Arc::new(baton_exec::DockerExecutor::new(host));
+    let sweeper = exec.clone();
+    tokio::spawn(async move {
+        match sweeper.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} containers of jobs that are over"),
+            Err(e) => tracing::info!("jobs with image: cannot run yet: {e}"),
+        }
+    });
+    Some(exec)
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -72,6 +88,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| "127.0.0.1:8700".into());
     let jwt_secret = config.server.jwt_secret.clone();
     let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
+    let docker = docker_executor(config.server.docker_host.as_deref());
     let sched = baton_sched::start(SchedulerParts {
         config,
         store: store.clone(),
@@ -80,6 +97,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             local: Arc::new(LocalExecutor::new(exe, vec!["__supervise".into()])),
             remote: Default::default(),
             agents: Some(agents.clone()),
+            docker,
         },
     })
     .await?;

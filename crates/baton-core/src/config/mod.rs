@@ -6,7 +6,7 @@
 //!
 //! | key              | shape                              | merged across files          |
 //! |------------------|------------------------------------|------------------------------|
-//! | `server`         | `{listen, jwt_secret, local_workers, kill_grace}` | by key |
+//! | `server`         | `{listen, jwt_secret, local_workers, kill_grace, docker_host}` | by key |
 //! | `workers`        | `NAME: {host, queues}`             | by name; twice is an error   |
 //! | `administrators` | list of user names                 | concatenated                 |
 //! | `variables`      | `NAME: value`                      | by name; twice is an error   |
@@ -15,9 +15,11 @@
 //!
 //! Tasks follow py4CI (`enabled`, `description`, `queues`, `tags`, `period`, `debounce`,
 //! `priority`, `timeout`, `command`, `authorized_users`, `triggered_by`) plus Baton's `schedule`,
-//! `env`, `concurrency`, `wait_list` and `retries`; `${:name}` in a command is replaced from
-//! `variables`. Pipelines follow prunner's `pipelines.yml`, with prunner's error messages, plus
-//! Baton's `queues`; their script templates `{{ .name }}` are rewritten by
+//! `env`, `concurrency`, `wait_list`, `retries` and the container keys `image`, `build` (a
+//! Dockerfile, relative to the file that names it), `resources: {cpus, memory}` and
+//! `network: none|bridge` (pipeline tasks take the container keys too); `${:name}` in a command
+//! is replaced from `variables`. Pipelines follow prunner's `pipelines.yml`, with prunner's
+//! error messages, plus Baton's `queues`; their script templates `{{ .name }}` are rewritten by
 //! [`rewrite_templates`].
 //!
 //! Validation never stops at the first problem: every error of every file is collected, with its

@@ -5,6 +5,7 @@
 //! swapped whole on reload; a queued run keeps the definition it was queued with.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,37 @@ pub struct ServerConfig {
     /// time; listing them here makes tasks on them valid.
     #[serde(default)]
     pub agent_queues: Vec<String>,
+    /// `docker_host:` — the Docker Engine API socket (`unix:///run/podman/podman.sock`,
+    /// `tcp://host:2375`); `None` means the engine's standard socket (`DOCKER_HOST` or
+    /// `unix:///var/run/docker.sock`).
+    #[serde(default)]
+    pub docker_host: Option<String>,
+}
+
+/// `image:` / `build:` with `resources:` and `network:` on a task or pipeline task: the job runs
+/// in a fresh container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerDef {
+    /// `image: NAME`; `None` when the image is built from `build`.
+    pub image: Option<String>,
+    /// `build: path/to/Dockerfile`, resolved against the directory of the config file that
+    /// names it. The Dockerfile's directory is the build context.
+    pub build: Option<PathBuf>,
+    /// `resources: {cpus: 1.5}`.
+    pub cpus: Option<f64>,
+    /// `resources: {memory: 512m}`, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// `network: none|bridge` (default bridge).
+    pub network: NetworkMode,
+}
+
+/// `network:` of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    None,
+    #[default]
+    Bridge,
 }
 
 /// `workers.NAME` — a place that runs one job at a time.
@@ -71,6 +103,9 @@ pub struct TaskDef {
     pub concurrency: u32,
     pub wait_list: Option<WaitList>,
     pub retries: u32,
+    /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
+    #[serde(default)]
+    pub container: Option<Box<ContainerDef>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,4 +179,7 @@ pub struct PipelineTask {
     pub depends_on: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub allow_failure: bool,
+    /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
+    #[serde(default)]
+    pub container: Option<Box<ContainerDef>>,
 }

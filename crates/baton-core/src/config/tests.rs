@@ -588,3 +588,107 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- containers
+
+#[test]
+fn container_keys_load() {
+    let c = load_str(
+        Path::new("/etc/baton/ci.yaml"),
+        "
+server: {docker_host: \"unix:///run/podman/podman.sock\"}
+tasks:
+  a:
+    command: make
+    image: debian:12
+    resources: {cpus: 1.5, memory: 512m}
+    network: none
+  b:
+    command: make
+    build: docker/Dockerfile
+  c:
+    command: make
+pipelines:
+  p:
+    tasks:
+      t:
+        script: [make]
+        image: busybox
+        resources: {memory: 1g, cpus: 2}
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.server.docker_host.as_deref(),
+        Some("unix:///run/podman/podman.sock")
+    );
+    assert_eq!(
+        c.tasks["a"].container.as_deref(),
+        Some(&ContainerDef {
+            image: Some("debian:12".into()),
+            build: None,
+            cpus: Some(1.5),
+            memory_bytes: Some(512 << 20),
+            network: NetworkMode::None,
+        })
+    );
+    let b = c.tasks["b"].container.as_ref().expect("container");
+    assert_eq!(b.build, Some(PathBuf::from("/etc/baton/docker/Dockerfile")));
+    assert_eq!(b.image, None);
+    assert_eq!(b.network, NetworkMode::Bridge);
+    assert_eq!(c.tasks["c"].container, None);
+    let t = c.pipelines["p"].tasks["t"]
+        .container
+        .as_ref()
+        .expect("container");
+    assert_eq!(t.memory_bytes, Some(1 << 30));
+    assert_eq!(t.cpus, Some(2.0));
+}
+
+#[test]
+fn container_errors_have_positions() {
+    let errs = errors(
+        "tasks:
+  a:
+    command: x
+    image: busybox
+    resources: {cpus: 0, memory: 12q}
+    network: host
+  b:
+    command: x
+    network: none
+  c:
+    command: x
+    image: busybox
+    build: Dockerfile
+  d:
+    command: x
+    image: busybox
+    resources: {memory: 1m, disk: 1g}
+",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "5:23: invalid cpus 0: expected a number of CPUs greater than 0, e.g. 1.5",
+            "5:34: invalid memory size \"12q\": expected a number with an optional unit b, k, m, g or t, e.g. 512m",
+            "6:14: unknown network \"host\"; expected none or bridge",
+            "9:5: \"network\" applies to containers only: task \"b\" has no \"image\" or \"build\"",
+            "13:5: task \"c\" has both \"image\" and \"build\"; use one: \"build\" makes the image",
+            "17:25: memory size \"1m\" is below 6m, the smallest limit the engine accepts",
+            "17:29: unknown key \"disk\" in \"resources\"; expected one of: cpus, memory",
+        ]
+    );
+}
+
+#[test]
+fn memory_sizes() {
+    use super::build::parse_memory;
+    assert_eq!(parse_memory("512m"), Ok(512 << 20));
+    assert_eq!(parse_memory("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_memory("1.5g"), Ok(3 << 29));
+    assert_eq!(parse_memory("10485760"), Ok(10 << 20));
+    assert!(parse_memory("m").is_err());
+    assert!(parse_memory("-5m").is_err());
+    assert!(parse_memory("99999999999t").is_err());
+}

@@ -1,0 +1,795 @@
+//! The Docker executor against the real engine (`/var/run/docker.sock`, or `DOCKER_HOST`).
+//!
+//! There is no image registry here: the test image is made in the setup from Debian's
+//! `busybox-static` (`/bin/busybox` plus one symlink per applet, `docker import`ed as
+//! `baton-test-busybox:latest`). The setup uses the docker CLI; the product never does. If the
+//! engine or busybox is missing, every test fails and says so: nothing is skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{Server, WAIT, id_of, job, reason, status};
+
+const IMAGE: &str = "baton-test-busybox:latest";
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `docker {}`: {e} (the tests need docker.io)",
+                args.join(" ")
+            )
+        })
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Imports the busybox test image once per test process.
+fn image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            info.status.success(),
+            "the Docker engine does not answer (these tests need it): {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: install Debian's busybox-static (scripts/test.sh does)"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::copy(busybox, bin.join("busybox")).unwrap();
+        let list = Command::new(busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+            }
+        }
+        let tar = root.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .arg("-cf")
+            .arg(&tar)
+            .args(["bin", "tmp"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar of the busybox rootfs failed");
+        docker_ok(&["import", tar.to_str().unwrap(), IMAGE]);
+    });
+    IMAGE
+}
+
+/// Containers of run `run` whose job folder is `dir` that the engine still has (run ids repeat
+/// across the servers of parallel tests; folders do not).
+fn containers_of(run: i64, dir: &Path) -> String {
+    docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=baton.run={run}"),
+        "--filter",
+        &format!("label=baton.dir={}", dir.display()),
+    ])
+    .trim()
+    .to_string()
+}
+
+/// Waits (bounded) until the engine has no container of run `run` in `dir`.
+async fn wait_gone(run: i64, dir: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = containers_of(run, dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers of run {run} still there: {left}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes, on drop, every Baton container whose job folder is under `data`: a failing test
+/// leaves nothing running in the engine.
+struct Leftovers(std::path::PathBuf, Option<String>);
+
+impl Leftovers {
+    fn of(s: &Server) -> Leftovers {
+        Leftovers(s.data.clone(), None)
+    }
+
+    fn on(s: &Server, podman: &Podman) -> Leftovers {
+        Leftovers(s.data.clone(), Some(podman.host()))
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("docker");
+        if let Some(h) = &self.1 {
+            cmd.arg("-H").arg(h);
+        }
+        let Ok(out) = cmd
+            .args(["ps", "-a", "--filter", "label=org.baton=1"])
+            .args(["--format", "{{.ID}} {{.Label \"baton.dir\"}}"])
+            .output()
+        else {
+            return;
+        };
+        let data = self.0.display().to_string();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((id, dir)) = line.split_once(' ')
+                && dir.starts_with(&data)
+            {
+                let mut rm = Command::new("docker");
+                if let Some(h) = &self.1 {
+                    rm.arg("-H").arg(h);
+                }
+                let _ = rm.args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+fn job_id(run: &serde_json::Value, name: &str) -> i64 {
+    job(run, name)["id"].as_i64().expect("job id")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_runs_with_env_artifacts_masking_and_exit_codes() {
+    let img = image();
+    let s = Server::start(&format!(
+        r#"
+tasks:
+  hello:
+    image: {img}
+    env: {{GREETING: bonjour, API_TOKEN: s3cr3t-value}}
+    command: |
+      echo "hello from $(hostname)"
+      echo "greeting=$GREETING run=$BATON_RUN_ID task=$BATON_TASK job=$BATON_JOB_ID"
+      echo "token=$API_TOKEN"
+      echo "to stderr" >&2
+      echo artifact > "$BATON_OUTPUT_DIR/result.txt"
+      pwd
+      printf 'raw \377\376 end'
+  fails:
+    image: {img}
+    command: |
+      echo before
+      exit 3
+"#
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let run = s.trigger("hello", &[]).await;
+    let id = id_of(&run);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let log = s.log_text(id, None).await;
+    assert!(log.starts_with("hello from "), "{log}");
+    assert!(
+        log.contains(&format!("greeting=bonjour run={id} task=hello job=")),
+        "{log}"
+    );
+    assert!(log.contains("token=***\n"), "secret not masked: {log}");
+    assert!(!log.contains("s3cr3t-value"), "{log}");
+    assert!(log.contains("to stderr\n"), "{log}");
+    assert!(log.contains("/baton/work\n"), "{log}");
+    // Bytes that are not UTF-8, and a last line without a newline, arrive as they were.
+    let raw = s.log(id, None).await;
+    assert!(
+        raw.ends_with(b"/baton/work\nraw \xff\xfe end"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let dir = s.job_dir(job_id(&done, "hello"), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/result.txt")).unwrap(),
+        "artifact\n"
+    );
+    wait_gone(id, &dir).await;
+
+    let run = s.trigger("fails", &[]).await;
+    let id = id_of(&run);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "failed", "{done:#}");
+    assert!(reason(&done).contains("exit code 3"), "{done:#}");
+    assert_eq!(s.log_text(id, None).await, "before\n");
+    wait_gone(id, &s.job_dir(job_id(&done, "fails"), 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_none_and_resource_limits_reach_the_container() {
+    let img = image();
+    let s = Server::start(&format!(
+        r#"
+tasks:
+  limited:
+    image: {img}
+    network: none
+    resources: {{cpus: 0.5, memory: 64m}}
+    command: |
+      echo "net: $(ls /sys/class/net | tr '\n' ' ')"
+      if [ -e /sys/fs/cgroup/memory.max ]; then
+        echo "mem: $(cat /sys/fs/cgroup/memory.max)"
+        echo "cpu: $(cat /sys/fs/cgroup/cpu.max)"
+      else
+        echo "mem: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+        echo "cpu: $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
+      fi
+  bridged:
+    image: {img}
+    command: ls /sys/class/net
+"#
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger("limited", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let log = s.log_text(id, None).await;
+    assert!(log.contains("net: lo \n"), "only lo expected: {log}");
+    assert!(log.contains("mem: 67108864\n"), "{log}");
+    assert!(log.contains("cpu: 50000 100000\n"), "{log}");
+
+    let id = id_of(&s.trigger("bridged", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}");
+    let log = s.log_text(id, None).await;
+    assert!(
+        log.lines().any(|l| l != "lo"),
+        "bridge has more than lo: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_and_removes_the_container_and_timeout_jams() {
+    let img = image();
+    let s = Server::start(&format!(
+        r#"
+server:
+  kill_grace: 1s
+tasks:
+  long:
+    image: {img}
+    command: |
+      echo started
+      sleep 300
+  slow:
+    image: {img}
+    timeout: 2s
+    command: |
+      echo going
+      sleep 300
+"#
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger("long", &[]).await);
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let dir = s.job_dir(job_id(&run, "long"), 1);
+    let deadline = Instant::now() + WAIT;
+    while s.log_text(id, None).await != "started\n" {
+        assert!(Instant::now() < deadline, "no output from the container");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !containers_of(id, &dir).is_empty(),
+        "the container should run"
+    );
+    let t0 = Instant::now();
+    let (code, _) = s
+        .post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert!(code < 300, "cancel answered {code}");
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "canceled", "{done:#}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    wait_gone(id, &dir).await;
+
+    let id = id_of(&s.trigger("slow", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "jammed", "{done:#}");
+    assert!(reason(&done).contains("timed out"), "{done:#}");
+    // The shell may report the kill ("Terminated").
+    let log = s.log_text(id, None).await;
+    assert!(log.starts_with("going\n"), "{log}");
+    wait_gone(id, &s.job_dir(job_id(&done, "slow"), 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_sigkill_mid_run_then_restart_finishes_with_the_whole_log_once() {
+    let img = image();
+    let mut s = Server::start(&format!(
+        r#"
+variables: {{api_key: hunter2hunter2}}
+tasks:
+  work:
+    image: {img}
+    env: {{SECRET_WORD: hunter2hunter2}}
+    command: |
+      for i in $(seq 1 500); do echo "line $i $SECRET_WORD"; done
+      for i in $(seq 1200); do [ -e /baton/work/go ] && break; sleep 0.05; done
+      [ -e /baton/work/go ] || exit 9
+      for i in $(seq 501 1000); do echo "line $i $SECRET_WORD"; done
+"#
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger("work", &[]).await);
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let dir = s.job_dir(job_id(&run, "work"), 1);
+    let deadline = Instant::now() + WAIT;
+    // The masker may hold back the last few bytes (a secret could start there).
+    while !s.log_text(id, None).await.contains("line 500 ***") {
+        assert!(
+            Instant::now() < deadline,
+            "first half never arrived: {}\n{}",
+            s.log_text(id, None).await,
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.kill9();
+    // The job goes on while the server is down: the second half is written by the engine only.
+    std::fs::write(dir.join("work/go"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.restart();
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let expected: String = (1..=1000).map(|i| format!("line {i} ***\n")).collect();
+    let log = s.log_text(id, None).await;
+    assert_eq!(log.len(), expected.len(), "log differs:\n{log}");
+    assert_eq!(log, expected);
+    wait_gone(id, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_makes_the_image_once_and_reuses_it() {
+    let img = image();
+    let unique = format!("{}-{}", std::process::id(), chrono_free_nanos());
+    let s = Server::start(
+        r#"
+tasks:
+  built:
+    build: img/Dockerfile
+    command: cat /built
+"#,
+    );
+    let _leftovers = Leftovers::of(&s);
+    let ctx = s.config_dir.join("img");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {img}\nCOPY note.txt /note.txt\nRUN echo built-{unique} > /built\n"),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("note.txt"), "context file\n").unwrap();
+
+    let id = id_of(&s.trigger("built", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let log = s.log_text(id, None).await;
+    assert!(
+        log.starts_with("baton: building image baton-build:"),
+        "{log}"
+    );
+    assert!(log.ends_with(&format!("built-{unique}\n")), "{log}");
+    let tag = log
+        .split_whitespace()
+        .find(|w| w.starts_with("baton-build:"))
+        .expect("tag in log")
+        .to_string();
+
+    let id = id_of(&s.trigger("built", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}");
+    let log = s.log_text(id, None).await;
+    assert_eq!(
+        log,
+        format!(
+            "baton: using cached image {tag} (from {})\nbuilt-{unique}\n",
+            ctx.join("Dockerfile").display()
+        )
+    );
+    docker(&["rmi", "-f", &tag]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_engine_container_jobs_are_broken_with_the_reason() {
+    let s = Server::start(
+        r#"
+server:
+  docker_host: unix:///nonexistent/baton-docker.sock
+tasks:
+  boxed:
+    image: busybox
+    command: echo never
+  plain:
+    command: echo plain
+"#,
+    );
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger("boxed", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "broken", "{done:#}");
+    assert!(
+        reason(&done).contains("unix:///nonexistent/baton-docker.sock"),
+        "{done:#}"
+    );
+    let id = id_of(&s.trigger("plain", &[]).await);
+    assert_eq!(status(&s.wait_run(id).await), "success");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_removes_containers_of_jobs_that_are_over() {
+    let img = image();
+    let over = tempfile::tempdir().unwrap();
+    std::fs::write(over.path().join("exit.json"), "{}").unwrap();
+    let label = format!("baton.dir={}", over.path().display());
+    let name = format!("baton-test-leftover-{}", std::process::id());
+    docker_ok(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        "org.baton=1",
+        "--label",
+        &label,
+        img,
+        "true",
+    ]);
+    let s = Server::start("tasks: {}\n");
+    let _leftovers = Leftovers::of(&s);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = docker_ok(&["ps", "-aq", "--filter", &format!("name={name}")]);
+        if left.trim().is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            docker(&["rm", "-f", &name]);
+            panic!("leftover container {name} was not removed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn chrono_free_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// `podman system service` on a private socket and storage, stopped (by pid) on drop.
+struct Podman {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn start() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-podman-")
+            .tempdir()
+            .unwrap();
+        // Rootful Podman raises every container's open-file and process limits to 1048576
+        // and 4194304; in a sandbox whose hard limits are lower (this one's), runc then fails.
+        // Ask for what we have.
+        let hard = |what| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct we own.
+            assert_eq!(unsafe { libc::getrlimit(what, &mut lim) }, 0);
+            lim.rlim_max
+        };
+        // (nproc at the full hard limit is refused too here; 4096 is plenty for these jobs.)
+        let (nofile, nproc) = (
+            hard(libc::RLIMIT_NOFILE),
+            hard(libc::RLIMIT_NPROC).min(4096),
+        );
+        let conf = dir.path().join("containers.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut p = Podman { child: None, dir };
+        p.start_service();
+        p
+    }
+
+    /// Starts (again) the API service on the same socket and storage; waits until it answers.
+    fn start_service(&mut self) {
+        let dir = &self.dir;
+        let sock = dir.path().join("podman.sock");
+        let _ = std::fs::remove_file(&sock);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("service.log"))
+            .unwrap();
+        let child = Command::new("podman")
+            .env("CONTAINERS_CONF", dir.path().join("containers.conf"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start podman (install Debian's podman): {e}"));
+        self.child = Some(child);
+        let p = &*self;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = p.docker(&["version", "--format", "{{.Server.Version}}"]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "podman's API service did not answer on {}: {}\n{}",
+                p.host(),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(p.dir.path().join("service.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the API service (its containers run on under conmon).
+    fn stop_service(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("podman.sock").display())
+    }
+
+    /// The docker CLI against this service (test setup only).
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        self.stop_service();
+        // Podman bind-mounts its overlay directory onto itself; undo that so the temporary
+        // directory can go.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path().join("root/overlay"))
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_executor_runs_jobs_on_podman() {
+    image();
+    let podman = Podman::start();
+    // The same busybox rootfs, imported into Podman's storage.
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    docker_ok(&["save", "-o", tar.to_str().unwrap(), IMAGE]);
+    let out = podman.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "loading the test image into podman failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(&format!(
+        r#"
+server:
+  docker_host: "{host}"
+  kill_grace: 1s
+tasks:
+  hello:
+    image: {IMAGE}
+    network: none
+    command: |
+      echo "hello from podman, run $BATON_RUN_ID"
+      ls /sys/class/net
+      echo art > "$BATON_OUTPUT_DIR/a.txt"
+      printf 'raw \377\376 end'
+  fails:
+    image: {IMAGE}
+    command: exit 4
+  long:
+    image: {IMAGE}
+    command: |
+      echo started
+      sleep 300
+"#,
+        host = podman.host()
+    ));
+    let _leftovers = Leftovers::on(&s, &podman);
+    let id = id_of(&s.trigger("hello", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let raw = s.log(id, None).await;
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        String::from_utf8_lossy(
+            format!("hello from podman, run {id}\nlo\nraw \u{fffd}\u{fffd} end").as_bytes()
+        )
+    );
+    assert!(
+        raw.ends_with(b"raw \xff\xfe end"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let dir = s.job_dir(job_id(&done, "hello"), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/a.txt")).unwrap(),
+        "art\n"
+    );
+
+    let id = id_of(&s.trigger("fails", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "failed", "{done:#}");
+    assert!(reason(&done).contains("exit code 4"), "{done:#}");
+
+    let id = id_of(&s.trigger("long", &[]).await);
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while s.log_text(id, None).await != "started\n" {
+        assert!(
+            Instant::now() < deadline,
+            "no output from the podman container"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = s
+        .post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert!(code < 300, "cancel answered {code}");
+    assert_eq!(status(&s.wait_run(id).await), "canceled");
+    let left = podman.docker(&["ps", "-aq", "--filter", "label=org.baton=1"]);
+    let deadline = Instant::now() + WAIT;
+    let mut left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "podman containers left: {left}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = podman.docker(&["ps", "-aq", "--filter", "label=org.baton=1"]);
+        left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_mixes_container_and_local_tasks() {
+    let img = image();
+    let s = Server::start(&format!(
+        r#"
+pipelines:
+  mixed:
+    tasks:
+      boxed:
+        image: {img}
+        network: none
+        script:
+          - echo "boxed in $(pwd), nets $(ls /sys/class/net)"
+          - echo boxed > "$BATON_OUTPUT_DIR/b.txt"
+      plain:
+        depends_on: [boxed]
+        script:
+          - echo "plain in $(basename $(pwd))"
+"#
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger_pipeline("mixed", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    assert_eq!(
+        s.log_text(id, Some("boxed")).await,
+        "boxed in /baton/work, nets lo\n"
+    );
+    assert_eq!(s.log_text(id, Some("plain")).await, "plain in work\n");
+    let dir = s.job_dir(job_id(&done, "boxed"), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/b.txt")).unwrap(),
+        "boxed\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_job_survives_server_and_engine_restarts() {
+    image();
+    let mut podman = Podman::start();
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    docker_ok(&["save", "-o", tar.to_str().unwrap(), IMAGE]);
+    let out = podman.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = Server::start(&format!(
+        r#"
+server:
+  docker_host: "{host}"
+tasks:
+  work:
+    image: {IMAGE}
+    command: |
+      for i in $(seq 1 300); do echo "line $i"; done
+      for i in $(seq 1200); do [ -e /baton/work/go ] && break; sleep 0.05; done
+      [ -e /baton/work/go ] || exit 9
+      for i in $(seq 301 600); do echo "line $i"; done
+"#,
+        host = podman.host()
+    ));
+    let _leftovers = Leftovers::on(&s, &podman);
+    let id = id_of(&s.trigger("work", &[]).await);
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let dir = s.job_dir(job_id(&run, "work"), 1);
+    let deadline = Instant::now() + WAIT;
+    while !s.log_text(id, None).await.contains("line 300\n") {
+        assert!(Instant::now() < deadline, "first half never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Server and engine API both go; the container runs on under conmon.
+    s.kill9();
+    podman.stop_service();
+    std::fs::write(dir.join("work/go"), "").unwrap();
+    // The server comes back before the engine does: it waits for the engine.
+    s.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    podman.start_service();
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    let expected: String = (1..=600).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(s.log_text(id, None).await, expected);
+    assert!(
+        s.stderr().contains("re-attaching"),
+        "the restarted server should have waited for the engine:\n{}",
+        s.stderr()
+    );
+}
