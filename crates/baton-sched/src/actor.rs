@@ -49,6 +49,9 @@ pub(crate) struct Actor {
     /// Changes not yet written: flushed as one transaction per batch (group commit), and
     /// always before anything that depends on them is launched or acknowledged.
     pending: Vec<Change>,
+    /// Trigger replies held until the batch's dispatch ran, so they carry the run's state
+    /// after it (started, or queued with its reason).
+    replies: Vec<(crate::handle::Reply<RunRow>, Result<RunRow, SchedError>)>,
 }
 
 fn build_workers(config: &Config) -> Vec<Worker> {
@@ -174,6 +177,7 @@ impl Actor {
             ended_seq: 0,
             changed: false,
             pending: Vec::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -288,6 +292,13 @@ impl Actor {
             self.fire_timers(now).await;
             self.pump(now).await;
             self.flush().await;
+            for (reply, r) in std::mem::take(&mut self.replies) {
+                let r = r.map(|row| match self.runs.get(&row.id) {
+                    Some(live) => live.row.clone(),
+                    None => row,
+                });
+                let _ = reply.send(r);
+            }
             if std::mem::take(&mut self.changed) {
                 self.generation.send_modify(|g| *g += 1);
             }
@@ -312,7 +323,7 @@ impl Actor {
         match msg {
             Msg::Trigger(req, reply) => {
                 let r = self.trigger(req).await;
-                let _ = reply.send(r);
+                self.replies.push((reply, r));
             }
             Msg::Cancel(id, reply) => {
                 let r = self.cancel(id).await;
