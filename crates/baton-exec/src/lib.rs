@@ -1,6 +1,7 @@
 //! Baton's executors: where and how a job's script runs.
 //!
-//! Every executor implements [`Executor`]. Today there is one, [`LocalExecutor`]: every job runs on this
+//! Every executor implements [`Executor`]. [`SshExecutor`] runs jobs on an SSH worker (see
+//! [`ssh`]); [`LocalExecutor`] runs every other job on this
 //! machine under a small per-job supervisor process (`baton __supervise
 //! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
 //! is never the direct parent of a job's process tree, so jobs survive a
@@ -8,8 +9,8 @@
 //! directory's `log` and finally writes `exit.json`, and a restarted server
 //! re-attaches with [`LocalExecutor::reattach`].
 //!
-//! Later executors (Docker containers, SSH workers driven through ssh + dtach
-//! with a curl callback, pull-mode agents) are meant to have the same shape:
+//! Every executor (local, SSH workers driven through ssh + dtach with a curl callback, and
+//! later Docker containers and pull-mode agents) has the same shape:
 //! `start` → handle, `reattach` after a restart, `cancel`, and
 //! `handle.wait()` → [`Outcome`]. The shared vocabulary ([`JobSpec`],
 //! [`ExitRecord`], [`Outcome`], the job-directory files in [`layout`] and
@@ -28,6 +29,7 @@
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 
+pub mod callback;
 pub mod error;
 pub mod executor;
 pub mod job;
@@ -35,12 +37,15 @@ pub mod layout;
 pub mod local;
 pub mod log;
 pub mod mask;
+pub mod ssh;
 pub mod supervisor;
 pub mod unix;
 
+pub use callback::{CallbackError, CallbackHub};
 pub use error::ExecError;
 pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
 pub use job::{ExitRecord, JobSpec, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;
+pub use ssh::{SshExecutor, SshSettings};

@@ -265,7 +265,12 @@ impl Actor {
     }
 
     fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let cap = now + chrono::Duration::seconds(60);
+        // Remote workers come and go (health checks): look at the queue every second then.
+        let cap = if self.executors.remote.is_empty() {
+            now + chrono::Duration::seconds(60)
+        } else {
+            now + chrono::Duration::seconds(1)
+        };
         let delays = self
             .runs
             .values()

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod callbacks;
 mod error;
 mod logs;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     /// HS256 secret for prunner-style JWTs; `None` accepts only Baton tokens.
     pub jwt_secret: Option<String>,
     pub load_config: ConfigLoader,
+    /// Where job-end callbacks from SSH workers are delivered.
+    pub callbacks: baton_exec::CallbackHub,
 }
 
 /// The whole HTTP application.
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .merge(callbacks::routes())
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::not_found("no such endpoint (the API lives under /api/v1)")

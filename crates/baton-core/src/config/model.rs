@@ -32,6 +32,17 @@ pub struct ServerConfig {
     pub local_workers: Option<u32>,
     /// `kill_grace:` — time between SIGTERM and SIGKILL on cancel and timeout (default 5s).
     pub kill_grace: Option<Duration>,
+    /// `ssh_key:` — private key for SSH workers (`ssh -i`); `None` uses ssh's default identities.
+    pub ssh_key: Option<String>,
+    /// `known_hosts:` — the known_hosts file that SSH workers' host keys are checked against
+    /// (`StrictHostKeyChecking=yes`); `None` uses ssh's default (`~/.ssh/known_hosts`).
+    pub known_hosts: Option<String>,
+    /// `callback_url:` — base URL (`http://host:port`) by which SSH workers reach this server to
+    /// report a job's end; `None` derives it from the address the server listens on.
+    pub callback_url: Option<String>,
+    /// `heartbeat_timeout:` — how long a remote worker may be unreachable before its running
+    /// job is `broken` (default 30s).
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 /// `workers.NAME` — a place that runs one job at a time.
@@ -41,6 +52,10 @@ pub struct WorkerDef {
     /// `host: user@host[:port]` for an SSH worker; `None` for a local worker.
     pub host: Option<String>,
     pub queues: Vec<String>,
+    /// `work_dir:` — SSH workers only: the folder on the worker (relative to the login user's
+    /// home unless absolute) that holds `jobs/<job>/<attempt>/` (default `.baton`). Workers on
+    /// the same host that share a user should each have their own.
+    pub work_dir: Option<String>,
 }
 
 /// `tasks.NAME` — a py4CI-style task: one command, one job per run.
