@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshhosts;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,6 +26,8 @@ pub struct Server {
     pub config_dir: PathBuf,
     pub data: PathBuf,
     pub port: u16,
+    /// The address the server listens on (127.0.0.1 unless started with [`Server::start_on`]).
+    pub host: String,
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
@@ -31,14 +35,19 @@ pub struct Server {
     starts: u32,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+fn free_port(host: &str) -> u16 {
+    let l = std::net::TcpListener::bind((host, 0)).expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
 
 impl Server {
     /// Writes `config_yaml` to `<root>/config/baton.yaml` and starts the server on it.
     pub fn start(config_yaml: &str) -> Server {
+        Server::start_on(config_yaml, "127.0.0.1")
+    }
+
+    /// Like [`Server::start`], listening on `host` (e.g. a test bridge's address).
+    pub fn start_on(config_yaml: &str, host: &str) -> Server {
         let root = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -49,13 +58,14 @@ impl Server {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(config_dir.join("baton.yaml"), config_yaml).unwrap();
-        let port = free_port();
+        let port = free_port(host);
         let mut s = Server {
             root,
             config_dir,
             data,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            host: host.to_string(),
+            base: format!("http://{host}:{port}"),
             token: String::new(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -94,7 +104,7 @@ impl Server {
             .arg("--data")
             .arg(&self.data)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .env_remove("BATON_TOKEN")
             .env_remove("BATON_SERVER")
             .stdin(Stdio::null())
