@@ -96,7 +96,9 @@ impl TestNet {
     pub fn new(count: usize) -> TestNet {
         require_tools();
         // Unique per test in this process; the pid spreads concurrent test processes.
-        let n = (std::process::id() % 50) * 5 + NEXT_NET.fetch_add(1, Ordering::SeqCst) % 5 + 1;
+        let k = NEXT_NET.fetch_add(1, Ordering::SeqCst);
+        assert!(k < 10, "at most 10 test networks per test binary");
+        let n = (std::process::id() % 25) * 10 + k + 1;
         let dir = tempfile::Builder::new()
             .prefix("baton-ssh-")
             .tempdir()
@@ -189,14 +191,23 @@ impl TestNet {
             )
             .unwrap();
             let work_dir = hdir.join("baton");
+            // Each host gets its own empty home (a private mount namespace over /root), so the
+            // machine's dotfiles never run in the hosts' sessions and `~` differs per host.
+            let home = hdir.join("home");
+            std::fs::create_dir_all(&home).unwrap();
             let sshd_args = vec![
                 "netns".to_string(),
                 "exec".into(),
                 ns.clone(),
-                "/usr/sbin/sshd".into(),
-                "-D".into(),
-                "-e".into(),
-                "-f".into(),
+                "unshare".into(),
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "sh".into(),
+                "-c".into(),
+                "mount --bind \"$1\" /root && exec /usr/sbin/sshd -D -e -f \"$2\"".into(),
+                "sh".into(),
+                home.to_string_lossy().into_owned(),
                 cfg.to_string_lossy().into_owned(),
             ];
             let mut host = TestHost {
