@@ -896,10 +896,20 @@ impl SshExecutor {
             )
             .await;
         if let Err(e) = r {
-            inner.hub.unregister(spec.job_id);
-            // It may have started after all (the answer got lost): make sure it stops.
-            tokio::spawn(reap(inner.clone(), remote_dir));
-            return Err(e);
+            // The answer may be lost while the job did start (connection dropped): ask. If we
+            // cannot tell, the job is treated as started and waiting decides (it is running, it
+            // vanished, or the worker stays unreachable past the heartbeat timeout).
+            let started = match inner.probe(&remote_dir).await {
+                Ok(Probe::Running | Probe::Exited { .. }) => true,
+                Ok(Probe::Vanished(_)) => false,
+                Err(_) => matches!(&e, ExecError::Ssh { detail, .. } if !detail.contains("already started")),
+            };
+            if !started {
+                inner.hub.unregister(spec.job_id);
+                tokio::spawn(reap(inner.clone(), remote_dir));
+                return Err(e);
+            }
+            tracing::warn!("{e}; the job may have started, so it is watched like a started one");
         }
         let sink = LogSink::open(&dir, &spec.mask)?;
         Ok(Box::new(SshJob {

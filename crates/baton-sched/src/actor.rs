@@ -227,6 +227,10 @@ impl Actor {
                         }
                         let tx = self.tx.clone();
                         let (job_id, attempt) = (job.id, job.attempt);
+                        if job.status == Status::Started {
+                            // Launched before the crash, but its start was never confirmed.
+                            self.job_running(job_id, attempt).await;
+                        }
                         tokio::spawn(report_end(tx, job_id, attempt, handle));
                     }
                 }

@@ -100,6 +100,9 @@ impl Setup {
     async fn wait_started(&self, id: i64, gate: &str) {
         let marker = self.net.path(&format!("{gate}.started.{id}"));
         common::wait_file(&marker).await;
+        self.s
+            .wait_until(id, "running", |r| status(r) == "running")
+            .await;
     }
 
     fn open_gate(&self, gate: &str) {
