@@ -357,10 +357,7 @@ impl Inner {
             child.wait_with_output().await
         };
         match tokio::time::timeout(limit, run).await {
-            Err(_) => Err(self.err(
-                action,
-                format!("no answer within {}s", limit.as_secs_f64()),
-            )),
+            Err(_) => Err(self.err(action, format!("no answer within {}s", limit.as_secs_f64()))),
             Ok(Err(e)) => Err(self.err(action, format!("ssh failed: {e}"))),
             Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
             Ok(Ok(out)) => {
@@ -432,7 +429,10 @@ impl Inner {
     }
 
     async fn check(&self) -> Health {
-        match self.run("check the worker", "true", None, self.cmd_limit()).await {
+        match self
+            .run("check the worker", "true", None, self.cmd_limit())
+            .await
+        {
             Ok(_) => Health::Up,
             Err(ExecError::Ssh { detail, .. }) => Health::Down(format!("ssh: {detail}")),
             Err(e) => Health::Down(e.to_string()),
@@ -611,12 +611,8 @@ impl SshJob {
         } = self;
         let remote_dir = info.remote_dir.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut streamer = tokio::spawn(stream_log(
-            inner.clone(),
-            remote_dir.clone(),
-            sink,
-            stop_rx,
-        ));
+        let mut streamer =
+            tokio::spawn(stream_log(inner.clone(), remote_dir.clone(), sink, stop_rx));
         let mut last_contact = Instant::now();
         let ended = loop {
             match inner.probe(&remote_dir).await {
@@ -850,8 +846,7 @@ impl SshExecutor {
         };
         let info_path = dir.join(SSH_FILE);
         let json = serde_json::to_vec_pretty(&info).expect("SshJobInfo serializes");
-        write_atomic(&info_path, &json, true)
-            .map_err(|e| ExecError::io("write", &info_path, e))?;
+        write_atomic(&info_path, &json, true).map_err(|e| ExecError::io("write", &info_path, e))?;
         let notify = inner.hub.register(spec.job_id, hash);
 
         let url = format!(
@@ -902,7 +897,9 @@ impl SshExecutor {
             let started = match inner.probe(&remote_dir).await {
                 Ok(Probe::Running | Probe::Exited { .. }) => true,
                 Ok(Probe::Vanished(_)) => false,
-                Err(_) => matches!(&e, ExecError::Ssh { detail, .. } if !detail.contains("already started")),
+                Err(_) => {
+                    matches!(&e, ExecError::Ssh { detail, .. } if !detail.contains("already started"))
+                }
             };
             if !started {
                 inner.hub.unregister(spec.job_id);

@@ -49,7 +49,10 @@ fn ssh_executors(
         };
         let control_dir = data.join("ssh");
         std::fs::create_dir_all(&control_dir).with_context(|| {
-            format!("cannot create the SSH control directory {}", control_dir.display())
+            format!(
+                "cannot create the SSH control directory {}",
+                control_dir.display()
+            )
         })?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))

@@ -162,10 +162,9 @@ impl Setup {
 
     fn artifact(&self, run: &Value) -> String {
         let j = job(run, "work");
-        let dir = self.s.job_dir(
-            j["id"].as_i64().unwrap(),
-            j["attempt"].as_u64().unwrap(),
-        );
+        let dir = self
+            .s
+            .job_dir(j["id"].as_i64().unwrap(), j["attempt"].as_u64().unwrap());
         let deep = std::fs::read_to_string(dir.join("out/sub/file")).unwrap_or_default();
         assert_eq!(deep, "deep\n", "nested artifact came back");
         std::fs::read_to_string(dir.join("out/result.txt")).unwrap_or_default()
@@ -330,10 +329,9 @@ async fn server_killed_then_restarted_while_the_job_still_runs() {
     t.wait_started(id, "gate").await;
     t.s.restart();
     // Re-attached while still running; then it finishes.
-    let run = t
-        .s
-        .wait_until(id, "running after restart", |r| status(r) == "running")
-        .await;
+    let run =
+        t.s.wait_until(id, "running after restart", |r| status(r) == "running")
+            .await;
     assert_eq!(worker_of(&run), "w1");
     t.open_gate("gate");
     let run = t.s.wait_run(id).await;
@@ -349,10 +347,9 @@ async fn cancel_and_timeout_stop_the_remote_processes() {
     t.workers_up().await;
     let id = t.trigger("work", "never").await;
     t.wait_started(id, "never").await;
-    let (st, body) = t
-        .s
-        .post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
-        .await;
+    let (st, body) =
+        t.s.post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+            .await;
     assert_eq!(st, 200, "{body}");
     let run = t.s.wait_run(id).await;
     assert_eq!(status(&run), "canceled", "{run:#}");

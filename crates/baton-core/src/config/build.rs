@@ -730,7 +730,10 @@ fn build_worker(d: &mut Diags<'_>, e: Entry<'_>) -> Option<WorkerDef> {
         } else if host.is_none() {
             d.err(
                 entry.key,
-                format!("worker {:?} has a work_dir but no host: work_dir is for SSH workers", e.name),
+                format!(
+                    "worker {:?} has a work_dir but no host: work_dir is for SSH workers",
+                    e.name
+                ),
             );
         }
     }

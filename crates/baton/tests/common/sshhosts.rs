@@ -122,7 +122,15 @@ impl TestNet {
         let client_key = root.join("client_key");
         sh(
             "ssh-keygen",
-            &["-q", "-t", "ed25519", "-N", "", "-f", client_key.to_str().unwrap()],
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                client_key.to_str().unwrap(),
+            ],
         );
         let authorized = root.join("authorized_keys");
         std::fs::copy(root.join("client_key.pub"), &authorized).unwrap();
@@ -166,7 +174,15 @@ impl TestNet {
             let host_key = hdir.join("host_key");
             sh(
                 "ssh-keygen",
-                &["-q", "-t", "ed25519", "-N", "", "-f", host_key.to_str().unwrap()],
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    host_key.to_str().unwrap(),
+                ],
             );
             let pubkey = std::fs::read_to_string(hdir.join("host_key.pub")).unwrap();
             let mut parts = pubkey.split_whitespace();
