@@ -362,3 +362,100 @@ async fn cancel_and_timeout_stop_the_remote_processes() {
     t.assert_pids_gone().await;
     t.assert_folders_cleaned().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_on_one_host_and_values_never_become_syntax() {
+    let net = TestNet::new(1);
+    let h = net.host("w1");
+    let pwned = net.path("pwned");
+    let yaml = format!(
+        r#"server:
+  ssh_key: {key}
+  known_hosts: {kh}
+  heartbeat_timeout: 10s
+workers:
+  a:
+    host: root@{addr}:22
+    work_dir: {wd}/a
+    queues: [default]
+  b:
+    host: root@{addr}
+    queues: [default]
+variables:
+  api_token: s3cr3t-t0ken-value
+tasks:
+  echo:
+    concurrency: 2
+    env:
+      API_TOKEN: ${{:api_token}}
+    command: |
+      printf '%s\n' "$x"
+      echo "token=$API_TOKEN"
+      printf '%s\n' "$x" > "$BATON_OUTPUT_DIR/x.txt"
+      echo "$BATON_RUN_ID" >> "$counter"
+      for i in $(seq 1200); do [ -e "$gate" ] && break; sleep 0.05; done
+"#,
+        key = net.client_key.display(),
+        kh = net.known_hosts.display(),
+        addr = h.addr,
+        wd = h.work_dir.display(),
+    );
+    let s = Server::start_on(&yaml, &net.gateway);
+    let evil = format!(
+        "a'b\"c $(touch {p}) `touch {p}` ; touch {p} \\ $HOME *",
+        p = pwned.display()
+    );
+    let counter = net.path("counter").to_string_lossy().into_owned();
+    let gate = net.path("gate").to_string_lossy().into_owned();
+    let args = [
+        ("x", evil.as_str()),
+        ("counter", counter.as_str()),
+        ("gate", gate.as_str()),
+    ];
+    let id1 = id_of(&s.trigger("echo", &args).await);
+    let id2 = id_of(&s.trigger("echo", &args).await);
+    // Both run at once on the one host, through its two workers.
+    let mut workers = Vec::new();
+    for id in [id1, id2] {
+        let run = s
+            .wait_until(id, "running", |r| status(r) == "running")
+            .await;
+        workers.push(job(&run, "echo")["worker"].as_str().unwrap().to_string());
+    }
+    workers.sort();
+    assert_eq!(workers, ["a", "b"]);
+    std::fs::write(&gate, "").unwrap();
+    for id in [id1, id2] {
+        let run = s.wait_run(id).await;
+        assert_eq!(status(&run), "success", "{run:#}\n{}", s.stderr());
+        assert_eq!(
+            s.log_text(id, None).await,
+            format!("{evil}\ntoken=***\n"),
+            "the value arrives byte for byte, the secret is masked"
+        );
+        let j = job(&run, "echo");
+        let dir = s.job_dir(j["id"].as_i64().unwrap(), j["attempt"].as_u64().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out/x.txt")).unwrap(),
+            format!("{evil}\n")
+        );
+    }
+    assert!(!pwned.exists(), "an argument was run as shell syntax");
+    let counter = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(counter.lines().count(), 2, "each run ran once: {counter}");
+    assert!(
+        h.job_folders().is_empty(),
+        "job folders left: {:?}",
+        h.job_folders()
+    );
+    // Worker b uses the default work_dir `.baton` in the login user's home.
+    let home_jobs = h.work_dir.parent().unwrap().join("home/.baton/jobs");
+    assert!(home_jobs.exists(), "worker b ran in ~/.baton");
+    let left: Vec<_> = std::fs::read_dir(&home_jobs)
+        .unwrap()
+        .flatten()
+        .flat_map(|j| std::fs::read_dir(j.path()).into_iter().flatten().flatten())
+        .map(|a| a.path())
+        .collect();
+    assert!(left.is_empty(), "job folders left in ~/.baton: {left:?}");
+}
