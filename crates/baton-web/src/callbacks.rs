@@ -39,7 +39,10 @@ async fn job_ended(
             )
         })?;
     match s.callbacks.deliver(job_id, token) {
-        Ok(()) => Ok(Json(json!({"status": "ok"}))),
+        Ok(()) => {
+            tracing::info!(job_id, "job end reported by its worker");
+            Ok(Json(json!({"status": "ok"})))
+        }
         Err(e @ CallbackError::UnknownJob(_)) => Err(ApiError::not_found(e.to_string())),
         Err(e @ CallbackError::BadToken(_)) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

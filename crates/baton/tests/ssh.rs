@@ -441,6 +441,18 @@ tasks:
         );
     }
     assert!(!pwned.exists(), "an argument was run as shell syntax");
+    // The callback route takes no bearer token, only a live job's own token.
+    let url = s.url(&format!("/callbacks/jobs/{}", id1 + 1000));
+    let resp = s.http.post(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "no job token");
+    let resp = s
+        .http
+        .post(&url)
+        .header("X-Baton-Job-Token", "0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "no such running job");
     let counter = std::fs::read_to_string(&counter).unwrap();
     assert_eq!(counter.lines().count(), 2, "each run ran once: {counter}");
     assert!(
