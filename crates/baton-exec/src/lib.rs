@@ -28,6 +28,8 @@
 //! | `script.sh` | supervisor | the script bash runs |
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
+//! | `ssh.json` | SSH executor | [`ssh::SshJobInfo`]: worker, folder on it, token hash |
+//! | `log.offset` | SSH executor | remote log offset and local log length, for resuming |
 
 pub mod callback;
 pub mod error;
