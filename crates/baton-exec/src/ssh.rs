@@ -2,7 +2,7 @@
 //!
 //! Nothing is installed on the worker: it needs `sshd`, `bash`, coreutils, `dtach` and `curl`.
 //! The server drives it with the system OpenSSH client (`BatchMode`, host keys checked against
-//! `server.known_hosts`, one reused `ControlMaster` connection per host under `<data>/ssh/`).
+//! `server.known_hosts`, one reused `ControlMaster` connection per worker under `<data>/ssh/`).
 //!
 //! Start: one `ssh … bash -s` uploads the job folder `<work_dir>/jobs/<job>/<attempt>/` (script,
 //! environment file, runner, callback URL and token, all as base64 so no value is ever shell
@@ -287,7 +287,13 @@ impl Inner {
         };
         opt("BatchMode=yes".into());
         opt("ControlMaster=auto".into());
-        opt(format!("ControlPath={}/%C", self.s.control_dir.display()));
+        // One master connection per worker (not per host): several workers on one host would
+        // otherwise share one connection and could exceed sshd's MaxSessions (default 10).
+        let tag = &hex::encode(callback::token_hash(&self.s.worker))[..8];
+        opt(format!(
+            "ControlPath={}/{tag}-%C",
+            self.s.control_dir.display()
+        ));
         opt("ControlPersist=60".into());
         opt("StrictHostKeyChecking=yes".into());
         opt(format!("ConnectTimeout={connect}"));
