@@ -1034,6 +1034,35 @@ mod tests {
     }
 
     #[test]
+    fn log_resumes_from_the_recorded_offsets_without_loss_or_duplication() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mask = vec!["s3cr3t".to_string()];
+        let remote = b"one s3cr3t two s3cr3t three\n";
+        let mut sink = LogSink::open(dir, &mask).unwrap();
+        sink.push(&remote[..8]); // "one s3cr": the masker holds back a possible secret
+        drop(sink);
+        // A crash after more bytes reached the log than the offset file records.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(LOG_FILE))
+            .unwrap()
+            .write_all(b"garbage")
+            .unwrap();
+        let mut sink = LogSink::open(dir, &mask).unwrap();
+        assert!(sink.remote <= 8);
+        let from = sink.remote as usize;
+        sink.push(&remote[from..]);
+        sink.finish();
+        assert_eq!(
+            std::fs::read(dir.join(LOG_FILE)).unwrap(),
+            b"one *** two *** three\n"
+        );
+        let rec = std::fs::read_to_string(dir.join(OFFSET_FILE)).unwrap();
+        assert_eq!(rec, format!("{} 22\n", remote.len()));
+    }
+
+    #[test]
     fn base64_matches_the_standard_alphabet() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
