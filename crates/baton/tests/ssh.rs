@@ -471,3 +471,31 @@ tasks:
         .collect();
     assert!(left.is_empty(), "job folders left in ~/.baton: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_worker_gets_no_runs_until_it_is_back() {
+    let mut t = setup(1, "3s", 0, 10);
+    t.workers_up().await;
+    t.net.host_mut("w1").kill();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let w = t.s.get_ok("/workers").await;
+        if w["workers"][0]["state"] == "down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 never shown down: {w:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.open_gate("gate");
+    let id = t.trigger("work", "gate").await;
+    let run =
+        t.s.wait_until(id, "a waiting reason", |r| !reason(r).is_empty())
+            .await;
+    assert_eq!(status(&run), "queued", "{run:#}");
+    assert!(t.counter().is_empty(), "nothing ran on the down worker");
+    t.net.host_mut("w1").start_sshd();
+    let run = t.s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}\n{}", t.s.stderr());
+    assert_eq!(t.s.log_text(id, None).await, expected_log(id, 10));
+    assert_eq!(t.counter(), [id]);
+}

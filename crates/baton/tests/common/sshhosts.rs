@@ -52,6 +52,7 @@ pub fn require_tools() {
         "/usr/bin/dtach",
         "/usr/bin/curl",
         "/usr/sbin/ip",
+        "/usr/bin/unshare",
     ] {
         assert!(
             Path::new(tool).exists(),
