@@ -85,6 +85,8 @@ kill -KILL -- "-$dog" 2>/dev/null
 kill -KILL -- "-$job" 2>/dev/null
 echo "$code" > exit.tmp && mv exit.tmp exit
 curl -fsS --max-time 10 --retry 3 --retry-delay 1 --retry-all-errors -X POST \
+  -H @callback.hdr --data-binary @exit "$(cat callback.url)" >/dev/null 2>&1 ||
+  curl -fsS --max-time 10 -X POST \
   -H @callback.hdr --data-binary @exit "$(cat callback.url)" >/dev/null 2>&1
 exit 0
 "#;
@@ -265,6 +267,27 @@ fn hint(detail: &str) -> String {
         ""
     };
     format!("{d}{h}")
+}
+
+/// Whether an ssh failure happened before any command could run on the worker (or the
+/// worker refused to start the job), so the job cannot have started.
+fn never_connected(e: &ExecError) -> bool {
+    let ExecError::Ssh { detail, .. } = e else {
+        return true;
+    };
+    [
+        "Connection refused",
+        "No route to host",
+        "Network is unreachable",
+        "Could not resolve",
+        "Permission denied",
+        "Host key verification failed",
+        "cannot run ssh",
+        "already started",
+        "command not found",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
 }
 
 impl Inner {
@@ -903,9 +926,7 @@ impl SshExecutor {
             let started = match inner.probe(&remote_dir).await {
                 Ok(Probe::Running | Probe::Exited { .. }) => true,
                 Ok(Probe::Vanished(_)) => false,
-                Err(_) => {
-                    matches!(&e, ExecError::Ssh { detail, .. } if !detail.contains("already started"))
-                }
+                Err(_) => !never_connected(&e),
             };
             if !started {
                 inner.hub.unregister(spec.job_id);
