@@ -499,3 +499,40 @@ async fn a_down_worker_gets_no_runs_until_it_is_back() {
     assert_eq!(t.s.log_text(id, None).await, expected_log(id, 10));
     assert_eq!(t.counter(), [id]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_host_key_keeps_the_worker_down_with_a_hint() {
+    let net = TestNet::new(1);
+    // The host's key is not in this known_hosts file: ssh must refuse (no TOFU).
+    let empty = net.path("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let yaml = net.config("3s").replace(
+        &net.known_hosts.display().to_string(),
+        &empty.display().to_string(),
+    ) + "tasks:\n  t:\n    command: echo never\n";
+    let s = Server::start_on(&yaml, &net.gateway);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let w = s.get_ok("/workers").await;
+        let r = w["workers"][0]["reason"].as_str().unwrap_or("").to_string();
+        if r.contains("Host key verification failed") {
+            assert_eq!(w["workers"][0]["state"], "down", "{w:#}");
+            assert!(r.contains("hint: add the worker's host key"), "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no host key failure shown: {w:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id_of(&s.trigger("t", &[]).await);
+    let run = s
+        .wait_until(id, "a waiting reason", |r| !reason(r).is_empty())
+        .await;
+    assert_eq!(
+        status(&run),
+        "queued",
+        "a down worker gets no runs: {run:#}"
+    );
+}
