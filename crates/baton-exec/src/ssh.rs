@@ -419,7 +419,9 @@ impl Inner {
             "cd {d} 2>/dev/null || {{ echo gone; exit 0; }}; \
              if [ -e exit ]; then echo \"exit $(cat exit)\"; [ -e canceled ] && echo canceled; \
              [ -e timed_out ] && echo timed_out; exit 0; fi; \
-             if [ -s runner.pid ] && kill -0 \"$(cat runner.pid)\" 2>/dev/null; then echo running; exit 0; fi; \
+             p=$(cat runner.pid 2>/dev/null); \
+             if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && \
+                {{ [ ! -r \"/proc/$p/cmdline\" ] || grep -q run.sh \"/proc/$p/cmdline\"; }}; then echo running; exit 0; fi; \
              if [ -e exit ]; then echo again; else echo vanished; fi",
             d = shell_quote(remote_dir)
         );
@@ -653,17 +655,17 @@ impl SshJob {
                 }) => break (code, canceled, timed_out),
                 Ok(Probe::Vanished(why)) => {
                     let _ = stop_tx.send(true);
-                    let _ = streamer.await;
+                    let sink = streamer.await.ok();
                     inner.hub.unregister(job_id);
-                    tokio::spawn(reap(inner.clone(), remote_dir.clone()));
+                    tokio::spawn(reap(inner.clone(), remote_dir.clone(), sink));
                     return Outcome::Lost(why);
                 }
                 Err(e) => {
                     if last_contact.elapsed() >= inner.s.heartbeat_timeout {
                         let _ = stop_tx.send(true);
-                        let _ = streamer.await;
+                        let sink = streamer.await.ok();
                         inner.hub.unregister(job_id);
-                        tokio::spawn(reap(inner.clone(), remote_dir.clone()));
+                        tokio::spawn(reap(inner.clone(), remote_dir.clone(), sink));
                         return Outcome::Lost(format!(
                             "worker {} unreachable for more than {}s: {e}",
                             inner.s.worker,
@@ -810,8 +812,9 @@ async fn remove_remote(inner: &Inner, remote_dir: &str) -> Result<(), ExecError>
 }
 
 /// After a job was given up on (worker unreachable or runner gone): for up to ten minutes,
-/// make sure it stops on the worker once the worker answers again, then remove its folder.
-async fn reap(inner: Arc<Inner>, remote_dir: String) {
+/// make sure it stops on the worker once the worker answers again, copy the rest of its log
+/// (the output up to its end is kept, even for a `broken` run), then remove its folder.
+async fn reap(inner: Arc<Inner>, remote_dir: String, mut sink: Option<LogSink>) {
     let until = Instant::now() + Duration::from_secs(600);
     let cancel = format!(
         "cd {} 2>/dev/null && : > cancel; true",
@@ -825,6 +828,14 @@ async fn reap(inner: Arc<Inner>, remote_dir: String) {
                     .await;
             }
             Ok(_) => {
+                if let Some(mut s) = sink.take() {
+                    if catch_up(&inner, &remote_dir, &mut s).await.is_ok() {
+                        s.finish();
+                    } else {
+                        sink = Some(s);
+                        continue;
+                    }
+                }
                 if remove_remote(&inner, &remote_dir).await.is_ok() {
                     return;
                 }
@@ -930,7 +941,7 @@ impl SshExecutor {
             };
             if !started {
                 inner.hub.unregister(spec.job_id);
-                tokio::spawn(reap(inner.clone(), remote_dir));
+                tokio::spawn(reap(inner.clone(), remote_dir, None));
                 return Err(e);
             }
             tracing::warn!("{e}; the job may have started, so it is watched like a started one");

@@ -50,9 +50,10 @@ fn expected_log(run: i64, lines: u32) -> String {
         .collect()
 }
 
+/// Fields drop in order: the server goes first, then the hosts.
 struct Setup {
-    net: TestNet,
     s: Server,
+    net: TestNet,
 }
 
 fn setup(hosts: usize, heartbeat: &str, retries: u32, lines: u32) -> Setup {
@@ -63,7 +64,7 @@ fn setup(hosts: usize, heartbeat: &str, retries: u32, lines: u32) -> Setup {
         tasks(lines).replace("@RETRIES@", &retries.to_string())
     );
     let s = Server::start_on(&yaml, &net.gateway);
-    Setup { net, s }
+    Setup { s, net }
 }
 
 impl Setup {
@@ -280,11 +281,18 @@ async fn network_cut_longer_than_the_heartbeat_timeout_breaks_the_run() {
         reason(&run).contains("unreachable"),
         "the reason says the worker was unreachable: {run:#}"
     );
-    let w = t.s.get_ok("/workers").await;
-    assert_eq!(w["workers"][0]["state"], "down", "{w:#}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let w = t.s.get_ok("/workers").await;
+        if w["workers"][0]["state"] == "down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 never shown down: {w:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     h.restore();
-    // Back on the network, the abandoned job is stopped and its folder removed; it never
-    // reached its second half.
+    // Back on the network, the abandoned job is stopped, the rest of its log fetched and its
+    // folder removed; it never reached its second half.
     t.assert_pids_gone().await;
     t.assert_folders_cleaned().await;
     assert_eq!(t.counter(), [id], "ran once, not retried");

@@ -98,8 +98,8 @@ impl TestNet {
         require_tools();
         // Unique per test in this process; the pid spreads concurrent test processes.
         let k = NEXT_NET.fetch_add(1, Ordering::SeqCst);
-        assert!(k < 10, "at most 10 test networks per test binary");
-        let n = (std::process::id() % 25) * 10 + k + 1;
+        assert!(k < 20, "at most 20 test networks per test binary");
+        let n = (std::process::id() % 12) * 20 + k + 1;
         let dir = tempfile::Builder::new()
             .prefix("baton-ssh-")
             .tempdir()
