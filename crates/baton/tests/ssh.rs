@@ -199,6 +199,20 @@ async fn three_workers_run_in_parallel() {
     }
     workers.sort();
     assert_eq!(workers, ["w1", "w2", "w3"]);
+    // The first halves stream back while the jobs still run.
+    for id in &ids {
+        let half: String = (1..=300)
+            .map(|i| format!("line {i} of run {id}\n"))
+            .collect();
+        let deadline = Instant::now() + WAIT;
+        while t.s.log_text(*id, None).await != half {
+            assert!(
+                Instant::now() < deadline,
+                "run {id}: the log did not stream while running"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     t.open_gate("gate");
     for id in &ids {
         let run = t.s.wait_run(*id).await;
