@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg_cmd in git:git make:make curl:curl procps:pkill; do
+# The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces.
+for pkg_cmd in git:git make:make curl:curl procps:pkill openssh-server:/usr/sbin/sshd \
+  openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done
 # The Docker executor's tests import a test image made from the static busybox (/bin/busybox)
 # and run a Podman API service.

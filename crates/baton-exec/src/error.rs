@@ -115,6 +115,18 @@ pub enum ExecError {
         /// The job directory.
         dir: PathBuf,
     },
+    /// A command on an SSH worker (or the transfer of a file from it) failed.
+    #[error("could not {action} on SSH worker {worker} ({host}): {detail}")]
+    Ssh {
+        /// The worker's name.
+        worker: String,
+        /// `user@host[:port]`.
+        host: String,
+        /// What we tried to do, e.g. `"start the job"`.
+        action: &'static str,
+        /// What ssh said, with a hint when there is a known fix.
+        detail: String,
+    },
 }
 
 impl ExecError {

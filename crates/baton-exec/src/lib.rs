@@ -1,6 +1,8 @@
 //! Baton's executors: where and how a job's script runs.
 //!
 //! Every executor implements [`Executor`]. [`LocalExecutor`] runs each job on this
+//! Every executor implements [`Executor`]. [`SshExecutor`] runs jobs on an SSH worker (see
+//! [`ssh`]); [`LocalExecutor`] runs every other job on this
 //! machine under a small per-job supervisor process (`baton __supervise
 //! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
 //! is never the direct parent of a job's process tree, so jobs survive a
@@ -14,6 +16,9 @@
 //!
 //! Later executors (SSH workers driven through ssh + dtach with a curl callback, pull-mode
 //! agents) have the same shape: `start` → handle, `reattach` after a restart, `cancel`, and
+//! Every executor (local, SSH workers driven through ssh + dtach with a curl callback, and
+//! later Docker containers and pull-mode agents) has the same shape:
+//! `start` → handle, `reattach` after a restart, `cancel`, and
 //! `handle.wait()` → [`Outcome`]. The shared vocabulary ([`JobSpec`],
 //! [`ExitRecord`], [`Outcome`], the job-directory files in [`layout`] and
 //! [`read_log_range`]) lives outside the executor-specific modules
@@ -33,7 +38,11 @@
 //! | `container.json` | Docker executor | the container's name, log offset, start time |
 //! | `canceled`, `timed_out` | Docker executor | why the container was stopped |
 
+//! | `ssh.json` | SSH executor | [`ssh::SshJobInfo`]: worker, folder on it, token hash |
+//! | `log.offset` | SSH executor | remote log offset and local log length, for resuming |
+
 pub mod agent;
+pub mod callback;
 pub mod docker;
 pub mod error;
 pub mod executor;
@@ -42,9 +51,11 @@ pub mod layout;
 pub mod local;
 pub mod log;
 pub mod mask;
+pub mod ssh;
 pub mod supervisor;
 pub mod unix;
 
+pub use callback::{CallbackError, CallbackHub};
 pub use docker::DockerExecutor;
 pub use error::ExecError;
 pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
@@ -52,3 +63,4 @@ pub use job::{ContainerSpec, ExitRecord, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;
+pub use ssh::{SshExecutor, SshSettings};

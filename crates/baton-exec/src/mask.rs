@@ -33,6 +33,11 @@ impl Masker {
         self.secrets.is_empty()
     }
 
+    /// Input bytes held back (fed but not yet emitted).
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Feeds bytes; returns the bytes that are now safe to write.
     pub fn push(&mut self, input: &[u8]) -> Vec<u8> {
         if self.secrets.is_empty() {

@@ -254,6 +254,10 @@ impl Actor {
                         }
                         let tx = self.tx.clone();
                         let (job_id, attempt) = (job.id, job.attempt);
+                        if job.status == Status::Started {
+                            // Launched before the crash, but its start was never confirmed.
+                            self.job_running(job_id, attempt).await;
+                        }
                         tokio::spawn(report_end(tx, job_id, attempt, handle));
                     }
                 }
@@ -306,7 +310,12 @@ impl Actor {
     }
 
     fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let cap = now + chrono::Duration::seconds(60);
+        // Remote workers come and go (health checks): look at the queue every second then.
+        let cap = if self.executors.remote.is_empty() {
+            now + chrono::Duration::seconds(60)
+        } else {
+            now + chrono::Duration::seconds(1)
+        };
         let delays = self
             .runs
             .values()

@@ -8,6 +8,7 @@
 mod agents;
 mod api;
 mod auth;
+mod callbacks;
 mod error;
 mod logs;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub load_config: ConfigLoader,
     /// Pull-mode agents, when the server accepts them.
     pub agents: Option<Arc<baton_exec::agent::AgentHub>>,
+    /// Where job-end callbacks from SSH workers are delivered.
+    pub callbacks: baton_exec::CallbackHub,
 }
 
 /// The whole HTTP application.
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .nest("/api/v1", api.merge(agents::agent_routes()))
+        .merge(callbacks::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint (the API lives under /api/v1)")
         })

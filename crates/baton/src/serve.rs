@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use baton_exec::LocalExecutor;
+use std::collections::BTreeMap;
+
+use baton_exec::{Executor, LocalExecutor, SshExecutor, SshSettings};
 use baton_sched::SchedulerParts;
 
 #[derive(Args)]
@@ -29,6 +31,57 @@ pub(crate) struct ServeArgs {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     baton_core::config::parse_duration(s)
+}
+
+/// One [`SshExecutor`] per worker with a `host`.
+fn ssh_executors(
+    config: &baton_core::config::Config,
+    data: &std::path::Path,
+    addr: std::net::SocketAddr,
+    hub: &baton_exec::CallbackHub,
+) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
+    let mut out: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
+    let server = &config.server;
+    for w in config.workers.values() {
+        let Some(host) = &w.host else { continue };
+        let callback_url = match &server.callback_url {
+            Some(u) => u.clone(),
+            None if addr.ip().is_unspecified() => anyhow::bail!(
+                "SSH worker {:?} cannot reach this server at {addr} to report job ends \
+                 (hint: set server.callback_url to an address the workers can reach, \
+                 or listen on one with --listen)",
+                w.name
+            ),
+            None => format!("http://{addr}"),
+        };
+        let control_dir = data.join("ssh");
+        std::fs::create_dir_all(&control_dir).with_context(|| {
+            format!(
+                "cannot create the SSH control directory {}",
+                control_dir.display()
+            )
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", control_dir.display()))?;
+        let settings = SshSettings {
+            worker: w.name.clone(),
+            host: host.clone(),
+            key: server.ssh_key.as_ref().map(PathBuf::from),
+            known_hosts: server.known_hosts.as_ref().map(PathBuf::from),
+            control_dir,
+            work_dir: w.work_dir.clone().unwrap_or_else(|| ".baton".into()),
+            callback_url,
+            heartbeat_timeout: server
+                .heartbeat_timeout
+                .unwrap_or(std::time::Duration::from_secs(30)),
+        };
+        out.insert(
+            w.name.clone(),
+            Arc::new(SshExecutor::new(settings, hub.clone())),
+        );
+    }
+    Ok(out)
 }
 
 fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
@@ -89,15 +142,22 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let jwt_secret = config.server.jwt_secret.clone();
     let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
     let docker = docker_executor(config.server.docker_host.as_deref());
+    // Listen first: SSH workers call back to the address we actually got.
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
+    let addr = listener.local_addr()?;
+    let callbacks = baton_exec::CallbackHub::default();
+    let remote = ssh_executors(&config, &data, addr, &callbacks)?;
     let sched = baton_sched::start(SchedulerParts {
         config,
         store: store.clone(),
         data_dir: data.clone(),
         executors: baton_sched::Executors {
             local: Arc::new(LocalExecutor::new(exe, vec!["__supervise".into()])),
-            remote: Default::default(),
             agents: Some(agents.clone()),
             docker,
+            remote,
         },
     })
     .await?;
@@ -109,11 +169,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         jwt_secret,
         load_config: Arc::new(move || load(&config_path)),
         agents: Some(agents),
+        callbacks,
     };
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
-    let addr = listener.local_addr()?;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;

@@ -34,8 +34,12 @@ const SERVER_KEYS: &[&str] = &[
     "kill_grace",
     "agent_queues",
     "docker_host",
+    "ssh_key",
+    "known_hosts",
+    "callback_url",
+    "heartbeat_timeout",
 ];
-const WORKER_KEYS: &[&str] = &["host", "queues"];
+const WORKER_KEYS: &[&str] = &["host", "queues", "work_dir"];
 const TASK_KEYS: &[&str] = &[
     "enabled",
     "description",
@@ -277,6 +281,17 @@ impl Diags<'_> {
                 None
             }
         }
+    }
+
+    /// A string that must not be empty.
+    fn nonempty_string(&mut self, e: Option<Entry<'_>>) -> Option<String> {
+        let s = self.string(e)?;
+        if s.trim().is_empty() {
+            let e = e.expect("string() returned Some");
+            self.err(e.value_loc(), format!("{:?} must not be empty", e.name));
+            return None;
+        }
+        Some(s)
     }
 
     fn boolean(&mut self, e: Option<Entry<'_>>) -> Option<bool> {
@@ -690,6 +705,32 @@ fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
             .map(|l| l.into_iter().map(|(q, _)| q).collect())
             .unwrap_or_default(),
         docker_host: d.string(fields.get("docker_host")),
+        ssh_key: d.nonempty_string(fields.get("ssh_key")),
+        known_hosts: d.nonempty_string(fields.get("known_hosts")),
+        callback_url: {
+            let url = d.string(fields.get("callback_url"));
+            if let (Some(u), Some(entry)) = (&url, fields.get("callback_url"))
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                d.err(
+                    entry.value_loc(),
+                    format!("invalid callback_url {u:?}: expected http://host:port or https://host:port (the address SSH workers reach this server at)"),
+                );
+            }
+            url
+        },
+        heartbeat_timeout: {
+            let t = d.duration(fields.get("heartbeat_timeout"));
+            if let (Some(t), Some(entry)) = (t, fields.get("heartbeat_timeout"))
+                && t.is_zero()
+            {
+                d.err(
+                    entry.value_loc(),
+                    "heartbeat_timeout must be longer than 0s".to_string(),
+                );
+            }
+            t
+        },
     }
 }
 
@@ -703,11 +744,41 @@ fn build_worker(d: &mut Diags<'_>, e: Entry<'_>) -> Option<WorkerDef> {
         d.err(entry.value_loc(), msg);
     }
     let queues = d.queues(f.get("queues"), e.key);
+    let work_dir = d.string(f.get("work_dir"));
+    if let (Some(w), Some(entry)) = (&work_dir, f.get("work_dir")) {
+        if let Err(msg) = check_work_dir(w) {
+            d.err(entry.value_loc(), msg);
+        } else if host.is_none() {
+            d.err(
+                entry.key,
+                format!(
+                    "worker {:?} has a work_dir but no host: work_dir is for SSH workers",
+                    e.name
+                ),
+            );
+        }
+    }
     Some(WorkerDef {
         name: e.name.to_owned(),
+        work_dir,
         host,
         queues: queues.into_iter().map(|(q, _)| q).collect(),
     })
+}
+
+/// The folder on an SSH worker: plain path characters only, no `..`, so it needs no quoting
+/// anywhere (scp paths included).
+fn check_work_dir(w: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._/-".contains(c);
+    if w.is_empty() || !w.chars().all(plain) {
+        return Err(format!(
+            "invalid work_dir {w:?}: use letters, digits, '.', '_', '-' and '/' only"
+        ));
+    }
+    if w.split('/').any(|part| part == "..") {
+        return Err(format!("invalid work_dir {w:?}: \"..\" is not allowed"));
+    }
+    Ok(())
 }
 
 /// `[user@]host[:port]`.

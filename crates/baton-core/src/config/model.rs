@@ -42,6 +42,21 @@ pub struct ServerConfig {
     /// `unix:///var/run/docker.sock`).
     #[serde(default)]
     pub docker_host: Option<String>,
+    /// `ssh_key:` — private key for SSH workers (`ssh -i`); `None` uses ssh's default identities.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+    /// `known_hosts:` — the known_hosts file that SSH workers' host keys are checked against
+    /// (`StrictHostKeyChecking=yes`); `None` uses ssh's default (`~/.ssh/known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+    /// `callback_url:` — base URL (`http://host:port`) by which SSH workers reach this server to
+    /// report a job's end; `None` derives it from the address the server listens on.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// `heartbeat_timeout:` — how long a remote worker may be unreachable before its running
+    /// job is `broken` (default 30s).
+    #[serde(default)]
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 /// `image:` / `build:` with `resources:` and `network:` on a task or pipeline task: the job runs
@@ -77,6 +92,10 @@ pub struct WorkerDef {
     /// `host: user@host[:port]` for an SSH worker; `None` for a local worker.
     pub host: Option<String>,
     pub queues: Vec<String>,
+    /// `work_dir:` — SSH workers only: the folder on the worker (relative to the login user's
+    /// home unless absolute) that holds `jobs/<job>/<attempt>/` (default `.baton`). Workers on
+    /// the same host that share a user should each have their own.
+    pub work_dir: Option<String>,
 }
 
 /// `tasks.NAME` — a py4CI-style task: one command, one job per run.

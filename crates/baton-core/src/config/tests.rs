@@ -692,3 +692,44 @@ fn memory_sizes() {
     assert!(parse_memory("-5m").is_err());
     assert!(parse_memory("99999999999t").is_err());
 }
+#[test]
+fn ssh_worker_settings_load_and_are_checked() {
+    let c = ok(
+        "server:\n  ssh_key: /k\n  known_hosts: /kh\n  callback_url: http://10.0.0.1:8700\n  heartbeat_timeout: 5s\nworkers:\n  w: {host: u@h:2222, work_dir: /srv/baton-w, queues: [default]}\n",
+    );
+    assert_eq!(c.server.ssh_key.as_deref(), Some("/k"));
+    assert_eq!(c.server.known_hosts.as_deref(), Some("/kh"));
+    assert_eq!(
+        c.server.callback_url.as_deref(),
+        Some("http://10.0.0.1:8700")
+    );
+    assert_eq!(c.server.heartbeat_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(c.workers["w"].work_dir.as_deref(), Some("/srv/baton-w"));
+
+    let errs = errors(
+        "server:\n  callback_url: ftp://x\n  heartbeat_timeout: 0s\n  ssh_key: \"\"\nworkers:\n  w: {host: u@h, work_dir: \"a b\", queues: [default]}\n  l: {work_dir: x, queues: [default]}\n",
+    );
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("2:17: invalid callback_url"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("3:22: heartbeat_timeout must be longer than 0s"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("4:12: \"ssh_key\" must not be empty"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("6:28: invalid work_dir \"a b\"")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("7:7: ") && e.contains("work_dir but no host")),
+        "{errs:#?}"
+    );
+}

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshhosts;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,6 +26,8 @@ pub struct Server {
     pub config_dir: PathBuf,
     pub data: PathBuf,
     pub port: u16,
+    /// The address the server listens on (127.0.0.1 unless started with [`Server::start_on`]).
+    pub host: String,
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
@@ -33,8 +37,8 @@ pub struct Server {
     serve_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+fn free_port(host: &str) -> u16 {
+    let l = std::net::TcpListener::bind((host, 0)).expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
 
@@ -46,6 +50,15 @@ impl Server {
 
     /// Like [`Server::start`], with extra `baton serve` arguments.
     pub fn start_with(config_yaml: &str, serve_args: &[&str]) -> Server {
+        Server::start_full(config_yaml, "127.0.0.1", serve_args)
+    }
+
+    /// Like [`Server::start`], listening on `host` (e.g. a test bridge's address).
+    pub fn start_on(config_yaml: &str, host: &str) -> Server {
+        Server::start_full(config_yaml, host, &[])
+    }
+
+    fn start_full(config_yaml: &str, host: &str, serve_args: &[&str]) -> Server {
         let root = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -56,13 +69,14 @@ impl Server {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(config_dir.join("baton.yaml"), config_yaml).unwrap();
-        let port = free_port();
+        let port = free_port(host);
         let mut s = Server {
             root,
             config_dir,
             data,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            host: host.to_string(),
+            base: format!("http://{host}:{port}"),
             token: String::new(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -104,6 +118,7 @@ impl Server {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.serve_args)
+            .arg(format!("{}:{}", self.host, self.port))
             .env_remove("BATON_TOKEN")
             .env_remove("BATON_SERVER")
             .stdin(Stdio::null())
