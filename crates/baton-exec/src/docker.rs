@@ -750,16 +750,19 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
         match docker.inspect_container(&info.name, None).await {
             Ok(c) => {
                 let state = c.state.unwrap_or_default();
+                // A stream that ended early must not flush the masker's held-back bytes: the
+                // re-read decides whether they belong to a secret.
                 if state.running == Some(true) {
-                    if let Some(e) = stream_error {
-                        tracing::warn!(
+                    match stream_error {
+                        Some(e) => tracing::warn!(
                             "log stream of container {} broke: {e}; resuming",
                             info.name
-                        );
+                        ),
+                        None => tracing::debug!("log stream of {} ended early", info.name),
                     }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
-                append_skipping(&mut log, &tail, &mut skip, &log_path, &mut rec);
                 if let Some(e) = stream_error {
                     // Exited, but the last read failed: read once more to collect the end.
                     tracing::warn!(
@@ -768,9 +771,11 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
                     );
                     failures += 1;
                     if failures < ENGINE_PATIENCE {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
                 }
+                append_skipping(&mut log, &tail, &mut skip, &log_path, &mut rec);
                 rec.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
                 if state.oom_killed == Some(true) {
                     let _ =
