@@ -711,6 +711,10 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut timed_out = dir.join(TIMED_OUT_MARK).exists();
     let mut failures = 0u32;
+    // A followed stream may end when the container stops, before its last bytes (a final line
+    // without a newline) are delivered: once it has exited, one more plain read collects the
+    // whole log, and the skipping drops what is already there.
+    let mut final_pass = false;
     loop {
         // Each pass re-reads the engine's log from its start through a fresh masker and skips
         // what `log` already has: a resumed stream neither loses nor repeats a byte.
@@ -721,7 +725,7 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
             &info.name,
             Some(
                 LogsOptionsBuilder::new()
-                    .follow(true)
+                    .follow(!final_pass)
                     .stdout(true)
                     .stderr(true)
                     .build(),
@@ -750,16 +754,19 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
         match docker.inspect_container(&info.name, None).await {
             Ok(c) => {
                 let state = c.state.unwrap_or_default();
+                // A stream that ended early must not flush the masker's held-back bytes: the
+                // re-read decides whether they belong to a secret.
                 if state.running == Some(true) {
-                    if let Some(e) = stream_error {
-                        tracing::warn!(
+                    match stream_error {
+                        Some(e) => tracing::warn!(
                             "log stream of container {} broke: {e}; resuming",
                             info.name
-                        );
+                        ),
+                        None => tracing::debug!("log stream of {} ended early", info.name),
                     }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
-                append_skipping(&mut log, &tail, &mut skip, &log_path, &mut rec);
                 if let Some(e) = stream_error {
                     // Exited, but the last read failed: read once more to collect the end.
                     tracing::warn!(
@@ -768,9 +775,15 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
                     );
                     failures += 1;
                     if failures < ENGINE_PATIENCE {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
                 }
+                if !final_pass {
+                    final_pass = true;
+                    continue;
+                }
+                append_skipping(&mut log, &tail, &mut skip, &log_path, &mut rec);
                 rec.exit_code = state.exit_code.and_then(|c| i32::try_from(c).ok());
                 if state.oom_killed == Some(true) {
                     let _ =

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What to run. Written by the executor to `spec.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct JobSpec {
     /// The run this job belongs to (exported as `BATON_RUN_ID`).
     pub run_id: i64,
@@ -51,6 +51,9 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub network: Network,
 }
+
+// `cpus` is finite and positive (the config loader checks), so equality is total.
+impl Eq for ContainerSpec {}
 
 /// A container's network.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
