@@ -67,8 +67,9 @@ fn ssh_executors(
         let settings = SshSettings {
             worker: w.name.clone(),
             host: host.clone(),
-            key: server.ssh_key.as_ref().map(PathBuf::from),
-            known_hosts: server.known_hosts.as_ref().map(PathBuf::from),
+            // Relative paths are relative to where the server was started.
+            key: server.ssh_key.as_ref().map(absolute).transpose()?,
+            known_hosts: server.known_hosts.as_ref().map(absolute).transpose()?,
             control_dir,
             work_dir: w.work_dir.clone().unwrap_or_else(|| ".baton".into()),
             callback_url,
@@ -82,6 +83,10 @@ fn ssh_executors(
         );
     }
     Ok(out)
+}
+
+fn absolute(p: &String) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot resolve the path {p}"))
 }
 
 fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
