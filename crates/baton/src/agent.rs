@@ -14,7 +14,7 @@ use clap::Args;
 use serde_json::json;
 
 use baton_exec::agent::{AgentInfo, PollResponse};
-use baton_exec::{ExitRecord, LocalExecutor, Reattach, read_exit};
+use baton_exec::{DockerExecutor, Executor, ExitRecord, LocalExecutor, Reattached, read_exit};
 
 #[derive(Args)]
 pub(crate) struct AgentArgs {
@@ -45,6 +45,8 @@ struct Agent {
     credential: String,
     work: PathBuf,
     exec: LocalExecutor,
+    /// Runs steps with `image:` in containers on this machine's engine.
+    docker: Arc<DockerExecutor>,
 }
 
 fn hostname() -> String {
@@ -95,8 +97,9 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         credential,
         work,
         exec: LocalExecutor::new(exe, vec!["__supervise".into()]),
+        docker: Arc::new(DockerExecutor::new(None)),
     });
-    agent.resume();
+    agent.resume().await;
     eprintln!(
         "baton agent {name} serving {:?} with {} slot(s)",
         args.queues, args.slots
@@ -144,14 +147,20 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             }
         };
         for c in work.cancel {
-            let _ = agent.exec.cancel(&agent.job_dir(c.job_id, c.attempt));
+            let dir = agent.job_dir(c.job_id, c.attempt);
+            let _ = agent.executor(&dir).cancel(&dir).await;
         }
         for a in work.jobs {
             let dir = agent.job_dir(a.job_id, a.attempt);
             let ended = Arc::new(tokio::sync::Notify::new());
-            match agent.exec.start(&dir, &a.spec).await {
+            let exec: Arc<dyn Executor> = if a.spec.container.is_some() {
+                agent.docker.clone()
+            } else {
+                Arc::new(agent.exec.clone())
+            };
+            match exec.start(&dir, &a.spec).await {
                 Ok(handle) => {
-                    // Reap the supervisor when it exits, and wake the reporter at once.
+                    // Reap the job when it ends, and wake the reporter at once.
                     let ended = ended.clone();
                     tokio::spawn(async move {
                         handle.wait().await;
@@ -202,8 +211,17 @@ impl Agent {
             .join(attempt.to_string())
     }
 
+    /// The executor of a job already started here: containers leave `container.json`.
+    fn executor(&self, dir: &Path) -> Arc<dyn Executor> {
+        if dir.join(baton_exec::docker::CONTAINER_FILE).exists() {
+            self.docker.clone()
+        } else {
+            Arc::new(self.exec.clone())
+        }
+    }
+
     /// After the agent's own restart: report every job it still has.
-    fn resume(self: &Arc<Self>) {
+    async fn resume(self: &Arc<Self>) {
         let Ok(jobs) = std::fs::read_dir(self.work.join("jobs")) else {
             return;
         };
@@ -220,7 +238,7 @@ impl Agent {
                 };
                 let dir = a.path();
                 let ended = Arc::new(tokio::sync::Notify::new());
-                if let Reattach::Running(h) = self.exec.reattach(&dir) {
+                if let Reattached::Running(h) = self.executor(&dir).reattach(&dir).await {
                     let ended = ended.clone();
                     tokio::spawn(async move {
                         h.wait().await;

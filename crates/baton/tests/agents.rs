@@ -344,3 +344,43 @@ async fn cancel_on_an_agent_and_disabling_it() {
     let r = s.run(id).await;
     assert_eq!(status(&r), "queued");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_runs_container_steps_on_its_own_engine() {
+    let image = common::busybox::image();
+    let s = Server::start_with(
+        &format!(
+            r#"
+server:
+  local_workers: 1
+  agent_queues: [arm]
+tasks:
+  boxed:
+    queues: [arm]
+    image: {image}
+    command: |
+      echo "sh is $(readlink /bin/sh)"
+      echo made-inside > "$BATON_OUTPUT_DIR/inside.txt"
+"#
+        ),
+        &["--agent-heartbeat-timeout", HEARTBEAT],
+    );
+    let token = join_token(&s);
+    let _agent = AgentProc::start(&s, &token, "a1", 1);
+    let id = id_of(&s.trigger("boxed", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    assert!(
+        run["jobs"][0]["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent:a1:")
+    );
+    // The image's /bin/sh is busybox; the host's is not: the step ran in a container.
+    assert_eq!(s.log_text(id, None).await, "sh is busybox\n");
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(s.job_dir(job, 1).join("out/inside.txt")).unwrap(),
+        "made-inside\n"
+    );
+}

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod busybox;
 pub mod sshhosts;
 
 use std::io::{BufRead, BufReader, Read};

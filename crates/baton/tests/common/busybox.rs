@@ -1,0 +1,78 @@
+//! The busybox test image for container tests: there is no registry here, so it is made from
+//! Debian's `busybox-static` (`/bin/busybox` plus one symlink per applet) and `docker import`ed
+//! as `baton-test-busybox:latest`. The setup uses the docker CLI; the product never does.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const IMAGE: &str = "baton-test-busybox:latest";
+
+pub fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `docker {}`: {e} (the tests need docker.io)",
+                args.join(" ")
+            )
+        })
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Imports the busybox test image once per test process.
+pub fn image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            info.status.success(),
+            "the Docker engine does not answer (these tests need it): {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        // Made by an earlier test process (same bytes each time): importing again would only
+        // leave the old copy dangling.
+        if docker(&["image", "inspect", IMAGE]).status.success() {
+            return;
+        }
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: install Debian's busybox-static (scripts/test.sh does)"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::copy(busybox, bin.join("busybox")).unwrap();
+        let list = Command::new(busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+            }
+        }
+        let tar = root.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .arg("-cf")
+            .arg(&tar)
+            .args(["bin", "tmp"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar of the busybox rootfs failed");
+        docker_ok(&["import", tar.to_str().unwrap(), IMAGE]);
+    });
+    IMAGE
+}
