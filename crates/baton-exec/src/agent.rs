@@ -156,7 +156,7 @@ impl AgentHub {
         let mut out = Vec::new();
         for (name, a) in &st.agents {
             let health = if a.disabled {
-                Health::Down(format!("agent {name} is disabled"))
+                Health::Disabled(format!("agent {name} is disabled"))
             } else if self.alive(a) {
                 Health::Up
             } else {
@@ -401,10 +401,23 @@ impl Executor for AgentExecutor {
         })
     }
 
+    fn last_heartbeat(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let st = self.hub.lock();
+        let a = st.agents.get(&self.agent)?;
+        let ago = if a.polling > 0 {
+            std::time::Duration::ZERO
+        } else {
+            a.last_seen.elapsed()
+        };
+        chrono::Duration::from_std(ago)
+            .ok()
+            .map(|d| chrono::Utc::now() - d)
+    }
+
     fn health(&self) -> Health {
         let st = self.hub.lock();
         match st.agents.get(&self.agent) {
-            Some(a) if a.disabled => Health::Down(format!("agent {} is disabled", self.agent)),
+            Some(a) if a.disabled => Health::Disabled(format!("agent {} is disabled", self.agent)),
             Some(a) if self.hub.alive(a) => Health::Up,
             _ => Health::Down(format!("agent {} is not connected", self.agent)),
         }

@@ -20,6 +20,18 @@ pub enum Health {
     Up,
     /// Down, with the reason shown to users ("ssh: connection refused").
     Down(String),
+    /// Turned off by an administrator (an agent), with the reason.
+    Disabled(String),
+}
+
+impl Health {
+    /// Why work cannot go here, if it cannot.
+    pub fn problem(&self) -> Option<&str> {
+        match self {
+            Health::Up => None,
+            Health::Down(why) | Health::Disabled(why) => Some(why),
+        }
+    }
 }
 
 /// A place that runs jobs.
@@ -45,6 +57,12 @@ pub trait Executor: Send + Sync + 'static {
     /// Whether new jobs may go here.
     fn health(&self) -> Health {
         Health::Up
+    }
+
+    /// When the place last answered (remote workers and agents); `None` where that means
+    /// nothing (this server, the local engine).
+    fn last_heartbeat(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
     }
 }
 

@@ -125,6 +125,8 @@ struct Inner {
     port: Option<u16>,
     hub: CallbackHub,
     health: Mutex<Health>,
+    /// When the worker last answered a health check.
+    last_ok: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// `ssh.json`: which worker runs the job, where, and the hash of its callback token.
@@ -161,6 +163,7 @@ impl SshExecutor {
             port,
             hub,
             health: Mutex::new(Health::Down("not checked yet".into())),
+            last_ok: Mutex::new(None),
         });
         tokio::spawn(health_loop(Arc::downgrade(&inner)));
         SshExecutor { inner }
@@ -481,10 +484,13 @@ async fn health_loop(weak: Weak<Inner>) {
             if *cur != h {
                 match &h {
                     Health::Up => tracing::info!(worker = inner.s.worker, "SSH worker up"),
-                    Health::Down(why) => {
+                    Health::Down(why) | Health::Disabled(why) => {
                         tracing::warn!(worker = inner.s.worker, "SSH worker down: {why}")
                     }
                 }
+            }
+            if h == Health::Up {
+                *inner.last_ok.lock().expect("last_ok poisoned") = Some(chrono::Utc::now());
             }
             *cur = h;
         }
@@ -1050,6 +1056,10 @@ impl Executor for SshExecutor {
 
     fn health(&self) -> Health {
         self.inner.health.lock().expect("health poisoned").clone()
+    }
+
+    fn last_heartbeat(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.inner.last_ok.lock().expect("last_ok poisoned")
     }
 }
 

@@ -1274,23 +1274,21 @@ impl Actor {
         });
     }
 
-    /// Why a worker cannot take work, if it cannot: a remote worker without an executor in
-    /// this build, or whose executor reports it down.
-    fn worker_down(&self, w: &Worker) -> Option<String> {
+    /// Whether a worker can take work: local workers always; a remote worker or agent slot
+    /// as its executor says (down without an executor in this build).
+    fn worker_health(&self, w: &Worker) -> Health {
         if w.agent {
-            return match self.executor_for(Some(&w.name)).health() {
-                Health::Up => None,
-                Health::Down(why) => Some(why),
-            };
+            return self.executor_for(Some(&w.name)).health();
         }
         match (&w.host, self.executors.remote.get(&w.name)) {
-            (None, _) => None,
-            (Some(h), None) => Some(format!("no executor for the worker at {h}")),
-            (Some(_), Some(e)) => match e.health() {
-                Health::Up => None,
-                Health::Down(why) => Some(why),
-            },
+            (None, _) => Health::Up,
+            (Some(h), None) => Health::Down(format!("no executor for the worker at {h}")),
+            (Some(_), Some(e)) => e.health(),
         }
+    }
+
+    fn worker_down(&self, w: &Worker) -> Option<String> {
+        self.worker_health(w).problem().map(str::to_string)
     }
 
     fn worker_views(&self) -> Vec<WorkerView> {
@@ -1310,19 +1308,22 @@ impl Actor {
             .workers
             .iter()
             .map(|w| {
-                let down = self.worker_down(w);
+                let health = self.worker_health(w);
+                let exec = self.executor_for(Some(&w.name));
                 WorkerState {
                     name: w.name.clone(),
-                    kind: self.executor_for(Some(&w.name)).kind(),
+                    kind: exec.kind(),
                     queues: w.queues.clone(),
-                    state: match (&down, w.busy) {
-                        (Some(_), _) => "down",
-                        (None, Some(_)) => "busy",
-                        (None, None) => "idle",
+                    state: match (&health, w.busy) {
+                        (Health::Disabled(_), _) => "disabled",
+                        (Health::Down(_), _) => "down",
+                        (Health::Up, Some(_)) => "busy",
+                        (Health::Up, None) => "idle",
                     },
-                    reason: down,
+                    reason: health.problem().map(str::to_string),
                     run_id: w.busy.map(|(r, _)| r),
                     job_id: w.busy.map(|(_, j)| j),
+                    last_heartbeat: exec.last_heartbeat(),
                 }
             })
             .collect();

@@ -49,11 +49,13 @@ pub struct WorkerState {
     pub name: String,
     pub kind: &'static str,
     pub queues: Vec<String>,
-    /// `idle`, `busy` or `down`.
+    /// `idle`, `busy`, `down` or `disabled`.
     pub state: &'static str,
     pub reason: Option<String>,
     pub run_id: Option<i64>,
     pub job_id: Option<i64>,
+    /// When a remote worker or agent last answered.
+    pub last_heartbeat: Option<DateTime<Utc>>,
 }
 
 /// A waiting job and why it waits.

@@ -35,6 +35,12 @@ tasks:
     command: |
       sleep 1000 & echo $! > "$pids"
       wait
+  slow:
+    queues: [arm]
+    timeout: 1s
+    command: |
+      sleep 1000 & echo $! > "$pids"
+      wait
 "#,
         gate = gate("gate"),
     )
@@ -322,9 +328,32 @@ async fn cancel_on_an_agent_and_disabling_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A timeout on the agent's machine jams the run and kills its processes.
+    let pids2 = s.root.path().join("pids2");
+    let id = id_of(&s.trigger("slow", &[("pids", pids2.to_str().unwrap())]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "jammed", "{run:#}");
+    assert!(reason(&run).contains("timed out"), "{run:#}");
+    let pid: i32 = std::fs::read_to_string(&pids2).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !common::is_dead(pid) {
+        assert!(Instant::now() < deadline, "the timed-out job's sleep survived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The agent's slot shows when it was last heard from.
+    let w = s.get_ok("/workers").await;
+    let slot = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "agent:a1:1")
+        .unwrap()
+        .clone();
+    assert!(slot["last_heartbeat"].is_string(), "{slot:#}");
+
     let (st, body) = s.post("/agents/a1/disable", serde_json::json!({})).await;
     assert_eq!(st, 200, "{body}");
-    wait_agent_worker(&s, "a1", "down").await;
+    wait_agent_worker(&s, "a1", "disabled").await;
     // Its credential is revoked: the agent process is told so and exits.
     let deadline = Instant::now() + WAIT;
     let code = loop {
