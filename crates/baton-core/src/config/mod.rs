@@ -17,7 +17,7 @@
 //! `priority`, `timeout`, `command`, `authorized_users`, `triggered_by`) plus Baton's `schedule`,
 //! `env`, `concurrency`, `wait_list` and `retries`; `${:name}` in a command is replaced from
 //! `variables`. Pipelines follow prunner's `pipelines.yml`, with prunner's error messages, plus
-//! Baton's `queues`; their script templates `{{ .name }}` are rewritten by
+//! Baton's `queues` and `authorized_users`; their script templates `{{ .name }}` are rewritten by
 //! [`rewrite_templates`].
 //!
 //! Validation never stops at the first problem: every error of every file is collected, with its
