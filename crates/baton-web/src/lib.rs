@@ -17,6 +17,7 @@ use baton_core::config::Config;
 use baton_sched::SchedHandle;
 use baton_store::{RunFolders, Store};
 
+pub use auth::CurrentUser;
 pub use error::ApiError;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
@@ -41,7 +42,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_user,
         ));
     Router::new()
         .route(

@@ -20,6 +20,7 @@ use serde_json::json;
 use baton_store::{JobRow, RunRow};
 
 use crate::api::load_run;
+use crate::auth::CurrentUser;
 use crate::{ApiError, AppState};
 
 const MAX_RANGE: u64 = 8 * 1024 * 1024;
@@ -91,13 +92,14 @@ fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
 
 async fn log(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<LogQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let run = load_run(&s, id).await?;
+    let run = load_run(&s, &user, id).await?;
     let job = pick_job(&run, q.job.as_deref())?;
     let path = s.folders.log_path(job.id, job.attempt);
     let size = tokio::fs::metadata(&path)
@@ -188,13 +190,14 @@ struct StreamQuery {
 /// are at `/log`), with the next offset as the event id; an `end` event carries the final status.
 async fn stream(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let run = load_run(&s, id).await?;
+    let run = load_run(&s, &user, id).await?;
     let job = pick_job(&run, q.job.as_deref())?;
     let resume = headers
         .get("last-event-id")
