@@ -36,12 +36,6 @@ pub struct CurrentUser {
     pub csrf: Option<String>,
 }
 
-impl CurrentUser {
-    pub(crate) fn name(&self) -> &str {
-        self.principal.name()
-    }
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = ApiError;
 

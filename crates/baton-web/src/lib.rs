@@ -5,14 +5,17 @@
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
 //! JSON shapes of the API.
 
+mod ansi;
 mod api;
 mod auth;
 mod error;
 mod logs;
+mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use baton_core::config::Config;
 use baton_sched::SchedHandle;
 use baton_store::{RunFolders, Store};
@@ -50,8 +53,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .nest("/api/v1", api)
-        .fallback(|| async {
-            ApiError::not_found("no such endpoint (the API lives under /api/v1)")
+        .merge(ui::routes())
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/api/") {
+                ApiError::not_found("no such endpoint (the API lives under /api/v1)")
+                    .into_response()
+            } else {
+                ui::not_found_page()
+            }
         })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -151,7 +151,7 @@ async fn log(
     Ok(resp)
 }
 
-fn file_stream(
+pub(crate) fn file_stream(
     path: std::path::PathBuf,
     start: u64,
     len: u64,
