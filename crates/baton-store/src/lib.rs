@@ -403,7 +403,9 @@ impl Store {
                 if names.is_empty() {
                     continue;
                 }
-                qb.push(" OR (kind = ").push_bind(kind).push(" AND target IN (");
+                qb.push(" OR (kind = ")
+                    .push_bind(kind)
+                    .push(" AND target IN (");
                 let mut sep = qb.separated(", ");
                 for n in names {
                     sep.push_bind(n.clone());

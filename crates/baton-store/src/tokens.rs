@@ -73,9 +73,9 @@ impl Store {
     /// The token's record if the secret is valid and not revoked.
     pub async fn verify_token(&self, token: &str) -> Result<Option<TokenInfo>> {
         let row = sqlx::query(select!("WHERE t.hash = ? AND t.revoked_at IS NULL"))
-        .bind(hash(token))
-        .fetch_optional(self.pool())
-        .await?;
+            .bind(hash(token))
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(info).transpose()
     }
 

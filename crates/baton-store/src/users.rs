@@ -131,7 +131,11 @@ impl Store {
                     .clone()
             });
             PasswordHash::new(&phc)
-                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await

@@ -310,7 +310,11 @@ mod tests {
                 panic!("fixture {name} missing under ../shared/fixtures/logs")
             };
             let lines = render_lines(&bytes);
-            assert!(lines.len() >= lines_at_least, "{name}: {} lines", lines.len());
+            assert!(
+                lines.len() >= lines_at_least,
+                "{name}: {} lines",
+                lines.len()
+            );
             for l in &lines {
                 assert!(!l.contains('\x1b'), "{name}: raw ESC in {l:?}");
                 assert!(!l.contains('\r'), "{name}: raw CR in {l:?}");
@@ -318,8 +322,11 @@ mod tests {
             let all = lines.join("\n");
             assert!(!all.contains("[0K"), "{name}: erase codes left as text");
             if name.contains("redox") {
-                assert!(all.contains("Compiling</span> gcc v0.3.54") || all.contains("Compiling gcc v0.3.54"),
-                    "redox: no Compiling line");
+                assert!(
+                    all.contains("Compiling</span> gcc v0.3.54")
+                        || all.contains("Compiling gcc v0.3.54"),
+                    "redox: no Compiling line"
+                );
                 assert!(all.contains("error[E0407]"), "redox: no rustc error");
             }
         }

@@ -70,7 +70,10 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 /// Resolves the caller from the bearer token or the session cookie; `Ok(None)` when the request
 /// carries neither.
-pub(crate) async fn resolve(s: &AppState, headers: &HeaderMap) -> Result<Option<CurrentUser>, ApiError> {
+pub(crate) async fn resolve(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<CurrentUser>, ApiError> {
     if let Some(h) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -123,7 +126,11 @@ pub(crate) fn is_write(m: &Method) -> bool {
 
 /// Constant-time comparison of two secrets.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// API middleware: every route needs a caller; cookie callers need the CSRF header on writes.
@@ -179,8 +186,8 @@ impl Access {
     /// every target of that name is.
     pub fn can_see_name(&self, name: &str) -> bool {
         let t = !self.config.tasks.contains_key(name) || self.can_see(TargetKind::Task, name);
-        let p = !self.config.pipelines.contains_key(name)
-            || self.can_see(TargetKind::Pipeline, name);
+        let p =
+            !self.config.pipelines.contains_key(name) || self.can_see(TargetKind::Pipeline, name);
         let known =
             self.config.tasks.contains_key(name) || self.config.pipelines.contains_key(name);
         if known { t && p } else { self.is_admin() }

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 
 use askama::Template;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -168,7 +168,11 @@ fn urlencode(s: &str) -> String {
 }
 
 /// The signed-in caller of a page, or a redirect to the login page.
-async fn page_user(s: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(CurrentUser, Access, Nav), PageError> {
+async fn page_user(
+    s: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(CurrentUser, Access, Nav), PageError> {
     let next = uri
         .path_and_query()
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
@@ -252,7 +256,12 @@ struct NextQuery {
 }
 
 async fn login_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
-    login_form(&headers, q.next.as_deref().unwrap_or("/"), "", StatusCode::OK)
+    login_form(
+        &headers,
+        q.next.as_deref().unwrap_or("/"),
+        "",
+        StatusCode::OK,
+    )
 }
 
 fn login_form(headers: &HeaderMap, next: &str, error: &str, code: StatusCode) -> Response {
@@ -271,11 +280,7 @@ fn login_form(headers: &HeaderMap, next: &str, error: &str, code: StatusCode) ->
     resp
 }
 
-async fn login(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fields>) -> Response {
     let next = safe_next(field(&f, "next")).to_owned();
     let cookie = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if cookie.is_empty() || !same_secret(cookie, field(&f, "csrf")) {
@@ -311,7 +316,12 @@ async fn login(
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &session.id, SESSION_DAYS * 86400, https(&headers)),
+        set_cookie(
+            SESSION_COOKIE,
+            &session.id,
+            SESSION_DAYS * 86400,
+            https(&headers),
+        ),
     );
     h.append(
         header::SET_COOKIE,
@@ -320,7 +330,11 @@ async fn login(
     resp
 }
 
-async fn logout(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fields>) -> PageResult {
+async fn logout(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> PageResult {
     if let Some(Ok(Some(user))) = Some(auth::resolve(&s, &headers).await) {
         check_csrf(&user, &f)?;
     }
@@ -468,7 +482,8 @@ async fn dashboard(State(s): State<AppState>, headers: HeaderMap, uri: Uri) -> P
     let mut targets = Vec::new();
     for t in a.config.tasks.values() {
         if a.can_see(TargetKind::Task, &t.name) {
-            targets.push(target_view(&s, TargetKind::Task, &t.name, t.enabled, &t.description).await?);
+            targets
+                .push(target_view(&s, TargetKind::Task, &t.name, t.enabled, &t.description).await?);
         }
     }
     for p in a.config.pipelines.values() {
@@ -556,7 +571,12 @@ fn day(s: &str) -> Result<Option<DateTime<Utc>>, PageError> {
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map(|d| Some(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()))
-        .map_err(|_| PageError::Page(StatusCode::BAD_REQUEST, format!("bad date {s:?} (use YYYY-MM-DD)")))
+        .map_err(|_| {
+            PageError::Page(
+                StatusCode::BAD_REQUEST,
+                format!("bad date {s:?} (use YYYY-MM-DD)"),
+            )
+        })
 }
 
 async fn runs_page(
@@ -865,7 +885,9 @@ fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"pipeline graph\">"
     );
     for j in &run.jobs {
-        let Some(&(x, y)) = pos.get(j.name.as_str()) else { continue };
+        let Some(&(x, y)) = pos.get(j.name.as_str()) else {
+            continue;
+        };
         for d in deps.get(&j.name).into_iter().flatten() {
             if let Some(&(px, py)) = pos.get(d.as_str()) {
                 let (x1, y1, x2, y2) = (px + w, py + h / 2, x, y + h / 2);
@@ -883,7 +905,9 @@ fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
             .replace('"', "&quot;")
     };
     for j in &run.jobs {
-        let Some(&(x, y)) = pos.get(j.name.as_str()) else { continue };
+        let Some(&(x, y)) = pos.get(j.name.as_str()) else {
+            continue;
+        };
         let colour = match j.status {
             Status::Success => "#1f9d55",
             Status::Failed | Status::Broken | Status::Jammed => "#d63a3a",
@@ -956,7 +980,11 @@ async fn run_page(
     } else {
         String::new()
     };
-    let mut workers: Vec<&str> = run.jobs.iter().filter_map(|j| j.worker.as_deref()).collect();
+    let mut workers: Vec<&str> = run
+        .jobs
+        .iter()
+        .filter_map(|j| j.worker.as_deref())
+        .collect();
     workers.dedup();
     let r = RunPageView {
         id: run.id,
@@ -982,7 +1010,11 @@ async fn run_page(
             workers.join(", ")
         },
         exit_code: job.exit_code.map_or("–".into(), |c| c.to_string()),
-        args: run.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        args: run
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         tags: run.tags.join(", "),
         ancestors: run.ancestors.clone(),
         descendants: run.descendants.clone(),
@@ -1015,7 +1047,11 @@ async fn artifact(
 ) -> PageResult {
     let (_, a, _) = page_user(&s, &headers, &uri).await?;
     let run = visible_run(&s, &a, id).await?;
-    let job = run.jobs.iter().find(|j| j.id == job_id).ok_or_else(not_found)?;
+    let job = run
+        .jobs
+        .iter()
+        .find(|j| j.id == job_id)
+        .ok_or_else(not_found)?;
     let out = s.folders.job_dir(job.id, job.attempt).join("out");
     let mut path = out.clone();
     for seg in rel.split('/') {
@@ -1024,8 +1060,12 @@ async fn artifact(
         }
         path.push(seg);
     }
-    let resolved: PathBuf = tokio::fs::canonicalize(&path).await.map_err(|_| not_found())?;
-    let root = tokio::fs::canonicalize(&out).await.map_err(|_| not_found())?;
+    let resolved: PathBuf = tokio::fs::canonicalize(&path)
+        .await
+        .map_err(|_| not_found())?;
+    let root = tokio::fs::canonicalize(&out)
+        .await
+        .map_err(|_| not_found())?;
     if !resolved.starts_with(&root) || !resolved.is_file() {
         return Err(not_found());
     }
@@ -1034,14 +1074,22 @@ async fn artifact(
         .file_name()
         .map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_"))
         .unwrap_or_default();
-    let mut resp = Response::new(Body::from_stream(crate::logs::file_stream(resolved, 0, size)));
+    let mut resp = Response::new(Body::from_stream(crate::logs::file_stream(
+        resolved, 0, size,
+    )));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     Ok(resp)
 }
 
