@@ -1,6 +1,8 @@
 //! Users, tokens and browser-style sessions for the access and browser tests. Included with
 //! `#[path]` next to `common`, so the shared harness stays untouched.
 
+#![allow(dead_code)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
