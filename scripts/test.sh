@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg_cmd in git:git make:make curl:curl procps:pkill; do
+for pkg_cmd in git:git make:make curl:curl procps:pkill chromium:chromium chromium-driver:chromedriver; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

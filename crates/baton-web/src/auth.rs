@@ -108,13 +108,13 @@ pub(crate) async fn resolve(
         }
         return Err(unauthorized("unknown token"));
     }
-    if let Some(id) = cookie(headers, SESSION_COOKIE) {
-        if let Some(sess) = s.store.session(id).await? {
-            return Ok(Some(CurrentUser {
-                principal: Principal::User(sess.user),
-                csrf: Some(sess.csrf),
-            }));
-        }
+    if let Some(id) = cookie(headers, SESSION_COOKIE)
+        && let Some(sess) = s.store.session(id).await?
+    {
+        return Ok(Some(CurrentUser {
+            principal: Principal::User(sess.user),
+            csrf: Some(sess.csrf),
+        }));
     }
     Ok(None)
 }
