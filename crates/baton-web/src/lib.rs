@@ -1,5 +1,6 @@
-//! Baton's HTTP interface: the JSON API under `/api/v1`, live logs over Server-Sent Events, and
-//! bearer-token auth.
+//! Baton's HTTP interface: the JSON API under `/api/v1`, live logs over Server-Sent Events, the
+//! server-rendered web UI at `/`, and authentication (tokens, JWTs, session cookies) with the
+//! access rules of `baton_core::access` applied to every route.
 //!
 //! Architecture Invariant: this crate holds no scheduling state. It reads runs from the store and
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
