@@ -493,6 +493,41 @@ impl Store {
             .collect()
     }
 
+    /// Sets (`Some`) or clears (`None`) the runtime `enabled` override of a task.
+    pub async fn set_task_override(&self, task: &str, enabled: Option<bool>) -> Result<()> {
+        match enabled {
+            Some(e) => {
+                sqlx::query(
+                    "INSERT INTO task_overrides (task, enabled, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (task) DO UPDATE SET enabled = excluded.enabled,
+                       updated_at = excluded.updated_at",
+                )
+                .bind(task)
+                .bind(i64::from(e))
+                .bind(ms(Utc::now()))
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM task_overrides WHERE task = ?")
+                    .bind(task)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every runtime `enabled` override, by task.
+    pub async fn task_overrides(&self) -> Result<BTreeMap<String, bool>> {
+        let rows = sqlx::query("SELECT task, enabled FROM task_overrides")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("task")?, r.try_get::<i64, _>("enabled")? != 0)))
+            .collect()
+    }
+
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }

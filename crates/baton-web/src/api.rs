@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/config/reload", post(reload))
+        .route("/tasks/{name}/enabled", post(set_enabled))
 }
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -321,4 +322,36 @@ pub(crate) async fn reload_config(s: &AppState) -> ApiResult<Value> {
             format!("the new config is invalid; the old one stays in force:\n{diagnostics}"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnabledBody {
+    /// `true` or `false` override the config; `null` follows the config again.
+    enabled: Option<bool>,
+}
+
+/// Administrators enable or disable a task at runtime (kept in the store, over the config).
+async fn set_enabled(
+    State(s): State<AppState>,
+    user: CurrentUser,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<EnabledBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Path(name) = name?;
+    let a = Access::of(&s, &user).await?;
+    if !a.can_see(TargetKind::Task, &name) {
+        return Err(baton_sched::SchedError::UnknownTarget(name).into());
+    }
+    a.require_admin()?;
+    let Json(body) = body?;
+    s.sched.set_enabled(&name, body.enabled).await?;
+    let enabled = s
+        .sched
+        .config()
+        .await?
+        .tasks
+        .get(&name)
+        .is_some_and(|t| t.enabled);
+    Ok(Json(json!({ "task": name, "enabled": enabled })))
 }

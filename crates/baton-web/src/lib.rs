@@ -55,14 +55,21 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/api/v1", api)
         .merge(ui::routes())
-        .fallback(|uri: axum::http::Uri| async move {
-            if uri.path().starts_with("/api/") {
-                ApiError::not_found("no such endpoint (the API lives under /api/v1)")
-                    .into_response()
-            } else {
-                ui::not_found_page()
-            }
-        })
+        .fallback(
+            |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                // Browsers (which ask for HTML) get the 404 page; API clients get JSON.
+                let wants_html = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/html"));
+                if wants_html && !uri.path().starts_with("/api/") {
+                    ui::not_found_page()
+                } else {
+                    ApiError::not_found("no such endpoint (the API lives under /api/v1)")
+                        .into_response()
+                }
+            },
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

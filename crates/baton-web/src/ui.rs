@@ -49,6 +49,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me/tokens", post(create_token))
         .route("/me/tokens/{id}/revoke", post(revoke_token))
         .route("/admin/reload", post(reload))
+        .route("/admin/tasks/{name}/enabled", post(set_enabled))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
 }
@@ -1345,4 +1346,26 @@ async fn reload(
         message: String::new(),
     };
     Ok(render(&t))
+}
+
+async fn set_enabled(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> PageResult {
+    let (user, a, _) = page_user(&s, &headers, &uri).await?;
+    check_csrf(&user, &f)?;
+    if !a.can_see(TargetKind::Task, &name) {
+        return Err(not_found());
+    }
+    a.require_admin()?;
+    let value = match field(&f, "enabled") {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    s.sched.set_enabled(&name, value).await?;
+    Ok(Redirect::to("/").into_response())
 }

@@ -583,3 +583,62 @@ async fn users_manage_their_own_tokens() {
     assert_eq!(revoke(&ids[0]).await.unwrap().status().as_u16(), 303);
     assert_eq!(alice.get("/tasks").await.0, 401);
 }
+
+#[tokio::test]
+async fn administrators_enable_and_disable_tasks_at_runtime() {
+    let mut s = setup();
+    let alice = As {
+        s: &s,
+        token: user_token(&s, "alice"),
+    };
+    let root = As {
+        s: &s,
+        token: user_token(&s, "root"),
+    };
+    let enabled = |v: Value| json!({ "enabled": v });
+    // Users may not; a hidden task stays a 404 for them.
+    let (st, _) = alice
+        .req("POST", "/tasks/open/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!(st, 403);
+    let (st, _) = alice
+        .req("POST", "/tasks/secret/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!(st, 404);
+    let (st, v) = root
+        .req("POST", "/tasks/open/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!((st, &v["enabled"]), (200, &json!(false)), "{v}");
+    let (st, v) = alice.post("/tasks/open/trigger").await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("disabled")),
+        "{v}"
+    );
+    let tasks = alice.get("/tasks").await.1;
+    assert_eq!(tasks["tasks"][0]["enabled"], false);
+    drop(alice);
+    drop(root);
+    // The override is durable: it survives a restart and a reload.
+    s.restart();
+    // Pooled connections went with the old process.
+    s.http = reqwest::Client::new();
+    let alice = As {
+        s: &s,
+        token: user_token(&s, "alice"),
+    };
+    let root = As {
+        s: &s,
+        token: user_token(&s, "root"),
+    };
+    assert_eq!(root.post("/config/reload").await.0, 200);
+    assert_eq!(alice.post("/tasks/open/trigger").await.0, 409);
+    // null follows the config again.
+    let (st, v) = root
+        .req("POST", "/tasks/open/enabled", Some(enabled(Value::Null)))
+        .await;
+    assert_eq!((st, &v["enabled"]), (200, &json!(true)), "{v}");
+    let (st, v) = alice.post("/tasks/open/trigger").await;
+    assert_eq!(st, 201, "{v}");
+    s.wait_run(id_of(&v)).await;
+}

@@ -320,5 +320,17 @@ pipelines:
     assert!(!text_of(&c, "main").await.contains("hello browser"));
     shoot(&c, "denied").await;
 
+    // An administrator disables a task from the dashboard; triggering it is then refused.
+    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    click(&c, "header nav button").await;
+    wait_text(&c, "main", "Log in").await;
+    login(&c, &s, "root").await;
+    wait_text(&c, "main", "secret").await;
+    click(&c, "button.toggle[data-task=\"hello\"]").await;
+    wait_text(&c, "button.toggle[data-task=\"hello\"]", "Enable").await;
+    shoot(&c, "dashboard-admin").await;
+    let (st, _) = s.post("/tasks/hello/trigger", json!({})).await;
+    assert_eq!(st, 409, "a disabled task refuses triggers");
+
     c.close().await.unwrap();
 }

@@ -1,4 +1,4 @@
--- Users (argon2 password hashes), login sessions (ids and CSRF secrets stored hashed / as
+-- Runtime task overrides, users (argon2 password hashes), login sessions (ids and CSRF secrets stored hashed / as
 -- given), and the owner of each API token. Portable to PostgreSQL (BIGINT times in ms).
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
@@ -18,3 +18,10 @@ CREATE INDEX sessions_user ON sessions (user_id);
 
 ALTER TABLE tokens ADD COLUMN user_id BIGINT REFERENCES users (id);
 CREATE INDEX tokens_user ON tokens (user_id);
+
+-- Administrators' runtime `enabled` overrides of tasks (over the config's value).
+CREATE TABLE task_overrides (
+    task       TEXT   PRIMARY KEY,
+    enabled    BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
