@@ -256,3 +256,17 @@ async fn users_sessions_and_owned_tokens() {
     let op = store.create_token("ops").await.unwrap();
     assert_eq!(store.verify_token(&op).await.unwrap().unwrap().user, None);
 }
+
+#[tokio::test]
+async fn task_overrides_set_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    store.set_task_override("a", Some(false)).await.unwrap();
+    store.set_task_override("b", Some(true)).await.unwrap();
+    store.set_task_override("a", Some(true)).await.unwrap();
+    let o = store.task_overrides().await.unwrap();
+    assert_eq!(o.get("a"), Some(&true));
+    assert_eq!(o.get("b"), Some(&true));
+    store.set_task_override("a", None).await.unwrap();
+    assert!(!store.task_overrides().await.unwrap().contains_key("a"));
+}
