@@ -841,9 +841,11 @@ fn list_artifacts(out: &FsPath) -> Vec<(String, String)> {
     found
 }
 
-/// The pipeline's DAG as an SVG: columns by depth, nodes coloured by status, linking to logs.
-fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
-    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+/// Each job's depth in the pipeline's DAG (0 for jobs without dependencies).
+fn depths<'a>(
+    run: &'a RunRow,
+    deps: &'a BTreeMap<String, Vec<String>>,
+) -> BTreeMap<&'a str, usize> {
     fn depth_of<'a>(
         n: &'a str,
         deps: &'a BTreeMap<String, Vec<String>>,
@@ -868,9 +870,16 @@ fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
         memo.insert(n, d);
         d
     }
+    let mut depth = BTreeMap::new();
     for j in &run.jobs {
         depth_of(&j.name, deps, &mut depth, 0);
     }
+    depth
+}
+
+/// The pipeline's DAG as an SVG: columns by depth, nodes coloured by status, linking to logs.
+fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
+    let depth = depths(run, deps);
     let (w, h, gx, gy) = (170, 46, 60, 18);
     let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
     let mut pos: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -945,7 +954,26 @@ async fn run_page(
     let (_, a, nav) = page_user(&s, &headers, &uri).await?;
     let Path(id) = id.map_err(|_| not_found())?;
     let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let run = visible_run(&s, &a, id).await?;
+    let mut run = visible_run(&s, &a, id).await?;
+    let deps: BTreeMap<String, Vec<String>> = a
+        .config
+        .pipelines
+        .get(&run.target)
+        .filter(|_| run.kind == TargetKind::Pipeline)
+        .map(|p| {
+            p.tasks
+                .values()
+                .map(|t| (t.name.clone(), t.depends_on.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Jobs in DAG order (dependencies first), then by name.
+    let order: BTreeMap<String, usize> = depths(&run, &deps)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    run.jobs
+        .sort_by_key(|j| (order.get(&j.name).copied().unwrap_or(0), j.name.clone()));
     let job = match &q.job {
         Some(name) => run
             .jobs
@@ -957,7 +985,7 @@ async fn run_page(
             .iter()
             .find(|j| matches!(j.status, Status::Failed | Status::Broken | Status::Jammed))
             .or_else(|| run.jobs.iter().find(|j| j.status == Status::Running))
-            .or_else(|| run.jobs.first())
+            .or_else(|| run.jobs.last())
             .ok_or_else(not_found)?,
     };
     let log = read_log(&s, job, q.before).await;
@@ -966,17 +994,6 @@ async fn run_page(
         .await
         .unwrap_or_default();
     let dag = if run.kind == TargetKind::Pipeline {
-        let deps: BTreeMap<String, Vec<String>> = a
-            .config
-            .pipelines
-            .get(&run.target)
-            .map(|p| {
-                p.tasks
-                    .values()
-                    .map(|t| (t.name.clone(), t.depends_on.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
         dag_svg(&run, &deps)
     } else {
         String::new()

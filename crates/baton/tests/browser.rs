@@ -43,6 +43,10 @@ fn need(cmd: &str, pkg: &str) -> PathBuf {
 }
 
 async fn browser() -> (Driver, Client) {
+    browser_with(&[]).await
+}
+
+async fn browser_with(extra: &[&str]) -> (Driver, Client) {
     let chromium = need("chromium", "chromium");
     let driver = need("chromedriver", "chromium-driver");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,14 +61,20 @@ async fn browser() -> (Driver, Client) {
         .spawn()
         .expect("start chromedriver");
     let d = Driver { child };
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+    ];
+    args.extend_from_slice(extra);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--hide-scrollbars", "--force-color-profile=srgb"]
-        }),
+        json!({ "binary": chromium, "args": args }),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -332,5 +342,31 @@ pipelines:
     let (st, _) = s.post("/tasks/hello/trigger", json!({})).await;
     assert_eq!(st, 409, "a disabled task refuses triggers");
 
+    c.close().await.unwrap();
+    drop(_driver);
+
+    // The dark theme follows the system setting.
+    let (_driver, c) = browser_with(&[
+        "--force-dark-mode",
+        "--blink-settings=preferredColorScheme=0",
+    ])
+    .await;
+    login(&c, &s, "alice").await;
+    let dark = c
+        .execute(
+            "return window.matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    c.goto(&format!("{}/runs/{fx}", s.base)).await.unwrap();
+    shoot(&c, "dark-log-fixture").await;
+    c.goto(&format!("{}/runs/{build}", s.base)).await.unwrap();
+    shoot(&c, "dark-pipeline").await;
+    assert_eq!(
+        dark,
+        json!(true),
+        "chromium was asked for a dark colour scheme"
+    );
     c.close().await.unwrap();
 }
