@@ -714,6 +714,8 @@ struct LogView {
     size: u64,
     shown: u64,
     live: bool,
+    /// The number of the last line shown (0 when lines are labelled by offset).
+    last_line: u64,
     lines: Vec<LineView>,
 }
 
@@ -782,7 +784,9 @@ async fn read_log(s: &AppState, job: &JobRow, before: Option<u64>) -> LogView {
     })
     .await
     .unwrap_or_default();
-    let lines = render_lines(&bytes)
+    let rendered = render_lines(&bytes);
+    let last_line = first_line.map_or(0, |f| f + rendered.len() as u64);
+    let lines = rendered
         .into_iter()
         .enumerate()
         .map(|(i, html)| match first_line {
@@ -809,6 +813,7 @@ async fn read_log(s: &AppState, job: &JobRow, before: Option<u64>) -> LogView {
         size,
         shown: end - start,
         live: !job.status.is_terminal() && before.is_none(),
+        last_line,
         lines,
     }
 }

@@ -6,7 +6,7 @@
   var pre = document.getElementById("log");
   if (!pre || pre.dataset.live !== "true" || !window.EventSource) return;
   var run = pre.dataset.run, job = pre.dataset.job, offset = pre.dataset.offset;
-  var lines = pre.querySelectorAll(".line").length;
+  var lines = parseInt(pre.dataset.lines, 10) || pre.querySelectorAll(".line").length;
   var current = null; // the last, unfinished line element
   var ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g;
   function newLine() {
