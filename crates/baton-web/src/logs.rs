@@ -30,6 +30,24 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs/{id}/log", get(log))
         .route("/runs/{id}/log/stream", get(stream))
+        .route("/events", get(events))
+}
+
+/// SSE: a `change` event (carrying only a counter) whenever any run or job changes state, at
+/// most once a second; the UI refreshes its lists on it. It says nothing about what changed,
+/// so it needs no access filtering.
+async fn events(State(s): State<AppState>, _user: CurrentUser) -> impl IntoResponse {
+    let changes = s.sched.changes();
+    let events = futures::stream::unfold(changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        let generation = *changes.borrow_and_update();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ev = Event::default()
+            .event("change")
+            .data(generation.to_string());
+        Some((Ok::<_, Infallible>(ev), changes))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[derive(Deserialize)]

@@ -48,3 +48,32 @@
   });
   es.onerror = function () { /* the browser retries with Last-Event-ID */ };
 })();
+
+// Lists (dashboard, runs, a finished or queued run) refresh themselves when anything changes:
+// the server sends a bare "change" event, and the page re-fetches itself and swaps <main>.
+(function () {
+  "use strict";
+  if (document.body.dataset.refresh !== "yes" || !window.EventSource) return;
+  var busy = false;
+  function refresh() {
+    if (busy) return;
+    busy = true;
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.querySelector("main"), main = document.querySelector("main");
+        var active = document.activeElement;
+        // Never clobber a form the user is typing in.
+        if (fresh && main && !(active && main.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName))) {
+          main.innerHTML = fresh.innerHTML;
+          if (doc.body.dataset.refresh !== "yes") window.location.reload();
+        }
+      })
+      .catch(function () {})
+      .then(function () { busy = false; });
+  }
+  var es = new EventSource("/api/v1/events");
+  es.addEventListener("change", refresh);
+})();

@@ -317,6 +317,11 @@ pipelines:
     shoot(&c, "log-fixture").await;
     c.goto(&format!("{}/runs", s.base)).await.unwrap();
     shoot(&c, "runs").await;
+    // The list refreshes itself when a run appears (SSE change events), no reload needed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = id_of(&s.trigger("fixture", &[]).await);
+    wait_text(&c, "main", &format!("#{fresh}")).await;
+    s.wait_run(fresh).await;
     c.goto(&format!("{}/me", s.base)).await.unwrap();
     shoot(&c, "me").await;
 
