@@ -25,3 +25,6 @@ CREATE TABLE task_overrides (
     enabled    BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+
+-- The runs list's worker filter.
+CREATE INDEX jobs_worker ON jobs (worker, run_id);
