@@ -231,8 +231,14 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
+/// Where to go after logging in: only a path on this site. Browsers drop tabs and newlines
+/// from URLs (`/\t/evil.example` becomes `//evil.example`), so only visible ASCII passes.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    if next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.chars().all(|c| c.is_ascii_graphic())
+    {
         next
     } else {
         "/"
@@ -1390,4 +1396,25 @@ async fn set_enabled(
     };
     s.sched.set_enabled(&name, value).await?;
     Ok(Redirect::to("/").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn login_redirects_stay_on_this_site() {
+        assert_eq!(safe_next("/runs?task=a"), "/runs?task=a");
+        for evil in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "https://evil.example",
+            "evil",
+            "",
+        ] {
+            assert_eq!(safe_next(evil), "/", "{evil:?}");
+        }
+    }
 }
