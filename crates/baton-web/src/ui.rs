@@ -75,6 +75,8 @@ struct Nav {
     admin: bool,
     csrf: String,
     flash: String,
+    /// Show the plain navigation links without a user (error pages).
+    links: bool,
 }
 
 /// A page failure: rendered as an HTML page (or a redirect to the login page).
@@ -137,7 +139,10 @@ struct ErrorTpl {
 
 fn error_page(code: StatusCode, message: &str) -> Response {
     let t = ErrorTpl {
-        nav: Nav::default(),
+        nav: Nav {
+            links: true,
+            ..Nav::default()
+        },
         code: code.as_u16(),
         title: code.canonical_reason().unwrap_or("error").to_owned(),
         message: message.to_owned(),
@@ -187,6 +192,7 @@ async fn page_user(
         admin: access.is_admin(),
         csrf: user.csrf.clone().unwrap_or_default(),
         flash: String::new(),
+        links: true,
     };
     Ok((user, access, nav))
 }
