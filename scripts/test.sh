@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces.
+# The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces;
+# the browser tests drive Debian's chromium through chromedriver.
 for pkg_cmd in git:git make:make curl:curl procps:pkill openssh-server:/usr/sbin/sshd \
-  openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip; do
+  openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip chromium:chromium \
+  chromium-driver:chromedriver; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done

@@ -4,6 +4,7 @@
 //! Architecture Invariant: this crate does no I/O, spawns nothing, and never reads a clock; time
 //! is always a parameter. That keeps every rule here testable with unit and property tests.
 
+pub mod access;
 pub mod config;
 pub mod decide;
 pub mod run;

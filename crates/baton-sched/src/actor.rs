@@ -33,7 +33,12 @@ struct Worker {
 }
 
 pub(crate) struct Actor {
+    /// The config in force: the loaded file's, with the runtime overrides applied.
     config: Arc<Config>,
+    /// The config as loaded from the files, before overrides.
+    file_config: Arc<Config>,
+    /// Runtime `enabled` overrides of tasks set by administrators (kept in the store).
+    overrides: BTreeMap<String, bool>,
     store: Store,
     folders: RunFolders,
     executors: Executors,
@@ -164,6 +169,8 @@ impl Actor {
     ) -> Self {
         Actor {
             workers: build_workers(&config),
+            file_config: config.clone(),
+            overrides: BTreeMap::new(),
             config,
             store,
             folders,
@@ -184,6 +191,10 @@ impl Actor {
     /// Loads open runs, re-attaches to jobs that outlived the previous server, and records the
     /// end of those that finished or vanished while it was down.
     pub async fn recover(&mut self) -> Result<(), SchedError> {
+        self.overrides = self.store.task_overrides().await?;
+        if !self.overrides.is_empty() {
+            self.reload((*self.file_config).clone());
+        }
         self.last_start = self.store.last_starts().await?;
         self.marks = self.store.schedule_marks().await?;
         let now = Utc::now();
@@ -346,6 +357,10 @@ impl Actor {
                 self.reload(*config);
                 let _ = reply.send(Ok(()));
             }
+            Msg::SetEnabled(task, value, reply) => {
+                let r = self.set_enabled(task, value).await;
+                let _ = reply.send(r);
+            }
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -361,7 +376,28 @@ impl Actor {
         }
     }
 
-    fn reload(&mut self, config: Config) {
+    /// Overrides a task's `enabled` (`None`: follow the config again). Recorded in the store
+    /// before it takes effect; survives restarts and reloads.
+    async fn set_enabled(&mut self, task: String, value: Option<bool>) -> Result<(), SchedError> {
+        if !self.file_config.tasks.contains_key(&task) {
+            return Err(SchedError::UnknownTarget(task));
+        }
+        self.store.set_task_override(&task, value).await?;
+        match value {
+            Some(v) => self.overrides.insert(task, v),
+            None => self.overrides.remove(&task),
+        };
+        self.reload((*self.file_config).clone());
+        Ok(())
+    }
+
+    fn reload(&mut self, mut config: Config) {
+        self.file_config = Arc::new(config.clone());
+        for (task, enabled) in &self.overrides {
+            if let Some(t) = config.tasks.get_mut(task) {
+                t.enabled = *enabled;
+            }
+        }
         let mut workers = build_workers(&config);
         // Agent slots come from the agents, not the config: they stay.
         workers.extend(self.workers.drain(..).filter(|w| w.agent));

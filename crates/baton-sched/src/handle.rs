@@ -18,7 +18,7 @@ pub enum SchedError {
         "no task or pipeline named `{0}` (hint: `baton validate` lists what the config defines)"
     )]
     UnknownTarget(String),
-    #[error("task `{0}` is disabled (enabled: false in its config)")]
+    #[error("task `{0}` is disabled (by its config or by an administrator)")]
     Disabled(String),
     #[error("invalid argument {name:?}: {why}")]
     BadArgument { name: String, why: String },
@@ -83,6 +83,7 @@ pub(crate) enum Msg {
     Cancel(i64, Reply<RunRow>),
     Rerun(i64, TriggerKind, Reply<RunRow>),
     Reload(Box<Config>, Reply<()>),
+    SetEnabled(String, Option<bool>, Reply<()>),
     Snapshot(oneshot::Sender<Snapshot>),
     Config(oneshot::Sender<std::sync::Arc<Config>>),
     JobRunning {
@@ -143,6 +144,13 @@ impl SchedHandle {
     /// Swaps in a new (already validated) config. Queued runs keep their definitions.
     pub async fn reload(&self, config: Config) -> Result<(), SchedError> {
         self.ask(|r| Msg::Reload(Box::new(config), r)).await
+    }
+
+    /// Enables or disables a task at runtime, over its config (`None`: follow the config
+    /// again). Persisted; the scheduler's timers and triggers honour it at once.
+    pub async fn set_enabled(&self, task: &str, value: Option<bool>) -> Result<(), SchedError> {
+        let task = task.to_owned();
+        self.ask(|r| Msg::SetEnabled(task, value, r)).await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, SchedError> {

@@ -7,6 +7,7 @@
 mod folders;
 mod records;
 mod tokens;
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,8 +24,9 @@ use sqlx::{QueryBuilder, Row};
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
-pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow};
+pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use tokens::TokenInfo;
+pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("no user named `{0}` (hint: add one with `baton user add NAME`)")]
+    NoSuchUser(String),
+    #[error("{0}")]
+    Password(String),
     #[error("corrupt row in table {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -402,6 +408,35 @@ impl Store {
         if let Some(b) = filter.before {
             qb.push(" AND id < ").push_bind(b);
         }
+        if let Some(v) = &filter.visible {
+            // Only the targets the caller may see, filtered here so pages stay full.
+            qb.push(" AND (1 = 0");
+            for (kind, names) in [("task", &v.tasks), ("pipeline", &v.pipelines)] {
+                if names.is_empty() {
+                    continue;
+                }
+                qb.push(" OR (kind = ")
+                    .push_bind(kind)
+                    .push(" AND target IN (");
+                let mut sep = qb.separated(", ");
+                for n in names {
+                    sep.push_bind(n.clone());
+                }
+                qb.push("))");
+            }
+            qb.push(")");
+        }
+        if let Some(w) = &filter.worker {
+            qb.push(" AND id IN (SELECT run_id FROM jobs WHERE worker = ")
+                .push_bind(w.clone())
+                .push(")");
+        }
+        if let Some(t) = filter.since {
+            qb.push(" AND enqueued_at >= ").push_bind(ms(t));
+        }
+        if let Some(t) = filter.until {
+            qb.push(" AND enqueued_at < ").push_bind(ms(t));
+        }
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
@@ -467,6 +502,41 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("target")?, from_ms(r.try_get("last_slot")?))))
+            .collect()
+    }
+
+    /// Sets (`Some`) or clears (`None`) the runtime `enabled` override of a task.
+    pub async fn set_task_override(&self, task: &str, enabled: Option<bool>) -> Result<()> {
+        match enabled {
+            Some(e) => {
+                sqlx::query(
+                    "INSERT INTO task_overrides (task, enabled, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (task) DO UPDATE SET enabled = excluded.enabled,
+                       updated_at = excluded.updated_at",
+                )
+                .bind(task)
+                .bind(i64::from(e))
+                .bind(ms(Utc::now()))
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM task_overrides WHERE task = ?")
+                    .bind(task)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every runtime `enabled` override, by task.
+    pub async fn task_overrides(&self) -> Result<BTreeMap<String, bool>> {
+        let rows = sqlx::query("SELECT task, enabled FROM task_overrides")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("task")?, r.try_get::<i64, _>("enabled")? != 0)))
             .collect()
     }
 

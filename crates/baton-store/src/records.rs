@@ -111,4 +111,19 @@ pub struct RunFilter {
     pub tag: Option<String>,
     /// Only runs with an id below this (cursor pagination, newest first).
     pub before: Option<i64>,
+    /// Only runs of these targets (access control); `None` = all.
+    pub visible: Option<Visible>,
+    /// Only runs with a job on this worker.
+    pub worker: Option<String>,
+    /// Only runs enqueued at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs enqueued before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The targets a caller may see, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Visible {
+    pub tasks: Vec<String>,
+    pub pipelines: Vec<String>,
 }

@@ -144,6 +144,21 @@ async fn list_filters_and_paginates() {
         .await
         .unwrap();
     assert!(untagged.is_empty());
+    // Access filtering happens in SQL: a page is full even when invisible runs sit between.
+    let only_a = RunFilter {
+        visible: Some(crate::Visible {
+            tasks: vec!["a".into()],
+            pipelines: vec![],
+        }),
+        ..Default::default()
+    };
+    let page = store.list_runs(&only_a, 3).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![5, 4, 3]);
+    let none = RunFilter {
+        visible: Some(crate::Visible::default()),
+        ..Default::default()
+    };
+    assert!(store.list_runs(&none, 3).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -187,4 +202,71 @@ async fn schedule_marks_upsert() {
         .await
         .unwrap();
     assert_eq!(store.schedule_marks().await.unwrap().get("hb"), Some(&t2));
+}
+
+#[tokio::test]
+async fn users_sessions_and_owned_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    assert!(store.upsert_user("alice", "pw1").await.unwrap());
+    assert!(store.check_password("alice", "pw1").await.unwrap());
+    assert!(!store.check_password("alice", "pw2").await.unwrap());
+    assert!(!store.check_password("nobody", "pw1").await.unwrap());
+    assert!(store.upsert_user("bad name", "x").await.is_err());
+
+    let s = store
+        .create_session("alice", chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let info = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(info.user, "alice");
+    assert_eq!(info.csrf, s.csrf);
+    assert!(store.session("nope").await.unwrap().is_none());
+    // A new password ends old sessions.
+    assert!(!store.upsert_user("alice", "pw2").await.unwrap());
+    assert!(store.session(&s.id).await.unwrap().is_none());
+    let s = store
+        .create_session("alice", chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    store.delete_session(&s.id).await.unwrap();
+    assert!(store.session(&s.id).await.unwrap().is_none());
+    let expired = store
+        .create_session("alice", chrono::Duration::seconds(-1))
+        .await
+        .unwrap();
+    assert!(store.session(&expired.id).await.unwrap().is_none());
+
+    let t = store
+        .create_user_token("laptop", Some("alice"))
+        .await
+        .unwrap();
+    let info = store.verify_token(&t).await.unwrap().unwrap();
+    assert_eq!(info.user.as_deref(), Some("alice"));
+    assert!(matches!(
+        store.create_user_token("x", Some("bob")).await,
+        Err(crate::StoreError::NoSuchUser(_))
+    ));
+    store.upsert_user("bob", "pw").await.unwrap();
+    assert!(!store.revoke_user_token("bob", info.id).await.unwrap());
+    assert_eq!(store.user_tokens("alice").await.unwrap().len(), 1);
+    assert!(store.revoke_user_token("alice", info.id).await.unwrap());
+    assert!(store.verify_token(&t).await.unwrap().is_none());
+    assert!(store.user_tokens("alice").await.unwrap().is_empty());
+    let op = store.create_token("ops").await.unwrap();
+    assert_eq!(store.verify_token(&op).await.unwrap().unwrap().user, None);
+}
+
+#[tokio::test]
+async fn task_overrides_set_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    store.set_task_override("a", Some(false)).await.unwrap();
+    store.set_task_override("b", Some(true)).await.unwrap();
+    store.set_task_override("a", Some(true)).await.unwrap();
+    let o = store.task_overrides().await.unwrap();
+    assert_eq!(o.get("a"), Some(&true));
+    assert_eq!(o.get("b"), Some(&true));
+    store.set_task_override("a", None).await.unwrap();
+    assert!(!store.task_overrides().await.unwrap().contains_key("a"));
 }

@@ -1,4 +1,5 @@
-//! API tokens: random, shown once, stored as SHA-256 hashes.
+//! API tokens: random, shown once, stored as SHA-256 hashes. A token belongs to a user, or to
+//! no one (an operator token, which acts as an administrator).
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -11,22 +12,59 @@ use crate::{Result, Store, from_ms, ms};
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
+    /// The owning user's name; `None` for an operator token.
+    pub user: Option<String>,
     pub created_at: chrono::DateTime<Utc>,
 }
 
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+pub(crate) fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+fn info(r: &sqlx::sqlite::SqliteRow) -> Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        user: r.try_get("user_name")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
+macro_rules! select {
+    ($where:literal) => {
+        concat!(
+            "SELECT t.id, t.name, t.created_at, u.name AS user_name
+             FROM tokens t LEFT JOIN users u ON u.id = t.user_id ",
+            $where
+        )
+    };
+}
+
 impl Store {
-    /// Creates a token named `name` and returns its secret: the only time it is seen.
+    /// Creates an operator token (no user) named `name` and returns its secret: the only time
+    /// it is seen.
     pub async fn create_token(&self, name: &str) -> Result<String> {
-        let bytes: [u8; 32] = rand::random();
-        let token = format!("baton_{}", hex::encode(bytes));
-        sqlx::query("INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)")
+        self.create_user_token(name, None).await
+    }
+
+    /// Creates a token owned by `user` (or an operator token with `None`) and returns its
+    /// secret. Fails with [`crate::StoreError::NoSuchUser`] when the user does not exist.
+    pub async fn create_user_token(&self, name: &str, user: Option<&str>) -> Result<String> {
+        let user_id = match user {
+            Some(u) => Some(self.user_id(u).await?),
+            None => None,
+        };
+        let token = random_secret("baton_");
+        sqlx::query("INSERT INTO tokens (name, hash, created_at, user_id) VALUES (?, ?, ?, ?)")
             .bind(name)
             .bind(hash(&token))
             .bind(ms(Utc::now()))
+            .bind(user_id)
             .execute(self.pool())
             .await?;
         Ok(token)
@@ -34,20 +72,22 @@ impl Store {
 
     /// The token's record if the secret is valid and not revoked.
     pub async fn verify_token(&self, token: &str) -> Result<Option<TokenInfo>> {
-        let row = sqlx::query(
-            "SELECT id, name, created_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash(token))
-        .fetch_optional(self.pool())
+        let row = sqlx::query(select!("WHERE t.hash = ? AND t.revoked_at IS NULL"))
+            .bind(hash(token))
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(info).transpose()
+    }
+
+    /// The live tokens of `user`, newest first.
+    pub async fn user_tokens(&self, user: &str) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query(select!(
+            "WHERE u.name = ? AND t.revoked_at IS NULL ORDER BY t.id DESC"
+        ))
+        .bind(user)
+        .fetch_all(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(TokenInfo {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                created_at: from_ms(r.try_get("created_at")?),
-            })
-        })
-        .transpose()
+        rows.iter().map(info).collect()
     }
 
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
@@ -69,5 +109,20 @@ impl Store {
                 .execute(self.pool())
                 .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Revokes token `id` only if it belongs to `user`; `false` when it does not exist, is not
+    /// theirs, or is already revoked.
+    pub async fn revoke_user_token(&self, user: &str, id: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL
+               AND user_id = (SELECT id FROM users WHERE name = ?)",
+        )
+        .bind(ms(Utc::now()))
+        .bind(id)
+        .bind(user)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use baton_exec::ExitRecord;
 use baton_exec::agent::{AgentHub, AgentInfo, append_at};
 
+use crate::auth::{Access, CurrentUser};
 use crate::{ApiError, AppState};
 
 /// Token names of agent credentials start with this.
@@ -122,6 +123,18 @@ async fn join(
             "unknown or revoked join token",
         )
     })?;
+    // An agent receives jobs (and their secrets) of every task on its queues: only operators
+    // and administrators may let one join.
+    if let Some(user) = &by.user {
+        let config = s.sched.config().await?;
+        if !config.administrators.iter().any(|a| a == user) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only administrators (or operator tokens) may let agents join",
+            ));
+        }
+    }
     if by.name.starts_with(CREDENTIAL_PREFIX) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -295,11 +308,18 @@ async fn exit(
     Ok(Json(json!({"recorded": true})))
 }
 
-async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(State(s): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    Access::of(&s, &user).await?.require_admin()?;
     Ok(Json(json!({"agents": hub(&s)?.agents()})))
 }
 
-async fn set_disabled(s: &AppState, name: &str, disabled: bool) -> Result<Json<Value>, ApiError> {
+async fn set_disabled(
+    s: &AppState,
+    user: &CurrentUser,
+    name: &str,
+    disabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    Access::of(s, user).await?.require_admin()?;
     let hub = hub(s)?;
     if !hub.set_disabled(name, disabled) {
         return Err(ApiError::not_found(format!("no agent named {name:?}")));
@@ -314,18 +334,20 @@ async fn set_disabled(s: &AppState, name: &str, disabled: bool) -> Result<Json<V
 
 async fn disable(
     State(s): State<AppState>,
+    user: CurrentUser,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = p?;
-    set_disabled(&s, &name, true).await
+    set_disabled(&s, &user, &name, true).await
 }
 
 async fn enable(
     State(s): State<AppState>,
+    user: CurrentUser,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = p?;
-    set_disabled(&s, &name, false).await
+    set_disabled(&s, &user, &name, false).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_sched::TriggerRequest;
 use baton_store::{RunFilter, RunRow};
 
+use crate::auth::{Access, CurrentUser};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -31,32 +32,70 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/config/reload", post(reload))
+        .route("/tasks/{name}/enabled", post(set_enabled))
 }
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
-async fn tasks(State(s): State<AppState>) -> ApiResult {
-    let config = s.sched.config().await?;
+async fn tasks(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+    let a = Access::of(&s, &user).await?;
+    let tasks: Vec<_> = a
+        .config
+        .tasks
+        .values()
+        .filter(|t| a.can_see(TargetKind::Task, &t.name))
+        .collect();
+    Ok(Json(json!({ "tasks": tasks })))
+}
+
+async fn pipelines(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+    let a = Access::of(&s, &user).await?;
+    let pipelines: Vec<_> = a
+        .config
+        .pipelines
+        .values()
+        .filter(|p| a.can_see(TargetKind::Pipeline, &p.name))
+        .collect();
+    Ok(Json(json!({ "pipelines": pipelines })))
+}
+
+/// Workers and queue as `user` may see them: runs of targets they cannot see are hidden.
+pub(crate) async fn visible_snapshot(
+    s: &AppState,
+    user: &CurrentUser,
+) -> ApiResult<baton_sched::Snapshot> {
+    let a = Access::of(s, user).await?;
+    let mut snap = s.sched.snapshot().await?;
+    if a.is_admin() {
+        return Ok(snap);
+    }
+    snap.queue.retain(|q| a.can_see_name(&q.target));
+    for w in &mut snap.workers {
+        if let Some(run_id) = w.run_id {
+            let visible = s
+                .store
+                .get_run(run_id)
+                .await?
+                .is_some_and(|r| a.can_see(r.kind, &r.target));
+            if !visible {
+                w.run_id = None;
+                w.job_id = None;
+            }
+        }
+    }
+    Ok(snap)
+}
+
+async fn workers(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
     Ok(Json(
-        json!({ "tasks": config.tasks.values().collect::<Vec<_>>() }),
+        json!({ "workers": visible_snapshot(&s, &user).await?.workers }),
     ))
 }
 
-async fn pipelines(State(s): State<AppState>) -> ApiResult {
-    let config = s.sched.config().await?;
+async fn queue(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
     Ok(Json(
-        json!({ "pipelines": config.pipelines.values().collect::<Vec<_>>() }),
+        json!({ "queue": visible_snapshot(&s, &user).await?.queue }),
     ))
-}
-
-async fn workers(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(
-        json!({ "workers": s.sched.snapshot().await?.workers }),
-    ))
-}
-
-async fn queue(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(json!({ "queue": s.sched.snapshot().await?.queue })))
 }
 
 #[derive(Deserialize, Default)]
@@ -76,12 +115,17 @@ fn trigger_kind(headers: &axum::http::HeaderMap) -> TriggerKind {
 
 async fn trigger(
     s: AppState,
+    user: CurrentUser,
     kind: TargetKind,
     headers: axum::http::HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
     let Path(name) = name?;
+    if !Access::of(&s, &user).await?.can_see(kind, &name) {
+        // Exactly what an unknown name gets: a hidden target does not exist for this caller.
+        return Err(baton_sched::SchedError::UnknownTarget(name).into());
+    }
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {
@@ -106,20 +150,22 @@ async fn trigger(
 
 async fn trigger_task(
     State(s): State<AppState>,
+    user: CurrentUser,
     name: Result<Path<String>, PathRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
-    trigger(s, TargetKind::Task, headers, name, body).await
+    trigger(s, user, TargetKind::Task, headers, name, body).await
 }
 
 async fn trigger_pipeline(
     State(s): State<AppState>,
+    user: CurrentUser,
     name: Result<Path<String>, PathRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
-    trigger(s, TargetKind::Pipeline, headers, name, body).await
+    trigger(s, user, TargetKind::Pipeline, headers, name, body).await
 }
 
 #[derive(Deserialize)]
@@ -135,6 +181,7 @@ struct ListQuery {
 
 async fn list_runs(
     State(s): State<AppState>,
+    user: CurrentUser,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q?;
@@ -158,6 +205,8 @@ async fn list_runs(
         trigger,
         tag: q.tag,
         before: q.cursor,
+        visible: Access::of(&s, &user).await?.visible(),
+        ..Default::default()
     };
     let runs = s.store.list_runs(&filter, limit).await?;
     let next = (runs.len() == limit as usize)
@@ -166,22 +215,29 @@ async fn list_runs(
     Ok(Json(json!({ "runs": runs, "next_cursor": next })))
 }
 
-pub(crate) async fn load_run(s: &AppState, id: i64) -> ApiResult<RunRow> {
-    s.store.get_run(id).await?.ok_or_else(|| {
+/// Run `id` if it exists and `user` may see it; a hidden run answers exactly like a missing one.
+pub(crate) async fn load_run(s: &AppState, user: &CurrentUser, id: i64) -> ApiResult<RunRow> {
+    let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "run_not_found",
             format!("run {id} not found"),
         )
-    })
+    };
+    let run = s.store.get_run(id).await?.ok_or_else(not_found)?;
+    if !Access::of(s, user).await?.can_see(run.kind, &run.target) {
+        return Err(not_found());
+    }
+    Ok(run)
 }
 
 async fn get_run(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<Json<RunRow>> {
     let Path(id) = id?;
-    Ok(Json(load_run(&s, id).await?))
+    Ok(Json(load_run(&s, &user, id).await?))
 }
 
 #[derive(Deserialize)]
@@ -194,6 +250,7 @@ struct WaitQuery {
 /// Long-polls until the run ends or the timeout passes; returns the run either way.
 async fn wait_run(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult<Json<RunRow>> {
@@ -204,37 +261,47 @@ async fn wait_run(
     let mut changes = s.sched.changes();
     loop {
         changes.borrow_and_update();
-        let run = load_run(&s, id).await?;
+        let run = load_run(&s, &user, id).await?;
         if run.status.is_terminal() {
             return Ok(Json(run));
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
-            _ => return Ok(Json(load_run(&s, id).await?)),
+            _ => return Ok(Json(load_run(&s, &user, id).await?)),
         }
     }
 }
 
 async fn cancel(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<Json<RunRow>> {
     let Path(id) = id?;
+    load_run(&s, &user, id).await?;
     Ok(Json(s.sched.cancel(id).await?))
 }
 
 async fn rerun(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<RunRow>)> {
     let Path(id) = id?;
+    load_run(&s, &user, id).await?;
     Ok((
         StatusCode::CREATED,
         Json(s.sched.rerun(id, TriggerKind::Rerun).await?),
     ))
 }
 
-async fn reload(State(s): State<AppState>) -> ApiResult {
+async fn reload(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+    Access::of(&s, &user).await?.require_admin()?;
+    reload_config(&s).await.map(Json)
+}
+
+/// Loads the config again and swaps it in; `422` with the diagnostics when it is invalid.
+pub(crate) async fn reload_config(s: &AppState) -> ApiResult<Value> {
     let loader = s.load_config.clone();
     let loaded = tokio::task::spawn_blocking(move || loader())
         .await
@@ -247,7 +314,7 @@ async fn reload(State(s): State<AppState>) -> ApiResult {
                 "pipelines": config.pipelines.len(),
             });
             s.sched.reload(config).await?;
-            Ok(Json(summary))
+            Ok(summary)
         }
         Err(diagnostics) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -255,4 +322,36 @@ async fn reload(State(s): State<AppState>) -> ApiResult {
             format!("the new config is invalid; the old one stays in force:\n{diagnostics}"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnabledBody {
+    /// `true` or `false` override the config; `null` follows the config again.
+    enabled: Option<bool>,
+}
+
+/// Administrators enable or disable a task at runtime (kept in the store, over the config).
+async fn set_enabled(
+    State(s): State<AppState>,
+    user: CurrentUser,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<EnabledBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Path(name) = name?;
+    let a = Access::of(&s, &user).await?;
+    if !a.can_see(TargetKind::Task, &name) {
+        return Err(baton_sched::SchedError::UnknownTarget(name).into());
+    }
+    a.require_admin()?;
+    let Json(body) = body?;
+    s.sched.set_enabled(&name, body.enabled).await?;
+    let enabled = s
+        .sched
+        .config()
+        .await?
+        .tasks
+        .get(&name)
+        .is_some_and(|t| t.enabled);
+    Ok(Json(json!({ "task": name, "enabled": enabled })))
 }

@@ -1,57 +1,216 @@
-//! Every API call needs `Authorization: Bearer <token>`: a Baton token (stored hashed) or, when
-//! `server.jwt_secret` is set, a prunner-style HS256 JWT signed with it.
+//! Who is asking, and what they may see.
+//!
+//! A request is authenticated by `Authorization: Bearer <token>` (a Baton API token, stored
+//! hashed, that belongs to a user or — made without `--user` — to the operator; or, when
+//! `server.jwt_secret` is set, a prunner-style HS256 JWT, which acts as the operator) or by the
+//! UI's session cookie. A cookie-authenticated request that changes anything must also carry the
+//! session's CSRF secret (`X-CSRF-Token` header or `csrf` form field); bearer requests need not,
+//! since browsers never attach them on their own.
+//!
+//! The decisions are `baton_core::access`; this module only resolves the caller
+//! ([`CurrentUser`]) and applies them to routes.
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use baton_core::access::{self, Principal};
+use baton_core::config::Config;
+use baton_core::run::TargetKind;
+use baton_store::Visible;
+
 use crate::{ApiError, AppState};
 
-fn unauthorized(message: &str) -> ApiError {
+/// The session cookie's name.
+pub(crate) const SESSION_COOKIE: &str = "baton_session";
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub principal: Principal,
+    /// The session's CSRF secret when the caller came with the session cookie.
+    pub csrf: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CurrentUser>()
+            .cloned()
+            .ok_or_else(|| unauthorized("not signed in"))
+    }
+}
+
+pub(crate) fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
+pub(crate) fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Resolves the caller from the bearer token or the session cookie; `Ok(None)` when the request
+/// carries neither.
+pub(crate) async fn resolve(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<CurrentUser>, ApiError> {
+    if let Some(h) = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            unauthorized("missing bearer token (hint: send `Authorization: Bearer <token>`; make one with `baton token create`)")
-        })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    if token.starts_with("baton_") {
-        match state.store.verify_token(token).await? {
-            Some(t) if t.name.starts_with(crate::agents::CREDENTIAL_PREFIX) => {
+    {
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        if token.starts_with("baton_") {
+            let Some(info) = s.store.verify_token(token).await? else {
+                return Err(unauthorized("unknown or revoked token"));
+            };
+            if info.name.starts_with(crate::agents::CREDENTIAL_PREFIX) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "agent_credential",
                     "an agent credential is good for the agent routes only",
                 ));
             }
-            Some(_) => return Ok(next.run(req).await),
-            None => {}
+            let principal = info.user.map_or(Principal::Operator, Principal::User);
+            return Ok(Some(CurrentUser {
+                principal,
+                csrf: None,
+            }));
         }
-        return Err(unauthorized("unknown or revoked token"));
+        if let Some(secret) = &s.jwt_secret {
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.required_spec_claims.clear();
+            validation.validate_exp = true;
+            let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+            return match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
+                Ok(_) => Ok(Some(CurrentUser {
+                    principal: Principal::Operator,
+                    csrf: None,
+                })),
+                Err(e) => Err(unauthorized(&format!("invalid JWT: {e}"))),
+            };
+        }
+        return Err(unauthorized("unknown token"));
     }
-    if let Some(secret) = &state.jwt_secret {
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
-        return match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
-            Ok(_) => Ok(next.run(req).await),
-            Err(e) => Err(unauthorized(&format!("invalid JWT: {e}"))),
-        };
+    if let Some(id) = cookie(headers, SESSION_COOKIE)
+        && let Some(sess) = s.store.session(id).await?
+    {
+        return Ok(Some(CurrentUser {
+            principal: Principal::User(sess.user),
+            csrf: Some(sess.csrf),
+        }));
     }
-    Err(unauthorized("unknown token"))
+    Ok(None)
+}
+
+/// Whether the method can change state (and so needs CSRF protection under a cookie).
+pub(crate) fn is_write(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Constant-time comparison of two secrets.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// API middleware: every route needs a caller; cookie callers need the CSRF header on writes.
+pub(crate) async fn require_user(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let user = resolve(&state, req.headers()).await?.ok_or_else(|| {
+        unauthorized("missing bearer token (hint: send `Authorization: Bearer <token>`; make one with `baton token create`)")
+    })?;
+    if let Some(csrf) = &user.csrf
+        && is_write(req.method())
+    {
+        let sent = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !same_secret(sent, csrf) {
+            return Err(forbidden(
+                "missing or wrong CSRF token (hint: send the session's token in X-CSRF-Token)",
+            ));
+        }
+    }
+    req.extensions_mut().insert(user);
+    Ok(next.run(req).await)
+}
+
+/// What one caller may see under one config.
+pub(crate) struct Access {
+    pub config: Arc<Config>,
+    pub who: Principal,
+}
+
+impl Access {
+    pub async fn of(s: &AppState, user: &CurrentUser) -> Result<Access, ApiError> {
+        Ok(Access {
+            config: s.sched.config().await?,
+            who: user.principal.clone(),
+        })
+    }
+
+    pub fn is_admin(&self) -> bool {
+        access::is_admin(&self.who, &self.config.administrators)
+    }
+
+    pub fn can_see(&self, kind: TargetKind, name: &str) -> bool {
+        access::can_see(&self.who, &self.config, kind, name)
+    }
+
+    /// For queue entries and workers, which name a target without its kind: visible only if
+    /// every target of that name is.
+    pub fn can_see_name(&self, name: &str) -> bool {
+        let t = !self.config.tasks.contains_key(name) || self.can_see(TargetKind::Task, name);
+        let p =
+            !self.config.pipelines.contains_key(name) || self.can_see(TargetKind::Pipeline, name);
+        let known =
+            self.config.tasks.contains_key(name) || self.config.pipelines.contains_key(name);
+        if known { t && p } else { self.is_admin() }
+    }
+
+    /// The run filter's access part; `None` for administrators.
+    pub fn visible(&self) -> Option<Visible> {
+        access::visible_targets(&self.who, &self.config)
+            .map(|(tasks, pipelines)| Visible { tasks, pipelines })
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(forbidden("only administrators may do this"))
+        }
+    }
 }

@@ -1,24 +1,29 @@
-//! Baton's HTTP interface: the JSON API under `/api/v1`, live logs over Server-Sent Events, and
-//! bearer-token auth.
+//! Baton's HTTP interface: the JSON API under `/api/v1`, live logs over Server-Sent Events, the
+//! server-rendered web UI at `/`, and authentication (tokens, JWTs, session cookies) with the
+//! access rules of `baton_core::access` applied to every route.
 //!
 //! Architecture Invariant: this crate holds no scheduling state. It reads runs from the store and
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
 //! JSON shapes of the API.
 
 mod agents;
+mod ansi;
 mod api;
 mod auth;
 mod callbacks;
 mod error;
 mod logs;
+mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use baton_core::config::Config;
 use baton_sched::SchedHandle;
 use baton_store::{RunFolders, Store};
 
+pub use auth::CurrentUser;
 pub use error::ApiError;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
@@ -48,7 +53,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_user,
         ));
     Router::new()
         .route(
@@ -57,9 +62,22 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/api/v1", api.merge(agents::agent_routes()))
         .merge(callbacks::routes())
-        .fallback(|| async {
-            ApiError::not_found("no such endpoint (the API lives under /api/v1)")
-        })
+        .merge(ui::routes())
+        .fallback(
+            |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                // Browsers (which ask for HTML) get the 404 page; API clients get JSON.
+                let wants_html = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/html"));
+                if wants_html && !uri.path().starts_with("/api/") {
+                    ui::not_found_page()
+                } else {
+                    ApiError::not_found("no such endpoint (the API lives under /api/v1)")
+                        .into_response()
+                }
+            },
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

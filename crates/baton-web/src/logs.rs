@@ -20,6 +20,7 @@ use serde_json::json;
 use baton_store::{JobRow, RunRow};
 
 use crate::api::load_run;
+use crate::auth::CurrentUser;
 use crate::{ApiError, AppState};
 
 const MAX_RANGE: u64 = 8 * 1024 * 1024;
@@ -29,6 +30,24 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs/{id}/log", get(log))
         .route("/runs/{id}/log/stream", get(stream))
+        .route("/events", get(events))
+}
+
+/// SSE: a `change` event (carrying only a counter) whenever any run or job changes state, at
+/// most once a second; the UI refreshes its lists on it. It says nothing about what changed,
+/// so it needs no access filtering.
+async fn events(State(s): State<AppState>, _user: CurrentUser) -> impl IntoResponse {
+    let changes = s.sched.changes();
+    let events = futures::stream::unfold(changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        let generation = *changes.borrow_and_update();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ev = Event::default()
+            .event("change")
+            .data(generation.to_string());
+        Some((Ok::<_, Infallible>(ev), changes))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[derive(Deserialize)]
@@ -91,13 +110,14 @@ fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
 
 async fn log(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<LogQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let run = load_run(&s, id).await?;
+    let run = load_run(&s, &user, id).await?;
     let job = pick_job(&run, q.job.as_deref())?;
     let path = s.folders.log_path(job.id, job.attempt);
     let size = tokio::fs::metadata(&path)
@@ -149,7 +169,7 @@ async fn log(
     Ok(resp)
 }
 
-fn file_stream(
+pub(crate) fn file_stream(
     path: std::path::PathBuf,
     start: u64,
     len: u64,
@@ -188,13 +208,14 @@ struct StreamQuery {
 /// are at `/log`), with the next offset as the event id; an `end` event carries the final status.
 async fn stream(
     State(s): State<AppState>,
+    user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let run = load_run(&s, id).await?;
+    let run = load_run(&s, &user, id).await?;
     let job = pick_job(&run, q.job.as_deref())?;
     let resume = headers
         .get("last-event-id")

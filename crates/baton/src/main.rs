@@ -5,6 +5,7 @@
 
 mod agent;
 mod client;
+mod password;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage users of the web UI and API (talks to the data directory directly).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Trigger a task or pipeline.
     Trigger {
@@ -131,11 +137,29 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or set an existing user's password (which ends their sessions).
+    /// Administrators are the config's `administrators:` list, not a property of the user.
+    Add {
+        name: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
-    /// Create a token and print it (shown once; stored hashed).
+    /// Create a token and print it (shown once; stored hashed). With `--user` the token acts as
+    /// that user; without, it is an operator token that acts as an administrator.
     Create {
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The user the token belongs to (see `baton user add`).
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
         data: PathBuf,
     },
@@ -202,12 +226,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Token {
-            command: TokenCommand::Create { name, data },
+            command: TokenCommand::Create { name, user, data },
         } => {
             std::fs::create_dir_all(&data)?;
             let store = baton_store::Store::open(&data.join("baton.db")).await?;
-            let token = store.create_token(&name).await?;
+            let token = store.create_user_token(&name, user.as_deref()).await?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password_stdin,
+                    data,
+                },
+        } => {
+            let password = password::read(password_stdin)?;
+            std::fs::create_dir_all(&data)?;
+            let store = baton_store::Store::open(&data.join("baton.db")).await?;
+            if store.upsert_user(&name, &password).await? {
+                eprintln!("user {name} added");
+            } else {
+                eprintln!("password of {name} changed; their sessions ended");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Trigger {

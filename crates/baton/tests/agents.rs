@@ -2,6 +2,8 @@
 //! and the server's, being lost after the heartbeat timeout, cancel, and being disabled.
 
 mod common;
+#[path = "common/users.rs"]
+mod users;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -330,14 +332,24 @@ async fn cancel_on_an_agent_and_disabling_it() {
 
     // A timeout on the agent's machine jams the run and kills its processes.
     let pids2 = s.root.path().join("pids2");
-    let id = id_of(&s.trigger("slow", &[("pids", pids2.to_str().unwrap())]).await);
+    let id = id_of(
+        &s.trigger("slow", &[("pids", pids2.to_str().unwrap())])
+            .await,
+    );
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "jammed", "{run:#}");
     assert!(reason(&run).contains("timed out"), "{run:#}");
-    let pid: i32 = std::fs::read_to_string(&pids2).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pids2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     while !common::is_dead(pid) {
-        assert!(Instant::now() < deadline, "the timed-out job's sleep survived");
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out job's sleep survived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The agent's slot shows when it was last heard from.
@@ -412,4 +424,58 @@ tasks:
         std::fs::read_to_string(s.job_dir(job, 1).join("out/inside.txt")).unwrap(),
         "made-inside\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_operators_and_administrators_manage_agents() {
+    let s = Server::start_with(
+        &format!("administrators: [boss]\n{}", config()),
+        &["--agent-heartbeat-timeout", HEARTBEAT],
+    );
+    users::add_user(&s, "boss", "pw-boss-123");
+    users::add_user(&s, "eve", "pw-eve-1234");
+    let eve = users::user_token(&s, "eve");
+    let boss = users::user_token(&s, "boss");
+    let join = |token: String, name: &'static str| {
+        let http = s.http.clone();
+        let url = s.url("/agents/join");
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"name": name, "queues": ["arm"], "slots": 1}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A plain user could otherwise pull other people's jobs (and their secrets).
+    assert_eq!(join(eve.clone(), "evil").await, 403);
+    assert_eq!(join(boss.clone(), "good").await, 201);
+    for (path, expect) in [("/agents", 403), ("/agents/good/disable", 403)] {
+        let req = if path.ends_with("disable") {
+            s.http.post(s.url(path))
+        } else {
+            s.http.get(s.url(path))
+        };
+        let st = req
+            .bearer_auth(&eve)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(st, expect, "{path} as a plain user");
+    }
+    let st = s
+        .http
+        .post(s.url("/agents/good/disable"))
+        .bearer_auth(&boss)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(st, 200);
 }

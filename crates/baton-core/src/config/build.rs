@@ -80,6 +80,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "env",
     "queues",
     "tasks",
+    "authorized_users",
 ];
 const ON_ERROR_KEYS: &[&str] = &["script", "env"];
 const PIPELINE_TASK_KEYS: &[&str] = &[
@@ -1308,6 +1309,7 @@ fn build_pipeline(d: &mut Diags<'_>, e: Entry<'_>, refs: &mut Refs) -> Option<Pi
         retention_count: d.uint(f.get("retention_count"), 0),
         env: d.string_map(f.get("env"), &what),
         queues: queues.into_iter().map(|(q, _)| q).collect(),
+        authorized_users: d.plain_list(f.get("authorized_users")),
         tasks,
     })
 }

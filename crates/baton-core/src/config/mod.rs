@@ -19,7 +19,7 @@
 //! Dockerfile, relative to the file that names it), `resources: {cpus, memory}` and
 //! `network: none|bridge` (pipeline tasks take the container keys too); `${:name}` in a command
 //! is replaced from `variables`. Pipelines follow prunner's `pipelines.yml`, with prunner's
-//! error messages, plus Baton's `queues`; their script templates `{{ .name }}` are rewritten by
+//! error messages, plus Baton's `queues` and `authorized_users`; their script templates `{{ .name }}` are rewritten by
 //! [`rewrite_templates`].
 //!
 //! Validation never stops at the first problem: every error of every file is collected, with its

@@ -170,6 +170,9 @@ pub struct PipelineDef {
     pub env: BTreeMap<String, String>,
     /// Baton extension: queues the pipeline's jobs go to (default `[default]`).
     pub queues: Vec<String>,
+    /// Baton extension, as on tasks: users who may see and trigger the pipeline (besides the
+    /// administrators). Empty: administrators only.
+    pub authorized_users: Vec<String>,
     pub tasks: BTreeMap<String, PipelineTask>,
 }
 

@@ -1,0 +1,199 @@
+//! Users (argon2id password hashes) and login sessions. A session id is a random secret given to
+//! the browser in a cookie and stored here only as its SHA-256 hash; each session carries its
+//! own CSRF secret.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+
+use crate::tokens::{hash, random_secret};
+use crate::{Result, Store, StoreError, from_ms, ms};
+
+/// A user as the UI shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A live login session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user: String,
+    /// The session's CSRF secret: every form and cookie-authenticated write must carry it.
+    pub csrf: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new session: the cookie value (shown once) and its CSRF secret.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub csrf: String,
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Password(e.to_string()))
+}
+
+/// User names: 1–64 characters of letters, digits, `.`, `_`, `-` and `@`.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+impl Store {
+    /// Adds a user, or sets the password of an existing one. Returns `true` if the user is new.
+    pub async fn upsert_user(&self, name: &str, password: &str) -> Result<bool> {
+        if !valid_user_name(name) {
+            return Err(StoreError::Password(format!(
+                "invalid user name {name:?} (use letters, digits, `.`, `_`, `-`, `@`; at most 64)"
+            )));
+        }
+        if password.is_empty() {
+            return Err(StoreError::Password("the password is empty".into()));
+        }
+        let phc = {
+            let password = password.to_owned();
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(|e| StoreError::Password(e.to_string()))??
+        };
+        let existed = self.find_user(name).await?.is_some();
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
+        )
+        .bind(name)
+        .bind(phc)
+        .bind(ms(Utc::now()))
+        .execute(self.pool())
+        .await?;
+        if existed {
+            // A new password ends every session of the old one.
+            sqlx::query(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+            )
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(!existed)
+    }
+
+    pub async fn find_user(&self, name: &str) -> Result<Option<UserInfo>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| {
+            Ok(UserInfo {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                created_at: from_ms(r.try_get("created_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn user_id(&self, name: &str) -> Result<i64> {
+        self.find_user(name)
+            .await?
+            .map(|u| u.id)
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))
+    }
+
+    /// Whether `password` is `name`'s password. Unknown users cost the same argon2 work, so
+    /// timing does not tell which names exist.
+    pub async fn check_password(&self, name: &str, password: &str) -> Result<bool> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        let known = stored.is_some();
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            // Unknown names are checked against a hash of a random password, made once.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let phc = stored.unwrap_or_else(|| {
+                DUMMY
+                    .get_or_init(|| hash_password(&random_secret("")).unwrap_or_default())
+                    .clone()
+            });
+            PasswordHash::new(&phc)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| StoreError::Password(e.to_string()))?;
+        Ok(known && ok)
+    }
+
+    /// Opens a session for `user`, valid for `ttl`.
+    pub async fn create_session(&self, user: &str, ttl: Duration) -> Result<NewSession> {
+        let user_id = self.user_id(user).await?;
+        let id = random_secret("");
+        let csrf = random_secret("");
+        let now = Utc::now();
+        // Expired sessions go when new ones come.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(ms(now))
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(hash(&id))
+        .bind(user_id)
+        .bind(&csrf)
+        .bind(ms(now))
+        .bind(ms(now + ttl))
+        .execute(self.pool())
+        .await?;
+        Ok(NewSession { id, csrf })
+    }
+
+    /// The live session whose cookie value is `id`.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionInfo>> {
+        let row = sqlx::query(
+            "SELECT u.name, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id_hash = ? AND s.expires_at > ?",
+        )
+        .bind(hash(id))
+        .bind(ms(Utc::now()))
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(SessionInfo {
+                user: r.try_get("name")?,
+                csrf: r.try_get("csrf")?,
+                expires_at: from_ms(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends the session whose cookie value is `id` (logout).
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(hash(id))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

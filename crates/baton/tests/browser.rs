@@ -1,0 +1,377 @@
+//! Real-browser tests: Debian's `chromium`, headless, driven through `chromedriver` with
+//! fantoccini. They log in, trigger a run with arguments, watch its log stream in, cancel a run,
+//! open a pipeline's DAG, and see a 404 for a run outside `authorized_users`. Screenshots of the
+//! main pages (1280 px desktop, 390 px phone) land in `target/screenshots/`.
+//!
+//! Missing `chromium` or `chromedriver` fails the test with the install hint: no silent skip.
+
+mod common;
+#[path = "common/users.rs"]
+mod users;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use common::*;
+use users::*;
+
+struct Driver {
+    child: Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn need(cmd: &str, pkg: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = PathBuf::from(dir).join(cmd);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "`{cmd}` not found: the browser tests need Debian's {pkg} (hint: apt-get install chromium chromium-driver, or run scripts/test.sh)"
+    );
+}
+
+async fn browser() -> (Driver, Client) {
+    browser_with(&[]).await
+}
+
+async fn browser_with(extra: &[&str]) -> (Driver, Client) {
+    let chromium = need("chromium", "chromium");
+    let driver = need("chromedriver", "chromium-driver");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let d = Driver { child };
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+    ];
+    args.extend_from_slice(extra);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "binary": chromium, "args": args }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        match c {
+            Ok(c) => return (d, c),
+            Err(e) if Instant::now() > deadline => panic!("cannot start a chromium session: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn shots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Screenshots of the current page at desktop and phone widths.
+async fn shoot(c: &Client, name: &str) {
+    for (w, h, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+        c.set_window_size(w, h).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(shots_dir().join(format!("{name}-{tag}.png")), png).unwrap();
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the element matching `css` contains `want`.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = text_of(c, css).await;
+        if t.contains(want) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{css} never showed {want:?}; it shows {t:?}\npage: {}",
+                c.source().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn login(c: &Client, s: &Server, user: &str) {
+    c.goto(&format!("{}/login", s.base)).await.unwrap();
+    c.find(Locator::Css("#user"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(&format!("pw-{user}"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(c, "header nav", user).await;
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn run_id_from_url(c: &Client) -> i64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let url = c.current_url().await.unwrap();
+        if let Some(id) = url
+            .path()
+            .strip_prefix("/runs/")
+            .and_then(|p| p.parse().ok())
+        {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "never reached a run page: {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn browser_flows() {
+    let gates = tempfile::tempdir().unwrap();
+    let gate = gates.path().join("go");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/logs/travis-rust-redox-371852012.ansi.log");
+    let config = format!(
+        r#"
+administrators: [root]
+tasks:
+  hello:
+    description: says hello
+    authorized_users: [alice]
+    command: |
+      printf '\e[1;32mhello\e[0m %s\n' "${{who:-world}}"
+  slow:
+    description: waits for a gate
+    authorized_users: [alice]
+    command: |
+      echo "before gate"
+      for i in $(seq 600); do [ -e "{gate}" ] && break; sleep 0.1; done
+      echo "after gate"
+      sleep 1
+  forever:
+    authorized_users: [alice]
+    command: sleep 300
+  fixture:
+    description: a real Travis log with colours and progress lines
+    authorized_users: [alice]
+    command: cat "{fixture}"
+  secret:
+    command: echo secret
+pipelines:
+  build:
+    authorized_users: [alice]
+    tasks:
+      fetch: {{script: ["echo fetch"]}}
+      compile: {{script: ["echo compile"], depends_on: [fetch]}}
+      test: {{script: ["echo test"], depends_on: [fetch]}}
+      package: {{script: ["echo package"], depends_on: [compile, test]}}
+"#,
+        gate = gate.display(),
+        fixture = fixture.display()
+    );
+    let s = Server::start(&config);
+    for u in ["root", "alice", "eve"] {
+        add_user(&s, u, &format!("pw-{u}"));
+    }
+    let (_driver, c) = browser().await;
+
+    // Log in; the dashboard lists alice's tasks and not the secret one.
+    login(&c, &s, "alice").await;
+    let fx = id_of(&s.trigger("fixture", &[]).await);
+    s.wait_run(fx).await;
+    c.goto(&format!("{}/", s.base)).await.unwrap();
+    wait_text(&c, "main", "hello").await;
+    assert!(!text_of(&c, "main").await.contains("secret"));
+    shoot(&c, "dashboard").await;
+
+    // Trigger with an argument through the form; the run page shows the coloured log.
+    c.goto(&format!("{}/trigger/task/hello", s.base))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#extra"))
+        .await
+        .unwrap()
+        .send_keys("who=browser")
+        .await
+        .unwrap();
+    shoot(&c, "trigger").await;
+    click(&c, "#go").await;
+    let hello = run_id_from_url(&c).await;
+    wait_text(&c, "#log", "hello browser").await;
+    wait_text(&c, "#status", "success").await;
+    s.wait_run(hello).await;
+    c.goto(&format!("{}/runs/{hello}", s.base)).await.unwrap();
+    let src = c.source().await.unwrap();
+    assert!(
+        src.contains("class=\"f2 bo\">hello</span>"),
+        "coloured output"
+    );
+    shoot(&c, "run").await;
+
+    // Live log: the page shows the first line, then the rest streams in after the gate opens.
+    c.goto(&format!("{}/trigger/task/slow", s.base))
+        .await
+        .unwrap();
+    click(&c, "#go").await;
+    let slow = run_id_from_url(&c).await;
+    wait_text(&c, "#log", "before gate").await;
+    assert!(!text_of(&c, "#log").await.contains("after gate"));
+    std::fs::write(&gate, b"").unwrap();
+    wait_text(&c, "#log", "after gate").await;
+    wait_text(&c, "#status", "success").await;
+    assert_eq!(status(&s.run(slow).await), "success");
+
+    // Cancel a running run from its page.
+    c.goto(&format!("{}/trigger/task/forever", s.base))
+        .await
+        .unwrap();
+    click(&c, "#go").await;
+    let forever = run_id_from_url(&c).await;
+    s.wait_until(forever, "running", |r| status(r) == "running")
+        .await;
+    c.goto(&format!("{}/runs/{forever}", s.base)).await.unwrap();
+    click(&c, "#cancel").await;
+    wait_text(&c, "#status", "canceled").await;
+
+    // A pipeline's DAG: four nodes, each a link to its job's log.
+    c.goto(&format!("{}/trigger/pipeline/build", s.base))
+        .await
+        .unwrap();
+    click(&c, "#go").await;
+    let build = run_id_from_url(&c).await;
+    s.wait_run(build).await;
+    c.goto(&format!("{}/runs/{build}", s.base)).await.unwrap();
+    let nodes = c.find_all(Locator::Css(".dag svg a.node")).await.unwrap();
+    assert_eq!(nodes.len(), 4, "one node per pipeline task");
+    shoot(&c, "pipeline").await;
+    click(&c, ".dag svg a.node[data-job=\"package\"]").await;
+    wait_text(&c, "#log", "package").await;
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("job=package")
+    );
+
+    // A real CI log renders like a terminal; the runs list.
+    c.goto(&format!("{}/runs/{fx}", s.base)).await.unwrap();
+    let log = text_of(&c, "#log").await;
+    assert!(log.contains("Compiling"), "fixture log rendered");
+    assert!(!c.source().await.unwrap().contains('\u{1b}'));
+    shoot(&c, "log-fixture").await;
+    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    shoot(&c, "runs").await;
+    // The list refreshes itself when a run appears (SSE change events), no reload needed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = id_of(&s.trigger("fixture", &[]).await);
+    wait_text(&c, "main", &format!("#{fresh}")).await;
+    s.wait_run(fresh).await;
+    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    shoot(&c, "me").await;
+
+    // Eve is not in authorized_users: alice's run is a 404 page for her.
+    click(&c, "header nav button").await;
+    wait_text(&c, "main", "Log in").await;
+    shoot(&c, "login").await;
+    login(&c, &s, "eve").await;
+    c.goto(&format!("{}/runs/{hello}", s.base)).await.unwrap();
+    wait_text(&c, "main", "404").await;
+    assert!(!text_of(&c, "main").await.contains("hello browser"));
+    shoot(&c, "denied").await;
+
+    // An administrator disables a task from the dashboard; triggering it is then refused.
+    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    click(&c, "header nav button").await;
+    wait_text(&c, "main", "Log in").await;
+    login(&c, &s, "root").await;
+    wait_text(&c, "main", "secret").await;
+    click(&c, "button.toggle[data-task=\"hello\"]").await;
+    wait_text(&c, "button.toggle[data-task=\"hello\"]", "Enable").await;
+    shoot(&c, "dashboard-admin").await;
+    let (st, _) = s.post("/tasks/hello/trigger", json!({})).await;
+    assert_eq!(st, 409, "a disabled task refuses triggers");
+
+    c.close().await.unwrap();
+    drop(_driver);
+
+    // The dark theme follows the system setting.
+    let (_driver, c) = browser_with(&[
+        "--force-dark-mode",
+        "--blink-settings=preferredColorScheme=0",
+    ])
+    .await;
+    login(&c, &s, "alice").await;
+    let dark = c
+        .execute(
+            "return window.matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    c.goto(&format!("{}/runs/{fx}", s.base)).await.unwrap();
+    shoot(&c, "dark-log-fixture").await;
+    c.goto(&format!("{}/runs/{build}", s.base)).await.unwrap();
+    shoot(&c, "dark-pipeline").await;
+    assert_eq!(
+        dark,
+        json!(true),
+        "chromium was asked for a dark colour scheme"
+    );
+    c.close().await.unwrap();
+}
