@@ -698,6 +698,12 @@ impl Actor {
         if j.attempt != attempt || j.status != Status::Started {
             return;
         }
+        // A cancel asked for while the job was still launching (by a user, or by the DAG's
+        // fail fast) could not reach it then: deliver it now.
+        let cancel = cancel
+            || j.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("canceled:"));
         j.status = Status::Running;
         let change = job_change(j, None);
         let run_id = run.row.id;
