@@ -437,6 +437,22 @@ impl Store {
         if let Some(t) = filter.until {
             qb.push(" AND enqueued_at < ").push_bind(ms(t));
         }
+        if let Some(text) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+            // LIKE with the wildcards of the text escaped: portable to PostgreSQL.
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            qb.push(" AND (lower(target) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR lower(COALESCE(reason, '')) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR lower(args) LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\')");
+        }
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.pool).await?;

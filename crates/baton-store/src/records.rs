@@ -119,6 +119,8 @@ pub struct RunFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only runs enqueued before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Free text found (case-insensitively) in the target's name, the reason or the arguments.
+    pub search: Option<String>,
 }
 
 /// The targets a caller may see, by kind.

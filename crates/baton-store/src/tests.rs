@@ -270,3 +270,40 @@ async fn task_overrides_set_and_clear() {
     store.set_task_override("a", None).await.unwrap();
     assert!(!store.task_overrides().await.unwrap().contains_key("a"));
 }
+
+#[tokio::test]
+async fn search_finds_text_in_targets_reasons_and_args() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let mut a = new_run("deploy-web", Status::Queued);
+    a.args = BTreeMap::from([("version".to_string(), "1.2_rc%".to_string())]);
+    let a = store.insert_run(&a).await.unwrap();
+    let mut b = new_run("lint", Status::Skipped);
+    b.reason = Some("skipped: a run of `lint` is already running (run 1)".into());
+    let b = store.insert_run(&b).await.unwrap();
+    let find = |text: &str| {
+        let store = store.clone();
+        let text = text.to_string();
+        async move {
+            store
+                .list_runs(
+                    &RunFilter {
+                        search: Some(text),
+                        ..Default::default()
+                    },
+                    10,
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(find("DEPLOY").await, vec![a.id]);
+    assert_eq!(find("already running").await, vec![b.id]);
+    assert_eq!(find("2_rc%").await, vec![a.id]);
+    // Wildcards in the text are literal.
+    assert!(find("1_2").await.is_empty());
+    assert_eq!(find("%").await, vec![a.id]);
+}

@@ -177,6 +177,8 @@ struct ListQuery {
     trigger: Option<String>,
     cursor: Option<i64>,
     limit: Option<u32>,
+    /// Free-text search in target names, reasons and arguments.
+    q: Option<String>,
 }
 
 async fn list_runs(
@@ -206,6 +208,7 @@ async fn list_runs(
         tag: q.tag,
         before: q.cursor,
         visible: Access::of(&s, &user).await?.visible(),
+        search: q.q,
         ..Default::default()
     };
     let runs = s.store.list_runs(&filter, limit).await?;

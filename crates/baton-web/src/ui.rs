@@ -552,6 +552,9 @@ struct RunsQuery {
     since: String,
     #[serde(default)]
     until: String,
+    /// Free-text search.
+    #[serde(default)]
+    q: String,
     cursor: Option<i64>,
 }
 
@@ -620,6 +623,7 @@ async fn runs_page(
         worker: (!q.worker.is_empty()).then(|| q.worker.clone()),
         since: day(&q.since)?,
         until: day(&q.until)?.map(|d| d + chrono::Duration::days(1)),
+        search: (!q.q.is_empty()).then(|| q.q.clone()),
     };
     let runs = s.store.list_runs(&filter, limit).await?;
     let next = if runs.len() == limit as usize {
@@ -633,6 +637,7 @@ async fn runs_page(
             ("worker", &q.worker),
             ("since", &q.since),
             ("until", &q.until),
+            ("q", &q.q),
         ] {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", urlencode(v)));
