@@ -7,6 +7,7 @@
 (d) idle server RSS and startup-to-ready time                   vs the aims (10 MiB, 20 ms)
 (e) capture of a task writing 1 GiB                             vs `head -c 1G > file` directly
 (f) trivial runs on Docker, an SSH worker and an agent          vs the local executor, same server
+(g) the web UI's runs page with 100,000 runs in the store        vs the aim (50 ms)
 """
 import http.client
 import json
@@ -231,6 +232,62 @@ def bench_capture():
     row("(e) supervisor peak RSS during capture", sup_rss, "MiB", 10.0, "MiB", sup_rss / 10.0, "(flat)")
 
 
+def bench_ui():
+    """The runs page of the web UI (and the API's run list) with 100,000 runs in the store."""
+    import sqlite3
+    cfg = "server: {local_workers: 1}\ntasks:\n  t: {command: 'true', tags: [bench]}\n"
+    s = Server(cfg)
+    s.proc.kill()
+    s.proc.wait()
+    db = sqlite3.connect(os.path.join(s.data, "baton.db"))
+    now = int(time.time() * 1000)
+    statuses = ["success", "failed", "success", "skipped", "canceled"]
+    db.executemany(
+        "INSERT INTO runs (id, kind, target, trigger, args, tags, definition, status, reason,"
+        " priority, partition_key, enqueued_at, not_before, started_at, ended_at)"
+        " VALUES (?, 'task', 't', 'api', '{\"k\":\"v\"}', '[\"bench\"]', '{}', ?, NULL, 0,"
+        " NULL, ?, NULL, ?, ?)",
+        ((i, statuses[i % 5], now - (100000 - i) * 1000, now - (100000 - i) * 1000,
+          now - (100000 - i) * 1000 + 500) for i in range(1, 100001)))
+    db.executemany(
+        "INSERT INTO jobs (id, run_id, name, status, reason, attempt, worker, exit_code,"
+        " queued_at, started_at, ended_at, ended_seq) VALUES (?, ?, 't', ?, NULL, 1, 'local-1',"
+        " 0, ?, ?, ?, ?)",
+        ((i, i, statuses[i % 5], now, now, now, i) for i in range(1, 100001)))
+    db.commit()
+    db.close()
+    # Restart on the filled store.
+    t0 = time.perf_counter()
+    s.proc = subprocess.Popen(
+        [BATON, "serve", "--config", s.cfg, "--data", s.data, "--listen", f"127.0.0.1:{s.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    s.proc.stdout.readline()
+    s.conn = http.client.HTTPConnection("127.0.0.1", s.port)
+
+    def page(path):
+        times = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            s.conn.request("GET", path, headers={"Authorization": f"Bearer {s.token}",
+                                                 "Accept": "text/html"})
+            r = s.conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise SystemExit(f"GET {path}: {r.status} {body[:200]!r}")
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        return times[10]
+    try:
+        ui = page("/runs")
+        ui_filtered = page("/runs?status=failed&cursor=50000")
+        api = page("/api/v1/runs?limit=50")
+    finally:
+        s.stop()
+    row("(g) UI runs page, 100,000 runs, p50", ui, "ms", 50.0, "ms", ui / 50.0, "(aim < 50 ms)")
+    row("(g) UI filtered page deep in the list", ui_filtered, "ms", 50.0, "ms", ui_filtered / 50.0, "")
+    row("(g) API run list, 50 runs, p50", api, "ms", 50.0, "ms", api / 50.0, "")
+
+
 BUSYBOX = "baton-bench-busybox:latest"
 
 
@@ -326,5 +383,6 @@ def _ts(t):
 
 if __name__ == "__main__":
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}")
-    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture, bench_executors):
+    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture,
+              bench_executors, bench_ui):
         b()
