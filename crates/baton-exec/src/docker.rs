@@ -245,26 +245,12 @@ impl DockerExecutor {
     }
 
     async fn start_job(&self, dir: &Path, spec: &JobSpec) -> Result<DockerJob, ExecError> {
-        let dir = std::path::absolute(dir).map_err(|e| ExecError::io("resolve", dir, e))?;
         let Some(c) = &spec.container else {
-            return Err(ExecError::NotContainer { dir });
+            return Err(ExecError::NotContainer {
+                dir: dir.to_path_buf(),
+            });
         };
-        for f in [EXIT_FILE, CONTAINER_FILE] {
-            let p = dir.join(f);
-            if p.exists() {
-                return Err(ExecError::AlreadyStarted { dir, found: p });
-            }
-        }
-        for d in [WORK_DIR, OUT_DIR] {
-            let p = dir.join(d);
-            fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
-        }
-        let spec_path = dir.join(SPEC_FILE);
-        let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
-            path: spec_path.clone(),
-            source,
-        })?;
-        fs::write(&spec_path, json).map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+        let dir = crate::layout::prepare_job_dir(dir, spec, CONTAINER_FILE)?;
         let script = dir.join(SCRIPT_FILE);
         fs::write(&script, spec.script.as_bytes())
             .map_err(|e| ExecError::io("write script", &script, e))?;

@@ -93,3 +93,32 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
     }
     Ok(())
 }
+
+/// Prepares a job folder for a first start: resolves it to an absolute path, refuses it when
+/// it already holds `exit.json` or the executor's own start marker (`started_marker`: a job
+/// never runs twice), creates `work/` and `out/`, and writes `spec.json`. Returns the absolute
+/// folder.
+pub fn prepare_job_dir(
+    dir: &Path,
+    spec: &crate::JobSpec,
+    started_marker: &str,
+) -> Result<PathBuf, ExecError> {
+    let dir = std::path::absolute(dir).map_err(|e| ExecError::io("resolve", dir, e))?;
+    for f in [EXIT_FILE, started_marker] {
+        let p = dir.join(f);
+        if p.exists() {
+            return Err(ExecError::AlreadyStarted { dir, found: p });
+        }
+    }
+    for d in [WORK_DIR, OUT_DIR] {
+        let p = dir.join(d);
+        fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
+    }
+    let spec_path = dir.join(SPEC_FILE);
+    let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
+        path: spec_path.clone(),
+        source,
+    })?;
+    fs::write(&spec_path, json).map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+    Ok(dir)
+}

@@ -3,7 +3,7 @@
 //! the job survives the server.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,8 +15,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::ExecError;
 use crate::job::{JobSpec, Outcome};
 use crate::layout::{
-    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo, WORK_DIR, read_exit,
-    read_supervisor,
+    EXIT_FILE, LOG_FILE, SUPERVISOR_FILE, SupervisorInfo, read_exit, read_supervisor,
 };
 use crate::unix;
 use crate::{ExitRecord, layout};
@@ -67,23 +66,7 @@ impl LocalExecutor {
     /// Refuses a directory that already has `supervisor.json` or `exit.json`
     /// (use [`reattach`](Self::reattach) for those): a job never runs twice.
     pub async fn start(&self, dir: &Path, spec: &JobSpec) -> Result<JobHandle, ExecError> {
-        let dir = std::path::absolute(dir).map_err(|e| ExecError::io("resolve", dir, e))?;
-        for f in [EXIT_FILE, SUPERVISOR_FILE] {
-            let p = dir.join(f);
-            if p.exists() {
-                return Err(ExecError::AlreadyStarted { dir, found: p });
-            }
-        }
-        for d in [WORK_DIR, OUT_DIR] {
-            let p = dir.join(d);
-            fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
-        }
-        let spec_path = dir.join(SPEC_FILE);
-        let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
-            path: spec_path.clone(),
-            source,
-        })?;
-        fs::write(&spec_path, json).map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+        let dir = crate::layout::prepare_job_dir(dir, spec, SUPERVISOR_FILE)?;
         let log_path = dir.join(LOG_FILE);
         File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
 

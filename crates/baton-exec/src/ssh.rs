@@ -45,7 +45,7 @@ use crate::error::ExecError;
 use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
 use crate::job::{ExitRecord, JobSpec, Outcome};
 use crate::layout::{
-    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, WORK_DIR, read_exit, try_read_json, write_atomic,
+    EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, read_exit, try_read_json, write_atomic,
 };
 use crate::mask::Masker;
 
@@ -859,23 +859,7 @@ impl SshExecutor {
         spec: &JobSpec,
     ) -> Result<Box<dyn RunningJob>, ExecError> {
         let inner = &self.inner;
-        let dir = std::path::absolute(dir).map_err(|e| ExecError::io("resolve", dir, e))?;
-        for f in [EXIT_FILE, SSH_FILE] {
-            let p = dir.join(f);
-            if p.exists() {
-                return Err(ExecError::AlreadyStarted { dir, found: p });
-            }
-        }
-        for d in [WORK_DIR, OUT_DIR] {
-            let p = dir.join(d);
-            fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
-        }
-        let spec_path = dir.join(SPEC_FILE);
-        let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
-            path: spec_path.clone(),
-            source,
-        })?;
-        fs::write(&spec_path, json).map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+        let dir = crate::layout::prepare_job_dir(dir, spec, SSH_FILE)?;
         let log_path = dir.join(LOG_FILE);
         File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
 
