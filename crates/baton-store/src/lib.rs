@@ -47,6 +47,15 @@ pub enum StoreError {
     NoSuchUser(String),
     #[error("{0}")]
     Password(String),
+    #[error(
+        "user `{user}` signs in {how}, not through {provider} (hint: an administrator can rename one of them)"
+    )]
+    IdentityConflict {
+        user: String,
+        provider: String,
+        /// `with a password` or `through OTHER`.
+        how: String,
+    },
     #[error("corrupt row in table {table}: {message}")]
     Corrupt {
         table: &'static str,

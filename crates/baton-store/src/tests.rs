@@ -205,6 +205,52 @@ async fn schedule_marks_upsert() {
 }
 
 #[tokio::test]
+async fn sso_users_never_take_over_other_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    store.upsert_user("alice", "pw").await.unwrap();
+    // First sign-in makes the user; the second finds it.
+    store.sso_user("bob@example.com", "corp").await.unwrap();
+    store.sso_user("bob@example.com", "corp").await.unwrap();
+    assert!(store.find_user("bob@example.com").await.unwrap().is_some());
+    let s = store
+        .create_session("bob@example.com", chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&s.id).await.unwrap().unwrap().user,
+        "bob@example.com"
+    );
+    // An SSO user has no password: none matches, and none can be set.
+    assert!(!store.check_password("bob@example.com", "").await.unwrap());
+    assert!(!store.check_password("bob@example.com", "x").await.unwrap());
+    let e = store
+        .upsert_user("bob@example.com", "pw")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("signs in through corp"), "{e}");
+    // A password user's name, or another provider's user, is refused.
+    match store.sso_user("alice", "corp").await {
+        Err(crate::StoreError::IdentityConflict {
+            user,
+            provider,
+            how,
+        }) => {
+            assert_eq!((user.as_str(), provider.as_str()), ("alice", "corp"));
+            assert_eq!(how, "with a password");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let e = store.sso_user("bob@example.com", "gh").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "user `bob@example.com` signs in through corp, not through gh (hint: an administrator can rename one of them)"
+    );
+    assert!(store.sso_user("bad name", "corp").await.is_err());
+    assert!(store.find_user("bad name").await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn users_sessions_and_owned_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("baton.db")).await.unwrap();

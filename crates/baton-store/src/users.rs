@@ -68,7 +68,15 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Password(e.to_string()))??
         };
-        let existed = self.find_user(name).await?.is_some();
+        let existed = match self.user_provider(name).await? {
+            None => false,
+            Some(None) => true,
+            Some(Some(provider)) => {
+                return Err(StoreError::Password(format!(
+                    "user `{name}` signs in through {provider} and has no password here"
+                )));
+            }
+        };
         sqlx::query(
             "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
@@ -103,6 +111,48 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// `None` when no such user; `Some(None)` for a password user; `Some(Some(p))` for a user
+    /// of single sign-on provider `p`.
+    async fn user_provider(&self, name: &str) -> Result<Option<Option<String>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<String>>("SELECT provider FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// The user `name` signing in through single sign-on provider `provider`: made on the first
+    /// sign-in. A name that belongs to a password user or to another provider's user is refused
+    /// ([`StoreError::IdentityConflict`]): a provider never takes over someone else's account.
+    pub async fn sso_user(&self, name: &str, provider: &str) -> Result<()> {
+        if !valid_user_name(name) {
+            return Err(StoreError::Password(format!(
+                "{provider} names this user {name:?}, which is not a valid user name here (letters, digits, `.`, `_`, `-`, `@`; at most 64)"
+            )));
+        }
+        // Insert-if-absent, then read back who owns the name: one statement each, so two
+        // concurrent first sign-ins agree.
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at, provider) VALUES (?, '', ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(ms(Utc::now()))
+        .bind(provider)
+        .execute(self.pool())
+        .await?;
+        match self.user_provider(name).await? {
+            Some(Some(p)) if p == provider => Ok(()),
+            Some(owner) => Err(StoreError::IdentityConflict {
+                user: name.to_owned(),
+                provider: provider.to_owned(),
+                how: owner.map_or_else(|| "with a password".to_owned(), |p| format!("through {p}")),
+            }),
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
     }
 
     pub(crate) async fn user_id(&self, name: &str) -> Result<i64> {

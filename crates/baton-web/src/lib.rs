@@ -13,6 +13,7 @@ mod auth;
 mod callbacks;
 mod error;
 mod logs;
+mod sso;
 mod ui;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use baton_store::{RunFolders, Store};
 
 pub use auth::CurrentUser;
 pub use error::ApiError;
+pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
 /// diagnostics, one per line.
@@ -43,6 +45,11 @@ pub struct AppState {
     pub agents: Option<Arc<baton_exec::agent::AgentHub>>,
     /// Where job-end callbacks from SSH workers are delivered.
     pub callbacks: baton_exec::CallbackHub,
+    /// Single sign-on flows in progress.
+    pub sso: Sso,
+    /// The base URL browsers reach the server at, from the listen address; `server.public_url`
+    /// overrides it.
+    pub public_url: String,
 }
 
 /// The whole HTTP application.
@@ -63,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api.merge(agents::agent_routes()))
         .merge(callbacks::routes())
         .merge(ui::routes())
+        .merge(sso::routes())
         .fallback(
             |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
                 // Browsers (which ask for HTML) get the 404 page; API clients get JSON.

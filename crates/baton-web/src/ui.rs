@@ -32,7 +32,7 @@ const LOGIN_CSRF_COOKIE: &str = "baton_login_csrf";
 const LOG_WINDOW: u64 = 256 * 1024;
 /// Line numbers are counted only below this prefix size; past it, lines are labelled by offset.
 const COUNT_LINES_UP_TO: u64 = 64 * 1024 * 1024;
-const SESSION_DAYS: i64 = 7;
+pub(crate) const SESSION_DAYS: i64 = 7;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -217,14 +217,14 @@ fn check_csrf(user: &CurrentUser, f: &Fields) -> Result<(), PageError> {
     }
 }
 
-fn https(headers: &HeaderMap) -> bool {
+pub(crate) fn https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
     let v = format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
@@ -239,7 +239,7 @@ fn random_hex() -> String {
 
 /// Where to go after logging in: only a path on this site. Browsers drop tabs and newlines
 /// from URLs (`/\t/evil.example` becomes `//evil.example`), so only visible ASCII passes.
-fn safe_next(next: &str) -> &str {
+pub(crate) fn safe_next(next: &str) -> &str {
     if next.starts_with('/')
         && !next.starts_with("//")
         && !next.contains('\\')
@@ -261,6 +261,9 @@ struct LoginTpl {
     csrf: String,
     next: String,
     error: String,
+    providers: Vec<crate::sso::SsoLink>,
+    /// `?next=…` for the single sign-on links (empty when it is `/`).
+    next_query: String,
 }
 
 #[derive(Deserialize)]
@@ -268,22 +271,40 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+async fn login_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     login_form(
         &headers,
         q.next.as_deref().unwrap_or("/"),
         "",
         StatusCode::OK,
+        crate::sso::links(&s).await,
     )
 }
 
-fn login_form(headers: &HeaderMap, next: &str, error: &str, code: StatusCode) -> Response {
+pub(crate) fn login_form(
+    headers: &HeaderMap,
+    next: &str,
+    error: &str,
+    code: StatusCode,
+    providers: Vec<crate::sso::SsoLink>,
+) -> Response {
     let csrf = random_hex();
+    let next = safe_next(next).to_owned();
     let t = LoginTpl {
         nav: Nav::default(),
         csrf: csrf.clone(),
-        next: safe_next(next).to_owned(),
+        next_query: if next == "/" {
+            String::new()
+        } else {
+            format!("?next={}", urlencode(&next))
+        },
+        next,
         error: error.to_owned(),
+        providers,
     };
     let mut resp = (code, render(&t)).into_response();
     resp.headers_mut().append(
@@ -302,6 +323,7 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
             &next,
             "The login form expired or was not sent from this site. Try again.",
             StatusCode::FORBIDDEN,
+            crate::sso::links(&s).await,
         );
     }
     let user = field(&f, "user").trim().to_owned();
@@ -313,32 +335,33 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
                 &next,
                 "Unknown user or wrong password.",
                 StatusCode::UNAUTHORIZED,
+                crate::sso::links(&s).await,
             );
         }
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    let session = match s
+    match s
         .store
         .create_session(&user, chrono::Duration::days(SESSION_DAYS))
         .await
     {
-        Ok(sess) => sess,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let mut resp = Redirect::to(&next).into_response();
+        Ok(session) => signed_in(&session, &next, https(&headers)),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The answer to a successful sign-in (password or single sign-on): the session cookie, and on
+/// to `next`.
+pub(crate) fn signed_in(session: &baton_store::NewSession, next: &str, secure: bool) -> Response {
+    let mut resp = Redirect::to(safe_next(next)).into_response();
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(
-            SESSION_COOKIE,
-            &session.id,
-            SESSION_DAYS * 86400,
-            https(&headers),
-        ),
+        set_cookie(SESSION_COOKIE, &session.id, SESSION_DAYS * 86400, secure),
     );
     h.append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", 0, https(&headers)),
+        set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure),
     );
     resp
 }

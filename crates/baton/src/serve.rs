@@ -175,6 +175,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         load_config: Arc::new(move || load(&config_path)),
         agents: Some(agents),
         callbacks,
+        sso: baton_web::Sso::default(),
+        public_url: if addr.ip().is_unspecified() {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        },
     };
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

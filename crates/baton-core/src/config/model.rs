@@ -57,6 +57,57 @@ pub struct ServerConfig {
     /// job is `broken` (default 30s).
     #[serde(default)]
     pub heartbeat_timeout: Option<Duration>,
+    /// `public_url:` — the base URL (`https://ci.example.com`) by which browsers reach the web
+    /// UI; single sign-on redirects back to `<public_url>/auth/<provider>/callback`. `None`
+    /// derives it from the address the server listens on.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// `auth:` — single sign-on providers by name (the name appears in URLs).
+    #[serde(default)]
+    pub auth: BTreeMap<String, SsoProvider>,
+}
+
+/// `server.auth.NAME` — a single sign-on provider: users sign in there and come back as the
+/// Baton user the provider names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SsoProvider {
+    pub name: String,
+    pub kind: SsoKind,
+    /// `label:` — the sign-in button's text (default `Sign in with NAME`).
+    pub label: String,
+    pub client_id: String,
+    /// Never serialized: the config is shown through the API.
+    #[serde(skip_serializing, default)]
+    pub client_secret: String,
+    /// `scopes:` — asked for besides `openid` (OIDC); default `email profile` for OIDC,
+    /// `read:user` for GitHub.
+    pub scopes: Vec<String>,
+}
+
+/// How a provider is spoken to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SsoKind {
+    /// `kind: oidc` — any OpenID Connect issuer (Google, Gitea/Forgejo, GitLab, Keycloak, …),
+    /// found by discovery at `<issuer>/.well-known/openid-configuration`; the user is named by
+    /// `user_claim` of the verified ID token.
+    Oidc {
+        issuer: String,
+        user_claim: UserClaim,
+    },
+    /// `kind: github` — GitHub's OAuth apps (not OIDC): the user is named by their GitHub login
+    /// (`GET <api_url>/user`). `url` is `https://github.com` (or a GitHub Enterprise server).
+    Github { url: String, api_url: String },
+}
+
+/// Which ID-token claim names the Baton user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserClaim {
+    /// The e-mail address, accepted only with `email_verified: true`.
+    Email,
+    PreferredUsername,
+    Sub,
 }
 
 /// `image:` / `build:` with `resources:` and `network:` on a task or pipeline task: the job runs

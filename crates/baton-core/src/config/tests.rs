@@ -733,3 +733,125 @@ fn ssh_worker_settings_load_and_are_checked() {
         "{errs:#?}"
     );
 }
+
+// ---------------------------------------------------------------- single sign-on
+
+#[test]
+fn sso_providers_load_with_defaults() {
+    let c = ok("server:
+  public_url: https://ci.example.com/
+  auth:
+    google:
+      issuer: https://accounts.google.com
+      client_id: id1
+      client_secret: s1
+    gh:
+      kind: github
+      client_id: id2
+      client_secret: s2
+      label: GitHub
+    gitea:
+      issuer: http://127.0.0.1:3000/
+      client_id: id3
+      client_secret: s3
+      user_claim: preferred_username
+      scopes: [profile]
+");
+    assert_eq!(
+        c.server.public_url.as_deref(),
+        Some("https://ci.example.com")
+    );
+    let g = &c.server.auth["google"];
+    assert_eq!(
+        g.kind,
+        SsoKind::Oidc {
+            issuer: "https://accounts.google.com".into(),
+            user_claim: UserClaim::Email
+        }
+    );
+    assert_eq!(g.label, "Sign in with google");
+    assert_eq!(g.scopes, vec!["email", "profile"]);
+    assert_eq!(g.client_secret, "s1");
+    let gh = &c.server.auth["gh"];
+    assert_eq!(
+        gh.kind,
+        SsoKind::Github {
+            url: "https://github.com".into(),
+            api_url: "https://api.github.com".into()
+        }
+    );
+    assert_eq!(gh.label, "GitHub");
+    assert_eq!(gh.scopes, vec!["read:user"]);
+    let gitea = &c.server.auth["gitea"];
+    assert_eq!(
+        gitea.kind,
+        SsoKind::Oidc {
+            issuer: "http://127.0.0.1:3000".into(),
+            user_claim: UserClaim::PreferredUsername
+        }
+    );
+    assert_eq!(gitea.scopes, vec!["profile"]);
+    // The client secret never leaves through serialization (the API shows the config).
+    let json = serde_json::to_string(&c.server).unwrap();
+    assert!(!json.contains("s1") && !json.contains("s2"), "{json}");
+}
+
+#[test]
+fn sso_provider_errors_have_positions() {
+    let e = errors(
+        "server:
+  public_url: ftp://x
+  auth:
+    Bad Name:
+      issuer: https://idp.example.com
+      client_id: a
+      client_secret: b
+    plain:
+      issuer: http://idp.example.com
+      client_id: a
+      client_secret: b
+      user_claim: nickname
+    gh:
+      kind: github
+      client_secret: b
+      issuer: https://x.example
+    other:
+      kind: saml
+      client_id: a
+      client_secret: b
+    noissuer:
+      client_id: a
+      client_secret: ''
+",
+    );
+    let expected = [
+        "2:15: invalid public_url \"ftp://x\": expected http://host[:port] or https://host[:port] (the address browsers reach this server at)",
+        "4:5: invalid auth provider \"Bad Name\": a provider name is 1-32 of a-z, 0-9, `-`, `_` (it appears in the callback URL)",
+        "9:15: invalid issuer \"http://idp.example.com\" in auth provider \"plain\": use https:// (plain http is allowed only for localhost)",
+        "12:19: unknown user_claim \"nickname\" in auth provider \"plain\"; expected one of: email, preferred_username, sub",
+        "13:5: auth provider \"gh\" has no \"client_id\"",
+        "16:7: \"issuer\" is for providers of kind oidc",
+        "18:13: unknown kind \"saml\" in auth provider \"other\"; expected oidc (any OpenID Connect issuer: Google, Gitea, GitLab, …) or github",
+        "21:5: auth provider \"noissuer\" of kind oidc has no \"issuer\"",
+        "23:22: \"client_secret\" must not be empty",
+    ];
+    for want in expected {
+        assert!(e.iter().any(|g| g == want), "missing {want:?} in {e:#?}");
+    }
+    assert_eq!(e.len(), expected.len(), "{e:#?}");
+}
+
+#[test]
+fn base_urls() {
+    use super::build::check_base_url;
+    assert!(check_base_url("https://idp.example.com", true).is_ok());
+    assert!(check_base_url("http://localhost:8080/realms/x", true).is_ok());
+    assert!(check_base_url("http://127.0.0.2:9", true).is_ok());
+    assert!(check_base_url("http://[::1]:9", true).is_ok());
+    assert!(check_base_url("http://10.0.0.1", true).is_err());
+    assert!(check_base_url("http://127.0.0.1.evil.example", true).is_err());
+    assert!(check_base_url("http://10.0.0.1", false).is_ok());
+    assert!(check_base_url("https://", true).is_err());
+    assert!(check_base_url("https:///x", true).is_err());
+    assert!(check_base_url("idp.example.com", true).is_err());
+}

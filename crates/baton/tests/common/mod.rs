@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod idp;
 pub mod sshhosts;
 
 use std::io::{BufRead, BufReader, Read};
