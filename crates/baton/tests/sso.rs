@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::idp::{
-    Github, GithubMode, GithubUser, Oidc, OidcMode, OidcUser, form_pairs, form_urlencode,
+    Github, GithubMode, GithubUser, Oidc, OidcMode, OidcUser, form_pairs, form_urlencode, s256,
 };
 use common::*;
 use serde_json::Value;
@@ -946,4 +946,206 @@ tasks:
         "the example must validate:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The stand-ins are strict, so their empty `violations` above mean something: requests the
+/// protocols forbid are refused and recorded, and their ID tokens verify against their JWKS.
+#[tokio::test]
+async fn stand_ins_refuse_what_the_protocols_forbid() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let cb = "http://127.0.0.1:1/auth/corp/callback";
+    let idp = Oidc::start(CLIENT_ID, SECRET, alice());
+    idp.expect_redirect_uri(cb);
+    let verifier = "v".repeat(43);
+    let challenge = s256(&verifier);
+    let good = [
+        ("response_type", "code"),
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", cb),
+        ("scope", "openid email"),
+        ("state", "st"),
+        ("nonce", "n0"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let authorize = |pairs: Vec<(&str, &str)>| {
+        http.get(format!(
+            "{}/authorize?{}",
+            idp.issuer,
+            users::form_encode(&pairs)
+        ))
+        .send()
+    };
+    // Every parameter is required; PKCE is S256 only; the redirect URI is exact.
+    for skip in 0..good.len() {
+        let mut pairs = good.to_vec();
+        let (name, _) = pairs.remove(skip);
+        let r = authorize(pairs).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "without {name}");
+    }
+    for (name, bad) in [
+        ("code_challenge_method", "plain"),
+        ("redirect_uri", "http://127.0.0.1:1/auth/corp/callback/"),
+        ("scope", "email profile"),
+        ("client_id", "someone"),
+    ] {
+        let pairs: Vec<(&str, &str)> = good
+            .iter()
+            .map(|&(k, v)| (k, if k == name { bad } else { v }))
+            .collect();
+        let r = authorize(pairs).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{name}={bad}");
+    }
+    assert!(idp.violations().len() >= good.len() + 4);
+    assert_eq!(idp.count("authorize"), good.len() + 4);
+
+    let code = || async {
+        let r = authorize(good.to_vec()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let q = form_pairs(loc.split_once('?').unwrap().1);
+        assert_eq!(q[1], ("state".into(), "st".into()), "{loc}");
+        q[0].1.clone()
+    };
+    let basic =
+        |id: &str, secret: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    let good_basic = basic(&form_urlencode(CLIENT_ID), &form_urlencode(SECRET));
+    let token = |auth: String, code: String, verifier: String| {
+        http.post(format!("{}/token", idp.issuer))
+            .header("authorization", auth)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(users::form_encode(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", cb),
+                ("code_verifier", &verifier),
+            ]))
+            .send()
+    };
+    let before = idp.violations().len();
+    // A verifier that does not match the challenge (the code is spent all the same).
+    let c = code().await;
+    let r = token(good_basic.clone(), c.clone(), "w".repeat(43))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = token(good_basic.clone(), c, verifier.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a spent code");
+    // HTTP Basic without form-urlencoding the secret.
+    let r = token(basic(CLIENT_ID, SECRET), code().await, verifier.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(idp.violations().len(), before + 3, "{}", idp.report());
+
+    // The right request; the ID token verifies against the published JWKS.
+    let r = token(good_basic, code().await, verifier).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", idp.report());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    let jwks: Value = http
+        .get(format!("{}/jwks", idp.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let k = &jwks["keys"][0];
+    let key = jsonwebtoken::DecodingKey::from_rsa_components(
+        k["n"].as_str().unwrap(),
+        k["e"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[CLIENT_ID]);
+    v.set_issuer(&[idp.issuer.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(body["id_token"].as_str().unwrap(), &key, &v)
+        .expect("the stand-in's ID token verifies")
+        .claims;
+    assert_eq!(claims["nonce"], "n0");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(idp.violations().len(), before + 3);
+
+    // GitHub: JSON must be asked for; the API needs a User-Agent and a known token.
+    let gh = Github::start(GH_ID, GH_SECRET, octocat());
+    let gcb = "http://127.0.0.1:1/auth/gh/callback";
+    gh.expect_redirect_uri(gcb);
+    let gh_code = || async {
+        let r = http
+            .get(format!(
+                "{}/login/oauth/authorize?{}",
+                gh.url,
+                users::form_encode(&[("client_id", GH_ID), ("redirect_uri", gcb), ("state", "s")])
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        form_pairs(loc.split_once('?').unwrap().1)[0].1.clone()
+    };
+    let exchange = |c: String, accept: Option<&'static str>| {
+        let mut r = http
+            .post(format!("{}/login/oauth/access_token", gh.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(users::form_encode(&[
+                ("client_id", GH_ID),
+                ("client_secret", GH_SECRET),
+                ("code", &c),
+                ("redirect_uri", gcb),
+            ]));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    let r = exchange(gh_code().await, None).await.unwrap();
+    assert!(r.text().await.unwrap().starts_with("error="));
+    assert_eq!(gh.violations().len(), 1, "{}", gh.report());
+    let r = exchange(gh_code().await, Some("application/json"))
+        .await
+        .unwrap();
+    let t: Value = r.json().await.unwrap();
+    let access = t["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    let user = |token: String, ua: bool| {
+        let mut r = http
+            .get(format!("{}/user", gh.api_url))
+            .header("authorization", format!("Bearer {token}"));
+        if ua {
+            r = r.header("user-agent", "sso-test");
+        }
+        r.send()
+    };
+    assert_eq!(
+        user(access.clone(), false).await.unwrap().status().as_u16(),
+        403
+    );
+    assert_eq!(
+        user("gho_nope".into(), true)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    let me: Value = user(access, true).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (me["login"].as_str(), me["id"].as_u64()),
+        (Some("octocat"), Some(583231))
+    );
+    assert_eq!(gh.violations().len(), 3, "{}", gh.report());
 }
