@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 need=()
 # The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces;
-# the browser tests drive Debian's chromium through chromedriver.
+# the browser tests drive Debian's chromium through chromedriver; the single sign-on tests make
+# their stand-in provider's RSA key with openssl.
 for pkg_cmd in git:git make:make curl:curl procps:pkill openssh-server:/usr/sbin/sshd \
   openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip chromium:chromium \
-  chromium-driver:chromedriver; do
+  chromium-driver:chromedriver openssl:openssl; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done

@@ -1,6 +1,7 @@
 //! Real-browser tests: Debian's `chromium`, headless, driven through `chromedriver` with
 //! fantoccini. They log in, trigger a run with arguments, watch its log stream in, cancel a run,
-//! open a pipeline's DAG, and see a 404 for a run outside `authorized_users`. Screenshots of the
+//! open a pipeline's DAG, see a 404 for a run outside `authorized_users`, and sign in through an
+//! OpenID Connect stand-in on another site. Screenshots of the
 //! main pages (1280 px desktop, 390 px phone) land in `target/screenshots/`.
 //!
 //! Missing `chromium` or `chromedriver` fails the test with the install hint: no silent skip.
@@ -373,5 +374,63 @@ pipelines:
         json!(true),
         "chromium was asked for a dark colour scheme"
     );
+    c.close().await.unwrap();
+}
+
+/// Single sign-on in the real browser, across sites: Baton listens on 127.0.0.2 and the
+/// OpenID Connect stand-in on 127.0.0.1, so the flow's cookie must survive the provider's
+/// cross-site redirect back (SameSite=Lax on a top-level GET).
+#[tokio::test]
+async fn single_sign_on_in_the_browser() {
+    use common::idp::{Oidc, OidcUser};
+    let idp = Oidc::start(
+        "baton-ui",
+        "ui-secret",
+        OidcUser::new("carol-1", "carol@example.com", "carol"),
+    );
+    let s = Server::start_on(
+        &format!(
+            "server:
+  auth:
+    corp:
+      issuer: {}
+      client_id: baton-ui
+      client_secret: ui-secret
+      label: Sign in with Corp
+administrators: [root]
+tasks:
+  carols: {{command: \"true\", authorized_users: [carol@example.com]}}
+  secret: {{command: \"true\"}}
+",
+            idp.issuer
+        ),
+        "127.0.0.2",
+    );
+    idp.expect_redirect_uri(&format!("{}/auth/corp/callback", s.base));
+    let (_d, c) = browser().await;
+    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    // Not signed in: the login page, with the provider's button.
+    wait_text(&c, "#sso-corp", "Sign in with Corp").await;
+    shoot(&c, "login-sso").await;
+    click(&c, "#sso-corp").await;
+    // Through the provider and back, signed in, on the page first asked for.
+    wait_text(&c, "header nav", "carol@example.com").await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.host_str(), Some("127.0.0.2"), "{url}");
+    assert_eq!(url.path(), "/runs", "{url}");
+    c.goto(&format!("{}/", s.base)).await.unwrap();
+    let dash = c.source().await.unwrap();
+    assert!(dash.contains("carols"), "carol sees her task:\n{dash}");
+    assert!(
+        !dash.contains(">secret<"),
+        "carol must not see `secret`:\n{dash}"
+    );
+    assert_eq!(idp.count("token"), 1, "{}", idp.report());
+    assert_eq!(idp.violations(), Vec::<String>::new(), "{}", idp.report());
+    // Logging out ends the Baton session.
+    click(&c, "header form button").await;
+    wait_text(&c, "h1", "Log in").await;
+    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    wait_text(&c, "#sso-corp", "Sign in with Corp").await;
     c.close().await.unwrap();
 }
