@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -57,26 +57,11 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Sign-in flows in progress, by `state`, and the HTTP client for providers.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Sso {
     flows: Arc<Mutex<HashMap<String, Flow>>>,
-    http: reqwest::Client,
-}
-
-impl Default for Sso {
-    fn default() -> Self {
-        Sso {
-            flows: Arc::default(),
-            // No redirects: a provider's endpoints answer directly (following them would let a
-            // redirect point the client secret elsewhere).
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(PROVIDER_TIMEOUT)
-                .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
-        }
-    }
+    /// Made on the first sign-in: loading the system's trust roots is not a start-up cost.
+    http: Arc<OnceLock<reqwest::Client>>,
 }
 
 /// One started sign-in.
@@ -114,6 +99,19 @@ impl Sso {
             .filter(|f| f.started.elapsed() < FLOW_TTL)
     }
 
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            // No redirects: a provider's endpoints answer directly (following them would let a
+            // redirect point the client secret elsewhere).
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(PROVIDER_TIMEOUT)
+                .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        })
+    }
+
     /// The `openidconnect`/`oauth2` HTTP client: a request goes out through `reqwest`.
     fn client(
         &self,
@@ -122,7 +120,7 @@ impl Sso {
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, reqwest::Error>> + Send>>
     + '_ {
         move |req: HttpRequest| {
-            let http = self.http.clone();
+            let http = self.http().clone();
             Box::pin(async move {
                 let resp = http.execute(reqwest::Request::try_from(req)?).await?;
                 let mut out = openidconnect::http::Response::builder().status(resp.status());
@@ -545,7 +543,7 @@ async fn github_login(
     };
     let resp = s
         .sso
-        .http
+        .http()
         .get(format!("{api_url}/user"))
         .bearer_auth(token)
         .header(header::ACCEPT, "application/vnd.github+json")
