@@ -207,6 +207,9 @@ pub struct QueuedJob {
     pub queues: Vec<String>,
     pub priority: i64,
     pub enqueued_at: DateTime<Utc>,
+    /// The job runs in a container (`image:`/`build:`): only workers that run containers
+    /// take it.
+    pub container: bool,
 }
 
 impl QueuedJob {
@@ -225,6 +228,15 @@ pub struct WorkerView {
     pub name: String,
     pub queues: Vec<String>,
     pub busy: bool,
+    /// Runs container jobs (local workers through the server's engine, agents through
+    /// theirs); SSH workers run plain scripts only.
+    pub containers: bool,
+}
+
+impl WorkerView {
+    fn takes(&self, job: &QueuedJob) -> bool {
+        (self.containers || !job.container) && self.queues.iter().any(|q| job.queues.contains(q))
+    }
 }
 
 /// Matches dispatchable jobs to free workers: highest priority first, then oldest; each job goes
@@ -238,10 +250,7 @@ pub fn dispatch(jobs: &[QueuedJob], workers: &[WorkerView]) -> Vec<(i64, String)
         if free.is_empty() {
             break;
         }
-        if let Some(pos) = free
-            .iter()
-            .position(|w| w.queues.iter().any(|q| job.queues.contains(q)))
-        {
+        if let Some(pos) = free.iter().position(|w| w.takes(job)) {
             out.push((job.job_id, free.remove(pos).name.clone()));
         }
     }
@@ -262,6 +271,12 @@ pub fn wait_reason(job: &QueuedJob, workers: &[WorkerView]) -> String {
         .join(", ");
     if serving.is_empty() {
         return format!("queued: no worker serves queue {queues}");
+    }
+    let serving: Vec<&WorkerView> = serving.into_iter().filter(|w| w.takes(job)).collect();
+    if serving.is_empty() {
+        return format!(
+            "queued: no worker of {queues} runs containers (SSH workers run plain scripts; use a local worker or an agent)"
+        );
     }
     if serving.iter().all(|w| w.busy) {
         return format!(

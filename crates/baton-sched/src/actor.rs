@@ -1085,6 +1085,7 @@ impl Actor {
                             queues: run.def.queues(),
                             priority: run.row.priority,
                             enqueued_at: run.row.enqueued_at,
+                            container: run.def.container(&j.name).is_some(),
                         });
                     } else if let Some(d) = dag.iter().find(|d| d.name == j.name)
                         && let Some(why) = decide::dag_wait_reason(d, &dag)
@@ -1246,7 +1247,9 @@ impl Actor {
         container: bool,
         worker: Option<&str>,
     ) -> Result<Arc<dyn Executor>, String> {
-        // SSH workers and agent slots run containers where they are, not on this server.
+        // Agent slots run containers on their own engine; SSH workers get no container jobs
+        // (dispatch keeps them off), so a container job reaching one was started by an older
+        // version and is re-attached as it was started.
         let remote = worker.is_some_and(|w| {
             self.executors.remote.contains_key(w)
                 || baton_exec::agent::AgentHub::agent_of(w).is_some()
@@ -1341,6 +1344,9 @@ impl Actor {
                 name: w.name.clone(),
                 queues: w.queues.clone(),
                 busy: w.busy.is_some(),
+                // SSH workers run plain scripts; containers run on the server's engine (local
+                // workers) or on an agent's own.
+                containers: w.host.is_none(),
             })
             .collect()
     }

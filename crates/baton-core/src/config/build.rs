@@ -595,6 +595,8 @@ struct Refs {
     after: Vec<(String, String, Loc)>,
     /// Where each task is defined.
     task_keys: BTreeMap<String, Loc>,
+    /// Where each pipeline is defined.
+    pipeline_keys: BTreeMap<String, Loc>,
 }
 
 fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
@@ -678,6 +680,7 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
         format!("pipeline {name:?} was already declared at {first}")
     });
     for (name, e) in pipelines {
+        refs.pipeline_keys.insert(name.to_owned(), e.key);
         if let Some(p) = build_pipeline(d, e, &mut refs) {
             config.pipelines.insert(name.to_owned(), p);
         }
@@ -1649,6 +1652,56 @@ fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
     for (queue, loc) in &refs.queues {
         if !served.contains(queue.as_str()) {
             d.err(*loc, format!("no worker serves queue {queue:?}"));
+        }
+    }
+
+    // Container jobs run on the server's engine (local workers) or on an agent's: a container
+    // task whose queues only SSH workers serve would never run.
+    let mut containers: BTreeSet<&str> = if config.workers.is_empty() {
+        BTreeSet::from([DEFAULT_QUEUE])
+    } else {
+        config
+            .workers
+            .values()
+            .filter(|w| w.host.is_none())
+            .flat_map(|w| w.queues.iter().map(String::as_str))
+            .collect()
+    };
+    containers.extend(config.server.agent_queues.iter().map(String::as_str));
+    let mut check = |what: String, queues: &[String], loc: Option<&Loc>| {
+        let queues: Vec<&String> = queues
+            .iter()
+            .filter(|q| served.contains(q.as_str()))
+            .collect();
+        if let Some(loc) = loc
+            && !queues.is_empty()
+            && !queues.iter().any(|q| containers.contains(q.as_str()))
+        {
+            let names: Vec<String> = queues.iter().map(|q| format!("{q:?}")).collect();
+            d.err(
+                *loc,
+                format!(
+                    "{what} runs in a container (image:/build:), but only SSH workers serve its queue{} {}, and they run plain scripts (hint: serve the queue with a local worker, i.e. one without host:, or list it in server.agent_queues)",
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ),
+            );
+        }
+    };
+    for t in config.tasks.values().filter(|t| t.container.is_some()) {
+        check(
+            format!("task {:?}", t.name),
+            &t.queues,
+            refs.task_keys.get(&t.name),
+        );
+    }
+    for p in config.pipelines.values() {
+        for t in p.tasks.values().filter(|t| t.container.is_some()) {
+            check(
+                format!("task {:?} of pipeline {:?}", t.name, p.name),
+                &p.queues,
+                refs.pipeline_keys.get(&p.name),
+            );
         }
     }
 }

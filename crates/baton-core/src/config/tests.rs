@@ -855,3 +855,38 @@ fn base_urls() {
     assert!(check_base_url("https:///x", true).is_err());
     assert!(check_base_url("idp.example.com", true).is_err());
 }
+
+#[test]
+fn container_tasks_need_a_worker_that_runs_containers() {
+    let e = errors(
+        "workers:
+  remote1: {host: ci@build.example, queues: [remote]}
+  local1: {queues: [default, mixed]}
+  remote2: {host: ci@build2.example, queues: [mixed]}
+tasks:
+  boxed: {command: make, image: debian:12, queues: [remote]}
+  fine: {command: make, image: debian:12, queues: [mixed]}
+  plain: {command: make, queues: [remote]}
+pipelines:
+  p:
+    queues: [remote]
+    tasks:
+      a: {script: [make], image: busybox}
+      b: {script: [make]}
+",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "6:3: task \"boxed\" runs in a container (image:/build:), but only SSH workers serve its queue \"remote\", and they run plain scripts (hint: serve the queue with a local worker, i.e. one without host:, or list it in server.agent_queues)".to_string(),
+            "10:3: task \"a\" of pipeline \"p\" runs in a container (image:/build:), but only SSH workers serve its queue \"remote\", and they run plain scripts (hint: serve the queue with a local worker, i.e. one without host:, or list it in server.agent_queues)".to_string(),
+        ]
+    );
+    // Agents run containers on their own engine.
+    ok("server: {agent_queues: [remote]}
+workers:
+  remote1: {host: ci@build.example, queues: [remote]}
+tasks:
+  boxed: {command: make, image: debian:12, queues: [remote]}
+");
+}

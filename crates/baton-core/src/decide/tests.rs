@@ -135,6 +135,7 @@ fn qj(id: i64, queue: &str, priority: i64, age: i64) -> QueuedJob {
         queues: vec![queue.into()],
         priority,
         enqueued_at: t(-age),
+        container: false,
     }
 }
 
@@ -143,7 +144,37 @@ fn w(name: &str, queue: &str, busy: bool) -> WorkerView {
         name: name.into(),
         queues: vec![queue.into()],
         busy,
+        containers: true,
     }
+}
+
+#[test]
+fn container_jobs_go_only_to_workers_that_run_containers() {
+    let ssh = WorkerView {
+        containers: false,
+        ..w("ssh1", "default", false)
+    };
+    let boxed = QueuedJob {
+        container: true,
+        ..qj(1, "default", 0, 50)
+    };
+    let plain = qj(2, "default", 0, 10);
+    // The older container job skips the SSH worker; the plain job after it takes it.
+    let got = dispatch(
+        &[boxed.clone(), plain.clone()],
+        &[ssh.clone(), w("local", "default", true)],
+    );
+    assert_eq!(got, vec![(2, "ssh1".to_string())]);
+    assert_eq!(
+        wait_reason(&boxed, &[ssh.clone()]),
+        "queued: no worker of `default` runs containers (SSH workers run plain scripts; use a local worker or an agent)"
+    );
+    assert_eq!(
+        wait_reason(&boxed, &[ssh.clone(), w("local", "default", true)]),
+        "queued: all 1 worker of `default` busy"
+    );
+    let got = dispatch(&[boxed], &[ssh, w("local", "default", false)]);
+    assert_eq!(got, vec![(1, "local".to_string())]);
 }
 
 #[test]
@@ -251,14 +282,20 @@ proptest! {
     /// queues the worker serves; it places as many jobs as a greedy match can.
     #[test]
     fn dispatch_is_sound(
-        jobs in prop::collection::vec((0usize..3, -50i64..50, 0i64..100), 0..20),
-        workers in prop::collection::vec((0usize..3, any::<bool>()), 0..8),
+        jobs in prop::collection::vec((0usize..3, -50i64..50, 0i64..100, any::<bool>()), 0..20),
+        workers in prop::collection::vec((0usize..3, any::<bool>(), any::<bool>()), 0..8),
     ) {
         let queues = ["default", "gpu", "arm64"];
         let jobs: Vec<QueuedJob> = jobs.iter().enumerate()
-            .map(|(i, (q, p, age))| qj(i as i64, queues[*q], *p, *age)).collect();
+            .map(|(i, (q, p, age, container))| QueuedJob {
+                container: *container,
+                ..qj(i as i64, queues[*q], *p, *age)
+            }).collect();
         let workers: Vec<WorkerView> = workers.iter().enumerate()
-            .map(|(i, (q, busy))| w(&format!("w{i}"), queues[*q], *busy)).collect();
+            .map(|(i, (q, busy, containers))| WorkerView {
+                containers: *containers,
+                ..w(&format!("w{i}"), queues[*q], *busy)
+            }).collect();
         let got = dispatch(&jobs, &workers);
         let mut used = std::collections::HashSet::new();
         for (job, worker) in &got {
@@ -267,11 +304,14 @@ proptest! {
             prop_assert!(!wv.busy);
             let jv = jobs.iter().find(|x| x.job_id == *job).unwrap();
             prop_assert!(wv.queues.iter().any(|q| jv.queues.contains(q)));
+            prop_assert!(wv.containers || !jv.container, "a container job on a worker without containers");
         }
         // No free worker stays idle while a job it could serve waits.
         for wv in workers.iter().filter(|x| !x.busy && !used.contains(&x.name)) {
             for jv in jobs.iter().filter(|j| !got.iter().any(|(id, _)| *id == j.job_id)) {
-                prop_assert!(!wv.queues.iter().any(|q| jv.queues.contains(q)));
+                prop_assert!(
+                    !wv.queues.iter().any(|q| jv.queues.contains(q)) || (jv.container && !wv.containers)
+                );
             }
         }
     }
