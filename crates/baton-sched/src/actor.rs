@@ -392,6 +392,7 @@ impl Actor {
     }
 
     fn reload(&mut self, mut config: Config) {
+        self.refresh_ssh_executors(&config);
         self.file_config = Arc::new(config.clone());
         for (task, enabled) in &self.overrides {
             if let Some(t) = config.tasks.get_mut(task) {
@@ -412,6 +413,50 @@ impl Actor {
         self.config = Arc::new(config);
         self.reset_timers(Utc::now());
         self.changed = true;
+    }
+
+    /// SSH workers that `config` adds get an executor; one whose host, work_dir or the server's
+    /// SSH settings changed gets a new one if it is idle (a busy one keeps its executor until a
+    /// later reload finds it idle, so its running job is followed where it runs).
+    fn refresh_ssh_executors(&mut self, config: &Config) {
+        let Some(factory) = self.executors.ssh.clone() else {
+            return;
+        };
+        let old = &self.file_config;
+        let ssh_settings = |c: &Config| {
+            let s = &c.server;
+            (
+                s.ssh_key.clone(),
+                s.known_hosts.clone(),
+                s.callback_url.clone(),
+                s.heartbeat_timeout,
+            )
+        };
+        let server_changed = ssh_settings(old) != ssh_settings(config);
+        for w in config.workers.values().filter(|w| w.host.is_some()) {
+            let known = self.executors.remote.contains_key(&w.name);
+            let changed = server_changed || old.workers.get(&w.name) != Some(w);
+            if known && !changed {
+                continue;
+            }
+            let busy = self
+                .workers
+                .iter()
+                .any(|o| o.name == w.name && o.busy.is_some());
+            if known && busy {
+                tracing::warn!(
+                    "worker {:?} changed while it runs a job: the change applies at a reload after the job ends",
+                    w.name
+                );
+                continue;
+            }
+            match factory(w, &config.server) {
+                Ok(exec) => {
+                    self.executors.remote.insert(w.name.clone(), exec);
+                }
+                Err(e) => tracing::warn!("worker {:?} stays down: {e}", w.name),
+            }
+        }
     }
 
     fn rules(&self) -> Vec<(String, Rule)> {

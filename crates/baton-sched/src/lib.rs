@@ -40,7 +40,20 @@ pub struct Executors {
     /// Runs jobs with `image:`/`build:` that land on local workers. `None`: such jobs end
     /// `broken` with the reason.
     pub docker: Option<Arc<dyn Executor>>,
+    /// Makes the executor of an SSH worker that a reload adds (or changes while it is idle).
+    /// `None`: such workers stay `down` until a restart.
+    pub ssh: Option<SshFactory>,
 }
+
+/// Builds the executor of one SSH worker under the server settings; `Err` says why not.
+pub type SshFactory = Arc<
+    dyn Fn(
+            &baton_core::config::WorkerDef,
+            &baton_core::config::ServerConfig,
+        ) -> Result<Arc<dyn Executor>, String>
+        + Send
+        + Sync,
+>;
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),
 /// then starts the actor. Returns the handle everyone else uses.

@@ -33,40 +33,55 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     baton_core::config::parse_duration(s)
 }
 
-/// One [`SshExecutor`] per worker with a `host`.
+/// One [`SshExecutor`] per worker with a `host`; the factory also serves reloads.
 fn ssh_executors(
     config: &baton_core::config::Config,
+    factory: &baton_sched::SshFactory,
+) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
+    let mut out: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
+    for w in config.workers.values().filter(|w| w.host.is_some()) {
+        let exec = factory(w, &config.server).map_err(anyhow::Error::msg)?;
+        out.insert(w.name.clone(), exec);
+    }
+    Ok(out)
+}
+
+/// Makes the executor of an SSH worker: the server's settings, `<data>/ssh` for the
+/// ControlMaster sockets, and the address workers call back to.
+fn ssh_factory(
     data: &std::path::Path,
     addr: std::net::SocketAddr,
     hub: &baton_exec::CallbackHub,
-) -> anyhow::Result<BTreeMap<String, Arc<dyn Executor>>> {
-    let mut out: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
-    let server = &config.server;
-    for w in config.workers.values() {
-        let Some(host) = &w.host else { continue };
+) -> baton_sched::SshFactory {
+    let data = data.to_path_buf();
+    let hub = hub.clone();
+    Arc::new(move |w, server| {
+        let host = w.host.clone().ok_or("not an SSH worker")?;
         let callback_url = match &server.callback_url {
             Some(u) => u.clone(),
-            None if addr.ip().is_unspecified() => anyhow::bail!(
-                "SSH worker {:?} cannot reach this server at {addr} to report job ends \
-                 (hint: set server.callback_url to an address the workers can reach, \
-                 or listen on one with --listen)",
-                w.name
-            ),
+            None if addr.ip().is_unspecified() => {
+                return Err(format!(
+                    "SSH worker {:?} cannot reach this server at {addr} to report job ends \
+                     (hint: set server.callback_url to an address the workers can reach, \
+                     or listen on one with --listen)",
+                    w.name
+                ));
+            }
             None => format!("http://{addr}"),
         };
         let control_dir = data.join("ssh");
-        std::fs::create_dir_all(&control_dir).with_context(|| {
+        std::fs::create_dir_all(&control_dir).map_err(|e| {
             format!(
-                "cannot create the SSH control directory {}",
+                "cannot create the SSH control directory {}: {e}",
                 control_dir.display()
             )
         })?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", control_dir.display()))?;
+            .map_err(|e| format!("cannot restrict {}: {e}", control_dir.display()))?;
         let settings = SshSettings {
             worker: w.name.clone(),
-            host: host.clone(),
+            host,
             // Relative paths are relative to where the server was started.
             key: server.ssh_key.as_ref().map(absolute).transpose()?,
             known_hosts: server.known_hosts.as_ref().map(absolute).transpose()?,
@@ -77,16 +92,12 @@ fn ssh_executors(
                 .heartbeat_timeout
                 .unwrap_or(std::time::Duration::from_secs(30)),
         };
-        out.insert(
-            w.name.clone(),
-            Arc::new(SshExecutor::new(settings, hub.clone())),
-        );
-    }
-    Ok(out)
+        Ok(Arc::new(SshExecutor::new(settings, hub.clone())) as Arc<dyn Executor>)
+    })
 }
 
-fn absolute(p: &String) -> anyhow::Result<PathBuf> {
-    std::path::absolute(p).with_context(|| format!("cannot resolve the path {p}"))
+fn absolute(p: &String) -> Result<PathBuf, String> {
+    std::path::absolute(p).map_err(|e| format!("cannot resolve the path {p}: {e}"))
 }
 
 fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
@@ -153,7 +164,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
     let addr = listener.local_addr()?;
     let callbacks = baton_exec::CallbackHub::default();
-    let remote = ssh_executors(&config, &data, addr, &callbacks)?;
+    let ssh = ssh_factory(&data, addr, &callbacks);
+    let remote = ssh_executors(&config, &ssh)?;
     let sched = baton_sched::start(SchedulerParts {
         config,
         store: store.clone(),
@@ -163,6 +175,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             agents: Some(agents.clone()),
             docker,
             remote,
+            ssh: Some(ssh),
         },
     })
     .await?;

@@ -558,3 +558,46 @@ async fn an_unknown_host_key_keeps_the_worker_down_with_a_hint() {
         "a down worker gets no runs: {run:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_added_by_reload_gets_runs() {
+    let net = TestNet::new(2);
+    let full = format!("{}{}", net.config("3s"), tasks(5).replace("@RETRIES@", "0"));
+    // The server starts with w1 only; w2 comes with a reload.
+    let w2_at = full.find("  w2:\n").expect("w2 in the config");
+    let tasks_at = full.find("\ntasks:").expect("tasks in the config");
+    let first = format!("{}{}", &full[..w2_at], &full[tasks_at + 1..]);
+    let s = Server::start_on(&first, &net.gateway);
+    let t = Setup { s, net };
+    t.workers_up().await;
+    assert_eq!(
+        t.s.get_ok("/workers").await["workers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    t.s.write_config("baton.yaml", &full);
+    let (st, v) = t.s.post("/config/reload", serde_json::json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    t.workers_up().await;
+    let w = t.s.get_ok("/workers").await;
+    assert_eq!(w["workers"].as_array().unwrap().len(), 2, "{w:#}");
+    // Two runs at once: with w1 busy, the second must run on w2.
+    let a = t.trigger("work", "gate").await;
+    t.wait_started(a, "gate").await;
+    let b = t.trigger("work", "gate").await;
+    t.wait_started(b, "gate").await;
+    t.open_gate("gate");
+    let (ra, rb) = (t.s.wait_run(a).await, t.s.wait_run(b).await);
+    assert_eq!(
+        (status(&ra), status(&rb)),
+        ("success", "success"),
+        "{ra:#}\n{rb:#}\n{}",
+        t.s.stderr()
+    );
+    let mut on = [worker_of(&ra), worker_of(&rb)];
+    on.sort();
+    assert_eq!(on, ["w1".to_string(), "w2".to_string()]);
+    assert_eq!(t.s.log_text(b, None).await, expected_log(b, 5));
+}

@@ -166,7 +166,7 @@ fn container_jobs_go_only_to_workers_that_run_containers() {
     );
     assert_eq!(got, vec![(2, "ssh1".to_string())]);
     assert_eq!(
-        wait_reason(&boxed, &[ssh.clone()]),
+        wait_reason(&boxed, std::slice::from_ref(&ssh)),
         "queued: no worker of `default` runs containers (SSH workers run plain scripts; use a local worker or an agent)"
     );
     assert_eq!(
