@@ -824,11 +824,7 @@ fn build_sso_provider(d: &mut Diags<'_>, e: Entry<'_>) -> Option<SsoProvider> {
             );
             return None;
         }
-        Some(
-            v.unwrap_or_else(|| default.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
-        )
+        Some(v.unwrap_or_else(|| default.to_owned()))
     };
     let only_for = |d: &mut Diags<'_>, keys: &[&str], kind: &str| {
         for key in keys {
@@ -870,8 +866,11 @@ fn build_sso_provider(d: &mut Diags<'_>, e: Entry<'_>) -> Option<SsoProvider> {
         }
         "github" => {
             only_for(d, &["issuer", "user_claim"], "oidc");
-            let url = url_key(d, "url", "https://github.com");
-            let api_url = url_key(d, "api_url", "https://api.github.com");
+            // Paths are appended to these: no trailing slash. (An OIDC issuer stays exactly as
+            // written: it must equal the issuer its provider names, slash or not.)
+            let base = |u: String| u.trim_end_matches('/').to_owned();
+            let url = url_key(d, "url", "https://github.com").map(base);
+            let api_url = url_key(d, "api_url", "https://api.github.com").map(base);
             match (url, api_url) {
                 (Some(url), Some(api_url)) => Some(SsoKind::Github { url, api_url }),
                 _ => None,

@@ -747,6 +747,7 @@ fn sso_providers_load_with_defaults() {
       client_secret: s1
     gh:
       kind: github
+      url: https://github.example.com/
       client_id: id2
       client_secret: s2
       label: GitHub
@@ -776,7 +777,7 @@ fn sso_providers_load_with_defaults() {
     assert_eq!(
         gh.kind,
         SsoKind::Github {
-            url: "https://github.com".into(),
+            url: "https://github.example.com".into(),
             api_url: "https://api.github.com".into()
         }
     );
@@ -786,7 +787,8 @@ fn sso_providers_load_with_defaults() {
     assert_eq!(
         gitea.kind,
         SsoKind::Oidc {
-            issuer: "http://127.0.0.1:3000".into(),
+            // As written: it must equal the provider's own issuer, trailing slash included.
+            issuer: "http://127.0.0.1:3000/".into(),
             user_claim: UserClaim::PreferredUsername
         }
     );
