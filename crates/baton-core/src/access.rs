@@ -5,7 +5,7 @@
 //! does not see it at all. An empty `authorized_users` means administrators only. An operator
 //! (an API token that belongs to no user, or a prunner JWT) acts as an administrator.
 
-use crate::config::{Config, PipelineDef, TaskDef};
+use crate::config::{Config, PipelineDef, SsoProvider, TaskDef};
 use crate::run::TargetKind;
 
 /// Who is asking.
@@ -94,6 +94,30 @@ pub fn visible_targets(who: &Principal, config: &Config) -> Option<(Vec<String>,
     Some((tasks, pipelines))
 }
 
+/// Whether `name`, as a single sign-on provider names them, may sign in for the first time:
+/// the provider's `allowed_users` or `allowed_domains` admit them, or the config already names
+/// them (an administrator, or in some `authorized_users`). Everyone else is refused, so an open
+/// provider (any Google or GitHub account) does not make accounts for strangers.
+pub fn may_sign_in(config: &Config, provider: &SsoProvider, name: &str) -> bool {
+    let listed = |l: &[String]| l.iter().any(|n| n == name);
+    let domain_ok = name.matches('@').count() == 1
+        && name.rsplit_once('@').is_some_and(|(local, dom)| {
+            !local.is_empty()
+                && provider
+                    .allowed_domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(dom))
+        });
+    listed(&provider.allowed_users)
+        || domain_ok
+        || listed(&config.administrators)
+        || config.tasks.values().any(|t| listed(&t.authorized_users))
+        || config
+            .pipelines
+            .values()
+            .any(|p| listed(&p.authorized_users))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +139,43 @@ mod tests {
 
     fn user(n: &str) -> Principal {
         Principal::User(n.into())
+    }
+
+    #[test]
+    fn only_named_or_allowed_people_sign_in_first() {
+        let c = config();
+        let p = SsoProvider {
+            name: "corp".into(),
+            kind: crate::config::SsoKind::Github {
+                url: "https://github.com".into(),
+                api_url: "https://api.github.com".into(),
+            },
+            label: "Corp".into(),
+            client_id: "id".into(),
+            client_secret: "s".into(),
+            scopes: vec![],
+            allowed_users: vec!["carol".into()],
+            allowed_domains: vec!["example.com".into()],
+        };
+        for ok in [
+            "root",
+            "alice",
+            "bob",
+            "carol",
+            "dave@example.com",
+            "Eve@EXAMPLE.com",
+        ] {
+            assert!(may_sign_in(&c, &p, ok), "{ok} should be admitted");
+        }
+        for no in [
+            "mallory",
+            "dave@example.org",
+            "@example.com",
+            "x@evil.org@example.com",
+            "example.com",
+        ] {
+            assert!(!may_sign_in(&c, &p, no), "{no} must be refused");
+        }
     }
 
     #[test]

@@ -48,13 +48,13 @@ pub enum StoreError {
     #[error("{0}")]
     Password(String),
     #[error(
-        "user `{user}` signs in {how}, not through {provider} (hint: an administrator can rename one of them)"
+        "the name `{user}` belongs to {owner} here, not to this account of {provider} (hint: an administrator can rename one of them)"
     )]
     IdentityConflict {
         user: String,
         provider: String,
-        /// `with a password` or `through OTHER`.
-        how: String,
+        /// `a password user`, `a user of OTHER` or `another account of PROVIDER`.
+        owner: String,
     },
     #[error("corrupt row in table {table}: {message}")]
     Corrupt {

@@ -210,8 +210,14 @@ async fn sso_users_never_take_over_other_accounts() {
     let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
     store.upsert_user("alice", "pw").await.unwrap();
     // First sign-in makes the user; the second finds it.
-    store.sso_user("bob@example.com", "corp").await.unwrap();
-    store.sso_user("bob@example.com", "corp").await.unwrap();
+    store
+        .sso_user("bob@example.com", "corp", "iss|b1")
+        .await
+        .unwrap();
+    store
+        .sso_user("bob@example.com", "corp", "iss|b1")
+        .await
+        .unwrap();
     assert!(store.find_user("bob@example.com").await.unwrap().is_some());
     let s = store
         .create_session("bob@example.com", chrono::Duration::hours(1))
@@ -230,23 +236,36 @@ async fn sso_users_never_take_over_other_accounts() {
         .unwrap_err();
     assert!(e.to_string().contains("signs in through corp"), "{e}");
     // A password user's name, or another provider's user, is refused.
-    match store.sso_user("alice", "corp").await {
+    match store.sso_user("alice", "corp", "iss|a1").await {
         Err(crate::StoreError::IdentityConflict {
             user,
             provider,
-            how,
+            owner,
         }) => {
             assert_eq!((user.as_str(), provider.as_str()), ("alice", "corp"));
-            assert_eq!(how, "with a password");
+            assert_eq!(owner, "a password user");
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let e = store.sso_user("bob@example.com", "gh").await.unwrap_err();
+    let e = store
+        .sso_user("bob@example.com", "gh", "iss|b1")
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "user `bob@example.com` signs in through corp, not through gh (hint: an administrator can rename one of them)"
+        "the name `bob@example.com` belongs to a user of corp here, not to this account of gh (hint: an administrator can rename one of them)"
     );
-    assert!(store.sso_user("bad name", "corp").await.is_err());
+    // Another account of the same provider (a renamed and re-registered name) is refused too.
+    let e = store
+        .sso_user("bob@example.com", "corp", "iss|b2")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("belongs to another account of corp here"),
+        "{e}"
+    );
+    assert!(store.sso_user("bad name", "corp", "iss|x").await.is_err());
     assert!(store.find_user("bad name").await.unwrap().is_none());
 }
 

@@ -124,10 +124,12 @@ impl Store {
         )
     }
 
-    /// The user `name` signing in through single sign-on provider `provider`: made on the first
-    /// sign-in. A name that belongs to a password user or to another provider's user is refused
-    /// ([`StoreError::IdentityConflict`]): a provider never takes over someone else's account.
-    pub async fn sso_user(&self, name: &str, provider: &str) -> Result<()> {
+    /// The user `name` signing in through single sign-on provider `provider` as the account
+    /// `subject` there: made on the first sign-in, which binds the name to that account. A name
+    /// that belongs to a password user, to another provider's user or to another account of the
+    /// same provider is refused ([`StoreError::IdentityConflict`]): a provider never takes over
+    /// someone else's account, and a renamed account's old name cannot be re-registered into it.
+    pub async fn sso_user(&self, name: &str, provider: &str, subject: &str) -> Result<()> {
         if !valid_user_name(name) {
             return Err(StoreError::Password(format!(
                 "{provider} names this user {name:?}, which is not a valid user name here (letters, digits, `.`, `_`, `-`, `@`; at most 64)"
@@ -136,21 +138,32 @@ impl Store {
         // Insert-if-absent, then read back who owns the name: one statement each, so two
         // concurrent first sign-ins agree.
         sqlx::query(
-            "INSERT INTO users (name, password_hash, created_at, provider) VALUES (?, '', ?, ?)
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO users (name, password_hash, created_at, provider, subject)
+             VALUES (?, '', ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(ms(Utc::now()))
         .bind(provider)
+        .bind(subject)
         .execute(self.pool())
         .await?;
-        match self.user_provider(name).await? {
-            Some(Some(p)) if p == provider => Ok(()),
-            Some(owner) => Err(StoreError::IdentityConflict {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT provider, subject FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        let conflict = |owner: String| {
+            Err(StoreError::IdentityConflict {
                 user: name.to_owned(),
                 provider: provider.to_owned(),
-                how: owner.map_or_else(|| "with a password".to_owned(), |p| format!("through {p}")),
-            }),
+                owner,
+            })
+        };
+        match row {
+            Some((Some(p), Some(sub))) if p == provider && sub == subject => Ok(()),
+            Some((Some(p), _)) if p == provider => conflict(format!("another account of {p}")),
+            Some((Some(p), _)) => conflict(format!("a user of {p}")),
+            Some((None, _)) => conflict("a password user".into()),
             None => Err(StoreError::NoSuchUser(name.to_owned())),
         }
     }

@@ -345,7 +345,11 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
         .create_session(&user, chrono::Duration::days(SESSION_DAYS))
         .await
     {
-        Ok(session) => signed_in(&session, &next, https(&headers)),
+        Ok(session) => signed_in(
+            &session,
+            &next,
+            crate::sso::secure_cookies(&s, &headers).await,
+        ),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

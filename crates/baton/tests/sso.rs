@@ -1149,3 +1149,139 @@ async fn stand_ins_refuse_what_the_protocols_forbid() {
     );
     assert_eq!(gh.violations().len(), 3, "{}", gh.report());
 }
+
+#[tokio::test]
+async fn a_renamed_account_cannot_inherit_a_name() {
+    let idp = Oidc::start(CLIENT_ID, SECRET, alice());
+    let s = Server::start(&config(&[oidc_provider("corp", &idp, "Corp SSO")]));
+    idp.expect_redirect_uri(&callback(&s, "corp"));
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    signed_in(&s, &page, "/", &idp.report());
+    // Another account at the same provider now carries alice's address (she changed hers and
+    // someone took it): the name stays bound to her account's `sub`.
+    idp.set_user(OidcUser::new("mallory-sub-9", "alice@example.com", "alice"));
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    let body = refused(
+        &s,
+        &page,
+        409,
+        "another account with the same name",
+        &idp.report(),
+    );
+    assert!(body.contains("another account of corp"), "{body}");
+    // Alice's own account still signs in.
+    idp.set_user(alice());
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    signed_in(&s, &page, "/", &idp.report());
+    assert_eq!(idp.violations(), Vec::<String>::new(), "{}", idp.report());
+}
+
+#[tokio::test]
+async fn strangers_are_refused_unless_allowed() {
+    let carol = || OidcUser::new("carol-sub-3", "Carol@Example.com", "carol");
+    let dave = || OidcUser::new("dave-sub-4", "dave@elsewhere.org", "dave");
+    let idp = Oidc::start(CLIENT_ID, SECRET, carol());
+    // carol and dave appear nowhere in the config.
+    let s = Server::start(&config(&[oidc_provider("corp", &idp, "Corp SSO")]));
+    idp.expect_redirect_uri(&callback(&s, "corp"));
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    let body = refused(&s, &page, 403, "a stranger", &idp.report());
+    assert!(
+        body.contains("carol@example.com may not sign in here"),
+        "{body}"
+    );
+    assert!(!user_exists(&s, "carol@example.com"));
+
+    // The provider admits carol's domain (the address is matched without case) and dave by name.
+    let admitted = oidc_provider("corp", &idp, "Corp SSO")
+        + "      allowed_domains: [example.com]\n      allowed_users: [dave@elsewhere.org]\n";
+    s.write_config("baton.yaml", &config(&[admitted]));
+    let (st, v) = s.post("/config/reload", serde_json::json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    let session = signed_in(&s, &page, "/", &idp.report());
+    assert_eq!(dashboard(&s, &session).await.0, "carol@example.com");
+    // Admitted, but authorized for nothing: she sees no task.
+    assert_eq!(tasks_as(&s, &session).await, Vec::<String>::new());
+    idp.set_user(dave());
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    signed_in(&s, &page, "/", &idp.report());
+    idp.set_user(OidcUser::new("erin-5", "erin@elsewhere.org", "erin"));
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    refused(&s, &page, 403, "erin, not admitted", &idp.report());
+    assert_eq!(idp.violations(), Vec::<String>::new(), "{}", idp.report());
+}
+
+#[tokio::test]
+async fn discovered_endpoints_must_be_safe() {
+    let idp = Oidc::start(CLIENT_ID, SECRET, alice());
+    let s = Server::start(&config(&[oidc_provider("corp", &idp, "Corp SSO")]));
+    idp.expect_redirect_uri(&callback(&s, "corp"));
+    idp.set_mode(OidcMode::InsecureTokenEndpoint);
+    let mut b = Browser::new(&s);
+    let page = b.get("/auth/corp").await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(
+        html_unescape(&page.body)
+            .contains("token_endpoint \"http://idp.example.com/token\": use https://"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        idp.count("authorize") + idp.count("token") + idp.count("jwks"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_an_https_public_url() {
+    let idp = Oidc::start(CLIENT_ID, SECRET, alice());
+    let yaml = config(&[oidc_provider("corp", &idp, "Corp SSO")]).replace(
+        "server:\n",
+        "server:\n  public_url: https://ci.example.com\n",
+    );
+    let s = Server::start(&yaml);
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/auth/corp", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.contains(&format!(
+            "redirect_uri={}",
+            form_urlencode("https://ci.example.com/auth/corp/callback")
+        )),
+        "{location}"
+    );
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("baton_sso="), "{cookie}");
+    assert!(cookie_has(&cookie, "Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn hs256_id_tokens_are_refused_even_when_advertised() {
+    // From the first discovery on, the provider lists HS256 and signs with the client secret:
+    // the secret would be the key, so only asymmetric signatures are accepted.
+    let idp = Oidc::start(CLIENT_ID, SECRET, alice());
+    idp.set_mode(OidcMode::Hs256);
+    let s = Server::start(&config(&[oidc_provider("corp", &idp, "Corp SSO")]));
+    idp.expect_redirect_uri(&callback(&s, "corp"));
+    let mut b = Browser::new(&s);
+    let (_, page) = b.oidc_login(&idp, "corp", None).await;
+    let body = refused(&s, &page, 401, "an HS256 ID token", &idp.report());
+    assert!(body.contains("could not be verified"), "{body}");
+    assert_eq!(idp.count("token"), 1);
+    assert!(!user_exists(&s, "alice@example.com"));
+}

@@ -52,6 +52,8 @@ const SSO_KEYS: &[&str] = &[
     "user_claim",
     "url",
     "api_url",
+    "allowed_users",
+    "allowed_domains",
 ];
 const WORKER_KEYS: &[&str] = &["host", "queues", "work_dir"];
 const TASK_KEYS: &[&str] = &[
@@ -894,7 +896,7 @@ fn build_sso_provider(d: &mut Diags<'_>, e: Entry<'_>) -> Option<SsoProvider> {
     let kind = kind?;
     let scopes = scopes.unwrap_or_else(|| match kind {
         SsoKind::Oidc { .. } => vec!["email".into(), "profile".into()],
-        SsoKind::Github { .. } => vec!["read:user".into()],
+        SsoKind::Github { .. } => Vec::new(),
     });
     ok.then(|| SsoProvider {
         name: e.name.to_owned(),
@@ -903,12 +905,18 @@ fn build_sso_provider(d: &mut Diags<'_>, e: Entry<'_>) -> Option<SsoProvider> {
         client_id,
         client_secret,
         scopes,
+        allowed_users: d.plain_list(f.get("allowed_users")),
+        allowed_domains: d
+            .plain_list(f.get("allowed_domains"))
+            .into_iter()
+            .map(|dom| dom.trim_start_matches('@').to_ascii_lowercase())
+            .collect(),
     })
 }
 
 /// A base URL: `http(s)://host[:port][/path]`. With `tls_unless_loopback`, plain http is
 /// refused except on a loopback host (tokens crossing a network must be protected).
-pub(crate) fn check_base_url(u: &str, tls_unless_loopback: bool) -> Result<(), String> {
+pub fn check_base_url(u: &str, tls_unless_loopback: bool) -> Result<(), String> {
     let rest = if let Some(rest) = u.strip_prefix("https://") {
         rest
     } else if let Some(rest) = u.strip_prefix("http://") {

@@ -35,6 +35,7 @@ pub mod model;
 mod node;
 mod template;
 
+pub use build::check_base_url;
 pub use duration::{format_duration, parse_duration};
 pub use model::*;
 pub use template::{rewrite_templates, template_vars};

@@ -79,9 +79,17 @@ pub struct SsoProvider {
     /// Never serialized: the config is shown through the API.
     #[serde(skip_serializing, default)]
     pub client_secret: String,
-    /// `scopes:` — asked for besides `openid` (OIDC); default `email profile` for OIDC,
-    /// `read:user` for GitHub.
+    /// `scopes:` — asked for besides `openid` (OIDC); default `email profile` for OIDC, none
+    /// for GitHub (its public profile needs none).
     pub scopes: Vec<String>,
+    /// `allowed_users:` — names that may sign in through this provider (besides the names the
+    /// config already mentions: administrators and `authorized_users`).
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    /// `allowed_domains:` — e-mail domains whose users may sign in (`example.com` admits
+    /// `alice@example.com`).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
 }
 
 /// How a provider is spoken to.

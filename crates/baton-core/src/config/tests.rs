@@ -748,6 +748,8 @@ fn sso_providers_load_with_defaults() {
     gh:
       kind: github
       url: https://github.example.com/
+      allowed_users: [octocat]
+      allowed_domains: ['@Example.COM']
       client_id: id2
       client_secret: s2
       label: GitHub
@@ -782,7 +784,12 @@ fn sso_providers_load_with_defaults() {
         }
     );
     assert_eq!(gh.label, "GitHub");
-    assert_eq!(gh.scopes, vec!["read:user"]);
+    assert!(
+        gh.scopes.is_empty(),
+        "GitHub's public profile needs no scope"
+    );
+    assert_eq!(gh.allowed_domains, vec!["example.com"]);
+    assert_eq!(gh.allowed_users, vec!["octocat"]);
     let gitea = &c.server.auth["gitea"];
     assert_eq!(
         gitea.kind,

@@ -483,6 +483,12 @@ pub enum OidcMode {
     Expired,
     /// `email_verified: false` (in the ID token and userinfo).
     EmailUnverified,
+    /// The ID token is signed HS256 with the client secret as the key (discovery lists HS256
+    /// too): valid by the letter of OIDC Core §10.1, refused by a relying party that pins
+    /// asymmetric algorithms.
+    Hs256,
+    /// Discovery names a token endpoint on plain http at a host that is not loopback.
+    InsecureTokenEndpoint,
 }
 
 struct OidcGrant {
@@ -591,17 +597,25 @@ async fn oidc_discovery(State(st): State<OidcShared>) -> Response {
     g.rec
         .hit("discovery", "GET /.well-known/openid-configuration".into());
     let iss = g.issuer.clone();
+    let token_endpoint = match g.mode {
+        OidcMode::InsecureTokenEndpoint => "http://idp.example.com/token".to_string(),
+        _ => format!("{iss}/token"),
+    };
+    let algs = match g.mode {
+        OidcMode::Hs256 => json!(["RS256", "HS256"]),
+        _ => json!(["RS256"]),
+    };
     axum::Json(json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
-        "token_endpoint": format!("{iss}/token"),
+        "token_endpoint": token_endpoint,
         "jwks_uri": format!("{iss}/jwks"),
         "userinfo_endpoint": format!("{iss}/userinfo"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": algs,
         "scopes_supported": ["openid", "email", "profile"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
@@ -805,7 +819,8 @@ async fn oidc_token(State(st): State<OidcShared>, headers: HeaderMap, body: Stri
     });
     let mut key = &keys().published;
     match g.mode {
-        OidcMode::Normal | OidcMode::Deny => {}
+        OidcMode::Normal | OidcMode::Deny | OidcMode::InsecureTokenEndpoint => {}
+        OidcMode::Hs256 => {}
         OidcMode::BadSignature => key = &keys().other,
         OidcMode::WrongNonce => claims["nonce"] = json!(format!("other-{}", random_hex(8))),
         OidcMode::WrongAudience => claims["aud"] = json!("some-other-client"),
@@ -816,13 +831,21 @@ async fn oidc_token(State(st): State<OidcShared>, headers: HeaderMap, body: Stri
         }
         OidcMode::EmailUnverified => claims["email_verified"] = json!(false),
     }
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    h.kid = Some(KID.into());
-    let id_token = jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_rsa_der(&key.der),
-    )
+    let id_token = if g.mode == OidcMode::Hs256 {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(g.client_secret.as_bytes()),
+        )
+    } else {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(KID.into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_der(&key.der),
+        )
+    }
     .expect("sign the ID token");
     let access_token = random_hex(16);
     let mode = g.mode;
