@@ -381,8 +381,19 @@ def _ts(t):
     return base + (int(frac) / 10 ** len(frac) if frac else 0)
 
 
+SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
+            "e": bench_capture, "f": bench_executors, "g": bench_ui}
+
+
 if __name__ == "__main__":
+    # bench/run.py BATON [--only LETTERS]: `--only f` runs section (f) alone; the default is all.
+    only = "".join(SECTIONS)
+    if "--only" in sys.argv[2:]:
+        i = sys.argv.index("--only")
+        only = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
+        if not only or any(c not in SECTIONS for c in only):
+            raise SystemExit(f"--only takes section letters from {''.join(SECTIONS)}, e.g. --only f")
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}")
-    for b in (bench_throughput, bench_latency, bench_dag, bench_idle, bench_capture,
-              bench_executors, bench_ui):
-        b()
+    for letter, b in SECTIONS.items():
+        if letter in only:
+            b()
