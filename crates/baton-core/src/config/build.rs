@@ -692,6 +692,24 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
     config
 }
 
+/// The queues that the workers `pick` accepts serve, and those of `server.agent_queues`
+/// (served by pull-mode agents that join later). With no `workers:`, the server adds local
+/// workers that serve `default` only.
+fn served_queues(config: &Config, pick: impl Fn(&WorkerDef) -> bool) -> BTreeSet<&str> {
+    let mut served: BTreeSet<&str> = if config.workers.is_empty() {
+        BTreeSet::from([DEFAULT_QUEUE])
+    } else {
+        config
+            .workers
+            .values()
+            .filter(|w| pick(w))
+            .flat_map(|w| w.queues.iter().map(String::as_str))
+            .collect()
+    };
+    served.extend(config.server.agent_queues.iter().map(String::as_str));
+    served
+}
+
 fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
     let mut fields = Fields::default();
     for e in entries {
@@ -1644,18 +1662,7 @@ fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
         }
     }
 
-    // With no `workers:`, the server adds local workers that serve `default` only.
-    // Queues named in `server.agent_queues` are served by pull-mode agents that join later.
-    let mut served: BTreeSet<&str> = if config.workers.is_empty() {
-        BTreeSet::from([DEFAULT_QUEUE])
-    } else {
-        config
-            .workers
-            .values()
-            .flat_map(|w| w.queues.iter().map(String::as_str))
-            .collect()
-    };
-    served.extend(config.server.agent_queues.iter().map(String::as_str));
+    let served = served_queues(config, |_| true);
     for (queue, loc) in &refs.queues {
         if !served.contains(queue.as_str()) {
             d.err(*loc, format!("no worker serves queue {queue:?}"));
@@ -1664,17 +1671,7 @@ fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
 
     // Container jobs run on the server's engine (local workers) or on an agent's: a container
     // task whose queues only SSH workers serve would never run.
-    let mut containers: BTreeSet<&str> = if config.workers.is_empty() {
-        BTreeSet::from([DEFAULT_QUEUE])
-    } else {
-        config
-            .workers
-            .values()
-            .filter(|w| w.host.is_none())
-            .flat_map(|w| w.queues.iter().map(String::as_str))
-            .collect()
-    };
-    containers.extend(config.server.agent_queues.iter().map(String::as_str));
+    let containers = served_queues(config, |w| w.host.is_none());
     let mut check = |what: String, queues: &[String], loc: Option<&Loc>| {
         let queues: Vec<&String> = queues
             .iter()
