@@ -647,6 +647,24 @@ where
     T: openidconnect::ErrorResponse + 'static,
 {
     use openidconnect::RequestTokenError as E;
+    // GitHub answers a bad or expired code with HTTP 200 and an OAuth error body, which the
+    // token response parser cannot take: it is a refusal all the same.
+    if let E::Parse(_, body) = e
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(error) = v["error"].as_str()
+    {
+        let detail = v["error_description"]
+            .as_str()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "{} did not accept the sign-in code: {error}{detail}",
+                p.label
+            ),
+        );
+    }
     let code = match e {
         E::ServerResponse(_) => StatusCode::UNAUTHORIZED,
         E::Request(_) | E::Parse(..) | E::Other(_) => StatusCode::BAD_GATEWAY,

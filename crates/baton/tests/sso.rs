@@ -710,6 +710,19 @@ async fn provider_errors_are_shown_on_the_login_page() {
     );
     assert!(msg.contains("access_denied"), "{msg:?}");
     assert_eq!(gh.count("access_token"), 0);
+
+    // GitHub refuses an expired code with HTTP 200 and an OAuth error body: a refusal (401)
+    // that names the error, not a broken answer.
+    gh.set_mode(GithubMode::ExpiredCode);
+    let mut b = Browser::new(&s);
+    let (_, page) = b.github_login(&gh, None).await;
+    let msg = refused(&s, &page, 401, "GitHub bad_verification_code", &gh.report());
+    assert!(
+        msg.contains("GitHub did not accept the sign-in code: bad_verification_code (The code passed is incorrect or expired.)"),
+        "{msg:?}"
+    );
+    assert_eq!(gh.count("access_token"), 1);
+    assert_eq!(gh.count("user"), 0);
     assert_eq!(gh.violations(), Vec::<String>::new(), "{}", gh.report());
 }
 

@@ -921,6 +921,9 @@ pub enum GithubMode {
     Normal,
     /// The user clicks "Cancel": back with `error=access_denied`.
     Deny,
+    /// The code expired before it was redeemed: GitHub's documented answer, HTTP 200 with
+    /// `error=bad_verification_code`.
+    ExpiredCode,
 }
 
 struct GithubGrant {
@@ -1147,6 +1150,12 @@ async fn gh_access_token(
     let redirect_uri = p.get("redirect_uri").map(str::to_owned);
     let verifier = p.get("code_verifier").map(str::to_owned);
     bad.append(&mut p.bad);
+    if g.mode == GithubMode::ExpiredCode && bad.is_empty() {
+        return gh_token_error(
+            "bad_verification_code",
+            &["The code passed is incorrect or expired.".to_string()],
+        );
+    }
     let (user, scope) = match g.codes.get_mut(&code) {
         None => {
             bad.push(format!("unknown code {code:?}"));
