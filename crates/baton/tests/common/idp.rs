@@ -274,7 +274,7 @@ fn redirect(location: &str) -> Response {
 
 /// What every stand-in records.
 #[derive(Default)]
-struct Record {
+pub struct Record {
     violations: Vec<String>,
     counts: BTreeMap<&'static str, usize>,
     log: Vec<String>,
@@ -369,6 +369,51 @@ impl Drop for Listener {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// A stand-in's state: what it records and the redirect URI it insists on.
+pub trait Shared: Send + 'static {
+    /// The stand-in's name in reports.
+    const NAME: &'static str;
+    fn rec(&self) -> &Record;
+    fn redirect_uri(&mut self) -> &mut Option<String>;
+}
+
+/// What the stand-ins share: their state behind a lock and their listener.
+pub struct StandIn<S> {
+    state: Arc<Mutex<S>>,
+    listener: Listener,
+}
+
+impl<S: Shared> StandIn<S> {
+    fn lock(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap()
+    }
+
+    /// The one redirect URI the relying party must use (`<baton>/auth/<provider>/callback`).
+    pub fn expect_redirect_uri(&self, uri: &str) {
+        *self.lock().redirect_uri() = Some(uri.to_owned());
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().rec().violations.clone()
+    }
+
+    /// Requests seen by `endpoint` (OIDC: discovery, jwks, authorize, token, userinfo, other;
+    /// GitHub: authorize, access_token, user, other).
+    pub fn count(&self, endpoint: &str) -> usize {
+        self.lock().rec().counts.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Violations and the request log, for failure messages.
+    pub fn report(&self) -> String {
+        self.lock().rec().report(S::NAME)
+    }
+
+    /// Stops answering (the port is closed when this returns).
+    pub fn stop(&mut self) {
+        self.listener.stop();
     }
 }
 
@@ -499,7 +544,7 @@ struct OidcGrant {
     used: bool,
 }
 
-struct OidcState {
+pub struct OidcState {
     issuer: String,
     client_id: String,
     client_secret: String,
@@ -513,12 +558,34 @@ struct OidcState {
 
 type OidcShared = Arc<Mutex<OidcState>>;
 
+impl Shared for OidcState {
+    const NAME: &'static str = "OIDC";
+    fn rec(&self) -> &Record {
+        &self.rec
+    }
+    fn redirect_uri(&mut self) -> &mut Option<String> {
+        &mut self.redirect_uri
+    }
+}
+
 /// A stand-in OpenID Connect provider; the issuer is `http://127.0.0.1:PORT`.
 pub struct Oidc {
     pub issuer: String,
     pub port: u16,
-    state: OidcShared,
-    listener: Listener,
+    inner: StandIn<OidcState>,
+}
+
+impl std::ops::Deref for Oidc {
+    type Target = StandIn<OidcState>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Oidc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
 }
 
 impl Oidc {
@@ -550,18 +617,11 @@ impl Oidc {
         Oidc {
             issuer: format!("http://127.0.0.1:{port}"),
             port,
-            state: shared.expect("router built"),
-            listener,
+            inner: StandIn {
+                state: shared.expect("router built"),
+                listener,
+            },
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, OidcState> {
-        self.state.lock().unwrap()
-    }
-
-    /// The one redirect URI the relying party must use (`<baton>/auth/<provider>/callback`).
-    pub fn expect_redirect_uri(&self, uri: &str) {
-        self.lock().redirect_uri = Some(uri.to_owned());
     }
 
     pub fn set_mode(&self, mode: OidcMode) {
@@ -570,25 +630,6 @@ impl Oidc {
 
     pub fn set_user(&self, user: OidcUser) {
         self.lock().user = user;
-    }
-
-    pub fn violations(&self) -> Vec<String> {
-        self.lock().rec.violations.clone()
-    }
-
-    /// Requests seen by `endpoint`: discovery, jwks, authorize, token, userinfo, other.
-    pub fn count(&self, endpoint: &str) -> usize {
-        self.lock().rec.counts.get(endpoint).copied().unwrap_or(0)
-    }
-
-    /// Violations and the request log, for failure messages.
-    pub fn report(&self) -> String {
-        self.lock().rec.report("OIDC")
-    }
-
-    /// Stops answering (the port is closed when this returns).
-    pub fn stop(&mut self) {
-        self.listener.stop();
     }
 }
 
@@ -934,7 +975,7 @@ struct GithubGrant {
     used: bool,
 }
 
-struct GithubState {
+pub struct GithubState {
     client_id: String,
     client_secret: String,
     redirect_uri: Option<String>,
@@ -947,12 +988,28 @@ struct GithubState {
 
 type GithubShared = Arc<Mutex<GithubState>>;
 
+impl Shared for GithubState {
+    const NAME: &'static str = "GitHub";
+    fn rec(&self) -> &Record {
+        &self.rec
+    }
+    fn redirect_uri(&mut self) -> &mut Option<String> {
+        &mut self.redirect_uri
+    }
+}
+
 /// A stand-in for github.com (`url`) and its API (`api_url` = `url` + `/api`).
 pub struct Github {
     pub url: String,
     pub api_url: String,
-    state: GithubShared,
-    listener: Listener,
+    inner: StandIn<GithubState>,
+}
+
+impl std::ops::Deref for Github {
+    type Target = StandIn<GithubState>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 impl Github {
@@ -978,38 +1035,15 @@ impl Github {
         Github {
             api_url: format!("{url}/api"),
             url,
-            state: st,
-            listener,
+            inner: StandIn {
+                state: st,
+                listener,
+            },
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, GithubState> {
-        self.state.lock().unwrap()
-    }
-
-    pub fn expect_redirect_uri(&self, uri: &str) {
-        self.lock().redirect_uri = Some(uri.to_owned());
     }
 
     pub fn set_mode(&self, mode: GithubMode) {
         self.lock().mode = mode;
-    }
-
-    pub fn violations(&self) -> Vec<String> {
-        self.lock().rec.violations.clone()
-    }
-
-    /// Requests seen by `endpoint`: authorize, access_token, user, other.
-    pub fn count(&self, endpoint: &str) -> usize {
-        self.lock().rec.counts.get(endpoint).copied().unwrap_or(0)
-    }
-
-    pub fn report(&self) -> String {
-        self.lock().rec.report("GitHub")
-    }
-
-    pub fn stop(&mut self) {
-        self.listener.stop();
     }
 }
 
