@@ -43,7 +43,7 @@ use openidconnect::{
 use serde::Deserialize;
 
 use baton_core::access::may_sign_in;
-use baton_core::config::{SsoKind, SsoProvider, UserClaim, check_base_url};
+use baton_core::config::{Config, SsoKind, SsoProvider, UserClaim, check_base_url};
 use baton_store::StoreError;
 
 use crate::AppState;
@@ -291,32 +291,28 @@ pub(crate) struct SsoLink {
     pub label: String,
 }
 
-/// The providers of the current config, for the login page.
-pub(crate) async fn links(s: &AppState) -> Vec<SsoLink> {
-    match s.sched.config().await {
-        Ok(c) => c
-            .server
-            .auth
-            .values()
-            .map(|p| SsoLink {
-                name: p.name.clone(),
-                label: p.label.clone(),
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+/// The providers of `config`, for the login page.
+pub(crate) fn links(config: &Config) -> Vec<SsoLink> {
+    config
+        .server
+        .auth
+        .values()
+        .map(|p| SsoLink {
+            name: p.name.clone(),
+            label: p.label.clone(),
+        })
+        .collect()
 }
 
 /// Whether cookies must be `Secure`: the request came over https, or browsers reach this
 /// server at an https `public_url`.
-pub(crate) async fn secure_cookies(s: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn secure_cookies(config: &Config, headers: &HeaderMap) -> bool {
     https(headers)
-        || s.sched.config().await.is_ok_and(|c| {
-            c.server
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"))
-        })
+        || config
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
 }
 
 #[derive(Deserialize)]
@@ -332,7 +328,8 @@ async fn start(
     Query(q): Query<StartQuery>,
 ) -> Response {
     let next = safe_next(q.next.as_deref().unwrap_or("/")).to_owned();
-    match begin(&s, &name, next).await {
+    let config = s.sched.config().await.unwrap_or_default();
+    match begin(&s, &config, &name, next).await {
         Ok((state, url)) => {
             let mut resp = Redirect::to(&url).into_response();
             resp.headers_mut().append(
@@ -341,18 +338,22 @@ async fn start(
                     SSO_COOKIE,
                     &state,
                     FLOW_TTL.as_secs() as i64,
-                    secure_cookies(&s, &headers).await,
+                    secure_cookies(&config, &headers),
                 ),
             );
             resp
         }
-        Err(Failure(code, message)) => login_failure(&s, &headers, code, &message).await,
+        Err(Failure(code, message)) => login_failure(&config, &headers, code, &message),
     }
 }
 
 /// Builds the provider's authorization URL and records the flow; returns its state and the URL.
-async fn begin(s: &AppState, name: &str, next: String) -> Result<(String, String), Failure> {
-    let config = s.sched.config().await.map_err(internal)?;
+async fn begin(
+    s: &AppState,
+    config: &Config,
+    name: &str,
+    next: String,
+) -> Result<(String, String), Failure> {
     let p = config.server.auth.get(name).cloned().ok_or_else(|| {
         fail(
             StatusCode::NOT_FOUND,
@@ -479,8 +480,9 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let secure = secure_cookies(&s, &headers).await;
-    let mut resp = match finish(&s, &name, &headers, q).await {
+    let config = s.sched.config().await.unwrap_or_default();
+    let secure = secure_cookies(&config, &headers);
+    let mut resp = match finish(&s, &config, &name, &headers, q).await {
         Ok((user, next)) => match s
             .store
             .create_session(&user, chrono::Duration::days(ui::SESSION_DAYS))
@@ -489,12 +491,12 @@ async fn callback(
             Ok(session) => ui::signed_in(&session, &next, secure),
             Err(e) => {
                 let Failure(code, message) = internal(e);
-                login_failure(&s, &headers, code, &message).await
+                login_failure(&config, &headers, code, &message)
             }
         },
         Err(Failure(code, message)) => {
             tracing::info!("sign-in through {name:?} refused: {message}");
-            login_failure(&s, &headers, code, &message).await
+            login_failure(&config, &headers, code, &message)
         }
     };
     let h = resp.headers_mut();
@@ -511,6 +513,7 @@ async fn callback(
 /// Checks the callback and returns the signed-in user's name and where to go.
 async fn finish(
     s: &AppState,
+    config: &Config,
     name: &str,
     headers: &HeaderMap,
     q: CallbackQuery,
@@ -619,9 +622,8 @@ async fn finish(
         }
         _ => return Err(expired()),
     };
-    let config = s.sched.config().await.map_err(internal)?;
     let known = s.store.find_user(&user).await.map_err(internal)?.is_some();
-    if !known && !may_sign_in(&config, p, &user) {
+    if !known && !may_sign_in(config, p, &user) {
         return Err(fail(
             StatusCode::FORBIDDEN,
             format!(
@@ -731,11 +733,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-async fn login_failure(
-    s: &AppState,
+fn login_failure(
+    config: &Config,
     headers: &HeaderMap,
     code: StatusCode,
     message: &str,
 ) -> Response {
-    ui::login_form(headers, "/", message, code, links(s).await)
+    ui::login_form(headers, "/", message, code, links(config))
 }

@@ -276,12 +276,13 @@ async fn login_page(
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Response {
+    let config = s.sched.config().await.unwrap_or_default();
     login_form(
         &headers,
         q.next.as_deref().unwrap_or("/"),
         "",
         StatusCode::OK,
-        crate::sso::links(&s).await,
+        crate::sso::links(&config),
     )
 }
 
@@ -316,6 +317,7 @@ pub(crate) fn login_form(
 
 async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fields>) -> Response {
     let next = safe_next(field(&f, "next")).to_owned();
+    let config = s.sched.config().await.unwrap_or_default();
     let cookie = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if cookie.is_empty() || !same_secret(cookie, field(&f, "csrf")) {
         return login_form(
@@ -323,7 +325,7 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
             &next,
             "The login form expired or was not sent from this site. Try again.",
             StatusCode::FORBIDDEN,
-            crate::sso::links(&s).await,
+            crate::sso::links(&config),
         );
     }
     let user = field(&f, "user").trim().to_owned();
@@ -335,7 +337,7 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
                 &next,
                 "Unknown user or wrong password.",
                 StatusCode::UNAUTHORIZED,
-                crate::sso::links(&s).await,
+                crate::sso::links(&config),
             );
         }
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -348,7 +350,7 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fiel
         Ok(session) => signed_in(
             &session,
             &next,
-            crate::sso::secure_cookies(&s, &headers).await,
+            crate::sso::secure_cookies(&config, &headers),
         ),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
