@@ -271,11 +271,12 @@ pub fn render_lines(bytes: &[u8]) -> Vec<String> {
 mod tests {
     use super::render_lines;
 
-    fn fixture(name: &str) -> Option<Vec<u8>> {
+    /// A build log from `tests/fixtures/logs/` (see its README for where each came from).
+    fn fixture(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/logs")
+            .join("../../tests/fixtures/logs")
             .join(name);
-        std::fs::read(&p).ok()
+        std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", p.display()))
     }
 
     #[test]
@@ -306,9 +307,7 @@ mod tests {
             ("travis-rust-redox-371852012.ansi.log", 1000),
             ("travis-rust-alacritty-564527447.ansi.log", 400),
         ] {
-            let Some(bytes) = fixture(name) else {
-                panic!("fixture {name} missing under ../shared/fixtures/logs")
-            };
+            let bytes = fixture(name);
             let lines = render_lines(&bytes);
             assert!(
                 lines.len() >= lines_at_least,
@@ -334,7 +333,7 @@ mod tests {
 
     #[test]
     fn progress_lines_from_the_fixture_collapse_to_their_final_state() {
-        let bytes = fixture("travis-rust-redox-371852012.ansi.log").expect("fixture");
+        let bytes = fixture("travis-rust-redox-371852012.ansi.log");
         // Every raw line that holds a lone CR rewrote itself; its rendering must equal what
         // the text after its last lone CR overwrote on top of the text before it, i.e. it must
         // never contain two copies of a progress prefix.
