@@ -10,6 +10,7 @@ mod common;
 #[path = "common/users.rs"]
 mod users;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +21,22 @@ use serde_json::json;
 use common::*;
 use users::*;
 
+/// chromedriver and every Chromium process it starts. Dropping it (also when a test panics)
+/// kills them all: chromedriver leads its own process group, and Chromium's helpers are found
+/// by the profile folder that only this browser uses.
 struct Driver {
     child: Child,
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: plain signal calls on a process group and pids we started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
+        for pid in processes_under(self.profile.path()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -57,12 +66,18 @@ async fn browser_with(extra: &[&str]) -> (Driver, Client) {
         .port();
     let child = Command::new(driver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
-    let d = Driver { child };
+    let d = Driver {
+        child,
+        profile: tempfile::tempdir().expect("a profile folder for chromium"),
+    };
+    let user_data_dir = format!("--user-data-dir={}", d.profile.path().display());
     let mut args = vec![
+        user_data_dir.as_str(),
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
