@@ -39,11 +39,6 @@ pub struct Server {
     serve_args: Vec<String>,
 }
 
-fn free_port(host: &str) -> u16 {
-    let l = std::net::TcpListener::bind((host, 0)).expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 impl Server {
     /// Writes `config_yaml` to `<root>/config/baton.yaml` and starts the server on it.
     pub fn start(config_yaml: &str) -> Server {
@@ -71,14 +66,15 @@ impl Server {
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(config_dir.join("baton.yaml"), config_yaml).unwrap();
-        let port = free_port(host);
+        // Port 0: the server binds a free port itself and names it in its ready line; restarts
+        // reuse that port (agents and SSH workers call back to it).
         let mut s = Server {
             root,
             config_dir,
             data,
-            port,
+            port: 0,
             host: host.to_string(),
-            base: format!("http://{host}:{port}"),
+            base: String::new(),
             token: String::new(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -139,7 +135,26 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("baton ready on http://") => break,
+                Ok(line) if line.starts_with("baton ready on http://") => {
+                    let addr = line["baton ready on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default();
+                    let port = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok());
+                    let Some(port) = port else {
+                        panic!("no port in the ready line {line:?}")
+                    };
+                    assert!(
+                        self.port == 0 || self.port == port,
+                        "restarted on port {port}, not {}",
+                        self.port
+                    );
+                    self.port = port;
+                    self.base = format!("http://{}:{port}", self.host);
+                    break;
+                }
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
