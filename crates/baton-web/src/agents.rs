@@ -9,12 +9,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
+use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use baton_exec::ExitRecord;
 use baton_exec::agent::{AgentHub, AgentInfo, append_at};
@@ -33,7 +36,8 @@ pub(crate) fn agent_routes() -> Router<AppState> {
         .route("/agents/jobs/{job}/{attempt}/log", post(log))
         .route(
             "/agents/jobs/{job}/{attempt}/artifacts/{*path}",
-            put(artifact),
+            // Artifacts have no size cap: the body streams to disk, never into memory.
+            put(artifact).layer(DefaultBodyLimit::disable()),
         )
         .route("/agents/jobs/{job}/{attempt}/exit", post(exit))
 }
@@ -265,7 +269,7 @@ async fn artifact(
     State(s): State<AppState>,
     headers: HeaderMap,
     p: Result<Path<(i64, u32, String)>, PathRejection>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     let Path((job, attempt, path)) = p?;
     let agent = agent_of(&s, &headers).await?;
@@ -276,17 +280,33 @@ async fn artifact(
         ))
     })?;
     let dest = dir.join(baton_exec::layout::OUT_DIR).join(&rel);
-    let n = body.len();
-    tokio::task::spawn_blocking(move || {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&dest, &body)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(format!("cannot store the artifact: {e}")))?;
+    let n = store_stream(&dest, body).await.map_err(|e| {
+        tracing::warn!(job, attempt, artifact = %rel.display(), "cannot store an agent's artifact: {e}");
+        ApiError::internal(format!("cannot store the artifact {}", rel.display()))
+    })?;
     Ok(Json(json!({"stored": rel, "bytes": n})))
+}
+
+/// Streams `body` into `dest` through `dest.part` (renamed once complete and synced), so a
+/// dropped upload never leaves a truncated artifact under its real name. Returns the size.
+async fn store_stream(dest: &std::path::Path, body: axum::body::Body) -> std::io::Result<u64> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let mut file = tokio::fs::File::create(&part).await?;
+    let mut stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut n = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        file.write_all(&chunk).await?;
+        n += chunk.len() as u64;
+    }
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&part, dest).await?;
+    Ok(n)
 }
 
 async fn exit(

@@ -277,6 +277,48 @@ impl Agent {
         }
     }
 
+    /// Streams one artifact file to the server (no size limit, never read whole into memory).
+    /// A dropped connection or a server restart is retried; a refusal, or a file that cannot
+    /// be read, is an error that names the cause.
+    async fn upload(&self, url: &str, path: &Path) -> Result<(), String> {
+        let mut wait = Duration::from_millis(100);
+        let mut server_errors = 0;
+        loop {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cannot read it on the agent: {e}"))?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            match self
+                .http
+                .put(url)
+                .bearer_auth(&self.credential)
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_client_error() => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    return Err(format!("the server refused it ({status}): {text}"));
+                }
+                Ok(r) => {
+                    server_errors += 1;
+                    if server_errors >= 5 {
+                        return Err(format!(
+                            "the server failed {server_errors} times: {}",
+                            r.status()
+                        ));
+                    }
+                    eprintln!("artifact: {}; retrying", r.status());
+                }
+                Err(e) => eprintln!("artifact: {e}; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Streams the job's log to the server, then its artifacts and exit record.
     async fn report(self: Arc<Self>, job: i64, attempt: u32, ended: Arc<tokio::sync::Notify>) {
         let dir = self.job_dir(job, attempt);
@@ -319,21 +361,23 @@ impl Agent {
                 None => return,
             }
         }
+        let mut lost = Vec::new();
         for (rel, path) in files_under(&dir.join("out")) {
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            let _: Option<serde_json::Value> = self
-                .retry("artifact", || {
-                    self.http
-                        .put(format!("{url}/artifacts/{rel}"))
-                        .bearer_auth(&self.credential)
-                        .body(bytes.clone())
-                        .send()
-                })
-                .await;
+            if let Err(e) = self.upload(&artifact_url(&url, &rel), &path).await {
+                lost.push(format!("{rel}: {e}"));
+            }
         }
-        let Some(rec) = read_exit(&dir) else { return };
+        let Some(mut rec) = read_exit(&dir) else {
+            return;
+        };
+        if !lost.is_empty() {
+            // A run must not succeed while its artifacts are missing on the server.
+            let why = format!("artifacts not stored on the server: {}", lost.join("; "));
+            rec.error = Some(match rec.error.take() {
+                Some(first) => format!("{first}; {why}"),
+                None => why,
+            });
+        }
         let reported: Option<serde_json::Value> = self
             .retry("exit", || {
                 self.http
@@ -350,6 +394,20 @@ impl Agent {
                 let _ = std::fs::remove_dir(parent);
             }
         }
+    }
+}
+
+/// The upload URL of the artifact `rel` ('/'-separated): each segment percent-encoded, so a
+/// name with `#`, `?`, `%` or spaces arrives as it is.
+fn artifact_url(job_url: &str, rel: &str) -> String {
+    match reqwest::Url::parse(job_url) {
+        Ok(mut u) => {
+            if let Ok(mut segs) = u.path_segments_mut() {
+                segs.push("artifacts").extend(rel.split('/'));
+            }
+            u.into()
+        }
+        Err(_) => format!("{job_url}/artifacts/{rel}"),
     }
 }
 

@@ -32,6 +32,13 @@ tasks:
       mkdir -p "$BATON_OUTPUT_DIR/sub" && echo nested > "$BATON_OUTPUT_DIR/sub/n.txt"
       {gate}
       for i in $(seq 1 300); do echo "line $i"; done
+  big:
+    queues: [arm]
+    command: |
+      {gate}
+      (yes "baton artifact line" || true) | head -c 209715200 > "$BATON_OUTPUT_DIR/big.bin"
+      echo odd > "$BATON_OUTPUT_DIR/report #1 ?x=%41.txt"
+      echo made
   sleeper:
     queues: [arm]
     command: |
@@ -478,4 +485,83 @@ async fn only_operators_and_administrators_manage_agents() {
         .status()
         .as_u16();
     assert_eq!(st, 200);
+}
+
+/// The SHA-256 of a file, read in chunks.
+fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A 200 MB artifact arrives whole (the upload streams past any body limit), a name with URL
+/// syntax in it arrives as it is, and an artifact the server cannot store fails the run
+/// visibly instead of letting it succeed without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn big_artifacts_arrive_and_a_lost_one_breaks_the_run() {
+    let s = Server::start_with(&config(), &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let open_gate = s.root.path().join("open");
+    std::fs::write(&open_gate, "").unwrap();
+    let token = join_token(&s);
+    let _agent = AgentProc::start(&s, &token, "a1", 1);
+    let id = id_of(
+        &s.trigger("big", &[("gate", open_gate.to_str().unwrap())])
+            .await,
+    );
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}\n{}", s.stderr());
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    let out = s.job_dir(job, 1).join("out");
+    let big = out.join("big.bin");
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), 209_715_200);
+    let want: String = {
+        use sha2::Digest;
+        let line = b"baton artifact line\n";
+        let mut h = sha2::Sha256::new();
+        let mut left = 209_715_200usize;
+        while left > 0 {
+            let n = left.min(line.len());
+            h.update(&line[..n]);
+            left -= n;
+        }
+        hex::encode(h.finalize())
+    };
+    assert_eq!(sha256_file(&big), want, "the artifact arrived intact");
+    assert_eq!(
+        std::fs::read_to_string(out.join("report #1 ?x=%41.txt")).unwrap(),
+        "odd\n"
+    );
+
+    // The server's folder for the next run's artifacts is made unusable while the job waits at
+    // its gate: the uploads fail, and the run says so.
+    let closed_gate = s.root.path().join("closed");
+    let id = id_of(
+        &s.trigger("big", &[("gate", closed_gate.to_str().unwrap())])
+            .await,
+    );
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    let out = s.job_dir(job, 1).join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::write(&out, "not a folder").unwrap();
+    std::fs::write(&closed_gate, "").unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "broken", "{run:#}");
+    assert!(
+        reason(&run).contains("artifacts not stored on the server")
+            && reason(&run).contains("big.bin"),
+        "the reason names the lost artifact: {run:#}"
+    );
 }
