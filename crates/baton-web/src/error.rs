@@ -51,7 +51,7 @@ impl From<SchedError> for ApiError {
             SchedError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
             SchedError::NotCancelable { .. } => (StatusCode::CONFLICT, "not_cancelable"),
             SchedError::BadArgument { .. } => (StatusCode::BAD_REQUEST, "bad_argument"),
-            SchedError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            SchedError::Store(e) => return store_failure(e),
             SchedError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
         };
         ApiError::new(status, code, e.to_string())
@@ -60,8 +60,19 @@ impl From<SchedError> for ApiError {
 
 impl From<baton_store::StoreError> for ApiError {
     fn from(e: baton_store::StoreError) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+        store_failure(&e)
     }
+}
+
+/// A database failure: the details (SQL, paths, driver text) go to the server's log, the
+/// client gets a stable code and a message that says where to look.
+fn store_failure(e: &baton_store::StoreError) -> ApiError {
+    tracing::error!("database error while answering a request: {e}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store",
+        "the database could not complete this request (the server's log has the details)",
+    )
 }
 
 macro_rules! rejection {
@@ -78,3 +89,30 @@ rejection!(
     axum::extract::rejection::QueryRejection,
     axum::extract::rejection::PathRejection
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_do_not_reach_clients() {
+        for e in [
+            ApiError::from(baton_store::StoreError::Corrupt {
+                table: "tokens",
+                message: "near \"SELECT secret FROM tokens\": syntax error".into(),
+            }),
+            ApiError::from(SchedError::Store(baton_store::StoreError::Corrupt {
+                table: "runs",
+                message: "/var/lib/baton/db.sqlite row 7".into(),
+            })),
+        ] {
+            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(e.code, "store");
+            assert!(
+                !e.message.contains("SELECT") && !e.message.contains("/var/lib"),
+                "{}",
+                e.message
+            );
+        }
+    }
+}
