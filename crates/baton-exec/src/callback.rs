@@ -45,13 +45,6 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 impl CallbackHub {
     /// Expects callbacks for `job_id` with the token whose hash is `hash`; returns what
     /// [`deliver`](Self::deliver) notifies. Registering again replaces the token.
@@ -80,7 +73,7 @@ impl CallbackHub {
         let given = token_hash(token);
         let jobs = self.jobs.lock().expect("callback hub poisoned");
         let reg = jobs.get(&job_id).ok_or(CallbackError::UnknownJob(job_id))?;
-        if !constant_time_eq(&reg.hash, &given) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&reg.hash[..], &given[..])) {
             return Err(CallbackError::BadToken(job_id));
         }
         reg.notify.notify_one();

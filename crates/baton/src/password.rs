@@ -1,7 +1,7 @@
 //! Reading a password for `baton user add`: from stdin, or from a prompt on the terminal with
 //! echo turned off.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, bail};
 
@@ -14,28 +14,11 @@ fn read_line() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Reads a line from the terminal without echo; echo is restored even on error.
+/// Reads a line from the terminal without echo (`rpassword` restores the terminal, also when
+/// the read fails).
 fn prompt(label: &str) -> anyhow::Result<String> {
-    eprint!("{label}");
-    std::io::stderr().flush().ok();
-    // SAFETY: termios calls on stdin's descriptor with a zeroed struct filled by tcgetattr.
-    let old = unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(0, &mut t) != 0 {
-            bail!("cannot read the terminal settings (hint: use --password-stdin)");
-        }
-        let old = t;
-        t.c_lflag &= !libc::ECHO;
-        libc::tcsetattr(0, libc::TCSANOW, &t);
-        old
-    };
-    let line = read_line();
-    // SAFETY: restores the settings read above.
-    unsafe {
-        libc::tcsetattr(0, libc::TCSANOW, &old);
-    }
-    eprintln!();
-    line
+    rpassword::prompt_password(label)
+        .context("cannot read the password from the terminal (hint: use --password-stdin)")
 }
 
 pub(crate) fn read(from_stdin: bool) -> anyhow::Result<String> {
