@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-BATON = os.path.abspath(sys.argv[1])
+# The `baton` binary: bench/run.py's first argument, or set by a script that imports these helpers.
+BATON = os.path.abspath(sys.argv[1]) if __name__ == "__main__" else None
 N = 100
 
 
@@ -41,19 +42,28 @@ class Server:
             f.write(config)
         self.port = free_port(host)
         self.data = os.path.join(self.dir, "data")
+        self.host = host
+        self.stderr = subprocess.DEVNULL
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [BATON, "serve", "--config", self.cfg, "--data", self.data,
-             "--listen", f"{host}:{self.port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
+        self.spawn()
+        self.wait_ready()
         self.ready_s = time.perf_counter() - t0
-        if "ready" not in line:
-            raise SystemExit(f"server did not start: {line!r}")
         self.token = subprocess.check_output(
             [BATON, "token", "create", "--data", self.data], text=True).strip()
-        self.host = host
-        self.conn = http.client.HTTPConnection(host, self.port)
+
+    def spawn(self):
+        """Starts `baton serve` on this server's config, data dir and port (again after a kill)."""
+        self.proc = subprocess.Popen(
+            [BATON, "serve", "--config", self.cfg, "--data", self.data,
+             "--listen", f"{self.host}:{self.port}"],
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+
+    def wait_ready(self):
+        """Waits for the ready line of the server just spawned, then connects."""
+        line = self.proc.stdout.readline()
+        if "ready" not in line:
+            raise SystemExit(f"server did not start: {line!r}")
+        self.conn = http.client.HTTPConnection(self.host, self.port)
 
     def req(self, method, path, body=None):
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -257,12 +267,8 @@ def bench_ui():
     db.commit()
     db.close()
     # Restart on the filled store.
-    t0 = time.perf_counter()
-    s.proc = subprocess.Popen(
-        [BATON, "serve", "--config", s.cfg, "--data", s.data, "--listen", f"127.0.0.1:{s.port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    s.proc.stdout.readline()
-    s.conn = http.client.HTTPConnection("127.0.0.1", s.port)
+    s.spawn()
+    s.wait_ready()
 
     def page(path):
         times = []

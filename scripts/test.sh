@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 need=()
 # The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces;
 # the browser tests drive Debian's chromium through chromedriver; the single sign-on tests make
-# their stand-in provider's RSA key with openssl.
+# their stand-in provider's RSA key with openssl; the kill matrix (bench/killmatrix) is Python.
 for pkg_cmd in git:git make:make curl:curl procps:pkill openssh-server:/usr/sbin/sshd \
   openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip chromium:chromium \
-  chromium-driver:chromedriver openssl:openssl; do
+  chromium-driver:chromedriver openssl:openssl python3:python3; do
   pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done
@@ -33,6 +33,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+# SIGKILL the server (and a supervisor) at the worst moments; fails on anything lost or doubled.
+# The debug binary `cargo test` just built: CI builds one profile only.
+echo "== kill matrix (short)"
+bench/killmatrix --short --binary target/debug/baton
 # One closing line for the whole suite.
 passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed_custom=$(grep -Eo '^[0-9]+ passed, 0 failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
