@@ -48,7 +48,9 @@ pub enum ExecError {
         detail: String,
     },
     /// `--job-containment cgroup` was asked for, but no cgroup v2 is usable here.
-    #[error("no usable cgroup v2 for jobs: {0} (hint: use --job-containment auto or process-group)")]
+    #[error(
+        "no usable cgroup v2 for jobs: {0} (hint: use --job-containment auto or process-group)"
+    )]
     NoCgroup(String),
     /// The job directory already holds a started job; refusing to run it twice.
     #[error("job dir {} was already started (found {})", dir.display(), found.display())]

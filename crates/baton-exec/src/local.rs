@@ -203,10 +203,13 @@ impl LocalExecutor {
                 Ok(done) => Reattach::Vanished(format!("{why}; {done}")),
                 Err(e) => {
                     tracing::warn!("{e}; will keep trying");
-                    let info = read_supervisor(dir).ok().flatten().unwrap_or(SupervisorInfo {
-                        pid: 0,
-                        start_time: 0,
-                    });
+                    let info = read_supervisor(dir)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(SupervisorInfo {
+                            pid: 0,
+                            start_time: 0,
+                        });
                     Reattach::Running(JobHandle {
                         dir: dir.to_path_buf(),
                         info,

@@ -285,12 +285,10 @@ fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> 
             unix::cloexec_from_fd_3()
         })
     };
-    let child = cmd
-        .spawn()
-        .map_err(|e| match tree.cgroup() {
-            Some(cg) => format!("could not start bash in cgroup {}: {e}", cg.display()),
-            None => format!("could not start bash: {e}"),
-        })?;
+    let child = cmd.spawn().map_err(|e| match tree.cgroup() {
+        Some(cg) => format!("could not start bash: {e} (in cgroup {})", cg.display()),
+        None => format!("could not start bash: {e}"),
+    })?;
     // `cmd` holds our copies of the pipe's write end: drop them, or we would
     // never see EOF.
     drop(cmd);

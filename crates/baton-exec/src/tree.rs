@@ -137,15 +137,7 @@ impl Containment {
         let Self::Cgroups(parent) = self else {
             return ProcessRecord::process_group();
         };
-        let attempt = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let hash = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
-        let cg = parent.join(format!(
-            "job-{job_id}-{attempt}-{}",
-            hex::encode(&hash[..4])
-        ));
+        let cg = parent.join(format!("job-{job_id}{}", name_suffix(dir)));
         match fs::create_dir(&cg) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -164,6 +156,33 @@ impl Containment {
             pgid_start_time: None,
         }
     }
+}
+
+/// `-<attempt>-<hash of the folder>`: the end of the name of the cgroup of the job in `dir`.
+fn name_suffix(dir: &Path) -> String {
+    let attempt = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hash = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("-{attempt}-{}", hex::encode(&hash[..4]))
+}
+
+/// Whether `cg` can be the cgroup of the job in `dir` (one of `dirs`, the folder as given and
+/// resolved): `…/baton-jobs/job-<id>-<attempt>-<hash of the folder>`. The job may write its own
+/// folder, so the server never kills a cgroup the record merely names.
+fn is_job_cgroup(cg: &Path, dirs: &[&Path]) -> bool {
+    let name = cg.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    cg.is_absolute()
+        && cg.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        })
+        && cg.parent().and_then(|p| p.file_name()) == Some(JOBS_CGROUP.as_ref())
+        && name.starts_with("job-")
+        && dirs.iter().any(|d| name.ends_with(&name_suffix(d)))
 }
 
 /// `<own cgroup v2>/baton-jobs`, created if needed, or why it cannot be used.
@@ -213,9 +232,12 @@ fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, PathBuf)> {
         }
         let f: Vec<&str> = left.split(' ').collect();
         let (root, mount, opts) = (f.get(3)?, f.get(4)?, f.get(5)?);
-        opts.split(',')
-            .any(|o| o == "rw")
-            .then(|| (PathBuf::from(unescape(root)), PathBuf::from(unescape(mount))))
+        opts.split(',').any(|o| o == "rw").then(|| {
+            (
+                PathBuf::from(unescape(root)),
+                PathBuf::from(unescape(mount)),
+            )
+        })
     })
 }
 
@@ -227,7 +249,9 @@ fn unescape(s: &str) -> String {
     while i < b.len() {
         let octal = |j: usize| b.get(j).is_some_and(|c| (b'0'..=b'7').contains(c));
         if b[i] == b'\\' && octal(i + 1) && octal(i + 2) && octal(i + 3) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -438,8 +462,26 @@ pub fn remove_cgroup(cg: &Path) {
 /// [`KILL_WAIT`], until they are gone: for a job whose supervisor vanished, before it is marked
 /// `broken` or retried.
 pub fn kill_tree(dir: &Path) -> Result<String, String> {
+    let given = dir;
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let rec = ProcessRecord::read(&dir).map_err(|e| e.to_string())?;
+    let mut rec = ProcessRecord::read(&dir).unwrap_or_else(|e| {
+        tracing::warn!("{e}; looking for the job's processes by their BATON_OUTPUT_DIR");
+        ProcessRecord::process_group()
+    });
+    if let Some(cg) = &rec.cgroup
+        && !is_job_cgroup(cg, &[given, &dir])
+    {
+        tracing::warn!(
+            "{} names {}, which is not this job's cgroup; ignoring it",
+            dir.join(PROCESS_FILE).display(),
+            cg.display()
+        );
+        rec = ProcessRecord::process_group();
+    }
+    // Never our own process group, whatever the record says.
+    if rec.pgid == Some(nix::unistd::getpgrp().as_raw()) {
+        rec.pgid = None;
+    }
     Tree::new(&dir, rec).kill_and_wait(KILL_WAIT)
 }
 
@@ -464,6 +506,28 @@ mod tests {
             Some(("/a b".into(), "/mnt/c g".into()))
         );
         assert_eq!(cgroup2_mount("1 2 0:1 / /proc rw - proc proc rw\n"), None);
+    }
+
+    #[test]
+    fn only_the_jobs_own_cgroup_is_trusted() {
+        let dir = Path::new("/data/jobs/12/3");
+        let own = format!("/sys/fs/cgroup/x/baton-jobs/job-12{}", name_suffix(dir));
+        assert!(own.contains("job-12-3-"), "{own}");
+        assert!(is_job_cgroup(Path::new(&own), &[dir]));
+        for bad in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/x/baton-jobs",
+            "/sys/fs/cgroup/x/other/job-12-3-00000000",
+            "/sys/fs/cgroup/x/baton-jobs/job-12-3-00000000",
+            "baton-jobs/job-12-3-00000000",
+        ] {
+            assert!(!is_job_cgroup(Path::new(bad), &[dir]), "{bad}");
+        }
+        let dotted = format!(
+            "/sys/fs/cgroup/baton-jobs/../baton-jobs/job-12{}",
+            name_suffix(dir)
+        );
+        assert!(!is_job_cgroup(Path::new(&dotted), &[dir]));
     }
 
     #[test]

@@ -36,10 +36,7 @@ fn parse_stat(text: &str) -> io::Result<ProcStat> {
         .and_then(|s| s.chars().next())
         .ok_or_else(bad)?;
     // `rest` starts at field 3; field 5 is 2 further, field 22 another 17.
-    let pgrp = fields
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
+    let pgrp = fields.nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let start_time = fields
         .nth(16)
         .and_then(|s| s.parse().ok())
