@@ -67,31 +67,6 @@ pub fn signal_process(pid: i32, sig: Signal) -> Result<(), Errno> {
     signal::kill(Pid::from_raw(pid), sig)
 }
 
-/// Send `sig` to every process whose environment holds the exact entry `tag` (`NAME=value`):
-/// the job's processes that left its process group (`setsid`, double forks) still carry the
-/// job's environment. Best effort: processes we may not inspect are skipped. Returns how many
-/// were signalled.
-pub fn signal_tagged(tag: &str, sig: Signal) -> usize {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let needle = tag.as_bytes();
-    let mut n = 0;
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid as u32 == me {
-            continue;
-        }
-        if environ_has(pid, needle) && signal_process(pid, sig).is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
 /// Whether the environment of process `pid` holds the exact entry `entry` (`NAME=value`);
 /// false for processes we may not inspect.
 pub fn environ_has(pid: i32, entry: &[u8]) -> bool {
