@@ -120,11 +120,19 @@ impl LocalExecutor {
             .stderr(Stdio::null());
         // No pre_exec hook: that would force fork() of the whole server; without one the
         // spawn uses posix_spawn. The supervisor calls setsid() itself as its first act.
-        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            program: self.program.clone(),
-            dir: dir.clone(),
-            source,
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                if let Some(cg) = &record.cgroup {
+                    tree::remove_cgroup(cg);
+                }
+                return Err(ExecError::Spawn {
+                    program: self.program.clone(),
+                    dir: dir.clone(),
+                    source,
+                });
+            }
+        };
 
         // The supervisor prints "ready\n" (or "error: ...\n") on its stdout.
         let mut out = child.stdout.take().expect("stdout is piped");

@@ -183,7 +183,16 @@ async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
             }
             log_deleted(&log, &log_path, &mut rec);
         }
-        Err(e) => rec.error = Some(e),
+        Err(e) => {
+            // Nothing runs: remove the job's cgroup, if the executor made one.
+            if let Ok(ProcessRecord {
+                cgroup: Some(cg), ..
+            }) = ProcessRecord::read(dir)
+            {
+                crate::tree::remove_cgroup(&cg);
+            }
+            rec.error = Some(e);
+        }
     }
     rec.log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
     rec.ended_at = Utc::now();

@@ -18,6 +18,7 @@ const SPAWNER: &str = r#"
       ( sleep 1000 & echo $! >> "$pids"; wait ) &
       echo $! >> "$pids"
       echo $$ >> "$pids"
+      while [ "$(wc -l < "$pids")" -lt 6 ]; do sleep 0.01; done
       touch "$pids.ready"
       wait
 "#;
