@@ -47,6 +47,11 @@ pub enum ExecError {
         /// What happened (the supervisor's own message when it gave one).
         detail: String,
     },
+    /// `--job-containment cgroup` was asked for, but no cgroup v2 is usable here.
+    #[error(
+        "no usable cgroup v2 for jobs: {0} (hint: use --job-containment auto or process-group)"
+    )]
+    NoCgroup(String),
     /// The job directory already holds a started job; refusing to run it twice.
     #[error("job dir {} was already started (found {})", dir.display(), found.display())]
     AlreadyStarted {

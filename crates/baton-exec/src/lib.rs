@@ -34,6 +34,7 @@
 //! | `log` | executor (empty), then supervisor | stdout + stderr, byte for byte |
 //! | `script.sh` | supervisor | the script bash runs |
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
+//! | `process.json` | executor, then supervisor | [`tree::ProcessRecord`]: the job's cgroup or process group |
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 //! | `container.json` | Docker executor | the container's name, log offset, start time |
 //! | `canceled`, `timed_out` | Docker executor | why the container was stopped |
@@ -53,6 +54,7 @@ pub mod log;
 pub mod mask;
 pub mod ssh;
 pub mod supervisor;
+pub mod tree;
 pub mod unix;
 
 pub use callback::{CallbackError, CallbackHub};
@@ -64,3 +66,4 @@ pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;
 pub use ssh::{SshExecutor, SshSettings};
+pub use tree::{Containment, ContainmentMode};

@@ -1,6 +1,8 @@
 //! [`LocalExecutor`]: runs each job on this machine under its own
 //! [supervisor](crate::supervisor) process, started in a new session so that
-//! the job survives the server.
+//! the job survives the server. Each job gets its own cgroup (or process group,
+//! see [`crate::tree`]); a job whose supervisor vanished has its whole tree
+//! killed before it is reported lost.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -17,6 +19,7 @@ use crate::job::{JobSpec, Outcome};
 use crate::layout::{
     EXIT_FILE, LOG_FILE, SUPERVISOR_FILE, SupervisorInfo, read_exit, read_supervisor,
 };
+use crate::tree::{self, Containment, ContainmentMode};
 use crate::unix;
 use crate::{ExitRecord, layout};
 
@@ -31,6 +34,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct LocalExecutor {
     program: PathBuf,
     args: Vec<OsString>,
+    containment: Containment,
 }
 
 /// What [`LocalExecutor::reattach`] found in a job directory.
@@ -54,9 +58,39 @@ pub struct JobHandle {
 }
 
 impl LocalExecutor {
-    /// An executor whose supervisors are `program args... <job-dir>`.
+    /// An executor whose supervisors are `program args... <job-dir>`; each job gets a cgroup
+    /// where a cgroup v2 is usable, else its process group ([`ContainmentMode::Auto`]).
     pub fn new(program: PathBuf, args: Vec<OsString>) -> Self {
-        LocalExecutor { program, args }
+        let containment = Containment::detect(ContainmentMode::Auto)
+            .expect("auto containment always has a fallback");
+        Self::with_containment(program, args, containment)
+    }
+
+    /// Like [`new`](Self::new), with the containment decided by the caller
+    /// ([`Containment::detect`]).
+    pub fn with_containment(
+        program: PathBuf,
+        args: Vec<OsString>,
+        containment: Containment,
+    ) -> Self {
+        match &containment {
+            Containment::Cgroups(p) => {
+                tracing::info!("local jobs run in their own cgroups under {}", p.display())
+            }
+            Containment::ProcessGroups(why) => {
+                tracing::info!("local jobs run in their own process groups: {why}")
+            }
+        }
+        LocalExecutor {
+            program,
+            args,
+            containment,
+        }
+    }
+
+    /// How this executor contains its jobs.
+    pub fn containment(&self) -> &Containment {
+        &self.containment
     }
 
     /// Prepare `dir` (`work/`, `out/`, `spec.json`, an empty `log`), spawn the
@@ -69,6 +103,13 @@ impl LocalExecutor {
         let dir = crate::layout::prepare_job_dir(dir, spec, SUPERVISOR_FILE)?;
         let log_path = dir.join(LOG_FILE);
         File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
+        // The job's cgroup (or process group) is recorded before anything runs, so the tree
+        // can be killed whatever becomes of the supervisor.
+        let record = self.containment.prepare(&dir, spec.job_id);
+        let process_path = dir.join(tree::PROCESS_FILE);
+        record
+            .write(&dir)
+            .map_err(|e| ExecError::io("write", &process_path, e))?;
 
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
@@ -79,11 +120,19 @@ impl LocalExecutor {
             .stderr(Stdio::null());
         // No pre_exec hook: that would force fork() of the whole server; without one the
         // spawn uses posix_spawn. The supervisor calls setsid() itself as its first act.
-        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            program: self.program.clone(),
-            dir: dir.clone(),
-            source,
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                if let Some(cg) = &record.cgroup {
+                    tree::remove_cgroup(cg);
+                }
+                return Err(ExecError::Spawn {
+                    program: self.program.clone(),
+                    dir: dir.clone(),
+                    source,
+                });
+            }
+        };
 
         // The supervisor prints "ready\n" (or "error: ...\n") on its stdout.
         let mut out = child.stdout.take().expect("stdout is piped");
@@ -145,11 +194,42 @@ impl LocalExecutor {
                 }
             }
         };
+        // Nothing should run; make sure, and remove the job's cgroup.
+        if let Err(e) = tree::kill_tree(&dir) {
+            tracing::warn!("{e}");
+        }
         Err(ExecError::NotReady { dir, detail })
     }
 
-    /// After a server restart: what became of the job in `dir`?
+    /// After a server restart: what became of the job in `dir`? A job whose supervisor is gone
+    /// without an exit record has its whole tree killed first (waiting at most
+    /// [`tree::KILL_WAIT`]); should some process outlive that, the job is returned as running
+    /// and its handle's `wait` keeps killing until the tree is gone.
     pub fn reattach(&self, dir: &Path) -> Reattach {
+        match self.reattach_inner(dir) {
+            Reattach::Vanished(why) => match tree::kill_tree(dir) {
+                Ok(done) => Reattach::Vanished(format!("{why}; {done}")),
+                Err(e) => {
+                    tracing::warn!("{e}; will keep trying");
+                    let info = read_supervisor(dir)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(SupervisorInfo {
+                            pid: 0,
+                            start_time: 0,
+                        });
+                    Reattach::Running(JobHandle {
+                        dir: dir.to_path_buf(),
+                        info,
+                        child: None,
+                    })
+                }
+            },
+            other => other,
+        }
+    }
+
+    fn reattach_inner(&self, dir: &Path) -> Reattach {
         if let Some(rec) = read_exit(dir) {
             return Reattach::Finished(rec);
         }
@@ -252,9 +332,13 @@ impl JobHandle {
                 Ok(status) => {
                     return match read_exit(&self.dir) {
                         Some(rec) => Outcome::Exited(rec),
-                        None => Outcome::Lost(format!(
-                            "supervisor exited with {status} without an exit record"
-                        )),
+                        None => {
+                            lost(
+                                &self.dir,
+                                format!("supervisor exited with {status} without an exit record"),
+                            )
+                            .await
+                        }
                     };
                 }
                 // Could not wait on our child (should not happen): poll.
@@ -271,10 +355,27 @@ impl JobHandle {
             if !unix::is_alive(self.info.pid, self.info.start_time) {
                 return match read_exit(&self.dir) {
                     Some(rec) => Outcome::Exited(rec),
-                    None => Outcome::Lost(vanished(self.info)),
+                    None => lost(&self.dir, vanished(self.info)).await,
                 };
             }
             tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// The job's supervisor is gone without an exit record: kill the job's whole tree, retrying
+/// until it is gone, and only then report it lost (so a retry never overlaps it).
+async fn lost(dir: &Path, why: String) -> Outcome {
+    loop {
+        let d = dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || tree::kill_tree(&d)).await {
+            Ok(Ok(done)) => return Outcome::Lost(format!("{why}; {done}")),
+            Ok(Err(e)) => tracing::warn!("{e}; trying again"),
+            Err(e) => {
+                return Outcome::Lost(format!(
+                    "{why}; could not make sure its processes are dead: {e}"
+                ));
+            }
         }
     }
 }

@@ -6,12 +6,14 @@
 //! 1. installs its signal handling (SIGTERM/SIGINT = cancel, SIGHUP ignored),
 //!    writes `supervisor.json` (pid + start time) and reports readiness,
 //! 2. runs `bash -eo pipefail <dir>/script.sh` in `<dir>/work`, in a new
-//!    process group, stdin `/dev/null`, stdout and stderr both into ONE pipe,
+//!    process group and in the job's cgroup when `process.json` names one (the
+//!    child joins it before exec, and dies with the supervisor: `PR_SET_PDEATHSIG`),
+//!    stdin `/dev/null`, stdout and stderr both into ONE pipe,
 //! 3. appends that pipe to `<dir>/log` with a fixed-size buffer,
-//! 4. enforces the timeout and cancellation on the whole process group
-//!    (SIGTERM, SIGKILL after `kill_grace`); when the script exits it
-//!    SIGKILLs the group once so backgrounded stragglers cannot keep the job
-//!    (or the pipe) alive,
+//! 4. enforces the timeout and cancellation on the whole tree (cgroup, or
+//!    process group; SIGTERM, SIGKILL after `kill_grace`); when the script exits
+//!    it SIGKILLs the tree once so backgrounded stragglers cannot keep the job
+//!    (or the pipe) alive, and removes the job's cgroup,
 //! 5. writes `<dir>/exit.json` durably and exits 0.
 //!
 //! Readiness protocol: the executor gives the supervisor a pipe as stdout.
@@ -22,7 +24,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -42,6 +45,7 @@ use crate::layout::{
     EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo,
     WORK_DIR, try_read_json, write_atomic,
 };
+use crate::tree::{ProcessRecord, Tree};
 use crate::unix;
 
 /// Size of the copy buffer: memory stays flat whatever the job prints.
@@ -51,6 +55,8 @@ const PIPE_SIZE: i32 = 1024 * 1024;
 /// After the script exited and its group was killed, how long we keep
 /// reading the pipe before giving up on a writer that escaped the group.
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// How long the supervisor waits for a killed cgroup to empty before removing it.
+const CGROUP_EMPTY_WAIT: Duration = Duration::from_secs(5);
 
 /// Supervise the job in `dir`; returns the process exit status (0 once
 /// `exit.json` is written). Builds its own single-threaded tokio runtime, so
@@ -167,11 +173,26 @@ async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
     };
     let log_path = dir.join(LOG_FILE);
     match prepare(dir) {
-        Ok((spec, log, child, pipe)) => {
+        Ok((spec, log, child, pipe, tree)) => {
             rec.started_at = Utc::now();
-            run_job(&spec, &log_path, log, child, pipe, sigs, &mut rec).await;
+            run_job(&spec, &log_path, &log, child, pipe, &tree, sigs, &mut rec).await;
+            if tree.cgroup().is_some()
+                && let Err(e) = tree.kill_and_wait(CGROUP_EMPTY_WAIT)
+            {
+                rec.error.get_or_insert(e);
+            }
+            log_deleted(&log, &log_path, &mut rec);
         }
-        Err(e) => rec.error = Some(e),
+        Err(e) => {
+            // Nothing runs: remove the job's cgroup, if the executor made one.
+            if let Ok(ProcessRecord {
+                cgroup: Some(cg), ..
+            }) = ProcessRecord::read(dir)
+            {
+                crate::tree::remove_cgroup(&cg);
+            }
+            rec.error = Some(e);
+        }
     }
     rec.log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
     rec.ended_at = Utc::now();
@@ -179,8 +200,29 @@ async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
     rec
 }
 
-/// Read the spec, open the log, write the script, start bash.
-fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd), String> {
+/// A log file unlinked while the job ran (nothing left to read it by) is named in the record:
+/// the job is `broken`, its output is gone.
+fn log_deleted(log: &File, log_path: &Path, rec: &mut ExitRecord) {
+    if !log.metadata().is_ok_and(|m| m.nlink() == 0) {
+        return;
+    }
+    let how = match (rec.exit_code, rec.signal) {
+        (Some(c), _) => format!("exited {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        (None, None) => "did not run to its end".to_string(),
+    };
+    let msg = format!(
+        "log file {} was deleted while the job ran; its output is lost (the command {how})",
+        log_path.display()
+    );
+    rec.error = Some(match rec.error.take() {
+        Some(other) => format!("{msg}; {other}"),
+        None => msg,
+    });
+}
+
+/// Read the spec, open the log, write the script, start bash in the job's tree.
+fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> {
     let spec_path = dir.join(SPEC_FILE);
     let spec: JobSpec = match try_read_json(&spec_path) {
         Ok(Some(s)) => s,
@@ -203,6 +245,23 @@ fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd), String> {
         .try_clone()
         .map_err(|e| format!("could not duplicate output pipe: {e}"))?;
     let out_dir: PathBuf = dir.join(OUT_DIR);
+    let rec = ProcessRecord::read(dir).map_err(|e| e.to_string())?;
+    let mut tree = Tree::new(dir, rec);
+    // Opened here; the child writes "0" into it (joins the cgroup) before it execs.
+    let procs = match tree.cgroup() {
+        Some(cg) => {
+            let p = cg.join("cgroup.procs");
+            Some(
+                OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| format!("could not open {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+    let parent = unix::self_pid();
     let mut cmd = match direct_command(&spec) {
         Some(argv) => {
             let mut c = Command::new(&argv[0]);
@@ -225,15 +284,30 @@ fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd), String> {
         .env("BATON_JOB_ID", spec.job_id.to_string())
         .env("BATON_TASK", &spec.task)
         .env("BATON_OUTPUT_DIR", &out_dir);
-    // SAFETY: only an async-signal-safe syscall runs between fork and exec.
-    unsafe { cmd.pre_exec(unix::cloexec_from_fd_3) };
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start bash: {e}"))?;
+    // SAFETY: only async-signal-safe syscalls run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            unix::die_with_parent(parent)?;
+            if let Some(fd) = procs_fd {
+                unix::join_cgroup(fd)?;
+            }
+            unix::cloexec_from_fd_3()
+        })
+    };
+    let child = cmd.spawn().map_err(|e| match tree.cgroup() {
+        Some(cg) => format!("could not start bash: {e} (in cgroup {})", cg.display()),
+        None => format!("could not start bash: {e}"),
+    })?;
     // `cmd` holds our copies of the pipe's write end: drop them, or we would
     // never see EOF.
     drop(cmd);
-    Ok((spec, log, child, rx))
+    drop(procs);
+    tree.set_group(child.id() as i32);
+    if let Err(e) = tree.record().write(dir) {
+        // The cgroup (or the BATON_OUTPUT_DIR scan) still finds the tree.
+        eprintln!("baton supervisor: could not record the job's process group: {e}");
+    }
+    Ok((spec, log, child, rx, tree))
 }
 
 /// A script that is one simple command (words of plain characters, no quotes, variables,
@@ -280,12 +354,14 @@ fn resolve(program: &str, spec: &JobSpec) -> Option<PathBuf> {
 }
 
 /// Copy output, enforce timeout / cancel, reap. Fills the exit fields of `rec`.
+#[allow(clippy::too_many_arguments)]
 async fn run_job(
     spec: &JobSpec,
     log_path: &Path,
-    mut log: File,
+    mut log: &File,
     mut child: Child,
     pipe: OwnedFd,
+    tree: &Tree,
     sigs: &mut Signals,
     rec: &mut ExitRecord,
 ) {
@@ -311,11 +387,6 @@ async fn run_job(
     };
     let mut buf = vec![0u8; COPY_BUF];
     let mut masker = crate::mask::Masker::new(&spec.mask);
-    // Processes that left the job's group still carry this entry in their environment.
-    let tag = format!(
-        "BATON_OUTPUT_DIR={}",
-        log_path.with_file_name(OUT_DIR).display()
-    );
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -353,11 +424,9 @@ async fn run_job(
                 }
             },
             _ = &mut exited_rx, if alive => {
-                // Stragglers (backgrounded children) die with the script.
-                let _ = unix::signal_group(pgid, Signal::SIGKILL);
-                if rec.canceled || rec.timed_out {
-                    unix::signal_tagged(&tag, Signal::SIGKILL);
-                }
+                // Stragglers (backgrounded children) die with the script; in a cgroup, all
+                // of them, else the group (and, after a cancel or timeout, the tagged ones).
+                tree.signal(Signal::SIGKILL, rec.canceled || rec.timed_out);
                 match child.wait() {
                     Ok(st) => status = Some(st),
                     Err(e) => {
@@ -367,17 +436,15 @@ async fn run_job(
                 }
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             },
-            _ = sigs.term.recv() => cancel(rec, alive, pgid, &tag, spec, &mut kill_at),
-            _ = sigs.int.recv() => cancel(rec, alive, pgid, &tag, spec, &mut kill_at),
+            _ = sigs.term.recv() => cancel(rec, alive, tree, spec, &mut kill_at),
+            _ = sigs.int.recv() => cancel(rec, alive, tree, spec, &mut kill_at),
             _ = sleep_until(timeout_at.unwrap_or(far)), if alive && timeout_at.is_some() && !rec.timed_out => {
                 rec.timed_out = true;
-                let _ = unix::signal_group(pgid, Signal::SIGTERM);
-                unix::signal_tagged(&tag, Signal::SIGTERM);
+                tree.signal(Signal::SIGTERM, true);
                 kill_at.get_or_insert(Instant::now() + spec.kill_grace);
             },
             _ = sleep_until(kill_at.unwrap_or(far)), if alive && kill_at.is_some() => {
-                let _ = unix::signal_group(pgid, Signal::SIGKILL);
-                unix::signal_tagged(&tag, Signal::SIGKILL);
+                tree.signal(Signal::SIGKILL, true);
                 kill_at = None;
             },
             _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
@@ -407,8 +474,7 @@ async fn run_job(
 fn cancel(
     rec: &mut ExitRecord,
     alive: bool,
-    pgid: i32,
-    tag: &str,
+    tree: &Tree,
     spec: &JobSpec,
     kill_at: &mut Option<Instant>,
 ) {
@@ -417,8 +483,7 @@ fn cancel(
         return;
     }
     rec.canceled = true;
-    let _ = unix::signal_group(pgid, Signal::SIGTERM);
-    unix::signal_tagged(tag, Signal::SIGTERM);
+    tree.signal(Signal::SIGTERM, true);
     kill_at.get_or_insert(Instant::now() + spec.kill_grace);
 }
 

@@ -15,6 +15,8 @@ use nix::unistd::Pid;
 pub struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     pub state: char,
+    /// Field 5: the process group.
+    pub pgrp: i32,
     /// Field 22: start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -33,12 +35,17 @@ fn parse_stat(text: &str) -> io::Result<ProcStat> {
         .next()
         .and_then(|s| s.chars().next())
         .ok_or_else(bad)?;
-    // `rest` starts at field 3; field 22 is 19 further.
+    // `rest` starts at field 3; field 5 is 2 further, field 22 another 17.
+    let pgrp = fields.nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let start_time = fields
-        .nth(18)
+        .nth(16)
         .and_then(|s| s.parse().ok())
         .ok_or_else(bad)?;
-    Ok(ProcStat { state, start_time })
+    Ok(ProcStat {
+        state,
+        pgrp,
+        start_time,
+    })
 }
 
 /// This process's pid.
@@ -60,32 +67,38 @@ pub fn signal_process(pid: i32, sig: Signal) -> Result<(), Errno> {
     signal::kill(Pid::from_raw(pid), sig)
 }
 
-/// Send `sig` to every process whose environment holds the exact entry `tag` (`NAME=value`):
-/// the job's processes that left its process group (`setsid`, double forks) still carry the
-/// job's environment. Best effort: processes we may not inspect are skipped. Returns how many
-/// were signalled.
-pub fn signal_tagged(tag: &str, sig: Signal) -> usize {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let needle = tag.as_bytes();
-    let mut n = 0;
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid as u32 == me {
-            continue;
+/// Whether the environment of process `pid` holds the exact entry `entry` (`NAME=value`);
+/// false for processes we may not inspect.
+pub fn environ_has(pid: i32, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry))
+}
+
+/// For `pre_exec` (async-signal-safe): die by SIGKILL when the parent (the supervisor, pid
+/// `parent`) dies; fails if it already has.
+pub fn die_with_parent(parent: i32) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(io::Error::last_os_error());
         }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|entry| entry == needle) && signal_process(pid, sig).is_ok() {
-            n += 1;
+        if libc::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
-    n
+    Ok(())
+}
+
+/// For `pre_exec` (async-signal-safe): move the calling process into the cgroup whose
+/// `cgroup.procs` is open as `procs` ("0" names the writer).
+pub fn join_cgroup(procs: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: a write of one byte from a static buffer to an open descriptor.
+    let n = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Send `sig` to every process of group `pgid`. A group that no longer
@@ -147,6 +160,7 @@ mod tests {
         let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 1000 200 18446744073709551615";
         let st = parse_stat(line).unwrap();
         assert_eq!(st.state, 'S');
+        assert_eq!(st.pgrp, 4242);
         assert_eq!(st.start_time, 987654);
     }
 

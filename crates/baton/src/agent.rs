@@ -37,6 +37,9 @@ pub(crate) struct AgentArgs {
     /// Where jobs run and the credential is kept.
     #[arg(long, default_value = "baton-agent")]
     work_dir: PathBuf,
+    /// How jobs' process trees are kept: `auto`, `cgroup` or `process-group` (as for `serve`).
+    #[arg(long, env = "BATON_JOB_CONTAINMENT", default_value = "auto")]
+    job_containment: baton_exec::ContainmentMode,
 }
 
 struct Agent {
@@ -96,7 +99,11 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         base,
         credential,
         work,
-        exec: LocalExecutor::new(exe, vec!["__supervise".into()]),
+        exec: LocalExecutor::with_containment(
+            exe,
+            vec!["__supervise".into()],
+            baton_exec::Containment::detect(args.job_containment)?,
+        ),
         docker: Arc::new(DockerExecutor::new(None)),
     });
     agent.resume().await;

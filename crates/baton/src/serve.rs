@@ -27,6 +27,11 @@ pub(crate) struct ServeArgs {
     /// A pull-mode agent silent for this long is lost and its jobs end `broken` (e.g. 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     agent_heartbeat_timeout: std::time::Duration,
+    /// How local jobs' process trees are kept: `auto` (a cgroup v2 per job where one is
+    /// usable, else the process group), `cgroup` (refuse to start without one) or
+    /// `process-group`.
+    #[arg(long, env = "BATON_JOB_CONTAINMENT", default_value = "auto")]
+    job_containment: baton_exec::ContainmentMode,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -171,7 +176,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: store.clone(),
         data_dir: data.clone(),
         executors: baton_sched::Executors {
-            local: Arc::new(LocalExecutor::new(exe, vec!["__supervise".into()])),
+            local: Arc::new(LocalExecutor::with_containment(
+                exe,
+                vec!["__supervise".into()],
+                baton_exec::Containment::detect(args.job_containment)?,
+            )),
             agents: Some(agents.clone()),
             docker,
             remote,

@@ -1,4 +1,6 @@
-//! Cancel and timeout kill the whole process group; a lost supervisor is retried or `broken`.
+//! Cancel and timeout kill the whole process tree (the job's cgroup where the machine has a
+//! usable cgroup v2, and the forced process-group fallback); a lost supervisor is retried or
+//! `broken`.
 
 mod common;
 
@@ -16,6 +18,7 @@ const SPAWNER: &str = r#"
       ( sleep 1000 & echo $! >> "$pids"; wait ) &
       echo $! >> "$pids"
       echo $$ >> "$pids"
+      while [ "$(wc -l < "$pids")" -lt 6 ]; do sleep 0.01; done
       touch "$pids.ready"
       wait
 "#;
@@ -80,7 +83,21 @@ async fn assert_all_gone(pids: &[i32]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_kills_the_whole_process_group() {
-    let s = Server::start(&config());
+    cancel_kills_the_tree(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_kills_the_tree_with_the_process_group_fallback() {
+    cancel_kills_the_tree(&["--job-containment", "process-group"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_kills_the_tree_with_the_process_group_fallback() {
+    timeout_kills_the_tree(&["--job-containment", "process-group"]).await;
+}
+
+async fn cancel_kills_the_tree(serve_args: &[&str]) {
+    let s = Server::start_with(&config(), serve_args);
     let pids_file = s.root.path().join("pids");
     let ps = pids_file.to_str().unwrap();
     let id = id_of(&s.trigger("spawner", &[("pids", ps)]).await);
@@ -111,7 +128,11 @@ async fn cancel_kills_the_whole_process_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_jams_and_kills_the_tree() {
-    let s = Server::start(&config());
+    timeout_kills_the_tree(&[]).await;
+}
+
+async fn timeout_kills_the_tree(serve_args: &[&str]) {
+    let s = Server::start_with(&config(), serve_args);
     let pids_file = s.root.path().join("pids");
     let ps = pids_file.to_str().unwrap();
     let id = id_of(&s.trigger("hang", &[("pids", ps)]).await);

@@ -411,6 +411,49 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         self.kill_leftovers();
+        self.remove_job_cgroups();
+    }
+}
+
+impl Server {
+    /// Removes the cgroups that `process.json` files under the data dir (the server's jobs and
+    /// those of agents working there) name, so jobs cut short by the end of a test leave
+    /// nothing behind on the machine.
+    fn remove_job_cgroups(&self) {
+        fn walk(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_name() == "process.json" {
+                    found.push(p);
+                } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&p, depth - 1, found);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        walk(&self.data, 5, &mut records);
+        for path in records {
+            let rec: Value = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            if let Some(cg) = rec["cgroup"].as_str()
+                && cg.contains("/baton-jobs/job-")
+            {
+                let cg = Path::new(cg);
+                let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+                // Killed processes leave the cgroup asynchronously: a bounded retry.
+                for _ in 0..100 {
+                    if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 }
 
