@@ -426,11 +426,17 @@ pipelines:
     assert_eq!(p.env["STAGE"], "prod");
     assert_eq!(
         p.on_error.as_ref().map(|o| o.script.as_str()),
-        Some("echo \"${failedTaskName}\" failed")
+        Some("echo \"${failedTaskName?not passed as an argument to this run}\" failed")
     );
-    assert_eq!(p.tasks["a"].script, "echo \"${who}\"");
+    assert_eq!(
+        p.tasks["a"].script,
+        "echo \"${who?not passed as an argument to this run}\""
+    );
     assert!(p.tasks["a"].allow_failure);
-    assert_eq!(p.tasks["b"].script, "true\necho \"${who}\"");
+    assert_eq!(
+        p.tasks["b"].script,
+        "true\necho \"${who?not passed as an argument to this run}\""
+    );
 }
 
 #[test]
