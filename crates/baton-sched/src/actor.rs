@@ -718,10 +718,7 @@ impl Actor {
                         .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
                     // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
                     // on_error script that names it does not stop on an unset variable.
-                    run.row
-                        .args
-                        .entry("failedTaskStderr".into())
-                        .or_default();
+                    run.row.args.entry("failedTaskStderr".into()).or_default();
                     run.row.jobs.push(job);
                 }
                 Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),

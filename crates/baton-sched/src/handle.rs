@@ -25,7 +25,9 @@ pub enum SchedError {
     #[error("run {0} not found")]
     RunNotFound(i64),
     /// The wait list is full: the trigger is refused (recorded as `skipped` run `run`).
-    #[error("trigger refused: {reason} (recorded as skipped run {run}; trigger again once a run ends)")]
+    #[error(
+        "trigger refused: {reason} (recorded as skipped run {run}; trigger again once a run ends)"
+    )]
     WaitListFull { run: i64, reason: String },
     #[error("run {id} is {status} and cannot be canceled")]
     NotCancelable { id: i64, status: String },

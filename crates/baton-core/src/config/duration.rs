@@ -217,7 +217,10 @@ mod tests {
             parse_duration_in("1m30s", SECONDS_UP),
             Ok(Duration::from_secs(90))
         );
-        assert_eq!(parse_duration_in("2µs", ALL_UNITS), Ok(Duration::from_micros(2)));
+        assert_eq!(
+            parse_duration_in("2µs", ALL_UNITS),
+            Ok(Duration::from_micros(2))
+        );
     }
 
     proptest! {

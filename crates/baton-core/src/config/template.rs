@@ -254,9 +254,8 @@ mod tests {
     #[test]
     fn rewritten_references_run_under_bash() {
         let value = "a  b $(echo pwned) `id` ' \" * \\ ${HOME}";
-        let script = rewrite_templates(
-            "printf '%s|' {{ .v }} \"{{ .v }}\" 'x{{ .v }}y'\nprintf 'end'",
-        );
+        let script =
+            rewrite_templates("printf '%s|' {{ .v }} \"{{ .v }}\" 'x{{ .v }}y'\nprintf 'end'");
         let out = bash(&script, &[("v", value)]);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(

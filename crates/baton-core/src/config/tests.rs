@@ -186,7 +186,9 @@ fn bad_duration_names_its_key_and_units() {
         err.contains("pipelines.yml:3:18: start_delay: invalid duration \"-1s\": expected a positive number followed by ms, s, m, h, d or w"),
         "{err}"
     );
-    let cfg = ok("pipelines:\n  p:\n    start_delay: 250ms\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n");
+    let cfg = ok(
+        "pipelines:\n  p:\n    start_delay: 250ms\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n",
+    );
     assert_eq!(
         cfg.pipelines["p"].start_delay,
         Some(Duration::from_millis(250))

@@ -77,7 +77,10 @@ fn append_queues_until_the_wait_list_is_full() {
     let open = vec![run(1, true), run(2, false)];
     assert!(matches!(
         admit("x", &p, &open, None, None, t(0)),
-        Admit::Queue { displaces: None, .. }
+        Admit::Queue {
+            displaces: None,
+            ..
+        }
     ));
     let open = vec![run(1, true), run(2, false), run(3, false)];
     assert_eq!(
@@ -554,7 +557,14 @@ fn start_delay_runs_are_on_the_wait_list() {
         }
     );
     assert_eq!(
-        admit("x", &p2, &[delayed(1, 1, None), delayed(2, 1, None)], None, None, t(0)),
+        admit(
+            "x",
+            &p2,
+            &[delayed(1, 1, None), delayed(2, 1, None)],
+            None,
+            None,
+            t(0)
+        ),
         Admit::Queue {
             not_before: Some(t(1)),
             displaces: Some(Displace::Replace(2))

@@ -98,7 +98,10 @@ impl Actor {
         let row = self.store.insert_run(&new).await?;
         self.changed = true;
         if let Some(reason) = refused {
-            return Err(SchedError::WaitListFull { run: row.id, reason });
+            return Err(SchedError::WaitListFull {
+                run: row.id,
+                reason,
+            });
         }
         match displaces {
             Some(Displace::Replace(old)) => {
