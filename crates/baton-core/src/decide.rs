@@ -1,5 +1,6 @@
-//! Scheduling decisions as pure functions: admission of a trigger (skip, debounce, wait-list
-//! append/replace, partitioned replace, start_delay), which queued job goes to which free worker
+//! Scheduling decisions as pure functions: admission of a trigger (skip or supersede, debounce,
+//! wait-list append/replace/refuse, partitioned replace, start_delay), which tasks a success
+//! chains to, which queued job goes to which free worker
 //! (priority, then age), which pipeline jobs are ready (DAG order), and why a run waits.
 //!
 //! The scheduler actor gathers the facts, calls these, and applies the answers.
@@ -27,9 +28,10 @@ pub struct Admission {
 /// What happens to a trigger when `concurrency` runs are already queued or active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueuePolicy {
-    /// py4CI default: the trigger is skipped.
+    /// py4CI default: no wait list. A trigger supersedes a run that has not started yet (it
+    /// ends `skipped`); while every slot runs, the trigger is skipped.
     Skip,
-    /// Wait in line; `None` is unbounded. When full the trigger is skipped.
+    /// Wait in line; `None` is unbounded. When full the trigger is refused.
     Append { limit: Option<u32> },
     /// Wait in line; when full the newest waiting run is replaced.
     Replace { limit: Option<u32> },
@@ -89,6 +91,18 @@ pub struct OpenRun {
     /// Started (holds or held a worker) rather than waiting.
     pub active: bool,
     pub partition: Option<String>,
+    /// It may not start before this (`start_delay`).
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A waiting run that a new one takes the place of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Displace {
+    /// prunner's `replace`: the waiting run becomes `canceled` ("canceled: replaced by run N").
+    Replace(i64),
+    /// py4CI: a run still queued (not started) becomes `skipped` ("skipped: superseded by run
+    /// N").
+    Supersede(i64),
 }
 
 /// The answer to a trigger.
@@ -97,15 +111,23 @@ pub enum Admit {
     /// Queue the run; it may start from `not_before` on.
     Queue {
         not_before: Option<DateTime<Utc>>,
-        /// A waiting run this one replaces (it becomes `canceled`).
-        replaces: Option<i64>,
+        /// A waiting run this one takes the place of.
+        displaces: Option<Displace>,
     },
     /// Record the run as `skipped` with this reason.
     Skip { reason: String },
+    /// Refuse the trigger: the wait list is full. The reason says so and gives the limit; the
+    /// caller tells whoever triggered that it was refused (and may keep a `skipped` record).
+    Refuse { reason: String },
 }
 
 /// Decides what a trigger of `name` becomes, given the runs of it that have not ended (oldest
 /// first) and its last start.
+///
+/// The wait list (prunner's) is every run that waits out its `start_delay`, plus the waiting
+/// runs beyond the free concurrency slots: a waiting run without a delay takes a free slot
+/// (oldest first) and starts as soon as a worker is free, like a run prunner started at once.
+/// A new run needs the wait list when no slot is free or when it has a `start_delay` itself.
 pub fn admit(
     name: &str,
     policy: &Admission,
@@ -130,15 +152,11 @@ pub fn admit(
         .start_delay
         .filter(|d| !d.is_zero())
         .map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
-    let queue = |replaces| Admit::Queue {
+    let queue = |displaces| Admit::Queue {
         not_before,
-        replaces,
+        displaces,
     };
     let capacity = policy.concurrency as usize;
-    if open.len() < capacity {
-        return queue(None);
-    }
-    let waiting: Vec<&OpenRun> = open.iter().filter(|r| !r.active).collect();
     let busy_reason = || match open.iter().find(|r| r.active) {
         Some(r) => format!("a run of `{name}` is already running (run {})", r.id),
         None => format!(
@@ -146,55 +164,85 @@ pub fn admit(
             open.first().map_or(0, |r| r.id)
         ),
     };
-    // Runs beyond the concurrency limit are the wait list.
-    let in_wait_list = open.len() - capacity;
+    let active = open.iter().filter(|r| r.active).count();
+    let mut free = capacity.saturating_sub(active);
+    let mut wait_list: Vec<&OpenRun> = Vec::new();
+    for r in open.iter().filter(|r| !r.active) {
+        let delayed = r.not_before.is_some_and(|t| t > now);
+        if !delayed && free > 0 {
+            free -= 1;
+        } else {
+            wait_list.push(r);
+        }
+    }
+    let needs_wait_list = free == 0 || not_before.is_some();
+    let full = |limit: u32, waiting: usize| {
+        let what = if limit == 0 {
+            format!("`{name}` keeps no wait list (limit 0)")
+        } else {
+            format!("the wait list of `{name}` is full ({waiting} of {limit} waiting)")
+        };
+        Admit::Refuse {
+            reason: format!("{what}; {}", busy_reason()),
+        }
+    };
     match policy.queue {
-        QueuePolicy::Skip => Admit::Skip {
-            reason: format!("skipped: {}", busy_reason()),
-        },
-        QueuePolicy::Append { limit } => match limit {
-            Some(l) if in_wait_list >= l as usize => Admit::Skip {
-                reason: format!(
-                    "skipped: the wait list of `{name}` is full ({in_wait_list} of {l} waiting); {}",
-                    busy_reason()
-                ),
+        // No wait list: every open run holds a slot. py4CI: a new trigger supersedes a run
+        // that has not started yet; while every slot runs, it is skipped.
+        QueuePolicy::Skip if open.len() < capacity => queue(None),
+        QueuePolicy::Skip => match open.iter().rev().find(|r| !r.active) {
+            Some(queued) => queue(Some(Displace::Supersede(queued.id))),
+            None => Admit::Skip {
+                reason: format!("skipped: {}", busy_reason()),
             },
+        },
+        _ if !needs_wait_list => queue(None),
+        QueuePolicy::Append { limit } => match limit {
+            Some(l) if wait_list.len() >= l as usize => full(l, wait_list.len()),
             _ => queue(None),
         },
         QueuePolicy::Replace { limit } => match limit {
-            Some(l) if in_wait_list >= l as usize => match waiting.last() {
-                Some(newest) if l > 0 => queue(Some(newest.id)),
-                _ => Admit::Skip {
-                    reason: format!("skipped: `{name}` queues no runs; {}", busy_reason()),
-                },
+            Some(0) => full(0, 0),
+            Some(l) if wait_list.len() >= l as usize => match wait_list.last() {
+                Some(newest) => queue(Some(Displace::Replace(newest.id))),
+                None => full(l, 0),
             },
             _ => queue(None),
         },
         QueuePolicy::PartitionedReplace { limit } => {
-            let in_partition: Vec<&&OpenRun> = waiting
+            let in_partition: Vec<&&OpenRun> = wait_list
                 .iter()
                 .filter(|r| r.partition.as_deref() == partition)
                 .collect();
-            if in_partition.len() >= limit as usize {
-                match in_partition.last() {
-                    Some(newest) => queue(Some(newest.id)),
-                    None => Admit::Skip {
-                        reason: format!("skipped: {}", busy_reason()),
-                    },
-                }
-            } else {
+            if in_partition.len() < limit as usize {
                 queue(None)
+            } else {
+                match in_partition.last() {
+                    Some(newest) => queue(Some(Displace::Replace(newest.id))),
+                    None => full(limit, 0),
+                }
             }
         }
     }
 }
 
 /// The tasks to trigger when a run of `parent` succeeds: every enabled task whose
-/// `triggered_by` names it, in name order.
-pub fn chain_targets(tasks: &BTreeMap<String, TaskDef>, parent: &str) -> Vec<String> {
+/// `triggered_by` names it and whose other listed tasks all succeeded in their latest run (py4CI
+/// waits for all of them), in name order. `latest` holds each task's latest finished status;
+/// `parent` counts as a success.
+pub fn chain_targets(
+    tasks: &BTreeMap<String, TaskDef>,
+    parent: &str,
+    latest: &BTreeMap<String, Status>,
+) -> Vec<String> {
     tasks
         .values()
         .filter(|t| t.enabled && t.after_tasks.iter().any(|a| a == parent))
+        .filter(|t| {
+            t.after_tasks
+                .iter()
+                .all(|a| a == parent || latest.get(a) == Some(&Status::Success))
+        })
         .map(|t| t.name.clone())
         .collect()
 }

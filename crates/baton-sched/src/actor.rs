@@ -10,17 +10,19 @@ use tokio::sync::{mpsc, watch};
 
 use baton_core::config::Config;
 use baton_core::config::NetworkMode;
-use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
+use baton_core::decide::{self, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
 use baton_exec::{
     ContainerSpec, Executor, ExitRecord, Health, JobSpec, Network, Outcome, Reattached, RunningJob,
 };
-use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
+use baton_store::{Change, JobRow, RunFolders, RunRow, Store};
 
 use crate::Executors;
 use crate::handle::{Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState};
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
+
+mod trigger;
 
 struct Worker {
     name: String,
@@ -47,6 +49,9 @@ pub(crate) struct Actor {
     workers: Vec<Worker>,
     runs: BTreeMap<i64, LiveRun>,
     last_start: BTreeMap<String, DateTime<Utc>>,
+    /// Each task's latest run that started and ended: (run id, status). Loaded from the
+    /// store at start, so chaining after a restart knows how every listed task last ended.
+    latest_ends: BTreeMap<String, (i64, Status)>,
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
     ended_seq: u64,
@@ -87,47 +92,6 @@ fn build_workers(config: &Config) -> Vec<Worker> {
             .collect();
     }
     workers
-}
-
-fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
-    let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
-    let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
-    match kind {
-        Some(TargetKind::Task) => task(),
-        Some(TargetKind::Pipeline) => pipeline(),
-        None => task().or_else(pipeline),
-    }
-}
-
-/// Why an argument name is refused, if it is. Arguments become environment variables of the
-/// job, so a name must not be one that bash, the dynamic loader or common programs read as
-/// configuration (`BASH_ENV`, `LD_PRELOAD`, `PATH`, `PERL5OPT`, …): argument names start with a
-/// lower-case letter or `_`, and the few lower-case names programs read are refused too.
-fn arg_name_problem(name: &str) -> Option<&'static str> {
-    let mut chars = name.chars();
-    let first = chars.next()?;
-    if !(first.is_ascii_lowercase() || first == '_') {
-        return Some(
-            "argument names start with a lower-case letter or _ (upper-case names such as PATH or BASH_ENV belong to the environment programs read)",
-        );
-    }
-    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Some(
-            "argument names are letters, digits and _ (they become environment variables)",
-        );
-    }
-    const READ_BY_PROGRAMS: [&str; 6] = [
-        "http_proxy",
-        "https_proxy",
-        "ftp_proxy",
-        "all_proxy",
-        "no_proxy",
-        "_",
-    ];
-    if READ_BY_PROGRAMS.contains(&name) {
-        return Some("this name is read by programs as configuration; pick another");
-    }
-    None
 }
 
 fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option<String>) {
@@ -179,6 +143,7 @@ impl Actor {
             generation,
             runs: BTreeMap::new(),
             last_start: BTreeMap::new(),
+            latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
             ended_seq: 0,
@@ -196,6 +161,7 @@ impl Actor {
             self.reload((*self.file_config).clone());
         }
         self.last_start = self.store.last_starts().await?;
+        self.latest_ends = self.store.latest_task_ends().await?;
         self.marks = self.store.schedule_marks().await?;
         let now = Utc::now();
         self.ended_seq = now.timestamp_millis() as u64;
@@ -554,117 +520,6 @@ impl Actor {
         }
     }
 
-    async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
-        let def = lookup(&self.config, &req.target, req.kind)
-            .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
-        self.admit_and_record(req, def).await
-    }
-
-    async fn admit_and_record(
-        &mut self,
-        req: TriggerRequest,
-        def: TargetDef,
-    ) -> Result<RunRow, SchedError> {
-        if let TargetDef::Task(t) = &def
-            && !t.enabled
-        {
-            return Err(SchedError::Disabled(t.name.clone()));
-        }
-        for name in req.args.keys() {
-            if let Some(why) = arg_name_problem(name) {
-                return Err(SchedError::BadArgument {
-                    name: name.clone(),
-                    why: why.into(),
-                });
-            }
-        }
-        let now = Utc::now();
-        let partition = LiveRun::partition(&req.args);
-        let open: Vec<OpenRun> = self
-            .runs
-            .values()
-            .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
-            .map(|r| OpenRun {
-                id: r.row.id,
-                active: r.is_active(),
-                partition: r.row.partition.clone(),
-            })
-            .collect();
-        let decision = decide::admit(
-            &req.target,
-            &def.admission(),
-            &open,
-            self.last_start.get(&req.target).copied(),
-            partition.as_deref(),
-            now,
-        );
-        let (status, reason, not_before, replaces) = match decision {
-            Admit::Queue {
-                not_before,
-                replaces,
-            } => (Status::Queued, None, not_before, replaces),
-            Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None),
-        };
-        let new = NewRun {
-            kind: def.kind(),
-            target: req.target.clone(),
-            trigger: req.trigger,
-            args: req.args.clone(),
-            tags: def.tags(),
-            definition: serde_json::to_value(&def).unwrap_or_default(),
-            status,
-            reason,
-            priority: def.priority(),
-            partition,
-            enqueued_at: now,
-            not_before,
-            jobs: def
-                .job_names(&req.target)
-                .into_iter()
-                .map(|name| NewJob { name })
-                .collect(),
-            ancestors: req.ancestors.clone(),
-        };
-        let row = self.store.insert_run(&new).await?;
-        self.changed = true;
-        if let Some(old) = replaces {
-            self.replace(old, row.id, now).await;
-            self.flush().await;
-        }
-        if status == Status::Queued {
-            self.runs.insert(row.id, LiveRun::new(row.clone(), def));
-        }
-        Ok(row)
-    }
-
-    /// A waiting run that a newer trigger replaced becomes `canceled`.
-    async fn replace(&mut self, old: i64, by: i64, now: DateTime<Utc>) {
-        let Some(run) = self.runs.get_mut(&old) else {
-            return;
-        };
-        let reason = format!("canceled: replaced by run {by}");
-        let mut changes = Vec::new();
-        for j in run
-            .row
-            .jobs
-            .iter_mut()
-            .filter(|j| j.status == Status::Queued)
-        {
-            j.status = Status::Canceled;
-            j.reason = Some(reason.clone());
-            changes.push(job_change(j, Some(now)));
-        }
-        changes.push(Change::Run {
-            id: old,
-            status: Status::Canceled,
-            reason: Some(reason),
-            started_at: None,
-            ended_at: Some(now),
-        });
-        self.runs.remove(&old);
-        self.persist(changes).await;
-    }
-
     async fn rerun(&mut self, id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
         let old = self
             .store
@@ -861,6 +716,9 @@ impl Actor {
                     run.row
                         .args
                         .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
+                    // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
+                    // on_error script that names it does not stop on an unset variable.
+                    run.row.args.entry("failedTaskStderr".into()).or_default();
                     run.row.jobs.push(job);
                 }
                 Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
@@ -937,9 +795,7 @@ impl Actor {
             // The end is on disk before its consequences (chained runs) exist.
             self.flush().await;
             let run = self.runs.remove(&run_id).expect("run present");
-            if status == Status::Success && run.row.kind == TargetKind::Task {
-                self.chain(&run.row).await;
-            }
+            self.task_ended(&run.row).await;
             if let TargetDef::Pipeline(p) = &run.def {
                 self.retain(p.name.as_str(), p.retention_count, p.retention_period, now)
                     .await;
@@ -970,27 +826,6 @@ impl Actor {
                 }
             }
             Err(e) => tracing::error!(pipeline = name, "cannot prune old runs: {e}"),
-        }
-    }
-
-    /// Triggers the tasks whose `triggered_by` names this one.
-    async fn chain(&mut self, parent: &RunRow) {
-        let children = decide::chain_targets(&self.config.tasks, &parent.target);
-        for child in children {
-            let req = TriggerRequest {
-                target: child.clone(),
-                kind: Some(TargetKind::Task),
-                args: parent.args.clone(),
-                trigger: TriggerKind::Chained,
-                ancestors: vec![parent.id],
-            };
-            if let Err(e) = self.trigger(req).await {
-                tracing::warn!(
-                    task = child,
-                    parent = parent.id,
-                    "chained trigger failed: {e}"
-                );
-            }
         }
     }
 

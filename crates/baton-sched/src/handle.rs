@@ -24,6 +24,11 @@ pub enum SchedError {
     BadArgument { name: String, why: String },
     #[error("run {0} not found")]
     RunNotFound(i64),
+    /// The wait list is full: the trigger is refused (recorded as `skipped` run `run`).
+    #[error(
+        "trigger refused: {reason} (recorded as skipped run {run}; trigger again once a run ends)"
+    )]
+    WaitListFull { run: i64, reason: String },
     #[error("run {id} is {status} and cannot be canceled")]
     NotCancelable { id: i64, status: String },
     #[error("could not record the change: {0}")]

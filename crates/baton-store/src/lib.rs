@@ -520,6 +520,32 @@ impl Store {
             .collect()
     }
 
+    /// Each task's latest run that started and ended (the one that ended last): its id and
+    /// status. Chaining asks whether every task a `triggered_by` lists last succeeded.
+    pub async fn latest_task_ends(&self) -> Result<BTreeMap<String, (i64, Status)>> {
+        let rows = sqlx::query(
+            "SELECT target, id, status FROM (
+                SELECT target, id, status, ROW_NUMBER() OVER (
+                    PARTITION BY target ORDER BY ended_at DESC, id DESC) AS n
+                FROM runs
+                WHERE kind = 'task' AND started_at IS NOT NULL AND ended_at IS NOT NULL)
+             WHERE n = 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("target")?,
+                    (
+                        r.try_get("id")?,
+                        parse::<Status>("runs", r.try_get::<&str, _>("status")?)?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     /// The last fired slot of each timed task.
     pub async fn schedule_marks(&self) -> Result<BTreeMap<String, DateTime<Utc>>> {
         let rows = sqlx::query("SELECT target, last_slot FROM schedule_marks")

@@ -372,3 +372,56 @@ async fn search_finds_text_in_targets_reasons_and_args() {
     assert!(find("1_2").await.is_empty());
     assert_eq!(find("%").await, vec![a.id]);
 }
+
+/// A run that ends (with `started`) at `at` milliseconds.
+fn end_run(id: i64, status: Status, at: i64) -> Change {
+    Change::Run {
+        id,
+        status,
+        reason: None,
+        started_at: (status != Status::Skipped).then(|| from_ms(at - 1)),
+        ended_at: Some(from_ms(at)),
+    }
+}
+
+#[tokio::test]
+async fn latest_task_ends_is_the_run_that_ended_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = Store::open(&path).await.unwrap();
+    let mut ids = Vec::new();
+    for target in ["a", "a", "a", "b", "b"] {
+        ids.push(
+            store
+                .insert_run(&new_run(target, Status::Queued))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut pipeline = new_run("p", Status::Queued);
+    pipeline.kind = TargetKind::Pipeline;
+    let p = store.insert_run(&pipeline).await.unwrap().id;
+    store
+        .apply(&[
+            // a: the older run ends after the newer one; a later run that never started is
+            // not a result.
+            end_run(ids[1], Status::Success, 1_000),
+            end_run(ids[0], Status::Failed, 2_000),
+            end_run(ids[2], Status::Skipped, 3_000),
+            end_run(ids[3], Status::Success, 1_000),
+            end_run(p, Status::Success, 1_000),
+        ])
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let latest = store.latest_task_ends().await.unwrap();
+    assert_eq!(
+        latest,
+        BTreeMap::from([
+            ("a".to_string(), (ids[0], Status::Failed)),
+            ("b".to_string(), (ids[3], Status::Success)),
+        ])
+    );
+}

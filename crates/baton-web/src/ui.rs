@@ -1301,6 +1301,10 @@ async fn trigger(
             let t = trigger_form(&a, nav, kind, &name, &e.to_string()).await?;
             Ok((StatusCode::BAD_REQUEST, render(&t)).into_response())
         }
+        Err(e @ SchedError::WaitListFull { .. }) => {
+            let t = trigger_form(&a, nav, kind, &name, &e.to_string()).await?;
+            Ok((StatusCode::CONFLICT, render(&t)).into_response())
+        }
         Err(e) => Err(e.into()),
     }
 }

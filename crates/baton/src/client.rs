@@ -98,7 +98,7 @@ impl Client {
         follow: bool,
     ) -> anyhow::Result<ExitCode> {
         let body = json!({ "args": args });
-        let run = match self
+        let answer = match self
             .post_json(&format!("/tasks/{name}/trigger"), body.clone())
             .await
         {
@@ -107,9 +107,21 @@ impl Client {
                     .is_some_and(|f| f.code == "unknown_target") =>
             {
                 self.post_json(&format!("/pipelines/{name}/trigger"), body)
-                    .await?
+                    .await
             }
-            other => other?,
+            other => other,
+        };
+        let run = match answer {
+            Err(e) => match e.downcast_ref::<ApiFailure>() {
+                // Refused: the wait list is full. Nothing will run; say so and exit as for a
+                // skipped run.
+                Some(f) if f.code == "wait_list_full" => {
+                    eprintln!("{name}: {}", f.message);
+                    return Ok(exit_for("skipped"));
+                }
+                _ => return Err(e),
+            },
+            Ok(run) => run,
         };
         let id = run["id"]
             .as_i64()

@@ -186,3 +186,49 @@ fn py4ci_fixture_validates() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
 }
+
+/// A bad duration names its key and lists the units that key takes: `start_delay` takes `ms`
+/// too, py4CI's `timeout` does not.
+#[test]
+fn bad_duration_names_key_and_units() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pipelines.yml");
+    std::fs::write(
+        &file,
+        "pipelines:\n  p:\n    start_delay: -1s\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let want = format!(
+        "{}:3:18: start_delay: invalid duration \"-1s\": expected a positive number followed by ms, s, m, h, d or w",
+        file.display()
+    );
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "expected the line\n{want}\ngot:\n{stderr}"
+    );
+
+    let tasks = tmp.path().join("tasks.yaml");
+    std::fs::write(&tasks, "tasks:\n  a:\n    command: x\n    timeout: 100ms\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&tasks)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let want = format!(
+        "{}:4:14: timeout: invalid duration \"100ms\": expected a positive number followed by s, m, h, d or w",
+        file.with_file_name("tasks.yaml").display()
+    );
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "expected the line\n{want}\ngot:\n{stderr}"
+    );
+}

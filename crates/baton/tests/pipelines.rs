@@ -77,6 +77,21 @@ pipelines:
         depends_on: [one_ok]
       one_ok:
         script: ["echo fine"]
+  unknownvar:
+    on_error:
+      script:
+        - echo "handling {{{{ .failedTaskName }}}}{{{{ .failedTaskStderr }}}}"
+        - echo "{{{{ .does_not_exist_and_error }}}}"
+        - echo "after the unknown variable"
+    tasks:
+      bad:
+        script: ["exit 3"]
+  needs_val:
+    tasks:
+      show:
+        script:
+          - echo "v={{{{ .val }}}}"
+          - echo after
 "#,
         slow_gate = gate("never_created"),
     )
@@ -285,4 +300,38 @@ async fn on_error_runs_once_with_the_failed_task() {
     assert_eq!(status(on_error[0]), "success", "{run:#}");
     let log = s.log_text(id, Some("on_error")).await;
     assert_eq!(log, "failed=one code=5\n");
+}
+
+/// prunner fails a task whose template names a variable that was not passed (its tests assert
+/// it for an `on_error` handler): the job fails, its log names the variable, and the script stops
+/// there.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_template_variable_fails_the_job_and_names_it() {
+    let s = Server::start(&config());
+    let id = id_of(&s.trigger_pipeline("unknownvar", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "failed", "{run:#}");
+    let on_error = job(&run, "on_error");
+    assert_eq!(status(on_error), "failed", "{run:#}");
+    let log = s.log_text(id, Some("on_error")).await;
+    assert!(log.starts_with("handling bad\n"), "{log}");
+    assert!(
+        log.contains("does_not_exist_and_error: not passed as an argument to this run"),
+        "the log must name the variable: {log}"
+    );
+    assert!(!log.contains("after the unknown variable"), "{log}");
+
+    let id = id_of(&s.trigger_pipeline("needs_val", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "failed", "{run:#}");
+    let log = s.log_text(id, Some("show")).await;
+    assert!(
+        log.contains("val: not passed as an argument to this run") && !log.contains("after"),
+        "{log}"
+    );
+    // Passed (even empty), it is a value.
+    let id = id_of(&s.trigger_pipeline("needs_val", &[("val", "")]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    assert_eq!(s.log_text(id, Some("show")).await, "v=\nafter\n");
 }

@@ -1,4 +1,5 @@
-//! Runs of tasks: CLI trigger and exit codes, chaining, skip and wait lists, reruns, listing.
+//! Runs of tasks: CLI trigger and exit codes, chaining, skip and wait lists (a full one refuses),
+//! reruns, listing.
 
 mod common;
 
@@ -209,9 +210,22 @@ async fn skip_when_running_and_wait_list_append() {
         reason(&w2_run).contains(&format!("waiting for run {w1}")),
         "queued reason: {w2_run:#}"
     );
-    let w3 = s.trigger("wl", &[("gate", gs)]).await;
-    assert_eq!(status(&w3), "skipped", "{w3:#}");
-    assert!(reason(&w3).contains("wait list"), "{w3:#}");
+    // The third finds the wait list full: refused.
+    let (st, w3) = s
+        .post(
+            "/tasks/wl/trigger",
+            serde_json::json!({"args": {"gate": gs}}),
+        )
+        .await;
+    assert_eq!(st, 409, "{w3:#}");
+    assert_eq!(w3["error"]["code"], "wait_list_full", "{w3:#}");
+    assert!(
+        w3["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the wait list of `wl` is full (1 of 1 waiting)"),
+        "{w3:#}"
+    );
 
     std::fs::write(&g, "").unwrap();
     let r1 = s.wait_run(first).await;

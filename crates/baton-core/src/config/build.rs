@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::duration::parse_duration;
+use super::duration::{MILLIS_UP, SECONDS_UP, invalid_duration, parse_duration_in};
 use super::model::{
     Config, ContainerDef, CronSchedule, NetworkMode, OnError, PipelineDef, PipelineTask,
     QueueStrategy, RepoTrigger, ServerConfig, SsoKind, SsoProvider, TaskDef, UserClaim, WaitList,
@@ -363,30 +363,25 @@ impl Diags<'_> {
         }
     }
 
-    fn duration(&mut self, e: Option<Entry<'_>>) -> Option<Duration> {
+    /// A duration in one of `units` (a bare integer is seconds). An error names the key and
+    /// lists the units it takes: `start_delay: invalid duration "-1s": expected a positive
+    /// number followed by ms, s, m, h, d or w`.
+    fn duration(&mut self, e: Option<Entry<'_>>, units: &[&str]) -> Option<Duration> {
         let e = e?;
-        match &e.value.value {
-            Value::Int(i) => match u64::try_from(*i) {
-                Ok(secs) => Some(Duration::from_secs(secs)),
-                Err(_) => {
-                    self.err(
-                        e.value_loc(),
-                        format!(
-                            "invalid duration \"{i}\": expected a number followed by s, m, h, d or w"
-                        ),
-                    );
-                    None
-                }
-            },
-            Value::Str(s) => match parse_duration(s) {
-                Ok(d) => Some(d),
-                Err(msg) => {
-                    self.err(e.value_loc(), msg);
-                    None
-                }
-            },
+        let parsed = match &e.value.value {
+            Value::Int(i) => u64::try_from(*i)
+                .map(Duration::from_secs)
+                .map_err(|_| invalid_duration(&i.to_string(), units)),
+            Value::Str(s) => parse_duration_in(s, units),
             _ => {
                 self.type_err(e, "a duration");
+                return None;
+            }
+        };
+        match parsed {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.err(e.value_loc(), format!("{}: {msg}", e.name));
                 None
             }
         }
@@ -737,7 +732,7 @@ fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
         listen: d.string(fields.get("listen")),
         jwt_secret: d.string(fields.get("jwt_secret")),
         local_workers: d.uint(fields.get("local_workers"), 1),
-        kill_grace: d.duration(fields.get("kill_grace")),
+        kill_grace: d.duration(fields.get("kill_grace"), MILLIS_UP),
         agent_queues: d
             .string_list(fields.get("agent_queues"))
             .map(|l| l.into_iter().map(|(q, _)| q).collect())
@@ -771,7 +766,7 @@ fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
         },
         auth: build_auth(d, fields.get("auth")),
         heartbeat_timeout: {
-            let t = d.duration(fields.get("heartbeat_timeout"));
+            let t = d.duration(fields.get("heartbeat_timeout"), SECONDS_UP);
             if let (Some(t), Some(entry)) = (t, fields.get("heartbeat_timeout"))
                 && t.is_zero()
             {
@@ -1075,9 +1070,9 @@ fn build_task(
         description: d.string(f.get("description")).unwrap_or_default(),
         queues: queues.into_iter().map(|(q, _)| q).collect(),
         tags: d.plain_list(f.get("tags")),
-        period: d.duration(f.get("period")),
+        period: d.duration(f.get("period"), SECONDS_UP),
         schedule,
-        debounce: d.duration(f.get("debounce")),
+        debounce: d.duration(f.get("debounce"), SECONDS_UP),
         priority: d
             .integer(f.get("priority"))
             .and_then(|p| {
@@ -1090,7 +1085,7 @@ fn build_task(
                 r.ok()
             })
             .unwrap_or(0),
-        timeout: d.duration(f.get("timeout")),
+        timeout: d.duration(f.get("timeout"), SECONDS_UP),
         command,
         authorized_users: d.plain_list(f.get("authorized_users")),
         after_tasks: after_tasks.into_iter().map(|(t, _)| t).collect(),
@@ -1500,7 +1495,7 @@ fn build_pipeline(d: &mut Diags<'_>, e: Entry<'_>, refs: &mut Refs) -> Option<Pi
             "queue_partition_limit is not allowed if queue_strategy=append|replace, use queue_limit instead",
         );
     }
-    let start_delay = d.duration(f.get("start_delay"));
+    let start_delay = d.duration(f.get("start_delay"), MILLIS_UP);
     if start_delay.is_some_and(|s| !s.is_zero())
         && queue_limit == Some(0)
         && let Some(entry) = f.get("start_delay")
@@ -1531,7 +1526,7 @@ fn build_pipeline(d: &mut Diags<'_>, e: Entry<'_>, refs: &mut Refs) -> Option<Pi
             .boolean(f.get("continue_running_tasks_after_failure"))
             .unwrap_or(false),
         on_error,
-        retention_period: d.duration(f.get("retention_period")),
+        retention_period: d.duration(f.get("retention_period"), SECONDS_UP),
         retention_count: d.uint(f.get("retention_count"), 0),
         env: d.string_map(f.get("env"), &what),
         queues: queues.into_iter().map(|(q, _)| q).collect(),

@@ -7,18 +7,54 @@
 //!   fractional (`15s`, `1m30s`, `500ms`, `1.5h`, `250us`, `10ns`).
 //!
 //! A bare integer (`"30"`, or a YAML integer in the config) means seconds; `"0"` is zero.
+//!
+//! Each config key accepts a set of units ([`SECONDS_UP`] for py4CI's keys, [`MILLIS_UP`] for
+//! `start_delay` and `kill_grace`), and its error message lists exactly those.
 
 use std::time::Duration;
 
-/// Parses a duration (see the [module docs](self)).
+/// Every unit the parser knows, smallest first.
+pub const ALL_UNITS: &[&str] = &["ns", "us", "ms", "s", "m", "h", "d", "w"];
+/// Seconds and up: py4CI's `{n}s|m|h|d|w` (`period`, `debounce`, `timeout`, …).
+pub const SECONDS_UP: &[&str] = &["s", "m", "h", "d", "w"];
+/// Milliseconds and up (`start_delay`, `kill_grace`).
+pub const MILLIS_UP: &[&str] = &["ms", "s", "m", "h", "d", "w"];
+
+/// `["ms", "s", "h"]` → `"ms, s or h"`.
+fn unit_list(units: &[&str]) -> String {
+    match units.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The message for a value that is not a duration in `units`:
+/// `invalid duration "5x": expected a positive number followed by s, m, h, d or w`.
+#[must_use]
+pub fn invalid_duration(s: &str, units: &[&str]) -> String {
+    format!(
+        "invalid duration {s:?}: expected a positive number followed by {}",
+        unit_list(units)
+    )
+}
+
+/// Parses a duration in any unit the parser knows (see the [module docs](self)).
+///
+/// # Errors
+/// As [`parse_duration_in`] with [`ALL_UNITS`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, ALL_UNITS)
+}
+
+/// Parses a duration whose units are all in `units` (`µs`/`μs` count as `us`).
 ///
 /// # Errors
 /// Returns a message of the form
-/// `invalid duration "5x": expected a number followed by s, m, h, d or w` when `s` is not a
-/// duration, and a similar message when it overflows.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid duration {s:?}: expected a number followed by s, m, h, d or w");
+/// `invalid duration "5x": expected a positive number followed by s, m, h, d or w` (listing
+/// `units`) when `s` is not such a duration, and a similar message when it overflows.
+pub fn parse_duration_in(s: &str, units: &[&str]) -> Result<Duration, String> {
+    let invalid = || invalid_duration(s, units);
     let text = s.trim();
     if text.is_empty() {
         return Err(invalid());
@@ -40,6 +76,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
+        let canonical = match unit {
+            "µs" | "μs" => "us",
+            u => u,
+        };
+        if !units.contains(&canonical) {
+            return Err(invalid());
+        }
         let unit_nanos: u128 = match unit {
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,
@@ -143,7 +186,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        let msg = "invalid duration \"5x\": expected a number followed by s, m, h, d or w";
+        let msg = "invalid duration \"5x\": expected a positive number followed by ns, us, ms, s, m, h, d or w";
         assert_eq!(parse_duration("5x"), Err(msg.to_owned()));
         for bad in [
             "", " ", "s", "h1", "-1s", "1.2.3s", ".s", "1 h", "1hh", "1m30",
@@ -152,6 +195,32 @@ mod tests {
         }
         assert!(parse_duration("99999999999999999999w").is_err());
         assert!(parse_duration("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn each_key_lists_its_own_units() {
+        assert_eq!(
+            parse_duration_in("-1s", MILLIS_UP),
+            Err("invalid duration \"-1s\": expected a positive number followed by ms, s, m, h, d or w".to_owned())
+        );
+        assert_eq!(
+            parse_duration_in("500ms", MILLIS_UP),
+            Ok(Duration::from_millis(500))
+        );
+        // A unit the key does not take is refused, and the message says which it takes.
+        assert_eq!(
+            parse_duration_in("500ms", SECONDS_UP),
+            Err("invalid duration \"500ms\": expected a positive number followed by s, m, h, d or w".to_owned())
+        );
+        assert!(parse_duration_in("10us", MILLIS_UP).is_err());
+        assert_eq!(
+            parse_duration_in("1m30s", SECONDS_UP),
+            Ok(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration_in("2µs", ALL_UNITS),
+            Ok(Duration::from_micros(2))
+        );
     }
 
     proptest! {

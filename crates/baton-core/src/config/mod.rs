@@ -36,7 +36,10 @@ mod node;
 mod template;
 
 pub use build::check_base_url;
-pub use duration::{format_duration, parse_duration};
+pub use duration::{
+    ALL_UNITS, MILLIS_UP, SECONDS_UP, format_duration, invalid_duration, parse_duration,
+    parse_duration_in,
+};
 pub use model::*;
 pub use template::{rewrite_templates, template_vars};
 

@@ -254,8 +254,9 @@ pub struct OnError {
 pub struct PipelineTask {
     pub name: String,
     /// The `script` lines joined with newlines. Every prunner template reference `{{ .name }}`
-    /// has been rewritten at load time to `"${name}"`, so an argument's value reaches the shell
-    /// only as the value of an environment variable, never as shell syntax.
+    /// has been rewritten at load time to `"${name?…}"`, so an argument's value reaches the
+    /// shell only as the value of an environment variable, never as shell syntax, and a
+    /// reference to an argument that was not passed fails the job with a message naming it.
     pub script: String,
     pub depends_on: Vec<String>,
     pub env: BTreeMap<String, String>,

@@ -2,9 +2,11 @@
 //!
 //! prunner renders each script line with Go `text/template`, so `{{ .name }}` pastes a job
 //! variable into shell text. Baton supports only plain references and rewrites them at load time
-//! to `"${name}"`: the executor passes job variables as environment variables, so a value reaches
-//! the shell as data, never as shell syntax. Anything else inside `{{ }}` (functions, pipes,
-//! nested fields) is reported by the loader as unsupported.
+//! to `"${name?…}"`: the executor passes job variables as environment variables, so a value
+//! reaches the shell as data, never as shell syntax, and a variable that was not passed stops the
+//! script with a message naming it (as prunner's `missingkey=error` fails the task), e.g.
+//! `script.sh: line 2: version: not passed as an argument to this run`. Anything else inside
+//! `{{ }}` (functions, pipes, nested fields) is reported by the loader as unsupported.
 
 /// One `{{ … }}` action found in a script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +103,21 @@ fn track(mut q: Quote, text: &str) -> Quote {
     q
 }
 
+/// What bash (or any POSIX shell) prints after `name: ` when a referenced variable is unset.
+/// Plain words only: it is expanded inside `${name?…}`, so no quotes, `$`, `` ` `` or `}`.
+pub const UNSET_MESSAGE: &str = "not passed as an argument to this run";
+
 /// Rewrites every `{{ .name }}` / `{{.name}}` in `script` to a quoted expansion of the
-/// environment variable `name`, whatever quoting surrounds it, so the value is never split,
-/// globbed or parsed: `"${name}"` outside quotes, `${name}` inside double quotes, and
-/// `'"${name}"'` inside single quotes. Other `{{ … }}` actions are left as written (the loader
-/// rejects scripts that contain any).
+/// environment variable `name` that fails when it is unset (`${name?…}`), whatever quoting
+/// surrounds it, so the value is never split, globbed or parsed: `"${name?…}"` outside quotes,
+/// `${name?…}` inside double quotes, and `'"${name?…}"'` inside single quotes. Other `{{ … }}`
+/// actions are left as written (the loader rejects scripts that contain any).
 ///
 /// ```
 /// use baton_core::config::rewrite_templates;
-/// assert_eq!(rewrite_templates("echo {{ .name }}"), "echo \"${name}\"");
-/// assert_eq!(rewrite_templates("echo \"v={{ .name }}\""), "echo \"v=${name}\"");
+/// let m = "not passed as an argument to this run";
+/// assert_eq!(rewrite_templates("echo {{ .name }}"), format!("echo \"${{name?{m}}}\""));
+/// assert_eq!(rewrite_templates("echo \"v={{ .name }}\""), format!("echo \"v=${{name?{m}}}\""));
 /// ```
 #[must_use]
 pub fn rewrite_templates(script: &str) -> String {
@@ -120,11 +127,14 @@ pub fn rewrite_templates(script: &str) -> String {
         out.push_str(literal);
         q = track(q, literal);
         match action {
-            Some(Action::Var(name)) => match q {
-                Quote::None => out.push_str(&format!("\"${{{name}}}\"")),
-                Quote::Double => out.push_str(&format!("${{{name}}}")),
-                Quote::Single => out.push_str(&format!("'\"${{{name}}}\"'")),
-            },
+            Some(Action::Var(name)) => {
+                let expansion = format!("${{{name}?{UNSET_MESSAGE}}}");
+                match q {
+                    Quote::None => out.push_str(&format!("\"{expansion}\"")),
+                    Quote::Double => out.push_str(&expansion),
+                    Quote::Single => out.push_str(&format!("'\"{expansion}\"'")),
+                }
+            }
             Some(Action::Unsupported(text)) => {
                 out.push_str(text);
                 q = track(q, text);
@@ -154,13 +164,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The expansion a reference to `name` becomes (without the quotes around it).
+    fn e(name: &str) -> String {
+        format!("${{{name}?{UNSET_MESSAGE}}}")
+    }
+
+    /// `text` with `$v` standing for the expansion of `v`.
+    fn with_v(text: &str) -> String {
+        text.replace("$v", &e("v"))
+    }
+
     #[test]
     fn rewrites_references() {
-        assert_eq!(rewrite_templates("echo {{ .name }}"), "echo \"${name}\"");
-        assert_eq!(rewrite_templates("echo {{.name}}!"), "echo \"${name}\"!");
+        assert_eq!(
+            rewrite_templates("echo {{ .name }}"),
+            format!("echo \"{}\"", e("name"))
+        );
+        assert_eq!(
+            rewrite_templates("echo {{.name}}!"),
+            format!("echo \"{}\"!", e("name"))
+        );
         assert_eq!(
             rewrite_templates("a={{ .a_1 }} b={{.B}}"),
-            "a=\"${a_1}\" b=\"${B}\""
+            format!("a=\"{}\" b=\"{}\"", e("a_1"), e("B"))
         );
         assert_eq!(rewrite_templates("no templates"), "no templates");
         assert_eq!(rewrite_templates(""), "");
@@ -170,15 +196,15 @@ mod tests {
     fn quoting_context_is_respected() {
         assert_eq!(
             rewrite_templates("echo \"a {{ .v }} b\" {{ .v }}"),
-            "echo \"a ${v} b\" \"${v}\""
+            with_v("echo \"a $v b\" \"$v\"")
         );
         assert_eq!(
             rewrite_templates("echo 'x {{ .v }}' \\\"{{ .v }}"),
-            "echo 'x '\"${v}\"'' \\\"\"${v}\""
+            with_v("echo 'x '\"$v\"'' \\\"\"$v\"")
         );
         assert_eq!(
             rewrite_templates("echo \"it's {{.v}}\"; echo '\"' {{.v}}"),
-            "echo \"it's ${v}\"; echo '\"' \"${v}\""
+            with_v("echo \"it's $v\"; echo '\"' \"$v\"")
         );
     }
 
@@ -187,7 +213,10 @@ mod tests {
         let s = "x {{ .a | printf \"%q\" }} {{ .b.c }} {{ len .x }} {{ .1a }} {{ .n }} {{ open";
         assert_eq!(
             rewrite_templates(s),
-            "x {{ .a | printf \"%q\" }} {{ .b.c }} {{ len .x }} {{ .1a }} \"${n}\" {{ open"
+            format!(
+                "x {{{{ .a | printf \"%q\" }}}} {{{{ .b.c }}}} {{{{ len .x }}}} {{{{ .1a }}}} \"{}\" {{{{ open",
+                e("n")
+            )
         );
         assert_eq!(
             unsupported_templates(s),
@@ -209,6 +238,56 @@ mod tests {
         );
     }
 
+    /// Runs `script` as the supervisor does (`bash -eo pipefail`), with `env` only.
+    fn bash(script: &str, env: &[(&str, &str)]) -> std::process::Output {
+        std::process::Command::new("bash")
+            .args(["-eo", "pipefail", "-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .expect("bash runs")
+    }
+
+    /// The rewrite under a real bash: a value is printed as data in every quoting context, and
+    /// a variable that was not passed stops the script with a message naming it.
+    #[test]
+    fn rewritten_references_run_under_bash() {
+        let value = "a  b $(echo pwned) `id` ' \" * \\ ${HOME}";
+        let script =
+            rewrite_templates("printf '%s|' {{ .v }} \"{{ .v }}\" 'x{{ .v }}y'\nprintf 'end'");
+        let out = bash(&script, &[("v", value)]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{value}|{value}|x{value}y|end")
+        );
+        // An empty value is a value (Go templates print it as empty too).
+        let out = bash(&script, &[("v", "")]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "||xy|end");
+
+        for template in [
+            "echo {{ .does_not_exist }}",
+            "echo \"x {{ .does_not_exist }}\" || true",
+            "echo 'x {{.does_not_exist}}'",
+            "y=$(echo {{ .does_not_exist }})",
+        ] {
+            let script = format!("{}\necho after", rewrite_templates(template));
+            let out = bash(&script, &[]);
+            assert!(!out.status.success(), "{template}: {out:?}");
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).contains("after"),
+                "{template}: the script went on: {out:?}"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("does_not_exist: not passed as an argument to this run"),
+                "{template}: {stderr}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn text_without_braces_is_unchanged(s in "[^{}]{0,40}") {
@@ -219,7 +298,7 @@ mod tests {
         #[test]
         fn references_become_env_vars(name in "[A-Za-z_][A-Za-z0-9_]{0,10}", sp in " {0,2}") {
             let script = format!("echo {{{{{sp}.{name}{sp}}}}}");
-            prop_assert_eq!(rewrite_templates(&script), format!("echo \"${{{name}}}\""));
+            prop_assert_eq!(rewrite_templates(&script), format!("echo \"{}\"", e(&name)));
             prop_assert_eq!(template_vars(&script), vec![name]);
         }
     }

@@ -165,7 +165,37 @@ fn bad_duration_position() {
     let errs = errors("tasks:\n  a:\n    command: x\n    period: 5x\n");
     assert_eq!(
         errs,
-        vec!["4:13: invalid duration \"5x\": expected a number followed by s, m, h, d or w"]
+        vec![
+            "4:13: period: invalid duration \"5x\": expected a positive number followed by s, m, h, d or w"
+        ]
+    );
+}
+
+/// A bad duration names its key and lists the units that key takes (`start_delay` takes `ms`
+/// too; py4CI's keys take s, m, h, d or w).
+#[test]
+fn bad_duration_names_its_key_and_units() {
+    let yaml = "pipelines:\n  p:\n    start_delay: -1s\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n";
+    let err = load_str(Path::new("pipelines.yml"), yaml)
+        .expect_err("a negative start_delay is an error")
+        .to_string();
+    assert!(
+        err.contains("pipelines.yml:3:18: start_delay: invalid duration \"-1s\": expected a positive number followed by ms, s, m, h, d or w"),
+        "{err}"
+    );
+    let cfg = ok(
+        "pipelines:\n  p:\n    start_delay: 250ms\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n",
+    );
+    assert_eq!(
+        cfg.pipelines["p"].start_delay,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        errors("tasks:\n  a:\n    command: x\n    debounce: 500ms\n    timeout: -3\n"),
+        vec![
+            "4:15: debounce: invalid duration \"500ms\": expected a positive number followed by s, m, h, d or w",
+            "5:14: timeout: invalid duration \"-3\": expected a positive number followed by s, m, h, d or w",
+        ]
     );
 }
 
@@ -237,7 +267,7 @@ pipelines:
         "3:14: unknown variable \"nope\" in command",
         "4:15: expected an integer for \"priority\", found a string",
         "5:3: task \"two\" has no \"command\"",
-        "7:14: invalid duration \"3 days\": expected a number followed by s, m, h, d or w",
+        "7:14: timeout: invalid duration \"3 days\": expected a positive number followed by s, m, h, d or w",
         "10:14: no worker serves queue \"gpu\"",
         "11:18: \"concurrency\" must be >= 1, found 0",
         "13:15: unknown task \"ghost\" in triggered_by",
@@ -395,11 +425,17 @@ pipelines:
     assert_eq!(p.env["STAGE"], "prod");
     assert_eq!(
         p.on_error.as_ref().map(|o| o.script.as_str()),
-        Some("echo \"${failedTaskName}\" failed")
+        Some("echo \"${failedTaskName?not passed as an argument to this run}\" failed")
     );
-    assert_eq!(p.tasks["a"].script, "echo \"${who}\"");
+    assert_eq!(
+        p.tasks["a"].script,
+        "echo \"${who?not passed as an argument to this run}\""
+    );
     assert!(p.tasks["a"].allow_failure);
-    assert_eq!(p.tasks["b"].script, "true\necho \"${who}\"");
+    assert_eq!(
+        p.tasks["b"].script,
+        "true\necho \"${who?not passed as an argument to this run}\""
+    );
 }
 
 #[test]

@@ -13,6 +13,17 @@ fn run(id: i64, active: bool) -> OpenRun {
         id,
         active,
         partition: None,
+        not_before: None,
+    }
+}
+
+/// A run waiting out its start_delay until `t(until)`.
+fn delayed(id: i64, until: i64, partition: Option<&str>) -> OpenRun {
+    OpenRun {
+        id,
+        active: false,
+        partition: partition.map(str::to_owned),
+        not_before: Some(t(until)),
     }
 }
 
@@ -32,7 +43,7 @@ fn skip_when_a_run_is_already_running() {
         admit("deploy", &p, &[], None, None, t(0)),
         Admit::Queue {
             not_before: None,
-            replaces: None
+            displaces: None
         }
     );
     match admit("deploy", &p, &[run(41, true)], None, None, t(0)) {
@@ -66,13 +77,18 @@ fn append_queues_until_the_wait_list_is_full() {
     let open = vec![run(1, true), run(2, false)];
     assert!(matches!(
         admit("x", &p, &open, None, None, t(0)),
-        Admit::Queue { replaces: None, .. }
+        Admit::Queue {
+            displaces: None,
+            ..
+        }
     ));
     let open = vec![run(1, true), run(2, false), run(3, false)];
-    match admit("x", &p, &open, None, None, t(0)) {
-        Admit::Skip { reason } => assert!(reason.contains("wait list of `x` is full (2 of 2")),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        admit("x", &p, &open, None, None, t(0)),
+        Admit::Refuse {
+            reason: "the wait list of `x` is full (2 of 2 waiting); a run of `x` is already running (run 1)".into()
+        }
+    );
 }
 
 #[test]
@@ -83,7 +99,7 @@ fn replace_replaces_the_newest_waiting_run() {
         admit("x", &p, &open, None, None, t(0)),
         Admit::Queue {
             not_before: None,
-            replaces: Some(2)
+            displaces: Some(Displace::Replace(2))
         }
     );
 }
@@ -97,20 +113,21 @@ fn partitioned_replace_counts_per_partition() {
             id: 2,
             active: false,
             partition: Some("a".into()),
+            not_before: None,
         },
     ];
     assert_eq!(
         admit("x", &p, &open, None, Some("b"), t(0)),
         Admit::Queue {
             not_before: None,
-            replaces: None
+            displaces: None
         }
     );
     assert_eq!(
         admit("x", &p, &open, None, Some("a"), t(0)),
         Admit::Queue {
             not_before: None,
-            replaces: Some(2)
+            displaces: Some(Displace::Replace(2))
         }
     );
 }
@@ -123,7 +140,7 @@ fn start_delay_sets_not_before() {
         admit("x", &p, &[], None, None, t(0)),
         Admit::Queue {
             not_before: Some(t(15)),
-            replaces: None
+            displaces: None
         }
     );
 }
@@ -345,19 +362,100 @@ proptest! {
         let mut open: Vec<OpenRun> = Vec::new();
         for i in 0..triggers as i64 {
             match admit("x", &p, &open, None, None, t(i)) {
-                Admit::Queue { replaces, .. } => {
-                    if let Some(r) = replaces {
+                Admit::Queue { displaces, .. } => {
+                    if let Some(d) = displaces {
+                        let Displace::Replace(r) = d else {
+                            return Err(TestCaseError::fail("supersede under a wait list"));
+                        };
                         prop_assert!(replace);
                         let pos = open.iter().position(|o| o.id == r).unwrap();
                         prop_assert!(!open[pos].active);
                         open.remove(pos);
                     }
                     let active = open.iter().filter(|o| o.active).count() < conc as usize;
-                    open.push(OpenRun { id: i, active, partition: None });
+                    open.push(OpenRun { id: i, active, partition: None, not_before: None });
                 }
-                Admit::Skip { .. } => {}
+                Admit::Refuse { .. } => prop_assert!(!replace || limit == 0),
+                Admit::Skip { .. } => return Err(TestCaseError::fail("a wait list skips nothing")),
             }
             prop_assert!(open.len() <= (conc + limit) as usize);
+        }
+    }
+
+    /// With start delays, time passing, runs starting and ending: after every admission the
+    /// wait list (delayed runs, and waiting runs beyond the free slots) holds at most `limit`
+    /// runs, a displaced run never had started, replace never refuses a non-zero limit, and
+    /// the default policy never leaves two runs queued beyond the slots.
+    #[test]
+    fn wait_list_bounds_hold_with_delays(
+        limit in 0u32..3,
+        conc in 1u32..3,
+        delay in prop::sample::select(vec![0u64, 1500, 3000]),
+        strategy in 0usize..3,
+        steps in prop::collection::vec((0i64..3, any::<bool>(), any::<bool>()), 1..25),
+    ) {
+        let queue = match strategy {
+            0 => QueuePolicy::Append { limit: Some(limit) },
+            1 => QueuePolicy::Replace { limit: Some(limit) },
+            _ => QueuePolicy::Skip,
+        };
+        let p = Admission {
+            concurrency: conc,
+            queue,
+            debounce: None,
+            start_delay: Some(Duration::from_millis(delay)),
+        };
+        let mut open: Vec<OpenRun> = Vec::new();
+        let mut now = t(0);
+        for (i, (advance, start, end)) in steps.into_iter().enumerate() {
+            now += chrono::Duration::seconds(advance);
+            // Runs whose delay is over start, oldest first, while slots are free.
+            if start {
+                let mut slots = (conc as usize).saturating_sub(open.iter().filter(|r| r.active).count());
+                for r in open.iter_mut().filter(|r| !r.active) {
+                    if slots > 0 && r.not_before.is_none_or(|t| t <= now) {
+                        r.active = true;
+                        slots -= 1;
+                    }
+                }
+            }
+            if end && let Some(pos) = open.iter().position(|r| r.active) {
+                open.remove(pos);
+            }
+            let id = i as i64;
+            match admit("x", &p, &open, None, None, now) {
+                Admit::Queue { not_before, displaces } => {
+                    match displaces {
+                        Some(Displace::Replace(_)) => prop_assert_eq!(strategy, 1),
+                        Some(Displace::Supersede(_)) => prop_assert_eq!(strategy, 2),
+                        None => {}
+                    }
+                    if let Some(Displace::Replace(old) | Displace::Supersede(old)) = displaces {
+                        let pos = open.iter().position(|o| o.id == old).unwrap();
+                        prop_assert!(!open[pos].active, "displaced a started run");
+                        open.remove(pos);
+                    }
+                    open.push(OpenRun { id, active: false, partition: None, not_before });
+                }
+                Admit::Refuse { .. } => prop_assert!(strategy == 0 || limit == 0),
+                Admit::Skip { .. } => prop_assert_eq!(strategy, 2),
+            }
+            let active = open.iter().filter(|r| r.active).count();
+            let mut free = (conc as usize).saturating_sub(active);
+            let mut waiting = 0;
+            for r in open.iter().filter(|r| !r.active) {
+                if r.not_before.is_none_or(|t| t <= now) && free > 0 {
+                    free -= 1;
+                } else {
+                    waiting += 1;
+                }
+            }
+            if strategy == 2 {
+                // The default keeps no wait list: every open run holds a slot.
+                prop_assert!(open.len() <= conc as usize, "{open:?}");
+            } else {
+                prop_assert!(waiting <= limit as usize, "{waiting} waiting over {limit}: {open:?}");
+            }
         }
     }
 
@@ -389,7 +487,205 @@ fn chaining_follows_triggered_by_of_enabled_tasks() {
         "tasks:\n  build: {command: make}\n  test: {command: make test, triggered_by: [{task: build}]}\n  deploy: {command: deploy, triggered_by: [{task: build}], enabled: false}\n  docs: {command: docs, triggered_by: [{task: test}]}\n",
     )
     .expect("valid config");
-    assert_eq!(chain_targets(&config.tasks, "build"), vec!["test"]);
-    assert_eq!(chain_targets(&config.tasks, "test"), vec!["docs"]);
-    assert!(chain_targets(&config.tasks, "docs").is_empty());
+    let none = BTreeMap::new();
+    assert_eq!(chain_targets(&config.tasks, "build", &none), vec!["test"]);
+    assert_eq!(chain_targets(&config.tasks, "test", &none), vec!["docs"]);
+    assert!(chain_targets(&config.tasks, "docs", &none).is_empty());
+}
+
+/// py4CI: a task listed after several tasks runs when one of them succeeds and every listed
+/// task's latest run is a success.
+#[test]
+fn chaining_waits_for_every_listed_task() {
+    let config = crate::config::load_str(
+        std::path::Path::new("c.yaml"),
+        "tasks:\n  lint: {command: x}\n  test: {command: x}\n  deploy: {command: x, triggered_by: [{task: lint}, {task: test}]}\n",
+    )
+    .expect("valid config");
+    let latest = |pairs: &[(&str, Status)]| -> BTreeMap<String, Status> {
+        pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    };
+    // test never ran: lint's success alone does not deploy.
+    assert!(chain_targets(&config.tasks, "lint", &latest(&[("lint", Status::Success)])).is_empty());
+    // test's latest run failed.
+    let failed = latest(&[("lint", Status::Success), ("test", Status::Failed)]);
+    assert!(chain_targets(&config.tasks, "lint", &failed).is_empty());
+    // Both succeeded last: either one's success deploys.
+    let both = latest(&[("lint", Status::Success), ("test", Status::Success)]);
+    assert_eq!(chain_targets(&config.tasks, "lint", &both), vec!["deploy"]);
+    assert_eq!(chain_targets(&config.tasks, "test", &both), vec!["deploy"]);
+    // The run that just succeeded counts whatever the map says about it.
+    let stale = latest(&[("lint", Status::Failed), ("test", Status::Success)]);
+    assert_eq!(chain_targets(&config.tasks, "lint", &stale), vec!["deploy"]);
+}
+
+fn prunner_policy(queue: QueuePolicy, start_delay_ms: u64) -> Admission {
+    Admission {
+        concurrency: 1,
+        queue,
+        debounce: None,
+        start_delay: Some(Duration::from_millis(start_delay_ms)),
+    }
+}
+
+/// prunner: runs waiting out their start_delay are on the wait list, so `replace` replaces
+/// them (prunner's TestPipelineRunner_ScheduleAsync_WithStartDelayNoQueueAndReplace…).
+#[test]
+fn start_delay_runs_are_on_the_wait_list() {
+    let p = prunner_policy(QueuePolicy::Replace { limit: Some(1) }, 1000);
+    assert_eq!(
+        admit("x", &p, &[], None, None, t(0)),
+        Admit::Queue {
+            not_before: Some(t(1)),
+            displaces: None
+        }
+    );
+    assert_eq!(
+        admit("x", &p, &[delayed(1, 1, None)], None, None, t(0)),
+        Admit::Queue {
+            not_before: Some(t(1)),
+            displaces: Some(Displace::Replace(1))
+        }
+    );
+    // Limit 2: the second waits too, the third replaces the second.
+    let p2 = prunner_policy(QueuePolicy::Replace { limit: Some(2) }, 1000);
+    assert_eq!(
+        admit("x", &p2, &[delayed(1, 1, None)], None, None, t(0)),
+        Admit::Queue {
+            not_before: Some(t(1)),
+            displaces: None
+        }
+    );
+    assert_eq!(
+        admit(
+            "x",
+            &p2,
+            &[delayed(1, 1, None), delayed(2, 1, None)],
+            None,
+            None,
+            t(0)
+        ),
+        Admit::Queue {
+            not_before: Some(t(1)),
+            displaces: Some(Displace::Replace(2))
+        }
+    );
+    // Once its delay is over and it runs, it is off the wait list: the next one waits.
+    assert_eq!(
+        admit("x", &p, &[run(1, true)], None, None, t(2)),
+        Admit::Queue {
+            not_before: Some(t(3)),
+            displaces: None
+        }
+    );
+    // Append with the delayed run on a wait list of 1: refused.
+    let a = prunner_policy(QueuePolicy::Append { limit: Some(1) }, 1000);
+    assert!(matches!(
+        admit("x", &a, &[delayed(1, 1, None)], None, None, t(0)),
+        Admit::Refuse { .. }
+    ));
+}
+
+/// prunner's TestPipelineRunner_ScheduleAsync_PartitionedReplaceWorksAsExpected: a(1) b(2)
+/// c(1) d(2) all wait out their delay; e(2) replaces d; f(1) replaces c.
+#[test]
+fn partitioned_replace_counts_delayed_runs() {
+    let p = prunner_policy(QueuePolicy::PartitionedReplace { limit: 2 }, 50);
+    let mut open: Vec<OpenRun> = Vec::new();
+    let mut canceled = Vec::new();
+    for (id, part) in [(1, "1"), (2, "2"), (3, "1"), (4, "2"), (5, "2"), (6, "1")] {
+        match admit("x", &p, &open, None, Some(part), t(0)) {
+            Admit::Queue {
+                not_before,
+                displaces,
+            } => {
+                if let Some(Displace::Replace(old)) = displaces {
+                    open.retain(|r| r.id != old);
+                    canceled.push(old);
+                }
+                open.push(OpenRun {
+                    not_before,
+                    ..delayed(id, 0, Some(part))
+                });
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(canceled, vec![4, 3]);
+    assert_eq!(
+        open.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![1, 2, 5, 6]
+    );
+}
+
+/// prunner refuses a trigger that finds the wait list full (`append`) or that would have to
+/// wait when `queue_limit` is 0 (`append` or `replace`); the reason gives the limit.
+#[test]
+fn full_wait_list_refuses() {
+    let a0 = policy(QueuePolicy::Append { limit: Some(0) });
+    let r0 = policy(QueuePolicy::Replace { limit: Some(0) });
+    for p in [&a0, &r0] {
+        // A free slot needs no wait list.
+        assert!(matches!(
+            admit("x", p, &[], None, None, t(0)),
+            Admit::Queue { .. }
+        ));
+        assert_eq!(
+            admit("x", p, &[run(7, true)], None, None, t(0)),
+            Admit::Refuse {
+                reason: "`x` keeps no wait list (limit 0); a run of `x` is already running (run 7)"
+                    .into()
+            }
+        );
+    }
+    let a1 = policy(QueuePolicy::Append { limit: Some(1) });
+    assert_eq!(
+        admit("x", &a1, &[run(7, true), run(8, false)], None, None, t(0)),
+        Admit::Refuse {
+            reason: "the wait list of `x` is full (1 of 1 waiting); a run of `x` is already running (run 7)".into()
+        }
+    );
+}
+
+/// py4CI (Baton's default): a new trigger supersedes a run still queued; one that runs makes
+/// it skip.
+#[test]
+fn a_new_trigger_supersedes_a_queued_run() {
+    let p = policy(QueuePolicy::Skip);
+    assert_eq!(
+        admit("t", &p, &[run(3, false)], None, None, t(0)),
+        Admit::Queue {
+            not_before: None,
+            displaces: Some(Displace::Supersede(3))
+        }
+    );
+    assert!(matches!(
+        admit("t", &p, &[run(3, true)], None, None, t(0)),
+        Admit::Skip { .. }
+    ));
+    let p2 = Admission {
+        concurrency: 2,
+        ..p.clone()
+    };
+    assert_eq!(
+        admit("t", &p2, &[run(3, true), run(4, false)], None, None, t(0)),
+        Admit::Queue {
+            not_before: None,
+            displaces: Some(Displace::Supersede(4))
+        }
+    );
+    assert!(matches!(
+        admit("t", &p2, &[run(3, true)], None, None, t(0)),
+        Admit::Queue {
+            displaces: None,
+            ..
+        }
+    ));
+    // Debounce still skips first.
+    let mut d = p.clone();
+    d.debounce = Some(Duration::from_secs(60));
+    assert!(matches!(
+        admit("t", &d, &[run(3, false)], Some(t(0)), None, t(1)),
+        Admit::Skip { .. }
+    ));
 }

@@ -1,0 +1,232 @@
+//! Triggers: admission of a new run (skip, supersede, wait lists, refusal), the runs it
+//! displaces, and chaining to the tasks whose `triggered_by` lists a task that succeeded.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use baton_core::config::Config;
+use baton_core::decide::{self, Admit, Displace, OpenRun};
+use baton_core::run::{Status, TargetKind, TriggerKind};
+use baton_store::{Change, NewJob, NewRun, RunRow};
+
+use super::{Actor, job_change};
+use crate::handle::{SchedError, TriggerRequest};
+use crate::jobs::{LiveRun, TargetDef};
+
+impl Actor {
+    pub(super) async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
+        let def = lookup(&self.config, &req.target, req.kind)
+            .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
+        self.admit_and_record(req, def).await
+    }
+
+    async fn admit_and_record(
+        &mut self,
+        req: TriggerRequest,
+        def: TargetDef,
+    ) -> Result<RunRow, SchedError> {
+        if let TargetDef::Task(t) = &def
+            && !t.enabled
+        {
+            return Err(SchedError::Disabled(t.name.clone()));
+        }
+        for name in req.args.keys() {
+            if let Some(why) = arg_name_problem(name) {
+                return Err(SchedError::BadArgument {
+                    name: name.clone(),
+                    why: why.into(),
+                });
+            }
+        }
+        let now = Utc::now();
+        let partition = LiveRun::partition(&req.args);
+        let open: Vec<OpenRun> = self
+            .runs
+            .values()
+            .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
+            .map(|r| OpenRun {
+                id: r.row.id,
+                active: r.is_active(),
+                partition: r.row.partition.clone(),
+                not_before: r.row.not_before,
+            })
+            .collect();
+        let decision = decide::admit(
+            &req.target,
+            &def.admission(),
+            &open,
+            self.last_start.get(&req.target).copied(),
+            partition.as_deref(),
+            now,
+        );
+        let (status, reason, not_before, displaces, refused) = match decision {
+            Admit::Queue {
+                not_before,
+                displaces,
+            } => (Status::Queued, None, not_before, displaces, None),
+            Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
+            // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
+            Admit::Refuse { reason } => (
+                Status::Skipped,
+                Some(format!("refused: {reason}")),
+                None,
+                None,
+                Some(reason),
+            ),
+        };
+        let new = NewRun {
+            kind: def.kind(),
+            target: req.target.clone(),
+            trigger: req.trigger,
+            args: req.args.clone(),
+            tags: def.tags(),
+            definition: serde_json::to_value(&def).unwrap_or_default(),
+            status,
+            reason,
+            priority: def.priority(),
+            partition,
+            enqueued_at: now,
+            not_before,
+            jobs: def
+                .job_names(&req.target)
+                .into_iter()
+                .map(|name| NewJob { name })
+                .collect(),
+            ancestors: req.ancestors.clone(),
+        };
+        let row = self.store.insert_run(&new).await?;
+        self.changed = true;
+        if let Some(reason) = refused {
+            return Err(SchedError::WaitListFull {
+                run: row.id,
+                reason,
+            });
+        }
+        match displaces {
+            Some(Displace::Replace(old)) => {
+                let why = format!("canceled: replaced by run {}", row.id);
+                self.displace(old, Status::Canceled, why, now).await;
+                self.flush().await;
+            }
+            Some(Displace::Supersede(old)) => {
+                let why = format!("skipped: superseded by run {}", row.id);
+                self.displace(old, Status::Skipped, why, now).await;
+                self.flush().await;
+            }
+            None => {}
+        }
+        if status == Status::Queued {
+            self.runs.insert(row.id, LiveRun::new(row.clone(), def));
+        }
+        Ok(row)
+    }
+
+    /// A waiting run that a newer trigger takes the place of ends with `status` (`canceled`
+    /// when replaced from a wait list, `skipped` when superseded) and `reason`.
+    async fn displace(&mut self, old: i64, status: Status, reason: String, now: DateTime<Utc>) {
+        let Some(run) = self.runs.get_mut(&old) else {
+            return;
+        };
+        let mut changes = Vec::new();
+        for j in run
+            .row
+            .jobs
+            .iter_mut()
+            .filter(|j| j.status == Status::Queued)
+        {
+            j.status = status;
+            j.reason = Some(reason.clone());
+            changes.push(job_change(j, Some(now)));
+        }
+        changes.push(Change::Run {
+            id: old,
+            status,
+            reason: Some(reason),
+            started_at: None,
+            ended_at: Some(now),
+        });
+        self.runs.remove(&old);
+        self.persist(changes).await;
+    }
+
+    /// Records how a task's run that started has ended (for chaining), then, on success,
+    /// triggers the tasks whose `triggered_by` lists it and whose other listed tasks last
+    /// succeeded too. The chained run's ancestors are those latest runs.
+    pub(super) async fn task_ended(&mut self, run: &RunRow) {
+        if run.kind != TargetKind::Task || run.started_at.is_none() {
+            return;
+        }
+        self.latest_ends
+            .insert(run.target.clone(), (run.id, run.status));
+        if run.status != Status::Success {
+            return;
+        }
+        let latest: BTreeMap<String, Status> = self
+            .latest_ends
+            .iter()
+            .map(|(name, (_, status))| (name.clone(), *status))
+            .collect();
+        let children = decide::chain_targets(&self.config.tasks, &run.target, &latest);
+        for child in children {
+            let mut ancestors: Vec<i64> = self.config.tasks[&child]
+                .after_tasks
+                .iter()
+                .filter_map(|a| self.latest_ends.get(a).map(|(id, _)| *id))
+                .collect();
+            ancestors.sort_unstable();
+            ancestors.dedup();
+            let req = TriggerRequest {
+                target: child.clone(),
+                kind: Some(TargetKind::Task),
+                args: run.args.clone(),
+                trigger: TriggerKind::Chained,
+                ancestors,
+            };
+            if let Err(e) = self.trigger(req).await {
+                tracing::warn!(task = child, parent = run.id, "chained trigger failed: {e}");
+            }
+        }
+    }
+}
+
+fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
+    let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
+    let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
+    match kind {
+        Some(TargetKind::Task) => task(),
+        Some(TargetKind::Pipeline) => pipeline(),
+        None => task().or_else(pipeline),
+    }
+}
+
+/// Why an argument name is refused, if it is. Arguments become environment variables of the
+/// job, so a name must not be one that bash, the dynamic loader or common programs read as
+/// configuration (`BASH_ENV`, `LD_PRELOAD`, `PATH`, `PERL5OPT`, …): argument names start with a
+/// lower-case letter or `_`, and the few lower-case names programs read are refused too.
+fn arg_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    if !(first.is_ascii_lowercase() || first == '_') {
+        return Some(
+            "argument names start with a lower-case letter or _ (upper-case names such as PATH or BASH_ENV belong to the environment programs read)",
+        );
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Some(
+            "argument names are letters, digits and _ (they become environment variables)",
+        );
+    }
+    const READ_BY_PROGRAMS: [&str; 6] = [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "all_proxy",
+        "no_proxy",
+        "_",
+    ];
+    if READ_BY_PROGRAMS.contains(&name) {
+        return Some("this name is read by programs as configuration; pick another");
+    }
+    None
+}
