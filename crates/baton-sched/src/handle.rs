@@ -20,8 +20,8 @@ pub enum SchedError {
     UnknownTarget(String),
     #[error("task `{0}` is disabled (by its config or by an administrator)")]
     Disabled(String),
-    #[error("invalid argument {name:?}: {why}")]
-    BadArgument { name: String, why: String },
+    #[error("{0}")]
+    BadArgument(#[from] baton_core::args::ArgError),
     #[error("run {0} not found")]
     RunNotFound(i64),
     #[error("run {id} is {status} and cannot be canceled")]
