@@ -148,9 +148,21 @@ mod tests {
 
     #[test]
     fn names_programs_read_are_refused() {
-        for name in ["PATH", "BASH_ENV", "1x", "a-b", "a b", "http_proxy", "_", "é"] {
+        for name in [
+            "PATH",
+            "BASH_ENV",
+            "1x",
+            "a-b",
+            "a b",
+            "http_proxy",
+            "_",
+            "é",
+        ] {
             assert!(
-                matches!(check(&args(&[(name, "v".into())])), Err(ArgError::BadName { .. })),
+                matches!(
+                    check(&args(&[(name, "v".into())])),
+                    Err(ArgError::BadName { .. })
+                ),
                 "{name:?}"
             );
         }
@@ -211,7 +223,10 @@ mod tests {
             .map(|i| (format!("a{i}"), "v".repeat(128 * 1024 - 8)))
             .collect();
         exact.insert("b".into(), "v".repeat(64));
-        assert_eq!(exact.values().map(String::len).sum::<usize>(), MAX_TOTAL_BYTES);
+        assert_eq!(
+            exact.values().map(String::len).sum::<usize>(),
+            MAX_TOTAL_BYTES
+        );
         assert_eq!(check(&exact), Ok(()));
         exact.insert("c".into(), "v".into());
         assert!(matches!(check(&exact), Err(ArgError::TooLarge { .. })));

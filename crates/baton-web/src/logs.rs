@@ -21,9 +21,9 @@ use baton_store::{JobRow, RunRow};
 
 use crate::api::load_run;
 use crate::auth::CurrentUser;
+use crate::range::Ranged;
 use crate::{ApiError, AppState};
 
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
 const CHUNK: u64 = 64 * 1024;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -81,33 +81,6 @@ fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
     }
 }
 
-/// Parses `Range: bytes=START-[END]`.
-fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
-    let Some(v) = h.get(header::RANGE) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
-            "Range must be `bytes=START-` or `bytes=START-END`",
-        )
-    };
-    let v = v.to_str().map_err(|_| bad())?;
-    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let start: u64 = a.parse().map_err(|_| bad())?;
-    let end = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse::<u64>().map_err(|_| bad())?)
-    };
-    if end.is_some_and(|e| e < start) {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
-}
-
 async fn log(
     State(s): State<AppState>,
     user: CurrentUser,
@@ -124,27 +97,25 @@ async fn log(
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    let range = parse_range(&headers)?;
-    let (start, len, partial) = match range {
-        Some((start, end)) => {
-            let end = end.map_or(size, |e| (e + 1).min(size));
-            (start, end.saturating_sub(start), true)
+    let (start, len, partial) = if headers.contains_key(header::RANGE) {
+        match crate::range::of_request(&headers, size) {
+            Ranged::Full => (0, size, false),
+            Ranged::Part { start, end } => (start, end - start + 1, true),
+            Ranged::Unsatisfiable => return Ok(crate::range::unsatisfiable(&headers, size, "log")),
         }
-        None => (
-            q.offset.unwrap_or(0),
-            q.length.unwrap_or(u64::MAX),
-            q.offset.is_some(),
-        ),
+    } else {
+        let start = q.offset.unwrap_or(0);
+        if start > size {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("offset {start} is past the end of the log ({size} bytes)"),
+            ));
+        }
+        let len = q.length.unwrap_or(u64::MAX).min(size - start);
+        (start, len, q.offset.is_some())
     };
-    if start > size {
-        return Err(ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
-            format!("offset {start} is past the end of the log ({size} bytes)"),
-        ));
-    }
     // Large logs stream from disk in chunks; memory stays bounded.
-    let len = len.min(size - start);
     let stream = file_stream(path, start, len);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
@@ -160,12 +131,11 @@ async fn log(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if partial && len > 0 {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let v = format!("bytes {}-{}/{}", start, start + len - 1, size);
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().insert(header::CONTENT_RANGE, v);
-        }
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            Ranged::content_range(start, start + len - 1, size),
+        );
     }
-    let _ = MAX_RANGE;
     Ok(resp)
 }
 

@@ -106,7 +106,11 @@ async fn bad_arguments_are_400_at_trigger_time_and_record_nothing() {
         assert_eq!(st, 400, "{what}: {html}");
         assert!(html.contains(want), "{what}: page does not say {want:?}");
     }
-    assert_eq!(run_count(&s).await, 0, "a refused UI trigger recorded a run");
+    assert_eq!(
+        run_count(&s).await,
+        0,
+        "a refused UI trigger recorded a run"
+    );
 
     // Limits are inclusive: the longest value allowed runs and reaches the job whole.
     let exact = "w".repeat(131072 - "who=".len() - 1);
