@@ -192,9 +192,17 @@ async fn a_job_swapping_a_folder_for_a_symlink_never_gets_outside_content_served
         .map(|_| {
             let req = s.http.get(&url).bearer_auth(&s.token);
             async move {
-                let r = req.send().await.expect("download");
-                let st = r.status().as_u16();
-                (st, r.text().await.unwrap_or_default())
+                // A broken answer is recorded (status 0), not fatal: the leak count matters.
+                match req.send().await {
+                    Ok(r) => {
+                        let st = r.status().as_u16();
+                        match r.text().await {
+                            Ok(body) => (st, body),
+                            Err(e) => (0, format!("{st}, then {e}")),
+                        }
+                    }
+                    Err(e) => (0, e.to_string()),
+                }
             }
         })
         .buffer_unordered(PARALLEL)
