@@ -619,8 +619,7 @@ impl Actor {
         };
         let row = self.store.insert_run(&new).await?;
         self.changed = true;
-        self.touched
-            .insert(row.id, (row.kind, row.target.clone()));
+        self.touched.insert(row.id, (row.kind, row.target.clone()));
         if let Some(old) = replaces {
             self.replace(old, row.id, now).await;
             self.flush().await;

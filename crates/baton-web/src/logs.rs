@@ -38,7 +38,10 @@ pub(crate) fn routes() -> Router<AppState> {
 /// second, carrying `{"runs": [ids]}` (and `"config": true` when the config in force changed);
 /// the UI refreshes its lists on it. Changes to runs the caller may not see send nothing: not
 /// even their timing reaches them.
-async fn events(State(s): State<AppState>, user: CurrentUser) -> Result<impl IntoResponse, ApiError> {
+async fn events(
+    State(s): State<AppState>,
+    user: CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
     // Subscribe before anything else, so no change after the answer's headers is missed.
     let rx = s.sched.subscribe();
     let access = Access::of(&s, &user).await?;

@@ -723,5 +723,6 @@ async fn events_tell_each_user_only_about_runs_they_may_see() {
     // alice hears of her run, and nothing about the hidden one came before it.
     alice.until_runs(&[visible], &[visible]).await;
     // root hears of both.
-    root.until_runs(&[hidden, visible], &[hidden, visible]).await;
+    root.until_runs(&[hidden, visible], &[hidden, visible])
+        .await;
 }
