@@ -5,6 +5,7 @@
 //! is always a parameter. That keeps every rule here testable with unit and property tests.
 
 pub mod access;
+pub mod args;
 pub mod config;
 pub mod decide;
 pub mod run;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use baton_core::config::Config;
 use baton_core::config::NetworkMode;
@@ -19,7 +19,9 @@ use baton_exec::{
 use baton_store::{Change, JobRow, RunFolders, RunRow, Store};
 
 use crate::Executors;
-use crate::handle::{Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState};
+use crate::handle::{
+    Changed, ChangedRun, Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState,
+};
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
 mod trigger;
@@ -56,6 +58,11 @@ pub(crate) struct Actor {
     next_fire: BTreeMap<String, DateTime<Utc>>,
     ended_seq: u64,
     changed: bool,
+    /// What changed in this batch, told to live views (`SchedHandle::subscribe`) after it:
+    /// runs by id, and whether the config in force changed.
+    touched: BTreeMap<i64, (TargetKind, String)>,
+    config_changed: bool,
+    events: broadcast::Sender<Arc<Changed>>,
     /// Changes not yet written: flushed as one transaction per batch (group commit), and
     /// always before anything that depends on them is launched or acknowledged.
     pending: Vec<Change>,
@@ -130,6 +137,7 @@ impl Actor {
         executors: Executors,
         tx: mpsc::Sender<Msg>,
         generation: watch::Sender<u64>,
+        events: broadcast::Sender<Arc<Changed>>,
     ) -> Self {
         Actor {
             workers: build_workers(&config),
@@ -148,6 +156,9 @@ impl Actor {
             next_fire: BTreeMap::new(),
             ended_seq: 0,
             changed: false,
+            touched: BTreeMap::new(),
+            config_changed: false,
+            events,
             pending: Vec::new(),
             replies: Vec::new(),
         }
@@ -282,6 +293,13 @@ impl Actor {
             }
             if std::mem::take(&mut self.changed) {
                 self.generation.send_modify(|g| *g += 1);
+                let runs = std::mem::take(&mut self.touched)
+                    .into_iter()
+                    .map(|(id, (kind, target))| ChangedRun { id, kind, target })
+                    .collect();
+                let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
+                // No subscriber is fine: nobody is watching.
+                let _ = self.events.send(Arc::new(Changed { runs, config }));
             }
         }
     }
@@ -378,6 +396,16 @@ impl Actor {
         self.workers = workers;
         self.config = Arc::new(config);
         self.reset_timers(Utc::now());
+        self.changed = true;
+        self.config_changed = true;
+    }
+
+    /// Notes that open run `run_id` changed (for live views).
+    fn touch(&mut self, run_id: i64) {
+        if let Some(r) = self.runs.get(&run_id) {
+            self.touched
+                .insert(run_id, (r.row.kind, r.row.target.clone()));
+        }
         self.changed = true;
     }
 
@@ -741,7 +769,7 @@ impl Actor {
                 w.busy = None;
             }
         }
-        self.changed = true;
+        self.touch(run_id);
     }
 
     /// Recomputes a run's status from its jobs; records and finishes it when it ended.
@@ -832,6 +860,20 @@ impl Actor {
     async fn persist(&mut self, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
+        }
+        for c in &changes {
+            let run = match c {
+                Change::Run { id, .. } => Some(*id),
+                Change::Job { id, .. } => self
+                    .runs
+                    .values()
+                    .find(|r| r.row.jobs.iter().any(|j| j.id == *id))
+                    .map(|r| r.row.id),
+                Change::Mark { .. } => None,
+            };
+            if let Some(run) = run {
+                self.touch(run);
+            }
         }
         self.changed = true;
         self.pending.extend(changes);

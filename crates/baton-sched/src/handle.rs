@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use baton_core::config::Config;
 use baton_core::run::{TargetKind, TriggerKind};
 use baton_exec::Outcome;
 use baton_store::{RunRow, Store, StoreError};
+
+/// How many batches of changes a subscriber may fall behind before it is told it lagged.
+pub const EVENT_BACKLOG: usize = 1024;
 
 /// Why a request to the scheduler failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +23,8 @@ pub enum SchedError {
     UnknownTarget(String),
     #[error("task `{0}` is disabled (by its config or by an administrator)")]
     Disabled(String),
-    #[error("invalid argument {name:?}: {why}")]
-    BadArgument { name: String, why: String },
+    #[error("{0}")]
+    BadArgument(#[from] baton_core::args::ArgError),
     #[error("run {0} not found")]
     RunNotFound(i64),
     /// The wait list is full: the trigger is refused (recorded as `skipped` run `run`).
@@ -81,6 +84,24 @@ pub struct Snapshot {
     pub queue: Vec<QueueEntry>,
 }
 
+/// What one batch of the scheduler changed, for live views that show each user only what
+/// they may see (`SchedHandle::subscribe`).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// Runs whose state changed (recorded before this is sent).
+    pub runs: Vec<ChangedRun>,
+    /// The config in force after the batch, when it changed (a reload, an `enabled` override).
+    pub config: Option<std::sync::Arc<Config>>,
+}
+
+/// A run that changed, with what access decisions need.
+#[derive(Debug, Clone)]
+pub struct ChangedRun {
+    pub id: i64,
+    pub kind: TargetKind,
+    pub target: String,
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
@@ -107,6 +128,7 @@ pub(crate) enum Msg {
 pub struct SchedHandle {
     tx: mpsc::Sender<Msg>,
     generation: watch::Receiver<u64>,
+    events: broadcast::Sender<std::sync::Arc<Changed>>,
     store: Store,
 }
 
@@ -114,11 +136,13 @@ impl SchedHandle {
     pub(crate) fn new(
         tx: mpsc::Sender<Msg>,
         generation: watch::Receiver<u64>,
+        events: broadcast::Sender<std::sync::Arc<Changed>>,
         store: Store,
     ) -> Self {
         SchedHandle {
             tx,
             generation,
+            events,
             store,
         }
     }
@@ -185,5 +209,11 @@ impl SchedHandle {
     /// A receiver that changes whenever any run or job changes state (for waiting and live views).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.generation.clone()
+    }
+
+    /// Every later batch of changes, with the runs it changed. A receiver that falls more
+    /// than [`EVENT_BACKLOG`] batches behind is told so (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<Changed>> {
+        self.events.subscribe()
     }
 }

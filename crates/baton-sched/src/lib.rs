@@ -10,7 +10,10 @@ mod actor;
 mod handle;
 mod jobs;
 
-pub use handle::{QueueEntry, SchedError, SchedHandle, Snapshot, TriggerRequest, WorkerState};
+pub use handle::{
+    Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
+    TriggerRequest, WorkerState,
+};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,7 +63,8 @@ pub type SshFactory = Arc<
 pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(0u64);
-    let handle = SchedHandle::new(tx.clone(), gen_rx, parts.store.clone());
+    let (events_tx, _) = tokio::sync::broadcast::channel(handle::EVENT_BACKLOG);
+    let handle = SchedHandle::new(tx.clone(), gen_rx, events_tx.clone(), parts.store.clone());
     let mut actor = actor::Actor::new(
         Arc::new(parts.config),
         parts.store,
@@ -68,6 +72,7 @@ pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
         parts.executors,
         tx,
         gen_tx,
+        events_tx,
     );
     actor.recover().await?;
     tokio::spawn(actor.run(rx));

@@ -9,10 +9,12 @@
 mod agents;
 mod ansi;
 mod api;
+mod artifacts;
 mod auth;
 mod callbacks;
 mod error;
 mod logs;
+mod range;
 mod sso;
 mod ui;
 

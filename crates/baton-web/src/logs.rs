@@ -16,14 +16,15 @@ use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 use baton_store::{JobRow, RunRow};
 
 use crate::api::load_run;
-use crate::auth::CurrentUser;
+use crate::auth::{Access, CurrentUser};
+use crate::range::Ranged;
 use crate::{ApiError, AppState};
 
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
 const CHUNK: u64 = 64 * 1024;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -33,21 +34,63 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/events", get(events))
 }
 
-/// SSE: a `change` event (carrying only a counter) whenever any run or job changes state, at
-/// most once a second; the UI refreshes its lists on it. It says nothing about what changed,
-/// so it needs no access filtering.
-async fn events(State(s): State<AppState>, _user: CurrentUser) -> impl IntoResponse {
-    let changes = s.sched.changes();
-    let events = futures::stream::unfold(changes, |mut changes| async move {
-        changes.changed().await.ok()?;
-        let generation = *changes.borrow_and_update();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let ev = Event::default()
-            .event("change")
-            .data(generation.to_string());
-        Some((Ok::<_, Infallible>(ev), changes))
+/// SSE: a `change` event whenever runs the caller may see change state, at most about once a
+/// second, carrying `{"runs": [ids]}` (and `"config": true` when the config in force changed);
+/// the UI refreshes its lists on it. Changes to runs the caller may not see send nothing: not
+/// even their timing reaches them.
+async fn events(
+    State(s): State<AppState>,
+    user: CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
+    // Subscribe before anything else, so no change after the answer's headers is missed.
+    let rx = s.sched.subscribe();
+    let access = Access::of(&s, &user).await?;
+    let events = futures::stream::unfold((rx, access), |(mut rx, mut access)| async move {
+        let mut runs = std::collections::BTreeSet::new();
+        let mut config = false;
+        let mut deadline = None;
+        loop {
+            let next = match deadline {
+                None => rx.recv().await,
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => break, // the window is over: tell what gathered
+                },
+            };
+            match next {
+                Ok(batch) => {
+                    if let Some(c) = &batch.config {
+                        access = Access {
+                            config: c.clone(),
+                            who: access.who.clone(),
+                        };
+                        config = true;
+                    }
+                    runs.extend(
+                        batch
+                            .runs
+                            .iter()
+                            .filter(|r| access.can_see(r.kind, &r.target))
+                            .map(|r| r.id),
+                    );
+                }
+                // Fell behind: what was missed is unknown, so only an administrator (who may
+                // see everything) is told to refresh.
+                Err(RecvError::Lagged(_)) => config |= access.is_admin(),
+                Err(RecvError::Closed) => return None,
+            }
+            if deadline.is_none() && (config || !runs.is_empty()) {
+                deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+        let mut data = json!({ "runs": runs });
+        if config {
+            data["config"] = json!(true);
+        }
+        let ev = Event::default().event("change").data(data.to_string());
+        Some((Ok::<_, Infallible>(ev), (rx, access)))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[derive(Deserialize)]
@@ -81,33 +124,6 @@ fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
     }
 }
 
-/// Parses `Range: bytes=START-[END]`.
-fn parse_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
-    let Some(v) = h.get(header::RANGE) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
-            "Range must be `bytes=START-` or `bytes=START-END`",
-        )
-    };
-    let v = v.to_str().map_err(|_| bad())?;
-    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let start: u64 = a.parse().map_err(|_| bad())?;
-    let end = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse::<u64>().map_err(|_| bad())?)
-    };
-    if end.is_some_and(|e| e < start) {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
-}
-
 async fn log(
     State(s): State<AppState>,
     user: CurrentUser,
@@ -124,27 +140,25 @@ async fn log(
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    let range = parse_range(&headers)?;
-    let (start, len, partial) = match range {
-        Some((start, end)) => {
-            let end = end.map_or(size, |e| (e + 1).min(size));
-            (start, end.saturating_sub(start), true)
+    let (start, len, partial) = if headers.contains_key(header::RANGE) {
+        match crate::range::of_request(&headers, size) {
+            Ranged::Full => (0, size, false),
+            Ranged::Part { start, end } => (start, end - start + 1, true),
+            Ranged::Unsatisfiable => return Ok(crate::range::unsatisfiable(&headers, size, "log")),
         }
-        None => (
-            q.offset.unwrap_or(0),
-            q.length.unwrap_or(u64::MAX),
-            q.offset.is_some(),
-        ),
+    } else {
+        let start = q.offset.unwrap_or(0);
+        if start > size {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("offset {start} is past the end of the log ({size} bytes)"),
+            ));
+        }
+        let len = q.length.unwrap_or(u64::MAX).min(size - start);
+        (start, len, q.offset.is_some())
     };
-    if start > size {
-        return Err(ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
-            format!("offset {start} is past the end of the log ({size} bytes)"),
-        ));
-    }
     // Large logs stream from disk in chunks; memory stays bounded.
-    let len = len.min(size - start);
     let stream = file_stream(path, start, len);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
@@ -160,12 +174,11 @@ async fn log(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if partial && len > 0 {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let v = format!("bytes {}-{}/{}", start, start + len - 1, size);
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().insert(header::CONTENT_RANGE, v);
-        }
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            Ranged::content_range(start, start + len - 1, size),
+        );
     }
-    let _ = MAX_RANGE;
     Ok(resp)
 }
 

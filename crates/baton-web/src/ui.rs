@@ -7,7 +7,7 @@
 //! double-submit cookie, since there is no session yet.
 
 use std::collections::BTreeMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 
 use askama::Template;
 use axum::Router;
@@ -25,6 +25,7 @@ use baton_store::{JobRow, RunFilter, RunRow};
 
 use crate::ansi::render_lines;
 use crate::auth::{self, Access, CurrentUser, SESSION_COOKIE, same_secret};
+use crate::range::Ranged;
 use crate::{ApiError, AppState};
 
 const LOGIN_CSRF_COOKIE: &str = "baton_login_csrf";
@@ -864,34 +865,6 @@ async fn read_log(s: &AppState, job: &JobRow, before: Option<u64>) -> LogView {
     }
 }
 
-/// Files under the job's `out/` folder (the artifacts), as (relative path, size), at most 500.
-fn list_artifacts(out: &FsPath) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![out.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let p = e.path();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file()
-                && let Ok(rel) = p.strip_prefix(out)
-            {
-                let size = e.metadata().map_or(0, |m| m.len());
-                found.push((rel.to_string_lossy().into_owned(), format!("{size} bytes")));
-            }
-            if found.len() >= 500 {
-                break;
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// Each job's depth in the pipeline's DAG (0 for jobs without dependencies).
 fn depths<'a>(
     run: &'a RunRow,
@@ -1041,7 +1014,7 @@ async fn run_page(
     };
     let log = read_log(&s, job, q.before).await;
     let out = s.folders.job_dir(job.id, job.attempt).join("out");
-    let artifacts = tokio::task::spawn_blocking(move || list_artifacts(&out))
+    let artifacts = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
         .await
         .unwrap_or_default();
     let dag = if run.kind == TargetKind::Pipeline {
@@ -1106,8 +1079,8 @@ async fn run_page(
     }))
 }
 
-/// Serves one artifact. The path is checked segment by segment and, after resolving symlinks,
-/// must still lie inside the job's `out/` folder: it can never escape the run's folder.
+/// Serves one artifact: a regular file inside the job's `out/` folder, opened without following
+/// any symlink (`crate::artifacts`); anything else is a 404. `Range` works as on logs.
 async fn artifact(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -1122,36 +1095,37 @@ async fn artifact(
         .find(|j| j.id == job_id)
         .ok_or_else(not_found)?;
     let out = s.folders.job_dir(job.id, job.attempt).join("out");
-    let mut path = out.clone();
-    for seg in rel.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." || seg.contains('\\') || seg.contains('\0') {
-            return Err(not_found());
+    let art = tokio::task::spawn_blocking(move || crate::artifacts::open(&out, &rel))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(not_found)?;
+    let size = art.size;
+    let (start, len) = match crate::range::of_request(&headers, size) {
+        Ranged::Full => (0, size),
+        Ranged::Part { start, end } => (start, end - start + 1),
+        Ranged::Unsatisfiable => {
+            return Ok(crate::range::unsatisfiable(&headers, size, "artifact"));
         }
-        path.push(seg);
-    }
-    let resolved: PathBuf = tokio::fs::canonicalize(&path)
-        .await
-        .map_err(|_| not_found())?;
-    let root = tokio::fs::canonicalize(&out)
-        .await
-        .map_err(|_| not_found())?;
-    if !resolved.starts_with(&root) || !resolved.is_file() {
-        return Err(not_found());
-    }
-    let size = tokio::fs::metadata(&resolved).await.map_or(0, |m| m.len());
-    let name = resolved
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_"))
-        .unwrap_or_default();
-    let mut resp = Response::new(Body::from_stream(crate::logs::file_stream(
-        resolved, 0, size,
+    };
+    let name = art.name.replace(['"', '\\', '\r', '\n'], "_");
+    let mut resp = Response::new(Body::from_stream(crate::artifacts::stream(
+        art.file, start, len,
     )));
+    if len != size {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            Ranged::content_range(start, start + len - 1, size),
+        );
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

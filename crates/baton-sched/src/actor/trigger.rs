@@ -31,14 +31,9 @@ impl Actor {
         {
             return Err(SchedError::Disabled(t.name.clone()));
         }
-        for name in req.args.keys() {
-            if let Some(why) = arg_name_problem(name) {
-                return Err(SchedError::BadArgument {
-                    name: name.clone(),
-                    why: why.into(),
-                });
-            }
-        }
+        // Every trigger path (API, UI, CLI, chaining, reruns, timers) passes here: bad
+        // arguments are refused before anything is recorded.
+        baton_core::args::check(&req.args)?;
         let now = Utc::now();
         let partition = LiveRun::partition(&req.args);
         let open: Vec<OpenRun> = self
@@ -97,6 +92,7 @@ impl Actor {
         };
         let row = self.store.insert_run(&new).await?;
         self.changed = true;
+        self.touched.insert(row.id, (row.kind, row.target.clone()));
         if let Some(reason) = refused {
             return Err(SchedError::WaitListFull {
                 run: row.id,
@@ -146,6 +142,7 @@ impl Actor {
             started_at: None,
             ended_at: Some(now),
         });
+        self.touch(old);
         self.runs.remove(&old);
         self.persist(changes).await;
     }
@@ -198,35 +195,4 @@ fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<Targe
         Some(TargetKind::Pipeline) => pipeline(),
         None => task().or_else(pipeline),
     }
-}
-
-/// Why an argument name is refused, if it is. Arguments become environment variables of the
-/// job, so a name must not be one that bash, the dynamic loader or common programs read as
-/// configuration (`BASH_ENV`, `LD_PRELOAD`, `PATH`, `PERL5OPT`, …): argument names start with a
-/// lower-case letter or `_`, and the few lower-case names programs read are refused too.
-fn arg_name_problem(name: &str) -> Option<&'static str> {
-    let mut chars = name.chars();
-    let first = chars.next()?;
-    if !(first.is_ascii_lowercase() || first == '_') {
-        return Some(
-            "argument names start with a lower-case letter or _ (upper-case names such as PATH or BASH_ENV belong to the environment programs read)",
-        );
-    }
-    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Some(
-            "argument names are letters, digits and _ (they become environment variables)",
-        );
-    }
-    const READ_BY_PROGRAMS: [&str; 6] = [
-        "http_proxy",
-        "https_proxy",
-        "ftp_proxy",
-        "all_proxy",
-        "no_proxy",
-        "_",
-    ];
-    if READ_BY_PROGRAMS.contains(&name) {
-        return Some("this name is read by programs as configuration; pick another");
-    }
-    None
 }

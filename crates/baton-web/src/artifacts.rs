@@ -1,0 +1,227 @@
+//! Artifacts: the regular files a job left in its `out/` folder, opened so that no symlink is
+//! ever followed and nothing outside `out/` is ever reached.
+//!
+//! A job owns its `out/` folder and may change it while the server reads it (swap a directory
+//! for a symlink between a check and an open). So no path is checked and then opened: `out/` is
+//! opened itself without following a symlink, and every path under it is resolved by the kernel
+//! in one `openat2` call relative to that descriptor with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS` (no component may be a symlink, none may leave `out/`). Only what that
+//! descriptor is (`fstat`) decides: a regular file is served from that very descriptor, and
+//! listings walk directories opened the same way.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::Stream;
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+
+/// The most files a listing shows, and the most directory entries it looks at.
+const LIST_FILES: usize = 500;
+const LIST_ENTRIES: usize = 20_000;
+const CHUNK: u64 = 64 * 1024;
+
+/// An artifact opened for reading.
+pub(crate) struct Artifact {
+    pub file: File,
+    pub size: u64,
+    /// The last path segment, for `Content-Disposition`.
+    pub name: String,
+}
+
+/// Whether `rel` is a plain relative path: no empty, `.` or `..` segment, no backslash or NUL.
+fn plain_path(rel: &str) -> bool {
+    rel.split('/')
+        .all(|seg| !(seg.is_empty() || seg == "." || seg == ".." || seg.contains(['\\', '\0'])))
+}
+
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// `openat2(dir, rel)` under [`beneath`]; retried when the kernel asks to (a concurrent rename
+/// can make it answer `EAGAIN`).
+fn open_beneath<Fd: AsFd>(dir: Fd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY)
+        .resolve(beneath());
+    let mut tries = 0;
+    loop {
+        match openat2(dir.as_fd(), rel, how) {
+            Err(Errno::EAGAIN | Errno::EINTR) if tries < 8 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+/// The job's `out/` folder itself, refused if it is anything but a directory (a symlink too).
+fn open_out(out: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        out,
+        flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn is(st: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
+}
+
+/// Opens `rel` under `out` if it is a regular file reached without any symlink; `None` for
+/// anything else (missing, a symlink at any component, a directory, a FIFO, a device, a path
+/// that would leave `out/`).
+pub(crate) fn open(out: &Path, rel: &str) -> Option<Artifact> {
+    if !plain_path(rel) {
+        return None;
+    }
+    let root = open_out(out, OFlag::O_PATH).ok()?;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    let fd = open_beneath(&root, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok()?;
+    let st = fstat(&fd).ok()?;
+    if !is(&st, SFlag::S_IFREG) {
+        return None;
+    }
+    Some(Artifact {
+        file: File::from(fd),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        name: rel.rsplit('/').next().unwrap_or(rel).to_owned(),
+    })
+}
+
+/// Streams `len` bytes from `start` of an opened file (positional reads on the descriptor that
+/// was checked, never a path).
+pub(crate) fn stream(
+    file: File,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let file = Arc::new(file);
+    futures::stream::unfold((start, len), move |(pos, left)| {
+        let file = file.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let want = left.min(CHUNK) as usize;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; want];
+                let n = file.read_at(&mut buf, pos)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>(buf)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match res {
+                Ok(bytes) if bytes.is_empty() => None,
+                Ok(bytes) => {
+                    let n = bytes.len() as u64;
+                    Some((Ok(bytes), (pos + n, left - n)))
+                }
+                Err(e) => Some((Err(e), (pos, 0))),
+            }
+        }
+    })
+}
+
+/// Regular files under `out/` as (relative path, size), sorted, at most [`LIST_FILES`].
+/// Directories are opened like artifacts (no symlink, never outside `out/`); symlinks and
+/// other special files are left out.
+pub(crate) fn list(out: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let Ok(root) = open_out(out, OFlag::O_RDONLY) else {
+        return found;
+    };
+    let mut stack: Vec<(OwnedFd, String)> = vec![(root, String::new())];
+    let mut seen = 0;
+    'walk: while let Some((fd, prefix)) = stack.pop() {
+        let Ok(mut dir) = Dir::from_fd(fd) else {
+            continue;
+        };
+        let names: Vec<String> = dir
+            .iter()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        for name in names {
+            seen += 1;
+            if seen > LIST_ENTRIES || found.len() >= LIST_FILES {
+                break 'walk;
+            }
+            let Ok(st) = fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            if is(&st, SFlag::S_IFDIR) {
+                if let Ok(sub) =
+                    open_beneath(dir.as_fd(), &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                {
+                    stack.push((sub, format!("{rel}/")));
+                }
+            } else if is(&st, SFlag::S_IFREG) {
+                found.push((rel, format!("{} bytes", st.st_size)));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_without_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(out.join("sub/a.txt"), "inside").unwrap();
+        std::fs::write(outside.join("s.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(&outside, out.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", out.join("alias")).unwrap();
+        std::os::unix::fs::symlink("sub", out.join("subl")).unwrap();
+        nix::unistd::mkfifo(&out.join("fifo"), Mode::S_IRWXU).unwrap();
+
+        let a = open(&out, "sub/a.txt").expect("regular file");
+        assert_eq!(a.size, 6);
+        assert_eq!(a.name, "a.txt");
+        let mut buf = [0; 6];
+        a.file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"inside");
+        for bad in [
+            "link/s.txt",
+            "alias",
+            "subl/a.txt",
+            "sub",
+            "fifo",
+            "../outside/s.txt",
+            "sub/../sub/a.txt",
+            "/etc/passwd",
+            "",
+            "sub//a.txt",
+            "missing",
+        ] {
+            assert!(open(&out, bad).is_none(), "{bad:?} must not open");
+        }
+        assert_eq!(
+            list(&out),
+            vec![("sub/a.txt".to_owned(), "6 bytes".to_owned())]
+        );
+
+        // `out/` itself must be a directory, not a symlink to one.
+        let fake = t.path().join("fake-out");
+        std::os::unix::fs::symlink(&out, &fake).unwrap();
+        assert!(open(&fake, "sub/a.txt").is_none());
+        assert!(list(&fake).is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! Artifact downloads serve only regular files inside the job's `out/` folder: never through a
+//! symlink (outside or inside `out/`), never a path with `..`, and not even while the job swaps
+//! a directory for a symlink under the server's feet. `Range` works on artifacts as on logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, id_of, status};
+use futures::StreamExt;
+
+const CONFIG: &str = r#"
+server:
+  local_workers: 2
+tasks:
+  plain:
+    command: |
+      cd "$BATON_OUTPUT_DIR"
+      mkdir sub
+      echo artifact > sub/a.txt
+      printf 0123456789 > digits
+      ln -s "$outside" out_link
+      ln -s sub/a.txt alias
+      ln -s sub subl
+      mkfifo fifo
+  swap:
+    command: |
+      cd "$BATON_OUTPUT_DIR"
+      mkdir stage
+      printf 'inside-content\n' > stage/f.txt
+      # Swap `real` between a directory holding f.txt and a symlink to the outside folder,
+      # as fast as the kernel allows, until the test leaves the stop file.
+      exec perl -e '
+        my ($outside, $stop) = @ARGV;
+        my $i = 0;
+        while (1) {
+          rename "stage", "real" or die "rename: $!";
+          rename "real", "stage" or die "rename back: $!";
+          symlink $outside, "real" or die "symlink: $!";
+          unlink "real" or die "unlink: $!";
+          last if ++$i % 1000 == 0 && -e $stop;
+        }
+      ' "$outside" "$stop"
+"#;
+
+/// A folder outside every job, holding a file with the same name and length as the artifact.
+fn outside(s: &Server) -> String {
+    let dir = s.root.path().join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), "OUTSIDE-SECRET\n").unwrap();
+    std::fs::write(dir.join("a.txt"), "OUTSIDE-SECRET\n").unwrap();
+    dir.to_str().unwrap().to_owned()
+}
+
+fn artifact_url(s: &Server, run: i64, job: i64, path: &str) -> String {
+    format!("{}/runs/{run}/artifacts/{job}/{path}", s.base)
+}
+
+async fn job_of(s: &Server, run: i64) -> i64 {
+    s.run(run).await["jobs"][0]["id"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_regular_files_inside_out_are_served() {
+    let s = Server::start(CONFIG);
+    let out = outside(&s);
+    let id = id_of(&s.trigger("plain", &[("outside", &out)]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run}");
+    let job = job_of(&s, id).await;
+    let get = |path: &str, range: Option<&str>| {
+        let mut r = s
+            .http
+            .get(artifact_url(&s, id, job, path))
+            .bearer_auth(&s.token);
+        if let Some(v) = range {
+            r = r.header("range", v);
+        }
+        r.send()
+    };
+
+    let r = get("sub/a.txt", None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.unwrap(), "artifact\n");
+
+    let mut failures = Vec::new();
+    for (path, why) in [
+        ("out_link/a.txt", "a symlink to a folder outside out/"),
+        ("alias", "a symlink inside out/ to a file inside out/"),
+        (
+            "subl/a.txt",
+            "a symlink inside out/ to a folder inside out/",
+        ),
+        ("fifo", "a FIFO"),
+        ("sub", "a directory"),
+        ("../log", ".."),
+        ("sub/..%2F..%2Flog", "an encoded .."),
+        ("%2Fetc%2Fpasswd", "an absolute path"),
+        ("missing", "a missing file"),
+    ] {
+        let r = get(path, None).await.unwrap();
+        let st = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if st != 404 || body.contains("OUTSIDE-SECRET") || body.contains("artifact\n") {
+            failures.push(format!("{path} ({why}): got {st} {body:?}, want 404"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The run page lists the regular files only.
+    let page = s
+        .http
+        .get(format!("{}/runs/{id}", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("sub/a.txt") && page.contains("digits"),
+        "{page}"
+    );
+    for hidden in ["out_link", "alias", "subl", "fifo"] {
+        assert!(
+            !page.contains(&format!("/{hidden}\"")),
+            "{hidden} is listed"
+        );
+    }
+
+    // Ranges, as on logs (RFC 9110).
+    for (range, want_st, want_cr, want_body) in [
+        ("bytes=-3", 206, Some("bytes 7-9/10"), "789"),
+        (
+            "bytes=2-18446744073709551615",
+            206,
+            Some("bytes 2-9/10"),
+            "23456789",
+        ),
+        ("bytes=10-", 416, Some("bytes */10"), ""),
+    ] {
+        let r = get("digits", Some(range)).await.unwrap();
+        let st = r.status().as_u16();
+        let cr = r
+            .headers()
+            .get("content-range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            (st, cr.as_deref()),
+            (want_st, want_cr),
+            "Range {range}: {body}"
+        );
+        if st == 206 {
+            assert_eq!(body, want_body, "Range {range}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_swapping_a_folder_for_a_symlink_never_gets_outside_content_served() {
+    const REQUESTS: usize = 4000;
+    const PARALLEL: usize = 8;
+    let s = Server::start(CONFIG);
+    let out = outside(&s);
+    let stop = s.root.path().join("stop-swapping");
+    let id = id_of(
+        &s.trigger(
+            "swap",
+            &[("outside", &out), ("stop", stop.to_str().unwrap())],
+        )
+        .await,
+    );
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let job = job_of(&s, id).await;
+    let url = artifact_url(&s, id, job, "real/f.txt");
+    // Wait (bounded) until the swapping has begun: the staging folder exists.
+    let stage = s.job_dir(job, 1).join("out");
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while !stage.join("stage").exists() && !stage.join("real").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started swapping\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let results: Vec<(u16, String)> = futures::stream::iter(0..REQUESTS)
+        .map(|_| {
+            let req = s.http.get(&url).bearer_auth(&s.token);
+            async move {
+                // A broken answer is recorded (status 0), not fatal: the leak count matters.
+                match req.send().await {
+                    Ok(r) => {
+                        let st = r.status().as_u16();
+                        match r.text().await {
+                            Ok(body) => (st, body),
+                            Err(e) => (0, format!("{st}, then {e}")),
+                        }
+                    }
+                    Err(e) => (0, e.to_string()),
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    std::fs::write(&stop, "").unwrap();
+    let ended = s.wait_run(id).await;
+
+    let leaked = results
+        .iter()
+        .filter(|(_, b)| b.contains("OUTSIDE"))
+        .count();
+    let inside = results
+        .iter()
+        .filter(|(st, b)| *st == 200 && b == "inside-content\n")
+        .count();
+    let refused = results.iter().filter(|(st, _)| *st == 404).count();
+    let other: Vec<_> = results
+        .iter()
+        .filter(|(st, b)| !(*st == 404 || (*st == 200 && b == "inside-content\n")))
+        .take(5)
+        .collect();
+    eprintln!(
+        "{REQUESTS} downloads during the swap: {inside} inside, {refused} refused, {leaked} from outside"
+    );
+    assert_eq!(
+        leaked, 0,
+        "{leaked} of {REQUESTS} downloads were served from outside the job's out/ folder"
+    );
+    assert!(
+        other.is_empty(),
+        "answers other than the inside file or 404: {other:?}"
+    );
+    // The race was really run: some downloads found the directory, some the symlink.
+    assert!(
+        inside > 0 && refused > 0,
+        "inside {inside}, refused {refused}"
+    );
+    assert_eq!(status(&ended), "success", "{ended}");
+}
