@@ -185,7 +185,16 @@ impl Diags<'_> {
             return Vec::new();
         };
         let mut out: Vec<String> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for (name, loc) in list {
+            if seen.contains(&name) {
+                self.err(
+                    loc,
+                    format!("secret {name:?} is listed twice in \"secrets\" of {what}"),
+                );
+                continue;
+            }
+            seen.push(name.clone());
             if name.contains(':') {
                 self.err(
                     loc,
@@ -206,11 +215,6 @@ impl Diags<'_> {
                 self.err(
                     loc,
                     format!("unknown secret {name:?} in \"secrets\" of {what} ({hint})"),
-                );
-            } else if out.contains(&name) {
-                self.err(
-                    loc,
-                    format!("secret {name:?} is listed twice in \"secrets\" of {what}"),
                 );
             } else if env_names.contains(&&name) {
                 self.err(

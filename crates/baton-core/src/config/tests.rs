@@ -1044,7 +1044,7 @@ tasks:
         vec![
             "6:15: \"A_KEY\" is both in \"env\" and in \"secrets\" of task \"a\": remove one of them",
             "6:22: secret \"A_KEY\" is listed twice in \"secrets\" of task \"a\"",
-            "10:35: unknown secret \"Z\" in \"secrets\" of task \"t\" of pipeline \"p\" (defined secrets: A_KEY; or define it under the top-level \"secrets:\")",
+            "10:34: unknown secret \"Z\" in \"secrets\" of task \"t\" of pipeline \"p\" (defined secrets: A_KEY; or define it under the top-level \"secrets:\")",
         ]
     );
 }
