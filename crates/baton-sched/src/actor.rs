@@ -8,13 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
-use baton_core::config::Config;
-use baton_core::config::NetworkMode;
+use baton_core::config::{Config, EnvValue, NetworkMode, render_command};
 use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
 use baton_exec::{
-    ContainerSpec, Executor, ExitRecord, Health, JobSpec, Network, Outcome, Reattached, RunningJob,
+    ContainerSpec, Executor, ExitRecord, Health, JobSecrets, JobSpec, Network, Outcome, Reattached, RunningJob,
 };
 use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
 
@@ -238,7 +237,18 @@ impl Actor {
                         continue;
                     }
                 };
-                match exec.reattach(&dir).await {
+                // The secrets to mask come from the current config (the job folder never
+                // holds them); one removed meanwhile can no longer be masked by the server.
+                let (spec, missing) = self.job_spec_parts(run_id, job.id);
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        job = job.id,
+                        "re-attaching: not in the configuration any more, so not masked by the server: {}",
+                        missing.join(", ")
+                    );
+                }
+                let secrets = spec.secrets;
+                match exec.reattach(&dir, &secrets).await {
                     Reattached::Finished(rec) => {
                         self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
                             .await;
@@ -1177,7 +1187,7 @@ impl Actor {
             if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
                 w.busy = Some((run_id, job_id));
             }
-            launches.push((dir, spec, worker));
+            launches.push((dir, spec, worker, job_id));
         }
         // Runs whose waiting reason changed, and runs that just started.
         for run in self.runs.values_mut() {
@@ -1204,15 +1214,28 @@ impl Actor {
         self.persist(changes).await;
         // Durable before launch: after a crash the job is re-attached, never run twice.
         self.flush().await;
-        for (dir, spec, worker) in launches {
-            self.launch(dir, spec, &worker);
+        for (dir, spec, worker, job_id) in launches {
+            self.launch(dir, spec, &worker, job_id);
         }
     }
 
-    fn job_spec(&self, run_id: i64, job_id: i64) -> JobSpec {
+    /// The job's spec, with its secrets resolved from the current config; the error names
+    /// what the config no longer holds (the job then ends `broken` with it).
+    fn job_spec(&self, run_id: i64, job_id: i64) -> Result<JobSpec, String> {
+        let (spec, missing) = self.job_spec_parts(run_id, job_id);
+        match missing.first() {
+            None => Ok(spec),
+            Some(what) => Err(format!(
+                "{what} is no longer in the configuration (it was removed after the run was queued); add it back and rerun"
+            )),
+        }
+    }
+
+    /// The job's spec with whatever secrets the current config still holds, and what it no
+    /// longer holds.
+    fn job_spec_parts(&self, run_id: i64, job_id: i64) -> (JobSpec, Vec<String>) {
         let run = &self.runs[&run_id];
         let job = run.job(job_id).expect("job present");
-        let mut env: Vec<(String, String)> = Vec::new();
         let container = run.def.container(&job.name).map(|c| ContainerSpec {
             image: c.image.clone(),
             build: c.build.clone(),
@@ -1223,47 +1246,52 @@ impl Actor {
                 NetworkMode::Bridge => Network::Bridge,
             },
         });
+        let mut env = JobEnv::default();
         let (script, timeout) = match &run.def {
             TargetDef::Task(t) => {
-                env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                (t.command.clone(), t.timeout)
+                env.add(&t.env);
+                env.secrets.extend(t.secrets.iter().cloned());
+                let (script, vars) = render_command(&t.command, &t.variables);
+                env.hidden.extend(vars);
+                (script, t.timeout)
             }
             TargetDef::Pipeline(p) => {
-                env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                env.add(&p.env);
                 if job.name == ON_ERROR_JOB {
                     let on_error = p.on_error.as_ref();
                     if let Some(o) = on_error {
-                        env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        env.add(&o.env);
                     }
                     (on_error.map(|o| o.script.clone()).unwrap_or_default(), None)
                 } else {
                     let t = p.tasks.get(&job.name);
                     if let Some(t) = t {
-                        env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        env.add(&t.env);
+                        env.secrets.extend(t.secrets.iter().cloned());
                     }
                     (t.map(|t| t.script.clone()).unwrap_or_default(), None)
                 }
             }
         };
-        env.extend(run.row.args.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mask = secrets(&self.config, &env);
-        env.push(("BATON_JOB".into(), job.name.clone()));
-        env.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
-        JobSpec {
+        let (mut plain, secrets, missing) = env.resolve(&self.config, &run.row.args);
+        plain.push(("BATON_JOB".into(), job.name.clone()));
+        plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
+        let spec = JobSpec {
             run_id,
             job_id,
             task: run.row.target.clone(),
             script,
-            env,
+            env: plain,
             timeout,
             kill_grace: self
                 .config
                 .server
                 .kill_grace
                 .unwrap_or(Duration::from_secs(5)),
-            mask,
+            secrets,
             container,
-        }
+        };
+        (spec, missing)
     }
 
     /// Adds the slots of agents that joined (agents that left stay, shown down).
@@ -1321,15 +1349,28 @@ impl Actor {
             .unwrap_or_else(|| self.executors.local.clone())
     }
 
-    fn launch(&self, dir: PathBuf, spec: JobSpec, worker: &str) {
+    fn launch(&self, dir: PathBuf, spec: Result<JobSpec, String>, worker: &str, job_id: i64) {
+        let spec = match spec {
+            Ok(s) => s,
+            Err(why) => {
+                let attempt = attempt_of(&dir);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let outcome = Outcome::Lost(why);
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                });
+                return;
+            }
+        };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
-        let attempt = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
-        let job_id = spec.job_id;
+        let attempt = attempt_of(&dir);
         tokio::spawn(async move {
             let exec = match exec {
                 Ok(e) => e,
@@ -1466,30 +1507,78 @@ async fn report_end(tx: mpsc::Sender<Msg>, job_id: i64, attempt: u32, handle: Bo
         .await;
 }
 
-/// Whether a variable's name says it holds a secret.
-fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["secret", "token", "password", "passwd", "credential", "key"]
-        .iter()
-        .any(|w| n.contains(w))
+/// The attempt number of a job folder (`jobs/<job>/<attempt>`).
+fn attempt_of(dir: &std::path::Path) -> u32 {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
-/// Values masked in a job's log: secret-named `variables` and secret-named env entries, when
-/// long enough to mask without mangling ordinary output.
-fn secrets(config: &Config, env: &[(String, String)]) -> Vec<String> {
-    let vars = config
-        .variables
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()));
-    let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let mut out: Vec<String> = vars
-        .chain(env)
-        .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
-        .map(|(_, v)| v.to_string())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+/// A job's environment as its definition names it, before resolution.
+#[derive(Default)]
+struct JobEnv {
+    /// Plain entries, in order (later ones win).
+    plain: Vec<(String, String)>,
+    /// `(variable, reference)` of secret-looking `env` entries and variables.
+    hidden: Vec<(String, String)>,
+    /// Explicit secrets by name.
+    secrets: Vec<String>,
+}
+
+impl JobEnv {
+    fn add(&mut self, env: &std::collections::BTreeMap<String, EnvValue>) {
+        for (k, v) in env {
+            self.plain.retain(|(p, _)| p != k);
+            self.hidden.retain(|(h, _)| h != k);
+            match v {
+                EnvValue::Plain(v) => self.plain.push((k.clone(), v.clone())),
+                EnvValue::Secret { secret } => self.hidden.push((k.clone(), secret.clone())),
+            }
+        }
+    }
+
+    /// The plain environment (with the run's arguments), the secrets (environment and the
+    /// values to mask: these and the config's secret-looking variables), and what the config
+    /// no longer holds.
+    fn resolve(
+        self,
+        config: &Config,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> (Vec<(String, String)>, JobSecrets, Vec<String>) {
+        let mut plain = self.plain;
+        // Arguments cannot replace a secret: their names start with a lower-case letter,
+        // secret names do not, and secret-looking entries are set after them.
+        plain.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut secrets = JobSecrets::default();
+        let mut missing = Vec::new();
+        for (k, reference) in self.hidden {
+            plain.retain(|(p, _)| *p != k);
+            match config.hidden(&reference) {
+                Some(v) => secrets.env.push((k, v.expose().to_owned())),
+                None => missing.push(format!("the secret value {reference}")),
+            }
+        }
+        for name in self.secrets {
+            plain.retain(|(p, _)| *p != name);
+            match config.secret(&name) {
+                Some(v) => secrets.env.push((name, v.expose().to_owned())),
+                None => missing.push(format!("secret {name:?}")),
+            }
+        }
+        let mut mask: Vec<String> = secrets
+            .env
+            .iter()
+            .map(|(_, v)| v.clone())
+            .chain(config.hidden.values().map(|v| v.expose().to_owned()))
+            .chain(config.secrets.values().map(|s| s.value.expose().to_owned()))
+            .filter(|v| v.len() >= 4)
+            .collect();
+        mask.sort();
+        mask.dedup();
+        secrets.mask = mask;
+        (plain, secrets, missing)
+    }
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {
