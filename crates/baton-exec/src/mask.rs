@@ -37,7 +37,8 @@ pub fn base64_forms(secret: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A streaming replacer. Holds back at most `longest secret - 1` bytes between calls.
+/// A streaming replacer. Between calls it holds back only a tail of the output that could be
+/// the start of a secret (at most `longest secret - 1` bytes).
 #[derive(Debug, Default)]
 pub struct Masker {
     secrets: Vec<Vec<u8>>,
@@ -83,8 +84,17 @@ impl Masker {
             return input.to_vec();
         }
         self.pending.extend_from_slice(input);
-        // A match starting before `safe` lies wholly inside `pending`.
-        let safe = self.pending.len().saturating_sub(self.longest - 1);
+        // Hold back only a tail that may be the start of a secret: a match starting before
+        // `safe` lies wholly inside `pending`.
+        let len = self.pending.len();
+        let safe = (len.saturating_sub(self.longest - 1)..len)
+            .find(|&i| {
+                let tail = &self.pending[i..];
+                self.secrets
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
+            })
+            .unwrap_or(len);
         self.emit(safe)
     }
 
@@ -171,6 +181,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn holds_back_only_what_may_start_a_secret() {
+        let mut m = Masker::new(&["abracadabra".to_owned()]);
+        assert_eq!(m.push(b"line 1 ***\n"), b"line 1 ***\n");
+        assert_eq!(m.push(b"x abra"), b"x ");
+        assert_eq!(m.held(), 4);
+        assert_eq!(m.push(b"cadabra!"), b"***!");
     }
 
     #[test]
