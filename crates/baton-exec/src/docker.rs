@@ -594,11 +594,7 @@ impl Executor for DockerExecutor {
         })
     }
 
-    fn reattach<'a>(
-        &'a self,
-        dir: &'a Path,
-        secrets: &'a JobSecrets,
-    ) -> BoxFuture<'a, Reattached> {
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached> {
         Box::pin(self.reattach_job(dir, secrets))
     }
 

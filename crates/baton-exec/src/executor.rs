@@ -49,8 +49,7 @@ pub trait Executor: Send + Sync + 'static {
     /// After a server restart: the job's end if it ended, a handle if it still runs, or why it
     /// is gone. `secrets` are the job's secrets as the current config gives them (the job
     /// folder never holds them): executors that mask on the server mask these.
-    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets)
-    -> BoxFuture<'a, Reattached>;
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached>;
 
     /// Asks the job to stop (SIGTERM, then SIGKILL after the spec's grace); its end arrives
     /// through the running job's `wait`.

@@ -55,7 +55,11 @@ impl JobSecrets {
 impl std::fmt::Debug for JobSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
-        write!(f, "JobSecrets {{ env: {names:?}, mask: {} values }}", self.mask.len())
+        write!(
+            f,
+            "JobSecrets {{ env: {names:?}, mask: {} values }}",
+            self.mask.len()
+        )
     }
 }
 

@@ -124,7 +124,10 @@ impl LocalExecutor {
             && text == "ready"
         {
             // Cannot happen once it is ready (it read to EOF first); say so if it does.
-            tracing::warn!("writing secrets to the supervisor of {}: {e}", dir.display());
+            tracing::warn!(
+                "writing secrets to the supervisor of {}: {e}",
+                dir.display()
+            );
         }
         if text == "ready" {
             // supervisor.json is written before "ready"; should reading it

@@ -27,7 +27,11 @@ pub fn base64_forms(secret: &[u8]) -> Vec<Vec<u8>> {
             // The first characters also carry bits of the bytes before the secret, the last
             // one (of a partial group) bits of the bytes after it.
             let skip = [0, 2, 3][offset];
-            let end = if buf.len() % 3 == 0 { enc.len() } else { enc.len() - 1 };
+            let end = if buf.len() % 3 == 0 {
+                enc.len()
+            } else {
+                enc.len() - 1
+            };
             if end > skip {
                 out.push(enc[skip..end].to_vec());
             }
@@ -169,7 +173,10 @@ mod tests {
         for engine in [&STANDARD, &URL_SAFE] {
             // Alone, with padding.
             let alone = engine.encode(secret);
-            assert_eq!(run(&[secret], &[format!("b64 {alone} end").as_bytes()]), b"b64 *** end");
+            assert_eq!(
+                run(&[secret], &[format!("b64 {alone} end").as_bytes()]),
+                b"b64 *** end"
+            );
             for prefix in ["", "a", "ab", "abc"] {
                 for suffix in ["", "\n", "xy"] {
                     let enc = engine.encode(format!("{prefix}{secret}{suffix}"));
@@ -177,7 +184,10 @@ mod tests {
                     let out = String::from_utf8(out).unwrap();
                     assert!(out.contains("***"), "{prefix:?}+{suffix:?}: {enc} -> {out}");
                     // What is left shows at most the neighbours' characters plus one.
-                    assert!(out.len() <= 3 + 4 + 4, "{prefix:?}+{suffix:?}: {enc} -> {out}");
+                    assert!(
+                        out.len() <= 3 + 4 + 4,
+                        "{prefix:?}+{suffix:?}: {enc} -> {out}"
+                    );
                 }
             }
         }

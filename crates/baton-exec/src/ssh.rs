@@ -1818,11 +1818,7 @@ impl Executor for SshExecutor {
         Box::pin(self.start_job(dir, spec))
     }
 
-    fn reattach<'a>(
-        &'a self,
-        dir: &'a Path,
-        secrets: &'a JobSecrets,
-    ) -> BoxFuture<'a, Reattached> {
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached> {
         Box::pin(self.reattach_job(dir, secrets))
     }
 

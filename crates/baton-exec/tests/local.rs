@@ -220,7 +220,11 @@ async fn secrets_are_masked_in_the_log() {
         if path.is_file() {
             let bytes = std::fs::read(&path).unwrap();
             let text = String::from_utf8_lossy(&bytes);
-            assert!(!text.contains("s3cr3t-v4lue-xyz"), "{}: {text}", path.display());
+            assert!(
+                !text.contains("s3cr3t-v4lue-xyz"),
+                "{}: {text}",
+                path.display()
+            );
         }
     }
 }

@@ -8,17 +8,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
-use baton_core::config::{Config, EnvValue, NetworkMode, render_command};
+use baton_core::config::{Config, NetworkMode, render_command};
 use baton_core::decide::{self, Admit, OpenRun, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
 use baton_exec::{
-    ContainerSpec, Executor, ExitRecord, Health, JobSecrets, JobSpec, Network, Outcome, Reattached, RunningJob,
+    ContainerSpec, Executor, ExitRecord, Health, JobSpec, Network, Outcome, Reattached, RunningJob,
 };
 use baton_store::{Change, JobRow, NewJob, NewRun, RunFolders, RunRow, Store};
 
 use crate::Executors;
 use crate::handle::{Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState};
+use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
 struct Worker {
@@ -1513,72 +1514,6 @@ fn attempt_of(dir: &std::path::Path) -> u32 {
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse().ok())
         .unwrap_or(1)
-}
-
-/// A job's environment as its definition names it, before resolution.
-#[derive(Default)]
-struct JobEnv {
-    /// Plain entries, in order (later ones win).
-    plain: Vec<(String, String)>,
-    /// `(variable, reference)` of secret-looking `env` entries and variables.
-    hidden: Vec<(String, String)>,
-    /// Explicit secrets by name.
-    secrets: Vec<String>,
-}
-
-impl JobEnv {
-    fn add(&mut self, env: &std::collections::BTreeMap<String, EnvValue>) {
-        for (k, v) in env {
-            self.plain.retain(|(p, _)| p != k);
-            self.hidden.retain(|(h, _)| h != k);
-            match v {
-                EnvValue::Plain(v) => self.plain.push((k.clone(), v.clone())),
-                EnvValue::Secret { secret } => self.hidden.push((k.clone(), secret.clone())),
-            }
-        }
-    }
-
-    /// The plain environment (with the run's arguments), the secrets (environment and the
-    /// values to mask: these and the config's secret-looking variables), and what the config
-    /// no longer holds.
-    fn resolve(
-        self,
-        config: &Config,
-        args: &std::collections::BTreeMap<String, String>,
-    ) -> (Vec<(String, String)>, JobSecrets, Vec<String>) {
-        let mut plain = self.plain;
-        // Arguments cannot replace a secret: their names start with a lower-case letter,
-        // secret names do not, and secret-looking entries are set after them.
-        plain.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut secrets = JobSecrets::default();
-        let mut missing = Vec::new();
-        for (k, reference) in self.hidden {
-            plain.retain(|(p, _)| *p != k);
-            match config.hidden(&reference) {
-                Some(v) => secrets.env.push((k, v.expose().to_owned())),
-                None => missing.push(format!("the secret value {reference}")),
-            }
-        }
-        for name in self.secrets {
-            plain.retain(|(p, _)| *p != name);
-            match config.secret(&name) {
-                Some(v) => secrets.env.push((name, v.expose().to_owned())),
-                None => missing.push(format!("secret {name:?}")),
-            }
-        }
-        let mut mask: Vec<String> = secrets
-            .env
-            .iter()
-            .map(|(_, v)| v.clone())
-            .chain(config.hidden.values().map(|v| v.expose().to_owned()))
-            .chain(config.secrets.values().map(|s| s.value.expose().to_owned()))
-            .filter(|v| v.len() >= 4)
-            .collect();
-        mask.sort();
-        mask.dedup();
-        secrets.mask = mask;
-        (plain, secrets, missing)
-    }
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {

@@ -243,9 +243,11 @@ impl Agent {
                 };
                 let dir = a.path();
                 let ended = Arc::new(tokio::sync::Notify::new());
-                if let Reattached::Running(h) = self.executor(&dir)
+                if let Reattached::Running(h) = self
+                    .executor(&dir)
                     .reattach(&dir, &baton_exec::JobSecrets::default())
-                    .await {
+                    .await
+                {
                     let ended = ended.clone();
                     tokio::spawn(async move {
                         h.wait().await;

@@ -67,7 +67,10 @@ fn assert_clean(what: &str, text: &str) {
     for s in secrets() {
         assert!(!text.contains(s), "{what} holds the secret {s}:\n{text}");
         let b = STANDARD.encode(s);
-        assert!(!text.contains(b.trim_end_matches('=')), "{what} holds base64 of {s}:\n{text}");
+        assert!(
+            !text.contains(b.trim_end_matches('=')),
+            "{what} holds base64 of {s}:\n{text}"
+        );
     }
 }
 
@@ -96,7 +99,13 @@ async fn page(s: &Server, token: &str, path: &str) -> String {
 }
 
 async fn api(s: &Server, token: &str, path: &str) -> String {
-    let r = s.http.get(s.url(path)).bearer_auth(token).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200, "GET {path}");
     r.text().await.unwrap()
 }
@@ -148,11 +157,18 @@ async fn secrets_reach_the_job_and_nothing_else() {
     // The API and the UI, as a user who may trigger the task.
     let tasks = api(&s, &alice, "/tasks").await;
     assert_clean("GET /api/v1/tasks", &tasks);
-    assert!(tasks.contains("var=${:api_password} greet=${:greeting}"), "{tasks}");
+    assert!(
+        tasks.contains("var=${:api_password} greet=${:greeting}"),
+        "{tasks}"
+    );
     assert!(tasks.contains(r#""DEPLOY_KEY":"***""#), "{tasks}");
     assert!(tasks.contains("visible-value"), "{tasks}");
     assert!(tasks.contains("FILE_TOKEN"), "{tasks}");
-    for path in [format!("/runs/{run}"), "/runs".to_owned(), "/queue".to_owned()] {
+    for path in [
+        format!("/runs/{run}"),
+        "/runs".to_owned(),
+        "/queue".to_owned(),
+    ] {
         assert_clean(&path, &api(&s, &alice, &path).await);
     }
     for path in [
@@ -179,7 +195,13 @@ async fn secrets_reach_the_job_and_nothing_else() {
     let job = done["jobs"][0]["id"].as_i64().unwrap();
     let dir = s.job_dir(job, 1);
     assert_eq!(mode(&dir), 0o700, "{}", dir.display());
-    for f in ["spec.json", "log", "exit.json", "script.sh", "supervisor.json"] {
+    for f in [
+        "spec.json",
+        "log",
+        "exit.json",
+        "script.sh",
+        "supervisor.json",
+    ] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
     assert_eq!(mode(&s.data.join("baton.db")), 0o600, "baton.db");

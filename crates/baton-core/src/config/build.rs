@@ -16,8 +16,8 @@ use super::model::{
     QueueStrategy, RepoTrigger, SecretValue, ServerConfig, SsoKind, SsoProvider, TaskDef,
     UserClaim, WaitList, WaitStrategy, WorkerDef, is_secret_name,
 };
-use super::secrets::Resolver;
 use super::node::{self, Node, Pos, Value};
+use super::secrets::Resolver;
 use super::template::{rewrite_templates, unsupported_templates};
 use super::{ConfigErrors, Diagnostic};
 
@@ -716,7 +716,10 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Con
     }
 
     let secrets = d.unique(secrets, already("secret"));
-    refs.secrets = secrets.iter().map(|(n, e)| ((*n).to_owned(), e.key)).collect();
+    refs.secrets = secrets
+        .iter()
+        .map(|(n, e)| ((*n).to_owned(), e.key))
+        .collect();
     config.secrets = d.secret_defs(secrets, resolve);
 
     for (name, e) in d.unique(workers, already("worker")) {

@@ -191,3 +191,5 @@ pub fn load_sources_with(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_secrets;

@@ -124,7 +124,9 @@ pub enum EnvValue {
     Plain(String),
     /// `{"secret": "tasks.NAME.env.KEY"}`: resolved from the current config when the job
     /// starts.
-    Secret { secret: String },
+    Secret {
+        secret: String,
+    },
 }
 
 impl EnvValue {

@@ -94,7 +94,9 @@ fn parse_source(text: &str, dir: &Path) -> Result<SecretSource, String> {
 /// Why `name` cannot name a secret (it becomes an environment variable of the job).
 fn name_problem(name: &str) -> Option<&'static str> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Some(
             "secret names become environment variables: letters, digits and _, starting with an upper-case letter or _ (so no trigger argument can have the same name)",
