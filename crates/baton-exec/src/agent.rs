@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
 use crate::layout::{LOG_FILE, OUT_DIR, SPEC_FILE, WORK_DIR, read_exit, write_atomic};
-use crate::{ExecError, ExitRecord, JobSpec, Outcome};
+use crate::{ExecError, ExitRecord, JobSecrets, JobSpec, Outcome};
 
 /// Worker names of agent slots start with this.
 pub const WORKER_PREFIX: &str = "agent:";
@@ -29,6 +29,11 @@ pub struct Assignment {
     pub job_id: i64,
     pub attempt: u32,
     pub spec: JobSpec,
+    /// The job's secrets (not part of a serialized [`JobSpec`]): they travel only over the
+    /// agent's authenticated channel, and the agent hands them to its supervisor's stdin pipe
+    /// or its engine, never to a file.
+    #[serde(default)]
+    pub secrets: JobSecrets,
 }
 
 /// A job an agent is told to cancel.
@@ -358,6 +363,7 @@ impl Executor for AgentExecutor {
                 job_id: spec.job_id,
                 attempt: attempt_of(dir),
                 spec: spec.clone(),
+                secrets: spec.secrets.clone(),
             };
             if !self
                 .hub
@@ -372,7 +378,12 @@ impl Executor for AgentExecutor {
         })
     }
 
-    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
+    fn reattach<'a>(
+        &'a self,
+        dir: &'a Path,
+        _secrets: &'a JobSecrets,
+    ) -> BoxFuture<'a, Reattached> {
+        // The agent's supervisor (or engine) has them and masks the log before uploading it.
         Box::pin(async move {
             if let Some(rec) = read_exit(dir) {
                 return Reattached::Finished(rec);

@@ -40,7 +40,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::error::ExecError;
 use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-use crate::job::{ExitRecord, JobSpec, Outcome};
+use crate::job::{ExitRecord, JobSecrets, JobSpec, Outcome};
 use crate::layout::{
     EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, WORK_DIR, read_exit, try_read_json,
     write_atomic,
@@ -287,7 +287,14 @@ impl DockerExecutor {
         write_atomic(&info_path, &json, true)
             .map_err(|e| ExecError::io("write container record", &info_path, e))?;
 
-        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Secrets go to the engine as the container's environment at create (the engine keeps
+        // them with the container until it is removed), never into a file of the job folder.
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .chain(&spec.secrets.env)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         env.push(format!("BATON_RUN_ID={}", spec.run_id));
         env.push(format!("BATON_JOB_ID={}", spec.job_id));
         env.push(format!("BATON_TASK={}", spec.task));
@@ -457,7 +464,7 @@ impl DockerExecutor {
         Ok(tag)
     }
 
-    async fn reattach_job(&self, dir: &Path) -> Reattached {
+    async fn reattach_job(&self, dir: &Path, secrets: &JobSecrets) -> Reattached {
         if let Some(rec) = read_exit(dir) {
             return Reattached::Finished(rec);
         }
@@ -471,13 +478,15 @@ impl DockerExecutor {
             }
             Err(e) => return Reattached::Vanished(e.to_string()),
         };
-        let spec = match try_read_json::<JobSpec>(&dir.join(SPEC_FILE)) {
+        let mut spec = match try_read_json::<JobSpec>(&dir.join(SPEC_FILE)) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return Reattached::Vanished(format!("no {SPEC_FILE} in {}", dir.display()));
             }
             Err(e) => return Reattached::Vanished(e.to_string()),
         };
+        // The values to mask come from the scheduler (spec.json never holds them).
+        spec.secrets = secrets.clone();
         let docker = match self.client().await {
             Ok(d) => d,
             Err(e) => {
@@ -585,8 +594,8 @@ impl Executor for DockerExecutor {
         })
     }
 
-    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
-        Box::pin(self.reattach_job(dir))
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached> {
+        Box::pin(self.reattach_job(dir, secrets))
     }
 
     fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
@@ -706,7 +715,7 @@ async fn monitor(docker: Docker, dir: PathBuf, spec: JobSpec, info: ContainerInf
         // what `log` already has: a resumed stream neither loses nor repeats a byte.
         let written = fs::metadata(&log_path).map_or(0, |m| m.len());
         let mut skip = written.saturating_sub(info.log_offset);
-        let mut masker = Masker::new(&spec.mask);
+        let mut masker = Masker::new(&spec.secrets.mask);
         let mut stream = docker.logs(
             &info.name,
             Some(

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
-use crate::{ExecError, ExitRecord, JobSpec, Outcome};
+use crate::{ExecError, ExitRecord, JobSecrets, JobSpec, Outcome};
 
 /// A boxed future, so executors stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -47,8 +47,9 @@ pub trait Executor: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Box<dyn RunningJob>, ExecError>>;
 
     /// After a server restart: the job's end if it ended, a handle if it still runs, or why it
-    /// is gone.
-    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached>;
+    /// is gone. `secrets` are the job's secrets as the current config gives them (the job
+    /// folder never holds them): executors that mask on the server mask these.
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached>;
 
     /// Asks the job to stop (SIGTERM, then SIGKILL after the spec's grace); its end arrives
     /// through the running job's `wait`.
@@ -100,7 +101,12 @@ impl Executor for crate::LocalExecutor {
         })
     }
 
-    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
+    fn reattach<'a>(
+        &'a self,
+        dir: &'a Path,
+        _secrets: &'a JobSecrets,
+    ) -> BoxFuture<'a, Reattached> {
+        // The supervisor has them in memory.
         Box::pin(async move {
             match crate::LocalExecutor::reattach(self, dir) {
                 crate::Reattach::Finished(r) => Reattached::Finished(r),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// What to run. Written by the executor to `spec.json`.
+/// What to run. Written by the executor to `spec.json`, without [`JobSpec::secrets`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct JobSpec {
     /// The run this job belongs to (exported as `BATON_RUN_ID`).
@@ -24,12 +24,43 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL on timeout or cancel.
     pub kill_grace: Duration,
-    /// Secrets replaced by `***` in the log.
-    #[serde(default)]
-    pub mask: Vec<String>,
+    /// Secret environment and the values masked in the log: never serialized, so never in
+    /// `spec.json`. Each executor hands them over its own way (the supervisor's stdin pipe,
+    /// the container's environment at create, an SSH session, an agent's assignment).
+    #[serde(skip)]
+    pub secrets: JobSecrets,
     /// Run the script in a container (the Docker executor) instead of on the host.
     #[serde(default)]
     pub container: Option<ContainerSpec>,
+}
+
+/// A job's secrets: environment entries (explicit `secrets:`, secret-looking `env` entries and
+/// variables) and every value to replace by `***` in its log. `Debug` shows no value.
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq)]
+pub struct JobSecrets {
+    /// Set in the job's environment, over [`JobSpec::env`].
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Replaced by `***` in the log (with their base64 forms, see [`crate::mask`]).
+    #[serde(default)]
+    pub mask: Vec<String>,
+}
+
+impl JobSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.mask.is_empty()
+    }
+}
+
+impl std::fmt::Debug for JobSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        write!(
+            f,
+            "JobSecrets {{ env: {names:?}, mask: {} values }}",
+            self.mask.len()
+        )
+    }
 }
 
 /// Where and how a containerised job runs (`image:` / `build:`, `resources:`, `network:`).

@@ -28,7 +28,7 @@
 //!
 //! | file | written by | content |
 //! | --- | --- | --- |
-//! | `spec.json` | executor | the [`JobSpec`] |
+//! | `spec.json` | executor | the [`JobSpec`] (never its secrets) |
 //! | `work/` | executor | the job's fresh working directory |
 //! | `out/` | executor | `BATON_OUTPUT_DIR` (artifacts) |
 //! | `log` | executor (empty), then supervisor | stdout + stderr, byte for byte |
@@ -61,7 +61,7 @@ pub use callback::{CallbackError, CallbackHub};
 pub use docker::DockerExecutor;
 pub use error::ExecError;
 pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-pub use job::{ContainerSpec, ExitRecord, JobSpec, Network, Outcome};
+pub use job::{ContainerSpec, ExitRecord, JobSecrets, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;

@@ -115,7 +115,7 @@ impl LocalExecutor {
         cmd.args(&self.args)
             .arg(&dir)
             .current_dir("/")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         // No pre_exec hook: that would force fork() of the whole server; without one the
@@ -133,6 +133,21 @@ impl LocalExecutor {
                 });
             }
         };
+
+        // The job's secrets reach the supervisor on its stdin pipe, never through a file; it
+        // reads them to EOF before it reports ready.
+        let secrets = if spec.secrets.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&spec.secrets).expect("JobSecrets serialize")
+        };
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let fed = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let r = stdin.write_all(&secrets).await;
+            drop(stdin);
+            r
+        });
 
         // The supervisor prints "ready\n" (or "error: ...\n") on its stdout.
         let mut out = child.stdout.take().expect("stdout is piped");
@@ -154,6 +169,15 @@ impl LocalExecutor {
         .await;
         drop(out);
         let text = String::from_utf8_lossy(&msg).trim().to_string();
+        if let Ok(Err(e)) = fed.await
+            && text == "ready"
+        {
+            // Cannot happen once it is ready (it read to EOF first); say so if it does.
+            tracing::warn!(
+                "writing secrets to the supervisor of {}: {e}",
+                dir.display()
+            );
+        }
         if text == "ready" {
             // supervisor.json is written before "ready"; should reading it
             // fail anyway, the job IS running, so fall back to what we know.

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use crate::callback::{self, CallbackHub};
 use crate::error::ExecError;
 use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-use crate::job::{ExitRecord, JobSpec, Outcome};
+use crate::job::{ExitRecord, JobSecrets, JobSpec, Outcome};
 use crate::layout::{
     EXIT_FILE, LOG_FILE, OUT_DIR, SPEC_FILE, read_exit, try_read_json, write_atomic,
 };
@@ -74,6 +74,7 @@ cd "${0%/*}" || exit 1
 set -m
 (
   . ./env.sh
+  if [ -e secrets.sh ]; then . ./secrets.sh; rm -f secrets.sh; fi
   BATON_OUTPUT_DIR="$PWD/out"; export BATON_OUTPUT_DIR
   cd work && exec bash -eo pipefail ../script.sh
 ) </dev/null >>log 2>&1 &
@@ -250,13 +251,23 @@ fn valid_env_name(k: &str) -> bool {
 /// The job's environment as a file bash sources: `export NAME='value'` lines, every value
 /// quoted by [`shell_quote`]. Names must be valid shell names.
 fn env_file(spec: &JobSpec) -> Result<String, String> {
-    let mut out = String::new();
     let fixed = [
         ("BATON_RUN_ID".to_string(), spec.run_id.to_string()),
         ("BATON_JOB_ID".to_string(), spec.job_id.to_string()),
         ("BATON_TASK".to_string(), spec.task.clone()),
     ];
-    for (k, v) in spec.env.iter().chain(fixed.iter()) {
+    export_lines(spec.env.iter().chain(fixed.iter()))
+}
+
+/// `export K='v'` lines of the job's secrets, for `secrets.sh` on the worker: created 0600
+/// (the upload runs under `umask 077`) and removed by the runner as soon as it has read it.
+fn secrets_file(spec: &JobSpec) -> Result<String, String> {
+    export_lines(spec.secrets.env.iter())
+}
+
+fn export_lines<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> Result<String, String> {
+    let mut out = String::new();
+    for (k, v) in pairs {
         if !valid_env_name(k) {
             return Err(format!(
                 "environment variable name {k:?} cannot be set by a shell on an SSH worker"
@@ -1607,6 +1618,7 @@ impl SshExecutor {
         File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
 
         let env = env_file(spec).map_err(|d| inner.err("start the job", d))?;
+        let secrets = secrets_file(spec).map_err(|d| inner.err("start the job", d))?;
         let token = callback::new_token();
         let hash = callback::token_hash(&token);
         let remote_dir = self.inner.remote_dir(&dir);
@@ -1638,7 +1650,7 @@ impl SshExecutor {
             ),
             None => (String::new(), String::new()),
         };
-        let files: [(&str, String); 7] = [
+        let mut files: Vec<(&str, String)> = vec![
             ("script.sh", spec.script.clone()),
             ("env.sh", env),
             ("run.sh", runner(spec)),
@@ -1647,6 +1659,9 @@ impl SshExecutor {
             ("callback.tcp", tcp),
             ("callback.req", req),
         ];
+        if !secrets.is_empty() {
+            files.push(("secrets.sh", secrets));
+        }
         let mut setup = format!(
             "set -e\numask 077\nD={d}\n\
              if [ -e \"$D/runner.pid\" ] || [ -e \"$D/exit\" ]; then echo \"job folder $D was already started on this worker\" >&2; exit 17; fi\n\
@@ -1656,7 +1671,7 @@ impl SshExecutor {
         for (name, content) in &files {
             setup.push_str(&put_file(name, content));
         }
-        let sink = LogSink::open(&dir, &spec.mask)?;
+        let sink = LogSink::open(&dir, &spec.secrets.mask)?;
         setup.push_str(
             ": > log\n\
              command -v dtach >/dev/null || { echo 'dtach: command not found' >&2; exit 127; }\n\
@@ -1708,14 +1723,14 @@ impl SshExecutor {
             job_id: spec.job_id,
             notify,
             sink,
-            mask: spec.mask.clone(),
+            mask: spec.secrets.mask.clone(),
             first,
             finisher,
             check_first,
         }))
     }
 
-    async fn reattach_job(&self, dir: &Path) -> Reattached {
+    async fn reattach_job(&self, dir: &Path, secrets: &JobSecrets) -> Reattached {
         let inner = &self.inner;
         if let Some(rec) = read_exit(dir) {
             // Ended; its folder on the worker may be left if we died before removing it.
@@ -1740,7 +1755,7 @@ impl SshExecutor {
         };
         let spec: Option<JobSpec> = try_read_json(&dir.join(SPEC_FILE)).ok().flatten();
         let job_id = spec.as_ref().map_or(0, |s| s.job_id);
-        let mask = spec.map(|s| s.mask).unwrap_or_default();
+        let mask = secrets.mask.clone();
         let mut hash = [0u8; 32];
         if let Ok(v) = hex::decode(&info.token_sha256)
             && v.len() == 32
@@ -1803,8 +1818,8 @@ impl Executor for SshExecutor {
         Box::pin(self.start_job(dir, spec))
     }
 
-    fn reattach<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Reattached> {
-        Box::pin(self.reattach_job(dir))
+    fn reattach<'a>(&'a self, dir: &'a Path, secrets: &'a JobSecrets) -> BoxFuture<'a, Reattached> {
+        Box::pin(self.reattach_job(dir, secrets))
     }
 
     fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
@@ -2175,7 +2190,7 @@ mod tests {
             env: vec![("x".into(), "a'b $(rm -rf /) `id` \"q\"\nnl".into())],
             timeout: None,
             kill_grace: Duration::from_secs(1),
-            mask: vec![],
+            secrets: Default::default(),
             container: None,
         };
         let f = env_file(&spec).unwrap();

@@ -16,6 +16,10 @@
 //!    (or the pipe) alive, and removes the job's cgroup,
 //! 5. writes `<dir>/exit.json` durably and exits 0.
 //!
+//! Secrets: when stdin is a pipe, the supervisor first reads the job's [`JobSecrets`] from it
+//! (JSON, until EOF) and holds them in memory only: they are set in the job's environment and
+//! masked in its log, and never written beside the job.
+//!
 //! Readiness protocol: the executor gives the supervisor a pipe as stdout.
 //! Once `supervisor.json` is written the supervisor prints `ready\n` there
 //! and points stdout at `/dev/null`; if it fails before that it prints
@@ -40,7 +44,7 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
-use crate::job::{ExitRecord, JobSpec};
+use crate::job::{ExitRecord, JobSecrets, JobSpec};
 use crate::layout::{
     EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo,
     WORK_DIR, try_read_json, write_atomic,
@@ -107,6 +111,10 @@ async fn run(dir: &Path) -> i32 {
         Ok(s) => s,
         Err(e) => return not_ready(&format!("could not install signal handlers: {e}")),
     };
+    let secrets = match read_secrets() {
+        Ok(s) => s,
+        Err(e) => return not_ready(&format!("could not read the job's secrets on stdin: {e}")),
+    };
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let exit_path = dir.join(EXIT_FILE);
     if exit_path.exists() {
@@ -144,7 +152,7 @@ async fn run(dir: &Path) -> i32 {
     }
     let _ = unix::stdout_to_dev_null();
 
-    let rec = supervise(&dir, &mut sigs).await;
+    let rec = supervise(&dir, secrets, &mut sigs).await;
     let json = serde_json::to_vec_pretty(&rec).expect("ExitRecord serializes");
     match write_atomic(&exit_path, &json, true) {
         Ok(()) => 0,
@@ -158,8 +166,26 @@ async fn run(dir: &Path) -> i32 {
     }
 }
 
+/// The job's secrets from stdin when it is a pipe (the executor writes them and closes it);
+/// none otherwise (run by hand).
+fn read_secrets() -> io::Result<JobSecrets> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let st = nix::sys::stat::fstat(stdin.as_fd()).map_err(io::Error::from)?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFIFO {
+        return Ok(JobSecrets::default());
+    }
+    let mut bytes = Vec::new();
+    stdin.lock().take(16 << 20).read_to_end(&mut bytes)?;
+    if bytes.is_empty() {
+        return Ok(JobSecrets::default());
+    }
+    serde_json::from_slice(&bytes).map_err(io::Error::from)
+}
+
 /// Everything after readiness; every failure ends up in the record.
-async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
+async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitRecord {
     let mut rec = ExitRecord {
         exit_code: None,
         signal: None,
@@ -172,7 +198,7 @@ async fn supervise(dir: &Path, sigs: &mut Signals) -> ExitRecord {
         max_rss_kb: None,
     };
     let log_path = dir.join(LOG_FILE);
-    match prepare(dir) {
+    match prepare(dir, secrets) {
         Ok((spec, log, child, pipe, tree)) => {
             rec.started_at = Utc::now();
             run_job(&spec, &log_path, &log, child, pipe, &tree, sigs, &mut rec).await;
@@ -222,13 +248,17 @@ fn log_deleted(log: &File, log_path: &Path, rec: &mut ExitRecord) {
 }
 
 /// Read the spec, open the log, write the script, start bash in the job's tree.
-fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> {
+fn prepare(
+    dir: &Path,
+    secrets: JobSecrets,
+) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> {
     let spec_path = dir.join(SPEC_FILE);
-    let spec: JobSpec = match try_read_json(&spec_path) {
+    let mut spec: JobSpec = match try_read_json(&spec_path) {
         Ok(Some(s)) => s,
         Ok(None) => return Err(format!("job spec {} is missing", spec_path.display())),
         Err(e) => return Err(e.to_string()),
     };
+    spec.secrets = secrets;
     let log_path = dir.join(LOG_FILE);
     let log = OpenOptions::new()
         .append(true)
@@ -280,6 +310,7 @@ fn prepare(dir: &Path) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> 
         .stdout(Stdio::from(tx))
         .stderr(Stdio::from(tx2))
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.secrets.env.iter().map(|(k, v)| (k, v)))
         .env("BATON_RUN_ID", spec.run_id.to_string())
         .env("BATON_JOB_ID", spec.job_id.to_string())
         .env("BATON_TASK", &spec.task)
@@ -386,7 +417,7 @@ async fn run_job(
         }
     };
     let mut buf = vec![0u8; COPY_BUF];
-    let mut masker = crate::mask::Masker::new(&spec.mask);
+    let mut masker = crate::mask::Masker::new(&spec.secrets.mask);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -500,7 +531,7 @@ mod tests {
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             timeout: None,
             kill_grace: Duration::from_secs(1),
-            mask: vec![],
+            secrets: Default::default(),
             container: None,
         }
     }

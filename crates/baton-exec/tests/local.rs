@@ -37,7 +37,7 @@ fn spec(script: &str) -> JobSpec {
         env: vec![],
         timeout: None,
         kill_grace: Duration::from_secs(5),
-        mask: vec![],
+        secrets: Default::default(),
         container: None,
     }
 }
@@ -201,10 +201,32 @@ async fn secrets_are_masked_in_the_log() {
     let dir = tmp.path().join("m");
     let mut s =
         spec("printf 'token=abracadabra\\n'; printf 'split abra'; printf 'cadabra end\\n'\n");
-    s.mask = vec!["abracadabra".into()];
+    s.secrets.mask = vec!["abracadabra".into()];
     let rec = run(&dir, &s).await;
     assert_eq!(rec.exit_code, Some(0));
     assert_eq!(log_of(&dir), b"token=***\nsplit *** end\n");
+
+    // A secret environment entry reaches the job through the supervisor's stdin pipe: the job
+    // sees it, its log shows `***` for it and its base64 form, and no file of the job holds it.
+    let dir = tmp.path().join("e");
+    let mut s = spec("echo \"v=$DEPLOY_TOKEN\"; printf %s \"$DEPLOY_TOKEN\" | base64\n");
+    s.secrets.env = vec![("DEPLOY_TOKEN".into(), "s3cr3t-v4lue-xyz".into())];
+    s.secrets.mask = vec!["s3cr3t-v4lue-xyz".into()];
+    let rec = run(&dir, &s).await;
+    assert_eq!(rec.exit_code, Some(0), "{rec:?}");
+    assert_eq!(log_of(&dir), b"v=***\n***\n");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("s3cr3t-v4lue-xyz"),
+                "{}: {text}",
+                path.display()
+            );
+        }
+    }
 }
 
 async fn exit_codes_and_pipefail() {

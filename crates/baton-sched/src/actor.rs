@@ -8,8 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use baton_core::config::Config;
-use baton_core::config::NetworkMode;
+use baton_core::config::{Config, NetworkMode, render_command};
 use baton_core::decide::{self, QueuedJob, WorkerView};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_core::schedule::{self, Rule};
@@ -22,6 +21,7 @@ use crate::Executors;
 use crate::handle::{
     Changed, ChangedRun, Msg, QueueEntry, SchedError, Snapshot, TriggerRequest, WorkerState,
 };
+use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
 mod trigger;
@@ -215,7 +215,18 @@ impl Actor {
                         continue;
                     }
                 };
-                match exec.reattach(&dir).await {
+                // The secrets to mask come from the current config (the job folder never
+                // holds them); one removed meanwhile can no longer be masked by the server.
+                let (spec, missing) = self.job_spec_parts(run_id, job.id);
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        job = job.id,
+                        "re-attaching: not in the configuration any more, so not masked by the server: {}",
+                        missing.join(", ")
+                    );
+                }
+                let secrets = spec.secrets;
+                match exec.reattach(&dir, &secrets).await {
                     Reattached::Finished(rec) => {
                         self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
                             .await;
@@ -1054,7 +1065,7 @@ impl Actor {
             if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
                 w.busy = Some((run_id, job_id));
             }
-            launches.push((dir, spec, worker));
+            launches.push((dir, spec, worker, job_id));
         }
         // Runs whose waiting reason changed, and runs that just started.
         for run in self.runs.values_mut() {
@@ -1081,15 +1092,28 @@ impl Actor {
         self.persist(changes).await;
         // Durable before launch: after a crash the job is re-attached, never run twice.
         self.flush().await;
-        for (dir, spec, worker) in launches {
-            self.launch(dir, spec, &worker);
+        for (dir, spec, worker, job_id) in launches {
+            self.launch(dir, spec, &worker, job_id);
         }
     }
 
-    fn job_spec(&self, run_id: i64, job_id: i64) -> JobSpec {
+    /// The job's spec, with its secrets resolved from the current config; the error names
+    /// what the config no longer holds (the job then ends `broken` with it).
+    fn job_spec(&self, run_id: i64, job_id: i64) -> Result<JobSpec, String> {
+        let (spec, missing) = self.job_spec_parts(run_id, job_id);
+        match missing.first() {
+            None => Ok(spec),
+            Some(what) => Err(format!(
+                "{what} is no longer in the configuration (it was removed after the run was queued); add it back and rerun"
+            )),
+        }
+    }
+
+    /// The job's spec with whatever secrets the current config still holds, and what it no
+    /// longer holds.
+    fn job_spec_parts(&self, run_id: i64, job_id: i64) -> (JobSpec, Vec<String>) {
         let run = &self.runs[&run_id];
         let job = run.job(job_id).expect("job present");
-        let mut env: Vec<(String, String)> = Vec::new();
         let container = run.def.container(&job.name).map(|c| ContainerSpec {
             image: c.image.clone(),
             build: c.build.clone(),
@@ -1100,47 +1124,52 @@ impl Actor {
                 NetworkMode::Bridge => Network::Bridge,
             },
         });
+        let mut env = JobEnv::default();
         let (script, timeout) = match &run.def {
             TargetDef::Task(t) => {
-                env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                (t.command.clone(), t.timeout)
+                env.add(&t.env);
+                env.secrets.extend(t.secrets.iter().cloned());
+                let (script, vars) = render_command(&t.command, &t.variables);
+                env.hidden.extend(vars);
+                (script, t.timeout)
             }
             TargetDef::Pipeline(p) => {
-                env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                env.add(&p.env);
                 if job.name == ON_ERROR_JOB {
                     let on_error = p.on_error.as_ref();
                     if let Some(o) = on_error {
-                        env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        env.add(&o.env);
                     }
                     (on_error.map(|o| o.script.clone()).unwrap_or_default(), None)
                 } else {
                     let t = p.tasks.get(&job.name);
                     if let Some(t) = t {
-                        env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        env.add(&t.env);
+                        env.secrets.extend(t.secrets.iter().cloned());
                     }
                     (t.map(|t| t.script.clone()).unwrap_or_default(), None)
                 }
             }
         };
-        env.extend(run.row.args.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mask = secrets(&self.config, &env);
-        env.push(("BATON_JOB".into(), job.name.clone()));
-        env.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
-        JobSpec {
+        let (mut plain, secrets, missing) = env.resolve(&self.config, &run.row.args);
+        plain.push(("BATON_JOB".into(), job.name.clone()));
+        plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
+        let spec = JobSpec {
             run_id,
             job_id,
             task: run.row.target.clone(),
             script,
-            env,
+            env: plain,
             timeout,
             kill_grace: self
                 .config
                 .server
                 .kill_grace
                 .unwrap_or(Duration::from_secs(5)),
-            mask,
+            secrets,
             container,
-        }
+        };
+        (spec, missing)
     }
 
     /// Adds the slots of agents that joined (agents that left stay, shown down).
@@ -1198,15 +1227,28 @@ impl Actor {
             .unwrap_or_else(|| self.executors.local.clone())
     }
 
-    fn launch(&self, dir: PathBuf, spec: JobSpec, worker: &str) {
+    fn launch(&self, dir: PathBuf, spec: Result<JobSpec, String>, worker: &str, job_id: i64) {
+        let spec = match spec {
+            Ok(s) => s,
+            Err(why) => {
+                let attempt = attempt_of(&dir);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let outcome = Outcome::Lost(why);
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                });
+                return;
+            }
+        };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
-        let attempt = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
-        let job_id = spec.job_id;
+        let attempt = attempt_of(&dir);
         tokio::spawn(async move {
             let exec = match exec {
                 Ok(e) => e,
@@ -1343,30 +1385,12 @@ async fn report_end(tx: mpsc::Sender<Msg>, job_id: i64, attempt: u32, handle: Bo
         .await;
 }
 
-/// Whether a variable's name says it holds a secret.
-fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["secret", "token", "password", "passwd", "credential", "key"]
-        .iter()
-        .any(|w| n.contains(w))
-}
-
-/// Values masked in a job's log: secret-named `variables` and secret-named env entries, when
-/// long enough to mask without mangling ordinary output.
-fn secrets(config: &Config, env: &[(String, String)]) -> Vec<String> {
-    let vars = config
-        .variables
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()));
-    let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let mut out: Vec<String> = vars
-        .chain(env)
-        .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
-        .map(|(_, v)| v.to_string())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+/// The attempt number of a job folder (`jobs/<job>/<attempt>`).
+fn attempt_of(dir: &std::path::Path) -> u32 {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {

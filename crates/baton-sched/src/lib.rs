@@ -8,6 +8,7 @@
 
 mod actor;
 mod handle;
+mod jobenv;
 mod jobs;
 
 pub use handle::{

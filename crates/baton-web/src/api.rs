@@ -45,7 +45,7 @@ async fn tasks(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
         .values()
         .filter(|t| a.can_see(TargetKind::Task, &t.name))
         .collect();
-    Ok(Json(json!({ "tasks": tasks })))
+    Ok(Json(redact(json!({ "tasks": tasks }))))
 }
 
 async fn pipelines(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
@@ -56,7 +56,25 @@ async fn pipelines(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
         .values()
         .filter(|p| a.can_see(TargetKind::Pipeline, &p.name))
         .collect();
-    Ok(Json(json!({ "pipelines": pipelines })))
+    Ok(Json(redact(json!({ "pipelines": pipelines }))))
+}
+
+/// Definitions as users see them: a secret-looking `env` entry or variable (serialized as a
+/// reference, `{"secret": "…"}`, never its value) shows as `***`. Commands are shown as
+/// written (`${:name}`), and explicit secrets only by name.
+fn redact(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.get("secret").is_some_and(Value::is_string) => {
+                *v = Value::String("***".into());
+            }
+            Value::Object(m) => m.values_mut().for_each(walk),
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }
 
 /// Workers and queue as `user` may see them: runs of targets they cannot see are hidden.

@@ -60,6 +60,8 @@ fn hostname() -> String {
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let name = args.name.clone().unwrap_or_else(hostname);
+    // Job folders 0700, job files 0600 (as on the server).
+    crate::serve::private_files();
     std::fs::create_dir_all(args.work_dir.join("jobs"))
         .with_context(|| format!("cannot create {}", args.work_dir.display()))?;
     let work = args.work_dir.canonicalize()?;
@@ -157,7 +159,10 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let dir = agent.job_dir(c.job_id, c.attempt);
             let _ = agent.executor(&dir).cancel(&dir).await;
         }
-        for a in work.jobs {
+        for mut a in work.jobs {
+            // Secrets stay in memory: the supervisor gets them on its stdin pipe, the engine
+            // as the container's environment.
+            a.spec.secrets = std::mem::take(&mut a.secrets);
             let dir = agent.job_dir(a.job_id, a.attempt);
             let ended = Arc::new(tokio::sync::Notify::new());
             let exec: Arc<dyn Executor> = if a.spec.container.is_some() {
@@ -245,7 +250,11 @@ impl Agent {
                 };
                 let dir = a.path();
                 let ended = Arc::new(tokio::sync::Notify::new());
-                if let Reattached::Running(h) = self.executor(&dir).reattach(&dir).await {
+                if let Reattached::Running(h) = self
+                    .executor(&dir)
+                    .reattach(&dir, &baton_exec::JobSecrets::default())
+                    .await
+                {
                     let ended = ended.clone();
                     tokio::spawn(async move {
                         h.wait().await;

@@ -101,6 +101,27 @@ fn ssh_factory(
     })
 }
 
+/// Sets the process umask to 077: files 0600, folders 0700.
+pub(crate) fn private_files() {
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
+}
+
+/// Makes the data directory (and a database left by an older version) private to this user.
+fn make_private(data: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", data.display()))?;
+    for f in ["baton.db", "baton.db-wal", "baton.db-shm"] {
+        let p = data.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (mode 0600)", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn absolute(p: &String) -> Result<PathBuf, String> {
     std::path::absolute(p).map_err(|e| format!("cannot resolve the path {p}: {e}"))
 }
@@ -150,9 +171,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // Nothing the server (and the supervisors it starts) creates is for other users: job
+    // folders 0700, job files and the database 0600.
+    private_files();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data directory {}", args.data.display()))?;
     let data = args.data.canonicalize()?;
+    make_private(&data)?;
     let store = baton_store::Store::open(&data.join("baton.db")).await?;
     let exe = std::env::current_exe().context("cannot find the baton binary for the supervisor")?;
     let listen = args

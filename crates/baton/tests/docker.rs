@@ -727,3 +727,43 @@ tasks:
         s.stderr()
     );
 }
+
+/// An explicit secret reaches the container as an environment variable (given to the engine at
+/// create), is masked in the log with its base64 form, and no file of the job folder holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_container_and_no_file() {
+    let img = image();
+    let secret = "d0cker-s3cr3t-Qm4Rt8";
+    let s = Server::start_env(
+        &format!(
+            r#"
+secrets: {{TOKEN: env:BATON_E2E_DOCKER_TOKEN}}
+tasks:
+  work:
+    image: {img}
+    secrets: [TOKEN]
+    command: |
+      echo "token=$TOKEN"
+      printf %s "$TOKEN" | base64
+"#
+        ),
+        &[("BATON_E2E_DOCKER_TOKEN", secret)],
+    );
+    let _leftovers = Leftovers::of(&s);
+    let id = id_of(&s.trigger("work", &[]).await);
+    let done = s.wait_run(id).await;
+    assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
+    assert_eq!(s.log_text(id, None).await, "token=***\n***\n");
+    let dir = s.job_dir(job_id(&done, "work"), 1);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+}

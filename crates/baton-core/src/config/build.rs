@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use super::duration::{MILLIS_UP, SECONDS_UP, invalid_duration, parse_duration_in};
 use super::model::{
-    Config, ContainerDef, CronSchedule, NetworkMode, OnError, PipelineDef, PipelineTask,
-    QueueStrategy, RepoTrigger, ServerConfig, SsoKind, SsoProvider, TaskDef, UserClaim, WaitList,
-    WaitStrategy, WorkerDef,
+    Config, ContainerDef, CronSchedule, EnvValue, NetworkMode, OnError, PipelineDef, PipelineTask,
+    QueueStrategy, RepoTrigger, SecretValue, ServerConfig, SsoKind, SsoProvider, TaskDef,
+    UserClaim, WaitList, WaitStrategy, WorkerDef, is_secret_name,
 };
 use super::node::{self, Node, Pos, Value};
+use super::secrets::Resolver;
 use super::template::{rewrite_templates, unsupported_templates};
 use super::{ConfigErrors, Diagnostic};
 
@@ -25,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "workers",
     "administrators",
     "variables",
+    "secrets",
     "tasks",
     "pipelines",
 ];
@@ -73,6 +75,7 @@ const TASK_KEYS: &[&str] = &[
     "concurrency",
     "wait_list",
     "retries",
+    "secrets",
     "image",
     "build",
     "resources",
@@ -104,6 +107,7 @@ const PIPELINE_TASK_KEYS: &[&str] = &[
     "depends_on",
     "env",
     "allow_failure",
+    "secrets",
     "image",
     "build",
     "resources",
@@ -116,21 +120,21 @@ type FileId = usize;
 
 /// A position in one of the loaded files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Loc {
+pub(crate) struct Loc {
     file: FileId,
     pos: Pos,
 }
 
 /// A `key: value` pair of a mapping, with the key's name and place.
 #[derive(Debug, Clone, Copy)]
-struct Entry<'n> {
-    name: &'n str,
-    key: Loc,
-    value: &'n Node,
+pub(crate) struct Entry<'n> {
+    pub(crate) name: &'n str,
+    pub(crate) key: Loc,
+    pub(crate) value: &'n Node,
 }
 
 impl Entry<'_> {
-    fn value_loc(&self) -> Loc {
+    pub(crate) fn value_loc(&self) -> Loc {
         Loc {
             file: self.key.file,
             pos: self.value.pos,
@@ -155,13 +159,18 @@ impl<'n> Fields<'n> {
 }
 
 /// Collects the diagnostics.
-struct Diags<'f> {
+pub(crate) struct Diags<'f> {
     files: &'f [PathBuf],
     list: Vec<Diagnostic>,
 }
 
 impl Diags<'_> {
-    fn err(&mut self, loc: Loc, message: impl Into<String>) {
+    /// The file a place is in.
+    pub(crate) fn file(&self, loc: Loc) -> &Path {
+        &self.files[loc.file]
+    }
+
+    pub(crate) fn err(&mut self, loc: Loc, message: impl Into<String>) {
         self.list.push(Diagnostic {
             file: self.files[loc.file].clone(),
             line: loc.pos.line,
@@ -388,7 +397,7 @@ impl Diags<'_> {
     }
 
     /// A list of strings, each with its place. `None` when absent or not a list.
-    fn string_list(&mut self, e: Option<Entry<'_>>) -> Option<Vec<(String, Loc)>> {
+    pub(crate) fn string_list(&mut self, e: Option<Entry<'_>>) -> Option<Vec<(String, Loc)>> {
         let e = e?;
         let file = e.key.file;
         match &e.value.value {
@@ -476,6 +485,24 @@ impl Diags<'_> {
         out
     }
 
+    /// An `env:` map whose secret-looking entries ([`is_secret_name`], non-empty) are kept
+    /// as references `<scope>.env.<KEY>` with their values in `hidden`.
+    fn env_map(
+        &mut self,
+        e: Option<Entry<'_>>,
+        what: &str,
+        scope: &str,
+        hidden: &mut BTreeMap<String, SecretValue>,
+    ) -> BTreeMap<String, EnvValue> {
+        self.string_map(e, what)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = hide(hidden, format!("{scope}.env.{k}"), &k, v);
+                (k, v)
+            })
+            .collect()
+    }
+
     /// A prunner script: a list of lines or a single string; lines joined with `\n`, templates
     /// checked and rewritten.
     fn script(&mut self, e: Option<Entry<'_>>) -> String {
@@ -528,6 +555,22 @@ impl Diags<'_> {
     }
 }
 
+/// `value` as a definition keeps it: a reference `reference` (value moved to `hidden`) when
+/// `name` looks secret and the value is not empty, else plain.
+fn hide(
+    hidden: &mut BTreeMap<String, SecretValue>,
+    reference: String,
+    name: &str,
+    value: String,
+) -> EnvValue {
+    if is_secret_name(name) && !value.is_empty() {
+        hidden.insert(reference.clone(), SecretValue::new(value));
+        EnvValue::Secret { secret: reference }
+    } else {
+        EnvValue::Plain(value)
+    }
+}
+
 /// Accumulates sources, then builds the configuration.
 #[derive(Default)]
 pub(crate) struct Loader {
@@ -562,7 +605,8 @@ impl Loader {
         });
     }
 
-    pub(crate) fn finish(self) -> Result<Config, ConfigErrors> {
+    /// Builds the configuration; explicit secrets are read with `resolve`.
+    pub(crate) fn finish(self, resolve: &Resolver) -> Result<Config, ConfigErrors> {
         let Loader {
             files,
             roots,
@@ -572,7 +616,7 @@ impl Loader {
             files: &files,
             list: diags,
         };
-        let config = build(&mut d, &roots);
+        let config = build(&mut d, &roots, resolve);
         let mut list = d.list;
         if list.is_empty() {
             return Ok(config);
@@ -594,13 +638,18 @@ struct Refs {
     task_keys: BTreeMap<String, Loc>,
     /// Where each pipeline is defined.
     pipeline_keys: BTreeMap<String, Loc>,
+    /// Every name under the top-level `secrets:` (also those whose value had a problem).
+    secrets: BTreeMap<String, Loc>,
+    /// Values of secret-looking `env` entries, by reference (see [`hide`]).
+    hidden: BTreeMap<String, SecretValue>,
 }
 
-fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
+fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Config {
     let mut server = Vec::new();
     let mut workers = Vec::new();
     let mut administrators = Vec::new();
     let mut variables = Vec::new();
+    let mut secrets = Vec::new();
     let mut tasks = Vec::new();
     let mut pipelines = Vec::new();
     for (file, root) in roots {
@@ -613,6 +662,7 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
                 "server" => &mut server,
                 "workers" => &mut workers,
                 "variables" => &mut variables,
+                "secrets" => &mut secrets,
                 "tasks" => &mut tasks,
                 "pipelines" => &mut pipelines,
                 "administrators" => {
@@ -642,10 +692,13 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
     for (name, e) in d.unique(variables, already("variable")) {
         match (&e.value.value, e.value.scalar_text()) {
             (Value::Null, _) => {
-                config.variables.insert(name.to_owned(), String::new());
+                config
+                    .variables
+                    .insert(name.to_owned(), EnvValue::Plain(String::new()));
             }
             (_, Some(text)) => {
-                config.variables.insert(name.to_owned(), text);
+                let v = hide(&mut refs.hidden, format!("variables.{name}"), name, text);
+                config.variables.insert(name.to_owned(), v);
             }
             (_, None) => d.err(
                 e.value_loc(),
@@ -656,6 +709,13 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
             ),
         }
     }
+
+    let secrets = d.unique(secrets, already("secret"));
+    refs.secrets = secrets
+        .iter()
+        .map(|(n, e)| ((*n).to_owned(), e.key))
+        .collect();
+    config.secrets = d.secret_defs(secrets, resolve);
 
     for (name, e) in d.unique(workers, already("worker")) {
         if let Some(w) = build_worker(d, e) {
@@ -684,6 +744,7 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)]) -> Config {
     }
 
     cross_check(d, &config, &refs);
+    config.hidden = std::mem::take(&mut refs.hidden);
     config
 }
 
@@ -1035,23 +1096,34 @@ fn check_host(h: &str) -> Result<(), String> {
 fn build_task(
     d: &mut Diags<'_>,
     e: Entry<'_>,
-    variables: &BTreeMap<String, String>,
+    variables: &BTreeMap<String, EnvValue>,
     refs: &mut Refs,
 ) -> Option<TaskDef> {
     let name = e.name;
     let what = format!("task {name:?}");
     let f = d.fields(e.key.file, e.value, &what, TASK_KEYS)?;
 
-    let command = match f.get("command") {
+    let (command, used) = match f.get("command") {
         None => {
             d.err(e.key, format!("task {name:?} has no \"command\""));
-            String::new()
+            (String::new(), BTreeMap::new())
         }
         Some(c) => match d.string(Some(c)) {
-            Some(text) => substitute_variables(d, &text, c.value_loc(), variables),
-            None => String::new(),
+            Some(text) => {
+                let used = command_variables(d, &text, c.value_loc(), variables);
+                (text, used)
+            }
+            None => (String::new(), BTreeMap::new()),
         },
     };
+    let env = d.env_map(
+        f.get("env"),
+        &what,
+        &format!("tasks.{name}"),
+        &mut refs.hidden,
+    );
+    let env_names: Vec<&String> = env.keys().collect();
+    let secrets = d.secret_refs(f.get("secrets"), &what, &refs.secrets, &env_names);
 
     let queues = d.queues(f.get("queues"), e.key);
     refs.queues.extend(queues.iter().cloned());
@@ -1087,10 +1159,12 @@ fn build_task(
             .unwrap_or(0),
         timeout: d.duration(f.get("timeout"), SECONDS_UP),
         command,
+        variables: used,
         authorized_users: d.plain_list(f.get("authorized_users")),
         after_tasks: after_tasks.into_iter().map(|(t, _)| t).collect(),
         repo_triggers,
-        env: d.string_map(f.get("env"), &what),
+        env,
+        secrets,
         concurrency: d.uint(f.get("concurrency"), 1).unwrap_or(1),
         wait_list,
         retries: d.uint(f.get("retries"), 0).unwrap_or(0),
@@ -1237,38 +1311,24 @@ pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Replaces each `${:name}` in `command` from `variables`; unknown names are reported at `loc`.
-fn substitute_variables(
+/// The `variables` that `${:name}` references in `command` name (the command is kept as
+/// written and filled in when a job starts); unknown names are reported at `loc`.
+fn command_variables(
     d: &mut Diags<'_>,
     command: &str,
     loc: Loc,
-    variables: &BTreeMap<String, String>,
-) -> String {
-    let mut out = String::with_capacity(command.len());
-    let mut rest = command;
-    while let Some(start) = rest.find("${:") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 3..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match variables.get(name) {
-                    Some(value) => out.push_str(value),
-                    None => {
-                        d.err(loc, format!("unknown variable {name:?} in command"));
-                        out.push_str(&rest[start..start + 3 + end + 1]);
-                    }
-                }
-                rest = &after[end + 1..];
+    variables: &BTreeMap<String, EnvValue>,
+) -> BTreeMap<String, EnvValue> {
+    let mut used = BTreeMap::new();
+    for name in super::template::command_variable_names(command) {
+        match variables.get(name) {
+            Some(value) => {
+                used.insert(name.to_owned(), value.clone());
             }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
+            None => d.err(loc, format!("unknown variable {name:?} in command")),
         }
     }
-    out.push_str(rest);
-    out
+    used
 }
 
 type AfterTasks = Vec<(String, Loc)>;
@@ -1507,14 +1567,19 @@ fn build_pipeline(d: &mut Diags<'_>, e: Entry<'_>, refs: &mut Refs) -> Option<Pi
         let of = d.fields(e.key.file, oe.value, "\"on_error\"", ON_ERROR_KEYS)?;
         Some(OnError {
             script: d.script(of.get("script")),
-            env: d.string_map(of.get("env"), "\"on_error\""),
+            env: d.env_map(
+                of.get("env"),
+                "\"on_error\"",
+                &format!("pipelines.{name}.on_error"),
+                &mut refs.hidden,
+            ),
         })
     });
 
     let queues = d.queues(f.get("queues"), e.key);
     refs.queues.extend(queues.iter().cloned());
 
-    let tasks = build_pipeline_tasks(d, name, f.get("tasks"));
+    let tasks = build_pipeline_tasks(d, name, f.get("tasks"), refs);
 
     Some(PipelineDef {
         name: name.to_owned(),
@@ -1528,7 +1593,12 @@ fn build_pipeline(d: &mut Diags<'_>, e: Entry<'_>, refs: &mut Refs) -> Option<Pi
         on_error,
         retention_period: d.duration(f.get("retention_period"), SECONDS_UP),
         retention_count: d.uint(f.get("retention_count"), 0),
-        env: d.string_map(f.get("env"), &what),
+        env: d.env_map(
+            f.get("env"),
+            &what,
+            &format!("pipelines.{name}"),
+            &mut refs.hidden,
+        ),
         queues: queues.into_iter().map(|(q, _)| q).collect(),
         authorized_users: d.plain_list(f.get("authorized_users")),
         tasks,
@@ -1539,6 +1609,7 @@ fn build_pipeline_tasks(
     d: &mut Diags<'_>,
     pipeline: &str,
     e: Option<Entry<'_>>,
+    refs: &mut Refs,
 ) -> BTreeMap<String, PipelineTask> {
     let mut out = BTreeMap::new();
     let Some(e) = e else { return out };
@@ -1555,13 +1626,22 @@ fn build_pipeline_tasks(
         };
         let depends_on = d.string_list(f.get("depends_on")).unwrap_or_default();
         deps.insert((*name).to_owned(), depends_on.clone());
+        let env = d.env_map(
+            f.get("env"),
+            &what,
+            &format!("pipelines.{pipeline}.tasks.{name}"),
+            &mut refs.hidden,
+        );
+        let env_names: Vec<&String> = env.keys().collect();
+        let secrets = d.secret_refs(f.get("secrets"), &what, &refs.secrets, &env_names);
         out.insert(
             (*name).to_owned(),
             PipelineTask {
                 name: (*name).to_owned(),
                 script: d.script(f.get("script")),
                 depends_on: depends_on.into_iter().map(|(t, _)| t).collect(),
-                env: d.string_map(f.get("env"), &what),
+                env,
+                secrets,
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
                 container: build_container(d, &f, &what).map(Box::new),
             },

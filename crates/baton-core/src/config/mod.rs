@@ -10,6 +10,7 @@
 //! | `workers`        | `NAME: {host, queues}`             | by name; twice is an error   |
 //! | `administrators` | list of user names                 | concatenated                 |
 //! | `variables`      | `NAME: value`                      | by name; twice is an error   |
+//! | `secrets`        | `NAME: env:VAR \| file:PATH`        | by name; twice is an error   |
 //! | `tasks`          | `NAME: {command, …}` (py4CI tasks) | by name; twice is an error   |
 //! | `pipelines`      | `NAME: {tasks, …}` (prunner)       | by name; twice is an error   |
 //!
@@ -17,8 +18,10 @@
 //! `priority`, `timeout`, `command`, `authorized_users`, `triggered_by`) plus Baton's `schedule`,
 //! `env`, `concurrency`, `wait_list`, `retries` and the container keys `image`, `build` (a
 //! Dockerfile, relative to the file that names it), `resources: {cpus, memory}` and
-//! `network: none|bridge` (pipeline tasks take the container keys too); `${:name}` in a command
-//! is replaced from `variables`. Pipelines follow prunner's `pipelines.yml`, with prunner's
+//! `network: none|bridge` (pipeline tasks take the container keys too), and `secrets: [NAME, …]`
+//! (pipeline tasks too); `${:name}` in a command is filled in from `variables` when a job starts
+//! ([`render_command`]). Values of secret-looking `variables` and `env` entries
+//! ([`is_secret_name`]) and of `secrets:` are kept out of every serialized definition. Pipelines follow prunner's `pipelines.yml`, with prunner's
 //! error messages, plus Baton's `queues` and `authorized_users`; their script templates `{{ .name }}` are rewritten by
 //! [`rewrite_templates`].
 //!
@@ -33,6 +36,7 @@ mod build;
 mod duration;
 pub mod model;
 mod node;
+mod secrets;
 mod template;
 
 pub use build::check_base_url;
@@ -41,7 +45,8 @@ pub use duration::{
     parse_duration_in,
 };
 pub use model::*;
-pub use template::{rewrite_templates, template_vars};
+pub use secrets::{MIN_SECRET_LEN, Resolver, resolve_os};
+pub use template::{render_command, rewrite_templates, template_vars};
 
 /// One configuration error at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,7 +154,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
             Err(e) => loader.add_error(path, format!("cannot read file: {e}")),
         }
     }
-    loader.finish()
+    loader.finish(&resolve_os)
 }
 
 /// Loads one in-memory YAML file; `file_name` is used in error messages.
@@ -159,7 +164,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
 pub fn load_str(file_name: &Path, yaml: &str) -> Result<Config, ConfigErrors> {
     let mut loader = build::Loader::default();
     loader.add_source(file_name, yaml);
-    loader.finish()
+    loader.finish(&resolve_os)
 }
 
 /// Loads several in-memory YAML files as if they were files of one directory, in the given
@@ -168,12 +173,26 @@ pub fn load_str(file_name: &Path, yaml: &str) -> Result<Config, ConfigErrors> {
 /// # Errors
 /// All problems found in all sources.
 pub fn load_sources(sources: &[(PathBuf, String)]) -> Result<Config, ConfigErrors> {
+    load_sources_with(sources, &resolve_os)
+}
+
+/// [`load_sources`] with explicit secrets read by `resolve` instead of from the server's
+/// environment and files: with a resolver that does no I/O, loading does none.
+///
+/// # Errors
+/// All problems found in all sources.
+pub fn load_sources_with(
+    sources: &[(PathBuf, String)],
+    resolve: &Resolver,
+) -> Result<Config, ConfigErrors> {
     let mut loader = build::Loader::default();
     for (path, text) in sources {
         loader.add_source(path, text);
     }
-    loader.finish()
+    loader.finish(resolve)
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_secrets;

@@ -16,9 +16,128 @@ pub struct Config {
     pub server: ServerConfig,
     pub workers: BTreeMap<String, WorkerDef>,
     pub administrators: Vec<String>,
-    pub variables: BTreeMap<String, String>,
+    /// `variables:` — secret-looking names ([`is_secret_name`]) hold a [`EnvValue::Secret`]
+    /// reference; their values are in `hidden`.
+    pub variables: BTreeMap<String, EnvValue>,
+    /// `secrets: {NAME: env:VAR | file:PATH}` — explicit secrets, resolved at load.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretDef>,
     pub tasks: BTreeMap<String, TaskDef>,
     pub pipelines: BTreeMap<String, PipelineDef>,
+    /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
+    /// variables and `env` entries), by reference. Memory only: never serialized.
+    #[serde(skip)]
+    pub hidden: BTreeMap<String, SecretValue>,
+}
+
+impl Config {
+    /// The value of an explicit secret (`secrets:`) by name, or of a secret-looking variable
+    /// or `env` entry by its reference ([`EnvValue::Secret`]).
+    #[must_use]
+    pub fn secret(&self, name: &str) -> Option<&SecretValue> {
+        self.secrets.get(name).map(|s| &s.value)
+    }
+
+    /// The value behind a [`EnvValue::Secret`] reference.
+    #[must_use]
+    pub fn hidden(&self, reference: &str) -> Option<&SecretValue> {
+        self.hidden.get(reference)
+    }
+}
+
+/// Whether a variable's or `env` entry's name says it holds a secret (py4CI's rule): it
+/// contains `secret`, `token`, `password`, `passwd`, `credential` or `key`, in any case.
+#[must_use]
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["secret", "token", "password", "passwd", "credential", "key"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// A secret value held in memory only: redacted in `Debug`, never serialized (a field of this
+/// type is always `#[serde(skip)]`), zeroed on drop (`secrecy`).
+#[derive(Clone, Default)]
+pub struct SecretValue(Option<secrecy::SecretString>);
+
+impl SecretValue {
+    #[must_use]
+    pub fn new(value: String) -> Self {
+        SecretValue(Some(secrecy::SecretString::from(value)))
+    }
+
+    /// The value; call only where it is handed to a job or a masker.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        use secrecy::ExposeSecret;
+        self.0.as_ref().map_or("", |s| s.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue([REDACTED])")
+    }
+}
+
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+/// Where an explicit secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// `env:VAR` — the server's environment variable `VAR`.
+    Env(String),
+    /// `file:PATH` — the file's content, less one trailing newline; a relative path is
+    /// resolved against the directory of the config file that names it.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(v) => write!(f, "env:{v}"),
+            SecretSource::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// `secrets.NAME` — an explicit secret: its source (shown) and its value (memory only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretDef {
+    pub name: String,
+    pub source: SecretSource,
+    #[serde(skip)]
+    pub value: SecretValue,
+}
+
+/// The value of an `env` entry or variable as a definition keeps it: plain text, or a
+/// reference to a secret value that only the loaded config holds ([`Config::hidden`]), so a
+/// serialized definition (the API, `runs.definition`) never carries the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Plain(String),
+    /// `{"secret": "tasks.NAME.env.KEY"}`: resolved from the current config when the job
+    /// starts.
+    Secret {
+        secret: String,
+    },
+}
+
+impl EnvValue {
+    /// The plain value, if it is not a secret.
+    #[must_use]
+    pub fn plain(&self) -> Option<&str> {
+        match self {
+            EnvValue::Plain(v) => Some(v),
+            EnvValue::Secret { .. } => None,
+        }
+    }
 }
 
 /// `server:` — settings of the server process itself.
@@ -170,14 +289,21 @@ pub struct TaskDef {
     pub debounce: Option<Duration>,
     pub priority: i64,
     pub timeout: Option<Duration>,
-    /// The command with `${:var}` already replaced from `variables`.
+    /// The command as written: `${:var}` is filled in from `variables` when a job starts.
     pub command: String,
+    /// The `variables` the command names, as they were when the task was loaded (secret-looking
+    /// ones as references).
+    #[serde(default)]
+    pub variables: BTreeMap<String, EnvValue>,
     pub authorized_users: Vec<String>,
     /// `triggered_by: - task: NAME` — run when NAME succeeds.
     pub after_tasks: Vec<String>,
     /// `triggered_by: - ssh_url: …, branches: […]` — kept for the forge webhook issue.
     pub repo_triggers: Vec<RepoTrigger>,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// `secrets: [NAME, …]` — explicit secrets the job gets as environment variables.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub concurrency: u32,
     pub wait_list: Option<WaitList>,
     pub retries: u32,
@@ -226,7 +352,7 @@ pub struct PipelineDef {
     pub on_error: Option<OnError>,
     pub retention_period: Option<Duration>,
     pub retention_count: Option<u32>,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     /// Baton extension: queues the pipeline's jobs go to (default `[default]`).
     pub queues: Vec<String>,
     /// Baton extension, as on tasks: users who may see and trigger the pipeline (besides the
@@ -247,7 +373,7 @@ pub enum QueueStrategy {
 pub struct OnError {
     /// Script lines joined with newlines, templates rewritten (see [`PipelineTask::script`]).
     pub script: String,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,7 +385,10 @@ pub struct PipelineTask {
     /// reference to an argument that was not passed fails the job with a message naming it.
     pub script: String,
     pub depends_on: Vec<String>,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// `secrets: [NAME, …]` — explicit secrets the job gets as environment variables.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub allow_failure: bool,
     /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
     #[serde(default)]

@@ -145,6 +145,90 @@ pub fn rewrite_templates(script: &str) -> String {
     out
 }
 
+/// The `${:name}` references of a py4CI command, in order, with the text before each; the
+/// text after the last one is the final literal (with `None`). An unclosed `${:` is literal.
+fn scan_command(command: &str) -> Vec<(&str, Option<&str>)> {
+    let mut out = Vec::new();
+    let mut rest = command;
+    while let Some(start) = rest.find("${:") {
+        let after = &rest[start + 3..];
+        let Some(end) = after.find('}') else { break };
+        out.push((&rest[..start], Some(&after[..end])));
+        rest = &after[end + 1..];
+    }
+    out.push((rest, None));
+    out
+}
+
+/// The distinct `${:name}` variable names of a py4CI command, in order of first use.
+pub(crate) fn command_variable_names(command: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (_, name) in scan_command(command) {
+        if let Some(name) = name
+            && !out.contains(&name)
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Fills in a py4CI command's `${:name}` references when a job starts. A plain variable is
+/// pasted as written (py4CI's meaning: config text becomes shell text). A secret one
+/// ([`EnvValue::Secret`]) becomes a quoted expansion of an environment variable
+/// `BATON_SECRET_VARIABLE_<n>` that fits the quoting around it (as [`rewrite_templates`]
+/// does), so the script never holds the value. Returns the script and, for each such
+/// variable, `(environment variable, reference)`. Names without a value stay as written.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use baton_core::config::{render_command, EnvValue};
+/// let vars = BTreeMap::from([
+///     ("host".to_owned(), EnvValue::Plain("example.com".into())),
+///     ("token".to_owned(), EnvValue::Secret { secret: "variables.token".into() }),
+/// ]);
+/// let (script, env) = render_command("curl -H 'T: ${:token}' ${:host}", &vars);
+/// assert_eq!(script, "curl -H 'T: '\"${BATON_SECRET_VARIABLE_1}\"'' example.com");
+/// assert_eq!(env, vec![("BATON_SECRET_VARIABLE_1".to_owned(), "variables.token".to_owned())]);
+/// ```
+#[must_use]
+pub fn render_command(
+    command: &str,
+    variables: &std::collections::BTreeMap<String, super::EnvValue>,
+) -> (String, Vec<(String, String)>) {
+    let mut out = String::with_capacity(command.len());
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut q = Quote::None;
+    for (literal, name) in scan_command(command) {
+        out.push_str(literal);
+        q = track(q, literal);
+        let Some(name) = name else { continue };
+        match variables.get(name) {
+            Some(super::EnvValue::Plain(value)) => {
+                out.push_str(value);
+                q = track(q, value);
+            }
+            Some(super::EnvValue::Secret { secret }) => {
+                let var = match env.iter().find(|(_, r)| r == secret) {
+                    Some((v, _)) => v.clone(),
+                    None => {
+                        let v = format!("BATON_SECRET_VARIABLE_{}", env.len() + 1);
+                        env.push((v.clone(), secret.clone()));
+                        v
+                    }
+                };
+                match q {
+                    Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
+                    Quote::Double => out.push_str(&format!("${{{var}}}")),
+                    Quote::Single => out.push_str(&format!("'\"${{{var}}}\"'")),
+                }
+            }
+            None => out.push_str(&format!("${{:{name}}}")),
+        }
+    }
+    (out, env)
+}
+
 /// The distinct variable names referenced as `{{ .name }}` in `script`, in order of first use.
 #[must_use]
 pub fn template_vars(script: &str) -> Vec<String> {

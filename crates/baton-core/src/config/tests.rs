@@ -46,8 +46,17 @@ fn py4ci_directory_loads() {
     };
     assert_eq!(config.tasks.len(), 3);
     assert_eq!(config.administrators, vec!["me".to_owned()]);
+    // A secret-looking variable is kept as a reference; its value is memory only.
     assert_eq!(
-        config.variables.get("some_secret").map(String::as_str),
+        config.variables.get("some_secret"),
+        Some(&EnvValue::Secret {
+            secret: "variables.some_secret".into()
+        })
+    );
+    assert_eq!(
+        config
+            .hidden("variables.some_secret")
+            .map(SecretValue::expose),
         Some("abracadabra")
     );
     let w = &config.workers["worker01"];
@@ -205,7 +214,7 @@ fn unknown_keys_positions() {
         "foo: 1\ntasks:\n  a:\n    command: x\n    comand: y\n    wait_list: {size: 1, sise: 2}\nworkers:\n  w:\n    hots: x\n",
     );
     assert_eq!(errs.len(), 4, "{errs:#?}");
-    assert!(errs[0].starts_with("1:1: unknown key \"foo\" in the top level; expected one of: server, workers, administrators, variables, tasks, pipelines"), "{errs:#?}");
+    assert!(errs[0].starts_with("1:1: unknown key \"foo\" in the top level; expected one of: server, workers, administrators, variables, secrets, tasks, pipelines"), "{errs:#?}");
     assert!(
         errs[1].starts_with("5:5: unknown key \"comand\" in task \"a\""),
         "{errs:#?}"
@@ -342,7 +351,22 @@ tasks:
       - task: a
 ");
     let a = &c.tasks["a"];
-    assert_eq!(a.command, "curl -H s3cr3t -n 5 ${HOME}");
+    // The command stays as written; the job fills it in (see `render_command`).
+    assert_eq!(a.command, "curl -H ${:token} -n ${:n} ${HOME}");
+    assert_eq!(
+        render_command(&a.command, &a.variables),
+        (
+            "curl -H \"${BATON_SECRET_VARIABLE_1}\" -n 5 ${HOME}".to_owned(),
+            vec![(
+                "BATON_SECRET_VARIABLE_1".to_owned(),
+                "variables.token".to_owned()
+            )]
+        )
+    );
+    assert_eq!(
+        c.hidden("variables.token").map(SecretValue::expose),
+        Some("s3cr3t")
+    );
     assert_eq!(
         a.schedule,
         Some(CronSchedule {
@@ -350,9 +374,9 @@ tasks:
             timezone: Some("Europe/Berlin".into())
         })
     );
-    assert_eq!(a.env["A"], "1");
-    assert_eq!(a.env["B"], "true");
-    assert_eq!(a.env["D"], "");
+    assert_eq!(a.env["A"].plain(), Some("1"));
+    assert_eq!(a.env["B"].plain(), Some("true"));
+    assert_eq!(a.env["D"].plain(), Some(""));
     assert_eq!(a.concurrency, 2);
     assert_eq!(
         a.wait_list,
@@ -422,7 +446,7 @@ pipelines:
     assert!(p.continue_running_tasks_after_failure);
     assert_eq!(p.retention_period, Some(Duration::from_secs(2 * 86_400)));
     assert_eq!(p.retention_count, Some(10));
-    assert_eq!(p.env["STAGE"], "prod");
+    assert_eq!(p.env["STAGE"].plain(), Some("prod"));
     assert_eq!(
         p.on_error.as_ref().map(|o| o.script.as_str()),
         Some("echo \"${failedTaskName?not passed as an argument to this run}\" failed")

@@ -37,6 +37,8 @@ pub struct Server {
     starts: u32,
     /// Extra `baton serve` arguments, kept for restarts.
     serve_args: Vec<String>,
+    /// Extra environment of the server, kept for restarts.
+    envs: Vec<(String, String)>,
 }
 
 impl Server {
@@ -50,12 +52,26 @@ impl Server {
         Server::start_full(config_yaml, "127.0.0.1", serve_args)
     }
 
+    /// Like [`Server::start`], with extra environment variables for the server.
+    pub fn start_env(config_yaml: &str, envs: &[(&str, &str)]) -> Server {
+        Server::start_full_env(config_yaml, "127.0.0.1", &[], envs)
+    }
+
     /// Like [`Server::start`], listening on `host` (e.g. a test bridge's address).
     pub fn start_on(config_yaml: &str, host: &str) -> Server {
         Server::start_full(config_yaml, host, &[])
     }
 
     fn start_full(config_yaml: &str, host: &str, serve_args: &[&str]) -> Server {
+        Server::start_full_env(config_yaml, host, serve_args, &[])
+    }
+
+    fn start_full_env(
+        config_yaml: &str,
+        host: &str,
+        serve_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let root = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -83,6 +99,10 @@ impl Server {
             child: None,
             starts: 0,
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s.token = s.create_token();
@@ -118,6 +138,7 @@ impl Server {
             .args(&self.serve_args)
             .env_remove("BATON_TOKEN")
             .env_remove("BATON_SERVER")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
