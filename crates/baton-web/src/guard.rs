@@ -202,7 +202,10 @@ impl LoginGuard {
         let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
         for k in Self::keys(addr, user) {
             if !records.contains_key(&k) && records.len() >= MAX_RECORDS {
-                let oldest = records.iter().min_by_key(|(_, r)| r.last).map(|(k, _)| k.clone());
+                let oldest = records
+                    .iter()
+                    .min_by_key(|(_, r)| r.last)
+                    .map(|(k, _)| k.clone());
                 if let Some(oldest) = oldest {
                     records.remove(&oldest);
                 }
@@ -261,7 +264,10 @@ mod tests {
         assert_eq!(g.check_token("", "", 1000), Err(TokenError::Forged));
         assert_eq!(g.check_token("abc", "abc", 1000), Err(TokenError::Forged));
         let forged = format!("9999999999.{}.{}", "00".repeat(16), "11".repeat(32));
-        assert_eq!(g.check_token(&forged, &forged, 1000), Err(TokenError::Forged));
+        assert_eq!(
+            g.check_token(&forged, &forged, 1000),
+            Err(TokenError::Forged)
+        );
         // Another server's key (or this one's before a restart) does not verify.
         let other = LoginGuard::new(1).issue_token(1000);
         assert_eq!(g.check_token(&other, &other, 1000), Err(TokenError::Forged));
@@ -279,9 +285,17 @@ mod tests {
         for _ in 0..FREE_FAILURES {
             assert!(g.begin(a, "alice", t0).is_ok());
         }
-        assert_eq!(g.begin(a, "bob", t0), Err(FIRST_BACKOFF), "the address backs off");
+        assert_eq!(
+            g.begin(a, "bob", t0),
+            Err(FIRST_BACKOFF),
+            "the address backs off"
+        );
         let b: IpAddr = "127.0.0.3".parse().unwrap();
-        assert_eq!(g.begin(b, "alice", t0), Err(FIRST_BACKOFF), "so does the name");
+        assert_eq!(
+            g.begin(b, "alice", t0),
+            Err(FIRST_BACKOFF),
+            "so does the name"
+        );
         let t1 = t0 + FIRST_BACKOFF;
         assert!(g.begin(a, "alice", t1).is_ok());
         assert_eq!(g.blocked(a, "x", t1), Some(FIRST_BACKOFF * 2), "doubled");

@@ -17,8 +17,8 @@ use crate::AppState;
 use crate::auth::{self, SESSION_COOKIE};
 use crate::guard::{LOGIN_TOKEN_SECS, LoginGuard, TokenError};
 use crate::ui::{
-    Fields, Nav, PageResult, SESSION_DAYS, check_csrf, error_page, field, https, render,
-    safe_next, set_cookie, urlencode,
+    Fields, Nav, PageResult, SESSION_DAYS, check_csrf, error_page, field, https, render, safe_next,
+    set_cookie, urlencode,
 };
 
 const LOGIN_CSRF_COOKIE: &str = "baton_login_csrf";
@@ -147,7 +147,9 @@ async fn login(
     let cookie = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if let Err(e) = s.login.check_token(cookie, field(&f, "csrf"), now_unix()) {
         let message = match e {
-            TokenError::Expired => "The login form expired (a form is good for an hour). Try again.",
+            TokenError::Expired => {
+                "The login form expired (a form is good for an hour). Try again."
+            }
             TokenError::Forged => {
                 "The login form was not sent from this site (or was issued before the server \
                  restarted). Try again."

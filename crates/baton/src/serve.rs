@@ -232,8 +232,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // The peer's address feeds the login's per-address backoff.
-    let app = baton_web::router(state)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        baton_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

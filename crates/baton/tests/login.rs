@@ -134,7 +134,10 @@ async fn failed_logins_back_off_per_address_and_reset_on_success() {
     assert_eq!(st, 303, "another address signs in");
     wait_out(retry).await;
     let (st, _, page) = b.login("carol", "pw-carol").await;
-    assert_eq!(st, 303, "after the backoff the right password works: {page}");
+    assert_eq!(
+        st, 303,
+        "after the backoff the right password works: {page}"
+    );
     // The success cleared the address's record: a wrong password is a plain 401 again, twice.
     for _ in 0..2 {
         let (st, retry, _) = b.login("x1", "guess").await;

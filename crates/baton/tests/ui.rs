@@ -153,7 +153,9 @@ async fn pages_api_answers_and_artifacts_carry_security_headers() {
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "success");
     let job = run["jobs"][0]["id"].as_i64().unwrap();
-    let r = get(format!("/runs/{id}/artifacts/{job}/page.html")).await.unwrap();
+    let r = get(format!("/runs/{id}/artifacts/{job}/page.html"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let csp = header(&r, "content-security-policy");
     assert!(
@@ -166,6 +168,11 @@ async fn pages_api_answers_and_artifacts_carry_security_headers() {
     assert!(r.text().await.unwrap().contains("<script>"));
 
     // The run page shows no inline style, even for true-colour output.
-    let page = get(format!("/runs/{id}")).await.unwrap().text().await.unwrap();
+    let page = get(format!("/runs/{id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!page.contains("style=\""), "{page}");
 }
