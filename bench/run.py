@@ -8,6 +8,7 @@
 (e) capture of a task writing 1 GiB                             vs `head -c 1G > file` directly
 (f) trivial runs on Docker, an SSH worker and an agent          vs the local executor, same server
 (g) the web UI's runs page with 100,000 runs in the store        vs the aim (50 ms)
+(j) server RSS under 1,000 parallel bad logins (loopback)      vs the aim (64 MiB)
 """
 import http.client
 import json
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 # The `baton` binary: bench/run.py's first argument, or set by a script that imports these helpers.
@@ -297,6 +299,68 @@ def bench_ui():
 BUSYBOX = "baton-bench-busybox:latest"
 
 
+def bench_login_flood():
+    """1,000 parallel logins with wrong passwords, each with a valid form token (the expensive
+    kind: it reaches the password check), from 250 loopback source addresses, 4 each; the
+    server's peak RSS (VmHWM) and its RSS once the flood is over."""
+    s = Server("tasks:\n  t: {command: 'true'}\n")
+    subprocess.run([BATON, "user", "add", "admin", "--password-stdin", "--data", s.data],
+                   input="right-password\n", text=True, check=True, capture_output=True)
+    time.sleep(0.3)
+    idle = s.rss_kib() / 1024
+    sources = [f"127.0.0.{i}" for i in range(2, 252)]
+    tokens = {}
+    for src in sources:
+        c = http.client.HTTPConnection(s.host, s.port, source_address=(src, 0))
+        c.request("GET", "/login")
+        r = c.getresponse()
+        r.read()
+        cookie = r.getheader("Set-Cookie").split(";")[0]
+        tokens[src] = (cookie, cookie.split("=", 1)[1])
+        c.close()
+    statuses = {}
+    lock = threading.Lock()
+    start = threading.Barrier(1000)
+
+    def attempt(i):
+        src = sources[i % len(sources)]
+        cookie, token = tokens[src]
+        user = "admin" if i % 10 == 0 else f"nobody{i}"
+        body = f"csrf={token}&next=%2F&user={user}&password=guess{i}"
+        c = http.client.HTTPConnection(s.host, s.port, timeout=120, source_address=(src, 0))
+        try:
+            start.wait()
+            c.request("POST", "/login", body=body, headers={
+                "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+            r = c.getresponse()
+            r.read()
+            code = r.status
+        except OSError as e:
+            code = type(e).__name__
+        finally:
+            c.close()
+        with lock:
+            statuses[code] = statuses.get(code, 0) + 1
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(1000)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - t0
+    with open(f"/proc/{s.proc.pid}/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    time.sleep(2)
+    settled = s.rss_kib() / 1024
+    s.stop()
+    answers = ", ".join(f"{n} x {k}" for k, n in sorted(statuses.items(), key=str))
+    row("(j) login flood: peak server RSS", peak, "MiB", 64.0, "MiB", peak / 64.0, "(aim < 64 MiB)")
+    row("(j) login flood: RSS 2 s after it", settled, "MiB", 64.0, "MiB", settled / 64.0,
+        f"(idle before: {idle:.1f} MiB)")
+    print(f"    1,000 logins answered in {took:.1f} s: {answers}")
+
+
 def busybox_image():
     """The container image for (f): Debian's busybox-static, `docker import`ed (no registry)."""
     if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode == 0:
@@ -388,7 +452,7 @@ def _ts(t):
 
 
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
-            "e": bench_capture, "f": bench_executors, "g": bench_ui}
+            "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood}
 
 
 if __name__ == "__main__":

@@ -178,6 +178,17 @@ impl Store {
     /// Whether `password` is `name`'s password. Unknown users cost the same argon2 work, so
     /// timing does not tell which names exist.
     pub async fn check_password(&self, name: &str, password: &str) -> Result<bool> {
+        self.check_password_holding(name, password, ()).await
+    }
+
+    /// [`Store::check_password`], keeping `hold` (for example a semaphore permit that bounds
+    /// concurrent hashing) until the argon2 work is over, even if the caller stops waiting.
+    pub async fn check_password_holding<H: Send + 'static>(
+        &self,
+        name: &str,
+        password: &str,
+        hold: H,
+    ) -> Result<bool> {
         let stored: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?")
                 .bind(name)
@@ -186,6 +197,7 @@ impl Store {
         let known = stored.is_some();
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || {
+            let _hold = hold;
             // Unknown names are checked against a hash of a random password, made once.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let phc = stored.unwrap_or_else(|| {

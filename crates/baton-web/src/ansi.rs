@@ -9,10 +9,11 @@ use std::fmt::Write;
 enum Color {
     #[default]
     Default,
-    /// The 16 basic colours (0–7 normal, 8–15 bright): CSS classes, so themes can pick them.
-    Basic(u8),
-    /// 256-colour palette entries 16–255 and true colour: inline style.
-    Rgb(u8, u8, u8),
+    /// An entry of the 256-colour palette: a CSS class (`f<n>`, `b<n>`). The 16 basic colours
+    /// are themed in `app.css`; entries 16–255 get the xterm values ([`palette_css`]). True
+    /// colour is shown as its nearest palette entry, so no page needs an inline style (the
+    /// Content-Security-Policy allows none).
+    Palette(u8),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,19 +26,46 @@ struct Style {
     underline: bool,
 }
 
-fn palette(i: u8) -> Color {
-    match i {
-        0..=15 => Color::Basic(i),
-        16..=231 => {
-            let i = i - 16;
-            let level = |v: u8| if v == 0 { 0 } else { 55 + v * 40 };
-            Color::Rgb(level(i / 36), level((i / 6) % 6), level(i % 6))
-        }
-        _ => {
-            let g = 8 + (i - 232) * 10;
-            Color::Rgb(g, g, g)
-        }
+/// The six levels of each channel in the palette's 6×6×6 cube (entries 16–231).
+fn level(v: u8) -> u8 {
+    if v == 0 { 0 } else { 55 + v * 40 }
+}
+
+/// The RGB value of palette entry `i` (16–255).
+fn palette_rgb(i: u8) -> (u8, u8, u8) {
+    if (16..=231).contains(&i) {
+        let i = i - 16;
+        (level(i / 36), level((i / 6) % 6), level(i % 6))
+    } else {
+        let g = 8 + i.saturating_sub(232) * 10;
+        (g, g, g)
     }
+}
+
+/// The palette entry (16–255) nearest to a true colour.
+fn nearest(r: u8, g: u8, b: u8) -> u8 {
+    let dist = |i: u8| {
+        let (pr, pg, pb) = palette_rgb(i);
+        let d = |x: u8, y: u8| (i32::from(x) - i32::from(y)).pow(2);
+        d(r, pr) + d(g, pg) + d(b, pb)
+    };
+    let step = |v: u8| (0..6u8).min_by_key(|&k| (i32::from(level(k)) - i32::from(v)).abs());
+    let cube = 16 + 36 * step(r).unwrap_or(0) + 6 * step(g).unwrap_or(0) + step(b).unwrap_or(0);
+    let grey = (232..=255u8).min_by_key(|&i| dist(i)).unwrap_or(232);
+    if dist(grey) < dist(cube) { grey } else { cube }
+}
+
+/// CSS rules for palette entries 16–255, appended to `app.css`.
+pub(crate) fn palette_css() -> String {
+    let mut css = String::new();
+    for i in 16..=255u8 {
+        let (r, g, b) = palette_rgb(i);
+        let _ = writeln!(
+            css,
+            ".f{i}{{color:#{r:02x}{g:02x}{b:02x}}}.b{i}{{background:#{r:02x}{g:02x}{b:02x}}}"
+        );
+    }
+    css
 }
 
 impl Style {
@@ -58,22 +86,22 @@ impl Style {
                 }
                 23 => self.italic = false,
                 24 => self.underline = false,
-                30..=37 => self.fg = Color::Basic((p - 30) as u8),
+                30..=37 => self.fg = Color::Palette((p - 30) as u8),
                 39 => self.fg = Color::Default,
-                40..=47 => self.bg = Color::Basic((p - 40) as u8),
+                40..=47 => self.bg = Color::Palette((p - 40) as u8),
                 49 => self.bg = Color::Default,
-                90..=97 => self.fg = Color::Basic((p - 90 + 8) as u8),
-                100..=107 => self.bg = Color::Basic((p - 100 + 8) as u8),
+                90..=97 => self.fg = Color::Palette((p - 90 + 8) as u8),
+                100..=107 => self.bg = Color::Palette((p - 100 + 8) as u8),
                 38 | 48 => {
                     let c = match params.get(i + 1) {
                         Some(5) => {
-                            let c = params.get(i + 2).map(|&v| palette(v.min(255) as u8));
+                            let c = params.get(i + 2).map(|&v| Color::Palette(v.min(255) as u8));
                             i += 2;
                             c
                         }
                         Some(2) => {
                             let g = |k: usize| params.get(i + k).map_or(0, |&v| v.min(255) as u8);
-                            let c = Some(Color::Rgb(g(2), g(3), g(4)));
+                            let c = Some(Color::Palette(nearest(g(2), g(3), g(4))));
                             i += 4;
                             c
                         }
@@ -98,20 +126,11 @@ impl Style {
             return false;
         }
         let mut classes = Vec::new();
-        let mut css = String::new();
-        match self.fg {
-            Color::Basic(n) => classes.push(format!("f{n}")),
-            Color::Rgb(r, g, b) => {
-                let _ = write!(css, "color:#{r:02x}{g:02x}{b:02x};");
-            }
-            Color::Default => {}
+        if let Color::Palette(n) = self.fg {
+            classes.push(format!("f{n}"));
         }
-        match self.bg {
-            Color::Basic(n) => classes.push(format!("b{n}")),
-            Color::Rgb(r, g, b) => {
-                let _ = write!(css, "background:#{r:02x}{g:02x}{b:02x};");
-            }
-            Color::Default => {}
+        if let Color::Palette(n) = self.bg {
+            classes.push(format!("b{n}"));
         }
         for (on, c) in [
             (self.bold, "bo"),
@@ -126,9 +145,6 @@ impl Style {
         out.push_str("<span");
         if !classes.is_empty() {
             let _ = write!(out, " class=\"{}\"", classes.join(" "));
-        }
-        if !css.is_empty() {
-            let _ = write!(out, " style=\"{css}\"");
         }
         out.push('>');
         true
@@ -285,8 +301,23 @@ mod tests {
         assert_eq!(l[0], "<span class=\"f2 bo\">ok</span> &lt;b&gt;&amp;");
         assert_eq!(
             l[1],
-            "<span class=\"f9\">err</span> <span style=\"color:#ff0000;\">x</span>"
+            "<span class=\"f9\">err</span> <span class=\"f196\">x</span>"
         );
+    }
+
+    #[test]
+    fn true_colour_takes_the_nearest_palette_class() {
+        let l = render_lines(b"\x1b[38;2;255;0;0mr\x1b[48;2;128;128;128mg\x1b[38;2;1;2;3mk\n");
+        assert_eq!(
+            l[0],
+            "<span class=\"f196\">r</span><span class=\"f196 b244\">g</span>\
+             <span class=\"f16 b244\">k</span>"
+        );
+        assert!(!l[0].contains("style"));
+        let css = super::palette_css();
+        assert!(css.contains(".f196{color:#ff0000}"), "{css}");
+        assert!(css.contains(".b244{background:#808080}"), "{css}");
+        assert_eq!(css.lines().count(), 240);
     }
 
     #[test]

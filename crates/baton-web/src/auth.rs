@@ -101,16 +101,12 @@ pub(crate) async fn resolve(
             }));
         }
         if let Some(secret) = &s.jwt_secret {
-            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-            validation.required_spec_claims.clear();
-            validation.validate_exp = true;
-            let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
-            return match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
-                Ok(_) => Ok(Some(CurrentUser {
+            return match check_jwt(token, secret) {
+                Ok(()) => Ok(Some(CurrentUser {
                     principal: Principal::Operator,
                     csrf: None,
                 })),
-                Err(e) => Err(unauthorized(&format!("invalid JWT: {e}"))),
+                Err(message) => Err(unauthorized(&message)),
             };
         }
         return Err(unauthorized("unknown token"));
@@ -124,6 +120,31 @@ pub(crate) async fn resolve(
         }));
     }
     Ok(None)
+}
+
+/// Checks a prunner-style HS256 JWT: the signature, and an `exp` that must be present and
+/// not past; `nbf`, when present, must have come (both with a minute's leeway for clocks).
+fn check_jwt(token: &str, secret: &str) -> Result<(), String> {
+    use jsonwebtoken::errors::ErrorKind;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match e.kind() {
+            ErrorKind::MissingRequiredClaim(c) => format!(
+                "invalid JWT: it has no `{c}` claim (a JWT must say when it expires: add `exp`, \
+                 in seconds since 1970)"
+            ),
+            ErrorKind::ExpiredSignature => "invalid JWT: it has expired (its `exp` is past)".into(),
+            ErrorKind::ImmatureSignature => {
+                "invalid JWT: it is not valid yet (its `nbf` is in the future)".into()
+            }
+            _ => format!("invalid JWT: {e}"),
+        }),
+    }
 }
 
 /// Whether the method can change state (and so needs CSRF protection under a cookie).

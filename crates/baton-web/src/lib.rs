@@ -13,6 +13,9 @@ mod artifacts;
 mod auth;
 mod callbacks;
 mod error;
+mod guard;
+mod headers;
+mod login;
 mod logs;
 mod range;
 mod sso;
@@ -28,6 +31,7 @@ use baton_store::{RunFolders, Store};
 
 pub use auth::CurrentUser;
 pub use error::ApiError;
+pub use guard::LoginGuard;
 pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
@@ -52,6 +56,8 @@ pub struct AppState {
     /// The base URL browsers reach the server at, from the listen address; `server.public_url`
     /// overrides it.
     pub public_url: String,
+    /// The password login's flood defences (signing key, hashing slots, failure backoff).
+    pub login: LoginGuard,
 }
 
 /// The whole HTTP application.
@@ -72,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api.merge(agents::agent_routes()))
         .merge(callbacks::routes())
         .merge(ui::routes())
+        .merge(login::routes())
         .merge(sso::routes())
         .fallback(
             |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
@@ -89,6 +96,7 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(headers::security))
         .with_state(state)
 }
 

@@ -343,7 +343,7 @@ async fn start(
             );
             resp
         }
-        Err(Failure(code, message)) => login_failure(&config, &headers, code, &message),
+        Err(Failure(code, message)) => login_failure(&s, &config, &headers, code, &message),
     }
 }
 
@@ -488,15 +488,15 @@ async fn callback(
             .create_session(&user, chrono::Duration::days(ui::SESSION_DAYS))
             .await
         {
-            Ok(session) => ui::signed_in(&session, &next, secure),
+            Ok(session) => crate::login::signed_in(&session, &next, secure),
             Err(e) => {
                 let Failure(code, message) = internal(e);
-                login_failure(&config, &headers, code, &message)
+                login_failure(&s, &config, &headers, code, &message)
             }
         },
         Err(Failure(code, message)) => {
             tracing::info!("sign-in through {name:?} refused: {message}");
-            login_failure(&config, &headers, code, &message)
+            login_failure(&s, &config, &headers, code, &message)
         }
     };
     let h = resp.headers_mut();
@@ -734,10 +734,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn login_failure(
+    s: &AppState,
     config: &Config,
     headers: &HeaderMap,
     code: StatusCode,
     message: &str,
 ) -> Response {
-    ui::login_form(headers, "/", message, code, links(config))
+    crate::login::login_form(&s.login, headers, "/", message, code, links(config))
 }

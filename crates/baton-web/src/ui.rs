@@ -3,8 +3,8 @@
 //! job's log follows live over the API's SSE endpoint.
 //!
 //! Access rules are the API's (`crate::auth::Access`): a hidden run or target answers 404 like a
-//! missing one. Every form carries the session's CSRF secret; the login form uses a
-//! double-submit cookie, since there is no session yet.
+//! missing one. Every form carries the session's CSRF secret; the login form (`crate::login`)
+//! carries a token the server signed, since there is no session yet.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -24,11 +24,10 @@ use baton_sched::{SchedError, TriggerRequest};
 use baton_store::{JobRow, RunFilter, RunRow};
 
 use crate::ansi::render_lines;
-use crate::auth::{self, Access, CurrentUser, SESSION_COOKIE, same_secret};
+use crate::auth::{self, Access, CurrentUser, same_secret};
 use crate::range::Ranged;
 use crate::{ApiError, AppState};
 
-const LOGIN_CSRF_COOKIE: &str = "baton_login_csrf";
 /// How much of a log's end a run page shows; "load earlier" pages back by this much.
 const LOG_WINDOW: u64 = 256 * 1024;
 /// Line numbers are counted only below this prefix size; past it, lines are labelled by offset.
@@ -38,8 +37,6 @@ pub(crate) const SESSION_DAYS: i64 = 7;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(dashboard))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
         .route("/runs", get(runs_page))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/cancel", post(cancel))
@@ -55,10 +52,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/static/app.js", get(js))
 }
 
+/// `app.css` and the terminal palette's classes (entries 16–255, see `ansi`).
 async fn css() -> impl IntoResponse {
+    static CSS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\n{}",
+            include_str!("../static/app.css"),
+            crate::ansi::palette_css()
+        )
+    });
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../static/app.css"),
+        CSS.as_str(),
     )
 }
 
@@ -71,17 +76,17 @@ async fn js() -> impl IntoResponse {
 
 /// What every page's header needs.
 #[derive(Default, Clone)]
-struct Nav {
-    user: String,
-    admin: bool,
-    csrf: String,
-    flash: String,
+pub(crate) struct Nav {
+    pub user: String,
+    pub admin: bool,
+    pub csrf: String,
+    pub flash: String,
     /// Show the plain navigation links without a user (error pages).
-    links: bool,
+    pub links: bool,
 }
 
 /// A page failure: rendered as an HTML page (or a redirect to the login page).
-enum PageError {
+pub(crate) enum PageError {
     Login(String),
     Page(StatusCode, String),
 }
@@ -115,7 +120,7 @@ impl From<baton_store::StoreError> for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
 fn not_found() -> PageError {
     PageError::Page(
@@ -138,7 +143,7 @@ struct ErrorTpl {
     message: String,
 }
 
-fn error_page(code: StatusCode, message: &str) -> Response {
+pub(crate) fn error_page(code: StatusCode, message: &str) -> Response {
     let t = ErrorTpl {
         nav: Nav {
             links: true,
@@ -151,7 +156,7 @@ fn error_page(code: StatusCode, message: &str) -> Response {
     (code, render(&t)).into_response()
 }
 
-fn render<T: Template>(t: &T) -> Response {
+pub(crate) fn render<T: Template>(t: &T) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => (
@@ -162,7 +167,7 @@ fn render<T: Template>(t: &T) -> Response {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
@@ -199,16 +204,16 @@ async fn page_user(
 }
 
 /// Form fields as pairs (some forms have dynamic field names).
-type Fields = Vec<(String, String)>;
+pub(crate) type Fields = Vec<(String, String)>;
 
-fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
+pub(crate) fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
     f.iter()
         .find(|(k, _)| k == name)
         .map_or("", |(_, v)| v.as_str())
 }
 
 /// A form write must carry the session's CSRF secret (bearer callers have none to carry).
-fn check_csrf(user: &CurrentUser, f: &Fields) -> Result<(), PageError> {
+pub(crate) fn check_csrf(user: &CurrentUser, f: &Fields) -> Result<(), PageError> {
     match &user.csrf {
         Some(secret) if !same_secret(field(f, "csrf"), secret) => Err(PageError::Page(
             StatusCode::FORBIDDEN,
@@ -233,11 +238,6 @@ pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) ->
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn random_hex() -> String {
-    let b: [u8; 32] = rand::random();
-    hex::encode(b)
-}
-
 /// Where to go after logging in: only a path on this site. Browsers drop tabs and newlines
 /// from URLs (`/\t/evil.example` becomes `//evil.example`), so only visible ASCII passes.
 pub(crate) fn safe_next(next: &str) -> &str {
@@ -250,146 +250,6 @@ pub(crate) fn safe_next(next: &str) -> &str {
     } else {
         "/"
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Login and logout
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginTpl {
-    nav: Nav,
-    csrf: String,
-    next: String,
-    error: String,
-    providers: Vec<crate::sso::SsoLink>,
-    /// `?next=…` for the single sign-on links (empty when it is `/`).
-    next_query: String,
-}
-
-#[derive(Deserialize)]
-struct NextQuery {
-    next: Option<String>,
-}
-
-async fn login_page(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<NextQuery>,
-) -> Response {
-    let config = s.sched.config().await.unwrap_or_default();
-    login_form(
-        &headers,
-        q.next.as_deref().unwrap_or("/"),
-        "",
-        StatusCode::OK,
-        crate::sso::links(&config),
-    )
-}
-
-pub(crate) fn login_form(
-    headers: &HeaderMap,
-    next: &str,
-    error: &str,
-    code: StatusCode,
-    providers: Vec<crate::sso::SsoLink>,
-) -> Response {
-    let csrf = random_hex();
-    let next = safe_next(next).to_owned();
-    let t = LoginTpl {
-        nav: Nav::default(),
-        csrf: csrf.clone(),
-        next_query: if next == "/" {
-            String::new()
-        } else {
-            format!("?next={}", urlencode(&next))
-        },
-        next,
-        error: error.to_owned(),
-        providers,
-    };
-    let mut resp = (code, render(&t)).into_response();
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, https(headers)),
-    );
-    resp
-}
-
-async fn login(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Fields>) -> Response {
-    let next = safe_next(field(&f, "next")).to_owned();
-    let config = s.sched.config().await.unwrap_or_default();
-    let cookie = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if cookie.is_empty() || !same_secret(cookie, field(&f, "csrf")) {
-        return login_form(
-            &headers,
-            &next,
-            "The login form expired or was not sent from this site. Try again.",
-            StatusCode::FORBIDDEN,
-            crate::sso::links(&config),
-        );
-    }
-    let user = field(&f, "user").trim().to_owned();
-    match s.store.check_password(&user, field(&f, "password")).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return login_form(
-                &headers,
-                &next,
-                "Unknown user or wrong password.",
-                StatusCode::UNAUTHORIZED,
-                crate::sso::links(&config),
-            );
-        }
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-    match s
-        .store
-        .create_session(&user, chrono::Duration::days(SESSION_DAYS))
-        .await
-    {
-        Ok(session) => signed_in(
-            &session,
-            &next,
-            crate::sso::secure_cookies(&config, &headers),
-        ),
-        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-/// The answer to a successful sign-in (password or single sign-on): the session cookie, and on
-/// to `next`.
-pub(crate) fn signed_in(session: &baton_store::NewSession, next: &str, secure: bool) -> Response {
-    let mut resp = Redirect::to(safe_next(next)).into_response();
-    let h = resp.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &session.id, SESSION_DAYS * 86400, secure),
-    );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure),
-    );
-    resp
-}
-
-async fn logout(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> PageResult {
-    if let Some(Ok(Some(user))) = Some(auth::resolve(&s, &headers).await) {
-        check_csrf(&user, &f)?;
-    }
-    if let Some(id) = auth::cookie(&headers, SESSION_COOKIE) {
-        s.store.delete_session(id).await?;
-    }
-    let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", 0, https(&headers)),
-    );
-    Ok(resp)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1130,8 +990,13 @@ async fn artifact(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    // Sandboxed: an HTML artifact opened in the browser cannot act as the user.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::headers::ARTIFACT_CSP),
     );
     Ok(resp)
 }

@@ -175,7 +175,20 @@ fn parse_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Big allocations (each password check's 19 MiB argon2 buffer) get their own mappings, which go
+/// back to the system when freed. glibc's default raises this threshold after the first such
+/// free, after which the buffers come from per-thread heaps that keep their memory: a flood of
+/// logins then left the server hundreds of MiB larger for good.
+fn return_big_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    return_big_allocations();
     let cli = Cli::parse();
     if let Command::Supervise { dir } = &cli.command {
         return ExitCode::from(baton_exec::supervisor::main(dir).clamp(0, 255) as u8);

@@ -228,6 +228,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("http://{addr}")
         },
+        login: baton_web::LoginGuard::default(),
     };
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -264,7 +265,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    axum::serve(listener, baton_web::router(state))
+    // The peer's address feeds the login's per-address backoff.
+    let app =
+        baton_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.

@@ -58,6 +58,48 @@ fn jwt(secret: &str, exp_offset: i64) -> String {
     .unwrap()
 }
 
+fn jwt_claims(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwts_need_exp_and_honour_nbf() {
+    let s = Server::start(&config("v1"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let call = |claims: Value| {
+        s.http
+            .get(s.url("/tasks"))
+            .bearer_auth(jwt_claims(claims))
+            .send()
+    };
+    for (claims, needle, what) in [
+        (json!({"sub": "tester"}), "`exp`", "a JWT without exp"),
+        (
+            json!({"sub": "tester", "exp": now + 600, "nbf": now + 3600}),
+            "`nbf`",
+            "a JWT not valid before an hour from now",
+        ),
+    ] {
+        let r = call(claims).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+        let v: Value = r.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{what}: {message}");
+    }
+    let r = call(json!({"sub": "tester", "exp": now + 600, "nbf": now - 10}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "nbf passed, exp ahead");
+}
+
 /// Sends a request and checks it answers `want` with an error JSON; returns the code.
 async fn expect_error(req: reqwest::RequestBuilder, want: u16, what: &str) -> String {
     let resp = req.send().await.unwrap();

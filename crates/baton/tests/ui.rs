@@ -1,5 +1,6 @@
 //! The UI's HTML over HTTP (no browser): big logs show only their tail with absolute line
-//! numbers and page backwards by byte offset; user text is escaped.
+//! numbers and page backwards by byte offset; user text is escaped; pages, API answers and
+//! artifacts carry their security headers.
 
 mod common;
 #[path = "common/users.rs"]
@@ -15,6 +16,10 @@ tasks:
       awk 'BEGIN { for (i = 1; i <= 40000; i++) printf "line %d: xxxxxxxxxxxxxxxxxxxx\n", i }'
   echo:
     command: echo "got $what"
+  html:
+    command: |
+      echo '<script>fetch("/api/v1/tasks")</script>' > "$BATON_OUTPUT_DIR/page.html"
+      printf '\033[38;2;10;200;30mgreen\033[0m\n'
 "#;
 
 async fn page(s: &Server, cookie: &str, path: &str) -> (u16, String) {
@@ -94,4 +99,80 @@ async fn user_text_is_escaped_everywhere() {
     assert!(html.contains("&lt;script&gt;"));
     let (_, list) = page(&s, &cookie, "/runs?tag=%3Cb%3E").await;
     assert!(!list.contains("<b>"));
+}
+
+#[tokio::test]
+async fn pages_api_answers_and_artifacts_carry_security_headers() {
+    let s = Server::start(CONFIG);
+    users::add_user(&s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
+    let http = users::no_redirects();
+    let get = |path: String| {
+        http.get(format!("{}{path}", s.base))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+
+    // UI pages (and the login page, before any session): only this site's files, no framing.
+    for path in ["/", "/runs", "/login"] {
+        let r = get(path.into()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let csp = header(&r, "content-security-policy");
+        for part in [
+            "frame-ancestors 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "default-src 'none'",
+        ] {
+            assert!(csp.contains(part), "{path}: CSP {csp:?} lacks {part}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{path}");
+    }
+
+    // An API answer is not sniffed either.
+    let r = s
+        .http
+        .get(s.url("/tasks"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+
+    // An HTML artifact is sandboxed: no script of it runs as the user.
+    let run = s.trigger("html", &[]).await;
+    let id = id_of(&run);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success");
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    let r = get(format!("/runs/{id}/artifacts/{job}/page.html"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = header(&r, "content-security-policy");
+    assert!(
+        csp.split(';').any(|p| p.trim() == "sandbox"),
+        "artifact CSP {csp:?} is no sandbox"
+    );
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    assert!(r.text().await.unwrap().contains("<script>"));
+
+    // The run page shows no inline style, even for true-colour output.
+    let page = get(format!("/runs/{id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("style=\""), "{page}");
 }
