@@ -77,6 +77,9 @@ pub enum Reattached {
     Finished(ExitRecord),
     Running(Box<dyn RunningJob>),
     Vanished(String),
+    /// The server stopped while launching the job and it never started (nor will it, from
+    /// that folder): queue it again.
+    NeverStarted(String),
 }
 
 impl RunningJob for crate::JobHandle {
@@ -112,6 +115,7 @@ impl Executor for crate::LocalExecutor {
                 crate::Reattach::Finished(r) => Reattached::Finished(r),
                 crate::Reattach::Running(h) => Reattached::Running(Box::new(h)),
                 crate::Reattach::Vanished(w) => Reattached::Vanished(w),
+                crate::Reattach::NeverStarted(w) => Reattached::NeverStarted(w),
             }
         })
     }

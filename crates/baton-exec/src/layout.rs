@@ -22,6 +22,13 @@ pub const LOG_FILE: &str = "log";
 pub const SCRIPT_FILE: &str = "script.sh";
 /// [`SupervisorInfo`], written by the supervisor before the job starts.
 pub const SUPERVISOR_FILE: &str = "supervisor.json";
+/// Created exclusively (`O_EXCL`) by whoever gets a launched job first: its supervisor (which
+/// then runs it, the file holding its pid and start time) or, after the server stopped while
+/// launching it, the server's recovery (`recovery`; the job then runs again from the queue and
+/// the late supervisor refuses). So a job folder is run at most once.
+pub const CLAIM_FILE: &str = "claim";
+/// What recovery writes in [`CLAIM_FILE`].
+pub const CLAIMED_BY_RECOVERY: &[u8] = b"recovery\n";
 /// The [`ExitRecord`], written by the supervisor at the end.
 pub const EXIT_FILE: &str = "exit.json";
 

@@ -17,7 +17,8 @@ use tokio::io::AsyncReadExt;
 use crate::error::ExecError;
 use crate::job::{JobSpec, Outcome};
 use crate::layout::{
-    EXIT_FILE, LOG_FILE, SUPERVISOR_FILE, SupervisorInfo, read_exit, read_supervisor,
+    CLAIM_FILE, CLAIMED_BY_RECOVERY, LOG_FILE, SUPERVISOR_FILE, SupervisorInfo, read_exit,
+    read_supervisor,
 };
 use crate::tree::{self, Containment, ContainmentMode};
 use crate::unix;
@@ -46,6 +47,9 @@ pub enum Reattach {
     Running(JobHandle),
     /// No exit record and no live supervisor: the job is lost (reason given).
     Vanished(String),
+    /// The server stopped while launching the job, before its supervisor claimed it; recovery
+    /// has claimed it instead, so it never runs from this folder (reason given).
+    NeverStarted(String),
 }
 
 /// A started (or re-attached) job.
@@ -135,12 +139,10 @@ impl LocalExecutor {
         };
 
         // The job's secrets reach the supervisor on its stdin pipe, never through a file; it
-        // reads them to EOF before it reports ready.
-        let secrets = if spec.secrets.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&spec.secrets).expect("JobSecrets serialize")
-        };
+        // reads them to EOF before it reports ready. They are always written (`{}` when there
+        // are none), so a supervisor whose server died before handing them over refuses to run
+        // rather than run without them.
+        let secrets = serde_json::to_vec(&spec.secrets).expect("JobSecrets serialize");
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let fed = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
@@ -231,6 +233,13 @@ impl LocalExecutor {
     /// and its handle's `wait` keeps killing until the tree is gone.
     pub fn reattach(&self, dir: &Path) -> Reattach {
         match self.reattach_inner(dir) {
+            Reattach::NeverStarted(why) => {
+                // Nothing ran; remove the cgroup the launch made.
+                if let Err(e) = tree::kill_tree(dir) {
+                    tracing::warn!("{e}");
+                }
+                Reattach::NeverStarted(why)
+            }
             Reattach::Vanished(why) => match tree::kill_tree(dir) {
                 Ok(done) => Reattach::Vanished(format!("{why}; {done}")),
                 Err(e) => {
@@ -259,19 +268,10 @@ impl LocalExecutor {
         }
         let info = match read_supervisor(dir) {
             Ok(Some(info)) => info,
-            Ok(None) => {
-                return read_exit(dir).map_or_else(
-                    || {
-                        Reattach::Vanished(format!(
-                            "no {} and no {} in {}: the supervisor never started",
-                            SUPERVISOR_FILE,
-                            EXIT_FILE,
-                            dir.display()
-                        ))
-                    },
-                    Reattach::Finished,
-                );
-            }
+            Ok(None) => match claim_or_wait(dir) {
+                Ok(info) => info,
+                Err(r) => return r,
+            },
             Err(e) => return Reattach::Vanished(e.to_string()),
         };
         if unix::is_alive(info.pid, info.start_time) {
@@ -322,6 +322,70 @@ impl LocalExecutor {
                 source,
             }),
         }
+    }
+}
+
+/// A job folder with a spec but no `supervisor.json` and no `exit.json`: the server stopped
+/// while launching it. Either its supervisor has claimed it (then wait, bounded, for the
+/// supervisor to say who it is) or recovery claims it now, and the supervisor, if it still
+/// comes, will refuse it.
+fn claim_or_wait(dir: &Path) -> Result<SupervisorInfo, Reattach> {
+    let claim = dir.join(CLAIM_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&claim)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            let _ = f.write_all(CLAIMED_BY_RECOVERY);
+            return Err(Reattach::NeverStarted(format!(
+                "the server stopped while launching the job, before its supervisor took it; \
+                 claimed by recovery ({}), so it never ran there",
+                claim.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(Reattach::Vanished(format!(
+                "cannot claim {}: {e}",
+                claim.display()
+            )));
+        }
+    }
+    // Claimed by its supervisor (or by an earlier recovery): wait for supervisor.json while
+    // the claimant lives.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(rec) = read_exit(dir) {
+            return Err(Reattach::Finished(rec));
+        }
+        if let Ok(Some(info)) = read_supervisor(dir) {
+            return Ok(info);
+        }
+        let bytes = std::fs::read(&claim).unwrap_or_default();
+        if bytes == CLAIMED_BY_RECOVERY {
+            return Err(Reattach::NeverStarted(format!(
+                "claimed by an earlier recovery ({}); it never ran there",
+                claim.display()
+            )));
+        }
+        let claimant: Option<SupervisorInfo> = serde_json::from_slice(&bytes).ok();
+        let alive = claimant.is_some_and(|c| unix::is_alive(c.pid, c.start_time));
+        if !alive || std::time::Instant::now() > deadline {
+            return Err(Reattach::Vanished(match claimant {
+                Some(c) if alive => format!(
+                    "its supervisor (pid {}) claimed the job but did not start it within {READY_TIMEOUT:?}",
+                    c.pid
+                ),
+                Some(c) => vanished(c),
+                None => format!(
+                    "its supervisor claimed the job ({}) and vanished before it started",
+                    claim.display()
+                ),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

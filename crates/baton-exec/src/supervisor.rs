@@ -46,8 +46,8 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::job::{ExitRecord, JobSecrets, JobSpec};
 use crate::layout::{
-    EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE, SupervisorInfo,
-    WORK_DIR, try_read_json, write_atomic,
+    CLAIM_FILE, EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE,
+    SupervisorInfo, WORK_DIR, try_read_json, write_atomic,
 };
 use crate::tree::{ProcessRecord, Tree};
 use crate::unix;
@@ -142,6 +142,29 @@ async fn run(dir: &Path) -> i32 {
         Err(e) => return not_ready(&format!("could not read /proc/{me}/stat: {e}")),
     };
     let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");
+    // Take the job before anything runs: if the server stopped while launching us, its
+    // recovery may have claimed the job already (it then runs again from the queue).
+    let claim = dir.join(CLAIM_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&claim)
+    {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(&json) {
+                return not_ready(&format!("could not write {}: {e}", claim.display()));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return not_ready(&format!(
+                "{} exists: this job was already taken (by its server's recovery after a \
+                 crash, or by another supervisor); nothing ran here",
+                claim.display()
+            ));
+        }
+        Err(e) => return not_ready(&format!("could not create {}: {e}", claim.display())),
+    }
+    let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");
     if let Err(e) = write_atomic(&sup_path, &json, false) {
         return not_ready(&format!("could not write {}: {e}", sup_path.display()));
     }
@@ -179,7 +202,11 @@ fn read_secrets() -> io::Result<JobSecrets> {
     let mut bytes = Vec::new();
     stdin.lock().take(16 << 20).read_to_end(&mut bytes)?;
     if bytes.is_empty() {
-        return Ok(JobSecrets::default());
+        // The executor always writes them (`{}` for none): an empty pipe means the server went
+        // away before handing them over, and the job must not run without them.
+        return Err(io::Error::other(
+            "the pipe closed before the server wrote them (did the server stop?); nothing ran",
+        ));
     }
     serde_json::from_slice(&bytes).map_err(io::Error::from)
 }

@@ -554,6 +554,75 @@ async fn supervisor_program_missing() {
     }
 }
 
+/// The supervisor of `dir` as the executor starts it, with its stdin pipe in our hands.
+fn spawn_supervisor(dir: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("__supervise")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the supervisor")
+}
+
+/// The server stops while launching a job: its recovery and the (slow) supervisor race for
+/// the job folder. Whichever claims it first wins, so the job runs at most once from it; a
+/// supervisor that never got its secrets refuses to run without them.
+async fn a_launch_cut_short_runs_at_most_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = executor();
+    for (case, secrets_arrive) in [("late", true), ("orphaned", false)] {
+        let marker = tmp.path().join(format!("ran-{case}"));
+        let s = spec(&format!("echo ran >> '{}'\n", marker.display()));
+        let dir = baton_exec::layout::prepare_job_dir(
+            &tmp.path().join(case),
+            &s,
+            baton_exec::layout::SUPERVISOR_FILE,
+        )
+        .expect("prepare");
+        fs::File::create(dir.join("log")).unwrap();
+        let mut sup = spawn_supervisor(&dir);
+        let mut stdin = sup.stdin.take().unwrap();
+        if !secrets_arrive {
+            // The server died before it wrote the secrets: the pipe just closes.
+            drop(stdin);
+            let out = sup.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(!out.status.success(), "{said}");
+            assert!(said.contains("nothing ran"), "{said}");
+            // Recovery finds a folder nobody took and claims it.
+            match ex.reattach(&dir) {
+                Reattach::NeverStarted(why) => {
+                    assert!(why.contains("claimed by recovery"), "{why}")
+                }
+                other => panic!("expected NeverStarted, got {other:?}"),
+            }
+        } else {
+            // Recovery runs first (the supervisor is still reading its stdin) and claims the job.
+            match ex.reattach(&dir) {
+                Reattach::NeverStarted(why) => {
+                    assert!(why.contains("claimed by recovery"), "{why}")
+                }
+                other => panic!("expected NeverStarted, got {other:?}"),
+            }
+            // Now the secrets arrive and the supervisor goes on: it must refuse the job.
+            stdin
+                .write_all(&serde_json::to_vec(&s.secrets).unwrap())
+                .unwrap();
+            drop(stdin);
+            let out = sup.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(!out.status.success(), "{said}");
+            assert!(said.contains("already taken"), "{said}");
+        }
+        assert!(!marker.exists(), "{case}: the job ran");
+        assert!(!dir.join("exit.json").exists(), "{case}");
+        // A second recovery says the same and still runs nothing.
+        assert!(matches!(ex.reattach(&dir), Reattach::NeverStarted(_)));
+    }
+}
+
 async fn log_ranges() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("log");
@@ -608,6 +677,7 @@ fn main() {
         vanished_supervisor,
         bash_cannot_start,
         supervisor_program_missing,
+        a_launch_cut_short_runs_at_most_once,
     ];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

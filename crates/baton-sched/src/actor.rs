@@ -235,6 +235,19 @@ impl Actor {
                         self.job_ended(job.id, job.attempt, Outcome::Lost(why))
                             .await;
                     }
+                    Reattached::NeverStarted(why) => {
+                        // It never ran: run it again, in a fresh folder (this one is claimed).
+                        tracing::info!(job = job.id, "{why}");
+                        self.requeue(
+                            run_id,
+                            job.id,
+                            job.attempt,
+                            "queued: the server stopped while launching the job; it never ran"
+                                .into(),
+                        );
+                        let change = job_change(self.runs[&run_id].job(job.id).expect("job"), None);
+                        self.persist(vec![change]).await;
+                    }
                     Reattached::Running(handle) => {
                         let name = job.worker.clone().unwrap_or_default();
                         match self.workers.iter_mut().find(|w| w.name == name) {
