@@ -329,6 +329,8 @@ impl LocalExecutor {
 /// while launching it. Either its supervisor has claimed it (then wait, bounded, for the
 /// supervisor to say who it is) or recovery claims it now, and the supervisor, if it still
 /// comes, will refuse it.
+// Called once per job at recovery; the large `Err` is the answer itself, not an error path.
+#[allow(clippy::result_large_err)]
 fn claim_or_wait(dir: &Path) -> Result<SupervisorInfo, Reattach> {
     let claim = dir.join(CLAIM_FILE);
     match std::fs::OpenOptions::new()
