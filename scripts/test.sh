@@ -71,7 +71,7 @@ else
   trap 'sudo chown -R "$(id -u):$(id -g)" target' EXIT
   # sudo resets PATH and HOME: name the user's toolchain explicitly.
   sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
-    CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+    CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
     cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 fi
 # One closing line for the whole suite.
