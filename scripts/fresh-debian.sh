@@ -31,7 +31,8 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
 fi
 git clone -q --no-local . "$work/src"
 # Inside the container: as root, or as a user with sudo (useradd + a sudoers entry; the user
-# gets its own copy of the cargo home, which cargo writes to; the toolchains are only read).
+# gets its own copy of the cargo home, which cargo writes to, at the same place; the toolchains
+# are only read).
 cat >"$work/entry.sh" <<'ENTRY'
 #!/bin/bash
 set -euo pipefail
@@ -55,11 +56,13 @@ if [ "$AS_USER" = 0 ]; then
     scripts/test.sh
 fi
 apt-get update -qq && apt-get install -y -qq sudo >/dev/null
-useradd -M -d /home/tester -s /bin/bash tester
-chown -R tester: /home/tester /src
+useradd -m -s /bin/bash tester
+# The toolchain stays where it was built (so a mounted target/ stays valid): let the user in.
+chmod o+x /root
+chown -R tester: /root/.cargo /src
 echo "tester ALL=(ALL) NOPASSWD: ALL" >/etc/sudoers.d/tester
-exec su tester -c "cd /src && env PATH=/home/tester/.cargo/bin:$path RUSTUP_HOME=/opt/rustup \
-  CARGO_HOME=/home/tester/.cargo scripts/test.sh"
+exec su tester -c "cd /src && env PATH=/root/.cargo/bin:$path RUSTUP_HOME=/root/.rustup \
+  CARGO_HOME=/root/.cargo scripts/test.sh"
 ENTRY
 chmod +x "$work/entry.sh"
 # Real filesystems for the inner engines' storage and /tmp, as on a machine (overlay cannot
@@ -70,7 +73,7 @@ if [ "$user" = 0 ]; then
   mounts+=(-v "$rustup_home:/root/.rustup" -v "$cargo_home:/root/.cargo")
 else
   cp -a "$cargo_home" "$work/cargo"
-  mounts+=(-v "$rustup_home:/opt/rustup:ro" -v "$work/cargo:/home/tester/.cargo")
+  mounts+=(-v "$rustup_home:/root/.rustup:ro" -v "$work/cargo:/root/.cargo")
 fi
 # --privileged where this machine's engine can grant it; where it cannot (an engine that itself
 # lacks a capability, e.g. CAP_SYS_RESOURCE in a sandbox), every capability it has, no seccomp
