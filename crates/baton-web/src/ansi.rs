@@ -273,7 +273,7 @@ mod tests {
 
     fn fixture(name: &str) -> Option<Vec<u8>> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/logs")
+            .join("../../tests/fixtures/logs")
             .join(name);
         std::fs::read(&p).ok()
     }
@@ -307,7 +307,7 @@ mod tests {
             ("travis-rust-alacritty-564527447.ansi.log", 400),
         ] {
             let Some(bytes) = fixture(name) else {
-                panic!("fixture {name} missing under ../shared/fixtures/logs")
+                panic!("fixture {name} missing under tests/fixtures/logs")
             };
             let lines = render_lines(&bytes);
             assert!(

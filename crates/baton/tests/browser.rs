@@ -186,7 +186,7 @@ async fn browser_flows() {
     let gates = tempfile::tempdir().unwrap();
     let gate = gates.path().join("go");
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/logs/travis-rust-redox-371852012.ansi.log");
+        .join("../../tests/fixtures/logs/travis-rust-redox-371852012.ansi.log");
     let config = format!(
         r#"
 administrators: [root]

@@ -172,7 +172,7 @@ fn serve_refuses_a_bad_config() {
 fn py4ci_fixture_validates() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/configs/py4ci"
+        "/../../tests/fixtures/configs/py4ci"
     );
     let out = Command::new(BIN)
         .arg("validate")

@@ -7,10 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/configs"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/configs");
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(FIXTURES).join(rel)
