@@ -64,7 +64,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 if [ ${#as_root[@]} -eq 0 ]; then
-  cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+  cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
 else
   cargo test --workspace --locked --no-run
   # Give anything the root run creates under target/ back to the user, whatever the outcome.
@@ -72,9 +72,9 @@ else
   # sudo resets PATH and HOME: name the user's toolchain explicitly.
   sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
     CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
-    cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
 fi
-# One closing line for the whole suite.
+# One closing line for the whole suite (--no-fail-fast above: every failure shows, not the first).
 passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed_custom=$(grep -Eo '^[0-9]+ passed, 0 failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo "$((passed + passed_custom)) passed, 0 failed"
