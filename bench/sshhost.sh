@@ -8,7 +8,7 @@ set -euo pipefail
 cmd=$1 dir=$2
 ns=btbenchh1 br=btbench veth=btbenchv1 peer=btbenchp1 gw=10.214.0.1 addr=10.214.0.11
 down() {
-  [ -f "$dir/sshd.pid" ] && kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+  if [ -f "$dir/sshd.pid" ]; then kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true; fi
   ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   ip link del "$br" 2>/dev/null || true
@@ -46,6 +46,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel ERROR
 CFG
 # A private, empty /root so the machine's dotfiles never run in the host's sessions.
+# shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
 ip netns exec "$ns" unshare --mount --propagation private \
   sh -c 'mount --bind "$1" /root && exec /usr/sbin/sshd -f "$2"' sh "$dir/home" "$dir/sshd_config"
 for _ in $(seq 100); do [ -f "$dir/sshd.pid" ] && break; sleep 0.05; done

@@ -1,43 +1,84 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then checks formatting, lints, and runs
-# every test (unit, property, end-to-end against the real binary). `.ci/run` runs exactly this.
+# The whole test suite: installs what the build and the tests need, starts a Docker engine when
+# none answers, checks the shell scripts, formatting and lints, then runs every test (unit,
+# property, end-to-end against the real binary). `.ci/run` runs exactly this.
+#
+# Runs as root, or as a user with sudo: then the packages, the Docker engine and the tests run
+# through sudo (the tests need root: network namespaces, rootful Podman, the Docker socket),
+# while formatting, lints and the build run as the user so target/ stays theirs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-# The SSH worker tests (crates/baton/tests/ssh.rs) run real sshd hosts in network namespaces;
-# the browser tests drive Debian's chromium through chromedriver; the single sign-on tests make
-# their stand-in provider's RSA key with openssl; the kill matrix (bench/killmatrix) is Python.
-for pkg_cmd in git:git make:make curl:curl procps:pkill openssh-server:/usr/sbin/sshd \
-  openssh-client:ssh dtach:dtach iproute2:/usr/sbin/ip chromium:chromium \
-  chromium-driver:chromedriver openssl:openssl python3:python3; do
-  pkg=${pkg_cmd%%:*} cmd=${pkg_cmd#*:}
-  command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
-done
-# The Docker executor's tests import a test image made from the static busybox (/bin/busybox)
-# and run a Podman API service.
-for pkg in busybox-static podman; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing test dependencies: ${need[*]}"
-  $sudo apt-get update -qq
-  $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+as_root=()
+[ "$(id -u)" = 0 ] || as_root=(sudo)
+
+# Every run installs the full list (apt-get is idempotent), so this step runs in CI and cannot
+# rot. build-essential: the C compiler and linker (bundled SQLite, aws-lc, and cargo's linker);
+# ca-certificates: cargo fetching crates; docker.io: the Docker executor's tests; podman: the
+# same executor on Podman's API; busybox-static: the test image; openssh-*, dtach, iproute2,
+# curl: the SSH worker tests (real sshd hosts in network namespaces); chromium and
+# chromium-driver: the browser tests; openssl: the single sign-on stand-in's RSA key; python3:
+# the kill matrix (bench/killmatrix); and the shell script checker run below.
+packages=(build-essential ca-certificates git make curl procps openssh-server openssh-client
+  dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman shellcheck python3)
+echo "== apt-get install ${packages[*]}"
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -qq --no-install-recommends "${packages[@]}"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# A Docker engine for the Docker executor's tests: start one when none answers.
+if ! "${as_root[@]}" docker info >/dev/null 2>&1; then
+  mkdir -p target
+  log=$PWD/target/dockerd.log
+  if [ -d /run/systemd/system ]; then
+    echo "== starting the Docker engine (systemctl start docker)"
+    "${as_root[@]}" systemctl start docker
+    log="journalctl -u docker"
+  else
+    echo "== starting the Docker engine (dockerd, log in target/dockerd.log)"
+    # The log is opened by this shell, so it stays the user's file under sudo.
+    "${as_root[@]}" nohup dockerd >>"$log" 2>&1 &
+  fi
+  for _ in $(seq 120); do
+    "${as_root[@]}" docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  if ! "${as_root[@]}" docker info >/dev/null 2>&1; then
+    echo "the Docker engine did not answer \`docker info\` within 60 s of being started;" \
+      "see its log ($log)" >&2
+    [ -f "$log" ] && tail -n 20 "$log" >&2
+    exit 1
+  fi
+fi
+
+echo "== shellcheck"
+# Every shell script in the tree, found by its first line.
+mapfile -t scripts < <(find . \( -path ./target -o -path ./.git \) -prune -o -type f \
+  -exec awk 'FNR == 1 && /^#!.*[/ ](ba)?sh( |$)/ { print FILENAME } { nextfile }' {} + | sort)
+echo "${scripts[*]}"
+shellcheck "${scripts[@]}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+if [ ${#as_root[@]} -eq 0 ]; then
+  cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+else
+  cargo test --workspace --locked --no-run
+  # Give anything the root run creates under target/ back to the user, whatever the outcome.
+  trap 'sudo chown -R "$(id -u):$(id -g)" target' EXIT
+  # sudo resets PATH and HOME: name the user's toolchain explicitly.
+  sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
+    CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+fi
 # SIGKILL the server (and a supervisor) at the worst moments; fails on anything lost or doubled.
 # The debug binary `cargo test` just built: CI builds one profile only.
 echo "== kill matrix (short)"
-bench/killmatrix --short --binary target/debug/baton
-# One closing line for the whole suite.
+"${as_root[@]}" bench/killmatrix --short --binary target/debug/baton
+# One closing line for the whole suite (--no-fail-fast above: every failure shows, not the first).
 passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed_custom=$(grep -Eo '^[0-9]+ passed, 0 failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo "$((passed + passed_custom)) passed, 0 failed"
