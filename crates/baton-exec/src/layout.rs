@@ -29,6 +29,22 @@ pub const SUPERVISOR_FILE: &str = "supervisor.json";
 pub const CLAIM_FILE: &str = "claim";
 /// What recovery writes in [`CLAIM_FILE`].
 pub const CLAIMED_BY_RECOVERY: &[u8] = b"recovery\n";
+
+/// Tries to claim the job in `dir` (creates [`CLAIM_FILE`] exclusively, holding `who`):
+/// `Ok(true)` when this caller got it, `Ok(false)` when someone else already had.
+pub fn claim(dir: &Path, who: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write;
+    let path = dir.join(CLAIM_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(mut f) => f.write_all(who).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 /// The [`ExitRecord`], written by the supervisor at the end.
 pub const EXIT_FILE: &str = "exit.json";
 

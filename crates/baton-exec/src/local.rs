@@ -333,21 +333,15 @@ impl LocalExecutor {
 #[allow(clippy::result_large_err)]
 fn claim_or_wait(dir: &Path) -> Result<SupervisorInfo, Reattach> {
     let claim = dir.join(CLAIM_FILE);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&claim)
-    {
-        Ok(mut f) => {
-            use std::io::Write;
-            let _ = f.write_all(CLAIMED_BY_RECOVERY);
+    match crate::layout::claim(dir, CLAIMED_BY_RECOVERY) {
+        Ok(true) => {
             return Err(Reattach::NeverStarted(format!(
                 "the server stopped while launching the job, before its supervisor took it; \
                  claimed by recovery ({}), so it never ran there",
                 claim.display()
             )));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Ok(false) => {}
         Err(e) => {
             return Err(Reattach::Vanished(format!(
                 "cannot claim {}: {e}",

@@ -145,24 +145,16 @@ async fn run(dir: &Path) -> i32 {
     // Take the job before anything runs: if the server stopped while launching us, its
     // recovery may have claimed the job already (it then runs again from the queue).
     let claim = dir.join(CLAIM_FILE);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&claim)
-    {
-        Ok(mut f) => {
-            if let Err(e) = f.write_all(&json) {
-                return not_ready(&format!("could not write {}: {e}", claim.display()));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+    match crate::layout::claim(&dir, &json) {
+        Ok(true) => {}
+        Ok(false) => {
             return not_ready(&format!(
                 "{} exists: this job was already taken (by its server's recovery after a \
                  crash, or by another supervisor); nothing ran here",
                 claim.display()
             ));
         }
-        Err(e) => return not_ready(&format!("could not create {}: {e}", claim.display())),
+        Err(e) => return not_ready(&format!("could not claim {}: {e}", claim.display())),
     }
     let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");
     if let Err(e) = write_atomic(&sup_path, &json, false) {
