@@ -19,6 +19,9 @@ done
 for pkg in busybox-static podman; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The API check (scripts/api-check.sh) installs schemathesis into a venv: Debian's python3 needs
+# python3-venv for that.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing test dependencies: ${need[*]}"
@@ -33,6 +36,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+# A live server against its own OpenAPI document (schemathesis): no 5xx, every answer as declared.
+echo "== API check"
+scripts/api-check.sh
 # SIGKILL the server (and a supervisor) at the worst moments; fails on anything lost or doubled.
 # The debug binary `cargo test` just built: CI builds one profile only.
 echo "== kill matrix (short)"

@@ -473,6 +473,7 @@ async fn reload_summary(s: &AppState) -> ApiResult<t::Reloaded> {
         (status = 403, description = "administrators only (`forbidden`)", body = t::ErrorBody),
         (status = 404, description = "no such task, or hidden (`unknown_target`)", body = t::ErrorBody),
         (status = 415, description = "the body is not JSON", body = t::ErrorBody),
+        (status = 422, description = "the JSON body does not fit (`bad_request`)", body = t::ErrorBody),
         (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
     )
 )]
