@@ -236,3 +236,42 @@ impl From<&cfg::PipelineDef> for Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrored_enums_spell_like_the_core() {
+        for s in core::Status::ALL {
+            let api = Status::from(s);
+            assert_eq!(
+                serde_json::to_value(api).unwrap(),
+                serde_json::to_value(s).unwrap()
+            );
+            assert_eq!(api.as_str(), s.as_str());
+            assert_eq!(api.is_terminal(), s.is_terminal());
+            assert_eq!(core::Status::from(api), s);
+        }
+        for k in [core::TargetKind::Task, core::TargetKind::Pipeline] {
+            assert_eq!(
+                serde_json::to_value(TargetKind::from(k)).unwrap(),
+                serde_json::to_value(k).unwrap()
+            );
+        }
+        for k in ["cli", "api", "schedule", "chained", "webhook", "rerun"] {
+            let core: core::TriggerKind = k.parse().unwrap();
+            assert_eq!(TriggerKind::from(core).as_str(), k);
+            assert_eq!(serde_json::to_value(TriggerKind::from(core)).unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn a_secret_env_value_shows_only_as_stars() {
+        let secret = EnvValue::Secret {
+            secret: "tasks.t.env.API_TOKEN".into(),
+        };
+        assert_eq!(Shown::from(&secret), Shown("***".into()));
+        assert_eq!(Shown::from(&EnvValue::Plain("v".into())), Shown("v".into()));
+    }
+}
