@@ -18,9 +18,11 @@ as_root=()
 # same executor on Podman's API; busybox-static: the test image; openssh-*, dtach, iproute2,
 # curl: the SSH worker tests (real sshd hosts in network namespaces); chromium and
 # chromium-driver: the browser tests; openssl: the single sign-on stand-in's RSA key; python3:
-# the kill matrix (bench/killmatrix); and the shell script checker run below.
+# the kill matrix (bench/killmatrix); python3-venv: the API check's schemathesis venv; and the
+# shell script checker run below.
 packages=(build-essential ca-certificates git make curl procps openssh-server openssh-client
-  dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman shellcheck python3)
+  dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman shellcheck python3
+  python3-venv)
 echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
@@ -74,6 +76,9 @@ else
     CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
     cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
 fi
+# A live server against its own OpenAPI document (schemathesis): no 5xx, every answer as declared.
+echo "== API check"
+scripts/api-check.sh
 # SIGKILL the server (and a supervisor) at the worst moments; fails on anything lost or doubled.
 # The debug binary `cargo test` just built: CI builds one profile only.
 echo "== kill matrix (short)"

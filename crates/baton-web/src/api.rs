@@ -1,6 +1,5 @@
 //! JSON routes: tasks, pipelines, workers, queue, runs, trigger, cancel, rerun, reload.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -9,11 +8,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+
+use crate::api_types as t;
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_sched::TriggerRequest;
-use baton_store::{RunFilter, RunRow};
+use baton_store::RunFilter;
 
 use crate::auth::{Access, CurrentUser};
 use crate::{ApiError, AppState};
@@ -35,46 +35,49 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/tasks/{name}/enabled", post(set_enabled))
 }
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+type ApiResult<T> = Result<T, ApiError>;
 
-async fn tasks(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+/// Tasks as users see them (`api_types::Task`): commands as written (`${:name}`), secret
+/// `env` entries and variables as `***`, explicit secrets only by name.
+#[utoipa::path(get, path = "/api/v1/tasks",
+    responses(
+        (status = 200, description = "the tasks the caller may see", body = t::TaskList),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn tasks(State(s): State<AppState>, user: CurrentUser) -> ApiResult<Json<t::TaskList>> {
     let a = Access::of(&s, &user).await?;
-    let tasks: Vec<_> = a
+    let tasks = a
         .config
         .tasks
         .values()
         .filter(|t| a.can_see(TargetKind::Task, &t.name))
+        .map(t::Task::from)
         .collect();
-    Ok(Json(redact(json!({ "tasks": tasks }))))
+    Ok(Json(t::TaskList { tasks }))
 }
 
-async fn pipelines(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/pipelines",
+    responses(
+        (status = 200, description = "the pipelines the caller may see", body = t::PipelineList),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn pipelines(
+    State(s): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Json<t::PipelineList>> {
     let a = Access::of(&s, &user).await?;
-    let pipelines: Vec<_> = a
+    let pipelines = a
         .config
         .pipelines
         .values()
         .filter(|p| a.can_see(TargetKind::Pipeline, &p.name))
+        .map(t::Pipeline::from)
         .collect();
-    Ok(Json(redact(json!({ "pipelines": pipelines }))))
-}
-
-/// Definitions as users see them: a secret-looking `env` entry or variable (serialized as a
-/// reference, `{"secret": "…"}`, never its value) shows as `***`. Commands are shown as
-/// written (`${:name}`), and explicit secrets only by name.
-fn redact(mut v: Value) -> Value {
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(m) if m.len() == 1 && m.get("secret").is_some_and(Value::is_string) => {
-                *v = Value::String("***".into());
-            }
-            Value::Object(m) => m.values_mut().for_each(walk),
-            Value::Array(a) => a.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut v);
-    v
+    Ok(Json(t::PipelineList { pipelines }))
 }
 
 /// Workers and queue as `user` may see them: runs of targets they cannot see are hidden.
@@ -104,23 +107,32 @@ pub(crate) async fn visible_snapshot(
     Ok(snap)
 }
 
-async fn workers(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
-    Ok(Json(
-        json!({ "workers": visible_snapshot(&s, &user).await?.workers }),
-    ))
+#[utoipa::path(get, path = "/api/v1/workers",
+    responses(
+        (status = 200, description = "workers; runs the caller may not see are left out", body = t::WorkerList),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn workers(State(s): State<AppState>, user: CurrentUser) -> ApiResult<Json<t::WorkerList>> {
+    let snap = visible_snapshot(&s, &user).await?;
+    Ok(Json(t::WorkerList {
+        workers: snap.workers.into_iter().map(t::Worker::from).collect(),
+    }))
 }
 
-async fn queue(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
-    Ok(Json(
-        json!({ "queue": visible_snapshot(&s, &user).await?.queue }),
-    ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    #[serde(default)]
-    args: BTreeMap<String, String>,
+#[utoipa::path(get, path = "/api/v1/queue",
+    responses(
+        (status = 200, description = "waiting jobs the caller may see, and why they wait", body = t::Queue),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn queue(State(s): State<AppState>, user: CurrentUser) -> ApiResult<Json<t::Queue>> {
+    let snap = visible_snapshot(&s, &user).await?;
+    Ok(Json(t::Queue {
+        queue: snap.queue.into_iter().map(t::QueueEntry::from).collect(),
+    }))
 }
 
 /// The CLI marks its requests so runs show `cli` as their trigger.
@@ -138,14 +150,14 @@ async fn trigger(
     headers: axum::http::HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<RunRow>)> {
+) -> ApiResult<(StatusCode, Json<t::Run>)> {
     let Path(name) = name?;
     if !Access::of(&s, &user).await?.can_see(kind, &name) {
         // Exactly what an unknown name gets: a hidden target does not exist for this caller.
         return Err(baton_sched::SchedError::UnknownTarget(name).into());
     }
-    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
+    let body: t::TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        t::TriggerBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -163,47 +175,87 @@ async fn trigger(
             ancestors: vec![],
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(run)))
+    Ok((StatusCode::CREATED, Json(run.into())))
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{name}/trigger",
+    params(("name" = String, Path, description = "task or pipeline name")),
+    request_body = Option<t::TriggerBody>,
+    responses(
+        (status = 201, description = "the new run (possibly `skipped`, with its reason)", body = t::Run),
+        (status = 400, description = "bad JSON body or argument (`bad_request`, `bad_argument`)", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such target, or hidden (`unknown_target`)", body = t::ErrorBody),
+        (status = 409, description = "disabled, or the wait list is full (`disabled`, `wait_list_full`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn trigger_task(
     State(s): State<AppState>,
     user: CurrentUser,
     name: Result<Path<String>, PathRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<RunRow>)> {
+) -> ApiResult<(StatusCode, Json<t::Run>)> {
     trigger(s, user, TargetKind::Task, headers, name, body).await
 }
 
+#[utoipa::path(post, path = "/api/v1/pipelines/{name}/trigger",
+    params(("name" = String, Path, description = "task or pipeline name")),
+    request_body = Option<t::TriggerBody>,
+    responses(
+        (status = 201, description = "the new run (possibly `skipped`, with its reason)", body = t::Run),
+        (status = 400, description = "bad JSON body or argument (`bad_request`, `bad_argument`)", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such target, or hidden (`unknown_target`)", body = t::ErrorBody),
+        (status = 409, description = "disabled, or the wait list is full (`disabled`, `wait_list_full`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn trigger_pipeline(
     State(s): State<AppState>,
     user: CurrentUser,
     name: Result<Path<String>, PathRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<RunRow>)> {
+) -> ApiResult<(StatusCode, Json<t::Run>)> {
     trigger(s, user, TargetKind::Pipeline, headers, name, body).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Runs of this task or pipeline.
     task: Option<String>,
+    #[param(value_type = Option<t::Status>)]
     status: Option<String>,
     tag: Option<String>,
+    #[param(value_type = Option<t::TriggerKind>)]
     trigger: Option<String>,
+    /// `next_cursor` of the page before.
     cursor: Option<i64>,
+    /// Runs per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Free-text search in target names, reasons and arguments.
     q: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "runs the caller may see, newest first", body = t::RunList),
+        (status = 400, description = "bad filter or limit", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn list_runs(
     State(s): State<AppState>,
     user: CurrentUser,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult {
+) -> ApiResult<Json<t::RunList>> {
     let Query(q) = q?;
     let status = q
         .status
@@ -233,11 +285,18 @@ async fn list_runs(
     let next = (runs.len() == limit as usize)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({ "runs": runs, "next_cursor": next })))
+    Ok(Json(t::RunList {
+        runs: runs.into_iter().map(t::Run::from).collect(),
+        next_cursor: next,
+    }))
 }
 
 /// Run `id` if it exists and `user` may see it; a hidden run answers exactly like a missing one.
-pub(crate) async fn load_run(s: &AppState, user: &CurrentUser, id: i64) -> ApiResult<RunRow> {
+pub(crate) async fn load_run(
+    s: &AppState,
+    user: &CurrentUser,
+    id: i64,
+) -> ApiResult<baton_store::RunRow> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -252,29 +311,50 @@ pub(crate) async fn load_run(s: &AppState, user: &CurrentUser, id: i64) -> ApiRe
     Ok(run)
 }
 
+#[utoipa::path(get, path = "/api/v1/runs/{id}",
+    params(("id" = i64, Path, description = "run id")),
+    responses(
+        (status = 200, description = "the run", body = t::Run),
+        (status = 400, description = "bad id", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such run, or hidden (`run_not_found`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn get_run(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
-) -> ApiResult<Json<RunRow>> {
+) -> ApiResult<Json<t::Run>> {
     let Path(id) = id?;
-    Ok(Json(load_run(&s, &user, id).await?))
+    Ok(Json(load_run(&s, &user, id).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
     /// Seconds to wait at most (default 30, at most 300).
     timeout: Option<u64>,
 }
 
 /// Long-polls until the run ends or the timeout passes; returns the run either way.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/wait",
+    params(("id" = i64, Path, description = "run id"), WaitQuery),
+    responses(
+        (status = 200, description = "the run, once it ended or the timeout passed", body = t::Run),
+        (status = 400, description = "bad id or timeout", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such run, or hidden (`run_not_found`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn wait_run(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<Query<WaitQuery>, QueryRejection>,
-) -> ApiResult<Json<RunRow>> {
+) -> ApiResult<Json<t::Run>> {
     let Path(id) = id?;
     let Query(q) = q?;
     let deadline =
@@ -284,56 +364,93 @@ async fn wait_run(
         changes.borrow_and_update();
         let run = load_run(&s, &user, id).await?;
         if run.status.is_terminal() {
-            return Ok(Json(run));
+            return Ok(Json(run.into()));
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
-            _ => return Ok(Json(load_run(&s, &user, id).await?)),
+            _ => return Ok(Json(load_run(&s, &user, id).await?.into())),
         }
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel",
+    params(("id" = i64, Path, description = "run id")),
+    responses(
+        (status = 200, description = "the run, being canceled", body = t::Run),
+        (status = 400, description = "bad id", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such run, or hidden (`run_not_found`)", body = t::ErrorBody),
+        (status = 409, description = "the run already ended (`not_cancelable`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn cancel(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
-) -> ApiResult<Json<RunRow>> {
+) -> ApiResult<Json<t::Run>> {
     let Path(id) = id?;
     load_run(&s, &user, id).await?;
-    Ok(Json(s.sched.cancel(id).await?))
+    Ok(Json(s.sched.cancel(id).await?.into()))
 }
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rerun",
+    params(("id" = i64, Path, description = "run id")),
+    responses(
+        (status = 201, description = "the new run", body = t::Run),
+        (status = 400, description = "bad id or argument", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such run or target, or hidden", body = t::ErrorBody),
+        (status = 409, description = "disabled, or the wait list is full", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn rerun(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
-) -> ApiResult<(StatusCode, Json<RunRow>)> {
+) -> ApiResult<(StatusCode, Json<t::Run>)> {
     let Path(id) = id?;
     load_run(&s, &user, id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(s.sched.rerun(id, TriggerKind::Rerun).await?),
+        Json(s.sched.rerun(id, TriggerKind::Rerun).await?.into()),
     ))
 }
 
-async fn reload(State(s): State<AppState>, user: CurrentUser) -> ApiResult {
+#[utoipa::path(post, path = "/api/v1/config/reload",
+    responses(
+        (status = 200, description = "the new config is in force", body = t::Reloaded),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 403, description = "administrators only (`forbidden`)", body = t::ErrorBody),
+        (status = 422, description = "the new config is invalid; the old one stays (`invalid_config`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn reload(State(s): State<AppState>, user: CurrentUser) -> ApiResult<Json<t::Reloaded>> {
     Access::of(&s, &user).await?.require_admin()?;
-    reload_config(&s).await.map(Json)
+    reload_summary(&s).await.map(Json)
+}
+
+/// [`reload_summary`] as JSON, for the UI's reload form.
+pub(crate) async fn reload_config(s: &AppState) -> ApiResult<serde_json::Value> {
+    let summary = reload_summary(s).await?;
+    serde_json::to_value(summary).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Loads the config again and swaps it in; `422` with the diagnostics when it is invalid.
-pub(crate) async fn reload_config(s: &AppState) -> ApiResult<Value> {
+async fn reload_summary(s: &AppState) -> ApiResult<t::Reloaded> {
     let loader = s.load_config.clone();
     let loaded = tokio::task::spawn_blocking(move || loader())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     match loaded {
         Ok(config) => {
-            let summary = json!({
-                "reloaded": true,
-                "tasks": config.tasks.len(),
-                "pipelines": config.pipelines.len(),
-            });
+            let summary = t::Reloaded {
+                reloaded: true,
+                tasks: config.tasks.len(),
+                pipelines: config.pipelines.len(),
+            };
             s.sched.reload(config).await?;
             Ok(summary)
         }
@@ -345,20 +462,27 @@ pub(crate) async fn reload_config(s: &AppState) -> ApiResult<Value> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnabledBody {
-    /// `true` or `false` override the config; `null` follows the config again.
-    enabled: Option<bool>,
-}
-
 /// Administrators enable or disable a task at runtime (kept in the store, over the config).
+#[utoipa::path(post, path = "/api/v1/tasks/{name}/enabled",
+    params(("name" = String, Path, description = "task name")),
+    request_body = t::EnabledBody,
+    responses(
+        (status = 200, description = "the task's state now", body = t::EnabledState),
+        (status = 400, description = "bad JSON body", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 403, description = "administrators only (`forbidden`)", body = t::ErrorBody),
+        (status = 404, description = "no such task, or hidden (`unknown_target`)", body = t::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = t::ErrorBody),
+        (status = 422, description = "the JSON body does not fit (`bad_request`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
 async fn set_enabled(
     State(s): State<AppState>,
     user: CurrentUser,
     name: Result<Path<String>, PathRejection>,
-    body: Result<Json<EnabledBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult {
+    body: Result<Json<t::EnabledBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<t::EnabledState>> {
     let Path(name) = name?;
     let a = Access::of(&s, &user).await?;
     if !a.can_see(TargetKind::Task, &name) {
@@ -374,5 +498,72 @@ async fn set_enabled(
         .tasks
         .get(&name)
         .is_some_and(|t| t.enabled);
-    Ok(Json(json!({ "task": name, "enabled": enabled })))
+    Ok(Json(t::EnabledState {
+        task: name,
+        enabled,
+    }))
+}
+
+/// The OpenAPI 3 document of the routes above, generated from `api_types`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Baton API",
+        description = "Every route takes `Authorization: Bearer <token>` (a `baton token create` \
+            token, or a JWT when `server.jwt_secret` is set) or a session cookie. Errors are \
+            `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
+        wait_run, cancel, rerun, reload, set_enabled
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// Declares the bearer scheme and requires it on every route.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// `GET /api/v1/openapi.json`: served without credentials (it describes this version of
+/// Baton, not this server's tasks or runs).
+pub(crate) fn public_routes() -> Router<AppState> {
+    let doc = std::sync::Arc::new(openapi_json());
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    (*doc).clone(),
+                )
+            }
+        }),
+    )
 }

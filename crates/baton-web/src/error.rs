@@ -4,7 +4,6 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use baton_sched::SchedError;
-use serde_json::json;
 
 /// An error as the API returns it: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug)]
@@ -38,7 +37,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = crate::api_types::ErrorBody {
+            error: crate::api_types::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -3,12 +3,13 @@
 //! access rules of `baton_core::access` applied to every route.
 //!
 //! Architecture Invariant: this crate holds no scheduling state. It reads runs from the store and
-//! sends every change to the scheduler through its handle. Only this crate knows HTTP and the
-//! JSON shapes of the API.
+//! sends every change to the scheduler through its handle. Only this crate knows HTTP; the API's
+//! JSON shapes are the types of [`api_types`], which the CLI reads too.
 
 mod agents;
 mod ansi;
 mod api;
+pub mod api_types;
 mod artifacts;
 mod auth;
 mod callbacks;
@@ -29,6 +30,7 @@ use baton_core::config::Config;
 use baton_sched::SchedHandle;
 use baton_store::{RunFolders, Store};
 
+pub use api::openapi_json;
 pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
@@ -75,7 +77,11 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .nest("/api/v1", api.merge(agents::agent_routes()))
+        .nest(
+            "/api/v1",
+            api.merge(agents::agent_routes())
+                .merge(api::public_routes()),
+        )
         .merge(callbacks::routes())
         .merge(ui::routes())
         .merge(login::routes())

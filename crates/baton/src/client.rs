@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::{Value, json};
+use baton_web::api_types::{ErrorBody, Reloaded, Run, RunList, Status, TriggerBody};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::ServerArgs;
 
@@ -17,14 +19,14 @@ pub(crate) struct Client {
 }
 
 /// Exit codes of `trigger --wait` and `logs -f`: 0 success, then one per way a run can end.
-fn exit_for(status: &str) -> ExitCode {
+fn exit_for(status: Option<Status>) -> ExitCode {
     ExitCode::from(match status {
-        "success" => 0,
-        "failed" => 1,
-        "broken" => 3,
-        "jammed" => 4,
-        "canceled" => 5,
-        "skipped" => 6,
+        Some(Status::Success) => 0,
+        Some(Status::Failed) => 1,
+        Some(Status::Broken) => 3,
+        Some(Status::Jammed) => 4,
+        Some(Status::Canceled) => 5,
+        Some(Status::Skipped) => 6,
         _ => 7,
     })
 }
@@ -63,31 +65,44 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let msg = body["error"]["message"].as_str().unwrap_or("no message");
-        let code = body["error"]["code"].as_str().unwrap_or("");
+        let (code, message) = match resp.json::<ErrorBody>().await {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => (String::new(), "no message".to_string()),
+        };
         Err(ApiFailure {
             status: status.as_u16(),
-            code: code.to_string(),
-            message: msg.to_string(),
+            code,
+            message,
         }
         .into())
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.http.get(self.url(path)))
-            .await?
-            .json()
-            .await?)
+    /// Reads a successful answer as the API type `T`.
+    async fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        resp: reqwest::Response,
+    ) -> anyhow::Result<T> {
+        let bytes = resp.bytes().await?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the server's answer to {path} is not what this client expects (is the server a different version?)"
+            )
+        })
     }
 
-    async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.http.post(self.url(path)).json(&body))
-            .await?
-            .json()
-            .await?)
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send(self.http.get(self.url(path))).await?;
+        self.read(path, resp).await
+    }
+
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let resp = self.send(self.http.post(self.url(path)).json(body)).await?;
+        self.read(path, resp).await
     }
 
     pub async fn trigger(
@@ -97,16 +112,16 @@ impl Client {
         wait: bool,
         follow: bool,
     ) -> anyhow::Result<ExitCode> {
-        let body = json!({ "args": args });
-        let answer = match self
-            .post_json(&format!("/tasks/{name}/trigger"), body.clone())
+        let body = TriggerBody { args };
+        let answer: anyhow::Result<Run> = match self
+            .post_json(&format!("/tasks/{name}/trigger"), &body)
             .await
         {
             Err(e)
                 if e.downcast_ref::<ApiFailure>()
                     .is_some_and(|f| f.code == "unknown_target") =>
             {
-                self.post_json(&format!("/pipelines/{name}/trigger"), body)
+                self.post_json(&format!("/pipelines/{name}/trigger"), &body)
                     .await
             }
             other => other,
@@ -117,20 +132,18 @@ impl Client {
                 // skipped run.
                 Some(f) if f.code == "wait_list_full" => {
                     eprintln!("{name}: {}", f.message);
-                    return Ok(exit_for("skipped"));
+                    return Ok(exit_for(Some(Status::Skipped)));
                 }
                 _ => return Err(e),
             },
             Ok(run) => run,
         };
-        let id = run["id"]
-            .as_i64()
-            .ok_or_else(|| anyhow!("the server returned no run id"))?;
-        let status = run["status"].as_str().unwrap_or("");
-        if status == "skipped" {
-            eprintln!("run {id}: {}", run["reason"].as_str().unwrap_or("skipped"));
+        let id = run.id;
+        let status = run.status;
+        if status == Status::Skipped {
+            eprintln!("run {id}: {}", run.reason.as_deref().unwrap_or("skipped"));
             return Ok(if wait {
-                exit_for("skipped")
+                exit_for(Some(Status::Skipped))
             } else {
                 ExitCode::SUCCESS
             });
@@ -139,34 +152,31 @@ impl Client {
             println!("{id}");
             return Ok(ExitCode::SUCCESS);
         }
-        eprintln!("run {id} of {name}: {status}");
-        if follow {
-            let jobs = run["jobs"].as_array().cloned().unwrap_or_default();
-            if jobs.len() == 1 {
-                self.follow_log(id, None).await?;
-            }
+        eprintln!("run {id} of {name}: {}", status.as_str());
+        if follow && run.jobs.len() == 1 {
+            self.follow_log(id, None).await?;
         }
         let end = self.wait(id).await?;
-        let status = end["status"].as_str().unwrap_or("unknown").to_string();
-        let reason = end["reason"]
-            .as_str()
+        let reason = end
+            .reason
+            .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        eprintln!("run {id}: {status}{reason}");
-        Ok(exit_for(&status))
+        eprintln!("run {id}: {}{reason}", end.status.as_str());
+        Ok(exit_for(Some(end.status)))
     }
 
-    async fn wait(&self, id: i64) -> anyhow::Result<Value> {
+    async fn wait(&self, id: i64) -> anyhow::Result<Run> {
         let tty = std::io::stderr().is_terminal();
         let started = std::time::Instant::now();
         loop {
-            let run = self.get_json(&format!("/runs/{id}/wait?timeout=1")).await?;
-            let status = run["status"].as_str().unwrap_or("");
-            if matches!(status, "queued" | "started" | "running") {
+            let run: Run = self.get_json(&format!("/runs/{id}/wait?timeout=1")).await?;
+            if !run.status.is_terminal() {
                 if tty {
-                    let why = run["reason"].as_str().unwrap_or("");
+                    let why = run.reason.as_deref().unwrap_or("");
                     eprint!(
-                        "\r\x1b[2Krun {id}: {status} {:.0}s {why}",
+                        "\r\x1b[2Krun {id}: {} {:.0}s {why}",
+                        run.status.as_str(),
                         started.elapsed().as_secs_f64()
                     );
                 }
@@ -180,7 +190,7 @@ impl Client {
     }
 
     /// Prints the log's raw bytes from offset 0 until the job ends.
-    async fn follow_log(&self, id: i64, job: Option<&str>) -> anyhow::Result<String> {
+    async fn follow_log(&self, id: i64, job: Option<&str>) -> anyhow::Result<Option<Status>> {
         let mut offset = 0u64;
         let mut out = std::io::stdout();
         loop {
@@ -189,17 +199,17 @@ impl Client {
                 url.push_str(&format!("&job={j}"));
             }
             let resp = self.send(self.http.get(self.url(&url))).await?;
-            let status = resp
+            // The job's status, as JSON spells it; a missing or unknown one is not an end.
+            let status: Option<Status> = resp
                 .headers()
                 .get("x-job-status")
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+                .and_then(|v| serde_json::from_value(serde_json::Value::from(v)).ok());
             let bytes = resp.bytes().await?;
             offset += bytes.len() as u64;
             out.write_all(&bytes)?;
             out.flush()?;
-            let terminal = !matches!(status.as_str(), "queued" | "started" | "running");
+            let terminal = status.is_none_or(Status::is_terminal);
             if bytes.is_empty() {
                 if terminal {
                     return Ok(status);
@@ -213,7 +223,7 @@ impl Client {
         let resp = self
             .send(self.http.get(self.url("/runs")).query(query))
             .await?;
-        let body: Value = resp.json().await?;
+        let body: RunList = self.read("/runs", resp).await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&body)?);
             return Ok(ExitCode::SUCCESS);
@@ -222,62 +232,66 @@ impl Client {
             "{:>6}  {:<24} {:<9} {:<9} {:<20} REASON",
             "ID", "TARGET", "STATUS", "TRIGGER", "ENQUEUED"
         );
-        for r in body["runs"].as_array().into_iter().flatten() {
+        for r in &body.runs {
             println!(
                 "{:>6}  {:<24} {:<9} {:<9} {:<20} {}",
-                r["id"],
-                r["target"].as_str().unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
-                r["trigger"].as_str().unwrap_or(""),
-                r["enqueued_at"]
-                    .as_str()
-                    .unwrap_or("")
-                    .get(..19)
-                    .unwrap_or(""),
-                r["reason"].as_str().unwrap_or(""),
+                r.id,
+                r.target,
+                r.status.as_str(),
+                r.trigger.as_str(),
+                r.enqueued_at.format("%Y-%m-%dT%H:%M:%S"),
+                r.reason.as_deref().unwrap_or(""),
             );
         }
-        if let Some(next) = body["next_cursor"].as_i64() {
+        if let Some(next) = body.next_cursor {
             println!("(more: --cursor {next})");
         }
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn show(&self, id: i64, json: bool) -> anyhow::Result<ExitCode> {
-        let run = self.get_json(&format!("/runs/{id}")).await?;
+        let run: Run = self.get_json(&format!("/runs/{id}")).await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&run)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let s = |k: &str| run[k].as_str().unwrap_or("-").to_string();
-        println!("run {id}: {} {} — {}", s("kind"), s("target"), s("status"));
-        if let Some(r) = run["reason"].as_str() {
+        // Times as JSON writes them (RFC 3339 with `Z`), `-` when not yet.
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            None => "-".to_string(),
+        };
+        let kind = match run.kind {
+            baton_web::api_types::TargetKind::Task => "task",
+            baton_web::api_types::TargetKind::Pipeline => "pipeline",
+        };
+        println!("run {id}: {kind} {} — {}", run.target, run.status.as_str());
+        if let Some(r) = &run.reason {
             println!("  reason:   {r}");
         }
-        println!("  trigger:  {}", s("trigger"));
+        println!("  trigger:  {}", run.trigger.as_str());
         println!(
             "  enqueued: {}\n  started:  {}\n  ended:    {}",
-            s("enqueued_at"),
-            s("started_at"),
-            s("ended_at")
+            at(Some(run.enqueued_at)),
+            at(run.started_at),
+            at(run.ended_at)
         );
-        if let Some(args) = run["args"].as_object().filter(|a| !a.is_empty()) {
-            println!("  args:     {}", serde_json::to_string(args)?);
+        if !run.args.is_empty() {
+            println!("  args:     {}", serde_json::to_string(&run.args)?);
         }
-        for (k, label) in [("ancestors", "after"), ("descendants", "led to")] {
-            if let Some(v) = run[k].as_array().filter(|a| !a.is_empty()) {
-                let ids: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        for (v, label) in [(&run.ancestors, "after"), (&run.descendants, "led to")] {
+            if !v.is_empty() {
+                let ids: Vec<String> = v.iter().map(i64::to_string).collect();
                 println!("  {label:<9} {}", ids.join(", "));
             }
         }
-        for j in run["jobs"].as_array().into_iter().flatten() {
+        for j in &run.jobs {
             println!(
                 "  job {:<20} {:<9} worker={} exit={} {}",
-                j["name"].as_str().unwrap_or(""),
-                j["status"].as_str().unwrap_or(""),
-                j["worker"].as_str().unwrap_or("-"),
-                j["exit_code"],
-                j["reason"].as_str().unwrap_or(""),
+                j.name,
+                j.status.as_str(),
+                j.worker.as_deref().unwrap_or("-"),
+                j.exit_code.map_or("null".to_string(), |c| c.to_string()),
+                j.reason.as_deref().unwrap_or(""),
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -286,7 +300,7 @@ impl Client {
     pub async fn logs(&self, id: i64, job: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
         if follow {
             let status = self.follow_log(id, job).await?;
-            return Ok(exit_for(&status));
+            return Ok(exit_for(status));
         }
         let mut url = format!("/runs/{id}/log");
         if let Some(j) = job {
@@ -301,28 +315,28 @@ impl Client {
     }
 
     pub async fn cancel(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let run = self
-            .post_json(&format!("/runs/{id}/cancel"), json!({}))
+        let run: Run = self
+            .post_json(&format!("/runs/{id}/cancel"), &serde_json::json!({}))
             .await?;
-        println!("run {id}: {}", run["status"].as_str().unwrap_or(""));
+        println!("run {id}: {}", run.status.as_str());
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn rerun(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let run = self
-            .post_json(&format!("/runs/{id}/rerun"), json!({}))
+        let run: Run = self
+            .post_json(&format!("/runs/{id}/rerun"), &serde_json::json!({}))
             .await?;
-        println!("{}", run["id"]);
+        println!("{}", run.id);
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn reload(&self) -> anyhow::Result<ExitCode> {
-        match self.post_json("/config/reload", json!({})).await {
+        match self
+            .post_json::<Reloaded>("/config/reload", &serde_json::json!({}))
+            .await
+        {
             Ok(v) => {
-                println!(
-                    "reloaded: {} tasks, {} pipelines",
-                    v["tasks"], v["pipelines"]
-                );
+                println!("reloaded: {} tasks, {} pipelines", v.tasks, v.pipelines);
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => bail!("{e}"),

@@ -1,0 +1,330 @@
+//! The JSON API's own types, shared by the server (which converts store rows and the config into
+//! them explicitly) and the CLI (which reads its answers as them); the OpenAPI document at
+//! `/api/v1/openapi.json` is generated from them.
+//!
+//! These are plain serde types: no HTTP here. A definition's secret `env` entries and
+//! `variables` can only be shown as `***`: [`Shown`] is built from a config value and has no
+//! way to hold a secret's value (the config keeps those in `secrecy` types anyway).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A run's or job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Started,
+    Running,
+    Success,
+    Failed,
+    Broken,
+    Jammed,
+    Skipped,
+    Canceled,
+}
+
+impl Status {
+    /// The status as written in JSON (`success`, `failed`, …).
+    pub fn as_str(self) -> &'static str {
+        baton_core::run::Status::from(self).as_str()
+    }
+
+    /// Whether the run or job has ended.
+    pub fn is_terminal(self) -> bool {
+        baton_core::run::Status::from(self).is_terminal()
+    }
+}
+
+/// Whether a run is of a task or of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Task,
+    Pipeline,
+}
+
+/// What made a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Cli,
+    Api,
+    Schedule,
+    Chained,
+    Webhook,
+    Rerun,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        baton_core::run::TriggerKind::from(self).as_str()
+    }
+}
+
+/// One job of a run: what one worker executes (a retry is a new attempt of the same job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: i64,
+    pub run_id: i64,
+    pub name: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub exit_code: Option<i32>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A run of a task or pipeline, with its jobs and its links to other runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: i64,
+    pub kind: TargetKind,
+    pub target: String,
+    pub trigger: TriggerKind,
+    pub args: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub priority: i64,
+    pub partition: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub jobs: Vec<Job>,
+    /// Runs that led to this one (the run it chains after, the run it reruns).
+    pub ancestors: Vec<i64>,
+    /// Runs this one led to.
+    pub descendants: Vec<i64>,
+}
+
+/// `GET /runs`: newest first; `next_cursor` is the `cursor` of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+    pub next_cursor: Option<i64>,
+}
+
+/// A duration as `{secs, nanos}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Span {
+    pub secs: u64,
+    pub nanos: u32,
+}
+
+/// A value of a definition's `env` or `variables` as users see it: the value as written, or
+/// `***` for a secret one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+pub struct Shown(pub String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CronSchedule {
+    pub cron: String,
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RepoTrigger {
+    pub ssh_url: String,
+    pub branches: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitStrategy {
+    Append,
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WaitList {
+    pub size: u32,
+    pub strategy: WaitStrategy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    None,
+    Bridge,
+}
+
+/// `image:`/`build:`: the job runs in a fresh container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Container {
+    pub image: Option<String>,
+    pub build: Option<String>,
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub network: NetworkMode,
+}
+
+/// A task as users see it: its command as written (`${:name}` unfilled), secrets as `***`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub name: String,
+    pub enabled: bool,
+    pub description: String,
+    pub queues: Vec<String>,
+    pub tags: Vec<String>,
+    pub period: Option<Span>,
+    pub schedule: Option<CronSchedule>,
+    pub debounce: Option<Span>,
+    pub priority: i64,
+    pub timeout: Option<Span>,
+    pub command: String,
+    pub variables: BTreeMap<String, Shown>,
+    pub authorized_users: Vec<String>,
+    pub after_tasks: Vec<String>,
+    pub repo_triggers: Vec<RepoTrigger>,
+    pub env: BTreeMap<String, Shown>,
+    /// Names of the explicit secrets the job gets (never their values).
+    pub secrets: Vec<String>,
+    pub concurrency: u32,
+    pub wait_list: Option<WaitList>,
+    pub retries: u32,
+    pub container: Option<Container>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum QueueStrategy {
+    Append,
+    Replace,
+    PartitionedReplace { partition_limit: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OnError {
+    pub script: String,
+    pub env: BTreeMap<String, Shown>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineTask {
+    pub name: String,
+    pub script: String,
+    pub depends_on: Vec<String>,
+    pub env: BTreeMap<String, Shown>,
+    pub secrets: Vec<String>,
+    pub allow_failure: bool,
+    pub container: Option<Container>,
+}
+
+/// A pipeline as users see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Pipeline {
+    pub name: String,
+    pub concurrency: u32,
+    pub queue_limit: Option<u32>,
+    pub queue_strategy: QueueStrategy,
+    pub start_delay: Option<Span>,
+    pub continue_running_tasks_after_failure: bool,
+    pub on_error: Option<OnError>,
+    pub retention_period: Option<Span>,
+    pub retention_count: Option<u32>,
+    pub env: BTreeMap<String, Shown>,
+    pub queues: Vec<String>,
+    pub authorized_users: Vec<String>,
+    pub tasks: BTreeMap<String, PipelineTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineList {
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// A worker: `state` is `idle`, `busy`, `down` or `disabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    pub name: String,
+    pub kind: String,
+    pub queues: Vec<String>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub run_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+/// A waiting job and why it waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueEntry {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub target: String,
+    pub job: String,
+    pub priority: i64,
+    pub enqueued_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Queue {
+    pub queue: Vec<QueueEntry>,
+}
+
+/// The body of `POST /tasks/{name}/trigger` and `/pipelines/{name}/trigger` (may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// The body of `POST /tasks/{name}/enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnabledBody {
+    /// `true` or `false` override the config; `null` follows the config again.
+    pub enabled: Option<bool>,
+}
+
+/// The answer of `POST /tasks/{name}/enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnabledState {
+    pub task: String,
+    pub enabled: bool,
+}
+
+/// The answer of `POST /config/reload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    pub tasks: usize,
+    pub pipelines: usize,
+}
+
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// `code` is stable (`unknown_target`, `bad_argument`, `wait_list_full`, …); `message` says
+/// what was wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+mod convert;
