@@ -1,0 +1,20 @@
+//! Baton's forge edge: verify a webhook delivery exactly as its forge documents, parse it into
+//! one [`Event`], and tell whether two clone URLs name the same repository ([`same_repo`]).
+//!
+//! Architecture Invariant: no I/O, no async, no clock. The server hands in the raw body and the
+//! headers; this crate never runs anything a payload names, and no payload field is trusted
+//! before [`verify`] accepted the delivery.
+
+mod event;
+mod json;
+mod parse;
+mod url;
+mod verify;
+
+pub use event::{
+    CommitSummary, Event, EventKind, Forge, PrAction, PullRequest, Push, RefTarget, Repository,
+    skip_ci,
+};
+pub use parse::{HookError, ParseError, is_zero_sha, parse, receive};
+pub use url::{RepoUrl, UrlError, same_repo};
+pub use verify::{Headers, VerifyError, sign, signature_header, verify};
