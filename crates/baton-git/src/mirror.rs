@@ -1,0 +1,290 @@
+//! One bare mirror per repository, and fetches of it serialized and shared.
+//!
+//! The mirror is made with `git init --bare` and explicit refspecs rather than
+//! `git clone --mirror`: a mirror's `+refs/*:refs/*` with `--prune` would delete Baton's own refs
+//! (result refs under `refs/baton-runs/`) on every fetch. The refspecs copy branches, tags,
+//! GitHub/Gitea pull request refs (`refs/pull/*`) and GitLab merge request refs
+//! (`refs/merge-requests/*`), and prune what the remote deleted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use crate::cmd::{At, Git, GitEnv, GitError};
+use crate::retry::{Backoff, retry};
+use crate::{Oid, parse_oid_line};
+
+/// The refspecs a mirror fetches.
+pub const REFSPECS: &[&str] = &[
+    "+refs/heads/*:refs/heads/*",
+    "+refs/tags/*:refs/tags/*",
+    "+refs/pull/*:refs/pull/*",
+    "+refs/merge-requests/*:refs/merge-requests/*",
+];
+
+/// A bare mirror of one repository on this machine.
+///
+/// Values for the same directory share one fetch gate, in this process: see [`Mirror::fetch`].
+#[derive(Clone)]
+pub struct Mirror {
+    dir: PathBuf,
+    url: String,
+    pub(crate) env: GitEnv,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("dir", &self.dir)
+            .field("url", &crate::cmd::redact(&self.url))
+            .finish()
+    }
+}
+
+/// The fetch gate of one mirror directory.
+struct Shared {
+    /// Fetches started so far (read without the lock by arriving callers).
+    started: AtomicU64,
+    /// Held for the whole of a fetch; remembers the last fetch and its result.
+    last: tokio::sync::Mutex<LastFetch>,
+    /// Fetches actually run, for tests and the repo page.
+    runs: AtomicU64,
+}
+
+#[derive(Default)]
+struct LastFetch {
+    number: u64,
+    result: Option<Result<(), GitError>>,
+}
+
+static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn gate_for(dir: &Path) -> Arc<Shared> {
+    let mut gates = GATES.lock().expect("mirror gate registry poisoned");
+    if let Some(shared) = gates.get(dir).and_then(Weak::upgrade) {
+        return shared;
+    }
+    gates.retain(|_, w| w.strong_count() > 0);
+    let shared = Arc::new(Shared {
+        started: AtomicU64::new(0),
+        last: tokio::sync::Mutex::new(LastFetch::default()),
+        runs: AtomicU64::new(0),
+    });
+    gates.insert(dir.to_owned(), Arc::downgrade(&shared));
+    shared
+}
+
+/// How a call to [`Mirror::fetch`] was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// This call ran `git fetch`.
+    Ran,
+    /// Another caller's fetch, started after this call arrived, served it.
+    Shared,
+}
+
+impl Mirror {
+    /// Makes (or updates) the bare mirror of `url` at `dir`, with the default environment.
+    /// Fetches nothing: call [`Mirror::fetch`] next.
+    pub async fn ensure(url: &str, dir: &Path) -> Result<Mirror, GitError> {
+        Mirror::ensure_with(url, dir, GitEnv::default()).await
+    }
+
+    /// [`Mirror::ensure`] with git given `env` (credentials, ssh command) for this mirror.
+    pub async fn ensure_with(url: &str, dir: &Path, env: GitEnv) -> Result<Mirror, GitError> {
+        if url.is_empty() || url.starts_with('-') {
+            return Err(GitError::BadArgument {
+                what: "repository URL",
+                given: crate::cmd::redact(url),
+                reason: "it must not be empty or start with `-`",
+            });
+        }
+        let dir = std::path::absolute(dir).map_err(|e| GitError::io(dir, e))?;
+        let mirror = Mirror {
+            shared: gate_for(&dir),
+            dir,
+            url: url.to_owned(),
+            env,
+        };
+        mirror.init().await?;
+        Ok(mirror)
+    }
+
+    async fn init(&self) -> Result<(), GitError> {
+        let exists = tokio::fs::try_exists(&self.dir)
+            .await
+            .map_err(|e| GitError::io(&self.dir, e))?;
+        let empty = exists && is_empty_dir(&self.dir).await?;
+        if exists && !empty {
+            let out = Git::new(&self.env, At::GitDir(&self.dir))
+                .args(["rev-parse", "--is-bare-repository"])
+                .output()
+                .await;
+            if !matches!(out, Ok(ref o) if o.starts_with(b"true")) {
+                return Err(GitError::NotAMirror {
+                    path: self.dir.clone(),
+                });
+            }
+            let current = self.config_get("remote.origin.url").await?;
+            if current.as_deref() == Some(self.url.as_str()) {
+                return Ok(());
+            }
+        } else {
+            if let Some(parent) = self.dir.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| GitError::io(parent, e))?;
+            }
+            Git::new(&self.env, At::Nowhere)
+                .args(["init", "--bare", "--quiet", "--template="])
+                .arg(&self.dir)
+                .output()
+                .await?;
+        }
+        // The URL goes last: a mirror whose URL is set is fully configured.
+        let git = || Git::new(&self.env, At::GitDir(&self.dir));
+        let (done, g) = git()
+            .args(["config", "--unset-all", "remote.origin.fetch"])
+            .run()
+            .await?;
+        // Exit status 5: there was nothing to unset.
+        if !matches!(done.code, Some(0) | Some(5)) {
+            return Err(g.failed(&done));
+        }
+        for spec in REFSPECS {
+            git()
+                .args(["config", "--add", "remote.origin.fetch", spec])
+                .output()
+                .await?;
+        }
+        git()
+            .args(["config", "remote.origin.url"])
+            .arg(&self.url)
+            .output()
+            .await?;
+        Ok(())
+    }
+
+    async fn config_get(&self, key: &str) -> Result<Option<String>, GitError> {
+        let (done, g) = Git::new(&self.env, At::GitDir(&self.dir))
+            .args(["config", "--get", key])
+            .run()
+            .await?;
+        match done.code {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&done.stdout).trim_end().to_owned(),
+            )),
+            Some(1) => Ok(None),
+            _ => Err(g.failed(&done)),
+        }
+    }
+
+    /// The mirror's directory (a bare repository).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many fetches this process ran for this mirror directory.
+    pub fn fetches_run(&self) -> u64 {
+        self.shared.runs.load(Ordering::SeqCst)
+    }
+
+    /// Brings the mirror up to date with the remote.
+    ///
+    /// Fetches of one mirror never overlap. A caller that arrives while a fetch runs waits for
+    /// it, then either runs the next fetch itself or shares the result of one that started after
+    /// it arrived (so it never gets a fetch that may predate the push it was told about). A burst
+    /// of callers therefore costs at most two fetches.
+    pub async fn fetch(&self) -> Result<Fetched, GitError> {
+        let arrived = self.shared.started.load(Ordering::SeqCst);
+        let mut last = self.shared.last.lock().await;
+        if last.number > arrived
+            && let Some(result) = &last.result
+        {
+            return result.clone().map(|()| Fetched::Shared);
+        }
+        let number = self.shared.started.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.runs.fetch_add(1, Ordering::SeqCst);
+        let result = Git::new(&self.env, At::GitDir(&self.dir))
+            .args([
+                "fetch",
+                "--prune",
+                "--quiet",
+                "--no-recurse-submodules",
+                "--no-write-fetch-head",
+                "origin",
+            ])
+            .output()
+            .await
+            .map(|_| ());
+        *last = LastFetch {
+            number,
+            result: Some(result.clone()),
+        };
+        result.map(|()| Fetched::Ran)
+    }
+
+    /// [`Mirror::fetch`], retried as `backoff` says; the error is the last try's.
+    pub async fn fetch_with_retry(&self, backoff: &Backoff) -> Result<Fetched, GitError> {
+        retry(backoff, |_| self.fetch()).await
+    }
+
+    /// The commit a ref (`refs/heads/main`, `refs/tags/v1`) points at, if it exists.
+    pub async fn resolve(&self, full_ref: &str) -> Result<Option<Oid>, GitError> {
+        if !full_ref.starts_with("refs/") {
+            return Err(GitError::BadArgument {
+                what: "ref",
+                given: full_ref.to_owned(),
+                reason: "give a full ref name starting with `refs/`",
+            });
+        }
+        let (done, g) = Git::new(&self.env, At::GitDir(&self.dir))
+            .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("{full_ref}^{{commit}}"))
+            .run()
+            .await?;
+        match done.code {
+            Some(0) => parse_oid_line(&g, &done.stdout).map(Some),
+            Some(1) => Ok(None),
+            _ => Err(g.failed(&done)),
+        }
+    }
+
+    /// Every ref under `prefix` (`refs/heads/`) and its object, sorted by name: what a poller
+    /// compares between two fetches.
+    pub async fn refs(&self, prefix: &str) -> Result<Vec<(String, Oid)>, GitError> {
+        let g = Git::new(&self.env, At::GitDir(&self.dir))
+            .args(["for-each-ref", "--format=%(objectname) %(refname)"])
+            .arg(prefix);
+        let (done, g) = g.run().await?;
+        if done.code != Some(0) {
+            return Err(g.failed(&done));
+        }
+        let text = String::from_utf8_lossy(&done.stdout);
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let (oid, name) = line
+                .split_once(' ')
+                .ok_or_else(|| g.unexpected(format!("line {line:?}")))?;
+            out.push((name.to_owned(), Oid::parse(oid)?));
+        }
+        Ok(out)
+    }
+}
+
+async fn is_empty_dir(dir: &Path) -> Result<bool, GitError> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        // A file where the mirror should be.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(false),
+        Err(e) => return Err(GitError::io(dir, e)),
+    };
+    Ok(entries
+        .next_entry()
+        .await
+        .map_err(|e| GitError::io(dir, e))?
+        .is_none())
+}

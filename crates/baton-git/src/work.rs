@@ -1,0 +1,189 @@
+//! Working trees for jobs, and the merge a pull request would make.
+//!
+//! A checkout is `git clone --shared --no-checkout` of the mirror followed by
+//! `git checkout --detach <commit>`, not `git worktree add`: both copy no objects (the clone
+//! borrows the mirror's through `objects/info/alternates`), but a worktree shares the mirror's
+//! refs and config, so a job running `git update-ref` or `git config` inside it would change the
+//! mirror every later build reads. The clone has its own refs and config; the mirror is only
+//! read. Removing a checkout is deleting its directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::cmd::{At, Git, GitError};
+use crate::{Mirror, Oid, parse_oid_line};
+
+/// A working tree of exactly one commit, made by [`Mirror::checkout`].
+#[derive(Debug)]
+pub struct Checkout {
+    path: PathBuf,
+    commit: Oid,
+}
+
+impl Checkout {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn commit(&self) -> &Oid {
+        &self.commit
+    }
+
+    /// Deletes the working tree, even where a job made files read-only.
+    pub async fn remove(self) -> Result<(), GitError> {
+        remove_tree(&self.path).await
+    }
+}
+
+/// What merging a pull request's head into its target gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// A clean merge: its tree, and a merge commit (parents base then head) written into the
+    /// mirror, the same commit id each time for the same base and head.
+    Merged { tree: Oid, commit: Oid },
+    /// The merge conflicts in these paths, sorted.
+    Conflict { paths: Vec<String> },
+}
+
+impl Mirror {
+    /// Makes `dest` (which must not exist, or be an empty directory) a working tree of exactly
+    /// `commit`, from the mirror, without the network.
+    pub async fn checkout(&self, commit: &Oid, dest: &Path) -> Result<Checkout, GitError> {
+        Git::new(&self.env, At::Nowhere)
+            .args([
+                "clone",
+                "--shared",
+                "--no-checkout",
+                "--quiet",
+                "--template=",
+                "--",
+            ])
+            .arg(self.dir())
+            .arg(dest)
+            .output()
+            .await?;
+        let done = Git::new(&self.env, At::WorkTree(dest))
+            .args(["checkout", "--quiet", "--detach"])
+            .arg(commit.as_str())
+            .arg("--")
+            .output()
+            .await;
+        if let Err(e) = done {
+            let _ = remove_tree(dest).await;
+            return Err(self.classify(e, commit).await);
+        }
+        Ok(Checkout {
+            path: dest.to_owned(),
+            commit: commit.clone(),
+        })
+    }
+
+    /// Merges `head` into `base` in memory (`git merge-tree --write-tree`, git 2.38 or newer),
+    /// touching no working tree. A clean merge also gets a merge commit whose author, committer
+    /// and date are fixed (Baton, the head's commit date), so the same pair always gives the
+    /// same commit.
+    pub async fn merge_for_pr(&self, base: &Oid, head: &Oid) -> Result<MergeOutcome, GitError> {
+        // merge-tree exits 1 both for a conflict and for an unknown commit: check first.
+        for commit in [base, head] {
+            if !self.has_commit(commit).await? {
+                return Err(GitError::MissingCommit(commit.to_string()));
+            }
+        }
+        let g = Git::new(&self.env, At::GitDir(self.dir()))
+            .args([
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "-z",
+                "--no-messages",
+                "--end-of-options",
+            ])
+            .args([base.as_str(), head.as_str()]);
+        let (done, g) = g.run().await?;
+        let mut parts = done.stdout.split(|b| *b == 0).filter(|p| !p.is_empty());
+        let tree = || -> Result<Oid, GitError> {
+            let first = done.stdout.split(|b| *b == 0).next().unwrap_or_default();
+            Oid::parse(&String::from_utf8_lossy(first)).map_err(|_| g.unexpected("no tree id"))
+        };
+        match done.code {
+            Some(0) => {
+                let tree = tree()?;
+                let commit = self.merge_commit(&tree, base, head).await?;
+                Ok(MergeOutcome::Merged { tree, commit })
+            }
+            Some(1) => {
+                parts.next();
+                let mut paths: Vec<String> = parts
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                if paths.is_empty() {
+                    return Err(g.failed(&done));
+                }
+                Ok(MergeOutcome::Conflict { paths })
+            }
+            _ => Err(g.failed(&done)),
+        }
+    }
+
+    async fn merge_commit(&self, tree: &Oid, base: &Oid, head: &Oid) -> Result<Oid, GitError> {
+        let info = self.commit_info(head).await?;
+        let date = format!("{} {}", info.committer_time, info.committer_tz);
+        let g = Git::new(&self.env, At::GitDir(self.dir()))
+            .args([
+                "commit-tree",
+                tree.as_str(),
+                "-p",
+                base.as_str(),
+                "-p",
+                head.as_str(),
+            ])
+            .arg("-m")
+            .arg(format!("Merge {head} into {base}"))
+            .env("GIT_AUTHOR_NAME", "Baton".into())
+            .env("GIT_AUTHOR_EMAIL", "baton@localhost".into())
+            .env("GIT_COMMITTER_NAME", "Baton".into())
+            .env("GIT_COMMITTER_EMAIL", "baton@localhost".into())
+            .env("GIT_AUTHOR_DATE", date.clone())
+            .env("GIT_COMMITTER_DATE", date);
+        let (done, g) = g.run().await?;
+        if done.code != Some(0) {
+            return Err(g.failed(&done));
+        }
+        parse_oid_line(&g, &done.stdout)
+    }
+}
+
+/// Deletes `path` recursively; where that fails (a job made directories read-only), makes
+/// everything writable and tries again.
+async fn remove_tree(path: &Path) -> Result<(), GitError> {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || make_writable(&owned))
+        .await
+        .map_err(|e| GitError::io(path, std::io::Error::other(e)))?;
+    tokio::fs::remove_dir_all(path)
+        .await
+        .map_err(|e| GitError::io(path, e))
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let mut perms = meta.permissions();
+        perms.set_mode(perms.mode() | 0o700);
+        let _ = std::fs::set_permissions(path, perms);
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}

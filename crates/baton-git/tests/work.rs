@@ -1,0 +1,222 @@
+//! Checkouts from a mirror compared byte for byte with `git archive` of the same commit, and the
+//! merges pull requests would make: clean, deterministic, and in conflict.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use baton_git::{GitError, MergeOutcome, Mirror, Oid};
+use common::{Upstream, mirror_dir};
+
+/// What a directory holds: path → (kind and mode, contents or link target), `.git` left out.
+fn snapshot(root: &Path) -> BTreeMap<String, (String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            if rel == ".git" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(
+                    rel,
+                    ("link".into(), target.to_str().unwrap().as_bytes().to_vec()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel.clone(), ("dir".into(), Vec::new()));
+                walk(root, &path, out);
+            } else {
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                let kind = if exec { "exec" } else { "file" };
+                out.insert(rel, (kind.into(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// `git archive` of `commit` unpacked into `dest`.
+fn archive(repo: &Path, commit: &Oid, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let file = dest.with_extension("tar");
+    common::git_in(
+        repo,
+        &[
+            "archive",
+            "--format=tar",
+            "-o",
+            file.to_str().unwrap(),
+            commit.as_str(),
+        ],
+        0,
+    );
+    let st = Command::new("tar")
+        .args(["-xf", file.to_str().unwrap(), "-C", dest.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn sample_repo() -> (Upstream, Oid, Oid) {
+    let up = Upstream::new();
+    up.write("README.md", b"# hello\n");
+    up.write("src/main.rs", b"fn main() {}\n");
+    up.write("dir with spaces/été.txt", b"unicode name\n");
+    up.write("bin/run", b"#!/bin/sh\necho run\n");
+    let run = up.path().join("bin/run");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../README.md", up.path().join("src/readme-link")).unwrap();
+    up.write("data.bin", &(0..=255u8).collect::<Vec<_>>());
+    up.write("crlf.txt", b"a\r\nb\r\n");
+    let first = up.commit("first");
+    up.write("README.md", b"# hello again\n");
+    std::fs::remove_file(up.path().join("data.bin")).unwrap();
+    let second = up.commit("second");
+    (up, first, second)
+}
+
+#[tokio::test]
+async fn checkout_equals_git_archive_byte_for_byte() {
+    let (up, first, second) = sample_repo();
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+
+    for commit in [&first, &second] {
+        let dest = t.path().join(format!("job-{commit}"));
+        let co = m.checkout(commit, &dest).await.unwrap();
+        assert_eq!(co.commit(), commit);
+        let want_dir = t.path().join(format!("archive-{commit}"));
+        archive(up.path(), commit, &want_dir);
+        let got = snapshot(co.path());
+        assert_eq!(
+            got,
+            snapshot(&want_dir),
+            "checkout of {commit} differs from git archive"
+        );
+        assert!(got.contains_key("bin/run") && got["bin/run"].0 == "exec");
+        // The checkout is detached at exactly that commit and borrows the mirror's objects.
+        let head = common::git_in(co.path(), &["rev-parse", "HEAD"], 0);
+        assert_eq!(head.trim(), commit.as_str());
+        let alternates =
+            std::fs::read_to_string(co.path().join(".git/objects/info/alternates")).unwrap();
+        assert!(alternates.contains(dir.to_str().unwrap()), "{alternates}");
+
+        // A job that made its tree read-only does not stop the removal.
+        let ro = co.path().join("src");
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let path = co.path().to_owned();
+        co.remove().await.unwrap();
+        assert!(!path.exists());
+    }
+
+    // A commit the mirror does not have fails cleanly and leaves nothing behind.
+    let dest = t.path().join("job-missing");
+    let unknown = Oid::parse(&"cd".repeat(20)).unwrap();
+    let err = m.checkout(&unknown, &dest).await.unwrap_err();
+    assert!(matches!(err, GitError::MissingCommit(_)), "{err}");
+    assert!(!dest.exists());
+}
+
+#[tokio::test]
+async fn a_job_cannot_move_the_mirrors_refs_from_its_checkout() {
+    let (up, first, second) = sample_repo();
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let co = m.checkout(&second, &t.path().join("job")).await.unwrap();
+    common::git_in(
+        co.path(),
+        &["update-ref", "refs/heads/main", first.as_str()],
+        0,
+    );
+    common::git_in(co.path(), &["config", "remote.origin.url", "/elsewhere"], 0);
+    assert_eq!(m.resolve("refs/heads/main").await.unwrap(), Some(second));
+    let again = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    again.fetch().await.unwrap();
+}
+
+/// base: main with `shared.txt`; head: a branch changing other lines/files.
+fn pr_repo(conflict: bool) -> (Upstream, Oid, Oid) {
+    let up = Upstream::new();
+    up.write("shared.txt", b"line 1\nline 2\nline 3\n");
+    up.write("other.txt", b"other\n");
+    up.commit("base");
+    up.git(&["checkout", "--quiet", "-b", "feature"]);
+    up.write("feature.txt", b"new feature\n");
+    up.write("shared.txt", b"line 1 (feature)\nline 2\nline 3\n");
+    let head = up.commit("feature work");
+    up.git(&["checkout", "--quiet", "main"]);
+    if conflict {
+        up.write("shared.txt", b"line 1 (main)\nline 2\nline 3\n");
+    } else {
+        up.write("shared.txt", b"line 1\nline 2\nline 3 (main)\n");
+    }
+    up.write("other.txt", b"other on main\n");
+    let base = up.commit("main moves on");
+    (up, base, head)
+}
+
+#[tokio::test]
+async fn clean_merge_for_a_pull_request() {
+    let (up, base, head) = pr_repo(false);
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let out = m.merge_for_pr(&base, &head).await.unwrap();
+    let MergeOutcome::Merged { tree, commit } = out.clone() else {
+        panic!("{out:?}")
+    };
+    // The same pair gives the same merge commit.
+    assert_eq!(m.merge_for_pr(&base, &head).await.unwrap(), out);
+    let info = m.commit_info(&commit).await.unwrap();
+    assert_eq!(info.parents, vec![base.clone(), head.clone()]);
+    assert_eq!(info.author_name, "Baton");
+    assert_eq!(info.subject, format!("Merge {head} into {base}"));
+    let tree_of = common::git_in(&dir, &["rev-parse", &format!("{commit}^{{tree}}")], 0);
+    assert_eq!(tree_of.trim(), tree.as_str());
+
+    // A checkout of the merge has both sides' changes.
+    let co = m.checkout(&commit, &t.path().join("merged")).await.unwrap();
+    let read = |p: &str| std::fs::read_to_string(co.path().join(p)).unwrap();
+    assert_eq!(
+        read("shared.txt"),
+        "line 1 (feature)\nline 2\nline 3 (main)\n"
+    );
+    assert_eq!(read("feature.txt"), "new feature\n");
+    assert_eq!(read("other.txt"), "other on main\n");
+    co.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn conflicting_merge_names_the_paths() {
+    let (up, base, head) = pr_repo(true);
+    let (_t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    assert_eq!(
+        m.merge_for_pr(&base, &head).await.unwrap(),
+        MergeOutcome::Conflict {
+            paths: vec!["shared.txt".to_owned()]
+        }
+    );
+    let unknown = Oid::parse(&"ef".repeat(20)).unwrap();
+    let err = m.merge_for_pr(&base, &unknown).await.unwrap_err();
+    assert!(
+        matches!(&err, GitError::MissingCommit(c) if c == unknown.as_str()),
+        "{err}"
+    );
+}
