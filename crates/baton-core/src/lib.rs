@@ -8,5 +8,6 @@ pub mod access;
 pub mod args;
 pub mod config;
 pub mod decide;
+pub mod on;
 pub mod run;
 pub mod schedule;
