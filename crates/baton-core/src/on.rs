@@ -10,10 +10,11 @@
 //!   repo: [backend]          # server-defined tasks only: the `repos:` it listens to
 //! ```
 //!
-//! `on: push` and `on: [push, pull_request]` are short for those events with no filter, and an
-//! empty key (`push:`) means the same. Without any `on:` ([`On::default`]) a task runs on pushes
-//! to any branch or tag and on pull requests opened, synchronized or reopened; hand triggers are
-//! allowed unless `manual: false`.
+//! `on: push` and `on: [push, pull_request]` are short for those events with no filter (every
+//! branch and tag), and an empty key (`push:`) means the same. Without any `on:`
+//! ([`On::default`]) a task runs on pushes to any branch (`push: {branches: ["**"]}`, so not on
+//! tags) and on pull requests opened, synchronized or reopened. Hand triggers are allowed
+//! unless `manual: false`.
 //!
 //! Pushes follow GitHub Actions' rules: with `branches` but no `tags` a tag push starts nothing
 //! (and the reverse); `paths`/`paths_ignore` are checked for branch pushes only; a deletion
@@ -50,11 +51,15 @@ pub struct On {
 }
 
 impl Default for On {
-    /// What a task without `on:` listens to: pushes and pull requests, and hand triggers.
+    /// What a task without `on:` listens to: pushes to any branch (not tags), pull requests
+    /// opened, synchronized or reopened, and hand triggers.
     fn default() -> Self {
         On {
             repo: Vec::new(),
-            push: Some(PushFilter::default()),
+            push: Some(PushFilter {
+                branches: Some(Patterns::new(&["**"]).expect("a valid pattern")),
+                ..PushFilter::default()
+            }),
             pull_request: Some(PullRequestFilter::default()),
             schedule: Vec::new(),
             manual: true,
@@ -244,7 +249,7 @@ fn match_push(
     match (own, other) {
         (None, Some(_)) => {
             return no(format!(
-                "{kind} pushes do not start this task (push.{other_key} is set, push.{own_key} is not)"
+                "{kind} pushes do not start this task: its on.push lists {other_key} but no {own_key}"
             ));
         }
         (Some(p), _) if !p.is_match(name) => {

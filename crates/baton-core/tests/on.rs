@@ -58,7 +58,12 @@ fn reason(r: Result<(), NoMatch>) -> String {
 fn no_on_means_pushes_pull_requests_and_hand_triggers() {
     let d = On::default();
     assert_eq!(matches(&d, &push("feature/x", Some(&["a"]))), Ok(()));
-    assert_eq!(matches(&d, &tag("v1")), Ok(()));
+    assert_eq!(
+        reason(matches(&d, &tag("v1"))),
+        "tag pushes do not start this task: its on.push lists branches but no tags"
+    );
+    assert_eq!(matches(&on("push"), &tag("v1")), Ok(()));
+    assert_eq!(matches(&on("push:"), &tag("v1")), Ok(()));
     for a in ["opened", "synchronize", "reopened"] {
         assert_eq!(matches(&d, &pr(a, "main")), Ok(()), "{a}");
     }
@@ -95,7 +100,7 @@ fn push_branches_tags_and_their_sentences() {
     assert!(matches(&o, &push("release/2-alpha", None)).is_err());
     assert_eq!(
         reason(matches(&o, &tag("v1"))),
-        "tag pushes do not start this task (push.branches is set, push.tags is not)"
+        "tag pushes do not start this task: its on.push lists branches but no tags"
     );
     assert_eq!(
         reason(matches(&o, &pr("opened", "main"))),
@@ -110,7 +115,7 @@ fn push_branches_tags_and_their_sentences() {
     );
     assert_eq!(
         reason(matches(&o, &push("main", None))),
-        "branch pushes do not start this task (push.tags is set, push.branches is not)"
+        "branch pushes do not start this task: its on.push lists tags but no branches"
     );
 
     let deleted = EventFacts {

@@ -18,3 +18,7 @@ pub use event::{
 pub use parse::{HookError, ParseError, is_zero_sha, parse, receive};
 pub use url::{RepoUrl, UrlError, same_repo};
 pub use verify::{Headers, VerifyError, sign, signature_header, verify};
+
+/// The largest body a forge sends (GitHub drops deliveries above 25 MB); the server refuses
+/// longer bodies before verifying them.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
