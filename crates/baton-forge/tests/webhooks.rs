@@ -513,3 +513,72 @@ fn gitea_pull_request_sync_from_a_fork() {
         ));
     }
 }
+
+/// The opened fixture with its action and head changed as GitHub sends them for new commits,
+/// a close, a label, and pull requests from a fork (alive or deleted).
+#[test]
+fn github_pull_request_actions_and_forks() {
+    let base = json("github/pull_request_opened.json");
+    let send = |v: &Value| {
+        let body = serde_json::to_vec(v).unwrap();
+        let h = headers(
+            Forge::GitHub,
+            "pull_request",
+            Some(sign(SECRET.as_bytes(), &body)),
+        );
+        let ev = receive(Forge::GitHub, &h, &body, SECRET.as_bytes()).unwrap();
+        match ev.kind {
+            EventKind::PullRequest(pr) => pr,
+            other => panic!("{other:?}"),
+        }
+    };
+    for (raw, want) in [
+        ("synchronize", PrAction::Synchronize),
+        ("reopened", PrAction::Reopened),
+        ("closed", PrAction::Closed),
+        ("labeled", PrAction::Other("labeled".into())),
+    ] {
+        let mut v = base.clone();
+        v["action"] = raw.into();
+        let pr = send(&v);
+        assert_eq!(pr.action, want);
+        assert_eq!(pr.raw_action, raw);
+    }
+
+    let mut fork = base.clone();
+    fork["pull_request"]["head"]["repo"]["id"] = 1.into();
+    fork["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
+    fork["pull_request"]["head"]["repo"]["clone_url"] =
+        "https://github.com/mallory/Hello-World.git".into();
+    let pr = send(&fork);
+    assert!(pr.from_fork);
+    let head_repo = pr.head_repo.unwrap();
+    assert_eq!(head_repo.full_name, "mallory/Hello-World");
+    assert!(
+        head_repo
+            .urls
+            .contains(&"https://github.com/mallory/Hello-World.git".to_owned())
+    );
+
+    let mut gone = base.clone();
+    gone["pull_request"]["head"]["repo"] = Value::Null;
+    let pr = send(&gone);
+    assert!(pr.from_fork && pr.head_repo.is_none());
+
+    let mut broken = base;
+    broken["pull_request"]["head"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sha");
+    let body = serde_json::to_vec(&broken).unwrap();
+    let h = headers(
+        Forge::GitHub,
+        "pull_request",
+        Some(sign(SECRET.as_bytes(), &body)),
+    );
+    let err = receive(Forge::GitHub, &h, &body, SECRET.as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "field `pull_request.head.sha` is missing or null, expected a string"
+    );
+}

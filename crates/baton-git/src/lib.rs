@@ -24,10 +24,65 @@ pub use read::{CommitInfo, READ_TREE_LIMIT};
 pub use retry::{Backoff, retry};
 pub use work::{Checkout, MergeOutcome};
 
+/// The oldest git with `merge-tree --write-tree`.
+pub const MIN_GIT: (u32, u32) = (2, 38);
+
+/// The installed git's version, or an error saying it is missing or older than [`MIN_GIT`].
+/// The server calls this once at startup.
+pub async fn check_git() -> Result<(u32, u32), GitError> {
+    let env = GitEnv::default();
+    let g = cmd::Git::new(&env, cmd::At::Nowhere).arg("--version");
+    let out = String::from_utf8_lossy(&g.output().await?).into_owned();
+    let version = parse_version(&out).ok_or_else(|| GitError::Output {
+        args: "--version".into(),
+        detail: format!("{:?} is not a version", out.trim()),
+    })?;
+    if version < MIN_GIT {
+        return Err(GitError::Output {
+            args: "--version".into(),
+            detail: format!(
+                "git {}.{} is older than {}.{} (hint: install a newer git)",
+                version.0, version.1, MIN_GIT.0, MIN_GIT.1
+            ),
+        });
+    }
+    Ok(version)
+}
+
+/// `git version 2.47.3` (or `2.39.5.windows.1`, `2.40.0 (Apple Git-…)`) → `(2, 47)`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.trim().strip_prefix("git version ")?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// The object id on the first line of `stdout`.
 pub(crate) fn parse_oid_line(git: &cmd::Git<'_>, stdout: &[u8]) -> Result<Oid, GitError> {
     let text = String::from_utf8_lossy(stdout);
     let line = text.lines().next().unwrap_or_default().trim();
     Oid::parse(line)
         .map_err(|_| git.unexpected(format!("{line:?} where an object id was expected")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("git version 2.47.3\n"), Some((2, 47)));
+        assert_eq!(parse_version("git version 2.39.5.windows.1"), Some((2, 39)));
+        assert_eq!(
+            parse_version("git version 2.40.0 (Apple Git-1)"),
+            Some((2, 40))
+        );
+        assert_eq!(parse_version("hub version 1"), None);
+        assert!((2, 37) < MIN_GIT && (2, 38) >= MIN_GIT && (3, 0) > MIN_GIT);
+    }
+
+    #[tokio::test]
+    async fn the_installed_git_is_new_enough() {
+        let v = check_git().await.unwrap();
+        assert!(v >= MIN_GIT);
+    }
 }
