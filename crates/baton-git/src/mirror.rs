@@ -128,8 +128,8 @@ impl Mirror {
                     path: self.dir.clone(),
                 });
             }
-            let current = self.config_get("remote.origin.url").await?;
-            if current.as_deref() == Some(self.url.as_str()) {
+            let url = self.config_get("remote.origin.url").await?;
+            if url.as_deref() == Some(self.url.as_str()) && self.has_refspecs().await? {
                 return Ok(());
             }
         } else {
@@ -166,6 +166,21 @@ impl Mirror {
             .output()
             .await?;
         Ok(())
+    }
+
+    /// Whether the mirror fetches exactly [`REFSPECS`] (an older Baton may have set others).
+    async fn has_refspecs(&self) -> Result<bool, GitError> {
+        let (done, g) = Git::new(&self.env, At::GitDir(&self.dir))
+            .args(["config", "--get-all", "remote.origin.fetch"])
+            .run()
+            .await?;
+        match done.code {
+            Some(0) => Ok(String::from_utf8_lossy(&done.stdout)
+                .lines()
+                .eq(REFSPECS.iter().copied())),
+            Some(1) => Ok(false),
+            _ => Err(g.failed(&done)),
+        }
     }
 
     async fn config_get(&self, key: &str) -> Result<Option<String>, GitError> {

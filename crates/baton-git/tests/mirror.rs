@@ -71,6 +71,16 @@ async fn ensure_fetch_and_read_baton_dir_at_each_commit() {
         again.resolve("refs/heads/main").await.unwrap(),
         Some(second)
     );
+    // Refspecs set by someone else are put back.
+    common::git_in(&dir, &["config", "--unset-all", "remote.origin.fetch"], 0);
+    common::git_in(
+        &dir,
+        &["config", "--add", "remote.origin.fetch", "+refs/*:refs/*"],
+        0,
+    );
+    Mirror::ensure(&up.url(), &dir).await.unwrap();
+    let specs = common::git_in(&dir, &["config", "--get-all", "remote.origin.fetch"], 0);
+    assert_eq!(specs.lines().collect::<Vec<_>>(), baton_git::REFSPECS);
 }
 
 #[tokio::test]

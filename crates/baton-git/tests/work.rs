@@ -185,6 +185,10 @@ async fn clean_merge_for_a_pull_request() {
     let info = m.commit_info(&commit).await.unwrap();
     assert_eq!(info.parents, vec![base.clone(), head.clone()]);
     assert_eq!(info.author_name, "Baton");
+    // Dated with the head's commit date, not the clock: the same pair, the same commit.
+    let head_info = m.commit_info(&head).await.unwrap();
+    assert_eq!(info.author_time, head_info.committer_time);
+    assert_eq!(info.committer_time, head_info.committer_time);
     assert_eq!(info.subject, format!("Merge {head} into {base}"));
     let tree_of = common::git_in(&dir, &["rev-parse", &format!("{commit}^{{tree}}")], 0);
     assert_eq!(tree_of.trim(), tree.as_str());
