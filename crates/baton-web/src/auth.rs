@@ -25,6 +25,10 @@ use baton_store::Visible;
 
 use crate::{ApiError, AppState};
 
+/// Token names of agent credentials start with this: such a token is good for the agent routes
+/// only (`agents`).
+pub(crate) const CREDENTIAL_PREFIX: &str = "agent:";
+
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "baton_session";
 
@@ -87,7 +91,7 @@ pub(crate) async fn resolve(
             let Some(info) = s.store.verify_token(token).await? else {
                 return Err(unauthorized("unknown or revoked token"));
             };
-            if info.name.starts_with(crate::agents::CREDENTIAL_PREFIX) {
+            if info.name.starts_with(CREDENTIAL_PREFIX) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "agent_credential",
