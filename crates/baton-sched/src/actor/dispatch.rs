@@ -1,0 +1,421 @@
+//! Dispatch: the DAG steps of open pipelines, which queued jobs start on which free worker
+//! (and why the others wait), their specs and executors, and launching them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::config::{NetworkMode, render_command};
+use baton_core::decide::{self, QueuedJob};
+use baton_core::run::{Status, TargetKind, run_status};
+use baton_exec::{ContainerSpec, Executor, JobSpec, Network, Outcome};
+use baton_store::{Change, JobRow};
+use chrono::{DateTime, Utc};
+
+use super::{Actor, job_change, report_end};
+use crate::handle::Msg;
+use crate::jobenv::JobEnv;
+use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
+
+/// A job to launch: its folder, its spec (or why it cannot run), its worker and its id.
+type Launch = (PathBuf, Result<JobSpec, String>, String, i64);
+
+impl Actor {
+    /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
+    /// records why the others wait.
+    pub(super) async fn pump(&mut self, now: DateTime<Utc>) {
+        self.sync_agent_workers();
+        self.apply_dag_steps(now).await;
+        let (candidates, held) = self.queued_candidates(now);
+        let views = self.worker_views();
+        let assignments = decide::dispatch(&candidates, &views);
+        let assigned: BTreeSet<i64> = assignments.iter().map(|(j, _)| *j).collect();
+        let mut reasons: BTreeMap<i64, String> = held;
+        for c in &candidates {
+            if !assigned.contains(&c.job_id) {
+                reasons
+                    .entry(c.run_id)
+                    .or_insert_with(|| decide::wait_reason(c, &views));
+            }
+        }
+
+        // Record the starts (durable before launch), then launch.
+        let (mut changes, launches) = self.record_starts(assignments, now);
+        changes.extend(self.run_status_changes(&reasons));
+        self.persist(changes).await;
+        // Durable before launch: after a crash the job is re-attached, never run twice.
+        self.flush().await;
+        for (dir, spec, worker, job_id) in launches {
+            self.launch(dir, spec, &worker, job_id);
+        }
+    }
+
+    /// Pipelines: skips or cancels what their DAG says.
+    async fn apply_dag_steps(&mut self, now: DateTime<Utc>) {
+        let mut changes = Vec::new();
+        let mut to_signal = Vec::new();
+        let mut touched = BTreeSet::new();
+        for run in self.runs.values_mut() {
+            let TargetDef::Pipeline(p) = &run.def else {
+                continue;
+            };
+            let step = decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure);
+            for j in run.row.jobs.iter_mut() {
+                if let Some(why) = step
+                    .skip
+                    .get(&j.name)
+                    .filter(|_| j.status == Status::Queued)
+                {
+                    j.status = Status::Skipped;
+                    j.reason = Some(why.clone());
+                    changes.push(job_change(j, Some(now)));
+                    touched.insert(run.row.id);
+                } else if let Some(why) = step.cancel.get(&j.name) {
+                    if j.status == Status::Queued {
+                        j.status = Status::Canceled;
+                        j.reason = Some(why.clone());
+                        changes.push(job_change(j, Some(now)));
+                        touched.insert(run.row.id);
+                    } else if j.status.is_active() && j.reason.as_deref() != Some(why) {
+                        j.reason = Some(why.clone());
+                        let container = run.def.container(&j.name).is_some();
+                        to_signal.push((
+                            self.folders.job_dir(j.id, j.attempt),
+                            j.worker.clone(),
+                            container,
+                        ));
+                    }
+                }
+            }
+        }
+        self.persist(changes).await;
+        for (dir, worker, container) in to_signal {
+            if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
+                let _ = exec.cancel(&dir).await;
+            }
+        }
+        for id in touched {
+            self.settle(id, now).await;
+        }
+    }
+
+    /// Which queued jobs may start (the candidates for dispatch), and why the runs of the
+    /// others wait (start delay, concurrency, the DAG), by run id.
+    fn queued_candidates(&self, now: DateTime<Utc>) -> (Vec<QueuedJob>, BTreeMap<i64, String>) {
+        let mut candidates: Vec<QueuedJob> = Vec::new();
+        let mut held: BTreeMap<i64, String> = BTreeMap::new();
+        let mut by_target: BTreeMap<(TargetKind, &str), Vec<&LiveRun>> = BTreeMap::new();
+        for run in self.runs.values() {
+            by_target
+                .entry((run.def.kind(), run.row.target.as_str()))
+                .or_default()
+                .push(run);
+        }
+        for ((_, target), runs) in &by_target {
+            let concurrency = runs[0].def.admission().concurrency as usize;
+            let active: Vec<i64> = runs
+                .iter()
+                .filter(|r| r.is_active())
+                .map(|r| r.row.id)
+                .collect();
+            let mut slots = concurrency.saturating_sub(active.len());
+            for run in runs {
+                let queued: Vec<&JobRow> = run
+                    .row
+                    .jobs
+                    .iter()
+                    .filter(|j| j.status == Status::Queued)
+                    .collect();
+                if queued.is_empty() {
+                    continue;
+                }
+                if !run.is_active() {
+                    if run.not_yet(now) {
+                        let until = run.row.not_before.unwrap_or(now);
+                        held.insert(
+                            run.row.id,
+                            format!("queued: start_delay until {}", until.format("%H:%M:%S")),
+                        );
+                        continue;
+                    }
+                    if slots == 0 {
+                        held.insert(
+                            run.row.id,
+                            format!(
+                                "queued: waiting for run {} of `{target}` to finish (concurrency {concurrency})",
+                                active.first().copied().unwrap_or_default()
+                            ),
+                        );
+                        continue;
+                    }
+                    slots -= 1;
+                }
+                let ready: Option<BTreeSet<String>> = match &run.def {
+                    TargetDef::Pipeline(p) => Some(
+                        decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure).ready,
+                    ),
+                    TargetDef::Task(_) => None,
+                };
+                let dag = run.dag();
+                for j in queued {
+                    let is_ready = j.name == ON_ERROR_JOB
+                        || ready.as_ref().is_none_or(|r| r.contains(&j.name));
+                    if is_ready {
+                        candidates.push(QueuedJob {
+                            job_id: j.id,
+                            run_id: run.row.id,
+                            queues: run.def.queues(),
+                            priority: run.row.priority,
+                            enqueued_at: run.row.enqueued_at,
+                            container: run.def.container(&j.name).is_some(),
+                        });
+                    } else if let Some(d) = dag.iter().find(|d| d.name == j.name)
+                        && let Some(why) = decide::dag_wait_reason(d, &dag)
+                    {
+                        held.entry(run.row.id).or_insert(why);
+                    }
+                }
+            }
+        }
+        (candidates, held)
+    }
+
+    /// Marks the assigned jobs started on their workers; returns the changes to record and
+    /// the launches to make once they are recorded.
+    fn record_starts(
+        &mut self,
+        assignments: Vec<(i64, String)>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Change>, Vec<Launch>) {
+        let mut changes = Vec::new();
+        let mut launches = Vec::new();
+        for (job_id, worker) in assignments {
+            let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+                continue;
+            };
+            let run_id = run.row.id;
+            if run.row.started_at.is_none() {
+                run.row.started_at = Some(now);
+                self.last_start.insert(run.row.target.clone(), now);
+            }
+            let j = run.job_mut(job_id).expect("job present");
+            j.status = Status::Started;
+            j.worker = Some(worker.clone());
+            j.started_at = Some(now);
+            j.reason = None;
+            changes.push(job_change(j, None));
+            let spec = self.job_spec(run_id, job_id);
+            let dir = self
+                .folders
+                .job_dir(job_id, self.runs[&run_id].job(job_id).expect("job").attempt);
+            if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
+                w.busy = Some((run_id, job_id));
+            }
+            launches.push((dir, spec, worker, job_id));
+        }
+        (changes, launches)
+    }
+
+    /// The changes of runs whose waiting reason changed, and of runs that just started.
+    fn run_status_changes(&mut self, reasons: &BTreeMap<i64, String>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for run in self.runs.values_mut() {
+            let status = run_status(&run.views());
+            let reason = if status == Status::Queued {
+                reasons.get(&run.row.id).cloned()
+            } else {
+                None
+            };
+            if status != run.stored_status || reason != run.stored_reason {
+                run.row.status = status;
+                run.row.reason = reason.clone();
+                run.stored_status = status;
+                run.stored_reason = reason.clone();
+                changes.push(Change::Run {
+                    id: run.row.id,
+                    status,
+                    reason,
+                    started_at: run.row.started_at,
+                    ended_at: None,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The job's spec, with its secrets resolved from the current config; the error names
+    /// what the config no longer holds (the job then ends `broken` with it).
+    fn job_spec(&self, run_id: i64, job_id: i64) -> Result<JobSpec, String> {
+        let (spec, missing) = self.job_spec_parts(run_id, job_id);
+        match missing.first() {
+            None => Ok(spec),
+            Some(what) => Err(format!(
+                "{what} is no longer in the configuration (it was removed after the run was queued); add it back and rerun"
+            )),
+        }
+    }
+
+    /// The job's spec with whatever secrets the current config still holds, and what it no
+    /// longer holds.
+    pub(super) fn job_spec_parts(&self, run_id: i64, job_id: i64) -> (JobSpec, Vec<String>) {
+        let run = &self.runs[&run_id];
+        let job = run.job(job_id).expect("job present");
+        let container = run.def.container(&job.name).map(|c| ContainerSpec {
+            image: c.image.clone(),
+            build: c.build.clone(),
+            cpus: c.cpus,
+            memory_bytes: c.memory_bytes,
+            network: match c.network {
+                NetworkMode::None => Network::None,
+                NetworkMode::Bridge => Network::Bridge,
+            },
+        });
+        let mut env = JobEnv::default();
+        let (script, timeout) = match &run.def {
+            TargetDef::Task(t) => {
+                env.add(&t.env);
+                env.secrets.extend(t.secrets.iter().cloned());
+                let (script, vars) = render_command(&t.command, &t.variables);
+                env.hidden.extend(vars);
+                (script, t.timeout)
+            }
+            TargetDef::Pipeline(p) => {
+                env.add(&p.env);
+                if job.name == ON_ERROR_JOB {
+                    let on_error = p.on_error.as_ref();
+                    if let Some(o) = on_error {
+                        env.add(&o.env);
+                    }
+                    (on_error.map(|o| o.script.clone()).unwrap_or_default(), None)
+                } else {
+                    let t = p.tasks.get(&job.name);
+                    if let Some(t) = t {
+                        env.add(&t.env);
+                        env.secrets.extend(t.secrets.iter().cloned());
+                    }
+                    (t.map(|t| t.script.clone()).unwrap_or_default(), None)
+                }
+            }
+        };
+        let (mut plain, secrets, missing) = env.resolve(&self.config, &run.row.args);
+        plain.push(("BATON_JOB".into(), job.name.clone()));
+        plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
+        let spec = JobSpec {
+            run_id,
+            job_id,
+            task: run.row.target.clone(),
+            script,
+            env: plain,
+            timeout,
+            kill_grace: self
+                .config
+                .server
+                .kill_grace
+                .unwrap_or(Duration::from_secs(5)),
+            secrets,
+            container,
+        };
+        (spec, missing)
+    }
+
+    /// The executor for a job: containerised jobs on local workers go to the Docker executor
+    /// (an error, with the reason, when this server has none).
+    pub(super) fn job_executor(
+        &self,
+        container: bool,
+        worker: Option<&str>,
+    ) -> Result<Arc<dyn Executor>, String> {
+        // Agent slots run containers on their own engine; SSH workers get no container jobs
+        // (dispatch keeps them off), so a container job reaching one was started by an older
+        // version and is re-attached as it was started.
+        let remote = worker.is_some_and(|w| {
+            self.executors.remote.contains_key(w)
+                || baton_exec::agent::AgentHub::agent_of(w).is_some()
+        });
+        if container && !remote {
+            return self.executors.docker.clone().ok_or_else(|| {
+                "no Docker engine: this server has no Docker executor for jobs with image: or build: (hint: see the server's log for why; set server.docker_host)".to_string()
+            });
+        }
+        Ok(self.executor_for(worker))
+    }
+
+    /// The executor that runs jobs on `worker` (local workers share the local executor).
+    pub(super) fn executor_for(&self, worker: Option<&str>) -> Arc<dyn Executor> {
+        if let (Some(hub), Some(agent)) = (
+            &self.executors.agents,
+            worker.and_then(baton_exec::agent::AgentHub::agent_of),
+        ) {
+            return Arc::new(baton_exec::agent::AgentExecutor::new(hub.clone(), agent));
+        }
+        worker
+            .and_then(|w| self.executors.remote.get(w))
+            .cloned()
+            .unwrap_or_else(|| self.executors.local.clone())
+    }
+
+    fn launch(&self, dir: PathBuf, spec: Result<JobSpec, String>, worker: &str, job_id: i64) {
+        let spec = match spec {
+            Ok(s) => s,
+            Err(why) => {
+                let attempt = attempt_of(&dir);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let outcome = Outcome::Lost(why);
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                });
+                return;
+            }
+        };
+        let exec = self.job_executor(spec.container.is_some(), Some(worker));
+        let tx = self.tx.clone();
+        let attempt = attempt_of(&dir);
+        tokio::spawn(async move {
+            let exec = match exec {
+                Ok(e) => e,
+                Err(why) => {
+                    let outcome = Outcome::Lost(why);
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                    return;
+                }
+            };
+            match exec.start(&dir, &spec).await {
+                Ok(handle) => {
+                    let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
+                    report_end(tx, job_id, attempt, handle).await;
+                }
+                Err(e) => {
+                    let outcome = Outcome::Lost(format!("could not start the job: {e}"));
+                    let _ = tx
+                        .send(Msg::JobEnded {
+                            job_id,
+                            attempt,
+                            outcome,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+/// The attempt number of a job folder (`jobs/<job>/<attempt>`).
+fn attempt_of(dir: &std::path::Path) -> u32 {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}

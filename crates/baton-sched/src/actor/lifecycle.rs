@@ -1,0 +1,375 @@
+//! A run's life after admission: its jobs start and end (retried, or followed by the
+//! pipeline's `on_error` job), runs settle into their status, old runs are pruned, and users
+//! cancel or rerun.
+
+use std::time::Duration;
+
+use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
+use baton_exec::{ExitRecord, Outcome};
+use baton_store::{Change, RunRow};
+use chrono::{DateTime, Utc};
+
+use super::{Actor, job_change};
+use crate::handle::{SchedError, TriggerRequest};
+use crate::jobs::{ON_ERROR_JOB, TargetDef};
+
+/// A job that failed: its name, exit code, reason, id and attempt.
+type FailedJob = (String, Option<i32>, Option<String>, i64, u32);
+
+impl Actor {
+    pub(super) async fn rerun(
+        &mut self,
+        id: i64,
+        trigger: TriggerKind,
+    ) -> Result<RunRow, SchedError> {
+        let old = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(SchedError::RunNotFound(id))?;
+        self.trigger(TriggerRequest {
+            target: old.target,
+            kind: Some(old.kind),
+            args: old.args,
+            trigger,
+            ancestors: vec![id],
+        })
+        .await
+    }
+
+    pub(super) async fn cancel(&mut self, id: i64) -> Result<RunRow, SchedError> {
+        let now = Utc::now();
+        let Some(run) = self.runs.get_mut(&id) else {
+            let row = self
+                .store
+                .get_run(id)
+                .await?
+                .ok_or(SchedError::RunNotFound(id))?;
+            return Err(SchedError::NotCancelable {
+                id,
+                status: row.status.to_string(),
+            });
+        };
+        run.cancel_requested = true;
+        let mut changes = Vec::new();
+        let mut signal = Vec::new();
+        for j in run.row.jobs.iter_mut() {
+            match j.status {
+                Status::Queued => {
+                    j.status = Status::Canceled;
+                    j.reason = Some("canceled on request".into());
+                    changes.push(job_change(j, Some(now)));
+                }
+                s if s.is_active() => signal.push((
+                    self.folders.job_dir(j.id, j.attempt),
+                    j.worker.clone(),
+                    run.def.container(&j.name).is_some(),
+                )),
+                _ => {}
+            }
+        }
+        self.persist(changes).await;
+        for (dir, worker, container) in signal {
+            let Ok(exec) = self.job_executor(container, worker.as_deref()) else {
+                continue;
+            };
+            // A job still launching is signalled once it reports running.
+            if let Err(e) = exec.cancel(&dir).await {
+                tracing::debug!("cancel of {} deferred: {e}", dir.display());
+            }
+        }
+        self.settle(id, now).await;
+        self.flush().await;
+        self.store
+            .get_run(id)
+            .await?
+            .ok_or(SchedError::RunNotFound(id))
+    }
+
+    pub(super) async fn job_running(&mut self, job_id: i64, attempt: u32) {
+        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+            return;
+        };
+        let cancel = run.cancel_requested;
+        let container = run
+            .job(job_id)
+            .is_some_and(|j| run.def.container(&j.name).is_some());
+        let Some(j) = run.job_mut(job_id) else { return };
+        let worker = j.worker.clone();
+        if j.attempt != attempt || j.status != Status::Started {
+            return;
+        }
+        // A cancel asked for while the job was still launching (by a user, or by the DAG's
+        // fail fast) could not reach it then: deliver it now.
+        let cancel = cancel
+            || j.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("canceled:"));
+        j.status = Status::Running;
+        let change = job_change(j, None);
+        let run_id = run.row.id;
+        self.persist(vec![change]).await;
+        if cancel {
+            let dir = self.folders.job_dir(job_id, attempt);
+            if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
+                let _ = exec.cancel(&dir).await;
+            }
+        }
+        self.settle(run_id, Utc::now()).await;
+    }
+
+    pub(super) async fn job_ended(&mut self, job_id: i64, attempt: u32, outcome: Outcome) {
+        let now = Utc::now();
+        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+            return;
+        };
+        let run_id = run.row.id;
+        let timeout = match &run.def {
+            TargetDef::Task(t) => t.timeout,
+            TargetDef::Pipeline(_) => None,
+        };
+        let retries = match &run.def {
+            TargetDef::Task(t) => t.retries,
+            TargetDef::Pipeline(_) => 0,
+        };
+        let cancel_requested = run.cancel_requested;
+        let Some(j) = run.job_mut(job_id) else { return };
+        if j.attempt != attempt || j.status.is_terminal() {
+            return;
+        }
+        let (mut status, mut reason, exit_code) = match &outcome {
+            Outcome::Exited(rec) => {
+                let (s, r) = describe_exit(rec, timeout);
+                (s, r, rec.exit_code)
+            }
+            Outcome::Lost(why) => (Status::Broken, Some(format!("broken: {why}")), None),
+        };
+        if cancel_requested && !status.is_terminal() {
+            status = Status::Canceled;
+        }
+        if cancel_requested && status == Status::Failed {
+            // Killed by our own SIGTERM.
+            status = Status::Canceled;
+            reason = Some("canceled on request".into());
+        }
+        if status == Status::Canceled {
+            // Keep the reason the scheduler gave when it asked (fail fast, replaced, ...).
+            if let Some(why) = self
+                .runs
+                .get(&run_id)
+                .and_then(|r| r.job(job_id))
+                .and_then(|j| j.reason.clone())
+                .filter(|r| r.starts_with("canceled:"))
+            {
+                reason = Some(why);
+            }
+        }
+        for w in self.workers.iter_mut() {
+            if w.busy.is_some_and(|(_, jid)| jid == job_id) {
+                w.busy = None;
+            }
+        }
+        if status == Status::Broken && !cancel_requested && attempt <= retries {
+            let why = reason.unwrap_or_default();
+            self.requeue(
+                run_id,
+                job_id,
+                attempt,
+                format!("queued: retry {attempt} of {retries} after {why}"),
+            );
+            let run = &self.runs[&run_id];
+            let j = run.job(job_id).expect("job present");
+            let change = job_change(j, None);
+            self.persist(vec![change]).await;
+            return;
+        }
+        self.ended_seq += 1;
+        let seq = self.ended_seq;
+        let run = self.runs.get_mut(&run_id).expect("run present");
+        let allow_failure = run.def.allow_failure(&run.job(job_id).expect("job").name);
+        let has_on_error = matches!(&run.def, TargetDef::Pipeline(p) if p.on_error.is_some())
+            && !run.row.jobs.iter().any(|j| j.name == ON_ERROR_JOB);
+        let j = run.job_mut(job_id).expect("job present");
+        j.status = status;
+        j.reason = reason;
+        j.exit_code = exit_code;
+        j.ended_at = Some(now);
+        j.ended_seq = Some(seq);
+        let failed_job = (status.is_failure() && !allow_failure && j.name != ON_ERROR_JOB)
+            .then(|| (j.name.clone(), exit_code, j.reason.clone(), j.id, j.attempt));
+        let change = job_change(j, Some(now));
+        self.persist(vec![change]).await;
+        if let Some(failed) = failed_job
+            && has_on_error
+        {
+            self.add_on_error_job(run_id, failed, now).await;
+        }
+        self.settle(run_id, now).await;
+    }
+
+    /// Adds a pipeline's `on_error` job to run `run_id` after job `failed` failed, with the
+    /// failed job's name, exit code, error and log tail in the run's arguments.
+    async fn add_on_error_job(&mut self, run_id: i64, failed: FailedJob, now: DateTime<Utc>) {
+        let (name, code, why, fid, fattempt) = failed;
+        match self.store.add_job(run_id, ON_ERROR_JOB, now).await {
+            Ok(job) => {
+                let run = self.runs.get_mut(&run_id).expect("run present");
+                run.row.args.insert("failedTaskName".into(), name);
+                run.row.args.insert(
+                    "failedTaskExitCode".into(),
+                    code.map_or(String::new(), |c| c.to_string()),
+                );
+                run.row
+                    .args
+                    .insert("failedTaskError".into(), why.unwrap_or_default());
+                let log = self.folders.log_path(fid, fattempt);
+                run.row
+                    .args
+                    .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
+                // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
+                // on_error script that names it does not stop on an unset variable.
+                run.row.args.entry("failedTaskStderr".into()).or_default();
+                run.row.jobs.push(job);
+            }
+            Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
+        }
+    }
+
+    /// Puts a job back in the queue with the next attempt number.
+    pub(super) fn requeue(&mut self, run_id: i64, job_id: i64, attempt: u32, reason: String) {
+        if let Some(j) = self.runs.get_mut(&run_id).and_then(|r| r.job_mut(job_id)) {
+            j.status = Status::Queued;
+            j.attempt = attempt + 1;
+            j.reason = Some(reason);
+            j.worker = None;
+            j.started_at = None;
+        }
+        for w in self.workers.iter_mut() {
+            if w.busy.is_some_and(|(_, jid)| jid == job_id) {
+                w.busy = None;
+            }
+        }
+        self.touch(run_id);
+    }
+
+    /// Recomputes a run's status from its jobs; records and finishes it when it ended.
+    pub(super) async fn settle(&mut self, run_id: i64, now: DateTime<Utc>) {
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let status = run_status(&run.views());
+        if status == run.stored_status && !status.is_terminal() {
+            return;
+        }
+        let reason = if status.is_terminal() {
+            run.row
+                .jobs
+                .iter()
+                .filter(|j| j.status == status)
+                .min_by_key(|j| j.ended_seq)
+                .and_then(|j| j.reason.clone())
+                .map(|r| {
+                    if run.row.kind == TargetKind::Pipeline {
+                        let job = run
+                            .row
+                            .jobs
+                            .iter()
+                            .filter(|j| j.status == status)
+                            .min_by_key(|j| j.ended_seq)
+                            .map(|j| j.name.clone())
+                            .unwrap_or_default();
+                        format!("task `{job}` {r}")
+                    } else {
+                        r
+                    }
+                })
+        } else {
+            None
+        };
+        run.row.status = status;
+        run.row.reason = reason.clone();
+        run.stored_status = status;
+        run.stored_reason = reason.clone();
+        let ended = status.is_terminal().then_some(now);
+        self.persist(vec![Change::Run {
+            id: run_id,
+            status,
+            reason,
+            started_at: None,
+            ended_at: ended,
+        }])
+        .await;
+        if status.is_terminal() {
+            // The end is on disk before its consequences (chained runs) exist.
+            self.flush().await;
+            let run = self.runs.remove(&run_id).expect("run present");
+            self.task_ended(&run.row).await;
+            if let TargetDef::Pipeline(p) = &run.def {
+                self.retain(p.name.as_str(), p.retention_count, p.retention_period, now)
+                    .await;
+            }
+        }
+    }
+
+    /// Applies a pipeline's retention settings: older ended runs and their folders go.
+    async fn retain(
+        &mut self,
+        name: &str,
+        count: Option<u32>,
+        period: Option<Duration>,
+        now: DateTime<Utc>,
+    ) {
+        if count.is_none() && period.is_none() {
+            return;
+        }
+        let before = period
+            .and_then(|p| chrono::Duration::from_std(p).ok())
+            .map(|p| now - p);
+        match self.store.prune(name, count, before).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(e) = self.folders.remove_job(job) {
+                        tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(pipeline = name, "cannot prune old runs: {e}"),
+        }
+    }
+}
+
+fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option<String>) {
+    if let Some(err) = &rec.error {
+        return (Status::Broken, Some(format!("broken: {err}")));
+    }
+    if rec.timed_out {
+        let limit = timeout.map_or(String::new(), |t| format!(" after {}s", t.as_secs()));
+        return (
+            Status::Jammed,
+            Some(format!("jammed: timed out{limit} and was killed")),
+        );
+    }
+    if rec.canceled {
+        return (Status::Canceled, Some("canceled on request".into()));
+    }
+    match (rec.exit_code, rec.signal) {
+        (Some(0), _) => (Status::Success, None),
+        (Some(code), _) => (Status::Failed, Some(format!("failed: exit code {code}"))),
+        (None, Some(sig)) => (
+            Status::Failed,
+            Some(format!("failed: killed by signal {sig}")),
+        ),
+        (None, None) => (
+            Status::Broken,
+            Some("broken: the job ended without an exit code".into()),
+        ),
+    }
+}
+
+fn log_tail(path: &std::path::Path, max: u64) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    baton_exec::read_log_range(path, start, max)
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
+        .unwrap_or_default()
+}

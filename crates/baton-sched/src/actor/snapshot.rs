@@ -1,0 +1,66 @@
+//! The snapshot of workers and queue shown by the API and the UI.
+
+use baton_core::run::Status;
+use baton_exec::Health;
+
+use super::Actor;
+use crate::handle::{QueueEntry, Snapshot, WorkerState};
+
+impl Actor {
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let health = self.worker_health(w);
+                let exec = self.executor_for(Some(&w.name));
+                WorkerState {
+                    name: w.name.clone(),
+                    kind: exec.kind(),
+                    queues: w.queues.clone(),
+                    state: match (&health, w.busy) {
+                        (Health::Disabled(_), _) => "disabled",
+                        (Health::Down(_), _) => "down",
+                        (Health::Up, Some(_)) => "busy",
+                        (Health::Up, None) => "idle",
+                    },
+                    reason: health.problem().map(str::to_string),
+                    run_id: w.busy.map(|(r, _)| r),
+                    job_id: w.busy.map(|(_, j)| j),
+                    last_heartbeat: exec.last_heartbeat(),
+                }
+            })
+            .collect();
+        let mut queue: Vec<QueueEntry> = self
+            .runs
+            .values()
+            .flat_map(|r| {
+                r.row
+                    .jobs
+                    .iter()
+                    .filter(|j| j.status == Status::Queued)
+                    .map(move |j| QueueEntry {
+                        run_id: r.row.id,
+                        job_id: j.id,
+                        target: r.row.target.clone(),
+                        job: j.name.clone(),
+                        priority: r.row.priority,
+                        enqueued_at: r.row.enqueued_at,
+                        reason: r
+                            .row
+                            .reason
+                            .clone()
+                            .or_else(|| j.reason.clone())
+                            .unwrap_or_else(|| "queued".into()),
+                    })
+            })
+            .collect();
+        queue.sort_by_key(|q| {
+            (
+                q.enqueued_at.timestamp_millis() - q.priority * 1000,
+                q.job_id,
+            )
+        });
+        Snapshot { workers, queue }
+    }
+}

@@ -1,0 +1,128 @@
+//! Timers: the next slot of every scheduled task, firing the due ones, and when the actor
+//! wakes next.
+
+use std::collections::BTreeMap;
+
+use baton_core::run::{TargetKind, TriggerKind};
+use baton_core::schedule::{self, Rule};
+use baton_store::Change;
+use chrono::{DateTime, Utc};
+
+use super::Actor;
+use crate::handle::TriggerRequest;
+
+impl Actor {
+    pub(super) fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        // Remote workers come and go (health checks): look at the queue every second then.
+        let cap = if self.executors.remote.is_empty() {
+            now + chrono::Duration::seconds(60)
+        } else {
+            now + chrono::Duration::seconds(1)
+        };
+        let delays = self
+            .runs
+            .values()
+            .filter_map(|r| r.row.not_before)
+            .filter(|t| *t > now);
+        self.next_fire
+            .values()
+            .copied()
+            .chain(delays)
+            .fold(cap, |a, b| a.min(b))
+    }
+
+    fn rules(&self) -> Vec<(String, Rule)> {
+        self.config
+            .tasks
+            .values()
+            .filter(|t| t.enabled)
+            .filter_map(|t| {
+                let rule = match (&t.schedule, t.period) {
+                    (Some(c), _) => Rule::Cron(c.clone()),
+                    (None, Some(p)) => Rule::Every(p),
+                    (None, None) => return None,
+                };
+                Some((t.name.clone(), rule))
+            })
+            .collect()
+    }
+
+    pub(super) fn reset_timers(&mut self, now: DateTime<Utc>) {
+        self.next_fire.clear();
+        for (name, rule) in self.rules() {
+            let mark = self.marks.get(&name).copied();
+            let next = match mark {
+                Some(m) => schedule::next_slot(&rule, m),
+                None => schedule::next_slot(&rule, now),
+            };
+            match next {
+                Ok(t) => {
+                    self.next_fire.insert(name, t);
+                }
+                Err(e) => tracing::error!(task = name, "cannot schedule: {e}"),
+            }
+        }
+        // A task seen for the first time starts counting now, and remembers that across
+        // restarts (or a server restarting more often than the period would never fire it).
+        for name in self.next_fire.keys() {
+            if !self.marks.contains_key(name) {
+                self.marks.insert(name.clone(), now);
+                self.pending.push(Change::Mark {
+                    target: name.clone(),
+                    slot: now,
+                });
+            }
+        }
+    }
+
+    pub(super) async fn fire_timers(&mut self, now: DateTime<Utc>) {
+        let due_names: Vec<String> = self
+            .next_fire
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if due_names.is_empty() {
+            return;
+        }
+        let rules: BTreeMap<String, Rule> = self.rules().into_iter().collect();
+        for name in due_names {
+            let Some(rule) = rules.get(&name) else {
+                self.next_fire.remove(&name);
+                continue;
+            };
+            match schedule::due(rule, self.marks.get(&name).copied(), now) {
+                Ok(d) => {
+                    if let Err(e) = self
+                        .store
+                        .apply(&[Change::Mark {
+                            target: name.clone(),
+                            slot: d.mark,
+                        }])
+                        .await
+                    {
+                        tracing::error!(task = name, "cannot record schedule mark: {e}");
+                    }
+                    self.marks.insert(name.clone(), d.mark);
+                    self.next_fire.insert(name.clone(), d.next);
+                    if d.fire {
+                        let req = TriggerRequest {
+                            target: name.clone(),
+                            kind: Some(TargetKind::Task),
+                            args: BTreeMap::new(),
+                            trigger: TriggerKind::Schedule,
+                            ancestors: vec![],
+                        };
+                        if let Err(e) = self.trigger(req).await {
+                            tracing::error!(task = name, "scheduled trigger failed: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(task = name, "cannot schedule: {e}");
+                    self.next_fire.remove(&name);
+                }
+            }
+        }
+    }
+}
