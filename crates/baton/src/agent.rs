@@ -69,32 +69,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let base = format!("{}/api/v1", args.server.trim_end_matches('/'));
-    let cred_path = work.join("credential");
-    let credential = match std::fs::read_to_string(&cred_path) {
-        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
-        _ => {
-            let resp = http
-                .post(format!("{base}/agents/join"))
-                .bearer_auth(&args.token)
-                .json(&json!({"name": name, "queues": args.queues, "slots": args.slots}))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the server at {}", args.server))?;
-            if !resp.status().is_success() {
-                bail!(
-                    "joining failed: {} {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-            let body: serde_json::Value = resp.json().await?;
-            let c = body["credential"]
-                .as_str()
-                .context("no credential in the join answer")?;
-            write_private(&cred_path, c)?;
-            c.to_string()
-        }
-    };
+    let credential = credential(&http, &base, &args, &name, &work.join("credential")).await?;
     let exe = std::env::current_exe().context("cannot find the baton binary")?;
     let agent = Arc::new(Agent {
         http,
@@ -119,87 +94,76 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let mut backoff = Duration::from_millis(200);
     loop {
-        let resp = agent
-            .http
-            .post(format!("{}/agents/poll?wait=25", agent.base))
-            .bearer_auth(&agent.credential)
-            .timeout(Duration::from_secs(40))
-            .json(&info)
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("poll failed ({e}); retrying");
+        let work = match agent.poll(&info).await {
+            Poll::Work(w) => w,
+            Poll::Refused => {
+                eprintln!("the server refused this agent's credential: it was disabled; exiting");
+                let _ = std::fs::remove_file(agent.work.join("credential"));
+                return Ok(ExitCode::from(1));
+            }
+            Poll::Retry => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
+            Poll::Skip => continue,
         };
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-            eprintln!("the server refused this agent's credential: it was disabled; exiting");
-            let _ = std::fs::remove_file(agent.work.join("credential"));
-            return Ok(ExitCode::from(1));
-        }
-        if !resp.status().is_success() {
-            eprintln!("poll answered {}; retrying", resp.status());
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            continue;
-        }
         backoff = Duration::from_millis(200);
-        let work: PollResponse = match resp.json().await {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("bad poll answer: {e}");
-                continue;
-            }
-        };
         for c in work.cancel {
             let dir = agent.job_dir(c.job_id, c.attempt);
             let _ = agent.executor(&dir).cancel(&dir).await;
         }
-        for mut a in work.jobs {
-            // Secrets stay in memory: the supervisor gets them on its stdin pipe, the engine
-            // as the container's environment.
-            a.spec.secrets = std::mem::take(&mut a.secrets);
-            let dir = agent.job_dir(a.job_id, a.attempt);
-            let ended = Arc::new(tokio::sync::Notify::new());
-            let exec: Arc<dyn Executor> = if a.spec.container.is_some() {
-                agent.docker.clone()
-            } else {
-                Arc::new(agent.exec.clone())
-            };
-            match exec.start(&dir, &a.spec).await {
-                Ok(handle) => {
-                    // Reap the job when it ends, and wake the reporter at once.
-                    let ended = ended.clone();
-                    tokio::spawn(async move {
-                        handle.wait().await;
-                        ended.notify_one();
-                    });
-                }
-                Err(e) => {
-                    // Leave a record so the reporter tells the server why.
-                    let now = chrono::Utc::now();
-                    let rec = ExitRecord {
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        canceled: false,
-                        error: Some(format!("the agent could not start the job: {e}")),
-                        started_at: now,
-                        ended_at: now,
-                        log_bytes: 0,
-                        max_rss_kb: None,
-                    };
-                    std::fs::create_dir_all(&dir)?;
-                    write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;
-                }
-            }
-            tokio::spawn(agent.clone().report(a.job_id, a.attempt, ended));
+        for a in work.jobs {
+            agent.start(a).await?;
         }
     }
+}
+
+/// The agent's own credential: the one kept in `path`, or a new one from joining with the
+/// join token (then kept there, 0600).
+async fn credential(
+    http: &reqwest::Client,
+    base: &str,
+    args: &AgentArgs,
+    name: &str,
+    path: &Path,
+) -> anyhow::Result<String> {
+    if let Ok(c) = std::fs::read_to_string(path)
+        && !c.trim().is_empty()
+    {
+        return Ok(c.trim().to_string());
+    }
+    let resp = http
+        .post(format!("{base}/agents/join"))
+        .bearer_auth(&args.token)
+        .json(&json!({"name": name, "queues": args.queues, "slots": args.slots}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {}", args.server))?;
+    if !resp.status().is_success() {
+        bail!(
+            "joining failed: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let body: serde_json::Value = resp.json().await?;
+    let c = body["credential"]
+        .as_str()
+        .context("no credential in the join answer")?;
+    write_private(path, c)?;
+    Ok(c.to_string())
+}
+
+/// What one long poll gave.
+enum Poll {
+    Work(PollResponse),
+    /// The credential was refused (the agent was disabled).
+    Refused,
+    /// The server could not be reached or answered an error: back off, then poll again.
+    Retry,
+    /// An answer that could not be read: poll again at once.
+    Skip,
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -216,6 +180,81 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 impl Agent {
+    async fn poll(&self, info: &AgentInfo) -> Poll {
+        let resp = self
+            .http
+            .post(format!("{}/agents/poll?wait=25", self.base))
+            .bearer_auth(&self.credential)
+            .timeout(Duration::from_secs(40))
+            .json(info)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("poll failed ({e}); retrying");
+                return Poll::Retry;
+            }
+        };
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Poll::Refused;
+        }
+        if !resp.status().is_success() {
+            eprintln!("poll answered {}; retrying", resp.status());
+            return Poll::Retry;
+        }
+        match resp.json().await {
+            Ok(w) => Poll::Work(w),
+            Err(e) => {
+                eprintln!("bad poll answer: {e}");
+                Poll::Skip
+            }
+        }
+    }
+
+    /// Starts one assignment and the task that reports it; a job that cannot start gets an
+    /// exit record saying why, which the reporter sends like any other.
+    async fn start(self: &Arc<Self>, mut a: baton_exec::agent::Assignment) -> anyhow::Result<()> {
+        // Secrets stay in memory: the supervisor gets them on its stdin pipe, the engine as
+        // the container's environment.
+        a.spec.secrets = std::mem::take(&mut a.secrets);
+        let dir = self.job_dir(a.job_id, a.attempt);
+        let ended = Arc::new(tokio::sync::Notify::new());
+        let exec: Arc<dyn Executor> = if a.spec.container.is_some() {
+            self.docker.clone()
+        } else {
+            Arc::new(self.exec.clone())
+        };
+        match exec.start(&dir, &a.spec).await {
+            Ok(handle) => {
+                // Reap the job when it ends, and wake the reporter at once.
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    handle.wait().await;
+                    ended.notify_one();
+                });
+            }
+            Err(e) => {
+                let now = chrono::Utc::now();
+                let rec = ExitRecord {
+                    exit_code: None,
+                    signal: None,
+                    timed_out: false,
+                    canceled: false,
+                    error: Some(format!("the agent could not start the job: {e}")),
+                    started_at: now,
+                    ended_at: now,
+                    log_bytes: 0,
+                    max_rss_kb: None,
+                };
+                std::fs::create_dir_all(&dir)?;
+                write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;
+            }
+        }
+        tokio::spawn(self.clone().report(a.job_id, a.attempt, ended));
+        Ok(())
+    }
+
     fn job_dir(&self, job: i64, attempt: u32) -> PathBuf {
         self.work
             .join("jobs")
