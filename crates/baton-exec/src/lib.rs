@@ -43,6 +43,8 @@
 //! | `log.offset` | SSH executor | remote log offset and local log length, for resuming |
 
 pub mod agent;
+pub mod background;
+mod blocking;
 pub mod callback;
 pub mod docker;
 pub mod error;
