@@ -104,16 +104,23 @@ impl LocalExecutor {
     /// Refuses a directory that already has `supervisor.json` or `exit.json`
     /// (use [`reattach`](Self::reattach) for those): a job never runs twice.
     pub async fn start(&self, dir: &Path, spec: &JobSpec) -> Result<JobHandle, ExecError> {
-        let dir = crate::layout::prepare_job_dir(dir, spec, SUPERVISOR_FILE)?;
-        let log_path = dir.join(LOG_FILE);
-        File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
-        // The job's cgroup (or process group) is recorded before anything runs, so the tree
-        // can be killed whatever becomes of the supervisor.
-        let record = self.containment.prepare(&dir, spec.job_id);
-        let process_path = dir.join(tree::PROCESS_FILE);
-        record
-            .write(&dir)
-            .map_err(|e| ExecError::io("write", &process_path, e))?;
+        // The folder, the log, the cgroup: file work, on the blocking pool.
+        let (d, s, containment) = (dir.to_path_buf(), spec.clone(), self.containment.clone());
+        let (dir, record) = tokio::task::spawn_blocking(move || {
+            let dir = crate::layout::prepare_job_dir(&d, &s, SUPERVISOR_FILE)?;
+            let log_path = dir.join(LOG_FILE);
+            File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
+            // The job's cgroup (or process group) is recorded before anything runs, so the
+            // tree can be killed whatever becomes of the supervisor.
+            let record = containment.prepare(&dir, s.job_id);
+            let process_path = dir.join(tree::PROCESS_FILE);
+            record
+                .write(&dir)
+                .map_err(|e| ExecError::io("write", &process_path, e))?;
+            Ok::<_, ExecError>((dir, record))
+        })
+        .await
+        .map_err(|e| ExecError::io("prepare", dir, std::io::Error::other(e)))??;
 
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
@@ -414,7 +421,7 @@ impl JobHandle {
         if let Some(mut child) = self.child {
             match child.wait().await {
                 Ok(status) => {
-                    return match read_exit(&self.dir) {
+                    return match crate::layout::read_exit_async(&self.dir).await {
                         Some(rec) => Outcome::Exited(rec),
                         None => {
                             lost(
@@ -432,18 +439,41 @@ impl JobHandle {
                 ),
             }
         }
+        // A supervisor that is not our child (re-attached): poll, with the file and /proc
+        // reads on the blocking pool.
         loop {
-            if let Some(rec) = read_exit(&self.dir) {
-                return Outcome::Exited(rec);
-            }
-            if !unix::is_alive(self.info.pid, self.info.start_time) {
-                return match read_exit(&self.dir) {
-                    Some(rec) => Outcome::Exited(rec),
-                    None => lost(&self.dir, vanished(self.info)).await,
-                };
+            let (dir, info) = (self.dir.clone(), self.info);
+            let look = tokio::task::spawn_blocking(move || look(&dir, info)).await;
+            match look {
+                Ok(Look::Running) => {}
+                Ok(Look::Exited(rec)) => return Outcome::Exited(rec),
+                Ok(Look::Gone) => return lost(&self.dir, vanished(self.info)).await,
+                Err(e) => tracing::warn!("looking at {}: {e}; trying again", self.dir.display()),
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+}
+
+/// What a poll of a re-attached job finds.
+enum Look {
+    Running,
+    Exited(ExitRecord),
+    /// The supervisor is gone without an exit record.
+    Gone,
+}
+
+fn look(dir: &Path, info: SupervisorInfo) -> Look {
+    if let Some(rec) = read_exit(dir) {
+        return Look::Exited(rec);
+    }
+    if unix::is_alive(info.pid, info.start_time) {
+        return Look::Running;
+    }
+    // It may have written exit.json and exited since the first look.
+    match read_exit(dir) {
+        Some(rec) => Look::Exited(rec),
+        None => Look::Gone,
     }
 }
 
