@@ -61,6 +61,8 @@ mod finish;
 mod follow;
 mod health;
 mod job;
+#[cfg(test)]
+mod loop_tests;
 mod reap;
 mod shell;
 mod sink;
@@ -102,6 +104,9 @@ pub struct SshSettings {
 /// token is cancelled; running jobs are not affected by either.
 pub struct SshExecutor {
     inner: Arc<Inner>,
+    /// The health loop (it ends when `inner.stop` is cancelled).
+    #[cfg_attr(not(test), allow(dead_code))]
+    health_task: tokio::task::JoinHandle<Option<std::sync::Weak<Inner>>>,
 }
 
 struct Inner {
@@ -152,8 +157,8 @@ impl SshExecutor {
             last_ok: Mutex::new(None),
             stop: shutdown.child_token(),
         });
-        health::spawn(Arc::downgrade(&inner));
-        SshExecutor { inner }
+        let health_task = health::spawn(Arc::downgrade(&inner));
+        SshExecutor { inner, health_task }
     }
 }
 
