@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::Inner;
 use super::artifacts;
+use super::reap::Answer;
 use super::shell::finish_script;
 use super::sink::LogSink;
 use super::transport::{drain, failure, read_line};
@@ -165,30 +166,6 @@ async fn ask(
     }
 }
 
-/// What the first line of the answer says.
-fn first_line(
-    inner: &Inner,
-    remote_dir: &str,
-    line: &str,
-) -> Result<Result<i32, Finished>, ExecError> {
-    Ok(Err(match line.trim() {
-        "running" => Finished::Running,
-        "gone" => Finished::Vanished(format!(
-            "the job folder {remote_dir} is gone from worker {}",
-            inner.s.worker
-        )),
-        "vanished" => Finished::Vanished(format!(
-            "the job's runner on worker {} is gone without an exit code (worker rebooted or its processes were killed)",
-            inner.s.worker
-        )),
-        f if f.starts_with("exit ") => return Ok(Ok(f[5..].trim().parse().unwrap_or(-1))),
-        other => {
-            let detail = format!("unexpected answer {other:?} from the worker");
-            return Err(inner.err("check the job", detail));
-        }
-    }))
-}
-
 /// Looks at the job on the worker through `opened` (a session opened earlier, if any, else a
 /// new one); once it ended, brings the rest of its log into `sink` and its artifacts into
 /// `dir/out/` (see `finish.sh`).
@@ -205,9 +182,10 @@ pub(super) async fn finish(
         .await
         .map_err(Unknown)?;
     tracing::debug!("ssh: the worker answers {first:?}");
-    let code = match first_line(inner, remote_dir, &first).map_err(Unknown)? {
-        Ok(code) => code,
-        Err(found) => return Ok(found),
+    let code = match inner.answer(remote_dir, &first).map_err(Unknown)? {
+        Answer::Running => return Ok(Finished::Running),
+        Answer::Vanished(why) => return Ok(Finished::Vanished(why)),
+        Answer::Exit(code) => code,
     };
     let Finisher {
         mut child,

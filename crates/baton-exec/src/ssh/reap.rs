@@ -26,6 +26,13 @@ pub(super) enum Probe {
     Vanished(String),
 }
 
+/// The first line of an answer of `probe.sh` or `finish.sh`.
+pub(super) enum Answer {
+    Running,
+    Vanished(String),
+    Exit(i32),
+}
+
 impl Inner {
     /// Asks the worker what became of the job in `remote_dir` (see `probe.sh`).
     pub(super) async fn probe(&self, remote_dir: &str) -> Result<Probe, ExecError> {
@@ -40,30 +47,35 @@ impl Inner {
             .await?;
         let text = String::from_utf8_lossy(&out);
         let mut lines = text.lines();
-        let first = lines.next().unwrap_or("").trim();
-        Ok(match first {
-            "running" => Probe::Running,
-            "gone" => Probe::Vanished(format!(
-                "the job folder {remote_dir} is gone from worker {}",
-                self.s.worker
-            )),
-            "vanished" => Probe::Vanished(format!(
-                "the job's runner on worker {} is gone without an exit code (worker rebooted or its processes were killed)",
-                self.s.worker
-            )),
-            f if f.starts_with("exit ") => {
+        Ok(match self.answer(remote_dir, lines.next().unwrap_or(""))? {
+            Answer::Running => Probe::Running,
+            Answer::Vanished(why) => Probe::Vanished(why),
+            Answer::Exit(code) => {
                 let rest: Vec<&str> = lines.map(str::trim).collect();
                 Probe::Exited {
-                    code: f[5..].trim().parse().unwrap_or(-1),
+                    code,
                     canceled: rest.contains(&"canceled"),
                     timed_out: rest.contains(&"timed_out"),
                 }
             }
+        })
+    }
+
+    /// What the first line of an answer of `probe.sh` or `finish.sh` says.
+    pub(super) fn answer(&self, remote_dir: &str, line: &str) -> Result<Answer, ExecError> {
+        let worker = &self.s.worker;
+        Ok(match line.trim() {
+            "running" => Answer::Running,
+            "gone" => Answer::Vanished(format!(
+                "the job folder {remote_dir} is gone from worker {worker}"
+            )),
+            "vanished" => Answer::Vanished(format!(
+                "the job's runner on worker {worker} is gone without an exit code (worker rebooted or its processes were killed)"
+            )),
+            f if f.starts_with("exit ") => Answer::Exit(f[5..].trim().parse().unwrap_or(-1)),
             other => {
-                return Err(self.err(
-                    "check the job",
-                    format!("unexpected answer {other:?} from the worker"),
-                ));
+                let detail = format!("unexpected answer {other:?} from the worker");
+                return Err(self.err("check the job", detail));
             }
         })
     }
