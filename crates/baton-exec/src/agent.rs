@@ -395,10 +395,13 @@ impl Executor for AgentExecutor {
     ) -> BoxFuture<'a, Reattached> {
         // The agent's supervisor (or engine) has them and masks the log before uploading it.
         Box::pin(async move {
-            if let Some(rec) = read_exit(dir) {
+            if let Some(rec) = read_exit_async(dir).await {
                 return Reattached::Finished(rec);
             }
-            if dir.join(SPEC_FILE).exists() {
+            if tokio::fs::try_exists(dir.join(SPEC_FILE))
+                .await
+                .unwrap_or(false)
+            {
                 // The agent re-reports it when it polls again, or is lost after the timeout.
                 return Reattached::Running(self.job(dir));
             }
