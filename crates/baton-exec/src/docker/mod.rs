@@ -10,7 +10,7 @@
 //! Restart survival: the container belongs to the engine, not to the server, so a server crash
 //! loses nothing. `container.json` (written before the container is created) names the
 //! container and the log size before its first output byte; after a restart the engine's log is
-//! re-read from its start through a fresh [`Masker`] and the bytes already in `log` are skipped,
+//! re-read from its start through a fresh [`Masker`](crate::mask::Masker) and the bytes already in `log` are skipped,
 //! so nothing is lost or written twice. Cancel and timeout leave a marker file (`canceled`,
 //! `timed_out`) before stopping the container (SIGTERM, SIGKILL after the spec's `kill_grace`),
 //! so the reason survives a restart too.
