@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
-use crate::layout::{LOG_FILE, OUT_DIR, SPEC_FILE, WORK_DIR, read_exit, write_atomic};
+use crate::layout::{
+    LOG_FILE, OUT_DIR, SPEC_FILE, WORK_DIR, read_exit, read_exit_async, write_atomic,
+};
 use crate::{ExecError, ExitRecord, JobSecrets, JobSpec, Outcome};
 
 /// Worker names of agent slots start with this.
@@ -328,6 +330,23 @@ impl AgentExecutor {
     }
 }
 
+/// The server's side of an agent's job folder: `work/`, `out/`, an empty log, the spec.
+fn prepare(dir: &Path, spec: &JobSpec) -> Result<(), ExecError> {
+    for d in [WORK_DIR, OUT_DIR] {
+        let p = dir.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
+    }
+    let log = dir.join(LOG_FILE);
+    std::fs::File::create(&log).map_err(|e| ExecError::io("create log", &log, e))?;
+    let spec_path = dir.join(SPEC_FILE);
+    let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
+        path: spec_path.clone(),
+        source,
+    })?;
+    write_atomic(&spec_path, &json, false)
+        .map_err(|e| ExecError::io("write job spec", &spec_path, e))
+}
+
 fn attempt_of(dir: &Path) -> u32 {
     dir.file_name()
         .and_then(|n| n.to_str())
@@ -346,19 +365,10 @@ impl Executor for AgentExecutor {
         spec: &'a JobSpec,
     ) -> BoxFuture<'a, Result<Box<dyn RunningJob>, ExecError>> {
         Box::pin(async move {
-            for d in [WORK_DIR, OUT_DIR] {
-                let p = dir.join(d);
-                std::fs::create_dir_all(&p).map_err(|e| ExecError::io("create directory", p, e))?;
-            }
-            let log = dir.join(LOG_FILE);
-            std::fs::File::create(&log).map_err(|e| ExecError::io("create log", &log, e))?;
-            let spec_path = dir.join(SPEC_FILE);
-            let json = serde_json::to_vec_pretty(spec).map_err(|source| ExecError::Json {
-                path: spec_path.clone(),
-                source,
-            })?;
-            write_atomic(&spec_path, &json, false)
-                .map_err(|e| ExecError::io("write job spec", &spec_path, e))?;
+            let (d, s) = (dir.to_path_buf(), spec.clone());
+            tokio::task::spawn_blocking(move || prepare(&d, &s))
+                .await
+                .map_err(|e| ExecError::io("prepare", dir, std::io::Error::other(e)))??;
             let assignment = Assignment {
                 job_id: spec.job_id,
                 attempt: attempt_of(dir),
@@ -385,10 +395,13 @@ impl Executor for AgentExecutor {
     ) -> BoxFuture<'a, Reattached> {
         // The agent's supervisor (or engine) has them and masks the log before uploading it.
         Box::pin(async move {
-            if let Some(rec) = read_exit(dir) {
+            if let Some(rec) = read_exit_async(dir).await {
                 return Reattached::Finished(rec);
             }
-            if dir.join(SPEC_FILE).exists() {
+            if tokio::fs::try_exists(dir.join(SPEC_FILE))
+                .await
+                .unwrap_or(false)
+            {
                 // The agent re-reports it when it polls again, or is lost after the timeout.
                 return Reattached::Running(self.job(dir));
             }
@@ -447,12 +460,12 @@ impl RunningJob for AgentJob {
             loop {
                 let exits = self.hub.exits.clone();
                 let notified = exits.notified();
-                if let Some(rec) = read_exit(&self.dir) {
+                if let Some(rec) = read_exit_async(&self.dir).await {
                     return Outcome::Exited(rec);
                 }
                 if let Some(why) = self.hub.lost(&self.agent) {
                     // One last look: the report may have raced the timeout.
-                    return match read_exit(&self.dir) {
+                    return match read_exit_async(&self.dir).await {
                         Some(rec) => Outcome::Exited(rec),
                         None => Outcome::Lost(why),
                     };

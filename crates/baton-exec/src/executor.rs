@@ -109,18 +109,29 @@ impl Executor for crate::LocalExecutor {
         dir: &'a Path,
         _secrets: &'a JobSecrets,
     ) -> BoxFuture<'a, Reattached> {
-        // The supervisor has them in memory.
+        // The supervisor has them in memory. Re-attaching reads files, kills a vanished
+        // job's tree and may wait for a supervisor that is starting: on the blocking pool.
+        let (ex, d) = (self.clone(), dir.to_path_buf());
         Box::pin(async move {
-            match crate::LocalExecutor::reattach(self, dir) {
-                crate::Reattach::Finished(r) => Reattached::Finished(r),
-                crate::Reattach::Running(h) => Reattached::Running(Box::new(h)),
-                crate::Reattach::Vanished(w) => Reattached::Vanished(w),
-                crate::Reattach::NeverStarted(w) => Reattached::NeverStarted(w),
+            let found = tokio::task::spawn_blocking(move || ex.reattach(&d)).await;
+            match found {
+                Ok(crate::Reattach::Finished(r)) => Reattached::Finished(r),
+                Ok(crate::Reattach::Running(h)) => Reattached::Running(Box::new(h)),
+                Ok(crate::Reattach::Vanished(w)) => Reattached::Vanished(w),
+                Ok(crate::Reattach::NeverStarted(w)) => Reattached::NeverStarted(w),
+                Err(e) => {
+                    Reattached::Vanished(format!("re-attaching {} failed: {e}", dir.display()))
+                }
             }
         })
     }
 
     fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
-        Box::pin(async move { crate::LocalExecutor::cancel(self, dir) })
+        let (ex, d) = (self.clone(), dir.to_path_buf());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || ex.cancel(&d))
+                .await
+                .map_err(|e| ExecError::io("cancel the job in", dir, std::io::Error::other(e)))?
+        })
     }
 }

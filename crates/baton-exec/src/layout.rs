@@ -70,6 +70,17 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
     }
 }
 
+/// [`read_exit`] on the blocking pool, for async code.
+pub async fn read_exit_async(dir: &Path) -> Option<ExitRecord> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || read_exit(&dir))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading an exit record failed: {e}");
+            None
+        })
+}
+
 /// Read `supervisor.json` of a job directory.
 pub fn read_supervisor(dir: &Path) -> Result<Option<SupervisorInfo>, ExecError> {
     try_read_json(&dir.join(SUPERVISOR_FILE))

@@ -1,28 +1,25 @@
 //! Baton's executors: where and how a job's script runs.
 //!
-//! Every executor implements [`Executor`]. [`LocalExecutor`] runs each job on this
-//! Every executor implements [`Executor`]. [`SshExecutor`] runs jobs on an SSH worker (see
-//! [`ssh`]); [`LocalExecutor`] runs every other job on this
-//! machine under a small per-job supervisor process (`baton __supervise
-//! <job-dir>`, see [`supervisor`]) that lives in its own session. The server
-//! is never the direct parent of a job's process tree, so jobs survive a
-//! server crash or restart: the supervisor keeps copying output into the job
-//! directory's `log` and finally writes `exit.json`, and a restarted server
-//! re-attaches with [`LocalExecutor::reattach`].
+//! Every executor implements [`Executor`]: `start` → a running job, `reattach` after a
+//! restart, `cancel`, and `wait()` → [`Outcome`].
 //!
-//! [`DockerExecutor`] runs jobs whose spec names a container (`image:`/`build:`) in a fresh
-//! container through the Docker Engine API (Docker or Podman); the engine owns the container, so
-//! it survives the server too, and the server streams its output into the same job folder.
+//! - [`LocalExecutor`] runs a job on this machine under a small per-job supervisor process
+//!   (`baton __supervise <job-dir>`, see [`supervisor`]) that lives in its own session. The
+//!   server is never the direct parent of a job's process tree, so jobs survive a server crash
+//!   or restart: the supervisor keeps copying output into the job directory's `log` and finally
+//!   writes `exit.json`, and a restarted server re-attaches with [`LocalExecutor::reattach`].
+//! - [`SshExecutor`] runs jobs on an SSH worker through ssh + dtach with a callback (see
+//!   [`ssh`]).
+//! - [`DockerExecutor`] runs jobs whose spec names a container (`image:`/`build:`) in a fresh
+//!   container through the Docker Engine API (Docker or Podman); the engine owns the container,
+//!   so it survives the server too, and the server streams its output into the same job folder.
+//! - [`agent`] hands jobs to pull-mode agents.
 //!
-//! Later executors (SSH workers driven through ssh + dtach with a curl callback, pull-mode
-//! agents) have the same shape: `start` → handle, `reattach` after a restart, `cancel`, and
-//! Every executor (local, SSH workers driven through ssh + dtach with a curl callback, and
-//! later Docker containers and pull-mode agents) has the same shape:
-//! `start` → handle, `reattach` after a restart, `cancel`, and
-//! `handle.wait()` → [`Outcome`]. The shared vocabulary ([`JobSpec`],
-//! [`ExitRecord`], [`Outcome`], the job-directory files in [`layout`] and
-//! [`read_log_range`]) lives outside the executor-specific modules
-//! ([`local`], [`supervisor`], [`unix`], [`docker`]).
+//! The shared vocabulary ([`JobSpec`], [`ExitRecord`], [`Outcome`], the job-directory files in
+//! [`layout`] and [`read_log_range`]) lives outside the executor-specific modules. Background
+//! loops (health checks, reapers) share one shape, [`background::Loop`], and stop when their
+//! executor is dropped or the server's shutdown token is cancelled. File work of a running job
+//! (its log) runs on a blocking thread, never on the async threads.
 //!
 //! Job directory layout (`<data>/runs/<job-id>/`):
 //!
@@ -38,11 +35,12 @@
 //! | `exit.json` | supervisor | the [`ExitRecord`], written last and durably |
 //! | `container.json` | Docker executor | the container's name, log offset, start time |
 //! | `canceled`, `timed_out` | Docker executor | why the container was stopped |
-
 //! | `ssh.json` | SSH executor | [`ssh::SshJobInfo`]: worker, folder on it, token hash |
 //! | `log.offset` | SSH executor | remote log offset and local log length, for resuming |
 
 pub mod agent;
+pub mod background;
+mod blocking;
 pub mod callback;
 pub mod docker;
 pub mod error;

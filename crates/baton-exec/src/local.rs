@@ -104,17 +104,7 @@ impl LocalExecutor {
     /// Refuses a directory that already has `supervisor.json` or `exit.json`
     /// (use [`reattach`](Self::reattach) for those): a job never runs twice.
     pub async fn start(&self, dir: &Path, spec: &JobSpec) -> Result<JobHandle, ExecError> {
-        let dir = crate::layout::prepare_job_dir(dir, spec, SUPERVISOR_FILE)?;
-        let log_path = dir.join(LOG_FILE);
-        File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
-        // The job's cgroup (or process group) is recorded before anything runs, so the tree
-        // can be killed whatever becomes of the supervisor.
-        let record = self.containment.prepare(&dir, spec.job_id);
-        let process_path = dir.join(tree::PROCESS_FILE);
-        record
-            .write(&dir)
-            .map_err(|e| ExecError::io("write", &process_path, e))?;
-
+        let (dir, record) = self.prepare(dir, spec).await?;
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .arg(&dir)
@@ -127,8 +117,8 @@ impl LocalExecutor {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(source) => {
-                if let Some(cg) = &record.cgroup {
-                    tree::remove_cgroup(cg);
+                if let Some(cg) = record.cgroup {
+                    let _ = tokio::task::spawn_blocking(move || tree::remove_cgroup(&cg)).await;
                 }
                 return Err(ExecError::Spawn {
                     program: self.program.clone(),
@@ -150,27 +140,8 @@ impl LocalExecutor {
             drop(stdin);
             r
         });
-
-        // The supervisor prints "ready\n" (or "error: ...\n") on its stdout.
-        let mut out = child.stdout.take().expect("stdout is piped");
-        let mut msg = Vec::new();
-        let read = tokio::time::timeout(READY_TIMEOUT, async {
-            let mut chunk = [0u8; 512];
-            loop {
-                let n = out.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                msg.extend_from_slice(&chunk[..n]);
-                if msg.contains(&b'\n') {
-                    break;
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
-        drop(out);
-        let text = String::from_utf8_lossy(&msg).trim().to_string();
+        let out = child.stdout.take().expect("stdout is piped");
+        let (read, text) = read_ready(out).await;
         if let Ok(Err(e)) = fed.await
             && text == "ready"
         {
@@ -183,48 +154,54 @@ impl LocalExecutor {
         if text == "ready" {
             // supervisor.json is written before "ready"; should reading it
             // fail anyway, the job IS running, so fall back to what we know.
-            let info = read_supervisor(&dir).ok().flatten().unwrap_or_else(|| {
-                let pid = child.id().map(|p| p as i32).unwrap_or(0);
-                let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
-                SupervisorInfo { pid, start_time }
-            });
+            let pid = child.id().map(|p| p as i32).unwrap_or(0);
+            let d = dir.clone();
+            let info = tokio::task::spawn_blocking(move || {
+                read_supervisor(&d).ok().flatten().unwrap_or_else(|| {
+                    let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+                    SupervisorInfo { pid, start_time }
+                })
+            })
+            .await
+            .unwrap_or(SupervisorInfo { pid, start_time: 0 });
             return Ok(JobHandle {
                 dir,
                 info,
                 child: Some(child),
             });
         }
-
-        let detail = match read {
-            Err(_) => {
-                let _ = child.start_kill();
-                format!("no answer within {READY_TIMEOUT:?}; killed it")
-            }
-            Ok(Err(e)) => {
-                let _ = child.start_kill();
-                format!("could not read its readiness pipe: {e}; killed it")
-            }
-            Ok(Ok(())) => {
-                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                let status = match status {
-                    Ok(Ok(st)) => st.to_string(),
-                    _ => {
-                        let _ = child.start_kill();
-                        "still running; killed it".to_string()
-                    }
-                };
-                if text.is_empty() {
-                    format!("it exited ({status}) without a word")
-                } else {
-                    format!("{text} ({status})")
-                }
-            }
-        };
+        let detail = not_ready(&mut child, read, &text).await;
         // Nothing should run; make sure, and remove the job's cgroup.
-        if let Err(e) = tree::kill_tree(&dir) {
+        let d = dir.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || tree::kill_tree(&d)).await {
             tracing::warn!("{e}");
         }
         Err(ExecError::NotReady { dir, detail })
+    }
+
+    /// The folder, the log, the cgroup (file work, on the blocking pool): the job folder and
+    /// the record of how its process tree is kept.
+    async fn prepare(
+        &self,
+        dir: &Path,
+        spec: &JobSpec,
+    ) -> Result<(PathBuf, tree::ProcessRecord), ExecError> {
+        let (d, s, containment) = (dir.to_path_buf(), spec.clone(), self.containment.clone());
+        tokio::task::spawn_blocking(move || {
+            let dir = crate::layout::prepare_job_dir(&d, &s, SUPERVISOR_FILE)?;
+            let log_path = dir.join(LOG_FILE);
+            File::create(&log_path).map_err(|e| ExecError::io("create log", &log_path, e))?;
+            // The job's cgroup (or process group) is recorded before anything runs, so the
+            // tree can be killed whatever becomes of the supervisor.
+            let record = containment.prepare(&dir, s.job_id);
+            let process_path = dir.join(tree::PROCESS_FILE);
+            record
+                .write(&dir)
+                .map_err(|e| ExecError::io("write", &process_path, e))?;
+            Ok((dir, record))
+        })
+        .await
+        .map_err(|e| ExecError::io("prepare", dir, std::io::Error::other(e)))?
     }
 
     /// After a server restart: what became of the job in `dir`? A job whose supervisor is gone
@@ -325,6 +302,59 @@ impl LocalExecutor {
     }
 }
 
+/// How reading the supervisor's first line went (`Err`: no line within [`READY_TIMEOUT`]).
+type ReadyRead = Result<std::io::Result<()>, tokio::time::error::Elapsed>;
+
+/// The supervisor prints "ready\n" (or "error: ...\n") on its stdout: that line, trimmed.
+async fn read_ready(mut out: tokio::process::ChildStdout) -> (ReadyRead, String) {
+    let mut msg = Vec::new();
+    let read = tokio::time::timeout(READY_TIMEOUT, async {
+        let mut chunk = [0u8; 512];
+        loop {
+            let n = out.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            msg.extend_from_slice(&chunk[..n]);
+            if msg.contains(&b'\n') {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    (read, String::from_utf8_lossy(&msg).trim().to_string())
+}
+
+/// Why a supervisor did not say `ready` (killing it if it still runs).
+async fn not_ready(child: &mut tokio::process::Child, read: ReadyRead, text: &str) -> String {
+    match read {
+        Err(_) => {
+            let _ = child.start_kill();
+            format!("no answer within {READY_TIMEOUT:?}; killed it")
+        }
+        Ok(Err(e)) => {
+            let _ = child.start_kill();
+            format!("could not read its readiness pipe: {e}; killed it")
+        }
+        Ok(Ok(())) => {
+            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            let status = match status {
+                Ok(Ok(st)) => st.to_string(),
+                _ => {
+                    let _ = child.start_kill();
+                    "still running; killed it".to_string()
+                }
+            };
+            if text.is_empty() {
+                format!("it exited ({status}) without a word")
+            } else {
+                format!("{text} ({status})")
+            }
+        }
+    }
+}
+
 /// A job folder with a spec but no `supervisor.json` and no `exit.json`: the server stopped
 /// while launching it. Either its supervisor has claimed it (then wait, bounded, for the
 /// supervisor to say who it is) or recovery claims it now, and the supervisor, if it still
@@ -414,7 +444,7 @@ impl JobHandle {
         if let Some(mut child) = self.child {
             match child.wait().await {
                 Ok(status) => {
-                    return match read_exit(&self.dir) {
+                    return match crate::layout::read_exit_async(&self.dir).await {
                         Some(rec) => Outcome::Exited(rec),
                         None => {
                             lost(
@@ -432,18 +462,41 @@ impl JobHandle {
                 ),
             }
         }
+        // A supervisor that is not our child (re-attached): poll, with the file and /proc
+        // reads on the blocking pool.
         loop {
-            if let Some(rec) = read_exit(&self.dir) {
-                return Outcome::Exited(rec);
-            }
-            if !unix::is_alive(self.info.pid, self.info.start_time) {
-                return match read_exit(&self.dir) {
-                    Some(rec) => Outcome::Exited(rec),
-                    None => lost(&self.dir, vanished(self.info)).await,
-                };
+            let (dir, info) = (self.dir.clone(), self.info);
+            let look = tokio::task::spawn_blocking(move || look(&dir, info)).await;
+            match look {
+                Ok(Look::Running) => {}
+                Ok(Look::Exited(rec)) => return Outcome::Exited(rec),
+                Ok(Look::Gone) => return lost(&self.dir, vanished(self.info)).await,
+                Err(e) => tracing::warn!("looking at {}: {e}; trying again", self.dir.display()),
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+}
+
+/// What a poll of a re-attached job finds.
+enum Look {
+    Running,
+    Exited(ExitRecord),
+    /// The supervisor is gone without an exit record.
+    Gone,
+}
+
+fn look(dir: &Path, info: SupervisorInfo) -> Look {
+    if let Some(rec) = read_exit(dir) {
+        return Look::Exited(rec);
+    }
+    if unix::is_alive(info.pid, info.start_time) {
+        return Look::Running;
+    }
+    // It may have written exit.json and exited since the first look.
+    match read_exit(dir) {
+        Some(rec) => Look::Exited(rec),
+        None => Look::Gone,
     }
 }
 

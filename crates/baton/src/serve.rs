@@ -10,6 +10,7 @@ use clap::Args;
 
 use std::collections::BTreeMap;
 
+use baton_exec::background::CancellationToken;
 use baton_exec::{Executor, LocalExecutor, SshExecutor, SshSettings};
 use baton_sched::SchedulerParts;
 
@@ -57,9 +58,11 @@ fn ssh_factory(
     data: &std::path::Path,
     addr: std::net::SocketAddr,
     hub: &baton_exec::CallbackHub,
+    shutdown: &CancellationToken,
 ) -> baton_sched::SshFactory {
     let data = data.to_path_buf();
     let hub = hub.clone();
+    let shutdown = shutdown.clone();
     Arc::new(move |w, server| {
         let host = w.host.clone().ok_or("not an SSH worker")?;
         let callback_url = match &server.callback_url {
@@ -97,7 +100,8 @@ fn ssh_factory(
                 .heartbeat_timeout
                 .unwrap_or(std::time::Duration::from_secs(30)),
         };
-        Ok(Arc::new(SshExecutor::new(settings, hub.clone())) as Arc<dyn Executor>)
+        let exec = SshExecutor::with_shutdown(settings, hub.clone(), &shutdown);
+        Ok(Arc::new(exec) as Arc<dyn Executor>)
     })
 }
 
@@ -139,8 +143,11 @@ fn load(path: &std::path::Path) -> Result<baton_core::config::Config, String> {
 /// The Docker executor for `server.docker_host` (default: the standard socket). Nothing is
 /// contacted here: a server without an engine starts, and jobs that need one end `broken` with
 /// the engine's error. Baton containers of jobs that are over are removed in the background.
-fn docker_executor(host: Option<&str>) -> Option<Arc<dyn baton_exec::Executor>> {
-    let exec = Arc::new(baton_exec::DockerExecutor::new(host));
+fn docker_executor(
+    host: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Option<Arc<dyn baton_exec::Executor>> {
+    let exec = Arc::new(baton_exec::DockerExecutor::with_shutdown(host, shutdown));
     let sweeper = exec.clone();
     tokio::spawn(async move {
         match sweeper.sweep().await {
@@ -187,14 +194,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| "127.0.0.1:8700".into());
     let jwt_secret = config.server.jwt_secret.clone();
     let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
-    let docker = docker_executor(config.server.docker_host.as_deref());
+    // Cancelled when the server stops: the executors' background loops (health checks,
+    // reapers) end with it.
+    let stop_loops = CancellationToken::new();
+    let docker = docker_executor(config.server.docker_host.as_deref(), &stop_loops);
     // Listen first: SSH workers call back to the address we actually got.
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
     let addr = listener.local_addr()?;
     let callbacks = baton_exec::CallbackHub::default();
-    let ssh = ssh_factory(&data, addr, &callbacks);
+    let ssh = ssh_factory(&data, addr, &callbacks, &stop_loops);
     let remote = ssh_executors(&config, &ssh)?;
     let sched = baton_sched::start(SchedulerParts {
         config,
@@ -268,9 +278,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The peer's address feeds the login's per-address backoff.
     let app =
         baton_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    stop_loops.cancel();
+    served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)
 }

@@ -17,16 +17,20 @@ use common::{Server, WAIT, id_of, job, reason, status};
 /// Containers of run `run` whose job folder is `dir` that the engine still has (run ids repeat
 /// across the servers of parallel tests; folders do not).
 fn containers_of(run: i64, dir: &Path) -> String {
-    docker_ok(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=baton.run={run}"),
-        "--filter",
-        &format!("label=baton.dir={}", dir.display()),
-    ])
-    .trim()
-    .to_string()
+    containers_where(run, dir, &[])
+}
+
+/// Like [`containers_of`], with more `docker ps` filters (`status=exited`).
+fn containers_where(run: i64, dir: &Path, filters: &[&str]) -> String {
+    let (run, dir) = (
+        format!("label=baton.run={run}"),
+        format!("label=baton.dir={}", dir.display()),
+    );
+    let mut args = vec!["ps", "-aq", "--filter", &run, "--filter", &dir];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    docker_ok(&args).trim().to_string()
 }
 
 /// Waits (bounded) until the engine has no container of run `run` in `dir`.
@@ -42,6 +46,22 @@ async fn wait_gone(run: i64, dir: &Path) {
             "containers of run {run} still there: {left}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until the container of run `run` in `dir` has exited (seen by the engine,
+/// whatever the server knows: it may be dead).
+async fn wait_exited(run: i64, dir: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if !containers_where(run, dir, &["status=exited"]).is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container of run {run} did not exit within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -291,9 +311,10 @@ tasks:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.kill9();
-    // The job goes on while the server is down: the second half is written by the engine only.
+    // The job goes on while the server is down, to its end: the second half is written by
+    // the engine only.
     std::fs::write(dir.join("work/go"), "").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_exited(id, &dir).await;
     s.restart();
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
@@ -715,7 +736,15 @@ tasks:
     std::fs::write(dir.join("work/go"), "").unwrap();
     // The server comes back before the engine does: it waits for the engine.
     s.restart();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = Instant::now() + WAIT;
+    while !s.stderr().contains("re-attaching") {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server never said it is waiting for the engine (re-attaching):\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     podman.start_service();
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());

@@ -141,6 +141,29 @@ impl Setup {
         }
     }
 
+    /// Waits (bounded) until `n` jobs have ended on the workers: their runners wrote the exit
+    /// code into their folders, whatever the server knows (it may be cut off, or dead).
+    async fn wait_ended_on_workers(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ended = self
+                .net
+                .hosts
+                .iter()
+                .flat_map(|h| h.job_folders())
+                .filter(|d| d.join("exit").exists())
+                .count();
+            if ended >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ended} of {n} jobs ended on the workers within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn assert_folders_cleaned(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -268,10 +291,11 @@ async fn network_cut_shorter_than_the_heartbeat_timeout_is_survived() {
     t.wait_started(id, "gate").await;
     let h = t.net.host("w1");
     h.cut();
+    // The cut lasts a while (time passing is the point here), shorter than the heartbeat.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // The job goes on without the network.
+    // The job goes on without the network, to its end.
     t.open_gate("gate");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.wait_ended_on_workers(1).await;
     h.restore();
     let run = t.s.wait_run(id).await;
     assert_eq!(status(&run), "success", "{run:#}\n{}", t.s.stderr());
@@ -328,7 +352,7 @@ async fn server_killed_mid_run_reattaches() {
     t.s.kill9();
     // Both jobs finish while the server is down: their callbacks are missed.
     t.open_gate("gate");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    t.wait_ended_on_workers(2).await;
     t.s.restart();
     for id in [a, b] {
         let run = t.s.wait_run(id).await;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Baton job runner: uploaded as run.sh into its job folder on the worker and started there under
+# dtach as `bash run.sh LIMIT GRACE`: LIMIT is the timeout in 0.2 s ticks (0 = none), GRACE the
+# seconds between SIGTERM and SIGKILL. Every other value comes from files in the folder.
+limit=$1 grace=$2
+case $limit in '' | *[!0-9]*) limit=0 ;; esac
+case $grace in '' | *[!0-9.]*) grace=5 ;; esac
+cd "${0%/*}" || exit 1
+set -m
+(
+  # shellcheck source=/dev/null
+  . ./env.sh
+  if [ -e secrets.sh ]; then
+    # shellcheck source=/dev/null
+    . ./secrets.sh
+    rm -f secrets.sh
+  fi
+  BATON_OUTPUT_DIR="$PWD/out"
+  export BATON_OUTPUT_DIR
+  cd work && exec bash -eo pipefail ../script.sh
+) </dev/null >>log 2>&1 &
+job=$!
+echo $$ >runner.pid.tmp && mv runner.pid.tmp runner.pid
+echo "$job" >pgid.tmp && mv pgid.tmp pgid
+# The watchdog: a cancel request (the file `cancel`) or the timeout stops the job's process
+# group with SIGTERM, then SIGKILL after the grace.
+(
+  n=0
+  while :; do
+    if [ -e cancel ]; then
+      : >canceled
+      break
+    fi
+    if [ "$limit" -gt 0 ] && [ "$n" -ge "$limit" ]; then
+      : >timed_out
+      break
+    fi
+    sleep 0.2
+    n=$((n + 1))
+  done
+  kill -TERM -- "-$job" 2>/dev/null
+  sleep "$grace"
+  kill -KILL -- "-$job" 2>/dev/null
+) </dev/null >/dev/null 2>&1 &
+dog=$!
+wait "$job"
+code=$?
+kill -KILL -- "-$dog" 2>/dev/null
+kill -KILL -- "-$job" 2>/dev/null
+echo "$code" >exit.tmp && mv exit.tmp exit
+# The callback: over bash's /dev/tcp when the server's URL is plain http (no process to start),
+# else, or if that fails, with curl.
+sent=
+if [ -s callback.tcp ]; then
+  { read -r host && read -r port; } <callback.tcp
+  IFS= read -r -d '' req <callback.req
+  {
+    printf '%s' "$req" >&3 && read -r -t 10 line <&3 &&
+      case $line in "HTTP/1."?" 2"*) sent=1 ;; esac
+  } 2>/dev/null 3<>"/dev/tcp/$host/$port"
+fi
+[ -n "$sent" ] && exit 0
+read -r url <callback.url
+curl -fsS --max-time 10 --retry 3 --retry-delay 1 --retry-all-errors -X POST \
+  -H @callback.hdr --data-binary @exit "$url" >/dev/null 2>&1 ||
+  curl -fsS --max-time 10 -X POST \
+    -H @callback.hdr --data-binary @exit "$url" >/dev/null 2>&1
+exit 0
