@@ -22,11 +22,8 @@ use tokio::io::AsyncWriteExt;
 use baton_exec::ExitRecord;
 use baton_exec::agent::{AgentHub, AgentInfo, append_at};
 
-use crate::auth::{Access, CurrentUser};
+use crate::auth::{Access, CREDENTIAL_PREFIX, CurrentUser};
 use crate::{ApiError, AppState};
-
-/// Token names of agent credentials start with this.
-pub(crate) const CREDENTIAL_PREFIX: &str = "agent:";
 
 /// Routes the agents call (their own auth).
 pub(crate) fn agent_routes() -> Router<AppState> {

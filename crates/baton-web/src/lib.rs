@@ -19,6 +19,7 @@ mod headers;
 mod login;
 mod logs;
 mod range;
+mod session;
 mod sso;
 mod ui;
 
