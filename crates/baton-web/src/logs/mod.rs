@@ -1,6 +1,12 @@
 //! Logs: byte ranges of a job's log file, and a live follow over Server-Sent Events that resumes
 //! from any offset (`Last-Event-ID` or `?offset=`). Both read the file the supervisor appends to;
-//! memory stays bounded whatever the log's size.
+//! memory stays bounded whatever the log's size. Live viewers of a job share one watcher of its
+//! log ([`hub`]); [`follow`] is what each of them runs.
+
+mod follow;
+mod hub;
+
+pub(crate) use hub::LogHub;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,12 +31,12 @@ use crate::auth::{Access, CurrentUser};
 use crate::range::Ranged;
 use crate::{ApiError, AppState};
 
-const CHUNK: u64 = 64 * 1024;
+pub(super) const CHUNK: u64 = 64 * 1024;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs/{id}/log", get(log))
-        .route("/runs/{id}/log/stream", get(stream))
+        .route("/runs/{id}/log/stream", get(follow::stream))
         .route("/events", get(events))
 }
 
@@ -102,7 +108,7 @@ struct LogQuery {
     length: Option<u64>,
 }
 
-fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
+pub(super) fn pick_job(run: &RunRow, job: Option<&str>) -> Result<JobRow, ApiError> {
     match job {
         Some(name) => run
             .jobs
@@ -208,136 +214,4 @@ pub(crate) fn file_stream(
             }
         }
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamQuery {
-    job: Option<String>,
-    offset: Option<u64>,
-}
-
-/// SSE: `log` events carry `{"offset": N, "text": "..."}` (the text decoded lossily; the raw bytes
-/// are at `/log`), with the next offset as the event id; an `end` event carries the final status.
-async fn stream(
-    State(s): State<AppState>,
-    user: CurrentUser,
-    id: Result<Path<i64>, PathRejection>,
-    q: Result<Query<StreamQuery>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    let Path(id) = id?;
-    let Query(q) = q?;
-    let run = load_run(&s, &user, id).await?;
-    let job = pick_job(&run, q.job.as_deref())?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let offset = resume.or(q.offset).unwrap_or(0);
-    let job_id = job.id;
-    let state = FollowState {
-        s,
-        run_id: id,
-        job_id,
-        offset,
-        done: false,
-    };
-    let events = futures::stream::unfold(state, follow_step);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-struct FollowState {
-    s: AppState,
-    run_id: i64,
-    job_id: i64,
-    offset: u64,
-    done: bool,
-}
-
-async fn follow_step(mut st: FollowState) -> Option<(Result<Event, Infallible>, FollowState)> {
-    if st.done {
-        return None;
-    }
-    let mut changes = st.s.sched.changes();
-    loop {
-        changes.borrow_and_update();
-        let run = st.s.store.get_run(st.run_id).await.ok().flatten()?;
-        let job = run.jobs.iter().find(|j| j.id == st.job_id)?.clone();
-        let path = st.s.folders.log_path(job.id, job.attempt);
-        let offset = st.offset;
-        let bytes =
-            tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, offset, CHUNK))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-        // Never split a UTF-8 character between two events: hold back an incomplete one at the
-        // end of the chunk until its other bytes arrive (or the job ends without them).
-        let keep = if job.status.is_terminal() && (bytes.len() as u64) < CHUNK {
-            bytes.len()
-        } else {
-            complete_utf8_prefix(&bytes)
-        };
-        let bytes = &bytes[..keep];
-        if !bytes.is_empty() {
-            let text = String::from_utf8_lossy(bytes).into_owned();
-            st.offset += bytes.len() as u64;
-            let data = json!({"offset": offset, "text": text}).to_string();
-            let ev = Event::default()
-                .event("log")
-                .id(st.offset.to_string())
-                .data(data);
-            return Some((Ok(ev), st));
-        }
-        if job.status.is_terminal() {
-            st.done = true;
-            let data =
-                json!({"status": job.status, "exit_code": job.exit_code, "reason": job.reason})
-                    .to_string();
-            return Some((Ok(Event::default().event("end").data(data)), st));
-        }
-        // Wait for more output: a state change wakes us at once, else look again shortly.
-        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
-    }
-}
-
-/// The length of `bytes` without a trailing, incomplete UTF-8 sequence (invalid bytes elsewhere
-/// are left for lossy decoding).
-fn complete_utf8_prefix(bytes: &[u8]) -> usize {
-    let tail_start = bytes.len().saturating_sub(3);
-    for i in (tail_start..bytes.len()).rev() {
-        let b = bytes[i];
-        if b & 0xC0 == 0x80 {
-            continue; // continuation byte: look further back for the lead byte
-        }
-        let need = match b {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => return bytes.len(),
-        };
-        return if bytes.len() - i < need {
-            i
-        } else {
-            bytes.len()
-        };
-    }
-    bytes.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::complete_utf8_prefix;
-
-    #[test]
-    fn holds_back_only_an_incomplete_trailing_character() {
-        let e = "é".as_bytes();
-        assert_eq!(complete_utf8_prefix(b"abc"), 3);
-        assert_eq!(complete_utf8_prefix(&[b'a', e[0]]), 1);
-        assert_eq!(complete_utf8_prefix(&[b'a', e[0], e[1]]), 3);
-        let euro = "€".as_bytes();
-        assert_eq!(complete_utf8_prefix(&[b'x', euro[0], euro[1]]), 1);
-        assert_eq!(complete_utf8_prefix(&[b'x', 0xff, 0xfe]), 3);
-    }
 }
