@@ -59,12 +59,17 @@ struct Inner {
     inotify: OnceLock<Option<Kernel>>,
 }
 
+/// Who to wake per inotify watch. The kernel gives a folder watched twice (an old watcher not
+/// yet gone, a new one already there) the same watch, so a watch has a list, and is removed
+/// with the last entry.
+type Wakers = Arc<Mutex<HashMap<i32, Vec<Arc<Notify>>>>>;
+
 /// The inotify instance: a handle to add and remove watches, and who to wake per watch (an
 /// event-reading task dispatches to them).
 #[derive(Clone)]
 struct Kernel {
     watches: Watches,
-    wakers: Arc<Mutex<HashMap<i32, Arc<Notify>>>>,
+    wakers: Wakers,
 }
 
 /// A job's watcher task; aborted when the last viewer lets go.
@@ -134,18 +139,18 @@ impl Kernel {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
         let mut events = inotify.into_event_stream(vec![0u8; 16 * 1024])?;
-        let wakers: Arc<Mutex<HashMap<i32, Arc<Notify>>>> = Arc::default();
+        let wakers: Wakers = Arc::default();
         let to_wake = wakers.clone();
         tokio::spawn(async move {
             let wake_all = || {
-                for n in lock(&to_wake).values() {
+                for n in lock(&to_wake).values().flatten() {
                     n.notify_one();
                 }
             };
             while let Some(ev) = events.next().await {
                 match ev {
                     Ok(ev) => match lock(&to_wake).get(&ev.wd.get_watch_descriptor_id()) {
-                        Some(n) => n.notify_one(),
+                        Some(ns) => ns.iter().for_each(|n| n.notify_one()),
                         // A queue overflow names no watch: anyone may have missed something.
                         None if ev.mask.contains(inotify::EventMask::Q_OVERFLOW) => wake_all(),
                         None => {}
@@ -172,7 +177,10 @@ impl Kernel {
             | WatchMask::DELETE_SELF;
         let wd = self.watches.clone().add(dir, mask)?;
         let notify = Arc::new(Notify::new());
-        lock(&self.wakers).insert(wd.get_watch_descriptor_id(), notify.clone());
+        lock(&self.wakers)
+            .entry(wd.get_watch_descriptor_id())
+            .or_default()
+            .push(notify.clone());
         Ok(DirWatch {
             kernel: self.clone(),
             dir: dir.to_owned(),
@@ -196,9 +204,17 @@ struct DirWatch {
 
 impl Drop for DirWatch {
     fn drop(&mut self) {
-        lock(&self.kernel.wakers).remove(&self.wd.get_watch_descriptor_id());
-        // Fails when the folder is gone already (the kernel removed the watch then).
-        let _ = self.kernel.watches.remove(self.wd.clone());
+        let mut wakers = lock(&self.kernel.wakers);
+        let id = self.wd.get_watch_descriptor_id();
+        let Some(ns) = wakers.get_mut(&id) else {
+            return;
+        };
+        ns.retain(|n| !Arc::ptr_eq(n, &self.notify));
+        if ns.is_empty() {
+            wakers.remove(&id);
+            // Fails when the folder is gone already (the kernel removed the watch then).
+            let _ = self.kernel.watches.remove(self.wd.clone());
+        }
     }
 }
 
@@ -299,5 +315,47 @@ async fn next_change(
             *changes = None;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inotify watches this process holds.
+    fn watches_held() -> usize {
+        std::fs::read_dir("/proc/self/fdinfo")
+            .expect("/proc/self/fdinfo")
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_folder_watched_twice_keeps_its_watch_until_both_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = Kernel::start().expect("an inotify instance");
+        let before = watches_held();
+        let old = k.watch(dir.path()).unwrap();
+        let new = k.watch(dir.path()).unwrap();
+        assert_eq!(
+            old.wd.get_watch_descriptor_id(),
+            new.wd.get_watch_descriptor_id(),
+            "the kernel gives one folder one watch"
+        );
+        assert_eq!(watches_held(), before + 1);
+        // The old watcher going must not take the new one's watch with it.
+        drop(old);
+        std::fs::write(dir.path().join("log"), "x").unwrap();
+        tokio::time::timeout(Duration::from_secs(30), new.notify.notified())
+            .await
+            .expect("a write wakes the remaining watcher");
+        assert_eq!(watches_held(), before + 1);
+        drop(new);
+        assert_eq!(watches_held(), before, "the last one removes the watch");
     }
 }
