@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::hub::{Follower, LogHub, Seen};
-use super::{CHUNK, pick_job};
+use super::job::{CHUNK, pick_job};
 use crate::api::load_run;
 use crate::auth::CurrentUser;
 use crate::{ApiError, AppState};
