@@ -23,14 +23,12 @@ use baton_core::config::Config;
 use baton_core::run::TargetKind;
 use baton_store::Visible;
 
+use crate::session::{SESSION_COOKIE, cookie};
 use crate::{ApiError, AppState};
 
-/// Token names of agent credentials start with this: such a token is good for the agent routes
-/// only (`agents`).
+/// Token names of agent credentials start with this; such a credential is good for the agent
+/// routes (`crate::agents`) only.
 pub(crate) const CREDENTIAL_PREFIX: &str = "agent:";
-
-/// The session cookie's name.
-pub(crate) const SESSION_COOKIE: &str = "baton_session";
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -58,18 +56,6 @@ pub(crate) fn unauthorized(message: &str) -> ApiError {
 
 pub(crate) fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 /// Resolves the caller from the bearer token or the session cookie; `Ok(None)` when the request
@@ -158,11 +144,8 @@ pub(crate) fn is_write(m: &Method) -> bool {
 
 /// Constant-time comparison of two secrets.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// API middleware: every route needs a caller; cookie callers need the CSRF header on writes.

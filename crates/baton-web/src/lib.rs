@@ -19,6 +19,7 @@ mod headers;
 mod login;
 mod logs;
 mod range;
+mod session;
 mod sso;
 mod ui;
 
@@ -103,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(headers::security))
+        // Live log viewers of a job share one watcher (made per router: one per server).
+        .layer(axum::Extension(logs::LogHub::default()))
         .with_state(state)
 }
 

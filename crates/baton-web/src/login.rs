@@ -14,14 +14,15 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::{self, SESSION_COOKIE};
-use crate::guard::{LOGIN_TOKEN_SECS, LoginGuard, TokenError};
-use crate::ui::{
-    Fields, Nav, PageResult, SESSION_DAYS, check_csrf, error_page, field, https, render, safe_next,
-    set_cookie, urlencode,
-};
+use baton_core::config::Config;
 
-const LOGIN_CSRF_COOKIE: &str = "baton_login_csrf";
+use crate::auth;
+use crate::guard::{LOGIN_TOKEN_SECS, LoginGuard, TokenError};
+use crate::session::{
+    LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_DAYS, cookie, https, safe_next, secure_cookies,
+    set_cookie, signed_in,
+};
+use crate::ui::{Fields, Nav, PageResult, check_csrf, error_page, field, render, urlencode};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -35,6 +36,25 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A single sign-on provider's link on the login page.
+pub(crate) struct SsoLink {
+    pub name: String,
+    pub label: String,
+}
+
+/// The single sign-on providers of `config`, for the login page.
+pub(crate) fn links(config: &Config) -> Vec<SsoLink> {
+    config
+        .server
+        .auth
+        .values()
+        .map(|p| SsoLink {
+            name: p.name.clone(),
+            label: p.label.clone(),
+        })
+        .collect()
+}
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginTpl {
@@ -42,7 +62,7 @@ struct LoginTpl {
     csrf: String,
     next: String,
     error: String,
-    providers: Vec<crate::sso::SsoLink>,
+    providers: Vec<SsoLink>,
     /// `?next=…` for the single sign-on links (empty when it is `/`).
     next_query: String,
 }
@@ -64,7 +84,7 @@ async fn login_page(
         q.next.as_deref().unwrap_or("/"),
         "",
         StatusCode::OK,
-        crate::sso::links(&config),
+        links(&config),
     )
 }
 
@@ -75,7 +95,7 @@ pub(crate) fn login_form(
     next: &str,
     error: &str,
     code: StatusCode,
-    providers: Vec<crate::sso::SsoLink>,
+    providers: Vec<SsoLink>,
 ) -> Response {
     let csrf = guard.issue_token(now_unix());
     let next = safe_next(next).to_owned();
@@ -111,7 +131,7 @@ fn too_many(
     next: &str,
     message: &str,
     retry_after: u64,
-    providers: Vec<crate::sso::SsoLink>,
+    providers: Vec<SsoLink>,
 ) -> Response {
     let mut resp = login_form(
         &s.login,
@@ -134,6 +154,17 @@ fn backoff_message(secs: u64) -> String {
     )
 }
 
+/// Why a login form's token was refused, for the person signing in.
+fn refused_form(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Expired => "The login form expired (a form is good for an hour). Try again.",
+        TokenError::Forged => {
+            "The login form was not sent from this site (or was issued before the server \
+             restarted). Try again."
+        }
+    }
+}
+
 async fn login(
     State(s): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -142,34 +173,26 @@ async fn login(
 ) -> Response {
     let next = safe_next(field(&f, "next")).to_owned();
     let config = s.sched.config().await.unwrap_or_default();
-    let links = || crate::sso::links(&config);
+    let providers = || links(&config);
     // No hashing before the form proves it came from a page this server rendered.
-    let cookie = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let cookie = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if let Err(e) = s.login.check_token(cookie, field(&f, "csrf"), now_unix()) {
-        let message = match e {
-            TokenError::Expired => {
-                "The login form expired (a form is good for an hour). Try again."
-            }
-            TokenError::Forged => {
-                "The login form was not sent from this site (or was issued before the server \
-                 restarted). Try again."
-            }
-        };
-        return login_form(
-            &s.login,
-            &headers,
-            &next,
-            message,
-            StatusCode::FORBIDDEN,
-            links(),
-        );
+        let (msg, code) = (refused_form(&e), StatusCode::FORBIDDEN);
+        return login_form(&s.login, &headers, &next, msg, code, providers());
     }
     let addr = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(c)| c.0.ip());
     let user = field(&f, "user").trim().to_owned();
     let wait_secs = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
     if let Some(wait) = s.login.blocked(addr, &user, Instant::now()) {
         let secs = wait_secs(wait);
-        return too_many(&s, &headers, &next, &backoff_message(secs), secs, links());
+        return too_many(
+            &s,
+            &headers,
+            &next,
+            &backoff_message(secs),
+            secs,
+            providers(),
+        );
     }
     // A name that cannot exist fails without hashing (that tells nobody anything).
     let valid = baton_store::valid_user_name(&user);
@@ -183,7 +206,7 @@ async fn login(
                     &next,
                     "The server is busy checking other logins. Wait a moment and try again.",
                     secs,
-                    links(),
+                    providers(),
                 );
             }
         }
@@ -193,7 +216,14 @@ async fn login(
     // Counted as a failure from here on, until the password proves right.
     if let Err(wait) = s.login.begin(addr, &user, Instant::now()) {
         let secs = wait_secs(wait);
-        return too_many(&s, &headers, &next, &backoff_message(secs), secs, links());
+        return too_many(
+            &s,
+            &headers,
+            &next,
+            &backoff_message(secs),
+            secs,
+            providers(),
+        );
     }
     let ok = match slot {
         Some(slot) => {
@@ -216,7 +246,7 @@ async fn login(
             &next,
             "Unknown user or wrong password.",
             StatusCode::UNAUTHORIZED,
-            links(),
+            providers(),
         );
     }
     s.login.succeeded(addr, &user);
@@ -225,29 +255,9 @@ async fn login(
         .create_session(&user, chrono::Duration::days(SESSION_DAYS))
         .await
     {
-        Ok(session) => signed_in(
-            &session,
-            &next,
-            crate::sso::secure_cookies(&config, &headers),
-        ),
+        Ok(session) => signed_in(&session, &next, secure_cookies(&config, &headers)),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-}
-
-/// The answer to a successful sign-in (password or single sign-on): the session cookie, and on
-/// to `next`.
-pub(crate) fn signed_in(session: &baton_store::NewSession, next: &str, secure: bool) -> Response {
-    let mut resp = Redirect::to(safe_next(next)).into_response();
-    let h = resp.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &session.id, SESSION_DAYS * 86400, secure),
-    );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure),
-    );
-    resp
 }
 
 async fn logout(
@@ -258,7 +268,7 @@ async fn logout(
     if let Ok(Some(user)) = auth::resolve(&s, &headers).await {
         check_csrf(&user, &f)?;
     }
-    if let Some(id) = auth::cookie(&headers, SESSION_COOKIE) {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         s.store.delete_session(id).await?;
     }
     let mut resp = Redirect::to("/login").into_response();

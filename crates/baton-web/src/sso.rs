@@ -47,8 +47,9 @@ use baton_core::config::{Config, SsoKind, SsoProvider, UserClaim, check_base_url
 use baton_store::StoreError;
 
 use crate::AppState;
-use crate::auth::{self, same_secret};
-use crate::ui::{self, https, safe_next, set_cookie};
+use crate::auth::same_secret;
+use crate::login::{links, login_form};
+use crate::session::{SESSION_DAYS, cookie, safe_next, secure_cookies, set_cookie, signed_in};
 
 /// The cookie that binds a sign-in flow to the browser that started it.
 pub(crate) const SSO_COOKIE: &str = "baton_sso";
@@ -285,36 +286,6 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// A link on the login page.
-pub(crate) struct SsoLink {
-    pub name: String,
-    pub label: String,
-}
-
-/// The providers of `config`, for the login page.
-pub(crate) fn links(config: &Config) -> Vec<SsoLink> {
-    config
-        .server
-        .auth
-        .values()
-        .map(|p| SsoLink {
-            name: p.name.clone(),
-            label: p.label.clone(),
-        })
-        .collect()
-}
-
-/// Whether cookies must be `Secure`: the request came over https, or browsers reach this
-/// server at an https `public_url`.
-pub(crate) fn secure_cookies(config: &Config, headers: &HeaderMap) -> bool {
-    https(headers)
-        || config
-            .server
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
-}
-
 #[derive(Deserialize)]
 struct StartQuery {
     next: Option<String>,
@@ -485,10 +456,10 @@ async fn callback(
     let mut resp = match finish(&s, &config, &name, &headers, q).await {
         Ok((user, next)) => match s
             .store
-            .create_session(&user, chrono::Duration::days(ui::SESSION_DAYS))
+            .create_session(&user, chrono::Duration::days(SESSION_DAYS))
             .await
         {
-            Ok(session) => crate::login::signed_in(&session, &next, secure),
+            Ok(session) => signed_in(&session, &next, secure),
             Err(e) => {
                 let Failure(code, message) = internal(e);
                 login_failure(&s, &config, &headers, code, &message)
@@ -525,7 +496,7 @@ async fn finish(
         )
     };
     let state = q.state.as_deref().unwrap_or("");
-    let cookie = auth::cookie(headers, SSO_COOKIE).unwrap_or("");
+    let cookie = cookie(headers, SSO_COOKIE).unwrap_or("");
     if state.is_empty() || !same_secret(state, cookie) {
         return Err(expired());
     }
@@ -586,26 +557,7 @@ async fn finish(
             let claims = id_token
                 .claims(&verifier, &flow.nonce)
                 .map_err(|e| unverified(format!("ID token: {e}")))?;
-            let user = match user_claim {
-                UserClaim::Email => {
-                    let email = claims.email().ok_or_else(|| {
-                        unverified("the ID token has no email (ask for the `email` scope)".into())
-                    })?;
-                    if claims.email_verified() != Some(true) {
-                        return Err(unverified(format!(
-                            "the e-mail address {} is not verified at the provider",
-                            email.as_str()
-                        )));
-                    }
-                    email.as_str().to_ascii_lowercase()
-                }
-                UserClaim::PreferredUsername => claims
-                    .preferred_username()
-                    .ok_or_else(|| unverified("the ID token has no preferred_username".into()))?
-                    .as_str()
-                    .to_owned(),
-                UserClaim::Sub => claims.subject().as_str().to_owned(),
-            };
+            let user = user_of(claims, user_claim).map_err(unverified)?;
             let subject = format!("{}|{}", claims.issuer().as_str(), claims.subject().as_str());
             (user, subject)
         }
@@ -622,8 +574,49 @@ async fn finish(
         }
         _ => return Err(expired()),
     };
-    let known = s.store.find_user(&user).await.map_err(internal)?.is_some();
-    if !known && !may_sign_in(config, p, &user) {
+    admit(s, config, p, &user, &subject).await?;
+    Ok((user, flow.next))
+}
+
+/// The Baton user name an ID token names, by the provider's `user_claim`; `Err` says what is
+/// missing or unverified.
+fn user_of(
+    claims: &openidconnect::core::CoreIdTokenClaims,
+    user_claim: &UserClaim,
+) -> Result<String, String> {
+    Ok(match user_claim {
+        UserClaim::Email => {
+            let email = claims
+                .email()
+                .ok_or("the ID token has no email (ask for the `email` scope)")?;
+            if claims.email_verified() != Some(true) {
+                return Err(format!(
+                    "the e-mail address {} is not verified at the provider",
+                    email.as_str()
+                ));
+            }
+            email.as_str().to_ascii_lowercase()
+        }
+        UserClaim::PreferredUsername => claims
+            .preferred_username()
+            .ok_or("the ID token has no preferred_username")?
+            .as_str()
+            .to_owned(),
+        UserClaim::Sub => claims.subject().as_str().to_owned(),
+    })
+}
+
+/// Lets `user` in when they are known or the config admits them, and records the provider's
+/// `subject` for them (one identity per user and provider).
+async fn admit(
+    s: &AppState,
+    config: &Config,
+    p: &SsoProvider,
+    user: &str,
+    subject: &str,
+) -> Result<(), Failure> {
+    let known = s.store.find_user(user).await.map_err(internal)?.is_some();
+    if !known && !may_sign_in(config, p, user) {
         return Err(fail(
             StatusCode::FORBIDDEN,
             format!(
@@ -632,8 +625,8 @@ async fn finish(
             ),
         ));
     }
-    match s.store.sso_user(&user, &p.name, &subject).await {
-        Ok(()) => Ok((user, flow.next)),
+    match s.store.sso_user(user, &p.name, subject).await {
+        Ok(()) => Ok(()),
         Err(e @ StoreError::IdentityConflict { .. }) => {
             Err(fail(StatusCode::CONFLICT, e.to_string()))
         }
@@ -740,5 +733,5 @@ fn login_failure(
     code: StatusCode,
     message: &str,
 ) -> Response {
-    crate::login::login_form(&s.login, headers, "/", message, code, links(config))
+    login_form(&s.login, headers, "/", message, code, links(config))
 }

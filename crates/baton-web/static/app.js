@@ -76,4 +76,6 @@
   }
   var es = new EventSource("/api/v1/events");
   es.addEventListener("change", refresh);
+  // Tells whoever looks (the browser tests) that changes from now on will arrive.
+  es.onopen = function () { document.body.dataset.changes = "open"; };
 })();

@@ -10,6 +10,7 @@ mod common;
 #[path = "common/users.rs"]
 mod users;
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -59,22 +60,20 @@ async fn browser() -> (Driver, Client) {
 async fn browser_with(extra: &[&str]) -> (Driver, Client) {
     let chromium = need("chromium", "chromium");
     let driver = need("chromedriver", "chromium-driver");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(driver)
-        .arg(format!("--port={port}"))
+    // Port 0: chromedriver binds a free port itself and names it when it is ready.
+    let mut child = Command::new(driver)
+        .arg("--port=0")
         .process_group(0)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
+    let stdout = child.stdout.take().expect("chromedriver's stdout");
     let d = Driver {
         child,
         profile: tempfile::tempdir().expect("a profile folder for chromium"),
     };
+    let port = ready_port(stdout);
     let user_data_dir = format!("--user-data-dir={}", d.profile.path().display());
     let mut args = vec![
         user_data_dir.as_str(),
@@ -106,6 +105,27 @@ async fn browser_with(extra: &[&str]) -> (Driver, Client) {
     }
 }
 
+/// Reads chromedriver's output until its ready line ("... started successfully on port N.")
+/// and returns N; keeps draining the output afterwards.
+fn ready_port(stdout: std::process::ChildStdout) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let port = line
+                .split_once("started successfully on port ")
+                .and_then(|(_, p)| p.trim_end_matches('.').trim().parse::<u16>().ok());
+            if let Some(p) = port
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("chromedriver did not say it was ready (its port) within 30 s")
+}
+
 fn shots_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -116,11 +136,54 @@ fn shots_dir() -> PathBuf {
 async fn shoot(c: &Client, name: &str) {
     for (w, h, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
         c.set_window_size(w, h).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        laid_out_at(c, w).await;
         let png = c.screenshot().await.unwrap();
         std::fs::write(shots_dir().join(format!("{name}-{tag}.png")), png).unwrap();
     }
     c.set_window_size(1280, 900).await.unwrap();
+}
+
+/// Waits until the page is laid out at width `w` and a frame at that size has been painted.
+async fn laid_out_at(c: &Client, w: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // Resolves after two animation frames: the next frame after any pending layout.
+        let width = c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(window.innerWidth)));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if width == json!(w) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window was resized to {w} px but the page is {width} px wide"
+        );
+    }
+}
+
+/// Waits until the page's change feed (`/api/v1/events`) is connected, so that a change made
+/// from now on reaches it.
+async fn wait_change_feed(c: &Client) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = c
+            .execute("return document.body.dataset.changes || ''", vec![])
+            .await
+            .unwrap();
+        if state == json!("open") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page's change feed did not connect within {WAIT:?} (state {state})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -339,7 +402,7 @@ pipelines:
     c.goto(&format!("{}/runs", s.base)).await.unwrap();
     shoot(&c, "runs").await;
     // The list refreshes itself when a run appears (SSE change events), no reload needed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_change_feed(&c).await;
     let fresh = id_of(&s.trigger("fixture", &[]).await);
     wait_text(&c, "main", &format!("#{fresh}")).await;
     s.wait_run(fresh).await;

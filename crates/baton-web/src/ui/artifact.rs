@@ -1,0 +1,74 @@
+//! Artifact downloads from the web UI.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+
+use super::page::{PageResult, not_found};
+use super::request::page_user;
+use super::run::visible_run;
+use crate::AppState;
+use crate::range::Ranged;
+
+/// Serves one artifact: a regular file inside the job's `out/` folder, opened without following
+/// any symlink (`crate::artifacts`); anything else is a 404. `Range` works as on logs.
+pub(super) async fn artifact(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((id, job_id, rel)): Path<(i64, i64, String)>,
+) -> PageResult {
+    let (_, a, _) = page_user(&s, &headers, &uri).await?;
+    let run = visible_run(&s, &a, id).await?;
+    let job = run
+        .jobs
+        .iter()
+        .find(|j| j.id == job_id)
+        .ok_or_else(not_found)?;
+    let out = s.folders.job_dir(job.id, job.attempt).join("out");
+    let art = tokio::task::spawn_blocking(move || crate::artifacts::open(&out, &rel))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(not_found)?;
+    let size = art.size;
+    let (start, len) = match crate::range::of_request(&headers, size) {
+        Ranged::Full => (0, size),
+        Ranged::Part { start, end } => (start, end - start + 1),
+        Ranged::Unsatisfiable => {
+            return Ok(crate::range::unsatisfiable(&headers, size, "artifact"));
+        }
+    };
+    let name = art.name.replace(['"', '\\', '\r', '\n'], "_");
+    let mut resp = Response::new(Body::from_stream(crate::artifacts::stream(
+        art.file, start, len,
+    )));
+    if len != size {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            Ranged::content_range(start, start + len - 1, size),
+        );
+    }
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Sandboxed: an HTML artifact opened in the browser cannot act as the user.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::headers::ARTIFACT_CSP),
+    );
+    Ok(resp)
+}

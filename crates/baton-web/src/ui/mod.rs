@@ -1,0 +1,78 @@
+//! The web UI: server-rendered HTML pages (askama templates, compiled and auto-escaped) with a
+//! little embedded CSS and JavaScript. Every page works without JavaScript; with it, a running
+//! job's log follows live over the API's SSE endpoint.
+//!
+//! Access rules are the API's (`crate::auth::Access`): a hidden run or target answers 404 like a
+//! missing one. Every form carries the session's CSRF secret; the login form (`crate::login`)
+//! carries a token the server signed, since there is no session yet.
+//!
+//! One module per page or concern: [`page`] (header facts, rendering, error pages) and
+//! [`request`] (the caller, forms, CSRF) are shared; the pages build on them and never on each
+//! other, except the artifact download, which shares the run page's visibility check.
+
+mod admin;
+mod artifact;
+mod dag;
+mod dashboard;
+mod format;
+mod me;
+mod page;
+mod request;
+mod run;
+mod runs;
+mod trigger;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+pub(crate) use page::{Nav, PageResult, error_page, not_found_page, render, urlencode};
+pub(crate) use request::{Fields, check_csrf, field};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard::dashboard))
+        .route("/runs", get(runs::runs_page))
+        .route("/runs/{id}", get(run::run_page))
+        .route("/runs/{id}/cancel", post(run::cancel))
+        .route("/runs/{id}/rerun", post(run::rerun))
+        .route(
+            "/runs/{id}/artifacts/{job}/{*path}",
+            get(artifact::artifact),
+        )
+        .route(
+            "/trigger/{kind}/{name}",
+            get(trigger::trigger_page).post(trigger::trigger),
+        )
+        .route("/me", get(me::me_page))
+        .route("/me/tokens", post(me::create_token))
+        .route("/me/tokens/{id}/revoke", post(me::revoke_token))
+        .route("/admin/reload", post(admin::reload))
+        .route("/admin/tasks/{name}/enabled", post(admin::set_enabled))
+        .route("/static/app.css", get(css))
+        .route("/static/app.js", get(js))
+}
+/// `app.css` and the terminal palette's classes (entries 16–255, see `ansi`).
+async fn css() -> impl IntoResponse {
+    static CSS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\n{}",
+            include_str!("../../static/app.css"),
+            crate::ansi::palette_css()
+        )
+    });
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        CSS.as_str(),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/app.js"),
+    )
+}

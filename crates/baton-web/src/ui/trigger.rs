@@ -1,0 +1,129 @@
+//! The trigger form (`/trigger/{kind}/{name}`): start a task or pipeline with arguments.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect};
+
+use baton_core::run::{TargetKind, TriggerKind};
+use baton_sched::{SchedError, TriggerRequest};
+
+use super::page::{Nav, PageError, PageResult, not_found, render};
+use super::request::{Fields, check_csrf, field, page_user};
+use crate::AppState;
+use crate::auth::Access;
+
+#[derive(Template)]
+#[template(path = "trigger.html")]
+struct TriggerTpl {
+    nav: Nav,
+    kind: &'static str,
+    name: String,
+    description: String,
+    known_args: Vec<String>,
+    error: String,
+}
+
+fn target_kind(kind: &str) -> Result<TargetKind, PageError> {
+    match kind {
+        "task" => Ok(TargetKind::Task),
+        "pipeline" => Ok(TargetKind::Pipeline),
+        _ => Err(not_found()),
+    }
+}
+
+async fn trigger_form(
+    a: &Access,
+    nav: Nav,
+    kind: TargetKind,
+    name: &str,
+    error: &str,
+) -> Result<TriggerTpl, PageError> {
+    if !a.can_see(kind, name) {
+        return Err(not_found());
+    }
+    let description = match kind {
+        TargetKind::Task => a.config.tasks.get(name).map(|t| t.description.clone()),
+        TargetKind::Pipeline => a.config.pipelines.get(name).map(|_| String::new()),
+    }
+    .ok_or_else(not_found)?;
+    Ok(TriggerTpl {
+        nav,
+        kind: kind.as_str(),
+        name: name.to_owned(),
+        description,
+        known_args: Vec::new(),
+        error: error.to_owned(),
+    })
+}
+
+pub(super) async fn trigger_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((kind, name)): Path<(String, String)>,
+) -> PageResult {
+    let (_, a, nav) = page_user(&s, &headers, &uri).await?;
+    let kind = target_kind(&kind)?;
+    Ok(render(&trigger_form(&a, nav, kind, &name, "").await?))
+}
+
+pub(super) async fn trigger(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((kind, name)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> PageResult {
+    let (user, a, nav) = page_user(&s, &headers, &uri).await?;
+    check_csrf(&user, &f)?;
+    let kind = target_kind(&kind)?;
+    if !a.can_see(kind, &name) {
+        return Err(not_found());
+    }
+    let mut args = BTreeMap::new();
+    for (k, v) in &f {
+        if let Some(arg) = k.strip_prefix("arg.")
+            && !v.is_empty()
+        {
+            args.insert(arg.to_owned(), v.clone());
+        }
+    }
+    for line in field(&f, "extra").lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) => {
+                args.insert(k.trim().to_owned(), v.to_owned());
+            }
+            None => {
+                let msg = format!("{line:?} is not name=value");
+                let t = trigger_form(&a, nav, kind, &name, &msg).await?;
+                return Ok((StatusCode::BAD_REQUEST, render(&t)).into_response());
+            }
+        }
+    }
+    let req = TriggerRequest {
+        target: name.clone(),
+        kind: Some(kind),
+        args,
+        trigger: TriggerKind::Api,
+        ancestors: vec![],
+    };
+    match s.sched.trigger(req).await {
+        Ok(run) => Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response()),
+        Err(e @ (SchedError::BadArgument { .. } | SchedError::Disabled(_))) => {
+            let t = trigger_form(&a, nav, kind, &name, &e.to_string()).await?;
+            Ok((StatusCode::BAD_REQUEST, render(&t)).into_response())
+        }
+        Err(e @ SchedError::WaitListFull { .. }) => {
+            let t = trigger_form(&a, nav, kind, &name, &e.to_string()).await?;
+            Ok((StatusCode::CONFLICT, render(&t)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
