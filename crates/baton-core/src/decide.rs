@@ -34,7 +34,7 @@ pub use on_error::{
     FAILED_LOG_TAIL_BYTES, FailedTask, ON_ERROR_JOB, adds_on_error, failed_task_args,
 };
 pub use reason::{ReasonJob, run_reason};
-pub use retry::{AttemptEnd, JobEnd, job_end};
+pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
 
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,24 @@ pub enum Admit {
     Refuse { reason: String },
 }
 
+/// A trigger within the debounce window after the last start is skipped.
+fn debounced(
+    name: &str,
+    policy: &Admission,
+    last_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Admit> {
+    let (window, last) = policy.debounce.zip(last_start)?;
+    let until = last + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    (now < until).then(|| Admit::Skip {
+        reason: format!(
+            "skipped: `{name}` started at {} and debounces triggers until {}",
+            last.format("%H:%M:%S"),
+            until.format("%H:%M:%S")
+        ),
+    })
+}
+
 /// Decides what a trigger of `name` becomes, given the runs of it that have not ended (oldest
 /// first) and its last start.
 ///
@@ -131,17 +149,8 @@ pub fn admit(
     partition: Option<&str>,
     now: DateTime<Utc>,
 ) -> Admit {
-    if let (Some(window), Some(last)) = (policy.debounce, last_start) {
-        let until = last + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        if now < until {
-            return Admit::Skip {
-                reason: format!(
-                    "skipped: `{name}` started at {} and debounces triggers until {}",
-                    last.format("%H:%M:%S"),
-                    until.format("%H:%M:%S")
-                ),
-            };
-        }
+    if let Some(skip) = debounced(name, policy, last_start, now) {
+        return skip;
     }
     let not_before = policy
         .start_delay
@@ -227,4 +236,23 @@ pub fn partition_of(args: &BTreeMap<String, String>) -> Option<String> {
     args.get("queuePartition")
         .or_else(|| args.get("queue_partition"))
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_is_named_by_either_spelling() {
+        let args = |k: &str| BTreeMap::from([(k.to_string(), "eu".to_string())]);
+        assert_eq!(partition_of(&args("queuePartition")).as_deref(), Some("eu"));
+        assert_eq!(
+            partition_of(&args("queue_partition")).as_deref(),
+            Some("eu")
+        );
+        assert_eq!(partition_of(&args("partition")), None);
+        let mut both = args("queue_partition");
+        both.insert("queuePartition".into(), "us".into());
+        assert_eq!(partition_of(&both).as_deref(), Some("us"));
+    }
 }

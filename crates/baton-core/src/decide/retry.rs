@@ -32,7 +32,9 @@ pub enum JobEnd {
     },
 }
 
-fn asked_to_cancel(held: Option<&str>) -> bool {
+/// Whether the scheduler asked the job to stop: its reason is a `canceled: ...` one (fail
+/// fast, a replacement).
+pub fn asked_to_cancel(held: Option<&str>) -> bool {
     held.is_some_and(|r| r.starts_with("canceled:"))
 }
 

@@ -102,10 +102,7 @@ impl Actor {
         }
         // A cancel asked for while the job was still launching (by a user, or by the DAG's
         // fail fast) could not reach it then: deliver it now.
-        let cancel = cancel
-            || j.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("canceled:"));
+        let cancel = cancel || decide::asked_to_cancel(j.reason.as_deref());
         j.status = Status::Running;
         let change = job_change(j, None);
         let run_id = run.row.id;
