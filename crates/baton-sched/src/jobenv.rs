@@ -58,17 +58,14 @@ impl JobEnv {
                 None => missing.push(format!("secret {name:?}")),
             }
         }
-        let mut mask: Vec<String> = secrets
-            .env
-            .iter()
-            .map(|(_, v)| v.clone())
-            .chain(config.hidden.values().map(|v| v.expose().to_owned()))
-            .chain(config.secrets.values().map(|s| s.value.expose().to_owned()))
-            .filter(|v| v.len() >= 4)
-            .collect();
-        mask.sort();
-        mask.dedup();
-        secrets.mask = mask;
+        secrets.mask = baton_core::decide::mask_values(
+            secrets
+                .env
+                .iter()
+                .map(|(_, v)| v.clone())
+                .chain(config.hidden.values().map(|v| v.expose().to_owned()))
+                .chain(config.secrets.values().map(|s| s.value.expose().to_owned())),
+        );
         (plain, secrets, missing)
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use baton_core::config::{ContainerDef, PipelineDef, TaskDef};
@@ -18,7 +17,7 @@ pub(crate) enum TargetDef {
     Pipeline(PipelineDef),
 }
 
-pub(crate) const ON_ERROR_JOB: &str = "on_error";
+pub(crate) use baton_core::decide::ON_ERROR_JOB;
 
 impl TargetDef {
     pub fn kind(&self) -> TargetKind {
@@ -152,13 +151,7 @@ impl LiveRun {
             .collect()
     }
 
-    pub fn not_yet(&self, now: DateTime<Utc>) -> bool {
-        self.row.not_before.is_some_and(|t| t > now)
-    }
-
     pub fn partition(args: &BTreeMap<String, String>) -> Option<String> {
-        args.get("queuePartition")
-            .or_else(|| args.get("queue_partition"))
-            .cloned()
+        baton_core::decide::partition_of(args)
     }
 }

@@ -201,9 +201,8 @@ impl Store {
                     attempt,
                 } => {
                     sqlx::query(
-                        "UPDATE jobs SET status = ?, reason = ?,
-                            worker = COALESCE(?, worker), exit_code = COALESCE(?, exit_code),
-                            started_at = COALESCE(?, started_at), ended_at = COALESCE(?, ended_at),
+                        "UPDATE jobs SET status = ?, reason = ?, worker = ?, exit_code = ?,
+                            started_at = ?, ended_at = COALESCE(?, ended_at),
                             ended_seq = COALESCE(?, ended_seq), attempt = COALESCE(?, attempt)
                          WHERE id = ?",
                     )
@@ -255,15 +254,24 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a job to an open run (a pipeline's `on_error` job).
-    pub async fn add_job(&self, run_id: i64, name: &str, at: DateTime<Utc>) -> Result<JobRow> {
+    /// Adds a job to an open run (a pipeline's `on_error` job), with its own arguments beyond
+    /// the run's (none: empty).
+    pub async fn add_job(
+        &self,
+        run_id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+        args: &BTreeMap<String, String>,
+    ) -> Result<JobRow> {
+        let args = (!args.is_empty()).then(|| serde_json::to_string(args).unwrap_or_default());
         let row = sqlx::query(
-            "INSERT INTO jobs (run_id, name, status, attempt, queued_at) VALUES (?, ?, 'queued', 1, ?)
-             RETURNING *",
+            "INSERT INTO jobs (run_id, name, status, attempt, queued_at, args)
+             VALUES (?, ?, 'queued', 1, ?, ?) RETURNING *",
         )
         .bind(run_id)
         .bind(name)
         .bind(ms(at))
+        .bind(args)
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -648,6 +656,10 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
         ended_seq: row
             .try_get::<Option<i64>, _>("ended_seq")?
             .map(|s| s as u64),
+        args: match row.try_get::<Option<String>, _>("args")? {
+            Some(a) => serde_json::from_str(&a).map_err(|e| corrupt("jobs", e.to_string()))?,
+            None => BTreeMap::new(),
+        },
     })
 }
 

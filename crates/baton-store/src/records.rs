@@ -73,11 +73,18 @@ pub struct JobRow {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub ended_seq: Option<u64>,
+    /// Arguments of this job beyond its run's (the `on_error` job's `failedTask*`); they win
+    /// over the run's.
+    #[serde(skip)]
+    pub args: BTreeMap<String, String>,
 }
 
-/// One state change; `None` fields keep their stored value.
+/// One state change.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// A job's state as the scheduler now holds it: status, reason, worker, exit code and
+    /// start are written as given (`None` clears them: a job queued again for a retry has no
+    /// worker); `None` for the end, its order or the attempt keeps the stored value.
     Job {
         id: i64,
         status: Status,

@@ -425,3 +425,79 @@ async fn latest_task_ends_is_the_run_that_ended_last() {
         ])
     );
 }
+
+fn job_state(id: i64, status: Status, worker: Option<&str>, attempt: u32) -> Change {
+    Change::Job {
+        id,
+        status,
+        reason: None,
+        worker: worker.map(str::to_string),
+        exit_code: None,
+        started_at: worker.map(|_| Utc::now()),
+        ended_at: None,
+        ended_seq: None,
+        attempt: Some(attempt),
+    }
+}
+
+#[tokio::test]
+async fn a_job_queued_again_has_no_worker_or_start_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let run = store
+        .insert_run(&new_run("a", Status::Queued))
+        .await
+        .unwrap();
+    let job = run.jobs[0].id;
+    store
+        .apply(&[job_state(job, Status::Running, Some("local-1"), 1)])
+        .await
+        .unwrap();
+    let got = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(got.jobs[0].worker.as_deref(), Some("local-1"));
+    assert!(got.jobs[0].started_at.is_some());
+    // A retry: queued again for attempt 2, on no worker yet.
+    store
+        .apply(&[job_state(job, Status::Queued, None, 2)])
+        .await
+        .unwrap();
+    let got = store.get_run(run.id).await.unwrap().unwrap();
+    let j = &got.jobs[0];
+    assert_eq!((j.status, j.attempt), (Status::Queued, 2));
+    assert_eq!(j.worker, None, "a queued job keeps no worker: {j:?}");
+    assert_eq!(j.started_at, None, "a queued job has not started: {j:?}");
+    assert_eq!(store.job_worker(job, 2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_jobs_own_arguments_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = Store::open(&path).await.unwrap();
+    let mut p = new_run("p", Status::Queued);
+    p.kind = TargetKind::Pipeline;
+    let run = store.insert_run(&p).await.unwrap();
+    let args = BTreeMap::from([("failedTaskName".to_string(), "build".to_string())]);
+    let added = store
+        .add_job(run.id, "on_error", Utc::now(), &args)
+        .await
+        .unwrap();
+    assert_eq!(added.args, args);
+    let plain = store
+        .add_job(run.id, "other", Utc::now(), &BTreeMap::new())
+        .await
+        .unwrap();
+    assert!(plain.args.is_empty());
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let open = store.open_runs().await.unwrap();
+    let jobs = &open.iter().find(|r| r.id == run.id).unwrap().jobs;
+    let on_error = jobs.iter().find(|j| j.name == "on_error").unwrap();
+    assert_eq!(on_error.args, args);
+    assert!(
+        jobs.iter()
+            .filter(|j| j.name != "on_error")
+            .all(|j| j.args.is_empty())
+    );
+    assert!(run.jobs.iter().all(|j| j.args.is_empty()));
+}

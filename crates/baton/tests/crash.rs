@@ -115,3 +115,84 @@ async fn runs_survive_a_server_kill() {
     listed.sort_unstable();
     assert_eq!(listed, ids);
 }
+
+/// The `on_error` job is told which job failed and how; that is kept with the job, so a
+/// server that restarts before the `on_error` job runs still tells it.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_error_arguments_survive_a_restart() {
+    let config = format!(
+        r#"
+server:
+  local_workers: 2
+tasks:
+  blocker:
+    priority: 100
+    command: |
+      {blocker_gate}
+pipelines:
+  guarded:
+    continue_running_tasks_after_failure: true
+    on_error:
+      script:
+        - echo "failed=$failedTaskName code=$failedTaskExitCode"
+    tasks:
+      bad:
+        script:
+          - {bad_gate}
+          - exit 4
+      hold:
+        script:
+          - {hold_gate}
+"#,
+        blocker_gate = gate("gblk"),
+        bad_gate = gate("gbad"),
+        hold_gate = gate("ghold"),
+    );
+    let mut s = Server::start(&config);
+    let root = s.root.path().to_path_buf();
+    let [gbad, ghold, gblk] = ["gbad", "ghold", "gblk"].map(|n| root.join(n));
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (gb, gh, gk) = (arg(&gbad), arg(&ghold), arg(&gblk));
+    let id = id_of(
+        &s.trigger_pipeline("guarded", &[("gbad", &gb), ("ghold", &gh)])
+            .await,
+    );
+    s.wait_until(id, "both jobs running", |r| {
+        r["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| status(j) == "running")
+    })
+    .await;
+    // Both workers are busy: the blocker waits, and with its priority it goes before the
+    // on_error job that `bad`'s failure adds.
+    let blocker = id_of(&s.trigger("blocker", &[("gblk", &gk)]).await);
+    std::fs::write(&gbad, "").unwrap();
+    s.wait_until(blocker, "running", |r| status(r) == "running")
+        .await;
+    let run = s
+        .wait_until(id, "on_error queued", |r| {
+            r["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["name"] == "on_error" && status(j) == "queued")
+        })
+        .await;
+    assert_eq!(status(common::job(&run, "bad")), "failed", "{run:#}");
+
+    s.restart();
+    std::fs::write(&gblk, "").unwrap();
+    std::fs::write(&ghold, "").unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "failed", "{run:#}");
+    assert_eq!(status(common::job(&run, "on_error")), "success", "{run:#}");
+    let log = s.log_text(id, Some("on_error")).await;
+    assert_eq!(
+        log, "failed=bad code=4\n",
+        "the on_error job after a restart"
+    );
+    let blocker = s.wait_run(blocker).await;
+    assert_eq!(status(&blocker), "success", "{blocker:#}");
+}

@@ -164,3 +164,66 @@ async fn lost_supervisor_is_retried_or_broken() {
     );
     assert_eq!(run["jobs"][0]["attempt"], 1);
 }
+
+/// A retry puts the job back in the queue with no worker and no start, in the store as in the
+/// scheduler: the API (which reads the store) must not show the lost attempt's worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_retry_has_no_worker_in_the_store() {
+    let config = format!(
+        r#"
+server:
+  local_workers: 1
+tasks:
+  crashy:
+    retries: 1
+    command: |
+      if [ "$BATON_ATTEMPT" = 1 ]; then {crash_gate}; kill -9 $PPID; exit 1; fi
+      echo "attempt $BATON_ATTEMPT ok"
+  hog:
+    priority: 100
+    command: |
+      {hog_gate}
+"#,
+        crash_gate = common::gate("gcrash"),
+        hog_gate = common::gate("ghog"),
+    );
+    let s = Server::start(&config);
+    let gcrash = s.root.path().join("gcrash");
+    let ghog = s.root.path().join("ghog");
+    let id = id_of(
+        &s.trigger("crashy", &[("gcrash", gcrash.to_str().unwrap())])
+            .await,
+    );
+    let run = s
+        .wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    assert_eq!(run["jobs"][0]["worker"], "local-1", "{run:#}");
+    // The hog waits for the only worker and, with its priority, takes it when the first
+    // attempt is lost: the retry then waits in the queue.
+    let hog = id_of(&s.trigger("hog", &[("ghog", ghog.to_str().unwrap())]).await);
+    std::fs::write(&gcrash, "").unwrap();
+    s.wait_until(hog, "running", |r| status(r) == "running")
+        .await;
+    let run = s.run(id).await;
+    let job = &run["jobs"][0];
+    assert_eq!(status(job), "queued", "{run:#}");
+    assert_eq!(job["attempt"], 2, "{run:#}");
+    assert!(
+        reason(job).starts_with("queued: retry 1 of 1 after broken"),
+        "{run:#}"
+    );
+    assert!(
+        job["worker"].is_null(),
+        "a queued retry has no worker: {run:#}"
+    );
+    assert!(
+        job["started_at"].is_null(),
+        "a queued retry has not started: {run:#}"
+    );
+
+    std::fs::write(&ghog, "").unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "local-1", "{run:#}");
+    assert_eq!(s.log_text(id, None).await, "attempt 2 ok\n");
+}

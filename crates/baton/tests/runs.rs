@@ -324,3 +324,52 @@ async fn list_filters_and_cursor_pagination() {
         "table: {o}"
     );
 }
+
+/// A run held for the concurrency slot names the run that holds it, also when that run took
+/// the slot in the same pass and has not started (all workers busy): not "run 0".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_run_names_the_run_holding_the_slot() {
+    let config = format!(
+        r#"
+server:
+  local_workers: 1
+tasks:
+  hold:
+    command: |
+      {gate}
+  limited:
+    wait_list: {{size: 2, strategy: append}}
+    command: |
+      {gate}
+"#,
+        gate = gate("gate"),
+    );
+    let s = Server::start(&config);
+    let g = s.root.path().join("gate");
+    let gs = g.to_str().unwrap();
+    let hold = id_of(&s.trigger("hold", &[("gate", gs)]).await);
+    s.wait_until(hold, "running", |r| status(r) == "running")
+        .await;
+    let first = id_of(&s.trigger("limited", &[("gate", gs)]).await);
+    let second = id_of(&s.trigger("limited", &[("gate", gs)]).await);
+    let run = s
+        .wait_until(second, "a waiting reason", |r| !reason(r).is_empty())
+        .await;
+    assert_eq!(status(&run), "queued", "{run:#}");
+    assert_eq!(
+        reason(&run),
+        format!("queued: waiting for run {first} of `limited` to finish (concurrency 1)"),
+        "{run:#}"
+    );
+    let first_run = s.run(first).await;
+    assert_eq!(status(&first_run), "queued", "{first_run:#}");
+    assert!(
+        reason(&first_run).contains("busy"),
+        "the first waits for a worker: {first_run:#}"
+    );
+    std::fs::write(&g, "").unwrap();
+    for id in [hold, first, second] {
+        let r = s.wait_run(id).await;
+        assert_eq!(status(&r), "success", "{r:#}");
+    }
+}

@@ -1,8 +1,12 @@
 //! Unit and property tests of the scheduling rules.
 
 use super::*;
+use crate::run::Status;
 use chrono::TimeZone;
+use chrono::{DateTime, Utc};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::config::{NetworkMode, render_command};
-use baton_core::decide::{self, QueuedJob};
+use baton_core::decide::{self, Gate, GateRun, QueuedJob};
 use baton_core::run::{Status, TargetKind, run_status};
 use baton_exec::{ContainerSpec, Executor, JobSpec, Network, Outcome};
-use baton_store::{Change, JobRow};
+use baton_store::Change;
 use chrono::{DateTime, Utc};
 
 use super::{Actor, job_change, report_end};
@@ -18,8 +18,9 @@ use crate::handle::Msg;
 use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
-/// A job to launch: its folder, its spec (or why it cannot run), its worker and its id.
-type Launch = (PathBuf, Result<JobSpec, String>, String, i64);
+/// A job to launch: its folder, its spec (or why it cannot run), its worker, its id and the
+/// attempt (as recorded with the job).
+type Launch = (PathBuf, Result<JobSpec, String>, String, i64, u32);
 
 impl Actor {
     /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
@@ -46,8 +47,8 @@ impl Actor {
         self.persist(changes).await;
         // Durable before launch: after a crash the job is re-attached, never run twice.
         self.flush().await;
-        for (dir, spec, worker, job_id) in launches {
-            self.launch(dir, spec, &worker, job_id);
+        for (dir, spec, worker, job_id, attempt) in launches {
+            self.launch(dir, spec, &worker, job_id, attempt);
         }
     }
 
@@ -113,44 +114,23 @@ impl Actor {
                 .push(run);
         }
         for ((_, target), runs) in &by_target {
-            let concurrency = runs[0].def.admission().concurrency as usize;
-            let active: Vec<i64> = runs
+            let gated: Vec<GateRun> = runs
                 .iter()
-                .filter(|r| r.is_active())
-                .map(|r| r.row.id)
+                .map(|r| GateRun {
+                    id: r.row.id,
+                    active: r.is_active(),
+                    waiting: r.row.jobs.iter().any(|j| j.status == Status::Queued),
+                    not_before: r.row.not_before,
+                })
                 .collect();
-            let mut slots = concurrency.saturating_sub(active.len());
-            for run in runs {
-                let queued: Vec<&JobRow> = run
-                    .row
-                    .jobs
-                    .iter()
-                    .filter(|j| j.status == Status::Queued)
-                    .collect();
-                if queued.is_empty() {
+            let concurrency = runs[0].def.admission().concurrency;
+            for (run_id, gate) in decide::gate(target, concurrency, &gated, now) {
+                if let Gate::Held(why) = gate {
+                    held.insert(run_id, why);
                     continue;
                 }
-                if !run.is_active() {
-                    if run.not_yet(now) {
-                        let until = run.row.not_before.unwrap_or(now);
-                        held.insert(
-                            run.row.id,
-                            format!("queued: start_delay until {}", until.format("%H:%M:%S")),
-                        );
-                        continue;
-                    }
-                    if slots == 0 {
-                        held.insert(
-                            run.row.id,
-                            format!(
-                                "queued: waiting for run {} of `{target}` to finish (concurrency {concurrency})",
-                                active.first().copied().unwrap_or_default()
-                            ),
-                        );
-                        continue;
-                    }
-                    slots -= 1;
-                }
+                let run = &self.runs[&run_id];
+                let queued = run.row.jobs.iter().filter(|j| j.status == Status::Queued);
                 let ready: Option<BTreeSet<String>> = match &run.def {
                     TargetDef::Pipeline(p) => Some(
                         decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure).ready,
@@ -205,14 +185,13 @@ impl Actor {
             j.started_at = Some(now);
             j.reason = None;
             changes.push(job_change(j, None));
+            let attempt = j.attempt;
             let spec = self.job_spec(run_id, job_id);
-            let dir = self
-                .folders
-                .job_dir(job_id, self.runs[&run_id].job(job_id).expect("job").attempt);
+            let dir = self.folders.job_dir(job_id, attempt);
             if let Some(w) = self.workers.iter_mut().find(|w| w.name == worker) {
                 w.busy = Some((run_id, job_id));
             }
-            launches.push((dir, spec, worker, job_id));
+            launches.push((dir, spec, worker, job_id, attempt));
         }
         (changes, launches)
     }
@@ -298,7 +277,10 @@ impl Actor {
                 }
             }
         };
-        let (mut plain, secrets, missing) = env.resolve(&self.config, &run.row.args);
+        // The job's own arguments (the `on_error` job's `failedTask*`) win over the run's.
+        let mut args = run.row.args.clone();
+        args.extend(job.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (mut plain, secrets, missing) = env.resolve(&self.config, &args);
         plain.push(("BATON_JOB".into(), job.name.clone()));
         plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
         let spec = JobSpec {
@@ -355,11 +337,17 @@ impl Actor {
             .unwrap_or_else(|| self.executors.local.clone())
     }
 
-    fn launch(&self, dir: PathBuf, spec: Result<JobSpec, String>, worker: &str, job_id: i64) {
+    fn launch(
+        &self,
+        dir: PathBuf,
+        spec: Result<JobSpec, String>,
+        worker: &str,
+        job_id: i64,
+        attempt: u32,
+    ) {
         let spec = match spec {
             Ok(s) => s,
             Err(why) => {
-                let attempt = attempt_of(&dir);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     let outcome = Outcome::Lost(why);
@@ -376,7 +364,6 @@ impl Actor {
         };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
-        let attempt = attempt_of(&dir);
         tokio::spawn(async move {
             let exec = match exec {
                 Ok(e) => e,
@@ -410,12 +397,4 @@ impl Actor {
             }
         });
     }
-}
-
-/// The attempt number of a job folder (`jobs/<job>/<attempt>`).
-fn attempt_of(dir: &std::path::Path) -> u32 {
-    dir.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use baton_core::decide::{self, AttemptEnd, FailedTask, JobEnd, ReasonJob};
 use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
 use baton_exec::{ExitRecord, Outcome};
 use baton_store::{Change, RunRow};
@@ -101,10 +102,7 @@ impl Actor {
         }
         // A cancel asked for while the job was still launching (by a user, or by the DAG's
         // fail fast) could not reach it then: deliver it now.
-        let cancel = cancel
-            || j.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("canceled:"));
+        let cancel = cancel || decide::asked_to_cancel(j.reason.as_deref());
         j.status = Status::Running;
         let change = job_change(j, None);
         let run_id = run.row.id;
@@ -137,71 +135,51 @@ impl Actor {
         if j.attempt != attempt || j.status.is_terminal() {
             return;
         }
-        let (mut status, mut reason, exit_code) = match &outcome {
-            Outcome::Exited(rec) => {
-                let (s, r) = describe_exit(rec, timeout);
-                (s, r, rec.exit_code)
-            }
-            Outcome::Lost(why) => (Status::Broken, Some(format!("broken: {why}")), None),
+        let ((status, reason), exit_code) = match &outcome {
+            Outcome::Exited(rec) => (describe_exit(rec, timeout), rec.exit_code),
+            Outcome::Lost(why) => (decide::describe_loss(why), None),
         };
-        if cancel_requested && !status.is_terminal() {
-            status = Status::Canceled;
-        }
-        if cancel_requested && status == Status::Failed {
-            // Killed by our own SIGTERM.
-            status = Status::Canceled;
-            reason = Some("canceled on request".into());
-        }
-        if status == Status::Canceled {
-            // Keep the reason the scheduler gave when it asked (fail fast, replaced, ...).
-            if let Some(why) = self
-                .runs
-                .get(&run_id)
-                .and_then(|r| r.job(job_id))
-                .and_then(|j| j.reason.clone())
-                .filter(|r| r.starts_with("canceled:"))
-            {
-                reason = Some(why);
-            }
-        }
+        let end = decide::job_end(AttemptEnd {
+            status,
+            reason,
+            cancel_requested,
+            held_reason: j.reason.as_deref(),
+            attempt,
+            retries,
+        });
         for w in self.workers.iter_mut() {
             if w.busy.is_some_and(|(_, jid)| jid == job_id) {
                 w.busy = None;
             }
         }
-        if status == Status::Broken && !cancel_requested && attempt <= retries {
-            let why = reason.unwrap_or_default();
-            self.requeue(
-                run_id,
-                job_id,
-                attempt,
-                format!("queued: retry {attempt} of {retries} after {why}"),
-            );
-            let run = &self.runs[&run_id];
-            let j = run.job(job_id).expect("job present");
-            let change = job_change(j, None);
-            self.persist(vec![change]).await;
-            return;
-        }
+        let (status, reason) = match end {
+            JobEnd::Retry { reason, .. } => {
+                self.requeue(run_id, job_id, attempt, reason);
+                let run = &self.runs[&run_id];
+                let j = run.job(job_id).expect("job present");
+                let change = job_change(j, None);
+                self.persist(vec![change]).await;
+                return;
+            }
+            JobEnd::End { status, reason } => (status, reason),
+        };
         self.ended_seq += 1;
         let seq = self.ended_seq;
         let run = self.runs.get_mut(&run_id).expect("run present");
         let allow_failure = run.def.allow_failure(&run.job(job_id).expect("job").name);
-        let has_on_error = matches!(&run.def, TargetDef::Pipeline(p) if p.on_error.is_some())
-            && !run.row.jobs.iter().any(|j| j.name == ON_ERROR_JOB);
+        let has_on_error = matches!(&run.def, TargetDef::Pipeline(p) if p.on_error.is_some());
+        let added = run.row.jobs.iter().any(|j| j.name == ON_ERROR_JOB);
         let j = run.job_mut(job_id).expect("job present");
         j.status = status;
         j.reason = reason;
         j.exit_code = exit_code;
         j.ended_at = Some(now);
         j.ended_seq = Some(seq);
-        let failed_job = (status.is_failure() && !allow_failure && j.name != ON_ERROR_JOB)
+        let failed_job = decide::adds_on_error(&j.name, status, allow_failure, has_on_error, added)
             .then(|| (j.name.clone(), exit_code, j.reason.clone(), j.id, j.attempt));
         let change = job_change(j, Some(now));
         self.persist(vec![change]).await;
-        if let Some(failed) = failed_job
-            && has_on_error
-        {
+        if let Some(failed) = failed_job {
             self.add_on_error_job(run_id, failed, now).await;
         }
         self.settle(run_id, now).await;
@@ -211,24 +189,17 @@ impl Actor {
     /// failed job's name, exit code, error and log tail in the run's arguments.
     async fn add_on_error_job(&mut self, run_id: i64, failed: FailedJob, now: DateTime<Utc>) {
         let (name, code, why, fid, fattempt) = failed;
-        match self.store.add_job(run_id, ON_ERROR_JOB, now).await {
+        let log = self.folders.log_path(fid, fattempt);
+        let args = decide::failed_task_args(FailedTask {
+            name: &name,
+            exit_code: code,
+            reason: why.as_deref(),
+            log_tail: log_tail(&log, decide::FAILED_LOG_TAIL_BYTES),
+        });
+        // Kept with the job, so that it is told the same after a restart.
+        match self.store.add_job(run_id, ON_ERROR_JOB, now, &args).await {
             Ok(job) => {
                 let run = self.runs.get_mut(&run_id).expect("run present");
-                run.row.args.insert("failedTaskName".into(), name);
-                run.row.args.insert(
-                    "failedTaskExitCode".into(),
-                    code.map_or(String::new(), |c| c.to_string()),
-                );
-                run.row
-                    .args
-                    .insert("failedTaskError".into(), why.unwrap_or_default());
-                let log = self.folders.log_path(fid, fattempt);
-                run.row
-                    .args
-                    .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
-                // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
-                // on_error script that names it does not stop on an unset variable.
-                run.row.args.entry("failedTaskStderr".into()).or_default();
                 run.row.jobs.push(job);
             }
             Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
@@ -261,31 +232,19 @@ impl Actor {
         if status == run.stored_status && !status.is_terminal() {
             return;
         }
-        let reason = if status.is_terminal() {
-            run.row
-                .jobs
-                .iter()
-                .filter(|j| j.status == status)
-                .min_by_key(|j| j.ended_seq)
-                .and_then(|j| j.reason.clone())
-                .map(|r| {
-                    if run.row.kind == TargetKind::Pipeline {
-                        let job = run
-                            .row
-                            .jobs
-                            .iter()
-                            .filter(|j| j.status == status)
-                            .min_by_key(|j| j.ended_seq)
-                            .map(|j| j.name.clone())
-                            .unwrap_or_default();
-                        format!("task `{job}` {r}")
-                    } else {
-                        r
-                    }
-                })
-        } else {
-            None
-        };
+        let jobs: Vec<ReasonJob<'_>> = run
+            .row
+            .jobs
+            .iter()
+            .map(|j| ReasonJob {
+                name: &j.name,
+                status: j.status,
+                reason: j.reason.as_deref(),
+                allow_failure: run.def.allow_failure(&j.name),
+                ended_seq: j.ended_seq,
+            })
+            .collect();
+        let reason = decide::run_reason(status, &jobs, run.row.kind == TargetKind::Pipeline);
         run.row.status = status;
         run.row.reason = reason.clone();
         run.stored_status = status;
@@ -339,31 +298,14 @@ impl Actor {
 }
 
 fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option<String>) {
-    if let Some(err) = &rec.error {
-        return (Status::Broken, Some(format!("broken: {err}")));
-    }
-    if rec.timed_out {
-        let limit = timeout.map_or(String::new(), |t| format!(" after {}s", t.as_secs()));
-        return (
-            Status::Jammed,
-            Some(format!("jammed: timed out{limit} and was killed")),
-        );
-    }
-    if rec.canceled {
-        return (Status::Canceled, Some("canceled on request".into()));
-    }
-    match (rec.exit_code, rec.signal) {
-        (Some(0), _) => (Status::Success, None),
-        (Some(code), _) => (Status::Failed, Some(format!("failed: exit code {code}"))),
-        (None, Some(sig)) => (
-            Status::Failed,
-            Some(format!("failed: killed by signal {sig}")),
-        ),
-        (None, None) => (
-            Status::Broken,
-            Some("broken: the job ended without an exit code".into()),
-        ),
-    }
+    let exit = decide::Exit {
+        exit_code: rec.exit_code,
+        signal: rec.signal,
+        timed_out: rec.timed_out,
+        canceled: rec.canceled,
+        error: rec.error.as_deref(),
+    };
+    decide::describe_exit(&exit, timeout)
 }
 
 fn log_tail(path: &std::path::Path, max: u64) -> String {

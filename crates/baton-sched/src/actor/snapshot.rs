@@ -1,5 +1,6 @@
 //! The snapshot of workers and queue shown by the API and the UI.
 
+use baton_core::decide;
 use baton_core::run::Status;
 use baton_exec::Health;
 
@@ -55,12 +56,7 @@ impl Actor {
                     })
             })
             .collect();
-        queue.sort_by_key(|q| {
-            (
-                q.enqueued_at.timestamp_millis() - q.priority * 1000,
-                q.job_id,
-            )
-        });
+        queue.sort_by_key(|q| decide::queue_order(q.enqueued_at, q.priority, q.job_id));
         Snapshot { workers, queue }
     }
 }
