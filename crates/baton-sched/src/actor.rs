@@ -7,6 +7,7 @@
 //! [`workers`] and [`snapshot`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use baton_core::config::Config;
 use baton_core::run::{Status, TargetKind};
-use baton_exec::RunningJob;
-use baton_store::{Change, JobRow, RunFolders, RunRow, Store};
+use baton_exec::{Executor, JobSpec, Outcome, RunningJob};
+use baton_store::{Change, JobRow, NewRun, RunFolders, RunRow, Store};
 
 use crate::Executors;
 use crate::handle::{Changed, ChangedRun, Msg, SchedError};
@@ -42,6 +43,24 @@ struct Worker {
     busy: Option<(i64, i64)>,
 }
 
+/// Where the actor tells the world: its own queue (for spawned work reporting back), the
+/// generation counter and change events of live views, and the config in force.
+pub(crate) struct Outlets {
+    pub tx: mpsc::Sender<Msg>,
+    pub generation: watch::Sender<u64>,
+    pub events: broadcast::Sender<Arc<Changed>>,
+    pub config: watch::Sender<Arc<Config>>,
+}
+
+/// The most messages one batch takes (the rest wait for the next batch).
+const MAX_BATCH: usize = 256;
+
+/// How soon the actor tries again to record the job events of a batch the store refused.
+const RETRY_AFTER: chrono::Duration = chrono::Duration::seconds(1);
+
+/// A job to launch: its folder, its spec (or why it cannot run), its worker and its id.
+pub(crate) type Launch = (PathBuf, Result<JobSpec, String>, String, i64);
+
 pub(crate) struct Actor {
     /// The config in force: the loaded file's, with the runtime overrides applied.
     config: Arc<Config>,
@@ -54,6 +73,7 @@ pub(crate) struct Actor {
     executors: Executors,
     tx: mpsc::Sender<Msg>,
     generation: watch::Sender<u64>,
+    config_out: watch::Sender<Arc<Config>>,
     workers: Vec<Worker>,
     runs: BTreeMap<i64, LiveRun>,
     last_start: BTreeMap<String, DateTime<Utc>>,
@@ -63,18 +83,52 @@ pub(crate) struct Actor {
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
     ended_seq: u64,
+    /// The ids the next new run and job get (the actor is the only one that adds them).
+    next_run_id: i64,
+    next_job_id: i64,
     changed: bool,
     /// What changed in this batch, told to live views (`SchedHandle::subscribe`) after it:
     /// runs by id, and whether the config in force changed.
     touched: BTreeMap<i64, (TargetKind, String)>,
     config_changed: bool,
     events: broadcast::Sender<Arc<Changed>>,
-    /// Changes not yet written: flushed as one transaction per batch (group commit), and
-    /// always before anything that depends on them is launched or acknowledged.
+    /// Changes not yet written: committed as one transaction per batch (group commit),
+    /// before anything that depends on them is launched or acknowledged.
     pending: Vec<Change>,
-    /// Trigger replies held until the batch's dispatch ran, so they carry the run's state
-    /// after it (started, or queued with its reason).
+    /// Trigger replies held until the batch is recorded; they carry the run's state after
+    /// the batch's dispatch (started, or queued with its reason).
     replies: Vec<(crate::handle::Reply<RunRow>, Result<RunRow, SchedError>)>,
+    /// Cancel replies held until the batch is recorded.
+    cancel_replies: Vec<crate::handle::Reply<bool>>,
+    /// Work that waits for the batch to be recorded, then runs spawned: launches, cancels
+    /// sent to executors, pruning.
+    launches: Vec<Launch>,
+    cancels: Vec<(i64, PathBuf, Arc<dyn Executor>)>,
+    prunes: Vec<Prune>,
+    /// The job events of this batch, replayed if the store refuses it.
+    batch_facts: Vec<Msg>,
+    /// Job events of a refused batch, handled again first in the next one.
+    replay: Vec<Msg>,
+    /// The log tails of the jobs whose ends this batch handles, by (job, attempt).
+    tails: BTreeMap<(i64, u32), String>,
+}
+
+/// Retention of a pipeline to apply once the end of one of its runs is recorded.
+pub(crate) struct Prune {
+    pub name: String,
+    pub count: Option<u32>,
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// The scheduling state before a batch, put back when the store refuses the batch.
+struct Saved {
+    runs: BTreeMap<i64, LiveRun>,
+    busy: Vec<(String, Option<(i64, i64)>)>,
+    last_start: BTreeMap<String, DateTime<Utc>>,
+    latest_ends: BTreeMap<String, (i64, Status)>,
+    marks: BTreeMap<String, DateTime<Utc>>,
+    ended_seq: u64,
+    next_ids: (i64, i64),
 }
 
 impl Actor {
@@ -83,9 +137,7 @@ impl Actor {
         store: Store,
         folders: RunFolders,
         executors: Executors,
-        tx: mpsc::Sender<Msg>,
-        generation: watch::Sender<u64>,
-        events: broadcast::Sender<Arc<Changed>>,
+        out: Outlets,
     ) -> Self {
         Actor {
             workers: build_workers(&config),
@@ -95,30 +147,44 @@ impl Actor {
             store,
             folders,
             executors,
-            tx,
-            generation,
+            tx: out.tx,
+            generation: out.generation,
+            config_out: out.config,
             runs: BTreeMap::new(),
             last_start: BTreeMap::new(),
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
             ended_seq: 0,
+            next_run_id: 1,
+            next_job_id: 1,
             changed: false,
             touched: BTreeMap::new(),
             config_changed: false,
-            events,
+            events: out.events,
             pending: Vec::new(),
             replies: Vec::new(),
+            cancel_replies: Vec::new(),
+            launches: Vec::new(),
+            cancels: Vec::new(),
+            prunes: Vec::new(),
+            batch_facts: Vec::new(),
+            replay: Vec::new(),
+            tails: BTreeMap::new(),
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// The actor's loop: waits for messages, a timer or agents, then handles one batch.
+    /// Ends on shutdown (or when every handle is gone).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Utc::now();
             let wake = self.next_wake(now);
             let sleep = (wake - now).to_std().unwrap_or(Duration::ZERO);
             let agents_changed = self.executors.agents.as_ref().map(|h| h.changed());
+            let mut batch = Vec::new();
             tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = async {
                     match &agents_changed {
                         Some(n) => n.notified().await,
@@ -127,51 +193,166 @@ impl Actor {
                 } => {}
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
-                    self.handle(msg).await;
-                    // Take whatever else is waiting as one batch.
-                    while let Ok(msg) = rx.try_recv() {
-                        self.handle(msg).await;
+                    batch.push(msg);
+                    // Take whatever else is waiting as one batch (bounded).
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
             }
-            let now = Utc::now();
-            self.fire_timers(now).await;
-            self.pump(now).await;
-            self.flush().await;
-            for (reply, r) in std::mem::take(&mut self.replies) {
-                let r = r.map(|row| match self.runs.get(&row.id) {
-                    Some(live) => live.row.clone(),
-                    None => row,
-                });
-                let _ = reply.send(r);
-            }
-            if std::mem::take(&mut self.changed) {
-                self.generation.send_modify(|g| *g += 1);
-                let runs = std::mem::take(&mut self.touched)
-                    .into_iter()
-                    .map(|(id, (kind, target))| ChangedRun { id, kind, target })
-                    .collect();
-                let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
-                // No subscriber is fine: nobody is watching.
-                let _ = self.events.send(Arc::new(Changed { runs, config }));
-            }
+            self.step(batch).await;
+        }
+    }
+
+    /// One batch: its messages, due timers and dispatch, then one group commit; replies,
+    /// launches and other spawned work only once that is recorded.
+    async fn step(&mut self, batch: Vec<Msg>) {
+        let saved = self.save();
+        for msg in std::mem::take(&mut self.replay) {
+            self.handle(msg).await;
+        }
+        for msg in batch {
+            self.handle(msg).await;
+        }
+        let now = Utc::now();
+        self.fire_timers(now).await;
+        self.pump(now).await;
+        match self.commit().await {
+            Ok(()) => self.after_commit(),
+            Err(e) => self.roll_back(saved, e),
+        }
+        self.notify();
+    }
+
+    /// Writes the batch's changes in one transaction.
+    pub(super) async fn commit(&mut self) -> Result<(), baton_store::StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.pending);
+        self.store.apply(&changes).await
+    }
+
+    /// The batch is recorded: answer, launch, and spawn what waited for it.
+    pub(super) fn after_commit(&mut self) {
+        self.batch_facts.clear();
+        for (dir, spec, worker, job_id) in std::mem::take(&mut self.launches) {
+            self.launch(dir, spec, &worker, job_id);
+        }
+        for (job_id, dir, exec) in std::mem::take(&mut self.cancels) {
+            let tx = self.tx.clone();
+            // A cancel can take long (an SSH worker that does not answer): spawned, it
+            // reports back, and the actor goes on.
+            tokio::spawn(async move {
+                let result = exec.cancel(&dir).await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::CancelSent { job_id, result }).await;
+            });
+        }
+        for prune in std::mem::take(&mut self.prunes) {
+            tokio::spawn(prune_runs(self.store.clone(), self.folders.clone(), prune));
+        }
+        for (reply, r) in std::mem::take(&mut self.replies) {
+            let r = r.map(|row| match self.runs.get(&row.id) {
+                Some(live) => live.row.clone(),
+                None => row,
+            });
+            let _ = reply.send(r);
+        }
+        for reply in std::mem::take(&mut self.cancel_replies) {
+            let _ = reply.send(Ok(true));
+        }
+    }
+
+    /// The store refused the batch: nothing of it is acknowledged or started, the scheduling
+    /// state is put back as the store has it, and the batch's job events are kept to be
+    /// handled again (they happened; they are recorded once the store takes writes again).
+    fn roll_back(&mut self, saved: Saved, e: baton_store::StoreError) {
+        tracing::error!(
+            "cannot record the scheduler's changes: {e}; the triggers and cancels they held were refused (503 store_unavailable) and no job was started; job events are retried"
+        );
+        self.restore(saved);
+        self.launches.clear();
+        self.cancels.clear();
+        self.prunes.clear();
+        for (reply, _) in std::mem::take(&mut self.replies) {
+            let _ = reply.send(Err(SchedError::StoreUnavailable));
+        }
+        for reply in std::mem::take(&mut self.cancel_replies) {
+            let _ = reply.send(Err(SchedError::StoreUnavailable));
+        }
+        self.replay = std::mem::take(&mut self.batch_facts);
+        self.touched.clear();
+        self.changed = self.config_changed;
+        // The timers follow the marks put back (a reload in the batch still counts).
+        self.reset_timers(Utc::now());
+    }
+
+    fn save(&self) -> Saved {
+        Saved {
+            runs: self.runs.clone(),
+            busy: self
+                .workers
+                .iter()
+                .map(|w| (w.name.clone(), w.busy))
+                .collect(),
+            last_start: self.last_start.clone(),
+            latest_ends: self.latest_ends.clone(),
+            marks: self.marks.clone(),
+            ended_seq: self.ended_seq,
+            next_ids: (self.next_run_id, self.next_job_id),
+        }
+    }
+
+    fn restore(&mut self, saved: Saved) {
+        self.runs = saved.runs;
+        for w in &mut self.workers {
+            w.busy = saved
+                .busy
+                .iter()
+                .find(|(name, _)| *name == w.name)
+                .and_then(|(_, busy)| *busy);
+        }
+        self.last_start = saved.last_start;
+        self.latest_ends = saved.latest_ends;
+        self.marks = saved.marks;
+        self.ended_seq = saved.ended_seq;
+        (self.next_run_id, self.next_job_id) = saved.next_ids;
+        self.pending.clear();
+    }
+
+    /// Tells waiters and live views what the batch changed.
+    fn notify(&mut self) {
+        if std::mem::take(&mut self.changed) {
+            self.generation.send_modify(|g| *g += 1);
+            let runs = std::mem::take(&mut self.touched)
+                .into_iter()
+                .map(|(id, (kind, target))| ChangedRun { id, kind, target })
+                .collect();
+            let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
+            // No subscriber is fine: nobody is watching.
+            let _ = self.events.send(Arc::new(Changed { runs, config }));
         }
     }
 
     async fn handle(&mut self, msg: Msg) {
+        if let Some(fact) = msg.fact() {
+            self.batch_facts.push(fact);
+        }
         match msg {
             Msg::Trigger(req, reply) => {
                 let r = self.trigger(req).await;
                 self.replies.push((reply, r));
             }
             Msg::Cancel(id, reply) => {
-                let r = self.cancel(id).await;
-                let _ = reply.send(r);
-            }
-            Msg::Rerun(id, trigger, reply) => {
-                let r = self.rerun(id, trigger).await;
-                let _ = reply.send(r);
+                if self.cancel(id).await {
+                    self.cancel_replies.push(reply);
+                } else {
+                    let _ = reply.send(Ok(false));
+                }
             }
             Msg::Reload(config, reply) => {
                 self.reload(*config);
@@ -184,16 +365,68 @@ impl Actor {
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            Msg::Config(reply) => {
-                let _ = reply.send(self.config.clone());
+            Msg::CancelSent { job_id, result } => {
+                if let Err(e) = result {
+                    // A job still launching is signalled once it reports running.
+                    tracing::debug!(job = job_id, "cancel not delivered: {e}");
+                }
             }
+            #[cfg(test)]
+            Msg::Panic(why) => panic!("{why}"),
             Msg::JobRunning { job_id, attempt } => self.job_running(job_id, attempt).await,
             Msg::JobEnded {
                 job_id,
                 attempt,
                 outcome,
-            } => self.job_ended(job_id, attempt, outcome).await,
+                tail,
+            } => {
+                self.tails.insert((job_id, attempt), tail);
+                self.job_ended(job_id, attempt, outcome).await;
+                self.tails.remove(&(job_id, attempt));
+            }
         }
+    }
+
+    /// The log tail of a job attempt whose end is being handled (read by the task that
+    /// waited for the end, off the actor).
+    pub(super) fn take_tail(&mut self, job_id: i64, attempt: u32) -> String {
+        self.tails.remove(&(job_id, attempt)).unwrap_or_default()
+    }
+
+    /// Sends a cancel to a job's executor once the batch is recorded (spawned: the actor
+    /// never waits for it).
+    pub(super) fn send_cancel(&mut self, job_id: i64, dir: PathBuf, exec: Arc<dyn Executor>) {
+        self.cancels.push((job_id, dir, exec));
+    }
+
+    /// Gives a new run its ids (and its jobs theirs) and records it with the batch.
+    pub(super) fn record_new_run(&mut self, new: NewRun) -> RunRow {
+        let row = new.into_row(self.next_run_id, self.next_job_id);
+        self.next_run_id += 1;
+        self.next_job_id += row.jobs.len() as i64;
+        self.pending.push(Change::NewRun(Box::new(row.clone())));
+        row
+    }
+
+    /// Gives a job added to open run `run_id` its id and records it with the batch.
+    pub(super) fn record_new_job(&mut self, run_id: i64, name: &str, at: DateTime<Utc>) -> JobRow {
+        let job = JobRow {
+            id: self.next_job_id,
+            run_id,
+            name: name.to_string(),
+            status: Status::Queued,
+            reason: None,
+            attempt: 1,
+            worker: None,
+            exit_code: None,
+            queued_at: DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at),
+            started_at: None,
+            ended_at: None,
+            ended_seq: None,
+        };
+        self.next_job_id += 1;
+        self.pending.push(Change::NewJob(job.clone()));
+        job
     }
 
     /// Overrides a task's `enabled` (`None`: follow the config again). Recorded in the store
@@ -231,6 +464,7 @@ impl Actor {
         }
         self.workers = workers;
         self.config = Arc::new(config);
+        self.config_out.send_replace(self.config.clone());
         self.reset_timers(Utc::now());
         self.changed = true;
         self.config_changed = true;
@@ -257,6 +491,8 @@ impl Actor {
                     .values()
                     .find(|r| r.row.jobs.iter().any(|j| j.id == *id))
                     .map(|r| r.row.id),
+                Change::NewRun(run) => Some(run.id),
+                Change::NewJob(job) => Some(job.run_id),
                 Change::Mark { .. } => None,
             };
             if let Some(run) = run {
@@ -266,29 +502,70 @@ impl Actor {
         self.changed = true;
         self.pending.extend(changes);
     }
-
-    /// Writes pending changes in one transaction.
-    async fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let changes = std::mem::take(&mut self.pending);
-        if let Err(e) = self.store.apply(&changes).await {
-            tracing::error!("cannot record state changes: {e}");
-        }
-    }
 }
 
-/// Waits for a job to end and tells the actor.
-async fn report_end(tx: mpsc::Sender<Msg>, job_id: i64, attempt: u32, handle: Box<dyn RunningJob>) {
+/// Waits for a job to end, reads the end of its log when it did not succeed (for the
+/// `on_error` job's arguments; off the async threads), and tells the actor.
+async fn report_end(
+    tx: mpsc::Sender<Msg>,
+    job_id: i64,
+    attempt: u32,
+    handle: Box<dyn RunningJob>,
+    log: PathBuf,
+) {
     let outcome = handle.wait().await;
+    let succeeded = matches!(&outcome, Outcome::Exited(rec)
+        if rec.exit_code == Some(0) && rec.error.is_none() && !rec.timed_out && !rec.canceled);
+    let tail = if succeeded {
+        String::new()
+    } else {
+        read_tail(log).await
+    };
     let _ = tx
         .send(Msg::JobEnded {
             job_id,
             attempt,
             outcome,
+            tail,
         })
         .await;
+}
+
+/// The last 64 KiB of a job's log as text (empty if there is none), read on a blocking
+/// thread.
+pub(crate) async fn read_tail(log: PathBuf) -> String {
+    tokio::task::spawn_blocking(move || log_tail(&log, 64 * 1024))
+        .await
+        .unwrap_or_default()
+}
+
+fn log_tail(path: &std::path::Path, max: u64) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    baton_exec::read_log_range(path, start, max)
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
+        .unwrap_or_default()
+}
+
+/// Applies a pipeline's retention: older ended runs go from the store, then their folders
+/// (on a blocking thread). Spawned once the end that triggers it is recorded.
+async fn prune_runs(store: Store, folders: RunFolders, p: Prune) {
+    match store.prune(&p.name, p.count, p.before).await {
+        Ok(jobs) => {
+            let removed = tokio::task::spawn_blocking(move || {
+                for job in jobs {
+                    if let Err(e) = folders.remove_job(job) {
+                        tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = removed {
+                tracing::error!(pipeline = p.name, "removing pruned folders failed: {e}");
+            }
+        }
+        Err(e) => tracing::error!(pipeline = p.name, "cannot prune old runs: {e}"),
+    }
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {

@@ -4,51 +4,24 @@
 
 use std::time::Duration;
 
-use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
+use baton_core::run::{Status, TargetKind, run_status};
 use baton_exec::{ExitRecord, Outcome};
-use baton_store::{Change, RunRow};
+use baton_store::Change;
 use chrono::{DateTime, Utc};
 
 use super::{Actor, job_change};
-use crate::handle::{SchedError, TriggerRequest};
+
 use crate::jobs::{ON_ERROR_JOB, TargetDef};
 
 /// A job that failed: its name, exit code, reason, id and attempt.
 type FailedJob = (String, Option<i32>, Option<String>, i64, u32);
 
 impl Actor {
-    pub(super) async fn rerun(
-        &mut self,
-        id: i64,
-        trigger: TriggerKind,
-    ) -> Result<RunRow, SchedError> {
-        let old = self
-            .store
-            .get_run(id)
-            .await?
-            .ok_or(SchedError::RunNotFound(id))?;
-        self.trigger(TriggerRequest {
-            target: old.target,
-            kind: Some(old.kind),
-            args: old.args,
-            trigger,
-            ancestors: vec![id],
-        })
-        .await
-    }
-
-    pub(super) async fn cancel(&mut self, id: i64) -> Result<RunRow, SchedError> {
+    /// Cancels open run `id`; `false` if it is not open (the handle says why from the store).
+    pub(super) async fn cancel(&mut self, id: i64) -> bool {
         let now = Utc::now();
         let Some(run) = self.runs.get_mut(&id) else {
-            let row = self
-                .store
-                .get_run(id)
-                .await?
-                .ok_or(SchedError::RunNotFound(id))?;
-            return Err(SchedError::NotCancelable {
-                id,
-                status: row.status.to_string(),
-            });
+            return false;
         };
         run.cancel_requested = true;
         let mut changes = Vec::new();
@@ -61,6 +34,7 @@ impl Actor {
                     changes.push(job_change(j, Some(now)));
                 }
                 s if s.is_active() => signal.push((
+                    j.id,
                     self.folders.job_dir(j.id, j.attempt),
                     j.worker.clone(),
                     run.def.container(&j.name).is_some(),
@@ -69,21 +43,15 @@ impl Actor {
             }
         }
         self.persist(changes).await;
-        for (dir, worker, container) in signal {
+        for (job_id, dir, worker, container) in signal {
             let Ok(exec) = self.job_executor(container, worker.as_deref()) else {
                 continue;
             };
             // A job still launching is signalled once it reports running.
-            if let Err(e) = exec.cancel(&dir).await {
-                tracing::debug!("cancel of {} deferred: {e}", dir.display());
-            }
+            self.send_cancel(job_id, dir, exec);
         }
         self.settle(id, now).await;
-        self.flush().await;
-        self.store
-            .get_run(id)
-            .await?
-            .ok_or(SchedError::RunNotFound(id))
+        true
     }
 
     pub(super) async fn job_running(&mut self, job_id: i64, attempt: u32) {
@@ -112,7 +80,7 @@ impl Actor {
         if cancel {
             let dir = self.folders.job_dir(job_id, attempt);
             if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
-                let _ = exec.cancel(&dir).await;
+                self.send_cancel(job_id, dir, exec);
             }
         }
         self.settle(run_id, Utc::now()).await;
@@ -211,28 +179,22 @@ impl Actor {
     /// failed job's name, exit code, error and log tail in the run's arguments.
     async fn add_on_error_job(&mut self, run_id: i64, failed: FailedJob, now: DateTime<Utc>) {
         let (name, code, why, fid, fattempt) = failed;
-        match self.store.add_job(run_id, ON_ERROR_JOB, now).await {
-            Ok(job) => {
-                let run = self.runs.get_mut(&run_id).expect("run present");
-                run.row.args.insert("failedTaskName".into(), name);
-                run.row.args.insert(
-                    "failedTaskExitCode".into(),
-                    code.map_or(String::new(), |c| c.to_string()),
-                );
-                run.row
-                    .args
-                    .insert("failedTaskError".into(), why.unwrap_or_default());
-                let log = self.folders.log_path(fid, fattempt);
-                run.row
-                    .args
-                    .insert("failedTaskStdout".into(), log_tail(&log, 64 * 1024));
-                // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
-                // on_error script that names it does not stop on an unset variable.
-                run.row.args.entry("failedTaskStderr".into()).or_default();
-                run.row.jobs.push(job);
-            }
-            Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
-        }
+        let tail = self.take_tail(fid, fattempt);
+        let job = self.record_new_job(run_id, ON_ERROR_JOB, now);
+        let run = self.runs.get_mut(&run_id).expect("run present");
+        run.row.args.insert("failedTaskName".into(), name);
+        run.row.args.insert(
+            "failedTaskExitCode".into(),
+            code.map_or(String::new(), |c| c.to_string()),
+        );
+        run.row
+            .args
+            .insert("failedTaskError".into(), why.unwrap_or_default());
+        run.row.args.insert("failedTaskStdout".into(), tail);
+        // One stream: stderr is in the log, so in failedTaskStdout. Set, so that an
+        // on_error script that names it does not stop on an unset variable.
+        run.row.args.entry("failedTaskStderr".into()).or_default();
+        run.row.jobs.push(job);
     }
 
     /// Puts a job back in the queue with the next attempt number.
@@ -300,8 +262,7 @@ impl Actor {
         }])
         .await;
         if status.is_terminal() {
-            // The end is on disk before its consequences (chained runs) exist.
-            self.flush().await;
+            // The end is recorded in the same transaction as its consequences (chained runs).
             let run = self.runs.remove(&run_id).expect("run present");
             self.task_ended(&run.row).await;
             if let TargetDef::Pipeline(p) = &run.def {
@@ -311,7 +272,8 @@ impl Actor {
         }
     }
 
-    /// Applies a pipeline's retention settings: older ended runs and their folders go.
+    /// Applies a pipeline's retention settings: older ended runs and their folders go, once
+    /// this batch (with the end that makes them older) is recorded.
     async fn retain(
         &mut self,
         name: &str,
@@ -325,16 +287,11 @@ impl Actor {
         let before = period
             .and_then(|p| chrono::Duration::from_std(p).ok())
             .map(|p| now - p);
-        match self.store.prune(name, count, before).await {
-            Ok(jobs) => {
-                for job in jobs {
-                    if let Err(e) = self.folders.remove_job(job) {
-                        tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(pipeline = name, "cannot prune old runs: {e}"),
-        }
+        self.prunes.push(super::Prune {
+            name: name.to_string(),
+            count,
+            before,
+        });
     }
 }
 
@@ -364,12 +321,4 @@ fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option
             Some("broken: the job ended without an exit code".into()),
         ),
     }
-}
-
-fn log_tail(path: &std::path::Path, max: u64) -> String {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    baton_exec::read_log_range(path, start, max)
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
-        .unwrap_or_default()
 }
