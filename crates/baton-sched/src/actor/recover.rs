@@ -55,7 +55,8 @@ impl Actor {
     /// started, or records its end if it finished or vanished while the server was down.
     async fn recover_job(&mut self, run_id: i64, job: JobRow) {
         let dir = self.folders.job_dir(job.id, job.attempt);
-        if !dir.join(baton_exec::layout::SPEC_FILE).exists() {
+        let spec = dir.join(baton_exec::layout::SPEC_FILE);
+        if !tokio::fs::try_exists(&spec).await.unwrap_or(false) {
             // Recorded as started but never launched: it never ran, so run it now.
             self.requeue(
                 run_id,
