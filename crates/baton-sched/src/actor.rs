@@ -1,12 +1,14 @@
 //! The scheduler actor: the single owner of open runs, workers and timers.
 //!
-//! This file holds the actor's state, its loop (one batch of messages, then timers, dispatch
-//! and one group commit) and the config reloads. Its work is split by event: [`recover`]
-//! (start-up), [`admit`] (triggers and chaining), [`timers`], [`dispatch`] (which job runs
-//! where, and launching it), [`lifecycle`] (a job's start and end, settling, cancel, rerun),
-//! [`workers`] and [`snapshot`].
+//! This file holds the actor's state, its loop and message handling, and the config reloads.
+//! Its work is split by event: [`batch`] (one batch of messages, then one group commit, and
+//! what waits for it), [`recover`] (start-up), [`admit`] (triggers and chaining), [`timers`],
+//! [`dispatch`] (which job runs where, and launching it), [`lifecycle`] (a job's start and
+//! end, settling, cancel), [`workers`] and [`snapshot`]. The actor awaits no I/O but the
+//! store's commit: executor cancels, pruning and log reads run spawned and report back.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +17,15 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use baton_core::config::Config;
 use baton_core::run::{Status, TargetKind};
-use baton_exec::RunningJob;
-use baton_store::{Change, JobRow, RunFolders, RunRow, Store};
+use baton_exec::{Executor, JobSpec, Outcome, RunningJob};
+use baton_store::{Change, JobRow, NewRun, RunFolders, RunRow, Store};
 
 use crate::Executors;
-use crate::handle::{Changed, ChangedRun, Msg, SchedError};
+use crate::handle::{Changed, Msg, SchedError};
 use crate::jobs::LiveRun;
 
 mod admit;
+mod batch;
 mod dispatch;
 mod lifecycle;
 mod recover;
@@ -30,6 +33,7 @@ mod snapshot;
 mod timers;
 mod workers;
 
+use batch::Prune;
 use workers::build_workers;
 
 struct Worker {
@@ -41,6 +45,24 @@ struct Worker {
     agent: bool,
     busy: Option<(i64, i64)>,
 }
+
+/// Where the actor tells the world: its own queue (for spawned work reporting back), the
+/// generation counter and change events of live views, and the config in force.
+pub(crate) struct Outlets {
+    pub tx: mpsc::Sender<Msg>,
+    pub generation: watch::Sender<u64>,
+    pub events: broadcast::Sender<Arc<Changed>>,
+    pub config: watch::Sender<Arc<Config>>,
+}
+
+/// The most messages one batch takes (the rest wait for the next batch).
+const MAX_BATCH: usize = 256;
+
+/// How soon the actor tries again to record the job events of a batch the store refused.
+const RETRY_AFTER: chrono::Duration = chrono::Duration::seconds(1);
+
+/// A job to launch: its folder, its spec (or why it cannot run), its worker and its id.
+pub(crate) type Launch = (PathBuf, Result<JobSpec, String>, String, i64, u32);
 
 pub(crate) struct Actor {
     /// The config in force: the loaded file's, with the runtime overrides applied.
@@ -54,6 +76,7 @@ pub(crate) struct Actor {
     executors: Executors,
     tx: mpsc::Sender<Msg>,
     generation: watch::Sender<u64>,
+    config_out: watch::Sender<Arc<Config>>,
     workers: Vec<Worker>,
     runs: BTreeMap<i64, LiveRun>,
     last_start: BTreeMap<String, DateTime<Utc>>,
@@ -63,18 +86,34 @@ pub(crate) struct Actor {
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
     ended_seq: u64,
+    /// The ids the next new run and job get (the actor is the only one that adds them).
+    next_run_id: i64,
+    next_job_id: i64,
     changed: bool,
     /// What changed in this batch, told to live views (`SchedHandle::subscribe`) after it:
     /// runs by id, and whether the config in force changed.
     touched: BTreeMap<i64, (TargetKind, String)>,
     config_changed: bool,
     events: broadcast::Sender<Arc<Changed>>,
-    /// Changes not yet written: flushed as one transaction per batch (group commit), and
-    /// always before anything that depends on them is launched or acknowledged.
+    /// Changes not yet written: committed as one transaction per batch (group commit),
+    /// before anything that depends on them is launched or acknowledged.
     pending: Vec<Change>,
-    /// Trigger replies held until the batch's dispatch ran, so they carry the run's state
-    /// after it (started, or queued with its reason).
+    /// Trigger replies held until the batch is recorded; they carry the run's state after
+    /// the batch's dispatch (started, or queued with its reason).
     replies: Vec<(crate::handle::Reply<RunRow>, Result<RunRow, SchedError>)>,
+    /// Cancel replies held until the batch is recorded.
+    cancel_replies: Vec<crate::handle::Reply<bool>>,
+    /// Work that waits for the batch to be recorded, then runs spawned: launches, cancels
+    /// sent to executors, pruning.
+    launches: Vec<Launch>,
+    cancels: Vec<(i64, PathBuf, Arc<dyn Executor>)>,
+    prunes: Vec<Prune>,
+    /// The job events of this batch, replayed if the store refuses it.
+    batch_facts: Vec<Msg>,
+    /// Job events of a refused batch, handled again first in the next one.
+    replay: Vec<Msg>,
+    /// The log tails of the jobs whose ends this batch handles, by (job, attempt).
+    tails: BTreeMap<(i64, u32), String>,
 }
 
 impl Actor {
@@ -83,9 +122,7 @@ impl Actor {
         store: Store,
         folders: RunFolders,
         executors: Executors,
-        tx: mpsc::Sender<Msg>,
-        generation: watch::Sender<u64>,
-        events: broadcast::Sender<Arc<Changed>>,
+        out: Outlets,
     ) -> Self {
         Actor {
             workers: build_workers(&config),
@@ -95,30 +132,44 @@ impl Actor {
             store,
             folders,
             executors,
-            tx,
-            generation,
+            tx: out.tx,
+            generation: out.generation,
+            config_out: out.config,
             runs: BTreeMap::new(),
             last_start: BTreeMap::new(),
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
             ended_seq: 0,
+            next_run_id: 1,
+            next_job_id: 1,
             changed: false,
             touched: BTreeMap::new(),
             config_changed: false,
-            events,
+            events: out.events,
             pending: Vec::new(),
             replies: Vec::new(),
+            cancel_replies: Vec::new(),
+            launches: Vec::new(),
+            cancels: Vec::new(),
+            prunes: Vec::new(),
+            batch_facts: Vec::new(),
+            replay: Vec::new(),
+            tails: BTreeMap::new(),
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// The actor's loop: waits for messages, a timer or agents, then handles one batch.
+    /// Ends on shutdown (or when every handle is gone).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Utc::now();
             let wake = self.next_wake(now);
             let sleep = (wake - now).to_std().unwrap_or(Duration::ZERO);
             let agents_changed = self.executors.agents.as_ref().map(|h| h.changed());
+            let mut batch = Vec::new();
             tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = async {
                     match &agents_changed {
                         Some(n) => n.notified().await,
@@ -127,51 +178,36 @@ impl Actor {
                 } => {}
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
-                    self.handle(msg).await;
-                    // Take whatever else is waiting as one batch.
-                    while let Ok(msg) = rx.try_recv() {
-                        self.handle(msg).await;
+                    batch.push(msg);
+                    // Take whatever else is waiting as one batch (bounded).
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
             }
-            let now = Utc::now();
-            self.fire_timers(now).await;
-            self.pump(now).await;
-            self.flush().await;
-            for (reply, r) in std::mem::take(&mut self.replies) {
-                let r = r.map(|row| match self.runs.get(&row.id) {
-                    Some(live) => live.row.clone(),
-                    None => row,
-                });
-                let _ = reply.send(r);
-            }
-            if std::mem::take(&mut self.changed) {
-                self.generation.send_modify(|g| *g += 1);
-                let runs = std::mem::take(&mut self.touched)
-                    .into_iter()
-                    .map(|(id, (kind, target))| ChangedRun { id, kind, target })
-                    .collect();
-                let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
-                // No subscriber is fine: nobody is watching.
-                let _ = self.events.send(Arc::new(Changed { runs, config }));
-            }
+            self.step(batch).await;
         }
     }
 
     async fn handle(&mut self, msg: Msg) {
+        if let Some(fact) = msg.fact() {
+            self.batch_facts.push(fact);
+        }
         match msg {
             Msg::Trigger(req, reply) => {
                 let r = self.trigger(req).await;
                 self.replies.push((reply, r));
             }
             Msg::Cancel(id, reply) => {
-                let r = self.cancel(id).await;
-                let _ = reply.send(r);
-            }
-            Msg::Rerun(id, trigger, reply) => {
-                let r = self.rerun(id, trigger).await;
-                let _ = reply.send(r);
+                if self.cancel(id).await {
+                    self.cancel_replies.push(reply);
+                } else {
+                    let _ = reply.send(Ok(false));
+                }
             }
             Msg::Reload(config, reply) => {
                 self.reload(*config);
@@ -184,16 +220,70 @@ impl Actor {
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            Msg::Config(reply) => {
-                let _ = reply.send(self.config.clone());
+            Msg::CancelSent { job_id, result } => {
+                if let Err(e) = result {
+                    // A job still launching is signalled once it reports running.
+                    tracing::debug!(job = job_id, "cancel not delivered: {e}");
+                }
             }
+            #[cfg(test)]
+            Msg::Panic(why) => panic!("{why}"),
             Msg::JobRunning { job_id, attempt } => self.job_running(job_id, attempt).await,
             Msg::JobEnded {
                 job_id,
                 attempt,
                 outcome,
-            } => self.job_ended(job_id, attempt, outcome).await,
+                tail,
+            } => {
+                self.tails.insert((job_id, attempt), tail);
+                self.job_ended(job_id, attempt, outcome).await;
+                self.tails.remove(&(job_id, attempt));
+            }
         }
+    }
+
+    /// The log tail of a job attempt whose end is being handled (read by the task that
+    /// waited for the end, off the actor).
+    pub(super) fn take_tail(&mut self, job_id: i64, attempt: u32) -> String {
+        self.tails.remove(&(job_id, attempt)).unwrap_or_default()
+    }
+
+    /// Gives a new run its ids (and its jobs theirs) and records it with the batch.
+    pub(super) fn record_new_run(&mut self, new: NewRun) -> RunRow {
+        let row = new.into_row(self.next_run_id, self.next_job_id);
+        self.next_run_id += 1;
+        self.next_job_id += row.jobs.len() as i64;
+        self.pending.push(Change::NewRun(Box::new(row.clone())));
+        row
+    }
+
+    /// Gives a job added to open run `run_id` its id and records it, with its own arguments
+    /// beyond the run's, with the batch.
+    pub(super) fn record_new_job(
+        &mut self,
+        run_id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+        args: BTreeMap<String, String>,
+    ) -> JobRow {
+        let job = JobRow {
+            id: self.next_job_id,
+            run_id,
+            name: name.to_string(),
+            status: Status::Queued,
+            reason: None,
+            attempt: 1,
+            worker: None,
+            exit_code: None,
+            queued_at: DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at),
+            started_at: None,
+            ended_at: None,
+            ended_seq: None,
+            args,
+        };
+        self.next_job_id += 1;
+        self.pending.push(Change::NewJob(job.clone()));
+        job
     }
 
     /// Overrides a task's `enabled` (`None`: follow the config again). Recorded in the store
@@ -231,6 +321,7 @@ impl Actor {
         }
         self.workers = workers;
         self.config = Arc::new(config);
+        self.config_out.send_replace(self.config.clone());
         self.reset_timers(Utc::now());
         self.changed = true;
         self.config_changed = true;
@@ -257,6 +348,8 @@ impl Actor {
                     .values()
                     .find(|r| r.row.jobs.iter().any(|j| j.id == *id))
                     .map(|r| r.row.id),
+                Change::NewRun(run) => Some(run.id),
+                Change::NewJob(job) => Some(job.run_id),
                 Change::Mark { .. } => None,
             };
             if let Some(run) = run {
@@ -266,29 +359,49 @@ impl Actor {
         self.changed = true;
         self.pending.extend(changes);
     }
-
-    /// Writes pending changes in one transaction.
-    async fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let changes = std::mem::take(&mut self.pending);
-        if let Err(e) = self.store.apply(&changes).await {
-            tracing::error!("cannot record state changes: {e}");
-        }
-    }
 }
 
-/// Waits for a job to end and tells the actor.
-async fn report_end(tx: mpsc::Sender<Msg>, job_id: i64, attempt: u32, handle: Box<dyn RunningJob>) {
+/// Waits for a job to end, reads the end of its log when it did not succeed (for the
+/// `on_error` job's arguments; off the async threads), and tells the actor.
+async fn report_end(
+    tx: mpsc::Sender<Msg>,
+    job_id: i64,
+    attempt: u32,
+    handle: Box<dyn RunningJob>,
+    log: PathBuf,
+) {
     let outcome = handle.wait().await;
+    let succeeded = matches!(&outcome, Outcome::Exited(rec)
+        if rec.exit_code == Some(0) && rec.error.is_none() && !rec.timed_out && !rec.canceled);
+    let tail = if succeeded {
+        String::new()
+    } else {
+        read_tail(log).await
+    };
     let _ = tx
         .send(Msg::JobEnded {
             job_id,
             attempt,
             outcome,
+            tail,
         })
         .await;
+}
+
+/// The last 64 KiB of a job's log as text (empty if there is none), read on a blocking
+/// thread.
+pub(crate) async fn read_tail(log: PathBuf) -> String {
+    tokio::task::spawn_blocking(move || log_tail(&log, baton_core::decide::FAILED_LOG_TAIL_BYTES))
+        .await
+        .unwrap_or_default()
+}
+
+fn log_tail(path: &std::path::Path, max: u64) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    baton_exec::read_log_range(path, start, max)
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
+        .unwrap_or_default()
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {

@@ -1,6 +1,7 @@
 //! The scheduler's public face: a cheap handle that sends requests to the actor.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,6 +37,12 @@ pub enum SchedError {
     NotCancelable { id: i64, status: String },
     #[error("could not record the change: {0}")]
     Store(#[from] StoreError),
+    /// The store refused the batch that held this request: nothing of it was recorded,
+    /// acknowledged or started. The cause is in the server's log.
+    #[error(
+        "the database could not record this request, so nothing was done (hint: the server's log has the cause; retry once the database is writable again)"
+    )]
+    StoreUnavailable,
     #[error("the scheduler has stopped")]
     Stopped,
 }
@@ -106,12 +113,19 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
-    Cancel(i64, Reply<RunRow>),
-    Rerun(i64, TriggerKind, Reply<RunRow>),
+    /// Answers `true` once the cancel is recorded, `false` when the run is not open.
+    Cancel(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
     SetEnabled(String, Option<bool>, Reply<()>),
     Snapshot(oneshot::Sender<Snapshot>),
-    Config(oneshot::Sender<std::sync::Arc<Config>>),
+    /// A cancel spawned by the actor was delivered (or not: the error says why).
+    CancelSent {
+        job_id: i64,
+        result: Result<(), String>,
+    },
+    /// Makes the actor panic, to test its supervision.
+    #[cfg(test)]
+    Panic(String),
     JobRunning {
         job_id: i64,
         attempt: u32,
@@ -120,7 +134,35 @@ pub(crate) enum Msg {
         job_id: i64,
         attempt: u32,
         outcome: Outcome,
+        /// The end of the job's log, read by the task that waited for the end (for an
+        /// `on_error` job's `failedTaskStdout`); empty when the job succeeded.
+        tail: String,
     },
+}
+
+impl Msg {
+    /// A copy of a fact (something that happened to a job), kept to replay it when the
+    /// batch that held it could not be recorded; requests are answered instead.
+    pub(crate) fn fact(&self) -> Option<Msg> {
+        match self {
+            Msg::JobRunning { job_id, attempt } => Some(Msg::JobRunning {
+                job_id: *job_id,
+                attempt: *attempt,
+            }),
+            Msg::JobEnded {
+                job_id,
+                attempt,
+                outcome,
+                tail,
+            } => Some(Msg::JobEnded {
+                job_id: *job_id,
+                attempt: *attempt,
+                outcome: outcome.clone(),
+                tail: tail.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A handle to the scheduler actor. Cheap to clone.
@@ -129,21 +171,35 @@ pub struct SchedHandle {
     tx: mpsc::Sender<Msg>,
     generation: watch::Receiver<u64>,
     events: broadcast::Sender<std::sync::Arc<Changed>>,
+    /// The config in force, published by the actor on every reload and override.
+    config: watch::Receiver<Arc<Config>>,
+    /// Tells the actor (and its loops) to stop; `stopped` says when it did.
+    shutdown: Arc<watch::Sender<bool>>,
+    stopped: watch::Receiver<bool>,
     store: Store,
 }
 
+/// The channels a [`SchedHandle`] is made of.
+pub(crate) struct HandleParts {
+    pub tx: mpsc::Sender<Msg>,
+    pub generation: watch::Receiver<u64>,
+    pub events: broadcast::Sender<std::sync::Arc<Changed>>,
+    pub config: watch::Receiver<Arc<Config>>,
+    pub shutdown: Arc<watch::Sender<bool>>,
+    pub stopped: watch::Receiver<bool>,
+    pub store: Store,
+}
+
 impl SchedHandle {
-    pub(crate) fn new(
-        tx: mpsc::Sender<Msg>,
-        generation: watch::Receiver<u64>,
-        events: broadcast::Sender<std::sync::Arc<Changed>>,
-        store: Store,
-    ) -> Self {
+    pub(crate) fn new(p: HandleParts) -> Self {
         SchedHandle {
-            tx,
-            generation,
-            events,
-            store,
+            tx: p.tx,
+            generation: p.generation,
+            events: p.events,
+            config: p.config,
+            shutdown: p.shutdown,
+            stopped: p.stopped,
+            store: p.store,
         }
     }
 
@@ -161,13 +217,38 @@ impl SchedHandle {
         self.ask(|r| Msg::Trigger(req, r)).await
     }
 
+    /// Cancels an open run; answers with the run as recorded after the cancel.
     pub async fn cancel(&self, run_id: i64) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::Cancel(run_id, r)).await
+        let open = self.ask(|r| Msg::Cancel(run_id, r)).await?;
+        let row = self
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or(SchedError::RunNotFound(run_id))?;
+        if !open {
+            return Err(SchedError::NotCancelable {
+                id: run_id,
+                status: row.status.to_string(),
+            });
+        }
+        Ok(row)
     }
 
     /// Starts a new run of the same target with the same arguments, linked to the old one.
     pub async fn rerun(&self, run_id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::Rerun(run_id, trigger, r)).await
+        let old = self
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or(SchedError::RunNotFound(run_id))?;
+        self.trigger(TriggerRequest {
+            target: old.target,
+            kind: Some(old.kind),
+            args: old.args,
+            trigger,
+            ancestors: vec![run_id],
+        })
+        .await
     }
 
     /// Swaps in a new (already validated) config. Queued runs keep their definitions.
@@ -191,14 +272,26 @@ impl SchedHandle {
         rx.await.map_err(|_| SchedError::Stopped)
     }
 
-    /// The config in force.
-    pub async fn config(&self) -> Result<std::sync::Arc<Config>, SchedError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Config(tx))
-            .await
-            .map_err(|_| SchedError::Stopped)?;
-        rx.await.map_err(|_| SchedError::Stopped)
+    /// The config in force (with the runtime overrides applied): a plain read, the actor is
+    /// not asked.
+    pub async fn config(&self) -> Result<Arc<Config>, SchedError> {
+        Ok(self.config.borrow().clone())
+    }
+
+    /// Stops the scheduler: the actor ends after its current batch, with its periodic
+    /// wake-ups. Running jobs keep going under their supervisors (the next start re-attaches
+    /// to them). Returns once the actor has stopped.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let mut stopped = self.stopped.clone();
+        // An error means the watcher is gone, so the actor is too.
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// Makes the actor panic (tests of its supervision).
+    #[cfg(test)]
+    pub(crate) async fn panic_actor(&self, why: &str) {
+        let _ = self.tx.send(Msg::Panic(why.to_string())).await;
     }
 
     /// The store, for reads.

@@ -19,6 +19,8 @@ pub use handle::{
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use baton_core::config::Config;
 use std::collections::BTreeMap;
 
@@ -31,7 +33,14 @@ pub struct SchedulerParts {
     pub store: Store,
     pub data_dir: PathBuf,
     pub executors: Executors,
+    /// Called with the panic's message after the actor panicked (the panic is logged first).
+    /// The server ends the process here with a non-zero status, so that a service manager
+    /// restarts it and recovery takes over (runs survive that by design).
+    pub on_actor_panic: OnActorPanic,
 }
+
+/// What to do when the scheduler actor panicked; gets the panic's message.
+pub type OnActorPanic = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Where jobs run: the local executor for local workers, and one executor per remote worker.
 #[derive(Clone)]
@@ -60,22 +69,67 @@ pub type SshFactory = Arc<
 >;
 
 /// Recovers open runs from the store (re-attaching to jobs that outlived a previous server),
-/// then starts the actor. Returns the handle everyone else uses.
+/// then starts the actor, supervised: if it panics, [`SchedulerParts::on_actor_panic`] is
+/// called. Returns the handle everyone else uses.
 pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let (gen_tx, gen_rx) = tokio::sync::watch::channel(0u64);
+    let (gen_tx, gen_rx) = watch::channel(0u64);
     let (events_tx, _) = tokio::sync::broadcast::channel(handle::EVENT_BACKLOG);
-    let handle = SchedHandle::new(tx.clone(), gen_rx, events_tx.clone(), parts.store.clone());
+    let config = Arc::new(parts.config);
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let handle = SchedHandle::new(handle::HandleParts {
+        tx: tx.clone(),
+        generation: gen_rx,
+        events: events_tx.clone(),
+        config: config_rx,
+        shutdown: Arc::new(shutdown_tx),
+        stopped: stopped_rx,
+        store: parts.store.clone(),
+    });
     let mut actor = actor::Actor::new(
-        Arc::new(parts.config),
+        config,
         parts.store,
         RunFolders::new(&parts.data_dir),
         parts.executors,
-        tx,
-        gen_tx,
-        events_tx,
+        actor::Outlets {
+            tx,
+            generation: gen_tx,
+            events: events_tx,
+            config: config_tx,
+        },
     );
     actor.recover().await?;
-    tokio::spawn(actor.run(rx));
+    let task = tokio::spawn(actor.run(rx, shutdown_rx));
+    tokio::spawn(supervise(task, parts.on_actor_panic, stopped_tx));
     Ok(handle)
 }
+
+/// Waits for the actor to end: a panic is logged with its cause and handed to `on_panic`.
+async fn supervise(
+    task: tokio::task::JoinHandle<()>,
+    on_panic: OnActorPanic,
+    stopped: watch::Sender<bool>,
+) {
+    match task.await {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let cause = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            tracing::error!(
+                "the scheduler panicked: {cause} (the server stops so that it is restarted; open runs are recovered then)"
+            );
+            on_panic(&cause);
+        }
+        Err(e) => tracing::error!("the scheduler's task ended: {e}"),
+    }
+    stopped.send_replace(true);
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,8 @@ mod users;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -69,6 +71,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Committed write transactions (see [`Store::write_commits`]).
+    commits: Arc<AtomicU64>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -105,80 +109,45 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            commits: Arc::default(),
+        })
     }
 
     /// Records a new run with its jobs and ancestor links, in one transaction.
     pub async fn insert_run(&self, new: &NewRun) -> Result<RunRow> {
-        let mut tx = self.pool.begin().await?;
-        let definition = serde_json::to_string(&new.definition).unwrap_or_default();
-        let args = serde_json::to_string(&new.args).unwrap_or_default();
-        let tags = serde_json::to_string(&new.tags).unwrap_or_default();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (kind, target, trigger, args, tags, definition, status, reason,
-                 priority, partition_key, enqueued_at, not_before, started_at, ended_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) RETURNING id",
-        )
-        .bind(new.kind.as_str())
-        .bind(&new.target)
-        .bind(new.trigger.as_str())
-        .bind(args)
-        .bind(tags)
-        .bind(definition)
-        .bind(new.status.as_str())
-        .bind(&new.reason)
-        .bind(new.priority)
-        .bind(&new.partition)
-        .bind(ms(new.enqueued_at))
-        .bind(new.not_before.map(ms))
-        .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut jobs = Vec::with_capacity(new.jobs.len());
-        for job in &new.jobs {
-            let row = sqlx::query(
-                "INSERT INTO jobs (run_id, name, status, reason, attempt, queued_at, ended_at)
-                 VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING *",
-            )
-            .bind(id)
-            .bind(&job.name)
-            .bind(new.status.as_str())
-            .bind(&new.reason)
-            .bind(ms(new.enqueued_at))
-            .bind(new.status.is_terminal().then(|| ms(new.enqueued_at)))
-            .fetch_one(&mut *tx)
+        let (run_id, job_id) = self.next_ids().await?;
+        let row = new.clone().into_row(run_id, job_id);
+        self.apply(&[Change::NewRun(Box::new(row.clone()))]).await?;
+        Ok(row)
+    }
+
+    /// The ids the next run and the next job get: one past the highest recorded (as SQLite
+    /// would pick them). The scheduler, the only one that adds runs and jobs, counts on from
+    /// there, so a batch knows its runs' ids before it is recorded.
+    pub async fn next_ids(&self) -> Result<(i64, i64)> {
+        let run: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM runs")
+            .fetch_one(&self.pool)
             .await?;
-            jobs.push(job_from_row(&row)?);
-        }
-        for ancestor in &new.ancestors {
-            sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES (?, ?)")
-                .bind(ancestor)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let job: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((run, job))
+    }
+
+    /// How many write transactions of scheduling state (runs, jobs, timers, overrides) this
+    /// store committed since it was opened. Group commit shows here: one per scheduler
+    /// batch, however many triggers it held.
+    pub fn write_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Commits `tx` and counts it.
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
         tx.commit().await?;
-        let ended = new.status.is_terminal().then_some(new.enqueued_at);
-        Ok(RunRow {
-            id,
-            kind: new.kind,
-            target: new.target.clone(),
-            trigger: new.trigger,
-            args: new.args.clone(),
-            tags: new.tags.clone(),
-            definition: new.definition.clone(),
-            status: new.status,
-            reason: new.reason.clone(),
-            priority: new.priority,
-            partition: new.partition.clone(),
-            enqueued_at: from_ms(ms(new.enqueued_at)),
-            not_before: new.not_before,
-            started_at: None,
-            ended_at: ended.map(|t| from_ms(ms(t))),
-            jobs,
-            ancestors: new.ancestors.clone(),
-            descendants: Vec::new(),
-        })
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Applies a batch of changes in one transaction (one fsync).
@@ -248,10 +217,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Change::NewRun(run) => insert_run_row(&mut tx, run).await?,
+                Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
             }
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx).await
     }
 
     /// Adds a job to an open run (a pipeline's `on_error` job), with its own arguments beyond
@@ -263,18 +233,24 @@ impl Store {
         at: DateTime<Utc>,
         args: &BTreeMap<String, String>,
     ) -> Result<JobRow> {
-        let args = (!args.is_empty()).then(|| serde_json::to_string(args).unwrap_or_default());
-        let row = sqlx::query(
-            "INSERT INTO jobs (run_id, name, status, attempt, queued_at, args)
-             VALUES (?, ?, 'queued', 1, ?, ?) RETURNING *",
-        )
-        .bind(run_id)
-        .bind(name)
-        .bind(ms(at))
-        .bind(args)
-        .fetch_one(&self.pool)
-        .await?;
-        job_from_row(&row)
+        let (_, id) = self.next_ids().await?;
+        let job = JobRow {
+            id,
+            run_id,
+            name: name.to_string(),
+            status: Status::Queued,
+            reason: None,
+            attempt: 1,
+            worker: None,
+            exit_code: None,
+            queued_at: from_ms(ms(at)),
+            started_at: None,
+            ended_at: None,
+            ended_seq: None,
+            args: args.clone(),
+        };
+        self.apply(&[Change::NewJob(job.clone())]).await?;
+        Ok(job)
     }
 
     /// Deletes ended runs of `target` beyond the newest `keep` or that ended before `before`
@@ -328,7 +304,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(jobs)
     }
 
@@ -586,6 +562,7 @@ impl Store {
                     .await?;
             }
         }
+        self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -602,6 +579,64 @@ impl Store {
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Inserts a run, its jobs and its ancestor links under the ids `run` holds.
+async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow) -> Result<()> {
+    let definition = serde_json::to_string(&run.definition).unwrap_or_default();
+    let args = serde_json::to_string(&run.args).unwrap_or_default();
+    let tags = serde_json::to_string(&run.tags).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO runs (id, kind, target, trigger, args, tags, definition, status, reason,
+             priority, partition_key, enqueued_at, not_before, started_at, ended_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+    )
+    .bind(run.id)
+    .bind(run.kind.as_str())
+    .bind(&run.target)
+    .bind(run.trigger.as_str())
+    .bind(args)
+    .bind(tags)
+    .bind(definition)
+    .bind(run.status.as_str())
+    .bind(&run.reason)
+    .bind(run.priority)
+    .bind(&run.partition)
+    .bind(ms(run.enqueued_at))
+    .bind(run.not_before.map(ms))
+    .bind(run.ended_at.map(ms))
+    .execute(&mut *tx)
+    .await?;
+    for job in &run.jobs {
+        insert_job_row(tx, job).await?;
+    }
+    for ancestor in &run.ancestors {
+        sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES (?, ?)")
+            .bind(ancestor)
+            .bind(run.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts a new job (attempt 1, not started) under its id.
+async fn insert_job_row(tx: &mut sqlx::SqliteConnection, job: &JobRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, run_id, name, status, reason, attempt, queued_at, ended_at, args)
+         VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+    )
+    .bind(job.id)
+    .bind(job.run_id)
+    .bind(&job.name)
+    .bind(job.status.as_str())
+    .bind(&job.reason)
+    .bind(ms(job.queued_at))
+    .bind(job.ended_at.map(ms))
+    .bind((!job.args.is_empty()).then(|| serde_json::to_string(&job.args).unwrap_or_default()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn parse<T: FromStr>(table: &'static str, v: &str) -> Result<T>

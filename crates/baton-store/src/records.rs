@@ -107,6 +107,60 @@ pub enum Change {
         target: String,
         slot: DateTime<Utc>,
     },
+    /// A new run with its jobs and ancestor links, under the ids the scheduler gave them
+    /// (see [`NewRun::into_row`] and `Store::next_ids`).
+    NewRun(Box<RunRow>),
+    /// A job added to an open run (a pipeline's `on_error` job), under its id.
+    NewJob(JobRow),
+}
+
+impl NewRun {
+    /// The row this run is recorded as, with run id `id` and job ids from `first_job` on.
+    /// Times are kept to the millisecond, as the store keeps them.
+    pub fn into_row(self, id: i64, first_job: i64) -> RunRow {
+        let at = crate::from_ms(crate::ms(self.enqueued_at));
+        let ended = self.status.is_terminal().then_some(at);
+        let jobs = self
+            .jobs
+            .iter()
+            .zip(first_job..)
+            .map(|(job, job_id)| JobRow {
+                id: job_id,
+                run_id: id,
+                name: job.name.clone(),
+                status: self.status,
+                reason: self.reason.clone(),
+                attempt: 1,
+                worker: None,
+                exit_code: None,
+                queued_at: at,
+                started_at: None,
+                ended_at: ended,
+                ended_seq: None,
+                args: BTreeMap::new(),
+            })
+            .collect();
+        RunRow {
+            id,
+            kind: self.kind,
+            target: self.target,
+            trigger: self.trigger,
+            args: self.args,
+            tags: self.tags,
+            definition: self.definition,
+            status: self.status,
+            reason: self.reason,
+            priority: self.priority,
+            partition: self.partition,
+            enqueued_at: at,
+            not_before: self.not_before,
+            started_at: None,
+            ended_at: ended,
+            jobs,
+            ancestors: self.ancestors,
+            descendants: Vec::new(),
+        }
+    }
 }
 
 /// Which runs to list.

@@ -58,6 +58,7 @@ impl From<SchedError> for ApiError {
             SchedError::BadArgument { .. } => (StatusCode::BAD_REQUEST, "bad_argument"),
             SchedError::Store(e) => return store_failure(e),
             SchedError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+            SchedError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -35,6 +35,9 @@ pub(crate) struct ServeArgs {
     job_containment: baton_exec::ContainmentMode,
 }
 
+/// The exit status when the scheduler panicked (EX_SOFTWARE: an internal software error).
+const ACTOR_PANIC_EXIT: i32 = 70;
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     baton_core::config::parse_duration(s)
 }
@@ -221,6 +224,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             remote,
             ssh: Some(ssh),
         },
+        on_actor_panic: Arc::new(|_cause| {
+            // Logged with its cause already. Without its scheduler the server would answer 503
+            // for ever: end it, so that a service manager restarts it and recovery takes over.
+            std::process::exit(ACTOR_PANIC_EXIT);
+        }),
     })
     .await?;
     let config_path = args.config.clone();
@@ -282,6 +290,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown)
         .await;
     stop_loops.cancel();
+    sched.shutdown().await;
     served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)

@@ -625,3 +625,72 @@ async fn a_worker_added_by_reload_gets_runs() {
     assert_eq!(on, ["w1".to_string(), "w2".to_string()]);
     assert_eq!(t.s.log_text(b, None).await, expected_log(b, 5));
 }
+
+/// Files named `cancel` under `dir` (the runner's cancel request on a worker).
+fn cancel_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name() == "cancel" {
+            out.push(p);
+        } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(cancel_files(&p));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_to_an_unreachable_worker_does_not_hold_up_the_scheduler() {
+    let net = TestNet::new(1);
+    let yaml = format!(
+        "{}  here:\n    queues: [here]\ntasks:\n  remote:\n    command: |\n      : > \"$started\"\n      for i in $(seq 1200); do [ -e \"$gate\" ] && break; sleep 0.05; done\n  near:\n    queues: [here]\n    command: echo near\n",
+        net.config("30s")
+    );
+    let s = Server::start_on(&yaml, &net.gateway);
+    let t = Setup { s, net };
+    t.workers_up().await;
+    let started = t.net.path("started");
+    let gate = t.net.path("gate");
+    let run =
+        t.s.trigger(
+            "remote",
+            &[
+                ("started", started.to_str().unwrap()),
+                ("gate", gate.to_str().unwrap()),
+            ],
+        )
+        .await;
+    let id = id_of(&run);
+    common::wait_file(&started).await;
+    t.s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    let h = t.net.host("w1");
+    h.cut();
+    // The cancel is recorded and answered; delivering it to the cut-off worker is pending.
+    let (st, body) =
+        t.s.post(&format!("/runs/{id}/cancel"), serde_json::json!({}))
+            .await;
+    assert_eq!(st, 200, "{body}");
+    // While it is pending, the scheduler goes on: a local task runs to success.
+    let near = t.s.trigger("near", &[]).await;
+    let near = t.s.wait_run(id_of(&near)).await;
+    assert_eq!(status(&near), "success", "{near:#}\n{}", t.s.stderr());
+    // Still pending then: the worker got no cancel and the remote run has not ended.
+    assert!(
+        cancel_files(&h.work_dir).is_empty(),
+        "the cancel reached a worker whose network was cut"
+    );
+    let remote = t.s.run(id).await;
+    assert_eq!(
+        status(&remote),
+        "running",
+        "the remote run must still be running while its cancel is pending: {remote:#}"
+    );
+    h.restore();
+    let remote = t.s.wait_run_for(id, Duration::from_secs(120)).await;
+    assert_eq!(status(&remote), "canceled", "{remote:#}\n{}", t.s.stderr());
+}

@@ -83,15 +83,23 @@ tasks:
     // Several 3 s slots pass while the server is down.
     tokio::time::sleep(Duration::from_secs(10)).await;
     s.restart();
-    let after = wait_for_schedule_runs(&s, "hourly-ish", before + 1).await;
-    // The catch-up run is there; the next slot is 3 s after it, so for a moment there is
-    // exactly one new run, not one per missed slot.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let now = schedule_runs(&s, "hourly-ish").await;
-    assert_eq!(
-        now.len(),
-        before + 1,
-        "missed slots must collapse into one run: {after:#?}"
+    // One catch-up run for all the missed slots, then the next slot a period later: had the
+    // missed slots fired one run each, the first runs after the restart would be enqueued
+    // together, not a period apart.
+    let after = wait_for_schedule_runs(&s, "hourly-ish", before + 2).await;
+    let enqueued = |r: &Value| {
+        chrono::DateTime::parse_from_rfc3339(r["enqueued_at"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no enqueued_at in {r:#}: {e}"))
+    };
+    // Newest first: the catch-up run is the (before + 1)th from the end.
+    let catch_up = &after[after.len() - before - 1];
+    let next = &after[after.len() - before - 2];
+    let gap = enqueued(next) - enqueued(catch_up);
+    assert!(
+        gap >= chrono::Duration::milliseconds(1500),
+        "missed slots must collapse into one run, the next slot a period (3 s) later; runs {} and {} are {gap} apart: {after:#?}",
+        catch_up["id"],
+        next["id"]
     );
 }
 

@@ -90,7 +90,7 @@ impl Actor {
                 .collect(),
             ancestors: req.ancestors.clone(),
         };
-        let row = self.store.insert_run(&new).await?;
+        let row = self.record_new_run(new);
         self.changed = true;
         self.touched.insert(row.id, (row.kind, row.target.clone()));
         if let Some(reason) = refused {
@@ -103,12 +103,10 @@ impl Actor {
             Some(Displace::Replace(old)) => {
                 let why = format!("canceled: replaced by run {}", row.id);
                 self.displace(old, Status::Canceled, why, now).await;
-                self.flush().await;
             }
             Some(Displace::Supersede(old)) => {
                 let why = format!("skipped: superseded by run {}", row.id);
                 self.displace(old, Status::Skipped, why, now).await;
-                self.flush().await;
             }
             None => {}
         }

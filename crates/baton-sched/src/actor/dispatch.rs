@@ -13,14 +13,10 @@ use baton_exec::{ContainerSpec, Executor, JobSpec, Network, Outcome};
 use baton_store::Change;
 use chrono::{DateTime, Utc};
 
-use super::{Actor, job_change, report_end};
+use super::{Actor, Launch, job_change, report_end};
 use crate::handle::Msg;
 use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
-
-/// A job to launch: its folder, its spec (or why it cannot run), its worker, its id and the
-/// attempt (as recorded with the job).
-type Launch = (PathBuf, Result<JobSpec, String>, String, i64, u32);
 
 impl Actor {
     /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
@@ -45,11 +41,9 @@ impl Actor {
         let (mut changes, launches) = self.record_starts(assignments, now);
         changes.extend(self.run_status_changes(&reasons));
         self.persist(changes).await;
-        // Durable before launch: after a crash the job is re-attached, never run twice.
-        self.flush().await;
-        for (dir, spec, worker, job_id, attempt) in launches {
-            self.launch(dir, spec, &worker, job_id, attempt);
-        }
+        // Launched once the batch is recorded: after a crash the job is re-attached, never
+        // run twice.
+        self.launches.extend(launches);
     }
 
     /// Pipelines: skips or cancels what their DAG says.
@@ -82,6 +76,7 @@ impl Actor {
                         j.reason = Some(why.clone());
                         let container = run.def.container(&j.name).is_some();
                         to_signal.push((
+                            j.id,
                             self.folders.job_dir(j.id, j.attempt),
                             j.worker.clone(),
                             container,
@@ -91,9 +86,9 @@ impl Actor {
             }
         }
         self.persist(changes).await;
-        for (dir, worker, container) in to_signal {
+        for (job_id, dir, worker, container) in to_signal {
             if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
-                let _ = exec.cancel(&dir).await;
+                self.send_cancel(job_id, dir, exec);
             }
         }
         for id in touched {
@@ -337,7 +332,7 @@ impl Actor {
             .unwrap_or_else(|| self.executors.local.clone())
     }
 
-    fn launch(
+    pub(super) fn launch(
         &self,
         dir: PathBuf,
         spec: Result<JobSpec, String>,
@@ -356,6 +351,7 @@ impl Actor {
                             job_id,
                             attempt,
                             outcome,
+                            tail: String::new(),
                         })
                         .await;
                 });
@@ -364,6 +360,7 @@ impl Actor {
         };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
+        let log = self.folders.log_path(job_id, attempt);
         tokio::spawn(async move {
             let exec = match exec {
                 Ok(e) => e,
@@ -374,6 +371,7 @@ impl Actor {
                             job_id,
                             attempt,
                             outcome,
+                            tail: String::new(),
                         })
                         .await;
                     return;
@@ -382,7 +380,7 @@ impl Actor {
             match exec.start(&dir, &spec).await {
                 Ok(handle) => {
                     let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
-                    report_end(tx, job_id, attempt, handle).await;
+                    report_end(tx, job_id, attempt, handle, log).await;
                 }
                 Err(e) => {
                     let outcome = Outcome::Lost(format!("could not start the job: {e}"));
@@ -391,6 +389,7 @@ impl Actor {
                             job_id,
                             attempt,
                             outcome,
+                            tail: String::new(),
                         })
                         .await;
                 }

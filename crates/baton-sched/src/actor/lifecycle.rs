@@ -5,51 +5,24 @@
 use std::time::Duration;
 
 use baton_core::decide::{self, AttemptEnd, FailedTask, JobEnd, ReasonJob};
-use baton_core::run::{Status, TargetKind, TriggerKind, run_status};
+use baton_core::run::{Status, TargetKind, run_status};
 use baton_exec::{ExitRecord, Outcome};
-use baton_store::{Change, RunRow};
+use baton_store::Change;
 use chrono::{DateTime, Utc};
 
 use super::{Actor, job_change};
-use crate::handle::{SchedError, TriggerRequest};
+
 use crate::jobs::{ON_ERROR_JOB, TargetDef};
 
 /// A job that failed: its name, exit code, reason, id and attempt.
 type FailedJob = (String, Option<i32>, Option<String>, i64, u32);
 
 impl Actor {
-    pub(super) async fn rerun(
-        &mut self,
-        id: i64,
-        trigger: TriggerKind,
-    ) -> Result<RunRow, SchedError> {
-        let old = self
-            .store
-            .get_run(id)
-            .await?
-            .ok_or(SchedError::RunNotFound(id))?;
-        self.trigger(TriggerRequest {
-            target: old.target,
-            kind: Some(old.kind),
-            args: old.args,
-            trigger,
-            ancestors: vec![id],
-        })
-        .await
-    }
-
-    pub(super) async fn cancel(&mut self, id: i64) -> Result<RunRow, SchedError> {
+    /// Cancels open run `id`; `false` if it is not open (the handle says why from the store).
+    pub(super) async fn cancel(&mut self, id: i64) -> bool {
         let now = Utc::now();
         let Some(run) = self.runs.get_mut(&id) else {
-            let row = self
-                .store
-                .get_run(id)
-                .await?
-                .ok_or(SchedError::RunNotFound(id))?;
-            return Err(SchedError::NotCancelable {
-                id,
-                status: row.status.to_string(),
-            });
+            return false;
         };
         run.cancel_requested = true;
         let mut changes = Vec::new();
@@ -62,6 +35,7 @@ impl Actor {
                     changes.push(job_change(j, Some(now)));
                 }
                 s if s.is_active() => signal.push((
+                    j.id,
                     self.folders.job_dir(j.id, j.attempt),
                     j.worker.clone(),
                     run.def.container(&j.name).is_some(),
@@ -70,21 +44,15 @@ impl Actor {
             }
         }
         self.persist(changes).await;
-        for (dir, worker, container) in signal {
+        for (job_id, dir, worker, container) in signal {
             let Ok(exec) = self.job_executor(container, worker.as_deref()) else {
                 continue;
             };
             // A job still launching is signalled once it reports running.
-            if let Err(e) = exec.cancel(&dir).await {
-                tracing::debug!("cancel of {} deferred: {e}", dir.display());
-            }
+            self.send_cancel(job_id, dir, exec);
         }
         self.settle(id, now).await;
-        self.flush().await;
-        self.store
-            .get_run(id)
-            .await?
-            .ok_or(SchedError::RunNotFound(id))
+        true
     }
 
     pub(super) async fn job_running(&mut self, job_id: i64, attempt: u32) {
@@ -110,7 +78,7 @@ impl Actor {
         if cancel {
             let dir = self.folders.job_dir(job_id, attempt);
             if let Ok(exec) = self.job_executor(container, worker.as_deref()) {
-                let _ = exec.cancel(&dir).await;
+                self.send_cancel(job_id, dir, exec);
             }
         }
         self.settle(run_id, Utc::now()).await;
@@ -186,24 +154,19 @@ impl Actor {
     }
 
     /// Adds a pipeline's `on_error` job to run `run_id` after job `failed` failed, with the
-    /// failed job's name, exit code, error and log tail in the run's arguments.
+    /// failed job's name, exit code, error and log tail as its own arguments.
     async fn add_on_error_job(&mut self, run_id: i64, failed: FailedJob, now: DateTime<Utc>) {
         let (name, code, why, fid, fattempt) = failed;
-        let log = self.folders.log_path(fid, fattempt);
         let args = decide::failed_task_args(FailedTask {
             name: &name,
             exit_code: code,
             reason: why.as_deref(),
-            log_tail: log_tail(&log, decide::FAILED_LOG_TAIL_BYTES),
+            log_tail: self.take_tail(fid, fattempt),
         });
         // Kept with the job, so that it is told the same after a restart.
-        match self.store.add_job(run_id, ON_ERROR_JOB, now, &args).await {
-            Ok(job) => {
-                let run = self.runs.get_mut(&run_id).expect("run present");
-                run.row.jobs.push(job);
-            }
-            Err(e) => tracing::error!(run = run_id, "cannot add on_error job: {e}"),
-        }
+        let job = self.record_new_job(run_id, ON_ERROR_JOB, now, args);
+        let run = self.runs.get_mut(&run_id).expect("run present");
+        run.row.jobs.push(job);
     }
 
     /// Puts a job back in the queue with the next attempt number.
@@ -259,8 +222,7 @@ impl Actor {
         }])
         .await;
         if status.is_terminal() {
-            // The end is on disk before its consequences (chained runs) exist.
-            self.flush().await;
+            // The end is recorded in the same transaction as its consequences (chained runs).
             let run = self.runs.remove(&run_id).expect("run present");
             self.task_ended(&run.row).await;
             if let TargetDef::Pipeline(p) = &run.def {
@@ -270,7 +232,8 @@ impl Actor {
         }
     }
 
-    /// Applies a pipeline's retention settings: older ended runs and their folders go.
+    /// Applies a pipeline's retention settings: older ended runs and their folders go, once
+    /// this batch (with the end that makes them older) is recorded.
     async fn retain(
         &mut self,
         name: &str,
@@ -284,16 +247,11 @@ impl Actor {
         let before = period
             .and_then(|p| chrono::Duration::from_std(p).ok())
             .map(|p| now - p);
-        match self.store.prune(name, count, before).await {
-            Ok(jobs) => {
-                for job in jobs {
-                    if let Err(e) = self.folders.remove_job(job) {
-                        tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(pipeline = name, "cannot prune old runs: {e}"),
-        }
+        self.prunes.push(super::Prune {
+            name: name.to_string(),
+            count,
+            before,
+        });
     }
 }
 
@@ -306,12 +264,4 @@ fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option
         error: rec.error.as_deref(),
     };
     decide::describe_exit(&exit, timeout)
-}
-
-fn log_tail(path: &std::path::Path, max: u64) -> String {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    baton_exec::read_log_range(path, start, max)
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
-        .unwrap_or_default()
 }

@@ -6,7 +6,7 @@ use baton_exec::{Outcome, Reattached};
 use baton_store::JobRow;
 use chrono::Utc;
 
-use super::{Actor, Worker, job_change, report_end};
+use super::{Actor, Worker, job_change, read_tail, report_end};
 use crate::handle::SchedError;
 use crate::jobs::{LiveRun, TargetDef};
 
@@ -21,6 +21,7 @@ impl Actor {
         self.last_start = self.store.last_starts().await?;
         self.latest_ends = self.store.latest_task_ends().await?;
         self.marks = self.store.schedule_marks().await?;
+        (self.next_run_id, self.next_job_id) = self.store.next_ids().await?;
         let now = Utc::now();
         self.ended_seq = now.timestamp_millis() as u64;
         for row in self.store.open_runs().await? {
@@ -45,7 +46,8 @@ impl Actor {
         }
         self.reset_timers(now);
         self.pump(now).await;
-        self.flush().await;
+        self.commit().await?;
+        self.after_commit();
         Ok(())
     }
 
@@ -53,7 +55,8 @@ impl Actor {
     /// started, or records its end if it finished or vanished while the server was down.
     async fn recover_job(&mut self, run_id: i64, job: JobRow) {
         let dir = self.folders.job_dir(job.id, job.attempt);
-        if !dir.join(baton_exec::layout::SPEC_FILE).exists() {
+        let spec = dir.join(baton_exec::layout::SPEC_FILE);
+        if !tokio::fs::try_exists(&spec).await.unwrap_or(false) {
             // Recorded as started but never launched: it never ran, so run it now.
             self.requeue(
                 run_id,
@@ -87,8 +90,12 @@ impl Actor {
         let secrets = spec.secrets;
         match exec.reattach(&dir, &secrets).await {
             Reattached::Finished(rec) => {
+                let log = self.folders.log_path(job.id, job.attempt);
+                let tail = read_tail(log).await;
+                self.tails.insert((job.id, job.attempt), tail);
                 self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
                     .await;
+                self.tails.remove(&(job.id, job.attempt));
             }
             Reattached::Vanished(why) => {
                 self.job_ended(job.id, job.attempt, Outcome::Lost(why))
@@ -128,7 +135,8 @@ impl Actor {
                     // Launched before the crash, but its start was never confirmed.
                     self.job_running(job_id, attempt).await;
                 }
-                tokio::spawn(report_end(tx, job_id, attempt, handle));
+                let log = self.folders.log_path(job_id, attempt);
+                tokio::spawn(report_end(tx, job_id, attempt, handle, log));
             }
         }
     }

@@ -19,6 +19,12 @@ impl Actor {
         } else {
             now + chrono::Duration::seconds(1)
         };
+        // Job events of a batch the store refused are tried again soon.
+        let cap = if self.replay.is_empty() {
+            cap
+        } else {
+            cap.min(now + super::RETRY_AFTER)
+        };
         let delays = self
             .runs
             .values()
@@ -93,16 +99,11 @@ impl Actor {
             };
             match schedule::due(rule, self.marks.get(&name).copied(), now) {
                 Ok(d) => {
-                    if let Err(e) = self
-                        .store
-                        .apply(&[Change::Mark {
-                            target: name.clone(),
-                            slot: d.mark,
-                        }])
-                        .await
-                    {
-                        tracing::error!(task = name, "cannot record schedule mark: {e}");
-                    }
+                    // Recorded with the batch, in the same transaction as the run it fires.
+                    self.pending.push(Change::Mark {
+                        target: name.clone(),
+                        slot: d.mark,
+                    });
                     self.marks.insert(name.clone(), d.mark);
                     self.next_fire.insert(name.clone(), d.next);
                     if d.fire {
