@@ -106,6 +106,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
+    TriggerRepo(Box<crate::repo::RepoTriggerRequest>, Reply<RunRow>),
     Cancel(i64, Reply<RunRow>),
     Rerun(i64, TriggerKind, Reply<RunRow>),
     Reload(Box<Config>, Reply<()>),
@@ -147,7 +148,7 @@ impl SchedHandle {
         }
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
+    pub(crate) async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))

@@ -6,6 +6,7 @@
 
 mod folders;
 mod records;
+mod repos;
 mod tokens;
 mod users;
 
@@ -25,6 +26,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
+pub use repos::{Claim, DeliveryRow, NewDelivery, RunRepo};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
@@ -79,7 +81,7 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
-fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         table,
         message: message.into(),
@@ -157,6 +159,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(repo) = &new.repo {
+            repos::write_run_repo(&mut tx, id, repo).await?;
+        }
         tx.commit().await?;
         let ended = new.status.is_terminal().then_some(new.enqueued_at);
         Ok(RunRow {
@@ -178,6 +183,7 @@ impl Store {
             jobs,
             ancestors: new.ancestors.clone(),
             descendants: Vec::new(),
+            repo: new.repo.clone(),
         })
     }
 
@@ -627,6 +633,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
         jobs: Vec::new(),
         ancestors: Vec::new(),
         descendants: Vec::new(),
+        repo: repos::read_run_repo(row)?,
     })
 }
 

@@ -299,6 +299,7 @@ impl Actor {
             }
         };
         let (mut plain, secrets, missing) = env.resolve(&self.config, &run.row.args);
+        plain.extend(crate::repo::job_env(&run.row));
         plain.push(("BATON_JOB".into(), job.name.clone()));
         plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
         let spec = JobSpec {
@@ -377,7 +378,28 @@ impl Actor {
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let tx = self.tx.clone();
         let attempt = attempt_of(&dir);
+        // Repository runs start in a checkout made from the server's mirror (local and
+        // container jobs; remote workers get none yet).
+        let remote = self.executors.remote.contains_key(worker)
+            || baton_exec::agent::AgentHub::agent_of(worker).is_some();
+        let checkout = (!remote)
+            .then(|| self.runs.get(&spec.run_id))
+            .flatten()
+            .and_then(|run| crate::repo::checkout_plan(&self.folders, run));
         tokio::spawn(async move {
+            if let Some(plan) = checkout
+                && let Err(why) = plan.make(&dir).await
+            {
+                let outcome = Outcome::Lost(why);
+                let _ = tx
+                    .send(Msg::JobEnded {
+                        job_id,
+                        attempt,
+                        outcome,
+                    })
+                    .await;
+                return;
+            }
             let exec = match exec {
                 Ok(e) => e,
                 Err(why) => {
