@@ -89,6 +89,17 @@ pub(super) async fn build(
         Ok(files) => repo_targets(config, repo, &files, &facts, &mut wanted, &mut notes),
     }
     server_targets(config, repo, &facts, &mut wanted, &mut notes);
+    start_runs(st, wanted, &run_repo, notes, &commit).await
+}
+
+/// Triggers `wanted` for `run_repo`; the verdict lists what started and why the rest did not.
+async fn start_runs(
+    st: &AppState,
+    wanted: Vec<(String, Option<TargetDef>)>,
+    run_repo: &RunRepo,
+    mut notes: Vec<String>,
+    commit: &Oid,
+) -> Verdict {
     let mut runs = Vec::new();
     for (target, def) in wanted {
         let req = RepoTriggerRequest {
