@@ -124,6 +124,12 @@ tasks:
     command: echo central saw $BATON_REPO at $BATON_COMMIT
     checkout: false
     on: {{repo: [app], push: {{branches: [main]}}}}
+  legacy:
+    command: echo legacy build of $BATON_BRANCH
+    checkout: false
+    triggered_by:
+      - ssh_url: {app_url}
+        branches: [main]
   unrelated:
     command: echo never
 "
@@ -266,7 +272,11 @@ async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
         .iter()
         .map(|r| r.as_i64().unwrap())
         .collect();
-    assert_eq!(runs.len(), 2, "the repo's task and the central one: {v}");
+    assert_eq!(
+        runs.len(),
+        3,
+        "the repo's task, the central one and py4CI's: {v}"
+    );
 
     let mut by_target = std::collections::BTreeMap::new();
     for id in &runs {
@@ -299,6 +309,11 @@ async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
     assert_eq!(central["status"], "success", "{central:#}");
     let log = s.log_text(central["id"].as_i64().unwrap(), None).await;
     assert!(log.contains(&format!("central saw app at {sha}")), "{log}");
+    let legacy = &by_target["legacy"];
+    assert_eq!(legacy["status"], "success", "{legacy:#}");
+    let log = s.log_text(legacy["id"].as_i64().unwrap(), None).await;
+    assert!(log.contains("legacy build of main"), "{log}");
+    assert!(!by_target.contains_key("unrelated"));
 
     // A redelivery answers with the first runs and starts nothing.
     let before = run_count(&s).await;
