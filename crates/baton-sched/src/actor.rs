@@ -29,6 +29,7 @@ mod batch;
 mod dispatch;
 mod lifecycle;
 mod recover;
+mod repo;
 mod snapshot;
 mod timers;
 mod workers;
@@ -200,6 +201,10 @@ impl Actor {
         match msg {
             Msg::Trigger(req, reply) => {
                 let r = self.trigger(req).await;
+                self.replies.push((reply, r));
+            }
+            Msg::TriggerRepo(req, reply) => {
+                let r = self.trigger_repo(*req).await;
                 self.replies.push((reply, r));
             }
             Msg::Cancel(id, reply) => {

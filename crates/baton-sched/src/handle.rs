@@ -113,6 +113,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
+    TriggerRepo(Box<crate::repo::RepoTriggerRequest>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
@@ -203,7 +204,7 @@ impl SchedHandle {
         }
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
+    pub(crate) async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, SchedError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))

@@ -12,7 +12,7 @@ use baton_store::{JobRow, RunRow};
 /// The definition a run was queued with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "def")]
-pub(crate) enum TargetDef {
+pub enum TargetDef {
     Task(TaskDef),
     Pipeline(PipelineDef),
 }

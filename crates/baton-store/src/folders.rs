@@ -15,6 +15,11 @@ impl RunFolders {
         }
     }
 
+    /// The data directory the folders are in.
+    pub fn data_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
+    }
+
     /// The folder of one attempt of a job. Job ids and attempts are numbers, so the path can
     /// never escape the data directory.
     pub fn job_dir(&self, job_id: i64, attempt: u32) -> PathBuf {

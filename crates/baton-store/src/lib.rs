@@ -6,6 +6,7 @@
 
 mod folders;
 mod records;
+mod repos;
 mod tokens;
 mod users;
 
@@ -27,6 +28,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
+pub use repos::{Claim, DeliveryRow, NewDelivery, RunRepo};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
@@ -83,7 +85,7 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
-fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         table,
         message: message.into(),
@@ -617,6 +619,9 @@ async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow) -> Result
             .execute(&mut *tx)
             .await?;
     }
+    if let Some(repo) = &run.repo {
+        repos::write_run_repo(tx, run.id, repo).await?;
+    }
     Ok(())
 }
 
@@ -670,6 +675,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
         jobs: Vec::new(),
         ancestors: Vec::new(),
         descendants: Vec::new(),
+        repo: repos::read_run_repo(row)?,
     })
 }
 

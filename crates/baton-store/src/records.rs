@@ -26,6 +26,9 @@ pub struct NewRun {
     pub not_before: Option<DateTime<Utc>>,
     pub jobs: Vec<NewJob>,
     pub ancestors: Vec<i64>,
+    /// The code the run was triggered for, if a repository event (or a hand trigger of a
+    /// repository task) started it.
+    pub repo: Option<crate::RunRepo>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,7 @@ pub struct RunRow {
     pub jobs: Vec<JobRow>,
     pub ancestors: Vec<i64>,
     pub descendants: Vec<i64>,
+    pub repo: Option<crate::RunRepo>,
 }
 
 /// A recorded job: what one worker executes.
@@ -159,6 +163,7 @@ impl NewRun {
             jobs,
             ancestors: self.ancestors,
             descendants: Vec::new(),
+            repo: self.repo,
         }
     }
 }

@@ -20,6 +20,7 @@ fn new_run(target: &str, status: Status) -> NewRun {
             name: target.into(),
         }],
         ancestors: vec![],
+        repo: None,
     }
 }
 

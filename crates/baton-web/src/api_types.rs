@@ -103,6 +103,28 @@ pub struct Run {
     pub ancestors: Vec<i64>,
     /// Runs this one led to.
     pub descendants: Vec<i64>,
+    /// The code a repository event (or hand trigger of a repository task) started it for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RunCode>,
+}
+
+/// The repository, commit and ref a run builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunCode {
+    /// The repository's name in `repos:`.
+    pub repo: String,
+    pub url: String,
+    /// The full commit sha.
+    pub commit: String,
+    pub git_ref: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub pr: Option<i64>,
+    pub event: String,
+    /// The webhook delivery id that started it.
+    pub delivery: Option<String>,
+    pub author: Option<String>,
+    pub subject: Option<String>,
 }
 
 /// `GET /runs`: newest first; `next_cursor` is the `cursor` of the next page.

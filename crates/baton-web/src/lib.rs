@@ -16,6 +16,7 @@ mod callbacks;
 mod error;
 mod guard;
 mod headers;
+mod hooks;
 mod login;
 mod logs;
 mod range;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     let api = api::routes()
         .merge(logs::routes())
         .merge(agents::admin_routes())
+        .merge(hooks::api_routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(api::public_routes()),
         )
         .merge(callbacks::routes())
+        .merge(hooks::routes())
         .merge(ui::routes())
         .merge(login::routes())
         .merge(sso::routes())

@@ -18,6 +18,7 @@ mod checks;
 mod container;
 mod diags;
 mod pipelines;
+mod repos;
 mod server;
 mod tasks;
 mod workers;
@@ -42,6 +43,7 @@ const TOP_KEYS: &[&str] = &[
     "secrets",
     "tasks",
     "pipelines",
+    "repos",
 ];
 
 const DEFAULT_QUEUE: &str = "default";
@@ -68,6 +70,8 @@ pub(crate) struct Loader {
     files: Vec<PathBuf>,
     roots: Vec<(FileId, Node)>,
     diags: Vec<Diagnostic>,
+    /// Loading a repository's `.baton/` ([`super::repos::load_repo_sources`]).
+    pub(crate) repo: Option<super::repos::RepoMode>,
 }
 
 impl Loader {
@@ -102,12 +106,13 @@ impl Loader {
             files,
             roots,
             diags,
+            repo,
         } = self;
         let mut d = Diags {
             files: &files,
             list: diags,
         };
-        let config = build(&mut d, &roots, resolve);
+        let config = build(&mut d, &roots, resolve, repo.as_ref());
         let mut list = d.list;
         if list.is_empty() {
             return Ok(config);
@@ -135,7 +140,17 @@ struct Refs {
     hidden: BTreeMap<String, SecretValue>,
 }
 
-fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Config {
+fn build(
+    d: &mut Diags<'_>,
+    roots: &[(FileId, Node)],
+    resolve: &Resolver,
+    repo: Option<&super::repos::RepoMode>,
+) -> Config {
+    let top_keys = if repo.is_some() {
+        super::repos::REPO_TOP_KEYS
+    } else {
+        TOP_KEYS
+    };
     let mut server = Vec::new();
     let mut workers = Vec::new();
     let mut administrators = Vec::new();
@@ -143,9 +158,10 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Con
     let mut secrets = Vec::new();
     let mut tasks = Vec::new();
     let mut pipelines = Vec::new();
+    let mut repos = Vec::new();
     for (file, root) in roots {
         let file = *file;
-        let Some(top) = d.fields(file, root, "the top level", TOP_KEYS) else {
+        let Some(top) = d.fields(file, root, "the top level", top_keys) else {
             continue;
         };
         for e in &top.entries {
@@ -156,6 +172,7 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Con
                 "secrets" => &mut secrets,
                 "tasks" => &mut tasks,
                 "pipelines" => &mut pipelines,
+                "repos" => &mut repos,
                 "administrators" => {
                     if !e.value.is_null() {
                         administrators.extend(d.plain_list(Some(*e)));
@@ -215,7 +232,21 @@ fn build(d: &mut Diags<'_>, roots: &[(FileId, Node)], resolve: &Resolver) -> Con
         }
     }
 
+    for (name, e) in d.unique(repos, already("repository")) {
+        if let Some(r) = d.repo(e, resolve) {
+            config.repos.insert(name.to_owned(), r);
+        }
+    }
+
+    if let Some(mode) = repo {
+        config.workers = mode.workers.clone();
+        config.server.agent_queues = mode.agent_queues.clone();
+    }
     cross_check(d, &config, &refs);
+    if repo.is_some() {
+        config.workers.clear();
+        config.server.agent_queues.clear();
+    }
     config.hidden = std::mem::take(&mut refs.hidden);
     config
 }

@@ -36,6 +36,7 @@ mod build;
 mod duration;
 pub mod model;
 mod node;
+mod repos;
 mod secrets;
 mod template;
 
@@ -45,6 +46,7 @@ pub use duration::{
     parse_duration_in,
 };
 pub use model::*;
+pub use repos::{Forge, RepoDef, RepoSecret, load_repo_sources};
 pub use secrets::{MIN_SECRET_LEN, Resolver, resolve_os};
 pub use template::{render_command, rewrite_templates, template_vars};
 
@@ -194,5 +196,7 @@ pub fn load_sources_with(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_repos;
 #[cfg(test)]
 mod tests_secrets;

@@ -24,6 +24,9 @@ pub struct Config {
     pub secrets: BTreeMap<String, SecretDef>,
     pub tasks: BTreeMap<String, TaskDef>,
     pub pipelines: BTreeMap<String, PipelineDef>,
+    /// `repos:` — repositories whose webhooks (and `.baton/` configs) start runs.
+    #[serde(default)]
+    pub repos: BTreeMap<String, super::repos::RepoDef>,
     /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
     /// variables and `env` entries), by reference. Memory only: never serialized.
     #[serde(skip)]
@@ -310,6 +313,14 @@ pub struct TaskDef {
     /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
     #[serde(default)]
     pub container: Option<Box<ContainerDef>>,
+    /// `on:` — which repository events start it; `None`: the default ([`crate::on::On::default`]
+    /// for repo-defined tasks; server-defined tasks without `on:` start on no repo event).
+    /// Not kept in a run's definition: it is matched before the run is queued.
+    #[serde(skip)]
+    pub on: Option<crate::on::On>,
+    /// `checkout:` — repo-triggered jobs start in a checkout of the commit (default true).
+    #[serde(default = "super::repos::yes")]
+    pub checkout: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,6 +370,12 @@ pub struct PipelineDef {
     /// administrators). Empty: administrators only.
     pub authorized_users: Vec<String>,
     pub tasks: BTreeMap<String, PipelineTask>,
+    /// `on:`, as on tasks.
+    #[serde(skip)]
+    pub on: Option<crate::on::On>,
+    /// `checkout:`, as on tasks (default true).
+    #[serde(default = "super::repos::yes")]
+    pub checkout: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

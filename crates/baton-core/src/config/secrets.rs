@@ -60,7 +60,7 @@ fn strip_newline(mut text: String) -> String {
 
 /// `env:VAR` or `file:PATH`; `dir` is the folder of the file that names it (for relative
 /// paths).
-fn parse_source(text: &str, dir: &Path) -> Result<SecretSource, String> {
+pub(crate) fn parse_source(text: &str, dir: &Path) -> Result<SecretSource, String> {
     if let Some(var) = text.strip_prefix("env:") {
         let mut chars = var.chars();
         let valid = chars

@@ -18,13 +18,14 @@ impl Actor {
     pub(super) async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
         let def = lookup(&self.config, &req.target, req.kind)
             .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
-        self.admit_and_record(req, def).await
+        self.admit_and_record(req, def, None).await
     }
 
-    async fn admit_and_record(
+    pub(super) async fn admit_and_record(
         &mut self,
         req: TriggerRequest,
         def: TargetDef,
+        repo: Option<baton_store::RunRepo>,
     ) -> Result<RunRow, SchedError> {
         if let TargetDef::Task(t) = &def
             && !t.enabled
@@ -89,6 +90,7 @@ impl Actor {
                 .map(|name| NewJob { name })
                 .collect(),
             ancestors: req.ancestors.clone(),
+            repo,
         };
         let row = self.record_new_run(new);
         self.changed = true;
@@ -185,7 +187,7 @@ impl Actor {
     }
 }
 
-fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
+pub(super) fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
     let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
     let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
     match kind {

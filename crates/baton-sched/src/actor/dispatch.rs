@@ -276,6 +276,7 @@ impl Actor {
         let mut args = run.row.args.clone();
         args.extend(job.args.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (mut plain, secrets, missing) = env.resolve(&self.config, &args);
+        plain.extend(crate::repo::job_env(&run.row));
         plain.push(("BATON_JOB".into(), job.name.clone()));
         plain.push(("BATON_ATTEMPT".into(), job.attempt.to_string()));
         let spec = JobSpec {
@@ -340,42 +341,33 @@ impl Actor {
         job_id: i64,
         attempt: u32,
     ) {
+        let tx = self.tx.clone();
         let spec = match spec {
             Ok(s) => s,
             Err(why) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let outcome = Outcome::Lost(why);
-                    let _ = tx
-                        .send(Msg::JobEnded {
-                            job_id,
-                            attempt,
-                            outcome,
-                            tail: String::new(),
-                        })
-                        .await;
-                });
+                tokio::spawn(send_lost(tx, job_id, attempt, why));
                 return;
             }
         };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
-        let tx = self.tx.clone();
         let log = self.folders.log_path(job_id, attempt);
+        // Repository runs start in a checkout made from the server's mirror (local and
+        // container jobs; remote workers get none yet).
+        let remote = self.executors.remote.contains_key(worker)
+            || baton_exec::agent::AgentHub::agent_of(worker).is_some();
+        let checkout = (!remote)
+            .then(|| self.runs.get(&spec.run_id))
+            .flatten()
+            .and_then(|run| crate::repo::checkout_plan(&self.folders, run));
         tokio::spawn(async move {
+            if let Some(plan) = checkout
+                && let Err(why) = plan.make(&dir).await
+            {
+                return send_lost(tx, job_id, attempt, why).await;
+            }
             let exec = match exec {
                 Ok(e) => e,
-                Err(why) => {
-                    let outcome = Outcome::Lost(why);
-                    let _ = tx
-                        .send(Msg::JobEnded {
-                            job_id,
-                            attempt,
-                            outcome,
-                            tail: String::new(),
-                        })
-                        .await;
-                    return;
-                }
+                Err(why) => return send_lost(tx, job_id, attempt, why).await,
             };
             match exec.start(&dir, &spec).await {
                 Ok(handle) => {
@@ -383,17 +375,23 @@ impl Actor {
                     report_end(tx, job_id, attempt, handle, log).await;
                 }
                 Err(e) => {
-                    let outcome = Outcome::Lost(format!("could not start the job: {e}"));
-                    let _ = tx
-                        .send(Msg::JobEnded {
-                            job_id,
-                            attempt,
-                            outcome,
-                            tail: String::new(),
-                        })
-                        .await;
+                    let why = format!("could not start the job: {e}");
+                    send_lost(tx, job_id, attempt, why).await;
                 }
             }
         });
     }
+}
+
+/// Tells the actor that job `job_id`'s attempt could not be launched: it is lost, with `why`.
+async fn send_lost(tx: tokio::sync::mpsc::Sender<Msg>, job_id: i64, attempt: u32, why: String) {
+    let outcome = Outcome::Lost(why);
+    let _ = tx
+        .send(Msg::JobEnded {
+            job_id,
+            attempt,
+            outcome,
+            tail: String::new(),
+        })
+        .await;
 }

@@ -86,6 +86,19 @@ impl From<baton_store::RunRow> for Run {
             jobs: r.jobs.into_iter().map(Job::from).collect(),
             ancestors: r.ancestors,
             descendants: r.descendants,
+            repo: r.repo.map(|c| RunCode {
+                repo: c.repo,
+                url: c.url,
+                commit: c.commit,
+                git_ref: c.git_ref,
+                branch: c.branch,
+                tag: c.tag,
+                pr: c.pr,
+                event: c.event,
+                delivery: c.delivery,
+                author: c.author,
+                subject: c.subject,
+            }),
         }
     }
 }

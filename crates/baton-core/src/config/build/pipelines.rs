@@ -23,6 +23,8 @@ const PIPELINE_KEYS: &[&str] = &[
     "queues",
     "tasks",
     "authorized_users",
+    "on",
+    "checkout",
 ];
 const ON_ERROR_KEYS: &[&str] = &["script", "env"];
 const PIPELINE_TASK_KEYS: &[&str] = &[
@@ -101,6 +103,8 @@ pub(super) fn build_pipeline(
     let tasks = build_pipeline_tasks(d, name, f.get("tasks"), refs);
 
     Some(PipelineDef {
+        on: d.on_filter(f.get("on")),
+        checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         name: name.to_owned(),
         concurrency,
         queue_limit,

@@ -31,6 +31,8 @@ const TASK_KEYS: &[&str] = &[
     "build",
     "resources",
     "network",
+    "on",
+    "checkout",
 ];
 
 const SCHEDULE_KEYS: &[&str] = &["cron", "timezone"];
@@ -114,6 +116,8 @@ pub(super) fn build_task(
         wait_list,
         retries: d.uint(f.get("retries"), 0).unwrap_or(0),
         container: build_container(d, &f, &what).map(Box::new),
+        on: d.on_filter(f.get("on")),
+        checkout: d.boolean(f.get("checkout")).unwrap_or(true),
     })
 }
 
@@ -237,7 +241,7 @@ fn build_schedule(d: &mut Diags<'_>, e: Entry<'_>) -> Option<CronSchedule> {
 }
 
 /// A cron expression of 5 fields, or 6 with seconds (or a `@daily`-style nickname).
-fn check_cron(cron: &str) -> Result<(), String> {
+pub(crate) fn check_cron(cron: &str) -> Result<(), String> {
     let fields = cron.split_whitespace().count();
     if !(cron.trim_start().starts_with('@') || fields == 5 || fields == 6) {
         return Err(format!(

@@ -1,0 +1,154 @@
+//! Loader tests for `repos:`, `on:`/`checkout:` and a repository's `.baton/`.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::on::{EventFact, EventFacts, PushTarget, matches};
+
+fn resolve(source: &SecretSource) -> Result<String, String> {
+    match source {
+        SecretSource::Env(v) if v == "UNSET" => {
+            Err(format!("environment variable {v:?} is not set"))
+        }
+        SecretSource::Env(v) => Ok(format!("value-of-{v}")),
+        SecretSource::File(p) => Err(format!("cannot read file {}: gone", p.display())),
+    }
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigErrors> {
+    load_sources_with(&[(PathBuf::from("t.yaml"), yaml.to_owned())], &resolve)
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn push(branch: &str) -> EventFacts {
+    EventFacts {
+        repo: Some("app".into()),
+        event: EventFact::Push {
+            target: PushTarget::Branch(branch.into()),
+            deleted: false,
+            changed_paths: None,
+        },
+    }
+}
+
+#[test]
+fn repos_load_with_secrets_held_and_never_serialized() {
+    let c = load(
+        "repos:\n  app:\n    url: git@github.com:acme/app.git\n    forge: github\n    secret: env:APP_HOOK\n    token: env:APP_TOKEN\n    branches: [main]\n    poll: 5m\n",
+    )
+    .unwrap();
+    let r = &c.repos["app"];
+    assert_eq!(r.forge, Forge::Github);
+    assert_eq!(r.url, "git@github.com:acme/app.git");
+    assert_eq!(
+        r.secret.as_ref().unwrap().value.expose(),
+        "value-of-APP_HOOK"
+    );
+    assert_eq!(
+        r.token.as_ref().unwrap().value.expose(),
+        "value-of-APP_TOKEN"
+    );
+    assert_eq!(r.branches, ["main"]);
+    assert_eq!(r.poll, Some(std::time::Duration::from_secs(300)));
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("value-of"), "{json}");
+    assert!(!json.contains("APP_HOOK"), "{json}");
+}
+
+#[test]
+fn repo_errors_have_places_and_never_echo_inline_secrets() {
+    let e = errors(
+        "repos:\n  app:\n    url: /srv/app\n    forge: gitea\n    secret: hunter2-inline\n  .bad:\n    url: x\n  other:\n    forge: bitbucket\n    secret: env:UNSET\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:13: \"secret\" of repository \"app\" must be a reference, env:VARIABLE or file:PATH, never the value itself (hint: move the value into an environment variable or a file readable only by the server)",
+            "t.yaml:6:3: invalid repository name \".bad\": repository names are letters, digits, `-`, `_` and `.`, not starting with `.` or `-`",
+            "t.yaml:8:3: repository \"other\" has no \"url\"",
+            "t.yaml:9:12: unknown forge \"bitbucket\" in repository \"other\"; expected one of: github, gitea, forgejo, gitlab, git",
+            "t.yaml:10:13: \"secret\" of repository \"other\": environment variable \"UNSET\" is not set",
+        ]
+    );
+    assert!(!e.join("\n").contains("hunter2"));
+}
+
+#[test]
+fn a_forge_repo_without_secret_is_an_error() {
+    let e = errors("repos:\n  app:\n    url: /srv/app\n    forge: github\n");
+    assert_eq!(
+        e,
+        [
+            "t.yaml:2:3: repository \"app\" has no \"secret\", so its webhooks cannot be verified (hint: secret: env:VAR, the secret set on the forge's webhook; or forge: git for a repository without webhooks)"
+        ]
+    );
+    assert!(load("repos:\n  app:\n    url: /srv/app\n").is_ok());
+}
+
+#[test]
+fn on_and_checkout_on_tasks_and_pipelines() {
+    let c = load(
+        "tasks:\n  t:\n    command: make\n    checkout: false\n    on:\n      repo: app\n      push: {branches: [main]}\npipelines:\n  p:\n    on: push\n    tasks:\n      a: {script: [make]}\n",
+    )
+    .unwrap();
+    let t = &c.tasks["t"];
+    assert!(!t.checkout);
+    let on = t.on.as_ref().unwrap();
+    assert!(matches(on, &push("main")).is_ok());
+    assert!(matches(on, &push("dev")).is_err());
+    assert!(c.pipelines["p"].checkout);
+    assert!(matches(c.pipelines["p"].on.as_ref().unwrap(), &push("dev")).is_ok());
+}
+
+#[test]
+fn bad_on_is_reported_at_its_value() {
+    let e = errors(
+        "tasks:\n  t:\n    command: make\n    on:\n      push: {branchez: [main]}\n  u:\n    command: make\n    on: [push, release]\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("t.yaml:5:7: invalid \"on\": unknown field `branchez`"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.yaml:8:9: invalid \"on\": unknown event \"release\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn repo_config_is_only_tasks_pipelines_variables_and_never_reads_server_secrets() {
+    let server = load("workers:\n  w: {queues: [big]}\n").unwrap();
+    let sources = |t: &str| vec![(PathBuf::from(".baton/ci.yml"), t.to_owned())];
+    let c = load_repo_sources(
+        &sources("tasks:\n  test:\n    command: make\n    queues: [big]\n    env:\n      API_TOKEN: plain-in-repo\n"),
+        &server,
+    )
+    .unwrap();
+    assert_eq!(
+        c.tasks["test"].env["API_TOKEN"],
+        EnvValue::Plain("plain-in-repo".into())
+    );
+    assert!(c.workers.is_empty());
+    let e = load_repo_sources(
+        &sources("server: {}\nsecrets:\n  X: env:HOME\ntasks:\n  t:\n    command: x\n    queues: [nope]\n"),
+        &server,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(".baton/ci.yml:1:1: unknown key \"server\" in the top level"),
+        "{e}"
+    );
+    assert!(
+        e.contains(".baton/ci.yml:2:1: unknown key \"secrets\""),
+        "{e}"
+    );
+    assert!(e.contains("nope"), "{e}");
+}

@@ -1,0 +1,348 @@
+//! Repositories: the code a run was triggered for, webhook deliveries with their verdicts, and
+//! where each repository's bare mirror lives.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Result, RunFolders, Store, corrupt, from_ms, ms};
+
+/// The code a run was triggered for (columns of `runs`; all unknown for other runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRepo {
+    /// The repository's name in `repos:`.
+    pub repo: String,
+    /// Its clone URL, as configured.
+    pub url: String,
+    /// The full commit sha.
+    pub commit: String,
+    /// The full ref (`refs/heads/main`).
+    pub git_ref: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// The pull request's number.
+    pub pr: Option<i64>,
+    /// `push`, `pull_request`, `manual`, …
+    pub event: String,
+    /// The webhook delivery id that started it.
+    pub delivery: Option<String>,
+    /// `Name <email>` of the commit's author.
+    pub author: Option<String>,
+    /// The commit message's first line.
+    pub subject: Option<String>,
+}
+
+pub(crate) async fn write_run_repo(
+    tx: &mut sqlx::SqliteConnection,
+    id: i64,
+    r: &RunRepo,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE runs SET repo = ?, repo_url = ?, commit_sha = ?, git_ref = ?, branch = ?, tag = ?,
+             pr = ?, event = ?, delivery = ?, author = ?, subject = ?
+         WHERE id = ?",
+    )
+    .bind(&r.repo)
+    .bind(&r.url)
+    .bind(&r.commit)
+    .bind(&r.git_ref)
+    .bind(&r.branch)
+    .bind(&r.tag)
+    .bind(r.pr)
+    .bind(&r.event)
+    .bind(&r.delivery)
+    .bind(&r.author)
+    .bind(&r.subject)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn read_run_repo(row: &SqliteRow) -> Result<Option<RunRepo>> {
+    let Some(repo) = row.try_get::<Option<String>, _>("repo")? else {
+        return Ok(None);
+    };
+    Ok(Some(RunRepo {
+        repo,
+        url: row
+            .try_get::<Option<String>, _>("repo_url")?
+            .unwrap_or_default(),
+        commit: row
+            .try_get::<Option<String>, _>("commit_sha")?
+            .unwrap_or_default(),
+        git_ref: row.try_get("git_ref")?,
+        branch: row.try_get("branch")?,
+        tag: row.try_get("tag")?,
+        pr: row.try_get("pr")?,
+        event: row
+            .try_get::<Option<String>, _>("event")?
+            .unwrap_or_default(),
+        delivery: row.try_get("delivery")?,
+        author: row.try_get("author")?,
+        subject: row.try_get("subject")?,
+    }))
+}
+
+/// A webhook delivery to record.
+#[derive(Debug, Clone, Default)]
+pub struct NewDelivery {
+    pub received_at: DateTime<Utc>,
+    pub forge: String,
+    pub event: String,
+    /// Only for verified deliveries (a forged one must not block the real one's id).
+    pub delivery: Option<String>,
+    pub repo: Option<String>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub status_code: u16,
+    pub verdict: String,
+}
+
+/// A recorded delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub forge: String,
+    pub event: String,
+    pub delivery: Option<String>,
+    pub repo: Option<String>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub status_code: u16,
+    pub verdict: String,
+    pub run_ids: Vec<i64>,
+}
+
+/// What [`Store::claim_delivery`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: recorded with this id; finish it with [`Store::finish_delivery`].
+    New(i64),
+    /// A redelivery: the first one, as recorded.
+    Seen(Box<DeliveryRow>),
+}
+
+impl RunFolders {
+    /// The bare mirror of repository `name` (`<data>/repos/<name>.git`); names are checked by
+    /// the config loader, so the path stays in the data directory.
+    pub fn repo_mirror(&self, name: &str) -> PathBuf {
+        self.data_dir().join("repos").join(format!("{name}.git"))
+    }
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRow> {
+    let run_ids: String = row.try_get("run_ids")?;
+    Ok(DeliveryRow {
+        id: row.try_get("id")?,
+        received_at: from_ms(row.try_get("received_at")?),
+        forge: row.try_get("forge")?,
+        event: row.try_get("event")?,
+        delivery: row.try_get("delivery")?,
+        repo: row.try_get("repo")?,
+        git_ref: row.try_get("git_ref")?,
+        commit: row.try_get("commit_sha")?,
+        status_code: u16::try_from(row.try_get::<i64, _>("status_code")?).unwrap_or(0),
+        verdict: row.try_get("verdict")?,
+        run_ids: serde_json::from_str(&run_ids)
+            .map_err(|e| corrupt("webhook_deliveries", e.to_string()))?,
+    })
+}
+
+impl Store {
+    /// Records a delivery. With a delivery id already recorded for its forge, records nothing
+    /// and returns the first one ([`Claim::Seen`]): a redelivery starts nothing new.
+    pub async fn claim_delivery(&self, d: &NewDelivery) -> Result<Claim> {
+        if let Some(id) = &d.delivery
+            && let Some(first) = self.delivery_by_id(&d.forge, id).await?
+        {
+            return Ok(Claim::Seen(Box::new(first)));
+        }
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO webhook_deliveries (received_at, forge, event, delivery, repo, git_ref,
+                 commit_sha, status_code, verdict, run_ids)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]')
+             ON CONFLICT (forge, delivery) DO NOTHING RETURNING id",
+        )
+        .bind(ms(d.received_at))
+        .bind(&d.forge)
+        .bind(&d.event)
+        .bind(&d.delivery)
+        .bind(&d.repo)
+        .bind(&d.git_ref)
+        .bind(&d.commit)
+        .bind(i64::from(d.status_code))
+        .bind(&d.verdict)
+        .fetch_optional(self.pool())
+        .await?;
+        match (inserted, &d.delivery) {
+            (Some(id), _) => Ok(Claim::New(id)),
+            // Lost a race with the same delivery arriving twice at once.
+            (None, Some(id)) => match self.delivery_by_id(&d.forge, id).await? {
+                Some(first) => Ok(Claim::Seen(Box::new(first))),
+                None => Err(corrupt("webhook_deliveries", "claimed delivery vanished")),
+            },
+            (None, None) => Err(corrupt("webhook_deliveries", "insert returned no id")),
+        }
+    }
+
+    /// Sets a claimed delivery's answer and the runs it started.
+    pub async fn finish_delivery(
+        &self,
+        id: i64,
+        status_code: u16,
+        verdict: &str,
+        run_ids: &[i64],
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status_code = ?, verdict = ?, run_ids = ? WHERE id = ?",
+        )
+        .bind(i64::from(status_code))
+        .bind(verdict)
+        .bind(serde_json::to_string(run_ids).unwrap_or_else(|_| "[]".into()))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_by_id(&self, forge: &str, delivery: &str) -> Result<Option<DeliveryRow>> {
+        sqlx::query("SELECT * FROM webhook_deliveries WHERE forge = ? AND delivery = ?")
+            .bind(forge)
+            .bind(delivery)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(delivery_from_row)
+            .transpose()
+    }
+
+    /// The latest deliveries, newest first.
+    pub async fn list_deliveries(&self, limit: u32) -> Result<Vec<DeliveryRow>> {
+        sqlx::query("SELECT * FROM webhook_deliveries ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use baton_core::run::{Status, TargetKind, TriggerKind};
+
+    use super::*;
+    use crate::{NewJob, NewRun};
+
+    fn delivery(id: Option<&str>) -> NewDelivery {
+        NewDelivery {
+            received_at: Utc::now(),
+            forge: "github".into(),
+            event: "push".into(),
+            delivery: id.map(str::to_owned),
+            repo: Some("app".into()),
+            git_ref: Some("refs/heads/main".into()),
+            commit: Some("a".repeat(40)),
+            status_code: 202,
+            verdict: "processing".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_finds_the_first_with_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+        let Claim::New(id) = store.claim_delivery(&delivery(Some("d1"))).await.unwrap() else {
+            panic!("first delivery seen before");
+        };
+        store
+            .finish_delivery(id, 202, "started 2 runs", &[4, 5])
+            .await
+            .unwrap();
+        let Claim::Seen(first) = store.claim_delivery(&delivery(Some("d1"))).await.unwrap() else {
+            panic!("redelivery not recognised");
+        };
+        assert_eq!((first.id, first.run_ids.clone()), (id, vec![4, 5]));
+        assert_eq!(first.verdict, "started 2 runs");
+        // Another forge may use the same id; deliveries without an id never collide.
+        let mut other = delivery(Some("d1"));
+        other.forge = "gitea".into();
+        assert!(matches!(
+            store.claim_delivery(&other).await,
+            Ok(Claim::New(_))
+        ));
+        assert!(matches!(
+            store.claim_delivery(&delivery(None)).await,
+            Ok(Claim::New(_))
+        ));
+        assert!(matches!(
+            store.claim_delivery(&delivery(None)).await,
+            Ok(Claim::New(_))
+        ));
+        let all = store.list_deliveries(10).await.unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3].id, id);
+    }
+
+    #[tokio::test]
+    async fn runs_keep_their_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let store = Store::open(&path).await.unwrap();
+        let repo = RunRepo {
+            repo: "app".into(),
+            url: "/srv/app".into(),
+            commit: "b".repeat(40),
+            git_ref: Some("refs/heads/main".into()),
+            branch: Some("main".into()),
+            tag: None,
+            pr: None,
+            event: "push".into(),
+            delivery: Some("d1".into()),
+            author: Some("A <a@x>".into()),
+            subject: Some("fix".into()),
+        };
+        let new = NewRun {
+            kind: TargetKind::Task,
+            target: "app/test".into(),
+            trigger: TriggerKind::Webhook,
+            args: BTreeMap::new(),
+            tags: vec![],
+            definition: serde_json::json!({}),
+            status: Status::Queued,
+            reason: None,
+            priority: 0,
+            partition: None,
+            enqueued_at: Utc::now(),
+            not_before: None,
+            jobs: vec![NewJob {
+                name: "app/test".into(),
+            }],
+            ancestors: vec![],
+            repo: Some(repo.clone()),
+        };
+        let row = store.insert_run(&new).await.unwrap();
+        assert_eq!(row.repo.as_ref(), Some(&repo));
+        drop(store);
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(
+            store.get_run(row.id).await.unwrap().unwrap().repo,
+            Some(repo)
+        );
+        let plain = NewRun { repo: None, ..new };
+        let row = store.insert_run(&plain).await.unwrap();
+        assert_eq!(store.get_run(row.id).await.unwrap().unwrap().repo, None);
+        assert_eq!(
+            RunFolders::new(dir.path()).repo_mirror("app"),
+            dir.path().join("repos/app.git")
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Webhooks: `POST /hooks/github|gitea|forgejo|gitlab`.
+//!
+//! No session or token: the forge's signature over the raw body is the authentication. The
+//! delivery is parsed only to find which repository of `repos:` it names (by any of its clone
+//! URLs); nothing of it is used before it verified against that repository's secret. A bad or
+//! missing signature is `401` and queues nothing; an unknown repository `404`; a ping `200`; an
+//! event that starts nothing `202` with why; a redelivery (same delivery id) answers with the
+//! runs the first one started and starts nothing. Every delivery is recorded with its verdict.
+
+mod push;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::json;
+
+use baton_core::config::{Config, RepoDef};
+use baton_forge::{Event, EventKind, Forge, RefTarget};
+use baton_store::{Claim, NewDelivery};
+
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/hooks/{forge}", post(receive))
+        .layer(DefaultBodyLimit::max(baton_forge::MAX_BODY_BYTES))
+}
+
+/// The repository forge `forge` sends for, among `repos:`, by any of the payload's URLs.
+fn find_repo<'c>(config: &'c Config, forge: Forge, urls: &[String]) -> Option<&'c RepoDef> {
+    use baton_core::config::Forge as F;
+    config.repos.values().find(|r| {
+        let same_forge = matches!(
+            (r.forge, forge),
+            (F::Github, Forge::GitHub)
+                | (F::Gitea, Forge::Gitea)
+                | (F::Forgejo, Forge::Forgejo)
+                | (F::Gitlab, Forge::GitLab)
+        );
+        same_forge && urls.iter().any(|u| baton_forge::same_repo(u, &r.url))
+    })
+}
+
+/// An answer and what is recorded of it.
+pub(crate) struct Verdict {
+    pub(crate) status: StatusCode,
+    pub(crate) text: String,
+    pub(crate) runs: Vec<i64>,
+}
+
+impl Verdict {
+    pub(crate) fn new(status: StatusCode, text: impl Into<String>) -> Verdict {
+        Verdict {
+            status,
+            text: text.into(),
+            runs: Vec::new(),
+        }
+    }
+}
+
+/// `GET /api/v1/deliveries`: the latest webhook deliveries with their verdicts, for
+/// administrators ("why didn't CI run?").
+pub(crate) fn api_routes() -> Router<AppState> {
+    Router::new().route("/deliveries", axum::routing::get(deliveries))
+}
+
+async fn deliveries(
+    State(st): State<AppState>,
+    user: crate::auth::CurrentUser,
+) -> Result<axum::Json<serde_json::Value>, crate::ApiError> {
+    crate::auth::Access::of(&st, &user).await?.require_admin()?;
+    let list = st
+        .store
+        .list_deliveries(200)
+        .await
+        .map_err(|e| crate::ApiError::internal(e.to_string()))?;
+    Ok(axum::Json(json!({ "deliveries": list })))
+}
+
+fn answer(status: StatusCode, verdict: &str, runs: &[i64], delivery: Option<i64>) -> Response {
+    let body = json!({"verdict": verdict, "runs": runs, "delivery": delivery});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn receive(
+    State(st): State<AppState>,
+    Path(forge): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(forge) = Forge::from_name(&forge) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no webhook endpoint for forge {forge:?} (expected github, gitea, forgejo or gitlab)"
+            ),
+            &[],
+            None,
+        );
+    };
+    let hdrs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let config = match st.sched.config().await {
+        Ok(c) => c,
+        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), &[], None),
+    };
+    let mut record = NewDelivery {
+        received_at: Utc::now(),
+        forge: forge.as_str().to_owned(),
+        event: event_header(forge, &hdrs),
+        ..NewDelivery::default()
+    };
+    // Read (not trusted) only to find whose secret verifies it.
+    let unverified = match baton_forge::parse(forge, &hdrs, &body) {
+        Ok(ev) => ev,
+        Err(e) => {
+            let v = Verdict::new(StatusCode::BAD_REQUEST, e.to_string());
+            return refuse(&st, record, v).await;
+        }
+    };
+    let Some(repo) = find_repo(&config, forge, &unverified.repo.urls) else {
+        let v = Verdict::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no repository in repos: with forge {forge} has any of the URLs {:?} (hint: add it to repos: with its url and secret)",
+                unverified.repo.urls
+            ),
+        );
+        return refuse(&st, record, v).await;
+    };
+    record.repo = Some(repo.name.clone());
+    let secret = repo.secret.as_ref().map(|s| s.value.expose()).unwrap_or("");
+    let event = match baton_forge::receive(forge, &hdrs, &body, secret.as_bytes()) {
+        Ok(ev) => ev,
+        Err(e) => {
+            let status = match e {
+                baton_forge::HookError::Verify(_) => StatusCode::UNAUTHORIZED,
+                baton_forge::HookError::Parse(_) => StatusCode::BAD_REQUEST,
+            };
+            return refuse(&st, record, Verdict::new(status, e.to_string())).await;
+        }
+    };
+    // Verified from here on.
+    record.delivery = event.delivery.clone();
+    if let EventKind::Push(p) = &event.kind {
+        record.git_ref = Some(p.git_ref.clone());
+        record.commit = Some(p.after.clone());
+    }
+    record.status_code = StatusCode::ACCEPTED.as_u16();
+    record.verdict = "processing".into();
+    let id = match st.store.claim_delivery(&record).await {
+        Ok(Claim::New(id)) => id,
+        Ok(Claim::Seen(first)) => {
+            let text = format!(
+                "redelivery of delivery {} (recorded as {}): started nothing new; first answer: {}",
+                event.delivery.as_deref().unwrap_or_default(),
+                first.id,
+                first.verdict
+            );
+            return answer(StatusCode::OK, &text, &first.run_ids, Some(first.id));
+        }
+        Err(e) => {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("could not record the delivery: {e}"),
+                &[],
+                None,
+            );
+        }
+    };
+    let v = handle(&st, &config, repo, &event).await;
+    if let Err(e) = st
+        .store
+        .finish_delivery(id, v.status.as_u16(), &v.text, &v.runs)
+        .await
+    {
+        tracing::warn!(delivery = id, "could not record the verdict: {e}");
+    }
+    answer(v.status, &v.text, &v.runs, Some(id))
+}
+
+/// Records a refused delivery (without its delivery id, which a forged one must not take).
+async fn refuse(st: &AppState, mut record: NewDelivery, v: Verdict) -> Response {
+    record.status_code = v.status.as_u16();
+    record.verdict.clone_from(&v.text);
+    let id = match st.store.claim_delivery(&record).await {
+        Ok(Claim::New(id)) => Some(id),
+        _ => None,
+    };
+    answer(v.status, &v.text, &[], id)
+}
+
+fn event_header(forge: Forge, hdrs: &[(String, String)]) -> String {
+    let name = match forge {
+        Forge::GitHub => "X-GitHub-Event",
+        Forge::Gitea => "X-Gitea-Event",
+        Forge::Forgejo => "X-Forgejo-Event",
+        Forge::GitLab => "X-Gitlab-Event",
+    };
+    baton_forge::Headers::get(hdrs, name)
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// What a verified event does.
+async fn handle(st: &AppState, config: &Config, repo: &RepoDef, event: &Event) -> Verdict {
+    let p = match &event.kind {
+        EventKind::Ping => return Verdict::new(StatusCode::OK, "pong: the webhook works"),
+        EventKind::Other(name) => {
+            return Verdict::new(StatusCode::ACCEPTED, format!("event {name} starts nothing"));
+        }
+        EventKind::PullRequest(_) => {
+            return Verdict::new(
+                StatusCode::ACCEPTED,
+                "pull requests start nothing yet (this server builds pushes only)",
+            );
+        }
+        EventKind::Push(p) => p,
+    };
+    let (kind, name) = match &p.target {
+        RefTarget::Branch(b) => ("branch", b),
+        RefTarget::Tag(t) => ("tag", t),
+        RefTarget::Other(r) => {
+            return Verdict::new(
+                StatusCode::ACCEPTED,
+                format!("a push of {r} starts nothing (only branches and tags)"),
+            );
+        }
+    };
+    if p.deleted {
+        return Verdict::new(
+            StatusCode::ACCEPTED,
+            format!("the push deletes {kind} {name}: starts nothing"),
+        );
+    }
+    if let Some(head) = &p.head_commit
+        && let Some(marker) = baton_forge::skip_ci(&head.message)
+    {
+        return Verdict::new(
+            StatusCode::ACCEPTED,
+            format!("the head commit's message contains {marker}: starts nothing"),
+        );
+    }
+    if kind == "branch"
+        && !repo.branches.is_empty()
+        && let Ok(patterns) = baton_core::on::Patterns::new(&repo.branches)
+        && !patterns.is_match(name)
+    {
+        return Verdict::new(
+            StatusCode::ACCEPTED,
+            format!(
+                "branch {name} does not match repos.{}.branches {patterns}: starts nothing",
+                repo.name
+            ),
+        );
+    }
+    push::build(st, config, repo, event, p).await
+}

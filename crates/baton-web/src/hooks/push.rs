@@ -1,0 +1,266 @@
+//! An accepted push: fetch the mirror, read `.baton/` at the pushed commit, validate it, match
+//! `on:` and trigger the repository's tasks (`REPO/TASK`) and the server's tasks that listen to
+//! this repository.
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+
+use baton_core::config::{Config, EnvValue, RepoDef, TaskDef};
+use baton_core::on::{EventFact, EventFacts, On, PushTarget, matches};
+use baton_core::run::TriggerKind;
+use baton_forge::{Event, Push, RefTarget};
+use baton_git::{Backoff, Mirror, Oid};
+use baton_sched::{RepoTriggerRequest, TargetDef};
+use baton_store::RunRepo;
+
+use super::Verdict;
+use crate::AppState;
+
+/// The task a `.baton/` with errors becomes: its log shows the `file:line:col` messages,
+/// which reach it only as an environment variable.
+const CONFIG_ERROR_TASK: &str =
+    "tasks:\n  config:\n    command: printf '%s\\n' \"$BATON_CONFIG_ERRORS\"; exit 1\n";
+
+pub(super) async fn build(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    event: &Event,
+    p: &Push,
+) -> Verdict {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
+    };
+    let commit = match Oid::parse(&p.after) {
+        Ok(c) => c,
+        Err(e) => return Verdict::new(StatusCode::BAD_REQUEST, format!("pushed commit: {e}")),
+    };
+    let mirror = match Mirror::ensure(&repo.url, &st.folders.repo_mirror(&repo.name)).await {
+        Ok(m) => m,
+        Err(e) => return fail("could not set up the mirror", &e),
+    };
+    if let Err(e) = mirror.fetch_with_retry(&Backoff::default()).await {
+        return fail("could not fetch the repository", &e);
+    }
+    let info = match mirror.commit_info(&commit).await {
+        Ok(i) => i,
+        Err(e) => return fail("could not read the pushed commit", &e),
+    };
+    let (branch, tag) = match &p.target {
+        RefTarget::Branch(b) => (Some(b.clone()), None),
+        RefTarget::Tag(t) => (None, Some(t.clone())),
+        RefTarget::Other(_) => (None, None),
+    };
+    let facts_target = match (&branch, &tag) {
+        (Some(b), _) => PushTarget::Branch(b.clone()),
+        (_, Some(t)) => PushTarget::Tag(t.clone()),
+        _ => unreachable!("other refs are refused before"),
+    };
+    let changed_paths = match Oid::parse(&p.before) {
+        Ok(before) if !before.is_zero() => mirror.changed_paths(&before, &commit).await.ok(),
+        _ => None,
+    };
+    let facts = EventFacts {
+        repo: Some(repo.name.clone()),
+        event: EventFact::Push {
+            target: facts_target,
+            deleted: false,
+            changed_paths,
+        },
+    };
+    let run_repo = RunRepo {
+        repo: repo.name.clone(),
+        url: repo.url.clone(),
+        commit: commit.to_string(),
+        git_ref: Some(p.git_ref.clone()),
+        branch,
+        tag,
+        pr: None,
+        event: "push".into(),
+        delivery: event.delivery.clone(),
+        author: Some(format!("{} <{}>", info.author_name, info.author_email)),
+        subject: Some(info.subject.clone()),
+    };
+    let mut wanted: Vec<(String, Option<TargetDef>)> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    match mirror.read_tree(&commit, ".baton").await {
+        Err(e) => return fail("could not read .baton/ at the pushed commit", &e),
+        Ok(files) => repo_targets(config, repo, &files, &facts, &mut wanted, &mut notes),
+    }
+    server_targets(config, repo, &facts, &mut wanted, &mut notes);
+    start_runs(st, wanted, &run_repo, notes, &commit).await
+}
+
+/// Triggers `wanted` for `run_repo`; the verdict lists what started and why the rest did not.
+async fn start_runs(
+    st: &AppState,
+    wanted: Vec<(String, Option<TargetDef>)>,
+    run_repo: &RunRepo,
+    mut notes: Vec<String>,
+    commit: &Oid,
+) -> Verdict {
+    let mut runs = Vec::new();
+    for (target, def) in wanted {
+        let req = RepoTriggerRequest {
+            target: target.clone(),
+            def,
+            trigger: TriggerKind::Webhook,
+            repo: run_repo.clone(),
+        };
+        match st.sched.trigger_repo(req).await {
+            Ok(row) => {
+                runs.push(row.id);
+                notes.push(format!("{target}: run {}", row.id));
+            }
+            Err(e) => notes.push(format!("{target}: not started: {e}")),
+        }
+    }
+    let head = if runs.is_empty() {
+        format!("push of {commit} started nothing")
+    } else {
+        format!("push of {commit} started {} run(s)", runs.len())
+    };
+    let text = if notes.is_empty() {
+        format!("{head} (no task listens to this repository)")
+    } else {
+        format!("{head}; {}", notes.join("; "))
+    };
+    let status = if runs.is_empty() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Verdict { status, text, runs }
+}
+
+/// The repository's own tasks and pipelines that `facts` start, from its `.baton/` files; a
+/// `.baton/` with errors becomes one failing `REPO/.baton` run that shows them.
+fn repo_targets(
+    config: &Config,
+    repo: &RepoDef,
+    files: &[(String, Vec<u8>)],
+    facts: &EventFacts,
+    wanted: &mut Vec<(String, Option<TargetDef>)>,
+    notes: &mut Vec<String>,
+) {
+    let sources: Vec<(PathBuf, String)> = files
+        .iter()
+        .filter(|(path, _)| path.ends_with(".yml") || path.ends_with(".yaml"))
+        .map(|(path, bytes)| {
+            (
+                PathBuf::from(path),
+                String::from_utf8_lossy(bytes).into_owned(),
+            )
+        })
+        .collect();
+    if sources.is_empty() {
+        return;
+    }
+    let own = match baton_core::config::load_repo_sources(&sources, config) {
+        Ok(c) => c,
+        Err(errors) => {
+            notes.push(format!(".baton/ has {} error(s)", errors.diagnostics.len()));
+            if let Some(def) = config_error_task(&repo.name, &errors.to_string()) {
+                wanted.push((format!("{}/.baton", repo.name), Some(def)));
+            }
+            return;
+        }
+    };
+    let default = On::default();
+    for (name, mut t) in own.tasks {
+        let target = format!("{}/{name}", repo.name);
+        match matches(t.on.as_ref().unwrap_or(&default), facts) {
+            Ok(()) => {
+                t.name.clone_from(&target);
+                wanted.push((target, Some(TargetDef::Task(t))));
+            }
+            Err(why) => notes.push(format!("{target}: {why}")),
+        }
+    }
+    for (name, mut p) in own.pipelines {
+        let target = format!("{}/{name}", repo.name);
+        match matches(p.on.as_ref().unwrap_or(&default), facts) {
+            Ok(()) => {
+                p.name.clone_from(&target);
+                wanted.push((target, Some(TargetDef::Pipeline(p))));
+            }
+            Err(why) => notes.push(format!("{target}: {why}")),
+        }
+    }
+}
+
+/// A task that fails with `errors` in its log.
+fn config_error_task(repo: &str, errors: &str) -> Option<TargetDef> {
+    let c =
+        baton_core::config::load_str(std::path::Path::new("builtin"), CONFIG_ERROR_TASK).ok()?;
+    let mut t: TaskDef = c.tasks.get("config")?.clone();
+    t.name = format!("{repo}/.baton");
+    t.checkout = false;
+    t.env.insert(
+        "BATON_CONFIG_ERRORS".into(),
+        EnvValue::Plain(format!(
+            "the repository's .baton/ configuration has errors:\n{errors}"
+        )),
+    );
+    Some(TargetDef::Task(t))
+}
+
+/// Server-defined tasks and pipelines whose `on:` names this repository (`on: {repo: [...]}`),
+/// and py4CI tasks whose `triggered_by: - ssh_url:` is this repository and lists the branch.
+fn server_targets(
+    config: &Config,
+    repo: &RepoDef,
+    facts: &EventFacts,
+    wanted: &mut Vec<(String, Option<TargetDef>)>,
+    notes: &mut Vec<String>,
+) {
+    fn listens<'a>(on: &'a Option<On>, repo: &str) -> Option<&'a On> {
+        on.as_ref().filter(|o| o.repo.iter().any(|r| r == repo))
+    }
+    for (name, t) in &config.tasks {
+        let decided = if let Some(on) = listens(&t.on, &repo.name) {
+            Some(matches(on, facts))
+        } else {
+            py4ci_trigger(t, repo, facts)
+        };
+        match decided {
+            Some(Ok(())) => wanted.push((name.clone(), None)),
+            Some(Err(why)) => notes.push(format!("{name}: {why}")),
+            None => {}
+        }
+    }
+    for (name, p) in &config.pipelines {
+        if let Some(on) = listens(&p.on, &repo.name) {
+            match matches(on, facts) {
+                Ok(()) => wanted.push((name.clone(), None)),
+                Err(why) => notes.push(format!("{name}: {why}")),
+            }
+        }
+    }
+}
+
+/// py4CI's `triggered_by: - ssh_url: URL, branches: [...]`: the same as `on: {repo: [NAME],
+/// push: {branches: [...]}}` for the repository with that URL.
+fn py4ci_trigger(
+    t: &TaskDef,
+    repo: &RepoDef,
+    facts: &EventFacts,
+) -> Option<Result<(), baton_core::on::NoMatch>> {
+    let trigger = t
+        .repo_triggers
+        .iter()
+        .find(|r| baton_forge::same_repo(&r.ssh_url, &repo.url))?;
+    let branches = baton_core::on::Patterns::new(&trigger.branches).ok()?;
+    let on = On {
+        repo: vec![repo.name.clone()],
+        push: Some(baton_core::on::PushFilter {
+            branches: Some(branches),
+            ..Default::default()
+        }),
+        pull_request: None,
+        schedule: Vec::new(),
+        manual: true,
+    };
+    Some(matches(&on, facts))
+}

@@ -1,0 +1,370 @@
+//! Webhooks end to end against the real binary: the shared fixture payloads replayed with right,
+//! wrong and missing signatures, and a push of a real local git repository whose `.baton/`
+//! defines the task that runs, in a checkout of exactly the pushed commit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use common::Server;
+
+const FIXTURE_SECRET: &str = "It's a Secret to Everybody";
+const SECRET: &str = "test-hook-secret-42";
+
+fn fixture(rel: &str) -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/webhooks");
+    std::fs::read(Path::new(dir).join(rel)).unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "Ada Tester")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Tester")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `files`, commits them with `message` on the current branch; returns the sha.
+fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+    for (path, text) in files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A push payload in GitHub's documented shape for the local repository `url`.
+fn push_payload(url: &str, branch: &str, before: &str, after: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": before,
+        "after": after,
+        "created": before.bytes().all(|b| b == b'0'),
+        "deleted": false,
+        "repository": {"full_name": "local/app", "clone_url": url, "html_url": url},
+        "pusher": {"name": "ada"},
+        "sender": {"login": "ada"},
+        "head_commit": {"id": after, "message": message,
+            "author": {"name": "Ada Tester", "email": "ada@example.com"}},
+        "commits": [{"id": after, "message": message, "added": [], "modified": [], "removed": []}],
+    }))
+    .unwrap()
+}
+
+async fn deliver(
+    s: &Server,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, Value) {
+    let mut req = s
+        .http
+        .post(format!("{}/hooks/github", s.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        req = req.header("X-Hub-Signature-256", sig);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    (status, v)
+}
+
+fn signed(secret: &str, body: &[u8]) -> Option<String> {
+    Some(format!(
+        "sha256={}",
+        baton_forge::sign(secret.as_bytes(), body)
+    ))
+}
+
+async fn run_count(s: &Server) -> usize {
+    s.get_ok("/runs").await["runs"].as_array().unwrap().len()
+}
+
+fn config(app_url: &str) -> String {
+    format!(
+        "repos:
+  hello:
+    url: git@github.com:Codertocat/Hello-World.git
+    forge: github
+    secret: env:FIXTURE_SECRET
+    branches: [main]
+  octo:
+    url: https://github.com/octocoders/hello-world
+    forge: github
+    secret: env:FIXTURE_SECRET
+  app:
+    url: {app_url}
+    forge: github
+    secret: env:APP_SECRET
+tasks:
+  central:
+    command: echo central saw $BATON_REPO at $BATON_COMMIT
+    checkout: false
+    on: {{repo: [app], push: {{branches: [main]}}}}
+  legacy:
+    command: echo legacy build of $BATON_BRANCH
+    checkout: false
+    triggered_by:
+      - ssh_url: {app_url}
+        branches: [main]
+  unrelated:
+    command: echo never
+"
+    )
+}
+
+fn start(app_url: &str) -> Server {
+    Server::start_env(
+        &config(app_url),
+        &[("FIXTURE_SECRET", FIXTURE_SECRET), ("APP_SECRET", SECRET)],
+    )
+}
+
+#[tokio::test]
+async fn fixtures_are_verified_and_bad_signatures_queue_nothing() {
+    let s = start("/nonexistent/app");
+    let push = fixture("github/push_with-new-branch.json");
+    for (what, sig) in [
+        ("missing", None),
+        ("wrong", Some(format!("sha256={}", "0".repeat(64)))),
+        ("another secret", signed("not the secret", &push)),
+        ("malformed", Some("sha1=abc".to_owned())),
+    ] {
+        let (st, v) = deliver(&s, "push", &format!("bad-{what}"), &push, sig).await;
+        assert_eq!(st, 401, "{what} signature: {v}");
+        assert!(v["runs"].as_array().unwrap().is_empty(), "{v}");
+    }
+    assert_eq!(
+        run_count(&s).await,
+        0,
+        "a refused delivery queued something"
+    );
+
+    // The fixture's real signature is accepted (the branch is not one the repo builds).
+    let (st, v) = deliver(&s, "push", "good-1", &push, signed(FIXTURE_SECRET, &push)).await;
+    assert_eq!(st, 202, "{v}");
+    assert!(
+        v["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("does not match repos.hello.branches"),
+        "{v}"
+    );
+    let ping = fixture("github/ping_payload.json");
+    let (st, v) = deliver(&s, "ping", "ping-1", &ping, signed(FIXTURE_SECRET, &ping)).await;
+    assert_eq!(st, 200, "{v}");
+    let tag_deletion = fixture("github/push_payload.json");
+    let sig = signed(FIXTURE_SECRET, &tag_deletion);
+    let (st, v) = deliver(&s, "push", "del-1", &tag_deletion, sig).await;
+    assert_eq!(st, 202, "{v}");
+    assert!(
+        v["verdict"].as_str().unwrap().contains("deletes tag"),
+        "{v}"
+    );
+    // A repository nobody configured: 404.
+    let other = String::from_utf8(push.clone())
+        .unwrap()
+        .replace("Hello-World", "Other");
+    let sig = signed(FIXTURE_SECRET, other.as_bytes());
+    let (st, v) = deliver(&s, "push", "other-1", other.as_bytes(), sig).await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(run_count(&s).await, 0);
+
+    let deliveries = s.get_ok("/deliveries").await;
+    let list = deliveries["deliveries"].as_array().unwrap();
+    assert_eq!(list.len(), 8, "{deliveries:#}");
+    assert_eq!(list[7]["status_code"], 401);
+    assert_eq!(
+        list[7]["delivery"],
+        Value::Null,
+        "a refused delivery must not claim its id"
+    );
+}
+
+fn archive_tree(repo: &Path, commit: &str, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let tar = into.join("../archive.tar");
+    git(repo, &["archive", "-o", tar.to_str().unwrap(), commit]);
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Every regular file below `dir` (relative path → bytes), skipping `.git`.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let ci = "tasks:\n  test:\n    command: echo \"commit=$BATON_COMMIT branch=$BATON_BRANCH event=$BATON_EVENT ci=$CI\"; cat src/hello.txt\n";
+    let sha = commit(
+        &repo,
+        &[
+            (".baton/ci.yml", ci),
+            ("src/hello.txt", "hello from the repo\n"),
+            ("README.md", "# app\n"),
+        ],
+        "first",
+    );
+    let url = repo.to_str().unwrap().to_owned();
+    let s = start(&url);
+    let zero = "0".repeat(40);
+
+    let body = push_payload(&url, "main", &zero, &sha, "first");
+    let (st, v) = deliver(&s, "push", "push-1", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 200, "{v}\n{}", s.stderr());
+    let runs: Vec<i64> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        3,
+        "the repo's task, the central one and py4CI's: {v}"
+    );
+
+    let mut by_target = std::collections::BTreeMap::new();
+    for id in &runs {
+        let run = s.wait_run(*id).await;
+        by_target.insert(run["target"].as_str().unwrap().to_owned(), run);
+    }
+    let run = &by_target["app/test"];
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(run["trigger"], "webhook");
+    assert_eq!(run["repo"]["commit"], sha.as_str());
+    assert_eq!(run["repo"]["branch"], "main");
+    assert_eq!(run["repo"]["git_ref"], "refs/heads/main");
+    assert_eq!(run["repo"]["delivery"], "push-1");
+    assert_eq!(run["repo"]["author"], "Ada Tester <ada@example.com>");
+    assert_eq!(run["repo"]["subject"], "first");
+    let id = run["id"].as_i64().unwrap();
+    let log = s.log_text(id, None).await;
+    assert!(
+        log.contains(&format!("commit={sha} branch=main event=push ci=true")),
+        "{log}"
+    );
+    assert!(log.contains("hello from the repo"), "{log}");
+    // The job's working directory holds exactly the commit's files.
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    let work = s.job_dir(job, 1).join("work");
+    let expected = tmp.path().join("expected/tree");
+    archive_tree(&repo, &sha, &expected);
+    assert_eq!(files(&work), files(&expected));
+    let central = &by_target["central"];
+    assert_eq!(central["status"], "success", "{central:#}");
+    let log = s.log_text(central["id"].as_i64().unwrap(), None).await;
+    assert!(log.contains(&format!("central saw app at {sha}")), "{log}");
+    let legacy = &by_target["legacy"];
+    assert_eq!(legacy["status"], "success", "{legacy:#}");
+    let log = s.log_text(legacy["id"].as_i64().unwrap(), None).await;
+    assert!(log.contains("legacy build of main"), "{log}");
+    assert!(!by_target.contains_key("unrelated"));
+
+    // A redelivery answers with the first runs and starts nothing.
+    let before = run_count(&s).await;
+    let (st, v) = deliver(&s, "push", "push-1", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["runs"], json!(runs), "{v}");
+    assert!(v["verdict"].as_str().unwrap().contains("redelivery"), "{v}");
+    assert_eq!(run_count(&s).await, before);
+
+    // [skip ci] starts nothing, and the delivery says why.
+    let skipped = commit(&repo, &[("README.md", "# app 2\n")], "docs only [skip ci]");
+    let body = push_payload(&url, "main", &sha, &skipped, "docs only [skip ci]");
+    let (st, v) = deliver(&s, "push", "push-2", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 202, "{v}");
+    assert!(v["verdict"].as_str().unwrap().contains("[skip ci]"), "{v}");
+    assert_eq!(run_count(&s).await, before);
+    let deliveries = s.get_ok("/deliveries").await;
+    assert!(
+        deliveries["deliveries"][0]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("[skip ci]")
+    );
+
+    // A .baton/ with an error gives a failed run whose log shows file:line:col.
+    let bad = commit(
+        &repo,
+        &[(".baton/ci.yml", "tasks:\n  test:\n    comand: make\n")],
+        "break the config",
+    );
+    let body = push_payload(&url, "main", &skipped, &bad, "break the config");
+    let (st, v) = deliver(&s, "push", "push-3", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 200, "{v}");
+    let ids: Vec<i64> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_i64().unwrap())
+        .collect();
+    let mut failed = None;
+    for id in ids {
+        let run = s.wait_run(id).await;
+        if run["target"] == "app/.baton" {
+            failed = Some(run);
+        }
+    }
+    let failed = failed.unwrap_or_else(|| panic!("no app/.baton run: {v}"));
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let log = s.log_text(failed["id"].as_i64().unwrap(), None).await;
+    assert!(
+        log.contains(".baton/ci.yml:3:5: unknown key \"comand\""),
+        "{log}"
+    );
+}
