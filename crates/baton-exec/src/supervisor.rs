@@ -416,17 +416,7 @@ async fn run_job(
     rec: &mut ExitRecord,
 ) {
     let pgid = child.id() as i32;
-    // Wait for the exit WITHOUT reaping (WNOWAIT): while the zombie exists
-    // its pid — the group id — cannot be reused, so killing the group right
-    // after the exit cannot hit a stranger.
-    let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitid(
-            Id::Pid(Pid::from_raw(pgid)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        ) {}
-        let _ = exited_tx.send(());
-    });
+    let mut exited_rx = exit_seen(pgid);
 
     let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
         Ok(p) => Some(p),
@@ -504,16 +494,41 @@ async fn run_job(
         }
     }
 
+    if let Some(st) = status {
+        rec.exit_code = st.code();
+        rec.signal = st.signal();
+    }
+    finish_log(log, log_path, masker, rec);
+}
+
+/// Resolves once process `pgid` has exited, WITHOUT reaping it (WNOWAIT): while the zombie
+/// exists its pid — the group id — cannot be reused, so killing the group right after the
+/// exit cannot hit a stranger.
+fn exit_seen(pgid: i32) -> tokio::sync::oneshot::Receiver<()> {
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitid(
+            Id::Pid(Pid::from_raw(pgid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {}
+        let _ = exited_tx.send(());
+    });
+    exited_rx
+}
+
+/// Writes what the masker still holds and syncs the log; a failure is the job's error.
+fn finish_log(
+    mut log: &File,
+    log_path: &Path,
+    mut masker: crate::mask::Masker,
+    rec: &mut ExitRecord,
+) {
     let tail = masker.finish();
     if !tail.is_empty()
         && let Err(e) = log.write_all(&tail)
     {
         rec.error
             .get_or_insert(format!("could not write log {}: {e}", log_path.display()));
-    }
-    if let Some(st) = status {
-        rec.exit_code = st.code();
-        rec.signal = st.signal();
     }
     if let Err(e) = log.sync_data() {
         rec.error

@@ -1,7 +1,7 @@
 //! `baton serve`: load the config, open the store, recover, start the scheduler and the API.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -163,31 +163,11 @@ fn docker_executor(
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match load(&args.config) {
-        Ok(c) => c,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!(
-                "error: refusing to start: the config at {} is invalid (hint: `baton validate {}`)",
-                args.config.display(),
-                args.config.display()
-            );
-            return Ok(ExitCode::from(1));
-        }
+    init_tracing();
+    let Some(config) = load_or_explain(&args.config) else {
+        return Ok(ExitCode::from(1));
     };
-    // Nothing the server (and the supervisors it starts) creates is for other users: job
-    // folders 0700, job files and the database 0600.
-    private_files();
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create the data directory {}", args.data.display()))?;
-    let data = args.data.canonicalize()?;
-    make_private(&data)?;
+    let data = data_dir(&args.data)?;
     let store = baton_store::Store::open(&data.join("baton.db")).await?;
     let exe = std::env::current_exe().context("cannot find the baton binary for the supervisor")?;
     let listen = args
@@ -241,15 +221,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         agents: Some(agents),
         callbacks,
         sso: baton_web::Sso::default(),
-        public_url: if addr.ip().is_unspecified() {
-            format!("http://localhost:{}", addr.port())
-        } else {
-            format!("http://{addr}")
-        },
+        public_url: public_url(addr),
         login: baton_web::LoginGuard::default(),
     };
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
@@ -259,23 +235,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     std::io::stdout().flush().ok();
 
-    // SIGHUP reloads the config; a bad one keeps the old one running.
-    let reload_sched = sched.clone();
-    let reload_path = args.config.clone();
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match load(&reload_path) {
-                Ok(c) => {
-                    if reload_sched.reload(c).await.is_ok() {
-                        eprintln!("config reloaded from {}", reload_path.display());
-                    }
-                }
-                Err(d) => {
-                    eprintln!("{d}\nerror: config reload failed; the old config stays in force")
-                }
-            }
-        }
-    });
+    tokio::spawn(reload_on_hangup(hup, sched.clone(), args.config.clone()));
 
     let shutdown = async move {
         tokio::select! {
@@ -294,4 +254,69 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The config at `path`, or `None` after printing why it is invalid.
+fn load_or_explain(path: &Path) -> Option<baton_core::config::Config> {
+    match load(path) {
+        Ok(c) => Some(c),
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            eprintln!(
+                "error: refusing to start: the config at {} is invalid (hint: `baton validate {}`)",
+                path.display(),
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The data directory, made if needed, private, and absolute. Nothing the server (and the
+/// supervisors it starts) creates is for other users: job folders 0700, job files and the
+/// database 0600.
+fn data_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    private_files();
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("cannot create the data directory {}", path.display()))?;
+    let data = path.canonicalize()?;
+    make_private(&data)?;
+    Ok(data)
+}
+
+/// The server's own URL as links and callbacks name it (`localhost` for a wildcard address).
+fn public_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// SIGHUP reloads the config; a bad one keeps the old one running.
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    sched: baton_sched::SchedHandle,
+    path: PathBuf,
+) {
+    while hup.recv().await.is_some() {
+        match load(&path) {
+            Ok(c) => {
+                if sched.reload(c).await.is_ok() {
+                    eprintln!("config reloaded from {}", path.display());
+                }
+            }
+            Err(d) => eprintln!("{d}\nerror: config reload failed; the old config stays in force"),
+        }
+    }
 }

@@ -151,41 +151,16 @@ fn build(
     } else {
         TOP_KEYS
     };
-    let mut server = Vec::new();
-    let mut workers = Vec::new();
-    let mut administrators = Vec::new();
-    let mut variables = Vec::new();
-    let mut secrets = Vec::new();
-    let mut tasks = Vec::new();
-    let mut pipelines = Vec::new();
-    let mut repos = Vec::new();
-    for (file, root) in roots {
-        let file = *file;
-        let Some(top) = d.fields(file, root, "the top level", top_keys) else {
-            continue;
-        };
-        for e in &top.entries {
-            let section = match e.name {
-                "server" => &mut server,
-                "workers" => &mut workers,
-                "variables" => &mut variables,
-                "secrets" => &mut secrets,
-                "tasks" => &mut tasks,
-                "pipelines" => &mut pipelines,
-                "repos" => &mut repos,
-                "administrators" => {
-                    if !e.value.is_null() {
-                        administrators.extend(d.plain_list(Some(*e)));
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            let what = format!("\"{}\"", e.name);
-            section.extend(d.entries(file, e.value, &what));
-        }
-    }
-
+    let Sections {
+        server,
+        workers,
+        administrators,
+        variables,
+        secrets,
+        tasks,
+        pipelines,
+        repos,
+    } = sections(d, roots, top_keys);
     let mut config = Config {
         administrators,
         ..Config::default()
@@ -249,6 +224,50 @@ fn build(
     }
     config.hidden = std::mem::take(&mut refs.hidden);
     config
+}
+
+/// The top-level sections of every file, gathered (a section may be split across files).
+#[derive(Default)]
+struct Sections<'a> {
+    server: Vec<Entry<'a>>,
+    workers: Vec<Entry<'a>>,
+    administrators: Vec<String>,
+    variables: Vec<Entry<'a>>,
+    secrets: Vec<Entry<'a>>,
+    tasks: Vec<Entry<'a>>,
+    pipelines: Vec<Entry<'a>>,
+    repos: Vec<Entry<'a>>,
+}
+
+fn sections<'a>(d: &mut Diags<'_>, roots: &'a [(FileId, Node)], top_keys: &[&str]) -> Sections<'a> {
+    let mut s = Sections::default();
+    for (file, root) in roots {
+        let file = *file;
+        let Some(top) = d.fields(file, root, "the top level", top_keys) else {
+            continue;
+        };
+        for e in &top.entries {
+            let section = match e.name {
+                "server" => &mut s.server,
+                "workers" => &mut s.workers,
+                "variables" => &mut s.variables,
+                "secrets" => &mut s.secrets,
+                "tasks" => &mut s.tasks,
+                "pipelines" => &mut s.pipelines,
+                "repos" => &mut s.repos,
+                "administrators" => {
+                    if !e.value.is_null() {
+                        s.administrators.extend(d.plain_list(Some(*e)));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let what = format!("\"{}\"", e.name);
+            section.extend(d.entries(file, e.value, &what));
+        }
+    }
+    s
 }
 
 /// The top-level `variables`; values of secret-looking names move to `hidden`.
