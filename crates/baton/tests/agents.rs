@@ -294,6 +294,20 @@ async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
     );
     s.wait_until(id3, "running", |r| status(r) == "running")
         .await;
+    // Mid-run: its script has started (it counts itself first).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&counter)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == id3.to_string())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id3}'s script did not start within 30 s; agent:\n{}",
+            agent.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     agent.kill9();
     let run = s.wait_run(id3).await;
     assert_eq!(status(&run), "broken", "{run:#}");
