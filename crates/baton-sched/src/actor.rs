@@ -271,21 +271,7 @@ impl Actor {
         at: DateTime<Utc>,
         args: BTreeMap<String, String>,
     ) -> JobRow {
-        let job = JobRow {
-            id: self.next_job_id,
-            run_id,
-            name: name.to_string(),
-            status: Status::Queued,
-            reason: None,
-            attempt: 1,
-            worker: None,
-            exit_code: None,
-            queued_at: DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at),
-            started_at: None,
-            ended_at: None,
-            ended_seq: None,
-            args,
-        };
+        let job = JobRow::queued(self.next_job_id, run_id, name, at, args);
         self.next_job_id += 1;
         self.pending.push(Change::NewJob(job.clone()));
         job

@@ -236,21 +236,7 @@ impl Store {
         args: &BTreeMap<String, String>,
     ) -> Result<JobRow> {
         let (_, id) = self.next_ids().await?;
-        let job = JobRow {
-            id,
-            run_id,
-            name: name.to_string(),
-            status: Status::Queued,
-            reason: None,
-            attempt: 1,
-            worker: None,
-            exit_code: None,
-            queued_at: from_ms(ms(at)),
-            started_at: None,
-            ended_at: None,
-            ended_seq: None,
-            args: args.clone(),
-        };
+        let job = JobRow::queued(id, run_id, name, at, args.clone());
         self.apply(&[Change::NewJob(job.clone())]).await?;
         Ok(job)
     }

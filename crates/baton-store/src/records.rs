@@ -83,6 +83,34 @@ pub struct JobRow {
     pub args: BTreeMap<String, String>,
 }
 
+impl JobRow {
+    /// A new job of open run `run_id`: queued, attempt 1, with its own arguments beyond the
+    /// run's. Times are kept to the millisecond, as the store keeps them.
+    pub fn queued(
+        id: i64,
+        run_id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+        args: BTreeMap<String, String>,
+    ) -> JobRow {
+        JobRow {
+            id,
+            run_id,
+            name: name.to_string(),
+            status: Status::Queued,
+            reason: None,
+            attempt: 1,
+            worker: None,
+            exit_code: None,
+            queued_at: crate::from_ms(crate::ms(at)),
+            started_at: None,
+            ended_at: None,
+            ended_seq: None,
+            args,
+        }
+    }
+}
+
 /// One state change.
 #[derive(Debug, Clone)]
 pub enum Change {
