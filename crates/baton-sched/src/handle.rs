@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use baton_core::config::Config;
 use baton_core::run::{TargetKind, TriggerKind};
 use baton_exec::Outcome;
-use baton_store::{RunRow, Store, StoreError};
+use baton_store::{RunRepo, RunRow, Store, StoreError};
+
+use crate::jobs::TargetDef;
 
 /// How many batches of changes a subscriber may fall behind before it is told it lagged.
 pub const EVENT_BACKLOG: usize = 1024;
@@ -109,11 +111,25 @@ pub struct ChangedRun {
     pub target: String,
 }
 
+/// A trigger for a repository's commit.
+#[derive(Debug, Clone)]
+pub struct RepoTriggerRequest {
+    /// The run's name: `REPO/TASK` for a repository's own task, the task's name for a
+    /// server-defined one.
+    pub target: String,
+    /// The definition to run (a repository's task or pipeline); `None`: the server config's
+    /// task or pipeline named `target`.
+    pub def: Option<TargetDef>,
+    pub trigger: TriggerKind,
+    /// The code: repository, commit, ref, event, delivery.
+    pub repo: RunRepo,
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
-    TriggerRepo(Box<crate::repo::RepoTriggerRequest>, Reply<RunRow>),
+    TriggerRepo(Box<RepoTriggerRequest>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
@@ -216,6 +232,12 @@ impl SchedHandle {
     /// Triggers a task or pipeline; the run is recorded (queued or skipped) before this returns.
     pub async fn trigger(&self, req: TriggerRequest) -> Result<RunRow, SchedError> {
         self.ask(|r| Msg::Trigger(req, r)).await
+    }
+
+    /// Triggers a run for a repository's commit; recorded (queued or skipped) with its
+    /// repository fields before this returns.
+    pub async fn trigger_repo(&self, req: RepoTriggerRequest) -> Result<RunRow, SchedError> {
+        self.ask(|r| Msg::TriggerRepo(Box::new(req), r)).await
     }
 
     /// Cancels an open run; answers with the run as recorded after the cancel.

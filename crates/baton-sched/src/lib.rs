@@ -12,12 +12,12 @@ mod jobenv;
 mod jobs;
 mod repo;
 
+pub use handle::RepoTriggerRequest;
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
     TriggerRequest, WorkerState,
 };
 pub use jobs::TargetDef;
-pub use repo::RepoTriggerRequest;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,33 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use baton_core::run::TriggerKind;
-use baton_store::{RunFolders, RunRepo, RunRow};
+use baton_store::{RunFolders, RunRow};
 
-use crate::handle::{Msg, SchedError, SchedHandle};
 use crate::jobs::{LiveRun, TargetDef};
-
-/// A trigger for a repository's commit.
-#[derive(Debug, Clone)]
-pub struct RepoTriggerRequest {
-    /// The run's name: `REPO/TASK` for a repository's own task, the task's name for a
-    /// server-defined one.
-    pub target: String,
-    /// The definition to run (a repository's task or pipeline); `None`: the server config's
-    /// task or pipeline named `target`.
-    pub def: Option<TargetDef>,
-    pub trigger: TriggerKind,
-    /// The code: repository, commit, ref, event, delivery.
-    pub repo: RunRepo,
-}
-
-impl SchedHandle {
-    /// Triggers a run for a repository's commit; recorded (queued or skipped) with its
-    /// repository fields before this returns.
-    pub async fn trigger_repo(&self, req: RepoTriggerRequest) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::TriggerRepo(Box::new(req), r)).await
-    }
-}
 
 /// The environment a repository run's jobs get (none for other runs). Values are the run's
 /// recorded facts; they reach the job only as environment variables, never as shell text.

@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::model::Resolver;
 use super::model::{Config, EnvValue, SecretValue, is_secret_name};
 use super::node::{self, Node, Value};
-use super::secrets::Resolver;
 use super::{ConfigErrors, Diagnostic};
 
 mod checks;
 mod container;
-mod diags;
+pub(crate) mod diags;
 mod pipelines;
 mod repos;
 mod server;
@@ -71,7 +71,7 @@ pub(crate) struct Loader {
     roots: Vec<(FileId, Node)>,
     diags: Vec<Diagnostic>,
     /// Loading a repository's `.baton/` ([`super::repos::load_repo_sources`]).
-    pub(crate) repo: Option<super::repos::RepoMode>,
+    pub(crate) repo: Option<RepoMode>,
 }
 
 impl Loader {
@@ -144,10 +144,10 @@ fn build(
     d: &mut Diags<'_>,
     roots: &[(FileId, Node)],
     resolve: &Resolver,
-    repo: Option<&super::repos::RepoMode>,
+    repo: Option<&RepoMode>,
 ) -> Config {
     let top_keys = if repo.is_some() {
-        super::repos::REPO_TOP_KEYS
+        REPO_TOP_KEYS
     } else {
         TOP_KEYS
     };
@@ -300,3 +300,14 @@ fn build_variables(
     }
     variables
 }
+
+/// What a repository's `.baton/` is checked against: the server's workers and agent queues
+/// (so `queues:` naming what the server serves validate).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RepoMode {
+    pub(crate) workers: BTreeMap<String, super::model::WorkerDef>,
+    pub(crate) agent_queues: Vec<String>,
+}
+
+/// The top-level keys a repository's `.baton/` may use.
+pub(crate) const REPO_TOP_KEYS: &[&str] = &["variables", "tasks", "pipelines"];

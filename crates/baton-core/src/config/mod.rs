@@ -46,7 +46,8 @@ pub use duration::{
     parse_duration_in,
 };
 pub use model::*;
-pub use repos::{Forge, RepoDef, RepoSecret, load_repo_sources};
+pub use model::{Forge, RepoDef, RepoSecret};
+pub use repos::load_repo_sources;
 pub use secrets::{MIN_SECRET_LEN, Resolver, resolve_os};
 pub use template::{render_command, rewrite_templates, template_vars};
 

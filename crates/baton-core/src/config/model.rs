@@ -26,7 +26,7 @@ pub struct Config {
     pub pipelines: BTreeMap<String, PipelineDef>,
     /// `repos:` — repositories whose webhooks (and `.baton/` configs) start runs.
     #[serde(default)]
-    pub repos: BTreeMap<String, super::repos::RepoDef>,
+    pub repos: BTreeMap<String, RepoDef>,
     /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
     /// variables and `env` entries), by reference. Memory only: never serialized.
     #[serde(skip)]
@@ -319,7 +319,7 @@ pub struct TaskDef {
     #[serde(skip)]
     pub on: Option<crate::on::On>,
     /// `checkout:` — repo-triggered jobs start in a checkout of the commit (default true).
-    #[serde(default = "super::repos::yes")]
+    #[serde(default = "yes")]
     pub checkout: bool,
 }
 
@@ -374,7 +374,7 @@ pub struct PipelineDef {
     #[serde(skip)]
     pub on: Option<crate::on::On>,
     /// `checkout:`, as on tasks (default true).
-    #[serde(default = "super::repos::yes")]
+    #[serde(default = "yes")]
     pub checkout: bool,
 }
 
@@ -411,3 +411,76 @@ pub struct PipelineTask {
     #[serde(default)]
     pub container: Option<Box<ContainerDef>>,
 }
+
+/// `true`, for serde defaults.
+pub(crate) fn yes() -> bool {
+    true
+}
+
+/// `forge:` of a repository: whose webhooks it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forge {
+    Github,
+    Gitea,
+    Forgejo,
+    Gitlab,
+    /// A plain git server: no webhooks (polled, or triggered by hand).
+    Git,
+}
+
+impl Forge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::Github => "github",
+            Forge::Gitea => "gitea",
+            Forge::Forgejo => "forgejo",
+            Forge::Gitlab => "gitlab",
+            Forge::Git => "git",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Forge> {
+        [
+            Forge::Github,
+            Forge::Gitea,
+            Forge::Forgejo,
+            Forge::Gitlab,
+            Forge::Git,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+}
+
+/// `secret:` or `token:` of a repository: where it comes from and (memory only) its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoSecret {
+    pub source: SecretSource,
+    pub value: SecretValue,
+}
+
+/// `repos.NAME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoDef {
+    pub name: String,
+    pub url: String,
+    pub forge: Forge,
+    /// The webhook secret. Never serialized.
+    #[serde(skip)]
+    pub secret: Option<RepoSecret>,
+    /// The token for private repositories and the forge's API. Never serialized.
+    #[serde(skip)]
+    pub token: Option<RepoSecret>,
+    /// Branch patterns whose pushes start anything; empty: every branch.
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// `poll:` — how often to fetch when the forge sends no webhooks.
+    #[serde(default)]
+    pub poll: Option<Duration>,
+}
+
+/// Reads a secret's value from its source (`env:`/`file:`); the error says what went wrong (it
+/// is shown after the secret's name and place). [`super::resolve_os`] reads the server's
+/// environment and files, tests pass their own.
+pub type Resolver = dyn Fn(&SecretSource) -> Result<String, String>;

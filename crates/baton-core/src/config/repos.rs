@@ -20,93 +20,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::de::{self, Deserializer, IntoDeserializer, Visitor};
-use serde::{Deserialize, Serialize};
 
-use super::model::{Config, EnvValue, SecretSource, SecretValue, WorkerDef};
+use super::build::RepoMode;
+use super::model::Resolver;
+use super::model::{Config, EnvValue};
 use super::node::{Node, Value};
-use super::secrets::Resolver;
 use super::{ConfigErrors, Diagnostic};
-
-pub(crate) fn yes() -> bool {
-    true
-}
-
-/// `forge:` of a repository: whose webhooks it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Forge {
-    Github,
-    Gitea,
-    Forgejo,
-    Gitlab,
-    /// A plain git server: no webhooks (polled, or triggered by hand).
-    Git,
-}
-
-impl Forge {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Forge::Github => "github",
-            Forge::Gitea => "gitea",
-            Forge::Forgejo => "forgejo",
-            Forge::Gitlab => "gitlab",
-            Forge::Git => "git",
-        }
-    }
-
-    pub(crate) fn from_name(name: &str) -> Option<Forge> {
-        [
-            Forge::Github,
-            Forge::Gitea,
-            Forge::Forgejo,
-            Forge::Gitlab,
-            Forge::Git,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == name)
-    }
-}
-
-/// `secret:` or `token:` of a repository: where it comes from and (memory only) its value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RepoSecret {
-    pub source: SecretSource,
-    pub value: SecretValue,
-}
-
-/// `repos.NAME`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RepoDef {
-    pub name: String,
-    pub url: String,
-    pub forge: Forge,
-    /// The webhook secret. Never serialized.
-    #[serde(skip)]
-    pub secret: Option<RepoSecret>,
-    /// The token for private repositories and the forge's API. Never serialized.
-    #[serde(skip)]
-    pub token: Option<RepoSecret>,
-    /// Branch patterns whose pushes start anything; empty: every branch.
-    #[serde(default)]
-    pub branches: Vec<String>,
-    /// `poll:` — how often to fetch when the forge sends no webhooks.
-    #[serde(default)]
-    pub poll: Option<Duration>,
-}
-
-/// What a repository's `.baton/` is checked against: the server's workers and agent queues
-/// (so `queues:` naming what the server serves validate).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RepoMode {
-    pub(crate) workers: BTreeMap<String, WorkerDef>,
-    pub(crate) agent_queues: Vec<String>,
-}
-
-/// The top-level keys a repository's `.baton/` may use.
-pub(crate) const REPO_TOP_KEYS: &[&str] = &["variables", "tasks", "pipelines"];
 
 /// Loads a repository's `.baton/` files (`(path shown in messages, text)`), checked against
 /// the server's `server` config for queues. Secret-looking values become plain values of the

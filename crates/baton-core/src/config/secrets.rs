@@ -11,13 +11,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::build::{Diags, Entry, Loc};
+use super::build::diags::{Diags, Entry, Loc};
 use super::model::{SecretDef, SecretSource, SecretValue};
 use super::node::Value;
 
-/// Reads a secret's value from its source; the error says what went wrong (it is shown after
-/// the secret's name and place).
-pub type Resolver = dyn Fn(&SecretSource) -> Result<String, String>;
+pub use super::model::Resolver;
 
 /// The shortest value accepted: shorter ones cannot be masked in logs without mangling them.
 pub const MIN_SECRET_LEN: usize = 4;

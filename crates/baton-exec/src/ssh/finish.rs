@@ -16,17 +16,9 @@ use super::Inner;
 use super::artifacts;
 use super::reap::Answer;
 use super::shell::finish_script;
-use super::sink::LogSink;
+use super::sink::{End, LogSink};
 use super::transport::{drain, failure, read_line};
 use crate::error::ExecError;
-
-/// The end of a job as its runner recorded it on the worker.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct End {
-    pub(super) code: i32,
-    pub(super) canceled: bool,
-    pub(super) timed_out: bool,
-}
 
 /// What the finishing session found.
 pub(super) enum Finished {

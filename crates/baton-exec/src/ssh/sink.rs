@@ -9,13 +9,20 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use super::finish::End;
 use super::{OFFSET_FILE, SshJobInfo};
 use crate::blocking::OnThread;
 use crate::error::ExecError;
 use crate::job::ExitRecord;
 use crate::layout::{EXIT_FILE, LOG_FILE, write_atomic};
 use crate::mask::Masker;
+
+/// The end of a job as its runner recorded it on the worker.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct End {
+    pub(super) code: i32,
+    pub(super) canceled: bool,
+    pub(super) timed_out: bool,
+}
 
 /// The log of a running SSH job, written off the async threads.
 pub(super) struct LogSink {

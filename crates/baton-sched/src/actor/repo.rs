@@ -3,8 +3,8 @@
 use baton_store::RunRow;
 
 use super::Actor;
+use crate::handle::RepoTriggerRequest;
 use crate::handle::{SchedError, TriggerRequest};
-use crate::repo::RepoTriggerRequest;
 
 impl Actor {
     pub(crate) async fn trigger_repo(

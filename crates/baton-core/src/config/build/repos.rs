@@ -7,8 +7,9 @@ use serde::Deserialize;
 use super::diags::{Diags, Entry};
 use crate::config::duration::SECONDS_UP;
 use crate::config::model::SecretValue;
+use crate::config::model::{Forge, RepoDef, RepoSecret};
 use crate::config::node::Value;
-use crate::config::repos::{Forge, NodeDe, RepoDef, RepoSecret};
+use crate::config::repos::NodeDe;
 use crate::config::secrets::{Resolver, parse_source};
 use crate::on::On;
 
