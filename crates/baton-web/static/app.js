@@ -77,5 +77,7 @@
   var es = new EventSource("/api/v1/events");
   es.addEventListener("change", refresh);
   // Tells whoever looks (the browser tests) that changes from now on will arrive.
-  es.onopen = function () { document.body.dataset.changes = "open"; };
+  // A change between this page's rendering and the feed's (re)connection sends no event:
+  // look once on every open.
+  es.onopen = function () { document.body.dataset.changes = "open"; refresh(); };
 })();
