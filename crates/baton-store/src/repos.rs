@@ -146,6 +146,11 @@ impl RunFolders {
     pub fn repo_mirror(&self, name: &str) -> PathBuf {
         self.data_dir().join("repos").join(format!("{name}.git"))
     }
+
+    /// Where the payloads of accepted, unfinished deliveries are kept (`<data>/deliveries`).
+    pub fn deliveries(&self) -> PathBuf {
+        self.data_dir().join("deliveries")
+    }
 }
 
 fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRow> {
