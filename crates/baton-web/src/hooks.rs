@@ -157,6 +157,19 @@ async fn receive(
         record.git_ref = Some(p.git_ref.clone());
         record.commit = Some(p.after.clone());
     }
+    accept(&st, record, &repo.name, event, body, &hdrs).await
+}
+
+/// A verified delivery: kept durably, then processed in a task of its own; answers with its
+/// runs when they start within [`ANSWER_WAIT`], else `202` "processing".
+async fn accept(
+    st: &AppState,
+    mut record: NewDelivery,
+    repo: &str,
+    event: Event,
+    body: Bytes,
+    hdrs: &[(String, String)],
+) -> Response {
     record.status_code = StatusCode::ACCEPTED.as_u16();
     record.verdict = "processing".into();
     let dir = st.folders.deliveries();
@@ -172,7 +185,7 @@ async fn receive(
     };
     record.pending = Some(PendingDelivery {
         payload: payload.clone(),
-        headers: durable::kept_headers(&hdrs),
+        headers: durable::kept_headers(hdrs),
     });
     let id = match st.store.claim_delivery(&record).await {
         Ok(Claim::New(id)) => id,
@@ -203,7 +216,7 @@ async fn receive(
     let task = tokio::spawn(durable::process(
         st.clone(),
         id,
-        repo.name.clone(),
+        repo.to_owned(),
         event,
         payload,
     ));

@@ -460,9 +460,51 @@ async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restar
     }
     assert_eq!(std::fs::read_dir(&payloads).unwrap().count(), 0);
 
-    // Another restart and a redelivery start nothing more.
+    // A kill after its runs were triggered but before the delivery was marked finished (made
+    // by putting the delivery back as it was then): the restart starts nothing twice.
+    s.kill9();
+    std::fs::write(payloads.join("again.body"), &body).unwrap();
+    let pending = json!({"payload": "again.body", "headers":
+        [["X-GitHub-Event", "push"], ["X-GitHub-Delivery", "durable-1"]]});
+    let sql = format!(
+        "UPDATE webhook_deliveries SET pending = '{pending}', run_ids = '[]' WHERE id = {id}"
+    );
+    let out = Command::new("sqlite3")
+        .arg(s.data.join("baton.db"))
+        .arg(&sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.restart();
     s.http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let row = loop {
+        let row = delivery_row(&s, "durable-1").await;
+        if row["processing"] == false {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never finished: {row:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["run_ids"], json!(runs), "{row:#}");
+    assert!(
+        row["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("started before a restart"),
+        "{row:#}"
+    );
+    assert_eq!(run_count(&s).await, 3);
+    assert_eq!(std::fs::read_dir(&payloads).unwrap().count(), 0);
+
+    // A redelivery starts nothing more.
     let (st, v) = deliver(&s, "push", "durable-1", &body, signed(SECRET, &body)).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["runs"], json!(runs), "{v}");
