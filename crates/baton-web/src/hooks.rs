@@ -233,7 +233,7 @@ async fn accept(
 }
 
 /// How long a webhook's answer waits for its processing (forges give up after about 10 s).
-const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `202`: accepted durably and still being processed; its runs will start once.
 fn processing(id: i64) -> Response {
