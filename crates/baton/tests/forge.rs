@@ -423,7 +423,17 @@ async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restar
     );
     assert_eq!(delivery_row(&s, "durable-1").await["processing"], true);
     let payloads = s.data.join("deliveries");
-    assert_eq!(std::fs::read_dir(&payloads).unwrap().count(), 1);
+    let kept: Vec<_> = std::fs::read_dir(&payloads).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    let kept = kept[0].as_ref().unwrap().path();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the payload is readable by others");
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        body,
+        "the payload is kept byte for byte"
+    );
 
     s.kill9();
     std::fs::write(&gate, "").unwrap();
