@@ -28,7 +28,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
-pub use repos::{Claim, DeliveryRow, NewDelivery, RunRepo};
+pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 

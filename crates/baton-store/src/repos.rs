@@ -100,6 +100,17 @@ pub struct NewDelivery {
     pub commit: Option<String>,
     pub status_code: u16,
     pub verdict: String,
+    /// For an accepted delivery whose runs are not triggered yet: how to process it again.
+    pub pending: Option<PendingDelivery>,
+}
+
+/// What processing an accepted delivery again needs, kept until it is finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelivery {
+    /// The verified payload's file name in [`RunFolders::deliveries`].
+    pub payload: String,
+    /// The request's headers the parser reads (no signature or token).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A recorded delivery.
@@ -116,6 +127,8 @@ pub struct DeliveryRow {
     pub status_code: u16,
     pub verdict: String,
     pub run_ids: Vec<i64>,
+    /// Accepted, its runs not triggered yet (it is being processed, or will be after a restart).
+    pub processing: bool,
 }
 
 /// What [`Store::claim_delivery`] found.
@@ -132,6 +145,11 @@ impl RunFolders {
     /// the config loader, so the path stays in the data directory.
     pub fn repo_mirror(&self, name: &str) -> PathBuf {
         self.data_dir().join("repos").join(format!("{name}.git"))
+    }
+
+    /// Where the payloads of accepted, unfinished deliveries are kept (`<data>/deliveries`).
+    pub fn deliveries(&self) -> PathBuf {
+        self.data_dir().join("deliveries")
     }
 }
 
@@ -150,6 +168,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRow> {
         verdict: row.try_get("verdict")?,
         run_ids: serde_json::from_str(&run_ids)
             .map_err(|e| corrupt("webhook_deliveries", e.to_string()))?,
+        processing: row.try_get::<Option<String>, _>("pending")?.is_some(),
     })
 }
 
@@ -164,8 +183,8 @@ impl Store {
         }
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (received_at, forge, event, delivery, repo, git_ref,
-                 commit_sha, status_code, verdict, run_ids)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]')
+                 commit_sha, status_code, verdict, run_ids, pending)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)
              ON CONFLICT (forge, delivery) DO NOTHING RETURNING id",
         )
         .bind(ms(d.received_at))
@@ -177,6 +196,11 @@ impl Store {
         .bind(&d.commit)
         .bind(i64::from(d.status_code))
         .bind(&d.verdict)
+        .bind(
+            d.pending
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default()),
+        )
         .fetch_optional(self.pool())
         .await?;
         match (inserted, &d.delivery) {
@@ -190,7 +214,7 @@ impl Store {
         }
     }
 
-    /// Sets a claimed delivery's answer and the runs it started.
+    /// Sets a claimed delivery's answer and the runs it started; it is no longer pending.
     pub async fn finish_delivery(
         &self,
         id: i64,
@@ -199,7 +223,8 @@ impl Store {
         run_ids: &[i64],
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE webhook_deliveries SET status_code = ?, verdict = ?, run_ids = ? WHERE id = ?",
+            "UPDATE webhook_deliveries SET status_code = ?, verdict = ?, run_ids = ?, pending = NULL
+             WHERE id = ?",
         )
         .bind(i64::from(status_code))
         .bind(verdict)
@@ -219,6 +244,40 @@ impl Store {
             .as_ref()
             .map(delivery_from_row)
             .transpose()
+    }
+
+    /// Deliveries accepted but not finished (the server stopped while processing them), oldest
+    /// first, with what processing them again needs.
+    pub async fn pending_deliveries(&self) -> Result<Vec<(DeliveryRow, PendingDelivery)>> {
+        let rows =
+            sqlx::query("SELECT * FROM webhook_deliveries WHERE pending IS NOT NULL ORDER BY id")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let pending: String = row.try_get("pending")?;
+                let pending = serde_json::from_str(&pending)
+                    .map_err(|e| corrupt("webhook_deliveries.pending", e.to_string()))?;
+                Ok((delivery_from_row(row)?, pending))
+            })
+            .collect()
+    }
+
+    /// The top-level runs (not started by another run) of repository `repo` that delivery
+    /// `delivery` triggered: `(id, target)`, oldest first.
+    pub async fn delivery_runs(&self, repo: &str, delivery: &str) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, target FROM runs WHERE repo = ? AND delivery = ?
+                 AND NOT EXISTS (SELECT 1 FROM run_links WHERE descendant = runs.id)
+             ORDER BY id",
+        )
+        .bind(repo)
+        .bind(delivery)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("target")?)))
+            .collect()
     }
 
     /// The latest deliveries, newest first.
@@ -253,6 +312,10 @@ mod tests {
             commit: Some("a".repeat(40)),
             status_code: 202,
             verdict: "processing".into(),
+            pending: Some(PendingDelivery {
+                payload: "1.body".into(),
+                headers: vec![("X-GitHub-Event".into(), "push".into())],
+            }),
         }
     }
 
@@ -263,6 +326,14 @@ mod tests {
         let Claim::New(id) = store.claim_delivery(&delivery(Some("d1"))).await.unwrap() else {
             panic!("first delivery seen before");
         };
+        let pending = store.pending_deliveries().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].0.processing);
+        assert_eq!(pending[0].1, delivery(None).pending.unwrap());
+        let Claim::Seen(early) = store.claim_delivery(&delivery(Some("d1"))).await.unwrap() else {
+            panic!("redelivery while processing not recognised");
+        };
+        assert!(early.processing);
         store
             .finish_delivery(id, 202, "started 2 runs", &[4, 5])
             .await
@@ -272,6 +343,8 @@ mod tests {
         };
         assert_eq!((first.id, first.run_ids.clone()), (id, vec![4, 5]));
         assert_eq!(first.verdict, "started 2 runs");
+        assert!(!first.processing);
+        assert!(store.pending_deliveries().await.unwrap().is_empty());
         // Another forge may use the same id; deliveries without an id never collide.
         let mut other = delivery(Some("d1"));
         other.forge = "gitea".into();
@@ -331,6 +404,11 @@ mod tests {
         };
         let row = store.insert_run(&new).await.unwrap();
         assert_eq!(row.repo.as_ref(), Some(&repo));
+        assert_eq!(
+            store.delivery_runs("app", "d1").await.unwrap(),
+            vec![(row.id, "app/test".to_owned())]
+        );
+        assert!(store.delivery_runs("app", "d2").await.unwrap().is_empty());
         drop(store);
         let store = Store::open(&path).await.unwrap();
         assert_eq!(

@@ -6,8 +6,13 @@
 //! missing signature is `401` and queues nothing; an unknown repository `404`; a ping `200`; an
 //! event that starts nothing `202` with why; a redelivery (same delivery id) answers with the
 //! runs the first one started and starts nothing. Every delivery is recorded with its verdict.
+//! A verified delivery is kept durably before it is processed (see `durable`): the answer waits
+//! a few seconds for its runs, else is `202` "processing", and a restart finishes it.
 
+mod durable;
 mod push;
+
+pub use durable::resume as resume_deliveries;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,7 +25,7 @@ use serde_json::json;
 
 use baton_core::config::{Config, RepoDef};
 use baton_forge::{Event, EventKind, Forge, RefTarget};
-use baton_store::{Claim, NewDelivery};
+use baton_store::{Claim, NewDelivery, PendingDelivery};
 
 use crate::AppState;
 
@@ -152,11 +157,43 @@ async fn receive(
         record.git_ref = Some(p.git_ref.clone());
         record.commit = Some(p.after.clone());
     }
+    accept(&st, record, &repo.name, event, body, &hdrs).await
+}
+
+/// A verified delivery: kept durably, then processed in a task of its own; answers with its
+/// runs when they start within [`ANSWER_WAIT`], else `202` "processing".
+async fn accept(
+    st: &AppState,
+    mut record: NewDelivery,
+    repo: &str,
+    event: Event,
+    body: Bytes,
+    hdrs: &[(String, String)],
+) -> Response {
     record.status_code = StatusCode::ACCEPTED.as_u16();
     record.verdict = "processing".into();
+    let dir = st.folders.deliveries();
+    let payload = match durable::keep_payload(dir.clone(), body).await {
+        Ok(name) => name,
+        Err(e) => {
+            let text = format!(
+                "could not keep the delivery's payload in {}: {e} (check the data directory's free space and permissions; the forge may redeliver)",
+                dir.display()
+            );
+            return answer(StatusCode::SERVICE_UNAVAILABLE, &text, &[], None);
+        }
+    };
+    record.pending = Some(PendingDelivery {
+        payload: payload.clone(),
+        headers: durable::kept_headers(hdrs),
+    });
     let id = match st.store.claim_delivery(&record).await {
         Ok(Claim::New(id)) => id,
         Ok(Claim::Seen(first)) => {
+            durable::drop_payload(&dir, &payload).await;
+            if first.processing {
+                return processing(first.id);
+            }
             let text = format!(
                 "redelivery of delivery {} (recorded as {}): started nothing new; first answer: {}",
                 event.delivery.as_deref().unwrap_or_default(),
@@ -166,6 +203,7 @@ async fn receive(
             return answer(StatusCode::OK, &text, &first.run_ids, Some(first.id));
         }
         Err(e) => {
+            durable::drop_payload(&dir, &payload).await;
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("could not record the delivery: {e}"),
@@ -174,15 +212,39 @@ async fn receive(
             );
         }
     };
-    let v = handle(&st, &config, repo, &event).await;
-    if let Err(e) = st
-        .store
-        .finish_delivery(id, v.status.as_u16(), &v.text, &v.runs)
-        .await
-    {
-        tracing::warn!(delivery = id, "could not record the verdict: {e}");
+    // Accepted durably: processing goes on (or resumes after a restart) whatever the answer.
+    let task = tokio::spawn(durable::process(
+        st.clone(),
+        id,
+        repo.to_owned(),
+        event,
+        payload,
+    ));
+    match tokio::time::timeout(ANSWER_WAIT, task).await {
+        Ok(Ok(v)) => answer(v.status, &v.text, &v.runs, Some(id)),
+        Ok(Err(e)) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("processing the delivery failed: {e}"),
+            &[],
+            Some(id),
+        ),
+        Err(_) => processing(id),
     }
-    answer(v.status, &v.text, &v.runs, Some(id))
+}
+
+/// How long a webhook's answer waits for its processing (forges give up after about 10 s).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `202`: accepted durably and still being processed; its runs will start once.
+fn processing(id: i64) -> Response {
+    let body = json!({
+        "delivery": id,
+        "status": "accepted",
+        "detail": "processing",
+        "verdict": "accepted: processing (see GET /api/v1/deliveries for the runs it starts)",
+        "runs": [],
+    });
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 /// Records a refused delivery (without its delivery id, which a forged one must not take).

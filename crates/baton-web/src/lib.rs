@@ -36,6 +36,7 @@ pub use api::openapi_json;
 pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
+pub use hooks::resume_deliveries;
 pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the

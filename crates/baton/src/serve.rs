@@ -224,6 +224,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: public_url(addr),
         login: baton_web::LoginGuard::default(),
     };
+    // Deliveries accepted before a crash whose runs may not have started.
+    baton_web::resume_deliveries(&state).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;

@@ -368,3 +368,155 @@ async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
         "{log}"
     );
 }
+
+/// The deliveries as the API lists them, by forge delivery id.
+async fn delivery_row(s: &Server, id: &str) -> Value {
+    let all = s.get_ok("/deliveries").await;
+    all["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["delivery"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no delivery {id}: {all:#}"))
+}
+
+/// Processing waits at a gate (`BATON_TEST_DELIVERY_GATE`, read by debug builds only) between
+/// accepting a delivery and triggering its runs; the server is SIGKILLed there and restarted.
+#[tokio::test]
+async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let ci = "tasks:\n  test:\n    command: echo built $BATON_COMMIT\n    checkout: false\n";
+    let sha = commit(&repo, &[(".baton/ci.yml", ci)], "first");
+    let url = repo.to_str().unwrap().to_owned();
+    let gate = tmp.path().join("gate");
+    let mut s = Server::start_env(
+        &config(&url),
+        &[
+            ("FIXTURE_SECRET", FIXTURE_SECRET),
+            ("APP_SECRET", SECRET),
+            ("BATON_TEST_DELIVERY_GATE", gate.to_str().unwrap()),
+        ],
+    );
+    let body = push_payload(&url, "main", &"0".repeat(40), &sha, "first");
+
+    // Accepted durably; the answer does not wait for the runs.
+    let (st, v) = deliver(&s, "push", "durable-1", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 202, "{v}\n{}", s.stderr());
+    assert_eq!(
+        (&v["status"], &v["detail"]),
+        (&json!("accepted"), &json!("processing"))
+    );
+    let id = v["delivery"].as_i64().unwrap();
+    // A redelivery while it is processed starts nothing and says so.
+    let (st, again) = deliver(&s, "push", "durable-1", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 202, "{again}");
+    assert_eq!(again["delivery"], id, "{again}");
+    assert_eq!(again["detail"], "processing", "{again}");
+    assert_eq!(
+        run_count(&s).await,
+        0,
+        "runs started before the gate opened"
+    );
+    assert_eq!(delivery_row(&s, "durable-1").await["processing"], true);
+    let payloads = s.data.join("deliveries");
+    let kept: Vec<_> = std::fs::read_dir(&payloads).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    let kept = kept[0].as_ref().unwrap().path();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the payload is readable by others");
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        body,
+        "the payload is kept byte for byte"
+    );
+
+    s.kill9();
+    std::fs::write(&gate, "").unwrap();
+    s.restart();
+    // Pooled connections went with the old process.
+    s.http = reqwest::Client::new();
+
+    // The restarted server finishes the delivery: its runs start, once.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let row = loop {
+        let row = delivery_row(&s, "durable-1").await;
+        if row["processing"] == false {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was never finished: {row:#}\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let runs = row["run_ids"].as_array().unwrap().clone();
+    assert_eq!(
+        runs.len(),
+        3,
+        "the repo's task, central and legacy: {row:#}"
+    );
+    assert_eq!(row["status_code"], 200, "{row:#}");
+    assert_eq!(run_count(&s).await, 3);
+    for r in &runs {
+        let run = s.wait_run(r.as_i64().unwrap()).await;
+        assert_eq!(run["status"], "success", "{run:#}");
+        assert_eq!(run["repo"]["delivery"], "durable-1");
+    }
+    assert_eq!(std::fs::read_dir(&payloads).unwrap().count(), 0);
+
+    // A kill after its runs were triggered but before the delivery was marked finished (made
+    // by putting the delivery back as it was then): the restart starts nothing twice.
+    s.kill9();
+    std::fs::write(payloads.join("again.body"), &body).unwrap();
+    let pending = json!({"payload": "again.body", "headers":
+        [["X-GitHub-Event", "push"], ["X-GitHub-Delivery", "durable-1"]]});
+    let sql = format!(
+        "UPDATE webhook_deliveries SET pending = '{pending}', run_ids = '[]' WHERE id = {id}"
+    );
+    let out = Command::new("sqlite3")
+        .arg(s.data.join("baton.db"))
+        .arg(&sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.restart();
+    s.http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let row = loop {
+        let row = delivery_row(&s, "durable-1").await;
+        if row["processing"] == false {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never finished: {row:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["run_ids"], json!(runs), "{row:#}");
+    assert!(
+        row["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("started before a restart"),
+        "{row:#}"
+    );
+    assert_eq!(run_count(&s).await, 3);
+    assert_eq!(std::fs::read_dir(&payloads).unwrap().count(), 0);
+
+    // A redelivery starts nothing more.
+    let (st, v) = deliver(&s, "push", "durable-1", &body, signed(SECRET, &body)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["runs"], json!(runs), "{v}");
+    assert_eq!(run_count(&s).await, 3);
+}

@@ -100,8 +100,23 @@ async fn start_runs(
     mut notes: Vec<String>,
     commit: &Oid,
 ) -> Verdict {
+    // Exactly once: a delivery processed again after a restart skips the targets it already
+    // started (a run and its delivery id are recorded in one transaction).
+    let delivery = run_repo.delivery.as_deref().unwrap_or_default();
+    let started = match st.store.delivery_runs(&run_repo.repo, delivery).await {
+        Ok(r) => r,
+        Err(e) => {
+            let text = format!("could not look up the runs this delivery started: {e}");
+            return Verdict::new(StatusCode::SERVICE_UNAVAILABLE, text);
+        }
+    };
     let mut runs = Vec::new();
     for (target, def) in wanted {
+        if let Some((id, _)) = started.iter().find(|(_, t)| *t == target) {
+            runs.push(*id);
+            notes.push(format!("{target}: run {id} (started before a restart)"));
+            continue;
+        }
         let req = RepoTriggerRequest {
             target: target.clone(),
             def,

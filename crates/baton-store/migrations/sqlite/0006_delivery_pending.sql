@@ -1,0 +1,4 @@
+-- A verified delivery is accepted durably before it is answered: while its runs are not yet
+-- triggered, `pending` holds what processing it again needs (JSON: the payload's file name under
+-- <data>/deliveries/ and the headers the parser reads); NULL once it is finished (or refused).
+ALTER TABLE webhook_deliveries ADD COLUMN pending TEXT;
