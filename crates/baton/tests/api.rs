@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::sse::{SseEvent, take_event};
 use common::{Server, gate, id_of, reason, status, text};
 use serde_json::{Value, json};
 
@@ -508,12 +509,6 @@ async fn reload_keeps_old_config_on_error_and_queued_runs_keep_their_command() {
     assert_eq!(s.log_text(v3, None).await, "ver v2\n");
 }
 
-struct SseEvent {
-    event: String,
-    data: String,
-    id: Option<String>,
-}
-
 /// Reads SSE events from `resp` until `stop` says so or the stream ends.
 async fn read_events(
     resp: &mut reqwest::Response,
@@ -522,31 +517,7 @@ async fn read_events(
 ) -> Vec<SseEvent> {
     let mut out = Vec::new();
     loop {
-        while let Some(end) = buf.find("\n\n") {
-            let raw: String = buf.drain(..end + 2).collect();
-            let mut ev = SseEvent {
-                event: "message".into(),
-                data: String::new(),
-                id: None,
-            };
-            let mut any = false;
-            for line in raw.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    ev.event = v.trim_start().to_string();
-                    any = true;
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    if !ev.data.is_empty() {
-                        ev.data.push('\n');
-                    }
-                    ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    any = true;
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    ev.id = Some(v.trim_start().to_string());
-                }
-            }
-            if !any {
-                continue; // keep-alive comment
-            }
+        while let Some(ev) = take_event(buf) {
             let done = stop(&ev);
             out.push(ev);
             if done {

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::sse::take_events;
 use common::{Server, WAIT, gate, id_of, status};
 use serde_json::Value;
 
@@ -31,49 +32,11 @@ tasks:
     )
 }
 
-struct SseEvent {
-    event: String,
-    data: String,
-    id: Option<String>,
-}
-
 /// What one viewer received: the text of its `log` events, checked to be contiguous, and the
 /// data of its `end` event.
 struct Received {
     text: String,
     end: Value,
-}
-
-/// Splits complete events off the front of `buf` (keep-alive comments are skipped).
-fn take_events(buf: &mut String) -> Vec<SseEvent> {
-    let mut out = Vec::new();
-    while let Some(end) = buf.find("\n\n") {
-        let raw: String = buf.drain(..end + 2).collect();
-        let mut ev = SseEvent {
-            event: "message".into(),
-            data: String::new(),
-            id: None,
-        };
-        let mut any = false;
-        for line in raw.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                ev.event = v.trim_start().to_string();
-                any = true;
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if !ev.data.is_empty() {
-                    ev.data.push('\n');
-                }
-                ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                any = true;
-            } else if let Some(v) = line.strip_prefix("id:") {
-                ev.id = Some(v.trim_start().to_string());
-            }
-        }
-        if any {
-            out.push(ev);
-        }
-    }
-    out
 }
 
 /// Opens the job's live log (the answer's headers are in when this returns).

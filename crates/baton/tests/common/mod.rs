@@ -7,6 +7,7 @@
 
 pub mod busybox;
 pub mod idp;
+pub mod sse;
 pub mod sshhosts;
 
 use std::io::{BufRead, BufReader, Read};
