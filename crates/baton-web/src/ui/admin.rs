@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect};
 use baton_core::run::TargetKind;
 
 use super::page::{ErrorTpl, PageResult, not_found, render};
-use super::request::{Fields, check_csrf, field, page_user};
+use super::request::{Fields, field, form_user};
 use crate::AppState;
 
 pub(super) async fn reload(
@@ -16,8 +16,7 @@ pub(super) async fn reload(
     uri: Uri,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, a, mut nav) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (_, a, mut nav) = form_user(&s, &headers, &uri, &f).await?;
     a.require_admin()?;
     let flash = match crate::api::reload_config(&s).await {
         Ok(v) => format!(
@@ -43,8 +42,7 @@ pub(super) async fn set_enabled(
     Path(name): Path<String>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, a, _) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     if !a.can_see(TargetKind::Task, &name) {
         return Err(not_found());
     }

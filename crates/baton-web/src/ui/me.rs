@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect};
 
 use super::format::when;
 use super::page::{Nav, PageError, PageResult, not_found, render};
-use super::request::{Fields, check_csrf, field, page_user};
+use super::request::{Fields, field, form_user, page_user};
 use crate::AppState;
 use crate::auth::CurrentUser;
 
@@ -65,8 +65,7 @@ pub(super) async fn create_token(
     uri: Uri,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, _, nav) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (user, _, nav) = form_user(&s, &headers, &uri, &f).await?;
     let name = only_users(&user)?;
     let label = field(&f, "name").trim();
     let label = if label.is_empty() { "api" } else { label };
@@ -81,8 +80,7 @@ pub(super) async fn revoke_token(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, _, _) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (user, _, _) = form_user(&s, &headers, &uri, &f).await?;
     let name = only_users(&user)?;
     if !s.store.revoke_user_token(name, id).await? {
         return Err(not_found());

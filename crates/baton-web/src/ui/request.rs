@@ -41,6 +41,18 @@ pub(crate) fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
 }
 
 /// A form write must carry the session's CSRF secret (bearer callers have none to carry).
+/// The user of a form post: [`page_user`], with the form's CSRF token checked.
+pub(super) async fn form_user(
+    s: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    f: &Fields,
+) -> Result<(CurrentUser, Access, Nav), PageError> {
+    let found = page_user(s, headers, uri).await?;
+    check_csrf(&found.0, f)?;
+    Ok(found)
+}
+
 pub(crate) fn check_csrf(user: &CurrentUser, f: &Fields) -> Result<(), PageError> {
     match &user.csrf {
         Some(secret) if !same_secret(field(f, "csrf"), secret) => Err(PageError::Page(

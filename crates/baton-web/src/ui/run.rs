@@ -19,7 +19,7 @@ use baton_store::{JobRow, RunRow};
 use super::dag::{dag_svg, depths};
 use super::format::{dur_ms, job_took, took, when};
 use super::page::{Nav, PageError, PageResult, not_found, render};
-use super::request::{Fields, check_csrf, page_user};
+use super::request::{Fields, form_user, page_user};
 use crate::AppState;
 use crate::ansi::render_lines;
 use crate::auth::Access;
@@ -296,8 +296,7 @@ pub(super) async fn cancel(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, a, _) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     visible_run(&s, &a, id).await?;
     match s.sched.cancel(id).await {
         Ok(_) | Err(SchedError::NotCancelable { .. }) => {}
@@ -313,8 +312,7 @@ pub(super) async fn rerun(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, a, _) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     visible_run(&s, &a, id).await?;
     let run = s.sched.rerun(id, TriggerKind::Rerun).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())

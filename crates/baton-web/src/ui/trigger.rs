@@ -11,7 +11,7 @@ use baton_core::run::{TargetKind, TriggerKind};
 use baton_sched::{SchedError, TriggerRequest};
 
 use super::page::{Nav, PageError, PageResult, not_found, render};
-use super::request::{Fields, check_csrf, field, page_user};
+use super::request::{Fields, field, form_user, page_user};
 use crate::AppState;
 use crate::auth::Access;
 
@@ -77,8 +77,7 @@ pub(super) async fn trigger(
     Path((kind, name)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (user, a, nav) = page_user(&s, &headers, &uri).await?;
-    check_csrf(&user, &f)?;
+    let (_, a, nav) = form_user(&s, &headers, &uri, &f).await?;
     let kind = target_kind(&kind)?;
     if !a.can_see(kind, &name) {
         return Err(not_found());
