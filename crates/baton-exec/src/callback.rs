@@ -70,13 +70,28 @@ impl CallbackHub {
 
     /// A callback for `job_id` carrying `token`: wakes the job's waiter if the token is right.
     pub fn deliver(&self, job_id: i64, token: &str) -> Result<(), CallbackError> {
+        self.with_job(job_id, token, |reg| reg.notify.notify_one())
+    }
+
+    /// Whether `token` is the running job `job_id`'s (for what else a job may ask of the
+    /// server with it, such as fetching its repository), without waking its waiter.
+    pub fn check(&self, job_id: i64, token: &str) -> Result<(), CallbackError> {
+        self.with_job(job_id, token, |_| ())
+    }
+
+    fn with_job(
+        &self,
+        job_id: i64,
+        token: &str,
+        then: impl FnOnce(&Registered),
+    ) -> Result<(), CallbackError> {
         let given = token_hash(token);
         let jobs = self.jobs.lock().expect("callback hub poisoned");
         let reg = jobs.get(&job_id).ok_or(CallbackError::UnknownJob(job_id))?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&reg.hash[..], &given[..])) {
             return Err(CallbackError::BadToken(job_id));
         }
-        reg.notify.notify_one();
+        then(reg);
         Ok(())
     }
 }
@@ -91,6 +106,8 @@ mod tests {
         let token = new_token();
         let _n = hub.register(7, token_hash(&token));
         assert_eq!(hub.deliver(7, "nope"), Err(CallbackError::BadToken(7)));
+        assert_eq!(hub.check(7, "nope"), Err(CallbackError::BadToken(7)));
+        assert_eq!(hub.check(7, &token), Ok(()));
         assert_eq!(hub.deliver(8, &token), Err(CallbackError::UnknownJob(8)));
         assert_eq!(hub.deliver(7, &token), Ok(()));
         hub.unregister(7);

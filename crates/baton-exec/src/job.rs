@@ -32,6 +32,11 @@ pub struct JobSpec {
     /// Run the script in a container (the Docker executor) instead of on the host.
     #[serde(default)]
     pub container: Option<ContainerSpec>,
+    /// The commit a job on a remote worker (SSH, agent) checks out into `work/` before its
+    /// script, fetched from the server's mirror over smart HTTP with the job's own credential
+    /// (local and container jobs get theirs from the scheduler, made on the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<String>,
 }
 
 /// A job's secrets: environment entries (explicit `secrets:`, secret-looking `env` entries and

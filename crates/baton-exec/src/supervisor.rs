@@ -567,6 +567,7 @@ mod tests {
             kill_grace: Duration::from_secs(1),
             secrets: Default::default(),
             container: None,
+            checkout: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn spec(script: &str) -> JobSpec {
         kill_grace: Duration::from_secs(5),
         secrets: Default::default(),
         container: None,
+        checkout: None,
     }
 }
 

@@ -72,11 +72,26 @@ impl GitError {
 /// config can add hooks, aliases, credential helpers or URL rewrites), `GIT_TERMINAL_PROMPT=0`
 /// and ssh in batch mode (a missing credential fails instead of waiting for a prompt), `LC_ALL=C`,
 /// `HOME` at `home` (default `/nonexistent`), and the inherited `PATH`. `vars` adds more
-/// (for example `GIT_SSH_COMMAND` with a deploy key) and wins over the defaults.
-#[derive(Debug, Clone, Default)]
+/// (for example `GIT_SSH_COMMAND` with a deploy key) and wins over the defaults; `config` is
+/// git config given through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` (never in
+/// argv, so a credential there is not in the process list). `Debug` shows no value.
+#[derive(Clone, Default)]
 pub struct GitEnv {
     pub home: Option<PathBuf>,
     pub vars: Vec<(String, String)>,
+    pub config: Vec<(String, String)>,
+}
+
+impl fmt::Debug for GitEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vars: Vec<&str> = self.vars.iter().map(|(k, _)| k.as_str()).collect();
+        let config: Vec<&str> = self.config.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("GitEnv")
+            .field("home", &self.home)
+            .field("vars", &vars)
+            .field("config", &config)
+            .finish()
+    }
 }
 
 /// Config every command runs with, on top of the repository's own.
@@ -165,8 +180,8 @@ impl<'a> Git<'a> {
         words.join(" ")
     }
 
-    /// Runs git and returns what it left, whatever its exit status.
-    pub(crate) async fn run(self) -> Result<(Finished, Self), GitError> {
+    /// The process to spawn: the cleared environment, the safe config, the place, the args.
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new("git");
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
@@ -190,6 +205,13 @@ impl<'a> Git<'a> {
         for (k, v) in &self.env.vars {
             cmd.env(k, v);
         }
+        if !self.env.config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", self.env.config.len().to_string());
+            for (i, (k, v)) in self.env.config.iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{i}"), k);
+                cmd.env(format!("GIT_CONFIG_VALUE_{i}"), v);
+            }
+        }
         cmd.args(SAFE_CONFIG);
         match self.at {
             At::GitDir(p) => {
@@ -200,15 +222,20 @@ impl<'a> Git<'a> {
             }
             At::Nowhere => {}
         }
-        cmd.args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(&self.args).kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs git and returns what it left, whatever its exit status.
+    pub(crate) async fn run(self) -> Result<(Finished, Self), GitError> {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| GitError::Spawn {
             source: Arc::new(e),
         })?;

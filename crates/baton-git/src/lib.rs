@@ -11,18 +11,22 @@
 //! the mirror is only written by `fetch`, `merge_for_pr` (objects) and its own setup.
 
 mod cmd;
+mod creds;
 mod mirror;
 mod oid;
 mod read;
 mod retry;
+mod serve;
 mod work;
 
 pub use cmd::{GitEnv, GitError};
+pub use creds::token_user;
 pub use mirror::{Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use read::{CommitInfo, READ_TREE_LIMIT};
 pub use retry::{Backoff, retry};
-pub use work::{Checkout, MergeOutcome};
+pub use serve::{HttpBody, HttpRequest, HttpResponse, serve_http};
+pub use work::{Checkout, MergeOutcome, fetch_checkout};
 
 /// The oldest git with `merge-tree --write-tree`.
 pub const MIN_GIT: (u32, u32) = (2, 38);

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmd::{At, Git, GitError};
+use crate::cmd::{At, Git, GitEnv, GitError};
 use crate::{Mirror, Oid, parse_oid_line};
 
 /// A working tree of exactly one commit, made by [`Mirror::checkout`].
@@ -152,6 +152,65 @@ impl Mirror {
         }
         parse_oid_line(&g, &done.stdout)
     }
+}
+
+/// Makes `dest` (absent or an empty directory) a working tree of exactly `commit`, fetched
+/// from `url` (for example Baton's smart-HTTP endpoint of a job's repository) with `env`
+/// (its credentials travel as config in the environment, not in argv). The tree has its own
+/// refs and config, like [`Mirror::checkout`]'s.
+pub async fn fetch_checkout(
+    url: &str,
+    commit: &Oid,
+    dest: &Path,
+    env: &GitEnv,
+) -> Result<Checkout, GitError> {
+    if url.is_empty() || url.starts_with('-') {
+        return Err(GitError::BadArgument {
+            what: "repository URL",
+            given: crate::cmd::redact(url),
+            reason: "it must not be empty or start with `-`",
+        });
+    }
+    tokio::fs::create_dir_all(dest)
+        .await
+        .map_err(|e| GitError::io(dest, e))?;
+    let steps = async {
+        Git::new(env, At::Nowhere)
+            .args(["init", "--quiet", "--template=", "--"])
+            .arg(dest)
+            .output()
+            .await?;
+        Git::new(env, At::WorkTree(dest))
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+            ])
+            .arg(url)
+            .arg(format!("{commit}:refs/baton/checkout"))
+            .output()
+            .await?;
+        Git::new(env, At::WorkTree(dest))
+            .args(["checkout", "--quiet", "--detach"])
+            .arg(commit.as_str())
+            .arg("--")
+            .output()
+            .await?;
+        Git::new(env, At::WorkTree(dest))
+            .args(["update-ref", "-d", "refs/baton/checkout"])
+            .output()
+            .await
+    };
+    if let Err(e) = steps.await {
+        let _ = remove_tree(dest).await;
+        return Err(e);
+    }
+    Ok(Checkout {
+        path: dest.to_owned(),
+        commit: commit.clone(),
+    })
 }
 
 /// Deletes `path` recursively; where that fails (a job made directories read-only), makes

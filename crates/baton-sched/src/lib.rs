@@ -18,6 +18,7 @@ pub use handle::{
     TriggerRequest, WorkerState,
 };
 pub use jobs::TargetDef;
+pub use repo::git_env;
 
 use std::path::PathBuf;
 use std::sync::Arc;

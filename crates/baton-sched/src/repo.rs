@@ -35,6 +35,27 @@ pub(crate) fn job_env(row: &RunRow) -> Vec<(String, String)> {
     ]
 }
 
+/// How git reaches repository `repo` for its mirror's fetches: with its `token:` as an HTTP
+/// header and its `ssh_key:` as the only ssh identity (host keys checked against
+/// `server.known_hosts` when set), both given through git's environment, never its argv.
+pub fn git_env(
+    config: &baton_core::config::Config,
+    repo: &baton_core::config::RepoDef,
+) -> Result<baton_git::GitEnv, baton_git::GitError> {
+    let mut env = baton_git::GitEnv::default();
+    if let Some(token) = &repo.token {
+        env = env.with_token(
+            baton_git::token_user(repo.forge.as_str()),
+            token.value.expose(),
+        );
+    }
+    if let Some(key) = &repo.ssh_key {
+        let known = config.server.known_hosts.as_deref().map(Path::new);
+        env = env.with_ssh_key(key, known)?;
+    }
+    Ok(env)
+}
+
 /// A checkout to make before a job starts.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckoutPlan {
@@ -59,6 +80,11 @@ pub(crate) fn checkout_plan(folders: &RunFolders, run: &LiveRun) -> Option<Check
 }
 
 impl CheckoutPlan {
+    /// The commit to check out.
+    pub(crate) fn commit(&self) -> &str {
+        &self.commit
+    }
+
     /// Makes `<job dir>/work` a checkout of exactly the commit, from the server's mirror (no
     /// network). The job's working directory is `work/`.
     pub(crate) async fn make(&self, job_dir: &Path) -> Result<(), String> {

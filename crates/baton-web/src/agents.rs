@@ -73,7 +73,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// The agent a credential belongs to.
-async fn agent_of(s: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) async fn agent_of(s: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = bearer(headers)?;
     let info = s.store.verify_token(token).await?.ok_or_else(|| {
         ApiError::new(
@@ -197,7 +197,7 @@ async fn poll(
 }
 
 /// Checks that job `job`/`attempt` is assigned to `agent` and returns its folder.
-async fn job_dir(
+pub(crate) async fn job_dir(
     s: &AppState,
     agent: &str,
     job: i64,

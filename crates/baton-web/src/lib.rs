@@ -20,6 +20,7 @@ mod hooks;
 mod login;
 mod logs;
 mod range;
+mod repo_http;
 mod session;
 mod sso;
 mod ui;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(api::public_routes()),
         )
         .merge(callbacks::routes())
+        .merge(repo_http::routes())
         .merge(hooks::routes())
         .merge(ui::routes())
         .merge(login::routes())

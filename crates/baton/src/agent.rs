@@ -225,7 +225,11 @@ impl Agent {
         } else {
             Arc::new(self.exec.clone())
         };
-        match exec.start(&dir, &a.spec).await {
+        let started = match self.checkout(&a, &dir).await {
+            Ok(()) => exec.start(&dir, &a.spec).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(handle) => {
                 // Reap the job when it ends, and wake the reporter at once.
                 let ended = ended.clone();
@@ -253,6 +257,25 @@ impl Agent {
         }
         tokio::spawn(self.clone().report(a.job_id, a.attempt, ended));
         Ok(())
+    }
+
+    /// A repository job starts in a checkout of its commit, fetched from the server's mirror
+    /// over smart HTTP with the agent's credential (as config in git's environment, never in
+    /// argv): the agent needs git, but no forge credentials and no route to the forge.
+    async fn checkout(&self, a: &baton_exec::agent::Assignment, dir: &Path) -> Result<(), String> {
+        let Some(commit) = &a.spec.checkout else {
+            return Ok(());
+        };
+        let commit = baton_git::Oid::parse(commit).map_err(|e| e.to_string())?;
+        let url = format!("{}/jobs/{}/{}/repo.git", self.base, a.job_id, a.attempt);
+        let env = baton_git::GitEnv::default()
+            .with_http_header(&format!("Authorization: Bearer {}", self.credential));
+        baton_git::fetch_checkout(&url, &commit, &dir.join(baton_exec::layout::WORK_DIR), &env)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!("could not check out commit {commit} from the server (hint: the agent needs git): {e}")
+            })
     }
 
     fn job_dir(&self, job: i64, attempt: u32) -> PathBuf {

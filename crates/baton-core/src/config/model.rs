@@ -472,6 +472,9 @@ pub struct RepoDef {
     /// The token for private repositories and the forge's API. Never serialized.
     #[serde(skip)]
     pub token: Option<RepoSecret>,
+    /// `ssh_key: file:PATH` — the private key for ssh URLs (only this key is offered).
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
     /// Branch patterns whose pushes start anything; empty: every branch.
     #[serde(default)]
     pub branches: Vec<String>,

@@ -152,3 +152,12 @@ fn repo_config_is_only_tasks_pipelines_variables_and_never_reads_server_secrets(
     );
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn ssh_keys_are_file_references_only() {
+    let c =
+        load("repos:\n  app:\n    url: git@h:a/b.git\n    ssh_key: file:keys/deploy\n").unwrap();
+    assert_eq!(c.repos["app"].ssh_key, Some(PathBuf::from("keys/deploy")));
+    let e = errors("repos:\n  app:\n    url: git@h:a/b.git\n    ssh_key: env:KEY\n");
+    assert!(e[0].contains("must be file:PATH"), "{e:?}");
+}

@@ -12,6 +12,12 @@ command -v curl >/dev/null || {
   echo 'curl: command not found' >&2
   exit 127
 }
+if [ -s checkout.commit ]; then
+  command -v git >/dev/null || {
+    echo 'git: command not found' >&2
+    exit 127
+  }
+fi
 dtach -n "$D/sock" -z bash "$D/run.sh" "$LIMIT" "$GRACE" </dev/null >/dev/null 2>&1
 i=0
 while [ ! -s runner.pid ] && [ $i -lt 2000 ]; do

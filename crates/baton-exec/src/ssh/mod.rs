@@ -1,7 +1,11 @@
 //! [`SshExecutor`]: agentless SSH workers (the py4CI model). One executor per worker.
 //!
 //! Nothing is installed on the worker: it needs `sshd`, `bash`, coreutils, `dtach` and `curl`
-//! (and uses `tar` for the artifacts when it has it, `scp` when not).
+//! (and uses `tar` for the artifacts when it has it, `scp` when not), and `git` for a
+//! repository job that checks out its commit (a task with `checkout: false` needs none): the
+//! runner fetches exactly that commit from the server's smart-HTTP endpoint of the job's
+//! repository (`<callback_url>/api/v1/jobs/{job}/{attempt}/repo.git`) with the job's token,
+//! so the worker needs no forge credentials and no way to the forge.
 //! The server drives it with the system OpenSSH client (`BatchMode`, host keys checked against
 //! `server.known_hosts`, one reused `ControlMaster` connection per worker under `<data>/ssh/`).
 //!

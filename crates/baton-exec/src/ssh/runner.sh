@@ -8,6 +8,24 @@ case $grace in '' | *[!0-9.]*) grace=5 ;; esac
 cd "${0%/*}" || exit 1
 set -m
 (
+  # A repository job first checks out its commit, fetched from the server with the job's token
+  # (given to git as config in its environment, never in argv).
+  if [ -s checkout.commit ]; then
+    read -r commit <checkout.commit
+    read -r repo <checkout.url
+    IFS= read -r hdr <callback.hdr
+    (
+      export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0="$hdr"
+      export GIT_TERMINAL_PROMPT=0
+      cd work && git init -q . &&
+        git fetch -q --no-tags -- "$repo" "$commit:refs/baton/checkout" &&
+        git -c advice.detachedHead=false checkout -q --detach "$commit" -- &&
+        git update-ref -d refs/baton/checkout
+    ) || {
+      echo "baton: could not check out commit $commit from the server"
+      exit 1
+    }
+  fi
   # shellcheck source=/dev/null
   . ./env.sh
   if [ -e secrets.sh ]; then

@@ -23,6 +23,7 @@ use crate::layout::{LOG_FILE, SPEC_FILE, read_exit, try_read_json, write_atomic}
 fn upload_files(
     inner: &Inner,
     spec: &JobSpec,
+    attempt: &str,
     token: &str,
 ) -> Result<Vec<(&'static str, String)>, ExecError> {
     let env = env_file(spec).map_err(|d| inner.err("start the job", d))?;
@@ -52,6 +53,23 @@ fn upload_files(
         ("callback.tcp", tcp),
         ("callback.req", req),
     ];
+    if let Some(commit) = &spec.checkout {
+        // The runner fetches the commit from the server's smart-HTTP endpoint of the job's
+        // repository with the job's token (the header in callback.hdr).
+        if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(inner.err(
+                "start the job",
+                format!("{commit:?} is not a commit id to check out"),
+            ));
+        }
+        let repo = format!(
+            "{}/api/v1/jobs/{}/{attempt}/repo.git",
+            inner.s.callback_url.trim_end_matches('/'),
+            spec.job_id
+        );
+        files.push(("checkout.commit", format!("{commit}\n")));
+        files.push(("checkout.url", format!("{repo}\n")));
+    }
     if !secrets.is_empty() {
         files.push(("secrets.sh", secrets));
     }
@@ -89,7 +107,8 @@ impl SshExecutor {
         .map_err(|e| ExecError::io("prepare", dir, std::io::Error::other(e)))??;
 
         let token = callback::new_token();
-        let files = upload_files(inner, spec, &token)?;
+        let attempt = dir.file_name().and_then(|n| n.to_str()).unwrap_or("1");
+        let files = upload_files(inner, spec, attempt, &token)?;
         let hash = callback::token_hash(&token);
         let remote_dir = inner.remote_dir(&dir);
         let info = SshJobInfo {

@@ -38,6 +38,8 @@ fn hint(detail: &str) -> String {
         " (hint: add the worker's host key to server.known_hosts, e.g. with ssh-keyscan)"
     } else if d.contains("Permission denied") {
         " (hint: put the public half of server.ssh_key into the worker's ~/.ssh/authorized_keys)"
+    } else if d.contains("git: command not found") {
+        " (hint: the worker needs git to check out a repository's commit; a task with checkout: false does not)"
     } else if d.contains("dtach: command not found") || d.contains("curl: command not found") {
         " (hint: the worker needs dtach and curl installed)"
     } else {

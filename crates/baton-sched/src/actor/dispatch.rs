@@ -293,6 +293,7 @@ impl Actor {
                 .unwrap_or(Duration::from_secs(5)),
             secrets,
             container,
+            checkout: None,
         };
         (spec, missing)
     }
@@ -351,14 +352,19 @@ impl Actor {
         };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
         let log = self.folders.log_path(job_id, attempt);
-        // Repository runs start in a checkout made from the server's mirror (local and
-        // container jobs; remote workers get none yet).
+        // Repository runs start in a checkout of their commit: made here from the server's
+        // mirror for local and container jobs; a remote worker (SSH, agent) fetches it from the
+        // server itself, told which commit by the spec.
         let remote = self.executors.remote.contains_key(worker)
             || baton_exec::agent::AgentHub::agent_of(worker).is_some();
-        let checkout = (!remote)
-            .then(|| self.runs.get(&spec.run_id))
-            .flatten()
+        let mut spec = spec;
+        let mut checkout = self
+            .runs
+            .get(&spec.run_id)
             .and_then(|run| crate::repo::checkout_plan(&self.folders, run));
+        if remote {
+            spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
+        }
         tokio::spawn(async move {
             if let Some(plan) = checkout
                 && let Err(why) = plan.make(&dir).await

@@ -36,10 +36,15 @@ pub(super) async fn build(
         Ok(c) => c,
         Err(e) => return Verdict::new(StatusCode::BAD_REQUEST, format!("pushed commit: {e}")),
     };
-    let mirror = match Mirror::ensure(&repo.url, &st.folders.repo_mirror(&repo.name)).await {
-        Ok(m) => m,
-        Err(e) => return fail("could not set up the mirror", &e),
+    let env = match baton_sched::git_env(config, repo) {
+        Ok(env) => env,
+        Err(e) => return fail("could not set up the repository's credentials", &e),
     };
+    let mirror =
+        match Mirror::ensure_with(&repo.url, &st.folders.repo_mirror(&repo.name), env).await {
+            Ok(m) => m,
+            Err(e) => return fail("could not set up the mirror", &e),
+        };
     if let Err(e) = mirror.fetch_with_retry(&Backoff::default()).await {
         return fail("could not fetch the repository", &e);
     }

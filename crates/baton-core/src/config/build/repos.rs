@@ -13,7 +13,9 @@ use crate::config::repos::NodeDe;
 use crate::config::secrets::{Resolver, parse_source};
 use crate::on::On;
 
-const REPO_KEYS: &[&str] = &["url", "forge", "secret", "token", "branches", "poll"];
+const REPO_KEYS: &[&str] = &[
+    "url", "forge", "secret", "token", "ssh_key", "branches", "poll",
+];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
 /// the prefix of run names (`NAME/TASK`).
@@ -64,6 +66,7 @@ impl Diags<'_> {
         };
         let secret = self.repo_secret(f.get("secret"), &what, resolve);
         let token = self.repo_secret(f.get("token"), &what, resolve);
+        let ssh_key = self.ssh_key(f.get("ssh_key"), &what);
         let branches = self.string_list(f.get("branches")).unwrap_or_default();
         let texts: Vec<&str> = branches.iter().map(|(b, _)| b.as_str()).collect();
         if let (Err(why), Some(entry)) = (crate::on::Patterns::new(&texts), f.get("branches")) {
@@ -84,9 +87,37 @@ impl Diags<'_> {
             forge: forge?,
             secret,
             token,
+            ssh_key,
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
         })
+    }
+
+    /// `ssh_key:`: only `file:PATH` (a relative path from the config file's directory); git reads
+    /// the key when it fetches, so it is not read here.
+    fn ssh_key(&mut self, e: Option<Entry<'_>>, what: &str) -> Option<std::path::PathBuf> {
+        let e = e?;
+        let Value::Str(text) = &e.value.value else {
+            self.type_err(e, "file:PATH");
+            return None;
+        };
+        let dir = self
+            .file(e.key)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match parse_source(text, &dir) {
+            Ok(crate::config::model::SecretSource::File(p)) => Some(p),
+            _ => {
+                self.err(
+                    e.value_loc(),
+                    format!(
+                        "\"ssh_key\" of {what} must be file:PATH, the private key's file (hint: readable only by the server)"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `secret:`/`token:`: only `env:VAR` or `file:PATH`, read now.

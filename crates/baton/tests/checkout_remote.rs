@@ -1,0 +1,142 @@
+//! Checkouts where the job does not run on the server: an SSH worker (a real sshd in a network
+//! namespace) and a pull-mode agent fetch exactly the run's commit from the server's mirror
+//! over its smart-HTTP endpoint, with the job's own credential; the tree equals `git archive`
+//! of the commit byte for byte. The worker needs no forge credentials or route to the forge.
+
+mod common;
+#[path = "common/gitrepo.rs"]
+mod gitrepo;
+
+use std::process::{Child, Command, Stdio};
+
+use common::sshhosts::TestNet;
+use common::{BIN, Server};
+
+const SECRET: &str = "remote-checkout-hook-secret";
+
+fn repo_config(url: &str, secret_file: &std::path::Path) -> String {
+    format!(
+        "repos:\n  app:\n    url: {url}\n    forge: github\n    secret: file:{}\n",
+        secret_file.display()
+    )
+}
+
+#[tokio::test]
+async fn an_ssh_worker_checks_out_the_commit_from_the_server() {
+    common::sshhosts::require_tools();
+    let net = TestNet::new(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    let sha = gitrepo::sample_repo(&repo, "");
+    let secret = tmp.path().join("hook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let url = repo.to_str().unwrap();
+    let yaml = format!("{}{}", net.config("10s"), repo_config(url, &secret));
+    let s = Server::start_on(&yaml, &net.gateway);
+
+    let runs = gitrepo::push(&s, SECRET, url, &sha, "push-1").await;
+    assert_eq!(runs.len(), 2, "test and nocode");
+    let mut by_target = std::collections::BTreeMap::new();
+    for id in runs {
+        let run = s.wait_run(id).await;
+        by_target.insert(run["target"].as_str().unwrap().to_owned(), (id, run));
+    }
+    let (id, run) = &by_target["app/test"];
+    let worker = run["jobs"][0]["worker"].as_str().unwrap();
+    assert_eq!(worker, net.hosts[0].name, "{run:#}");
+    gitrepo::assert_checked_out(&s, &repo, *id, &sha, tmp.path()).await;
+
+    // `checkout: false`: the job starts in an empty directory.
+    let (id, run) = &by_target["app/nocode"];
+    assert_eq!(run["status"], "success", "{run:#}");
+    let log = s.log_text(*id, None).await;
+    assert!(log.contains("entries=0"), "{log}");
+
+    // The endpoint serves only the job's holder, and only while it runs.
+    let job = run["jobs"][0]["id"].as_i64().unwrap();
+    let resp = s
+        .http
+        .get(format!(
+            "{}/api/v1/jobs/{job}/1/repo.git/info/refs?service=git-upload-pack",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = s
+        .http
+        .get(format!(
+            "{}/api/v1/jobs/{job}/1/repo.git/info/refs?service=git-upload-pack",
+            s.base
+        ))
+        .header("X-Baton-Job-Token", "0".repeat(64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "the job has ended");
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(s: &Server) -> Agent {
+    let out = Command::new(BIN)
+        .args(["token", "create", "--name", "agent-join", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let work = s.data.join("agent-a1");
+    let log = std::fs::File::create(s.root.path().join("agent-a1.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["agent", "--server", &s.base, "--token", &token])
+        .args(["--queues", "arm", "--name", "a1", "--work-dir"])
+        .arg(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn baton agent");
+    Agent(child)
+}
+
+#[tokio::test]
+async fn an_agent_checks_out_the_commit_from_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    let sha = gitrepo::sample_repo(&repo, "queues: [arm]");
+    let secret = tmp.path().join("hook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let url = repo.to_str().unwrap();
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
+        repo_config(url, &secret)
+    );
+    let s = Server::start(&yaml);
+    let _agent = start_agent(&s);
+
+    let runs = gitrepo::push(&s, SECRET, url, &sha, "push-1").await;
+    let mut checked = 0;
+    for id in runs {
+        let run = s.wait_run(id).await;
+        let worker = run["jobs"][0]["worker"].as_str().unwrap();
+        assert!(worker.starts_with("agent:a1:"), "{run:#}");
+        if run["target"] == "app/test" {
+            gitrepo::assert_checked_out(&s, &repo, id, &sha, tmp.path()).await;
+            checked += 1;
+        } else {
+            assert_eq!(run["status"], "success", "{run:#}");
+            let log = s.log_text(id, None).await;
+            assert!(log.contains("entries=0"), "{log}");
+        }
+    }
+    assert_eq!(checked, 1);
+}
