@@ -18,11 +18,21 @@ impl GitEnv {
         self
     }
 
-    /// Authenticates https fetches with a forge token: HTTP Basic with `user` and the token as
-    /// the password (GitHub takes `x-access-token`, GitLab `oauth2`, Gitea and Forgejo any name).
-    pub fn with_token(self, user: &str, token: &str) -> GitEnv {
+    /// Authenticates https fetches from `url`'s host with a forge token: HTTP Basic with
+    /// `user` and the token as the password (GitHub takes `x-access-token`, GitLab `oauth2`,
+    /// Gitea and Forgejo any name). The header is scoped to `scheme://host[:port]/` of `url`
+    /// (`http.<url>.extraHeader`), so a submodule on another host never receives it.
+    pub fn with_token(mut self, user: &str, token: &str, url: &str) -> GitEnv {
         let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
-        self.with_http_header(&format!("Authorization: Basic {pair}"))
+        let Some(origin) = http_origin(url) else {
+            // Not an http(s) URL: the token has no use (ssh URLs take `ssh_key:`).
+            return self;
+        };
+        self.config.push((
+            format!("http.{origin}.extraHeader"),
+            format!("Authorization: Basic {pair}"),
+        ));
+        self
     }
 
     /// Authenticates ssh fetches with the private key at `key` only (`IdentitiesOnly`), host
@@ -59,6 +69,17 @@ impl GitEnv {
     }
 }
 
+/// `https://host[:port]/` of an http(s) URL (without any user or password in it).
+fn http_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    (!host.is_empty()).then(|| format!("{}://{host}/", scheme.to_ascii_lowercase()))
+}
+
 /// The user name a forge expects beside a token in HTTP Basic auth.
 pub fn token_user(forge: &str) -> &'static str {
     match forge {
@@ -74,14 +95,20 @@ mod tests {
 
     #[test]
     fn tokens_become_a_basic_header_and_debug_hides_it() {
-        let env = GitEnv::default().with_token("x-access-token", "s3cret");
+        let env = GitEnv::default().with_token(
+            "x-access-token",
+            "s3cret",
+            "https://bob:pw@GitHub.com:8443/acme/app.git",
+        );
         assert_eq!(env.config.len(), 1);
-        assert_eq!(env.config[0].0, "http.extraHeader");
+        assert_eq!(env.config[0].0, "http.https://GitHub.com:8443/.extraHeader");
         assert_eq!(
             env.config[0].1,
             "Authorization: Basic eC1hY2Nlc3MtdG9rZW46czNjcmV0"
         );
         assert!(!format!("{env:?}").contains("Basic"));
+        let ssh = GitEnv::default().with_token("u", "t", "git@github.com:acme/app.git");
+        assert!(ssh.config.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const REFSPECS: &[&str] = &[
 #[derive(Clone)]
 pub struct Mirror {
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
     pub(crate) env: GitEnv,
     shared: Arc<Shared>,
 }

@@ -71,10 +71,50 @@ impl Mirror {
             let _ = remove_tree(dest).await;
             return Err(self.classify(e, commit).await);
         }
+        if let Err(e) = self.update_submodules(dest).await {
+            let _ = remove_tree(dest).await;
+            return Err(e);
+        }
         Ok(Checkout {
             path: dest.to_owned(),
             commit: commit.clone(),
         })
+    }
+
+    /// When the checkout at `dest` has a `.gitmodules`, fetches and checks out its submodules
+    /// (recursively) at the commits it records, with the mirror's environment (credentials).
+    /// Relative submodule URLs mean relative to the repository's own URL, so the checkout's
+    /// `origin` is set to it first. Local paths are allowed as submodule URLs only when the
+    /// repository itself is a local path (the operator configured it so): a repository on a
+    /// forge cannot make the server copy one of its directories into a job.
+    async fn update_submodules(&self, dest: &Path) -> Result<(), GitError> {
+        let has = tokio::fs::try_exists(dest.join(".gitmodules"))
+            .await
+            .map_err(|e| GitError::io(dest, e))?;
+        if !has {
+            return Ok(());
+        }
+        Git::new(&self.env, At::WorkTree(dest))
+            .args(["config", "remote.origin.url"])
+            .arg(&self.url)
+            .output()
+            .await?;
+        let local = self.url.starts_with('/') || self.url.starts_with("file://");
+        let file = if local { "always" } else { "never" };
+        Git::new(&self.env, At::WorkTree(dest))
+            .arg("-c")
+            .arg(format!("protocol.file.allow={file}"))
+            .args([
+                "submodule",
+                "--quiet",
+                "update",
+                "--init",
+                "--recursive",
+                "--",
+            ])
+            .output()
+            .await?;
+        Ok(())
     }
 
     /// Merges `head` into `base` in memory (`git merge-tree --write-tree`, git 2.38 or newer),

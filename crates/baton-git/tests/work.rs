@@ -224,3 +224,34 @@ async fn conflicting_merge_names_the_paths() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn submodules_are_checked_out_at_their_recorded_commits() {
+    let lib = Upstream::new();
+    lib.write("lib.txt", b"library v1\n");
+    let v1 = lib.commit("v1");
+    let app = Upstream::new();
+    app.write("app.txt", b"app\n");
+    app.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "--quiet",
+        "add",
+        &lib.url(),
+        "vendor/lib",
+    ]);
+    let with_lib = app.commit("add lib");
+    // The library moves on; the app still records v1.
+    lib.write("lib.txt", b"library v2\n");
+    lib.commit("v2");
+
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&app.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let co = m.checkout(&with_lib, &t.path().join("job")).await.unwrap();
+    let text = std::fs::read_to_string(co.path().join("vendor/lib/lib.txt")).unwrap();
+    assert_eq!(text, "library v1\n");
+    let head = common::git_in(&co.path().join("vendor/lib"), &["rev-parse", "HEAD"], 0);
+    assert_eq!(head.trim(), v1.as_str());
+}

@@ -47,6 +47,7 @@ pub fn git_env(
         env = env.with_token(
             baton_git::token_user(repo.forge.as_str()),
             token.value.expose(),
+            &repo.url,
         );
     }
     if let Some(key) = &repo.ssh_key {
@@ -62,20 +63,33 @@ pub(crate) struct CheckoutPlan {
     mirror: PathBuf,
     url: String,
     commit: String,
+    /// The repository's credentials (for submodules fetched from their URLs).
+    env: baton_git::GitEnv,
 }
 
 /// The checkout a job of `run` starts in: repository runs whose definition says `checkout`
 /// (the default).
-pub(crate) fn checkout_plan(folders: &RunFolders, run: &LiveRun) -> Option<CheckoutPlan> {
+pub(crate) fn checkout_plan(
+    folders: &RunFolders,
+    config: &baton_core::config::Config,
+    run: &LiveRun,
+) -> Option<CheckoutPlan> {
     let r = run.row.repo.as_ref()?;
     let wanted = match &run.def {
         TargetDef::Task(t) => t.checkout,
         TargetDef::Pipeline(p) => p.checkout,
     };
+    // A repository no longer configured keeps its mirror; it just gets no credentials.
+    let env = config
+        .repos
+        .get(&r.repo)
+        .and_then(|def| git_env(config, def).ok())
+        .unwrap_or_default();
     wanted.then(|| CheckoutPlan {
         mirror: folders.repo_mirror(&r.repo),
         url: r.url.clone(),
         commit: r.commit.clone(),
+        env,
     })
 }
 
@@ -95,7 +109,7 @@ impl CheckoutPlan {
             )
         };
         let commit = baton_git::Oid::parse(&self.commit).map_err(fail)?;
-        let mirror = baton_git::Mirror::ensure(&self.url, &self.mirror)
+        let mirror = baton_git::Mirror::ensure_with(&self.url, &self.mirror, self.env.clone())
             .await
             .map_err(fail)?;
         mirror

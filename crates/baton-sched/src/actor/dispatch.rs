@@ -361,7 +361,7 @@ impl Actor {
         let mut checkout = self
             .runs
             .get(&spec.run_id)
-            .and_then(|run| crate::repo::checkout_plan(&self.folders, run));
+            .and_then(|run| crate::repo::checkout_plan(&self.folders, &self.config, run));
         if remote {
             spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
         }
