@@ -19,11 +19,11 @@ as_root=()
 # curl: the SSH worker tests (real sshd hosts in network namespaces); chromium and
 # chromium-driver: the browser tests; openssl: the single sign-on stand-in's RSA key; python3:
 # the kill matrix (bench/killmatrix); python3-venv: the API check's schemathesis venv; sqlite3: the
-# webhook crash test, which puts a delivery back to pending by hand; and the
-# shell script checker run below.
-packages=(build-essential ca-certificates git make curl procps openssh-server openssh-client
-  dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman shellcheck python3
-  python3-venv sqlite3)
+# webhook crash test, which puts a delivery back to pending by hand; git-lfs: checkouts of LFS
+# files; and the shell script checker run below.
+packages=(build-essential ca-certificates git git-lfs make curl procps openssh-server
+  openssh-client dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman
+  shellcheck python3 python3-venv sqlite3)
 echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \

@@ -71,7 +71,11 @@ impl Mirror {
             let _ = remove_tree(dest).await;
             return Err(self.classify(e, commit).await);
         }
-        if let Err(e) = self.update_submodules(dest).await {
+        let extras = async {
+            self.update_submodules(dest).await?;
+            self.pull_lfs(dest).await
+        };
+        if let Err(e) = extras.await {
             let _ = remove_tree(dest).await;
             return Err(e);
         }
@@ -114,6 +118,43 @@ impl Mirror {
             ])
             .output()
             .await?;
+        Ok(())
+    }
+
+    /// When the checkout at `dest` has LFS files (`filter=lfs` in its `.gitattributes`) and
+    /// `git-lfs` is installed, replaces their pointers with their content, fetched from the
+    /// repository's own URL (a local path as `file://`) with the mirror's environment. Without
+    /// `git-lfs` the pointer files stay, as a plain `git clone` leaves them.
+    async fn pull_lfs(&self, dest: &Path) -> Result<(), GitError> {
+        let attributes = tokio::fs::read(dest.join(".gitattributes"))
+            .await
+            .unwrap_or_default();
+        if !attributes.windows(10).any(|w| w == b"filter=lfs") {
+            return Ok(());
+        }
+        let (probe, _) = Git::new(&self.env, At::WorkTree(dest))
+            .args(["lfs", "version"])
+            .run()
+            .await?;
+        if probe.code != Some(0) {
+            return Ok(());
+        }
+        let url = if self.url.starts_with('/') {
+            format!("file://{}", self.url)
+        } else {
+            self.url.clone()
+        };
+        let git = || Git::new(&self.env, At::WorkTree(dest));
+        git()
+            .args(["config", "remote.origin.url"])
+            .arg(url)
+            .output()
+            .await?;
+        git()
+            .args(["lfs", "install", "--local", "--skip-repo"])
+            .output()
+            .await?;
+        git().args(["lfs", "pull"]).output().await?;
         Ok(())
     }
 

@@ -255,3 +255,26 @@ async fn submodules_are_checked_out_at_their_recorded_commits() {
     let head = common::git_in(&co.path().join("vendor/lib"), &["rev-parse", "HEAD"], 0);
     assert_eq!(head.trim(), v1.as_str());
 }
+
+#[tokio::test]
+async fn lfs_files_get_their_content() {
+    let up = Upstream::new();
+    up.git(&["lfs", "install", "--local"]);
+    up.git(&["lfs", "track", "*.bin"]);
+    let blob: Vec<u8> = (0..50_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    up.write("assets/big.bin", &blob);
+    up.write("small.txt", b"plain\n");
+    let commit = up.commit("lfs");
+
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let co = m.checkout(&commit, &t.path().join("job")).await.unwrap();
+    assert_eq!(
+        std::fs::read(co.path().join("assets/big.bin")).unwrap(),
+        blob,
+        "the LFS pointer was replaced by the content"
+    );
+    let status = common::git_in(co.path(), &["status", "--porcelain"], 0);
+    assert_eq!(status, "", "the checkout is clean");
+}
