@@ -77,6 +77,37 @@ async fn an_ssh_worker_checks_out_the_commit_from_the_server() {
     assert_eq!(resp.status().as_u16(), 404, "the job has ended");
 }
 
+/// A repository reached over ssh (a netns test host serves it) with `ssh_key:` as its only
+/// identity: the server's mirror fetches with the key (git gets no other: its HOME is empty),
+/// host keys checked against `server.known_hosts`; the job then runs on the SSH worker.
+#[tokio::test]
+async fn a_repository_over_ssh_is_fetched_with_its_deploy_key() {
+    let net = TestNet::new(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    let sha = gitrepo::sample_repo(&repo, "");
+    let secret = tmp.path().join("hook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let url = format!("root@{}:{}", net.hosts[0].addr, repo.display());
+    let yaml = format!(
+        "{}{}    ssh_key: file:{}\n",
+        net.config("10s"),
+        repo_config(&url, &secret),
+        net.client_key.display()
+    );
+    let s = Server::start_on(&yaml, &net.gateway);
+    let runs = gitrepo::push(&s, SECRET, &url, &sha, "push-ssh").await;
+    let mut checked = 0;
+    for id in runs {
+        let run = s.wait_run(id).await;
+        if run["target"] == "app/test" {
+            gitrepo::assert_checked_out(&s, &repo, id, &sha, tmp.path()).await;
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 1);
+}
+
 struct Agent(Child);
 
 impl Drop for Agent {
