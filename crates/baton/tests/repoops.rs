@@ -4,6 +4,8 @@
 //! list with a fetch error; the forge-wide webhook secret.
 
 mod common;
+#[path = "common/users.rs"]
+mod users;
 
 use std::time::{Duration, Instant};
 
@@ -285,4 +287,77 @@ async fn the_forge_wide_secret_is_checked_before_an_unknown_repository_is_404() 
     let (st, text) = send(sign("forge-wide")).await;
     assert_eq!(st, 404, "{text}");
     assert!(text.contains("no repository"), "{text}");
+}
+
+#[tokio::test]
+async fn the_repositories_page_shows_fetch_errors_and_triggers_a_task_at_a_ref() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    let v1 = commit(
+        &repo,
+        &[(".baton/ci.yml", CI), ("version.txt", "one\n")],
+        "one",
+    );
+    commit(&repo, &[("version.txt", "two\n")], "two");
+    let cfg = format!(
+        "administrators: [root]\nrepos:\n  app:\n    url: {}\n    forge: git\n  broken:\n    url: /nonexistent/broken\n    poll: 1s\n",
+        repo.to_str().unwrap()
+    );
+    let s = Server::start(&cfg);
+    users::add_user(&s, "root", "pw-root-1");
+    let cookie = format!(
+        "baton_session={}",
+        users::login(&s, "root", "pw-root-1").await
+    );
+    eventually(&s, "no fetch error for broken", || async {
+        repo_entry(&s, "broken").await["last_fetch_error"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    let http = users::no_redirects();
+    let html = http
+        .get(format!("{}/repos", s.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"repo-app\""), "{html}");
+    assert!(html.contains("id=\"repo-broken\""), "{html}");
+    assert!(html.contains("Fetch error"), "{html}");
+    let csrf = users::csrf_in(&html);
+    let resp = http
+        .post(format!("{}/repos/app/trigger", s.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(users::form_encode(&[
+            ("csrf", &csrf),
+            ("task", "test"),
+            ("ref", &v1),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    let id: i64 = to.strip_prefix("/runs/").unwrap().parse().unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(run["repo"]["commit"], v1.as_str());
+
+    // The task's own trigger form asks for a ref.
+    let form = http
+        .get(format!("{}/trigger/task/app%2Ftest", s.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("name=\"ref\""), "{form}");
 }
