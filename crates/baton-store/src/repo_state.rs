@@ -84,6 +84,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `git_ref` of `repo` is at `commit` (a webhook's push was built), so the
+    /// poller does not build it again.
+    pub async fn note_repo_head(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        commit: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO repo_heads (repo, git_ref, commit_sha, seen_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (repo, git_ref) DO UPDATE SET commit_sha = excluded.commit_sha,
+                 seen_at = excluded.seen_at",
+        )
+        .bind(repo)
+        .bind(git_ref)
+        .bind(commit)
+        .bind(ms(at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Records how a fetch of `repo` ended at `at`: `error` is `None` when it succeeded.
     pub async fn record_fetch(
         &self,
@@ -162,6 +185,12 @@ mod tests {
             .set_repo_heads("app", &heads, Utc::now())
             .await
             .unwrap();
+        assert_eq!(store.repo_heads("app").await.unwrap(), heads);
+        store
+            .note_repo_head("app", "refs/heads/main", &"c".repeat(40), Utc::now())
+            .await
+            .unwrap();
+        heads.insert("refs/heads/main".to_owned(), "c".repeat(40));
         assert_eq!(store.repo_heads("app").await.unwrap(), heads);
         assert!(store.repo_heads("other").await.unwrap().is_empty());
         assert!(store.repo_polled("app").await.unwrap());

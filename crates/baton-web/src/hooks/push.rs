@@ -51,7 +51,17 @@ pub(super) async fn build(
         delivery: event.delivery.clone(),
         only: None,
     };
-    push_event(st, config, repo, &mirror, &commit, code).await
+    let verdict = push_event(st, config, repo, &mirror, &commit, code).await;
+    // A polled repository that also sends webhooks: the poller must not build this push again.
+    if repo.poll.is_some()
+        && let RefTarget::Branch(_) = &p.target
+        && let Err(e) = (st.store)
+            .note_repo_head(&repo.name, &p.git_ref, commit.as_str(), chrono::Utc::now())
+            .await
+    {
+        tracing::warn!(repo = %repo.name, "could not record the pushed head for the poller: {e}");
+    }
+    verdict
 }
 
 /// The mirror of `repo`, fetched now (retried with backoff); how the fetch ended is recorded
