@@ -101,6 +101,8 @@ pub enum TriggerKind {
     Webhook,
     /// A rerun of an earlier run (see the run's ancestors).
     Rerun,
+    /// A new commit the repository poller found (`repos.NAME.poll`).
+    Poll,
 }
 
 impl TriggerKind {
@@ -112,6 +114,7 @@ impl TriggerKind {
             TriggerKind::Chained => "chained",
             TriggerKind::Webhook => "webhook",
             TriggerKind::Rerun => "rerun",
+            TriggerKind::Poll => "poll",
         }
     }
 }
@@ -126,12 +129,13 @@ impl FromStr for TriggerKind {
             TriggerKind::Chained,
             TriggerKind::Webhook,
             TriggerKind::Rerun,
+            TriggerKind::Poll,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)
         .ok_or_else(|| {
             format!(
-                "unknown trigger {s:?} (expected cli, api, schedule, chained, webhook or rerun)"
+                "unknown trigger {s:?} (expected cli, api, schedule, chained, webhook, rerun or poll)"
             )
         })
     }

@@ -203,8 +203,8 @@ impl Actor {
                 let r = self.trigger(req).await;
                 self.replies.push((reply, r));
             }
-            Msg::TriggerRepo(req, reply) => {
-                let r = self.trigger_repo(*req).await;
+            Msg::TriggerRepo(req, ancestors, reply) => {
+                let r = self.trigger_repo(*req, ancestors).await;
                 self.replies.push((reply, r));
             }
             Msg::Cancel(id, reply) => {

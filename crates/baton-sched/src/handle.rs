@@ -129,7 +129,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
-    TriggerRepo(Box<RepoTriggerRequest>, Reply<RunRow>),
+    /// A repository trigger, with the runs that led to it (a rerun's old run).
+    TriggerRepo(Box<RepoTriggerRequest>, Vec<i64>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
@@ -237,7 +238,8 @@ impl SchedHandle {
     /// Triggers a run for a repository's commit; recorded (queued or skipped) with its
     /// repository fields before this returns.
     pub async fn trigger_repo(&self, req: RepoTriggerRequest) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::TriggerRepo(Box::new(req), r)).await
+        self.ask(|r| Msg::TriggerRepo(Box::new(req), Vec::new(), r))
+            .await
     }
 
     /// Cancels an open run; answers with the run as recorded after the cancel.
@@ -264,6 +266,9 @@ impl SchedHandle {
             .get_run(run_id)
             .await?
             .ok_or(SchedError::RunNotFound(run_id))?;
+        if let Some(code) = old.repo.clone() {
+            return self.rerun_repo(run_id, old, code, trigger).await;
+        }
         self.trigger(TriggerRequest {
             target: old.target,
             kind: Some(old.kind),
@@ -272,6 +277,39 @@ impl SchedHandle {
             ancestors: vec![run_id],
         })
         .await
+    }
+
+    /// A rerun of a repository's run: the same commit, ref and event, with the definition the
+    /// old run was queued with when it was a repository's own task (the server config's task
+    /// of that name otherwise).
+    async fn rerun_repo(
+        &self,
+        run_id: i64,
+        old: RunRow,
+        mut code: RunRepo,
+        trigger: TriggerKind,
+    ) -> Result<RunRow, SchedError> {
+        let server_defined = match old.kind {
+            TargetKind::Task => self.config.borrow().tasks.contains_key(&old.target),
+            TargetKind::Pipeline => self.config.borrow().pipelines.contains_key(&old.target),
+        };
+        let def = if server_defined {
+            None
+        } else {
+            let def: TargetDef = serde_json::from_value(old.definition.clone())
+                .map_err(|_| SchedError::UnknownTarget(old.target.clone()))?;
+            Some(def)
+        };
+        // Not the webhook's run: a redelivery must not find this one as its own.
+        code.delivery = None;
+        let req = RepoTriggerRequest {
+            target: old.target,
+            def,
+            trigger,
+            repo: code,
+        };
+        self.ask(|r| Msg::TriggerRepo(Box::new(req), vec![run_id], r))
+            .await
     }
 
     /// Swaps in a new (already validated) config. Queued runs keep their definitions.

@@ -6,6 +6,7 @@
 
 mod folders;
 mod records;
+mod repo_state;
 mod repos;
 mod tokens;
 mod users;
@@ -28,6 +29,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
+pub use repo_state::FetchState;
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
@@ -637,7 +639,7 @@ where
     v.parse::<T>().map_err(|e| corrupt(table, e.to_string()))
 }
 
-fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
+pub(crate) fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
     let args: String = row.try_get("args")?;
     let tags: String = row.try_get("tags")?;
     let definition: String = row.try_get("definition")?;

@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/workers", get(workers))
         .route("/queue", get(queue))
         .route("/tasks/{name}/trigger", post(trigger_task))
+        .route("/tasks/{repo}/{task}/trigger", post(trigger_repo_task))
         .route("/pipelines/{name}/trigger", post(trigger_pipeline))
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(get_run))
@@ -161,10 +162,32 @@ async fn trigger(
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "invalid JSON body: {e} (expected {{\"args\": {{\"name\": \"value\"}}}})"
+                "invalid JSON body: {e} (expected {{\"args\": {{\"name\": \"value\"}}}} or, for REPO/TASK, {{\"ref\": \"main\"}})"
             ))
         })?
     };
+    let config = s.sched.config().await?;
+    if let Some(repo) = crate::repos::manual::repo_of(&config, &name) {
+        if !body.args.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{name} is a repository's task: it takes a \"ref\", not arguments"
+            )));
+        }
+        let trigger = trigger_kind(&headers);
+        let git_ref = body.git_ref.as_deref();
+        let id = crate::repos::manual::trigger(&s, &config, repo, &name, git_ref, trigger).await?;
+        let run = s
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(baton_sched::SchedError::RunNotFound(id))?;
+        return Ok((StatusCode::CREATED, Json(run.into())));
+    }
+    if body.git_ref.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "\"ref\" is for a repository's task (REPO/TASK); {name} is not one"
+        )));
+    }
     let run = s
         .sched
         .trigger(TriggerRequest {
@@ -197,6 +220,19 @@ async fn trigger_task(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<t::Run>)> {
+    trigger(s, user, TargetKind::Task, headers, name, body).await
+}
+
+/// `POST /tasks/REPO/TASK/trigger`: a repository's task, without escaping its `/`.
+async fn trigger_repo_task(
+    State(s): State<AppState>,
+    user: CurrentUser,
+    names: Result<Path<(String, String)>, PathRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<t::Run>)> {
+    let Path((repo, task)) = names?;
+    let name = Ok(Path(format!("{repo}/{task}")));
     trigger(s, user, TargetKind::Task, headers, name, body).await
 }
 
@@ -515,7 +551,7 @@ async fn set_enabled(
     ),
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
-        wait_run, cancel, rerun, reload, set_enabled
+        wait_run, cancel, rerun, reload, set_enabled, crate::repos::list
     ),
     modifiers(&BearerAuth)
 )]

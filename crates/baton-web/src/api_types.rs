@@ -57,6 +57,7 @@ pub enum TriggerKind {
     Chained,
     Webhook,
     Rerun,
+    Poll,
 }
 
 impl TriggerKind {
@@ -310,6 +311,10 @@ pub struct Queue {
 pub struct TriggerBody {
     #[serde(default)]
     pub args: BTreeMap<String, String>,
+    /// For a repository's task (`REPO/TASK`): the branch, tag or commit to build (`main`,
+    /// `v1.2`, `refs/heads/main`, a full sha); default: the repository's default branch.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
 }
 
 /// The body of `POST /tasks/{name}/enabled`.
@@ -350,3 +355,33 @@ pub struct ErrorDetail {
 }
 
 mod convert;
+
+/// `GET /repos`: the repositories of `repos:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RepoList {
+    pub repos: Vec<Repo>,
+}
+
+/// A repository of `repos:` and how the server keeps up with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Repo {
+    pub name: String,
+    /// Its clone URL, without credentials.
+    pub url: String,
+    /// `github`, `gitea`, `forgejo`, `gitlab` or `git`.
+    pub forge: String,
+    /// Branch patterns whose pushes start anything; empty: every branch.
+    pub branches: Vec<String>,
+    /// How often the server fetches it (`poll:`), in seconds; `None`: on webhooks only.
+    pub poll_secs: Option<u64>,
+    /// When the last fetch (with its retries) ended.
+    pub last_fetch_at: Option<DateTime<Utc>>,
+    /// When a fetch last succeeded.
+    pub last_fetch_ok_at: Option<DateTime<Utc>>,
+    /// Why the last fetch failed; `None` when it worked (or none ran yet).
+    pub last_fetch_error: Option<String>,
+    /// When the poller last compared its branches with those seen before.
+    pub last_poll_at: Option<DateTime<Utc>>,
+    /// Its latest runs the caller may see, newest first.
+    pub recent_runs: Vec<Run>,
+}

@@ -3,14 +3,15 @@
 //! No session or token: the forge's signature over the raw body is the authentication. The
 //! delivery is parsed only to find which repository of `repos:` it names (by any of its clone
 //! URLs); nothing of it is used before it verified against that repository's secret. A bad or
-//! missing signature is `401` and queues nothing; an unknown repository `404`; a ping `200`; an
+//! missing signature is `401` and queues nothing; an unknown repository `404` (after the check
+//! against `server.webhook_secret`, when set: a bad signature is `401`); a ping `200`; an
 //! event that starts nothing `202` with why; a redelivery (same delivery id) answers with the
 //! runs the first one started and starts nothing. Every delivery is recorded with its verdict.
 //! A verified delivery is kept durably before it is processed (see `durable`): the answer waits
 //! a few seconds for its runs, else is `202` "processing", and a restart finishes it.
 
 mod durable;
-mod push;
+pub(crate) mod push;
 
 pub use durable::resume as resume_deliveries;
 
@@ -130,6 +131,20 @@ async fn receive(
         }
     };
     let Some(repo) = find_repo(&config, forge, &unverified.repo.urls) else {
+        // With a forge-wide secret, only a delivery signed with it learns that the repository
+        // is unknown; anyone else gets 401, as for a known repository.
+        if let Some(secret) = &config.server.webhook_secret
+            && let Err(e @ baton_forge::HookError::Verify(_)) =
+                baton_forge::receive(forge, &hdrs, &body, secret.value.expose().as_bytes())
+        {
+            let v = Verdict::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{e} (checked against server.webhook_secret: the repository is not in repos:)"
+                ),
+            );
+            return refuse(&st, record, v).await;
+        }
         let v = Verdict::new(
             StatusCode::NOT_FOUND,
             format!(

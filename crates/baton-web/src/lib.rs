@@ -21,6 +21,7 @@ mod login;
 mod logs;
 mod range;
 mod repo_http;
+mod repos;
 mod session;
 mod sso;
 mod ui;
@@ -38,6 +39,7 @@ pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
+pub use repos::poll::start as start_polling;
 pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(logs::routes())
         .merge(agents::admin_routes())
         .merge(hooks::api_routes())
+        .merge(repos::api_routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -109,19 +109,22 @@ impl Client {
         &self,
         name: &str,
         args: BTreeMap<String, String>,
+        git_ref: Option<String>,
         wait: bool,
         follow: bool,
     ) -> anyhow::Result<ExitCode> {
-        let body = TriggerBody { args };
+        let body = TriggerBody { args, git_ref };
+        // A repository's task is `REPO/TASK`: one path segment, with its `/` escaped.
+        let segment = name.replace('%', "%25").replace('/', "%2F");
         let answer: anyhow::Result<Run> = match self
-            .post_json(&format!("/tasks/{name}/trigger"), &body)
+            .post_json(&format!("/tasks/{segment}/trigger"), &body)
             .await
         {
             Err(e)
                 if e.downcast_ref::<ApiFailure>()
                     .is_some_and(|f| f.code == "unknown_target") =>
             {
-                self.post_json(&format!("/pipelines/{name}/trigger"), &body)
+                self.post_json(&format!("/pipelines/{segment}/trigger"), &body)
                     .await
             }
             other => other,

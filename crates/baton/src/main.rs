@@ -65,6 +65,9 @@ enum Command {
         /// An argument, passed to the scripts as an environment variable.
         #[arg(long = "arg", value_name = "KEY=VALUE")]
         args: Vec<String>,
+        /// For a repository's task (REPO/TASK): the branch, tag or commit to build.
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
         /// Wait for the run to end; exit with its result.
         #[arg(long)]
         wait: bool,
@@ -268,13 +271,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trigger {
             name,
             args,
+            git_ref,
             wait,
             follow,
             server,
         } => {
             let args = parse_args(&args)?;
             client::Client::new(&server)?
-                .trigger(&name, args, wait || follow, follow)
+                .trigger(&name, args, git_ref, wait || follow, follow)
                 .await
         }
         Command::Runs {

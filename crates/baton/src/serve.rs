@@ -226,6 +226,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Deliveries accepted before a crash whose runs may not have started.
     baton_web::resume_deliveries(&state).await;
+    // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
+    baton_web::start_polling(&state, stop_loops.child_token());
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;

@@ -167,7 +167,7 @@ fn build(
     };
     let mut refs = Refs::default();
 
-    config.server = build_server(d, server);
+    config.server = build_server(d, server, resolve);
 
     let already = |kind: &'static str| {
         move |name: &str, first: &str| format!("{kind} {name:?} is already defined at {first}")

@@ -187,6 +187,11 @@ pub struct ServerConfig {
     /// `auth:` — single sign-on providers by name (the name appears in URLs).
     #[serde(default)]
     pub auth: BTreeMap<String, SsoProvider>,
+    /// `webhook_secret:` — a forge-wide webhook secret (`env:VAR`/`file:PATH`): a delivery for a
+    /// repository not in `repos:` is checked against it before it is answered `404`, so only
+    /// the forge learns which repositories exist. Never serialized.
+    #[serde(skip)]
+    pub webhook_secret: Option<RepoSecret>,
 }
 
 /// `server.auth.NAME` — a single sign-on provider: users sign in there and come back as the

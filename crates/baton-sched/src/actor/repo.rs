@@ -10,6 +10,7 @@ impl Actor {
     pub(crate) async fn trigger_repo(
         &mut self,
         req: RepoTriggerRequest,
+        ancestors: Vec<i64>,
     ) -> Result<RunRow, SchedError> {
         let def = match req.def {
             Some(def) => def,
@@ -21,7 +22,7 @@ impl Actor {
             kind: Some(def.kind()),
             args: Default::default(),
             trigger: req.trigger,
-            ancestors: Vec::new(),
+            ancestors,
         };
         self.admit_and_record(base, def, Some(req.repo)).await
     }

@@ -45,7 +45,8 @@ same_enum!(
     Schedule,
     Chained,
     Webhook,
-    Rerun
+    Rerun,
+    Poll
 );
 
 impl From<baton_store::JobRow> for Job {
@@ -272,7 +273,9 @@ mod tests {
                 serde_json::to_value(k).unwrap()
             );
         }
-        for k in ["cli", "api", "schedule", "chained", "webhook", "rerun"] {
+        for k in [
+            "cli", "api", "schedule", "chained", "webhook", "rerun", "poll",
+        ] {
             let core: core::TriggerKind = k.parse().unwrap();
             assert_eq!(TriggerKind::from(core).as_str(), k);
             assert_eq!(serde_json::to_value(TriggerKind::from(core)).unwrap(), k);

@@ -29,72 +29,195 @@ pub(super) async fn build(
     event: &Event,
     p: &Push,
 ) -> Verdict {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
-    };
     let commit = match Oid::parse(&p.after) {
         Ok(c) => c,
         Err(e) => return Verdict::new(StatusCode::BAD_REQUEST, format!("pushed commit: {e}")),
     };
+    let mirror = match fetched_mirror(st, config, repo).await {
+        Ok(m) => m,
+        Err(v) => return v,
+    };
+    let target = match &p.target {
+        RefTarget::Branch(b) => PushTarget::Branch(b.clone()),
+        RefTarget::Tag(t) => PushTarget::Tag(t.clone()),
+        RefTarget::Other(_) => unreachable!("other refs are refused before"),
+    };
+    let before = Oid::parse(&p.before).ok();
+    let code = Code {
+        git_ref: Some(p.git_ref.clone()),
+        target: Some(target),
+        before,
+        trigger: TriggerKind::Webhook,
+        delivery: event.delivery.clone(),
+        only: None,
+    };
+    let verdict = push_event(st, config, repo, &mirror, &commit, code).await;
+    // A polled repository that also sends webhooks: the poller must not build this push again.
+    if repo.poll.is_some()
+        && let RefTarget::Branch(_) = &p.target
+        && let Err(e) = (st.store)
+            .note_repo_head(&repo.name, &p.git_ref, commit.as_str(), chrono::Utc::now())
+            .await
+    {
+        tracing::warn!(repo = %repo.name, "could not record the pushed head for the poller: {e}");
+    }
+    verdict
+}
+
+/// The mirror of `repo`, fetched now (retried with backoff); how the fetch ended is recorded
+/// for the repositories page.
+pub(crate) async fn fetched_mirror(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+) -> Result<Mirror, Verdict> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
+    };
     let env = match baton_sched::git_env(config, repo) {
         Ok(env) => env,
-        Err(e) => return fail("could not set up the repository's credentials", &e),
+        Err(e) => return Err(fail("could not set up the repository's credentials", &e)),
     };
     let mirror =
         match Mirror::ensure_with(&repo.url, &st.folders.repo_mirror(&repo.name), env).await {
             Ok(m) => m,
-            Err(e) => return fail("could not set up the mirror", &e),
+            Err(e) => {
+                let text = format!("could not set up the mirror: {e}");
+                record_fetch(st, &repo.name, Some(&text)).await;
+                return Err(fail("could not set up the mirror", &e));
+            }
         };
-    if let Err(e) = mirror.fetch_with_retry(&Backoff::default()).await {
-        return fail("could not fetch the repository", &e);
+    match mirror.fetch_with_retry(&Backoff::default()).await {
+        Ok(_) => {
+            record_fetch(st, &repo.name, None).await;
+            Ok(mirror)
+        }
+        Err(e) => {
+            record_fetch(st, &repo.name, Some(&e.to_string())).await;
+            Err(fail("could not fetch the repository", &e))
+        }
     }
-    let info = match mirror.commit_info(&commit).await {
-        Ok(i) => i,
-        Err(e) => return fail("could not read the pushed commit", &e),
-    };
-    let (branch, tag) = match &p.target {
-        RefTarget::Branch(b) => (Some(b.clone()), None),
-        RefTarget::Tag(t) => (None, Some(t.clone())),
-        RefTarget::Other(_) => (None, None),
-    };
-    let facts_target = match (&branch, &tag) {
-        (Some(b), _) => PushTarget::Branch(b.clone()),
-        (_, Some(t)) => PushTarget::Tag(t.clone()),
-        _ => unreachable!("other refs are refused before"),
-    };
-    let changed_paths = match Oid::parse(&p.before) {
-        Ok(before) if !before.is_zero() => mirror.changed_paths(&before, &commit).await.ok(),
+}
+
+async fn record_fetch(st: &AppState, repo: &str, error: Option<&str>) {
+    if let Err(e) = st.store.record_fetch(repo, chrono::Utc::now(), error).await {
+        tracing::warn!(repo, "could not record the fetch's result: {e}");
+    }
+}
+
+/// Where a commit came from, besides the commit itself.
+pub(crate) struct Code {
+    /// The full ref (`refs/heads/main`); `None` for a bare commit.
+    pub(crate) git_ref: Option<String>,
+    /// The branch or tag; `None` for a bare commit.
+    pub(crate) target: Option<PushTarget>,
+    /// The commit the branch pointed at before (for `paths:` filters).
+    pub(crate) before: Option<Oid>,
+    pub(crate) trigger: TriggerKind,
+    pub(crate) delivery: Option<String>,
+    /// Start only this target (a hand trigger of `REPO/TASK`); `None`: all that match.
+    pub(crate) only: Option<String>,
+}
+
+/// A push of `commit` (webhook or poller): the runs it starts, as for any event.
+pub(crate) async fn push_event(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    mirror: &Mirror,
+    commit: &Oid,
+    code: Code,
+) -> Verdict {
+    let changed_paths = match &code.before {
+        Some(before) if !before.is_zero() => mirror.changed_paths(before, commit).await.ok(),
         _ => None,
+    };
+    let Some(target) = code.target.clone() else {
+        return Verdict::new(StatusCode::BAD_REQUEST, "a push names a branch or tag");
     };
     let facts = EventFacts {
         repo: Some(repo.name.clone()),
         event: EventFact::Push {
-            target: facts_target,
+            target,
             deleted: false,
             changed_paths,
         },
+    };
+    repo_event(st, config, repo, mirror, commit, code, facts).await
+}
+
+/// One repository event, however it arrived (webhook, poller, hand trigger): reads the commit
+/// and `.baton/` at it from `mirror`, matches `on:` against `facts` and starts what matches
+/// (only `code.only` when given: a hand trigger).
+pub(crate) async fn repo_event(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    mirror: &Mirror,
+    commit: &Oid,
+    code: Code,
+    facts: EventFacts,
+) -> Verdict {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
+    };
+    let info = match mirror.commit_info(commit).await {
+        Ok(i) => i,
+        Err(e) => return fail("could not read the commit", &e),
+    };
+    let (branch, tag) = match &code.target {
+        Some(PushTarget::Branch(b)) => (Some(b.clone()), None),
+        Some(PushTarget::Tag(t)) => (None, Some(t.clone())),
+        None => (None, None),
+    };
+    let event = match facts.event {
+        EventFact::Push { .. } => "push",
+        EventFact::PullRequest { .. } => "pull_request",
+        EventFact::Schedule { .. } => "schedule",
+        EventFact::Manual => "manual",
     };
     let run_repo = RunRepo {
         repo: repo.name.clone(),
         url: repo.url.clone(),
         commit: commit.to_string(),
-        git_ref: Some(p.git_ref.clone()),
+        git_ref: code.git_ref.clone(),
         branch,
         tag,
         pr: None,
-        event: "push".into(),
-        delivery: event.delivery.clone(),
+        event: event.into(),
+        delivery: code.delivery.clone(),
         author: Some(format!("{} <{}>", info.author_name, info.author_email)),
         subject: Some(info.subject.clone()),
     };
     let mut wanted: Vec<(String, Option<TargetDef>)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    match mirror.read_tree(&commit, ".baton").await {
-        Err(e) => return fail("could not read .baton/ at the pushed commit", &e),
+    match mirror.read_tree(commit, ".baton").await {
+        Err(e) => return fail("could not read .baton/ at the commit", &e),
         Ok(files) => repo_targets(config, repo, &files, &facts, &mut wanted, &mut notes),
     }
-    server_targets(config, repo, &facts, &mut wanted, &mut notes);
-    start_runs(st, wanted, &run_repo, notes, &commit).await
+    if let Some(only) = code.only.as_deref() {
+        wanted.retain(|(t, _)| t == only);
+        if wanted.is_empty() {
+            // Defined but its `on:` refuses (`manual: false`): 409; not defined: 404.
+            let prefix = format!("{only}: ");
+            if let Some(why) = notes.iter().find(|n| n.starts_with(&prefix)) {
+                return Verdict::new(StatusCode::CONFLICT, why.clone());
+            }
+            let also = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            };
+            let why = format!(
+                "{only} is not defined in .baton/ of {} at {commit}{also}",
+                repo.name
+            );
+            return Verdict::new(StatusCode::NOT_FOUND, why);
+        }
+    } else {
+        server_targets(config, repo, &facts, &mut wanted, &mut notes);
+    }
+    start_runs(st, wanted, &run_repo, code.trigger, notes, commit).await
 }
 
 /// Triggers `wanted` for `run_repo`; the verdict lists what started and why the rest did not.
@@ -102,13 +225,17 @@ async fn start_runs(
     st: &AppState,
     wanted: Vec<(String, Option<TargetDef>)>,
     run_repo: &RunRepo,
+    trigger: TriggerKind,
     mut notes: Vec<String>,
     commit: &Oid,
 ) -> Verdict {
     // Exactly once: a delivery processed again after a restart skips the targets it already
     // started (a run and its delivery id are recorded in one transaction).
-    let delivery = run_repo.delivery.as_deref().unwrap_or_default();
-    let started = match st.store.delivery_runs(&run_repo.repo, delivery).await {
+    let started = match &run_repo.delivery {
+        None => Ok(Vec::new()),
+        Some(delivery) => st.store.delivery_runs(&run_repo.repo, delivery).await,
+    };
+    let started = match started {
         Ok(r) => r,
         Err(e) => {
             let text = format!("could not look up the runs this delivery started: {e}");
@@ -125,7 +252,7 @@ async fn start_runs(
         let req = RepoTriggerRequest {
             target: target.clone(),
             def,
-            trigger: TriggerKind::Webhook,
+            trigger,
             repo: run_repo.clone(),
         };
         match st.sched.trigger_repo(req).await {
@@ -137,9 +264,13 @@ async fn start_runs(
         }
     }
     let head = if runs.is_empty() {
-        format!("push of {commit} started nothing")
+        format!("{} of {commit} started nothing", run_repo.event)
     } else {
-        format!("push of {commit} started {} run(s)", runs.len())
+        format!(
+            "{} of {commit} started {} run(s)",
+            run_repo.event,
+            runs.len()
+        )
     };
     let text = if notes.is_empty() {
         format!("{head} (no task listens to this repository)")

@@ -17,6 +17,7 @@ mod dashboard;
 mod format;
 mod me;
 mod page;
+mod repos;
 mod request;
 mod run;
 mod runs;
@@ -47,6 +48,8 @@ pub(crate) fn routes() -> Router<AppState> {
             "/trigger/{kind}/{name}",
             get(trigger::trigger_page).post(trigger::trigger),
         )
+        .route("/repos", get(repos::repos_page))
+        .route("/repos/{repo}/trigger", post(repos::trigger))
         .route("/me", get(me::me_page))
         .route("/me/tokens", post(me::create_token))
         .route("/me/tokens/{id}/revoke", post(me::revoke_token))

@@ -143,9 +143,11 @@ pub(super) async fn runs_page(
     let t = RunsTpl {
         nav,
         statuses: Status::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
-        triggers: ["cli", "api", "schedule", "chained", "webhook", "rerun"]
-            .map(String::from)
-            .to_vec(),
+        triggers: [
+            "cli", "api", "schedule", "chained", "webhook", "rerun", "poll",
+        ]
+        .map(String::from)
+        .to_vec(),
         target_names,
         runs: runs
             .iter()

@@ -23,6 +23,8 @@ struct TriggerTpl {
     name: String,
     description: String,
     known_args: Vec<String>,
+    /// A repository's task (`REPO/TASK`): the form asks for a ref, not arguments.
+    repo_task: bool,
     error: String,
 }
 
@@ -44,6 +46,19 @@ async fn trigger_form(
     if !a.can_see(kind, name) {
         return Err(not_found());
     }
+    if kind == TargetKind::Task
+        && let Some(repo) = crate::repos::manual::repo_of(&a.config, name)
+    {
+        return Ok(TriggerTpl {
+            nav,
+            kind: kind.as_str(),
+            name: name.to_owned(),
+            description: format!("A task of repository {} (from its .baton/).", repo.name),
+            known_args: Vec::new(),
+            repo_task: true,
+            error: error.to_owned(),
+        });
+    }
     let description = match kind {
         TargetKind::Task => a.config.tasks.get(name).map(|t| t.description.clone()),
         TargetKind::Pipeline => a.config.pipelines.get(name).map(|_| String::new()),
@@ -55,6 +70,7 @@ async fn trigger_form(
         name: name.to_owned(),
         description,
         known_args: Vec::new(),
+        repo_task: false,
         error: error.to_owned(),
     })
 }
@@ -81,6 +97,29 @@ pub(super) async fn trigger(
     let kind = target_kind(&kind)?;
     if !a.can_see(kind, &name) {
         return Err(not_found());
+    }
+    if kind == TargetKind::Task
+        && let Some(repo) = crate::repos::manual::repo_of(&a.config, &name)
+    {
+        let git_ref = field(&f, "ref").trim().to_owned();
+        let git_ref = (!git_ref.is_empty()).then_some(git_ref.as_str());
+        let config = a.config.clone();
+        return match crate::repos::manual::trigger(
+            &s,
+            &config,
+            repo,
+            &name,
+            git_ref,
+            TriggerKind::Api,
+        )
+        .await
+        {
+            Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
+            Err(e) => {
+                let t = trigger_form(&a, nav, kind, &name, &e.message).await?;
+                Ok((e.status, render(&t)).into_response())
+            }
+        };
     }
     let mut args = BTreeMap::new();
     for (k, v) in &f {

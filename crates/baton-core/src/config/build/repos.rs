@@ -120,8 +120,8 @@ impl Diags<'_> {
         }
     }
 
-    /// `secret:`/`token:`: only `env:VAR` or `file:PATH`, read now.
-    fn repo_secret(
+    /// `secret:`/`token:` (and `server.webhook_secret`): only `env:VAR` or `file:PATH`, read now.
+    pub(super) fn repo_secret(
         &mut self,
         e: Option<Entry<'_>>,
         what: &str,

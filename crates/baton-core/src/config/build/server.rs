@@ -19,6 +19,7 @@ const SERVER_KEYS: &[&str] = &[
     "heartbeat_timeout",
     "public_url",
     "auth",
+    "webhook_secret",
 ];
 const SSO_KEYS: &[&str] = &[
     "kind",
@@ -34,7 +35,11 @@ const SSO_KEYS: &[&str] = &[
     "allowed_domains",
 ];
 
-pub(super) fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> ServerConfig {
+pub(super) fn build_server(
+    d: &mut Diags<'_>,
+    entries: Vec<Entry<'_>>,
+    resolve: &crate::config::model::Resolver,
+) -> ServerConfig {
     let mut fields = Fields::default();
     for e in entries {
         if !SERVER_KEYS.contains(&e.name) {
@@ -94,6 +99,7 @@ pub(super) fn build_server(d: &mut Diags<'_>, entries: Vec<Entry<'_>>) -> Server
             url.map(|u| u.trim_end_matches('/').to_owned())
         },
         auth: build_auth(d, fields.get("auth")),
+        webhook_secret: d.repo_secret(fields.get("webhook_secret"), "\"server\"", resolve),
         heartbeat_timeout: {
             let t = d.duration(fields.get("heartbeat_timeout"), SECONDS_UP);
             if let (Some(t), Some(entry)) = (t, fields.get("heartbeat_timeout"))
