@@ -106,6 +106,9 @@ pub struct Run {
     /// The code a repository event (or hand trigger of a repository task) started it for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<RunCode>,
+    /// The counts of the run's test results, once it has any (lists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<ResultSummary>,
 }
 
 /// The repository, commit and ref a run builds.
@@ -350,3 +353,6 @@ pub struct ErrorDetail {
 }
 
 mod convert;
+mod results;
+
+pub use results::{ResultKind, ResultNode, ResultStatus, ResultSummary, RunResults};

@@ -20,6 +20,7 @@ mod hooks;
 mod login;
 mod logs;
 mod range;
+mod results;
 mod session;
 mod sso;
 mod ui;
@@ -37,6 +38,7 @@ pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
+pub use results::start_results;
 pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the

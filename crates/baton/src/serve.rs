@@ -225,6 +225,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login: baton_web::LoginGuard::default(),
     };
     // Deliveries accepted before a crash whose runs may not have started.
+    baton_web::start_results(&state);
     baton_web::resume_deliveries(&state).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
