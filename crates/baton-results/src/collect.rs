@@ -209,6 +209,9 @@ fn tame(n: &mut Node) {
     }
     n.job_id = None;
     n.job_status = None;
+    n.duration = n
+        .duration
+        .filter(|d| d.is_finite() && *d >= 0.0 && *d < 1e12);
     for c in &mut n.children {
         tame(c);
     }

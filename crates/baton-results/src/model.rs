@@ -187,6 +187,9 @@ impl Node {
         if let Some(d) = self.duration {
             s.duration = d;
         }
+        if !s.duration.is_finite() {
+            s.duration = 0.0;
+        }
         self.summary = s;
         if self.status.is_none() && !self.children.is_empty() {
             self.status = s.status();

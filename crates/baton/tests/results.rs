@@ -162,6 +162,24 @@ async fn a_corrupt_report_is_a_warning_and_the_run_is_unchanged() {
     let id = id_of(&s.trigger("corrupt", &[("fixture", &bad)]).await);
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "success", "{run}");
+    // The server collects after the job ended, without anyone asking for the results.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = s.get_ok("/runs?task=corrupt").await;
+        if !list["runs"][0]["results"].is_null() {
+            assert_eq!(
+                counts(&list["runs"][0]["results"]),
+                [0, 0, 0, 0, 0, 1],
+                "{list}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never collected: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let r = s.get_ok(&format!("/runs/{id}/results")).await;
     let warning = find(&r["tree"], "report.xml").unwrap_or_else(|| panic!("{r}"));
     assert_eq!(warning["kind"], "warning");
