@@ -17,6 +17,8 @@ use crate::AppState;
 
 /// The most failing tests listed at the top (the tree below has them all).
 const MAX_FAILURES: usize = 200;
+/// How many of a failing test's last results its history strip shows.
+const HISTORY: u32 = 30;
 
 #[derive(Deserialize)]
 pub(super) struct TestsQuery {
@@ -55,6 +57,8 @@ struct Failure {
     message: String,
     output: String,
     place: String,
+    /// (run, status, is this run) of the test's last results, oldest first.
+    history: Vec<(i64, String, bool)>,
 }
 
 /// One line of the tree: opens a container, closes one, or is a leaf.
@@ -148,22 +152,53 @@ fn rows(n: &Node, expand_all: bool, out: &mut Vec<Row>) {
     });
 }
 
-fn failures(tree: &Node) -> Vec<Failure> {
-    tree.leaves()
-        .into_iter()
-        .filter(|(_, n)| n.status.is_some_and(|s| s.is_failing()))
-        .map(|(path, n)| Failure {
-            path: path.join(" › "),
-            status: status_name(n),
-            message: n.message.clone().unwrap_or_default(),
-            output: n.output.clone().unwrap_or_default(),
-            place: match (&n.file, n.line) {
-                (Some(f), Some(l)) => format!("{f}:{l}"),
-                (Some(f), None) => f.clone(),
-                _ => String::new(),
-            },
-        })
-        .collect()
+/// The failing tests under `tree` (a run's node), each with what identifies it across runs.
+fn failures(tree: &Node) -> Vec<(Option<i64>, String, Failure)> {
+    let mut out = Vec::new();
+    for job in &tree.children {
+        for (path, n) in job.leaves() {
+            if !n.status.is_some_and(|s| s.is_failing()) {
+                continue;
+            }
+            let failure = Failure {
+                path: format!("{} › {}", job.name, path.join(" › ")),
+                status: status_name(n),
+                message: n.message.clone().unwrap_or_default(),
+                output: n.output.clone().unwrap_or_default(),
+                place: match (&n.file, n.line) {
+                    (Some(f), Some(l)) => format!("{f}:{l}"),
+                    (Some(f), None) => f.clone(),
+                    _ => String::new(),
+                },
+                history: Vec::new(),
+            };
+            out.push((job.job_id, baton_results::test_id(&path, n), failure));
+        }
+    }
+    out
+}
+
+/// The last [`HISTORY`] results of each failing test across its task's runs, oldest first.
+async fn add_history(
+    s: &AppState,
+    run: &baton_store::RunRow,
+    found: Vec<(Option<i64>, String, Failure)>,
+) -> Vec<Failure> {
+    let mut out = Vec::with_capacity(found.len());
+    for (job_id, test_id, mut f) in found {
+        if let Some(job) = run.jobs.iter().find(|j| Some(j.id) == job_id) {
+            let task = crate::results::history_key(run, job);
+            if let Ok(h) = s.store.test_history(&task, &test_id, HISTORY).await {
+                f.history = h
+                    .into_iter()
+                    .rev()
+                    .map(|e| (e.run_id, e.status, e.run_id == run.id))
+                    .collect();
+            }
+        }
+        out.push(f);
+    }
+    out
 }
 
 pub(super) async fn tests_page(
@@ -185,6 +220,7 @@ pub(super) async fn tests_page(
     let mut failures = failures(&shown);
     let more_failures = failures.len().saturating_sub(MAX_FAILURES);
     failures.truncate(MAX_FAILURES);
+    let failures = add_history(&s, &run, failures).await;
     let mut list = Vec::new();
     for job in &shown.children {
         rows(job, !query.trim().is_empty(), &mut list);
