@@ -208,3 +208,63 @@ fn a_job_folder_gives_reports_own_nodes_and_warnings() {
     assert_eq!(warnings, ["pom.xml", "missing/*.xml"]);
     assert_eq!(job.summary.passed, 2);
 }
+
+/// A JUnit report of `cases` cases made on the fly (nothing on disk or in memory).
+struct Generated {
+    cases: usize,
+    at: usize,
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl std::io::Read for Generated {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() && !self.done {
+            self.pending = if self.at == 0 {
+                b"<testsuites><testsuite name=\"huge\">".to_vec()
+            } else if self.at > self.cases {
+                self.done = true;
+                b"</testsuite></testsuites>".to_vec()
+            } else {
+                format!(
+                    "<testcase classname=\"k\" name=\"t{}\" time=\"0.001\"><failure message=\"m\">{}</failure><system-out>{}</system-out></testcase>\n",
+                    self.at,
+                    "x".repeat(400),
+                    "y".repeat(400)
+                )
+                .into_bytes()
+            };
+            self.at += 1;
+        }
+        let n = out.len().min(self.pending.len());
+        out[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
+}
+
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_100_mb_report_keeps_memory_bounded() {
+    // ~900 bytes a case: 115,000 cases make a report of about 100 MB.
+    let input = std::io::BufReader::new(Generated {
+        cases: 115_000,
+        at: 0,
+        pending: Vec::new(),
+        done: false,
+    });
+    let before = vm_hwm_kib();
+    let mut budget = Budget::default();
+    let suites = parse_reader(input, &mut budget).unwrap().unwrap();
+    let grown_mib = vm_hwm_kib().saturating_sub(before) / 1024;
+    assert!(budget.exhausted);
+    let kept: usize = suites.iter().map(Node::size).sum();
+    assert!(kept <= Budget::default().nodes, "{kept}");
+    // The budget (100,000 nodes, 32 MiB of text) bounds what is kept, not the file's size.
+    assert!(grown_mib < 150, "peak memory grew by {grown_mib} MiB");
+}
