@@ -149,6 +149,16 @@ impl Store {
             .collect()
     }
 
+    /// The jobs of a run whose results are recorded.
+    pub async fn collected_jobs(&self, run_id: i64) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT job_id FROM job_results WHERE run_id = ? ORDER BY job_id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// The summed counts of each run's recorded results (runs without any are absent).
     pub async fn run_result_counts(&self, run_ids: &[i64]) -> Result<BTreeMap<i64, ResultCounts>> {
         let mut out: BTreeMap<i64, ResultCounts> = BTreeMap::new();

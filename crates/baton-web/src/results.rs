@@ -79,8 +79,8 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     if ended.is_empty() {
         return;
     }
-    let have = match s.store.run_results(run.id).await {
-        Ok(rows) => rows.into_iter().map(|r| r.job_id).collect::<Vec<_>>(),
+    let have = match s.store.collected_jobs(run.id).await {
+        Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(run = run.id, "cannot read recorded results: {e}");
             return;

@@ -47,6 +47,22 @@ tasks:
       cp "$fixture" "$BATON_OUTPUT_DIR/ignored.xml"
   none:
     command: "true"
+pipelines:
+  ci:
+    tasks:
+      unit:
+        reports:
+          junit: ["r/*.xml"]
+        script:
+          - mkdir -p "$BATON_OUTPUT_DIR/r"
+          - >-
+            printf '<testsuite name="s"><testcase name="ok"/><testcase name="bad"><error message="boom"/></testcase></testsuite>' > "$BATON_OUTPUT_DIR/r/junit.xml"
+      lint:
+        depends_on: [unit]
+        script:
+          - mkdir -p "$BATON_OUTPUT_DIR/.baton"
+          - >-
+            echo '{"name": "lint", "children": [{"name": "style", "status": "passed"}, {"name": "types", "status": "skipped"}]}' > "$BATON_OUTPUT_DIR/.baton/results.json"
 "#;
 
 fn fixture(name: &str) -> String {
@@ -204,4 +220,34 @@ async fn a_corrupt_report_is_a_warning_and_the_run_is_unchanged() {
     let r = s.get_ok(&format!("/runs/{id}/results")).await;
     assert_eq!(r["tree"]["children"][0]["kind"], "job");
     assert_eq!(counts(&r["tree"]["summary"]), [0; 6]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelines_tree_has_one_node_per_job() {
+    let s = Server::start(CONFIG);
+    let id = id_of(&s.trigger_pipeline("ci", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run}");
+    let r = s.get_ok(&format!("/runs/{id}/results")).await;
+    let tree = &r["tree"];
+    assert_eq!(counts(&tree["summary"]), [2, 0, 1, 1, 0, 0], "{r}");
+    let jobs: Vec<&str> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{r}");
+    assert!(jobs.contains(&"unit") && jobs.contains(&"lint"), "{jobs:?}");
+    let bad = find(tree, "bad").unwrap();
+    assert_eq!(
+        (bad["status"].as_str(), bad["message"].as_str()),
+        (Some("error"), Some("boom"))
+    );
+    assert_eq!(
+        counts(&find(tree, "lint").unwrap()["children"][0]["summary"]),
+        [1, 0, 0, 1, 0, 0]
+    );
+    let f = s.get_ok(&format!("/runs/{id}/results?status=failed")).await;
+    assert_eq!(f["tree"]["children"].as_array().unwrap().len(), 1, "{f}");
 }
