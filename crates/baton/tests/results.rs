@@ -164,6 +164,17 @@ async fn a_junit_report_becomes_the_runs_result_tree() {
         found.contains("multiplies") && !found.contains("carries"),
         "{found}"
     );
+    // report.html: the same tree, self-contained (inline CSS, no script, nothing fetched).
+    let (code, report) = page(&s, &format!("/runs/{id}/report.html")).await;
+    assert_eq!(code, 200);
+    assert!(
+        report.contains("expected 2, got 3") && report.contains("multiplies"),
+        "{report}"
+    );
+    assert!(report.contains("<style>"), "{report}");
+    for external in ["<script", "<link", "src=", "url("] {
+        assert!(!report.contains(external), "{external} in {report}");
+    }
     let (_, run_page) = page(&s, &format!("/runs/{id}")).await;
     assert!(
         run_page.contains(&format!("/runs/{id}/tests")),

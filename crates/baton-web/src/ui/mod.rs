@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", get(runs::runs_page))
         .route("/runs/{id}", get(run::run_page))
         .route("/runs/{id}/tests", get(tests::tests_page))
+        .route("/runs/{id}/report.html", get(tests::report))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/rerun", post(run::rerun))
         .route(

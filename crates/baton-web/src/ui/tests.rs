@@ -79,6 +79,19 @@ struct Row {
 #[template(path = "tests.html")]
 struct TestsTpl {
     nav: Nav,
+    d: TestsData,
+}
+
+/// The same tree as one self-contained file: its CSS inline, no scripts, nothing fetched.
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportTpl {
+    css: &'static str,
+    d: TestsData,
+}
+
+struct TestsData {
+    standalone: bool,
     id: i64,
     target: String,
     q: String,
@@ -201,6 +214,39 @@ async fn add_history(
     out
 }
 
+/// What the Tests tab and `report.html` show.
+async fn tests_data(
+    s: &AppState,
+    run: &baton_store::RunRow,
+    q: TestsQuery,
+    standalone: bool,
+) -> Result<TestsData, PageError> {
+    let tree = crate::results::run_tree(s, run).await?;
+    let failed_only = q.status.as_deref() == Some("failed");
+    let query = q.q.unwrap_or_default();
+    let counts = Counts::of(&tree);
+    let shown = crate::results::filtered(tree, failed_only, Some(&query));
+    let mut failures = failures(&shown);
+    let more_failures = failures.len().saturating_sub(MAX_FAILURES);
+    failures.truncate(MAX_FAILURES);
+    let failures = add_history(s, run, failures).await;
+    let mut list = Vec::new();
+    for job in &shown.children {
+        rows(job, standalone || !query.trim().is_empty(), &mut list);
+    }
+    Ok(TestsData {
+        standalone,
+        id: run.id,
+        target: run.target.clone(),
+        q: query,
+        failed_only,
+        c: counts,
+        failures,
+        more_failures,
+        rows: list,
+    })
+}
+
 pub(super) async fn tests_page(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -212,28 +258,41 @@ pub(super) async fn tests_page(
     let Path(id) = id.map_err(|_| not_found())?;
     let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
     let run = visible_run(&s, &a, id).await?;
-    let tree = crate::results::run_tree(&s, &run).await?;
-    let failed_only = q.status.as_deref() == Some("failed");
-    let query = q.q.unwrap_or_default();
-    let counts = Counts::of(&tree);
-    let shown = crate::results::filtered(tree, failed_only, Some(&query));
-    let mut failures = failures(&shown);
-    let more_failures = failures.len().saturating_sub(MAX_FAILURES);
-    failures.truncate(MAX_FAILURES);
-    let failures = add_history(&s, &run, failures).await;
-    let mut list = Vec::new();
-    for job in &shown.children {
-        rows(job, !query.trim().is_empty(), &mut list);
+    let d = tests_data(&s, &run, q, false).await?;
+    Ok(render(&TestsTpl { nav, d }))
+}
+
+/// `report.html`: the run's whole result tree as one self-contained page, downloaded.
+pub(super) async fn report(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+) -> PageResult {
+    use axum::http::{HeaderValue, header};
+    let (_, a, _) = page_user(&s, &headers, &uri).await?;
+    let Path(id) = id.map_err(|_| not_found())?;
+    let run = visible_run(&s, &a, id).await?;
+    let q = TestsQuery {
+        q: None,
+        status: None,
+    };
+    let d = tests_data(&s, &run, q, true).await?;
+    let mut resp = render(&ReportTpl {
+        css: include_str!("../../static/app.css"),
+        d,
+    });
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"baton-run-{}-report.html\"",
+        run.id
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(render(&TestsTpl {
-        nav,
-        id: run.id,
-        target: run.target.clone(),
-        q: query,
-        failed_only,
-        c: counts,
-        failures,
-        more_failures,
-        rows: list,
-    }))
+    // Opened from Baton's origin anyway, it is sandboxed like an artifact.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::headers::ARTIFACT_CSP),
+    );
+    Ok(resp)
 }
