@@ -212,7 +212,21 @@ pub(crate) async fn get_results(
             )));
         }
     };
-    let run = crate::api::load_run(&s, &user, id).await?;
+    let not_found = || {
+        crate::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("run {id} not found"),
+        )
+    };
+    let run = s.store.get_run(id).await?.ok_or_else(not_found)?;
+    // A hidden run answers exactly like a missing one.
+    if !crate::auth::Access::of(&s, &user)
+        .await?
+        .can_see(run.kind, &run.target)
+    {
+        return Err(not_found());
+    }
     let tree = run_tree(&s, &run).await?;
     let tree = filtered(tree, failed_only, q.q.as_deref());
     Ok(axum::Json(crate::api_types::RunResults {
