@@ -8,6 +8,7 @@ mod folders;
 mod records;
 mod repo_state;
 mod repos;
+mod results;
 mod tokens;
 mod users;
 
@@ -31,6 +32,7 @@ pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use repo_state::FetchState;
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
+pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
@@ -280,10 +282,13 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             jobs.extend(ids);
-            sqlx::query("DELETE FROM jobs WHERE run_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                "DELETE FROM jobs WHERE run_id = ?",
+                "DELETE FROM job_results WHERE run_id = ?",
+                "DELETE FROM test_results WHERE run_id = ?",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
             sqlx::query("DELETE FROM run_links WHERE ancestor = ? OR descendant = ?")
                 .bind(id)
                 .bind(id)

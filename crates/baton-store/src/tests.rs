@@ -502,3 +502,75 @@ async fn a_jobs_own_arguments_survive_reopen() {
     );
     assert!(run.jobs.iter().all(|j| j.args.is_empty()));
 }
+
+#[tokio::test]
+async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let mut pipeline = new_run("p", Status::Success);
+    pipeline.kind = TargetKind::Pipeline;
+    pipeline.jobs.push(NewJob { name: "b".into() });
+    let run = store.insert_run(&pipeline).await.unwrap();
+    let results = |job: i64, failed: i64, status: &str| NewJobResults {
+        job_id: job,
+        run_id: run.id,
+        attempt: 1,
+        task: "p/unit".into(),
+        counts: ResultCounts {
+            passed: 2,
+            failed,
+            duration_ms: 1500,
+            ..ResultCounts::default()
+        },
+        tree: "{}".into(),
+        tests: vec![TestResult {
+            test_id: "suite > t".into(),
+            status: status.into(),
+            duration_ms: Some(3),
+        }],
+    };
+    assert!(
+        store
+            .save_job_results(&results(run.jobs[0].id, 1, "failed"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save_job_results(&results(run.jobs[0].id, 9, "passed"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_job_results(&results(run.jobs[1].id, 0, "passed"))
+            .await
+            .unwrap()
+    );
+    let counts = store
+        .run_result_counts(&[run.id, run.id + 100])
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (
+            counts[&run.id].passed,
+            counts[&run.id].failed,
+            counts[&run.id].duration_ms
+        ),
+        (4, 1, 3000)
+    );
+    assert_eq!(store.run_results(run.id).await.unwrap().len(), 2);
+    let history = store.test_history("p/unit", "suite > t", 30).await.unwrap();
+    assert_eq!(history.len(), 2);
+
+    store.prune("p", Some(0), None).await.unwrap();
+    assert!(store.run_results(run.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .test_history("p/unit", "suite > t", 30)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

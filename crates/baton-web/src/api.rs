@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/wait", get(wait_run))
+        .route("/runs/{id}/results", get(crate::results::get_results))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/config/reload", post(reload))
@@ -321,8 +322,23 @@ async fn list_runs(
     let next = (runs.len() == limit as usize)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let counts = s.store.run_result_counts(&ids).await?;
+    let runs = runs
+        .into_iter()
+        .map(|r| {
+            let results = counts
+                .get(&r.id)
+                .filter(|c| c.passed + c.failed + c.errors + c.skipped + c.flaky + c.warnings > 0)
+                .map(|c| t::ResultSummary::from(*c));
+            t::Run {
+                results,
+                ..t::Run::from(r)
+            }
+        })
+        .collect();
     Ok(Json(t::RunList {
-        runs: runs.into_iter().map(t::Run::from).collect(),
+        runs,
         next_cursor: next,
     }))
 }
@@ -551,7 +567,8 @@ async fn set_enabled(
     ),
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
-        wait_run, cancel, rerun, reload, set_enabled, crate::repos::list
+        wait_run, cancel, rerun, reload, set_enabled, crate::repos::list,
+        crate::results::get_results
     ),
     modifiers(&BearerAuth)
 )]

@@ -107,6 +107,9 @@ pub struct Run {
     /// The code a repository event (or hand trigger of a repository task) started it for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<RunCode>,
+    /// The counts of the run's test results, once it has any (lists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<ResultSummary>,
 }
 
 /// The repository, commit and ref a run builds.
@@ -385,3 +388,6 @@ pub struct Repo {
     /// Its latest runs the caller may see, newest first.
     pub recent_runs: Vec<Run>,
 }
+mod results;
+
+pub use results::{ResultKind, ResultNode, ResultStatus, ResultSummary, RunResults};

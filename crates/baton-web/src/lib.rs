@@ -22,6 +22,7 @@ mod logs;
 mod range;
 mod repo_http;
 mod repos;
+mod results;
 mod session;
 mod sso;
 mod ui;
@@ -40,6 +41,7 @@ pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
 pub use repos::poll::start as start_polling;
+pub use results::start_results;
 pub use sso::Sso;
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the

@@ -225,6 +225,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login: baton_web::LoginGuard::default(),
     };
     // Deliveries accepted before a crash whose runs may not have started.
+    baton_web::start_results(&state);
     baton_web::resume_deliveries(&state).await;
     // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
     baton_web::start_polling(&state, stop_loops.child_token());

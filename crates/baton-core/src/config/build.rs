@@ -18,6 +18,7 @@ mod checks;
 mod container;
 pub(crate) mod diags;
 mod pipelines;
+mod reports;
 mod repos;
 mod server;
 mod tasks;

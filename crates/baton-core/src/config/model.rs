@@ -326,6 +326,17 @@ pub struct TaskDef {
     /// `checkout:` — repo-triggered jobs start in a checkout of the commit (default true).
     #[serde(default = "yes")]
     pub checkout: bool,
+    /// `reports:` — where the job's test reports are among its artifacts.
+    #[serde(default)]
+    pub reports: Reports,
+}
+
+/// `reports: {junit: [GLOB, …]}`: the job's JUnit XML reports, as globs relative to its
+/// output folder. Empty: every `*.xml` file there that is a JUnit report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reports {
+    #[serde(default)]
+    pub junit: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,6 +426,9 @@ pub struct PipelineTask {
     /// Run in a container (`image:`/`build:`); `None` runs on the worker itself.
     #[serde(default)]
     pub container: Option<Box<ContainerDef>>,
+    /// `reports:`, as on tasks.
+    #[serde(default)]
+    pub reports: Reports,
 }
 
 /// `true`, for serde defaults.

@@ -87,6 +87,7 @@ impl From<baton_store::RunRow> for Run {
             jobs: r.jobs.into_iter().map(Job::from).collect(),
             ancestors: r.ancestors,
             descendants: r.descendants,
+            results: None,
             repo: r.repo.map(|c| RunCode {
                 repo: c.repo,
                 url: c.url,

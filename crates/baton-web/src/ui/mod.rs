@@ -8,7 +8,8 @@
 //!
 //! One module per page or concern: [`page`] (header facts, rendering, error pages) and
 //! [`request`] (the caller, forms, CSRF) are shared; the pages build on them and never on each
-//! other, except the artifact download, which shares the run page's visibility check.
+//! other, except the artifact download and the Tests tab, which share the run page's visibility
+//! check.
 
 mod admin;
 mod artifact;
@@ -21,6 +22,7 @@ mod repos;
 mod request;
 mod run;
 mod runs;
+mod tests;
 mod trigger;
 
 use axum::Router;
@@ -38,6 +40,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(dashboard::dashboard))
         .route("/runs", get(runs::runs_page))
         .route("/runs/{id}", get(run::run_page))
+        .route("/runs/{id}/tests", get(tests::tests_page))
+        .route("/runs/{id}/report.html", get(tests::report))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/rerun", post(run::rerun))
         .route(

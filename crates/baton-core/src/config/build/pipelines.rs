@@ -6,6 +6,7 @@ use super::Refs;
 use super::checks::find_cycles;
 use super::container::build_container;
 use super::diags::{Diags, Entry, Fields, Loc};
+use super::reports::build_reports;
 use crate::config::duration::{MILLIS_UP, SECONDS_UP};
 use crate::config::model::{OnError, PipelineDef, PipelineTask, QueueStrategy};
 
@@ -37,6 +38,7 @@ const PIPELINE_TASK_KEYS: &[&str] = &[
     "build",
     "resources",
     "network",
+    "reports",
 ];
 
 pub(super) fn build_pipeline(
@@ -224,6 +226,7 @@ fn build_pipeline_tasks(
                 secrets,
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
                 container: build_container(d, &f, &what).map(Box::new),
+                reports: build_reports(d, &f, &what),
             },
         );
     }

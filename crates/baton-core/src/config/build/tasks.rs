@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::Refs;
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
+use super::reports::build_reports;
 use crate::config::duration::SECONDS_UP;
 use crate::config::model::{CronSchedule, EnvValue, RepoTrigger, TaskDef, WaitList, WaitStrategy};
 use crate::config::node::Value;
@@ -33,6 +34,7 @@ const TASK_KEYS: &[&str] = &[
     "network",
     "on",
     "checkout",
+    "reports",
 ];
 
 const SCHEDULE_KEYS: &[&str] = &["cron", "timezone"];
@@ -118,6 +120,7 @@ pub(super) fn build_task(
         container: build_container(d, &f, &what).map(Box::new),
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
+        reports: build_reports(d, &f, &what),
     })
 }
 

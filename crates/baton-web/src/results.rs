@@ -1,0 +1,236 @@
+//! Test results: after a job ends, a task of the server (never the scheduler actor, never an
+//! executor) reads the job's reports from its `out/` with `baton_results` on a blocking thread
+//! and records its result tree; the API and the Tests page read the run's tree back. A job
+//! ended while nobody collected (a restart, a lagging subscriber) is collected when its run's
+//! results are first asked for.
+
+use baton_core::run::TargetKind;
+use baton_results::{Node, Status};
+use baton_sched::TargetDef;
+use baton_store::{JobRow, NewJobResults, ResultCounts, RunRow, TestResult};
+
+use crate::AppState;
+
+/// Starts the collector: every batch of changes the scheduler reports is looked at for jobs
+/// that ended without recorded results. Stops when the scheduler's event stream closes.
+pub fn start_results(state: &AppState) {
+    let s = state.clone();
+    let mut events = s.sched.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let ids: Vec<i64> = match events.recv().await {
+                Ok(changed) => changed.runs.iter().map(|r| r.id).collect(),
+                // Missed batches: their runs are collected when their results are asked for.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            for id in ids {
+                match s.store.get_run(id).await {
+                    Ok(Some(run)) => collect_run(&s, &run).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(run = id, "cannot read the run to collect its results: {e}")
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The globs of `reports.junit` of the job's definition (empty: every JUnit `*.xml`).
+fn junit_globs(run: &RunRow, job: &JobRow) -> Vec<String> {
+    match serde_json::from_value::<TargetDef>(run.definition.clone()) {
+        Ok(TargetDef::Task(t)) => t.reports.junit,
+        Ok(TargetDef::Pipeline(p)) => p
+            .tasks
+            .get(&job.name)
+            .map(|t| t.reports.junit.clone())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// What a test's history is kept per: the task, or `PIPELINE/TASK`.
+pub(crate) fn history_key(run: &RunRow, job: &JobRow) -> String {
+    match run.kind {
+        TargetKind::Task => run.target.clone(),
+        TargetKind::Pipeline => format!("{}/{}", run.target, job.name),
+    }
+}
+
+fn counts(n: &Node) -> ResultCounts {
+    let s = n.summary;
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    ResultCounts {
+        passed: i(s.passed),
+        failed: i(s.failed),
+        errors: i(s.errors),
+        skipped: i(s.skipped),
+        flaky: i(s.flaky),
+        warnings: i(s.warnings),
+        duration_ms: (s.duration * 1000.0).round() as i64,
+    }
+}
+
+/// Collects and records the results of every ended job of `run` that has none yet.
+pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
+    let ended: Vec<&JobRow> = run.jobs.iter().filter(|j| j.status.is_terminal()).collect();
+    if ended.is_empty() {
+        return;
+    }
+    let have = match s.store.collected_jobs(run.id).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(run = run.id, "cannot read recorded results: {e}");
+            return;
+        }
+    };
+    for job in ended.into_iter().filter(|j| !have.contains(&j.id)) {
+        let out = s.folders.job_dir(job.id, job.attempt).join("out");
+        let globs = junit_globs(run, job);
+        let (name, id, status) = (job.name.clone(), job.id, job.status.to_string());
+        let built = tokio::task::spawn_blocking(move || {
+            let node = baton_results::job_node(
+                &name,
+                id,
+                &status,
+                baton_results::collect_job(&out, &globs),
+            );
+            let tests: Vec<TestResult> = node
+                .leaves()
+                .into_iter()
+                .filter(|(_, n)| n.kind == baton_results::Kind::Case)
+                .map(|(path, n)| TestResult {
+                    test_id: baton_results::test_id(&path, n),
+                    status: n.status.unwrap_or(Status::Passed).as_str().to_owned(),
+                    duration_ms: n.duration.map(|d| (d * 1000.0).round() as i64),
+                })
+                .collect();
+            let tree = serde_json::to_string(&node).unwrap_or_default();
+            (counts(&node), tree, tests)
+        })
+        .await;
+        let Ok((counts, tree, tests)) = built else {
+            tracing::warn!(job = job.id, "collecting the job's results panicked");
+            continue;
+        };
+        let new = NewJobResults {
+            job_id: job.id,
+            run_id: run.id,
+            attempt: job.attempt,
+            task: history_key(run, job),
+            counts,
+            tree,
+            tests,
+        };
+        if let Err(e) = s.store.save_job_results(&new).await {
+            tracing::warn!(job = job.id, "cannot record the job's results: {e}");
+        }
+    }
+}
+
+/// The run's result tree: one node per job (a job still running has no children yet),
+/// summarized at every level. Collects ended jobs that have no results yet first.
+pub(crate) async fn run_tree(s: &AppState, run: &RunRow) -> Result<Node, baton_store::StoreError> {
+    collect_run(s, run).await;
+    let rows = s.store.run_results(run.id).await?;
+    let mut jobs = Vec::with_capacity(run.jobs.len());
+    for job in &run.jobs {
+        let node = rows
+            .iter()
+            .find(|r| r.job_id == job.id)
+            .and_then(|r| serde_json::from_str::<Node>(&r.tree).ok());
+        let mut node = node.unwrap_or_else(|| {
+            baton_results::job_node(&job.name, job.id, job.status.as_str(), Vec::new())
+        });
+        node.job_status = Some(job.status.to_string());
+        jobs.push(node);
+    }
+    Ok(baton_results::run_tree(
+        format!("{} #{}", run.target, run.id),
+        jobs,
+    ))
+}
+
+/// `GET /api/v1/runs/{id}/results` filters.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ResultsQuery {
+    /// `failed`: only the branches that lead to a failed or errored test, or to a warning.
+    status: Option<String>,
+    /// Only the branches that lead to a node whose name or class contains this
+    /// (case-insensitive).
+    q: Option<String>,
+}
+
+/// The run's tree filtered as the query asks (the run's node stays, maybe without children).
+pub(crate) fn filtered(tree: Node, failed_only: bool, q: Option<&str>) -> Node {
+    fn keep(out: Node, n: Option<Node>) -> Node {
+        n.unwrap_or_else(|| Node {
+            children: Vec::new(),
+            ..out
+        })
+    }
+    let mut out = tree;
+    if failed_only {
+        let f = out.failing();
+        out = keep(out, f);
+    }
+    if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+        let m = out.matching(q);
+        out = keep(out, m);
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/results",
+    params(("id" = i64, Path, description = "run id"), ResultsQuery),
+    responses(
+        (status = 200, description = "the run's result tree with a summary at every level", body = crate::api_types::RunResults),
+        (status = 400, description = "bad id or filter", body = crate::api_types::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = crate::api_types::ErrorBody),
+        (status = 404, description = "no such run, or hidden (`run_not_found`)", body = crate::api_types::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = crate::api_types::ErrorBody)
+    )
+)]
+pub(crate) async fn get_results(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    user: crate::CurrentUser,
+    id: Result<axum::extract::Path<i64>, axum::extract::rejection::PathRejection>,
+    q: Result<axum::extract::Query<ResultsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<crate::api_types::RunResults>, crate::ApiError> {
+    let axum::extract::Path(id) = id?;
+    let axum::extract::Query(q) = q?;
+    let failed_only = match q.status.as_deref() {
+        None => false,
+        Some("failed") => true,
+        Some(other) => {
+            return Err(crate::ApiError::bad_request(format!(
+                "unknown status filter {other:?}: the only one is status=failed"
+            )));
+        }
+    };
+    let not_found = || {
+        crate::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("run {id} not found"),
+        )
+    };
+    let run = s.store.get_run(id).await?.ok_or_else(not_found)?;
+    // A hidden run answers exactly like a missing one.
+    if !crate::auth::Access::of(&s, &user)
+        .await?
+        .can_see(run.kind, &run.target)
+    {
+        return Err(not_found());
+    }
+    let tree = run_tree(&s, &run).await?;
+    let tree = filtered(tree, failed_only, q.q.as_deref());
+    Ok(axum::Json(crate::api_types::RunResults {
+        run_id: run.id,
+        tree: (&tree).into(),
+    }))
+}

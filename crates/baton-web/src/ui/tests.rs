@@ -1,0 +1,298 @@
+//! A run's Tests tab: its counts, the failing tests first with their message and output, the
+//! tree to drill down (job → suite → test, open where something failed) and a search by name
+//! (a GET form, so it works without JavaScript).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde::Deserialize;
+
+use baton_results::{Kind, Node};
+
+use super::format::dur_ms;
+use super::page::{Nav, PageError, PageResult, not_found, render};
+use super::request::page_user;
+use super::run::visible_run;
+use crate::AppState;
+
+/// The most failing tests listed at the top (the tree below has them all).
+const MAX_FAILURES: usize = 200;
+/// How many of a failing test's last results its history strip shows.
+const HISTORY: u32 = 30;
+
+#[derive(Deserialize)]
+pub(super) struct TestsQuery {
+    q: Option<String>,
+    status: Option<String>,
+}
+
+struct Counts {
+    passed: u64,
+    failed: u64,
+    errors: u64,
+    skipped: u64,
+    flaky: u64,
+    warnings: u64,
+    duration: String,
+}
+
+impl Counts {
+    fn of(n: &Node) -> Counts {
+        let s = n.summary;
+        Counts {
+            passed: s.passed,
+            failed: s.failed,
+            errors: s.errors,
+            skipped: s.skipped,
+            flaky: s.flaky,
+            warnings: s.warnings,
+            duration: dur_ms((s.duration * 1000.0).round() as i64),
+        }
+    }
+}
+
+struct Failure {
+    path: String,
+    status: &'static str,
+    message: String,
+    output: String,
+    place: String,
+    /// (run, status, is this run) of the test's last results, oldest first.
+    history: Vec<(i64, String, bool)>,
+}
+
+/// One line of the tree: opens a container, closes one, or is a leaf.
+struct Row {
+    open: bool,
+    close: bool,
+    expand: bool,
+    kind: &'static str,
+    name: String,
+    status: &'static str,
+    counts: String,
+    took: String,
+    message: String,
+    output: String,
+}
+
+#[derive(Template)]
+#[template(path = "tests.html")]
+struct TestsTpl {
+    nav: Nav,
+    d: TestsData,
+}
+
+/// The same tree as one self-contained file: its CSS inline, no scripts, nothing fetched.
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportTpl {
+    css: &'static str,
+    d: TestsData,
+}
+
+struct TestsData {
+    standalone: bool,
+    id: i64,
+    target: String,
+    q: String,
+    failed_only: bool,
+    c: Counts,
+    failures: Vec<Failure>,
+    more_failures: usize,
+    rows: Vec<Row>,
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Run => "run",
+        Kind::Job => "job",
+        Kind::Suite => "suite",
+        Kind::Case => "case",
+        Kind::Step => "step",
+        Kind::Warning => "warning",
+    }
+}
+
+fn status_name(n: &Node) -> &'static str {
+    match n.kind {
+        Kind::Warning => "warning",
+        _ => n.status.map_or("none", |s| s.as_str()),
+    }
+}
+
+fn took(n: &Node) -> String {
+    n.duration
+        .map(|d| dur_ms((d * 1000.0).round() as i64))
+        .unwrap_or_default()
+}
+
+fn rows(n: &Node, expand_all: bool, out: &mut Vec<Row>) {
+    let leaf = n.children.is_empty() && n.kind != Kind::Job;
+    let s = n.summary;
+    let counts = format!(
+        "{} passed · {} failed · {} errors · {} skipped",
+        s.passed, s.failed, s.errors, s.skipped
+    );
+    out.push(Row {
+        open: !leaf,
+        close: false,
+        expand: expand_all || n.kind == Kind::Job || s.failed + s.errors + s.warnings > 0,
+        kind: kind_name(n.kind),
+        name: n.name.clone(),
+        status: status_name(n),
+        counts: if leaf { String::new() } else { counts },
+        took: took(n),
+        message: n.message.clone().unwrap_or_default(),
+        output: n.output.clone().unwrap_or_default(),
+    });
+    if leaf {
+        return;
+    }
+    for c in &n.children {
+        rows(c, expand_all, out);
+    }
+    out.push(Row {
+        open: false,
+        close: true,
+        expand: false,
+        kind: "",
+        name: String::new(),
+        status: "",
+        counts: String::new(),
+        took: String::new(),
+        message: String::new(),
+        output: String::new(),
+    });
+}
+
+/// The failing tests under `tree` (a run's node), each with what identifies it across runs.
+fn failures(tree: &Node) -> Vec<(Option<i64>, String, Failure)> {
+    let mut out = Vec::new();
+    for job in &tree.children {
+        for (path, n) in job.leaves() {
+            if !n.status.is_some_and(|s| s.is_failing()) {
+                continue;
+            }
+            let failure = Failure {
+                path: format!("{} › {}", job.name, path.join(" › ")),
+                status: status_name(n),
+                message: n.message.clone().unwrap_or_default(),
+                output: n.output.clone().unwrap_or_default(),
+                place: match (&n.file, n.line) {
+                    (Some(f), Some(l)) => format!("{f}:{l}"),
+                    (Some(f), None) => f.clone(),
+                    _ => String::new(),
+                },
+                history: Vec::new(),
+            };
+            out.push((job.job_id, baton_results::test_id(&path, n), failure));
+        }
+    }
+    out
+}
+
+/// The last [`HISTORY`] results of each failing test across its task's runs, oldest first.
+async fn add_history(
+    s: &AppState,
+    run: &baton_store::RunRow,
+    found: Vec<(Option<i64>, String, Failure)>,
+) -> Vec<Failure> {
+    let mut out = Vec::with_capacity(found.len());
+    for (job_id, test_id, mut f) in found {
+        if let Some(job) = run.jobs.iter().find(|j| Some(j.id) == job_id) {
+            let task = crate::results::history_key(run, job);
+            if let Ok(h) = s.store.test_history(&task, &test_id, HISTORY).await {
+                f.history = h
+                    .into_iter()
+                    .rev()
+                    .map(|e| (e.run_id, e.status, e.run_id == run.id))
+                    .collect();
+            }
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// What the Tests tab and `report.html` show.
+async fn tests_data(
+    s: &AppState,
+    run: &baton_store::RunRow,
+    q: TestsQuery,
+    standalone: bool,
+) -> Result<TestsData, PageError> {
+    let tree = crate::results::run_tree(s, run).await?;
+    let failed_only = q.status.as_deref() == Some("failed");
+    let query = q.q.unwrap_or_default();
+    let counts = Counts::of(&tree);
+    let shown = crate::results::filtered(tree, failed_only, Some(&query));
+    let mut failures = failures(&shown);
+    let more_failures = failures.len().saturating_sub(MAX_FAILURES);
+    failures.truncate(MAX_FAILURES);
+    let failures = add_history(s, run, failures).await;
+    let mut list = Vec::new();
+    for job in &shown.children {
+        rows(job, standalone || !query.trim().is_empty(), &mut list);
+    }
+    Ok(TestsData {
+        standalone,
+        id: run.id,
+        target: run.target.clone(),
+        q: query,
+        failed_only,
+        c: counts,
+        failures,
+        more_failures,
+        rows: list,
+    })
+}
+
+pub(super) async fn tests_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<TestsQuery>, axum::extract::rejection::QueryRejection>,
+) -> PageResult {
+    let (_, a, nav) = page_user(&s, &headers, &uri).await?;
+    let Path(id) = id.map_err(|_| not_found())?;
+    let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let run = visible_run(&s, &a, id).await?;
+    let d = tests_data(&s, &run, q, false).await?;
+    Ok(render(&TestsTpl { nav, d }))
+}
+
+/// `report.html`: the run's whole result tree as one self-contained page, downloaded.
+pub(super) async fn report(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+) -> PageResult {
+    use axum::http::{HeaderValue, header};
+    let (_, a, _) = page_user(&s, &headers, &uri).await?;
+    let Path(id) = id.map_err(|_| not_found())?;
+    let run = visible_run(&s, &a, id).await?;
+    let q = TestsQuery {
+        q: None,
+        status: None,
+    };
+    let d = tests_data(&s, &run, q, true).await?;
+    let mut resp = render(&ReportTpl {
+        css: include_str!("../../static/app.css"),
+        d,
+    });
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"baton-run-{}-report.html\"",
+        run.id
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    // Opened from Baton's origin anyway, it is sandboxed like an artifact.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::headers::ARTIFACT_CSP),
+    );
+    Ok(resp)
+}
