@@ -12,8 +12,10 @@
 
 mod admin;
 mod artifact;
+mod code;
 mod dag;
 mod dashboard;
+mod deliveries;
 mod format;
 mod me;
 mod page;
@@ -47,6 +49,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/trigger/{kind}/{name}",
             get(trigger::trigger_page).post(trigger::trigger),
         )
+        .route("/deliveries", get(deliveries::deliveries_page))
         .route("/me", get(me::me_page))
         .route("/me/tokens", post(me::create_token))
         .route("/me/tokens/{id}/revoke", post(me::revoke_token))
