@@ -499,10 +499,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn runs_are_found_by_repo_branch_and_commit_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+    /// Four runs of repositories `app` and `lib` on branches and commits; their ids.
+    async fn code_runs(store: &Store) -> Vec<i64> {
         let mut ids = Vec::new();
         for (repo, branch, sha, status) in [
             ("app", "main", "abc1", Status::Failed),
@@ -535,6 +533,14 @@ mod tests {
             };
             ids.push(store.insert_run(&new).await.unwrap().id);
         }
+        ids
+    }
+
+    #[tokio::test]
+    async fn runs_are_found_by_repo_branch_and_commit_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+        let ids = code_runs(&store).await;
         let list = |repo: Option<&str>, branch: Option<&str>, commit: Option<&str>| {
             let filter = RunFilter {
                 repo: repo.map(str::to_owned),
@@ -567,7 +573,13 @@ mod tests {
             vec![ids[2], ids[1], ids[0]]
         );
         assert!(list(Some("lib"), Some("dev"), None).await.is_empty());
+    }
 
+    #[tokio::test]
+    async fn a_badge_reads_the_newest_result_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+        let ids = code_runs(&store).await;
         // The badge's run: the newest running or ended one; canceled runs say nothing.
         let latest = |t: &'static str, b: Option<&'static str>| store.latest_result(t, b);
         assert_eq!(

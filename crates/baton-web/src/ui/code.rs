@@ -90,3 +90,62 @@ impl CodeFacts {
 fn short(sha: &str) -> String {
     sha.chars().take(10).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_request_links_to_gitlab_and_a_plain_git_repo_links_nothing() {
+        let config = baton_core::config::load_sources_with(
+            &[(
+                "t.yaml".into(),
+                "repos:\n\
+             \x20 lab: {url: 'https://bot:glpat-x@gitlab.example.com/g/sub/app.git', forge: gitlab, \
+                 secret: 'env:S'}\n\
+             \x20 plain: {url: 'git@git.example.com:o/r.git', forge: git}\n"
+                    .into(),
+            )],
+            &|_| Ok("s3cret".into()),
+        )
+        .expect("valid config");
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let run = RunRepo {
+            repo: "lab".into(),
+            commit: sha.into(),
+            pr: Some(12),
+            branch: Some("feature".into()),
+            event: "pull_request".into(),
+            ..RunRepo::default()
+        };
+        let c = CodeFacts::of(&run, &config);
+        let web = "https://gitlab.example.com/g/sub/app";
+        assert_eq!(c.repo_link, web);
+        assert_eq!(c.commit_link, format!("{web}/-/commit/{sha}"));
+        assert_eq!(c.pr_link, format!("{web}/-/merge_requests/12"));
+        assert_eq!(
+            (c.commit_short.as_str(), c.pr.as_str()),
+            ("0123456789", "12")
+        );
+        assert_eq!(CodeView::of(&run).at, "PR #12");
+        let plain = CodeFacts::of(
+            &RunRepo {
+                repo: "plain".into(),
+                ..run.clone()
+            },
+            &config,
+        );
+        assert_eq!(
+            (plain.repo_link, plain.commit_link, plain.pr_link),
+            (String::new(), String::new(), String::new())
+        );
+        let gone = CodeFacts::of(
+            &RunRepo {
+                repo: "gone".into(),
+                ..run
+            },
+            &config,
+        );
+        assert!(gone.commit_link.is_empty());
+    }
+}
