@@ -9,6 +9,8 @@
 (f) trivial runs on Docker, an SSH worker and an agent          vs the local executor, same server
 (g) the web UI's runs page with 100,000 runs in the store        vs the aim (50 ms)
 (j) server RSS under 1,000 parallel bad logins (loopback)      vs the aim (64 MiB)
+(k) webhook -> first command in a 10,000-file checkout          vs `git clone` of the same repo
+    (warm mirror), and for a push of 1,000 commits                 (bench/webhook.py)
 """
 import http.client
 import json
@@ -451,8 +453,15 @@ def _ts(t):
     return base + (int(frac) / 10 ** len(frac) if frac else 0)
 
 
+def bench_webhook():
+    import webhook  # bench/webhook.py, beside this file
+
+    webhook.run(sys.modules[__name__])
+
+
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
-            "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood}
+            "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood,
+            "k": bench_webhook}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 //! pipeline's `authorized_users` may see its runs, trigger, cancel and rerun them; everyone else
 //! does not see it at all. An empty `authorized_users` means administrators only. An operator
 //! (an API token that belongs to no user, or a prunner JWT) acts as an administrator.
+//! `authorized_users: ["*"]` ([`EVERYONE`]) admits every signed-in user, and lets anyone who
+//! is not signed in see the task's status badge ([`anonymous_can_see`]).
 
 use crate::config::{Config, PipelineDef, SsoProvider, TaskDef};
 use crate::run::TargetKind;
@@ -36,14 +38,27 @@ pub fn is_admin(who: &Principal, admins: &[String]) -> bool {
     }
 }
 
+/// The `authorized_users` entry that admits everyone.
+pub const EVERYONE: &str = "*";
+
 fn listed(who: &Principal, admins: &[String], authorized: &[String]) -> bool {
     if is_admin(who, admins) {
         return true;
     }
     match who {
         Principal::Operator => true,
-        Principal::User(n) => authorized.iter().any(|a| a == n),
+        Principal::User(n) => authorized.iter().any(|a| a == n || a == EVERYONE),
     }
+}
+
+/// Whether someone who is not signed in may see the target named `name` of `kind` (its
+/// status badge): only when its `authorized_users` lists [`EVERYONE`].
+pub fn anonymous_can_see(config: &Config, kind: TargetKind, name: &str) -> bool {
+    let authorized = match kind {
+        TargetKind::Task => config.tasks.get(name).map(|t| &t.authorized_users),
+        TargetKind::Pipeline => config.pipelines.get(name).map(|p| &p.authorized_users),
+    };
+    authorized.is_some_and(|a| a.iter().any(|n| n == EVERYONE))
 }
 
 /// Whether `who` may see (and so trigger, cancel and rerun) `task`.
@@ -176,6 +191,24 @@ mod tests {
         ] {
             assert!(!may_sign_in(&c, &p, no), "{no} must be refused");
         }
+    }
+
+    #[test]
+    fn everyone_admits_every_user_and_shows_the_badge_to_anyone() {
+        let c = crate::config::load_sources(&[(
+            "t.yaml".into(),
+            "tasks:\n\
+             \x20 public: {command: 'true', authorized_users: ['*']}\n\
+             \x20 named: {command: 'true', authorized_users: [alice]}\n"
+                .into(),
+        )])
+        .expect("valid config");
+        assert!(can_see(&user("zoe"), &c, TargetKind::Task, "public"));
+        assert!(!can_see(&user("zoe"), &c, TargetKind::Task, "named"));
+        assert!(anonymous_can_see(&c, TargetKind::Task, "public"));
+        assert!(!anonymous_can_see(&c, TargetKind::Task, "named"));
+        assert!(!anonymous_can_see(&c, TargetKind::Task, "gone"));
+        assert!(!anonymous_can_see(&c, TargetKind::Pipeline, "public"));
     }
 
     #[test]

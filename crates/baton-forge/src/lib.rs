@@ -10,6 +10,7 @@ mod json;
 mod parse;
 mod url;
 mod verify;
+mod web;
 
 pub use event::{
     CommitSummary, Event, EventKind, Forge, PrAction, PullRequest, Push, RefTarget, Repository,
@@ -18,6 +19,7 @@ pub use event::{
 pub use parse::{HookError, ParseError, is_zero_sha, parse, receive};
 pub use url::{RepoUrl, UrlError, same_repo};
 pub use verify::{Headers, VerifyError, sign, signature_header, verify};
+pub use web::{WebLinks, public_url, web_base};
 
 /// The largest body a forge sends (GitHub drops deliveries above 25 MB); the server refuses
 /// longer bodies before verifying them.

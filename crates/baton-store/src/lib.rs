@@ -441,6 +441,7 @@ impl Store {
                 .push_bind(pattern)
                 .push(" ESCAPE '\\')");
         }
+        repos::push_code_filter(&mut qb, filter);
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.pool).await?;

@@ -215,6 +215,12 @@ pub struct RunFilter {
     pub until: Option<DateTime<Utc>>,
     /// Free text found (case-insensitively) in the target's name, the reason or the arguments.
     pub search: Option<String>,
+    /// Only runs of this repository (its name in `repos:`).
+    pub repo: Option<String>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// Only runs of a commit whose full sha starts with this (lowercase hex).
+    pub commit: Option<String>,
 }
 
 /// The targets a caller may see, by kind.

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::{Result, RunFolders, Store, corrupt, from_ms, ms};
+use baton_core::run::Status;
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::{Result, RunFilter, RunFolders, Store, corrupt, from_ms, ms};
 
 /// The code a run was triggered for (columns of `runs`; all unknown for other runs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,26 @@ impl RunFolders {
     }
 }
 
+/// The repository part of a run listing's `WHERE` (repo, branch, commit prefix); each is an
+/// indexed equality or range, so a filtered page reads only its rows.
+pub(crate) fn push_code_filter(qb: &mut QueryBuilder<Sqlite>, filter: &RunFilter) {
+    if let Some(repo) = &filter.repo {
+        qb.push(" AND repo = ").push_bind(repo.clone());
+    }
+    if let Some(branch) = &filter.branch {
+        qb.push(" AND branch = ").push_bind(branch.clone());
+    }
+    if let Some(prefix) = &filter.commit {
+        // A prefix as a range (shas are lowercase hex, all below `z`): portable, and it uses
+        // the index where `LIKE` would not.
+        let prefix = prefix.to_ascii_lowercase();
+        qb.push(" AND commit_sha >= ")
+            .push_bind(prefix.clone())
+            .push(" AND commit_sha < ")
+            .push_bind(format!("{prefix}z"));
+    }
+}
+
 fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRow> {
     let run_ids: String = row.try_get("run_ids")?;
     Ok(DeliveryRow {
@@ -278,6 +301,58 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("target")?)))
             .collect()
+    }
+
+    /// Deliveries older than `before` (all without it), newest first, `limit` at most: pass the
+    /// last id seen as `before` for the next page.
+    pub async fn deliveries_page(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>> {
+        sqlx::query("SELECT * FROM webhook_deliveries WHERE id < ? ORDER BY id DESC LIMIT ?")
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    }
+
+    /// The newest run of task `target` (on `branch`, when given) that is running or has ended
+    /// with a result (skipped and canceled runs say nothing of the code): its id and status.
+    pub async fn latest_result(
+        &self,
+        target: &str,
+        branch: Option<&str>,
+    ) -> Result<Option<(i64, Status)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, status FROM runs WHERE kind = 'task'");
+        qb.push(" AND target = ").push_bind(target.to_owned());
+        if let Some(b) = branch {
+            qb.push(" AND branch = ").push_bind(b.to_owned());
+        }
+        qb.push(" AND status IN (");
+        let mut sep = qb.separated(", ");
+        for st in [
+            Status::Started,
+            Status::Running,
+            Status::Success,
+            Status::Failed,
+            Status::Broken,
+            Status::Jammed,
+        ] {
+            sep.push_bind(st.as_str());
+        }
+        qb.push(") ORDER BY id DESC LIMIT 1");
+        let Some(row) = qb.build().fetch_optional(self.pool()).await? else {
+            return Ok(None);
+        };
+        let status: String = row.try_get("status")?;
+        let status = status
+            .parse::<Status>()
+            .map_err(|e| corrupt("runs", e.to_string()))?;
+        Ok(Some((row.try_get("id")?, status)))
     }
 
     /// The latest deliveries, newest first.
@@ -422,5 +497,129 @@ mod tests {
             RunFolders::new(dir.path()).repo_mirror("app"),
             dir.path().join("repos/app.git")
         );
+    }
+
+    /// Four runs of repositories `app` and `lib` on branches and commits; their ids.
+    async fn code_runs(store: &Store) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for (repo, branch, sha, status) in [
+            ("app", "main", "abc1", Status::Failed),
+            ("app", "main", "abc2", Status::Success),
+            ("app", "dev", "abd3", Status::Running),
+            ("lib", "main", "ffe4", Status::Canceled),
+        ] {
+            let new = NewRun {
+                kind: TargetKind::Task,
+                target: format!("{repo}/test"),
+                trigger: TriggerKind::Webhook,
+                args: BTreeMap::new(),
+                tags: vec![],
+                definition: serde_json::json!({}),
+                status,
+                reason: None,
+                priority: 0,
+                partition: None,
+                enqueued_at: Utc::now(),
+                not_before: None,
+                jobs: vec![],
+                ancestors: vec![],
+                repo: Some(RunRepo {
+                    repo: repo.into(),
+                    commit: sha.repeat(10),
+                    branch: Some(branch.into()),
+                    event: "push".into(),
+                    ..RunRepo::default()
+                }),
+            };
+            ids.push(store.insert_run(&new).await.unwrap().id);
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn runs_are_found_by_repo_branch_and_commit_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+        let ids = code_runs(&store).await;
+        let list = |repo: Option<&str>, branch: Option<&str>, commit: Option<&str>| {
+            let filter = RunFilter {
+                repo: repo.map(str::to_owned),
+                branch: branch.map(str::to_owned),
+                commit: commit.map(str::to_owned),
+                ..RunFilter::default()
+            };
+            let store = &store;
+            async move {
+                let runs = store.list_runs(&filter, 50).await.unwrap();
+                runs.iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            list(Some("app"), None, None).await,
+            vec![ids[2], ids[1], ids[0]]
+        );
+        assert_eq!(
+            list(Some("app"), Some("main"), None).await,
+            vec![ids[1], ids[0]]
+        );
+        assert_eq!(
+            list(None, Some("main"), None).await,
+            vec![ids[3], ids[1], ids[0]]
+        );
+        assert_eq!(list(None, None, Some("ABC")).await, vec![ids[1], ids[0]]);
+        assert_eq!(list(None, None, Some("abc2abc2")).await, vec![ids[1]]);
+        assert_eq!(
+            list(None, None, Some("ab")).await,
+            vec![ids[2], ids[1], ids[0]]
+        );
+        assert!(list(Some("lib"), Some("dev"), None).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_badge_reads_the_newest_result_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+        let ids = code_runs(&store).await;
+        // The badge's run: the newest running or ended one; canceled runs say nothing.
+        let latest = |t: &'static str, b: Option<&'static str>| store.latest_result(t, b);
+        assert_eq!(
+            latest("app/test", Some("main")).await.unwrap(),
+            Some((ids[1], Status::Success))
+        );
+        assert_eq!(
+            latest("app/test", Some("dev")).await.unwrap(),
+            Some((ids[2], Status::Running))
+        );
+        assert_eq!(
+            latest("app/test", None).await.unwrap(),
+            Some((ids[2], Status::Running))
+        );
+        assert_eq!(latest("lib/test", Some("main")).await.unwrap(), None);
+        assert_eq!(latest("app/test", Some("nope")).await.unwrap(), None);
+
+        // The query plans use the indexes.
+        for (sql, index) in [
+            (
+                "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE branch = 'main' ORDER BY id DESC LIMIT 50",
+                "runs_branch",
+            ),
+            (
+                "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE commit_sha >= 'ab' AND commit_sha < 'abz'",
+                "runs_commit",
+            ),
+            (
+                "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE target = 'a' AND branch = 'b' ORDER BY id DESC LIMIT 1",
+                "runs_target_branch",
+            ),
+        ] {
+            let plan: Vec<String> = sqlx::query(sql)
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(plan.iter().any(|d| d.contains(index)), "{sql}: {plan:?}");
+        }
     }
 }

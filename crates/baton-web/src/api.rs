@@ -277,6 +277,12 @@ struct ListQuery {
     limit: Option<u32>,
     /// Free-text search in target names, reasons and arguments.
     q: Option<String>,
+    /// Runs of this repository (its name in `repos:`).
+    repo: Option<String>,
+    /// Runs of this branch.
+    branch: Option<String>,
+    /// Runs of the commit whose sha starts with this (hex, up to 40 digits).
+    commit: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/runs",
@@ -316,6 +322,9 @@ async fn list_runs(
         before: q.cursor,
         visible: Access::of(&s, &user).await?.visible(),
         search: q.q,
+        repo: q.repo.filter(|r| !r.is_empty()),
+        branch: q.branch.filter(|b| !b.is_empty()),
+        commit: commit_prefix(q.commit.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?,
         ..Default::default()
     };
     let runs = s.store.list_runs(&filter, limit).await?;
@@ -341,6 +350,20 @@ async fn list_runs(
         runs,
         next_cursor: next,
     }))
+}
+
+/// A commit filter: empty means none; else 1 to 40 hex digits, lowercased.
+pub(crate) fn commit_prefix(text: &str) -> Result<Option<String>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 40 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "commit {text:?} is not a commit sha or its prefix (use 1 to 40 hex digits)"
+        ));
+    }
+    Ok(Some(text.to_ascii_lowercase()))
 }
 
 /// Run `id` if it exists and `user` may see it; a hidden run answers exactly like a missing one.

@@ -12,6 +12,7 @@ mod api;
 pub mod api_types;
 mod artifacts;
 mod auth;
+mod badge;
 mod callbacks;
 mod error;
 mod guard;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(callbacks::routes())
         .merge(repo_http::routes())
         .merge(hooks::routes())
+        .merge(badge::routes())
         .merge(ui::routes())
         .merge(login::routes())
         .merge(sso::routes())

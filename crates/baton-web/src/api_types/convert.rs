@@ -90,7 +90,7 @@ impl From<baton_store::RunRow> for Run {
             results: None,
             repo: r.repo.map(|c| RunCode {
                 repo: c.repo,
-                url: c.url,
+                url: baton_forge::public_url(&c.url),
                 commit: c.commit,
                 git_ref: c.git_ref,
                 branch: c.branch,

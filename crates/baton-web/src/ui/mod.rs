@@ -13,8 +13,10 @@
 
 mod admin;
 mod artifact;
+mod code;
 mod dag;
 mod dashboard;
+mod deliveries;
 mod format;
 mod me;
 mod page;
@@ -54,6 +56,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/repos", get(repos::repos_page))
         .route("/repos/{repo}/trigger", post(repos::trigger))
+        .route("/deliveries", get(deliveries::deliveries_page))
         .route("/me", get(me::me_page))
         .route("/me/tokens", post(me::create_token))
         .route("/me/tokens/{id}/revoke", post(me::revoke_token))

@@ -16,6 +16,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_sched::SchedError;
 use baton_store::{JobRow, RunRow};
 
+use super::code::CodeFacts;
 use super::dag::{dag_svg, depths};
 use super::format::{dur_ms, job_took, took, when};
 use super::page::{Nav, PageError, PageResult, not_found, render};
@@ -53,6 +54,7 @@ struct RunPageView {
     ancestors: Vec<i64>,
     descendants: Vec<i64>,
     jobs: Vec<JobView>,
+    code: Option<CodeFacts>,
 }
 
 struct LineView {
@@ -227,7 +229,8 @@ pub(super) async fn run_page(
     } else {
         String::new()
     };
-    let r = run_view(&run, job);
+    let mut r = run_view(&run, job);
+    r.code = run.repo.as_ref().map(|c| CodeFacts::of(c, &a.config));
     Ok(render(&RunTpl {
         nav,
         r,
@@ -286,6 +289,7 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
                 took: job_took(j),
             })
             .collect(),
+        code: None,
     }
 }
 

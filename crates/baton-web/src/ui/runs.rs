@@ -9,6 +9,7 @@ use serde::Deserialize;
 use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_store::RunFilter;
 
+use super::code::CodeView;
 use super::format::{took, when};
 use super::page::{Nav, PageError, PageResult, render, urlencode};
 use super::request::page_user;
@@ -33,6 +34,13 @@ pub(super) struct RunsQuery {
     /// Free-text search.
     #[serde(default)]
     q: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    branch: String,
+    /// A commit sha or its prefix.
+    #[serde(default)]
+    commit: String,
     cursor: Option<i64>,
 }
 
@@ -45,6 +53,7 @@ struct RunView {
     trigger: &'static str,
     queued: String,
     took: String,
+    code: Option<CodeView>,
 }
 
 #[derive(Template)]
@@ -55,6 +64,7 @@ struct RunsTpl {
     statuses: Vec<String>,
     triggers: Vec<String>,
     target_names: Vec<String>,
+    repo_names: Vec<String>,
     runs: Vec<RunView>,
     next: String,
 }
@@ -102,6 +112,9 @@ pub(super) async fn runs_page(
         since: day(&q.since)?,
         until: day(&q.until)?.map(|d| d + chrono::Duration::days(1)),
         search: (!q.q.is_empty()).then(|| q.q.clone()),
+        repo: (!q.repo.is_empty()).then(|| q.repo.clone()),
+        branch: (!q.branch.is_empty()).then(|| q.branch.clone()),
+        commit: crate::api::commit_prefix(&q.commit).map_err(bad)?,
     };
     let runs = s.store.list_runs(&filter, limit).await?;
     let next = if runs.len() == limit as usize {
@@ -116,6 +129,9 @@ pub(super) async fn runs_page(
             ("since", &q.since),
             ("until", &q.until),
             ("q", &q.q),
+            ("repo", &q.repo),
+            ("branch", &q.branch),
+            ("commit", &q.commit),
         ] {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", urlencode(v)));
@@ -149,6 +165,7 @@ pub(super) async fn runs_page(
         .map(String::from)
         .to_vec(),
         target_names,
+        repo_names: a.config.repos.keys().cloned().collect(),
         runs: runs
             .iter()
             .map(|r| RunView {
@@ -160,6 +177,7 @@ pub(super) async fn runs_page(
                 trigger: r.trigger.as_str(),
                 queued: when(r.enqueued_at),
                 took: took(r),
+                code: r.repo.as_ref().map(CodeView::of),
             })
             .collect(),
         next,
