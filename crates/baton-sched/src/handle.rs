@@ -123,6 +123,9 @@ pub struct RepoTriggerRequest {
     pub trigger: TriggerKind,
     /// The code: repository, commit, ref, event, delivery.
     pub repo: RunRepo,
+    /// Queue the run `waiting` with this reason until a user approves it (a pull request from
+    /// a fork); `None`: queue it as usual.
+    pub hold: Option<String>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;

@@ -152,3 +152,20 @@ fn repo_config_is_only_tasks_pipelines_variables_and_never_reads_server_secrets(
     );
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn pull_request_keys() {
+    let c = load(
+        "repos:\n  app:\n    url: /srv/app\n    trusted_users: [ada, bob]\ntasks:\n  t:\n    command: make\n    pr_head: true\n    cancel_superseded: false\n  u:\n    command: make\npipelines:\n  p:\n    cancel_superseded: true\n    tasks:\n      a: {script: [make]}\n",
+    )
+    .unwrap();
+    assert_eq!(c.repos["app"].trusted_users, ["ada", "bob"]);
+    assert!(c.tasks["t"].pr_head);
+    assert_eq!(c.tasks["t"].cancel_superseded, Some(false));
+    assert!(!c.tasks["u"].pr_head);
+    assert_eq!(c.tasks["u"].cancel_superseded, None);
+    assert_eq!(c.pipelines["p"].cancel_superseded, Some(true));
+    assert!(!c.pipelines["p"].pr_head);
+    let e = errors("tasks:\n  t:\n    command: make\n    pr_head: yes please\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

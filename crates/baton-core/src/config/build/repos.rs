@@ -13,7 +13,15 @@ use crate::config::repos::NodeDe;
 use crate::config::secrets::{Resolver, parse_source};
 use crate::on::On;
 
-const REPO_KEYS: &[&str] = &["url", "forge", "secret", "token", "branches", "poll"];
+const REPO_KEYS: &[&str] = &[
+    "url",
+    "forge",
+    "secret",
+    "token",
+    "branches",
+    "poll",
+    "trusted_users",
+];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
 /// the prefix of run names (`NAME/TASK`).
@@ -86,6 +94,7 @@ impl Diags<'_> {
             token,
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
+            trusted_users: self.plain_list(f.get("trusted_users")),
         })
     }
 

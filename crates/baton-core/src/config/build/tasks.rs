@@ -33,6 +33,8 @@ const TASK_KEYS: &[&str] = &[
     "network",
     "on",
     "checkout",
+    "pr_head",
+    "cancel_superseded",
 ];
 
 const SCHEDULE_KEYS: &[&str] = &["cron", "timezone"];
@@ -118,6 +120,8 @@ pub(super) fn build_task(
         container: build_container(d, &f, &what).map(Box::new),
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
+        pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
+        cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
 }
 

