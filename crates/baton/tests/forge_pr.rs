@@ -226,3 +226,100 @@ async fn a_pull_request_runs_on_its_merge_and_a_conflict_starts_nothing() {
     let after = s.get_ok("/runs").await["runs"].as_array().unwrap().len();
     assert_eq!(before, after, "a conflicting pull request started a run");
 }
+
+/// A push payload in GitHub's documented shape.
+fn push_payload(url: &str, before: &str, after: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "repository": {"id": 1, "full_name": "local/app", "clone_url": url, "html_url": url},
+        "sender": {"login": "ada"},
+        "head_commit": {"id": after, "message": "work",
+            "author": {"name": "Ada Tester", "email": "ada@example.com"}},
+        "commits": [],
+    }))
+    .unwrap()
+}
+
+/// The run of `target` among the runs a delivery answered with.
+async fn run_of(s: &Server, v: &Value, target: &str) -> i64 {
+    for id in run_ids(v) {
+        if s.run(id).await["target"] == target {
+            return id;
+        }
+    }
+    panic!("no run of {target} in {v}");
+}
+
+const SUPERSEDE_CI: &str = "tasks:
+  slow:
+    command: sleep \"$(cat delay.txt)\"; echo done
+  eager:
+    cancel_superseded: true
+    on: push
+    command: sleep \"$(cat delay.txt)\"; echo done
+";
+
+#[tokio::test]
+async fn a_newer_push_to_a_pull_request_or_branch_cancels_the_older_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = make_repo(tmp.path(), SUPERSEDE_CI);
+    let first = commit(&repo, &[("delay.txt", "60\n")], "slow");
+    let url = repo.to_str().unwrap().to_owned();
+    let s = start(&url, "server:\n  local_workers: 4\n");
+
+    // A pull request: the newer head cancels the older run (the default for pull requests).
+    let head1 = open_pr(&repo, "feature", 5, &[("f.txt", "1\n")]);
+    let body = pr_payload(&url, "opened", 5, &head1, "feature", "ada", None);
+    let (st, v) = deliver(&s, "pull_request", "pr-5a", &body).await;
+    assert_eq!(st, 200, "{v}\n{}", s.stderr());
+    let old_pr = run_of(&s, &v, "app/slow").await;
+    s.wait_until(old_pr, "running", |r| r["status"] == "running")
+        .await;
+    git(&repo, &["checkout", "-q", "feature"]);
+    let head2 = commit(&repo, &[("delay.txt", "0\n")], "fast now");
+    git(&repo, &["update-ref", "refs/pull/5/head", &head2]);
+    git(&repo, &["checkout", "-q", "main"]);
+    let body = pr_payload(&url, "synchronize", 5, &head2, "feature", "ada", None);
+    let (st, v) = deliver(&s, "pull_request", "pr-5b", &body).await;
+    assert_eq!(st, 200, "{v}");
+    let new_pr = run_of(&s, &v, "app/slow").await;
+    let old = s.wait_run(old_pr).await;
+    assert_eq!(old["status"], "canceled", "{old:#}");
+    assert_eq!(
+        old["reason"],
+        format!("superseded by run {new_pr}"),
+        "{old:#}"
+    );
+    let new = s.wait_run(new_pr).await;
+    assert_eq!(new["status"], "success", "{new:#}");
+
+    // Pushes: only the task that says cancel_superseded: true cancels its older run.
+    let body = push_payload(&url, &"0".repeat(40), &first);
+    let (st, v) = deliver(&s, "push", "push-1", &body).await;
+    assert_eq!(st, 200, "{v}");
+    let old_eager = run_of(&s, &v, "app/eager").await;
+    let old_slow = run_of(&s, &v, "app/slow").await;
+    s.wait_until(old_eager, "running", |r| r["status"] == "running")
+        .await;
+    let second = commit(&repo, &[("delay.txt", "0\n")], "fast");
+    let body = push_payload(&url, &first, &second);
+    let (st, v) = deliver(&s, "push", "push-2", &body).await;
+    assert_eq!(st, 200, "{v}");
+    let new_eager = run_of(&s, &v, "app/eager").await;
+    let old = s.wait_run(old_eager).await;
+    assert_eq!(old["status"], "canceled", "{old:#}");
+    assert_eq!(old["reason"], format!("superseded by run {new_eager}"));
+    assert_eq!(s.wait_run(new_eager).await["status"], "success");
+    let slow = s.run(old_slow).await;
+    assert!(
+        matches!(
+            slow["status"].as_str(),
+            Some("queued" | "started" | "running")
+        ),
+        "a push's run is not superseded by default: {slow:#}"
+    );
+}

@@ -37,10 +37,12 @@ impl Actor {
         baton_core::args::check(&req.args)?;
         let now = Utc::now();
         let partition = LiveRun::partition(&req.args);
+        let doomed = self.superseded_by(&req.target, &def, repo.as_ref());
         let open: Vec<OpenRun> = self
             .runs
             .values()
             .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
+            .filter(|r| !doomed.contains(&r.row.id))
             .map(|r| OpenRun {
                 id: r.row.id,
                 active: r.is_active(),
@@ -114,8 +116,40 @@ impl Actor {
         }
         if status == Status::Queued {
             self.runs.insert(row.id, LiveRun::new(row.clone(), def));
+            let why = decide::superseded_reason(row.id);
+            for old in doomed {
+                // Boxed: a cancel settles the run, which may chain into a new trigger.
+                Box::pin(self.cancel_because(old, Some(why.clone()))).await;
+            }
         }
         Ok(row)
+    }
+
+    /// The open runs a new run of `target` for `repo` supersedes, when its task says
+    /// `cancel_superseded` (see [`decide::superseded`]): canceled once it is admitted, and not
+    /// counted against its admission.
+    fn superseded_by(
+        &self,
+        target: &str,
+        def: &TargetDef,
+        repo: Option<&baton_store::RunRepo>,
+    ) -> Vec<i64> {
+        let Some(key) =
+            repo.and_then(|r| decide::CodeKey::of(&r.repo, &r.event, r.pr, r.branch.as_deref()))
+        else {
+            return Vec::new();
+        };
+        let open: Vec<decide::OpenCode> = self
+            .runs
+            .values()
+            .filter(|r| r.def.kind() == def.kind())
+            .map(|r| decide::OpenCode {
+                id: r.row.id,
+                target: r.row.target.clone(),
+                key: r.code_key(),
+            })
+            .collect();
+        decide::superseded(target, &key, def.cancel_superseded(), &open)
     }
 
     /// A waiting run that a newer trigger takes the place of ends with `status` (`canceled`
