@@ -37,6 +37,8 @@ pub enum SchedError {
     WaitListFull { run: i64, reason: String },
     #[error("run {id} is {status} and cannot be canceled")]
     NotCancelable { id: i64, status: String },
+    #[error("run {id} is {status}, not waiting for approval: there is nothing to approve")]
+    NotWaiting { id: i64, status: String },
     #[error("could not record the change: {0}")]
     Store(#[from] StoreError),
     /// The store refused the batch that held this request: nothing of it was recorded,
@@ -135,6 +137,8 @@ pub(crate) enum Msg {
     TriggerRepo(Box<RepoTriggerRequest>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
+    /// Queues a `waiting` run; answers `true` once recorded, `false` when it is not waiting.
+    Approve(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
     SetEnabled(String, Option<bool>, Reply<()>),
     Snapshot(oneshot::Sender<Snapshot>),
@@ -253,6 +257,24 @@ impl SchedHandle {
             .ok_or(SchedError::RunNotFound(run_id))?;
         if !open {
             return Err(SchedError::NotCancelable {
+                id: run_id,
+                status: row.status.to_string(),
+            });
+        }
+        Ok(row)
+    }
+
+    /// Approves run `run_id`, held `waiting` (a pull request from a fork): it is queued.
+    /// The caller checks that the user may trigger its target.
+    pub async fn approve(&self, run_id: i64) -> Result<RunRow, SchedError> {
+        let waiting = self.ask(|r| Msg::Approve(run_id, r)).await?;
+        let row = self
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or(SchedError::RunNotFound(run_id))?;
+        if !waiting {
+            return Err(SchedError::NotWaiting {
                 id: run_id,
                 status: row.status.to_string(),
             });

@@ -35,6 +35,11 @@ pub(crate) fn job_env(row: &RunRow) -> Vec<(String, String)> {
     ]
 }
 
+/// Whether a run's jobs get no secrets: it builds a pull request from a fork.
+pub(crate) fn withholds_secrets(row: &RunRow) -> bool {
+    row.repo.as_ref().is_some_and(|r| r.pr_fork)
+}
+
 /// A checkout to make before a job starts.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckoutPlan {

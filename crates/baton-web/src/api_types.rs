@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
+    /// Held until a user approves it (a pull request from a fork).
+    Waiting,
     Started,
     Running,
     Success,

@@ -323,3 +323,121 @@ async fn a_newer_push_to_a_pull_request_or_branch_cancels_the_older_run() {
         "a push's run is not superseded by default: {slow:#}"
     );
 }
+
+/// `{token}`: the path of the file holding the secret (a file, not the server's environment,
+/// which local jobs inherit).
+const FORK_EXTRA: &str = "    trusted_users: [carol]
+secrets:
+  DEPLOY_TOKEN: file:{token}
+tasks:
+  central:
+    checkout: false
+    secrets: [DEPLOY_TOKEN]
+    on: {repo: [app], pull_request: {}}
+    command: echo \"token=[${DEPLOY_TOKEN:-none}] pr=$BATON_PR\"
+";
+
+#[tokio::test]
+async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = make_repo(tmp.path(), "tasks:\n  test:\n    command: cat fork.txt\n");
+    let url = repo.to_str().unwrap().to_owned();
+    let token = tmp.path().join("token.txt");
+    std::fs::write(&token, "s3cr3t-deploy-value\n").unwrap();
+    let extra = FORK_EXTRA.replace("{token}", token.to_str().unwrap());
+    let mut s = Server::start_env(&config(&url, &extra), &[("APP_SECRET", SECRET)]);
+    let head = open_pr(&repo, "fork-work", 9, &[("fork.txt", "from a fork\n")]);
+    let body = pr_payload(
+        &url,
+        "opened",
+        9,
+        &head,
+        "fork-work",
+        "mallory",
+        Some("mallory"),
+    );
+    let (st, v) = deliver(&s, "pull_request", "fork-1", &body).await;
+    assert_eq!(st, 200, "{v}\n{}", s.stderr());
+    assert!(
+        v["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("waits for approval"),
+        "{v}"
+    );
+    let ids = run_ids(&v);
+    assert_eq!(ids.len(), 2, "{v}");
+    for id in &ids {
+        let run = s.run(*id).await;
+        assert_eq!(run["status"], "waiting", "{run:#}");
+        assert_eq!(
+            run["reason"], "needs approval (pull request from a fork by mallory)",
+            "{run:#}"
+        );
+        assert_eq!(run["repo"]["pr_fork"], true);
+        assert_eq!(run["jobs"][0]["status"], "waiting", "{run:#}");
+    }
+
+    // A waiting run survives a restart, still waiting.
+    s.kill9();
+    s.restart();
+    s.http = reqwest::Client::new();
+    for id in &ids {
+        assert_eq!(s.run(*id).await["status"], "waiting");
+    }
+    // Only a waiting run can be approved; approval queues it, and it runs without secrets.
+    let (st, e) = s.post(&format!("/runs/{}/approve", 999), json!({})).await;
+    assert_eq!(st, 404, "{e}");
+    for id in &ids {
+        let (st, run) = s.post(&format!("/runs/{id}/approve"), json!({})).await;
+        assert_eq!(st, 200, "{run}");
+        let run = s.wait_run(*id).await;
+        assert_eq!(run["status"], "success", "{run:#}");
+        let (st, e) = s.post(&format!("/runs/{id}/approve"), json!({})).await;
+        assert_eq!(st, 409, "{e}");
+        assert_eq!(e["error"]["code"], "not_waiting", "{e}");
+    }
+    let central = run_of(&s, &v, "central").await;
+    let log = s.log_text(central, None).await;
+    assert!(
+        log.contains("token=[none] pr=9"),
+        "a fork got a secret: {log}"
+    );
+    let test = run_of(&s, &v, "app/test").await;
+    assert!(s.log_text(test, None).await.contains("from a fork"));
+
+    // A trusted user's fork runs at once (still without secrets).
+    let head = open_pr(&repo, "carol-work", 10, &[("fork.txt", "carol\n")]);
+    let body = pr_payload(
+        &url,
+        "opened",
+        10,
+        &head,
+        "carol-work",
+        "carol",
+        Some("carol"),
+    );
+    let (st, v) = deliver(&s, "pull_request", "fork-2", &body).await;
+    assert_eq!(st, 200, "{v}");
+    let central = run_of(&s, &v, "central").await;
+    let run = s.wait_run(central).await;
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert!(
+        s.log_text(central, None)
+            .await
+            .contains("token=[none] pr=10")
+    );
+
+    // A pull request from the repository itself gets its secrets (masked in the log).
+    let head = open_pr(&repo, "inside", 11, &[("fork.txt", "inside\n")]);
+    let body = pr_payload(&url, "opened", 11, &head, "inside", "ada", None);
+    let (st, v) = deliver(&s, "pull_request", "inside-1", &body).await;
+    assert_eq!(st, 200, "{v}");
+    let central = run_of(&s, &v, "central").await;
+    assert_eq!(s.wait_run(central).await["status"], "success");
+    assert!(
+        s.log_text(central, None)
+            .await
+            .contains("token=[***] pr=11")
+    );
+}

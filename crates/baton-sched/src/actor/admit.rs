@@ -18,7 +18,7 @@ impl Actor {
     pub(super) async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
         let def = lookup(&self.config, &req.target, req.kind)
             .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
-        self.admit_and_record(req, def, None).await
+        self.admit_and_record(req, def, None, None).await
     }
 
     pub(super) async fn admit_and_record(
@@ -26,6 +26,7 @@ impl Actor {
         req: TriggerRequest,
         def: TargetDef,
         repo: Option<baton_store::RunRepo>,
+        hold: Option<String>,
     ) -> Result<RunRow, SchedError> {
         if let TargetDef::Task(t) = &def
             && !t.enabled
@@ -62,7 +63,11 @@ impl Actor {
             Admit::Queue {
                 not_before,
                 displaces,
-            } => (Status::Queued, None, not_before, displaces, None),
+            } => match hold {
+                // Held for approval: admitted like any run, but no worker takes it yet.
+                Some(why) => (Status::Waiting, Some(why), not_before, displaces, None),
+                None => (Status::Queued, None, not_before, displaces, None),
+            },
             Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
             // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
             Admit::Refuse { reason } => (
@@ -114,7 +119,7 @@ impl Actor {
             }
             None => {}
         }
-        if status == Status::Queued {
+        if matches!(status, Status::Queued | Status::Waiting) {
             self.runs.insert(row.id, LiveRun::new(row.clone(), def));
             let why = decide::superseded_reason(row.id);
             for old in doomed {
@@ -163,7 +168,7 @@ impl Actor {
             .row
             .jobs
             .iter_mut()
-            .filter(|j| j.status == Status::Queued)
+            .filter(|j| matches!(j.status, Status::Queued | Status::Waiting))
         {
             j.status = status;
             j.reason = Some(reason.clone());

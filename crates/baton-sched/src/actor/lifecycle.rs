@@ -36,7 +36,7 @@ impl Actor {
         let mut signal = Vec::new();
         for j in run.row.jobs.iter_mut() {
             match j.status {
-                Status::Queued => {
+                Status::Queued | Status::Waiting => {
                     j.status = Status::Canceled;
                     j.reason = Some(job_reason.clone());
                     changes.push(job_change(j, Some(now)));
@@ -59,6 +59,42 @@ impl Actor {
             self.send_cancel(job_id, dir, exec);
         }
         self.settle(id, now).await;
+        true
+    }
+
+    /// Queues `waiting` run `id` (approved by a user); `false` if it is not waiting.
+    pub(super) async fn approve(&mut self, id: i64) -> bool {
+        let Some(run) = self.runs.get_mut(&id) else {
+            return false;
+        };
+        if run.row.status != Status::Waiting {
+            return false;
+        }
+        let mut changes = Vec::new();
+        for j in run
+            .row
+            .jobs
+            .iter_mut()
+            .filter(|j| j.status == Status::Waiting)
+        {
+            j.status = Status::Queued;
+            j.reason = None;
+            changes.push(job_change(j, None));
+        }
+        run.row.status = Status::Queued;
+        run.row.reason = None;
+        run.stored_status = Status::Queued;
+        run.stored_reason = None;
+        changes.push(Change::Run {
+            id,
+            status: Status::Queued,
+            reason: None,
+            started_at: None,
+            ended_at: None,
+        });
+        self.touch(id);
+        self.changed = true;
+        self.persist(changes).await;
         true
     }
 

@@ -23,6 +23,7 @@ impl Actor {
             trigger: req.trigger,
             ancestors: Vec::new(),
         };
-        self.admit_and_record(base, def, Some(req.repo)).await
+        self.admit_and_record(base, def, Some(req.repo), req.hold)
+            .await
     }
 }

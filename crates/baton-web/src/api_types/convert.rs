@@ -27,6 +27,7 @@ same_enum!(
     Status,
     core::Status,
     Queued,
+    Waiting,
     Started,
     Running,
     Success,
