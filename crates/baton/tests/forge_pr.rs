@@ -4,6 +4,8 @@
 //! pull request from a fork waits for approval and then runs without secrets.
 
 mod common;
+#[path = "common/users.rs"]
+mod users;
 
 use std::path::Path;
 use std::process::Command;
@@ -327,6 +329,7 @@ async fn a_newer_push_to_a_pull_request_or_branch_cancels_the_older_run() {
 /// `{token}`: the path of the file holding the secret (a file, not the server's environment,
 /// which local jobs inherit).
 const FORK_EXTRA: &str = "    trusted_users: [carol]
+administrators: [root]
 secrets:
   DEPLOY_TOKEN: file:{token}
 tasks:
@@ -388,9 +391,43 @@ async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
     // Only a waiting run can be approved; approval queues it, and it runs without secrets.
     let (st, e) = s.post(&format!("/runs/{}/approve", 999), json!({})).await;
     assert_eq!(st, 404, "{e}");
+    // One through the run page's Approve button (a form with the session's CSRF token)...
+    users::add_user(&s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
+    let http = users::no_redirects();
+    let page = |path: String| {
+        let req = http
+            .get(format!("{}{path}", s.base))
+            .header("cookie", cookie.clone());
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let html = page(format!("/runs/{}", ids[0])).await;
+    assert!(
+        html.contains("id=\"approve\""),
+        "no Approve button:\n{html}"
+    );
+    let form = users::form_encode(&[("csrf", &users::csrf_in(&html))]);
+    let resp = http
+        .post(format!("{}/runs/{}/approve", s.base, ids[0]))
+        .header("cookie", cookie.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    // ... the other with `baton approve RUN`.
+    let out = s.cli(&["approve", &ids[1].to_string()]);
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with(&format!("run {}: ", ids[1])), "{stdout}");
+    assert!(!stdout.contains("waiting"), "{stdout}");
     for id in &ids {
-        let (st, run) = s.post(&format!("/runs/{id}/approve"), json!({})).await;
-        assert_eq!(st, 200, "{run}");
         let run = s.wait_run(*id).await;
         assert_eq!(run["status"], "success", "{run:#}");
         let (st, e) = s.post(&format!("/runs/{id}/approve"), json!({})).await;

@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", get(runs::runs_page))
         .route("/runs/{id}", get(run::run_page))
         .route("/runs/{id}/cancel", post(run::cancel))
+        .route("/runs/{id}/approve", post(run::approve))
         .route("/runs/{id}/rerun", post(run::rerun))
         .route(
             "/runs/{id}/artifacts/{job}/{*path}",
