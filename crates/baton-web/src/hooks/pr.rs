@@ -181,3 +181,55 @@ fn wants_head(config: &Config, target: &str, def: Option<&TargetDef>) -> bool {
             .unwrap_or(false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_forge::PrAction;
+
+    fn pr(from_fork: bool) -> PullRequest {
+        PullRequest {
+            action: PrAction::Opened,
+            raw_action: "opened".into(),
+            number: 3,
+            title: "t".into(),
+            head_sha: "a".repeat(40),
+            head_ref: "feature".into(),
+            head_repo: None,
+            base_ref: "main".into(),
+            base_sha: None,
+            from_fork,
+        }
+    }
+
+    fn repo(trusted: &[&str]) -> RepoDef {
+        RepoDef {
+            name: "app".into(),
+            url: "/srv/app".into(),
+            forge: baton_core::config::Forge::Github,
+            secret: None,
+            token: None,
+            branches: Vec::new(),
+            poll: None,
+            trusted_users: trusted.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn pull_request_refs_per_forge() {
+        assert_eq!(head_ref(Forge::GitHub, 7), "refs/pull/7/head");
+        assert_eq!(head_ref(Forge::Gitea, 7), "refs/pull/7/head");
+        assert_eq!(head_ref(Forge::Forgejo, 7), "refs/pull/7/head");
+        assert_eq!(head_ref(Forge::GitLab, 7), "refs/merge-requests/7/head");
+    }
+
+    #[test]
+    fn only_untrusted_forks_wait() {
+        assert_eq!(approval_needed(&repo(&[]), &pr(false), "eve"), None);
+        assert_eq!(approval_needed(&repo(&["carol"]), &pr(true), "carol"), None);
+        assert_eq!(
+            approval_needed(&repo(&["carol"]), &pr(true), "eve").as_deref(),
+            Some("needs approval (pull request from a fork by eve)")
+        );
+    }
+}
