@@ -391,9 +391,32 @@ async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
     // Only a waiting run can be approved; approval queues it, and it runs without secrets.
     let (st, e) = s.post(&format!("/runs/{}/approve", 999), json!({})).await;
     assert_eq!(st, 404, "{e}");
+    approve_by_page_and_cli(&s, &ids).await;
+    for id in &ids {
+        let run = s.wait_run(*id).await;
+        assert_eq!(run["status"], "success", "{run:#}");
+        let (st, e) = s.post(&format!("/runs/{id}/approve"), json!({})).await;
+        assert_eq!(st, 409, "{e}");
+        assert_eq!(e["error"]["code"], "not_waiting", "{e}");
+    }
+    let central = run_of(&s, &v, "central").await;
+    let log = s.log_text(central, None).await;
+    assert!(
+        log.contains("token=[none] pr=9"),
+        "a fork got a secret: {log}"
+    );
+    let test = run_of(&s, &v, "app/test").await;
+    assert!(s.log_text(test, None).await.contains("from a fork"));
+
+    trusted_and_own_pull_requests(&s, &repo, &url).await;
+}
+
+/// Approves `ids[0]` with the run page's Approve button (a form with the session's CSRF
+/// token) and `ids[1]` with `baton approve RUN`.
+async fn approve_by_page_and_cli(s: &Server, ids: &[i64]) {
     // One through the run page's Approve button (a form with the session's CSRF token)...
-    users::add_user(&s, "root", "pw");
-    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
+    users::add_user(s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(s, "root", "pw").await);
     let http = users::no_redirects();
     let page = |path: String| {
         let req = http
@@ -427,26 +450,15 @@ async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with(&format!("run {}: ", ids[1])), "{stdout}");
     assert!(!stdout.contains("waiting"), "{stdout}");
-    for id in &ids {
-        let run = s.wait_run(*id).await;
-        assert_eq!(run["status"], "success", "{run:#}");
-        let (st, e) = s.post(&format!("/runs/{id}/approve"), json!({})).await;
-        assert_eq!(st, 409, "{e}");
-        assert_eq!(e["error"]["code"], "not_waiting", "{e}");
-    }
-    let central = run_of(&s, &v, "central").await;
-    let log = s.log_text(central, None).await;
-    assert!(
-        log.contains("token=[none] pr=9"),
-        "a fork got a secret: {log}"
-    );
-    let test = run_of(&s, &v, "app/test").await;
-    assert!(s.log_text(test, None).await.contains("from a fork"));
+}
 
+/// A trusted user's fork runs at once (still without secrets); a pull request from the
+/// repository itself gets its secrets (masked in the log).
+async fn trusted_and_own_pull_requests(s: &Server, repo: &Path, url: &str) {
     // A trusted user's fork runs at once (still without secrets).
-    let head = open_pr(&repo, "carol-work", 10, &[("fork.txt", "carol\n")]);
+    let head = open_pr(repo, "carol-work", 10, &[("fork.txt", "carol\n")]);
     let body = pr_payload(
-        &url,
+        url,
         "opened",
         10,
         &head,
@@ -454,9 +466,9 @@ async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
         "carol",
         Some("carol"),
     );
-    let (st, v) = deliver(&s, "pull_request", "fork-2", &body).await;
+    let (st, v) = deliver(s, "pull_request", "fork-2", &body).await;
     assert_eq!(st, 200, "{v}");
-    let central = run_of(&s, &v, "central").await;
+    let central = run_of(s, &v, "central").await;
     let run = s.wait_run(central).await;
     assert_eq!(run["status"], "success", "{run:#}");
     assert!(
@@ -466,11 +478,11 @@ async fn a_fork_pull_request_waits_for_approval_and_runs_without_secrets() {
     );
 
     // A pull request from the repository itself gets its secrets (masked in the log).
-    let head = open_pr(&repo, "inside", 11, &[("fork.txt", "inside\n")]);
-    let body = pr_payload(&url, "opened", 11, &head, "inside", "ada", None);
-    let (st, v) = deliver(&s, "pull_request", "inside-1", &body).await;
+    let head = open_pr(repo, "inside", 11, &[("fork.txt", "inside\n")]);
+    let body = pr_payload(url, "opened", 11, &head, "inside", "ada", None);
+    let (st, v) = deliver(s, "pull_request", "inside-1", &body).await;
     assert_eq!(st, 200, "{v}");
-    let central = run_of(&s, &v, "central").await;
+    let central = run_of(s, &v, "central").await;
     assert_eq!(s.wait_run(central).await["status"], "success");
     assert!(
         s.log_text(central, None)

@@ -59,25 +59,7 @@ impl Actor {
             partition.as_deref(),
             now,
         );
-        let (status, reason, not_before, displaces, refused) = match decision {
-            Admit::Queue {
-                not_before,
-                displaces,
-            } => match hold {
-                // Held for approval: admitted like any run, but no worker takes it yet.
-                Some(why) => (Status::Waiting, Some(why), not_before, displaces, None),
-                None => (Status::Queued, None, not_before, displaces, None),
-            },
-            Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
-            // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
-            Admit::Refuse { reason } => (
-                Status::Skipped,
-                Some(format!("refused: {reason}")),
-                None,
-                None,
-                Some(reason),
-            ),
-        };
+        let (status, reason, not_before, displaces, refused) = outcome(decision, hold);
         let new = NewRun {
             kind: def.kind(),
             target: req.target.clone(),
@@ -223,6 +205,38 @@ impl Actor {
                 tracing::warn!(task = child, parent = run.id, "chained trigger failed: {e}");
             }
         }
+    }
+}
+
+/// What an admission decision records: status, reason, not_before, the run it displaces, and
+/// the refusal to answer with. A run `hold` names is admitted like any other but `waiting`
+/// (no worker takes it until it is approved).
+type Outcome = (
+    Status,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<Displace>,
+    Option<String>,
+);
+
+fn outcome(decision: Admit, hold: Option<String>) -> Outcome {
+    match decision {
+        Admit::Queue {
+            not_before,
+            displaces,
+        } => match hold {
+            Some(why) => (Status::Waiting, Some(why), not_before, displaces, None),
+            None => (Status::Queued, None, not_before, displaces, None),
+        },
+        Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
+        // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
+        Admit::Refuse { reason } => (
+            Status::Skipped,
+            Some(format!("refused: {reason}")),
+            None,
+            None,
+            Some(reason),
+        ),
     }
 }
 

@@ -67,30 +67,9 @@ pub(super) async fn build(
         Ok(h) => h,
         Err(text) => return Verdict::new(StatusCode::BAD_GATEWAY, text),
     };
-    let base_ref = format!("refs/heads/{}", pr.base_ref);
-    let base = match mirror.resolve(&base_ref).await {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            let text = format!(
-                "pull request #{number} targets branch {}, which the repository does not have",
-                pr.base_ref
-            );
-            return Verdict::new(StatusCode::ACCEPTED, text);
-        }
-        Err(e) => return fail("could not read the target branch", &e),
-    };
-    let merge = match mirror.merge_for_pr(&base, &head).await {
-        Ok(MergeOutcome::Merged { commit, .. }) => commit,
-        Ok(MergeOutcome::Conflict { paths }) => {
-            let text = format!(
-                "pull request #{number} does not merge cleanly into {}: conflict in {}",
-                pr.base_ref,
-                paths.join(", ")
-            );
-            report_pr_conflict(repo, &head, &text);
-            return Verdict::new(StatusCode::ACCEPTED, text);
-        }
-        Err(e) => return fail("could not merge the pull request", &e),
+    let merge = match merge(&mirror, repo, pr, &head).await {
+        Ok(m) => m,
+        Err(v) => return v,
     };
     let info = match mirror.commit_info(&head).await {
         Ok(i) => i,
@@ -147,6 +126,45 @@ pub(super) async fn build(
         })
         .collect();
     start_runs(st, wanted, notes, &format!("pull request #{number}")).await
+}
+
+/// The merge commit of the pull request's `head` into its target branch, or the verdict that
+/// starts nothing (no such branch, a conflict, a git failure).
+async fn merge(
+    mirror: &Mirror,
+    repo: &RepoDef,
+    pr: &PullRequest,
+    head: &Oid,
+) -> Result<Oid, Verdict> {
+    let number = pr.number;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
+    };
+    let base_ref = format!("refs/heads/{}", pr.base_ref);
+    let base = match mirror.resolve(&base_ref).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            let text = format!(
+                "pull request #{number} targets branch {}, which the repository does not have",
+                pr.base_ref
+            );
+            return Err(Verdict::new(StatusCode::ACCEPTED, text));
+        }
+        Err(e) => return Err(fail("could not read the target branch", &e)),
+    };
+    match mirror.merge_for_pr(&base, head).await {
+        Ok(MergeOutcome::Merged { commit, .. }) => Ok(commit),
+        Ok(MergeOutcome::Conflict { paths }) => {
+            let text = format!(
+                "pull request #{number} does not merge cleanly into {}: conflict in {}",
+                pr.base_ref,
+                paths.join(", ")
+            );
+            report_pr_conflict(repo, head, &text);
+            Err(Verdict::new(StatusCode::ACCEPTED, text))
+        }
+        Err(e) => Err(fail("could not merge the pull request", &e)),
+    }
 }
 
 /// The pull request's head commit: the payload's, once the fetch brought it (else the one the
