@@ -8,7 +8,8 @@
 //! - [`dag`]: which pipeline jobs are ready, skipped or canceled (DAG order);
 //! - [`exit`]: what a job's exit means; [`retry`]: whether an ended attempt is retried;
 //! - [`on_error`]: a pipeline's `on_error` job; [`reason`]: why a run ended;
-//! - [`mask`]: which secret values the log masker hides.
+//! - [`mask`]: which secret values the log masker hides;
+//! - [`supersede`]: which older runs a newer one for the same pull request or branch cancels.
 //!
 //! The scheduler actor gathers the facts, calls these, and applies the answers.
 
@@ -22,6 +23,7 @@ pub mod mask;
 pub mod on_error;
 pub mod reason;
 pub mod retry;
+pub mod supersede;
 
 pub use admit::{Admission, Admit, Displace, OpenRun, QueuePolicy, admit, partition_of};
 pub use chain::chain_targets;
@@ -35,6 +37,9 @@ pub use on_error::{
 };
 pub use reason::{ReasonJob, run_reason};
 pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
+pub use supersede::{
+    CodeKey, CodeScope, OpenCode, cancels_superseded, superseded, superseded_reason,
+};
 
 #[cfg(test)]
 mod tests;

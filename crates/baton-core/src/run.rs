@@ -6,11 +6,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A job's (and a run's) status. `queued → started → running → success | failed | jammed |
-/// broken | canceled`, and `queued → skipped | canceled`.
+/// broken | canceled`, and `queued → skipped | canceled`; a run held for approval (a pull
+/// request from a fork) is `waiting → queued | canceled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
+    /// Held until a user approves it (a pull request from a fork); no worker takes it.
+    Waiting,
     Started,
     Running,
     Success,
@@ -25,8 +28,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
+        Status::Waiting,
         Status::Started,
         Status::Running,
         Status::Success,
@@ -40,6 +44,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
+            Status::Waiting => "waiting",
             Status::Started => "started",
             Status::Running => "running",
             Status::Success => "success",
@@ -53,7 +58,10 @@ impl Status {
 
     /// A terminal status never changes again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Queued | Status::Started | Status::Running)
+        !matches!(
+            self,
+            Status::Queued | Status::Waiting | Status::Started | Status::Running
+        )
     }
 
     /// Started or running: it holds a worker.
@@ -75,7 +83,7 @@ impl fmt::Display for Status {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown status {0:?} (expected one of queued, started, running, success, failed, broken, jammed, skipped, canceled)"
+    "unknown status {0:?} (expected one of queued, waiting, started, running, success, failed, broken, jammed, skipped, canceled)"
 )]
 pub struct UnknownStatus(pub String);
 
@@ -193,6 +201,9 @@ pub fn run_status(jobs: &[JobView]) -> Status {
             Status::Started
         };
     }
+    if jobs.iter().any(|j| j.status == Status::Waiting) {
+        return Status::Waiting;
+    }
     if jobs.iter().any(|j| j.status == Status::Queued) {
         // Some jobs ended and others wait for their dependencies: the run is under way.
         return if jobs.iter().all(|j| j.status == Status::Queued) {
@@ -240,6 +251,10 @@ mod tests {
     #[test]
     fn run_status_follows_jobs() {
         assert_eq!(run_status(&[j(Status::Queued, 0)]), Status::Queued);
+        assert_eq!(
+            run_status(&[j(Status::Waiting, 0), j(Status::Waiting, 0)]),
+            Status::Waiting
+        );
         assert_eq!(
             run_status(&[j(Status::Success, 1), j(Status::Queued, 0)]),
             Status::Running

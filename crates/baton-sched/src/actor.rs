@@ -214,6 +214,13 @@ impl Actor {
                     let _ = reply.send(Ok(false));
                 }
             }
+            Msg::Approve(id, reply) => {
+                if self.approve(id).await {
+                    self.cancel_replies.push(reply);
+                } else {
+                    let _ = reply.send(Ok(false));
+                }
+            }
             Msg::Reload(config, reply) => {
                 self.reload(*config);
                 let _ = reply.send(Ok(()));

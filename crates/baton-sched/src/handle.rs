@@ -37,6 +37,8 @@ pub enum SchedError {
     WaitListFull { run: i64, reason: String },
     #[error("run {id} is {status} and cannot be canceled")]
     NotCancelable { id: i64, status: String },
+    #[error("run {id} is {status}, not waiting for approval: there is nothing to approve")]
+    NotWaiting { id: i64, status: String },
     #[error("could not record the change: {0}")]
     Store(#[from] StoreError),
     /// The store refused the batch that held this request: nothing of it was recorded,
@@ -123,6 +125,9 @@ pub struct RepoTriggerRequest {
     pub trigger: TriggerKind,
     /// The code: repository, commit, ref, event, delivery.
     pub repo: RunRepo,
+    /// Queue the run `waiting` with this reason until a user approves it (a pull request from
+    /// a fork); `None`: queue it as usual.
+    pub hold: Option<String>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
@@ -133,6 +138,8 @@ pub(crate) enum Msg {
     TriggerRepo(Box<RepoTriggerRequest>, Vec<i64>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
+    /// Queues a `waiting` run; answers `true` once recorded, `false` when it is not waiting.
+    Approve(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
     SetEnabled(String, Option<bool>, Reply<()>),
     Snapshot(oneshot::Sender<Snapshot>),
@@ -259,6 +266,24 @@ impl SchedHandle {
         Ok(row)
     }
 
+    /// Approves run `run_id`, held `waiting` (a pull request from a fork): it is queued.
+    /// The caller checks that the user may trigger its target.
+    pub async fn approve(&self, run_id: i64) -> Result<RunRow, SchedError> {
+        let waiting = self.ask(|r| Msg::Approve(run_id, r)).await?;
+        let row = self
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or(SchedError::RunNotFound(run_id))?;
+        if !waiting {
+            return Err(SchedError::NotWaiting {
+                id: run_id,
+                status: row.status.to_string(),
+            });
+        }
+        Ok(row)
+    }
+
     /// Starts a new run of the same target with the same arguments, linked to the old one.
     pub async fn rerun(&self, run_id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
         let old = self
@@ -307,6 +332,9 @@ impl SchedHandle {
             def,
             trigger,
             repo: code,
+            // Asked for by a user who may rerun it, so approved; a fork's code still gets no
+            // secrets (that follows the run's code).
+            hold: None,
         };
         self.ask(|r| Msg::TriggerRepo(Box::new(req), vec![run_id], r))
             .await

@@ -78,6 +78,14 @@ impl TargetDef {
         }
     }
 
+    /// `cancel_superseded:` as written (`None`: the default for the event).
+    pub fn cancel_superseded(&self) -> Option<bool> {
+        match self {
+            TargetDef::Task(t) => t.cancel_superseded,
+            TargetDef::Pipeline(p) => p.cancel_superseded,
+        }
+    }
+
     pub fn depends_on(&self, job: &str) -> Vec<String> {
         match self {
             TargetDef::Task(_) => Vec::new(),
@@ -96,6 +104,8 @@ pub(crate) struct LiveRun {
     pub row: RunRow,
     pub def: TargetDef,
     pub cancel_requested: bool,
+    /// Why it was canceled, when not on a user's request (`superseded by run N`).
+    pub cancel_reason: Option<String>,
     /// The reason last written to the store (to write only changes).
     pub stored_reason: Option<String>,
     pub stored_status: Status,
@@ -109,6 +119,7 @@ impl LiveRun {
             row,
             def,
             cancel_requested: false,
+            cancel_reason: None,
         }
     }
 
@@ -149,6 +160,13 @@ impl LiveRun {
                 allow_failure: self.def.allow_failure(&j.name),
             })
             .collect()
+    }
+
+    /// What it builds, for superseding (`None`: not a repository run, or nothing supersedes
+    /// it).
+    pub fn code_key(&self) -> Option<baton_core::decide::CodeKey> {
+        let r = self.row.repo.as_ref()?;
+        baton_core::decide::CodeKey::of(&r.repo, &r.event, r.pr, r.branch.as_deref())
     }
 
     pub fn partition(args: &BTreeMap<String, String>) -> Option<String> {

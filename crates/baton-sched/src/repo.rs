@@ -57,6 +57,11 @@ pub fn git_env(
     Ok(env)
 }
 
+/// Whether a run's jobs get no secrets: it builds a pull request from a fork.
+pub(crate) fn withholds_secrets(row: &RunRow) -> bool {
+    row.repo.as_ref().is_some_and(|r| r.pr_fork)
+}
+
 /// A checkout to make before a job starts.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckoutPlan {

@@ -256,7 +256,7 @@ impl Store {
     ) -> Result<Vec<i64>> {
         let rows = sqlx::query(
             "SELECT id, ended_at FROM runs WHERE target = ? AND kind = 'pipeline'
-               AND status NOT IN ('queued', 'started', 'running') ORDER BY id DESC",
+               AND status NOT IN ('queued', 'waiting', 'started', 'running') ORDER BY id DESC",
         )
         .bind(target)
         .fetch_all(&self.pool)
@@ -362,7 +362,7 @@ impl Store {
     /// Runs that have not ended (queued, started, running), oldest first, with their jobs.
     pub async fn open_runs(&self) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(
-            "SELECT * FROM runs WHERE status IN ('queued', 'started', 'running') ORDER BY id",
+            "SELECT * FROM runs WHERE status IN ('queued', 'waiting', 'started', 'running') ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -28,6 +28,15 @@ pub struct RunRepo {
     pub tag: Option<String>,
     /// The pull request's number.
     pub pr: Option<i64>,
+    /// The pull request's head commit (the run's `commit` is the merge, unless `pr_head`).
+    #[serde(default)]
+    pub pr_head: Option<String>,
+    /// The branch the pull request targets.
+    #[serde(default)]
+    pub pr_base: Option<String>,
+    /// The pull request comes from a fork: its jobs get no secrets.
+    #[serde(default)]
+    pub pr_fork: bool,
     /// `push`, `pull_request`, `manual`, …
     pub event: String,
     /// The webhook delivery id that started it.
@@ -45,7 +54,8 @@ pub(crate) async fn write_run_repo(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET repo = ?, repo_url = ?, commit_sha = ?, git_ref = ?, branch = ?, tag = ?,
-             pr = ?, event = ?, delivery = ?, author = ?, subject = ?
+             pr = ?, event = ?, delivery = ?, author = ?, subject = ?, pr_head = ?,
+             pr_base = ?, pr_fork = ?
          WHERE id = ?",
     )
     .bind(&r.repo)
@@ -59,6 +69,9 @@ pub(crate) async fn write_run_repo(
     .bind(&r.delivery)
     .bind(&r.author)
     .bind(&r.subject)
+    .bind(&r.pr_head)
+    .bind(&r.pr_base)
+    .bind(i64::from(r.pr_fork))
     .bind(id)
     .execute(&mut *tx)
     .await?;
@@ -87,6 +100,9 @@ pub(crate) fn read_run_repo(row: &SqliteRow) -> Result<Option<RunRepo>> {
         delivery: row.try_get("delivery")?,
         author: row.try_get("author")?,
         subject: row.try_get("subject")?,
+        pr_head: row.try_get("pr_head")?,
+        pr_base: row.try_get("pr_base")?,
+        pr_fork: row.try_get::<i64, _>("pr_fork")? != 0,
     }))
 }
 
@@ -457,6 +473,7 @@ mod tests {
             delivery: Some("d1".into()),
             author: Some("A <a@x>".into()),
             subject: Some("fix".into()),
+            ..RunRepo::default()
         };
         let new = NewRun {
             kind: TargetKind::Task,

@@ -1,4 +1,4 @@
-//! JSON routes: tasks, pipelines, workers, queue, runs, trigger, cancel, rerun, reload.
+//! JSON routes: tasks, pipelines, workers, queue, runs, trigger, cancel, approve, rerun, reload.
 
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/wait", get(wait_run))
         .route("/runs/{id}/results", get(crate::results::get_results))
         .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/approve", post(approve))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/config/reload", post(reload))
         .route("/tasks/{name}/enabled", post(set_enabled))
@@ -469,6 +470,29 @@ async fn cancel(
     Ok(Json(s.sched.cancel(id).await?.into()))
 }
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve",
+    params(("id" = i64, Path, description = "run id")),
+    responses(
+        (status = 200, description = "the run, approved and queued", body = t::Run),
+        (status = 400, description = "bad id", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 404, description = "no such run, or hidden (`run_not_found`)", body = t::ErrorBody),
+        (status = 409, description = "the run is not waiting for approval (`not_waiting`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+/// Approves a run held `waiting` (a pull request from a fork): it is queued. Whoever may
+/// trigger the run's task may approve it.
+async fn approve(
+    State(s): State<AppState>,
+    user: CurrentUser,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<t::Run>> {
+    let Path(id) = id?;
+    load_run(&s, &user, id).await?;
+    Ok(Json(s.sched.approve(id).await?.into()))
+}
+
 #[utoipa::path(post, path = "/api/v1/runs/{id}/rerun",
     params(("id" = i64, Path, description = "run id")),
     responses(
@@ -590,7 +614,7 @@ async fn set_enabled(
     ),
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
-        wait_run, cancel, rerun, reload, set_enabled, crate::repos::list,
+        wait_run, cancel, approve, rerun, reload, set_enabled, crate::repos::list,
         crate::results::get_results
     ),
     modifiers(&BearerAuth)

@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
+    /// Held until a user approves it (a pull request from a fork).
+    Waiting,
     Started,
     Running,
     Success,
@@ -124,6 +126,16 @@ pub struct RunCode {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub pr: Option<i64>,
+    /// A pull request's head commit (`commit` is its merge into `pr_base` unless the task
+    /// says `pr_head: true`).
+    #[serde(default)]
+    pub pr_head: Option<String>,
+    /// The branch a pull request targets.
+    #[serde(default)]
+    pub pr_base: Option<String>,
+    /// The pull request comes from a fork (its jobs get no secrets).
+    #[serde(default)]
+    pub pr_fork: bool,
     pub event: String,
     /// The webhook delivery id that started it.
     pub delivery: Option<String>,

@@ -54,6 +54,7 @@ impl From<SchedError> for ApiError {
             SchedError::RunNotFound(_) => (StatusCode::NOT_FOUND, "run_not_found"),
             SchedError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
             SchedError::NotCancelable { .. } => (StatusCode::CONFLICT, "not_cancelable"),
+            SchedError::NotWaiting { .. } => (StatusCode::CONFLICT, "not_waiting"),
             SchedError::WaitListFull { .. } => (StatusCode::CONFLICT, "wait_list_full"),
             SchedError::BadArgument { .. } => (StatusCode::BAD_REQUEST, "bad_argument"),
             SchedError::Store(e) => return store_failure(e),

@@ -11,6 +11,7 @@
 //! a few seconds for its runs, else is `202` "processing", and a restart finishes it.
 
 mod durable;
+mod pr;
 pub(crate) mod push;
 
 pub use durable::resume as resume_deliveries;
@@ -168,9 +169,16 @@ async fn receive(
     };
     // Verified from here on.
     record.delivery = event.delivery.clone();
-    if let EventKind::Push(p) = &event.kind {
-        record.git_ref = Some(p.git_ref.clone());
-        record.commit = Some(p.after.clone());
+    match &event.kind {
+        EventKind::Push(p) => {
+            record.git_ref = Some(p.git_ref.clone());
+            record.commit = Some(p.after.clone());
+        }
+        EventKind::PullRequest(pr) => {
+            record.git_ref = Some(pr::head_ref(forge, pr.number));
+            record.commit = Some(pr.head_sha.clone());
+        }
+        _ => {}
     }
     accept(&st, record, &repo.name, event, body, &hdrs).await
 }
@@ -294,12 +302,7 @@ async fn handle(st: &AppState, config: &Config, repo: &RepoDef, event: &Event) -
         EventKind::Other(name) => {
             return Verdict::new(StatusCode::ACCEPTED, format!("event {name} starts nothing"));
         }
-        EventKind::PullRequest(_) => {
-            return Verdict::new(
-                StatusCode::ACCEPTED,
-                "pull requests start nothing yet (this server builds pushes only)",
-            );
-        }
+        EventKind::PullRequest(pr) => return pr::build(st, config, repo, event, pr).await,
         EventKind::Push(p) => p,
     };
     let (kind, name) = match &p.target {

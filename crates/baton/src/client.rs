@@ -325,6 +325,14 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
+    pub async fn approve(&self, id: i64) -> anyhow::Result<ExitCode> {
+        let run: Run = self
+            .post_json(&format!("/runs/{id}/approve"), &serde_json::json!({}))
+            .await?;
+        println!("run {id}: {}", run.status.as_str());
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn rerun(&self, id: i64) -> anyhow::Result<ExitCode> {
         let run: Run = self
             .post_json(&format!("/runs/{id}/rerun"), &serde_json::json!({}))

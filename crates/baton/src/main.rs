@@ -124,6 +124,12 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Approve a run waiting for approval (a pull request from a fork): it is queued.
+    Approve {
+        run: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Start a new run of the same task with the same arguments.
     Rerun {
         run: i64,
@@ -319,6 +325,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
         }
         Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
+        Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,
         Command::Validate { .. } | Command::Supervise { .. } => unreachable!("handled before"),

@@ -77,7 +77,7 @@ async fn a_repo_task_runs_at_the_ref_asked_for_by_api_and_cli_and_reruns_the_sam
     init(&repo);
     let v1 = commit(
         &repo,
-        &[(".baton/ci.yml", CI), ("version.txt", "one\n")],
+        &[(".baton/ci.yml", CI.as_bytes()), ("version.txt", b"one\n")],
         "one",
     );
     git(&repo, &["tag", "-a", "v1", "-m", "release one"]);
@@ -296,7 +296,7 @@ async fn the_repositories_page_shows_fetch_errors_and_triggers_a_task_at_a_ref()
     init(&repo);
     let v1 = commit(
         &repo,
-        &[(".baton/ci.yml", CI), ("version.txt", "one\n")],
+        &[(".baton/ci.yml", CI.as_bytes()), ("version.txt", b"one\n")],
         "one",
     );
     commit(&repo, &[("version.txt", b"two\n")], "two");

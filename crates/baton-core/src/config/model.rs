@@ -326,6 +326,13 @@ pub struct TaskDef {
     /// `checkout:` — repo-triggered jobs start in a checkout of the commit (default true).
     #[serde(default = "yes")]
     pub checkout: bool,
+    /// `pr_head:` — a pull request's run builds its head alone, not its merge into the target.
+    #[serde(default)]
+    pub pr_head: bool,
+    /// `cancel_superseded:` — a newer run for the same pull request (or branch) cancels this
+    /// one; `None`: the default (yes for pull requests, no for pushes).
+    #[serde(default)]
+    pub cancel_superseded: Option<bool>,
     /// `reports:` — where the job's test reports are among its artifacts.
     #[serde(default)]
     pub reports: Reports,
@@ -392,6 +399,12 @@ pub struct PipelineDef {
     /// `checkout:`, as on tasks (default true).
     #[serde(default = "yes")]
     pub checkout: bool,
+    /// `pr_head:`, as on tasks.
+    #[serde(default)]
+    pub pr_head: bool,
+    /// `cancel_superseded:`, as on tasks.
+    #[serde(default)]
+    pub cancel_superseded: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +513,9 @@ pub struct RepoDef {
     /// `poll:` — how often to fetch when the forge sends no webhooks.
     #[serde(default)]
     pub poll: Option<Duration>,
+    /// `trusted_users:` — forge logins whose pull requests from forks run without approval.
+    #[serde(default)]
+    pub trusted_users: Vec<String>,
 }
 
 /// Reads a secret's value from its source (`env:`/`file:`); the error says what went wrong (it

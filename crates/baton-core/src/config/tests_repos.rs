@@ -161,3 +161,20 @@ fn ssh_keys_are_file_references_only() {
     let e = errors("repos:\n  app:\n    url: git@h:a/b.git\n    ssh_key: env:KEY\n");
     assert!(e[0].contains("must be file:PATH"), "{e:?}");
 }
+
+#[test]
+fn pull_request_keys() {
+    let c = load(
+        "repos:\n  app:\n    url: /srv/app\n    trusted_users: [ada, bob]\ntasks:\n  t:\n    command: make\n    pr_head: true\n    cancel_superseded: false\n  u:\n    command: make\npipelines:\n  p:\n    cancel_superseded: true\n    tasks:\n      a: {script: [make]}\n",
+    )
+    .unwrap();
+    assert_eq!(c.repos["app"].trusted_users, ["ada", "bob"]);
+    assert!(c.tasks["t"].pr_head);
+    assert_eq!(c.tasks["t"].cancel_superseded, Some(false));
+    assert!(!c.tasks["u"].pr_head);
+    assert_eq!(c.tasks["u"].cancel_superseded, None);
+    assert_eq!(c.pipelines["p"].cancel_superseded, Some(true));
+    assert!(!c.pipelines["p"].pr_head);
+    let e = errors("tasks:\n  t:\n    command: make\n    pr_head: yes please\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

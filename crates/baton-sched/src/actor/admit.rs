@@ -18,7 +18,7 @@ impl Actor {
     pub(super) async fn trigger(&mut self, req: TriggerRequest) -> Result<RunRow, SchedError> {
         let def = lookup(&self.config, &req.target, req.kind)
             .ok_or_else(|| SchedError::UnknownTarget(req.target.clone()))?;
-        self.admit_and_record(req, def, None).await
+        self.admit_and_record(req, def, None, None).await
     }
 
     pub(super) async fn admit_and_record(
@@ -26,6 +26,7 @@ impl Actor {
         req: TriggerRequest,
         def: TargetDef,
         repo: Option<baton_store::RunRepo>,
+        hold: Option<String>,
     ) -> Result<RunRow, SchedError> {
         if let TargetDef::Task(t) = &def
             && !t.enabled
@@ -37,10 +38,12 @@ impl Actor {
         baton_core::args::check(&req.args)?;
         let now = Utc::now();
         let partition = LiveRun::partition(&req.args);
+        let doomed = self.superseded_by(&req.target, &def, repo.as_ref());
         let open: Vec<OpenRun> = self
             .runs
             .values()
             .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
+            .filter(|r| !doomed.contains(&r.row.id))
             .map(|r| OpenRun {
                 id: r.row.id,
                 active: r.is_active(),
@@ -56,21 +59,7 @@ impl Actor {
             partition.as_deref(),
             now,
         );
-        let (status, reason, not_before, displaces, refused) = match decision {
-            Admit::Queue {
-                not_before,
-                displaces,
-            } => (Status::Queued, None, not_before, displaces, None),
-            Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
-            // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
-            Admit::Refuse { reason } => (
-                Status::Skipped,
-                Some(format!("refused: {reason}")),
-                None,
-                None,
-                Some(reason),
-            ),
-        };
+        let (status, reason, not_before, displaces, refused) = outcome(decision, hold);
         let new = NewRun {
             kind: def.kind(),
             target: req.target.clone(),
@@ -112,10 +101,42 @@ impl Actor {
             }
             None => {}
         }
-        if status == Status::Queued {
+        if matches!(status, Status::Queued | Status::Waiting) {
             self.runs.insert(row.id, LiveRun::new(row.clone(), def));
+            let why = decide::superseded_reason(row.id);
+            for old in doomed {
+                // Boxed: a cancel settles the run, which may chain into a new trigger.
+                Box::pin(self.cancel_because(old, Some(why.clone()))).await;
+            }
         }
         Ok(row)
+    }
+
+    /// The open runs a new run of `target` for `repo` supersedes, when its task says
+    /// `cancel_superseded` (see [`decide::superseded`]): canceled once it is admitted, and not
+    /// counted against its admission.
+    fn superseded_by(
+        &self,
+        target: &str,
+        def: &TargetDef,
+        repo: Option<&baton_store::RunRepo>,
+    ) -> Vec<i64> {
+        let Some(key) =
+            repo.and_then(|r| decide::CodeKey::of(&r.repo, &r.event, r.pr, r.branch.as_deref()))
+        else {
+            return Vec::new();
+        };
+        let open: Vec<decide::OpenCode> = self
+            .runs
+            .values()
+            .filter(|r| r.def.kind() == def.kind())
+            .map(|r| decide::OpenCode {
+                id: r.row.id,
+                target: r.row.target.clone(),
+                key: r.code_key(),
+            })
+            .collect();
+        decide::superseded(target, &key, def.cancel_superseded(), &open)
     }
 
     /// A waiting run that a newer trigger takes the place of ends with `status` (`canceled`
@@ -129,7 +150,7 @@ impl Actor {
             .row
             .jobs
             .iter_mut()
-            .filter(|j| j.status == Status::Queued)
+            .filter(|j| matches!(j.status, Status::Queued | Status::Waiting))
         {
             j.status = status;
             j.reason = Some(reason.clone());
@@ -184,6 +205,38 @@ impl Actor {
                 tracing::warn!(task = child, parent = run.id, "chained trigger failed: {e}");
             }
         }
+    }
+}
+
+/// What an admission decision records: status, reason, not_before, the run it displaces, and
+/// the refusal to answer with. A run `hold` names is admitted like any other but `waiting`
+/// (no worker takes it until it is approved).
+type Outcome = (
+    Status,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<Displace>,
+    Option<String>,
+);
+
+fn outcome(decision: Admit, hold: Option<String>) -> Outcome {
+    match decision {
+        Admit::Queue {
+            not_before,
+            displaces,
+        } => match hold {
+            Some(why) => (Status::Waiting, Some(why), not_before, displaces, None),
+            None => (Status::Queued, None, not_before, displaces, None),
+        },
+        Admit::Skip { reason } => (Status::Skipped, Some(reason), None, None, None),
+        // Kept as a `skipped` run for the history; the trigger is answered with a refusal.
+        Admit::Refuse { reason } => (
+            Status::Skipped,
+            Some(format!("refused: {reason}")),
+            None,
+            None,
+            Some(reason),
+        ),
     }
 }
 

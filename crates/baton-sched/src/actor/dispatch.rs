@@ -196,10 +196,11 @@ impl Actor {
         let mut changes = Vec::new();
         for run in self.runs.values_mut() {
             let status = run_status(&run.views());
-            let reason = if status == Status::Queued {
-                reasons.get(&run.row.id).cloned()
-            } else {
-                None
+            let reason = match status {
+                Status::Queued => reasons.get(&run.row.id).cloned(),
+                // Why it waits for approval, as recorded when it was queued.
+                Status::Waiting => run.row.reason.clone(),
+                _ => None,
             };
             if status != run.stored_status || reason != run.stored_reason {
                 run.row.status = status;
@@ -272,6 +273,11 @@ impl Actor {
                 }
             }
         };
+        // A pull request from a fork runs code nobody trusted yet: no secret reaches it.
+        if crate::repo::withholds_secrets(&run.row) {
+            env.hidden.clear();
+            env.secrets.clear();
+        }
         // The job's own arguments (the `on_error` job's `failedTask*`) win over the run's.
         let mut args = run.row.args.clone();
         args.extend(job.args.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -20,18 +20,25 @@ type FailedJob = (String, Option<i32>, Option<String>, i64, u32);
 impl Actor {
     /// Cancels open run `id`; `false` if it is not open (the handle says why from the store).
     pub(super) async fn cancel(&mut self, id: i64) -> bool {
+        self.cancel_because(id, None).await
+    }
+
+    /// Cancels open run `id` with `reason` (`None`: on a user's request).
+    pub(super) async fn cancel_because(&mut self, id: i64, reason: Option<String>) -> bool {
         let now = Utc::now();
         let Some(run) = self.runs.get_mut(&id) else {
             return false;
         };
         run.cancel_requested = true;
+        run.cancel_reason.clone_from(&reason);
+        let job_reason = reason.unwrap_or_else(|| "canceled on request".into());
         let mut changes = Vec::new();
         let mut signal = Vec::new();
         for j in run.row.jobs.iter_mut() {
             match j.status {
-                Status::Queued => {
+                Status::Queued | Status::Waiting => {
                     j.status = Status::Canceled;
-                    j.reason = Some("canceled on request".into());
+                    j.reason = Some(job_reason.clone());
                     changes.push(job_change(j, Some(now)));
                 }
                 s if s.is_active() => signal.push((
@@ -52,6 +59,42 @@ impl Actor {
             self.send_cancel(job_id, dir, exec);
         }
         self.settle(id, now).await;
+        true
+    }
+
+    /// Queues `waiting` run `id` (approved by a user); `false` if it is not waiting.
+    pub(super) async fn approve(&mut self, id: i64) -> bool {
+        let Some(run) = self.runs.get_mut(&id) else {
+            return false;
+        };
+        if run.row.status != Status::Waiting {
+            return false;
+        }
+        let mut changes = Vec::new();
+        for j in run
+            .row
+            .jobs
+            .iter_mut()
+            .filter(|j| j.status == Status::Waiting)
+        {
+            j.status = Status::Queued;
+            j.reason = None;
+            changes.push(job_change(j, None));
+        }
+        run.row.status = Status::Queued;
+        run.row.reason = None;
+        run.stored_status = Status::Queued;
+        run.stored_reason = None;
+        changes.push(Change::Run {
+            id,
+            status: Status::Queued,
+            reason: None,
+            started_at: None,
+            ended_at: None,
+        });
+        self.touch(id);
+        self.changed = true;
+        self.persist(changes).await;
         true
     }
 
@@ -207,7 +250,10 @@ impl Actor {
                 ended_seq: j.ended_seq,
             })
             .collect();
-        let reason = decide::run_reason(status, &jobs, run.row.kind == TargetKind::Pipeline);
+        let mut reason = decide::run_reason(status, &jobs, run.row.kind == TargetKind::Pipeline);
+        if status == Status::Canceled && run.cancel_reason.is_some() {
+            reason.clone_from(&run.cancel_reason);
+        }
         run.row.status = status;
         run.row.reason = reason.clone();
         run.stored_status = status;

@@ -24,6 +24,7 @@ impl Actor {
             trigger: req.trigger,
             ancestors,
         };
-        self.admit_and_record(base, def, Some(req.repo)).await
+        self.admit_and_record(base, def, Some(req.repo), req.hold)
+            .await
     }
 }

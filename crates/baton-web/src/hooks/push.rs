@@ -188,6 +188,7 @@ pub(crate) async fn repo_event(
         delivery: code.delivery.clone(),
         author: Some(format!("{} <{}>", info.author_name, info.author_email)),
         subject: Some(info.subject.clone()),
+        ..RunRepo::default()
     };
     let mut wanted: Vec<(String, Option<TargetDef>)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -217,23 +218,45 @@ pub(crate) async fn repo_event(
     } else {
         server_targets(config, repo, &facts, &mut wanted, &mut notes);
     }
-    start_runs(st, wanted, &run_repo, code.trigger, notes, commit).await
+    let what = format!("{} of {commit}", run_repo.event);
+    let wanted = wanted
+        .into_iter()
+        .map(|(target, def)| Wanted {
+            target,
+            def,
+            repo: run_repo.clone(),
+            hold: None,
+        })
+        .collect();
+    start_runs(st, wanted, code.trigger, notes, &what).await
 }
 
-/// Triggers `wanted` for `run_repo`; the verdict lists what started and why the rest did not.
-async fn start_runs(
+/// A run to start: its name, definition (`None`: the server config's), code, and the reason
+/// it is held (`waiting`) until a user approves it, if it is.
+pub(super) struct Wanted {
+    pub(super) target: String,
+    pub(super) def: Option<TargetDef>,
+    pub(super) repo: RunRepo,
+    pub(super) hold: Option<String>,
+}
+
+/// Triggers `wanted` (`what` names the event: "push of SHA"); the verdict lists what started
+/// and why the rest did not.
+pub(super) async fn start_runs(
     st: &AppState,
-    wanted: Vec<(String, Option<TargetDef>)>,
-    run_repo: &RunRepo,
+    wanted: Vec<Wanted>,
     trigger: TriggerKind,
     mut notes: Vec<String>,
-    commit: &Oid,
+    what: &str,
 ) -> Verdict {
+    let Some(first) = wanted.first() else {
+        return finish(Vec::new(), notes, what);
+    };
     // Exactly once: a delivery processed again after a restart skips the targets it already
     // started (a run and its delivery id are recorded in one transaction).
-    let started = match &run_repo.delivery {
+    let started = match &first.repo.delivery {
         None => Ok(Vec::new()),
-        Some(delivery) => st.store.delivery_runs(&run_repo.repo, delivery).await,
+        Some(delivery) => st.store.delivery_runs(&first.repo.repo, delivery).await,
     };
     let started = match started {
         Ok(r) => r,
@@ -243,19 +266,26 @@ async fn start_runs(
         }
     };
     let mut runs = Vec::new();
-    for (target, def) in wanted {
+    for w in wanted {
+        let target = w.target;
         if let Some((id, _)) = started.iter().find(|(_, t)| *t == target) {
             runs.push(*id);
             notes.push(format!("{target}: run {id} (started before a restart)"));
             continue;
         }
+        let held = w.hold.is_some();
         let req = RepoTriggerRequest {
             target: target.clone(),
-            def,
+            def: w.def,
             trigger,
-            repo: run_repo.clone(),
+            repo: w.repo,
+            hold: w.hold,
         };
         match st.sched.trigger_repo(req).await {
+            Ok(row) if held => {
+                runs.push(row.id);
+                notes.push(format!("{target}: run {} waits for approval", row.id));
+            }
             Ok(row) => {
                 runs.push(row.id);
                 notes.push(format!("{target}: run {}", row.id));
@@ -263,14 +293,14 @@ async fn start_runs(
             Err(e) => notes.push(format!("{target}: not started: {e}")),
         }
     }
+    finish(runs, notes, what)
+}
+
+fn finish(runs: Vec<i64>, notes: Vec<String>, what: &str) -> Verdict {
     let head = if runs.is_empty() {
-        format!("{} of {commit} started nothing", run_repo.event)
+        format!("{what} started nothing")
     } else {
-        format!(
-            "{} of {commit} started {} run(s)",
-            run_repo.event,
-            runs.len()
-        )
+        format!("{what} started {} run(s)", runs.len())
     };
     let text = if notes.is_empty() {
         format!("{head} (no task listens to this repository)")
@@ -287,7 +317,7 @@ async fn start_runs(
 
 /// The repository's own tasks and pipelines that `facts` start, from its `.baton/` files; a
 /// `.baton/` with errors becomes one failing `REPO/.baton` run that shows them.
-fn repo_targets(
+pub(super) fn repo_targets(
     config: &Config,
     repo: &RepoDef,
     files: &[(String, Vec<u8>)],
@@ -359,7 +389,7 @@ fn config_error_task(repo: &str, errors: &str) -> Option<TargetDef> {
 
 /// Server-defined tasks and pipelines whose `on:` names this repository (`on: {repo: [...]}`),
 /// and py4CI tasks whose `triggered_by: - ssh_url:` is this repository and lists the branch.
-fn server_targets(
+pub(super) fn server_targets(
     config: &Config,
     repo: &RepoDef,
     facts: &EventFacts,

@@ -89,7 +89,7 @@ pub(super) fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> Str
             Status::Success => "#1f9d55",
             Status::Failed | Status::Broken | Status::Jammed => "#d63a3a",
             Status::Running | Status::Started => "#2f80ed",
-            Status::Queued => "#c58a00",
+            Status::Queued | Status::Waiting => "#c58a00",
             Status::Skipped | Status::Canceled => "#8a8f98",
         };
         let label: String = j.name.chars().take(22).collect();

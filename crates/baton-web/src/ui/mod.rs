@@ -45,6 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/tests", get(tests::tests_page))
         .route("/runs/{id}/report.html", get(tests::report))
         .route("/runs/{id}/cancel", post(run::cancel))
+        .route("/runs/{id}/approve", post(run::approve))
         .route("/runs/{id}/rerun", post(run::rerun))
         .route(
             "/runs/{id}/artifacts/{job}/{*path}",

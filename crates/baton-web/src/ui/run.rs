@@ -1,5 +1,5 @@
 //! A run's page: its facts, its jobs (in DAG order), one job's log (the end of it, paged back
-//! with "load earlier"), its artifacts and, for pipelines, the DAG; and the cancel and rerun
+//! with "load earlier"), its artifacts and, for pipelines, the DAG; and the cancel, approve and rerun
 //! buttons.
 
 use std::collections::BTreeMap;
@@ -43,6 +43,8 @@ struct RunPageView {
     status: &'static str,
     reason: String,
     cancelable: bool,
+    /// Held for approval (a pull request from a fork): the page offers Approve.
+    approvable: bool,
     trigger: &'static str,
     queued: String,
     waited: String,
@@ -255,6 +257,7 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
         status: run.status.as_str(),
         reason: run.reason.clone().unwrap_or_default(),
         cancelable: !run.status.is_terminal(),
+        approvable: run.status == baton_core::run::Status::Waiting,
         trigger: run.trigger.as_str(),
         queued: when(run.enqueued_at),
         waited: match run.started_at {
@@ -304,6 +307,24 @@ pub(super) async fn cancel(
     visible_run(&s, &a, id).await?;
     match s.sched.cancel(id).await {
         Ok(_) | Err(SchedError::NotCancelable { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+/// The Approve button of a run held `waiting`: queues it (whoever may see the run's task may
+/// trigger it, and so approve it).
+pub(super) async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<i64>,
+    Form(f): Form<Fields>,
+) -> PageResult {
+    let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
+    visible_run(&s, &a, id).await?;
+    match s.sched.approve(id).await {
+        Ok(_) | Err(SchedError::NotWaiting { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())

@@ -26,6 +26,8 @@ const PIPELINE_KEYS: &[&str] = &[
     "authorized_users",
     "on",
     "checkout",
+    "pr_head",
+    "cancel_superseded",
 ];
 const ON_ERROR_KEYS: &[&str] = &["script", "env"];
 const PIPELINE_TASK_KEYS: &[&str] = &[
@@ -107,6 +109,8 @@ pub(super) fn build_pipeline(
     Some(PipelineDef {
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
+        pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
+        cancel_superseded: d.boolean(f.get("cancel_superseded")),
         name: name.to_owned(),
         concurrency,
         queue_limit,

@@ -14,7 +14,14 @@ use crate::config::secrets::{Resolver, parse_source};
 use crate::on::On;
 
 const REPO_KEYS: &[&str] = &[
-    "url", "forge", "secret", "token", "ssh_key", "branches", "poll",
+    "url",
+    "forge",
+    "secret",
+    "token",
+    "ssh_key",
+    "branches",
+    "poll",
+    "trusted_users",
 ];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
@@ -90,6 +97,7 @@ impl Diags<'_> {
             ssh_key,
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
+            trusted_users: self.plain_list(f.get("trusted_users")),
         })
     }
 

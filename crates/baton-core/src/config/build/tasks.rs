@@ -35,6 +35,8 @@ const TASK_KEYS: &[&str] = &[
     "on",
     "checkout",
     "reports",
+    "pr_head",
+    "cancel_superseded",
 ];
 
 const SCHEDULE_KEYS: &[&str] = &["cron", "timezone"];
@@ -121,6 +123,8 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
+        pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
+        cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
 }
 
