@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// (local and container jobs get theirs from the scheduler, made on the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<String>,
+    /// The server's environment variables that hold secrets (names only): removed from the
+    /// job's environment, which is otherwise inherited from the server for local jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unset_env: Vec<String>,
 }
 
 /// A job's secrets: environment entries (explicit `secrets:`, secret-looking `env` entries and

@@ -323,6 +323,9 @@ fn prepare(
             c
         }
     };
+    for name in &spec.unset_env {
+        cmd.env_remove(name);
+    }
     cmd.current_dir(dir.join(WORK_DIR))
         .process_group(0)
         .stdin(Stdio::null())
@@ -568,6 +571,7 @@ mod tests {
             secrets: Default::default(),
             container: None,
             checkout: None,
+            unset_env: Vec::new(),
         }
     }
 

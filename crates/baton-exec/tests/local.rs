@@ -40,6 +40,7 @@ fn spec(script: &str) -> JobSpec {
         secrets: Default::default(),
         container: None,
         checkout: None,
+        unset_env: Vec::new(),
     }
 }
 

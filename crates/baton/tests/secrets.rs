@@ -38,6 +38,9 @@ variables:
   api_password: {VAR_SECRET}
   greeting: hello
 tasks:
+  peek:
+    authorized_users: [alice]
+    command: echo "peek=${{BATON_E2E_TOKEN:-unset}}"
   block:
     authorized_users: [alice]
     command: |
@@ -153,6 +156,11 @@ async fn secrets_reach_the_job_and_nothing_else() {
         assert!(l.contains("***"), "unmasked base64 line {l:?} in\n{log}");
         assert!(l.replace("***", "").len() <= 6, "{l:?} in\n{log}");
     }
+
+    // A task that names no secret does not inherit one from the server's environment.
+    let peek = s.wait_run(id_of(&s.trigger("peek", &[]).await)).await;
+    let peek_log = s.log_text(peek["id"].as_i64().unwrap(), None).await;
+    assert_eq!(peek_log.trim(), "peek=unset", "{peek_log}");
 
     // The API and the UI, as a user who may trigger the task.
     let tasks = api(&s, &alice, "/tasks").await;

@@ -46,6 +46,28 @@ impl Config {
     pub fn hidden(&self, reference: &str) -> Option<&SecretValue> {
         self.hidden.get(reference)
     }
+
+    /// The server's environment variables that hold a secret (every `env:VAR` source: `secrets:`,
+    /// repositories' `secret:`/`token:`, `server.webhook_secret`): a job's process must not
+    /// inherit them from the server, it gets only the secrets its task names.
+    #[must_use]
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        let repos = self.repos.values().flat_map(|r| [&r.secret, &r.token]);
+        let sources = self.secrets.values().map(|s| &s.source).chain(
+            repos
+                .chain([&self.server.webhook_secret])
+                .filter_map(|s| s.as_ref().map(|s| &s.source)),
+        );
+        let mut names: Vec<String> = sources
+            .filter_map(|s| match s {
+                SecretSource::Env(v) => Some(v.clone()),
+                SecretSource::File(_) => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 /// Whether a variable's or `env` entry's name says it holds a secret (py4CI's rule): it

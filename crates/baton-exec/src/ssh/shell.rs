@@ -307,6 +307,7 @@ mod tests {
             secrets: Default::default(),
             container: None,
             checkout: None,
+            unset_env: Vec::new(),
         }
     }
 

@@ -300,6 +300,7 @@ impl Actor {
             secrets,
             container,
             checkout: None,
+            unset_env: self.config.secret_env_vars(),
         };
         (spec, missing)
     }
