@@ -478,6 +478,10 @@ pub struct RepoDef {
     /// `poll:` — how often to fetch when the forge sends no webhooks.
     #[serde(default)]
     pub poll: Option<Duration>,
+    /// `api:` — the forge's API base URL (`https://ghe.example.com/api/v3`); `None` derives it
+    /// from `url` (github.com → `https://api.github.com`, else the URL's host over https).
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 /// Reads a secret's value from its source (`env:`/`file:`); the error says what went wrong (it

@@ -13,7 +13,7 @@ use crate::config::repos::NodeDe;
 use crate::config::secrets::{Resolver, parse_source};
 use crate::on::On;
 
-const REPO_KEYS: &[&str] = &["url", "forge", "secret", "token", "branches", "poll"];
+const REPO_KEYS: &[&str] = &["url", "forge", "secret", "token", "branches", "poll", "api"];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
 /// the prefix of run names (`NAME/TASK`).
@@ -70,6 +70,15 @@ impl Diags<'_> {
             self.err(entry.value_loc(), format!("\"branches\" of {what}: {why}"));
         }
         let poll = self.duration(f.get("poll"), SECONDS_UP);
+        let api = self.string(f.get("api"));
+        if let (Some(u), Some(entry)) = (&api, f.get("api"))
+            && let Err(msg) = super::server::check_base_url(u, true)
+        {
+            self.err(
+                entry.value_loc(),
+                format!("invalid \"api\" {u:?} of {what}: {msg} (the forge's API base URL, where commit statuses are sent with the token)"),
+            );
+        }
         if forge.is_some_and(|f| f != Forge::Git) && secret.is_none() && f.get("secret").is_none() {
             self.err(
                 e.key,
@@ -86,6 +95,7 @@ impl Diags<'_> {
             token,
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
+            api: api.map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 
