@@ -6,6 +6,7 @@
 
 mod folders;
 mod records;
+mod reports;
 mod repos;
 mod tokens;
 mod users;
@@ -28,6 +29,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
+pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
@@ -157,6 +159,7 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         for c in changes {
             match c {
@@ -208,6 +211,8 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                    // The commit status it means, in the same transaction (the outbox).
+                    reports::record_run_state(&mut tx, *id, *status, now).await?;
                 }
                 Change::Mark { target, slot } => {
                     sqlx::query(
@@ -219,7 +224,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Change::NewRun(run) => insert_run_row(&mut tx, run).await?,
+                Change::NewRun(run) => {
+                    insert_run_row(&mut tx, run).await?;
+                    reports::record_run_state(&mut tx, run.id, run.status, now).await?;
+                }
                 Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
             }
         }
