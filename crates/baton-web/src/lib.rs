@@ -22,6 +22,7 @@ mod logs;
 mod range;
 mod session;
 mod sso;
+pub mod statuses;
 mod ui;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
 pub use sso::Sso;
+pub use statuses::{Statuses, spawn_sender};
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
 /// diagnostics, one per line.
@@ -63,6 +65,8 @@ pub struct AppState {
     pub public_url: String,
     /// The password login's flood defences (signing key, hashing slots, failure backoff).
     pub login: LoginGuard,
+    /// The commit-status outbox (`Statuses::report_commit` sets a status with no run).
+    pub statuses: Statuses,
 }
 
 /// The whole HTTP application.

@@ -53,6 +53,8 @@ struct RunPageView {
     ancestors: Vec<i64>,
     descendants: Vec<i64>,
     jobs: Vec<JobView>,
+    /// Commit statuses told to the forge: (context, state, how far sending got).
+    statuses: Vec<(String, &'static str, String)>,
 }
 
 struct LineView {
@@ -227,7 +229,8 @@ pub(super) async fn run_page(
     } else {
         String::new()
     };
-    let r = run_view(&run, job);
+    let mut r = run_view(&run, job);
+    r.statuses = status_views(&s.store.run_reports(run.id).await?);
     Ok(render(&RunTpl {
         nav,
         r,
@@ -286,7 +289,28 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
                 took: job_took(j),
             })
             .collect(),
+        statuses: Vec::new(),
     }
+}
+
+/// Each commit status of the run: its context, state, and whether it was sent (when), is
+/// being retried (after what error), or was given up.
+fn status_views(reports: &[baton_store::ReportRow]) -> Vec<(String, &'static str, String)> {
+    use baton_store::ReportOutcome as O;
+    reports
+        .iter()
+        .map(|r| {
+            let error = r.last_error.as_deref().unwrap_or("");
+            let how = match r.outcome {
+                O::Sent => format!("sent {}", r.sent_at.map(when).unwrap_or_default()),
+                O::Pending if r.attempts == 0 => "to send".to_owned(),
+                O::Pending => format!("retrying (try {} failed: {error})", r.attempts),
+                O::Failed => format!("not sent: {error}"),
+                O::Skipped => format!("not sent: {error}"),
+            };
+            (r.context.clone(), r.state.as_str(), how)
+        })
+        .collect()
 }
 
 pub(super) async fn cancel(
