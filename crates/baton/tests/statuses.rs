@@ -489,3 +489,41 @@ async fn pending_statuses_are_sent_after_a_restart() {
     // Each status was sent once, after the restart.
     assert_eq!(forge.seen.lock().unwrap().len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_without_a_token_gets_no_statuses_and_the_log_says_so_once() {
+    let forge = FakeForge::start(Kind::GitHub).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, sha) = make_repo(tmp.path());
+    let config = format!(
+        "repos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n    api: {}\n",
+        forge.base
+    );
+    let s = Server::start_env(&config, &[("APP_SECRET", SECRET)]);
+    let ids = push(&s, Kind::GitHub, &url, &sha, "push-1").await;
+    let runs = runs_by_target(&s, &ids).await;
+    assert_eq!(runs["app/ok"]["status"], "success");
+    for run in runs.values() {
+        let id = run["id"].as_i64().unwrap();
+        let run = s
+            .wait_until(id, "its statuses skipped", |r| {
+                r["statuses"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 3 && l.iter().all(|x| x["outcome"] == "skipped"))
+            })
+            .await;
+        assert!(
+            run["statuses"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no token")),
+            "{run:#}"
+        );
+    }
+    assert!(forge.seen.lock().unwrap().is_empty());
+    assert_eq!(
+        s.stderr().matches("repos.app has no token").count(),
+        1,
+        "{}",
+        s.stderr()
+    );
+}
