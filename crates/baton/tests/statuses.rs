@@ -5,6 +5,8 @@
 //! SIGKILL of the server, and never change a run's result.
 
 mod common;
+#[path = "common/users.rs"]
+mod users;
 
 use std::path::Path;
 use std::process::Command;
@@ -244,7 +246,7 @@ fn start(kind: Kind, url: &str, api: &str) -> Server {
         Kind::GitLab => "gitlab",
     };
     let config = format!(
-        "server:\n  public_url: {PUBLIC}/\nrepos:\n  app:\n    url: {url}\n    forge: {forge}\n    secret: env:APP_SECRET\n    token: env:APP_TOKEN\n    api: {api}\n"
+        "administrators: [root]\nserver:\n  public_url: {PUBLIC}/\nrepos:\n  app:\n    url: {url}\n    forge: {forge}\n    secret: env:APP_SECRET\n    token: env:APP_TOKEN\n    api: {api}\n"
     );
     Server::start_env(&config, &[("APP_SECRET", SECRET), ("APP_TOKEN", TOKEN)])
 }
@@ -476,6 +478,18 @@ async fn pending_statuses_are_sent_after_a_restart() {
         "{run:#}"
     );
     assert_eq!(run["status"], "success");
+    // The run page says so too.
+    users::add_user(&s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
+    let page = |s: &Server| {
+        let req = users::no_redirects()
+            .get(format!("{}/runs/{id}", s.base))
+            .header("cookie", cookie.clone());
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let html = page(&s).await;
+    assert!(html.contains("<code>baton/app/ok</code>"), "{html}");
+    assert!(html.contains("retrying (try "), "{html}");
     s.kill9();
     assert!(forge.of("baton/app/ok").is_empty());
     forge.down.store(false, Ordering::SeqCst);
@@ -488,6 +502,15 @@ async fn pending_statuses_are_sent_after_a_restart() {
     assert_eq!(got[2].state, "failure", "{got:#?}");
     // Each status was sent once, after the restart.
     assert_eq!(forge.seen.lock().unwrap().len(), 6);
+    s.wait_until(id, "all statuses sent", |r| {
+        r["statuses"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|x| x["outcome"] == "sent"))
+    })
+    .await;
+    let html = page(&s).await;
+    assert!(html.contains("sent "), "{html}");
+    assert!(!html.contains("retrying"), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
