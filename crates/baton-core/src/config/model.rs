@@ -27,6 +27,9 @@ pub struct Config {
     /// `repos:` — repositories whose webhooks (and `.baton/` configs) start runs.
     #[serde(default)]
     pub repos: BTreeMap<String, RepoDef>,
+    /// `notify:` — where to tell about runs that end (signed JSON webhooks).
+    #[serde(default)]
+    pub notify: Vec<NotifyDef>,
     /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
     /// variables and `env` entries), by reference. Memory only: never serialized.
     #[serde(skip)]
@@ -458,6 +461,32 @@ impl Forge {
 pub struct RepoSecret {
     pub source: SecretSource,
     pub value: SecretValue,
+}
+
+/// One entry of `notify:`: a run's end is POSTed, signed with `secret`, to `webhook` when its
+/// target matches `tasks` and its status is in `on`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyDef {
+    pub webhook: String,
+    /// The HMAC-SHA256 key of `X-Baton-Signature-256`. Never serialized.
+    #[serde(skip)]
+    pub secret: Option<RepoSecret>,
+    /// Target globs (`*` stops at `/`, `**` does not, `!` excludes); empty: every target.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Run statuses told about; empty: every end.
+    #[serde(default)]
+    pub on: Vec<crate::run::Status>,
+}
+
+impl NotifyDef {
+    /// Whether a run of `target` that ended `status` is told to this entry.
+    #[must_use]
+    pub fn matches(&self, target: &str, status: crate::run::Status) -> bool {
+        let task_ok = self.tasks.is_empty()
+            || crate::on::Patterns::new(&self.tasks).is_ok_and(|p| p.is_match(target));
+        task_ok && status.is_terminal() && (self.on.is_empty() || self.on.contains(&status))
+    }
 }
 
 /// `repos.NAME`.

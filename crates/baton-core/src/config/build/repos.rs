@@ -100,7 +100,7 @@ impl Diags<'_> {
     }
 
     /// `secret:`/`token:`: only `env:VAR` or `file:PATH`, read now.
-    fn repo_secret(
+    pub(super) fn repo_secret(
         &mut self,
         e: Option<Entry<'_>>,
         what: &str,
