@@ -5,6 +5,7 @@
 //! FULL) before the call returns — so before anyone is told.
 
 mod folders;
+mod notices;
 mod records;
 mod reports;
 mod repos;
@@ -28,6 +29,7 @@ use sqlx::{QueryBuilder, Row};
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
+pub use notices::{NoticeRow, RunEnd};
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
@@ -213,6 +215,7 @@ impl Store {
                     .await?;
                     // The commit status it means, in the same transaction (the outbox).
                     reports::record_run_state(&mut tx, *id, *status, now).await?;
+                    notices::record_run_end(&mut tx, *id, *status, now).await?;
                 }
                 Change::Mark { target, slot } => {
                     sqlx::query(
@@ -227,6 +230,7 @@ impl Store {
                 Change::NewRun(run) => {
                     insert_run_row(&mut tx, run).await?;
                     reports::record_run_state(&mut tx, run.id, run.status, now).await?;
+                    notices::record_run_end(&mut tx, run.id, run.status, now).await?;
                 }
                 Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
             }

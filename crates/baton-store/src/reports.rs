@@ -32,7 +32,7 @@ impl ReportOutcome {
         }
     }
 
-    fn parse(s: &str) -> Option<ReportOutcome> {
+    pub(crate) fn parse(s: &str) -> Option<ReportOutcome> {
         [
             ReportOutcome::Pending,
             ReportOutcome::Sent,
