@@ -19,6 +19,7 @@ mod headers;
 mod hooks;
 mod login;
 mod logs;
+pub mod notify;
 mod range;
 mod session;
 mod sso;
@@ -38,6 +39,7 @@ pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
+pub use notify::spawn_notifier;
 pub use sso::Sso;
 pub use statuses::{Statuses, spawn_sender};
 

@@ -311,14 +311,14 @@ impl Sender {
 }
 
 /// The wait before try `attempts + 1`: 1 s, 2 s, 4 s… at most [`MAX_BACKOFF`].
-fn backoff(attempts: u32) -> chrono::Duration {
+pub(crate) fn backoff(attempts: u32) -> chrono::Duration {
     let d = FIRST_BACKOFF
         .saturating_mul(1 << attempts.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -215,6 +215,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let statuses = baton_web::Statuses::new(store.clone());
     // Sends the commit statuses recorded with run changes (and those pending before a restart).
     baton_web::spawn_sender(statuses.clone(), sched.clone(), stop_loops.clone());
+    // Tells `notify:` receivers about run ends (and those not told before a restart).
+    baton_web::spawn_notifier(store.clone(), sched.clone(), stop_loops.clone());
     let state = baton_web::AppState {
         sched: sched.clone(),
         store,
