@@ -22,6 +22,8 @@ use baton_store::{NoticeRow, ReportOutcome, RunRow, Store, StoreError};
 
 use crate::statuses::{backoff, error_chain};
 
+mod mail;
+
 /// Tries of one notification before the sender gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
 /// How long one request may take.
@@ -55,7 +57,7 @@ struct Notifier {
 }
 
 /// What one try of a notification came to.
-enum Try {
+pub(crate) enum Try {
     Done(ReportOutcome, Option<String>),
     Again(String),
 }
@@ -94,7 +96,7 @@ impl Notifier {
                     c.notify
                         .iter()
                         .filter(|n| n.matches(&end.target, end.status))
-                        .map(|n| n.webhook.clone())
+                        .map(NotifyDef::receiver)
                         .collect()
                 })
                 .unwrap_or_default();
@@ -156,7 +158,7 @@ impl Notifier {
 
     /// One try of notification `n` with the config in force.
     async fn attempt(&self, n: &NoticeRow, config: Option<&Config>) -> Try {
-        let entry = config.and_then(|c| c.notify.iter().find(|e| e.webhook == n.webhook));
+        let entry = config.and_then(|c| c.notify.iter().find(|e| e.receiver() == n.webhook));
         let Some(entry) = entry else {
             return Try::Done(
                 ReportOutcome::Skipped,
@@ -175,10 +177,17 @@ impl Notifier {
         };
         let public = config.and_then(|c| c.server.public_url.as_deref());
         let body = body(&run, n, public);
-        self.post(entry, n, body).await
+        match (&entry.webhook, &entry.smtp) {
+            (Some(url), _) => self.post(entry, url, n, body).await,
+            (None, Some(smtp)) => mail::send(entry, smtp, &run, n, &body).await,
+            (None, None) => Try::Done(
+                ReportOutcome::Skipped,
+                Some(format!("{} has no webhook nor smtp", n.webhook)),
+            ),
+        }
     }
 
-    async fn post(&self, entry: &NotifyDef, n: &NoticeRow, body: Vec<u8>) -> Try {
+    async fn post(&self, entry: &NotifyDef, url: &str, n: &NoticeRow, body: Vec<u8>) -> Try {
         let Some(secret) = &entry.secret else {
             return Try::Done(
                 ReportOutcome::Skipped,
@@ -188,7 +197,7 @@ impl Notifier {
         let signature = baton_forge::sign(secret.value.expose().as_bytes(), &body);
         let resp = self
             .http
-            .post(&n.webhook)
+            .post(url)
             .header("content-type", "application/json")
             .header("x-baton-event", "run")
             .header("x-baton-delivery", n.id.to_string())

@@ -463,20 +463,35 @@ pub struct RepoSecret {
     pub value: SecretValue,
 }
 
-/// One entry of `notify:`: a run's end is POSTed, signed with `secret`, to `webhook` when its
-/// target matches `tasks` and its status is in `on`.
+/// One entry of `notify:`: a run's end is told, when its target matches `tasks` and its status
+/// is in `on`, either as a JSON POST signed with `secret` to `webhook`, or as a mail to `email`
+/// through `smtp`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyDef {
-    pub webhook: String,
+    #[serde(default)]
+    pub webhook: Option<String>,
     /// The HMAC-SHA256 key of `X-Baton-Signature-256`. Never serialized.
     #[serde(skip)]
     pub secret: Option<RepoSecret>,
+    /// Mail recipients (set instead of `webhook`, with `smtp`).
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub smtp: Option<SmtpDef>,
     /// Target globs (`*` stops at `/`, `**` does not, `!` excludes); empty: every target.
     #[serde(default)]
     pub tasks: Vec<String>,
     /// Run statuses told about; empty: every end.
     #[serde(default)]
     pub on: Vec<crate::run::Status>,
+}
+
+/// `smtp:` of a mail `notify:` entry: a relay spoken to in plain SMTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmtpDef {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
 }
 
 impl NotifyDef {
@@ -486,6 +501,15 @@ impl NotifyDef {
         let task_ok = self.tasks.is_empty()
             || crate::on::Patterns::new(&self.tasks).is_ok_and(|p| p.is_match(target));
         task_ok && status.is_terminal() && (self.on.is_empty() || self.on.contains(&status))
+    }
+
+    /// Who is told: the webhook's URL, or `mailto:` and the addresses.
+    #[must_use]
+    pub fn receiver(&self) -> String {
+        match &self.webhook {
+            Some(url) => url.clone(),
+            None => format!("mailto:{}", self.email.join(",")),
+        }
     }
 }
 

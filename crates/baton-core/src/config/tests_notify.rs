@@ -69,7 +69,7 @@ fn notify_mistakes_are_reported_at_their_place() {
         "{all}"
     );
     assert!(
-        all.contains("t.yaml:6:5: notify entry 2 has no \"webhook\""),
+        all.contains("t.yaml:6:5: notify entry 2 has no \"webhook\" nor \"email\""),
         "{all}"
     );
     let errs = errors("notify:\n  - webhook: http://localhost:1/\n");
@@ -77,4 +77,37 @@ fn notify_mistakes_are_reported_at_their_place() {
         errs[0].contains("t.yaml:2:5: notify entry 1 has no \"secret\""),
         "{errs:?}"
     );
+}
+
+#[test]
+fn mail_entries_need_addresses_and_an_smtp_relay() {
+    let c = load(
+        "notify:\n  - email: [dev@example.com, ops@example.com]\n    smtp: {host: 127.0.0.1, port: 2525, from: ci@example.com}\n    on: [broken]\n",
+    )
+    .unwrap();
+    let n = &c.notify[0];
+    assert_eq!(n.receiver(), "mailto:dev@example.com,ops@example.com");
+    assert_eq!(n.smtp.as_ref().unwrap().port, 2525);
+    assert!(n.matches("x", Status::Broken) && !n.matches("x", Status::Failed));
+    let all = errors(
+        "notify:\n  - email: [not an address]\n    smtp: {host: h, port: 70000}\n  - email: [a@b]\n  - email: [a@b]\n    webhook: http://localhost/\n",
+    )
+    .join("\n");
+    assert!(
+        all.contains("t.yaml:2:13: invalid address \"not an address\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("\"smtp\" of notify entry 1 has no \"from\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.yaml:3:27: \"port\" of \"smtp\" of notify entry 1 is above 65535"),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.yaml:4:5: notify entry 2 has \"email\" but no \"smtp\""),
+        "{all}"
+    );
+    assert!(all.contains("t.yaml:5:5: notify entry 3 has both"), "{all}");
 }
