@@ -9,5 +9,6 @@ pub mod args;
 pub mod config;
 pub mod decide;
 pub mod on;
+pub mod report;
 pub mod run;
 pub mod schedule;

@@ -8,6 +8,7 @@
 mod event;
 mod json;
 mod parse;
+mod status;
 mod url;
 mod verify;
 mod web;
@@ -17,6 +18,9 @@ pub use event::{
     skip_ci,
 };
 pub use parse::{HookError, ParseError, is_zero_sha, parse, receive};
+pub use status::{
+    CommitStatus, StatusError, StatusRequest, StatusState, api_base, repo_path, status_request,
+};
 pub use url::{RepoUrl, UrlError, same_repo};
 pub use verify::{Headers, VerifyError, sign, signature_header, verify};
 pub use web::{WebLinks, public_url, web_base};

@@ -5,8 +5,10 @@
 //! FULL) before the call returns — so before anyone is told.
 
 mod folders;
+mod notices;
 mod records;
 mod repo_state;
+mod reports;
 mod repos;
 mod results;
 mod tokens;
@@ -29,8 +31,10 @@ use sqlx::{QueryBuilder, Row};
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
+pub use notices::{NoticeRow, RunEnd};
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use repo_state::FetchState;
+pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
 pub use tokens::TokenInfo;
@@ -161,6 +165,7 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         for c in changes {
             match c {
@@ -212,6 +217,9 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                    // The commit status it means, in the same transaction (the outbox).
+                    reports::record_run_state(&mut tx, *id, *status, now).await?;
+                    notices::record_run_end(&mut tx, *id, *status, now).await?;
                 }
                 Change::Mark { target, slot } => {
                     sqlx::query(
@@ -223,7 +231,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Change::NewRun(run) => insert_run_row(&mut tx, run).await?,
+                Change::NewRun(run) => {
+                    insert_run_row(&mut tx, run).await?;
+                    reports::record_run_state(&mut tx, run.id, run.status, now).await?;
+                    notices::record_run_end(&mut tx, run.id, run.status, now).await?;
+                }
                 Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
             }
         }

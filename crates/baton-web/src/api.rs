@@ -403,7 +403,15 @@ async fn get_run(
     id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<Json<t::Run>> {
     let Path(id) = id?;
-    Ok(Json(load_run(&s, &user, id).await?.into()))
+    let mut run: t::Run = load_run(&s, &user, id).await?.into();
+    run.statuses = s
+        .store
+        .run_reports(id)
+        .await?
+        .into_iter()
+        .map(t::StatusReport::from)
+        .collect();
+    Ok(Json(run))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

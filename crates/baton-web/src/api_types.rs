@@ -112,6 +112,26 @@ pub struct Run {
     /// The counts of the run's test results, once it has any (lists only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<ResultSummary>,
+    /// The commit statuses reported to the forge for this run, in order (`GET /runs/{id}`
+    /// only; absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<StatusReport>,
+}
+
+/// One commit status of a run and how far its sending got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusReport {
+    /// `baton/TASK`.
+    pub context: String,
+    /// `pending`, `running`, `success`, `failure`, `error` or `canceled` (Baton's words; each
+    /// forge gets its own).
+    pub state: String,
+    /// `sent`; `pending` (not tried yet); `retrying` (see `last_error`); `failed` (given up);
+    /// `skipped` (no token, or a forge without statuses).
+    pub outcome: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// The repository, commit and ref a run builds.

@@ -20,12 +20,14 @@ mod headers;
 mod hooks;
 mod login;
 mod logs;
+pub mod notify;
 mod range;
 mod repo_http;
 mod repos;
 mod results;
 mod session;
 mod sso;
+pub mod statuses;
 mod ui;
 
 use std::sync::Arc;
@@ -41,9 +43,11 @@ pub use auth::CurrentUser;
 pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
+pub use notify::spawn_notifier;
 pub use repos::poll::start as start_polling;
 pub use results::start_results;
 pub use sso::Sso;
+pub use statuses::{Statuses, spawn_sender};
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
 /// diagnostics, one per line.
@@ -69,6 +73,8 @@ pub struct AppState {
     pub public_url: String,
     /// The password login's flood defences (signing key, hashing slots, failure backoff).
     pub login: LoginGuard,
+    /// The commit-status outbox (`Statuses::report_commit` sets a status with no run).
+    pub statuses: Statuses,
 }
 
 /// The whole HTTP application.

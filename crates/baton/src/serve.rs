@@ -212,6 +212,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let config_path = args.config.clone();
+    let statuses = baton_web::Statuses::new(store.clone());
+    // Sends the commit statuses recorded with run changes (and those pending before a restart).
+    baton_web::spawn_sender(statuses.clone(), sched.clone(), stop_loops.clone());
+    // Tells `notify:` receivers about run ends (and those not told before a restart).
+    baton_web::spawn_notifier(store.clone(), sched.clone(), stop_loops.clone());
     let state = baton_web::AppState {
         sched: sched.clone(),
         store,
@@ -223,6 +228,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         sso: baton_web::Sso::default(),
         public_url: public_url(addr),
         login: baton_web::LoginGuard::default(),
+        statuses,
     };
     // Deliveries accepted before a crash whose runs may not have started.
     baton_web::start_results(&state);

@@ -17,6 +17,7 @@ use super::{ConfigErrors, Diagnostic};
 mod checks;
 mod container;
 pub(crate) mod diags;
+mod notify;
 mod pipelines;
 mod reports;
 mod repos;
@@ -45,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "tasks",
     "pipelines",
     "repos",
+    "notify",
 ];
 
 const DEFAULT_QUEUE: &str = "default";
@@ -161,6 +163,7 @@ fn build(
         tasks,
         pipelines,
         repos,
+        notify,
     } = sections(d, roots, top_keys);
     let mut config = Config {
         administrators,
@@ -214,6 +217,10 @@ fn build(
         }
     }
 
+    for (file, node) in notify {
+        config.notify.extend(d.notify(file, node, resolve));
+    }
+
     if let Some(mode) = repo {
         config.workers = mode.workers.clone();
         config.server.agent_queues = mode.agent_queues.clone();
@@ -238,6 +245,7 @@ struct Sections<'a> {
     tasks: Vec<Entry<'a>>,
     pipelines: Vec<Entry<'a>>,
     repos: Vec<Entry<'a>>,
+    notify: Vec<(FileId, &'a Node)>,
 }
 
 fn sections<'a>(d: &mut Diags<'_>, roots: &'a [(FileId, Node)], top_keys: &[&str]) -> Sections<'a> {
@@ -256,6 +264,10 @@ fn sections<'a>(d: &mut Diags<'_>, roots: &'a [(FileId, Node)], top_keys: &[&str
                 "tasks" => &mut s.tasks,
                 "pipelines" => &mut s.pipelines,
                 "repos" => &mut s.repos,
+                "notify" => {
+                    s.notify.push((file, e.value));
+                    continue;
+                }
                 "administrators" => {
                     if !e.value.is_null() {
                         s.administrators.extend(d.plain_list(Some(*e)));

@@ -27,6 +27,9 @@ pub struct Config {
     /// `repos:` — repositories whose webhooks (and `.baton/` configs) start runs.
     #[serde(default)]
     pub repos: BTreeMap<String, RepoDef>,
+    /// `notify:` — where to tell about runs that end (signed JSON webhooks).
+    #[serde(default)]
+    pub notify: Vec<NotifyDef>,
     /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
     /// variables and `env` entries), by reference. Memory only: never serialized.
     #[serde(skip)]
@@ -514,6 +517,56 @@ pub struct RepoSecret {
     pub value: SecretValue,
 }
 
+/// One entry of `notify:`: a run's end is told, when its target matches `tasks` and its status
+/// is in `on`, either as a JSON POST signed with `secret` to `webhook`, or as a mail to `email`
+/// through `smtp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyDef {
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// The HMAC-SHA256 key of `X-Baton-Signature-256`. Never serialized.
+    #[serde(skip)]
+    pub secret: Option<RepoSecret>,
+    /// Mail recipients (set instead of `webhook`, with `smtp`).
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub smtp: Option<SmtpDef>,
+    /// Target globs (`*` stops at `/`, `**` does not, `!` excludes); empty: every target.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Run statuses told about; empty: every end.
+    #[serde(default)]
+    pub on: Vec<crate::run::Status>,
+}
+
+/// `smtp:` of a mail `notify:` entry: a relay spoken to in plain SMTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmtpDef {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+}
+
+impl NotifyDef {
+    /// Whether a run of `target` that ended `status` is told to this entry.
+    #[must_use]
+    pub fn matches(&self, target: &str, status: crate::run::Status) -> bool {
+        let task_ok = self.tasks.is_empty()
+            || crate::on::Patterns::new(&self.tasks).is_ok_and(|p| p.is_match(target));
+        task_ok && status.is_terminal() && (self.on.is_empty() || self.on.contains(&status))
+    }
+
+    /// Who is told: the webhook's URL, or `mailto:` and the addresses.
+    #[must_use]
+    pub fn receiver(&self) -> String {
+        match &self.webhook {
+            Some(url) => url.clone(),
+            None => format!("mailto:{}", self.email.join(",")),
+        }
+    }
+}
+
 /// `repos.NAME`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoDef {
@@ -538,6 +591,10 @@ pub struct RepoDef {
     /// `trusted_users:` — forge logins whose pull requests from forks run without approval.
     #[serde(default)]
     pub trusted_users: Vec<String>,
+    /// `api:` — the forge's API base URL (`https://ghe.example.com/api/v3`); `None` derives it
+    /// from `url` (github.com → `https://api.github.com`, else the URL's host over https).
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 /// Reads a secret's value from its source (`env:`/`file:`); the error says what went wrong (it

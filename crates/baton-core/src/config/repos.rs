@@ -10,7 +10,11 @@
 //!     token: file:/etc/baton/backend.token   # API/clone token: env:VAR or file:PATH only
 //!     branches: [main, "release/**"]         # branches whose pushes are built (default: all)
 //!     poll: 5m                               # fetch interval for repos without webhooks
+//!     api: https://ghe.acme.com/api/v3       # forge API for commit statuses (default: from url)
 //! ```
+//!
+//! With a `token`, every run of the repository reports commit statuses (`baton/TARGET`) to the
+//! forge; `server.public_url` gives them a link to the run.
 //!
 //! `secret` and `token` are read like `secrets:` and held in [`SecretValue`]s: never serialized,
 //! never shown. A repository's `.baton/` holds `tasks:`, `pipelines:` and `variables:` in the

@@ -178,3 +178,26 @@ fn pull_request_keys() {
     let e = errors("tasks:\n  t:\n    command: make\n    pr_head: yes please\n");
     assert_eq!(e.len(), 1, "{e:?}");
 }
+
+#[test]
+fn a_repositorys_api_must_be_https_unless_loopback() {
+    let repo = |api: &str| {
+        format!(
+            "repos:\n  app:\n    url: git@ghe.example.com:acme/app.git\n    forge: github\n    secret: env:APP_HOOK\n    token: env:APP_TOKEN\n    api: {api}\n"
+        )
+    };
+    let c = load(&repo("https://ghe.example.com/api/v3/")).unwrap();
+    assert_eq!(
+        c.repos["app"].api.as_deref(),
+        Some("https://ghe.example.com/api/v3")
+    );
+    assert!(load(&repo("http://127.0.0.1:9000")).is_ok());
+    let errs = errors(&repo("http://ghe.example.com"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "t.yaml:7:10: invalid \"api\" \"http://ghe.example.com\" of repository \"app\": use https://"
+        ),
+        "{errs:?}"
+    );
+}

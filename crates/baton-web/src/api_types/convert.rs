@@ -105,6 +105,24 @@ impl From<baton_store::RunRow> for Run {
                 author: c.author,
                 subject: c.subject,
             }),
+            statuses: Vec::new(),
+        }
+    }
+}
+
+impl From<baton_store::ReportRow> for StatusReport {
+    fn from(r: baton_store::ReportRow) -> Self {
+        let outcome = match r.outcome {
+            baton_store::ReportOutcome::Pending if r.attempts > 0 => "retrying",
+            o => o.as_str(),
+        };
+        StatusReport {
+            context: r.context,
+            state: r.state.as_str().to_owned(),
+            outcome: outcome.to_owned(),
+            attempts: r.attempts,
+            last_error: r.last_error,
+            sent_at: r.sent_at,
         }
     }
 }

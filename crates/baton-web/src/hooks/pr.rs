@@ -39,11 +39,20 @@ pub(super) fn approval_needed(repo: &RepoDef, pr: &PullRequest, user: &str) -> O
     ))
 }
 
-/// Where the lead wires the forge status: a pull request that does not merge cleanly gets an
-/// `error` commit status on its head saying so (`text`). Nothing is sent yet: the status
-/// reporter is being built separately.
-pub(super) fn report_pr_conflict(repo: &RepoDef, head: &Oid, text: &str) {
+/// A pull request that does not merge cleanly gets an `error` commit status `baton/merge` on its
+/// head saying so (`text`), instead of runs; sent like every status (retried, after a restart).
+async fn report_pr_conflict(st: &AppState, repo: &RepoDef, head: &Oid, text: &str) {
     tracing::info!(repo = repo.name, commit = %head, "pull request conflict: {text}");
+    let state = baton_core::report::CommitState::Error;
+    if let Err(e) = (st.statuses)
+        .report_commit(&repo.name, head.as_str(), "baton/merge", state, text)
+        .await
+    {
+        tracing::warn!(
+            repo = repo.name,
+            "could not record the conflict's commit status: {e}"
+        );
+    }
 }
 
 pub(super) async fn build(
@@ -65,7 +74,7 @@ pub(super) async fn build(
         Ok(h) => h,
         Err(text) => return Verdict::new(StatusCode::BAD_GATEWAY, text),
     };
-    let merge = match merge(&mirror, repo, pr, &head).await {
+    let merge = match merge(st, &mirror, repo, pr, &head).await {
         Ok(m) => m,
         Err(v) => return v,
     };
@@ -136,6 +145,7 @@ pub(super) async fn build(
 /// The merge commit of the pull request's `head` into its target branch, or the verdict that
 /// starts nothing (no such branch, a conflict, a git failure).
 async fn merge(
+    st: &AppState,
     mirror: &Mirror,
     repo: &RepoDef,
     pr: &PullRequest,
@@ -165,7 +175,7 @@ async fn merge(
                 pr.base_ref,
                 paths.join(", ")
             );
-            report_pr_conflict(repo, head, &text);
+            report_pr_conflict(st, repo, head, &text).await;
             Err(Verdict::new(StatusCode::ACCEPTED, text))
         }
         Err(e) => Err(fail("could not merge the pull request", &e)),
@@ -233,6 +243,7 @@ mod tests {
             secret: None,
             token: None,
             ssh_key: None,
+            api: None,
             branches: Vec::new(),
             poll: None,
             trusted_users: trusted.iter().map(|u| (*u).to_owned()).collect(),

@@ -57,6 +57,8 @@ struct RunPageView {
     descendants: Vec<i64>,
     jobs: Vec<JobView>,
     code: Option<CodeFacts>,
+    /// Commit statuses told to the forge: (context, state, how far sending got).
+    statuses: Vec<(String, &'static str, String)>,
 }
 
 struct LineView {
@@ -233,6 +235,7 @@ pub(super) async fn run_page(
     };
     let mut r = run_view(&run, job);
     r.code = run.repo.as_ref().map(|c| CodeFacts::of(c, &a.config));
+    r.statuses = status_views(&s.store.run_reports(run.id).await?);
     Ok(render(&RunTpl {
         nav,
         r,
@@ -293,7 +296,28 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
             })
             .collect(),
         code: None,
+        statuses: Vec::new(),
     }
+}
+
+/// Each commit status of the run: its context, state, and whether it was sent (when), is
+/// being retried (after what error), or was given up.
+fn status_views(reports: &[baton_store::ReportRow]) -> Vec<(String, &'static str, String)> {
+    use baton_store::ReportOutcome as O;
+    reports
+        .iter()
+        .map(|r| {
+            let error = r.last_error.as_deref().unwrap_or("");
+            let how = match r.outcome {
+                O::Sent => format!("sent {}", r.sent_at.map(when).unwrap_or_default()),
+                O::Pending if r.attempts == 0 => "to send".to_owned(),
+                O::Pending => format!("retrying (try {} failed: {error})", r.attempts),
+                O::Failed => format!("not sent: {error}"),
+                O::Skipped => format!("not sent: {error}"),
+            };
+            (r.context.clone(), r.state.as_str(), how)
+        })
+        .collect()
 }
 
 pub(super) async fn cancel(

@@ -22,6 +22,7 @@ const REPO_KEYS: &[&str] = &[
     "branches",
     "poll",
     "trusted_users",
+    "api",
 ];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
@@ -80,6 +81,15 @@ impl Diags<'_> {
             self.err(entry.value_loc(), format!("\"branches\" of {what}: {why}"));
         }
         let poll = self.duration(f.get("poll"), SECONDS_UP);
+        let api = self.string(f.get("api"));
+        if let (Some(u), Some(entry)) = (&api, f.get("api"))
+            && let Err(msg) = super::server::check_base_url(u, true)
+        {
+            self.err(
+                entry.value_loc(),
+                format!("invalid \"api\" {u:?} of {what}: {msg} (the forge's API base URL, where commit statuses are sent with the token)"),
+            );
+        }
         if forge.is_some_and(|f| f != Forge::Git) && secret.is_none() && f.get("secret").is_none() {
             self.err(
                 e.key,
@@ -98,6 +108,7 @@ impl Diags<'_> {
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
             trusted_users: self.plain_list(f.get("trusted_users")),
+            api: api.map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 

@@ -1,0 +1,343 @@
+//! Commit statuses back to the forges: the sender of the store's outbox (`status_reports`).
+//!
+//! The scheduler records a report in the same transaction as the run change it reports; this
+//! task, outside the actor, sends them over HTTP in order per (repo, commit, context), retries
+//! a failed send with exponential backoff (1 s doubling, at most 5 min apart, 12 tries, then it
+//! gives up and records why), and never touches the run. Unsent reports are in the store, so a
+//! restart resumes them. A repository without `token:` (or with `forge: git`) gets no statuses:
+//! its reports are recorded `skipped`, and the server log says so once per repository.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use baton_core::config::Config;
+use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
+use baton_core::run::Status;
+use baton_forge::{CommitStatus, StatusState, api_base, repo_path, status_request};
+use baton_sched::SchedHandle;
+use baton_store::{NewReport, ReportOutcome, ReportRow, Store, StoreError};
+
+/// The first retry waits this long; each next one twice as long as the one before.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Tries of one report before the sender gives up on it.
+const MAX_ATTEMPTS: u32 = 12;
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Reports looked at per round (each is the first unsent one of its commit and context).
+const BATCH: u32 = 64;
+/// The longest sleep between two looks at the outbox when nothing wakes the sender.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The commit-status outbox as the rest of the server uses it. Cheap to clone.
+#[derive(Clone)]
+pub struct Statuses {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl Statuses {
+    pub fn new(store: Store) -> Statuses {
+        Statuses {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Sets a commit status for a commit that has no run (a pull request that does not merge:
+    /// `CommitState::Error`, "does not merge cleanly with main"). `repo` is the repository's
+    /// name in `repos:`, `context` the status's name (`baton/TASK`). Recorded durably, then
+    /// sent like a run's status (in order, retried, resumed after a restart); returns the
+    /// report's id.
+    pub async fn report_commit(
+        &self,
+        repo: &str,
+        commit: &str,
+        context: &str,
+        state: CommitState,
+        description: &str,
+    ) -> Result<i64, StoreError> {
+        let new = NewReport {
+            repo: repo.to_owned(),
+            commit: commit.to_owned(),
+            context: context.to_owned(),
+            state,
+            description: clip(description, MAX_DESCRIPTION),
+        };
+        let id = self.store.add_report(&new, Utc::now()).await?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+}
+
+/// Starts the sender; it stops when `shutdown` is cancelled.
+pub fn spawn_sender(statuses: Statuses, sched: SchedHandle, shutdown: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let http = match http {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("commit statuses are off: cannot build an HTTP client: {e}");
+            return;
+        }
+    };
+    let sender = Sender {
+        statuses,
+        sched,
+        http,
+        told_no_token: Default::default(),
+    };
+    tokio::spawn(sender.run(shutdown));
+}
+
+struct Sender {
+    statuses: Statuses,
+    sched: SchedHandle,
+    http: reqwest::Client,
+    /// Repositories whose missing token the log already named.
+    told_no_token: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// What one try of a report came to.
+enum Try {
+    Done(ReportOutcome, Option<String>),
+    Again(String),
+}
+
+impl Sender {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut changes = self.sched.changes();
+        loop {
+            let next = match self.round().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("commit statuses: cannot read the outbox: {e}; trying again");
+                    Some(Utc::now() + IDLE)
+                }
+            };
+            let Some(next) = next else {
+                // Something was sent: the next report of its commit may be due now.
+                continue;
+            };
+            let wait = (next - Utc::now()).to_std().unwrap_or_default().min(IDLE);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.statuses.wake.notified() => {}
+                r = changes.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Sends every due report (one per commit and context, at the same time); `None` if any
+    /// was finished, else when the next one is due.
+    async fn round(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let reports = self.statuses.store.next_reports(BATCH).await?;
+        let now = Utc::now();
+        let mut next = now + IDLE;
+        let mut due = Vec::new();
+        for r in reports {
+            if r.next_at <= now {
+                due.push(r);
+            } else {
+                next = next.min(r.next_at);
+            }
+        }
+        if due.is_empty() {
+            return Ok(Some(next));
+        }
+        let config = self.sched.config().await.ok();
+        let tries = due.iter().map(|r| self.attempt(r, config.as_deref()));
+        let results = futures::future::join_all(tries).await;
+        let mut finished = false;
+        for (r, t) in due.iter().zip(results) {
+            let attempts = r.attempts + 1;
+            match t {
+                Try::Done(outcome, error) => {
+                    finished = true;
+                    self.statuses
+                        .store
+                        .report_done(r.id, outcome, attempts, error.as_deref(), Utc::now())
+                        .await?;
+                }
+                Try::Again(error) if attempts >= MAX_ATTEMPTS => {
+                    finished = true;
+                    tracing::warn!(
+                        repo = r.repo,
+                        context = r.context,
+                        "commit status {} for {} not sent after {attempts} tries; giving up: {error}",
+                        r.state,
+                        r.commit
+                    );
+                    let why = format!("gave up after {attempts} tries: {error}");
+                    self.statuses
+                        .store
+                        .report_done(
+                            r.id,
+                            ReportOutcome::Failed,
+                            attempts,
+                            Some(&why),
+                            Utc::now(),
+                        )
+                        .await?;
+                }
+                Try::Again(error) => {
+                    let at = Utc::now() + backoff(attempts);
+                    next = next.min(at);
+                    self.statuses
+                        .store
+                        .report_retry(r.id, attempts, &error, at)
+                        .await?;
+                }
+            }
+        }
+        Ok((!finished).then_some(next))
+    }
+
+    /// One try of report `r` with the config in force.
+    async fn attempt(&self, r: &ReportRow, config: Option<&Config>) -> Try {
+        let skip = |why: String| Try::Done(ReportOutcome::Skipped, Some(why));
+        let Some(def) = config.and_then(|c| c.repos.get(&r.repo)) else {
+            return skip(format!(
+                "repository {:?} is no longer in the configuration",
+                r.repo
+            ));
+        };
+        let Some(forge) = baton_forge::Forge::from_name(def.forge.as_str()) else {
+            return skip(format!(
+                "repos.{} is forge: {}, which has no commit statuses",
+                r.repo,
+                def.forge.as_str()
+            ));
+        };
+        let Some(token) = def.token.as_ref().map(|t| t.value.expose().to_owned()) else {
+            if self.told_no_token.lock().unwrap().insert(r.repo.clone()) {
+                tracing::warn!(
+                    "repos.{} has no token: Baton sends it no commit statuses (hint: token: env:VAR with a token allowed to set statuses)",
+                    r.repo
+                );
+            }
+            return skip(format!("repos.{} has no token", r.repo));
+        };
+        let target = match (
+            api_base(forge, &def.url, def.api.as_deref()),
+            repo_path(&def.url),
+        ) {
+            (Ok(api), Ok(path)) => (api, path),
+            (Err(e), _) | (_, Err(e)) => {
+                return Try::Done(ReportOutcome::Failed, Some(e.to_string()));
+            }
+        };
+        let (description, target_url) = match self.describe(r, config).await {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        let status = CommitStatus {
+            sha: &r.commit,
+            state: StatusState::from_word(r.state.as_str()).unwrap_or(StatusState::Error),
+            context: &r.context,
+            description: &description,
+            target_url: target_url.as_deref(),
+        };
+        let req = status_request(forge, &target.0, &target.1, &token, &status);
+        self.post(req).await
+    }
+
+    /// The description and run URL of report `r`.
+    async fn describe(
+        &self,
+        r: &ReportRow,
+        config: Option<&Config>,
+    ) -> Result<(String, Option<String>), Try> {
+        let Some(run_id) = r.run_id else {
+            return Ok((r.description.clone().unwrap_or_default(), None));
+        };
+        let run = match self.statuses.store.get_run(run_id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                return Err(Try::Done(
+                    ReportOutcome::Failed,
+                    Some(format!(
+                        "run {run_id} was deleted before its status was sent"
+                    )),
+                ));
+            }
+            Err(e) => return Err(Try::Again(format!("cannot read run {run_id}: {e}"))),
+        };
+        let text = match r.state {
+            CommitState::Pending => describe(Status::Queued, None, None),
+            CommitState::Running => describe(Status::Running, None, None),
+            _ => {
+                let took = run
+                    .started_at
+                    .zip(run.ended_at)
+                    .and_then(|(s, e)| (e - s).to_std().ok());
+                describe(run.status, run.reason.as_deref(), took)
+            }
+        };
+        let url = config
+            .and_then(|c| c.server.public_url.as_deref())
+            .map(|base| format!("{}/runs/{run_id}", base.trim_end_matches('/')));
+        Ok((text, url))
+    }
+
+    async fn post(&self, req: baton_forge::StatusRequest) -> Try {
+        let mut builder = self.http.post(&req.url).json(&req.body);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        match builder.send().await {
+            Ok(resp) if resp.status().is_success() => Try::Done(ReportOutcome::Sent, None),
+            Ok(resp) => {
+                let code = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                Try::Again(format!(
+                    "HTTP {code} from POST {}: {}",
+                    req.url,
+                    clip(body.trim(), 200)
+                ))
+            }
+            Err(e) => Try::Again(format!("POST {} failed: {}", req.url, error_chain(&e))),
+        }
+    }
+}
+
+/// The wait before try `attempts + 1`: 1 s, 2 s, 4 s… at most [`MAX_BACKOFF`].
+pub(crate) fn backoff(attempts: u32) -> chrono::Duration {
+    let d = FIRST_BACKOFF
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), chrono::Duration::seconds(1));
+        assert_eq!(backoff(2), chrono::Duration::seconds(2));
+        assert_eq!(backoff(4), chrono::Duration::seconds(8));
+        assert_eq!(backoff(30), chrono::Duration::seconds(300));
+    }
+}
