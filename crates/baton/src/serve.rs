@@ -213,10 +213,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let config_path = args.config.clone();
     let statuses = baton_web::Statuses::new(store.clone());
-    // Sends the commit statuses recorded with run changes (and those pending before a restart).
-    baton_web::spawn_sender(statuses.clone(), sched.clone(), stop_loops.clone());
-    // Tells `notify:` receivers about run ends (and those not told before a restart).
-    baton_web::spawn_notifier(store.clone(), sched.clone(), stop_loops.clone());
     let state = baton_web::AppState {
         sched: sched.clone(),
         store,
@@ -230,11 +226,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login: baton_web::LoginGuard::default(),
         statuses,
     };
-    // Deliveries accepted before a crash whose runs may not have started.
-    baton_web::start_results(&state);
-    baton_web::resume_deliveries(&state).await;
-    // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
-    baton_web::start_polling(&state, stop_loops.child_token());
+    start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
@@ -265,6 +257,24 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's tasks beside the scheduler: each resumes what a restart left undone.
+async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &CancellationToken) {
+    // Sends the commit statuses recorded with run changes (and those pending before a restart).
+    baton_web::spawn_sender(
+        state.statuses.clone(),
+        state.sched.clone(),
+        stop_loops.clone(),
+    );
+    // Tells `notify:` receivers about run ends (and those not told before a restart).
+    baton_web::spawn_notifier(state.store.clone(), state.sched.clone(), stop_loops.clone());
+    // Collects each ended job's test reports into its run's result tree.
+    baton_web::start_results(state);
+    // Deliveries accepted before a crash whose runs may not have started.
+    baton_web::resume_deliveries(state).await;
+    // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
+    baton_web::start_polling(state, stop_loops.child_token());
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings).

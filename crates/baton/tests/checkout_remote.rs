@@ -4,8 +4,8 @@
 //! of the commit byte for byte. The worker needs no forge credentials or route to the forge.
 
 mod common;
-#[path = "common/gitrepo.rs"]
-mod gitrepo;
+
+use common::gitrepo;
 
 use std::process::{Child, Command, Stdio};
 

@@ -4,8 +4,8 @@
 //! no process's argv during the fetch, no log, no API answer and no file Baton wrote.
 
 mod common;
-#[path = "common/gitrepo.rs"]
-mod gitrepo;
+
+use common::gitrepo;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -83,6 +83,35 @@ fn day(s: &str) -> Result<Option<DateTime<Utc>>, PageError> {
         })
 }
 
+/// The link to the next page of runs, with the same filters; empty on the last page.
+fn next_page(q: &RunsQuery, runs: &[baton_store::RunRow], limit: u32) -> String {
+    if runs.len() == limit as usize {
+        let last = runs.last().map_or(0, |r| r.id);
+        let mut parts = Vec::new();
+        for (k, v) in [
+            ("task", &q.task),
+            ("status", &q.status),
+            ("tag", &q.tag),
+            ("trigger", &q.trigger),
+            ("worker", &q.worker),
+            ("since", &q.since),
+            ("until", &q.until),
+            ("q", &q.q),
+            ("repo", &q.repo),
+            ("branch", &q.branch),
+            ("commit", &q.commit),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{k}={}", urlencode(v)));
+            }
+        }
+        parts.push(format!("cursor={last}"));
+        format!("/runs?{}", parts.join("&"))
+    } else {
+        String::new()
+    }
+}
+
 pub(super) async fn runs_page(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -117,31 +146,7 @@ pub(super) async fn runs_page(
         commit: crate::api::commit_prefix(&q.commit).map_err(bad)?,
     };
     let runs = s.store.list_runs(&filter, limit).await?;
-    let next = if runs.len() == limit as usize {
-        let last = runs.last().map_or(0, |r| r.id);
-        let mut parts = Vec::new();
-        for (k, v) in [
-            ("task", &q.task),
-            ("status", &q.status),
-            ("tag", &q.tag),
-            ("trigger", &q.trigger),
-            ("worker", &q.worker),
-            ("since", &q.since),
-            ("until", &q.until),
-            ("q", &q.q),
-            ("repo", &q.repo),
-            ("branch", &q.branch),
-            ("commit", &q.commit),
-        ] {
-            if !v.is_empty() {
-                parts.push(format!("{k}={}", urlencode(v)));
-            }
-        }
-        parts.push(format!("cursor={last}"));
-        format!("/runs?{}", parts.join("&"))
-    } else {
-        String::new()
-    };
+    let next = next_page(&q, &runs, limit);
     let mut target_names: Vec<String> = a
         .config
         .tasks
