@@ -6,6 +6,7 @@
 
 mod folders;
 mod notices;
+mod outbox;
 mod records;
 mod repo_state;
 mod reports;

@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use baton_core::run::Status;
 
+use crate::outbox::Outbox;
 use crate::{ReportOutcome, Result, Store, corrupt, from_ms, ms};
 
 /// A run's end not fanned out to receivers yet.
@@ -173,19 +174,7 @@ impl Store {
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let sent = (outcome == ReportOutcome::Sent).then_some(ms(at));
-        sqlx::query(
-            "UPDATE notifications SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
-              WHERE id = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(sent)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        (self.outbox_done(Outbox::Notices, id, outcome, attempts, error, at)).await
     }
 
     /// Records a failed try of notification `id`; the sender tries again at `next_at`.
@@ -196,16 +185,7 @@ impl Store {
         error: &str,
         next_at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE notifications SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?",
-        )
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(ms(next_at))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        (self.outbox_retry(Outbox::Notices, id, attempts, error, next_at)).await
     }
 }
 

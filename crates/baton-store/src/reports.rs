@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use baton_core::report::{CommitState, context};
 use baton_core::run::Status;
 
+use crate::outbox::Outbox;
 use crate::{Result, Store, corrupt, from_ms, ms};
 
 /// How far the sender got with a report.
@@ -182,19 +183,7 @@ impl Store {
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let sent = (outcome == ReportOutcome::Sent).then_some(ms(at));
-        sqlx::query(
-            "UPDATE status_reports SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
-              WHERE id = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(sent)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        (self.outbox_done(Outbox::Reports, id, outcome, attempts, error, at)).await
     }
 
     /// Records a failed try of report `id`; the sender tries again at `next_at`.
@@ -205,16 +194,7 @@ impl Store {
         error: &str,
         next_at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE status_reports SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?",
-        )
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(ms(next_at))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        (self.outbox_retry(Outbox::Reports, id, attempts, error, next_at)).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use common::Server;
+use common::gitrepo::{commit_text as commit, git};
 
 const FIXTURE_SECRET: &str = "It's a Secret to Everybody";
 const SECRET: &str = "test-hook-secret-42";
@@ -17,38 +18,6 @@ const SECRET: &str = "test-hook-secret-42";
 fn fixture(rel: &str) -> Vec<u8> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/webhooks");
     std::fs::read(Path::new(dir).join(rel)).unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "Ada Tester")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada Tester")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Writes `files`, commits them with `message` on the current branch; returns the sha.
-fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
-    for (path, text) in files {
-        let p = repo.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", message]);
-    git(repo, &["rev-parse", "HEAD"])
 }
 
 /// A push payload in GitHub's documented shape for the local repository `url`.

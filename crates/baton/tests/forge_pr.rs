@@ -13,40 +13,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use common::Server;
+use common::gitrepo::{commit_text as commit, git};
 
 const SECRET: &str = "test-pr-secret-17";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "Ada Tester")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada Tester")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Writes `files`, commits them with `message` on the current branch; returns the sha.
-fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
-    for (path, text) in files {
-        let p = repo.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", message]);
-    git(repo, &["rev-parse", "HEAD"])
-}
 
 /// A repository `app` on `main` with `.baton/ci.yml` = `ci`; `main.txt` on main.
 fn make_repo(root: &Path, ci: &str) -> std::path::PathBuf {

@@ -14,29 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::gitrepo::git;
 use common::*;
 
 const SECRET: &str = "lists-hook-secret-7";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "Ada Tester")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada Tester")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Writes `files`, commits them with `message` and pushes the branch to `origin`; the sha.
 fn commit_push(repo: &Path, branch: &str, files: &[(&str, &str)], message: &str) -> String {

@@ -48,6 +48,12 @@ pub fn commit(repo: &Path, files: &[(&str, &[u8])], message: &str) -> String {
     git(repo, &["rev-parse", "HEAD"])
 }
 
+/// [`commit`] for text files.
+pub fn commit_text(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+    commit(repo, &files, message)
+}
+
 /// A push payload in GitHub's documented shape for the repository `url`.
 pub fn push_payload(url: &str, branch: &str, after: &str, message: &str) -> Vec<u8> {
     let before = "0".repeat(40);

@@ -1,0 +1,83 @@
+//! What the two outboxes share (commit statuses in `status_reports`, run-end notifications in
+//! `notifications`): how their senders record the end of the work on a row, or a failed try.
+
+use chrono::{DateTime, Utc};
+
+use crate::{ReportOutcome, Result, Store, ms};
+
+/// One of the outbox tables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outbox {
+    Reports,
+    Notices,
+}
+
+impl Outbox {
+    fn done_sql(self) -> &'static str {
+        match self {
+            Outbox::Reports => {
+                "UPDATE status_reports SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
+                  WHERE id = ?"
+            }
+            Outbox::Notices => {
+                "UPDATE notifications SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
+                  WHERE id = ?"
+            }
+        }
+    }
+
+    fn retry_sql(self) -> &'static str {
+        match self {
+            Outbox::Reports => {
+                "UPDATE status_reports SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?"
+            }
+            Outbox::Notices => {
+                "UPDATE notifications SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?"
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Records the end of the sender's work on row `id` of `outbox`: sent, failed or skipped
+    /// (with why), after `attempts` tries.
+    pub(crate) async fn outbox_done(
+        &self,
+        outbox: Outbox,
+        id: i64,
+        outcome: ReportOutcome,
+        attempts: u32,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let sent = (outcome == ReportOutcome::Sent).then_some(ms(at));
+        sqlx::query(outbox.done_sql())
+            .bind(outcome.as_str())
+            .bind(i64::from(attempts))
+            .bind(error)
+            .bind(sent)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed try of row `id` of `outbox`; the sender tries again at `next_at`.
+    pub(crate) async fn outbox_retry(
+        &self,
+        outbox: Outbox,
+        id: i64,
+        attempts: u32,
+        error: &str,
+        next_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(outbox.retry_sql())
+            .bind(i64::from(attempts))
+            .bind(error)
+            .bind(ms(next_at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
