@@ -8,7 +8,6 @@ mod common;
 mod users;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
