@@ -21,6 +21,7 @@ mod hooks;
 mod login;
 mod logs;
 pub mod notify;
+mod outbox;
 mod range;
 mod repo_http;
 mod repos;

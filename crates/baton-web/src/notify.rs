@@ -20,6 +20,7 @@ use baton_core::report::clip;
 use baton_sched::SchedHandle;
 use baton_store::{NoticeRow, ReportOutcome, RunRow, Store, StoreError};
 
+use crate::outbox::{Try, drive};
 use crate::statuses::{backoff, error_chain};
 
 mod mail;
@@ -56,31 +57,17 @@ struct Notifier {
     http: reqwest::Client,
 }
 
-/// What one try of a notification came to.
-pub(crate) enum Try {
-    Done(ReportOutcome, Option<String>),
-    Again(String),
-}
-
 impl Notifier {
     async fn run(self, shutdown: CancellationToken) {
-        let mut changes = self.sched.changes();
-        loop {
-            let next = match self.round().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!("run notifications: cannot read the outbox: {e}; trying again");
-                    Some(Utc::now() + IDLE)
-                }
-            };
-            let Some(next) = next else { continue };
-            let wait = (next - Utc::now()).to_std().unwrap_or_default().min(IDLE);
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-                r = changes.changed() => if r.is_err() { return },
-            }
-        }
+        drive(
+            "run notifications",
+            &self.sched,
+            None,
+            shutdown,
+            IDLE,
+            async || self.round().await,
+        )
+        .await;
     }
 
     /// Fans out new run ends, then sends every due notification; `None` if any work was

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::{Try, drive};
 use baton_core::config::Config;
 use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
 use baton_core::run::Status;
@@ -106,35 +107,18 @@ struct Sender {
     told_no_token: std::sync::Mutex<BTreeSet<String>>,
 }
 
-/// What one try of a report came to.
-enum Try {
-    Done(ReportOutcome, Option<String>),
-    Again(String),
-}
-
 impl Sender {
     async fn run(self, shutdown: CancellationToken) {
-        let mut changes = self.sched.changes();
-        loop {
-            let next = match self.round().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!("commit statuses: cannot read the outbox: {e}; trying again");
-                    Some(Utc::now() + IDLE)
-                }
-            };
-            let Some(next) = next else {
-                // Something was sent: the next report of its commit may be due now.
-                continue;
-            };
-            let wait = (next - Utc::now()).to_std().unwrap_or_default().min(IDLE);
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.statuses.wake.notified() => {}
-                r = changes.changed() => if r.is_err() { return },
-            }
-        }
+        let wake = Some(&*self.statuses.wake);
+        drive(
+            "commit statuses",
+            &self.sched,
+            wake,
+            shutdown,
+            IDLE,
+            async || self.round().await,
+        )
+        .await;
     }
 
     /// Sends every due report (one per commit and context, at the same time); `None` if any
