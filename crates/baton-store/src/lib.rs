@@ -33,6 +33,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use folders::RunFolders;
 pub use notices::{NoticeRow, RunEnd};
+pub use outbox::Outbox;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use repo_state::FetchState;
 pub use reports::{NewReport, ReportOutcome, ReportRow};

@@ -7,7 +7,6 @@ use sqlx::sqlite::SqliteRow;
 
 use baton_core::run::Status;
 
-use crate::outbox::Outbox;
 use crate::{ReportOutcome, Result, Store, corrupt, from_ms, ms};
 
 /// A run's end not fanned out to receivers yet.
@@ -164,33 +163,11 @@ impl Store {
         .await?;
         rows.iter().map(notice_from_row).collect()
     }
-
-    /// Records the end of the sender's work on notification `id`.
-    pub async fn notice_done(
-        &self,
-        id: i64,
-        outcome: ReportOutcome,
-        attempts: u32,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        (self.outbox_done(Outbox::Notices, id, outcome, attempts, error, at)).await
-    }
-
-    /// Records a failed try of notification `id`; the sender tries again at `next_at`.
-    pub async fn notice_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        error: &str,
-        next_at: DateTime<Utc>,
-    ) -> Result<()> {
-        (self.outbox_retry(Outbox::Notices, id, attempts, error, next_at)).await
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::Outbox;
     use std::collections::BTreeMap;
 
     use baton_core::run::{TargetKind, TriggerKind};
@@ -250,11 +227,18 @@ mod tests {
         assert_eq!(next.len(), 2);
         assert_eq!(next[0].webhook, "http://a/");
         store
-            .notice_retry(next[0].id, 1, "HTTP 500", Utc::now())
+            .outbox_retry(Outbox::Notices, next[0].id, 1, "HTTP 500", Utc::now())
             .await
             .unwrap();
         store
-            .notice_done(next[0].id, ReportOutcome::Sent, 2, None, Utc::now())
+            .outbox_done(
+                Outbox::Notices,
+                next[0].id,
+                ReportOutcome::Sent,
+                2,
+                None,
+                Utc::now(),
+            )
             .await
             .unwrap();
         let all = store.run_notices(run.id).await.unwrap();

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{ReportOutcome, Result, Store, ms};
 
-/// One of the outbox tables.
+/// One of the outbox tables: `Reports` (commit statuses), `Notices` (run-end notifications).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Outbox {
+pub enum Outbox {
     Reports,
     Notices,
 }
@@ -41,7 +41,7 @@ impl Outbox {
 impl Store {
     /// Records the end of the sender's work on row `id` of `outbox`: sent, failed or skipped
     /// (with why), after `attempts` tries.
-    pub(crate) async fn outbox_done(
+    pub async fn outbox_done(
         &self,
         outbox: Outbox,
         id: i64,
@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// Records a failed try of row `id` of `outbox`; the sender tries again at `next_at`.
-    pub(crate) async fn outbox_retry(
+    pub async fn outbox_retry(
         &self,
         outbox: Outbox,
         id: i64,

@@ -8,7 +8,6 @@ use sqlx::sqlite::SqliteRow;
 use baton_core::report::{CommitState, context};
 use baton_core::run::Status;
 
-use crate::outbox::Outbox;
 use crate::{Result, Store, corrupt, from_ms, ms};
 
 /// How far the sender got with a report.
@@ -172,34 +171,11 @@ impl Store {
             .await?;
         rows.iter().map(report_from_row).collect()
     }
-
-    /// Records the end of the sender's work on report `id`: sent, failed or skipped (with
-    /// why), after `attempts` tries.
-    pub async fn report_done(
-        &self,
-        id: i64,
-        outcome: ReportOutcome,
-        attempts: u32,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        (self.outbox_done(Outbox::Reports, id, outcome, attempts, error, at)).await
-    }
-
-    /// Records a failed try of report `id`; the sender tries again at `next_at`.
-    pub async fn report_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        error: &str,
-        next_at: DateTime<Utc>,
-    ) -> Result<()> {
-        (self.outbox_retry(Outbox::Reports, id, attempts, error, next_at)).await
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::Outbox;
     use std::collections::BTreeMap;
 
     use baton_core::run::{TargetKind, TriggerKind};
@@ -296,11 +272,18 @@ mod tests {
         assert_eq!(next.len(), 2);
         assert_eq!(next[1].id, extra);
         store
-            .report_retry(reports[0].id, 1, "HTTP 500", Utc::now())
+            .outbox_retry(Outbox::Reports, reports[0].id, 1, "HTTP 500", Utc::now())
             .await
             .unwrap();
         store
-            .report_done(reports[0].id, ReportOutcome::Sent, 2, None, Utc::now())
+            .outbox_done(
+                Outbox::Reports,
+                reports[0].id,
+                ReportOutcome::Sent,
+                2,
+                None,
+                Utc::now(),
+            )
             .await
             .unwrap();
         let next = store.next_reports(10).await.unwrap();

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use baton_core::config::{Config, NotifyDef};
 use baton_core::report::clip;
 use baton_sched::SchedHandle;
-use baton_store::{NoticeRow, ReportOutcome, RunRow, Store, StoreError};
+use baton_store::{NoticeRow, Outbox, ReportOutcome, RunRow, Store, StoreError};
 
-use crate::outbox::{Try, drive};
-use crate::statuses::{backoff, error_chain};
+use crate::outbox::{Try, drive, record};
+use crate::statuses::error_chain;
 
 mod mail;
 
@@ -111,37 +111,26 @@ impl Notifier {
         let mut finished = fanned;
         for (n, t) in due.iter().zip(results) {
             let attempts = n.attempts + 1;
-            match t {
-                Try::Done(outcome, error) => {
-                    finished = true;
-                    self.store
-                        .notice_done(n.id, outcome, attempts, error.as_deref(), Utc::now())
-                        .await?;
-                }
-                Try::Again(error) if attempts >= MAX_ATTEMPTS => {
-                    finished = true;
-                    tracing::warn!(
-                        run = n.run_id,
-                        "notification of run {} to {} not sent after {attempts} tries; giving up: {error}",
-                        n.run_id,
-                        n.webhook
-                    );
-                    let why = format!("gave up after {attempts} tries: {error}");
-                    self.store
-                        .notice_done(
-                            n.id,
-                            ReportOutcome::Failed,
-                            attempts,
-                            Some(&why),
-                            Utc::now(),
-                        )
-                        .await?;
-                }
-                Try::Again(error) => {
-                    let at = Utc::now() + backoff(attempts);
-                    next = next.min(at);
-                    self.store.notice_retry(n.id, attempts, &error, at).await?;
-                }
+            let gave_up = |error: &str| {
+                tracing::warn!(
+                    run = n.run_id,
+                    "notification of run {} to {} not sent after {attempts} tries; giving up: {error}",
+                    n.run_id,
+                    n.webhook
+                );
+            };
+            let again = record(
+                &self.store,
+                Outbox::Notices,
+                n.id,
+                attempts,
+                MAX_ATTEMPTS,
+                t,
+                gave_up,
+            );
+            match again.await? {
+                None => finished = true,
+                Some(at) => next = next.min(at),
             }
         }
         Ok((!finished).then_some(next))

@@ -8,7 +8,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use baton_sched::SchedHandle;
-use baton_store::{ReportOutcome, StoreError};
+use baton_store::{Outbox, ReportOutcome, Store, StoreError};
+
+use crate::statuses::backoff;
 
 /// What one try of an outbox row came to.
 pub(crate) enum Try {
@@ -54,6 +56,38 @@ pub(crate) async fn drive<R, F>(
             _ = tokio::time::sleep(wait) => {}
             _ = woken => {}
             r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Records what try number `attempts` of row `id` of `outbox` came to: finished (`None`), or
+/// when to try again. After `max_attempts` failed tries it gives up (`gave_up` logs why).
+pub(crate) async fn record(
+    store: &Store,
+    outbox: Outbox,
+    id: i64,
+    attempts: u32,
+    max_attempts: u32,
+    outcome: Try,
+    gave_up: impl FnOnce(&str),
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    match outcome {
+        Try::Done(outcome, error) => {
+            let error = error.as_deref();
+            (store.outbox_done(outbox, id, outcome, attempts, error, Utc::now())).await?;
+            Ok(None)
+        }
+        Try::Again(error) if attempts >= max_attempts => {
+            gave_up(&error);
+            let why = format!("gave up after {attempts} tries: {error}");
+            let failed = ReportOutcome::Failed;
+            (store.outbox_done(outbox, id, failed, attempts, Some(&why), Utc::now())).await?;
+            Ok(None)
+        }
+        Try::Again(error) => {
+            let at = Utc::now() + backoff(attempts);
+            store.outbox_retry(outbox, id, attempts, &error, at).await?;
+            Ok(Some(at))
         }
     }
 }

@@ -15,13 +15,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Try, drive};
+use crate::outbox::{Try, drive, record};
 use baton_core::config::Config;
 use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
 use baton_core::run::Status;
 use baton_forge::{CommitStatus, StatusState, api_base, repo_path, status_request};
 use baton_sched::SchedHandle;
-use baton_store::{NewReport, ReportOutcome, ReportRow, Store, StoreError};
+use baton_store::{NewReport, Outbox, ReportOutcome, ReportRow, Store, StoreError};
 
 /// The first retry waits this long; each next one twice as long as the one before.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -144,43 +144,27 @@ impl Sender {
         let mut finished = false;
         for (r, t) in due.iter().zip(results) {
             let attempts = r.attempts + 1;
-            match t {
-                Try::Done(outcome, error) => {
-                    finished = true;
-                    self.statuses
-                        .store
-                        .report_done(r.id, outcome, attempts, error.as_deref(), Utc::now())
-                        .await?;
-                }
-                Try::Again(error) if attempts >= MAX_ATTEMPTS => {
-                    finished = true;
-                    tracing::warn!(
-                        repo = r.repo,
-                        context = r.context,
-                        "commit status {} for {} not sent after {attempts} tries; giving up: {error}",
-                        r.state,
-                        r.commit
-                    );
-                    let why = format!("gave up after {attempts} tries: {error}");
-                    self.statuses
-                        .store
-                        .report_done(
-                            r.id,
-                            ReportOutcome::Failed,
-                            attempts,
-                            Some(&why),
-                            Utc::now(),
-                        )
-                        .await?;
-                }
-                Try::Again(error) => {
-                    let at = Utc::now() + backoff(attempts);
-                    next = next.min(at);
-                    self.statuses
-                        .store
-                        .report_retry(r.id, attempts, &error, at)
-                        .await?;
-                }
+            let gave_up = |error: &str| {
+                tracing::warn!(
+                    repo = r.repo,
+                    context = r.context,
+                    "commit status {} for {} not sent after {attempts} tries; giving up: {error}",
+                    r.state,
+                    r.commit
+                );
+            };
+            let again = record(
+                &self.statuses.store,
+                Outbox::Reports,
+                r.id,
+                attempts,
+                MAX_ATTEMPTS,
+                t,
+                gave_up,
+            );
+            match again.await? {
+                None => finished = true,
+                Some(at) => next = next.min(at),
             }
         }
         Ok((!finished).then_some(next))

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
 use common::Server;
-use common::gitrepo::{commit_text as commit, git};
+use common::gitrepo::{commit_text as commit, files, git};
 
 const FIXTURE_SECRET: &str = "It's a Secret to Everybody";
 const SECRET: &str = "test-hook-secret-42";
@@ -185,31 +185,6 @@ fn archive_tree(repo: &Path, commit: &str, into: &Path) {
         .status()
         .unwrap();
     assert!(st.success());
-}
-
-/// Every regular file below `dir` (relative path → bytes), skipping `.git`.
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if e.file_name() == ".git" {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push((
-                    p.strip_prefix(root).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 #[tokio::test]
