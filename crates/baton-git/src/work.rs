@@ -20,6 +20,13 @@ pub struct Checkout {
 }
 
 impl Checkout {
+    pub(crate) fn new(path: &Path, commit: &Oid) -> Checkout {
+        Checkout {
+            path: path.to_owned(),
+            commit: commit.clone(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -48,19 +55,7 @@ impl Mirror {
     /// Makes `dest` (which must not exist, or be an empty directory) a working tree of exactly
     /// `commit`, from the mirror, without the network.
     pub async fn checkout(&self, commit: &Oid, dest: &Path) -> Result<Checkout, GitError> {
-        Git::new(&self.env, At::Nowhere)
-            .args([
-                "clone",
-                "--shared",
-                "--no-checkout",
-                "--quiet",
-                "--template=",
-                "--",
-            ])
-            .arg(self.dir())
-            .arg(dest)
-            .output()
-            .await?;
+        self.clone_shared(dest).await?;
         let done = Git::new(&self.env, At::WorkTree(dest))
             .args(["checkout", "--quiet", "--detach"])
             .arg(commit.as_str())
@@ -79,10 +74,26 @@ impl Mirror {
             let _ = remove_tree(dest).await;
             return Err(e);
         }
-        Ok(Checkout {
-            path: dest.to_owned(),
-            commit: commit.clone(),
-        })
+        Ok(Checkout::new(dest, commit))
+    }
+
+    /// `dest` (absent or empty) becomes a clone of the mirror that borrows its objects, with no
+    /// files checked out and no template (so no hooks).
+    pub(crate) async fn clone_shared(&self, dest: &Path) -> Result<(), GitError> {
+        Git::new(&self.env, At::Nowhere)
+            .args([
+                "clone",
+                "--shared",
+                "--no-checkout",
+                "--quiet",
+                "--template=",
+                "--",
+            ])
+            .arg(self.dir())
+            .arg(dest)
+            .output()
+            .await
+            .map(|_| ())
     }
 
     /// When the checkout at `dest` has a `.gitmodules`, fetches and checks out its submodules
@@ -91,7 +102,7 @@ impl Mirror {
     /// `origin` is set to it first. Local paths are allowed as submodule URLs only when the
     /// repository itself is a local path (the operator configured it so): a repository on a
     /// forge cannot make the server copy one of its directories into a job.
-    async fn update_submodules(&self, dest: &Path) -> Result<(), GitError> {
+    pub(crate) async fn update_submodules(&self, dest: &Path) -> Result<(), GitError> {
         let has = tokio::fs::try_exists(dest.join(".gitmodules"))
             .await
             .map_err(|e| GitError::io(dest, e))?;
@@ -125,7 +136,7 @@ impl Mirror {
     /// `git-lfs` is installed, replaces their pointers with their content, fetched from the
     /// repository's own URL (a local path as `file://`) with the mirror's environment. Without
     /// `git-lfs` the pointer files stay, as a plain `git clone` leaves them.
-    async fn pull_lfs(&self, dest: &Path) -> Result<(), GitError> {
+    pub(crate) async fn pull_lfs(&self, dest: &Path) -> Result<(), GitError> {
         let attributes = tokio::fs::read(dest.join(".gitattributes"))
             .await
             .unwrap_or_default();
@@ -288,15 +299,12 @@ pub async fn fetch_checkout(
         let _ = remove_tree(dest).await;
         return Err(e);
     }
-    Ok(Checkout {
-        path: dest.to_owned(),
-        commit: commit.clone(),
-    })
+    Ok(Checkout::new(dest, commit))
 }
 
 /// Deletes `path` recursively; where that fails (a job made directories read-only), makes
 /// everything writable and tries again.
-async fn remove_tree(path: &Path) -> Result<(), GitError> {
+pub(crate) async fn remove_tree(path: &Path) -> Result<(), GitError> {
     match tokio::fs::remove_dir_all(path).await {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -62,10 +62,15 @@ pub(crate) fn withholds_secrets(row: &RunRow) -> bool {
     row.repo.as_ref().is_some_and(|r| r.pr_fork)
 }
 
+/// How many ended jobs' working trees each repository keeps for reuse.
+const TREES_KEPT: usize = 4;
+
 /// A checkout to make before a job starts.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckoutPlan {
     mirror: PathBuf,
+    /// The repository's working trees kept for reuse.
+    trees: baton_git::TreePool,
     url: String,
     commit: String,
     /// The repository's credentials (for submodules fetched from their URLs).
@@ -92,6 +97,7 @@ pub(crate) fn checkout_plan(
         .unwrap_or_default();
     wanted.then(|| CheckoutPlan {
         mirror: folders.repo_mirror(&r.repo),
+        trees: baton_git::TreePool::new(folders.repo_trees(&r.repo), TREES_KEPT),
         url: r.url.clone(),
         commit: r.commit.clone(),
         env,
@@ -105,7 +111,8 @@ impl CheckoutPlan {
     }
 
     /// Makes `<job dir>/work` a checkout of exactly the commit, from the server's mirror (no
-    /// network). The job's working directory is `work/`.
+    /// network), reusing an ended job's tree of the same repository when one waits. The job's
+    /// working directory is `work/`.
     pub(crate) async fn make(&self, job_dir: &Path) -> Result<(), String> {
         let fail = |e: baton_git::GitError| {
             format!(
@@ -118,9 +125,26 @@ impl CheckoutPlan {
             .await
             .map_err(fail)?;
         mirror
-            .checkout(&commit, &job_dir.join("work"))
+            .checkout_pooled(&self.trees, &commit, &job_dir.join("work"))
             .await
             .map_err(fail)?;
         Ok(())
+    }
+
+    /// Once the job has ended (its end recorded, nothing of it running), puts its `work/` back
+    /// for the next job of the repository; a tree that cannot be kept is deleted.
+    pub(crate) async fn give_back(&self, job_dir: &Path, job_id: i64, attempt: u32) {
+        let work = job_dir.join("work");
+        if let Err(e) = self
+            .trees
+            .give_back(&work, &format!("{job_id}-{attempt}"))
+            .await
+        {
+            tracing::warn!(
+                job_id,
+                attempt,
+                "could not keep the job's working tree: {e}"
+            );
+        }
     }
 }

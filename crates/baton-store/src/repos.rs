@@ -166,6 +166,12 @@ impl RunFolders {
         self.data_dir().join("repos").join(format!("{name}.git"))
     }
 
+    /// Where the ended jobs' working trees of repository `name` wait to be reused
+    /// (`<data>/repos/NAME.trees`, beside the job folders so a tree moves by `rename`).
+    pub fn repo_trees(&self, name: &str) -> PathBuf {
+        self.data_dir().join("repos").join(format!("{name}.trees"))
+    }
+
     /// Where the payloads of accepted, unfinished deliveries are kept (`<data>/deliveries`).
     pub fn deliveries(&self) -> PathBuf {
         self.data_dir().join("deliveries")

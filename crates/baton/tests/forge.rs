@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use common::Server;
-use common::gitrepo::{commit_text as commit, files, git};
+use common::gitrepo::{archive_tree, commit_text as commit, files, git, untar};
 
 const FIXTURE_SECRET: &str = "It's a Secret to Everybody";
 const SECRET: &str = "test-hook-secret-42";
@@ -173,27 +173,13 @@ async fn fixtures_are_verified_and_bad_signatures_queue_nothing() {
     );
 }
 
-fn archive_tree(repo: &Path, commit: &str, into: &Path) {
-    std::fs::create_dir_all(into).unwrap();
-    let tar = into.join("../archive.tar");
-    git(repo, &["archive", "-o", tar.to_str().unwrap(), commit]);
-    let st = Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(into)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[tokio::test]
 async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("app");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
-    let ci = "tasks:\n  test:\n    command: echo \"commit=$BATON_COMMIT branch=$BATON_BRANCH event=$BATON_EVENT ci=$CI\"; cat src/hello.txt\n";
+    let ci = "tasks:\n  test:\n    command: echo \"commit=$BATON_COMMIT branch=$BATON_BRANCH event=$BATON_EVENT ci=$CI\"; cat src/hello.txt; tar --exclude=./.git -cf \"$BATON_OUTPUT_DIR/tree.tar\" .\n";
     let sha = commit(
         &repo,
         &[
@@ -245,7 +231,8 @@ async fn a_push_runs_the_repositorys_task_in_a_checkout_of_the_commit() {
     assert!(log.contains("hello from the repo"), "{log}");
     // The job's working directory holds exactly the commit's files.
     let job = run["jobs"][0]["id"].as_i64().unwrap();
-    let work = s.job_dir(job, 1).join("work");
+    let work = tmp.path().join("got/tree");
+    untar(&s.job_dir(job, 1).join("out/tree.tar"), &work);
     let expected = tmp.path().join("expected/tree");
     archive_tree(&repo, &sha, &expected);
     assert_eq!(files(&work), files(&expected));
@@ -463,4 +450,92 @@ async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restar
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["runs"], json!(runs), "{v}");
     assert_eq!(run_count(&s).await, 3);
+}
+
+/// A job's tree goes back to the repository's pool when it ends, and the next job of the repo
+/// gets it (the same directory, renamed) with exactly its own commit's files, whatever the job
+/// before changed, added or put into `.git`.
+#[tokio::test]
+async fn the_next_job_reuses_a_tree_and_gets_exactly_its_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    let marker = tmp.path().join("ran");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let ci = format!(
+        r#"tasks:
+  test:
+    command: |
+      echo "inode=$(stat -c %i .)"
+      tar --exclude=./.git -cf "$BATON_OUTPUT_DIR/tree.tar" .
+      echo changed > src/hello.txt; rm README.md; echo junk > untracked.txt
+      git config core.fsmonitor "touch {}"
+"#,
+        marker.display()
+    );
+    let files_of = [
+        (".baton/ci.yml", ci.as_str()),
+        ("src/hello.txt", "hello\n"),
+        ("README.md", "# app\n"),
+    ];
+    let first = commit(&repo, &files_of, "first");
+    let url = repo.to_str().unwrap().to_owned();
+    let s = start(&url);
+    let mut inodes = Vec::new();
+    let mut before = "0".repeat(40);
+    for n in 0..2 {
+        let sha = match n {
+            0 => first.clone(),
+            _ => commit(&repo, &[("src/hello.txt", "hello again\n")], "second"),
+        };
+        let body = push_payload(&url, "main", &before, &sha, "push");
+        let (st, v) = deliver(
+            &s,
+            "push",
+            &format!("reuse-{n}"),
+            &body,
+            signed(SECRET, &body),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let mut done = Value::Null;
+        for id in v["runs"].as_array().unwrap() {
+            let run = s.wait_run(id.as_i64().unwrap()).await;
+            if run["target"] == "app/test" {
+                done = run;
+            }
+        }
+        let id = done["id"].as_i64().unwrap();
+        assert_eq!(done["status"], "success", "{done:#}");
+        let log = s.log_text(id, None).await;
+        let inode = log.lines().find_map(|l| l.strip_prefix("inode=")).unwrap();
+        inodes.push(inode.to_owned());
+        let got = tmp.path().join(format!("got{n}"));
+        let job = done["jobs"][0]["id"].as_i64().unwrap();
+        untar(&s.job_dir(job, 1).join("out/tree.tar"), &got);
+        let want = tmp.path().join(format!("want{n}"));
+        archive_tree(&repo, &sha, &want);
+        assert_eq!(files(&got), files(&want), "job {n}");
+        before = sha;
+        if n == 0 {
+            // The tree is handed back once the end is recorded, just after the run turns final.
+            let free = s.data.join("repos/app.trees/free");
+            for _ in 0..200 {
+                if std::fs::read_dir(&free).is_ok_and(|mut d| d.next().is_some()) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(
+        inodes[0],
+        inodes[1],
+        "the second job reused the first one's tree\n{}",
+        s.stderr()
+    );
+    assert!(
+        !marker.exists(),
+        "the first job's git config ran on the server"
+    );
 }

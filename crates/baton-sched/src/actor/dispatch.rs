@@ -373,7 +373,7 @@ impl Actor {
             spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
         }
         tokio::spawn(async move {
-            if let Some(plan) = checkout
+            if let Some(plan) = &checkout
                 && let Err(why) = plan.make(&dir).await
             {
                 return send_lost(tx, job_id, attempt, why).await;
@@ -386,6 +386,9 @@ impl Actor {
                 Ok(handle) => {
                     let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
                     report_end(tx, job_id, attempt, handle, log).await;
+                    if let Some(plan) = checkout {
+                        plan.give_back(&dir, job_id, attempt).await;
+                    }
                 }
                 Err(e) => {
                     let why = format!("could not start the job: {e}");
