@@ -87,6 +87,8 @@ pub struct QueueEntry {
     pub priority: i64,
     pub enqueued_at: DateTime<Utc>,
     pub reason: String,
+    /// The queues whose workers may take it.
+    pub queues: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

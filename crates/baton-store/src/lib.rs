@@ -4,6 +4,7 @@
 //! scheduler decided, in one transaction per batch, and a write is durable (WAL, synchronous
 //! FULL) before the call returns — so before anyone is told.
 
+mod counts;
 mod folders;
 mod notices;
 mod outbox;

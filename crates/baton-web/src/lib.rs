@@ -20,6 +20,7 @@ mod headers;
 mod hooks;
 mod login;
 mod logs;
+pub mod metrics;
 pub mod notify;
 mod outbox;
 mod range;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub login: LoginGuard,
     /// The commit-status outbox (`Statuses::report_commit` sets a status with no run).
     pub statuses: Statuses,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The whole HTTP application.
@@ -99,6 +102,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             api.merge(agents::agent_routes())
                 .merge(api::public_routes()),
+        )
+        .merge(
+            metrics::routes().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_user,
+            )),
         )
         .merge(callbacks::routes())
         .merge(repo_http::routes())

@@ -225,6 +225,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: public_url(addr),
         login: baton_web::LoginGuard::default(),
         statuses,
+        metrics: Arc::default(),
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
@@ -271,6 +272,8 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::spawn_notifier(state.store.clone(), state.sched.clone(), stop_loops.clone());
     // Collects each ended job's test reports into its run's result tree.
     baton_web::start_results(state);
+    // Counts ended runs into the /metrics histograms.
+    baton_web::metrics::watch(state.clone());
     // Deliveries accepted before a crash whose runs may not have started.
     baton_web::resume_deliveries(state).await;
     // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.

@@ -47,6 +47,7 @@ impl Actor {
                         job: j.name.clone(),
                         priority: r.row.priority,
                         enqueued_at: r.row.enqueued_at,
+                        queues: r.def.queues(),
                         reason: r
                             .row
                             .reason
