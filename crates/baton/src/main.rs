@@ -14,9 +14,17 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The version and the commit it was built from (`baton --version`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BATON_GIT_COMMIT"),
+    ")"
+);
+
 /// Baton: a self-hosted CI server and pipeline runner.
 #[derive(Parser)]
-#[command(name = "baton", version, about)]
+#[command(name = "baton", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -33,6 +33,16 @@ pub(crate) struct ServeArgs {
     /// `process-group`.
     #[arg(long, env = "BATON_JOB_CONTAINMENT", default_value = "auto")]
     job_containment: baton_exec::ContainmentMode,
+    /// How the server's own log lines (stderr) are written: `text` for people, `json` (one
+    /// object a line, with each event's fields such as run and job ids) for log collectors.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The exit status when the scheduler panicked (EX_SOFTWARE: an internal software error).
@@ -163,7 +173,7 @@ fn docker_executor(
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log_format);
     let Some(config) = load_or_explain(&args.config) else {
         return Ok(ExitCode::from(1));
     };
@@ -280,14 +290,17 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::start_polling(state, stop_loops.child_token());
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
-fn init_tracing() {
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings), as text or JSON lines.
+fn init_tracing(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// The config at `path`, or `None` after printing why it is invalid.
