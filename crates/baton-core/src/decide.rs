@@ -21,6 +21,7 @@ pub mod exit;
 pub mod gate;
 pub mod mask;
 pub mod on_error;
+pub mod pause;
 pub mod reason;
 pub mod retry;
 pub mod supersede;
@@ -35,6 +36,7 @@ pub use mask::{MIN_MASKED_LEN, mask_values};
 pub use on_error::{
     FAILED_LOG_TAIL_BYTES, FailedTask, ON_ERROR_JOB, adds_on_error, failed_task_args,
 };
+pub use pause::Paused;
 pub use reason::{ReasonJob, run_reason};
 pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
 pub use supersede::{

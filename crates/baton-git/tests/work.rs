@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use baton_git::{GitError, MergeOutcome, Mirror, Oid};
 use common::tree::{archive, sample_repo, snapshot};

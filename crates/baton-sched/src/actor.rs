@@ -72,6 +72,8 @@ pub(crate) struct Actor {
     file_config: Arc<Config>,
     /// Runtime `enabled` overrides of tasks set by administrators (kept in the store).
     overrides: BTreeMap<String, bool>,
+    /// Queues that get no new jobs (`baton pause`, `baton drain`); not kept across restarts.
+    paused: baton_core::decide::Paused,
     store: Store,
     folders: RunFolders,
     executors: Executors,
@@ -129,6 +131,7 @@ impl Actor {
             workers: build_workers(&config),
             file_config: config.clone(),
             overrides: BTreeMap::new(),
+            paused: baton_core::decide::Paused::default(),
             config,
             store,
             folders,
@@ -231,6 +234,10 @@ impl Actor {
             }
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Msg::SetPaused(queue, paused, reply) => {
+                self.paused.set(queue.as_deref(), paused);
+                let _ = reply.send(Ok(self.paused.clone()));
             }
             Msg::CancelSent { job_id, result } => {
                 if let Err(e) = result {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -95,6 +96,8 @@ pub struct QueueEntry {
 pub struct Snapshot {
     pub workers: Vec<WorkerState>,
     pub queue: Vec<QueueEntry>,
+    /// The queues that get no new jobs.
+    pub paused: baton_core::decide::Paused,
 }
 
 /// What one batch of the scheduler changed, for live views that show each user only what
@@ -144,6 +147,8 @@ pub(crate) enum Msg {
     Approve(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
     SetEnabled(String, Option<bool>, Reply<()>),
+    /// Pauses (true) or resumes a queue, or every queue (`None`); answers what is paused.
+    SetPaused(Option<String>, bool, Reply<baton_core::decide::Paused>),
     Snapshot(oneshot::Sender<Snapshot>),
     /// A cancel spawned by the actor was delivered (or not: the error says why).
     CancelSent {
@@ -352,6 +357,37 @@ impl SchedHandle {
     pub async fn set_enabled(&self, task: &str, value: Option<bool>) -> Result<(), SchedError> {
         let task = task.to_owned();
         self.ask(|r| Msg::SetEnabled(task, value, r)).await
+    }
+
+    /// Pauses (`paused`) or resumes dispatch to `queue`, or to every queue (`None`): queued
+    /// jobs wait with the reason "queue paused", running ones go on. Answers what is paused.
+    pub async fn set_paused(
+        &self,
+        queue: Option<String>,
+        paused: bool,
+    ) -> Result<baton_core::decide::Paused, SchedError> {
+        self.ask(|r| Msg::SetPaused(queue, paused, r)).await
+    }
+
+    /// Pauses every queue, then waits until no worker is busy (every running job has ended)
+    /// or `limit` passed; answers how many jobs were still running.
+    pub async fn drain(&self, limit: Option<Duration>) -> Result<usize, SchedError> {
+        self.set_paused(None, true).await?;
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        loop {
+            let busy = self
+                .snapshot()
+                .await?
+                .workers
+                .iter()
+                .filter(|w| w.state == "busy")
+                .count();
+            let late = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if busy == 0 || late {
+                return Ok(busy);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, SchedError> {

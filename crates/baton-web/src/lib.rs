@@ -22,6 +22,7 @@ mod login;
 mod logs;
 pub mod metrics;
 pub mod notify;
+mod ops;
 mod outbox;
 mod range;
 mod repo_http;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub statuses: Statuses,
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// Cancelled to stop the server gracefully (a finished drain); running jobs keep going.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// The whole HTTP application.
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::admin_routes())
         .merge(hooks::api_routes())
         .merge(repos::api_routes())
+        .merge(ops::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

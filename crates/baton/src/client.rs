@@ -341,6 +341,38 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// Pauses (`paused`) or resumes `queue` (every queue when `None`) and prints what is
+    /// paused then.
+    pub async fn pause(&self, queue: Option<String>, paused: bool) -> anyhow::Result<ExitCode> {
+        let path = if paused { "/pause" } else { "/resume" };
+        let v: serde_json::Value = self
+            .post_json(path, &serde_json::json!({ "queue": queue }))
+            .await?;
+        let p = &v["paused"];
+        let names: Vec<&str> = p["queues"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|q| q.as_str()).collect())
+            .unwrap_or_default();
+        if p["all"] == true {
+            println!("paused: every queue (baton resume)");
+        } else if names.is_empty() {
+            println!("no queue is paused");
+        } else {
+            println!("paused: {}", names.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Asks the server to drain: it stops once its running jobs have ended.
+    pub async fn drain(&self) -> anyhow::Result<ExitCode> {
+        let v: serde_json::Value = self.post_json("/drain", &serde_json::json!({})).await?;
+        println!(
+            "draining: every queue is paused; the server stops when its {} running job(s) end",
+            v["running"]
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn reload(&self) -> anyhow::Result<ExitCode> {
         match self
             .post_json::<Reloaded>("/config/reload", &serde_json::json!({}))

@@ -149,6 +149,25 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Stop starting new jobs on QUEUE (every queue without one); running jobs go on and
+    /// queued ones wait with the reason "queue paused". Administrators.
+    Pause {
+        /// A queue's name; without it, every queue.
+        queue: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start dispatching to QUEUE again (every queue, and every paused one, without one).
+    Resume {
+        queue: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Pause every queue and stop the server once its running jobs have ended (for upgrades).
+    Drain {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
 }
@@ -336,6 +355,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,
+        Command::Pause { queue, server } => client::Client::new(&server)?.pause(queue, true).await,
+        Command::Resume { queue, server } => {
+            client::Client::new(&server)?.pause(queue, false).await
+        }
+        Command::Drain { server } => client::Client::new(&server)?.drain().await,
         Command::Validate { .. } | Command::Supervise { .. } => unreachable!("handled before"),
     }
 }

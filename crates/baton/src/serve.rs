@@ -33,6 +33,11 @@ pub(crate) struct ServeArgs {
     /// `process-group`.
     #[arg(long, env = "BATON_JOB_CONTAINMENT", default_value = "auto")]
     job_containment: baton_exec::ContainmentMode,
+    /// On SIGTERM, how long to wait for running jobs to end (dispatch paused) before exiting;
+    /// jobs still running then keep going and are re-attached at the next start. SIGINT exits
+    /// at once.
+    #[arg(long, env = "BATON_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    drain_timeout: std::time::Duration,
     /// How the server's own log lines (stderr) are written: `text` for people, `json` (one
     /// object a line, with each event's fields such as run and job ids) for log collectors.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
@@ -236,6 +241,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login: baton_web::LoginGuard::default(),
         statuses,
         metrics: Arc::default(),
+        stop: CancellationToken::new(),
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
@@ -251,10 +257,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     tokio::spawn(reload_on_hangup(hup, sched.clone(), args.config.clone()));
 
+    let stop = state.stop.clone();
+    let (drainer, drain_timeout) = (sched.clone(), args.drain_timeout);
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = term.recv() => drain_on_term(&drainer, drain_timeout).await,
+            _ = stop.cancelled() => {}
         }
     };
     // The peer's address feeds the login's per-address backoff.
@@ -268,6 +277,28 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM: no new jobs start; waits (up to `limit`) for the running ones to end.
+async fn drain_on_term(sched: &baton_sched::SchedHandle, limit: std::time::Duration) {
+    eprintln!(
+        "baton: SIGTERM: draining (no new jobs start; waiting up to {}s for running ones; \
+         SIGINT stops now)",
+        limit.as_secs()
+    );
+    let left = tokio::select! {
+        left = sched.drain(Some(limit)) => left.unwrap_or(0),
+        _ = tokio::signal::ctrl_c() => usize::MAX,
+    };
+    match left {
+        0 => eprintln!("baton: drained: every job has ended"),
+        usize::MAX => eprintln!("baton: SIGINT: stopping now"),
+        n => eprintln!(
+            "baton: {n} jobs still running after {}s; they keep running and are re-attached at \
+             the next start",
+            limit.as_secs()
+        ),
+    }
 }
 
 /// The server's tasks beside the scheduler: each resumes what a restart left undone.

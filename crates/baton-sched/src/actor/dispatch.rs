@@ -137,10 +137,17 @@ impl Actor {
                     let is_ready = j.name == ON_ERROR_JOB
                         || ready.as_ref().is_none_or(|r| r.contains(&j.name));
                     if is_ready {
+                        let queues = match self.paused.open_queues(&run.def.queues()) {
+                            Ok(open) => open,
+                            Err(why) => {
+                                held.entry(run.row.id).or_insert(why);
+                                continue;
+                            }
+                        };
                         candidates.push(QueuedJob {
                             job_id: j.id,
                             run_id: run.row.id,
-                            queues: run.def.queues(),
+                            queues,
                             priority: run.row.priority,
                             enqueued_at: run.row.enqueued_at,
                             container: run.def.container(&j.name).is_some(),

@@ -58,6 +58,10 @@ impl Actor {
             })
             .collect();
         queue.sort_by_key(|q| decide::queue_order(q.enqueued_at, q.priority, q.job_id));
-        Snapshot { workers, queue }
+        Snapshot {
+            workers,
+            queue,
+            paused: self.paused.clone(),
+        }
     }
 }

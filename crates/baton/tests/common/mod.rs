@@ -235,6 +235,24 @@ impl Server {
         }
     }
 
+    /// Waits (bounded by [`WAIT`]) for the server to exit on its own; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("server running");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {WAIT:?}\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Start again with the same config, data dir and port.
     pub fn restart(&mut self) {
         self.kill9();
