@@ -5,6 +5,8 @@
 //! headers; this crate never runs anything a payload names, and no payload field is trusted
 //! before [`verify`] accepted the delivery.
 
+mod checks;
+mod creds;
 mod event;
 mod json;
 mod parse;
@@ -13,6 +15,11 @@ mod url;
 mod verify;
 mod web;
 
+pub use checks::{CheckRun, CheckState, check_run_id, create_check_run, update_check_run};
+pub use creds::{
+    ApiRequest, CredError, Method, app_jwt, gitea_revoke_request, gitea_token, gitea_token_request,
+    github_revoke_request, github_token, github_token_request,
+};
 pub use event::{
     CommitSummary, Event, EventKind, Forge, PrAction, PullRequest, Push, RefTarget, Repository,
     skip_ci,

@@ -4,6 +4,7 @@
 //! scheduler decided, in one transaction per batch, and a write is durable (WAL, synchronous
 //! FULL) before the call returns — so before anyone is told.
 
+mod creds;
 mod folders;
 mod notices;
 mod outbox;
@@ -31,6 +32,7 @@ use sqlx::{QueryBuilder, Row};
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
+pub use creds::JobCredRow;
 pub use folders::RunFolders;
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;

@@ -20,6 +20,7 @@ pub(crate) mod diags;
 mod notify;
 mod pipelines;
 mod reports;
+mod repo_creds;
 mod repos;
 mod server;
 mod tasks;
