@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn states_map_to_statuses_and_conclusions() {
-        assert_eq!(CheckState::of(StatusState::Pending, None), CheckState::Queued);
+        assert_eq!(
+            CheckState::of(StatusState::Pending, None),
+            CheckState::Queued
+        );
         assert_eq!(
             CheckState::of(StatusState::Running, Some("running")),
             CheckState::InProgress
@@ -156,7 +159,12 @@ mod tests {
 
     #[test]
     fn requests_have_the_documented_shape() {
-        let r = create_check_run("https://api.github.com", "a/b", "T", &check(CheckState::Queued));
+        let r = create_check_run(
+            "https://api.github.com",
+            "a/b",
+            "T",
+            &check(CheckState::Queued),
+        );
         assert_eq!(r.method, Method::Post);
         assert_eq!(r.url, "https://api.github.com/repos/a/b/check-runs");
         assert!(r.headers.contains(&("Authorization", "Bearer T".into())));
@@ -175,7 +183,10 @@ mod tests {
         assert_eq!(r.method, Method::Patch);
         assert_eq!(r.url, "https://api.github.com/repos/a/b/check-runs/99");
         let b = r.body.unwrap();
-        assert_eq!((b["status"].as_str(), b["conclusion"].as_str()), (Some("completed"), Some("failure")));
+        assert_eq!(
+            (b["status"].as_str(), b["conclusion"].as_str()),
+            (Some("completed"), Some("failure"))
+        );
         assert!(b.get("name").is_none());
         assert_eq!(check_run_id(br#"{"id": 99}"#).unwrap(), 99);
     }

@@ -164,7 +164,9 @@ pub fn gitea_token(answer: &[u8]) -> Result<(i64, String), CredError> {
     let v: Value = serde_json::from_slice(answer).map_err(|e| CredError::Answer(e.to_string()))?;
     match (v["id"].as_i64(), v["sha1"].as_str()) {
         (Some(id), Some(t)) if !t.is_empty() => Ok((id, t.to_owned())),
-        _ => Err(CredError::Answer("no \"id\" and \"sha1\" in the answer".into())),
+        _ => Err(CredError::Answer(
+            "no \"id\" and \"sha1\" in the answer".into(),
+        )),
     }
 }
 
@@ -191,12 +193,18 @@ mod tests {
             (r.method, r.url.as_str()),
             (Method::Delete, "https://api.github.com/installation/token")
         );
-        assert!(r.headers.contains(&("Authorization", "Bearer ghs_x".into())));
+        assert!(
+            r.headers
+                .contains(&("Authorization", "Bearer ghs_x".into()))
+        );
         let scopes = vec!["read:repository".to_owned()];
         let r = gitea_token_request("https://g.example", "bot", "pw", "baton-job-7-1", &scopes);
         assert_eq!(r.url, "https://g.example/api/v1/users/bot/tokens");
         // base64("bot:pw")
-        assert!(r.headers.contains(&("Authorization", "Basic Ym90OnB3".into())));
+        assert!(
+            r.headers
+                .contains(&("Authorization", "Basic Ym90OnB3".into()))
+        );
         assert_eq!(
             r.body,
             Some(json!({"name": "baton-job-7-1", "scopes": ["read:repository"]}))
@@ -204,7 +212,10 @@ mod tests {
         let r = gitea_revoke_request("https://g.example", "bot", "pw", "12");
         assert_eq!(
             (r.method, r.url.as_str()),
-            (Method::Delete, "https://g.example/api/v1/users/bot/tokens/12")
+            (
+                Method::Delete,
+                "https://g.example/api/v1/users/bot/tokens/12"
+            )
         );
     }
 
@@ -224,8 +235,12 @@ mod tests {
 
     #[test]
     fn a_key_that_is_not_a_key_is_a_clear_error() {
-        let e = app_jwt(1, "-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n", 0)
-            .unwrap_err();
+        let e = app_jwt(
+            1,
+            "-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n",
+            0,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("cannot sign"), "{e}");
     }
 }

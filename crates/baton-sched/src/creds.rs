@@ -42,7 +42,7 @@ pub(crate) fn hand_over(spec: &mut JobSpec, cred: &dyn JobCred) {
             .env
             .push(((*var).to_owned(), cred.token().to_owned()));
     }
-    spec.secrets.mask.extend(baton_core::decide::mask_values([
-        cred.token().to_owned(),
-    ]));
+    spec.secrets
+        .mask
+        .extend(baton_core::decide::mask_values([cred.token().to_owned()]));
 }

@@ -107,7 +107,10 @@ async fn installation_token(
     let what = format!("cannot mint a GitHub App token for repos.{}", repo.name);
     let (api, path) = api_and_path(Forge::GitHub, repo).map_err(|e| format!("{what}: {e}"))?;
     let name = path.rsplit('/').next().unwrap_or(&path);
-    let key = app.private_key.as_ref().map(|k| k.value.expose().to_owned());
+    let key = app
+        .private_key
+        .as_ref()
+        .map(|k| k.value.expose().to_owned());
     let jwt = baton_forge::app_jwt(app.app_id, &key.unwrap_or_default(), Utc::now().timestamp())
         .map_err(|e| format!("{what}: {e}"))?;
     let req = baton_forge::github_token_request(&api, app.installation_id, &jwt, name, permissions);
@@ -150,7 +153,9 @@ impl JobCred for GithubToken {
         Box::pin(async move {
             let req = baton_forge::github_revoke_request(&self.api, &self.token);
             if let Err(e) = expect_success(send(&self.http, &req).await, &req) {
-                tracing::warn!("a job's GitHub token was not revoked (it expires within the hour): {e}");
+                tracing::warn!(
+                    "a job's GitHub token was not revoked (it expires within the hour): {e}"
+                );
             }
         })
     }
@@ -168,19 +173,26 @@ impl ForgeTokens {
         let (api, _) = api_and_path(gitea_forge(repo), repo).map_err(|e| format!("{what}: {e}"))?;
         let name = format!("baton-job-{job_id}-{attempt}");
         let store_err = |e: StoreError| format!("{what}: cannot record it: {e}");
-        let row = (self.store.add_job_cred(job_id, attempt, &repo.name, &name, Utc::now()))
-            .await
-            .map_err(store_err)?;
-        let password = tokens.password.as_ref().map(|p| p.value.expose().to_owned());
+        let row = (self
+            .store
+            .add_job_cred(job_id, attempt, &repo.name, &name, Utc::now()))
+        .await
+        .map_err(store_err)?;
+        let password = tokens
+            .password
+            .as_ref()
+            .map(|p| p.value.expose().to_owned());
         let password = password.unwrap_or_default();
-        let req = baton_forge::gitea_token_request(&api, &tokens.user, &password, &name, &tokens.scopes);
+        let req =
+            baton_forge::gitea_token_request(&api, &tokens.user, &password, &name, &tokens.scopes);
         let answer = send(&self.http, &req).await;
         if answer.as_ref().is_ok_and(|a| !a.status.is_success()) {
             // The forge refused: there is no token to revoke.
             let _ = self.store.remove_job_cred(row).await;
         }
         let body = expect_success(answer, &req).map_err(|e| format!("{what}: {e} (hint: check job_tokens' user and password, and that the user may create tokens)"))?;
-        let (token_id, token) = baton_forge::gitea_token(&body).map_err(|e| format!("{what}: {e}"))?;
+        let (token_id, token) =
+            baton_forge::gitea_token(&body).map_err(|e| format!("{what}: {e}"))?;
         self.store
             .set_job_cred_token_id(row, token_id)
             .await
@@ -198,7 +210,14 @@ impl ForgeTokens {
 
     /// Deletes `user`'s token `id_or_name`; forgets row `row` once it is gone (a token the
     /// forge does not know is gone too).
-    async fn revoke_gitea(&self, api: &str, user: &str, password: &str, row: i64, id_or_name: &str) -> Result<(), String> {
+    async fn revoke_gitea(
+        &self,
+        api: &str,
+        user: &str,
+        password: &str,
+        row: i64,
+        id_or_name: &str,
+    ) -> Result<(), String> {
         let req = baton_forge::gitea_revoke_request(api, user, password, id_or_name);
         let answer = send(&self.http, &req).await?;
         if !answer.status.is_success() && answer.status != reqwest::StatusCode::NOT_FOUND {
@@ -214,13 +233,27 @@ impl ForgeTokens {
     async fn revoke_leftover(&self, row: &JobCredRow, config: &Config) -> Result<(), String> {
         let def = config.repos.get(&row.repo);
         let Some((def, tokens)) = def.and_then(|d| d.job_tokens.as_ref().map(|t| (d, t))) else {
-            return Err(format!("repos.{}.job_tokens is no longer in the configuration: token {} of user unknown cannot be revoked", row.repo, row.name));
+            return Err(format!(
+                "repos.{}.job_tokens is no longer in the configuration: token {} of user unknown cannot be revoked",
+                row.repo, row.name
+            ));
         };
         let (api, _) = api_and_path(gitea_forge(def), def)?;
-        let password = tokens.password.as_ref().map(|p| p.value.expose().to_owned());
-        let id = row.token_id.map_or_else(|| row.name.clone(), |id| id.to_string());
-        self.revoke_gitea(&api, &tokens.user, &password.unwrap_or_default(), row.id, &id)
-            .await
+        let password = tokens
+            .password
+            .as_ref()
+            .map(|p| p.value.expose().to_owned());
+        let id = row
+            .token_id
+            .map_or_else(|| row.name.clone(), |id| id.to_string());
+        self.revoke_gitea(
+            &api,
+            &tokens.user,
+            &password.unwrap_or_default(),
+            row.id,
+            &id,
+        )
+        .await
     }
 }
 
@@ -247,7 +280,9 @@ impl JobCred for GiteaToken {
     fn revoke(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let id = self.token_id.to_string();
-            let done = self.tokens.revoke_gitea(&self.api, &self.user, &self.password, self.row, &id);
+            let done =
+                self.tokens
+                    .revoke_gitea(&self.api, &self.user, &self.password, self.row, &id);
             if let Err(e) = done.await {
                 tracing::warn!("a job's forge token was not revoked yet (tried again later): {e}");
             }
@@ -266,7 +301,11 @@ pub fn spawn_sweeper(tokens: ForgeTokens, sched: SchedHandle, shutdown: Cancella
             };
             for row in rows {
                 if let Err(e) = tokens.revoke_leftover(&row, &config).await {
-                    tracing::warn!(job = row.job_id, "leftover forge token {} not revoked yet: {e}", row.name);
+                    tracing::warn!(
+                        job = row.job_id,
+                        "leftover forge token {} not revoked yet: {e}",
+                        row.name
+                    );
                 }
             }
             Ok(Some(next))
@@ -283,7 +322,12 @@ pub(crate) struct AppTokens {
 
 impl AppTokens {
     /// A token of `repo`'s app allowed to write its check runs.
-    pub(crate) async fn get(&self, http: &reqwest::Client, repo: &RepoDef, app: &GithubAppDef) -> Result<String, String> {
+    pub(crate) async fn get(
+        &self,
+        http: &reqwest::Client,
+        repo: &RepoDef,
+        app: &GithubAppDef,
+    ) -> Result<String, String> {
         if let Some((token, at)) = self.cache.lock().unwrap().get(&repo.name)
             && at.elapsed() < APP_TOKEN_REUSE
         {

@@ -22,9 +22,9 @@ use crate::creds::AppTokens;
 use crate::forge_http::send;
 use crate::outbox::{Try, drive, record};
 use baton_core::config::Config;
+use baton_core::config::{GithubAppDef, RepoDef};
 use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
 use baton_core::run::Status;
-use baton_core::config::{GithubAppDef, RepoDef};
 use baton_forge::{
     CheckRun, CheckState, CommitStatus, StatusState, api_base, check_run_id, create_check_run,
     repo_path, status_request, update_check_run,
@@ -300,7 +300,9 @@ impl Sender {
             Ok(d) => d,
             Err(e) => return e,
         };
-        let external_id = r.run_id.map_or_else(|| format!("report-{}", r.id), |id| id.to_string());
+        let external_id = r
+            .run_id
+            .map_or_else(|| format!("report-{}", r.id), |id| id.to_string());
         let state = StatusState::from_word(r.state.as_str()).unwrap_or(StatusState::Error);
         let check = CheckRun {
             name: &r.context,

@@ -39,7 +39,13 @@ fn app_key(dir: &Path) -> (String, Vec<u8>) {
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
         out.stdout
     };
-    run(&["genrsa", "-traditional", "-out", key.to_str().unwrap(), "2048"]);
+    run(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        key.to_str().unwrap(),
+        "2048",
+    ]);
     let public = run(&["rsa", "-in", key.to_str().unwrap(), "-pubout"]);
     (key.to_str().unwrap().to_owned(), public)
 }
@@ -58,7 +64,10 @@ fn github_headers_ok(call: &Call) -> Result<(), String> {
     if call.header("accept") != "application/vnd.github+json"
         || call.header("x-github-api-version") != "2022-11-28"
     {
-        return Err(format!("{} {}: headers {:?}", call.method, call.path, call.headers));
+        return Err(format!(
+            "{} {}: headers {:?}",
+            call.method, call.path, call.headers
+        ));
     }
     Ok(())
 }
@@ -80,7 +89,11 @@ fn only_keys(body: &Value, allowed: &[&str]) -> Result<(), String> {
 
 impl GitHub {
     /// `POST /app/installations/34/access_tokens` with the app's JWT.
-    fn mint(&mut self, call: &Call, key: &jsonwebtoken::DecodingKey) -> Result<(u16, Value), String> {
+    fn mint(
+        &mut self,
+        call: &Call,
+        key: &jsonwebtoken::DecodingKey,
+    ) -> Result<(u16, Value), String> {
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_issuer(&[APP_ID]);
         validation.set_required_spec_claims(&["exp", "iat", "iss"]);
@@ -88,7 +101,10 @@ impl GitHub {
             .map_err(|e| format!("app JWT: {e}"))?;
         only_keys(&call.body, &["repositories", "permissions"])?;
         if call.body["repositories"] != json!(["app"]) {
-            return Err(format!("token not scoped to the one repository: {}", call.body));
+            return Err(format!(
+                "token not scoped to the one repository: {}",
+                call.body
+            ));
         }
         let perms = call.body["permissions"].clone();
         let kind = if perms == json!({"contents": "read"}) {
@@ -100,18 +116,26 @@ impl GitHub {
         };
         let token = format!("ghs_{kind}_{}_5e3a91c07b", self.minted.len());
         self.minted.push((token.clone(), perms));
-        Ok((201, json!({"token": token, "expires_at": "2099-01-01T00:00:00Z",
-            "repository_selection": "selected"})))
+        Ok((
+            201,
+            json!({"token": token, "expires_at": "2099-01-01T00:00:00Z",
+            "repository_selection": "selected"}),
+        ))
     }
 
     fn is_checks_token(&self, token: &str) -> bool {
-        self.minted.iter().any(|(t, p)| t == token && p["checks"] == "write")
+        self.minted
+            .iter()
+            .any(|(t, p)| t == token && p["checks"] == "write")
     }
 
     /// `POST .../check-runs` and `PATCH .../check-runs/ID`.
     fn check_run(&mut self, call: &Call, sha: &str) -> Result<(u16, Value), String> {
         if !self.is_checks_token(bearer(call)?) {
-            return Err(format!("{} {}: not a token allowed to write checks", call.method, call.path));
+            return Err(format!(
+                "{} {}: not a token allowed to write checks",
+                call.method, call.path
+            ));
         }
         let b = &call.body;
         let status = b["status"].as_str().unwrap_or("");
@@ -121,33 +145,62 @@ impl GitHub {
             "completed" => conclusions.contains(&b["conclusion"].as_str().unwrap_or("")),
             _ => false,
         };
-        if !ok || b["output"]["title"].as_str().is_none() || b["output"]["summary"].as_str().is_none() {
+        if !ok
+            || b["output"]["title"].as_str().is_none()
+            || b["output"]["summary"].as_str().is_none()
+        {
             return Err(format!("check run body {b}"));
         }
         if call.method == "POST" {
-            only_keys(b, &["name", "head_sha", "status", "conclusion", "external_id", "details_url", "output"])?;
+            only_keys(
+                b,
+                &[
+                    "name",
+                    "head_sha",
+                    "status",
+                    "conclusion",
+                    "external_id",
+                    "details_url",
+                    "output",
+                ],
+            )?;
             if b["head_sha"] != sha || b["external_id"].as_str().is_none() {
                 return Err(format!("check run body {b}"));
             }
             let id = 1000 + self.checks.len() as i64;
-            self.checks.insert(id, b["name"].as_str().unwrap_or("").to_owned());
+            self.checks
+                .insert(id, b["name"].as_str().unwrap_or("").to_owned());
             return Ok((201, json!({"id": id, "status": status})));
         }
         only_keys(b, &["status", "conclusion", "details_url", "output"])?;
-        let id: i64 = call.path.rsplit('/').next().unwrap().parse().map_err(|_| "bad id")?;
+        let id: i64 = call
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .map_err(|_| "bad id")?;
         if !self.checks.contains_key(&id) {
             return Err(format!("PATCH of unknown check run {id}"));
         }
         Ok((200, json!({"id": id, "status": status})))
     }
 
-    fn handle(&mut self, call: &Call, key: &jsonwebtoken::DecodingKey, sha: &str) -> Result<(u16, Value), String> {
+    fn handle(
+        &mut self,
+        call: &Call,
+        key: &jsonwebtoken::DecodingKey,
+        sha: &str,
+    ) -> Result<(u16, Value), String> {
         github_headers_ok(call)?;
         match (call.method.as_str(), call.path.as_str()) {
             ("POST", "/app/installations/34/access_tokens") => self.mint(call, key),
             ("DELETE", "/installation/token") => {
                 let token = bearer(call)?.to_owned();
-                let job_token = self.minted.iter().any(|(t, p)| *t == token && p["contents"] == "read");
+                let job_token = self
+                    .minted
+                    .iter()
+                    .any(|(t, p)| *t == token && p["contents"] == "read");
                 if !job_token || self.revoked.contains(&token) {
                     return Err(format!("revoke of {token}: not a live job token"));
                 }
@@ -155,7 +208,9 @@ impl GitHub {
                 Ok((204, Value::Null))
             }
             ("POST", "/repos/local/app/check-runs") => self.check_run(call, sha),
-            ("PATCH", p) if p.starts_with("/repos/local/app/check-runs/") => self.check_run(call, sha),
+            ("PATCH", p) if p.starts_with("/repos/local/app/check-runs/") => {
+                self.check_run(call, sha)
+            }
             (m, p) => Err(format!("unexpected {m} {p}")),
         }
     }
@@ -190,15 +245,25 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
     let ok = runs["app/ok"]["id"].as_i64().unwrap();
     let log = s.log_text(ok, None).await;
     assert!(log.contains("forge-token-set"), "{log}");
-    assert!(log.contains("echoed=*** gh=***"), "the token is masked: {log}");
+    assert!(
+        log.contains("echoed=*** gh=***"),
+        "the token is masked: {log}"
+    );
     assert!(!log.contains("ghs_"), "{log}");
 
     // One token per job, each revoked after its job ended.
     forge
-        .wait_for("both job tokens revoked", &s, |_| state.lock().unwrap().revoked.len() == 2)
+        .wait_for("both job tokens revoked", &s, |_| {
+            state.lock().unwrap().revoked.len() == 2
+        })
         .await;
     let gh = state.lock().unwrap();
-    let job_tokens: Vec<&String> = gh.minted.iter().filter(|(_, p)| p["contents"] == "read").map(|(t, _)| t).collect();
+    let job_tokens: Vec<&String> = gh
+        .minted
+        .iter()
+        .filter(|(_, p)| p["contents"] == "read")
+        .map(|(t, _)| t)
+        .collect();
     assert_eq!(job_tokens.len(), 2, "{:?}", gh.minted);
     for t in &job_tokens {
         assert!(gh.revoked.contains(t), "{t} not revoked: {:?}", gh.revoked);
@@ -214,22 +279,51 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
             calls
                 .iter()
                 .filter(|c| c.path.contains("/check-runs"))
-                .filter(|c| c.body["name"] == *name || c.path.rsplit('/').next().and_then(|i| i.parse().ok()).and_then(|i: i64| gh.checks.get(&i)) == Some(&name))
+                .filter(|c| {
+                    c.body["name"] == *name
+                        || c.path
+                            .rsplit('/')
+                            .next()
+                            .and_then(|i| i.parse().ok())
+                            .and_then(|i: i64| gh.checks.get(&i))
+                            == Some(&name)
+                })
                 .cloned()
                 .collect()
         };
-        let calls = forge.wait_for(&format!("three states of {name}"), &s, |c| of_name(c).len() >= 3).await;
+        let calls = forge
+            .wait_for(&format!("three states of {name}"), &s, |c| {
+                of_name(c).len() >= 3
+            })
+            .await;
         let mine = of_name(&calls);
-        let seq: Vec<(&str, &str)> = mine.iter().map(|c| (c.method.as_str(), c.body["status"].as_str().unwrap())).collect();
-        assert_eq!(seq, [("POST", "queued"), ("PATCH", "in_progress"), ("PATCH", "completed")], "{mine:#?}");
+        let seq: Vec<(&str, &str)> = mine
+            .iter()
+            .map(|c| (c.method.as_str(), c.body["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            seq,
+            [
+                ("POST", "queued"),
+                ("PATCH", "in_progress"),
+                ("PATCH", "completed")
+            ],
+            "{mine:#?}"
+        );
         assert_eq!(mine[2].body["conclusion"], conclusion, "{mine:#?}");
         assert_eq!(mine[0].body["external_id"], id.to_string());
         for c in &mine {
             assert_eq!(c.body["details_url"], format!("{PUBLIC}/runs/{id}"));
         }
     }
-    assert!(!calls_mention_statuses(&forge.calls()), "no commit statuses besides check runs");
-    assert!(!s.stderr().contains("ghs_"), "a token reached the server's log");
+    assert!(
+        !calls_mention_statuses(&forge.calls()),
+        "no commit statuses besides check runs"
+    );
+    assert!(
+        !s.stderr().contains("ghs_"),
+        "a token reached the server's log"
+    );
 }
 
 fn calls_mention_statuses(calls: &[Call]) -> bool {
@@ -251,26 +345,43 @@ impl Gitea {
             return Err(format!("{} {}: no basic auth", call.method, call.path));
         }
         if call.header("authorization") != format!("Basic {basic}") {
-            return Ok((401, json!({"message": "user does not exist [uid: 0, name: bot]"})));
+            return Ok((
+                401,
+                json!({"message": "user does not exist [uid: 0, name: bot]"}),
+            ));
         }
         match (call.method.as_str(), call.path.as_str()) {
             ("POST", "/api/v1/users/bot/tokens") => {
                 only_keys(&call.body, &["name", "scopes"])?;
                 let name = call.body["name"].as_str().unwrap_or("").to_owned();
-                let well_named = name.strip_prefix("baton-job-").and_then(|r| r.split_once('-')).is_some_and(|(j, a)| j.parse::<u64>().is_ok() && a.parse::<u64>().is_ok());
+                let well_named = name
+                    .strip_prefix("baton-job-")
+                    .and_then(|r| r.split_once('-'))
+                    .is_some_and(|(j, a)| j.parse::<u64>().is_ok() && a.parse::<u64>().is_ok());
                 if !well_named || call.body["scopes"] != json!(["read:repository"]) {
                     return Err(format!("token request {}", call.body));
                 }
                 if self.minted.values().any(|n| *n == name) {
-                    return Ok((422, json!({"message": "access token name has been used already"})));
+                    return Ok((
+                        422,
+                        json!({"message": "access token name has been used already"}),
+                    ));
                 }
                 let id = 40 + self.minted.len() as i64;
                 self.minted.insert(id, name.clone());
                 let sha1 = format!("{id:0>40}").replace('0', "a");
-                Ok((201, json!({"id": id, "name": name, "sha1": sha1, "token_last_eight": &sha1[32..]})))
+                Ok((
+                    201,
+                    json!({"id": id, "name": name, "sha1": sha1, "token_last_eight": &sha1[32..]}),
+                ))
             }
             ("DELETE", p) if p.starts_with("/api/v1/users/bot/tokens/") => {
-                let id: i64 = p.rsplit('/').next().unwrap().parse().map_err(|_| format!("DELETE {p}: not an id"))?;
+                let id: i64 = p
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .map_err(|_| format!("DELETE {p}: not an id"))?;
                 if !self.minted.contains_key(&id) || self.revoked.contains(&id) {
                     return Ok((404, json!({"message": "token does not exist"})));
                 }
@@ -282,7 +393,11 @@ impl Gitea {
     }
 }
 
-async fn gitea_server(url: &str, password_var: &str, envs: &[(&str, &str)]) -> (Server, StandIn, Arc<Mutex<Gitea>>) {
+async fn gitea_server(
+    url: &str,
+    password_var: &str,
+    envs: &[(&str, &str)],
+) -> (Server, StandIn, Arc<Mutex<Gitea>>) {
     let state = Arc::new(Mutex::new(Gitea::default()));
     let st = state.clone();
     let forge = StandIn::start(Arc::new(move |call: &Call| st.lock().unwrap().handle(call))).await;
@@ -299,7 +414,10 @@ async fn gitea_server(url: &str, password_var: &str, envs: &[(&str, &str)]) -> (
 async fn recorded_tokens(s: &Server) -> i64 {
     let db = format!("sqlite://{}?mode=ro", s.data.join("baton.db").display());
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let n = sqlx::query_scalar("SELECT COUNT(*) FROM job_creds").fetch_one(&pool).await.unwrap();
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM job_creds")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     n
 }
@@ -316,14 +434,25 @@ async fn gitea_jobs_get_a_token_deleted_after_their_end() {
     let ok = &runs["app/ok"];
     assert_eq!(ok["status"], "success", "{}", s.stderr());
     let log = s.log_text(ok["id"].as_i64().unwrap(), None).await;
-    assert!(log.contains("forge-token-set") && log.contains("echoed=*** gh="), "{log}");
+    assert!(
+        log.contains("forge-token-set") && log.contains("echoed=*** gh="),
+        "{log}"
+    );
     forge
-        .wait_for("both tokens deleted", &s, |_| state.lock().unwrap().revoked.len() == 2)
+        .wait_for("both tokens deleted", &s, |_| {
+            state.lock().unwrap().revoked.len() == 2
+        })
         .await;
     let tea = state.lock().unwrap();
     assert_eq!(tea.minted.len(), 2, "one token per job: {:?}", tea.minted);
     let job_id = job(ok, "app/ok")["id"].as_i64().unwrap();
-    assert!(tea.minted.values().any(|n| *n == format!("baton-job-{job_id}-1")), "{:?}", tea.minted);
+    assert!(
+        tea.minted
+            .values()
+            .any(|n| *n == format!("baton-job-{job_id}-1")),
+        "{:?}",
+        tea.minted
+    );
     drop(tea);
     assert_eq!(recorded_tokens(&s).await, 0);
     assert!(!s.stderr().contains(BOT_PASSWORD));
@@ -342,15 +471,24 @@ async fn a_gitea_token_left_by_a_killed_server_is_deleted_after_the_restart() {
     let (url, sha) = make_repo(tmp.path(), &ci);
     let (mut s, forge, state) = gitea_server(&url, "BOT_PW", &[("BOT_PW", BOT_PASSWORD)]).await;
     let ids = push(&s, Kind::Gitea, &url, &sha, "tea-2", SECRET).await;
-    s.wait_until(ids[0], "running", |r| r["status"] == "running").await;
-    forge.wait_for("the token minted", &s, |_| state.lock().unwrap().minted.len() == 1).await;
+    s.wait_until(ids[0], "running", |r| r["status"] == "running")
+        .await;
+    forge
+        .wait_for("the token minted", &s, |_| {
+            state.lock().unwrap().minted.len() == 1
+        })
+        .await;
     assert_eq!(recorded_tokens(&s).await, 1);
     s.kill9();
     std::fs::write(&gate_file, "").unwrap();
     s.restart();
     let run = s.wait_run(ids[0]).await;
     assert_eq!(run["status"], "success", "{run:#}");
-    forge.wait_for("the leftover token deleted", &s, |_| state.lock().unwrap().revoked.len() == 1).await;
+    forge
+        .wait_for("the leftover token deleted", &s, |_| {
+            state.lock().unwrap().revoked.len() == 1
+        })
+        .await;
     assert_eq!(recorded_tokens(&s).await, 0);
 }
 
@@ -371,8 +509,14 @@ async fn a_failed_mint_stops_the_job_with_the_reason_in_its_log() {
         log.contains("could not start the job: cannot mint a job token for repos.app: HTTP 401"),
         "{log}"
     );
-    assert!(!log.contains("forge-token"), "the job's command did not run: {log}");
-    let reason = job(ok, "app/ok")["reason"].as_str().unwrap_or("").to_owned();
+    assert!(
+        !log.contains("forge-token"),
+        "the job's command did not run: {log}"
+    );
+    let reason = job(ok, "app/ok")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     assert!(reason.contains("cannot mint a job token"), "{ok:#}");
     forge.assert_no_problems();
     assert!(state.lock().unwrap().minted.is_empty());

@@ -635,7 +635,10 @@ impl RepoDef {
     /// Every secret this repository's entry holds: `secret`, `token`, the app's private key,
     /// the job-token user's password.
     pub fn secrets(&self) -> impl Iterator<Item = &RepoSecret> {
-        let app = self.github_app.as_ref().and_then(|a| a.private_key.as_ref());
+        let app = self
+            .github_app
+            .as_ref()
+            .and_then(|a| a.private_key.as_ref());
         let tokens = self.job_tokens.as_ref().and_then(|t| t.password.as_ref());
         [self.secret.as_ref(), self.token.as_ref(), app, tokens]
             .into_iter()

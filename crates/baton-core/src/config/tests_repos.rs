@@ -220,7 +220,14 @@ fn github_app_and_job_tokens_take_their_keys_by_reference() {
     assert_eq!((app.app_id, app.installation_id), (12, 34));
     assert_eq!(app.permissions["contents"], "read");
     assert_eq!(app.permissions.len(), 1);
-    assert!(app.private_key.as_ref().unwrap().value.expose().contains("PRIVATE KEY"));
+    assert!(
+        app.private_key
+            .as_ref()
+            .unwrap()
+            .value
+            .expose()
+            .contains("PRIVATE KEY")
+    );
     let tokens = c.repos["tea"].job_tokens.as_ref().unwrap();
     assert_eq!(tokens.user, "ci-bot");
     assert_eq!(tokens.scopes, ["read:repository"]);
@@ -232,7 +239,10 @@ fn github_app_and_job_tokens_take_their_keys_by_reference() {
     assert!(c.secret_env_vars().contains(&"BOT_PW".to_owned()));
     // Nothing of them is serialized.
     let json = serde_json::to_string(&c.repos["tea"]).unwrap();
-    assert!(!json.contains("BOT_PW") && !json.contains("value-of"), "{json}");
+    assert!(
+        !json.contains("BOT_PW") && !json.contains("value-of"),
+        "{json}"
+    );
 }
 
 #[test]

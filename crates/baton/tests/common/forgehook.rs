@@ -23,11 +23,7 @@ pub fn make_repo(tmp: &Path, ci: &str) -> (String, String) {
     let repo = tmp.join("local/app");
     std::fs::create_dir_all(repo.join(".baton")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo.join(".baton/ci.yml"),
-        ci,
-    )
-    .unwrap();
+    std::fs::write(repo.join(".baton/ci.yml"), ci).unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "first"]);
     let sha = git(&repo, &["rev-parse", "HEAD"]);

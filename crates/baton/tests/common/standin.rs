@@ -85,8 +85,14 @@ impl StandIn {
             body,
         });
         let answer = call.and_then(|call| {
-            if !call.body.is_null() && !call.header("content-type").starts_with("application/json") {
-                return Err(format!("{} {}: content-type {:?}", call.method, call.path, call.header("content-type")));
+            if !call.body.is_null() && !call.header("content-type").starts_with("application/json")
+            {
+                return Err(format!(
+                    "{} {}: content-type {:?}",
+                    call.method,
+                    call.path,
+                    call.header("content-type")
+                ));
             }
             let a = handler(&call);
             self.calls.lock().unwrap().push(call);
@@ -114,7 +120,12 @@ impl StandIn {
     }
 
     /// Waits until the calls satisfy `done`; returns them.
-    pub async fn wait_for(&self, what: &str, s: &Server, done: impl Fn(&[Call]) -> bool) -> Vec<Call> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        s: &Server,
+        done: impl Fn(&[Call]) -> bool,
+    ) -> Vec<Call> {
         let deadline = Instant::now() + WAIT;
         loop {
             self.assert_no_problems();

@@ -79,7 +79,10 @@ impl Diags<'_> {
         let f = self.fields(e.key.file, e.value, &inner, TOKENS_KEYS)?;
         let user = self.nonempty_string(f.get("user"));
         if f.get("user").is_none() {
-            self.err(e.key, format!("{inner} has no \"user\" (the account whose tokens jobs get)"));
+            self.err(
+                e.key,
+                format!("{inner} has no \"user\" (the account whose tokens jobs get)"),
+            );
         }
         let password = match f.get("password") {
             None => {
@@ -125,8 +128,8 @@ impl Diags<'_> {
         let map = self.string_map(e, what);
         let entry = e.expect("present");
         for (name, level) in &map {
-            let name_ok = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let name_ok =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             if !name_ok || !matches!(level.as_str(), "read" | "write") {
                 self.err(
                     entry.value_loc(),
@@ -153,7 +156,10 @@ impl Diags<'_> {
         match u64::try_from(i) {
             Ok(v) if v > 0 => Some(v),
             _ => {
-                self.err(entry.value_loc(), format!("\"{name}\" of {what} must be a positive integer, found {i}"));
+                self.err(
+                    entry.value_loc(),
+                    format!("\"{name}\" of {what} must be a positive integer, found {i}"),
+                );
                 None
             }
         }
