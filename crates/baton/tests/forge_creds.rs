@@ -257,18 +257,19 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
             state.lock().unwrap().revoked.len() == 2
         })
         .await;
-    let gh = state.lock().unwrap();
-    let job_tokens: Vec<&String> = gh
-        .minted
-        .iter()
-        .filter(|(_, p)| p["contents"] == "read")
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(job_tokens.len(), 2, "{:?}", gh.minted);
-    for t in &job_tokens {
-        assert!(gh.revoked.contains(t), "{t} not revoked: {:?}", gh.revoked);
+    {
+        let gh = state.lock().unwrap();
+        let job_tokens: Vec<&String> = gh
+            .minted
+            .iter()
+            .filter(|(_, p)| p["contents"] == "read")
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(job_tokens.len(), 2, "{:?}", gh.minted);
+        for t in &job_tokens {
+            assert!(gh.revoked.contains(t), "{t} not revoked: {:?}", gh.revoked);
+        }
     }
-    drop(gh);
 
     // Check runs instead of statuses: created queued, then in progress, then completed.
     for (target, conclusion) in [("app/ok", "success"), ("app/bad", "failure")] {
@@ -443,17 +444,18 @@ async fn gitea_jobs_get_a_token_deleted_after_their_end() {
             state.lock().unwrap().revoked.len() == 2
         })
         .await;
-    let tea = state.lock().unwrap();
-    assert_eq!(tea.minted.len(), 2, "one token per job: {:?}", tea.minted);
-    let job_id = job(ok, "app/ok")["id"].as_i64().unwrap();
-    assert!(
-        tea.minted
-            .values()
-            .any(|n| *n == format!("baton-job-{job_id}-1")),
-        "{:?}",
-        tea.minted
-    );
-    drop(tea);
+    {
+        let tea = state.lock().unwrap();
+        assert_eq!(tea.minted.len(), 2, "one token per job: {:?}", tea.minted);
+        let job_id = job(ok, "app/ok")["id"].as_i64().unwrap();
+        assert!(
+            tea.minted
+                .values()
+                .any(|n| *n == format!("baton-job-{job_id}-1")),
+            "{:?}",
+            tea.minted
+        );
+    }
     assert_eq!(recorded_tokens(&s).await, 0);
     assert!(!s.stderr().contains(BOT_PASSWORD));
 }
