@@ -234,8 +234,8 @@ impl ForgeTokens {
         let def = config.repos.get(&row.repo);
         let Some((def, tokens)) = def.and_then(|d| d.job_tokens.as_ref().map(|t| (d, t))) else {
             return Err(format!(
-                "repos.{}.job_tokens is no longer in the configuration: token {} of user unknown cannot be revoked",
-                row.repo, row.name
+                "repos.{}.job_tokens is no longer in the configuration, so it cannot be revoked until it is back (or delete it on the forge)",
+                row.repo
             ));
         };
         let (api, _) = api_and_path(gitea_forge(def), def)?;
@@ -293,6 +293,8 @@ impl JobCred for GiteaToken {
 /// Starts the sweeper of leftover job tokens; it stops when `shutdown` is cancelled.
 pub fn spawn_sweeper(tokens: ForgeTokens, sched: SchedHandle, shutdown: CancellationToken) {
     tokio::spawn(async move {
+        // Rows whose failure the log named already (said once each; tried again every round).
+        let told = Mutex::new(std::collections::BTreeSet::new());
         let round = async || -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
             let next = Utc::now() + chrono::Duration::from_std(SWEEP_EVERY).unwrap_or_default();
             let rows = tokens.store.leftover_job_creds().await?;
@@ -300,7 +302,9 @@ pub fn spawn_sweeper(tokens: ForgeTokens, sched: SchedHandle, shutdown: Cancella
                 return Ok(Some(next));
             };
             for row in rows {
-                if let Err(e) = tokens.revoke_leftover(&row, &config).await {
+                if let Err(e) = tokens.revoke_leftover(&row, &config).await
+                    && told.lock().unwrap().insert(row.id)
+                {
                     tracing::warn!(
                         job = row.job_id,
                         "leftover forge token {} not revoked yet: {e}",
