@@ -1,5 +1,7 @@
 //! Baton's forge edge: verify a webhook delivery exactly as its forge documents, parse it into
-//! one [`Event`], and tell whether two clone URLs name the same repository ([`same_repo`]).
+//! one [`Event`], and tell whether two clone URLs name the same repository ([`same_repo`]);
+//! build (never send) the API requests the server makes: commit statuses, GitHub check runs,
+//! and the minting and revoking of a job's token ([`app_jwt`] signs for a time it is given).
 //!
 //! Architecture Invariant: no I/O, no async, no clock. The server hands in the raw body and the
 //! headers; this crate never runs anything a payload names, and no payload field is trusted
