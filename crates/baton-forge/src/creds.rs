@@ -233,6 +233,38 @@ mod tests {
         assert!(gitea_token(b"not json").is_err());
     }
 
+    fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("openssl")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl is needed (scripts/test.sh installs it)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+        out.stdout
+    }
+
+    #[test]
+    fn app_jwts_verify_with_the_public_key_for_pkcs8_keys_too() {
+        // OpenSSL 3 writes PKCS#8 (`BEGIN PRIVATE KEY`); GitHub hands out PKCS#1.
+        let private = openssl(&["genrsa", "2048"], b"");
+        assert!(String::from_utf8_lossy(&private).contains("BEGIN PRIVATE KEY"));
+        let public = openssl(&["rsa", "-pubout"], &private);
+        let jwt = app_jwt(12, std::str::from_utf8(&private).unwrap(), 1_700_000_000).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.validate_exp = false;
+        v.set_issuer(&["12"]);
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
+        let claims = jsonwebtoken::decode::<Value>(&jwt, &key, &v)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["iat"], 1_700_000_000 - 60);
+        assert_eq!(claims["exp"], 1_700_000_000 + 540);
+    }
+
     #[test]
     fn a_key_that_is_not_a_key_is_a_clear_error() {
         let e = app_jwt(

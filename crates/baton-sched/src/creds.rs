@@ -46,3 +46,45 @@ pub(crate) fn hand_over(spec: &mut JobSpec, cred: &dyn JobCred) {
         .mask
         .extend(baton_core::decide::mask_values([cred.token().to_owned()]));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake;
+
+    impl JobCred for Fake {
+        fn token(&self) -> &str {
+            "ghs_minted_token_1"
+        }
+        fn variables(&self) -> &'static [&'static str] {
+            &["BATON_FORGE_TOKEN", "GITHUB_TOKEN"]
+        }
+        fn revoke(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[test]
+    fn the_token_replaces_plain_variables_and_is_masked() {
+        let mut spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "run_id": 1, "job_id": 2, "task": "app/t", "script": "true",
+            "env": [["GITHUB_TOKEN", "from the task"], ["A", "b"]],
+            "timeout": null, "kill_grace": {"secs": 5, "nanos": 0},
+        }))
+        .expect("a job spec");
+        hand_over(&mut spec, &Fake);
+        assert_eq!(spec.env, [("A".to_owned(), "b".to_owned())]);
+        assert_eq!(
+            spec.secrets.env,
+            [
+                (
+                    "BATON_FORGE_TOKEN".to_owned(),
+                    "ghs_minted_token_1".to_owned()
+                ),
+                ("GITHUB_TOKEN".to_owned(), "ghs_minted_token_1".to_owned()),
+            ]
+        );
+        assert_eq!(spec.secrets.mask, ["ghs_minted_token_1"]);
+    }
+}
