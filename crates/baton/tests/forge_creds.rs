@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use common::forgehook::{Kind, make_repo, push, runs_by_target};
+use common::forgehook::{Kind, deliver_github, make_repo, pr_payload, push, runs_by_target};
+use common::gitrepo::{commit_text, git};
 use common::standin::{Call, StandIn};
 use common::{Server, job};
 
@@ -324,6 +325,71 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
     assert!(
         !s.stderr().contains("ghs_"),
         "a token reached the server's log"
+    );
+}
+
+/// A pull request from a fork runs without secrets: its job gets no token either (here a
+/// trusted user's, which runs without approval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_pull_request_gets_no_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key_path, public) = app_key(tmp.path());
+    let (url, _) = make_repo(tmp.path(), ECHO_TOKEN);
+    let repo = Path::new(&url);
+    git(repo, &["checkout", "-q", "-b", "carol-work"]);
+    let head = commit_text(repo, &[("fork.txt", "carol\n")], "carol's work");
+    git(repo, &["update-ref", "refs/pull/5/head", &head]);
+    git(repo, &["checkout", "-q", "main"]);
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
+    let state = Arc::new(Mutex::new(GitHub::default()));
+    let st = state.clone();
+    let forge = StandIn::start(Arc::new(move |call: &Call| {
+        // Check runs are for the merge commit, which the test does not know: any sha.
+        let sha = call.body["head_sha"].as_str().unwrap_or("").to_owned();
+        st.lock().unwrap().handle(call, &decoding, &sha)
+    }))
+    .await;
+    let config = format!(
+        "repos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n    api: {}\n    trusted_users: [carol]\n    github_app:\n      app_id: {APP_ID}\n      installation_id: 34\n      private_key: file:{key_path}\n",
+        forge.base
+    );
+    let s = Server::start_env(&config, &[("APP_SECRET", SECRET)]);
+    let body = pr_payload(
+        &url,
+        "opened",
+        5,
+        &head,
+        "carol-work",
+        "carol",
+        Some("carol"),
+    );
+    let (st, v) = deliver_github(&s, "pull_request", "fork-1", &body, SECRET).await;
+    assert_eq!(st, 200, "{v}\n{}", s.stderr());
+    let ids: Vec<i64> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    let runs = runs_by_target(&s, &ids).await;
+    let ok = runs["app/ok"]["id"].as_i64().unwrap();
+    assert_eq!(runs["app/ok"]["status"], "success", "{}", s.stderr());
+    let log = s.log_text(ok, None).await;
+    assert!(
+        log.contains("forge-token-unset"),
+        "a fork's job got a token: {log}"
+    );
+    // The server still reports the run (its own token), but no job token was minted.
+    forge
+        .wait_for("the check run completed", &s, |c| {
+            c.iter().any(|c| c.body["status"] == "completed")
+        })
+        .await;
+    let gh = state.lock().unwrap();
+    assert!(
+        gh.minted.iter().all(|(_, p)| p["checks"] == "write"),
+        "{:?}",
+        gh.minted
     );
 }
 

@@ -122,3 +122,60 @@ pub async fn runs_by_target(s: &Server, ids: &[i64]) -> std::collections::BTreeM
     }
     out
 }
+
+/// A pull request payload in GitHub's documented shape; `fork` names the head repository's
+/// owner when it is a fork.
+pub fn pr_payload(
+    url: &str,
+    action: &str,
+    number: u64,
+    head: &str,
+    branch: &str,
+    sender: &str,
+    fork: Option<&str>,
+) -> Vec<u8> {
+    let base_repo = json!({"id": 1, "full_name": "local/app", "clone_url": url, "html_url": url});
+    let head_repo = match fork {
+        Some(owner) => json!({"id": 2, "full_name": format!("{owner}/app"),
+            "clone_url": format!("/forks/{owner}/app"), "html_url": format!("/forks/{owner}/app")}),
+        None => base_repo.clone(),
+    };
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": format!("PR {number}"),
+            "user": {"login": sender},
+            "head": {"sha": head, "ref": branch, "repo": head_repo},
+            "base": {"ref": "main", "repo": base_repo},
+        },
+        "repository": base_repo,
+        "sender": {"login": sender},
+    }))
+    .unwrap()
+}
+
+/// Delivers `body` as GitHub's `event`, signed with `secret`: the answer's status and body.
+pub async fn deliver_github(
+    s: &Server,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    secret: &str,
+) -> (u16, Value) {
+    let sig = format!("sha256={}", baton_forge::sign(secret.as_bytes(), body));
+    let resp = s
+        .http
+        .post(format!("{}/hooks/github", s.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
