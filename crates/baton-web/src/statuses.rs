@@ -212,14 +212,9 @@ impl Sender {
             }
             return skip(format!("repos.{} has no token", r.repo));
         };
-        let target = match (
-            api_base(forge, &def.url, def.api.as_deref()),
-            repo_path(&def.url),
-        ) {
-            (Ok(api), Ok(path)) => (api, path),
-            (Err(e), _) | (_, Err(e)) => {
-                return Try::Done(ReportOutcome::Failed, Some(e.to_string()));
-            }
+        let target = match api_target(forge, def) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
         let (description, target_url, _) = match self.describe(r, config).await {
             Ok(d) => d,
@@ -283,14 +278,9 @@ impl Sender {
         app: &GithubAppDef,
         config: Option<&Config>,
     ) -> Try {
-        let (api, path) = match (
-            api_base(baton_forge::Forge::GitHub, &def.url, def.api.as_deref()),
-            repo_path(&def.url),
-        ) {
-            (Ok(api), Ok(path)) => (api, path),
-            (Err(e), _) | (_, Err(e)) => {
-                return Try::Done(ReportOutcome::Failed, Some(e.to_string()));
-            }
+        let (api, path) = match api_target(baton_forge::Forge::GitHub, def) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
         let token = match self.apps.get(&self.http, def, app).await {
             Ok(t) => t,
@@ -358,6 +348,18 @@ impl Sender {
             }
             Err(e) => Try::Again(format!("POST {} failed: {}", req.url, error_chain(&e))),
         }
+    }
+}
+
+/// The API base and `owner/name` of `def` on `forge`; a repository whose URL tells neither
+/// fails its reports for good.
+fn api_target(forge: baton_forge::Forge, def: &RepoDef) -> Result<(String, String), Try> {
+    match (
+        api_base(forge, &def.url, def.api.as_deref()),
+        repo_path(&def.url),
+    ) {
+        (Ok(api), Ok(path)) => Ok((api, path)),
+        (Err(e), _) | (_, Err(e)) => Err(Try::Done(ReportOutcome::Failed, Some(e.to_string()))),
     }
 }
 
