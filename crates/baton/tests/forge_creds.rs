@@ -196,6 +196,10 @@ impl GitHub {
         github_headers_ok(call)?;
         match (call.method.as_str(), call.path.as_str()) {
             ("POST", "/app/installations/34/access_tokens") => self.mint(call, key),
+            // Another installation: GitHub answers 404.
+            ("POST", p) if p.starts_with("/app/installations/") => {
+                Ok((404, json!({"message": "Not Found"})))
+            }
             ("DELETE", "/installation/token") => {
                 let token = bearer(call)?.to_owned();
                 let job_token = self
@@ -217,27 +221,57 @@ impl GitHub {
     }
 }
 
+/// A GitHub stand-in, a repository with [`ECHO_TOKEN`]'s tasks, and a server whose `repos.app`
+/// uses app installation `installation` (plus `extra` lines of `repos.app`). Check runs must
+/// name the pushed commit when `check_sha`.
+struct GhSetup {
+    s: Server,
+    forge: StandIn,
+    state: Arc<Mutex<GitHub>>,
+    url: String,
+    sha: String,
+}
+
+async fn github_setup(tmp: &Path, installation: u64, extra: &str, check_sha: bool) -> GhSetup {
+    let (key_path, public) = app_key(tmp);
+    let (url, sha) = make_repo(tmp, ECHO_TOKEN);
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
+    let state = Arc::new(Mutex::new(GitHub::default()));
+    let st = state.clone();
+    let head = sha.clone();
+    let forge = StandIn::start(Arc::new(move |call: &Call| {
+        let any = call.body["head_sha"].as_str().unwrap_or("").to_owned();
+        let sha = if check_sha { &head } else { &any };
+        st.lock().unwrap().handle(call, &decoding, sha)
+    }))
+    .await;
+    let config = format!(
+        "server:\n  public_url: {PUBLIC}\nrepos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n    api: {}\n    github_app:\n      app_id: {APP_ID}\n      installation_id: {installation}\n      private_key: file:{key_path}\n{extra}",
+        forge.base
+    );
+    let s = Server::start_env(&config, &[("APP_SECRET", SECRET)]);
+    GhSetup {
+        s,
+        forge,
+        state,
+        url,
+        sha,
+    }
+}
+
 /// Each job of a GitHub App repository gets its own installation token for that repository
 /// alone, masked in its log and revoked after its end; the runs are reported as check runs
 /// (queued → in_progress → completed with the run's conclusion).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let (key_path, public) = app_key(tmp.path());
-    let (url, sha) = make_repo(tmp.path(), ECHO_TOKEN);
-    let decoding = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
-    let state = Arc::new(Mutex::new(GitHub::default()));
-    let st = state.clone();
-    let head = sha.clone();
-    let forge = StandIn::start(Arc::new(move |call: &Call| {
-        st.lock().unwrap().handle(call, &decoding, &head)
-    }))
-    .await;
-    let config = format!(
-        "server:\n  public_url: {PUBLIC}\nrepos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n    api: {}\n    github_app:\n      app_id: {APP_ID}\n      installation_id: 34\n      private_key: file:{key_path}\n",
-        forge.base
-    );
-    let s = Server::start_env(&config, &[("APP_SECRET", SECRET)]);
+    let GhSetup {
+        s,
+        forge,
+        state,
+        url,
+        sha,
+    } = github_setup(tmp.path(), 34, "", true).await;
     let ids = push(&s, Kind::GitHub, &url, &sha, "gh-1", SECRET).await;
     let runs = runs_by_target(&s, &ids).await;
     assert_eq!(runs["app/ok"]["status"], "success", "{}", s.stderr());
@@ -333,27 +367,19 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_pull_request_gets_no_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let (key_path, public) = app_key(tmp.path());
-    let (url, _) = make_repo(tmp.path(), ECHO_TOKEN);
+    // Check runs are for the merge commit, which the test does not know: any sha.
+    let GhSetup {
+        s,
+        forge,
+        state,
+        url,
+        ..
+    } = github_setup(tmp.path(), 34, "    trusted_users: [carol]\n", false).await;
     let repo = Path::new(&url);
     git(repo, &["checkout", "-q", "-b", "carol-work"]);
     let head = commit_text(repo, &[("fork.txt", "carol\n")], "carol's work");
     git(repo, &["update-ref", "refs/pull/5/head", &head]);
     git(repo, &["checkout", "-q", "main"]);
-    let decoding = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
-    let state = Arc::new(Mutex::new(GitHub::default()));
-    let st = state.clone();
-    let forge = StandIn::start(Arc::new(move |call: &Call| {
-        // Check runs are for the merge commit, which the test does not know: any sha.
-        let sha = call.body["head_sha"].as_str().unwrap_or("").to_owned();
-        st.lock().unwrap().handle(call, &decoding, &sha)
-    }))
-    .await;
-    let config = format!(
-        "repos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n    api: {}\n    trusted_users: [carol]\n    github_app:\n      app_id: {APP_ID}\n      installation_id: 34\n      private_key: file:{key_path}\n",
-        forge.base
-    );
-    let s = Server::start_env(&config, &[("APP_SECRET", SECRET)]);
     let body = pr_payload(
         &url,
         "opened",
@@ -391,6 +417,37 @@ async fn a_fork_pull_request_gets_no_token() {
         "{:?}",
         gh.minted
     );
+}
+
+/// An app that is not installed where the config says mints nothing: the job does not run,
+/// its log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_that_cannot_mint_stops_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let GhSetup {
+        s,
+        forge,
+        state,
+        url,
+        sha,
+    } = github_setup(tmp.path(), 99, "", true).await;
+    let ids = push(&s, Kind::GitHub, &url, &sha, "gh-2", SECRET).await;
+    let runs = runs_by_target(&s, &ids).await;
+    let ok = runs["app/ok"]["id"].as_i64().unwrap();
+    assert_ne!(runs["app/ok"]["status"], "success");
+    let log = s.log_text(ok, None).await;
+    assert!(
+        log.contains(
+            "could not start the job: cannot mint a GitHub App token for repos.app: HTTP 404"
+        ),
+        "{log}"
+    );
+    assert!(
+        !log.contains("forge-token"),
+        "the job's command did not run: {log}"
+    );
+    forge.assert_no_problems();
+    assert!(state.lock().unwrap().minted.is_empty());
 }
 
 fn calls_mention_statuses(calls: &[Call]) -> bool {
