@@ -77,6 +77,8 @@ pub(crate) struct Actor {
     store: Store,
     folders: RunFolders,
     executors: Executors,
+    /// Mints repository jobs' forge credentials in their launch tasks.
+    creds: Option<Arc<dyn crate::ForgeCreds>>,
     tx: mpsc::Sender<Msg>,
     generation: watch::Sender<u64>,
     config_out: watch::Sender<Arc<Config>>,
@@ -125,6 +127,7 @@ impl Actor {
         store: Store,
         folders: RunFolders,
         executors: Executors,
+        creds: Option<Arc<dyn crate::ForgeCreds>>,
         out: Outlets,
     ) -> Self {
         Actor {
@@ -136,6 +139,7 @@ impl Actor {
             store,
             folders,
             executors,
+            creds,
             tx: out.tx,
             generation: out.generation,
             config_out: out.config,

@@ -7,11 +7,13 @@
 //! Architecture Invariant: nothing else mutates scheduling state, and this crate speaks no HTTP.
 
 mod actor;
+mod creds;
 mod handle;
 mod jobenv;
 mod jobs;
 mod repo;
 
+pub use creds::{ForgeCreds, JobCred};
 pub use handle::RepoTriggerRequest;
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
@@ -37,6 +39,9 @@ pub struct SchedulerParts {
     pub store: Store,
     pub data_dir: PathBuf,
     pub executors: Executors,
+    /// Mints each repository job's forge credential (`repos.NAME.github_app`/`job_tokens`).
+    /// `None`: jobs get none.
+    pub creds: Option<Arc<dyn ForgeCreds>>,
     /// Called with the panic's message after the actor panicked (the panic is logged first).
     /// The server ends the process here with a non-zero status, so that a service manager
     /// restarts it and recovery takes over (runs survive that by design).
@@ -97,6 +102,7 @@ pub async fn start(parts: SchedulerParts) -> Result<SchedHandle, SchedError> {
         parts.store,
         RunFolders::new(&parts.data_dir),
         parts.executors,
+        parts.creds,
         actor::Outlets {
             tx,
             generation: gen_tx,

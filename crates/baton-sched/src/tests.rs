@@ -41,6 +41,7 @@ async fn scheduler(dir: &std::path::Path, on_panic: OnActorPanic) -> SchedHandle
             docker: None,
             ssh: None,
         },
+        creds: None,
         on_actor_panic: on_panic,
     })
     .await

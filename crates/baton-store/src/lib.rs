@@ -5,6 +5,7 @@
 //! FULL) before the call returns — so before anyone is told.
 
 mod counts;
+mod creds;
 mod folders;
 mod notices;
 mod outbox;
@@ -32,6 +33,7 @@ use sqlx::{QueryBuilder, Row};
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
+pub use creds::JobCredRow;
 pub use folders::RunFolders;
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;

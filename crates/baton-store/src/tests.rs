@@ -574,3 +574,45 @@ async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let run = store
+        .insert_run(&new_run("t", Status::Queued))
+        .await
+        .unwrap();
+    let job = run.jobs[0].id;
+    store
+        .apply(&[job_state(job, Status::Running, Some("local-1"), 1)])
+        .await
+        .unwrap();
+    let row = store
+        .add_job_cred(job, 1, "app", "baton-job-1-1", Utc::now())
+        .await
+        .unwrap();
+    assert!(store.leftover_job_creds().await.unwrap().is_empty());
+    store.set_job_cred_token_id(row, 42).await.unwrap();
+    // The job is retried: attempt 1's token is a leftover, by id.
+    store
+        .apply(&[job_state(job, Status::Running, Some("local-1"), 2)])
+        .await
+        .unwrap();
+    let left = store.leftover_job_creds().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (
+            left[0].token_id,
+            left[0].name.as_str(),
+            left[0].repo.as_str()
+        ),
+        (Some(42), "baton-job-1-1", "app")
+    );
+    store.remove_job_cred(row).await.unwrap();
+    assert!(store.leftover_job_creds().await.unwrap().is_empty());
+    // A check run is recorded once per run and context.
+    assert_eq!(store.check_run(run.id, "baton/t").await.unwrap(), None);
+    store.set_check_run(run.id, "baton/t", 7).await.unwrap();
+    assert_eq!(store.check_run(run.id, "baton/t").await.unwrap(), Some(7));
+}

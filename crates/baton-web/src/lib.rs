@@ -14,7 +14,9 @@ mod artifacts;
 mod auth;
 mod badge;
 mod callbacks;
+mod creds;
 mod error;
+mod forge_http;
 mod guard;
 mod headers;
 mod hooks;
@@ -43,6 +45,7 @@ use baton_store::{RunFolders, Store};
 
 pub use api::openapi_json;
 pub use auth::CurrentUser;
+pub use creds::{ForgeTokens, spawn_sweeper};
 pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;

@@ -5,7 +5,10 @@
 //! a failed send with exponential backoff (1 s doubling, at most 5 min apart, 12 tries, then it
 //! gives up and records why), and never touches the run. Unsent reports are in the store, so a
 //! restart resumes them. A repository without `token:` (or with `forge: git`) gets no statuses:
-//! its reports are recorded `skipped`, and the server log says so once per repository.
+//! its reports are recorded `skipped`, and the server log says so once per repository. A GitHub
+//! repository with `github_app:` gets check runs instead, through the same outbox: the first
+//! report of a run's context creates the check run (its id is recorded), the next ones update
+//! it, authenticated by an installation token of the app.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,11 +18,17 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::creds::AppTokens;
+use crate::forge_http::send;
 use crate::outbox::{Try, drive, record};
 use baton_core::config::Config;
+use baton_core::config::{GithubAppDef, RepoDef};
 use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
 use baton_core::run::Status;
-use baton_forge::{CommitStatus, StatusState, api_base, repo_path, status_request};
+use baton_forge::{
+    CheckRun, CheckState, CommitStatus, StatusState, api_base, check_run_id, create_check_run,
+    repo_path, status_request, update_check_run,
+};
 use baton_sched::SchedHandle;
 use baton_store::{NewReport, Outbox, ReportOutcome, ReportRow, Store, StoreError};
 
@@ -94,6 +103,7 @@ pub fn spawn_sender(statuses: Statuses, sched: SchedHandle, shutdown: Cancellati
         statuses,
         sched,
         http,
+        apps: AppTokens::default(),
         told_no_token: Default::default(),
     };
     tokio::spawn(sender.run(shutdown));
@@ -103,6 +113,8 @@ struct Sender {
     statuses: Statuses,
     sched: SchedHandle,
     http: reqwest::Client,
+    /// The installation tokens of repositories with a GitHub App (check runs).
+    apps: AppTokens,
     /// Repositories whose missing token the log already named.
     told_no_token: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -186,6 +198,11 @@ impl Sender {
                 def.forge.as_str()
             ));
         };
+        if forge == baton_forge::Forge::GitHub
+            && let Some(app) = &def.github_app
+        {
+            return self.check_run(r, def, app, config).await;
+        }
         let Some(token) = def.token.as_ref().map(|t| t.value.expose().to_owned()) else {
             if self.told_no_token.lock().unwrap().insert(r.repo.clone()) {
                 tracing::warn!(
@@ -195,16 +212,11 @@ impl Sender {
             }
             return skip(format!("repos.{} has no token", r.repo));
         };
-        let target = match (
-            api_base(forge, &def.url, def.api.as_deref()),
-            repo_path(&def.url),
-        ) {
-            (Ok(api), Ok(path)) => (api, path),
-            (Err(e), _) | (_, Err(e)) => {
-                return Try::Done(ReportOutcome::Failed, Some(e.to_string()));
-            }
+        let target = match api_target(forge, def) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
-        let (description, target_url) = match self.describe(r, config).await {
+        let (description, target_url, _) = match self.describe(r, config).await {
             Ok(d) => d,
             Err(e) => return e,
         };
@@ -219,14 +231,14 @@ impl Sender {
         self.post(req).await
     }
 
-    /// The description and run URL of report `r`.
+    /// The description, run URL and run status of report `r`.
     async fn describe(
         &self,
         r: &ReportRow,
         config: Option<&Config>,
-    ) -> Result<(String, Option<String>), Try> {
+    ) -> Result<(String, Option<String>, Option<Status>), Try> {
         let Some(run_id) = r.run_id else {
-            return Ok((r.description.clone().unwrap_or_default(), None));
+            return Ok((r.description.clone().unwrap_or_default(), None, None));
         };
         let run = match self.statuses.store.get_run(run_id).await {
             Ok(Some(run)) => run,
@@ -254,7 +266,68 @@ impl Sender {
         let url = config
             .and_then(|c| c.server.public_url.as_deref())
             .map(|base| format!("{}/runs/{run_id}", base.trim_end_matches('/')));
-        Ok((text, url))
+        Ok((text, url, Some(run.status)))
+    }
+
+    /// One try of report `r` as a GitHub check run of `app`'s installation: created by the
+    /// first report of a run's context, updated by the next ones.
+    async fn check_run(
+        &self,
+        r: &ReportRow,
+        def: &RepoDef,
+        app: &GithubAppDef,
+        config: Option<&Config>,
+    ) -> Try {
+        let (api, path) = match api_target(baton_forge::Forge::GitHub, def) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let token = match self.apps.get(&self.http, def, app).await {
+            Ok(t) => t,
+            Err(e) => return Try::Again(e),
+        };
+        let (description, details_url, run_status) = match self.describe(r, config).await {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        let external_id = r
+            .run_id
+            .map_or_else(|| format!("report-{}", r.id), |id| id.to_string());
+        let state = StatusState::from_word(r.state.as_str()).unwrap_or(StatusState::Error);
+        let check = CheckRun {
+            name: &r.context,
+            head_sha: &r.commit,
+            state: CheckState::of(state, run_status.map(|s| s.as_str())),
+            external_id: &external_id,
+            description: &description,
+            details_url: details_url.as_deref(),
+        };
+        let existing = match r.run_id {
+            None => None,
+            Some(run) => match self.statuses.store.check_run(run, &r.context).await {
+                Ok(id) => id,
+                Err(e) => return Try::Again(format!("cannot read the check run: {e}")),
+            },
+        };
+        let req = match existing {
+            Some(id) => update_check_run(&api, &path, &token, id, &check),
+            None => create_check_run(&api, &path, &token, &check),
+        };
+        let answer = match send(&self.http, &req).await {
+            Ok(a) if a.status.is_success() => a,
+            Ok(a) => return Try::Again(a.describe(&req)),
+            Err(e) => return Try::Again(e),
+        };
+        if let (None, Some(run)) = (existing, r.run_id) {
+            let id = match check_run_id(&answer.body) {
+                Ok(id) => id,
+                Err(e) => return Try::Done(ReportOutcome::Failed, Some(e.to_string())),
+            };
+            if let Err(e) = self.statuses.store.set_check_run(run, &r.context, id).await {
+                return Try::Again(format!("check run {id} created, not recorded: {e}"));
+            }
+        }
+        Try::Done(ReportOutcome::Sent, None)
     }
 
     async fn post(&self, req: baton_forge::StatusRequest) -> Try {
@@ -275,6 +348,18 @@ impl Sender {
             }
             Err(e) => Try::Again(format!("POST {} failed: {}", req.url, error_chain(&e))),
         }
+    }
+}
+
+/// The API base and `owner/name` of `def` on `forge`; a repository whose URL tells neither
+/// fails its reports for good.
+fn api_target(forge: baton_forge::Forge, def: &RepoDef) -> Result<(String, String), Try> {
+    match (
+        api_base(forge, &def.url, def.api.as_deref()),
+        repo_path(&def.url),
+    ) {
+        (Ok(api), Ok(path)) => Ok((api, path)),
+        (Err(e), _) | (_, Err(e)) => Err(Try::Done(ReportOutcome::Failed, Some(e.to_string()))),
     }
 }
 

@@ -219,6 +219,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             remote,
             ssh: Some(ssh),
         },
+        creds: Some(Arc::new(baton_web::ForgeTokens::new(store.clone()))),
         on_actor_panic: Arc::new(|_cause| {
             // Logged with its cause already. Without its scheduler the server would answer 503
             // for ever: end it, so that a service manager restarts it and recovery takes over.
@@ -306,6 +307,12 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     // Sends the commit statuses recorded with run changes (and those pending before a restart).
     baton_web::spawn_sender(
         state.statuses.clone(),
+        state.sched.clone(),
+        stop_loops.clone(),
+    );
+    // Revokes job tokens of forges whose tokens never expire, left over by a restart.
+    baton_web::spawn_sweeper(
+        baton_web::ForgeTokens::new(state.store.clone()),
         state.sched.clone(),
         stop_loops.clone(),
     );

@@ -15,21 +15,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use common::gitrepo::git;
+use common::forgehook::{Kind, runs_by_target};
 use common::{Server, WAIT};
 
 const SECRET: &str = "status-hook-secret";
 const TOKEN: &str = "forge-token-6f1d2c";
 const PUBLIC: &str = "https://ci.example.test";
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Kind {
-    GitHub,
-    Gitea,
-    GitLab,
-}
 
 /// One status request the stand-in accepted.
 #[derive(Debug, Clone)]
@@ -209,18 +202,15 @@ impl FakeForge {
 /// A repository at `<tmp>/local/app` (the stand-in's `owner/name` is `local/app`) with a
 /// `.baton/` of two tasks: `ok` succeeds, `bad` exits 3. Returns its path and head commit.
 fn make_repo(tmp: &Path) -> (String, String) {
-    let repo = tmp.join("local/app");
-    std::fs::create_dir_all(repo.join(".baton")).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo.join(".baton/ci.yml"),
+    common::forgehook::make_repo(
+        tmp,
         "tasks:\n  ok:\n    command: echo fine\n    checkout: false\n  bad:\n    command: exit 3\n    checkout: false\n",
     )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    (repo.to_str().unwrap().to_owned(), sha)
+}
+
+/// Sends a signed push of `sha` to `main` as `kind` sends it; returns the runs it started.
+async fn push(s: &Server, kind: Kind, url: &str, sha: &str, delivery: &str) -> Vec<i64> {
+    common::forgehook::push(s, kind, url, sha, delivery, SECRET).await
 }
 
 fn start(kind: Kind, url: &str, api: &str) -> Server {
@@ -233,91 +223,6 @@ fn start(kind: Kind, url: &str, api: &str) -> Server {
         "administrators: [root]\nserver:\n  public_url: {PUBLIC}/\nrepos:\n  app:\n    url: {url}\n    forge: {forge}\n    secret: env:APP_SECRET\n    token: env:APP_TOKEN\n    api: {api}\n"
     );
     Server::start_env(&config, &[("APP_SECRET", SECRET), ("APP_TOKEN", TOKEN)])
-}
-
-/// Sends a signed push of `sha` to `main` as `kind` sends it; returns the runs it started.
-async fn push(s: &Server, kind: Kind, url: &str, sha: &str, delivery: &str) -> Vec<i64> {
-    let zero = "0".repeat(40);
-    let commits = json!([{"id": sha, "message": "first", "timestamp": "2026-01-01T00:00:00Z",
-        "author": {"name": "Ada Tester", "email": "ada@example.com"},
-        "added": [".baton/ci.yml"], "modified": [], "removed": []}]);
-    let body = match kind {
-        Kind::GitHub | Kind::Gitea => json!({
-            "ref": "refs/heads/main", "before": zero, "after": sha, "created": true,
-            "deleted": false, "commits": commits, "head_commit": commits[0],
-            "repository": {"full_name": "local/app", "clone_url": url, "html_url": url},
-            "pusher": {"name": "ada"}, "sender": {"login": "ada"},
-        }),
-        Kind::GitLab => json!({
-            "object_kind": "push", "ref": "refs/heads/main", "before": zero, "after": sha,
-            "checkout_sha": sha, "user_username": "ada", "total_commits_count": 1,
-            "commits": commits,
-            "project": {"path_with_namespace": "local/app", "git_http_url": url,
-                "web_url": url},
-            "repository": {"name": "app", "git_http_url": url},
-        }),
-    };
-    let body = serde_json::to_vec(&body).unwrap();
-    let hex = baton_forge::sign(SECRET.as_bytes(), &body);
-    let req = s
-        .http
-        .post(format!(
-            "{}/hooks/{}",
-            s.base,
-            match kind {
-                Kind::GitHub => "github",
-                Kind::Gitea => "gitea",
-                Kind::GitLab => "gitlab",
-            }
-        ))
-        .header("Content-Type", "application/json")
-        .body(body);
-    let req = match kind {
-        Kind::GitHub => req
-            .header("X-GitHub-Event", "push")
-            .header("X-GitHub-Delivery", delivery)
-            .header("X-Hub-Signature-256", format!("sha256={hex}")),
-        Kind::Gitea => req
-            .header("X-Gitea-Event", "push")
-            .header("X-Gitea-Delivery", delivery)
-            .header("X-Gitea-Signature", hex),
-        Kind::GitLab => req
-            .header("X-Gitlab-Event", "Push Hook")
-            .header("X-Gitlab-Event-UUID", delivery)
-            .header("X-Gitlab-Token", SECRET),
-    };
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    assert!(
-        status == 200 || status == 202,
-        "{status} {v}\n{}",
-        s.stderr()
-    );
-    // A slow start answers 202 first; the delivery lists its runs once they start.
-    let runs_of = |v: &Value| {
-        let list = v["runs"].as_array().or(v["run_ids"].as_array());
-        let ids: Option<Vec<i64>> = list.map(|l| l.iter().filter_map(Value::as_i64).collect());
-        ids.unwrap_or_default()
-    };
-    let deadline = Instant::now() + WAIT;
-    let mut runs: Vec<i64> = runs_of(&v);
-    while runs.is_empty() {
-        assert!(Instant::now() < deadline, "no runs: {v}\n{}", s.stderr());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        runs = runs_of(&s.get_ok("/deliveries").await["deliveries"][0]);
-    }
-    runs
-}
-
-/// Runs of the push by target.
-async fn runs_by_target(s: &Server, ids: &[i64]) -> std::collections::BTreeMap<String, Value> {
-    let mut out = std::collections::BTreeMap::new();
-    for id in ids {
-        let run = s.wait_run(*id).await;
-        out.insert(run["target"].as_str().unwrap().to_owned(), run);
-    }
-    out
 }
 
 /// Each forge gets queued → running → the end, in order, in its own words, with the run's URL.

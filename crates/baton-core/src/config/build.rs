@@ -19,6 +19,7 @@ mod container;
 pub(crate) mod diags;
 mod notify;
 mod pipelines;
+mod repo_creds;
 mod reports;
 mod repos;
 mod server;

@@ -55,11 +55,11 @@ impl Config {
     /// inherit them from the server, it gets only the secrets its task names.
     #[must_use]
     pub fn secret_env_vars(&self) -> Vec<String> {
-        let repos = self.repos.values().flat_map(|r| [&r.secret, &r.token]);
+        let repos = self.repos.values().flat_map(RepoDef::secrets);
         let sources = self.secrets.values().map(|s| &s.source).chain(
             repos
-                .chain([&self.server.webhook_secret])
-                .filter_map(|s| s.as_ref().map(|s| &s.source)),
+                .chain(self.server.webhook_secret.as_ref())
+                .map(|s| &s.source),
         );
         let mut names: Vec<String> = sources
             .filter_map(|s| match s {
@@ -595,6 +595,55 @@ pub struct RepoDef {
     /// from `url` (github.com → `https://api.github.com`, else the URL's host over https).
     #[serde(default)]
     pub api: Option<String>,
+    /// `github_app:` — a GitHub App installation that mints each job a short-lived token for
+    /// this repository, and reports check runs instead of commit statuses.
+    #[serde(default)]
+    pub github_app: Option<GithubAppDef>,
+    /// `job_tokens:` — a Gitea/Forgejo account whose password mints each job a scoped token.
+    #[serde(default)]
+    pub job_tokens: Option<JobTokensDef>,
+}
+
+/// `repos.NAME.github_app`: the app, its installation on the repository's owner, and its
+/// private key (by reference only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GithubAppDef {
+    pub app_id: u64,
+    pub installation_id: u64,
+    /// The app's private key (PEM). Always set once loaded; never serialized.
+    #[serde(skip)]
+    pub private_key: Option<RepoSecret>,
+    /// The permissions of a job's token (`contents: read`…); default `{contents: read}`.
+    #[serde(default)]
+    pub permissions: BTreeMap<String, String>,
+}
+
+/// `repos.NAME.job_tokens`: the Gitea/Forgejo user whose tokens jobs get, its password (by
+/// reference only: the forge's token API takes basic auth), and the tokens' scopes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTokensDef {
+    pub user: String,
+    /// Always set once loaded; never serialized.
+    #[serde(skip)]
+    pub password: Option<RepoSecret>,
+    /// Default `[read:repository]`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl RepoDef {
+    /// Every secret this repository's entry holds: `secret`, `token`, the app's private key,
+    /// the job-token user's password.
+    pub fn secrets(&self) -> impl Iterator<Item = &RepoSecret> {
+        let app = self
+            .github_app
+            .as_ref()
+            .and_then(|a| a.private_key.as_ref());
+        let tokens = self.job_tokens.as_ref().and_then(|t| t.password.as_ref());
+        [self.secret.as_ref(), self.token.as_ref(), app, tokens]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// Reads a secret's value from its source (`env:`/`file:`); the error says what went wrong (it

@@ -201,3 +201,74 @@ fn a_repositorys_api_must_be_https_unless_loopback() {
         "{errs:?}"
     );
 }
+
+fn resolve_pem(source: &SecretSource) -> Result<String, String> {
+    match source {
+        SecretSource::File(p) if p.ends_with("app.pem") => {
+            Ok("-----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY-----".into())
+        }
+        other => resolve(other),
+    }
+}
+
+#[test]
+fn github_app_and_job_tokens_take_their_keys_by_reference() {
+    let yaml = "repos:\n  gh:\n    url: https://github.com/acme/app\n    forge: github\n    secret: env:S\n    github_app:\n      app_id: 12\n      installation_id: 34\n      private_key: file:app.pem\n  tea:\n    url: https://git.example/acme/app\n    forge: gitea\n    secret: env:S\n    job_tokens:\n      user: ci-bot\n      password: env:BOT_PW\n";
+    let c = load_sources_with(&[(PathBuf::from("t.yaml"), yaml.to_owned())], &resolve_pem)
+        .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+    let app = c.repos["gh"].github_app.as_ref().unwrap();
+    assert_eq!((app.app_id, app.installation_id), (12, 34));
+    assert_eq!(app.permissions["contents"], "read");
+    assert_eq!(app.permissions.len(), 1);
+    assert!(
+        app.private_key
+            .as_ref()
+            .unwrap()
+            .value
+            .expose()
+            .contains("PRIVATE KEY")
+    );
+    let tokens = c.repos["tea"].job_tokens.as_ref().unwrap();
+    assert_eq!(tokens.user, "ci-bot");
+    assert_eq!(tokens.scopes, ["read:repository"]);
+    assert_eq!(
+        tokens.password.as_ref().unwrap().value.expose(),
+        "value-of-BOT_PW"
+    );
+    // A job never inherits the variables that hold them.
+    assert!(c.secret_env_vars().contains(&"BOT_PW".to_owned()));
+    // Nothing of them is serialized.
+    let json = serde_json::to_string(&c.repos["tea"]).unwrap();
+    assert!(
+        !json.contains("BOT_PW") && !json.contains("value-of"),
+        "{json}"
+    );
+}
+
+#[test]
+fn bad_github_app_and_job_tokens_are_errors_at_their_place() {
+    let text = errors(
+        "repos:\n  gh:\n    url: https://github.com/acme/app\n    forge: gitea\n    secret: env:S\n    github_app:\n      app_id: -1\n      private_key: \"-----BEGIN RSA PRIVATE KEY-----\"\n      permissions: {contents: all}\n    job_tokens:\n      user: bot\n      scopes: [repository, \"read:repository\"]\n",
+    )
+    .join("\n");
+    for want in [
+        "t.yaml:6:5: \"github_app\" of repository \"gh\" needs forge: github",
+        "t.yaml:7:15: \"app_id\" of \"github_app\" of repository \"gh\" must be a positive integer, found -1",
+        "has no \"installation_id\"",
+        "\"private_key\" of \"github_app\" of repository \"gh\" must be a reference",
+        "invalid permission contents: \"all\"",
+        "t.yaml:10:5: \"job_tokens\" of repository \"gh\" has no \"password\"",
+        "t.yaml:12:16: invalid scope \"repository\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("needs forge: gitea"), "{text}");
+    let text = errors(
+        "repos:\n  gh:\n    url: https://github.com/acme/app\n    forge: github\n    secret: env:S\n    github_app:\n      app_id: 1\n      installation_id: 2\n      private_key: env:NOT_PEM\n",
+    )
+    .join("\n");
+    assert!(
+        text.contains("env:NOT_PEM is not a PEM private key") && !text.contains("value-of"),
+        "{text}"
+    );
+}

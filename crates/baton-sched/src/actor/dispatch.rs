@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::config::{NetworkMode, render_command};
+use baton_core::config::{NetworkMode, RepoDef, render_command};
 use baton_core::decide::{self, Gate, GateRun, QueuedJob};
 use baton_core::run::{Status, TargetKind, run_status};
 use baton_exec::{ContainerSpec, Executor, JobSpec, Network, Outcome};
@@ -14,6 +14,7 @@ use baton_store::Change;
 use chrono::{DateTime, Utc};
 
 use super::{Actor, Launch, job_change, report_end};
+use crate::creds::{ForgeCreds, hand_over};
 use crate::handle::Msg;
 use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
@@ -357,7 +358,7 @@ impl Actor {
         attempt: u32,
     ) {
         let tx = self.tx.clone();
-        let spec = match spec {
+        let mut spec = match spec {
             Ok(s) => s,
             Err(why) => {
                 tokio::spawn(send_lost(tx, job_id, attempt, why));
@@ -365,44 +366,123 @@ impl Actor {
             }
         };
         let exec = self.job_executor(spec.container.is_some(), Some(worker));
-        let log = self.folders.log_path(job_id, attempt);
         // Repository runs start in a checkout of their commit: made here from the server's
         // mirror for local and container jobs; a remote worker (SSH, agent) fetches it from the
         // server itself, told which commit by the spec.
         let remote = self.executors.remote.contains_key(worker)
             || baton_exec::agent::AgentHub::agent_of(worker).is_some();
-        let mut spec = spec;
-        let mut checkout = self
-            .runs
-            .get(&spec.run_id)
-            .and_then(|run| crate::repo::checkout_plan(&self.folders, &self.config, run));
+        let run = self.runs.get(&spec.run_id);
+        let mut checkout =
+            run.and_then(|run| crate::repo::checkout_plan(&self.folders, &self.config, run));
         if remote {
             spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
         }
-        tokio::spawn(async move {
-            if let Some(plan) = &checkout
-                && let Err(why) = plan.make(&dir).await
-            {
-                return send_lost(tx, job_id, attempt, why).await;
-            }
-            let exec = match exec {
-                Ok(e) => e,
-                Err(why) => return send_lost(tx, job_id, attempt, why).await,
-            };
-            match exec.start(&dir, &spec).await {
-                Ok(handle) => {
-                    let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
-                    report_end(tx, job_id, attempt, handle, log).await;
-                    if let Some(plan) = checkout {
-                        plan.give_back(&dir, job_id, attempt).await;
-                    }
+        let mint = run.and_then(|run| self.mint_plan(run));
+        let start = Start {
+            tx,
+            log: self.folders.log_path(job_id, attempt),
+            dir,
+            spec,
+            job_id,
+            attempt,
+            checkout,
+            exec,
+            mint,
+        };
+        tokio::spawn(start.run());
+    }
+
+    /// Who mints a credential for the jobs of `run`, and for which repository: a repository
+    /// run that may have secrets (not a fork's pull request), when the server mints any.
+    fn mint_plan(&self, run: &LiveRun) -> Option<(Arc<dyn ForgeCreds>, RepoDef)> {
+        let code = run.row.repo.as_ref()?;
+        if crate::repo::withholds_secrets(&run.row) {
+            return None;
+        }
+        let def = self.config.repos.get(&code.repo)?;
+        if def.github_app.is_none() && def.job_tokens.is_none() {
+            return None;
+        }
+        Some((self.creds.clone()?, def.clone()))
+    }
+}
+
+/// A job's launch, off the actor: its checkout, its forge credential, its start; then it waits
+/// for the end, tells the actor, and revokes the credential.
+struct Start {
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    dir: PathBuf,
+    log: PathBuf,
+    spec: JobSpec,
+    job_id: i64,
+    attempt: u32,
+    checkout: Option<crate::repo::CheckoutPlan>,
+    exec: Result<Arc<dyn Executor>, String>,
+    mint: Option<(Arc<dyn ForgeCreds>, RepoDef)>,
+}
+
+impl Start {
+    async fn run(mut self) {
+        let (tx, job_id, attempt) = (self.tx.clone(), self.job_id, self.attempt);
+        if let Some(plan) = &self.checkout
+            && let Err(why) = plan.make(&self.dir).await
+        {
+            return send_lost(tx, job_id, attempt, why).await;
+        }
+        let cred = match &self.mint {
+            None => None,
+            Some((creds, repo)) => match creds.mint(repo, job_id, attempt).await {
+                Ok(cred) => cred,
+                Err(why) => {
+                    let why = format!("could not start the job: {why}");
+                    write_log_line(&self.dir, &self.log, &why).await;
+                    return send_lost(tx, job_id, attempt, why).await;
                 }
-                Err(e) => {
-                    let why = format!("could not start the job: {e}");
-                    send_lost(tx, job_id, attempt, why).await;
+            },
+        };
+        if let Some(c) = &cred {
+            hand_over(&mut self.spec, c.as_ref());
+        }
+        self.start_and_wait().await;
+        if let Some(c) = cred {
+            c.revoke().await;
+        }
+    }
+
+    async fn start_and_wait(self) {
+        let (tx, job_id, attempt) = (self.tx, self.job_id, self.attempt);
+        let exec = match self.exec {
+            Ok(e) => e,
+            Err(why) => return send_lost(tx, job_id, attempt, why).await,
+        };
+        match exec.start(&self.dir, &self.spec).await {
+            Ok(handle) => {
+                let _ = tx.send(Msg::JobRunning { job_id, attempt }).await;
+                report_end(tx, job_id, attempt, handle, self.log).await;
+                // Its end is recorded and nothing of it runs: the tree goes back to the pool.
+                if let Some(plan) = self.checkout {
+                    plan.give_back(&self.dir, job_id, attempt).await;
                 }
             }
-        });
+            Err(e) => {
+                let why = format!("could not start the job: {e}");
+                send_lost(tx, job_id, attempt, why).await;
+            }
+        }
+    }
+}
+
+/// Writes why a job could not start into its log (made for it: the job never ran).
+async fn write_log_line(dir: &std::path::Path, log: &std::path::Path, line: &str) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::fs::create_dir_all(dir).await;
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await;
+    if let Ok(mut f) = file {
+        let _ = f.write_all(format!("baton: {line}\n").as_bytes()).await;
     }
 }
 

@@ -247,6 +247,8 @@ mod tests {
             branches: Vec::new(),
             poll: None,
             trusted_users: trusted.iter().map(|u| (*u).to_owned()).collect(),
+            github_app: None,
+            job_tokens: None,
         }
     }
 

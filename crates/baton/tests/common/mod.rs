@@ -6,10 +6,12 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod forgehook;
 pub mod gitrepo;
 pub mod idp;
 pub mod sse;
 pub mod sshhosts;
+pub mod standin;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -23,6 +23,8 @@ const REPO_KEYS: &[&str] = &[
     "poll",
     "trusted_users",
     "api",
+    "github_app",
+    "job_tokens",
 ];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
@@ -98,6 +100,8 @@ impl Diags<'_> {
                 ),
             );
         }
+        let github_app = self.github_app(f.get("github_app"), forge, &what, resolve);
+        let job_tokens = self.job_tokens(f.get("job_tokens"), forge, &what, resolve);
         Some(RepoDef {
             name: name.to_owned(),
             url: url?,
@@ -109,6 +113,8 @@ impl Diags<'_> {
             poll,
             trusted_users: self.plain_list(f.get("trusted_users")),
             api: api.map(|u| u.trim_end_matches('/').to_owned()),
+            github_app,
+            job_tokens,
         })
     }
 
