@@ -12,7 +12,7 @@ mod jobenv;
 mod jobs;
 mod repo;
 
-pub use handle::RepoTriggerRequest;
+pub use handle::{RepoSchedule, RepoTriggerRequest};
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
     TriggerRequest, WorkerState,

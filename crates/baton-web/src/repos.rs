@@ -1,9 +1,11 @@
 //! Repositories for users: `GET /api/v1/repos` and the `/repos` page (each repository's URL
 //! without credentials, forge, polling, last fetch and its error, recent runs); hand triggers
-//! of a repository's task (`manual`) and the poller of repositories with `poll:` (`poll`).
+//! of a repository's task (`manual`), the poller of repositories with `poll:` (`poll`), and
+//! the timers of repositories' tasks with `on: schedule:` (`schedules`).
 
 pub(crate) mod manual;
 pub(crate) mod poll;
+pub(crate) mod schedules;
 
 use axum::extract::State;
 use axum::routing::get;
