@@ -247,6 +247,7 @@ mod tests {
             branches: Vec::new(),
             poll: None,
             trusted_users: trusted.iter().map(|u| (*u).to_owned()).collect(),
+            authorized_users: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod busybox;
 pub mod gitrepo;
 pub mod idp;
+pub mod pulls;
 pub mod sse;
 pub mod sshhosts;
 
