@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod fakeforge;
 pub mod gitrepo;
 pub mod idp;
 pub mod pulls;
