@@ -304,10 +304,7 @@ mod tests {
     fn strangers_see_nothing() {
         let c = config();
         let eve = user("eve");
-        assert_eq!(
-            visible_targets(&eve, &c),
-            Some(VisibleTargets::default())
-        );
+        assert_eq!(visible_targets(&eve, &c), Some(VisibleTargets::default()));
         // Names are compared exactly: no case folding, no prefixes.
         assert!(!can_see(&user("Alice"), &c, TargetKind::Task, "open"));
         assert!(!can_see(&user("alic"), &c, TargetKind::Task, "open"));

@@ -12,11 +12,11 @@ mod jobenv;
 mod jobs;
 mod repo;
 
-pub use handle::{RepoSchedule, RepoTriggerRequest};
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
     TriggerRequest, WorkerState,
 };
+pub use handle::{RepoSchedule, RepoTriggerRequest};
 pub use jobs::TargetDef;
 pub use repo::git_env;
 

@@ -213,12 +213,11 @@ impl Access {
 
     /// The run filter's access part; `None` for administrators.
     pub fn visible(&self) -> Option<Visible> {
-        access::visible_targets(&self.who, &self.config)
-            .map(|v| Visible {
-                tasks: v.tasks,
-                pipelines: v.pipelines,
-                repos: v.repos,
-            })
+        access::visible_targets(&self.who, &self.config).map(|v| Visible {
+            tasks: v.tasks,
+            pipelines: v.pipelines,
+            repos: v.repos,
+        })
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {

@@ -108,9 +108,7 @@ fn gitea_payload(pr: &Pr<'_>) -> Value {
         }
         None => repo.clone(),
     };
-    let side = |name: &str, sha: Option<&str>, r: &Value| {
-        json!({"label": name, "ref": name, "sha": sha, "repo_id": r["id"], "repo": r})
-    };
+    let side = |name: &str, sha: Option<&str>, r: &Value| json!({"label": name, "ref": name, "sha": sha, "repo_id": r["id"], "repo": r});
     json!({
         "action": "opened",
         "number": pr.number,
@@ -128,7 +126,14 @@ fn gitea_payload(pr: &Pr<'_>) -> Value {
 /// GitLab's merge request fixture, pointed at the local repository and this request.
 fn gitlab_payload(pr: &Pr<'_>) -> Value {
     let mut v = fixture("gitlab/merge-request-event.json");
-    let url_keys = ["web_url", "git_http_url", "git_ssh_url", "http_url", "ssh_url", "url"];
+    let url_keys = [
+        "web_url",
+        "git_http_url",
+        "git_ssh_url",
+        "http_url",
+        "ssh_url",
+        "url",
+    ];
     let point = |at: &mut Value, url: &str, path: &str| {
         for key in url_keys {
             at[key] = json!(url);
@@ -273,7 +278,11 @@ async fn pull_requests_on(forge: Forge) {
 /// A pull request that does not merge: no run, an error status `baton/merge` on its head.
 async fn conflict(forge: Forge, s: &Server, api: &FakeForge, repo: &Path, url: &str) {
     let bad = open(forge, repo, "clash", 2, &[("main.txt", "clash\n")]);
-    commit(repo, &[("main.txt", "main 3\n")], "main changes the same line");
+    commit(
+        repo,
+        &[("main.txt", "main 3\n")],
+        "main changes the same line",
+    );
     let pr = Pr {
         url,
         number: 2,

@@ -40,7 +40,9 @@ tasks:
 }
 
 async fn badge(s: &Server, token: Option<&str>) -> u16 {
-    let mut req = s.http.get(format!("{}/badge/app/test.svg?branch=main", s.base));
+    let mut req = s
+        .http
+        .get(format!("{}/badge/app/test.svg?branch=main", s.base));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

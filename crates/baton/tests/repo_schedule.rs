@@ -84,7 +84,10 @@ async fn a_repository_schedule_runs_the_branch_head_follows_new_commits_and_stop
     ));
 
     // Before any fetch nothing is known of the repository's schedules.
-    assert!(ticks(&s).await.is_empty(), "a schedule fired before a fetch");
+    assert!(
+        ticks(&s).await.is_empty(),
+        "a schedule fired before a fetch"
+    );
     let first_build = build(&s).await;
     let run = tick_after(&s, first_build).await;
     let run = s.wait_run(id_of(&run)).await;

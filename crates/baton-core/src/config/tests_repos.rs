@@ -103,7 +103,9 @@ fn a_repos_users_are_authorized_users_or_users_but_not_both() {
     let e = errors("repos:\n  a:\n    url: /srv/a\n    authorized_users: [x]\n    users: [y]\n");
     assert_eq!(
         e,
-        ["t.yaml:5:5: repository \"a\" has both \"authorized_users\" and \"users\" (they are the same list: keep one)"]
+        [
+            "t.yaml:5:5: repository \"a\" has both \"authorized_users\" and \"users\" (they are the same list: keep one)"
+        ]
     );
 }
 

@@ -93,13 +93,17 @@ async fn gather(
             cron: String::new(),
         };
         let code = run_repo(repo, &commit, &info, &code, &event);
-        out.extend(scheduled.into_iter().map(|(target, crons, def)| RepoSchedule {
-            target,
-            branch: branch.clone(),
-            crons,
-            def,
-            repo: code.clone(),
-        }));
+        out.extend(
+            scheduled
+                .into_iter()
+                .map(|(target, crons, def)| RepoSchedule {
+                    target,
+                    branch: branch.clone(),
+                    crons,
+                    def,
+                    repo: code.clone(),
+                }),
+        );
     }
     Ok(out)
 }
@@ -127,9 +131,7 @@ async fn watched_heads(repo: &RepoDef, mirror: &Mirror) -> Result<Vec<(String, O
 /// `REPO/NAME`, with their cron expressions.
 fn scheduled_targets(repo: &str, own: Config) -> Vec<(String, Vec<String>, TargetDef)> {
     let crons = |on: &Option<baton_core::on::On>| {
-        on.as_ref()
-            .map(|o| o.schedule.clone())
-            .unwrap_or_default()
+        on.as_ref().map(|o| o.schedule.clone()).unwrap_or_default()
     };
     let mut out = Vec::new();
     for (name, mut t) in own.tasks {

@@ -107,4 +107,3 @@ pub async fn run_of(s: &Server, v: &Value, target: &str) -> i64 {
     }
     panic!("no run of {target} in {v}");
 }
-
