@@ -207,17 +207,9 @@ mod tests {
     fn only_named_or_allowed_people_sign_in_first() {
         let c = config();
         let p = SsoProvider {
-            name: "corp".into(),
-            kind: crate::config::SsoKind::Github {
-                url: "https://github.com".into(),
-                api_url: "https://api.github.com".into(),
-            },
-            label: "Corp".into(),
-            client_id: "id".into(),
-            client_secret: "s".into(),
-            scopes: vec![],
             allowed_users: vec!["carol".into()],
             allowed_domains: vec!["example.com".into()],
+            ..sso()
         };
         for ok in [
             "root",

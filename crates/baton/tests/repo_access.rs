@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use common::pulls::{SECRET, deliver, make_repo, open_pr, pr_payload, run_ids};
 use common::sse::Events;
 use common::{Server, id_of};
-use users::{As, add_user, user_token};
+use users::{As, add_user};
 
 /// The repository's own `.baton/` tries to open its task to eve and everyone: it must not.
 const CI: &str = "tasks:
@@ -62,14 +62,7 @@ async fn a_repositorys_users_see_trigger_and_approve_its_runs_and_nobody_else_do
     for u in ["alice", "eve"] {
         add_user(&s, u, &format!("pw-{u}"));
     }
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let eve = As {
-        s: &s,
-        token: user_token(&s, "eve"),
-    };
+    let (alice, eve) = (As::user(&s, "alice"), As::user(&s, "eve"));
     let mut alice_events = Events::open(&s, &alice.token, "alice").await;
     let mut eve_events = Events::open(&s, &eve.token, "eve").await;
 

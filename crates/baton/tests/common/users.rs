@@ -134,6 +134,14 @@ pub struct As<'a> {
 }
 
 impl As<'_> {
+    /// Requests as user `name`, with a token made for them.
+    pub fn user<'s>(s: &'s Server, name: &str) -> As<'s> {
+        As {
+            s,
+            token: user_token(s, name),
+        }
+    }
+
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self
             .s
