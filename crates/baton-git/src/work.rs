@@ -238,7 +238,9 @@ impl Mirror {
 /// Makes `dest` (absent or an empty directory) a working tree of exactly `commit`, fetched
 /// from `url` (for example Baton's smart-HTTP endpoint of a job's repository) with `env`
 /// (its credentials travel as config in the environment, not in argv). The tree has its own
-/// refs and config, like [`Mirror::checkout`]'s.
+/// refs and config, like [`Mirror::checkout`]'s. A commit with submodules or LFS files also
+/// gets their files from the commit's flattened tree (see [`Mirror::flat_commit`]), which
+/// `url` must serve.
 pub async fn fetch_checkout(
     url: &str,
     commit: &Oid,
@@ -282,7 +284,8 @@ pub async fn fetch_checkout(
         Git::new(env, At::WorkTree(dest))
             .args(["update-ref", "-d", "refs/baton/checkout"])
             .output()
-            .await
+            .await?;
+        fetch_flat(url, commit, dest, env).await
     };
     if let Err(e) = steps.await {
         let _ = remove_tree(dest).await;
@@ -294,9 +297,45 @@ pub async fn fetch_checkout(
     })
 }
 
+/// When the checkout at `dest` has submodules or LFS files, fetches the commit's flattened
+/// tree ([`crate::flat_ref`], which Baton's endpoint serves) and lays its files over the
+/// checkout; HEAD and the index stay the commit's.
+async fn fetch_flat(url: &str, commit: &Oid, dest: &Path, env: &GitEnv) -> Result<(), GitError> {
+    let modules = tokio::fs::try_exists(dest.join(".gitmodules"))
+        .await
+        .map_err(|e| GitError::io(dest, e))?;
+    let attributes = tokio::fs::read(dest.join(".gitattributes")).await.ok();
+    if !crate::flat::wants_more(modules, attributes.as_deref()) {
+        return Ok(());
+    }
+    let git = || Git::new(env, At::WorkTree(dest));
+    git()
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+        ])
+        .arg(url)
+        .arg(format!("{}:refs/baton/flat", crate::flat_ref(commit)))
+        .output()
+        .await?;
+    git()
+        .args(["checkout", "--quiet", "refs/baton/flat", "--", "."])
+        .output()
+        .await?;
+    git().args(["reset", "--quiet"]).output().await?;
+    git()
+        .args(["update-ref", "-d", "refs/baton/flat"])
+        .output()
+        .await?;
+    Ok(())
+}
+
 /// Deletes `path` recursively; where that fails (a job made directories read-only), makes
 /// everything writable and tries again.
-async fn remove_tree(path: &Path) -> Result<(), GitError> {
+pub(crate) async fn remove_tree(path: &Path) -> Result<(), GitError> {
     match tokio::fs::remove_dir_all(path).await {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
