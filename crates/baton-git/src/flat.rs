@@ -88,25 +88,8 @@ impl Mirror {
             return Err(g.failed(&done));
         }
         let tree = parse_oid_line(&g, &done.stdout)?;
-        let info = self.commit_info(commit).await?;
-        let date = format!("{} {}", info.committer_time, info.committer_tz);
-        let g = git()
-            .args(["commit-tree", tree.as_str(), "-p", commit.as_str()])
-            .arg("-m")
-            .arg(format!(
-                "The checkout of {commit} with its submodules and LFS files"
-            ))
-            .env("GIT_AUTHOR_NAME", "Baton".into())
-            .env("GIT_AUTHOR_EMAIL", "baton@localhost".into())
-            .env("GIT_COMMITTER_NAME", "Baton".into())
-            .env("GIT_COMMITTER_EMAIL", "baton@localhost".into())
-            .env("GIT_AUTHOR_DATE", date.clone())
-            .env("GIT_COMMITTER_DATE", date);
-        let (done, g) = g.run().await?;
-        if done.code != Some(0) {
-            return Err(g.failed(&done));
-        }
-        parse_oid_line(&g, &done.stdout)
+        let message = format!("The checkout of {commit} with its submodules and LFS files");
+        self.fixed_commit(&tree, &[commit], &message, commit).await
     }
 }
 

@@ -208,19 +208,29 @@ impl Mirror {
     }
 
     async fn merge_commit(&self, tree: &Oid, base: &Oid, head: &Oid) -> Result<Oid, GitError> {
-        let info = self.commit_info(head).await?;
+        let message = format!("Merge {head} into {base}");
+        self.fixed_commit(tree, &[base, head], &message, head).await
+    }
+
+    /// Writes a commit of `tree` with `parents`, authored and committed by Baton at the commit
+    /// date of `dated`, so the same inputs always give the same commit.
+    pub(crate) async fn fixed_commit(
+        &self,
+        tree: &Oid,
+        parents: &[&Oid],
+        message: &str,
+        dated: &Oid,
+    ) -> Result<Oid, GitError> {
+        let info = self.commit_info(dated).await?;
         let date = format!("{} {}", info.committer_time, info.committer_tz);
-        let g = Git::new(&self.env, At::GitDir(self.dir()))
-            .args([
-                "commit-tree",
-                tree.as_str(),
-                "-p",
-                base.as_str(),
-                "-p",
-                head.as_str(),
-            ])
+        let mut g =
+            Git::new(&self.env, At::GitDir(self.dir())).args(["commit-tree", tree.as_str()]);
+        for p in parents {
+            g = g.args(["-p", p.as_str()]);
+        }
+        let g = g
             .arg("-m")
-            .arg(format!("Merge {head} into {base}"))
+            .arg(message)
             .env("GIT_AUTHOR_NAME", "Baton".into())
             .env("GIT_AUTHOR_EMAIL", "baton@localhost".into())
             .env("GIT_COMMITTER_NAME", "Baton".into())
@@ -263,18 +273,7 @@ pub async fn fetch_checkout(
             .arg(dest)
             .output()
             .await?;
-        Git::new(env, At::WorkTree(dest))
-            .args([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--",
-            ])
-            .arg(url)
-            .arg(format!("{commit}:refs/baton/checkout"))
-            .output()
-            .await?;
+        fetch_into(env, dest, url, &format!("{commit}:refs/baton/checkout")).await?;
         Git::new(env, At::WorkTree(dest))
             .args(["checkout", "--quiet", "--detach"])
             .arg(commit.as_str())
@@ -297,6 +296,23 @@ pub async fn fetch_checkout(
     })
 }
 
+/// Fetches `refspec` from `url` into the repository at `dest`.
+async fn fetch_into(env: &GitEnv, dest: &Path, url: &str, refspec: &str) -> Result<(), GitError> {
+    Git::new(env, At::WorkTree(dest))
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+        ])
+        .arg(url)
+        .arg(refspec)
+        .output()
+        .await?;
+    Ok(())
+}
+
 /// When the checkout at `dest` has submodules or LFS files, fetches the commit's flattened
 /// tree ([`crate::flat_ref`], which Baton's endpoint serves) and lays its files over the
 /// checkout; HEAD and the index stay the commit's.
@@ -309,18 +325,8 @@ async fn fetch_flat(url: &str, commit: &Oid, dest: &Path, env: &GitEnv) -> Resul
         return Ok(());
     }
     let git = || Git::new(env, At::WorkTree(dest));
-    git()
-        .args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--",
-        ])
-        .arg(url)
-        .arg(format!("{}:refs/baton/flat", crate::flat_ref(commit)))
-        .output()
-        .await?;
+    let refspec = format!("{}:refs/baton/flat", crate::flat_ref(commit));
+    fetch_into(env, dest, url, &refspec).await?;
     git()
         .args(["checkout", "--quiet", "refs/baton/flat", "--", "."])
         .output()

@@ -225,13 +225,8 @@ async fn conflicting_merge_names_the_paths() {
     );
 }
 
-#[tokio::test]
-async fn submodules_are_checked_out_at_their_recorded_commits() {
-    let lib = Upstream::new();
-    lib.write("lib.txt", b"library v1\n");
-    let v1 = lib.commit("v1");
-    let app = Upstream::new();
-    app.write("app.txt", b"app\n");
+/// Adds `lib` as a submodule of `app` at `path`.
+fn add_submodule(app: &Upstream, lib: &Upstream, path: &str) {
     app.git(&[
         "-c",
         "protocol.file.allow=always",
@@ -239,8 +234,18 @@ async fn submodules_are_checked_out_at_their_recorded_commits() {
         "--quiet",
         "add",
         &lib.url(),
-        "vendor/lib",
+        path,
     ]);
+}
+
+#[tokio::test]
+async fn submodules_are_checked_out_at_their_recorded_commits() {
+    let lib = Upstream::new();
+    lib.write("lib.txt", b"library v1\n");
+    let v1 = lib.commit("v1");
+    let app = Upstream::new();
+    app.write("app.txt", b"app\n");
+    add_submodule(&app, &lib, "vendor/lib");
     let with_lib = app.commit("add lib");
     // The library moves on; the app still records v1.
     lib.write("lib.txt", b"library v2\n");
@@ -290,15 +295,7 @@ async fn app_with_extras() -> (Upstream, Upstream, Oid, Oid, tempfile::TempDir, 
     app.git(&["lfs", "install", "--local"]);
     app.git(&["lfs", "track", "*.bin"]);
     app.write("big.bin", &[7u8; 3000]);
-    app.git(&[
-        "-c",
-        "protocol.file.allow=always",
-        "submodule",
-        "--quiet",
-        "add",
-        &lib.url(),
-        "vendor/lib",
-    ]);
+    add_submodule(&app, &lib, "vendor/lib");
     let extras = app.commit("lfs and a submodule");
     let (t, dir) = mirror_dir();
     let m = Mirror::ensure(&app.url(), &dir).await.unwrap();

@@ -139,6 +139,15 @@ fn start_agent(s: &Server) -> Agent {
     Agent(child)
 }
 
+/// A server whose `arm` queue is served by agents, building the repository at `url`.
+fn agent_server(url: &str, secret: &std::path::Path) -> Server {
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
+        repo_config(url, secret)
+    );
+    Server::start(&yaml)
+}
+
 #[tokio::test]
 async fn an_agent_checks_out_the_commit_from_the_server() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,11 +156,7 @@ async fn an_agent_checks_out_the_commit_from_the_server() {
     let secret = tmp.path().join("hook-secret");
     std::fs::write(&secret, SECRET).unwrap();
     let url = repo.to_str().unwrap();
-    let yaml = format!(
-        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
-        repo_config(url, &secret)
-    );
-    let s = Server::start(&yaml);
+    let s = agent_server(url, &secret);
     let _agent = start_agent(&s);
 
     let runs = gitrepo::push(&s, SECRET, url, &sha, "push-1").await;
@@ -245,11 +250,7 @@ async fn an_ssh_worker_and_an_agent_get_submodules_and_lfs_files_from_the_server
 
     let (repo, sha) = extras_repo(&tmp.path().join("agent"), "queues: [arm]");
     let url = repo.to_str().unwrap();
-    let yaml = format!(
-        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
-        repo_config(url, &secret)
-    );
-    let s = Server::start(&yaml);
+    let s = agent_server(url, &secret);
     let _agent = start_agent(&s);
     let runs = gitrepo::push(&s, SECRET, url, &sha, "push-agent").await;
     let run = assert_extras(&s, runs[0], &sha).await;
