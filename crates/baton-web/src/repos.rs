@@ -36,12 +36,18 @@ pub(crate) async fn list(
     Ok(Json(repos(&st, &user).await?))
 }
 
-/// The repositories as `user` may see them.
+/// The repositories as `user` may see them: those whose own tasks they may see.
 pub(crate) async fn repos(st: &AppState, user: &CurrentUser) -> Result<t::RepoList, ApiError> {
     let a = Access::of(st, user).await?;
     let fetches = st.store.repo_fetches().await?;
     let mut repos = Vec::new();
-    for r in a.config.repos.values() {
+    // A repository is listed to administrators and to the users its `authorized_users` admit.
+    let listed = a
+        .config
+        .repos
+        .values()
+        .filter(|r| baton_core::access::can_see_repo(&a.who, &a.config.administrators, r));
+    for r in listed {
         let fetch = fetches.get(&r.name);
         let recent_runs = st
             .store

@@ -87,6 +87,13 @@ async fn a_repositorys_users_see_trigger_and_approve_its_runs_and_nobody_else_do
         assert_eq!(eve.post(&path).await.0, 404, "eve POST {path}");
     }
     assert!(listed(&eve.get("/runs?repo=app").await.1).is_empty());
+    let repo_names = |v: &Value| v["repos"].as_array().unwrap().len();
+    assert_eq!(
+        repo_names(&eve.get("/repos").await.1),
+        0,
+        "eve sees no repository"
+    );
+    assert_eq!(repo_names(&alice.get("/repos").await.1), 1);
     assert_eq!(s.run(waiting).await["status"], "waiting", "eve approved it");
 
     // Alice: sees it in the list, approves it, triggers and reruns the task, cancels a run.
