@@ -6,8 +6,13 @@
 //! (an API token that belongs to no user, or a prunner JWT) acts as an administrator.
 //! `authorized_users: ["*"]` ([`EVERYONE`]) admits every signed-in user, and lets anyone who
 //! is not signed in see the task's status badge ([`anonymous_can_see`]).
+//!
+//! A repository's own tasks and pipelines (runs named `REPO/TASK`, from its `.baton/`) follow
+//! the `authorized_users:` (or `users:`) of its `repos:` entry in the server's config, never
+//! anything its `.baton/` says: a repository cannot grant itself access. Empty means
+//! administrators only, as for tasks.
 
-use crate::config::{Config, PipelineDef, SsoProvider, TaskDef};
+use crate::config::{Config, PipelineDef, RepoDef, SsoProvider, TaskDef};
 use crate::run::TargetKind;
 
 /// Who is asking.
@@ -54,6 +59,9 @@ fn listed(who: &Principal, admins: &[String], authorized: &[String]) -> bool {
 /// Whether someone who is not signed in may see the target named `name` of `kind` (its
 /// status badge): only when its `authorized_users` lists [`EVERYONE`].
 pub fn anonymous_can_see(config: &Config, kind: TargetKind, name: &str) -> bool {
+    if let Some(repo) = repo_of_target(config, name) {
+        return repo.authorized_users.iter().any(|n| n == EVERYONE);
+    }
     let authorized = match kind {
         TargetKind::Task => config.tasks.get(name).map(|t| &t.authorized_users),
         TargetKind::Pipeline => config.pipelines.get(name).map(|p| &p.authorized_users),
@@ -71,10 +79,29 @@ pub fn can_see_pipeline(who: &Principal, admins: &[String], pipeline: &PipelineD
     listed(who, admins, &pipeline.authorized_users)
 }
 
+/// The repository whose own target `name` is (`REPO/TASK`, `REPO` in `repos:`), if it is one.
+pub fn repo_of_target<'c>(config: &'c Config, name: &str) -> Option<&'c RepoDef> {
+    let (repo, task) = name.split_once('/')?;
+    if task.is_empty() {
+        return None;
+    }
+    config.repos.get(repo)
+}
+
+/// Whether `who` may see (and so trigger, cancel, rerun and approve) the runs of `repo`'s own
+/// tasks and pipelines.
+pub fn can_see_repo(who: &Principal, admins: &[String], repo: &RepoDef) -> bool {
+    listed(who, admins, &repo.authorized_users)
+}
+
 /// Whether `who` may see the target named `name` of `kind` in `config`. A target the config no
-/// longer defines is visible to administrators only.
+/// longer defines is visible to administrators only; a repository's own target (`REPO/TASK`)
+/// follows its repository's `authorized_users`.
 pub fn can_see(who: &Principal, config: &Config, kind: TargetKind, name: &str) -> bool {
     let admins = &config.administrators;
+    if let Some(repo) = repo_of_target(config, name) {
+        return can_see_repo(who, admins, repo);
+    }
     match kind {
         TargetKind::Task => config
             .tasks
@@ -87,9 +114,18 @@ pub fn can_see(who: &Principal, config: &Config, kind: TargetKind, name: &str) -
     }
 }
 
-/// The targets `who` may see, as `(tasks, pipelines)` name lists; `None` means everything
-/// (administrators), so callers can skip filtering.
-pub fn visible_targets(who: &Principal, config: &Config) -> Option<(Vec<String>, Vec<String>)> {
+/// The targets a non-administrator may see: server tasks and pipelines by name, and the
+/// repositories whose own targets (`REPO/...`) they may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VisibleTargets {
+    pub tasks: Vec<String>,
+    pub pipelines: Vec<String>,
+    pub repos: Vec<String>,
+}
+
+/// The targets `who` may see; `None` means everything (administrators), so callers can skip
+/// filtering.
+pub fn visible_targets(who: &Principal, config: &Config) -> Option<VisibleTargets> {
     if is_admin(who, &config.administrators) {
         return None;
     }
@@ -106,7 +142,17 @@ pub fn visible_targets(who: &Principal, config: &Config) -> Option<(Vec<String>,
         .filter(|p| can_see_pipeline(who, admins, p))
         .map(|p| p.name.clone())
         .collect();
-    Some((tasks, pipelines))
+    let repos = config
+        .repos
+        .values()
+        .filter(|r| can_see_repo(who, admins, r))
+        .map(|r| r.name.clone())
+        .collect();
+    Some(VisibleTargets {
+        tasks,
+        pipelines,
+        repos,
+    })
 }
 
 /// Whether `name`, as a single sign-on provider names them, may sign in for the first time:
@@ -131,6 +177,7 @@ pub fn may_sign_in(config: &Config, provider: &SsoProvider, name: &str) -> bool 
             .pipelines
             .values()
             .any(|p| listed(&p.authorized_users))
+        || config.repos.values().any(|r| listed(&r.authorized_users))
 }
 
 #[cfg(test)]
@@ -160,17 +207,9 @@ mod tests {
     fn only_named_or_allowed_people_sign_in_first() {
         let c = config();
         let p = SsoProvider {
-            name: "corp".into(),
-            kind: crate::config::SsoKind::Github {
-                url: "https://github.com".into(),
-                api_url: "https://api.github.com".into(),
-            },
-            label: "Corp".into(),
-            client_id: "id".into(),
-            client_secret: "s".into(),
-            scopes: vec![],
             allowed_users: vec!["carol".into()],
             allowed_domains: vec!["example.com".into()],
+            ..sso()
         };
         for ok in [
             "root",
@@ -242,7 +281,11 @@ mod tests {
         assert!(!can_see(&alice, &c, TargetKind::Pipeline, "open"));
         assert_eq!(
             visible_targets(&alice, &c),
-            Some((vec!["open".into()], vec!["p".into()]))
+            Some(VisibleTargets {
+                tasks: vec!["open".into()],
+                pipelines: vec!["p".into()],
+                repos: vec![],
+            })
         );
         let bob = user("bob");
         assert!(can_see(&bob, &c, TargetKind::Task, "open"));
@@ -253,9 +296,86 @@ mod tests {
     fn strangers_see_nothing() {
         let c = config();
         let eve = user("eve");
-        assert_eq!(visible_targets(&eve, &c), Some((vec![], vec![])));
+        assert_eq!(visible_targets(&eve, &c), Some(VisibleTargets::default()));
         // Names are compared exactly: no case folding, no prefixes.
         assert!(!can_see(&user("Alice"), &c, TargetKind::Task, "open"));
         assert!(!can_see(&user("alic"), &c, TargetKind::Task, "open"));
+    }
+
+    fn repo_config() -> Config {
+        crate::config::load_sources(&[(
+            "t.yaml".into(),
+            "administrators: [root]\n\
+             repos:\n\
+             \x20 app: {url: /srv/app, authorized_users: [alice]}\n\
+             \x20 web: {url: /srv/web, users: ['*']}\n\
+             \x20 closed: {url: /srv/closed}\n\
+             tasks:\n\
+             \x20 plain: {command: 'true', authorized_users: [bob]}\n"
+                .into(),
+        )])
+        .expect("valid config")
+    }
+
+    #[test]
+    fn a_repositorys_targets_follow_its_repos_entry() {
+        let c = repo_config();
+        let (alice, bob) = (user("alice"), user("bob"));
+        for kind in [TargetKind::Task, TargetKind::Pipeline] {
+            assert!(can_see(&alice, &c, kind, "app/test"));
+            assert!(can_see(&alice, &c, kind, "app/.baton"));
+            assert!(!can_see(&bob, &c, kind, "app/test"));
+            assert!(can_see(&bob, &c, kind, "web/test"));
+            assert!(!can_see(&alice, &c, kind, "closed/test"));
+            assert!(can_see(&user("root"), &c, kind, "closed/test"));
+        }
+        // Not a repository's target: an unknown repository, or no task after the slash.
+        assert!(!can_see(&alice, &c, TargetKind::Task, "nope/test"));
+        assert!(!can_see(&alice, &c, TargetKind::Task, "app/"));
+        assert!(anonymous_can_see(&c, TargetKind::Task, "web/test"));
+        assert!(!anonymous_can_see(&c, TargetKind::Task, "app/test"));
+        assert_eq!(
+            visible_targets(&alice, &c),
+            Some(VisibleTargets {
+                tasks: vec![],
+                pipelines: vec![],
+                repos: vec!["app".into(), "web".into()],
+            })
+        );
+        assert!(may_sign_in(&c, &sso(), "alice"));
+    }
+
+    #[test]
+    fn a_repositorys_own_config_cannot_grant_access() {
+        // `.baton/` may carry `authorized_users`, but access reads only the server's config:
+        // the repository's task stays invisible to bob and has no public badge.
+        let c = repo_config();
+        let own = crate::config::load_repo_sources(
+            &[(
+                ".baton/ci.yml".into(),
+                "tasks:\n  test: {command: 'true', authorized_users: [bob, '*']}\n".into(),
+            )],
+            &c,
+        )
+        .expect("valid .baton/");
+        assert_eq!(own.tasks["test"].authorized_users, vec!["bob", "*"]);
+        assert!(!can_see(&user("bob"), &c, TargetKind::Task, "app/test"));
+        assert!(!anonymous_can_see(&c, TargetKind::Task, "app/test"));
+    }
+
+    fn sso() -> SsoProvider {
+        SsoProvider {
+            name: "corp".into(),
+            kind: crate::config::SsoKind::Github {
+                url: "https://github.com".into(),
+                api_url: "https://api.github.com".into(),
+            },
+            label: "Corp".into(),
+            client_id: "id".into(),
+            client_secret: "s".into(),
+            scopes: vec![],
+            allowed_users: vec![],
+            allowed_domains: vec![],
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! When periodic (`period`) and cron (`schedule`) tasks fire. After downtime a missed slot fires
+//! When periodic (`period`) and cron (`schedule`) tasks fire, and a repository's tasks with
+//! `on: schedule: [CRON, ...]` (any of several expressions). After downtime a missed slot fires
 //! once, not once per missed slot.
 
 use std::str::FromStr;
@@ -13,6 +14,26 @@ use crate::config::CronSchedule;
 pub enum Rule {
     Every(Duration),
     Cron(CronSchedule),
+    /// Every slot of any of these (`on: schedule:` lists one or more, in UTC).
+    AnyCron(Vec<CronSchedule>),
+}
+
+impl Rule {
+    /// The rule of `on: schedule:` expressions (UTC); `None` for an empty list.
+    pub fn of_crons(crons: &[String]) -> Option<Rule> {
+        let mut all: Vec<CronSchedule> = crons
+            .iter()
+            .map(|c| CronSchedule {
+                cron: c.clone(),
+                timezone: None,
+            })
+            .collect();
+        match all.len() {
+            0 => None,
+            1 => all.pop().map(Rule::Cron),
+            _ => Some(Rule::AnyCron(all)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +73,17 @@ pub fn next_slot(rule: &Rule, mark: DateTime<Utc>) -> Result<DateTime<Utc>, Cron
             Ok(mark + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX))
         }
         Rule::Cron(c) => next_cron(c, mark),
+        Rule::AnyCron(all) => {
+            let mut next: Option<DateTime<Utc>> = None;
+            for c in all {
+                let t = next_cron(c, mark)?;
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+            next.ok_or_else(|| CronError {
+                expr: String::new(),
+                message: "no cron expression".into(),
+            })
+        }
     }
 }
 
@@ -142,6 +174,31 @@ mod tests {
         assert!(d.fire);
         assert_eq!(d.mark, t(2, 0, 0));
         assert_eq!(d.next, t(2, 15, 0));
+    }
+
+    #[test]
+    fn any_of_several_crons_fires_at_the_earliest_and_collapses_missed_slots() {
+        let rule = Rule::of_crons(&["0 3 * * *".into(), "30 * * * *".into()]).unwrap();
+        assert!(matches!(rule, Rule::AnyCron(_)));
+        assert_eq!(next_slot(&rule, t(1, 0, 0)).unwrap(), t(1, 30, 0));
+        assert_eq!(next_slot(&rule, t(2, 30, 0)).unwrap(), t(3, 0, 0));
+        let d = due(&rule, Some(t(1, 0, 0)), t(3, 10, 0)).unwrap();
+        assert!(d.fire);
+        assert_eq!(d.mark, t(3, 0, 0));
+        assert_eq!(d.next, t(3, 30, 0));
+        assert!(!due(&rule, Some(d.mark), t(3, 29, 59)).unwrap().fire);
+    }
+
+    #[test]
+    fn one_cron_is_a_plain_cron_rule_and_none_is_no_rule() {
+        assert_eq!(
+            Rule::of_crons(&["* * * * *".into()]),
+            Some(Rule::Cron(CronSchedule {
+                cron: "* * * * *".into(),
+                timezone: None
+            }))
+        );
+        assert_eq!(Rule::of_crons(&[]), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod cmd;
 mod creds;
+mod flat;
 mod mirror;
 mod oid;
 mod pool;
@@ -22,6 +23,7 @@ mod work;
 
 pub use cmd::{GitEnv, GitError};
 pub use creds::token_user;
+pub use flat::{flat_ref, wants_more};
 pub use mirror::{Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use pool::{TreePool, pristine_index};

@@ -219,19 +219,29 @@ impl Mirror {
     }
 
     async fn merge_commit(&self, tree: &Oid, base: &Oid, head: &Oid) -> Result<Oid, GitError> {
-        let info = self.commit_info(head).await?;
+        let message = format!("Merge {head} into {base}");
+        self.fixed_commit(tree, &[base, head], &message, head).await
+    }
+
+    /// Writes a commit of `tree` with `parents`, authored and committed by Baton at the commit
+    /// date of `dated`, so the same inputs always give the same commit.
+    pub(crate) async fn fixed_commit(
+        &self,
+        tree: &Oid,
+        parents: &[&Oid],
+        message: &str,
+        dated: &Oid,
+    ) -> Result<Oid, GitError> {
+        let info = self.commit_info(dated).await?;
         let date = format!("{} {}", info.committer_time, info.committer_tz);
-        let g = Git::new(&self.env, At::GitDir(self.dir()))
-            .args([
-                "commit-tree",
-                tree.as_str(),
-                "-p",
-                base.as_str(),
-                "-p",
-                head.as_str(),
-            ])
+        let mut g =
+            Git::new(&self.env, At::GitDir(self.dir())).args(["commit-tree", tree.as_str()]);
+        for p in parents {
+            g = g.args(["-p", p.as_str()]);
+        }
+        let g = g
             .arg("-m")
-            .arg(format!("Merge {head} into {base}"))
+            .arg(message)
             .env("GIT_AUTHOR_NAME", "Baton".into())
             .env("GIT_AUTHOR_EMAIL", "baton@localhost".into())
             .env("GIT_COMMITTER_NAME", "Baton".into())
@@ -249,7 +259,9 @@ impl Mirror {
 /// Makes `dest` (absent or an empty directory) a working tree of exactly `commit`, fetched
 /// from `url` (for example Baton's smart-HTTP endpoint of a job's repository) with `env`
 /// (its credentials travel as config in the environment, not in argv). The tree has its own
-/// refs and config, like [`Mirror::checkout`]'s.
+/// refs and config, like [`Mirror::checkout`]'s. A commit with submodules or LFS files also
+/// gets their files from the commit's flattened tree (see [`Mirror::flat_commit`]), which
+/// `url` must serve.
 pub async fn fetch_checkout(
     url: &str,
     commit: &Oid,
@@ -272,18 +284,7 @@ pub async fn fetch_checkout(
             .arg(dest)
             .output()
             .await?;
-        Git::new(env, At::WorkTree(dest))
-            .args([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--",
-            ])
-            .arg(url)
-            .arg(format!("{commit}:refs/baton/checkout"))
-            .output()
-            .await?;
+        fetch_into(env, dest, url, &format!("{commit}:refs/baton/checkout")).await?;
         Git::new(env, At::WorkTree(dest))
             .args(["checkout", "--quiet", "--detach"])
             .arg(commit.as_str())
@@ -293,13 +294,57 @@ pub async fn fetch_checkout(
         Git::new(env, At::WorkTree(dest))
             .args(["update-ref", "-d", "refs/baton/checkout"])
             .output()
-            .await
+            .await?;
+        fetch_flat(url, commit, dest, env).await
     };
     if let Err(e) = steps.await {
         let _ = remove_tree(dest).await;
         return Err(e);
     }
     Ok(Checkout::new(dest, commit))
+}
+
+/// Fetches `refspec` from `url` into the repository at `dest`.
+async fn fetch_into(env: &GitEnv, dest: &Path, url: &str, refspec: &str) -> Result<(), GitError> {
+    Git::new(env, At::WorkTree(dest))
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+        ])
+        .arg(url)
+        .arg(refspec)
+        .output()
+        .await?;
+    Ok(())
+}
+
+/// When the checkout at `dest` has submodules or LFS files, fetches the commit's flattened
+/// tree ([`crate::flat_ref`], which Baton's endpoint serves) and lays its files over the
+/// checkout; HEAD and the index stay the commit's.
+async fn fetch_flat(url: &str, commit: &Oid, dest: &Path, env: &GitEnv) -> Result<(), GitError> {
+    let modules = tokio::fs::try_exists(dest.join(".gitmodules"))
+        .await
+        .map_err(|e| GitError::io(dest, e))?;
+    let attributes = tokio::fs::read(dest.join(".gitattributes")).await.ok();
+    if !crate::flat::wants_more(modules, attributes.as_deref()) {
+        return Ok(());
+    }
+    let git = || Git::new(env, At::WorkTree(dest));
+    let refspec = format!("{}:refs/baton/flat", crate::flat_ref(commit));
+    fetch_into(env, dest, url, &refspec).await?;
+    git()
+        .args(["checkout", "--quiet", "refs/baton/flat", "--", "."])
+        .output()
+        .await?;
+    git().args(["reset", "--quiet"]).output().await?;
+    git()
+        .args(["update-ref", "-d", "refs/baton/flat"])
+        .output()
+        .await?;
+    Ok(())
 }
 
 /// Deletes `path` recursively; where that fails (a job made directories read-only), makes

@@ -146,13 +146,8 @@ async fn conflicting_merge_names_the_paths() {
     );
 }
 
-#[tokio::test]
-async fn submodules_are_checked_out_at_their_recorded_commits() {
-    let lib = Upstream::new();
-    lib.write("lib.txt", b"library v1\n");
-    let v1 = lib.commit("v1");
-    let app = Upstream::new();
-    app.write("app.txt", b"app\n");
+/// Adds `lib` as a submodule of `app` at `path`.
+fn add_submodule(app: &Upstream, lib: &Upstream, path: &str) {
     app.git(&[
         "-c",
         "protocol.file.allow=always",
@@ -160,8 +155,18 @@ async fn submodules_are_checked_out_at_their_recorded_commits() {
         "--quiet",
         "add",
         &lib.url(),
-        "vendor/lib",
+        path,
     ]);
+}
+
+#[tokio::test]
+async fn submodules_are_checked_out_at_their_recorded_commits() {
+    let lib = Upstream::new();
+    lib.write("lib.txt", b"library v1\n");
+    let v1 = lib.commit("v1");
+    let app = Upstream::new();
+    app.write("app.txt", b"app\n");
+    add_submodule(&app, &lib, "vendor/lib");
     let with_lib = app.commit("add lib");
     // The library moves on; the app still records v1.
     lib.write("lib.txt", b"library v2\n");
@@ -198,4 +203,57 @@ async fn lfs_files_get_their_content() {
     );
     let status = common::git_in(co.path(), &["status", "--porcelain"], 0);
     assert_eq!(status, "", "the checkout is clean");
+}
+
+/// An app with a submodule and an LFS file, mirrored.
+async fn app_with_extras() -> (Upstream, Upstream, Oid, Oid, tempfile::TempDir, Mirror) {
+    let lib = Upstream::new();
+    lib.write("lib.txt", b"library\n");
+    lib.commit("v1");
+    let app = Upstream::new();
+    app.write("app.txt", b"app\n");
+    let plain = app.commit("plain");
+    app.git(&["lfs", "install", "--local"]);
+    app.git(&["lfs", "track", "*.bin"]);
+    app.write("big.bin", &[7u8; 3000]);
+    add_submodule(&app, &lib, "vendor/lib");
+    let extras = app.commit("lfs and a submodule");
+    let (t, dir) = mirror_dir();
+    let m = Mirror::ensure(&app.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    (lib, app, plain, extras, t, m)
+}
+
+#[tokio::test]
+async fn a_fetched_checkout_gets_submodules_and_lfs_files_from_the_flattened_tree() {
+    let (_lib, _app, plain, extras, t, m) = app_with_extras().await;
+    assert_eq!(m.flat_commit(&plain).await.unwrap(), None, "nothing to add");
+    let flat = m
+        .flat_commit(&extras)
+        .await
+        .unwrap()
+        .expect("a flattened tree");
+    // Kept, and the same commit when asked again.
+    assert_eq!(m.flat_commit(&extras).await.unwrap(), Some(flat.clone()));
+    let kept = m.resolve(&baton_git::flat_ref(&extras)).await.unwrap();
+    assert_eq!(kept, Some(flat));
+
+    // A worker's fetch (here from the mirror's path) equals the server's checkout, file for file.
+    let server = m.checkout(&extras, &t.path().join("server")).await.unwrap();
+    let url = m.dir().to_str().unwrap().to_owned();
+    let env = baton_git::GitEnv::default();
+    let worker = baton_git::fetch_checkout(&url, &extras, &t.path().join("worker"), &env)
+        .await
+        .unwrap();
+    let mut want = snapshot(server.path());
+    want.remove("vendor/lib/.git");
+    assert_eq!(snapshot(worker.path()), want);
+    assert_eq!(
+        want["big.bin"].1,
+        vec![7u8; 3000],
+        "LFS content, not a pointer"
+    );
+    assert_eq!(want["vendor/lib/lib.txt"].1, b"library\n");
+    let head = common::git_in(worker.path(), &["rev-parse", "HEAD"], 0);
+    assert_eq!(head.trim(), extras.as_str(), "HEAD stays the commit");
 }

@@ -90,6 +90,8 @@ pub(crate) struct Actor {
     latest_ends: BTreeMap<String, (i64, Status)>,
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
+    /// Repositories' scheduled tasks, by repository, then by timer name (`REPO/TASK@BRANCH`).
+    repo_timers: BTreeMap<String, BTreeMap<String, crate::handle::RepoSchedule>>,
     ended_seq: u64,
     /// The ids the next new run and job get (the actor is the only one that adds them).
     next_run_id: i64,
@@ -148,6 +150,7 @@ impl Actor {
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
+            repo_timers: BTreeMap::new(),
             ended_seq: 0,
             next_run_id: 1,
             next_job_id: 1,
@@ -230,6 +233,10 @@ impl Actor {
             }
             Msg::Reload(config, reply) => {
                 self.reload(*config);
+                let _ = reply.send(Ok(()));
+            }
+            Msg::RepoSchedules(repo, list, reply) => {
+                self.set_repo_schedules(repo, list);
                 let _ = reply.send(Ok(()));
             }
             Msg::SetEnabled(task, value, reply) => {
@@ -329,6 +336,9 @@ impl Actor {
                 .and_then(|o| o.busy);
         }
         self.workers = workers;
+        // A repository no longer configured schedules nothing.
+        self.repo_timers
+            .retain(|repo, _| config.repos.contains_key(repo));
         self.config = Arc::new(config);
         self.config_out.send_replace(self.config.clone());
         self.reset_timers(Utc::now());

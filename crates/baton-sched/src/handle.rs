@@ -135,6 +135,29 @@ pub struct RepoTriggerRequest {
     pub hold: Option<String>,
 }
 
+/// A repository's task or pipeline with `on: schedule:`, as `.baton/` defines it at the head
+/// of one watched branch: the actor keeps it as timer `REPO/TASK@BRANCH`, whose due slots
+/// trigger a run of `target` at that commit (event `schedule`).
+#[derive(Debug, Clone)]
+pub struct RepoSchedule {
+    /// The run's name, `REPO/TASK`.
+    pub target: String,
+    /// The branch whose head the runs build.
+    pub branch: String,
+    /// The `on: schedule:` cron expressions (UTC; validated when `.baton/` was loaded).
+    pub crons: Vec<String>,
+    pub def: TargetDef,
+    /// The code a fired run builds: the branch's head commit, event `schedule`.
+    pub repo: RunRepo,
+}
+
+impl RepoSchedule {
+    /// The timer's name (and the key of its mark in the store).
+    pub fn timer(&self) -> String {
+        format!("{}@{}", self.target, self.branch)
+    }
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
 pub(crate) enum Msg {
@@ -146,6 +169,8 @@ pub(crate) enum Msg {
     /// Queues a `waiting` run; answers `true` once recorded, `false` when it is not waiting.
     Approve(i64, Reply<bool>),
     Reload(Box<Config>, Reply<()>),
+    /// Replaces every schedule of repository `.0` (an empty list stops them all).
+    RepoSchedules(String, Vec<RepoSchedule>, Reply<()>),
     SetEnabled(String, Option<bool>, Reply<()>),
     /// Pauses (true) or resumes a queue, or every queue (`None`); answers what is paused.
     SetPaused(Option<String>, bool, Reply<baton_core::decide::Paused>),
@@ -350,6 +375,18 @@ impl SchedHandle {
     /// Swaps in a new (already validated) config. Queued runs keep their definitions.
     pub async fn reload(&self, config: Config) -> Result<(), SchedError> {
         self.ask(|r| Msg::Reload(Box::new(config), r)).await
+    }
+
+    /// Replaces the scheduled tasks of repository `repo` with `schedules` (gathered from its
+    /// `.baton/` at its watched branches' heads after a fetch): new ones start counting now,
+    /// kept ones keep their marks, missing ones stop firing.
+    pub async fn set_repo_schedules(
+        &self,
+        repo: &str,
+        schedules: Vec<RepoSchedule>,
+    ) -> Result<(), SchedError> {
+        let repo = repo.to_owned();
+        self.ask(|r| Msg::RepoSchedules(repo, schedules, r)).await
     }
 
     /// Enables or disables a task at runtime, over its config (`None`: follow the config

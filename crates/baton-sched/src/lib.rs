@@ -14,11 +14,11 @@ mod jobs;
 mod repo;
 
 pub use creds::{ForgeCreds, JobCred};
-pub use handle::RepoTriggerRequest;
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
     TriggerRequest, WorkerState,
 };
+pub use handle::{RepoSchedule, RepoTriggerRequest};
 pub use jobs::TargetDef;
 pub use repo::git_env;
 

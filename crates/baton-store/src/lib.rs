@@ -429,6 +429,17 @@ impl Store {
                 }
                 qb.push("))");
             }
+            for repo in &v.repos {
+                // A repository's own runs: its name, then a slash, then the task.
+                let prefix = format!("{repo}/");
+                qb.push(" OR (repo = ")
+                    .push_bind(repo.clone())
+                    .push(" AND substr(target, 1, ")
+                    .push_bind(prefix.chars().count() as i64)
+                    .push(") = ")
+                    .push_bind(prefix)
+                    .push(")");
+            }
             qb.push(")");
         }
         if let Some(w) = &filter.worker {

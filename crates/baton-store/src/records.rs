@@ -223,9 +223,11 @@ pub struct RunFilter {
     pub commit: Option<String>,
 }
 
-/// The targets a caller may see, by kind.
+/// The targets a caller may see, by kind, and the repositories whose own runs (recorded with
+/// that repository and named `REPO/...`) they may see.
 #[derive(Debug, Clone, Default)]
 pub struct Visible {
     pub tasks: Vec<String>,
     pub pipelines: Vec<String>,
+    pub repos: Vec<String>,
 }

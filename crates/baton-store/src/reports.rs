@@ -75,7 +75,9 @@ pub struct NewReport {
 
 /// Records, in the caller's transaction, that run `run_id` reached `status`, if it builds a
 /// repository's commit and that commit state was not recorded for it yet (a run that is
-/// queued again, or whose waiting reason changes, reports nothing new).
+/// queued again, or whose waiting reason changes, reports nothing new). A pull request's run
+/// reports on the request's head, the commit the forge knows and shows (its merge commit
+/// exists only in Baton's mirror).
 pub(crate) async fn record_run_state(
     tx: &mut sqlx::SqliteConnection,
     run_id: i64,
@@ -86,7 +88,7 @@ pub(crate) async fn record_run_state(
     sqlx::query(
         "INSERT INTO status_reports (run_id, repo, commit_sha, context, state, description,
              created_at, outcome, attempts, next_at)
-         SELECT id, repo, commit_sha, ? || target, ?, NULL, ?, 'pending', 0, ?
+         SELECT id, repo, COALESCE(pr_head, commit_sha), ? || target, ?, NULL, ?, 'pending', 0, ?
            FROM runs
           WHERE id = ? AND repo IS NOT NULL AND commit_sha IS NOT NULL
             AND NOT EXISTS (SELECT 1 FROM status_reports WHERE run_id = ? AND state = ?)",
@@ -292,5 +294,21 @@ mod tests {
         assert_eq!(sent.outcome, ReportOutcome::Sent);
         assert_eq!(sent.attempts, 2);
         assert!(sent.sent_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_pull_requests_run_reports_on_the_requests_head_not_the_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        let mut pr = code();
+        pr.event = "pull_request".into();
+        pr.pr = Some(4);
+        pr.pr_head = Some("c".repeat(40));
+        let r = store.insert_run(&run(Some(pr))).await.unwrap();
+        store.apply(&[to(r.id, Status::Running)]).await.unwrap();
+        let reports = store.run_reports(r.id).await.unwrap();
+        let states: Vec<_> = reports.iter().map(|x| x.state.as_str()).collect();
+        assert_eq!(states, ["pending", "running"]);
+        assert!(reports.iter().all(|x| x.commit == "c".repeat(40)));
     }
 }

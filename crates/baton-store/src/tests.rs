@@ -150,6 +150,7 @@ async fn list_filters_and_paginates() {
         visible: Some(crate::Visible {
             tasks: vec!["a".into()],
             pipelines: vec![],
+            repos: vec![],
         }),
         ..Default::default()
     };
@@ -160,6 +161,48 @@ async fn list_filters_and_paginates() {
         ..Default::default()
     };
     assert!(store.list_runs(&none, 3).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_repositorys_own_runs_are_visible_through_its_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let code = |repo: &str| RunRepo {
+        repo: repo.into(),
+        url: format!("/srv/{repo}"),
+        commit: "a".repeat(40),
+        event: "push".into(),
+        ..RunRepo::default()
+    };
+    let mut ids = Vec::new();
+    for (target, repo) in [
+        ("app/test", Some("app")),
+        ("app_x/test", Some("app_x")),
+        ("server-task", Some("app")),
+        ("app/test", None),
+        ("web/test", Some("web")),
+    ] {
+        let mut run = new_run(target, Status::Queued);
+        run.repo = repo.map(code);
+        ids.push(store.insert_run(&run).await.unwrap().id);
+    }
+    let filter = RunFilter {
+        visible: Some(crate::Visible {
+            repos: vec!["app".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let seen: Vec<i64> = store
+        .list_runs(&filter, 50)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    // Only app's own run: not a server task building app, not a like-named run of no
+    // repository, not another repository whose name `app` could match as a pattern.
+    assert_eq!(seen, vec![ids[0]]);
 }
 
 #[tokio::test]

@@ -200,6 +200,9 @@ impl Access {
     /// For queue entries and workers, which name a target without its kind: visible only if
     /// every target of that name is.
     pub fn can_see_name(&self, name: &str) -> bool {
+        if access::repo_of_target(&self.config, name).is_some() {
+            return self.can_see(TargetKind::Task, name);
+        }
         let t = !self.config.tasks.contains_key(name) || self.can_see(TargetKind::Task, name);
         let p =
             !self.config.pipelines.contains_key(name) || self.can_see(TargetKind::Pipeline, name);
@@ -210,8 +213,11 @@ impl Access {
 
     /// The run filter's access part; `None` for administrators.
     pub fn visible(&self) -> Option<Visible> {
-        access::visible_targets(&self.who, &self.config)
-            .map(|(tasks, pipelines)| Visible { tasks, pipelines })
+        access::visible_targets(&self.who, &self.config).map(|v| Visible {
+            tasks: v.tasks,
+            pipelines: v.pipelines,
+            repos: v.repos,
+        })
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {

@@ -51,6 +51,7 @@ pub use guard::LoginGuard;
 pub use hooks::resume_deliveries;
 pub use notify::spawn_notifier;
 pub use repos::poll::start as start_polling;
+pub use repos::schedules::load_all as load_repo_schedules;
 pub use results::start_results;
 pub use sso::Sso;
 pub use statuses::{Statuses, spawn_sender};

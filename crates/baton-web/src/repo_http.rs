@@ -6,6 +6,9 @@
 //! `X-Baton-Job-Token`, checked by [`baton_exec::CallbackHub`], dead when the job ends) or the
 //! agent the job is assigned to (its agent credential as a bearer token). Only fetches are
 //! served (`baton_git::serve_http` refuses pushes); a job without a repository is a 404.
+//! When the job's commit has submodules or LFS files, the ref advertisement first makes sure
+//! the mirror holds its flattened tree (`Mirror::flat_commit`: the server's checkout with
+//! them), which the runner fetches after the commit, so workers get them with no credentials.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -39,13 +42,20 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-/// Checks that the caller holds job `job`'s credential; the mirror of the job's repository.
+/// What a job's fetch reads: its repository's mirror, and the commit it checks out.
+struct JobCode {
+    mirror: std::path::PathBuf,
+    repo: baton_store::RunRepo,
+    commit: Option<String>,
+}
+
+/// Checks that the caller holds job `job`'s credential; the code the job builds.
 async fn authorize(
     s: &AppState,
     headers: &HeaderMap,
     job: i64,
     attempt: u32,
-) -> Result<std::path::PathBuf, ApiError> {
+) -> Result<JobCode, ApiError> {
     if let Some(token) = headers.get(TOKEN_HEADER) {
         let token = token.to_str().unwrap_or_default().trim();
         match s.callbacks.check(job, token) {
@@ -72,7 +82,43 @@ async fn authorize(
     let spec: baton_exec::JobSpec = serde_json::from_slice(&spec).map_err(|_| no_repo())?;
     let run = s.store.get_run(spec.run_id).await?.ok_or_else(no_repo)?;
     let repo = run.repo.ok_or_else(no_repo)?;
-    Ok(s.folders.repo_mirror(&repo.repo))
+    Ok(JobCode {
+        mirror: s.folders.repo_mirror(&repo.repo),
+        repo,
+        commit: spec.checkout,
+    })
+}
+
+/// Makes sure the mirror holds the flattened tree of the job's commit when it has submodules
+/// or LFS files (made with the repository's credentials, like a server checkout).
+async fn prepare_flat(s: &AppState, code: &JobCode) -> Result<(), ApiError> {
+    let Some(commit) = code.commit.as_deref() else {
+        return Ok(());
+    };
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::warn!(
+            repo = code.repo.repo,
+            commit,
+            "cannot prepare the checkout's submodules and LFS files: {e}"
+        );
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "checkout_failed",
+            format!("cannot prepare the submodules and LFS files of commit {commit}: {e}"),
+        )
+    };
+    let commit = baton_git::Oid::parse(commit).map_err(|e| fail(&e))?;
+    let config = s.sched.config().await?;
+    let env = config
+        .repos
+        .get(&code.repo.repo)
+        .and_then(|def| baton_sched::git_env(&config, def).ok())
+        .unwrap_or_default();
+    let mirror = baton_git::Mirror::ensure_with(&code.repo.url, &code.mirror, env)
+        .await
+        .map_err(|e| fail(&e))?;
+    mirror.flat_commit(&commit).await.map_err(|e| fail(&e))?;
+    Ok(())
 }
 
 fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -92,7 +138,11 @@ async fn serve(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Path((job, attempt)) = p?;
-    let mirror = authorize(&s, &headers, job, attempt).await?;
+    let code = authorize(&s, &headers, job, attempt).await?;
+    if path == "info/refs" {
+        prepare_flat(&s, &code).await?;
+    }
+    let mirror = code.mirror;
     let req = baton_git::HttpRequest {
         method: method.as_str().to_owned(),
         path: path.to_owned(),

@@ -1,9 +1,11 @@
 //! Repositories for users: `GET /api/v1/repos` and the `/repos` page (each repository's URL
 //! without credentials, forge, polling, last fetch and its error, recent runs); hand triggers
-//! of a repository's task (`manual`) and the poller of repositories with `poll:` (`poll`).
+//! of a repository's task (`manual`), the poller of repositories with `poll:` (`poll`), and
+//! the timers of repositories' tasks with `on: schedule:` (`schedules`).
 
 pub(crate) mod manual;
 pub(crate) mod poll;
+pub(crate) mod schedules;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -34,12 +36,18 @@ pub(crate) async fn list(
     Ok(Json(repos(&st, &user).await?))
 }
 
-/// The repositories as `user` may see them.
+/// The repositories as `user` may see them: those whose own tasks they may see.
 pub(crate) async fn repos(st: &AppState, user: &CurrentUser) -> Result<t::RepoList, ApiError> {
     let a = Access::of(st, user).await?;
     let fetches = st.store.repo_fetches().await?;
     let mut repos = Vec::new();
-    for r in a.config.repos.values() {
+    // A repository is listed to administrators and to the users its `authorized_users` admit.
+    let listed = a
+        .config
+        .repos
+        .values()
+        .filter(|r| baton_core::access::can_see_repo(&a.who, &a.config.administrators, r));
+    for r in listed {
         let fetch = fetches.get(&r.name);
         let recent_runs = st
             .store

@@ -6,6 +6,7 @@ mod common;
 #[path = "common/users.rs"]
 mod users;
 
+use common::sse::Events;
 use common::*;
 use serde_json::{Value, json};
 use users::*;
@@ -35,37 +36,6 @@ pipelines:
       a:
         script: ["true"]
 "#;
-
-struct As<'a> {
-    s: &'a Server,
-    token: String,
-}
-
-impl As<'_> {
-    async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .s
-            .http
-            .request(method.parse().unwrap(), self.s.url(path))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let st = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            st,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.req("GET", path, None).await
-    }
-    async fn post(&self, path: &str) -> (u16, Value) {
-        self.req("POST", path, Some(json!({}))).await
-    }
-}
 
 fn names(v: &Value, key: &str) -> Vec<String> {
     v[key]
@@ -641,71 +611,6 @@ async fn administrators_enable_and_disable_tasks_at_runtime() {
     let (st, v) = alice.post("/tasks/open/trigger").await;
     assert_eq!(st, 201, "{v}");
     s.wait_run(id_of(&v)).await;
-}
-
-/// A subscription to `/api/v1/events` as the holder of `token`.
-struct Events {
-    resp: reqwest::Response,
-    buf: String,
-    who: &'static str,
-}
-
-impl Events {
-    async fn open(s: &Server, token: &str, who: &'static str) -> Events {
-        let resp = s
-            .http
-            .get(s.url("/events"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{who}: GET /events");
-        Events {
-            resp,
-            buf: String::new(),
-            who,
-        }
-    }
-
-    /// The data of the next `change` event, within [`WAIT`].
-    async fn next(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let raw: String = self.buf.drain(..end + 2).collect();
-                if raw.lines().any(|l| l == "event: change") {
-                    let data = raw.lines().find_map(|l| l.strip_prefix("data: "));
-                    return data.unwrap_or_default().to_owned();
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no change event within {WAIT:?}", self.who))
-                .unwrap()
-                .unwrap_or_else(|| panic!("{}: the event stream ended", self.who));
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// Reads events until every run of `want` was named; every event read must name only runs
-    /// in `allowed`.
-    async fn until_runs(&mut self, want: &[i64], allowed: &[i64]) {
-        let mut seen = Vec::new();
-        while !want.iter().all(|w| seen.contains(w)) {
-            let data = self.next().await;
-            let runs: Vec<i64> = serde_json::from_str::<Value>(&data)
-                .ok()
-                .and_then(|v| v["runs"].as_array().cloned())
-                .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default();
-            assert!(
-                !runs.is_empty() && runs.iter().all(|r| allowed.contains(r)),
-                "{}: told about a change that is not one of runs {allowed:?}: {data:?}",
-                self.who
-            );
-            seen.extend(runs);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -139,6 +139,15 @@ fn start_agent(s: &Server) -> Agent {
     Agent(child)
 }
 
+/// A server whose `arm` queue is served by agents, building the repository at `url`.
+fn agent_server(url: &str, secret: &std::path::Path) -> Server {
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
+        repo_config(url, secret)
+    );
+    Server::start(&yaml)
+}
+
 #[tokio::test]
 async fn an_agent_checks_out_the_commit_from_the_server() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,11 +156,7 @@ async fn an_agent_checks_out_the_commit_from_the_server() {
     let secret = tmp.path().join("hook-secret");
     std::fs::write(&secret, SECRET).unwrap();
     let url = repo.to_str().unwrap();
-    let yaml = format!(
-        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
-        repo_config(url, &secret)
-    );
-    let s = Server::start(&yaml);
+    let s = agent_server(url, &secret);
     let _agent = start_agent(&s);
 
     let runs = gitrepo::push(&s, SECRET, url, &sha, "push-1").await;
@@ -170,4 +175,85 @@ async fn an_agent_checks_out_the_commit_from_the_server() {
         }
     }
     assert_eq!(checked, 1);
+}
+
+/// What the `extras` task prints: the submodule's file and the LFS file's content.
+const EXTRAS_CI: &str = "tasks:
+  extras:
+    @QUEUES@
+    command: cat vendor/lib/lib.txt assets/big.bin; git rev-parse HEAD
+";
+
+/// An app at `<dir>/app` whose commit has a submodule (`vendor/lib`, a local repository) and an
+/// LFS file (`assets/big.bin`); returns its path and commit.
+fn extras_repo(dir: &std::path::Path, queues: &str) -> (std::path::PathBuf, String) {
+    let lib = dir.join("lib");
+    gitrepo::init(&lib);
+    gitrepo::commit_text(&lib, &[("lib.txt", "library file\n")], "lib");
+    let app = dir.join("app");
+    gitrepo::init(&app);
+    gitrepo::git(&app, &["lfs", "install", "--local"]);
+    gitrepo::git(&app, &["lfs", "track", "*.bin"]);
+    let lib_url = lib.to_str().unwrap();
+    gitrepo::git(
+        &app,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "-q",
+            "add",
+            lib_url,
+            "vendor/lib",
+        ],
+    );
+    let ci = EXTRAS_CI.replace("@QUEUES@", queues);
+    let sha = gitrepo::commit_text(
+        &app,
+        &[
+            (".baton/ci.yml", &ci),
+            ("assets/big.bin", "large file content\n"),
+        ],
+        "extras",
+    );
+    (app, sha)
+}
+
+/// The run's log shows the submodule's file and the LFS content (not its pointer), at `sha`.
+async fn assert_extras(s: &Server, id: i64, sha: &str) -> serde_json::Value {
+    let run = s.wait_run(id).await;
+    let log = s.log_text(id, None).await;
+    assert_eq!(run["status"], "success", "{run:#}\n{log}");
+    assert_eq!(log, format!("library file\nlarge file content\n{sha}\n"));
+    run
+}
+
+#[tokio::test]
+async fn an_ssh_worker_and_an_agent_get_submodules_and_lfs_files_from_the_server() {
+    common::sshhosts::require_tools();
+    let net = TestNet::new(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, sha) = extras_repo(&tmp.path().join("ssh"), "");
+    let secret = tmp.path().join("hook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let url = repo.to_str().unwrap();
+    let yaml = format!("{}{}", net.config("10s"), repo_config(url, &secret));
+    let s = Server::start_on(&yaml, &net.gateway);
+    let runs = gitrepo::push(&s, SECRET, url, &sha, "push-ssh").await;
+    let run = assert_extras(&s, runs[0], &sha).await;
+    assert_eq!(
+        run["jobs"][0]["worker"],
+        net.hosts[0].name.as_str(),
+        "{run:#}"
+    );
+    drop(s);
+
+    let (repo, sha) = extras_repo(&tmp.path().join("agent"), "queues: [arm]");
+    let url = repo.to_str().unwrap();
+    let s = agent_server(url, &secret);
+    let _agent = start_agent(&s);
+    let runs = gitrepo::push(&s, SECRET, url, &sha, "push-agent").await;
+    let run = assert_extras(&s, runs[0], &sha).await;
+    let worker = run["jobs"][0]["worker"].as_str().unwrap();
+    assert!(worker.starts_with("agent:a1:"), "{run:#}");
 }

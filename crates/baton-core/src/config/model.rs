@@ -591,6 +591,11 @@ pub struct RepoDef {
     /// `trusted_users:` — forge logins whose pull requests from forks run without approval.
     #[serde(default)]
     pub trusted_users: Vec<String>,
+    /// `authorized_users:` (or `users:`) — Baton users who may see, trigger, cancel, rerun and
+    /// approve the runs of this repository's own tasks (`REPO/TASK`); `["*"]`: every
+    /// signed-in user; empty: administrators only. Never taken from the repository itself.
+    #[serde(default)]
+    pub authorized_users: Vec<String>,
     /// `api:` — the forge's API base URL (`https://ghe.example.com/api/v3`); `None` derives it
     /// from `url` (github.com → `https://api.github.com`, else the URL's host over https).
     #[serde(default)]

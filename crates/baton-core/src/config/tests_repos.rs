@@ -92,6 +92,24 @@ fn a_forge_repo_without_secret_is_an_error() {
 }
 
 #[test]
+fn a_repos_users_are_authorized_users_or_users_but_not_both() {
+    let c = load(
+        "repos:\n  a:\n    url: /srv/a\n    authorized_users: [alice]\n  b:\n    url: /srv/b\n    users: ['*']\n  c:\n    url: /srv/c\n",
+    )
+    .unwrap();
+    assert_eq!(c.repos["a"].authorized_users, ["alice"]);
+    assert_eq!(c.repos["b"].authorized_users, ["*"]);
+    assert!(c.repos["c"].authorized_users.is_empty());
+    let e = errors("repos:\n  a:\n    url: /srv/a\n    authorized_users: [x]\n    users: [y]\n");
+    assert_eq!(
+        e,
+        [
+            "t.yaml:5:5: repository \"a\" has both \"authorized_users\" and \"users\" (they are the same list: keep one)"
+        ]
+    );
+}
+
+#[test]
 fn on_and_checkout_on_tasks_and_pipelines() {
     let c = load(
         "tasks:\n  t:\n    command: make\n    checkout: false\n    on:\n      repo: app\n      push: {branches: [main]}\npipelines:\n  p:\n    on: push\n    tasks:\n      a: {script: [make]}\n",

@@ -9,7 +9,9 @@ cd "${0%/*}" || exit 1
 set -m
 (
   # A repository job first checks out its commit, fetched from the server with the job's token
-  # (given to git as config in its environment, never in argv).
+  # (given to git as config in its environment, never in argv). With submodules or LFS files,
+  # the files of the commit's flattened tree (the server's checkout with them) are laid over
+  # it; HEAD and the index stay the commit's.
   if [ -s checkout.commit ]; then
     read -r commit <checkout.commit
     read -r repo <checkout.url
@@ -20,7 +22,13 @@ set -m
       cd work && git init -q . &&
         git fetch -q --no-tags -- "$repo" "$commit:refs/baton/checkout" &&
         git -c advice.detachedHead=false checkout -q --detach "$commit" -- &&
-        git update-ref -d refs/baton/checkout
+        git update-ref -d refs/baton/checkout || exit 1
+      if [ -f .gitmodules ] || grep -qs 'filter=lfs' .gitattributes; then
+        git fetch -q --no-tags -- "$repo" "refs/baton/flat/$commit:refs/baton/flat" &&
+          git checkout -q refs/baton/flat -- . &&
+          git reset -q &&
+          git update-ref -d refs/baton/flat
+      fi
     ) || {
       echo "baton: could not check out commit $commit from the server"
       exit 1

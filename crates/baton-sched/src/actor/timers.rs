@@ -1,5 +1,7 @@
-//! Timers: the next slot of every scheduled task, firing the due ones, and when the actor
-//! wakes next.
+//! Timers: the next slot of every scheduled task (the server's `period:`/`schedule:` tasks,
+//! and repositories' tasks with `on: schedule:` as their `.baton/` defines them at a watched
+//! branch's head, sent by the web side after each fetch), firing the due ones, and when the
+//! actor wakes next.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,7 @@ use baton_store::Change;
 use chrono::{DateTime, Utc};
 
 use super::Actor;
-use crate::handle::TriggerRequest;
+use crate::handle::{RepoSchedule, RepoTriggerRequest, TriggerRequest};
 
 impl Actor {
     pub(super) fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -38,6 +40,11 @@ impl Actor {
     }
 
     fn rules(&self) -> Vec<(String, Rule)> {
+        let repos = self
+            .repo_timers
+            .values()
+            .flat_map(|timers| timers.iter())
+            .filter_map(|(name, s)| Some((name.clone(), Rule::of_crons(&s.crons)?)));
         self.config
             .tasks
             .values()
@@ -50,7 +57,54 @@ impl Actor {
                 };
                 Some((t.name.clone(), rule))
             })
+            .chain(repos)
             .collect()
+    }
+
+    /// Replaces repository `repo`'s scheduled tasks; the timers follow at once (a removed one
+    /// stops, a new one starts counting now, a kept one keeps its mark).
+    pub(super) fn set_repo_schedules(&mut self, repo: String, list: Vec<RepoSchedule>) {
+        let timers: BTreeMap<String, RepoSchedule> =
+            list.into_iter().map(|s| (s.timer(), s)).collect();
+        if timers.is_empty() {
+            self.repo_timers.remove(&repo);
+        } else {
+            self.repo_timers.insert(repo, timers);
+        }
+        self.reset_timers(Utc::now());
+    }
+
+    /// The repository schedule behind timer `name`, if it is one.
+    fn repo_timer(&self, name: &str) -> Option<&RepoSchedule> {
+        self.repo_timers.values().find_map(|t| t.get(name))
+    }
+
+    /// Starts the run a due timer stands for: a server task, or a repository's task at the
+    /// commit its schedule was read at.
+    async fn fire(&mut self, name: &str) {
+        if let Some(s) = self.repo_timer(name) {
+            let req = RepoTriggerRequest {
+                target: s.target.clone(),
+                def: Some(s.def.clone()),
+                trigger: TriggerKind::Schedule,
+                repo: s.repo.clone(),
+                hold: None,
+            };
+            if let Err(e) = self.trigger_repo(req, Vec::new()).await {
+                tracing::error!(timer = name, "scheduled trigger failed: {e}");
+            }
+            return;
+        }
+        let req = TriggerRequest {
+            target: name.to_owned(),
+            kind: Some(TargetKind::Task),
+            args: BTreeMap::new(),
+            trigger: TriggerKind::Schedule,
+            ancestors: vec![],
+        };
+        if let Err(e) = self.trigger(req).await {
+            tracing::error!(task = name, "scheduled trigger failed: {e}");
+        }
     }
 
     pub(super) fn reset_timers(&mut self, now: DateTime<Utc>) {
@@ -107,16 +161,7 @@ impl Actor {
                     self.marks.insert(name.clone(), d.mark);
                     self.next_fire.insert(name.clone(), d.next);
                     if d.fire {
-                        let req = TriggerRequest {
-                            target: name.clone(),
-                            kind: Some(TargetKind::Task),
-                            args: BTreeMap::new(),
-                            trigger: TriggerKind::Schedule,
-                            ancestors: vec![],
-                        };
-                        if let Err(e) = self.trigger(req).await {
-                            tracing::error!(task = name, "scheduled trigger failed: {e}");
-                        }
+                        self.fire(&name).await;
                     }
                 }
                 Err(e) => {

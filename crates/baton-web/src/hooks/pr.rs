@@ -249,6 +249,7 @@ mod tests {
             trusted_users: trusted.iter().map(|u| (*u).to_owned()).collect(),
             github_app: None,
             job_tokens: None,
+            authorized_users: Vec::new(),
         }
     }
 

@@ -65,7 +65,8 @@ pub(super) async fn build(
 }
 
 /// The mirror of `repo`, fetched now (retried with backoff); how the fetch ended is recorded
-/// for the repositories page.
+/// for the repositories page, and the scheduled tasks of its watched branches follow the
+/// fetched heads.
 pub(crate) async fn fetched_mirror(
     st: &AppState,
     config: &Config,
@@ -90,6 +91,7 @@ pub(crate) async fn fetched_mirror(
     match mirror.fetch_with_retry(&Backoff::default()).await {
         Ok(_) => {
             record_fetch(st, &repo.name, None).await;
+            crate::repos::schedules::refresh(st, config, repo, &mirror).await;
             Ok(mirror)
         }
         Err(e) => {
@@ -165,31 +167,7 @@ pub(crate) async fn repo_event(
         Ok(i) => i,
         Err(e) => return fail("could not read the commit", &e),
     };
-    let (branch, tag) = match &code.target {
-        Some(PushTarget::Branch(b)) => (Some(b.clone()), None),
-        Some(PushTarget::Tag(t)) => (None, Some(t.clone())),
-        None => (None, None),
-    };
-    let event = match facts.event {
-        EventFact::Push { .. } => "push",
-        EventFact::PullRequest { .. } => "pull_request",
-        EventFact::Schedule { .. } => "schedule",
-        EventFact::Manual => "manual",
-    };
-    let run_repo = RunRepo {
-        repo: repo.name.clone(),
-        url: repo.url.clone(),
-        commit: commit.to_string(),
-        git_ref: code.git_ref.clone(),
-        branch,
-        tag,
-        pr: None,
-        event: event.into(),
-        delivery: code.delivery.clone(),
-        author: Some(format!("{} <{}>", info.author_name, info.author_email)),
-        subject: Some(info.subject.clone()),
-        ..RunRepo::default()
-    };
+    let run_repo = run_repo(repo, commit, &info, &code, &facts.event);
     let mut wanted: Vec<(String, Option<TargetDef>)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     match mirror.read_tree(commit, ".baton").await {
@@ -229,6 +207,41 @@ pub(crate) async fn repo_event(
         })
         .collect();
     start_runs(st, wanted, code.trigger, notes, &what).await
+}
+
+/// The code a run of `code` at `commit` builds, as the run records it.
+pub(crate) fn run_repo(
+    repo: &RepoDef,
+    commit: &Oid,
+    info: &baton_git::CommitInfo,
+    code: &Code,
+    event: &EventFact,
+) -> RunRepo {
+    let (branch, tag) = match &code.target {
+        Some(PushTarget::Branch(b)) => (Some(b.clone()), None),
+        Some(PushTarget::Tag(t)) => (None, Some(t.clone())),
+        None => (None, None),
+    };
+    let event = match event {
+        EventFact::Push { .. } => "push",
+        EventFact::PullRequest { .. } => "pull_request",
+        EventFact::Schedule { .. } => "schedule",
+        EventFact::Manual => "manual",
+    };
+    RunRepo {
+        repo: repo.name.clone(),
+        url: repo.url.clone(),
+        commit: commit.to_string(),
+        git_ref: code.git_ref.clone(),
+        branch,
+        tag,
+        pr: None,
+        event: event.into(),
+        delivery: code.delivery.clone(),
+        author: Some(format!("{} <{}>", info.author_name, info.author_email)),
+        subject: Some(info.subject.clone()),
+        ..RunRepo::default()
+    }
 }
 
 /// A run to start: its name, definition (`None`: the server config's), code, and the reason
@@ -325,16 +338,7 @@ pub(super) fn repo_targets(
     wanted: &mut Vec<(String, Option<TargetDef>)>,
     notes: &mut Vec<String>,
 ) {
-    let sources: Vec<(PathBuf, String)> = files
-        .iter()
-        .filter(|(path, _)| path.ends_with(".yml") || path.ends_with(".yaml"))
-        .map(|(path, bytes)| {
-            (
-                PathBuf::from(path),
-                String::from_utf8_lossy(bytes).into_owned(),
-            )
-        })
-        .collect();
+    let sources = yaml_sources(files);
     if sources.is_empty() {
         return;
     }
@@ -369,6 +373,20 @@ pub(super) fn repo_targets(
             Err(why) => notes.push(format!("{target}: {why}")),
         }
     }
+}
+
+/// The YAML files among `.baton/`'s files, as config sources.
+pub(crate) fn yaml_sources(files: &[(String, Vec<u8>)]) -> Vec<(PathBuf, String)> {
+    files
+        .iter()
+        .filter(|(path, _)| path.ends_with(".yml") || path.ends_with(".yaml"))
+        .map(|(path, bytes)| {
+            (
+                PathBuf::from(path),
+                String::from_utf8_lossy(bytes).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// A task that fails with `errors` in its log.

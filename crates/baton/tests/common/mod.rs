@@ -6,9 +6,11 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod fakeforge;
 pub mod forgehook;
 pub mod gitrepo;
 pub mod idp;
+pub mod pulls;
 pub mod sse;
 pub mod sshhosts;
 pub mod standin;

@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use serde_json::{Value, json};
+
 use crate::common::{BIN, Server};
 
 /// Adds a user through the CLI (`baton user add NAME --password-stdin`).
@@ -123,4 +125,44 @@ pub async fn login(s: &Server, user: &str, password: &str) -> String {
     set_cookie(&resp, "baton_session")
         .expect("session cookie")
         .0
+}
+
+/// Requests to the API as the holder of `token`.
+pub struct As<'a> {
+    pub s: &'a Server,
+    pub token: String,
+}
+
+impl As<'_> {
+    /// Requests as user `name`, with a token made for them.
+    pub fn user<'s>(s: &'s Server, name: &str) -> As<'s> {
+        As {
+            s,
+            token: user_token(s, name),
+        }
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .s
+            .http
+            .request(method.parse().unwrap(), self.s.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            st,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.req("GET", path, None).await
+    }
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        self.req("POST", path, Some(json!({}))).await
+    }
 }

@@ -22,6 +22,8 @@ const REPO_KEYS: &[&str] = &[
     "branches",
     "poll",
     "trusted_users",
+    "authorized_users",
+    "users",
     "api",
     "github_app",
     "job_tokens",
@@ -102,6 +104,7 @@ impl Diags<'_> {
         }
         let github_app = self.github_app(f.get("github_app"), forge, &what, resolve);
         let job_tokens = self.job_tokens(f.get("job_tokens"), forge, &what, resolve);
+        let authorized_users = self.repo_users(&f, &what);
         Some(RepoDef {
             name: name.to_owned(),
             url: url?,
@@ -112,10 +115,26 @@ impl Diags<'_> {
             branches: branches.into_iter().map(|(b, _)| b).collect(),
             poll,
             trusted_users: self.plain_list(f.get("trusted_users")),
+            authorized_users,
             api: api.map(|u| u.trim_end_matches('/').to_owned()),
             github_app,
             job_tokens,
         })
+    }
+
+    /// `authorized_users:`, or its short name `users:` (not both).
+    fn repo_users(&mut self, f: &super::diags::Fields<'_>, what: &str) -> Vec<String> {
+        match (f.get("authorized_users"), f.get("users")) {
+            (Some(_), Some(second)) => {
+                self.err(
+                    second.key,
+                    format!("{what} has both \"authorized_users\" and \"users\" (they are the same list: keep one)"),
+                );
+                Vec::new()
+            }
+            (Some(e), None) | (None, Some(e)) => self.plain_list(Some(e)),
+            (None, None) => Vec::new(),
+        }
     }
 
     /// `ssh_key:`: only `file:PATH` (a relative path from the config file's directory); git reads

@@ -1,0 +1,109 @@
+//! Pull requests as the forges send them, for end-to-end tests: a repository with `.baton/`,
+//! a pull request's head published as the forge would (`refs/pull/N/head`), GitHub-shaped
+//! payloads and signed deliveries, and the runs a delivery answered with.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::Server;
+use super::gitrepo::{commit_text as commit, git};
+
+pub const SECRET: &str = "test-pr-secret-17";
+
+/// A repository `app` on `main` with `.baton/ci.yml` = `ci`; `main.txt` on main.
+pub fn make_repo(root: &Path, ci: &str) -> std::path::PathBuf {
+    let repo = root.join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit(
+        &repo,
+        &[(".baton/ci.yml", ci), ("main.txt", "main 1\n")],
+        "first",
+    );
+    repo
+}
+
+/// Commits `files` on a new branch `name` off main, publishes it as the forge would
+/// (`refs/pull/N/head`), and goes back to main; returns the head sha.
+pub fn open_pr(repo: &Path, name: &str, number: u64, files: &[(&str, &str)]) -> String {
+    git(repo, &["checkout", "-q", "-b", name, "main"]);
+    let head = commit(repo, files, &format!("work on {name}"));
+    git(
+        repo,
+        &["update-ref", &format!("refs/pull/{number}/head"), &head],
+    );
+    git(repo, &["checkout", "-q", "main"]);
+    head
+}
+
+/// A pull request payload in GitHub's documented shape; `fork` names the head repository's
+/// owner when it is a fork.
+pub fn pr_payload(
+    url: &str,
+    action: &str,
+    number: u64,
+    head: &str,
+    branch: &str,
+    sender: &str,
+    fork: Option<&str>,
+) -> Vec<u8> {
+    let base_repo = json!({"id": 1, "full_name": "local/app", "clone_url": url, "html_url": url});
+    let head_repo = match fork {
+        Some(owner) => json!({"id": 2, "full_name": format!("{owner}/app"),
+            "clone_url": format!("/forks/{owner}/app"), "html_url": format!("/forks/{owner}/app")}),
+        None => base_repo.clone(),
+    };
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": format!("PR {number}"),
+            "user": {"login": sender},
+            "head": {"sha": head, "ref": branch, "repo": head_repo},
+            "base": {"ref": "main", "repo": base_repo},
+        },
+        "repository": base_repo,
+        "sender": {"login": sender},
+    }))
+    .unwrap()
+}
+
+pub async fn deliver(s: &Server, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), body));
+    let resp = s
+        .http
+        .post(format!("{}/hooks/github", s.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+pub fn run_ids(v: &Value) -> Vec<i64> {
+    v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_i64().unwrap())
+        .collect()
+}
+
+/// The run of `target` among the runs a delivery answered with.
+pub async fn run_of(s: &Server, v: &Value, target: &str) -> i64 {
+    for id in run_ids(v) {
+        if s.run(id).await["target"] == target {
+            return id;
+        }
+    }
+    panic!("no run of {target} in {v}");
+}
