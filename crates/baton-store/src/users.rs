@@ -98,6 +98,44 @@ impl Store {
         Ok(!existed)
     }
 
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserInfo>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserInfo {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at: from_ms(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Removes user `name` with their sessions and tokens, in one transaction. `false` when
+    /// there is no such user.
+    pub async fn remove_user(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = ?",
+            "DELETE FROM tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn find_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let row = sqlx::query("SELECT id, name, created_at FROM users WHERE name = ?")
             .bind(name)

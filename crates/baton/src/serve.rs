@@ -232,19 +232,25 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGHUP handler")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
+    // The hint names the data directory absolutely, so it works from any directory.
+    let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
     println!(
         "baton ready on http://{addr} (API under /api/v1; get a token: baton token create --data {})",
-        args.data.display()
+        data.display()
     );
     std::io::stdout().flush().ok();
 
     tokio::spawn(reload_on_hangup(hup, sched.clone(), args.config.clone()));
 
     let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        eprintln!(
+            "{signal}: stopping the server; running jobs keep running under their supervisors \
+             and are re-attached at the next start"
+        );
     };
     // The peer's address feeds the login's per-address backoff.
     let app =
@@ -277,11 +283,13 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::start_polling(state, stop_loops.child_token());
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and the scheduler's and the
+/// server's own info lines: each run's start and end, jobs re-attached after a restart).
 fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,baton=info,baton_sched=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -224,7 +224,7 @@ async fn login(c: &Client, s: &Server, user: &str) {
     c.find(Locator::Css("#password"))
         .await
         .unwrap()
-        .send_keys(&format!("pw-{user}"))
+        .send_keys(&long(&format!("pw-{user}")))
         .await
         .unwrap();
     c.find(Locator::Css("#login"))

@@ -232,3 +232,38 @@ fn bad_duration_names_key_and_units() {
         "expected the line\n{want}\ngot:\n{stderr}"
     );
 }
+
+/// `validate` shows the offending line with a caret under the column, and suggests the key or
+/// task that was probably meant.
+#[test]
+fn validate_shows_the_line_and_suggests_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "pipelines:\n  p:\n    tasks:\n      build: {script: [\"true\"]}\n      test: {script: [\"true\"], depend_on: [build]}\n      pack: {script: [\"true\"], depends_on: [buld]}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let f = file.display();
+    let expected = format!(
+        "{f}:5:32: unknown key \"depend_on\" in task \"test\" of pipeline \"p\"; did you mean \"depends_on\"?\n"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains(
+            "  |\n5 |       test: {script: [\"true\"], depend_on: [build]}\n  |                                ^\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("missing task \"buld\" referenced in depends_on of task \"pack\"; did you mean \"build\"?"),
+        "{stderr}"
+    );
+}

@@ -241,7 +241,10 @@ fn build_pipeline_tasks(
             if !entries.contains_key(dep.as_str()) {
                 d.err(
                     *loc,
-                    format!("missing task {dep:?} referenced in depends_on of task {task:?}"),
+                    format!(
+                        "missing task {dep:?} referenced in depends_on of task {task:?}{}",
+                        super::diags::did_you_mean(dep, entries.keys().map(|k| &**k))
+                    ),
                 );
             }
         }
