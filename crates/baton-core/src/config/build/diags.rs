@@ -168,7 +168,7 @@ impl Diags<'_> {
             if !allowed.contains(&e.name) {
                 self.err(
                     e.key,
-                    match did_you_mean(&e.name, allowed.iter().copied()) {
+                    match did_you_mean(e.name, allowed.iter().copied()) {
                         hint if hint.is_empty() => format!(
                             "unknown key {:?} in {what}; expected one of: {}",
                             e.name,
