@@ -4,7 +4,9 @@
 //   it shows changed (a run page swaps its summary: status, facts, DAG, job pills; its log
 //   stays, unless the page follows the run and another job became the one to watch);
 // - running durations tick every second, counted on the server's clock;
-// - a #LN anchor outside the lines shown loads the window around line N.
+// - a #LN anchor outside the lines shown loads the window around line N;
+// - a log has a toolbar: search with a match count and next/previous (`/` focuses it), wrap,
+//   top and end.
 (function () {
   "use strict";
 
@@ -204,6 +206,7 @@
       if (!q.get("job") && !q.get("before") && !q.get("line") && !follower && pre && next &&
           next.dataset.job !== pre.dataset.job) {
         document.getElementById("log-section").innerHTML = doc.getElementById("log-section").innerHTML;
+        toolbar();
         follow();
       }
     } else {
@@ -238,7 +241,70 @@
     es.onopen = function () { document.body.dataset.changes = "open"; refresh(); };
   }
 
+  // --- The log's toolbar: search (count, next, previous), wrap, top and end ----------------
+  function toolbar() {
+    var pre = document.getElementById("log");
+    if (!pre || document.getElementById("log-tools")) return;
+    var bar = document.createElement("div");
+    bar.id = "log-tools"; bar.className = "log-tools";
+    function el(tag, attrs, text) {
+      var e = document.createElement(tag);
+      for (var k in attrs) e.setAttribute(k, attrs[k]);
+      if (text) e.textContent = text;
+      bar.appendChild(e);
+      return e;
+    }
+    var input = el("input", { type: "search", id: "log-search", placeholder: "Search the log (/)", "aria-label": "Search the log" });
+    var count = el("span", { id: "log-count", "class": "muted small" });
+    var prev = el("button", { type: "button", id: "log-prev", title: "Previous match (Shift+Enter)" }, "↑");
+    var next = el("button", { type: "button", id: "log-next", title: "Next match (Enter)" }, "↓");
+    var wrap = el("button", { type: "button", id: "log-wrap", "aria-pressed": "false" }, "Wrap");
+    var top = el("button", { type: "button", id: "log-top" }, "Top");
+    var end = el("button", { type: "button", id: "log-bottom" }, "End");
+    pre.parentNode.insertBefore(bar, pre);
+    var hits = [], at = -1;
+    function show(i) {
+      if (hits.length === 0) { count.textContent = input.value ? "no match" : ""; return; }
+      if (at >= 0 && hits[at]) hits[at].classList.remove("hit-current");
+      at = (i + hits.length) % hits.length;
+      hits[at].classList.add("hit-current");
+      hits[at].scrollIntoView({ block: "center" });
+      count.textContent = (at + 1) + " of " + hits.length;
+    }
+    function search() {
+      var q = input.value.toLowerCase();
+      for (var i = 0; i < hits.length; i++) hits[i].classList.remove("hit", "hit-current");
+      hits = []; at = -1;
+      if (q) {
+        var lines = pre.querySelectorAll(".line");
+        for (var j = 0; j < lines.length; j++) {
+          var t = lines[j].textContent, ln = lines[j].querySelector(".ln");
+          if (ln) t = t.slice(ln.textContent.length);
+          if (t.toLowerCase().indexOf(q) >= 0) { lines[j].classList.add("hit"); hits.push(lines[j]); }
+        }
+      }
+      show(0);
+    }
+    input.addEventListener("input", search);
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); show(at + (e.shiftKey ? -1 : 1)); }
+    });
+    prev.addEventListener("click", function () { show(at - 1); });
+    next.addEventListener("click", function () { show(at + 1); });
+    wrap.addEventListener("click", function () {
+      var on = pre.classList.toggle("wrap");
+      wrap.setAttribute("aria-pressed", on ? "true" : "false");
+    });
+    top.addEventListener("click", function () { pre.scrollIntoView(); });
+    end.addEventListener("click", function () { window.scrollTo(0, document.body.scrollHeight); });
+    document.addEventListener("keydown", function (e) {
+      var a = document.activeElement;
+      if (e.key === "/" && !(a && /INPUT|TEXTAREA|SELECT/.test(a.tagName))) { e.preventDefault(); input.focus(); }
+    });
+  }
+
   jumpToLine();
+  toolbar();
   follow();
   changes();
   tick();

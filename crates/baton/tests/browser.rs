@@ -698,6 +698,53 @@ pipelines:
         "an allowed failure is blamed: {reason}"
     );
 
+    // The log's search counts matches and steps through them; wrap toggles.
+    c.goto(&format!("{}/runs/{id}?job=fetch", s.base))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("GREEN")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 1").await;
+    wait_js(
+        &c,
+        "document.querySelector('#log .line.hit-current').textContent.indexOf('green after') >= 0",
+    )
+    .await;
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("the")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 1").await;
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("\u{8}\u{8}")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 2").await;
+    click(&c, "#log-next").await;
+    wait_text(&c, "#log-count", "2 of 2").await;
+    click(&c, "#log-next").await;
+    wait_text(&c, "#log-count", "1 of 2").await;
+    click(&c, "#log-wrap").await;
+    wait_js(
+        &c,
+        "document.getElementById('log').classList.contains('wrap')",
+    )
+    .await;
+
     // At phone width, no page is wider than the phone; the DAG scrolls inside its box.
     let pages = [
         ("main-dashboard", "/".to_owned()),
