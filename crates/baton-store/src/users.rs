@@ -51,6 +51,14 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
+fn user_info(r: &sqlx::sqlite::SqliteRow) -> Result<UserInfo> {
+    Ok(UserInfo {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
 impl Store {
     /// Adds a user, or sets the password of an existing one. Returns `true` if the user is new.
     pub async fn upsert_user(&self, name: &str, password: &str) -> Result<bool> {
@@ -103,15 +111,7 @@ impl Store {
         let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name")
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UserInfo {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    created_at: from_ms(r.try_get("created_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(user_info).collect()
     }
 
     /// Removes user `name` with their sessions and tokens, in one transaction. `false` when
@@ -141,14 +141,7 @@ impl Store {
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| {
-            Ok(UserInfo {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                created_at: from_ms(r.try_get("created_at")?),
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_info).transpose()
     }
 
     /// `None` when no such user; `Some(None)` for a password user; `Some(Some(p))` for a user

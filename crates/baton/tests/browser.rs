@@ -59,6 +59,15 @@ async fn browser() -> (Driver, Client) {
     browser_with(&[]).await
 }
 
+/// A browser whose pages see a dark system colour scheme.
+async fn dark_browser() -> (Driver, Client) {
+    browser_with(&[
+        "--force-dark-mode",
+        "--blink-settings=preferredColorScheme=0",
+    ])
+    .await
+}
+
 async fn browser_with(extra: &[&str]) -> (Driver, Client) {
     let chromium = need("chromium", "chromium");
     let driver = need("chromedriver", "chromium-driver");
@@ -449,11 +458,7 @@ pipelines:
     drop(_driver);
 
     // The dark theme follows the system setting.
-    let (_driver, c) = browser_with(&[
-        "--force-dark-mode",
-        "--blink-settings=preferredColorScheme=0",
-    ])
-    .await;
+    let (_driver, c) = dark_browser().await;
     login(&c, &s, "alice").await;
     let dark = c
         .execute(
@@ -779,11 +784,7 @@ pipelines:
     drop(_driver);
 
     // The same pages in the dark theme.
-    let (_driver, c) = browser_with(&[
-        "--force-dark-mode",
-        "--blink-settings=preferredColorScheme=0",
-    ])
-    .await;
+    let (_driver, c) = dark_browser().await;
     login(&c, &s, "alice").await;
     for (name, path) in &pages {
         c.goto(&format!("{}{path}", s.base)).await.unwrap();
