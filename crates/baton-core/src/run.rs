@@ -228,6 +228,21 @@ pub fn run_status(jobs: &[JobView]) -> Status {
     Status::Success
 }
 
+/// A duration as every Baton surface shows it (pages, their script, the CLI): `0.4s` and `9.9s`
+/// under ten seconds, then `14s`, `2m 05s`, `1h 02m`. Negative durations show as `0.0s`.
+pub fn format_duration_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1000)
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +253,17 @@ mod tests {
             allow_failure: false,
             ended_seq: seq,
         }
+    }
+
+    #[test]
+    fn durations_have_one_format() {
+        let f = format_duration_ms;
+        assert_eq!(f(-5), "0.0s");
+        assert_eq!(f(420), "0.4s");
+        assert_eq!(f(9_999), "9.9s");
+        assert_eq!(f(14_200), "14s");
+        assert_eq!(f(125_000), "2m 05s");
+        assert_eq!(f(3_720_000), "1h 02m");
     }
 
     #[test]

@@ -90,6 +90,14 @@ impl Store {
         rows.iter().map(info).collect()
     }
 
+    /// Every live token (operators' and users'), newest first.
+    pub async fn all_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query(select!("WHERE t.revoked_at IS NULL ORDER BY t.id DESC"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(info).collect()
+    }
+
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")

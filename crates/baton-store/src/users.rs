@@ -51,6 +51,14 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
+fn user_info(r: &sqlx::sqlite::SqliteRow) -> Result<UserInfo> {
+    Ok(UserInfo {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
 impl Store {
     /// Adds a user, or sets the password of an existing one. Returns `true` if the user is new.
     pub async fn upsert_user(&self, name: &str, password: &str) -> Result<bool> {
@@ -98,19 +106,42 @@ impl Store {
         Ok(!existed)
     }
 
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserInfo>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM users ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(user_info).collect()
+    }
+
+    /// Removes user `name` with their sessions and tokens, in one transaction. `false` when
+    /// there is no such user.
+    pub async fn remove_user(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = ?",
+            "DELETE FROM tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn find_user(&self, name: &str) -> Result<Option<UserInfo>> {
         let row = sqlx::query("SELECT id, name, created_at FROM users WHERE name = ?")
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| {
-            Ok(UserInfo {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                created_at: from_ms(r.try_get("created_at")?),
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_info).transpose()
     }
 
     /// `None` when no such user; `Some(None)` for a password user; `Some(Some(p))` for a user

@@ -24,6 +24,8 @@ struct Style {
     dim: bool,
     italic: bool,
     underline: bool,
+    /// SGR 7: foreground and background swapped when drawn.
+    inverse: bool,
 }
 
 /// The six levels of each channel in the palette's 6×6×6 cube (entries 16–231).
@@ -80,12 +82,14 @@ impl Style {
                 2 => self.dim = true,
                 3 => self.italic = true,
                 4 => self.underline = true,
+                7 => self.inverse = true,
                 22 => {
                     self.bold = false;
                     self.dim = false;
                 }
                 23 => self.italic = false,
                 24 => self.underline = false,
+                27 => self.inverse = false,
                 30..=37 => self.fg = Color::Palette((p - 30) as u8),
                 39 => self.fg = Color::Default,
                 40..=47 => self.bg = Color::Palette((p - 40) as u8),
@@ -126,11 +130,23 @@ impl Style {
             return false;
         }
         let mut classes = Vec::new();
-        if let Color::Palette(n) = self.fg {
-            classes.push(format!("f{n}"));
-        }
-        if let Color::Palette(n) = self.bg {
-            classes.push(format!("b{n}"));
+        if self.inverse {
+            // Swapped: the default colours swap too (`fi`, `bi`: the log's own, in app.css).
+            classes.push(match self.bg {
+                Color::Palette(n) => format!("f{n}"),
+                Color::Default => "fi".to_owned(),
+            });
+            classes.push(match self.fg {
+                Color::Palette(n) => format!("b{n}"),
+                Color::Default => "bi".to_owned(),
+            });
+        } else {
+            if let Color::Palette(n) = self.fg {
+                classes.push(format!("f{n}"));
+            }
+            if let Color::Palette(n) = self.bg {
+                classes.push(format!("b{n}"));
+            }
         }
         for (on, c) in [
             (self.bold, "bo"),
@@ -303,6 +319,17 @@ mod tests {
             l[1],
             "<span class=\"f9\">err</span> <span class=\"f196\">x</span>"
         );
+    }
+
+    #[test]
+    fn inverse_swaps_foreground_and_background() {
+        let l = render_lines(b"\x1b[7mall\x1b[27m \x1b[31;7mred\x1b[0m\n");
+        assert_eq!(
+            l[0],
+            "<span class=\"fi bi\">all</span> <span class=\"fi b1\">red</span>"
+        );
+        let l = render_lines(b"\x1b[32;44;7mx\n");
+        assert_eq!(l[0], "<span class=\"f4 b2\">x</span>");
     }
 
     #[test]

@@ -281,6 +281,9 @@ pub struct PipelineTask {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Pipeline {
     pub name: String,
+    /// `description:`, as on tasks.
+    #[serde(default)]
+    pub description: String,
     pub concurrency: u32,
     pub queue_limit: Option<u32>,
     pub queue_strategy: QueueStrategy,

@@ -140,6 +140,10 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ui::error_nav,
+        ))
         .layer(axum::middleware::map_response(headers::security))
         // Live log viewers of a job share one watcher (made per router: one per server).
         .layer(axum::Extension(logs::LogHub::default()))

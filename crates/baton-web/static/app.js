@@ -1,83 +1,311 @@
-// Live updates for run pages: follow the log over Server-Sent Events while the job runs,
-// then reload once so the final, fully rendered page (colours, status, exit code) shows.
-// Without JavaScript every page still works; it just does not update by itself.
+// The pages' script. Every page works without it; with it, pages follow what happens:
+// - a running job's log streams in over Server-Sent Events, with its terminal colours;
+// - every page with data-refresh="yes" re-fetches itself when the change feed says something
+//   it shows changed (a run page swaps its summary: status, facts, DAG, job pills; its log
+//   stays, unless the page follows the run and another job became the one to watch);
+// - running durations tick every second, counted on the server's clock;
+// - a #LN anchor outside the lines shown loads the window around line N;
+// - a log has a toolbar: search with a match count and next/previous (`/` focuses it), wrap,
+//   top and end.
 (function () {
   "use strict";
-  var pre = document.getElementById("log");
-  if (!pre || pre.dataset.live !== "true" || !window.EventSource) return;
-  var run = pre.dataset.run, job = pre.dataset.job, offset = pre.dataset.offset;
-  var lines = parseInt(pre.dataset.lines, 10) || pre.querySelectorAll(".line").length;
-  var current = null; // the last, unfinished line element
-  var ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g;
-  function newLine() {
-    lines += 1;
-    var span = document.createElement("span");
-    span.className = "line";
-    span.id = "L" + lines;
-    var a = document.createElement("a");
-    a.className = "ln"; a.href = "#L" + lines; a.textContent = String(lines);
-    span.appendChild(a);
-    var t = document.createTextNode("");
-    span.appendChild(t);
-    span.appendChild(document.createTextNode("\n"));
-    pre.appendChild(span);
-    return t;
-  }
-  function append(text) {
-    var stick = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
-    var parts = text.replace(ESC, "").split("\n");
-    for (var i = 0; i < parts.length; i++) {
-      if (i > 0) current = null;
-      var p = parts[i];
-      if (p === "" && i === parts.length - 1) break;
-      if (!current) current = newLine();
-      var cr = p.replace(/\r$/, "").lastIndexOf("\r");
-      if (cr >= 0) { current.data = ""; p = p.slice(cr + 1); }
-      current.data += p.replace(/\r$/, "");
-    }
-    if (stick) window.scrollTo(0, document.body.scrollHeight);
-  }
-  var es = new EventSource("/api/v1/runs/" + run + "/log/stream?job=" + encodeURIComponent(job) + "&offset=" + offset);
-  es.addEventListener("log", function (e) { append(JSON.parse(e.data).text); });
-  es.addEventListener("end", function (e) {
-    es.close();
-    var st = JSON.parse(e.data).status;
-    var s = document.getElementById("status");
-    if (s) { s.textContent = st; s.className = "pill big s-" + st; }
-    setTimeout(function () { window.location.reload(); }, 300);
-  });
-  es.onerror = function () { /* the browser retries with Last-Event-ID */ };
-})();
 
-// Lists (dashboard, runs, a finished or queued run) refresh themselves when anything changes:
-// the server sends a bare "change" event, and the page re-fetches itself and swaps <main>.
-(function () {
-  "use strict";
-  if (document.body.dataset.refresh !== "yes" || !window.EventSource) return;
-  var busy = false;
+  // One duration format everywhere (baton_core::run::format_duration_ms).
+  function fmtDur(ms) {
+    ms = Math.max(0, Math.floor(ms));
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (ms < 10000) return Math.floor(ms / 1000) + "." + Math.floor((ms % 1000) / 100) + "s";
+    if (ms < 60000) return Math.floor(ms / 1000) + "s";
+    if (ms < 3600000) return Math.floor(ms / 60000) + "m " + two(Math.floor(ms / 1000) % 60) + "s";
+    return Math.floor(ms / 3600000) + "h " + two(Math.floor(ms / 60000) % 60) + "m";
+  }
+
+  // --- Running durations ------------------------------------------------------------------
+  var skew = (parseInt(document.body.dataset.now, 10) || Date.now()) - Date.now();
+  function tick() {
+    var now = Date.now() + skew;
+    var els = document.querySelectorAll(".tick[data-since]");
+    for (var i = 0; i < els.length; i++) {
+      var e = els[i], since = parseInt(e.getAttribute("data-since"), 10);
+      if (!since) continue;
+      e.textContent = (e.getAttribute("data-prefix") || "") + fmtDur(now - since) +
+        (e.getAttribute("data-suffix") || "");
+    }
+  }
+  setInterval(tick, 1000);
+
+  // --- Terminal output to DOM (the same classes as the server's crate::ansi) ---------------
+  function level(v) { return v === 0 ? 0 : 55 + v * 40; }
+  function nearest(r, g, b) {
+    function rgb(i) {
+      if (i < 232) { i -= 16; return [level(Math.floor(i / 36)), level(Math.floor(i / 6) % 6), level(i % 6)]; }
+      var v = 8 + (i - 232) * 10; return [v, v, v];
+    }
+    function dist(i) { var c = rgb(i); return Math.pow(r - c[0], 2) + Math.pow(g - c[1], 2) + Math.pow(b - c[2], 2); }
+    function step(v) { var best = 0; for (var k = 1; k < 6; k++) if (Math.abs(level(k) - v) < Math.abs(level(best) - v)) best = k; return best; }
+    var cube = 16 + 36 * step(r) + 6 * step(g) + step(b), grey = 232;
+    for (var i = 233; i < 256; i++) if (dist(i) < dist(grey)) grey = i;
+    return dist(grey) < dist(cube) ? grey : cube;
+  }
+  function Style() { this.fg = null; this.bg = null; this.bo = false; this.di = false; this.it = false; this.un = false; this.iv = false; }
+  Style.prototype.copy = function () { var s = new Style(); for (var k in this) if (this.hasOwnProperty(k)) s[k] = this[k]; return s; };
+  Style.prototype.classes = function () {
+    var c = [], fg = this.fg, bg = this.bg;
+    if (this.iv) { c.push(bg === null ? "fi" : "f" + bg); c.push(fg === null ? "bi" : "b" + fg); }
+    else { if (fg !== null) c.push("f" + fg); if (bg !== null) c.push("b" + bg); }
+    if (this.bo) c.push("bo"); if (this.di) c.push("di"); if (this.it) c.push("it"); if (this.un) c.push("un");
+    return c.join(" ");
+  };
+  Style.prototype.sgr = function (ps) {
+    if (ps.length === 0) ps = [0];
+    for (var i = 0; i < ps.length; i++) {
+      var p = ps[i];
+      if (p === 0) { var d = new Style(); for (var k in d) if (d.hasOwnProperty(k)) this[k] = d[k]; }
+      else if (p === 1) this.bo = true; else if (p === 2) this.di = true;
+      else if (p === 3) this.it = true; else if (p === 4) this.un = true; else if (p === 7) this.iv = true;
+      else if (p === 22) { this.bo = false; this.di = false; }
+      else if (p === 23) this.it = false; else if (p === 24) this.un = false; else if (p === 27) this.iv = false;
+      else if (p >= 30 && p <= 37) this.fg = p - 30; else if (p === 39) this.fg = null;
+      else if (p >= 40 && p <= 47) this.bg = p - 40; else if (p === 49) this.bg = null;
+      else if (p >= 90 && p <= 97) this.fg = p - 90 + 8; else if (p >= 100 && p <= 107) this.bg = p - 100 + 8;
+      else if (p === 38 || p === 48) {
+        var c = null;
+        if (ps[i + 1] === 5) { c = Math.min(ps[i + 2] || 0, 255); i += 2; }
+        else if (ps[i + 1] === 2) { c = nearest(Math.min(ps[i + 2] || 0, 255), Math.min(ps[i + 3] || 0, 255), Math.min(ps[i + 4] || 0, 255)); i += 4; }
+        if (c !== null) { if (p === 38) this.fg = c; else this.bg = c; }
+      }
+    }
+  };
+
+  // A terminal that writes lines into <pre id="log">: cells of the current line are kept so
+  // that \r, ESC[K and ESC[nG overwrite them as a terminal would.
+  function Term(pre, lines) {
+    this.pre = pre; this.lines = lines; this.style = new Style(); this.pending = "";
+    this.cells = null; this.cursor = 0; this.el = null; this.body = null;
+  }
+  Term.prototype.newLine = function () {
+    this.lines += 1;
+    var span = document.createElement("span");
+    span.className = "line"; span.id = "L" + this.lines;
+    var a = document.createElement("a");
+    a.className = "ln"; a.href = "#L" + this.lines; a.textContent = String(this.lines);
+    this.body = document.createElement("span");
+    span.appendChild(a); span.appendChild(this.body); span.appendChild(document.createTextNode("\n"));
+    this.pre.appendChild(span);
+    this.cells = []; this.cursor = 0; this.el = span;
+  };
+  Term.prototype.put = function (ch) {
+    if (!this.cells) this.newLine();
+    while (this.cells.length < this.cursor) this.cells.push([" ", ""]);
+    this.cells[this.cursor] = [ch, this.style.classes()];
+    this.cursor += 1;
+  };
+  Term.prototype.draw = function () {
+    if (!this.cells) return;
+    var b = this.body; while (b.firstChild) b.removeChild(b.firstChild);
+    var run = "", cls = null;
+    var flush = function () {
+      if (run === "") return;
+      if (cls) { var s = document.createElement("span"); s.className = cls; s.textContent = run; b.appendChild(s); }
+      else b.appendChild(document.createTextNode(run));
+      run = "";
+    };
+    for (var i = 0; i < this.cells.length; i++) {
+      if (this.cells[i][1] !== cls) { flush(); cls = this.cells[i][1]; }
+      run += this.cells[i][0];
+    }
+    flush();
+  };
+  Term.prototype.csi = function (raw, fin) {
+    var nums = raw.replace(/^\?/, "").split(/[;:]/).map(function (v) { return parseInt(v, 10) || 0; });
+    var n = Math.max(nums[0] || 1, 1);
+    if (fin === "m" && raw.charAt(0) !== "?") this.style.sgr(raw === "" ? [] : nums);
+    else if (!this.cells) return;
+    else if (fin === "K") {
+      if ((nums[0] || 0) === 0) this.cells.length = Math.min(this.cells.length, this.cursor);
+      else if (nums[0] === 1) for (var i = 0; i < Math.min(this.cursor, this.cells.length); i++) this.cells[i] = [" ", ""];
+      else this.cells.length = 0;
+    } else if (fin === "G") this.cursor = n - 1;
+    else if (fin === "C") this.cursor += n;
+    else if (fin === "D") this.cursor = Math.max(0, this.cursor - n);
+  };
+  Term.prototype.write = function (text) {
+    text = this.pending + text; this.pending = "";
+    var i = 0;
+    while (i < text.length) {
+      var c = text.charAt(i);
+      if (c === "\n") { if (!this.cells) this.newLine(); this.draw(); this.cells = null; i++; }
+      else if (c === "\r") { if (text.charAt(i + 1) !== "\n") this.cursor = 0; i++; }
+      else if (c === "\b") { this.cursor = Math.max(0, this.cursor - 1); i++; }
+      else if (c === "\x1b") {
+        var m = /^\x1b\[([0-9;:?<=>]*)[ -\/]*([@-~])/.exec(text.slice(i, i + 80));
+        var o = /^\x1b\][^\x07\x1b]*(\x07|\x1b\\)/.exec(text.slice(i));
+        if (m) { this.csi(m[1], m[2]); i += m[0].length; }
+        else if (o) i += o[0].length;
+        else if (text.length - i < 80 && /^\x1b(\[[0-9;:?<=>]*[ -\/]*|\][^\x07\x1b]*\x1b?)?$/.test(text.slice(i))) { this.pending = text.slice(i); break; }
+        else i += 2;
+      } else { if (c >= " " || c === "\t") this.put(c); i++; }
+    }
+    this.draw();
+  };
+
+  // --- The live log of a running job ------------------------------------------------------
+  var follower = null;
+  function follow() {
+    var pre = document.getElementById("log");
+    if (!pre || pre.dataset.live !== "true" || !window.EventSource) return;
+    var lines = parseInt(pre.dataset.lines, 10) || pre.querySelectorAll(".line").length;
+    var term = new Term(pre, lines);
+    var es = new EventSource("/api/v1/runs/" + pre.dataset.run + "/log/stream?job=" +
+      encodeURIComponent(pre.dataset.job) + "&offset=" + pre.dataset.offset);
+    follower = es;
+    es.addEventListener("log", function (e) {
+      // Follows the end only while the reader is at the end: scrolling up stops it.
+      var stick = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+      term.write(JSON.parse(e.data).text);
+      if (stick) window.scrollTo(0, document.body.scrollHeight);
+    });
+    es.addEventListener("end", function (e) {
+      es.close();
+      follower = null;
+      pre.dataset.live = "ended";
+      var live = document.getElementById("live");
+      if (live) live.textContent = "This job ended: " + JSON.parse(e.data).status + ".";
+      refresh();
+    });
+    es.onerror = function () { /* the browser retries with Last-Event-ID */ };
+  }
+
+  // --- A #LN anchor the page does not hold: load the window around line N ------------------
+  function jumpToLine() {
+    var m = /^#L(\d+)$/.exec(window.location.hash), pre = document.getElementById("log");
+    if (!m || !pre || document.getElementById("L" + m[1])) return;
+    var q = new URLSearchParams(window.location.search);
+    if (q.get("line") === m[1]) return; // already asked: the line does not exist
+    q.set("job", pre.dataset.jobName); q.set("line", m[1]); q.delete("before");
+    window.location.replace(window.location.pathname + "?" + q.toString() + "#L" + m[1]);
+  }
+  window.addEventListener("hashchange", jumpToLine);
+
+  // --- Pages that refresh themselves on the change feed ------------------------------------
+  var busy = false, again = false;
+  function typing(root) {
+    var a = document.activeElement;
+    return a && root.contains(a) && /INPUT|TEXTAREA|SELECT/.test(a.tagName);
+  }
+  function swap(doc) {
+    document.title = doc.title;
+    var icon = doc.getElementById("favicon"), mine = document.getElementById("favicon");
+    if (icon && mine) mine.setAttribute("href", icon.getAttribute("href"));
+    var fresh = doc.getElementById("summary"), summary = document.getElementById("summary");
+    if (fresh && summary) {
+      summary.innerHTML = fresh.innerHTML;
+      // A page following the run (no job picked) moves on to the job to watch now.
+      var q = new URLSearchParams(window.location.search), pre = document.getElementById("log");
+      var next = doc.getElementById("log");
+      if (!q.get("job") && !q.get("before") && !q.get("line") && !follower && pre && next &&
+          next.dataset.job !== pre.dataset.job) {
+        document.getElementById("log-section").innerHTML = doc.getElementById("log-section").innerHTML;
+        toolbar();
+        follow();
+      }
+    } else {
+      var main = document.querySelector("main"), freshMain = doc.querySelector("main");
+      if (!main || !freshMain || typing(main)) return;
+      main.innerHTML = freshMain.innerHTML;
+    }
+    tick();
+  }
   function refresh() {
-    if (busy) return;
+    if (busy) { again = true; return; }
     busy = true;
     fetch(window.location.href, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html) return;
-        var doc = new DOMParser().parseFromString(html, "text/html");
-        var fresh = doc.querySelector("main"), main = document.querySelector("main");
-        var active = document.activeElement;
-        // Never clobber a form the user is typing in.
-        if (fresh && main && !(active && main.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName))) {
-          main.innerHTML = fresh.innerHTML;
-          if (doc.body.dataset.refresh !== "yes") window.location.reload();
-        }
-      })
+      .then(function (html) { if (html) swap(new DOMParser().parseFromString(html, "text/html")); })
       .catch(function () {})
-      .then(function () { busy = false; });
+      .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
-  var es = new EventSource("/api/v1/events");
-  es.addEventListener("change", refresh);
-  // Tells whoever looks (the browser tests) that changes from now on will arrive.
-  // A change between this page's rendering and the feed's (re)connection sends no event:
-  // look once on every open.
-  es.onopen = function () { document.body.dataset.changes = "open"; refresh(); };
+  function changes() {
+    if (document.body.dataset.refresh !== "yes" || !window.EventSource) return;
+    var es = new EventSource("/api/v1/events");
+    es.addEventListener("change", function (e) {
+      // A run's page refreshes for its own run (or a new config); lists for any change.
+      var summary = document.getElementById("summary"), d = {};
+      try { d = JSON.parse(e.data); } catch (x) { /* refresh */ }
+      if (summary && d.runs && !d.config && d.runs.indexOf(parseInt(summary.dataset.run, 10)) < 0) return;
+      refresh();
+    });
+    // Tells whoever looks (the browser tests) that changes from now on will arrive.
+    // A change between this page's rendering and the feed's (re)connection sends no event:
+    // look once on every open.
+    es.onopen = function () { document.body.dataset.changes = "open"; refresh(); };
+  }
+
+  // --- The log's toolbar: search (count, next, previous), wrap, top and end ----------------
+  function toolbar() {
+    var pre = document.getElementById("log");
+    if (!pre || document.getElementById("log-tools")) return;
+    var bar = document.createElement("div");
+    bar.id = "log-tools"; bar.className = "log-tools";
+    function el(tag, attrs, text) {
+      var e = document.createElement(tag);
+      for (var k in attrs) e.setAttribute(k, attrs[k]);
+      if (text) e.textContent = text;
+      bar.appendChild(e);
+      return e;
+    }
+    var input = el("input", { type: "search", id: "log-search", placeholder: "Search the log (/)", "aria-label": "Search the log" });
+    var count = el("span", { id: "log-count", "class": "muted small" });
+    var prev = el("button", { type: "button", id: "log-prev", title: "Previous match (Shift+Enter)" }, "↑");
+    var next = el("button", { type: "button", id: "log-next", title: "Next match (Enter)" }, "↓");
+    var wrap = el("button", { type: "button", id: "log-wrap", "aria-pressed": "false" }, "Wrap");
+    var top = el("button", { type: "button", id: "log-top" }, "Top");
+    var end = el("button", { type: "button", id: "log-bottom" }, "End");
+    pre.parentNode.insertBefore(bar, pre);
+    var hits = [], at = -1;
+    function show(i) {
+      if (hits.length === 0) { count.textContent = input.value ? "no match" : ""; return; }
+      if (at >= 0 && hits[at]) hits[at].classList.remove("hit-current");
+      at = (i + hits.length) % hits.length;
+      hits[at].classList.add("hit-current");
+      hits[at].scrollIntoView({ block: "center" });
+      count.textContent = (at + 1) + " of " + hits.length;
+    }
+    function search() {
+      var q = input.value.toLowerCase();
+      for (var i = 0; i < hits.length; i++) hits[i].classList.remove("hit", "hit-current");
+      hits = []; at = -1;
+      if (q) {
+        var lines = pre.querySelectorAll(".line");
+        for (var j = 0; j < lines.length; j++) {
+          var t = lines[j].textContent, ln = lines[j].querySelector(".ln");
+          if (ln) t = t.slice(ln.textContent.length);
+          if (t.toLowerCase().indexOf(q) >= 0) { lines[j].classList.add("hit"); hits.push(lines[j]); }
+        }
+      }
+      show(0);
+    }
+    input.addEventListener("input", search);
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); show(at + (e.shiftKey ? -1 : 1)); }
+    });
+    prev.addEventListener("click", function () { show(at - 1); });
+    next.addEventListener("click", function () { show(at + 1); });
+    wrap.addEventListener("click", function () {
+      var on = pre.classList.toggle("wrap");
+      wrap.setAttribute("aria-pressed", on ? "true" : "false");
+    });
+    top.addEventListener("click", function () { pre.scrollIntoView(); });
+    end.addEventListener("click", function () { window.scrollTo(0, document.body.scrollHeight); });
+    document.addEventListener("keydown", function (e) {
+      var a = document.activeElement;
+      if (e.key === "/" && !(a && /INPUT|TEXTAREA|SELECT/.test(a.tagName))) { e.preventDefault(); input.focus(); }
+    });
+  }
+
+  jumpToLine();
+  toolbar();
+  follow();
+  changes();
+  tick();
 })();

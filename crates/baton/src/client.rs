@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use baton_web::api_types::{ErrorBody, Reloaded, Run, RunList, Status, TriggerBody};
+use baton_web::api_types::{
+    ErrorBody, PipelineList, Reloaded, Run, RunList, Status, TaskList, TriggerBody,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -156,8 +158,11 @@ impl Client {
             return Ok(ExitCode::SUCCESS);
         }
         eprintln!("run {id} of {name}: {}", status.as_str());
-        if follow && run.jobs.len() == 1 {
-            self.follow_log(id, None).await?;
+        if follow && run.kind == baton_web::api_types::TargetKind::Pipeline {
+            let end = self.follow_pipeline(id).await?;
+            print!("{}", summary(&end));
+        } else if follow {
+            self.follow_log(id, None, None).await?;
         }
         let end = self.wait(id).await?;
         let reason = end
@@ -192,10 +197,16 @@ impl Client {
         }
     }
 
-    /// Prints the log's raw bytes from offset 0 until the job ends.
-    async fn follow_log(&self, id: i64, job: Option<&str>) -> anyhow::Result<Option<Status>> {
+    /// Prints the log's raw bytes from offset 0 until the job ends; with a `prefix`, each line
+    /// is printed whole after it (a pipeline's jobs share the terminal, as `docker compose`).
+    async fn follow_log(
+        &self,
+        id: i64,
+        job: Option<&str>,
+        prefix: Option<&str>,
+    ) -> anyhow::Result<Option<Status>> {
         let mut offset = 0u64;
-        let mut out = std::io::stdout();
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             let mut url = format!("/runs/{id}/log?offset={offset}");
             if let Some(j) = job {
@@ -210,15 +221,57 @@ impl Client {
                 .and_then(|v| serde_json::from_value(serde_json::Value::from(v)).ok());
             let bytes = resp.bytes().await?;
             offset += bytes.len() as u64;
-            out.write_all(&bytes)?;
-            out.flush()?;
             let terminal = status.is_none_or(Status::is_terminal);
+            match prefix {
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                }
+                Some(p) => {
+                    pending.extend_from_slice(&bytes);
+                    print_lines(p, &mut pending, terminal && bytes.is_empty())?;
+                }
+            }
             if bytes.is_empty() {
                 if terminal {
                     return Ok(status);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+
+    /// Follows every job of pipeline run `id` as it starts, each line prefixed with its job.
+    async fn follow_pipeline(&self, id: i64) -> anyhow::Result<Run> {
+        let mut followed: Vec<String> = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let run: Run = self.get_json(&format!("/runs/{id}")).await?;
+            let width = run.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
+            for j in &run.jobs {
+                if j.started_at.is_some() && !followed.contains(&j.name) {
+                    followed.push(j.name.clone());
+                    let me = self.clone_client();
+                    let (name, prefix) = (j.name.clone(), format!("{:<width$} | ", j.name));
+                    tasks.spawn(async move { me.follow_log(id, Some(&name), Some(&prefix)).await });
+                }
+            }
+            if run.status.is_terminal() {
+                while let Some(done) = tasks.join_next().await {
+                    done??;
+                }
+                return Ok(run);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn clone_client(&self) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: self.token.clone(),
         }
     }
 
@@ -231,38 +284,84 @@ impl Client {
             println!("{}", serde_json::to_string_pretty(&body)?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
-            "{:>6}  {:<24} {:<9} {:<9} {:<20} REASON",
-            "ID", "TARGET", "STATUS", "TRIGGER", "ENQUEUED"
-        );
+        let mut rows = vec![
+            [
+                "ID", "TARGET", "STATUS", "TRIGGER", "QUEUED", "DURATION", "REASON",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for r in &body.runs {
-            println!(
-                "{:>6}  {:<24} {:<9} {:<9} {:<20} {}",
-                r.id,
-                r.target,
-                r.status.as_str(),
-                r.trigger.as_str(),
-                r.enqueued_at.format("%Y-%m-%dT%H:%M:%S"),
-                r.reason.as_deref().unwrap_or(""),
-            );
+            rows.push(vec![
+                r.id.to_string(),
+                r.target.clone(),
+                r.status.as_str().to_owned(),
+                r.trigger.as_str().to_owned(),
+                local_time(r.enqueued_at),
+                duration(r.started_at, r.ended_at),
+                r.reason.clone().unwrap_or_default(),
+            ]);
         }
+        print!("{}", crate::data::table(&rows));
         if let Some(next) = body.next_cursor {
             println!("(more: --cursor {next})");
         }
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `baton tasks`: the tasks and pipelines the caller may see.
+    pub async fn tasks(&self, json: bool) -> anyhow::Result<ExitCode> {
+        let tasks: TaskList = self.get_json("/tasks").await?;
+        let pipelines: PipelineList = self.get_json("/pipelines").await?;
+        if json {
+            let all = serde_json::json!({"tasks": tasks.tasks, "pipelines": pipelines.pipelines});
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut rows = vec![
+            ["NAME", "KIND", "WHEN", "DESCRIPTION"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for t in &tasks.tasks {
+            let mut when = Vec::new();
+            if let Some(p) = &t.period {
+                let ms = (p.secs * 1000 + u64::from(p.nanos / 1_000_000)) as i64;
+                when.push(format!("every {}", baton_core::run::format_duration_ms(ms)));
+            }
+            if let Some(c) = &t.schedule {
+                when.push(format!("cron {}", c.cron));
+            }
+            if !t.enabled {
+                when.push("disabled".into());
+            }
+            rows.push(vec![
+                t.name.clone(),
+                "task".into(),
+                when.join(", "),
+                t.description.clone(),
+            ]);
+        }
+        for p in &pipelines.pipelines {
+            let desc = format!("{} ({} tasks)", p.description, p.tasks.len());
+            rows.push(vec![
+                p.name.clone(),
+                "pipeline".into(),
+                String::new(),
+                desc.trim().into(),
+            ]);
+        }
+        print!("{}", crate::data::table(&rows));
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn show(&self, id: i64, json: bool) -> anyhow::Result<ExitCode> {
-        let run: Run = self.get_json(&format!("/runs/{id}")).await?;
+        let mut run: Run = self.get_json(&format!("/runs/{id}")).await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&run)?);
             return Ok(ExitCode::SUCCESS);
         }
-        // Times as JSON writes them (RFC 3339 with `Z`), `-` when not yet.
-        let at = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
-            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            None => "-".to_string(),
-        };
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_owned(), local_time);
         let kind = match run.kind {
             baton_web::api_types::TargetKind::Task => "task",
             baton_web::api_types::TargetKind::Pipeline => "pipeline",
@@ -273,10 +372,11 @@ impl Client {
         }
         println!("  trigger:  {}", run.trigger.as_str());
         println!(
-            "  enqueued: {}\n  started:  {}\n  ended:    {}",
+            "  queued:   {}\n  started:  {}\n  ended:    {}\n  duration: {}",
             at(Some(run.enqueued_at)),
             at(run.started_at),
-            at(run.ended_at)
+            at(run.ended_at),
+            duration(run.started_at, run.ended_at)
         );
         if !run.args.is_empty() {
             println!("  args:     {}", serde_json::to_string(&run.args)?);
@@ -287,22 +387,27 @@ impl Client {
                 println!("  {label:<9} {}", ids.join(", "));
             }
         }
-        for j in &run.jobs {
-            println!(
-                "  job {:<20} {:<9} worker={} exit={} {}",
-                j.name,
-                j.status.as_str(),
-                j.worker.as_deref().unwrap_or("-"),
-                j.exit_code.map_or("null".to_string(), |c| c.to_string()),
-                j.reason.as_deref().unwrap_or(""),
-            );
-        }
+        // In the order they ran (a DAG's dependencies first); jobs that never started last.
+        run.jobs
+            .sort_by_key(|j| (j.started_at.is_none(), j.started_at, j.id));
+        print!("{}", indent(&summary(&run)));
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn logs(&self, id: i64, job: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
+        if job.is_none() {
+            let run: Run = self.get_json(&format!("/runs/{id}")).await?;
+            if run.jobs.len() > 1 {
+                let names: Vec<&str> = run.jobs.iter().map(|j| j.name.as_str()).collect();
+                bail!(
+                    "run {id} is a pipeline with {} jobs; pick one with --job NAME (one of: {})",
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+        }
         if follow {
-            let status = self.follow_log(id, job).await?;
+            let status = self.follow_log(id, job, None).await?;
             return Ok(exit_for(status));
         }
         let mut url = format!("/runs/{id}/log");
@@ -317,11 +422,27 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub async fn cancel(&self, id: i64) -> anyhow::Result<ExitCode> {
+    pub async fn cancel(&self, id: i64, wait: bool) -> anyhow::Result<ExitCode> {
         let run: Run = self
             .post_json(&format!("/runs/{id}/cancel"), &serde_json::json!({}))
             .await?;
-        println!("run {id}: {}", run.status.as_str());
+        if run.status.is_terminal() {
+            println!("run {id} has ended: {}", run.status.as_str());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !wait {
+            println!(
+                "run {id} is being canceled (it was {}); `baton cancel {id} --wait` waits for its end",
+                run.status.as_str()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "run {id} is being canceled (it was {})",
+            run.status.as_str()
+        );
+        let end = self.wait(id).await?;
+        println!("run {id}: {}", end.status.as_str());
         Ok(ExitCode::SUCCESS)
     }
 
@@ -385,6 +506,71 @@ impl Client {
             Err(e) => bail!("{e}"),
         }
     }
+}
+
+/// A time as the CLI's text shows it: the local time, to the second (`--json` keeps RFC 3339).
+pub(crate) fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// How long something ran, in the format every Baton surface uses; `-` if it never started,
+/// `… so far` while it runs.
+fn duration(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let fmt = baton_core::run::format_duration_ms;
+    match (start, end) {
+        (Some(s), Some(e)) => fmt((e - s).num_milliseconds()),
+        (Some(s), None) => format!(
+            "{} so far",
+            fmt((chrono::Utc::now() - s).num_milliseconds())
+        ),
+        _ => "-".into(),
+    }
+}
+
+/// A run's jobs as a table: status, duration, worker, exit code and reason.
+fn summary(run: &Run) -> String {
+    let mut rows = vec![
+        ["JOB", "STATUS", "DURATION", "WORKER", "EXIT", "REASON"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for j in &run.jobs {
+        rows.push(vec![
+            j.name.clone(),
+            j.status.as_str().to_owned(),
+            duration(j.started_at, j.ended_at),
+            j.worker.clone().unwrap_or_else(|| "-".into()),
+            j.exit_code.map_or("-".into(), |c| c.to_string()),
+            j.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    crate::data::table(&rows)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Prints the whole lines of `pending` after `prefix` (and, at the end, a last unfinished one).
+fn print_lines(prefix: &str, pending: &mut Vec<u8>, end: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+        out.write_all(prefix.as_bytes())?;
+        out.write_all(&pending[..=i])?;
+        pending.drain(..=i);
+    }
+    if end && !pending.is_empty() {
+        out.write_all(prefix.as_bytes())?;
+        out.write_all(pending)?;
+        out.write_all(b"\n")?;
+        pending.clear();
+    }
+    out.flush()
 }
 
 /// An error answer from the API.

@@ -5,6 +5,7 @@
 
 mod agent;
 mod client;
+mod data;
 mod password;
 mod serve;
 
@@ -22,10 +23,19 @@ const VERSION: &str = concat!(
     ")"
 );
 
-/// Baton: a self-hosted CI server and pipeline runner.
+/// Baton: a self-hosted CI server. `baton serve` runs the server (scheduler, executors, web UI
+/// and HTTP API); the client commands talk to it over its API (`BATON_SERVER`, `BATON_TOKEN`);
+/// `user` and `token` work on its data directory (`BATON_DATA`).
 #[derive(Parser)]
-#[command(name = "baton", version = VERSION, about)]
-struct Cli {
+#[command(
+    name = "baton",
+    version = VERSION,
+    about = "Baton: a self-hosted CI server. `baton serve` runs it (scheduler, executors, web UI, \
+             HTTP API); the client commands talk to it (BATON_SERVER, BATON_TOKEN); `user` and \
+             `token` work on its data directory (BATON_DATA).",
+    long_about = None
+)]
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -45,26 +55,43 @@ pub(crate) struct ServerArgs {
     token: Option<String>,
 }
 
+/// The data directory of the commands that work on it directly.
+#[derive(Args, Clone)]
+pub(crate) struct DataArgs {
+    /// The server's data directory (the one `baton serve --data` uses); it must exist.
+    #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
+    data: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: scheduler, executors and HTTP API.
+    /// Run the server: scheduler, executors, web UI and HTTP API.
     Serve(serve::ServeArgs),
     /// Run a pull-mode agent: connect out to a server and run the jobs it hands over.
     Agent(agent::AgentArgs),
-    /// Check a config file or directory; print every error as file:line:col: message.
+    /// Check a config file or directory; print every error at its place.
     Validate {
         /// A YAML file or a directory of them.
         path: PathBuf,
     },
-    /// Manage API tokens (talks to the data directory directly).
+    /// Manage API tokens (works on the data directory directly).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Manage users of the web UI and API (talks to the data directory directly).
+    /// Manage users of the web UI and API (works on the data directory directly).
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// List the tasks and pipelines you may see and trigger.
+    #[command(alias = "pipelines")]
+    Tasks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Trigger a task or pipeline.
     Trigger {
@@ -79,7 +106,8 @@ enum Command {
         /// Wait for the run to end; exit with its result.
         #[arg(long)]
         wait: bool,
-        /// Print the log as it grows; implies --wait.
+        /// Print the log as it grows (every job's, each line prefixed with its job, for a
+        /// pipeline), then a summary; implies --wait.
         #[arg(long, short)]
         follow: bool,
         #[command(flatten)]
@@ -87,14 +115,19 @@ enum Command {
     },
     /// List runs, newest first.
     Runs {
+        /// Only runs of this task or pipeline.
         #[arg(long)]
         task: Option<String>,
+        /// Only runs with this status (queued, running, success, failed, canceled, ...).
         #[arg(long)]
         status: Option<String>,
+        /// Only runs with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only runs started this way (cli, api, schedule, chained, webhook, rerun, poll).
         #[arg(long)]
         trigger: Option<String>,
+        /// How many runs to list.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Show runs older than this id (the previous page's last id).
@@ -108,7 +141,9 @@ enum Command {
     },
     /// Show one run with its jobs.
     Show {
+        /// The run's id.
         run: i64,
+        /// Print JSON (times in RFC 3339) instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -116,8 +151,9 @@ enum Command {
     },
     /// Print a run's log (raw bytes).
     Logs {
+        /// The run's id.
         run: i64,
-        /// The job (pipelines).
+        /// The job whose log to print (a pipeline's run has one per task).
         #[arg(long)]
         job: Option<String>,
         /// Keep printing as the log grows until the job ends.
@@ -128,18 +164,24 @@ enum Command {
     },
     /// Cancel a queued or running run (its whole process tree).
     Cancel {
+        /// The run's id.
         run: i64,
+        /// Wait until the run has ended.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Approve a run waiting for approval (a pull request from a fork): it is queued.
     Approve {
+        /// The run's id.
         run: i64,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Start a new run of the same task with the same arguments.
     Rerun {
+        /// The run's id.
         run: i64,
         #[command(flatten)]
         server: ServerArgs,
@@ -168,36 +210,69 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Print a shell completion script (e.g. `baton completions bash > /etc/bash_completion.d/baton`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `baton man > baton.1`).
+    Man,
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
-enum UserCommand {
+pub(crate) enum UserCommand {
     /// Add a user, or set an existing user's password (which ends their sessions).
     /// Administrators are the config's `administrators:` list, not a property of the user.
     Add {
+        /// The user's name (letters, digits, `.`, `_`, `-`, `@`).
         name: String,
         /// Read the password from the first line of stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the users.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Remove a user with their sessions and tokens.
+    Remove {
+        /// The user's name.
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
 #[derive(Subcommand)]
-enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a token and print it (shown once; stored hashed). With `--user` the token acts as
     /// that user; without, it is an operator token that acts as an administrator.
     Create {
+        /// A name to tell the token by.
         #[arg(long, default_value = "cli")]
         name: String,
         /// The user the token belongs to (see `baton user add`).
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the live tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke a token by its id (from `baton token list`).
+    Revoke {
+        /// The token's id.
+        id: i64,
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 
@@ -209,6 +284,25 @@ fn parse_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
                 .ok_or_else(|| anyhow::anyhow!("--arg {a:?} must look like KEY=VALUE"))
         })
         .collect()
+}
+
+/// The line a diagnostic points at with a caret under its column, as rustc shows it (empty
+/// when the file cannot be read again).
+fn source_excerpt(d: &baton_core::config::Diagnostic) -> String {
+    let Some(line) = std::fs::read_to_string(&d.file)
+        .ok()
+        .and_then(|t| t.lines().nth(d.line.saturating_sub(1)).map(str::to_owned))
+    else {
+        return String::new();
+    };
+    let n = d.line.to_string();
+    let pad = " ".repeat(n.len());
+    let lead: String = line
+        .chars()
+        .take(d.col.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!("\n{pad} |\n{n} | {line}\n{pad} | {lead}^")
 }
 
 /// Big allocations (each password check's 19 MiB argon2 buffer) get their own mappings, which go
@@ -243,7 +337,7 @@ fn main() -> ExitCode {
             }
             Err(errs) => {
                 for d in &errs.diagnostics {
-                    eprintln!("{d}");
+                    eprintln!("{d}{}", source_excerpt(d));
                 }
                 eprintln!("{} error(s) in {}", errs.diagnostics.len(), path.display());
                 ExitCode::from(1)
@@ -274,31 +368,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Agent(args) => agent::run(args).await,
-        Command::Token {
-            command: TokenCommand::Create { name, user, data },
-        } => {
-            std::fs::create_dir_all(&data)?;
-            let store = baton_store::Store::open(&data.join("baton.db")).await?;
-            let token = store.create_user_token(&name, user.as_deref()).await?;
-            println!("{token}");
+        Command::Token { command } => data::token(command).await,
+        Command::User { command } => data::user(command).await,
+        Command::Tasks { json, server } => client::Client::new(&server)?.tasks(json).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "baton", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::User {
-            command:
-                UserCommand::Add {
-                    name,
-                    password_stdin,
-                    data,
-                },
-        } => {
-            let password = password::read(password_stdin)?;
-            std::fs::create_dir_all(&data)?;
-            let store = baton_store::Store::open(&data.join("baton.db")).await?;
-            if store.upsert_user(&name, &password).await? {
-                eprintln!("user {name} added");
-            } else {
-                eprintln!("password of {name} changed; their sessions ended");
-            }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trigger {
@@ -351,7 +431,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .logs(run, job.as_deref(), follow)
                 .await
         }
-        Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
+        Command::Cancel { run, wait, server } => {
+            client::Client::new(&server)?.cancel(run, wait).await
+        }
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,

@@ -250,9 +250,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGHUP handler")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
+    // The hint names the data directory absolutely, so it works from any directory.
+    let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
     println!(
         "baton ready on http://{addr} (API under /api/v1; get a token: baton token create --data {})",
-        args.data.display()
+        data.display()
     );
     std::io::stdout().flush().ok();
 
@@ -262,7 +264,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (drainer, drain_timeout) = (sched.clone(), args.drain_timeout);
     let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = tokio::signal::ctrl_c() => eprintln!(
+                "SIGINT: stopping the server; running jobs keep running under their supervisors \
+                 and are re-attached at the next start"
+            ),
             _ = term.recv() => drain_on_term(&drainer, drain_timeout).await,
             _ = stop.cancelled() => {}
         }
@@ -330,11 +335,14 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::start_polling(state, stop_loops.child_token());
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings), as text or JSON lines.
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and the scheduler's and the
+/// server's own info lines: each run's start and end, jobs re-attached after a restart), as
+/// text or JSON lines.
 fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,baton=info,baton_sched=info".into()),
         )
         .with_writer(std::io::stderr);
     match format {

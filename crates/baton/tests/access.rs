@@ -263,7 +263,7 @@ async fn sessions_cookies_and_csrf() {
             ("csrf", csrf),
             ("next", "/"),
             ("user", "alice"),
-            ("password", pw),
+            ("password", &long(pw)),
         ])
     };
     let post_login = |cookie: Option<String>, b: String, https: bool| {

@@ -2,7 +2,9 @@
 //! fantoccini. They log in, trigger a run with arguments, watch its log stream in, cancel a run,
 //! open a pipeline's DAG, see a 404 for a run outside `authorized_users`, and sign in through an
 //! OpenID Connect stand-in on another site. Screenshots of the
-//! main pages (1280 px desktop, 390 px phone) land in `target/screenshots/`.
+//! main pages (1400 px desktop, 390 px phone, light and dark) land in `target/screenshots/`.
+//! A running pipeline's page follows it without reloading (DAG, pills, status, appended log
+//! lines with their colours), and at 390 px no page is wider than the phone.
 //!
 //! Missing `chromium` or `chromedriver` fails the test with the install hint: no silent skip.
 
@@ -55,6 +57,15 @@ fn need(cmd: &str, pkg: &str) -> PathBuf {
 
 async fn browser() -> (Driver, Client) {
     browser_with(&[]).await
+}
+
+/// A browser whose pages see a dark system colour scheme.
+async fn dark_browser() -> (Driver, Client) {
+    browser_with(&[
+        "--force-dark-mode",
+        "--blink-settings=preferredColorScheme=0",
+    ])
+    .await
 }
 
 async fn browser_with(extra: &[&str]) -> (Driver, Client) {
@@ -134,7 +145,7 @@ fn shots_dir() -> PathBuf {
 
 /// Screenshots of the current page at desktop and phone widths.
 async fn shoot(c: &Client, name: &str) {
-    for (w, h, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+    for (w, h, tag) in [(1400, 900, "desktop"), (390, 844, "phone")] {
         c.set_window_size(w, h).await.unwrap();
         laid_out_at(c, w).await;
         let png = c.screenshot().await.unwrap();
@@ -222,7 +233,7 @@ async fn login(c: &Client, s: &Server, user: &str) {
     c.find(Locator::Css("#password"))
         .await
         .unwrap()
-        .send_keys(&format!("pw-{user}"))
+        .send_keys(&long(&format!("pw-{user}")))
         .await
         .unwrap();
     c.find(Locator::Css("#login"))
@@ -234,13 +245,25 @@ async fn login(c: &Client, s: &Server, user: &str) {
     wait_text(c, "header nav", user).await;
 }
 
+/// Clicks the element matching `css`. A live page may redraw it between finding and clicking
+/// (its summary refreshes as the run changes): then the new one is clicked.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let e = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match e.click().await {
+            Ok(_) => return,
+            Err(err)
+                if Instant::now() < deadline && format!("{err:?}").contains("StaleElement") =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("cannot click {css}: {err}"),
+        }
+    }
 }
 
 async fn run_id_from_url(c: &Client) -> i64 {
@@ -435,11 +458,7 @@ pipelines:
     drop(_driver);
 
     // The dark theme follows the system setting.
-    let (_driver, c) = browser_with(&[
-        "--force-dark-mode",
-        "--blink-settings=preferredColorScheme=0",
-    ])
-    .await;
+    let (_driver, c) = dark_browser().await;
     login(&c, &s, "alice").await;
     let dark = c
         .execute(
@@ -515,5 +534,261 @@ tasks:
     wait_text(&c, "h1", "Log in").await;
     c.goto(&format!("{}/runs", s.base)).await.unwrap();
     wait_text(&c, "#sso-corp", "Sign in with Corp").await;
+    c.close().await.unwrap();
+}
+
+/// The elements of the page that reach past the viewport's edges (outside the scroll boxes
+/// meant to scroll: the DAG and logs), as "tag#id.class left–right".
+async fn overflowing(c: &Client) -> Vec<String> {
+    let found = c
+        .execute(
+            "var w = document.documentElement.clientWidth, bad = [];\
+             if (document.documentElement.scrollWidth > w) bad.push('page scrolls sideways: ' + document.documentElement.scrollWidth);\
+             document.querySelectorAll('body *').forEach(function (e) {\
+               if (e.parentElement.closest('.dag, pre') ) return;\
+               var r = e.getBoundingClientRect();\
+               if (r.width > 0 && (r.right > w + 0.5 || r.left < -0.5))\
+                 bad.push(e.tagName + '#' + e.id + '.' + e.getAttribute('class') + ' ' + Math.round(r.left) + '-' + Math.round(r.right));\
+             });\
+             return bad;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// Waits until the script `js` (an expression) is true in the page.
+async fn wait_js(c: &Client, js: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = c
+            .execute(&format!("return !!({js})"), vec![])
+            .await
+            .unwrap();
+        if v == json!(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "never true: {js}\npage: {}",
+                c.source().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_pipeline_page_follows_the_run_and_fits_a_phone() {
+    let gates = tempfile::tempdir().unwrap();
+    let (g1, g2) = (gates.path().join("one"), gates.path().join("two"));
+    let wait = |g: &std::path::Path| {
+        format!(
+            "for i in $(seq 1200); do [ -e '{0}' ] && break; sleep 0.05; done; [ -e '{0}' ]",
+            g.display()
+        )
+    };
+    let config = format!(
+        r#"
+administrators: [root]
+pipelines:
+  live:
+    description: a pipeline watched while it runs
+    authorized_users: [alice]
+    tasks:
+      fetch:
+        script:
+          - printf 'before the gate\n'
+          - "{w1}"
+          - printf '\033[1;32mgreen after\033[0m \033[7minverse\033[0m\n'
+      compile: {{script: ["{w2}", "echo compiled"], depends_on: [fetch]}}
+      docs: {{script: ["echo no docs; exit 3"], depends_on: [fetch], allow_failure: true}}
+      package: {{script: ["echo package"], depends_on: [compile]}}
+"#,
+        w1 = wait(&g1),
+        w2 = wait(&g2),
+    );
+    let s = Server::start(&config);
+    add_user(&s, "alice", "pw-alice");
+    let (_driver, c) = browser().await;
+    login(&c, &s, "alice").await;
+    let id = id_of(&s.trigger_pipeline("live", &[]).await);
+    s.wait_until(id, "fetch running", |r| {
+        status(job(r, "fetch")) == "running"
+    })
+    .await;
+    // The job is named, so the page keeps its log when fetch ends (a page with no job named
+    // moves on to the job that runs next).
+    c.goto(&format!("{}/runs/{id}?job=fetch", s.base))
+        .await
+        .unwrap();
+    wait_text(&c, "#log", "before the gate").await;
+    wait_change_feed(&c).await;
+    // Marks this page: a reload would lose the mark.
+    c.execute("window.stillTheSamePage = true", vec![])
+        .await
+        .unwrap();
+    let title = c.title().await.unwrap();
+    assert!(
+        title.contains("running"),
+        "the title shows the status: {title}"
+    );
+
+    // Lines appended live keep their colours, inverse included.
+    std::fs::write(&g1, b"").unwrap();
+    wait_text(&c, "#log", "green after").await;
+    wait_js(&c, "document.querySelector('#log span.f2.bo') && document.querySelector('#log span.f2.bo').textContent === 'green after'").await;
+    wait_js(&c, "document.querySelector('#log span.fi.bi') && document.querySelector('#log span.fi.bi').textContent === 'inverse'").await;
+    assert!(!c.source().await.unwrap().contains('\u{1b}'));
+
+    // fetch ended, compile runs: the DAG, the pills and the badge say so without a reload.
+    wait_js(
+        &c,
+        "document.querySelector('.dag a.node[data-job=compile]').dataset.status === 'running'",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelector('.dag a.node[data-job=fetch]').dataset.status === 'success'",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelector('nav.jobs a[data-job=compile]').classList.contains('s-running')",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelector('.dag a.node[data-job=docs]').dataset.status === 'failed'",
+    )
+    .await;
+    assert_eq!(
+        text_of(&c, "#status").await,
+        "running",
+        "the run still runs"
+    );
+    assert!(
+        c.find(Locator::Css("nav.jobs a[data-job=docs].allowed"))
+            .await
+            .is_ok(),
+        "docs failed but may: drawn apart"
+    );
+    // The run's duration ticks while it runs.
+    wait_js(&c, "document.querySelector('#ran.tick')").await;
+    wait_text(&c, "#live", "This job ended: success").await;
+    shoot(&c, "pipeline-running").await;
+
+    std::fs::write(&g2, b"").unwrap();
+    s.wait_run(id).await;
+    wait_text(&c, "#status", "success").await;
+    wait_js(
+        &c,
+        "document.querySelector('.dag a.node[data-job=package]').dataset.status === 'success'",
+    )
+    .await;
+    wait_js(&c, "document.title.indexOf('success') >= 0").await;
+    let same = c
+        .execute("return window.stillTheSamePage === true", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same,
+        json!(true),
+        "the page updated itself without reloading"
+    );
+    let reason = text_of(&c, "main").await;
+    assert!(
+        !reason.contains("task `docs`"),
+        "an allowed failure is blamed: {reason}"
+    );
+
+    // The log's search counts matches and steps through them; wrap toggles.
+    c.goto(&format!("{}/runs/{id}?job=fetch", s.base))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("GREEN")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 1").await;
+    wait_js(
+        &c,
+        "document.querySelector('#log .line.hit-current').textContent.indexOf('green after') >= 0",
+    )
+    .await;
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("the")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 1").await;
+    c.find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("\u{8}\u{8}")
+        .await
+        .unwrap();
+    wait_text(&c, "#log-count", "1 of 2").await;
+    click(&c, "#log-next").await;
+    wait_text(&c, "#log-count", "2 of 2").await;
+    click(&c, "#log-next").await;
+    wait_text(&c, "#log-count", "1 of 2").await;
+    click(&c, "#log-wrap").await;
+    wait_js(
+        &c,
+        "document.getElementById('log').classList.contains('wrap')",
+    )
+    .await;
+
+    // At phone width, no page is wider than the phone; the DAG scrolls inside its box.
+    let pages = [
+        ("main-dashboard", "/".to_owned()),
+        ("main-runs", "/runs".to_owned()),
+        ("main-pipeline", format!("/runs/{id}")),
+        ("main-me", "/me".to_owned()),
+        ("main-trigger", "/trigger/pipeline/live".to_owned()),
+        ("main-404", "/no/such/page".to_owned()),
+    ];
+    for (name, path) in &pages {
+        c.goto(&format!("{}{path}", s.base)).await.unwrap();
+        shoot(&c, name).await;
+        c.set_window_size(390, 844).await.unwrap();
+        laid_out_at(&c, 390).await;
+        let bad = overflowing(&c).await;
+        assert!(bad.is_empty(), "{path} overflows a 390 px phone: {bad:?}");
+        c.set_window_size(1280, 900).await.unwrap();
+    }
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{}/runs/{id}", s.base)).await.unwrap();
+    laid_out_at(&c, 390).await;
+    let scrolls = c
+        .execute(
+            "var d = document.querySelector('.dag'); d.scrollLeft = 1000;\
+             return d.scrollWidth > d.clientWidth && d.scrollLeft > 0;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(scrolls, json!(true), "the DAG scrolls sideways on a phone");
+    c.close().await.unwrap();
+    drop(_driver);
+
+    // The same pages in the dark theme.
+    let (_driver, c) = dark_browser().await;
+    login(&c, &s, "alice").await;
+    for (name, path) in &pages {
+        c.goto(&format!("{}{path}", s.base)).await.unwrap();
+        shoot(&c, &format!("dark-{name}")).await;
+    }
     c.close().await.unwrap();
 }

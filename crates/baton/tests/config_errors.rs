@@ -198,13 +198,8 @@ fn bad_duration_names_key_and_units() {
         "pipelines:\n  p:\n    start_delay: -1s\n    queue_limit: 1\n    tasks:\n      t:\n        script: [\"true\"]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let (code, stderr) = validate(&file);
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
     let want = format!(
         "{}:3:18: start_delay: invalid duration \"-1s\": expected a positive number followed by ms, s, m, h, d or w",
         file.display()
@@ -216,13 +211,8 @@ fn bad_duration_names_key_and_units() {
 
     let tasks = tmp.path().join("tasks.yaml");
     std::fs::write(&tasks, "tasks:\n  a:\n    command: x\n    timeout: 100ms\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&tasks)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let (code, stderr) = validate(&tasks);
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
     let want = format!(
         "{}:4:14: timeout: invalid duration \"100ms\": expected a positive number followed by s, m, h, d or w",
         file.with_file_name("tasks.yaml").display()
@@ -231,4 +221,47 @@ fn bad_duration_names_key_and_units() {
         stderr.lines().any(|l| l == want),
         "expected the line\n{want}\ngot:\n{stderr}"
     );
+}
+
+/// `validate` shows the offending line with a caret under the column, and suggests the key or
+/// task that was probably meant.
+#[test]
+fn validate_shows_the_line_and_suggests_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "pipelines:\n  p:\n    tasks:\n      build: {script: [\"true\"]}\n      test: {script: [\"true\"], depend_on: [build]}\n      pack: {script: [\"true\"], depends_on: [buld]}\n",
+    )
+    .unwrap();
+    let (code, stderr) = validate(&file);
+    assert_eq!(code, Some(1));
+    let f = file.display();
+    let expected = format!(
+        "{f}:5:32: unknown key \"depend_on\" in task \"test\" of pipeline \"p\"; did you mean \"depends_on\"?\n"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains(
+            "  |\n5 |       test: {script: [\"true\"], depend_on: [build]}\n  |                                ^\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("missing task \"buld\" referenced in depends_on of task \"pack\"; did you mean \"build\"?"),
+        "{stderr}"
+    );
+}
+
+/// `baton validate PATH`: its exit code and what it printed on stderr.
+fn validate(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

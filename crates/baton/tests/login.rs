@@ -54,7 +54,7 @@ impl<'a> Browser<'a> {
                 ("csrf", field),
                 ("next", "/"),
                 ("user", user),
-                ("password", pw),
+                ("password", &long(pw)),
             ]))
             .send()
             .await

@@ -55,8 +55,9 @@ async fn big_logs_show_their_tail_and_page_backwards() {
     assert!(!html.contains("line 1:"));
     // Line numbers are absolute, so `#L40000` links to the last line.
     assert!(html.contains("id=\"L40000\""), "absolute line anchors");
-    let marker = "&before=";
-    let i = html.find(marker).expect("a load-earlier link");
+    let marker = "before=";
+    let earlier_link = html.find("id=\"earlier\"").expect("a load-earlier link");
+    let i = earlier_link + html[earlier_link..].find(marker).unwrap();
     let before: u64 = html[i + marker.len()..]
         .split('"')
         .next()
@@ -83,6 +84,73 @@ async fn big_logs_show_their_tail_and_page_backwards() {
     // Pages back to the start, where line 1 shows.
     let (_, start) = page(&s, &cookie, &format!("/runs/{id}?before=1000")).await;
     assert!(start.contains("id=\"L1\"") && start.contains("line 1:"));
+    // An earlier window leads back: newer lines, and the end.
+    assert!(earlier.contains("id=\"newer\""), "no way to newer lines");
+    assert!(earlier.contains("id=\"end\""), "no way to the end");
+    assert!(!html.contains("id=\"newer\""), "the tail has nothing newer");
+    let newer = earlier
+        .split("id=\"newer\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    let (st, newer) = page(&s, &cookie, &newer).await;
+    assert_eq!(st, 200);
+    assert!(
+        newer.contains(&format!("id=\"L{first_tail_line}\"")),
+        "newer continues"
+    );
+    // The window around a line far from the tail (what a `#L100` anchor loads).
+    let (st, around) = page(&s, &cookie, &format!("/runs/{id}?line=100")).await;
+    assert_eq!(st, 200);
+    assert!(around.contains("id=\"L100\"") && around.contains("line 100:"));
+    assert!(around.contains("id=\"L101\""), "lines after it show too");
+    assert!(!around.contains("line 40000:"));
+    assert!(around.contains("id=\"newer\""));
+}
+
+#[tokio::test]
+async fn error_pages_keep_the_header_and_bad_links_are_404_pages() {
+    let s = Server::start(CONFIG);
+    users::add_user(&s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
+    let html_get = |path: &str| {
+        users::no_redirects()
+            .get(format!("{}{path}", s.base))
+            .header("cookie", &cookie)
+            .header("accept", "text/html")
+            .send()
+    };
+    for path in [
+        "/no/such/page",
+        "/runs/999999",
+        "/runs/1/artifacts/colours/x.txt",
+    ] {
+        let r = html_get(path).await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("404"), "{path}: {body}");
+        assert!(
+            body.contains("Log out") && body.contains(">root"),
+            "{path} keeps the user's header: {body}"
+        );
+        assert!(!body.contains("Cannot parse"), "{path}: {body}");
+    }
+    // The favicon, also at the path browsers ask for by themselves.
+    for path in ["/favicon.ico", "/static/favicon/running.svg"] {
+        let r = html_get(path).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/svg+xml", "{path}");
+        assert!(r.text().await.unwrap().starts_with("<svg"));
+    }
+    assert_eq!(
+        html_get("/static/favicon/nope.svg")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ pub use model::*;
 pub use model::{Forge, RepoDef, RepoSecret};
 pub use repos::load_repo_sources;
 pub use secrets::{MIN_SECRET_LEN, Resolver, resolve_os};
-pub use template::{render_command, rewrite_templates, template_vars};
+pub use template::{UNSET_MESSAGE, render_command, rewrite_templates, template_vars};
 
 /// One configuration error at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

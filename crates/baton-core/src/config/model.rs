@@ -402,6 +402,9 @@ pub enum WaitStrategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineDef {
     pub name: String,
+    /// `description:`, as on tasks (shown on the dashboard and the trigger form).
+    #[serde(default)]
+    pub description: String,
     pub concurrency: u32,
     /// `queue_limit`; `None` = unbounded. Only with append/replace.
     pub queue_limit: Option<u32>,

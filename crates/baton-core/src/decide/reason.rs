@@ -16,7 +16,9 @@ pub struct ReasonJob<'a> {
 
 /// The reason of a run that ended with `status`: the reason of the first job that ended with
 /// that status — for a failure, the first that was not allowed to fail, as
-/// [`crate::run::run_status`] picks it. A pipeline's reason names the job (`task `x` ...`).
+/// [`crate::run::run_status`] picks it; a job that ran is named before one that ended without
+/// running (a canceled pipeline blames the job that was canceled while it ran, not the ones
+/// that never started). A pipeline's reason names the job (`task `x` ...`).
 /// `None` while the run has not ended, or when that job has no reason.
 pub fn run_reason(status: Status, jobs: &[ReasonJob<'_>], pipeline: bool) -> Option<String> {
     if !status.is_terminal() {
@@ -26,7 +28,7 @@ pub fn run_reason(status: Status, jobs: &[ReasonJob<'_>], pipeline: bool) -> Opt
         .iter()
         .filter(|j| j.status == status)
         .filter(|j| !(status.is_failure() && j.allow_failure))
-        .min_by_key(|j| j.ended_seq)?;
+        .min_by_key(|j| (j.ended_seq.is_none(), j.ended_seq))?;
     let why = first.reason?;
     Some(if pipeline {
         format!("task `{}` {why}", first.name)
@@ -74,6 +76,22 @@ mod tests {
                 true
             ),
             Some("task `a` why".into())
+        );
+    }
+
+    #[test]
+    fn a_canceled_run_names_the_job_that_ran_not_one_that_never_started() {
+        let mut never = job("package", Status::Canceled, false, 0);
+        never.ended_seq = None;
+        let jobs = [never, job("compile", Status::Canceled, false, 4)];
+        assert_eq!(
+            run_reason(Status::Canceled, &jobs, true).as_deref(),
+            Some("task `compile` why")
+        );
+        // Only jobs that never started: one of them is named.
+        assert_eq!(
+            run_reason(Status::Canceled, &jobs[..1], true).as_deref(),
+            Some("task `package` why")
         );
     }
 

@@ -181,6 +181,7 @@ impl Actor {
             if run.row.started_at.is_none() {
                 run.row.started_at = Some(now);
                 self.last_start.insert(run.row.target.clone(), now);
+                tracing::info!(run = run_id, "run {run_id} of {} started", run.row.target);
             }
             let j = run.job_mut(job_id).expect("job present");
             j.status = Status::Started;

@@ -270,6 +270,17 @@ impl Actor {
         if status.is_terminal() {
             // The end is recorded in the same transaction as its consequences (chained runs).
             let run = self.runs.remove(&run_id).expect("run present");
+            let why = run
+                .row
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            tracing::info!(
+                run = run_id,
+                "run {run_id} of {} ended: {status}{why}",
+                run.row.target
+            );
             self.task_ended(&run.row).await;
             if let TargetDef::Pipeline(p) = &run.def {
                 self.retain(p.name.as_str(), p.retention_count, p.retention_period, now)

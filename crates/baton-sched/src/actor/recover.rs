@@ -115,6 +115,12 @@ impl Actor {
             }
             Reattached::Running(handle) => {
                 let name = job.worker.clone().unwrap_or_default();
+                tracing::info!(
+                    run = run_id,
+                    job = job.id,
+                    "re-attached to job {} of run {run_id}, still running on {name}",
+                    job.name
+                );
                 match self.workers.iter_mut().find(|w| w.name == name) {
                     Some(w) => w.busy = Some((run_id, job.id)),
                     None if baton_exec::agent::AgentHub::agent_of(&name).is_some() => {

@@ -233,6 +233,7 @@ impl From<&cfg::TaskDef> for Task {
 impl From<&cfg::PipelineDef> for Pipeline {
     fn from(p: &cfg::PipelineDef) -> Self {
         Pipeline {
+            description: p.description.clone(),
             name: p.name.clone(),
             concurrency: p.concurrency,
             queue_limit: p.queue_limit,

@@ -17,9 +17,11 @@ pub(super) async fn artifact(
     State(s): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
-    Path((id, job_id, rel)): Path<(i64, i64, String)>,
+    path: Result<Path<(i64, i64, String)>, axum::extract::rejection::PathRejection>,
 ) -> PageResult {
     let (_, a, _) = page_user(&s, &headers, &uri).await?;
+    // A link that is not `/runs/N/artifacts/JOB_ID/PATH` leads nowhere: the 404 page.
+    let Path((id, job_id, rel)) = path.map_err(|_| not_found())?;
     let run = visible_run(&s, &a, id).await?;
     let job = run
         .jobs

@@ -1,12 +1,14 @@
-//! A pipeline run's DAG drawn as an SVG.
+//! A pipeline run's DAG drawn as an SVG: one column per depth, each node a link to its job's
+//! log with its status and duration (a running one's ticks on the page). An edge to the next
+//! column is a curve through the gap between columns; a longer one runs along the gap between
+//! rows, which no box occupies, so no edge crosses a node.
 
 use std::collections::BTreeMap;
 
-use baton_core::run::Status;
 use baton_store::RunRow;
 
-use super::format::job_took;
 use super::page::urlencode;
+use super::run::JobView;
 
 /// Each job's depth in the pipeline's DAG (0 for jobs without dependencies).
 pub(super) fn depths<'a>(
@@ -44,20 +46,100 @@ pub(super) fn depths<'a>(
     depth
 }
 
+/// Box width and height, and the gaps between columns and rows.
+const W: usize = 170;
+const H: usize = 46;
+const GX: usize = 60;
+const GY: usize = 18;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The path of the edge from a box at `(px, py)` to one at `(x, y)`.
+fn edge(px: usize, py: usize, x: usize, y: usize) -> String {
+    let (x1, y1, x2, y2) = (px + W, py + H / 2, x, y + H / 2);
+    if x2 - x1 <= GX {
+        let mx = (x1 + x2) / 2;
+        return format!("M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}");
+    }
+    // Along the gap above the target's row, from the gap after the source's column to the gap
+    // before the target's.
+    let lane = y - GY / 2;
+    let (a, b) = (x1 + GX / 2, x2 - GX / 2);
+    format!("M{x1},{y1} H{a} V{lane} H{b} V{y2} H{x2}")
+}
+
+fn colour(j: &JobView) -> &'static str {
+    if j.allowed {
+        return "#a86f00";
+    }
+    match j.status {
+        "success" => "#1f9d55",
+        "failed" | "broken" | "jammed" => "#d63a3a",
+        "running" | "started" => "#2f80ed",
+        "queued" | "waiting" => "#c58a00",
+        _ => "#8a8f98",
+    }
+}
+
+/// A node: its box, its name, and its status with its duration once it started.
+fn node(run_id: i64, j: &JobView, x: usize, y: usize) -> String {
+    let label: String = j.name.chars().take(22).collect();
+    let state = if j.dur.is_empty() {
+        format!(
+            "<text x=\"{}\" y=\"{}\">{}</text>",
+            x + 10,
+            y + 36,
+            esc(&j.status_label())
+        )
+    } else {
+        let tick = if j.since > 0 {
+            format!(" class=\"tick\" data-since=\"{}\"", j.since)
+        } else {
+            String::new()
+        };
+        format!(
+            "<text x=\"{}\" y=\"{}\">{} · <tspan{tick}>{}</tspan></text>",
+            x + 10,
+            y + 36,
+            esc(&j.status_label()),
+            esc(&j.dur)
+        )
+    };
+    format!(
+        "<a href=\"/runs/{run_id}?job={}\" class=\"node\" data-job=\"{}\" data-status=\"{}\"><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{W}\" height=\"{H}\" rx=\"7\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-weight=\"600\">{}</text>{state}</a>",
+        urlencode(&j.name),
+        esc(&j.name),
+        j.status,
+        esc(&j.name),
+        colour(j),
+        x + 10,
+        y + 19,
+        esc(&label),
+    )
+}
+
 /// The pipeline's DAG as an SVG: columns by depth, nodes coloured by status, linking to logs.
-pub(super) fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> String {
+pub(super) fn dag_svg(
+    run: &RunRow,
+    deps: &BTreeMap<String, Vec<String>>,
+    allowed: &[String],
+) -> String {
     let depth = depths(run, deps);
-    let (w, h, gx, gy) = (170, 46, 60, 18);
     let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
     let mut pos: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for j in &run.jobs {
         let d = depth.get(j.name.as_str()).copied().unwrap_or(0);
         let r = rows.entry(d).or_default();
-        pos.insert(&j.name, (d * (w + gx) + 10, *r * (h + gy) + 10));
+        pos.insert(&j.name, (d * (W + GX) + 10, *r * (H + GY) + 10));
         *r += 1;
     }
-    let width = rows.len() * (w + gx) + 20;
-    let height = rows.values().max().copied().unwrap_or(1) * (h + gy) + 20;
+    let width = rows.len() * (W + GX) + 20;
+    let height = rows.values().max().copied().unwrap_or(1) * (H + GY) + 20;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"pipeline graph\">"
     );
@@ -67,46 +149,63 @@ pub(super) fn dag_svg(run: &RunRow, deps: &BTreeMap<String, Vec<String>>) -> Str
         };
         for d in deps.get(&j.name).into_iter().flatten() {
             if let Some(&(px, py)) = pos.get(d.as_str()) {
-                let (x1, y1, x2, y2) = (px + w, py + h / 2, x, y + h / 2);
-                let mx = (x1 + x2) / 2;
                 svg.push_str(&format!(
-                    "<path class=\"edge\" d=\"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}\"/>"
+                    "<path class=\"edge\" d=\"{}\"/>",
+                    edge(px, py, x, y)
                 ));
             }
         }
     }
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
     for j in &run.jobs {
-        let Some(&(x, y)) = pos.get(j.name.as_str()) else {
-            continue;
-        };
-        let colour = match j.status {
-            Status::Success => "#1f9d55",
-            Status::Failed | Status::Broken | Status::Jammed => "#d63a3a",
-            Status::Running | Status::Started => "#2f80ed",
-            Status::Queued | Status::Waiting => "#c58a00",
-            Status::Skipped | Status::Canceled => "#8a8f98",
-        };
-        let label: String = j.name.chars().take(22).collect();
-        svg.push_str(&format!(
-            "<a href=\"/runs/{}?job={}\" class=\"node\" data-job=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"7\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-weight=\"600\">{}</text><text x=\"{}\" y=\"{}\">{} · {}</text></a>",
-            run.id,
-            urlencode(&j.name),
-            esc(&j.name),
-            x + 10,
-            y + 19,
-            esc(&label),
-            x + 10,
-            y + 36,
-            j.status.as_str(),
-            esc(&job_took(j)),
-        ));
+        if let Some(&(x, y)) = pos.get(j.name.as_str()) {
+            let view = JobView::of(j, allowed.contains(&j.name));
+            svg.push_str(&node(run.id, &view, x, y));
+        }
     }
     svg.push_str("</svg>");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the segment from `a` to `b` (horizontal or vertical) enters the box at `(x, y)`.
+    fn crosses(a: (usize, usize), b: (usize, usize), x: usize, y: usize) -> bool {
+        let (lx, hx) = (a.0.min(b.0), a.0.max(b.0));
+        let (ly, hy) = (a.1.min(b.1), a.1.max(b.1));
+        lx < x + W && hx > x && ly < y + H && hy > y
+    }
+
+    #[test]
+    fn a_long_edge_runs_between_rows_and_crosses_no_box() {
+        // fetch (col 0) -> package (col 2), past compile and test in col 1 (rows 0 and 1).
+        let (px, py) = (10, 10);
+        let (x, y) = (10 + 2 * (W + GX), 10 + (H + GY));
+        let d = edge(px, py, x, y);
+        assert!(d.contains(" H") && !d.contains('C'), "{d}");
+        let mut at = (0, 0);
+        let mut points = Vec::new();
+        for part in d.split(' ') {
+            let (cmd, v) = part.split_at(1);
+            at = match cmd {
+                "M" => {
+                    let (a, b) = v.split_once(',').unwrap();
+                    (a.parse().unwrap(), b.parse().unwrap())
+                }
+                "H" => (v.parse().unwrap(), at.1),
+                "V" => (at.0, v.parse().unwrap()),
+                _ => panic!("unexpected {part} in {d}"),
+            };
+            points.push(at);
+        }
+        let middle = 10 + (W + GX);
+        for row in 0..3 {
+            let by = 10 + row * (H + GY);
+            for w in points.windows(2) {
+                assert!(!crosses(w[0], w[1], middle, by), "{d} crosses row {row}");
+            }
+        }
+        assert_eq!(*points.last().unwrap(), (x, y + H / 2));
+    }
 }

@@ -114,7 +114,8 @@ pub(super) async fn dashboard(
     }
     for p in a.config.pipelines.values() {
         if a.can_see(TargetKind::Pipeline, &p.name) {
-            targets.push(target_view(&s, TargetKind::Pipeline, &p.name, true, "").await?);
+            targets
+                .push(target_view(&s, TargetKind::Pipeline, &p.name, true, &p.description).await?);
         }
     }
     let snap = crate::api::visible_snapshot(&s, &user).await?;

@@ -1,26 +1,30 @@
-//! How the pages show times and durations.
+//! How the pages show times and durations. One duration format everywhere (pages, the page's
+//! script `app.js`, which ticks running durations, and the CLI): `0.4s`, `9.9s`, `14s`,
+//! `2m 05s`, `1h 02m`.
 
 use chrono::{DateTime, Utc};
 
-use baton_store::{JobRow, RunRow};
+use baton_store::RunRow;
 
 pub(super) fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 pub(super) fn dur_ms(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 10_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
-    } else {
-        format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
+    baton_core::run::format_duration_ms(ms)
 }
 
 pub(super) fn span(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<i64> {
     Some((b? - a?).num_milliseconds())
+}
+
+/// `started` in ms since the epoch while it has not ended (0 otherwise): what the page's
+/// script counts a running duration from.
+pub(super) fn running_since(started: Option<DateTime<Utc>>, ended: Option<DateTime<Utc>>) -> i64 {
+    match (started, ended) {
+        (Some(s), None) => s.timestamp_millis(),
+        _ => 0,
+    }
 }
 
 pub(super) fn took(r: &RunRow) -> String {
@@ -28,13 +32,5 @@ pub(super) fn took(r: &RunRow) -> String {
         (Some(s), Some(e)) => dur_ms((e - s).num_milliseconds()),
         (Some(s), None) => format!("{} so far", dur_ms((Utc::now() - s).num_milliseconds())),
         _ => "–".into(),
-    }
-}
-
-pub(super) fn job_took(j: &JobRow) -> String {
-    match (j.started_at, j.ended_at) {
-        (Some(s), Some(e)) => dur_ms((e - s).num_milliseconds()),
-        (Some(_), None) => "running".into(),
-        _ => j.status.as_str().into(),
     }
 }

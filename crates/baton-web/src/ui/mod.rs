@@ -18,6 +18,7 @@ mod dag;
 mod dashboard;
 mod deliveries;
 mod format;
+mod logview;
 mod me;
 mod page;
 mod repos;
@@ -34,7 +35,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
-pub(crate) use page::{Nav, PageResult, error_page, not_found_page, render, urlencode};
+pub(crate) use page::{Nav, PageResult, error_nav, error_page, not_found_page, render, urlencode};
 pub(crate) use request::{Fields, check_csrf, field};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -65,6 +66,38 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/tasks/{name}/enabled", post(admin::set_enabled))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        .route("/static/favicon/{file}", get(favicon))
+        .route(
+            "/favicon.ico",
+            get(|| favicon(axum::extract::Path("idle.svg".into()))),
+        )
+}
+
+/// The favicon: a dot in the colour of a status (`/static/favicon/running.svg`); a run's page
+/// uses its run's status, the page's script changes it as the run goes on, others use `idle`.
+async fn favicon(
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let colour = match file.strip_suffix(".svg").unwrap_or("") {
+        "success" => "#1f9d55",
+        "failed" | "broken" | "jammed" => "#d63a3a",
+        "running" | "started" => "#2f80ed",
+        "queued" | "waiting" => "#c58a00",
+        "canceled" | "skipped" => "#8a8f98",
+        "idle" => "#2f5fd0",
+        _ => return not_found_page(),
+    };
+    let svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\"><circle cx=\"16\" cy=\"16\" r=\"13\" fill=\"{colour}\"/><path d=\"M10 16h12\" stroke=\"#fff\" stroke-width=\"4\" stroke-linecap=\"round\"/></svg>"
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        svg,
+    )
+        .into_response()
 }
 /// `app.css` and the terminal palette's classes (entries 16–255, see `ansi`).
 async fn css() -> impl IntoResponse {

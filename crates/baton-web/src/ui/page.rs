@@ -26,6 +26,14 @@ pub(crate) enum PageError {
     Page(StatusCode, String),
 }
 
+impl Nav {
+    /// The server's clock when the page was rendered (ms since the epoch): the page's script
+    /// ticks running durations against it, whatever the browser's clock says.
+    pub fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
@@ -78,17 +86,53 @@ pub(super) struct ErrorTpl {
     pub message: String,
 }
 
-pub(crate) fn error_page(code: StatusCode, message: &str) -> Response {
+/// What an error page showed, kept on its response so [`error_nav`] can draw it again with the
+/// signed-in user's header.
+#[derive(Clone)]
+struct ErrorShown {
+    code: StatusCode,
+    message: String,
+}
+
+fn error_html(code: StatusCode, message: &str, nav: Nav) -> Response {
     let t = ErrorTpl {
-        nav: Nav {
-            links: true,
-            ..Nav::default()
-        },
+        nav,
         code: code.as_u16(),
         title: code.canonical_reason().unwrap_or("error").to_owned(),
         message: message.to_owned(),
     };
     (code, render(&t)).into_response()
+}
+
+pub(crate) fn error_page(code: StatusCode, message: &str) -> Response {
+    let nav = Nav {
+        links: true,
+        ..Nav::default()
+    };
+    let mut resp = error_html(code, message, nav);
+    resp.extensions_mut().insert(ErrorShown {
+        code,
+        message: message.to_owned(),
+    });
+    resp
+}
+
+/// Middleware: an error page (a 404 for a path that is no route, a hidden run, a bad link) keeps
+/// the signed-in user's header (their name, the administrators' links, Log out).
+pub(crate) async fn error_nav(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (headers, uri) = (req.headers().clone(), req.uri().clone());
+    let resp = next.run(req).await;
+    let Some(e) = resp.extensions().get::<ErrorShown>().cloned() else {
+        return resp;
+    };
+    match super::request::page_user(&s, &headers, &uri).await {
+        Ok((_, _, nav)) => error_html(e.code, &e.message, nav),
+        Err(_) => resp,
+    }
 }
 
 pub(crate) fn render<T: Template>(t: &T) -> Response {

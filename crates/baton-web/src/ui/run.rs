@@ -1,9 +1,9 @@
 //! A run's page: its facts, its jobs (in DAG order), one job's log (the end of it, paged back
-//! with "load earlier"), its artifacts and, for pipelines, the DAG; and the cancel, approve and rerun
-//! buttons.
+//! with "load earlier", or the window around a line), its artifacts and, for pipelines, the DAG;
+//! and the cancel, approve and rerun buttons. Everything is drawn from the run's own state (the
+//! definition it was queued with), so a changed config never redraws an old run.
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
@@ -13,27 +13,52 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
-use baton_sched::SchedError;
+use baton_sched::{SchedError, TargetDef};
 use baton_store::{JobRow, RunRow};
 
 use super::code::CodeFacts;
 use super::dag::{dag_svg, depths};
-use super::format::{dur_ms, job_took, took, when};
+use super::format::{dur_ms, running_since, span, when};
+use super::logview::{LogView, Window, read_log};
 use super::page::{Nav, PageError, PageResult, not_found, render};
 use super::request::{Fields, form_user, page_user};
 use crate::AppState;
-use crate::ansi::render_lines;
 use crate::auth::Access;
 
-/// How much of a log's end a run page shows; "load earlier" pages back by this much.
-const LOG_WINDOW: u64 = 256 * 1024;
-/// Line numbers are counted only below this prefix size; past it, lines are labelled by offset.
-const COUNT_LINES_UP_TO: u64 = 64 * 1024 * 1024;
+pub(super) struct JobView {
+    pub name: String,
+    pub status: &'static str,
+    /// Failed, but `allow_failure`: drawn apart from failures that fail the run.
+    pub allowed: bool,
+    /// How long it ran (empty: it never started).
+    pub dur: String,
+    /// When it started, in ms since the epoch, while it runs (0 otherwise): the page ticks it.
+    pub since: i64,
+}
 
-struct JobView {
-    name: String,
-    status: &'static str,
-    took: String,
+impl JobView {
+    pub(super) fn of(j: &JobRow, allowed: bool) -> JobView {
+        JobView {
+            name: j.name.clone(),
+            status: j.status.as_str(),
+            allowed: allowed && j.status.is_failure(),
+            dur: match (j.started_at, j.ended_at) {
+                (Some(s), Some(e)) => dur_ms((e - s).num_milliseconds()),
+                (Some(s), None) => dur_ms((Utc::now() - s).num_milliseconds()),
+                _ => String::new(),
+            },
+            since: running_since(j.started_at, j.ended_at),
+        }
+    }
+
+    /// The status as shown: `failed (allowed)` for an allowed failure.
+    pub(super) fn status_label(&self) -> String {
+        if self.allowed {
+            format!("{} (allowed)", self.status)
+        } else {
+            self.status.to_owned()
+        }
+    }
 }
 
 struct RunPageView {
@@ -48,7 +73,11 @@ struct RunPageView {
     trigger: &'static str,
     queued: String,
     waited: String,
+    /// Since when the run waits (ms since the epoch), while it does (0 otherwise).
+    waiting_since: i64,
     ran: String,
+    /// Since when the run runs (ms since the epoch), while it does (0 otherwise).
+    running_since: i64,
     worker: String,
     exit_code: String,
     args: Vec<(String, String)>,
@@ -59,25 +88,6 @@ struct RunPageView {
     code: Option<CodeFacts>,
     /// Commit statuses told to the forge: (context, state, how far sending got).
     statuses: Vec<(String, &'static str, String)>,
-}
-
-struct LineView {
-    anchor: String,
-    label: String,
-    html: String,
-}
-
-struct LogView {
-    job: String,
-    job_id: i64,
-    start: u64,
-    end: u64,
-    size: u64,
-    shown: u64,
-    live: bool,
-    /// The number of the last line shown (0 when lines are labelled by offset).
-    last_line: u64,
-    lines: Vec<LineView>,
 }
 
 #[derive(Template)]
@@ -94,6 +104,8 @@ struct RunTpl {
 pub(super) struct RunQuery {
     job: Option<String>,
     before: Option<u64>,
+    /// Show the window around this line (a `#LN` anchor the page did not hold).
+    line: Option<u64>,
 }
 
 pub(super) async fn visible_run(s: &AppState, a: &Access, id: i64) -> Result<RunRow, PageError> {
@@ -104,79 +116,60 @@ pub(super) async fn visible_run(s: &AppState, a: &Access, id: i64) -> Result<Run
     Ok(run)
 }
 
-/// Counts the newlines in the first `upto` bytes of `path`, reading in bounded chunks.
-fn count_newlines(path: &FsPath, upto: u64) -> std::io::Result<u64> {
-    let mut n = 0;
-    let mut pos = 0;
-    while pos < upto {
-        let chunk = baton_exec::read_log_range(path, pos, (upto - pos).min(1 << 20))?;
-        if chunk.is_empty() {
-            break;
-        }
-        n += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-        pos += chunk.len() as u64;
-    }
-    Ok(n)
+/// What the run's own definition says about its jobs: each job's dependencies, and which jobs
+/// may fail without failing the run.
+#[derive(Default)]
+struct Shape {
+    deps: BTreeMap<String, Vec<String>>,
+    allowed: Vec<String>,
 }
 
-async fn read_log(s: &AppState, job: &JobRow, before: Option<u64>) -> LogView {
-    let path = s.folders.log_path(job.id, job.attempt);
-    let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-    let end = before.map_or(size, |b| b.min(size));
-    let mut start = end.saturating_sub(LOG_WINDOW);
-    let p = path.clone();
-    let (bytes, first_line) = tokio::task::spawn_blocking(move || {
-        let mut bytes = baton_exec::read_log_range(&p, start, end - start).unwrap_or_default();
-        if start > 0 {
-            // Start at a whole line.
-            if let Some(i) = bytes.iter().position(|&b| b == b'\n') {
-                bytes.drain(..=i);
-                start += i as u64 + 1;
-            }
-        }
-        let first = if start == 0 {
-            Some(0)
-        } else if start <= COUNT_LINES_UP_TO {
-            count_newlines(&p, start).ok()
-        } else {
-            None
-        };
-        (bytes, first)
-    })
-    .await
-    .unwrap_or_default();
-    let rendered = render_lines(&bytes);
-    let last_line = first_line.map_or(0, |f| f + rendered.len() as u64);
-    let lines = rendered
-        .into_iter()
-        .enumerate()
-        .map(|(i, html)| match first_line {
-            Some(f) => {
-                let n = f + i as u64 + 1;
-                LineView {
-                    anchor: format!("L{n}"),
-                    label: n.to_string(),
-                    html,
-                }
-            }
-            None => LineView {
-                anchor: format!("B{start}-{i}"),
-                label: format!("+{i}"),
-                html,
-            },
-        })
-        .collect();
-    LogView {
-        job: job.name.clone(),
-        job_id: job.id,
-        start,
-        end,
-        size,
-        shown: end - start,
-        live: !job.status.is_terminal() && before.is_none(),
-        last_line,
-        lines,
+fn shape(run: &RunRow) -> Shape {
+    match serde_json::from_value::<TargetDef>(run.definition.clone()) {
+        Ok(TargetDef::Pipeline(p)) => Shape {
+            deps: p
+                .tasks
+                .values()
+                .map(|t| (t.name.clone(), t.depends_on.clone()))
+                .collect(),
+            allowed: p
+                .tasks
+                .values()
+                .filter(|t| t.allow_failure)
+                .map(|t| t.name.clone())
+                .collect(),
+        },
+        _ => Shape::default(),
     }
+}
+
+/// The job whose log the page shows when none is asked for: the one that failed the run, else
+/// one that runs, else one that ran and was canceled, else the last.
+fn default_job<'a>(run: &'a RunRow, shape: &Shape) -> Option<&'a JobRow> {
+    let allowed = |j: &JobRow| shape.allowed.contains(&j.name);
+    run.jobs
+        .iter()
+        .filter(|j| j.status.is_failure() && !allowed(j))
+        .min_by_key(|j| (j.ended_seq.is_none(), j.ended_seq))
+        .or_else(|| run.jobs.iter().find(|j| j.status == Status::Running))
+        .or_else(|| {
+            run.jobs
+                .iter()
+                .find(|j| j.status == Status::Canceled && j.started_at.is_some())
+        })
+        .or_else(|| run.jobs.iter().rev().find(|j| j.started_at.is_some()))
+        .or_else(|| run.jobs.last())
+}
+
+fn pick_job<'a>(run: &'a RunRow, shape: &Shape, q: &RunQuery) -> Result<&'a JobRow, PageError> {
+    match &q.job {
+        Some(name) => run
+            .jobs
+            .iter()
+            .find(|j| &j.name == name || j.id.to_string() == *name),
+        None => default_job(run, shape),
+    }
+    .ok_or_else(not_found)
 }
 
 pub(super) async fn run_page(
@@ -190,50 +183,31 @@ pub(super) async fn run_page(
     let Path(id) = id.map_err(|_| not_found())?;
     let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
     let mut run = visible_run(&s, &a, id).await?;
-    let deps: BTreeMap<String, Vec<String>> = a
-        .config
-        .pipelines
-        .get(&run.target)
-        .filter(|_| run.kind == TargetKind::Pipeline)
-        .map(|p| {
-            p.tasks
-                .values()
-                .map(|t| (t.name.clone(), t.depends_on.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let shape = shape(&run);
     // Jobs in DAG order (dependencies first), then by name.
-    let order: BTreeMap<String, usize> = depths(&run, &deps)
+    let order: BTreeMap<String, usize> = depths(&run, &shape.deps)
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     run.jobs
         .sort_by_key(|j| (order.get(&j.name).copied().unwrap_or(0), j.name.clone()));
-    let job = match &q.job {
-        Some(name) => run
-            .jobs
-            .iter()
-            .find(|j| &j.name == name || j.id.to_string() == *name)
-            .ok_or_else(not_found)?,
-        None => run
-            .jobs
-            .iter()
-            .find(|j| matches!(j.status, Status::Failed | Status::Broken | Status::Jammed))
-            .or_else(|| run.jobs.iter().find(|j| j.status == Status::Running))
-            .or_else(|| run.jobs.last())
-            .ok_or_else(not_found)?,
+    let job = pick_job(&run, &shape, &q)?;
+    let window = match (q.line, q.before) {
+        (Some(n), _) => Window::Line(n),
+        (None, Some(b)) => Window::Before(b),
+        (None, None) => Window::End,
     };
-    let log = read_log(&s, job, q.before).await;
+    let log = read_log(&s, job, window).await;
     let out = s.folders.job_dir(job.id, job.attempt).join("out");
     let artifacts = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
         .await
         .unwrap_or_default();
     let dag = if run.kind == TargetKind::Pipeline {
-        dag_svg(&run, &deps)
+        dag_svg(&run, &shape.deps, &shape.allowed)
     } else {
         String::new()
     };
-    let mut r = run_view(&run, job);
+    let mut r = run_view(&run, job, &shape);
     r.code = run.repo.as_ref().map(|c| CodeFacts::of(c, &a.config));
     r.statuses = status_views(&s.store.run_reports(run.id).await?);
     Ok(render(&RunTpl {
@@ -245,38 +219,55 @@ pub(super) async fn run_page(
     }))
 }
 
+/// The workers the run's jobs ran on, each once, in the order first used.
+fn workers(run: &RunRow) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for w in run.jobs.iter().filter_map(|j| j.worker.as_deref()) {
+        if !seen.contains(&w) {
+            seen.push(w);
+        }
+    }
+    if seen.is_empty() {
+        "–".into()
+    } else {
+        seen.join(", ")
+    }
+}
+
 /// The run's facts as the page shows them; `job` is the job whose log is shown.
-fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
-    let mut workers: Vec<&str> = run
-        .jobs
-        .iter()
-        .filter_map(|j| j.worker.as_deref())
-        .collect();
-    workers.dedup();
+fn run_view(run: &RunRow, job: &JobRow, shape: &Shape) -> RunPageView {
+    let now = Some(Utc::now());
+    let open = !run.status.is_terminal();
     RunPageView {
         id: run.id,
         target: run.target.clone(),
         kind: run.kind.as_str(),
         status: run.status.as_str(),
         reason: run.reason.clone().unwrap_or_default(),
-        cancelable: !run.status.is_terminal(),
-        approvable: run.status == baton_core::run::Status::Waiting,
+        cancelable: open,
+        approvable: run.status == Status::Waiting,
         trigger: run.trigger.as_str(),
         queued: when(run.enqueued_at),
-        waited: match run.started_at {
-            Some(st) => dur_ms((st - run.enqueued_at).num_milliseconds()),
-            None if !run.status.is_terminal() => format!(
-                "{} so far",
-                dur_ms((Utc::now() - run.enqueued_at).num_milliseconds())
-            ),
+        waited: match span(
+            Some(run.enqueued_at),
+            run.started_at.or(open.then_some(Utc::now())),
+        ) {
+            Some(ms) if run.started_at.is_none() => format!("{} so far", dur_ms(ms)),
+            Some(ms) => dur_ms(ms),
             None => "–".into(),
         },
-        ran: took(run),
-        worker: if workers.is_empty() {
-            "–".into()
+        waiting_since: if open && run.started_at.is_none() {
+            run.enqueued_at.timestamp_millis()
         } else {
-            workers.join(", ")
+            0
         },
+        ran: match span(run.started_at, run.ended_at.or(now)) {
+            Some(ms) if run.ended_at.is_none() => format!("{} so far", dur_ms(ms)),
+            Some(ms) => dur_ms(ms),
+            None => "–".into(),
+        },
+        running_since: running_since(run.started_at, run.ended_at),
+        worker: workers(run),
         exit_code: job.exit_code.map_or("–".into(), |c| c.to_string()),
         args: run
             .args
@@ -289,11 +280,7 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
         jobs: run
             .jobs
             .iter()
-            .map(|j| JobView {
-                name: j.name.clone(),
-                status: j.status.as_str(),
-                took: job_took(j),
-            })
+            .map(|j| JobView::of(j, shape.allowed.contains(&j.name)))
             .collect(),
         code: None,
         statuses: Vec::new(),

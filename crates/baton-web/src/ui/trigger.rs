@@ -15,6 +15,21 @@ use super::request::{Fields, field, form_user, page_user};
 use crate::AppState;
 use crate::auth::Access;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pipelines_form_asks_for_the_arguments_its_scripts_use() {
+        let scripts = [
+            baton_core::config::rewrite_templates("echo {{ .version }} '{{ .target }}'"),
+            baton_core::config::rewrite_templates("echo \"v={{ .version }}\" ${HOME} ${x?other}"),
+        ];
+        assert_eq!(
+            super::referenced_args(scripts.iter().map(String::as_str)),
+            vec!["version", "target"]
+        );
+    }
+}
+
 #[derive(Template)]
 #[template(path = "trigger.html")]
 struct TriggerTpl {
@@ -59,9 +74,16 @@ async fn trigger_form(
             error: error.to_owned(),
         });
     }
-    let description = match kind {
-        TargetKind::Task => a.config.tasks.get(name).map(|t| t.description.clone()),
-        TargetKind::Pipeline => a.config.pipelines.get(name).map(|_| String::new()),
+    let (description, known_args) = match kind {
+        TargetKind::Task => a
+            .config
+            .tasks
+            .get(name)
+            .map(|t| (t.description.clone(), Vec::new())),
+        TargetKind::Pipeline => a.config.pipelines.get(name).map(|p| {
+            let scripts = p.tasks.values().map(|t| t.script.as_str());
+            (p.description.clone(), referenced_args(scripts))
+        }),
     }
     .ok_or_else(not_found)?;
     Ok(TriggerTpl {
@@ -69,10 +91,32 @@ async fn trigger_form(
         kind: kind.as_str(),
         name: name.to_owned(),
         description,
-        known_args: Vec::new(),
+        known_args,
         repo_task: false,
         error: error.to_owned(),
     })
+}
+
+/// The arguments a pipeline's scripts use (`{{ .name }}`, rewritten at load time to
+/// `${name?…}`), each once, in order of first use: the form asks for each.
+fn referenced_args<'a>(scripts: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let tail = format!("?{}}}", baton_core::config::UNSET_MESSAGE);
+    let mut names: Vec<String> = Vec::new();
+    for script in scripts {
+        for (i, _) in script.match_indices("${") {
+            let rest = &script[i + 2..];
+            let Some(end) = rest.find(&tail) else {
+                continue;
+            };
+            let name = &rest[..end];
+            let plain =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if plain && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
 }
 
 pub(super) async fn trigger_page(

@@ -74,7 +74,11 @@ pub(super) fn find_cycles(graph: &BTreeMap<String, Vec<String>>) -> Vec<Vec<Stri
 pub(super) fn cross_check(d: &mut Diags<'_>, config: &Config, refs: &Refs) {
     for (_, trigger, loc) in &refs.after {
         if !refs.task_keys.contains_key(trigger) {
-            d.err(*loc, format!("unknown task {trigger:?} in triggered_by"));
+            let hint = super::diags::did_you_mean(trigger, refs.task_keys.keys().map(|k| &**k));
+            d.err(
+                *loc,
+                format!("unknown task {trigger:?} in triggered_by{hint}"),
+            );
         }
     }
     let mut chain: BTreeMap<String, Vec<String>> = refs

@@ -168,11 +168,14 @@ impl Diags<'_> {
             if !allowed.contains(&e.name) {
                 self.err(
                     e.key,
-                    format!(
-                        "unknown key {:?} in {what}; expected one of: {}",
-                        e.name,
-                        allowed.join(", ")
-                    ),
+                    match did_you_mean(e.name, allowed.iter().copied()) {
+                        hint if hint.is_empty() => format!(
+                            "unknown key {:?} in {what}; expected one of: {}",
+                            e.name,
+                            allowed.join(", ")
+                        ),
+                        hint => format!("unknown key {:?} in {what}{hint}", e.name),
+                    },
                 );
             } else if let Some(first) = fields.entries.iter().find(|f| f.name == e.name) {
                 let msg = format!(
@@ -457,5 +460,51 @@ impl Diags<'_> {
             .collect::<Vec<_>>()
             .join("\n");
         rewrite_templates(&joined)
+    }
+}
+
+/// The edit distance between `a` and `b` (insertions, deletions, substitutions).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `; did you mean "x"?` when one of `known` is close to `name` (as rustc and cargo suggest),
+/// else nothing.
+pub(crate) fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let limit = (name.chars().count() / 3).max(1);
+    known
+        .map(|k| (distance(name, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| format!("; did you mean {k:?}?"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod suggest_tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_not() {
+        let keys = ["depends_on", "script", "allow_failure"];
+        assert_eq!(
+            did_you_mean("depend_on", keys.iter().copied()),
+            "; did you mean \"depends_on\"?"
+        );
+        assert_eq!(
+            did_you_mean("scirpt", keys.iter().copied()),
+            "; did you mean \"script\"?"
+        );
+        assert_eq!(did_you_mean("image_name", keys.iter().copied()), "");
     }
 }

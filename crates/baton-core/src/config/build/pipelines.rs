@@ -11,6 +11,7 @@ use crate::config::duration::{MILLIS_UP, SECONDS_UP};
 use crate::config::model::{OnError, PipelineDef, PipelineTask, QueueStrategy};
 
 const PIPELINE_KEYS: &[&str] = &[
+    "description",
     "concurrency",
     "queue_limit",
     "queue_strategy",
@@ -112,6 +113,7 @@ pub(super) fn build_pipeline(
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
         name: name.to_owned(),
+        description: d.string(f.get("description")).unwrap_or_default(),
         concurrency,
         queue_limit,
         queue_strategy,
@@ -239,7 +241,10 @@ fn build_pipeline_tasks(
             if !entries.contains_key(dep.as_str()) {
                 d.err(
                     *loc,
-                    format!("missing task {dep:?} referenced in depends_on of task {task:?}"),
+                    format!(
+                        "missing task {dep:?} referenced in depends_on of task {task:?}{}",
+                        super::diags::did_you_mean(dep, entries.keys().map(|k| &**k))
+                    ),
                 );
             }
         }
