@@ -12,6 +12,7 @@
 
 mod cmd;
 mod creds;
+mod local;
 mod mirror;
 mod oid;
 mod read;
@@ -21,6 +22,7 @@ mod work;
 
 pub use cmd::{GitEnv, GitError};
 pub use creds::token_user;
+pub use local::{LocalRepo, RUN_REF_PREFIXES, TreeFile};
 pub use mirror::{Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use read::{CommitInfo, READ_TREE_LIMIT};
