@@ -55,6 +55,17 @@ pub async fn run(
         let config = plan::load(&files, code.key.as_str())?;
         plan::select(&config, &opts.targets, &code)?
     };
+    if plan.jobs.is_empty() {
+        let why = if plan.notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", plan.notes.join("; "))
+        };
+        return Err(LocalError::Usage(format!(
+            "nothing to run: a push of {} starts no task or pipeline of .baton/{why} (hint: name one: `baton run TASK`)",
+            code.branch.as_deref().unwrap_or("a detached HEAD")
+        )));
+    }
     let workdir = tempfile::Builder::new()
         .prefix("baton-run-")
         .tempdir()

@@ -18,6 +18,7 @@ mod error;
 mod guard;
 mod headers;
 mod hooks;
+pub mod local_page;
 mod login;
 mod logs;
 pub mod notify;

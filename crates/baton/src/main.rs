@@ -5,6 +5,7 @@
 
 mod agent;
 mod client;
+mod local;
 mod password;
 mod serve;
 
@@ -98,17 +99,17 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Show one run with its jobs.
+    /// Show one run with its jobs (a server's run by number, or a stored local run by id).
     Show {
-        run: i64,
+        run: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Print a run's log (raw bytes).
+    /// Print a run's log (raw bytes): a server's run by number, or a stored local run by id.
     Logs {
-        run: i64,
+        run: String,
         /// The job (pipelines).
         #[arg(long)]
         job: Option<String>,
@@ -141,6 +142,28 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run the repository's .baton/ here, with no server; store the result in git.
+    Run(local::RunArgs),
+    /// The current branch's commits (like `git log --oneline`) with their stored runs.
+    Log {
+        /// At most this many commits.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// Where to start (default HEAD).
+        rev: Option<String>,
+    },
+    /// Push the stored runs the remote lacks (only run refs).
+    Push {
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Fetch the stored runs this repository lacks (only run refs).
+    Pull {
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// List old stored runs; delete them with --yes (then git collects their objects).
+    Prune(local::PruneArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
 }
@@ -313,17 +336,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             client::Client::new(&server)?.runs(&q, json).await
         }
-        Command::Show { run, json, server } => client::Client::new(&server)?.show(run, json).await,
+        Command::Show { run, json, server } => match run.parse::<i64>() {
+            Ok(id) => client::Client::new(&server)?.show(id, json).await,
+            Err(_) => local::show(&run, json).await,
+        },
         Command::Logs {
             run,
             job,
             follow,
             server,
-        } => {
-            client::Client::new(&server)?
-                .logs(run, job.as_deref(), follow)
-                .await
-        }
+        } => match run.parse::<i64>() {
+            Ok(id) => {
+                client::Client::new(&server)?
+                    .logs(id, job.as_deref(), follow)
+                    .await
+            }
+            Err(_) => local::logs(&run, job.as_deref()).await,
+        },
+        Command::Run(args) => local::run_command(args).await,
+        Command::Log { n, rev } => local::log(n, rev).await,
+        Command::Push { remote } => local::push(&remote).await,
+        Command::Pull { remote } => local::pull(&remote).await,
+        Command::Prune(args) => local::prune(args).await,
         Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
