@@ -35,8 +35,11 @@ impl LocalRepo {
     /// The repository `dir` is in (like `git rev-parse`: `dir` or any parent).
     pub async fn discover(dir: &Path) -> Result<LocalRepo, GitError> {
         let env = GitEnv::default();
-        let g = Git::new(&env, At::WorkTree(dir))
-            .args(["rev-parse", "--absolute-git-dir", "--is-bare-repository"]);
+        let g = Git::new(&env, At::WorkTree(dir)).args([
+            "rev-parse",
+            "--absolute-git-dir",
+            "--is-bare-repository",
+        ]);
         let (done, g) = g.run().await?;
         if done.code != Some(0) {
             return Err(g.failed(&done));
@@ -101,7 +104,9 @@ impl LocalRepo {
 
     /// The branch `HEAD` is on (`None` when detached).
     pub async fn branch(&self) -> Result<Option<String>, GitError> {
-        let g = self.git().args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
+        let g = self
+            .git()
+            .args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
         let (done, g) = g.run().await?;
         match done.code {
             Some(0) => Ok(Some(
@@ -132,7 +137,13 @@ impl LocalRepo {
         let tree = tree?;
         let g = self
             .git()
-            .args(["commit-tree", "-p", head.as_str(), "-m", "baton run --dirty"])
+            .args([
+                "commit-tree",
+                "-p",
+                head.as_str(),
+                "-m",
+                "baton run --dirty",
+            ])
             .arg(tree.as_str());
         let g = with_ident(g);
         let out = g.output().await?;
@@ -206,7 +217,14 @@ impl LocalRepo {
     pub async fn list_files(&self, rev: &str, dir: &str) -> Result<Vec<String>, GitError> {
         let g = self
             .git()
-            .args(["ls-tree", "-r", "-z", "--name-only", "--full-tree", "--end-of-options"])
+            .args([
+                "ls-tree",
+                "-r",
+                "-z",
+                "--name-only",
+                "--full-tree",
+                "--end-of-options",
+            ])
             .arg(rev)
             .args(["--", dir]);
         let (done, g) = g.run().await?;
@@ -301,7 +319,11 @@ impl LocalRepo {
             let mut specs = Vec::new();
             for r in chunk {
                 check_run_ref(r)?;
-                specs.push(if delete { format!(":{r}") } else { format!("{r}:{r}") });
+                specs.push(if delete {
+                    format!(":{r}")
+                } else {
+                    format!("{r}:{r}")
+                });
             }
             Git::new(&self.net, At::GitDir(&self.git_dir))
                 .args(["push", "--quiet", "--no-verify", "--end-of-options", remote])

@@ -166,7 +166,12 @@ impl Running {
             for &i in &members {
                 let name = &plan.jobs[i].name;
                 if let Some(why) = step.skip.get(name) {
-                    self.end(plan, i, JobResult::without_start(Status::Skipped, why.clone()), progress);
+                    self.end(
+                        plan,
+                        i,
+                        JobResult::without_start(Status::Skipped, why.clone()),
+                        progress,
+                    );
                 } else if let Some(why) = step.cancel.get(name) {
                     self.cancel(plan, i, why, progress);
                 } else if step.ready.contains(name) {
@@ -175,10 +180,10 @@ impl Running {
             }
         }
         // `on_error` jobs are outside the DAG: they run once added.
-        ready.extend(
-            (0..plan.jobs.len())
-                .filter(|&i| plan.jobs[i].name == ON_ERROR_JOB && self.status[i] == Status::Queued),
-        );
+        ready
+            .extend((0..plan.jobs.len()).filter(|&i| {
+                plan.jobs[i].name == ON_ERROR_JOB && self.status[i] == Status::Queued
+            }));
         ready.sort_unstable();
         ready
     }
@@ -314,7 +319,12 @@ impl Running {
         for idx in 0..self.status.len() {
             if self.results[idx].is_none() {
                 let why = "skipped: it never became ready".to_owned();
-                self.end(plan, idx, JobResult::without_start(Status::Skipped, why), progress);
+                self.end(
+                    plan,
+                    idx,
+                    JobResult::without_start(Status::Skipped, why),
+                    progress,
+                );
             }
         }
         self.results.into_iter().flatten().collect()
@@ -340,7 +350,10 @@ async fn run_job(
         }
     };
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-        return broken(format!("could not make the job folder {}: {e}", dir.display()));
+        return broken(format!(
+            "could not make the job folder {}: {e}",
+            dir.display()
+        ));
     }
     if let Some((mirror, commit)) = checkout
         && let Err(e) = mirror.checkout(&commit, &dir.join("work")).await

@@ -62,7 +62,11 @@ pub async fn find(repo: &LocalRepo, wanted: &str) -> Result<RunRef, LocalError> 
         [] => Err(LocalError::NoRun(wanted.to_owned())),
         _ => Err(LocalError::AmbiguousRun(
             wanted.to_owned(),
-            matching.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "),
+            matching
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }
@@ -189,7 +193,8 @@ pub fn show_text(rec: &RunRecord, refname: &str) -> String {
         },
         rec.branch.as_deref().unwrap_or("(detached)"),
         rec.trigger,
-        rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        rec.started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         seconds(rec.duration_ms as i64),
         rec.machine.hostname,
         rec.machine.user,
@@ -224,11 +229,21 @@ pub async fn job_log(
 ) -> Result<Vec<u8>, LocalError> {
     let chosen: Vec<&JobRecord> = match job {
         Some(name) => {
-            let j = rec.jobs.iter().find(|j| j.name == name || j.name.ends_with(&format!("/{name}")));
-            vec![j.ok_or_else(|| LocalError::NoJob {
-                run: rec.id.clone(),
-                job: name.to_owned(),
-                known: rec.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", "),
+            let j = rec
+                .jobs
+                .iter()
+                .find(|j| j.name == name || j.name.ends_with(&format!("/{name}")));
+            vec![j.ok_or_else(|| {
+                LocalError::NoJob {
+                    run: rec.id.clone(),
+                    job: name.to_owned(),
+                    known: rec
+                        .jobs
+                        .iter()
+                        .map(|j| j.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
             })?]
         }
         None => rec.jobs.iter().collect(),
@@ -239,7 +254,11 @@ pub async fn job_log(
         if headers {
             out.extend_from_slice(format!("=== {} ({}) ===\n", j.name, j.status).as_bytes());
         }
-        out.extend(repo.read_file(&run.refname, &j.log).await?.unwrap_or_default());
+        out.extend(
+            repo.read_file(&run.refname, &j.log)
+                .await?
+                .unwrap_or_default(),
+        );
     }
     Ok(out)
 }
@@ -251,10 +270,17 @@ mod tests {
     #[test]
     fn run_refs_are_taken_apart() {
         let oid = Oid::parse(&"b".repeat(40)).unwrap();
-        let r = RunRef::parse("refs/baton-runs/abc/20261207T010203000Z-aaaaaa", oid.clone())
-            .unwrap();
+        let r = RunRef::parse(
+            "refs/baton-runs/abc/20261207T010203000Z-aaaaaa",
+            oid.clone(),
+        )
+        .unwrap();
         assert_eq!((r.key.as_str(), r.jci), ("abc", false));
-        assert!(RunRef::parse("refs/jci-runs/abc/x", oid.clone()).unwrap().jci);
+        assert!(
+            RunRef::parse("refs/jci-runs/abc/x", oid.clone())
+                .unwrap()
+                .jci
+        );
         assert!(RunRef::parse("refs/heads/main", oid).is_none());
     }
 }

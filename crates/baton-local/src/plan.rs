@@ -90,12 +90,35 @@ pub fn load(files: &[(String, Vec<u8>)], commit: &str) -> Result<Config, LocalEr
             commit: commit.to_owned(),
         });
     }
-    baton_core::config::load_repo_sources(&sources, &Config::default()).map_err(|e| {
-        LocalError::Config {
-            commit: commit.to_owned(),
-            errors: e.to_string(),
+    let first = baton_core::config::load_repo_sources(&sources, &Config::default());
+    let errors = match first {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    // Queues no machine of ours serves belong to a server's workers or agents: load again as a
+    // server serving them would, so that their tasks are reported as server-only, not as errors.
+    let queues: Vec<String> = errors
+        .diagnostics
+        .iter()
+        .filter_map(|d| unserved_queue(&d.message))
+        .collect();
+    if queues.len() == errors.diagnostics.len() {
+        let mut server = Config::default();
+        server.server.agent_queues = queues;
+        if let Ok(config) = baton_core::config::load_repo_sources(&sources, &server) {
+            return Ok(config);
         }
+    }
+    Err(LocalError::Config {
+        commit: commit.to_owned(),
+        errors: errors.to_string(),
     })
+}
+
+/// The queue of a `no worker serves queue "NAME"` error.
+fn unserved_queue(message: &str) -> Option<String> {
+    let name = message.strip_prefix("no worker serves queue ")?;
+    serde_json::from_str::<String>(name.trim()).ok()
 }
 
 /// The targets to run: `names` (tasks or pipelines), or when none, every one whose `on:` a
@@ -325,6 +348,14 @@ mod tests {
         assert_eq!(plan.trigger, "manual");
         let err = select(&c, &["nope".into()], &code(None)).unwrap_err();
         assert!(err.to_string().contains("test, ci"), "{err}");
+    }
+
+    #[test]
+    fn tasks_on_a_servers_queues_are_kept_and_marked_server_only() {
+        let c = config("tasks:\n  gpu:\n    command: x\n    queues: [gpu]\n");
+        let plan = select(&c, &[], &code(Some("main"))).unwrap();
+        let why = plan.jobs[0].server_only.as_deref().unwrap();
+        assert!(why.contains("queue gpu") && why.contains("server"), "{why}");
     }
 
     #[test]

@@ -158,7 +158,10 @@ fn failed_log(key: &str, log: &[u8]) -> String {
     let start = lines.len().saturating_sub(FAILED_LOG_LINES);
     let mut out = format!("--- log of {key}");
     if start > 0 {
-        out.push_str(&format!(" (last {FAILED_LOG_LINES} of {} lines)", lines.len()));
+        out.push_str(&format!(
+            " (last {FAILED_LOG_LINES} of {} lines)",
+            lines.len()
+        ));
     }
     out.push_str(" ---\n");
     for l in &lines[start..] {

@@ -150,7 +150,9 @@ pub fn files_under(dir: &Path) -> Vec<(String, bool)> {
                 walk(root, &path, out);
             } else if ft.is_file() {
                 use std::os::unix::fs::PermissionsExt;
-                let exec = e.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+                let exec = e
+                    .metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
                 if let Ok(rel) = path.strip_prefix(root) {
                     out.push((rel.to_string_lossy().into_owned(), exec));
                 }

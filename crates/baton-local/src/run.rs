@@ -48,7 +48,11 @@ pub async fn run(
     let code = code(&repo, opts.dirty).await?;
     let mirror = repo.mirror();
     let files = mirror.read_tree(&code.commit, ".baton").await?;
-    let jci = files.is_empty() && !mirror.read_tree(&code.commit, ".jci/run.sh").await?.is_empty();
+    let jci = files.is_empty()
+        && !mirror
+            .read_tree(&code.commit, ".jci/run.sh")
+            .await?
+            .is_empty();
     let mut plan = if jci {
         jci_plan(&code)
     } else {
@@ -77,8 +81,15 @@ pub async fn run(
         docker_host: opts.docker_host.clone(),
     };
     let started_at = Utc::now();
-    let results = engine::execute(&mut plan, &code, &mirror, &options, workdir.path(), progress)
-        .await;
+    let results = engine::execute(
+        &mut plan,
+        &code,
+        &mirror,
+        &options,
+        workdir.path(),
+        progress,
+    )
+    .await;
     let record = build_record(&plan, &results, &code, started_at);
     let files = if jci {
         jci_files(&record, &results, render)
@@ -210,17 +221,21 @@ fn tree_files(record: &RunRecord, results: &[JobResult], render: Render<'_>) -> 
     let mut logs = Vec::new();
     for (j, r) in record.jobs.iter().zip(results) {
         let log = log_of(r);
-        files.push(TreeFile {
-            path: j.log.clone(),
-            executable: false,
-            bytes: log.clone(),
-        });
-        logs.push(log);
+        logs.push(log.clone());
         if let Some(dir) = &r.dir {
+            files.push(TreeFile {
+                path: j.log.clone(),
+                executable: false,
+                bytes: log,
+            });
             let out = dir.join(baton_exec::layout::OUT_DIR);
             let prefix = j.log.trim_end_matches("log");
             for (rel, exec) in files_under(&out) {
-                files.push(file_from_disk(format!("{prefix}out/{rel}"), &out.join(&rel), exec));
+                files.push(file_from_disk(
+                    format!("{prefix}out/{rel}"),
+                    &out.join(&rel),
+                    exec,
+                ));
             }
         }
     }
@@ -272,7 +287,11 @@ fn jci_files(record: &RunRecord, results: &[JobResult], render: Render<'_>) -> V
         TreeFile {
             path: "status.txt".into(),
             executable: false,
-            bytes: if ok { b"ok\n".to_vec() } else { b"err\n".to_vec() },
+            bytes: if ok {
+                b"ok\n".to_vec()
+            } else {
+                b"err\n".to_vec()
+            },
         },
         TreeFile {
             path: "run.output.txt".into(),

@@ -202,7 +202,10 @@ mod tests {
             ..PruneOptions::default()
         };
         let (doomed, _) = select(runs.clone(), &keep, now);
-        assert_eq!(ids(&doomed), ["20261101T000000000Z-000001", "20261205T000000000Z-000002"]);
+        assert_eq!(
+            ids(&doomed),
+            ["20261101T000000000Z-000001", "20261205T000000000Z-000002"]
+        );
         let both = PruneOptions {
             older_than: Some(Duration::days(60)),
             keep_last: Some(1),

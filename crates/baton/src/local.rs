@@ -142,7 +142,11 @@ pub(crate) async fn pull(remote: &str) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let opts = PruneOptions {
-        older_than: args.older_than.as_deref().map(sync::parse_age).transpose()?,
+        older_than: args
+            .older_than
+            .as_deref()
+            .map(sync::parse_age)
+            .transpose()?,
         keep_last: args.keep_last,
         remote: args.remote,
         yes: args.yes,
