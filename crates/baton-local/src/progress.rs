@@ -110,11 +110,12 @@ impl Progress for Display {
             None => self.say(&line),
         }
         let failed = result.status.is_failure() && result.status != Status::Canceled;
-        if failed && self.mode != Mode::Follow {
-            if let Some(dir) = &result.dir {
-                let log = std::fs::read(dir.join(baton_exec::layout::LOG_FILE)).unwrap_or_default();
-                self.say(&failed_log(key, &log));
-            }
+        if failed
+            && self.mode != Mode::Follow
+            && let Some(dir) = &result.dir
+        {
+            let log = std::fs::read(dir.join(baton_exec::layout::LOG_FILE)).unwrap_or_default();
+            self.say(&failed_log(key, &log));
         }
     }
 }

@@ -446,3 +446,48 @@ fn a_git_jci_repository_runs_its_script_and_stores_the_jci_layout() {
         "{log}"
     );
 }
+
+#[test]
+fn image_tasks_run_on_the_local_docker_engine() {
+    let image = common::busybox::image();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    init(&dir);
+    let ci = format!(
+        "tasks:\n  box:\n    image: {image}\n    command: |\n      echo \"in $(pwd)\"\n      cat notes.txt\n      echo boxed > \"$BATON_OUTPUT_DIR/box.txt\"\n"
+    );
+    commit_text(
+        &dir,
+        &[
+            (".baton/ci.yaml", &ci),
+            ("notes.txt", "from the checkout\n"),
+        ],
+        "box",
+    );
+    let out = baton(&dir, &["run", "box"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let refs = run_refs(&dir, "refs/baton-runs/");
+    let rec = record(&dir, &refs[0]);
+    let job = job(&rec, "box");
+    let log = git(
+        &dir,
+        &[
+            "cat-file",
+            "blob",
+            &format!("{}:{}", refs[0], job["log"].as_str().unwrap()),
+        ],
+    );
+    assert!(
+        log.contains("in /baton/work") && log.contains("from the checkout"),
+        "{log}"
+    );
+    let artifact = job["artifacts"][0].as_str().unwrap();
+    assert_eq!(
+        git(
+            &dir,
+            &["cat-file", "blob", &format!("{}:{artifact}", refs[0])]
+        ),
+        "boxed"
+    );
+}
