@@ -189,6 +189,8 @@ impl LocalRepo {
         input.extend_from_slice(b"\nget-mark :1\n");
         let g = self
             .git()
+            // Keep the run as one small pack: no second process to unpack it into loose objects.
+            .args(["-c", "fastimport.unpackLimit=0"])
             .args(["fast-import", "--quiet", "--date-format=now"])
             .stdin(input);
         let (done, g) = g.run().await?;
