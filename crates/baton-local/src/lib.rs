@@ -12,6 +12,7 @@
 //! a call into `baton_core::decide` / `baton_core::run`); git only through `baton-git`; it never
 //! writes to the user's working tree, index or branches: only objects and result refs.
 
+pub mod cron;
 pub mod engine;
 mod error;
 pub mod history;

@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub targets: Vec<String>,
     /// Run a snapshot of the working tree instead of `HEAD`.
     pub dirty: bool,
+    /// Run this commit or branch instead of `HEAD` (cron entries with `branch:`).
+    pub rev: Option<String>,
     pub parallel: usize,
     pub supervisor: PathBuf,
     pub supervisor_args: Vec<OsString>,
@@ -45,7 +47,7 @@ pub async fn run(
     render: Render<'_>,
 ) -> Result<Finished, LocalError> {
     let repo = LocalRepo::discover(dir).await?;
-    let code = code(&repo, opts.dirty).await?;
+    let code = code(&repo, opts.dirty, opts.rev.as_deref()).await?;
     let mirror = repo.mirror();
     let files = mirror.read_tree(&code.commit, ".baton").await?;
     let jci = files.is_empty()
@@ -106,9 +108,19 @@ pub async fn run(
 }
 
 /// The code to build: `HEAD`, or a snapshot of the working tree.
-async fn code(repo: &LocalRepo, dirty: bool) -> Result<Code, LocalError> {
-    let head = repo.resolve("HEAD").await?;
-    let branch = repo.branch().await?;
+async fn code(repo: &LocalRepo, dirty: bool, rev: Option<&str>) -> Result<Code, LocalError> {
+    let (head, branch) = match rev {
+        None => (repo.resolve("HEAD").await?, repo.branch().await?),
+        Some(rev) => {
+            let is_branch = repo.resolve(&format!("refs/heads/{rev}")).await.is_ok();
+            (repo.resolve(rev).await?, is_branch.then(|| rev.to_owned()))
+        }
+    };
+    if dirty && rev.is_some() {
+        return Err(LocalError::Usage(
+            "--dirty runs the working tree; it cannot be combined with --rev".into(),
+        ));
+    }
     let top = repo.top().unwrap_or(repo.git_dir()).to_path_buf();
     let repo_name = top
         .file_name()

@@ -24,6 +24,9 @@ pub(crate) struct RunArgs {
     /// marked dirty).
     #[arg(long)]
     dirty: bool,
+    /// Run this commit or branch instead of HEAD.
+    #[arg(long)]
+    rev: Option<String>,
     /// Print every log line as it is written, prefixed by its job.
     #[arg(long, short)]
     follow: bool,
@@ -69,6 +72,7 @@ pub(crate) async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         targets: args.targets,
         dirty: args.dirty,
+        rev: args.rev,
         parallel,
         supervisor: std::env::current_exe()?,
         supervisor_args: vec!["__supervise".into()],
@@ -137,6 +141,49 @@ pub(crate) async fn pull(remote: &str) -> anyhow::Result<ExitCode> {
         println!("{r}");
     }
     eprintln!("fetched {} run(s) from {remote}", moved.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cron(sync: bool) -> anyhow::Result<ExitCode> {
+    let repo = repo().await?;
+    let top = repo
+        .top()
+        .ok_or_else(|| anyhow::anyhow!("baton cron needs a repository with a working tree"))?
+        .to_path_buf();
+    let baton = std::env::current_exe()?;
+    let (file, entries) = baton_local::cron::entries(&repo).await?;
+    if sync {
+        let changed = baton_local::cron::sync(&top, &baton, &entries)?;
+        let what = if changed {
+            "installed"
+        } else {
+            "already installed"
+        };
+        eprintln!(
+            "{} entr(ies) of {file} {what} in the crontab",
+            entries.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &entries {
+        let mut line = e.schedule.clone();
+        if let Some(b) = &e.branch {
+            line.push_str(&format!("  branch:{b}"));
+        }
+        if let Some(n) = &e.name {
+            line.push_str(&format!("  name:{n}"));
+        }
+        if !e.targets.is_empty() {
+            line.push_str(&format!("  {}", e.targets.join(" ")));
+        }
+        println!("{line}");
+    }
+    let state = if baton_local::cron::installed(&top, &baton, &entries)? {
+        "in sync with the crontab"
+    } else {
+        "not in sync with the crontab (run `baton cron sync`)"
+    };
+    eprintln!("{} entr(ies) in {file}, {state}", entries.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -164,8 +164,22 @@ enum Command {
     },
     /// List old stored runs; delete them with --yes (then git collects their objects).
     Prune(local::PruneArgs),
+    /// The repository's .baton/crontab (or .jci/crontab) and the user's crontab.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// List the entries and whether the crontab holds them.
+    Ls,
+    /// Install them into the user's crontab in a block of their own (idempotent; entries
+    /// removed from the file are removed; nothing outside the block changes).
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -358,6 +372,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Push { remote } => local::push(&remote).await,
         Command::Pull { remote } => local::pull(&remote).await,
         Command::Prune(args) => local::prune(args).await,
+        Command::Cron { command } => local::cron(matches!(command, CronCommand::Sync)).await,
         Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
         Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,

@@ -535,16 +535,25 @@ async fn a_local_runs_stored_page_opens_offline() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
-    let refname = git(&repo, &["for-each-ref", "--format=%(refname)", "refs/baton-runs/"]);
+    let refname = git(
+        &repo,
+        &["for-each-ref", "--format=%(refname)", "refs/baton-runs/"],
+    );
     let page = tmp.path().join("index.html");
-    let html = git(&repo, &["cat-file", "blob", &format!("{refname}:index.html")]);
+    let html = git(
+        &repo,
+        &["cat-file", "blob", &format!("{refname}:index.html")],
+    );
     std::fs::write(&page, html).unwrap();
     let (_d, c) = browser().await;
     c.goto(&format!("file://{}", page.display())).await.unwrap();
     assert_eq!(text_of(&c, "#status").await, "failed");
     assert!(text_of(&c, "pre.log").await.contains("green ok"));
     let requests = c
-        .execute("return performance.getEntriesByType('resource').length", vec![])
+        .execute(
+            "return performance.getEntriesByType('resource').length",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(requests, json!(0), "the page fetched something");

@@ -491,3 +491,83 @@ fn image_tasks_run_on_the_local_docker_engine() {
         "boxed"
     );
 }
+
+#[test]
+fn cron_sync_installs_a_marked_block_idempotently_and_its_lines_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    repo(&dir);
+    git(&dir, &["checkout", "-q", "main"]);
+    let crontab =
+        "# nightly and quick\n0 3 * * * branch:feature name:nightly test\n*/5 * * * * release\n";
+    commit_text(&dir, &[(".baton/crontab", crontab)], "cron");
+    let file = tmp.path().join("crontab");
+    let mine = "MAILTO=me\n1 1 * * * /usr/local/bin/backup\n";
+    std::fs::write(&file, mine).unwrap();
+    let cron = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("CRONTAB", &file)
+            .output()
+            .unwrap()
+    };
+    let (ls, err) = text(&cron(&["cron", "ls"]));
+    assert_eq!(
+        ls,
+        "0 3 * * *  branch:feature  name:nightly  test\n*/5 * * * *  release\n"
+    );
+    assert!(err.contains("not in sync"), "{err}");
+    assert!(cron(&["cron", "sync"]).status.success());
+    let once = std::fs::read_to_string(&file).unwrap();
+    assert!(once.starts_with(mine), "{once}");
+    assert_eq!(once.matches("baton cron").count(), 2, "{once}");
+    assert!(
+        text(&cron(&["cron", "sync"]))
+            .1
+            .contains("already installed")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        once,
+        "a second sync changes nothing"
+    );
+    assert!(
+        text(&cron(&["cron", "ls"]))
+            .1
+            .contains("in sync with the crontab")
+    );
+
+    // The installed line runs `baton run` on the entry's branch.
+    let line = once.lines().find(|l| l.contains("# nightly")).unwrap();
+    let command: String = line.splitn(6, ' ').nth(5).unwrap().to_owned();
+    let st = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .env("HOME", &dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{command}");
+    let refs = run_refs(&dir, "refs/baton-runs/");
+    assert_eq!(refs.len(), 1, "{command}");
+    assert_eq!(record(&dir, &refs[0])["branch"], "feature");
+
+    commit_text(
+        &dir,
+        &[(".baton/crontab", "*/5 * * * * release\n")],
+        "fewer",
+    );
+    assert!(cron(&["cron", "sync"]).status.success());
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        after.starts_with(mine) && !after.contains("nightly") && after.contains("release"),
+        "{after}"
+    );
+    commit_text(&dir, &[(".baton/crontab", "# none\n")], "none");
+    assert!(cron(&["cron", "sync"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        mine,
+        "nothing outside the block moved"
+    );
+}
