@@ -134,22 +134,37 @@ fn jci_record(run: &RunRef, status: &str) -> RunRecord {
 }
 
 /// `baton log`: the first-parent history from `rev`, like `git log --oneline`, each commit
-/// followed by its runs (newest first) with their statuses.
+/// followed by its runs (newest first) with their statuses; a dirty run is shown under the
+/// commit its working tree was on.
 pub async fn log_text(repo: &LocalRepo, rev: &str, n: usize) -> Result<String, LocalError> {
     let commits = repo.log(rev, n).await?;
-    let mut by_key: BTreeMap<String, Vec<RunRef>> = BTreeMap::new();
-    for r in list(repo).await? {
-        by_key.entry(r.key.clone()).or_default().push(r);
+    let runs = list(repo).await?;
+    let specs: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{}:run.json", r.refname))
+        .collect();
+    let records = repo.read_files(&specs).await?;
+    let mut by_commit: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (run, json) in runs.iter().zip(records) {
+        let rec: Option<RunRecord> = json.and_then(|j| serde_json::from_slice(&j).ok());
+        let (commit, line) = match rec {
+            Some(rec) => (rec.head.clone(), run_line(&rec, run.jci)),
+            None if run.jci => {
+                let rec = read(repo, run).await?;
+                (run.key.clone(), run_line(&rec, true))
+            }
+            None => (
+                run.key.clone(),
+                format!("{} unreadable: it has no run.json", run.id),
+            ),
+        };
+        by_commit.entry(commit).or_default().push(line);
     }
     let mut out = String::new();
     for (id, subject) in commits {
         let short = &id.as_str()[..10];
         out.push_str(&format!("{short} {subject}\n"));
-        for run in by_key.get(id.as_str()).into_iter().flatten().rev() {
-            let line = match read(repo, run).await {
-                Ok(rec) => run_line(&rec, run.jci),
-                Err(e) => format!("{} unreadable: {e}", run.id),
-            };
+        for line in by_commit.get(id.as_str()).into_iter().flatten().rev() {
             out.push_str(&format!("    {line}\n"));
         }
     }

@@ -265,6 +265,10 @@ fn dirty_runs_snapshot_the_working_tree_and_are_stored_against_its_tree() {
         git(&dir, &["status", "--porcelain"]),
         "M notes.txt\n?? new.txt".trim_start()
     );
+    // `baton log` shows the dirty run under the commit it was made on.
+    let (log, _) = text(&baton(&dir, &["log", "-n", "1"]));
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().any(|l| l.ends_with("(dirty)")), "{log}");
 }
 
 #[test]
