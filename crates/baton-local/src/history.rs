@@ -133,10 +133,21 @@ fn jci_record(run: &RunRef, status: &str) -> RunRecord {
     }
 }
 
-/// `baton log`: the first-parent history from `rev`, like `git log --oneline`, each commit
-/// followed by its runs (newest first) with their statuses; a dirty run is shown under the
-/// commit its working tree was on.
-pub async fn log_text(repo: &LocalRepo, rev: &str, n: usize) -> Result<String, LocalError> {
+/// A commit and its stored runs, newest first.
+#[derive(Debug, Clone)]
+pub struct CommitRuns {
+    pub id: Oid,
+    pub subject: String,
+    pub runs: Vec<(RunRef, Option<RunRecord>)>,
+}
+
+/// The first-parent history from `rev` (at most `n` commits), each with its runs; a dirty run
+/// counts for the commit its working tree was on. Every record is read in one git process.
+pub async fn commits_with_runs(
+    repo: &LocalRepo,
+    rev: &str,
+    n: usize,
+) -> Result<Vec<CommitRuns>, LocalError> {
     let commits = repo.log(rev, n).await?;
     let runs = list(repo).await?;
     let specs: Vec<String> = runs
@@ -144,27 +155,36 @@ pub async fn log_text(repo: &LocalRepo, rev: &str, n: usize) -> Result<String, L
         .map(|r| format!("{}:run.json", r.refname))
         .collect();
     let records = repo.read_files(&specs).await?;
-    let mut by_commit: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (run, json) in runs.iter().zip(records) {
-        let rec: Option<RunRecord> = json.and_then(|j| serde_json::from_slice(&j).ok());
-        let (commit, line) = match rec {
-            Some(rec) => (rec.head.clone(), run_line(&rec, run.jci)),
-            None if run.jci => {
-                let rec = read(repo, run).await?;
-                (run.key.clone(), run_line(&rec, true))
-            }
-            None => (
-                run.key.clone(),
-                format!("{} unreadable: it has no run.json", run.id),
-            ),
-        };
-        by_commit.entry(commit).or_default().push(line);
+    let mut by_commit: BTreeMap<String, Vec<(RunRef, Option<RunRecord>)>> = BTreeMap::new();
+    for (run, json) in runs.into_iter().zip(records) {
+        let mut rec: Option<RunRecord> = json.and_then(|j| serde_json::from_slice(&j).ok());
+        if rec.is_none() && run.jci {
+            rec = read(repo, &run).await.ok();
+        }
+        let commit = rec.as_ref().map_or(run.key.clone(), |r| r.head.clone());
+        by_commit.entry(commit).or_default().push((run, rec));
     }
+    Ok(commits
+        .into_iter()
+        .map(|(id, subject)| {
+            let mut runs = by_commit.remove(id.as_str()).unwrap_or_default();
+            runs.reverse();
+            CommitRuns { id, subject, runs }
+        })
+        .collect())
+}
+
+/// `baton log`: commits like `git log --oneline`, each followed by its runs (newest first)
+/// with their statuses.
+pub async fn log_text(repo: &LocalRepo, rev: &str, n: usize) -> Result<String, LocalError> {
     let mut out = String::new();
-    for (id, subject) in commits {
-        let short = &id.as_str()[..10];
-        out.push_str(&format!("{short} {subject}\n"));
-        for line in by_commit.get(id.as_str()).into_iter().flatten().rev() {
+    for c in commits_with_runs(repo, rev, n).await? {
+        out.push_str(&format!("{} {}\n", &c.id.as_str()[..10], c.subject));
+        for (run, rec) in &c.runs {
+            let line = match rec {
+                Some(rec) => run_line(rec, run.jci),
+                None => format!("{} unreadable: it has no run.json", run.id),
+            };
             out.push_str(&format!("    {line}\n"));
         }
     }

@@ -19,6 +19,7 @@ mod guard;
 mod headers;
 mod hooks;
 pub mod local_page;
+pub mod local_site;
 mod login;
 mod logs;
 pub mod notify;

@@ -54,11 +54,7 @@ pub fn run_page(record: &RunRecord, logs: &[Vec<u8>]) -> String {
         .collect();
     let tpl = LocalRunTpl {
         r: record,
-        css: format!(
-            "{}\n{}",
-            include_str!("../static/app.css"),
-            crate::ansi::palette_css()
-        ),
+        css: inline_css(),
         targets: record.targets.join(", "),
         commit_short: record.commit.chars().take(12).collect(),
         started: record
@@ -69,6 +65,15 @@ pub fn run_page(record: &RunRecord, logs: &[Vec<u8>]) -> String {
     };
     tpl.render()
         .unwrap_or_else(|e| format!("<!doctype html><p>page error: {e}</p>"))
+}
+
+/// The UI's stylesheet, to put inline in a page that must load nothing.
+pub(crate) fn inline_css() -> String {
+    format!(
+        "{}\n{}",
+        include_str!("../static/app.css"),
+        crate::ansi::palette_css()
+    )
 }
 
 fn millis(ms: u64) -> String {

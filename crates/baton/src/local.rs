@@ -144,6 +144,20 @@ pub(crate) async fn pull(remote: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn web(listen: &str) -> anyhow::Result<ExitCode> {
+    let repo = repo().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "serving the runs of {} on http://{addr}/",
+        repo.git_dir().display()
+    );
+    axum::serve(listener, baton_web::local_site::router(repo)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn cron(sync: bool) -> anyhow::Result<ExitCode> {
     let repo = repo().await?;
     let top = repo

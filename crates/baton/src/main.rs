@@ -164,6 +164,11 @@ enum Command {
     },
     /// List old stored runs; delete them with --yes (then git collects their objects).
     Prune(local::PruneArgs),
+    /// Serve a read-only site of this repository's stored runs, read from its refs.
+    Web {
+        #[arg(long, default_value = "127.0.0.1:8701")]
+        listen: String,
+    },
     /// The repository's .baton/crontab (or .jci/crontab) and the user's crontab.
     Cron {
         #[command(subcommand)]
@@ -372,6 +377,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Push { remote } => local::push(&remote).await,
         Command::Pull { remote } => local::pull(&remote).await,
         Command::Prune(args) => local::prune(args).await,
+        Command::Web { listen } => local::web(&listen).await,
         Command::Cron { command } => local::cron(matches!(command, CronCommand::Sync)).await,
         Command::Cancel { run, server } => client::Client::new(&server)?.cancel(run).await,
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,

@@ -575,3 +575,70 @@ fn cron_sync_installs_a_marked_block_idempotently_and_its_lines_run() {
         "nothing outside the block moved"
     );
 }
+
+/// `baton web` on a free port, killed when dropped.
+struct Web(std::process::Child);
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn baton_web_serves_branches_commits_and_each_runs_tree_from_the_refs() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    repo(&dir);
+    assert_eq!(baton(&dir, &["run", "test"]).status.code(), Some(0));
+    let refname = run_refs(&dir, "refs/baton-runs/").remove(0);
+    let id = refname.rsplit('/').next().unwrap().to_owned();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["web", "--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .env("HOME", &dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _web = Web(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    let get = |path: String| async move {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        (r.status().as_u16(), ct, r.text().await.unwrap())
+    };
+    let (st, _, home) = get.clone()("/".into()).await;
+    assert_eq!(st, 200);
+    assert!(
+        home.contains("feature") && home.contains("main") && home.contains(&format!("/runs/{id}/")),
+        "{home}"
+    );
+    assert!(home.contains("success"), "{home}");
+    let (st, ct, page) = get.clone()(format!("/runs/{id}/")).await;
+    assert_eq!((st, ct.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(
+        page.contains("committed"),
+        "the run page shows the log: {page}"
+    );
+    let rec: Value = record(&dir, &refname);
+    let log = job(&rec, "test")["log"].as_str().unwrap().to_owned();
+    let (st, ct, text) = get.clone()(format!("/runs/{id}/{log}")).await;
+    assert_eq!((st, ct.as_str()), (200, "text/plain; charset=utf-8"));
+    assert!(text.contains("committed"));
+    assert_eq!(get.clone()(format!("/runs/{id}/nope")).await.0, 404);
+    assert_eq!(get("/runs/19990101T/".into()).await.0, 404);
+}
