@@ -512,6 +512,78 @@ mod tests {
         assert!(check_run_ref("refs/baton-runs/a b").is_err());
     }
 
+    fn sh_git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_run_is_one_parentless_commit_read_back_and_deleted_by_ref() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        sh_git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("a.txt"), "a\n").unwrap();
+        sh_git(dir, &["add", "-A"]);
+        sh_git(dir, &["commit", "-q", "-m", "first"]);
+        let repo = LocalRepo::discover(dir).await.unwrap();
+        let head = repo.resolve("HEAD").await.unwrap();
+        assert_eq!(repo.branch().await.unwrap().as_deref(), Some("main"));
+        let name = format!("refs/baton-runs/{head}/20261207T000000000Z-abcdef");
+        let files = [
+            TreeFile {
+                path: "run.json".into(),
+                executable: false,
+                bytes: b"{}".to_vec(),
+            },
+            TreeFile {
+                path: "jobs/01-a \"b\"/log".into(),
+                executable: true,
+                bytes: vec![0, 1, 2],
+            },
+        ];
+        let oid = repo.write_run(&name, "a run", &files).await.unwrap();
+        assert_eq!(sh_git(dir, &["rev-parse", &name]), oid.as_str());
+        assert_eq!(
+            sh_git(dir, &["rev-list", "--parents", "-n1", &name]),
+            oid.as_str()
+        );
+        let got = repo
+            .read_files(&[
+                format!("{name}:run.json"),
+                format!("{name}:nope"),
+                format!("{name}:jobs/01-a \"b\"/log"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Some(b"{}".to_vec()), None, Some(vec![0, 1, 2])]);
+        assert_eq!(
+            repo.list_files(&name, "jobs").await.unwrap(),
+            ["jobs/01-a \"b\"/log"]
+        );
+        assert!(
+            repo.write_run("refs/heads/main", "x", &files)
+                .await
+                .is_err()
+        );
+        repo.delete_refs(std::slice::from_ref(&name)).await.unwrap();
+        assert!(repo.refs("refs/baton-runs/").await.unwrap().is_empty());
+        assert_eq!(sh_git(dir, &["status", "--porcelain"]), "");
+    }
+
     #[test]
     fn paths_are_quoted_for_fast_import() {
         assert_eq!(quote("jobs/a\"b\\c\n"), "\"jobs/a\\\"b\\\\c\\n\"");
