@@ -642,3 +642,50 @@ async fn baton_web_serves_branches_commits_and_each_runs_tree_from_the_refs() {
     assert_eq!(get.clone()(format!("/runs/{id}/nope")).await.0, 404);
     assert_eq!(get("/runs/19990101T/".into()).await.0, 404);
 }
+
+#[test]
+fn pipelines_keep_the_servers_rules_for_failures_allow_failure_and_on_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    init(&dir);
+    let ci = r#"pipelines:
+  onerr:
+    continue_running_tasks_after_failure: true
+    on_error:
+      script:
+        - echo "failed=$failedTaskName code=$failedTaskExitCode"
+    tasks:
+      one: {script: ["echo out-of-one", "exit 5"]}
+      after_one: {script: ["echo never"], depends_on: [one]}
+      fine: {script: ["echo fine"]}
+      after_fine: {script: ["echo after fine"], depends_on: [fine]}
+      flaky: {script: ["exit 1"], allow_failure: true}
+      after_flaky: {script: ["echo after flaky"], depends_on: [flaky]}
+"#;
+    commit_text(&dir, &[(".baton/ci.yaml", ci)], "pipeline");
+    let out = baton(&dir, &["run", "onerr", "-j", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let refs = run_refs(&dir, "refs/baton-runs/");
+    let rec = record(&dir, &refs[0]);
+    let status = |name: &str| job(&rec, name)["status"].as_str().unwrap().to_owned();
+    assert_eq!(status("onerr/one"), "failed");
+    assert_eq!(status("onerr/after_one"), "skipped", "{rec:#}");
+    assert_eq!(
+        status("onerr/after_fine"),
+        "success",
+        "continue after failure"
+    );
+    assert_eq!(status("onerr/flaky"), "failed");
+    assert_eq!(
+        status("onerr/after_flaky"),
+        "success",
+        "allow_failure counts as done"
+    );
+    assert_eq!(status("onerr/on_error"), "success");
+    let log = job(&rec, "onerr/on_error")["log"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = git(&dir, &["cat-file", "blob", &format!("{}:{log}", refs[0])]);
+    assert_eq!(log, "failed=one code=5");
+}
