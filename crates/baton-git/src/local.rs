@@ -35,12 +35,22 @@ impl LocalRepo {
     /// The repository `dir` is in (like `git rev-parse`: `dir` or any parent).
     pub async fn discover(dir: &Path) -> Result<LocalRepo, GitError> {
         let env = GitEnv::default();
-        let g = Git::new(&env, At::WorkTree(dir)).args([
-            "rev-parse",
-            "--absolute-git-dir",
-            "--is-bare-repository",
-        ]);
-        let (done, g) = g.run().await?;
+        let ask = |top: bool| {
+            let mut g = Git::new(&env, At::WorkTree(dir)).args([
+                "rev-parse",
+                "--absolute-git-dir",
+                "--is-bare-repository",
+            ]);
+            if top {
+                g = g.arg("--show-toplevel");
+            }
+            g.run()
+        };
+        // One process for a working tree; a bare repository has no top and says so.
+        let (mut done, mut g) = ask(true).await?;
+        if done.code != Some(0) {
+            (done, g) = ask(false).await?;
+        }
         if done.code != Some(0) {
             return Err(g.failed(&done));
         }
@@ -48,15 +58,10 @@ impl LocalRepo {
         let mut lines = text.lines();
         let git_dir = PathBuf::from(lines.next().unwrap_or_default());
         let bare = lines.next() == Some("true");
-        let top = if bare {
-            None
-        } else {
-            let out = Git::new(&env, At::WorkTree(dir))
-                .args(["rev-parse", "--show-toplevel"])
-                .output()
-                .await?;
-            Some(PathBuf::from(String::from_utf8_lossy(&out).trim_end()))
-        };
+        let top = lines
+            .next()
+            .filter(|_| !bare)
+            .map(|t| PathBuf::from(t.trim_end()));
         Ok(LocalRepo {
             git_dir,
             top,
