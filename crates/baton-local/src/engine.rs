@@ -356,7 +356,7 @@ async fn run_job(
         ));
     }
     if let Some((mirror, commit)) = checkout
-        && let Err(e) = mirror.checkout(&commit, &dir.join("work")).await
+        && let Err(e) = mirror.checkout_borrowing(&commit, &dir.join("work")).await
     {
         return broken(format!("could not check out {commit}: {e}"));
     }

@@ -14,6 +14,7 @@ const CI: &str = r#"tasks:
   test:
     command: |
       echo "testing $BATON_COMMIT on $BATON_BRANCH"
+      echo "checked out $(git rev-parse HEAD), $(git status --porcelain | wc -l) changes"
       cat notes.txt
       echo report > "$BATON_OUTPUT_DIR/report.txt"
   release:
@@ -136,6 +137,10 @@ fn a_run_picks_what_a_push_starts_walks_the_dag_and_is_stored_as_a_parentless_co
     );
     assert!(
         log.contains(&format!("testing {head} on feature")) && log.contains("committed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("checked out {head}, 0 changes")),
         "{log}"
     );
     let artifact = test["artifacts"][0].as_str().unwrap();
