@@ -11,6 +11,8 @@
 (j) server RSS under 1,000 parallel bad logins (loopback)      vs the aim (64 MiB)
 (k) webhook -> first command in a 10,000-file checkout          vs `git clone` of the same repo
     (warm mirror), and for a push of 1,000 commits                 (bench/webhook.py)
+(l) `baton run` of a trivial one-task .baton/, to the result ref  vs the script run directly plus
+                                                                   one `git commit-tree`
 """
 import http.client
 import json
@@ -459,9 +461,41 @@ def bench_webhook():
     webhook.run(sys.modules[__name__])
 
 
+def bench_local_run():
+    d = tempfile.mkdtemp(prefix="baton-bench-local-")
+    env = dict(os.environ, HOME=d, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b",
+               GIT_AUTHOR_EMAIL="b@example.com", GIT_COMMITTER_NAME="b",
+               GIT_COMMITTER_EMAIL="b@example.com")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=d, env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    os.makedirs(os.path.join(d, ".baton"))
+    with open(os.path.join(d, ".baton", "ci.yaml"), "w") as f:
+        f.write("tasks:\n  t:\n    command: /bin/true\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "trivial")
+    tree = git("write-tree")
+    runs, direct = [], []
+    for _ in range(11):
+        t0 = time.perf_counter()
+        subprocess.run([BATON, "run"], cwd=d, env=env, check=True, stdout=subprocess.DEVNULL)
+        runs.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        subprocess.run(["bash", "-eo", "pipefail", "-c", "/bin/true"], check=True)
+        git("commit-tree", "-m", "direct", tree)
+        direct.append((time.perf_counter() - t0) * 1000)
+    shutil.rmtree(d, ignore_errors=True)
+    b, base = statistics.median(runs), statistics.median(direct)
+    row("(l) baton run, trivial task, p50", b, "ms", base, "ms", b / base,
+        "(aim <= 2x; git jci run: ~21 ms)")
+
+
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
             "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood,
-            "k": bench_webhook}
+            "k": bench_webhook, "l": bench_local_run}
 
 
 if __name__ == "__main__":

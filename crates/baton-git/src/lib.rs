@@ -13,6 +13,7 @@
 mod cmd;
 mod creds;
 mod flat;
+mod local;
 mod mirror;
 mod oid;
 mod pool;
@@ -24,6 +25,7 @@ mod work;
 pub use cmd::{GitEnv, GitError};
 pub use creds::token_user;
 pub use flat::{flat_ref, wants_more};
+pub use local::{LocalRepo, RUN_REF_PREFIXES, TreeFile};
 pub use mirror::{Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use pool::{TreePool, pristine_index};

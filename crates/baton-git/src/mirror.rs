@@ -113,6 +113,17 @@ impl Mirror {
         Ok(mirror)
     }
 
+    /// An existing repository on this machine used like a mirror (reads at a commit,
+    /// checkouts), never initialised or fetched: a developer's own `.git` directory.
+    pub(crate) fn open_local(dir: &Path, url: &str, env: GitEnv) -> Mirror {
+        Mirror {
+            shared: gate_for(dir),
+            dir: dir.to_owned(),
+            url: url.to_owned(),
+            env,
+        }
+    }
+
     async fn init(&self) -> Result<(), GitError> {
         let exists = tokio::fs::try_exists(&self.dir)
             .await

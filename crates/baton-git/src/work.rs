@@ -56,6 +56,41 @@ impl Mirror {
     /// `commit`, from the mirror, without the network.
     pub async fn checkout(&self, commit: &Oid, dest: &Path) -> Result<Checkout, GitError> {
         self.clone_shared(dest).await?;
+        self.detached_checkout(commit, dest).await
+    }
+
+    /// Like [`Mirror::checkout`], for a repository that outlives the checkout (a developer's
+    /// own, for `baton run`): a fresh repository at `dest` borrowing this one's objects
+    /// (`objects/info/alternates`), with no refs of it and without the ref listing a clone
+    /// makes through `upload-pack`; then the same detached checkout, submodules and LFS files.
+    pub async fn checkout_borrowing(
+        &self,
+        commit: &Oid,
+        dest: &Path,
+    ) -> Result<Checkout, GitError> {
+        Git::new(&self.env, At::Nowhere)
+            .args(["init", "--quiet", "--template="])
+            .arg(dest)
+            .output()
+            .await?;
+        let info = dest.join(".git/objects/info");
+        let objects = std::path::absolute(self.dir().join("objects"))
+            .map_err(|e| GitError::io(self.dir(), e))?;
+        let written = async {
+            tokio::fs::create_dir_all(&info).await?;
+            let line = format!("{}\n", objects.display());
+            tokio::fs::write(info.join("alternates"), line).await
+        };
+        if let Err(e) = written.await {
+            let _ = remove_tree(dest).await;
+            return Err(GitError::io(&info, e));
+        }
+        self.detached_checkout(commit, dest).await
+    }
+
+    /// Checks out `commit` detached in the repository at `dest`, then its submodules and LFS
+    /// files; removes `dest` if any of it fails.
+    async fn detached_checkout(&self, commit: &Oid, dest: &Path) -> Result<Checkout, GitError> {
         let done = Git::new(&self.env, At::WorkTree(dest))
             .args(["checkout", "--quiet", "--detach"])
             .arg(commit.as_str())

@@ -20,6 +20,8 @@ mod forge_http;
 mod guard;
 mod headers;
 mod hooks;
+pub mod local_page;
+pub mod local_site;
 mod login;
 mod logs;
 pub mod metrics;

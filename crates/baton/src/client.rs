@@ -21,7 +21,7 @@ pub(crate) struct Client {
 }
 
 /// Exit codes of `trigger --wait` and `logs -f`: 0 success, then one per way a run can end.
-fn exit_for(status: Option<Status>) -> ExitCode {
+pub(crate) fn exit_for(status: Option<Status>) -> ExitCode {
     ExitCode::from(match status {
         Some(Status::Success) => 0,
         Some(Status::Failed) => 1,

@@ -6,6 +6,7 @@
 mod agent;
 mod client;
 mod data;
+mod local;
 mod password;
 mod serve;
 
@@ -139,20 +140,20 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Show one run with its jobs.
+    /// Show one run with its jobs (a server's run by number, or a stored local run by id).
     Show {
-        /// The run's id.
-        run: i64,
+        /// The run: a server run's number, or a stored local run's id.
+        run: String,
         /// Print JSON (times in RFC 3339) instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Print a run's log (raw bytes).
+    /// Print a run's log (raw bytes): a server's run by number, or a stored local run by id.
     Logs {
-        /// The run's id.
-        run: i64,
+        /// The run: a server run's number, or a stored local run's id.
+        run: String,
         /// The job whose log to print (a pipeline's run has one per task).
         #[arg(long)]
         job: Option<String>,
@@ -217,8 +218,49 @@ enum Command {
     },
     /// Print the man page (roff; e.g. `baton man > baton.1`).
     Man,
+    /// Run the repository's .baton/ here, with no server; store the result in git.
+    Run(local::RunArgs),
+    /// The current branch's commits (like `git log --oneline`) with their stored runs.
+    Log {
+        /// At most this many commits.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// Where to start (default HEAD).
+        rev: Option<String>,
+    },
+    /// Push the stored runs the remote lacks (only run refs).
+    Push {
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Fetch the stored runs this repository lacks (only run refs).
+    Pull {
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// List old stored runs; delete them with --yes (then git collects their objects).
+    Prune(local::PruneArgs),
+    /// Serve a read-only site of this repository's stored runs, read from its refs.
+    Web {
+        #[arg(long, default_value = "127.0.0.1:8701")]
+        listen: String,
+    },
+    /// The repository's .baton/crontab (or .jci/crontab) and the user's crontab.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// List the entries and whether the crontab holds them.
+    Ls,
+    /// Install them into the user's crontab in a block of their own (idempotent; entries
+    /// removed from the file are removed; nothing outside the block changes).
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -420,17 +462,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             client::Client::new(&server)?.runs(&q, json).await
         }
-        Command::Show { run, json, server } => client::Client::new(&server)?.show(run, json).await,
+        Command::Show { run, json, server } => match run.parse::<i64>() {
+            Ok(id) => client::Client::new(&server)?.show(id, json).await,
+            Err(_) => local::show(&run, json).await,
+        },
         Command::Logs {
             run,
             job,
             follow,
             server,
-        } => {
-            client::Client::new(&server)?
-                .logs(run, job.as_deref(), follow)
-                .await
-        }
+        } => match run.parse::<i64>() {
+            Ok(id) => {
+                client::Client::new(&server)?
+                    .logs(id, job.as_deref(), follow)
+                    .await
+            }
+            Err(_) => local::logs(&run, job.as_deref()).await,
+        },
+        Command::Run(args) => local::run_command(args).await,
+        Command::Log { n, rev } => local::log(n, rev).await,
+        Command::Push { remote } => local::push(&remote).await,
+        Command::Pull { remote } => local::pull(&remote).await,
+        Command::Prune(args) => local::prune(args).await,
+        Command::Web { listen } => local::web(&listen).await,
+        Command::Cron { command } => local::cron(matches!(command, CronCommand::Sync)).await,
         Command::Cancel { run, wait, server } => {
             client::Client::new(&server)?.cancel(run, wait).await
         }

@@ -792,3 +792,45 @@ pipelines:
     }
     c.close().await.unwrap();
 }
+
+/// A local run's stored `index.html` (`baton run`, read back with git) opens from a file in
+/// Chromium, shows the run, and makes no request at all (no stylesheet, script or image).
+#[tokio::test]
+async fn a_local_runs_stored_page_opens_offline() {
+    use common::gitrepo::{commit_text, git, init};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    let ci = "tasks:\n  test:\n    command: printf '\\033[32mgreen\\033[0m ok\\n'; exit 1\n";
+    commit_text(&repo, &[(".baton/ci.yaml", ci)], "first");
+    let out = Command::new(BIN)
+        .args(["run"])
+        .current_dir(&repo)
+        .env("HOME", &repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let refname = git(
+        &repo,
+        &["for-each-ref", "--format=%(refname)", "refs/baton-runs/"],
+    );
+    let page = tmp.path().join("index.html");
+    let html = git(
+        &repo,
+        &["cat-file", "blob", &format!("{refname}:index.html")],
+    );
+    std::fs::write(&page, html).unwrap();
+    let (_d, c) = browser().await;
+    c.goto(&format!("file://{}", page.display())).await.unwrap();
+    assert_eq!(text_of(&c, "#status").await, "failed");
+    assert!(text_of(&c, "pre.log").await.contains("green ok"));
+    let requests = c
+        .execute(
+            "return performance.getEntriesByType('resource').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(requests, json!(0), "the page fetched something");
+    shoot(&c, "local-run").await;
+}

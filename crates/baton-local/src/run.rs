@@ -1,0 +1,333 @@
+//! `baton run`: from the repository to a stored run.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use baton_core::run::{JobView, Status, run_status};
+use baton_git::{LocalRepo, TreeFile};
+use chrono::Utc;
+
+use crate::LocalError;
+use crate::engine::{self, JobResult, Options, Progress};
+use crate::plan::{self, Code, Group, Plan, PlannedJob};
+use crate::record::{
+    self, JCI_PREFIX, JobRecord, Machine, RunRecord, file_from_disk, files_under, job_folder,
+};
+
+/// Renders a run's `index.html` from its record and each job's log (in the record's order).
+pub type Render<'a> = &'a (dyn Fn(&RunRecord, &[Vec<u8>]) -> String + Sync);
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Tasks or pipelines; empty: what a push of the current branch starts.
+    pub targets: Vec<String>,
+    /// Run a snapshot of the working tree instead of `HEAD`.
+    pub dirty: bool,
+    /// Run this commit or branch instead of `HEAD` (cron entries with `branch:`).
+    pub rev: Option<String>,
+    pub parallel: usize,
+    pub supervisor: PathBuf,
+    pub supervisor_args: Vec<OsString>,
+    pub docker_host: Option<String>,
+}
+
+/// A stored run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub record: RunRecord,
+    pub refname: String,
+}
+
+/// Runs the repository that `dir` is in and stores the result.
+pub async fn run(
+    dir: &Path,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+    render: Render<'_>,
+) -> Result<Finished, LocalError> {
+    let repo = LocalRepo::discover(dir).await?;
+    let code = code(&repo, opts.dirty, opts.rev.as_deref()).await?;
+    let mirror = repo.mirror();
+    let files = mirror.read_tree(&code.commit, ".baton").await?;
+    let jci = files.is_empty()
+        && !mirror
+            .read_tree(&code.commit, ".jci/run.sh")
+            .await?
+            .is_empty();
+    let mut plan = if jci {
+        jci_plan(&code)
+    } else {
+        let config = plan::load(&files, code.key.as_str())?;
+        plan::select(&config, &opts.targets, &code)?
+    };
+    if plan.jobs.is_empty() {
+        let why = if plan.notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", plan.notes.join("; "))
+        };
+        return Err(LocalError::Usage(format!(
+            "nothing to run: a push of {} starts no task or pipeline of .baton/{why} (hint: name one: `baton run TASK`)",
+            code.branch.as_deref().unwrap_or("a detached HEAD")
+        )));
+    }
+    let workdir = tempfile::Builder::new()
+        .prefix("baton-run-")
+        .tempdir()
+        .map_err(|e| LocalError::io("make a temporary folder in", &std::env::temp_dir(), e))?;
+    let options = Options {
+        parallel: opts.parallel,
+        supervisor: opts.supervisor.clone(),
+        supervisor_args: opts.supervisor_args.clone(),
+        docker_host: opts.docker_host.clone(),
+    };
+    let started_at = Utc::now();
+    let results = engine::execute(
+        &mut plan,
+        &code,
+        &mirror,
+        &options,
+        workdir.path(),
+        progress,
+    )
+    .await;
+    let record = build_record(&plan, &results, &code, started_at);
+    let files = if jci {
+        jci_files(&record, &results, render)
+    } else {
+        tree_files(&record, &results, render)
+    };
+    let refname = if jci {
+        format!("{JCI_PREFIX}{}/{}", record.commit, record.id)
+    } else {
+        record::ref_name(&record.commit, &record.id)
+    };
+    record::save(&repo, &record, files, &refname).await?;
+    Ok(Finished { record, refname })
+}
+
+/// The code to build: `HEAD`, or a snapshot of the working tree.
+async fn code(repo: &LocalRepo, dirty: bool, rev: Option<&str>) -> Result<Code, LocalError> {
+    let (head, branch) = match rev {
+        None => (repo.resolve("HEAD").await?, repo.branch().await?),
+        Some(rev) => {
+            let is_branch = repo.resolve(&format!("refs/heads/{rev}")).await.is_ok();
+            (repo.resolve(rev).await?, is_branch.then(|| rev.to_owned()))
+        }
+    };
+    if dirty && rev.is_some() {
+        return Err(LocalError::Usage(
+            "--dirty runs the working tree; it cannot be combined with --rev".into(),
+        ));
+    }
+    let top = repo.top().unwrap_or(repo.git_dir()).to_path_buf();
+    let repo_name = top
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (commit, tree) = if dirty {
+        let (tree, commit) = repo.snapshot(&head).await?;
+        (commit, Some(tree))
+    } else {
+        (head.clone(), None)
+    };
+    Ok(Code {
+        key: tree.as_ref().unwrap_or(&commit).to_string(),
+        commit,
+        head,
+        tree,
+        dirty,
+        branch,
+        repo_name,
+        repo_path: top.to_string_lossy().into_owned(),
+    })
+}
+
+fn build_record(
+    plan: &Plan,
+    results: &[JobResult],
+    code: &Code,
+    started_at: chrono::DateTime<Utc>,
+) -> RunRecord {
+    let ended_at = Utc::now();
+    let views: Vec<JobView> = results
+        .iter()
+        .zip(&plan.jobs)
+        .map(|(r, j)| JobView {
+            status: r.status,
+            allow_failure: j.allow_failure,
+            ended_seq: r.ended_at.map_or(u64::MAX, |t| t.timestamp_millis() as u64),
+        })
+        .collect();
+    let status = if results.is_empty() {
+        Status::Skipped
+    } else {
+        run_status(&views)
+    };
+    let jobs = plan
+        .jobs
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (j, r))| job_record(i, j, r, &plan.groups[j.group]))
+        .collect();
+    RunRecord {
+        format: record::FORMAT,
+        id: record::new_run_id(started_at),
+        status: status.to_string(),
+        targets: plan.groups.iter().map(|g| g.target.clone()).collect(),
+        commit: code.key.clone(),
+        head: code.head.to_string(),
+        tree: code.tree.as_ref().map(ToString::to_string),
+        dirty: code.dirty,
+        branch: code.branch.clone(),
+        trigger: plan.trigger.clone(),
+        started_at,
+        ended_at,
+        duration_ms: (ended_at - started_at).num_milliseconds().max(0) as u64,
+        machine: Machine::here(),
+        baton_version: env!("CARGO_PKG_VERSION").into(),
+        jobs,
+        notes: plan.notes.clone(),
+    }
+}
+
+fn job_record(index: usize, job: &PlannedJob, r: &JobResult, group: &Group) -> JobRecord {
+    let folder = job_folder(index, &job.key);
+    let artifacts = r
+        .dir
+        .as_deref()
+        .map(|d| files_under(&d.join(baton_exec::layout::OUT_DIR)))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(p, _)| format!("{folder}/out/{p}"))
+        .collect();
+    JobRecord {
+        name: job.key.clone(),
+        target: group.target.clone(),
+        status: r.status.to_string(),
+        reason: r.reason.clone(),
+        exit_code: r.exit_code,
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        duration_ms: match (r.started_at, r.ended_at) {
+            (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as u64),
+            _ => None,
+        },
+        log: format!("{folder}/log"),
+        artifacts,
+    }
+}
+
+fn log_of(r: &JobResult) -> Vec<u8> {
+    r.dir
+        .as_deref()
+        .and_then(|d| std::fs::read(d.join(baton_exec::layout::LOG_FILE)).ok())
+        .unwrap_or_default()
+}
+
+/// Each job's log and artifacts, and `index.html`.
+fn tree_files(record: &RunRecord, results: &[JobResult], render: Render<'_>) -> Vec<TreeFile> {
+    let mut files = Vec::new();
+    let mut logs = Vec::new();
+    for (j, r) in record.jobs.iter().zip(results) {
+        let log = log_of(r);
+        logs.push(log.clone());
+        if let Some(dir) = &r.dir {
+            files.push(TreeFile {
+                path: j.log.clone(),
+                executable: false,
+                bytes: log,
+            });
+            let out = dir.join(baton_exec::layout::OUT_DIR);
+            let prefix = j.log.trim_end_matches("log");
+            for (rel, exec) in files_under(&out) {
+                files.push(file_from_disk(
+                    format!("{prefix}out/{rel}"),
+                    &out.join(&rel),
+                    exec,
+                ));
+            }
+        }
+    }
+    files.push(TreeFile {
+        path: "index.html".into(),
+        executable: false,
+        bytes: render(record, &logs).into_bytes(),
+    });
+    files
+}
+
+/// git-jci's one job: `.jci/run.sh` with its environment.
+fn jci_plan(code: &Code) -> Plan {
+    let script = "export JCI_REPO_ROOT=\"$PWD\" JCI_OUTPUT_DIR=\"$BATON_OUTPUT_DIR\"\n\
+                  if [ -x .jci/run.sh ]; then ./.jci/run.sh; else bash .jci/run.sh; fi\n";
+    let mut env = plan::base_env(code, "push", "run.sh");
+    env.push(("JCI_COMMIT".into(), code.commit.to_string()));
+    Plan {
+        groups: vec![Group {
+            target: ".jci/run.sh".into(),
+            pipeline: false,
+            continue_after_failure: false,
+            on_error: None,
+        }],
+        jobs: vec![PlannedJob {
+            key: "run.sh".into(),
+            group: 0,
+            name: "run.sh".into(),
+            depends_on: Vec::new(),
+            allow_failure: false,
+            script: script.into(),
+            env,
+            timeout: None,
+            container: None,
+            checkout: true,
+            server_only: None,
+        }],
+        trigger: "push".into(),
+        notes: Vec::new(),
+    }
+}
+
+/// git-jci's layout: `status.txt` (`ok`/`err`), `run.output.txt`, the output folder's files at
+/// the top, and `index.html` unless the job wrote one.
+fn jci_files(record: &RunRecord, results: &[JobResult], render: Render<'_>) -> Vec<TreeFile> {
+    let ok = record.status == Status::Success.as_str();
+    let log = results.first().map(log_of).unwrap_or_default();
+    let mut files = vec![
+        TreeFile {
+            path: "status.txt".into(),
+            executable: false,
+            bytes: if ok {
+                b"ok\n".to_vec()
+            } else {
+                b"err\n".to_vec()
+            },
+        },
+        TreeFile {
+            path: "run.output.txt".into(),
+            executable: false,
+            bytes: log.clone(),
+        },
+    ];
+    let mut wrote_index = false;
+    if let Some(dir) = results.first().and_then(|r| r.dir.as_ref()) {
+        let out = dir.join(baton_exec::layout::OUT_DIR);
+        for (rel, exec) in files_under(&out) {
+            if ["status.txt", "run.output.txt", "run.json"].contains(&rel.as_str()) {
+                continue;
+            }
+            wrote_index |= rel == "index.html";
+            files.push(file_from_disk(rel.clone(), &out.join(&rel), exec));
+        }
+    }
+    if !wrote_index {
+        files.push(TreeFile {
+            path: "index.html".into(),
+            executable: false,
+            bytes: render(record, std::slice::from_ref(&log)).into_bytes(),
+        });
+    }
+    files
+}
