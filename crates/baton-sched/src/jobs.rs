@@ -158,6 +158,7 @@ impl LiveRun {
                 depends_on: self.def.depends_on(&j.name),
                 status: j.status,
                 allow_failure: self.def.allow_failure(&j.name),
+                cached: baton_core::decide::hit_of(j.reason.as_deref()).is_some(),
             })
             .collect()
     }

@@ -361,6 +361,40 @@ pub struct TaskDef {
     /// `reports:` — where the job's test reports are among its artifacts.
     #[serde(default)]
     pub reports: Reports,
+    /// `cache:` — skip the job when a successful one had the same inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheDef>,
+}
+
+/// `cache: {inputs: [GLOB, …], env: [NAME, …], key: TEXT, max_age: 30d}`: a job whose inputs
+/// (these files of its checkout, its definition, its image, these environment values and the
+/// key) are those of a successful job of the same repository within `max_age` is not run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDef {
+    /// Globs relative to the job's working directory (its checkout).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Names of environment variables whose values count.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub key: String,
+    /// How old a hit may be; `None`: [`CacheDef::DEFAULT_MAX_AGE`].
+    #[serde(default)]
+    pub max_age: Option<Duration>,
+    /// Set on a run triggered with `--no-cache` ("run anyway"): the job runs, and its inputs
+    /// are still recorded for later hits. Never read from YAML.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+impl CacheDef {
+    /// 30 days.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+    pub fn max_age(&self) -> Duration {
+        self.max_age.unwrap_or(Self::DEFAULT_MAX_AGE)
+    }
 }
 
 /// `reports: {junit: [GLOB, …]}`: the job's JUnit XML reports, as globs relative to its
@@ -467,6 +501,9 @@ pub struct PipelineTask {
     /// `reports:`, as on tasks.
     #[serde(default)]
     pub reports: Reports,
+    /// `cache:`, as on tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheDef>,
 }
 
 /// `true`, for serde defaults.

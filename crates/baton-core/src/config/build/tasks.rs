@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::cache::build_cache;
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
 use super::reports::build_reports;
@@ -35,6 +36,7 @@ const TASK_KEYS: &[&str] = &[
     "on",
     "checkout",
     "reports",
+    "cache",
     "pr_head",
     "cancel_superseded",
 ];
@@ -123,6 +125,7 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
+        cache: build_cache(d, &f, &what),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
