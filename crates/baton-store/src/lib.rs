@@ -4,6 +4,7 @@
 //! scheduler decided, in one transaction per batch, and a write is durable (WAL, synchronous
 //! FULL) before the call returns — so before anyone is told.
 
+mod cache;
 mod folders;
 mod notices;
 mod outbox;
@@ -31,6 +32,7 @@ use sqlx::{QueryBuilder, Row};
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
+pub use cache::{CacheSource, JobCache};
 pub use folders::RunFolders;
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;
@@ -300,6 +302,7 @@ impl Store {
                 "DELETE FROM jobs WHERE run_id = ?",
                 "DELETE FROM job_results WHERE run_id = ?",
                 "DELETE FROM test_results WHERE run_id = ?",
+                "DELETE FROM job_cache WHERE run_id = ?",
             ] {
                 sqlx::query(sql).bind(id).execute(&mut *tx).await?;
             }

@@ -13,6 +13,7 @@ pub mod api_types;
 mod artifacts;
 mod auth;
 mod badge;
+mod cache;
 mod callbacks;
 mod error;
 mod guard;

@@ -109,6 +109,17 @@ async fn run_code(s: &AppState, run: &RunRow) -> String {
     code_of_run(id)
 }
 
+/// A job's artifacts folder (`out/`): its own, or for a job skipped by a cache hit, that of
+/// the job it hit (stored once, never copied).
+pub(crate) async fn out_dir(s: &AppState, job: &JobRow) -> std::path::PathBuf {
+    if let Some((hit, _)) = baton_core::decide::hit_of(job.reason.as_deref())
+        && let Ok(Some(rec)) = s.store.job_cache(hit).await
+    {
+        return s.folders.job_dir(rec.job_id, rec.attempt).join("out");
+    }
+    s.folders.job_dir(job.id, job.attempt).join("out")
+}
+
 /// A job's node from its `out/`, with its counts, its JSON and its test cases' rows.
 fn build_job(
     out: &std::path::Path,
@@ -154,7 +165,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     }
     let code = run_code(s, run).await;
     for job in todo {
-        let out = s.folders.job_dir(job.id, job.attempt).join("out");
+        let out = out_dir(s, job).await;
         let globs = junit_globs(run, job);
         let (name, id, status) = (job.name.clone(), job.id, job.status.to_string());
         let built =

@@ -38,6 +38,17 @@ pub(crate) struct ServerArgs {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Which inputs made a job's digest differ from the last successful job of its task (or
+    /// which job it hit).
+    Why {
+        job: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the server: scheduler, executors and HTTP API.
     Serve(serve::ServeArgs),
@@ -74,8 +85,16 @@ enum Command {
         /// Print the log as it grows; implies --wait.
         #[arg(long, short)]
         follow: bool,
+        /// Run jobs with `cache:` even when a successful job had the same inputs.
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// The CI cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// List runs, newest first.
     Runs {
@@ -280,13 +299,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             git_ref,
             wait,
             follow,
+            no_cache,
             server,
         } => {
-            let args = parse_args(&args)?;
+            let body = baton_web::api_types::TriggerBody {
+                args: parse_args(&args)?,
+                git_ref,
+                no_cache,
+            };
             client::Client::new(&server)?
-                .trigger(&name, args, git_ref, wait || follow, follow)
+                .trigger(&name, body, wait || follow, follow)
                 .await
         }
+        Command::Cache {
+            command: CacheCommand::Why { job, server },
+        } => client::Client::new(&server)?.cache_why(job).await,
         Command::Runs {
             task,
             status,

@@ -369,14 +369,25 @@ impl Actor {
             .runs
             .get(&spec.run_id)
             .and_then(|run| crate::repo::checkout_plan(&self.folders, &self.config, run));
+        let cache = self.runs.get(&spec.run_id).and_then(|run| {
+            let job = run.job(job_id)?;
+            crate::cache::CacheCheck::plan(run, job, &spec, &dir, remote)
+        });
         if remote {
             spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
         }
+        let store = self.store.clone();
         tokio::spawn(async move {
             if let Some(plan) = checkout
                 && let Err(why) = plan.make(&dir).await
             {
                 return send_lost(tx, job_id, attempt, why).await;
+            }
+            if let Some(check) = cache
+                && let Some(reason) = check.check(&store).await
+            {
+                let _ = tx.send(Msg::JobCached { job_id, attempt, reason }).await;
+                return;
             }
             let exec = match exec {
                 Ok(e) => e,

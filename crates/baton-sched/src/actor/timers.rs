@@ -113,6 +113,7 @@ impl Actor {
                             args: BTreeMap::new(),
                             trigger: TriggerKind::Schedule,
                             ancestors: vec![],
+                            no_cache: false,
                         };
                         if let Err(e) = self.trigger(req).await {
                             tracing::error!(task = name, "scheduled trigger failed: {e}");

@@ -50,6 +50,7 @@ pub(super) async fn build(
         trigger: TriggerKind::Webhook,
         delivery: event.delivery.clone(),
         only: None,
+        no_cache: false,
     };
     let verdict = push_event(st, config, repo, &mirror, &commit, code).await;
     // A polled repository that also sends webhooks: the poller must not build this push again.
@@ -117,6 +118,8 @@ pub(crate) struct Code {
     pub(crate) delivery: Option<String>,
     /// Start only this target (a hand trigger of `REPO/TASK`); `None`: all that match.
     pub(crate) only: Option<String>,
+    /// `--no-cache` on a hand trigger: jobs with `cache:` run even on a hit.
+    pub(crate) no_cache: bool,
 }
 
 /// A push of `commit` (webhook or poller): the runs it starts, as for any event.
@@ -228,7 +231,7 @@ pub(crate) async fn repo_event(
             hold: None,
         })
         .collect();
-    start_runs(st, wanted, code.trigger, notes, &what).await
+    start_runs(st, wanted, (code.trigger, code.no_cache), notes, &what).await
 }
 
 /// A run to start: its name, definition (`None`: the server config's), code, and the reason
@@ -245,7 +248,7 @@ pub(super) struct Wanted {
 pub(super) async fn start_runs(
     st: &AppState,
     wanted: Vec<Wanted>,
-    trigger: TriggerKind,
+    (trigger, no_cache): (TriggerKind, bool),
     mut notes: Vec<String>,
     what: &str,
 ) -> Verdict {
@@ -280,6 +283,7 @@ pub(super) async fn start_runs(
             trigger,
             repo: w.repo,
             hold: w.hold,
+            no_cache,
         };
         match st.sched.trigger_repo(req).await {
             Ok(row) if held => {

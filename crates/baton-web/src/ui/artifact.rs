@@ -26,7 +26,7 @@ pub(super) async fn artifact(
         .iter()
         .find(|j| j.id == job_id)
         .ok_or_else(not_found)?;
-    let out = s.folders.job_dir(job.id, job.attempt).join("out");
+    let out = crate::results::out_dir(&s, job).await;
     let art = tokio::task::spawn_blocking(move || crate::artifacts::open(&out, &rel))
         .await
         .ok()

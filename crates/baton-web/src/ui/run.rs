@@ -59,6 +59,8 @@ struct RunPageView {
     code: Option<CodeFacts>,
     /// Commit statuses told to the forge: (context, state, how far sending got).
     statuses: Vec<(String, &'static str, String)>,
+    /// Jobs skipped by a cache hit: (job name, the job hit, its run).
+    cache_hits: Vec<(String, i64, i64)>,
 }
 
 struct LineView {
@@ -224,7 +226,7 @@ pub(super) async fn run_page(
             .ok_or_else(not_found)?,
     };
     let log = read_log(&s, job, q.before).await;
-    let out = s.folders.job_dir(job.id, job.attempt).join("out");
+    let out = crate::results::out_dir(&s, job).await;
     let artifacts = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
         .await
         .unwrap_or_default();
@@ -297,6 +299,14 @@ fn run_view(run: &RunRow, job: &JobRow) -> RunPageView {
             .collect(),
         code: None,
         statuses: Vec::new(),
+        cache_hits: run
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                let (job, run) = baton_core::decide::hit_of(j.reason.as_deref())?;
+                Some((j.name.clone(), job, run))
+            })
+            .collect(),
     }
 }
 
@@ -363,7 +373,8 @@ pub(super) async fn rerun(
 ) -> PageResult {
     let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     visible_run(&s, &a, id).await?;
-    let run = s.sched.rerun(id, TriggerKind::Rerun).await?;
+    let no_cache = !super::field(&f, "no_cache").is_empty();
+    let run = s.sched.rerun_with(id, TriggerKind::Rerun, no_cache).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
 }
 
