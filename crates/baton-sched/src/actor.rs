@@ -246,10 +246,7 @@ impl Actor {
                 job_id,
                 attempt,
                 reason,
-            } => {
-                self.job_ended(job_id, attempt, Ended::Cached(reason))
-                    .await
-            }
+            } => self.job_ended(job_id, attempt, Ended::Cached(reason)).await,
             Msg::JobEnded {
                 job_id,
                 attempt,

@@ -61,7 +61,12 @@ impl CacheCheck {
             .env
             .iter()
             .map(|name| {
-                let v = spec.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                let v = spec
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone());
                 (name.clone(), v.or_else(|| std::env::var(name).ok()))
             })
             .collect();
@@ -70,7 +75,12 @@ impl CacheCheck {
             TargetDef::Pipeline(_) => format!("{}/{}", run.row.target, job.name),
         };
         Some(CacheCheck {
-            scope: run.row.repo.as_ref().map(|r| r.repo.clone()).unwrap_or_default(),
+            scope: run
+                .row
+                .repo
+                .as_ref()
+                .map(|r| r.repo.clone())
+                .unwrap_or_default(),
             task,
             definition,
             image: image_of(spec),
@@ -119,7 +129,10 @@ impl CacheCheck {
             hit: hit.map(|h| (h.job_id, h.run_id)),
         };
         if let Err(e) = store.record_job_cache(&record).await {
-            tracing::warn!(job = self.job_id, "cannot record the job's cache digest: {e}");
+            tracing::warn!(
+                job = self.job_id,
+                "cannot record the job's cache digest: {e}"
+            );
             return None;
         }
         hit.map(|h| decide::hit_reason(h.job_id, h.run_id))

@@ -322,7 +322,9 @@ impl SchedHandle {
             .await?
             .ok_or(SchedError::RunNotFound(run_id))?;
         if let Some(code) = old.repo.clone() {
-            return self.rerun_repo(run_id, old, code, (trigger, no_cache)).await;
+            return self
+                .rerun_repo(run_id, old, code, (trigger, no_cache))
+                .await;
         }
         self.trigger(TriggerRequest {
             target: old.target,

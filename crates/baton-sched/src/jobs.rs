@@ -27,15 +27,21 @@ impl TargetDef {
             TargetDef::Task(t) => {
                 let mut t = t.clone();
                 let c = t.cache.take()?;
-                (c.clone(), serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)))
+                (
+                    c.clone(),
+                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
+                )
             }
             TargetDef::Pipeline(p) => {
                 let mut t = p.tasks.get(job)?.clone();
                 let c = t.cache.take()?;
-                (c.clone(), serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)))
+                (
+                    c.clone(),
+                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
+                )
             }
         };
-        Some((cache, json.ok()?))
+        Some((*cache, json.ok()?))
     }
 
     /// The same definition with every `cache:` forced or not (`--no-cache`, "run anyway":

@@ -1,14 +1,14 @@
 //! `GET /api/v1/jobs/{id}/cache`: a job's CI cache record, the job it hit, or what made its
 //! inputs differ from the last successful job of its task (`baton cache why`).
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use baton_results::cache::CacheFacts;
 
 use crate::api_types::{JobCacheInfo, JobLink};
-use crate::{AppState, ApiError, CurrentUser};
+use crate::{ApiError, AppState, CurrentUser};
 
 fn facts(json: &str) -> CacheFacts {
     serde_json::from_str(json).unwrap_or_default()

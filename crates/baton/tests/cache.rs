@@ -66,7 +66,11 @@ async fn a_job_whose_inputs_already_passed_is_skipped_and_reuses_that_jobs_resul
     init(&repo);
     commit(
         &repo,
-        &[(".baton/ci.yml", CI.as_bytes()), ("src/a.c", b"one\n"), ("README.md", b"# a\n")],
+        &[
+            (".baton/ci.yml", CI.as_bytes()),
+            ("src/a.c", b"one\n"),
+            ("README.md", b"# a\n"),
+        ],
         "one",
     );
     let url = repo.to_str().unwrap();
@@ -94,7 +98,10 @@ async fn a_job_whose_inputs_already_passed_is_skipped_and_reuses_that_jobs_resul
     assert_eq!(r["tree"]["summary"]["passed"], 1, "{r}");
     let html = page(&s, &format!("/runs/{run2}")).await;
     assert!(html.contains("dist/a.txt"), "{html}");
-    assert!(html.contains(&format!("href=\"/runs/{run1}?job=app/build\"")), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/runs/{run1}?job=app/build\"")),
+        "{html}"
+    );
     assert!(html.contains("id=\"run-anyway\""), "{html}");
     let text = page(&s, &format!("/runs/{run2}/artifacts/{job2}/dist/a.txt")).await;
     assert_eq!(text, "one\n");
@@ -145,6 +152,13 @@ async fn a_pipeline_task_that_hits_counts_as_a_success_for_its_dependents() {
     assert_eq!(status(&second), "success", "{second:#}");
     let build = common::job(&second, "build");
     assert_eq!(status(build), "skipped", "{second:#}");
-    assert!(reason(build).starts_with("cache hit: same inputs as job "), "{second:#}");
-    assert_eq!(status(common::job(&second, "test")), "success", "{second:#}");
+    assert!(
+        reason(build).starts_with("cache hit: same inputs as job "),
+        "{second:#}"
+    );
+    assert_eq!(
+        status(common::job(&second, "test")),
+        "success",
+        "{second:#}"
+    );
 }

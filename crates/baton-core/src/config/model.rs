@@ -363,7 +363,7 @@ pub struct TaskDef {
     pub reports: Reports,
     /// `cache:` — skip the job when a successful one had the same inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheDef>,
+    pub cache: Option<Box<CacheDef>>,
 }
 
 /// `cache: {inputs: [GLOB, …], env: [NAME, …], key: TEXT, max_age: 30d}`: a job whose inputs
@@ -503,7 +503,7 @@ pub struct PipelineTask {
     pub reports: Reports,
     /// `cache:`, as on tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheDef>,
+    pub cache: Option<Box<CacheDef>>,
 }
 
 /// `true`, for serde defaults.

@@ -386,7 +386,13 @@ impl Actor {
             if let Some(check) = cache
                 && let Some(reason) = check.check(&store).await
             {
-                let _ = tx.send(Msg::JobCached { job_id, attempt, reason }).await;
+                let _ = tx
+                    .send(Msg::JobCached {
+                        job_id,
+                        attempt,
+                        reason,
+                    })
+                    .await;
                 return;
             }
             let exec = match exec {

@@ -233,7 +233,7 @@ fn build_pipeline_tasks(
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
                 container: build_container(d, &f, &what).map(Box::new),
                 reports: build_reports(d, &f, &what),
-                cache: build_cache(d, &f, &what),
+                cache: build_cache(d, &f, &what).map(Box::new),
             },
         );
     }

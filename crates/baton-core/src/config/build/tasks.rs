@@ -125,7 +125,7 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
-        cache: build_cache(d, &f, &what),
+        cache: build_cache(d, &f, &what).map(Box::new),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
