@@ -288,6 +288,8 @@ async fn a_test_that_passes_on_a_rerun_is_flaky_and_the_report_is_stored_at_the_
     // Fixed by a new run (new code): not flaky.
     let fresh = id_of(&s.trigger("flip", &args).await);
     s.wait_run(fresh).await;
+    // Its results are collected (reading them collects them if the collector has not yet).
+    s.get_ok(&format!("/runs/{fresh}/results")).await;
     let (_, html) = page(&s, &format!("/runs/{first}/tests")).await;
     assert!(html.contains(&format!("/runs/{fresh}/tests")), "{html}");
     assert!(!html.contains(flaky_pill), "{html}");
@@ -297,6 +299,7 @@ async fn a_test_that_passes_on_a_rerun_is_flaky_and_the_report_is_stored_at_the_
     assert_eq!(code, 201, "{rerun}");
     let rerun = id_of(&rerun);
     s.wait_run(rerun).await;
+    s.get_ok(&format!("/runs/{rerun}/results")).await;
     let (_, html) = page(&s, &format!("/runs/{first}/tests")).await;
     assert!(html.contains(flaky_pill), "{html}");
 
