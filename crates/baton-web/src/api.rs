@@ -32,6 +32,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/wait", get(wait_run))
         .route("/runs/{id}/results", get(crate::results::get_results))
         .route("/jobs/{id}/cache", get(crate::cache::job_cache))
+        .route("/runs/{id}/artifacts", get(crate::archive::list))
+        .route("/runs/{id}/artifacts.tar.gz", get(crate::archive::tar_gz))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/approve", post(approve))
         .route("/runs/{id}/rerun", post(rerun))
@@ -649,7 +651,8 @@ async fn set_enabled(
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
         wait_run, cancel, approve, rerun, reload, set_enabled, crate::repos::list,
-        crate::results::get_results, crate::cache::job_cache
+        crate::results::get_results, crate::cache::job_cache, crate::archive::list,
+        crate::archive::tar_gz
     ),
     modifiers(&BearerAuth)
 )]

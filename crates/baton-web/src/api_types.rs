@@ -392,6 +392,7 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+mod artifacts;
 mod cache;
 mod convert;
 
@@ -426,5 +427,6 @@ pub struct Repo {
 }
 mod results;
 
+pub use artifacts::{ArtifactEntry, JobArtifacts, RunArtifacts};
 pub use cache::{JobCacheInfo, JobLink};
 pub use results::{ResultKind, ResultNode, ResultStatus, ResultSummary, RunResults};

@@ -10,6 +10,7 @@ mod agents;
 mod ansi;
 mod api;
 pub mod api_types;
+mod archive;
 mod artifacts;
 mod auth;
 mod badge;

@@ -21,6 +21,11 @@ pub(super) async fn artifact(
 ) -> PageResult {
     let (_, a, _) = page_user(&s, &headers, &uri).await?;
     let run = visible_run(&s, &a, id).await?;
+    // `?inline=1`: opened in the browser (text, or an `index.html` as a sandboxed page).
+    let inline = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "inline=1"));
+    let kind = crate::artifacts::content_type(&rel);
     let job = run
         .jobs
         .iter()
@@ -52,20 +57,19 @@ pub(super) async fn artifact(
         );
     }
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    let disposition = if inline { "inline" } else { "attachment" };
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Sandboxed: an HTML artifact opened in the browser cannot act as the user.
+    // Sandboxed (an opaque origin, no scripts): an HTML artifact opened in the browser cannot
+    // act as the user or read Baton's pages.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(crate::headers::ARTIFACT_CSP),

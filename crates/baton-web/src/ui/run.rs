@@ -89,13 +89,30 @@ struct RunTpl {
     r: RunPageView,
     log: LogView,
     dag: String,
-    artifacts: Vec<(String, String)>,
+    artifacts: Vec<ArtifactView>,
+    /// The text artifact `?preview=` names: (path, its first bytes as text).
+    preview: Option<(String, String)>,
 }
+
+/// An artifact as the page lists it.
+struct ArtifactView {
+    path: String,
+    size: String,
+    kind: &'static str,
+    /// Text (previewed in the page) or HTML (opened as a sandboxed page).
+    viewable: bool,
+    text: bool,
+}
+
+/// The most bytes of a text artifact previewed in the page.
+const PREVIEW_BYTES: u64 = 64 * 1024;
 
 #[derive(Deserialize)]
 pub(super) struct RunQuery {
     job: Option<String>,
     before: Option<u64>,
+    /// A text artifact of the job to show in the page.
+    preview: Option<String>,
 }
 
 pub(super) async fn visible_run(s: &AppState, a: &Access, id: i64) -> Result<RunRow, PageError> {
@@ -227,9 +244,7 @@ pub(super) async fn run_page(
     };
     let log = read_log(&s, job, q.before).await;
     let out = crate::results::out_dir(&s, job).await;
-    let artifacts = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
-        .await
-        .unwrap_or_default();
+    let (artifacts, preview) = artifact_views(out, q.preview.clone()).await;
     let dag = if run.kind == TargetKind::Pipeline {
         dag_svg(&run, &deps)
     } else {
@@ -244,7 +259,40 @@ pub(super) async fn run_page(
         log,
         dag,
         artifacts,
+        preview,
     }))
+}
+
+/// The job's artifacts as the page lists them, and the preview asked for (a text artifact).
+async fn artifact_views(
+    out: std::path::PathBuf,
+    preview: Option<String>,
+) -> (Vec<ArtifactView>, Option<(String, String)>) {
+    tokio::task::spawn_blocking(move || {
+        let list = crate::artifacts::list(&out)
+            .into_iter()
+            .map(|(path, size)| {
+                let kind = crate::artifacts::content_type(&path);
+                let text = crate::artifacts::is_text(kind);
+                ArtifactView {
+                    size: format!("{size} bytes"),
+                    viewable: text || kind.starts_with("text/html"),
+                    text,
+                    kind: kind.split(';').next().unwrap_or(kind),
+                    path,
+                }
+            })
+            .collect();
+        let shown =
+            preview.filter(|p| crate::artifacts::is_text(crate::artifacts::content_type(p)));
+        let text = shown.and_then(|p| {
+            let head = crate::artifacts::head(&out, &p, PREVIEW_BYTES)?;
+            Some((p, head))
+        });
+        (list, text)
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// The run's facts as the page shows them; `job` is the job whose log is shown.
