@@ -24,6 +24,7 @@ pub mod gate;
 pub mod mask;
 pub mod on_error;
 pub mod reason;
+pub mod retention;
 pub mod retry;
 pub mod supersede;
 
@@ -39,6 +40,7 @@ pub use on_error::{
     FAILED_LOG_TAIL_BYTES, FailedTask, ON_ERROR_JOB, adds_on_error, failed_task_args,
 };
 pub use reason::{ReasonJob, run_reason};
+pub use retention::{RetainRun, doomed_runs};
 pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
 pub use supersede::{
     CodeKey, CodeScope, OpenCode, cancels_superseded, superseded, superseded_reason,

@@ -13,6 +13,7 @@ mod repo_state;
 mod reports;
 mod repos;
 mod results;
+mod retention;
 mod tokens;
 mod users;
 
@@ -41,6 +42,7 @@ pub use repo_state::FetchState;
 pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
+pub use retention::EndedRun;
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
@@ -287,12 +289,18 @@ impl Store {
                 doomed.push(id);
             }
         }
+        self.delete_runs(&doomed).await
+    }
+
+    /// Deletes ended runs with their jobs, links, results and cache records, in one
+    /// transaction. Returns the deleted jobs' ids, whose folders the caller removes.
+    pub async fn delete_runs(&self, doomed: &[i64]) -> Result<Vec<i64>> {
         let mut jobs = Vec::new();
         if doomed.is_empty() {
             return Ok(jobs);
         }
         let mut tx = self.pool.begin().await?;
-        for id in doomed {
+        for &id in doomed {
             let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
                 .bind(id)
                 .fetch_all(&mut *tx)

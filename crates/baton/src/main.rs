@@ -6,6 +6,7 @@
 mod agent;
 mod client;
 mod password;
+mod prune;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,18 @@ enum Command {
         no_cache: bool,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Delete the ended runs that retention (`retention:` on tasks, `server.retention`) no
+    /// longer keeps, with their logs, artifacts and results; counts and bytes.
+    Prune {
+        /// A YAML config file or a directory of them (the server's).
+        #[arg(long, env = "BATON_CONFIG", default_value = "examples")]
+        config: PathBuf,
+        #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
+        data: PathBuf,
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The CI cache.
     Cache {
@@ -311,6 +324,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .trigger(&name, body, wait || follow, follow)
                 .await
         }
+        Command::Prune {
+            config,
+            data,
+            dry_run,
+        } => prune::prune_command(&config, &data, dry_run).await,
         Command::Cache {
             command: CacheCommand::Why { job, server },
         } => client::Client::new(&server)?.cache_why(job).await,

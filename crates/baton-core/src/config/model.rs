@@ -217,6 +217,19 @@ pub struct ServerConfig {
     /// the forge learns which repositories exist. Never serialized.
     #[serde(skip)]
     pub webhook_secret: Option<RepoSecret>,
+    /// `retention:` — how long ended runs are kept, for tasks without their own.
+    #[serde(default)]
+    pub retention: Option<RetentionDef>,
+}
+
+/// `retention: {keep_last: N, max_age: 30d, keep_failed: N}`: ended runs of a task beyond its
+/// newest `keep_last`, or older than `max_age`, go with their logs, artifacts and results;
+/// the newest `keep_failed` failed ones stay anyway. Unset parts keep everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionDef {
+    pub keep_last: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub keep_failed: Option<u32>,
 }
 
 /// `server.auth.NAME` — a single sign-on provider: users sign in there and come back as the
@@ -364,6 +377,9 @@ pub struct TaskDef {
     /// `cache:` — skip the job when a successful one had the same inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Box<CacheDef>>,
+    /// `retention:` — how long its ended runs are kept (else `server.retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionDef>,
 }
 
 /// `cache: {inputs: [GLOB, …], env: [NAME, …], key: TEXT, max_age: 30d}`: a job whose inputs

@@ -1,4 +1,5 @@
-//! Loader tests for `cache: {inputs, env, key, max_age}` on tasks and pipeline tasks.
+//! Loader tests for `cache: {inputs, env, key, max_age}` on tasks and pipeline tasks, and for
+//! `retention:` on tasks and in `server:`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,5 +51,30 @@ fn bad_cache_settings_are_errors_at_their_place() {
     assert!(
         text.contains("unknown key \"keys\" in \"cache\" of task \"t\""),
         "{text}"
+    );
+}
+
+#[test]
+fn retention_on_tasks_and_in_server() {
+    let c = load(
+        "server:\n  retention: {max_age: 30d}\ntasks:\n  t:\n    command: x\n    retention: {keep_last: 5, max_age: 2d, keep_failed: 3}\n  u:\n    command: y\n",
+    )
+    .unwrap();
+    let r = c.tasks["t"].retention.unwrap();
+    assert_eq!(
+        (r.keep_last, r.max_age, r.keep_failed),
+        (Some(5), Some(Duration::from_secs(2 * 86_400)), Some(3))
+    );
+    assert!(c.tasks["u"].retention.is_none());
+    assert_eq!(
+        c.server.retention.unwrap().max_age,
+        Some(Duration::from_secs(30 * 86_400))
+    );
+    let err = load("tasks:\n  t:\n    command: x\n    retention: {keep: 1}\n").unwrap_err();
+    let text: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        text.join("\n")
+            .contains("unknown key \"keep\" in \"retention\" of task \"t\""),
+        "{text:?}"
     );
 }

@@ -3,7 +3,7 @@
 
 use super::diags::{Diags, Fields};
 use crate::config::duration::SECONDS_UP;
-use crate::config::model::CacheDef;
+use crate::config::model::{CacheDef, RetentionDef};
 
 const CACHE_KEYS: &[&str] = &["inputs", "env", "key", "max_age"];
 
@@ -49,5 +49,23 @@ pub(super) fn build_cache(d: &mut Diags<'_>, f: &Fields<'_>, what: &str) -> Opti
         key: d.string(cf.get("key")).unwrap_or_default(),
         max_age: d.duration(cf.get("max_age"), SECONDS_UP),
         forced: false,
+    })
+}
+
+const RETENTION_KEYS: &[&str] = &["keep_last", "max_age", "keep_failed"];
+
+/// `retention: {keep_last: N, max_age: 30d, keep_failed: N}` on a task or in `server:`.
+pub(super) fn build_retention(
+    d: &mut Diags<'_>,
+    f: &Fields<'_>,
+    what: &str,
+) -> Option<RetentionDef> {
+    let e = f.get("retention")?;
+    let what = format!("\"retention\" of {what}");
+    let rf = d.fields(e.key.file, e.value, &what, RETENTION_KEYS)?;
+    Some(RetentionDef {
+        keep_last: d.uint(rf.get("keep_last"), 1),
+        max_age: d.duration(rf.get("max_age"), SECONDS_UP),
+        keep_failed: d.uint(rf.get("keep_failed"), 0),
     })
 }

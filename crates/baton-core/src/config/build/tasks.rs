@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
-use super::cache::build_cache;
+use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
 use super::reports::build_reports;
@@ -37,6 +37,7 @@ const TASK_KEYS: &[&str] = &[
     "checkout",
     "reports",
     "cache",
+    "retention",
     "pr_head",
     "cancel_superseded",
 ];
@@ -126,6 +127,7 @@ pub(super) fn build_task(
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
         cache: build_cache(d, &f, &what).map(Box::new),
+        retention: build_retention(d, &f, &what),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
