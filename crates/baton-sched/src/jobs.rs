@@ -13,8 +13,9 @@ use baton_store::{JobRow, RunRow};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "def")]
 pub enum TargetDef {
-    Task(TaskDef),
-    Pipeline(PipelineDef),
+    /// Boxed, both: definitions are large and a run holds one.
+    Task(Box<TaskDef>),
+    Pipeline(Box<PipelineDef>),
 }
 
 pub(crate) use baton_core::decide::ON_ERROR_JOB;

@@ -36,7 +36,7 @@ fn policy(config: &Config, target: &str) -> Option<RetentionDef> {
     config
         .tasks
         .get(target)
-        .and_then(|t| t.retention)
+        .and_then(|t| t.retention.as_deref().copied())
         .or(config.server.retention)
 }
 

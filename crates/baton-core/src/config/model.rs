@@ -379,7 +379,7 @@ pub struct TaskDef {
     pub cache: Option<Box<CacheDef>>,
     /// `retention:` — how long its ended runs are kept (else `server.retention`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionDef>,
+    pub retention: Option<Box<RetentionDef>>,
 }
 
 /// `cache: {inputs: [GLOB, …], env: [NAME, …], key: TEXT, max_age: 30d}`: a job whose inputs

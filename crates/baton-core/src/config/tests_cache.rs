@@ -60,7 +60,7 @@ fn retention_on_tasks_and_in_server() {
         "server:\n  retention: {max_age: 30d}\ntasks:\n  t:\n    command: x\n    retention: {keep_last: 5, max_age: 2d, keep_failed: 3}\n  u:\n    command: y\n",
     )
     .unwrap();
-    let r = c.tasks["t"].retention.unwrap();
+    let r = c.tasks["t"].retention.as_deref().copied().unwrap();
     assert_eq!(
         (r.keep_last, r.max_age, r.keep_failed),
         (Some(5), Some(Duration::from_secs(2 * 86_400)), Some(3))

@@ -243,8 +243,20 @@ fn outcome(decision: Admit, hold: Option<String>) -> Outcome {
 }
 
 pub(super) fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
-    let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
-    let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
+    let task = || {
+        config
+            .tasks
+            .get(name)
+            .cloned()
+            .map(|t| TargetDef::Task(Box::new(t)))
+    };
+    let pipeline = || {
+        config
+            .pipelines
+            .get(name)
+            .cloned()
+            .map(|p| TargetDef::Pipeline(Box::new(p)))
+    };
     match kind {
         Some(TargetKind::Task) => task(),
         Some(TargetKind::Pipeline) => pipeline(),

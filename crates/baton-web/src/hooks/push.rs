@@ -358,7 +358,7 @@ pub(super) fn repo_targets(
         match matches(t.on.as_ref().unwrap_or(&default), facts) {
             Ok(()) => {
                 t.name.clone_from(&target);
-                wanted.push((target, Some(TargetDef::Task(t))));
+                wanted.push((target, Some(TargetDef::Task(Box::new(t)))));
             }
             Err(why) => notes.push(format!("{target}: {why}")),
         }
@@ -368,7 +368,7 @@ pub(super) fn repo_targets(
         match matches(p.on.as_ref().unwrap_or(&default), facts) {
             Ok(()) => {
                 p.name.clone_from(&target);
-                wanted.push((target, Some(TargetDef::Pipeline(p))));
+                wanted.push((target, Some(TargetDef::Pipeline(Box::new(p)))));
             }
             Err(why) => notes.push(format!("{target}: {why}")),
         }
@@ -388,7 +388,7 @@ fn config_error_task(repo: &str, errors: &str) -> Option<TargetDef> {
             "the repository's .baton/ configuration has errors:\n{errors}"
         )),
     );
-    Some(TargetDef::Task(t))
+    Some(TargetDef::Task(Box::new(t)))
 }
 
 /// Server-defined tasks and pipelines whose `on:` names this repository (`on: {repo: [...]}`),

@@ -127,7 +127,7 @@ pub(super) fn build_task(
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
         cache: build_cache(d, &f, &what).map(Box::new),
-        retention: build_retention(d, &f, &what),
+        retention: build_retention(d, &f, &what).map(Box::new),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })
