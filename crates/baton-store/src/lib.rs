@@ -264,14 +264,14 @@ impl Store {
     }
 
     /// Deletes ended runs of `target` beyond the newest `keep` or that ended before `before`
-    /// (prunner's `retention_count` / `retention_period`). Returns the deleted jobs' ids, whose
-    /// folders the caller removes.
+    /// (prunner's `retention_count` / `retention_period`). Returns the deleted runs' and jobs'
+    /// ids, whose folders the caller removes.
     pub async fn prune(
         &self,
         target: &str,
         keep: Option<u32>,
         before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
         let rows = sqlx::query(
             "SELECT id, ended_at FROM runs WHERE target = ? AND kind = 'pipeline'
                AND status NOT IN ('queued', 'waiting', 'started', 'running') ORDER BY id DESC",
@@ -289,7 +289,8 @@ impl Store {
                 doomed.push(id);
             }
         }
-        self.delete_runs(&doomed).await
+        let jobs = self.delete_runs(&doomed).await?;
+        Ok((doomed, jobs))
     }
 
     /// Deletes ended runs with their jobs, links, results and cache records, in one
