@@ -2,6 +2,7 @@
 //! - [`admit`](mod@admit): a trigger becomes a queued, skipped or refused run (skip or supersede,
 //!   debounce, wait-list append/replace/refuse, partitioned replace, start_delay);
 //! - [`chain`]: which tasks a success triggers;
+//! - [`cache`]: which earlier job a job's inputs hit (the CI cache);
 //! - [`gate`](mod@gate): which waiting runs may start now (concurrency, start_delay);
 //! - [`dispatch`](mod@dispatch): which queued job goes to which free worker (priority, then
 //!   age), the queue's order, and why a job waits;
@@ -14,6 +15,7 @@
 //! The scheduler actor gathers the facts, calls these, and applies the answers.
 
 pub mod admit;
+pub mod cache;
 pub mod chain;
 pub mod dag;
 pub mod dispatch;
@@ -23,10 +25,12 @@ pub mod mask;
 pub mod on_error;
 pub mod pause;
 pub mod reason;
+pub mod retention;
 pub mod retry;
 pub mod supersede;
 
 pub use admit::{Admission, Admit, Displace, OpenRun, QueuePolicy, admit, partition_of};
+pub use cache::{CacheCandidate, cache_hit, hit_of, hit_reason};
 pub use chain::chain_targets;
 pub use dag::{DagJob, DagStep, dag_step, dag_wait_reason};
 pub use dispatch::{QueuedJob, WorkerView, dispatch, queue_order, wait_reason};
@@ -38,6 +42,7 @@ pub use on_error::{
 };
 pub use pause::Paused;
 pub use reason::{ReasonJob, run_reason};
+pub use retention::{RetainRun, doomed_runs};
 pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
 pub use supersede::{
     CodeKey, CodeScope, OpenCode, cancels_superseded, superseded, superseded_reason,

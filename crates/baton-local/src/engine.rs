@@ -160,6 +160,8 @@ impl Running {
                     depends_on: plan.jobs[i].depends_on.clone(),
                     status: self.status[i],
                     allow_failure: plan.jobs[i].allow_failure,
+                    // Local runs do not use the CI cache (yet): no job ends as a hit.
+                    cached: false,
                 })
                 .collect();
             let step = dag_step(&dag, group.continue_after_failure);

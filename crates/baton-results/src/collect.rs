@@ -139,7 +139,7 @@ fn walk(root: &Path, rel: &Path, files: &mut Vec<PathBuf>, nodes: &mut Vec<Node>
 }
 
 /// Opens a file that is not a symbolic link.
-fn open_plain(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_plain(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc_o_nofollow())

@@ -6,11 +6,14 @@
 //! files of the folder it is given. A report that cannot be used never fails anything: it
 //! becomes a warning node.
 
+pub mod cache;
 pub mod collect;
+pub mod history;
 pub mod junit;
 pub mod model;
 
 pub use collect::{RESULTS_JSON, collect_job};
+pub use history::{Past, is_flaky};
 pub use model::{Kind, Node, Status, Summary};
 
 /// A run's tree from its jobs' nodes (already built with [`job_node`]), summarized.

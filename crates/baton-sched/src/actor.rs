@@ -35,6 +35,7 @@ mod timers;
 mod workers;
 
 use batch::Prune;
+use lifecycle::Ended;
 use workers::build_workers;
 
 struct Worker {
@@ -259,6 +260,11 @@ impl Actor {
             #[cfg(test)]
             Msg::Panic(why) => panic!("{why}"),
             Msg::JobRunning { job_id, attempt } => self.job_running(job_id, attempt).await,
+            Msg::JobCached {
+                job_id,
+                attempt,
+                reason,
+            } => self.job_ended(job_id, attempt, Ended::Cached(reason)).await,
             Msg::JobEnded {
                 job_id,
                 attempt,
@@ -266,7 +272,8 @@ impl Actor {
                 tail,
             } => {
                 self.tails.insert((job_id, attempt), tail);
-                self.job_ended(job_id, attempt, outcome).await;
+                self.job_ended(job_id, attempt, Ended::Outcome(outcome))
+                    .await;
                 self.tails.remove(&(job_id, attempt));
             }
         }

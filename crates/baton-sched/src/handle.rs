@@ -61,6 +61,8 @@ pub struct TriggerRequest {
     pub args: BTreeMap<String, String>,
     pub trigger: TriggerKind,
     pub ancestors: Vec<i64>,
+    /// `--no-cache` ("run anyway"): jobs with `cache:` run even on a hit.
+    pub no_cache: bool,
 }
 
 /// A worker as the API shows it.
@@ -133,6 +135,8 @@ pub struct RepoTriggerRequest {
     /// Queue the run `waiting` with this reason until a user approves it (a pull request from
     /// a fork); `None`: queue it as usual.
     pub hold: Option<String>,
+    /// `--no-cache` ("run anyway"): jobs with `cache:` run even on a hit.
+    pub no_cache: bool,
 }
 
 /// A repository's task or pipeline with `on: schedule:`, as `.baton/` defines it at the head
@@ -187,6 +191,12 @@ pub(crate) enum Msg {
         job_id: i64,
         attempt: u32,
     },
+    /// The job's inputs hit the cache: it ends `skipped` with `reason`, never run.
+    JobCached {
+        job_id: i64,
+        attempt: u32,
+        reason: String,
+    },
     JobEnded {
         job_id: i64,
         attempt: u32,
@@ -205,6 +215,15 @@ impl Msg {
             Msg::JobRunning { job_id, attempt } => Some(Msg::JobRunning {
                 job_id: *job_id,
                 attempt: *attempt,
+            }),
+            Msg::JobCached {
+                job_id,
+                attempt,
+                reason,
+            } => Some(Msg::JobCached {
+                job_id: *job_id,
+                attempt: *attempt,
+                reason: reason.clone(),
             }),
             Msg::JobEnded {
                 job_id,
@@ -318,13 +337,26 @@ impl SchedHandle {
 
     /// Starts a new run of the same target with the same arguments, linked to the old one.
     pub async fn rerun(&self, run_id: i64, trigger: TriggerKind) -> Result<RunRow, SchedError> {
+        self.rerun_with(run_id, trigger, false).await
+    }
+
+    /// [`SchedHandle::rerun`], with `no_cache` ("run anyway": jobs with `cache:` run even on a
+    /// hit).
+    pub async fn rerun_with(
+        &self,
+        run_id: i64,
+        trigger: TriggerKind,
+        no_cache: bool,
+    ) -> Result<RunRow, SchedError> {
         let old = self
             .store
             .get_run(run_id)
             .await?
             .ok_or(SchedError::RunNotFound(run_id))?;
         if let Some(code) = old.repo.clone() {
-            return self.rerun_repo(run_id, old, code, trigger).await;
+            return self
+                .rerun_repo(run_id, old, code, (trigger, no_cache))
+                .await;
         }
         self.trigger(TriggerRequest {
             target: old.target,
@@ -332,6 +364,7 @@ impl SchedHandle {
             args: old.args,
             trigger,
             ancestors: vec![run_id],
+            no_cache,
         })
         .await
     }
@@ -344,7 +377,7 @@ impl SchedHandle {
         run_id: i64,
         old: RunRow,
         mut code: RunRepo,
-        trigger: TriggerKind,
+        (trigger, no_cache): (TriggerKind, bool),
     ) -> Result<RunRow, SchedError> {
         let server_defined = match old.kind {
             TargetKind::Task => self.config.borrow().tasks.contains_key(&old.target),
@@ -367,6 +400,7 @@ impl SchedHandle {
             // Asked for by a user who may rerun it, so approved; a fork's code still gets no
             // secrets (that follows the run's code).
             hold: None,
+            no_cache,
         };
         self.ask(|r| Msg::TriggerRepo(Box::new(req), vec![run_id], r))
             .await

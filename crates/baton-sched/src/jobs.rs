@@ -13,13 +13,52 @@ use baton_store::{JobRow, RunRow};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "def")]
 pub enum TargetDef {
-    Task(TaskDef),
-    Pipeline(PipelineDef),
+    /// Boxed, both: definitions are large and a run holds one.
+    Task(Box<TaskDef>),
+    Pipeline(Box<PipelineDef>),
 }
 
 pub(crate) use baton_core::decide::ON_ERROR_JOB;
 
 impl TargetDef {
+    /// The `cache:` of job `job` and its task's definition as written (JSON, the cache's
+    /// `forced` flag left out): what the cache digest is made of.
+    pub fn cache(&self, job: &str) -> Option<(baton_core::config::CacheDef, String)> {
+        let (cache, json) = match self {
+            TargetDef::Task(t) => {
+                let mut t = t.clone();
+                let c = t.cache.take()?;
+                (
+                    c.clone(),
+                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
+                )
+            }
+            TargetDef::Pipeline(p) => {
+                let mut t = p.tasks.get(job)?.clone();
+                let c = t.cache.take()?;
+                (
+                    c.clone(),
+                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
+                )
+            }
+        };
+        Some((*cache, json.ok()?))
+    }
+
+    /// The same definition with every `cache:` forced or not (`--no-cache`, "run anyway":
+    /// its jobs run, and their inputs are still recorded).
+    pub fn with_cache_forced(mut self, forced: bool) -> TargetDef {
+        match &mut self {
+            TargetDef::Task(t) => t.cache.iter_mut().for_each(|c| c.forced = forced),
+            TargetDef::Pipeline(p) => p
+                .tasks
+                .values_mut()
+                .flat_map(|t| t.cache.iter_mut())
+                .for_each(|c| c.forced = forced),
+        }
+        self
+    }
+
     pub fn kind(&self) -> TargetKind {
         match self {
             TargetDef::Task(_) => TargetKind::Task,
@@ -158,6 +197,7 @@ impl LiveRun {
                 depends_on: self.def.depends_on(&j.name),
                 status: j.status,
                 allow_failure: self.def.allow_failure(&j.name),
+                cached: baton_core::decide::hit_of(j.reason.as_deref()).is_some(),
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 //! Architecture Invariant: nothing else mutates scheduling state, and this crate speaks no HTTP.
 
 mod actor;
+mod cache;
 mod creds;
 mod handle;
 mod jobenv;

@@ -59,6 +59,7 @@ fn request() -> TriggerRequest {
         args: BTreeMap::new(),
         trigger: TriggerKind::Api,
         ancestors: vec![],
+        no_cache: false,
     }
 }
 

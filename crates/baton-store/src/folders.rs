@@ -30,6 +30,24 @@ impl RunFolders {
         self.job_dir(job_id, attempt).join("log")
     }
 
+    /// The folder of a run's own files (its stored `report.html`).
+    pub fn run_dir(&self, run_id: i64) -> PathBuf {
+        self.data_dir().join("runs").join(run_id.to_string())
+    }
+
+    /// The run's `report.html`, written once when it ended.
+    pub fn report_path(&self, run_id: i64) -> PathBuf {
+        self.run_dir(run_id).join("report.html")
+    }
+
+    /// Removes a run's own folder (after the run was pruned).
+    pub fn remove_run(&self, run_id: i64) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.run_dir(run_id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes every attempt's folder of a job (after its run was pruned).
     pub fn remove_job(&self, job_id: i64) -> std::io::Result<()> {
         match std::fs::remove_dir_all(self.root.join(job_id.to_string())) {

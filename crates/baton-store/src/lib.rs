@@ -4,6 +4,7 @@
 //! scheduler decided, in one transaction per batch, and a write is durable (WAL, synchronous
 //! FULL) before the call returns — so before anyone is told.
 
+mod cache;
 mod counts;
 mod creds;
 mod folders;
@@ -14,6 +15,7 @@ mod repo_state;
 mod reports;
 mod repos;
 mod results;
+mod retention;
 mod tokens;
 mod users;
 
@@ -33,6 +35,7 @@ use sqlx::{QueryBuilder, Row};
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
+pub use cache::{CacheSource, JobCache};
 pub use creds::JobCredRow;
 pub use folders::RunFolders;
 pub use notices::{NoticeRow, RunEnd};
@@ -42,6 +45,7 @@ pub use repo_state::FetchState;
 pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
+pub use retention::EndedRun;
 pub use tokens::TokenInfo;
 pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
 
@@ -263,14 +267,14 @@ impl Store {
     }
 
     /// Deletes ended runs of `target` beyond the newest `keep` or that ended before `before`
-    /// (prunner's `retention_count` / `retention_period`). Returns the deleted jobs' ids, whose
-    /// folders the caller removes.
+    /// (prunner's `retention_count` / `retention_period`). Returns the deleted runs' and jobs'
+    /// ids, whose folders the caller removes.
     pub async fn prune(
         &self,
         target: &str,
         keep: Option<u32>,
         before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
         let rows = sqlx::query(
             "SELECT id, ended_at FROM runs WHERE target = ? AND kind = 'pipeline'
                AND status NOT IN ('queued', 'waiting', 'started', 'running') ORDER BY id DESC",
@@ -288,12 +292,19 @@ impl Store {
                 doomed.push(id);
             }
         }
+        let jobs = self.delete_runs(&doomed).await?;
+        Ok((doomed, jobs))
+    }
+
+    /// Deletes ended runs with their jobs, links, results and cache records, in one
+    /// transaction. Returns the deleted jobs' ids, whose folders the caller removes.
+    pub async fn delete_runs(&self, doomed: &[i64]) -> Result<Vec<i64>> {
         let mut jobs = Vec::new();
         if doomed.is_empty() {
             return Ok(jobs);
         }
         let mut tx = self.pool.begin().await?;
-        for id in doomed {
+        for &id in doomed {
             let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
                 .bind(id)
                 .fetch_all(&mut *tx)
@@ -303,6 +314,7 @@ impl Store {
                 "DELETE FROM jobs WHERE run_id = ?",
                 "DELETE FROM job_results WHERE run_id = ?",
                 "DELETE FROM test_results WHERE run_id = ?",
+                "DELETE FROM job_cache WHERE run_id = ?",
             ] {
                 sqlx::query(sql).bind(id).execute(&mut *tx).await?;
             }

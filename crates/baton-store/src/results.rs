@@ -47,6 +47,8 @@ pub struct NewJobResults {
     pub run_id: i64,
     pub attempt: u32,
     pub task: String,
+    /// The code the job ran on (`baton_results::history`): its commit or its run chain.
+    pub code: Option<String>,
     pub counts: ResultCounts,
     /// The job's node as JSON.
     pub tree: String,
@@ -66,6 +68,7 @@ pub struct JobResultsRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestHistoryEntry {
     pub run_id: i64,
+    pub code: Option<String>,
     pub status: String,
     pub duration_ms: Option<i64>,
 }
@@ -115,7 +118,7 @@ impl Store {
         }
         for chunk in r.tests.chunks(150) {
             let mut qb = QueryBuilder::new(
-                "INSERT INTO test_results (task, test_id, run_id, job_id, status, duration_ms) ",
+                "INSERT INTO test_results (task, test_id, run_id, job_id, status, duration_ms, code) ",
             );
             qb.push_values(chunk, |mut b, t| {
                 b.push_bind(&r.task)
@@ -123,7 +126,8 @@ impl Store {
                     .push_bind(r.run_id)
                     .push_bind(r.job_id)
                     .push_bind(&t.status)
-                    .push_bind(t.duration_ms);
+                    .push_bind(t.duration_ms)
+                    .push_bind(&r.code);
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -189,7 +193,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<TestHistoryEntry>> {
         let rows = sqlx::query(
-            "SELECT run_id, status, duration_ms FROM test_results
+            "SELECT run_id, code, status, duration_ms FROM test_results
              WHERE task = ? AND test_id = ? ORDER BY run_id DESC LIMIT ?",
         )
         .bind(task)
@@ -201,6 +205,7 @@ impl Store {
             .map(|r| {
                 Ok(TestHistoryEntry {
                     run_id: r.try_get("run_id")?,
+                    code: r.try_get("code")?,
                     status: r.try_get("status")?,
                     duration_ms: r.try_get("duration_ms")?,
                 })

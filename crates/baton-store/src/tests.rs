@@ -559,6 +559,7 @@ async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
         run_id: run.id,
         attempt: 1,
         task: "p/unit".into(),
+        code: Some("commit:abc".into()),
         counts: ResultCounts {
             passed: 2,
             failed,
@@ -606,6 +607,7 @@ async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
     assert_eq!(store.run_results(run.id).await.unwrap().len(), 2);
     let history = store.test_history("p/unit", "suite > t", 30).await.unwrap();
     assert_eq!(history.len(), 2);
+    assert_eq!(history[0].code.as_deref(), Some("commit:abc"));
 
     store.prune("p", Some(0), None).await.unwrap();
     assert!(store.run_results(run.id).await.unwrap().is_empty());

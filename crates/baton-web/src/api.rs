@@ -31,6 +31,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/wait", get(wait_run))
         .route("/runs/{id}/results", get(crate::results::get_results))
+        .route("/jobs/{id}/cache", get(crate::cache::job_cache))
+        .route("/runs/{id}/artifacts", get(crate::archive::list))
+        .route("/runs/{id}/artifacts.tar.gz", get(crate::archive::tar_gz))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/approve", post(approve))
         .route("/runs/{id}/rerun", post(rerun))
@@ -177,7 +180,15 @@ async fn trigger(
         }
         let trigger = trigger_kind(&headers);
         let git_ref = body.git_ref.as_deref();
-        let id = crate::repos::manual::trigger(&s, &config, repo, &name, git_ref, trigger).await?;
+        let id = crate::repos::manual::trigger(
+            &s,
+            &config,
+            repo,
+            &name,
+            git_ref,
+            (trigger, body.no_cache),
+        )
+        .await?;
         let run = s
             .store
             .get_run(id)
@@ -198,6 +209,7 @@ async fn trigger(
             args: body.args,
             trigger: trigger_kind(&headers),
             ancestors: vec![],
+            no_cache: body.no_cache,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(run.into())))
@@ -502,7 +514,7 @@ async fn approve(
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/rerun",
-    params(("id" = i64, Path, description = "run id")),
+    params(("id" = i64, Path, description = "run id"), RerunQuery),
     responses(
         (status = 201, description = "the new run", body = t::Run),
         (status = 400, description = "bad id or argument", body = t::ErrorBody),
@@ -516,13 +528,29 @@ async fn rerun(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
+    q: Result<axum::extract::Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<(StatusCode, Json<t::Run>)> {
     let Path(id) = id?;
+    let axum::extract::Query(q) = q?;
     load_run(&s, &user, id).await?;
+    let no_cache = q.no_cache.unwrap_or(false);
     Ok((
         StatusCode::CREATED,
-        Json(s.sched.rerun(id, TriggerKind::Rerun).await?.into()),
+        Json(
+            s.sched
+                .rerun_with(id, TriggerKind::Rerun, no_cache)
+                .await?
+                .into(),
+        ),
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RerunQuery {
+    /// Run jobs with `cache:` even when a successful job had the same inputs ("run anyway").
+    no_cache: Option<bool>,
 }
 
 #[utoipa::path(post, path = "/api/v1/config/reload",
@@ -623,7 +651,8 @@ async fn set_enabled(
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
         wait_run, cancel, approve, rerun, reload, set_enabled, crate::repos::list,
-        crate::results::get_results
+        crate::results::get_results, crate::cache::job_cache, crate::archive::list,
+        crate::archive::tar_gz
     ),
     modifiers(&BearerAuth)
 )]

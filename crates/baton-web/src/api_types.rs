@@ -353,6 +353,9 @@ pub struct TriggerBody {
     /// `v1.2`, `refs/heads/main`, a full sha); default: the repository's default branch.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
+    /// Run jobs with `cache:` even when a successful job had the same inputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// The body of `POST /tasks/{name}/enabled`.
@@ -392,6 +395,8 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+mod artifacts;
+mod cache;
 mod convert;
 
 /// `GET /repos`: the repositories of `repos:`.
@@ -425,4 +430,6 @@ pub struct Repo {
 }
 mod results;
 
+pub use artifacts::{ArtifactEntry, JobArtifacts, RunArtifacts};
+pub use cache::{JobCacheInfo, JobLink};
 pub use results::{ResultKind, ResultNode, ResultStatus, ResultSummary, RunResults};

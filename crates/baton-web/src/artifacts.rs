@@ -95,6 +95,15 @@ pub(crate) fn open(out: &Path, rel: &str) -> Option<Artifact> {
     })
 }
 
+/// The first `max` bytes of a regular file under `out` as text (invalid UTF-8 replaced).
+pub(crate) fn head(out: &Path, rel: &str, max: u64) -> Option<String> {
+    let a = open(out, rel)?;
+    let mut buf = vec![0; usize::try_from(a.size.min(max)).unwrap_or(0)];
+    let n = a.file.read_at(&mut buf, 0).ok()?;
+    buf.truncate(n);
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// Streams `len` bytes from `start` of an opened file (positional reads on the descriptor that
 /// was checked, never a path).
 pub(crate) fn stream(
@@ -130,10 +139,41 @@ pub(crate) fn stream(
     })
 }
 
-/// Regular files under `out/` as (relative path, size), sorted, at most [`LIST_FILES`].
+/// The media type an artifact is served and listed with, by its name's extension; text types
+/// are previewed in the page, and `text/html` opens as a sandboxed page.
+pub(crate) fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some(
+            "txt" | "log" | "md" | "csv" | "out" | "diff" | "patch" | "rs" | "c" | "h" | "py"
+            | "sh" | "toml" | "yaml" | "yml" | "ini",
+        ) => "text/plain; charset=utf-8",
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("xml") => "application/xml",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("pdf") => "application/pdf",
+        Some("gz" | "tgz") => "application/gzip",
+        Some("tar") => "application/x-tar",
+        Some("zip") => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Whether an artifact of this type can be shown as text in the page.
+pub(crate) fn is_text(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || matches!(content_type, "application/json" | "application/xml")
+}
+
+/// Regular files under `out/` as (relative path, size in bytes), sorted, at most [`LIST_FILES`].
 /// Directories are opened like artifacts (no symlink, never outside `out/`); symlinks and
 /// other special files are left out.
-pub(crate) fn list(out: &Path) -> Vec<(String, String)> {
+pub(crate) fn list(out: &Path) -> Vec<(String, u64)> {
     let mut found = Vec::new();
     let Ok(root) = open_out(out, OFlag::O_RDONLY) else {
         return found;
@@ -166,7 +206,7 @@ pub(crate) fn list(out: &Path) -> Vec<(String, String)> {
                     stack.push((sub, format!("{rel}/")));
                 }
             } else if is(&st, SFlag::S_IFREG) {
-                found.push((rel, format!("{} bytes", st.st_size)));
+                found.push((rel, u64::try_from(st.st_size).unwrap_or(0)));
             }
         }
     }
@@ -213,10 +253,7 @@ mod tests {
         ] {
             assert!(open(&out, bad).is_none(), "{bad:?} must not open");
         }
-        assert_eq!(
-            list(&out),
-            vec![("sub/a.txt".to_owned(), "6 bytes".to_owned())]
-        );
+        assert_eq!(list(&out), vec![("sub/a.txt".to_owned(), 6)]);
 
         // `out/` itself must be a directory, not a symlink to one.
         let fake = t.path().join("fake-out");

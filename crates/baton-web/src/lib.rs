@@ -10,9 +10,11 @@ mod agents;
 mod ansi;
 mod api;
 pub mod api_types;
+mod archive;
 mod artifacts;
 mod auth;
 mod badge;
+mod cache;
 mod callbacks;
 mod creds;
 mod error;
@@ -54,9 +56,14 @@ pub use hooks::resume_deliveries;
 pub use notify::spawn_notifier;
 pub use repos::poll::start as start_polling;
 pub use repos::schedules::load_all as load_repo_schedules;
-pub use results::start_results;
 pub use sso::Sso;
 pub use statuses::{Statuses, spawn_sender};
+
+/// Starts the results collector: each ended job's reports become its result tree, and each
+/// ended run's `report.html` is stored once.
+pub fn start_results(state: &AppState) {
+    results::start_collector(state, |s, run| Box::pin(ui::store_report(s, run)));
+}
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
 /// diagnostics, one per line.

@@ -4,16 +4,21 @@
 //! ended while nobody collected (a restart, a lagging subscriber) is collected when its run's
 //! results are first asked for.
 
-use baton_core::run::TargetKind;
+use baton_core::run::{TargetKind, TriggerKind};
 use baton_results::{Node, Status};
 use baton_sched::TargetDef;
 use baton_store::{JobRow, NewJobResults, ResultCounts, RunRow, TestResult};
 
 use crate::AppState;
 
+/// What is done once a run has ended and its results are collected (store its report).
+pub(crate) type OnEnd =
+    for<'a> fn(&'a AppState, &'a RunRow) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Starts the collector: every batch of changes the scheduler reports is looked at for jobs
-/// that ended without recorded results. Stops when the scheduler's event stream closes.
-pub fn start_results(state: &AppState) {
+/// that ended without recorded results; a run that ended gets `on_end` once its results are
+/// in. Stops when the scheduler's event stream closes.
+pub(crate) fn start_collector(state: &AppState, on_end: OnEnd) {
     let s = state.clone();
     let mut events = s.sched.subscribe();
     tokio::spawn(async move {
@@ -27,7 +32,12 @@ pub fn start_results(state: &AppState) {
             };
             for id in ids {
                 match s.store.get_run(id).await {
-                    Ok(Some(run)) => collect_run(&s, &run).await,
+                    Ok(Some(run)) => {
+                        collect_run(&s, &run).await;
+                        if run.status.is_terminal() {
+                            on_end(&s, &run).await;
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(run = id, "cannot read the run to collect its results: {e}")
@@ -73,6 +83,66 @@ fn counts(n: &Node) -> ResultCounts {
     }
 }
 
+/// How many reruns back [`run_code`] looks for the run a rerun repeats.
+const MAX_RERUN_CHAIN: usize = 50;
+
+/// The code a run built, what a test's flips are compared on: its commit, or for a run without
+/// a repository the first run of its rerun chain (a rerun repeats its ancestor's code).
+async fn run_code(s: &AppState, run: &RunRow) -> String {
+    use baton_results::history::{code_of_commit, code_of_run};
+    if let Some(code) = &run.repo {
+        return code_of_commit(&code.commit);
+    }
+    let (mut id, mut trigger, mut ancestors) = (run.id, run.trigger, run.ancestors.clone());
+    for _ in 0..MAX_RERUN_CHAIN {
+        let Some(&up) = ancestors.first().filter(|_| trigger == TriggerKind::Rerun) else {
+            break;
+        };
+        match s.store.get_run(up).await {
+            Ok(Some(older)) => {
+                (id, trigger, ancestors) = (older.id, older.trigger, older.ancestors);
+            }
+            // Pruned or unreadable: the chain starts here.
+            _ => break,
+        }
+    }
+    code_of_run(id)
+}
+
+/// A job's artifacts folder (`out/`): its own, or for a job skipped by a cache hit, that of
+/// the job it hit (stored once, never copied).
+pub(crate) async fn out_dir(s: &AppState, job: &JobRow) -> std::path::PathBuf {
+    if let Some((hit, _)) = baton_core::decide::hit_of(job.reason.as_deref())
+        && let Ok(Some(rec)) = s.store.job_cache(hit).await
+    {
+        return s.folders.job_dir(rec.job_id, rec.attempt).join("out");
+    }
+    s.folders.job_dir(job.id, job.attempt).join("out")
+}
+
+/// A job's node from its `out/`, with its counts, its JSON and its test cases' rows.
+fn build_job(
+    out: &std::path::Path,
+    globs: &[String],
+    name: &str,
+    id: i64,
+    status: &str,
+) -> (ResultCounts, String, Vec<TestResult>) {
+    let node = baton_results::job_node(name, id, status, baton_results::collect_job(out, globs));
+    let tests: Vec<TestResult> = node
+        .leaves()
+        .into_iter()
+        .filter(|(_, n)| n.kind == baton_results::Kind::Case)
+        .map(|(path, n)| TestResult {
+            test_id: baton_results::test_id(&path, n),
+            status: n.status.unwrap_or(Status::Passed).as_str().to_owned(),
+            duration_ms: n.duration.map(|d| (d * 1000.0).round() as i64),
+        })
+        .collect();
+    let tree = serde_json::to_string(&node).unwrap_or_default();
+    (counts(&node), tree, tests)
+}
+
 /// Collects and records the results of every ended job of `run` that has none yet.
 pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     let ended: Vec<&JobRow> = run.jobs.iter().filter(|j| j.status.is_terminal()).collect();
@@ -86,31 +156,20 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             return;
         }
     };
-    for job in ended.into_iter().filter(|j| !have.contains(&j.id)) {
-        let out = s.folders.job_dir(job.id, job.attempt).join("out");
+    let todo: Vec<&JobRow> = ended
+        .into_iter()
+        .filter(|j| !have.contains(&j.id))
+        .collect();
+    if todo.is_empty() {
+        return;
+    }
+    let code = run_code(s, run).await;
+    for job in todo {
+        let out = out_dir(s, job).await;
         let globs = junit_globs(run, job);
         let (name, id, status) = (job.name.clone(), job.id, job.status.to_string());
-        let built = tokio::task::spawn_blocking(move || {
-            let node = baton_results::job_node(
-                &name,
-                id,
-                &status,
-                baton_results::collect_job(&out, &globs),
-            );
-            let tests: Vec<TestResult> = node
-                .leaves()
-                .into_iter()
-                .filter(|(_, n)| n.kind == baton_results::Kind::Case)
-                .map(|(path, n)| TestResult {
-                    test_id: baton_results::test_id(&path, n),
-                    status: n.status.unwrap_or(Status::Passed).as_str().to_owned(),
-                    duration_ms: n.duration.map(|d| (d * 1000.0).round() as i64),
-                })
-                .collect();
-            let tree = serde_json::to_string(&node).unwrap_or_default();
-            (counts(&node), tree, tests)
-        })
-        .await;
+        let built =
+            tokio::task::spawn_blocking(move || build_job(&out, &globs, &name, id, &status)).await;
         let Ok((counts, tree, tests)) = built else {
             tracing::warn!(job = job.id, "collecting the job's results panicked");
             continue;
@@ -120,6 +179,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             run_id: run.id,
             attempt: job.attempt,
             task: history_key(run, job),
+            code: Some(code.clone()),
             counts,
             tree,
             tests,

@@ -1,6 +1,5 @@
 //! The CLI's side of the HTTP API.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -110,12 +109,10 @@ impl Client {
     pub async fn trigger(
         &self,
         name: &str,
-        args: BTreeMap<String, String>,
-        git_ref: Option<String>,
+        body: TriggerBody,
         wait: bool,
         follow: bool,
     ) -> anyhow::Result<ExitCode> {
-        let body = TriggerBody { args, git_ref };
         // A repository's task is `REPO/TASK`: one path segment, with its `/` escaped.
         let segment = name.replace('%', "%25").replace('/', "%2F");
         let answer: anyhow::Result<Run> = match self
@@ -491,6 +488,35 @@ impl Client {
             "draining: every queue is paused; the server stops when its {} running job(s) end",
             v["running"]
         );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `baton cache why JOB`: the job's digest and what made it differ from the last
+    /// successful job of its task, or the job it hit.
+    pub async fn cache_why(&self, job: i64) -> anyhow::Result<ExitCode> {
+        let c: baton_web::api_types::JobCacheInfo =
+            self.get_json(&format!("/jobs/{job}/cache")).await?;
+        println!("job {} (run {}): digest {}", c.job_id, c.run_id, c.digest);
+        if let Some(hit) = &c.hit {
+            println!(
+                "cache hit: same inputs as job {} (run {})",
+                hit.job_id, hit.run_id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        match &c.compared_with {
+            None => println!("no earlier successful job of {} to compare with", c.task),
+            Some(o) if c.differences.is_empty() => println!(
+                "same inputs as job {} (run {}), which had not ended when this one started",
+                o.job_id, o.run_id
+            ),
+            Some(o) => {
+                println!("differs from job {} (run {}):", o.job_id, o.run_id);
+                for d in &c.differences {
+                    println!("  {d}");
+                }
+            }
+        }
         Ok(ExitCode::SUCCESS)
     }
 

@@ -8,6 +8,7 @@ mod client;
 mod data;
 mod local;
 mod password;
+mod prune;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,17 @@ pub(crate) struct DataArgs {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Which inputs made a job's digest differ from the last successful job of its task (or
+    /// which job it hit).
+    Why {
+        job: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the server: scheduler, executors, web UI and HTTP API.
     Serve(serve::ServeArgs),
@@ -111,8 +123,35 @@ enum Command {
         /// pipeline), then a summary; implies --wait.
         #[arg(long, short)]
         follow: bool,
+        /// Run jobs with `cache:` even when a successful job had the same inputs.
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Delete old runs: the server's (with --data) or this repository's stored local ones.
+    ///
+    /// With --data (or BATON_DATA): delete the server's ended runs that retention
+    /// (`retention:` on tasks, `server.retention`) no longer keeps, with their logs, artifacts
+    /// and results (counts and bytes). Without: list this repository's old stored local runs
+    /// and delete them with --yes (then git collects their objects).
+    Prune {
+        /// The server's data directory: prune the server, not this repository's runs.
+        #[arg(long, env = "BATON_DATA")]
+        data: Option<PathBuf>,
+        /// The server's config (a YAML file or a directory of them), for its retention rules.
+        #[arg(long, env = "BATON_CONFIG", default_value = "examples")]
+        config: PathBuf,
+        /// With --data: only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        local: local::PruneArgs,
+    },
+    /// The CI cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// List runs, newest first.
     Runs {
@@ -238,8 +277,6 @@ enum Command {
         #[arg(default_value = "origin")]
         remote: String,
     },
-    /// List old stored runs; delete them with --yes (then git collects their objects).
-    Prune(local::PruneArgs),
     /// Serve a read-only site of this repository's stored runs, read from its refs.
     Web {
         #[arg(long, default_value = "127.0.0.1:8701")]
@@ -429,13 +466,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             git_ref,
             wait,
             follow,
+            no_cache,
             server,
         } => {
-            let args = parse_args(&args)?;
+            let body = baton_web::api_types::TriggerBody {
+                args: parse_args(&args)?,
+                git_ref,
+                no_cache,
+            };
             client::Client::new(&server)?
-                .trigger(&name, args, git_ref, wait || follow, follow)
+                .trigger(&name, body, wait || follow, follow)
                 .await
         }
+        Command::Prune {
+            data: Some(data),
+            config,
+            dry_run,
+            ..
+        } => prune::prune_command(&config, &data, dry_run).await,
+        Command::Prune {
+            data: None, local, ..
+        } => local::prune(local).await,
+        Command::Cache {
+            command: CacheCommand::Why { job, server },
+        } => client::Client::new(&server)?.cache_why(job).await,
         Command::Runs {
             task,
             status,
@@ -483,7 +537,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Log { n, rev } => local::log(n, rev).await,
         Command::Push { remote } => local::push(&remote).await,
         Command::Pull { remote } => local::pull(&remote).await,
-        Command::Prune(args) => local::prune(args).await,
         Command::Web { listen } => local::web(&listen).await,
         Command::Cron { command } => local::cron(matches!(command, CronCommand::Sync)).await,
         Command::Cancel { run, wait, server } => {

@@ -333,6 +333,37 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::load_repo_schedules(state).await;
     // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
     baton_web::start_polling(state, stop_loops.child_token());
+    start_pruning(state, stop_loops);
+}
+
+/// How often the server applies retention, and the most runs one round deletes (a round's
+/// rows go in one transaction; the scheduler never waits for it).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+const PRUNE_BATCH: usize = 200;
+
+/// The hourly prune: runs that retention no longer keeps go, in small batches.
+fn start_pruning(state: &baton_web::AppState, stop_loops: &CancellationToken) {
+    let s = state.clone();
+    baton_exec::background::every("prune", PRUNE_EVERY, stop_loops.child_token(), move || {
+        let s = s.clone();
+        async move {
+            if let Ok(config) = s.sched.config().await {
+                match crate::prune::prune_server(&s.store, &s.folders, &config, false, PRUNE_BATCH)
+                    .await
+                {
+                    Ok(r) if r.runs > 0 => tracing::info!(
+                        runs = r.runs,
+                        jobs = r.jobs,
+                        bytes = r.bytes,
+                        "retention: pruned"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("retention: prune failed: {e:#}"),
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    });
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and the scheduler's and the

@@ -13,6 +13,14 @@ const CONFIG: &str = r#"
 server:
   local_workers: 2
 tasks:
+  report:
+    command: |
+      cd "$BATON_OUTPUT_DIR"
+      mkdir report
+      echo '<h1>hi</h1>' > report/index.html
+      echo 'hello notes' > notes.txt
+      head -c 100000 /dev/urandom > data.bin
+      ln -s "$outside" evil
   plain:
     command: |
       cd "$BATON_OUTPUT_DIR"
@@ -242,4 +250,106 @@ async fn a_job_swapping_a_folder_for_a_symlink_never_gets_outside_content_served
         "inside {inside}, refused {refused}"
     );
     assert_eq!(status(&ended), "success", "{ended}");
+}
+
+async fn get(s: &Server, url: &str) -> reqwest::Response {
+    let resp = s.http.get(url).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    resp
+}
+
+/// Unpacks a `.tar.gz` with the system's `tar` into a fresh folder; its files, sorted.
+fn untar_gz(bytes: &[u8], into: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let file = into.with_extension("tar.gz");
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::create_dir_all(into).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&file)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::gitrepo::files(into)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_are_listed_typed_archived_previewed_and_html_opens_sandboxed() {
+    let s = Server::start(CONFIG);
+    let out = outside(&s);
+    let id = id_of(&s.trigger("report", &[("outside", &out)]).await);
+    assert_eq!(status(&s.wait_run(id).await), "success");
+    let job = job_of(&s, id).await;
+
+    let list = s.get_ok(&format!("/runs/{id}/artifacts")).await;
+    let arts = list["jobs"][0]["artifacts"].as_array().unwrap();
+    let entry = |p: &str| arts.iter().find(|a| a["path"] == p).cloned();
+    let notes = entry("notes.txt").unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(notes["size"], 12);
+    assert_eq!(notes["type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        entry("report/index.html").unwrap()["type"],
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(entry("data.bin").unwrap()["size"], 100_000);
+    assert!(entry("evil").is_none(), "{list}");
+
+    // The run's artifacts as one .tar.gz: one folder per job, the same bytes, no symlink.
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("{}/api/v1/runs/{id}/artifacts.tar.gz", s.base);
+    let resp = get(&s, &url).await;
+    assert_eq!(resp.headers()["content-type"], "application/gzip");
+    let files = untar_gz(&resp.bytes().await.unwrap(), &tmp.path().join("run"));
+    let dir = s.job_dir(job, 1).join("out");
+    let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "report/data.bin",
+            "report/notes.txt",
+            "report/report/index.html"
+        ],
+        "{names:?}"
+    );
+    assert_eq!(files[0].1, std::fs::read(dir.join("data.bin")).unwrap());
+    // One job's: its paths as they are.
+    let resp = get(&s, &format!("{url}?job={job}")).await;
+    let files = untar_gz(&resp.bytes().await.unwrap(), &tmp.path().join("job"));
+    assert_eq!(files[1], ("notes.txt".into(), b"hello notes\n".to_vec()));
+
+    // index.html opens as a page, sandboxed.
+    let page = get(
+        &s,
+        &format!(
+            "{}?inline=1",
+            artifact_url(&s, id, job, "report/index.html")
+        ),
+    )
+    .await;
+    let h = page.headers();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("sandbox")
+    );
+    assert_eq!(page.text().await.unwrap(), "<h1>hi</h1>\n");
+
+    // A text artifact previewed in the run page.
+    let html = get(&s, &format!("{}/runs/{id}?preview=notes.txt", s.base)).await;
+    let html = html.text().await.unwrap();
+    assert!(html.contains("hello notes"), "{html}");
+    assert!(html.contains("artifacts.tar.gz?job="), "{html}");
 }

@@ -47,6 +47,11 @@ tasks:
       cp "$fixture" "$BATON_OUTPUT_DIR/ignored.xml"
   none:
     command: "true"
+  flip:
+    command: |
+      n=$(cat "$counter" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$counter"
+      if [ "$n" = 1 ]; then body='<failure message="first try fails"/>'; else body=''; fi
+      printf '<testsuite name="s"><testcase name="wobbly">%s</testcase></testsuite>' "$body" > "$BATON_OUTPUT_DIR/junit.xml"
 pipelines:
   ci:
     tasks:
@@ -261,4 +266,50 @@ async fn a_pipelines_tree_has_one_node_per_job() {
     );
     let f = s.get_ok(&format!("/runs/{id}/results?status=failed")).await;
     assert_eq!(f["tree"]["children"].as_array().unwrap().len(), 1, "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_that_passes_on_a_rerun_is_flaky_and_the_report_is_stored_at_the_end() {
+    let s = Server::start(CONFIG);
+    let counter = s.root.path().join("counter");
+    let args = [("counter", counter.to_str().unwrap())];
+    let first = id_of(&s.trigger("flip", &args).await);
+    s.wait_run(first).await;
+    // Stored once the run ended, and that copy is what is downloaded.
+    let stored = s.data.join(format!("runs/{first}/report.html"));
+    common::wait_file(&stored).await;
+    let flaky_pill = "passed and failed on the same commit";
+    let (_, html) = page(&s, &format!("/runs/{first}/tests")).await;
+    assert!(
+        html.contains("first try fails") && !html.contains(flaky_pill),
+        "{html}"
+    );
+
+    // Fixed by a new run (new code): not flaky.
+    let fresh = id_of(&s.trigger("flip", &args).await);
+    s.wait_run(fresh).await;
+    // Its results are collected (reading them collects them if the collector has not yet).
+    s.get_ok(&format!("/runs/{fresh}/results")).await;
+    let (_, html) = page(&s, &format!("/runs/{first}/tests")).await;
+    assert!(html.contains(&format!("/runs/{fresh}/tests")), "{html}");
+    assert!(!html.contains(flaky_pill), "{html}");
+
+    // Passed on a rerun of the run where it failed: flaky.
+    let (code, rerun) = s.post(&format!("/runs/{first}/rerun"), Value::Null).await;
+    assert_eq!(code, 201, "{rerun}");
+    let rerun = id_of(&rerun);
+    s.wait_run(rerun).await;
+    s.get_ok(&format!("/runs/{rerun}/results")).await;
+    let (_, html) = page(&s, &format!("/runs/{first}/tests")).await;
+    assert!(html.contains(flaky_pill), "{html}");
+
+    // The stored report is the one written when the first run ended: no later runs in it.
+    let (code, report) = page(&s, &format!("/runs/{first}/report.html")).await;
+    assert_eq!(code, 200);
+    assert_eq!(report, std::fs::read_to_string(&stored).unwrap());
+    assert!(report.contains("first try fails"), "{report}");
+    assert!(
+        !report.contains(&format!("/runs/{fresh}/tests")),
+        "{report}"
+    );
 }

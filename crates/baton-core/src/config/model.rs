@@ -217,6 +217,19 @@ pub struct ServerConfig {
     /// the forge learns which repositories exist. Never serialized.
     #[serde(skip)]
     pub webhook_secret: Option<RepoSecret>,
+    /// `retention:` — how long ended runs are kept, for tasks without their own.
+    #[serde(default)]
+    pub retention: Option<RetentionDef>,
+}
+
+/// `retention: {keep_last: N, max_age: 30d, keep_failed: N}`: ended runs of a task beyond its
+/// newest `keep_last`, or older than `max_age`, go with their logs, artifacts and results;
+/// the newest `keep_failed` failed ones stay anyway. Unset parts keep everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionDef {
+    pub keep_last: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub keep_failed: Option<u32>,
 }
 
 /// `server.auth.NAME` — a single sign-on provider: users sign in there and come back as the
@@ -361,6 +374,43 @@ pub struct TaskDef {
     /// `reports:` — where the job's test reports are among its artifacts.
     #[serde(default)]
     pub reports: Reports,
+    /// `cache:` — skip the job when a successful one had the same inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Box<CacheDef>>,
+    /// `retention:` — how long its ended runs are kept (else `server.retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Box<RetentionDef>>,
+}
+
+/// `cache: {inputs: [GLOB, …], env: [NAME, …], key: TEXT, max_age: 30d}`: a job whose inputs
+/// (these files of its checkout, its definition, its image, these environment values and the
+/// key) are those of a successful job of the same repository within `max_age` is not run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDef {
+    /// Globs relative to the job's working directory (its checkout).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Names of environment variables whose values count.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub key: String,
+    /// How old a hit may be; `None`: [`CacheDef::DEFAULT_MAX_AGE`].
+    #[serde(default)]
+    pub max_age: Option<Duration>,
+    /// Set on a run triggered with `--no-cache` ("run anyway"): the job runs, and its inputs
+    /// are still recorded for later hits. Never read from YAML.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+impl CacheDef {
+    /// 30 days.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+    pub fn max_age(&self) -> Duration {
+        self.max_age.unwrap_or(Self::DEFAULT_MAX_AGE)
+    }
 }
 
 /// `reports: {junit: [GLOB, …]}`: the job's JUnit XML reports, as globs relative to its
@@ -470,6 +520,9 @@ pub struct PipelineTask {
     /// `reports:`, as on tasks.
     #[serde(default)]
     pub reports: Reports,
+    /// `cache:`, as on tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Box<CacheDef>>,
 }
 
 /// `true`, for serde defaults.

@@ -11,6 +11,8 @@ pub struct DagJob {
     pub depends_on: Vec<String>,
     pub status: Status,
     pub allow_failure: bool,
+    /// Skipped by a cache hit: its inputs already passed, so it counts as a success.
+    pub cached: bool,
 }
 
 /// What to do with the queued jobs of a pipeline run after its jobs' statuses changed.
@@ -25,7 +27,9 @@ pub struct DagStep {
 }
 
 fn counts_as_success(j: &DagJob) -> bool {
-    j.status == Status::Success || (j.allow_failure && j.status.is_failure())
+    j.status == Status::Success
+        || (j.status == Status::Skipped && j.cached)
+        || (j.allow_failure && j.status.is_failure())
 }
 
 /// Walks a pipeline run's DAG. A failed job (not `allow_failure`) either cancels every other

@@ -232,7 +232,23 @@ fn dj(name: &str, deps: &[&str], status: Status) -> DagJob {
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
         status,
         allow_failure: false,
+        cached: false,
     }
+}
+
+#[test]
+fn a_cache_hit_counts_as_a_success_for_its_dependents() {
+    let mut hit = dj("build", &[], Status::Skipped);
+    hit.cached = true;
+    let jobs = vec![hit, dj("test", &["build"], Status::Queued)];
+    let step = dag_step(&jobs, false);
+    assert!(step.ready.contains("test"), "{step:?}");
+    // A skip for any other reason still skips its dependents.
+    let jobs = vec![
+        dj("build", &[], Status::Skipped),
+        dj("test", &["build"], Status::Queued),
+    ];
+    assert!(dag_step(&jobs, false).skip.contains_key("test"));
 }
 
 #[test]

@@ -36,6 +36,7 @@ impl Actor {
         // Every trigger path (API, UI, CLI, chaining, reruns, timers) passes here: bad
         // arguments are refused before anything is recorded.
         baton_core::args::check(&req.args)?;
+        let def = def.with_cache_forced(req.no_cache);
         let now = Utc::now();
         let partition = LiveRun::partition(&req.args);
         let doomed = self.superseded_by(&req.target, &def, repo.as_ref());
@@ -200,6 +201,7 @@ impl Actor {
                 args: run.args.clone(),
                 trigger: TriggerKind::Chained,
                 ancestors,
+                no_cache: false,
             };
             if let Err(e) = self.trigger(req).await {
                 tracing::warn!(task = child, parent = run.id, "chained trigger failed: {e}");
@@ -241,8 +243,20 @@ fn outcome(decision: Admit, hold: Option<String>) -> Outcome {
 }
 
 pub(super) fn lookup(config: &Config, name: &str, kind: Option<TargetKind>) -> Option<TargetDef> {
-    let task = || config.tasks.get(name).cloned().map(TargetDef::Task);
-    let pipeline = || config.pipelines.get(name).cloned().map(TargetDef::Pipeline);
+    let task = || {
+        config
+            .tasks
+            .get(name)
+            .cloned()
+            .map(|t| TargetDef::Task(Box::new(t)))
+    };
+    let pipeline = || {
+        config
+            .pipelines
+            .get(name)
+            .cloned()
+            .map(|p| TargetDef::Pipeline(Box::new(p)))
+    };
     match kind {
         Some(TargetKind::Task) => task(),
         Some(TargetKind::Pipeline) => pipeline(),

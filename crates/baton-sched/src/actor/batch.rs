@@ -179,11 +179,17 @@ impl Actor {
 /// (on a blocking thread). Spawned once the end that triggers it is recorded.
 async fn prune_runs(store: Store, folders: RunFolders, p: Prune) {
     match store.prune(&p.name, p.count, p.before).await {
-        Ok(jobs) => {
+        Ok((runs, jobs)) => {
             let removed = tokio::task::spawn_blocking(move || {
                 for job in jobs {
                     if let Err(e) = folders.remove_job(job) {
                         tracing::warn!(job, "cannot remove the folder of a pruned job: {e}");
+                    }
+                }
+                // Its stored report.html.
+                for run in runs {
+                    if let Err(e) = folders.remove_run(run) {
+                        tracing::warn!(run, "cannot remove the folder of a pruned run: {e}");
                     }
                 }
             })

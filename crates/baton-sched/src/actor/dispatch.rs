@@ -375,6 +375,10 @@ impl Actor {
         let run = self.runs.get(&spec.run_id);
         let mut checkout =
             run.and_then(|run| crate::repo::checkout_plan(&self.folders, &self.config, run));
+        let cache = run.and_then(|run| {
+            let job = run.job(job_id)?;
+            crate::cache::CacheCheck::plan(run, job, &spec, &dir, remote)
+        });
         if remote {
             spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
         }
@@ -387,6 +391,8 @@ impl Actor {
             job_id,
             attempt,
             checkout,
+            cache,
+            store: self.store.clone(),
             exec,
             mint,
         };
@@ -418,6 +424,9 @@ struct Start {
     job_id: i64,
     attempt: u32,
     checkout: Option<crate::repo::CheckoutPlan>,
+    /// The CI cache check to make once the checkout exists (a hit skips the job).
+    cache: Option<crate::cache::CacheCheck>,
+    store: baton_store::Store,
     exec: Result<Arc<dyn Executor>, String>,
     mint: Option<(Arc<dyn ForgeCreds>, RepoDef)>,
 }
@@ -429,6 +438,21 @@ impl Start {
             && let Err(why) = plan.make(&self.dir).await
         {
             return send_lost(tx, job_id, attempt, why).await;
+        }
+        if let Some(check) = self.cache.take()
+            && let Some(reason) = check.check(&self.store).await
+        {
+            let _ = tx
+                .send(Msg::JobCached {
+                    job_id,
+                    attempt,
+                    reason,
+                })
+                .await;
+            if let Some(plan) = self.checkout {
+                plan.give_back(&self.dir, job_id, attempt).await;
+            }
+            return;
         }
         let cred = match &self.mint {
             None => None,

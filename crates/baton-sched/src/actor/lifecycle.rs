@@ -14,6 +14,13 @@ use super::{Actor, job_change};
 
 use crate::jobs::{ON_ERROR_JOB, TargetDef};
 
+/// How a job's attempt ended: as its executor reported, or skipped by a cache hit.
+pub(crate) enum Ended {
+    Outcome(Outcome),
+    /// The reason of the hit (`cache hit: same inputs as job N (run M)`).
+    Cached(String),
+}
+
 /// A job that failed: its name, exit code, reason, id and attempt.
 type FailedJob = (String, Option<i32>, Option<String>, i64, u32);
 
@@ -127,7 +134,7 @@ impl Actor {
         self.settle(run_id, Utc::now()).await;
     }
 
-    pub(super) async fn job_ended(&mut self, job_id: i64, attempt: u32, outcome: Outcome) {
+    pub(super) async fn job_ended(&mut self, job_id: i64, attempt: u32, outcome: Ended) {
         let now = Utc::now();
         let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
             return;
@@ -146,9 +153,10 @@ impl Actor {
         if j.attempt != attempt || j.status.is_terminal() {
             return;
         }
-        let ((status, reason), exit_code) = match &outcome {
-            Outcome::Exited(rec) => (describe_exit(rec, timeout), rec.exit_code),
-            Outcome::Lost(why) => (decide::describe_loss(why), None),
+        let ((status, reason), exit_code) = match outcome {
+            Ended::Outcome(Outcome::Exited(rec)) => (describe_exit(&rec, timeout), rec.exit_code),
+            Ended::Outcome(Outcome::Lost(why)) => (decide::describe_loss(&why), None),
+            Ended::Cached(reason) => ((Status::Skipped, Some(reason)), None),
         };
         let end = decide::job_end(AttemptEnd {
             status,

@@ -72,8 +72,12 @@ impl Actor {
         let exec = match self.job_executor(container, job.worker.as_deref()) {
             Ok(e) => e,
             Err(why) => {
-                self.job_ended(job.id, job.attempt, Outcome::Lost(why))
-                    .await;
+                self.job_ended(
+                    job.id,
+                    job.attempt,
+                    super::Ended::Outcome(Outcome::Lost(why)),
+                )
+                .await;
                 return;
             }
         };
@@ -93,13 +97,21 @@ impl Actor {
                 let log = self.folders.log_path(job.id, job.attempt);
                 let tail = read_tail(log).await;
                 self.tails.insert((job.id, job.attempt), tail);
-                self.job_ended(job.id, job.attempt, Outcome::Exited(rec))
-                    .await;
+                self.job_ended(
+                    job.id,
+                    job.attempt,
+                    super::Ended::Outcome(Outcome::Exited(rec)),
+                )
+                .await;
                 self.tails.remove(&(job.id, job.attempt));
             }
             Reattached::Vanished(why) => {
-                self.job_ended(job.id, job.attempt, Outcome::Lost(why))
-                    .await;
+                self.job_ended(
+                    job.id,
+                    job.attempt,
+                    super::Ended::Outcome(Outcome::Lost(why)),
+                )
+                .await;
             }
             Reattached::NeverStarted(why) => {
                 // It never ran: run it again, in a fresh folder (this one is claimed).

@@ -23,6 +23,7 @@ impl Actor {
             args: Default::default(),
             trigger: req.trigger,
             ancestors,
+            no_cache: req.no_cache,
         };
         self.admit_and_record(base, def, Some(req.repo), req.hold)
             .await

@@ -89,6 +89,7 @@ impl Actor {
                 trigger: TriggerKind::Schedule,
                 repo: s.repo.clone(),
                 hold: None,
+                no_cache: false,
             };
             if let Err(e) = self.trigger_repo(req, Vec::new()).await {
                 tracing::error!(timer = name, "scheduled trigger failed: {e}");
@@ -101,6 +102,7 @@ impl Actor {
             args: BTreeMap::new(),
             trigger: TriggerKind::Schedule,
             ancestors: vec![],
+            no_cache: false,
         };
         if let Err(e) = self.trigger(req).await {
             tracing::error!(task = name, "scheduled trigger failed: {e}");

@@ -135,7 +135,7 @@ pub(super) async fn build(
     start_runs(
         st,
         wanted,
-        TriggerKind::Webhook,
+        (TriggerKind::Webhook, false),
         notes,
         &format!("pull request #{number}"),
     )

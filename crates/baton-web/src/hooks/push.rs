@@ -50,6 +50,7 @@ pub(super) async fn build(
         trigger: TriggerKind::Webhook,
         delivery: event.delivery.clone(),
         only: None,
+        no_cache: false,
     };
     let verdict = push_event(st, config, repo, &mirror, &commit, code).await;
     // A polled repository that also sends webhooks: the poller must not build this push again.
@@ -119,6 +120,8 @@ pub(crate) struct Code {
     pub(crate) delivery: Option<String>,
     /// Start only this target (a hand trigger of `REPO/TASK`); `None`: all that match.
     pub(crate) only: Option<String>,
+    /// `--no-cache` on a hand trigger: jobs with `cache:` run even on a hit.
+    pub(crate) no_cache: bool,
 }
 
 /// A push of `commit` (webhook or poller): the runs it starts, as for any event.
@@ -206,7 +209,7 @@ pub(crate) async fn repo_event(
             hold: None,
         })
         .collect();
-    start_runs(st, wanted, code.trigger, notes, &what).await
+    start_runs(st, wanted, (code.trigger, code.no_cache), notes, &what).await
 }
 
 /// The code a run of `code` at `commit` builds, as the run records it.
@@ -258,7 +261,7 @@ pub(super) struct Wanted {
 pub(super) async fn start_runs(
     st: &AppState,
     wanted: Vec<Wanted>,
-    trigger: TriggerKind,
+    (trigger, no_cache): (TriggerKind, bool),
     mut notes: Vec<String>,
     what: &str,
 ) -> Verdict {
@@ -293,6 +296,7 @@ pub(super) async fn start_runs(
             trigger,
             repo: w.repo,
             hold: w.hold,
+            no_cache,
         };
         match st.sched.trigger_repo(req).await {
             Ok(row) if held => {
@@ -358,7 +362,7 @@ pub(super) fn repo_targets(
         match matches(t.on.as_ref().unwrap_or(&default), facts) {
             Ok(()) => {
                 t.name.clone_from(&target);
-                wanted.push((target, Some(TargetDef::Task(t))));
+                wanted.push((target, Some(TargetDef::Task(Box::new(t)))));
             }
             Err(why) => notes.push(format!("{target}: {why}")),
         }
@@ -368,7 +372,7 @@ pub(super) fn repo_targets(
         match matches(p.on.as_ref().unwrap_or(&default), facts) {
             Ok(()) => {
                 p.name.clone_from(&target);
-                wanted.push((target, Some(TargetDef::Pipeline(p))));
+                wanted.push((target, Some(TargetDef::Pipeline(Box::new(p)))));
             }
             Err(why) => notes.push(format!("{target}: {why}")),
         }
@@ -402,7 +406,7 @@ fn config_error_task(repo: &str, errors: &str) -> Option<TargetDef> {
             "the repository's .baton/ configuration has errors:\n{errors}"
         )),
     );
-    Some(TargetDef::Task(t))
+    Some(TargetDef::Task(Box::new(t)))
 }
 
 /// Server-defined tasks and pipelines whose `on:` names this repository (`on: {repo: [...]}`),

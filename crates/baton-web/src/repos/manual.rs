@@ -27,7 +27,7 @@ pub(crate) async fn trigger(
     repo: &RepoDef,
     target: &str,
     git_ref: Option<&str>,
-    trigger: TriggerKind,
+    (trigger, no_cache): (TriggerKind, bool),
 ) -> Result<i64, ApiError> {
     if let Some(r) = git_ref {
         check_ref(r)?;
@@ -43,6 +43,7 @@ pub(crate) async fn trigger(
         trigger,
         delivery: None,
         only: Some(target.to_owned()),
+        no_cache,
     };
     let facts = EventFacts {
         repo: Some(repo.name.clone()),

@@ -151,6 +151,7 @@ async fn trigger_new(
             trigger: TriggerKind::Poll,
             delivery: Some(format!("poll:{full}:{commit}")),
             only: None,
+            no_cache: false,
         };
         let v = push_event(st, &config, repo, mirror, commit, code).await;
         tracing::info!(repo = %repo.name, branch, status = %v.status, "poll: {}", v.text);

@@ -88,6 +88,7 @@ async fn gather(
             trigger: TriggerKind::Schedule,
             delivery: None,
             only: None,
+            no_cache: false,
         };
         let event = EventFact::Schedule {
             cron: String::new(),
@@ -138,14 +139,14 @@ fn scheduled_targets(repo: &str, own: Config) -> Vec<(String, Vec<String>, Targe
         let c = crons(&t.on);
         if t.enabled && !c.is_empty() {
             t.name = format!("{repo}/{name}");
-            out.push((t.name.clone(), c, TargetDef::Task(t)));
+            out.push((t.name.clone(), c, TargetDef::Task(Box::new(t))));
         }
     }
     for (name, mut p) in own.pipelines {
         let c = crons(&p.on);
         if !c.is_empty() {
             p.name = format!("{repo}/{name}");
-            out.push((p.name.clone(), c, TargetDef::Pipeline(p)));
+            out.push((p.name.clone(), c, TargetDef::Pipeline(Box::new(p))));
         }
     }
     out

@@ -23,12 +23,17 @@ pub(super) async fn artifact(
     // A link that is not `/runs/N/artifacts/JOB_ID/PATH` leads nowhere: the 404 page.
     let Path((id, job_id, rel)) = path.map_err(|_| not_found())?;
     let run = visible_run(&s, &a, id).await?;
+    // `?inline=1`: opened in the browser (text, or an `index.html` as a sandboxed page).
+    let inline = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "inline=1"));
+    let kind = crate::artifacts::content_type(&rel);
     let job = run
         .jobs
         .iter()
         .find(|j| j.id == job_id)
         .ok_or_else(not_found)?;
-    let out = s.folders.job_dir(job.id, job.attempt).join("out");
+    let out = crate::results::out_dir(&s, job).await;
     let art = tokio::task::spawn_blocking(move || crate::artifacts::open(&out, &rel))
         .await
         .ok()
@@ -54,20 +59,19 @@ pub(super) async fn artifact(
         );
     }
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    let disposition = if inline { "inline" } else { "attachment" };
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Sandboxed: an HTML artifact opened in the browser cannot act as the user.
+    // Sandboxed (an opaque origin, no scripts): an HTML artifact opened in the browser cannot
+    // act as the user or read Baton's pages.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(crate::headers::ARTIFACT_CSP),

@@ -37,6 +37,7 @@ use crate::AppState;
 
 pub(crate) use page::{Nav, PageResult, error_nav, error_page, not_found_page, render, urlencode};
 pub(crate) use request::{Fields, check_csrf, field};
+pub(crate) use tests::store_report;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()

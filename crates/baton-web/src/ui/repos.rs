@@ -105,8 +105,15 @@ pub(super) async fn trigger(
     };
     let git_ref = field(&f, "ref").trim().to_owned();
     let git_ref = (!git_ref.is_empty()).then_some(git_ref.as_str());
-    let id = crate::repos::manual::trigger(&s, &a.config, def, &target, git_ref, TriggerKind::Api)
-        .await
-        .map_err(|e| PageError::Page(e.status, e.message))?;
+    let id = crate::repos::manual::trigger(
+        &s,
+        &a.config,
+        def,
+        &target,
+        git_ref,
+        (TriggerKind::Api, false),
+    )
+    .await
+    .map_err(|e| PageError::Page(e.status, e.message))?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }

@@ -88,6 +88,8 @@ struct RunPageView {
     code: Option<CodeFacts>,
     /// Commit statuses told to the forge: (context, state, how far sending got).
     statuses: Vec<(String, &'static str, String)>,
+    /// Jobs skipped by a cache hit: (job name, the job hit, its run).
+    cache_hits: Vec<(String, i64, i64)>,
 }
 
 #[derive(Template)]
@@ -97,8 +99,23 @@ struct RunTpl {
     r: RunPageView,
     log: LogView,
     dag: String,
-    artifacts: Vec<(String, String)>,
+    artifacts: Vec<ArtifactView>,
+    /// The text artifact `?preview=` names: (path, its first bytes as text).
+    preview: Option<(String, String)>,
 }
+
+/// An artifact as the page lists it.
+struct ArtifactView {
+    path: String,
+    size: String,
+    kind: &'static str,
+    /// Text (previewed in the page) or HTML (opened as a sandboxed page).
+    viewable: bool,
+    text: bool,
+}
+
+/// The most bytes of a text artifact previewed in the page.
+const PREVIEW_BYTES: u64 = 64 * 1024;
 
 #[derive(Deserialize)]
 pub(super) struct RunQuery {
@@ -106,6 +123,8 @@ pub(super) struct RunQuery {
     before: Option<u64>,
     /// Show the window around this line (a `#LN` anchor the page did not hold).
     line: Option<u64>,
+    /// A text artifact of the job to show in the page.
+    preview: Option<String>,
 }
 
 pub(super) async fn visible_run(s: &AppState, a: &Access, id: i64) -> Result<RunRow, PageError> {
@@ -198,10 +217,8 @@ pub(super) async fn run_page(
         (None, None) => Window::End,
     };
     let log = read_log(&s, job, window).await;
-    let out = s.folders.job_dir(job.id, job.attempt).join("out");
-    let artifacts = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
-        .await
-        .unwrap_or_default();
+    let out = crate::results::out_dir(&s, job).await;
+    let (artifacts, preview) = artifact_views(out, q.preview.clone()).await;
     let dag = if run.kind == TargetKind::Pipeline {
         dag_svg(&run, &shape.deps, &shape.allowed)
     } else {
@@ -216,6 +233,7 @@ pub(super) async fn run_page(
         log,
         dag,
         artifacts,
+        preview,
     }))
 }
 
@@ -232,6 +250,38 @@ fn workers(run: &RunRow) -> String {
     } else {
         seen.join(", ")
     }
+}
+
+/// The job's artifacts as the page lists them, and the preview asked for (a text artifact).
+async fn artifact_views(
+    out: std::path::PathBuf,
+    preview: Option<String>,
+) -> (Vec<ArtifactView>, Option<(String, String)>) {
+    tokio::task::spawn_blocking(move || {
+        let list = crate::artifacts::list(&out)
+            .into_iter()
+            .map(|(path, size)| {
+                let kind = crate::artifacts::content_type(&path);
+                let text = crate::artifacts::is_text(kind);
+                ArtifactView {
+                    size: format!("{size} bytes"),
+                    viewable: text || kind.starts_with("text/html"),
+                    text,
+                    kind: kind.split(';').next().unwrap_or(kind),
+                    path,
+                }
+            })
+            .collect();
+        let shown =
+            preview.filter(|p| crate::artifacts::is_text(crate::artifacts::content_type(p)));
+        let text = shown.and_then(|p| {
+            let head = crate::artifacts::head(&out, &p, PREVIEW_BYTES)?;
+            Some((p, head))
+        });
+        (list, text)
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// The run's facts as the page shows them; `job` is the job whose log is shown.
@@ -284,6 +334,14 @@ fn run_view(run: &RunRow, job: &JobRow, shape: &Shape) -> RunPageView {
             .collect(),
         code: None,
         statuses: Vec::new(),
+        cache_hits: run
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                let (job, run) = baton_core::decide::hit_of(j.reason.as_deref())?;
+                Some((j.name.clone(), job, run))
+            })
+            .collect(),
     }
 }
 
@@ -350,7 +408,8 @@ pub(super) async fn rerun(
 ) -> PageResult {
     let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     visible_run(&s, &a, id).await?;
-    let run = s.sched.rerun(id, TriggerKind::Rerun).await?;
+    let no_cache = !super::field(&f, "no_cache").is_empty();
+    let run = s.sched.rerun_with(id, TriggerKind::Rerun, no_cache).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
 }
 

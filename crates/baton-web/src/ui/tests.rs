@@ -59,6 +59,8 @@ struct Failure {
     place: String,
     /// (run, status, is this run) of the test's last results, oldest first.
     history: Vec<(i64, String, bool)>,
+    /// It flipped on the same code, or the runner saw it pass on a rerun.
+    flaky: bool,
 }
 
 /// One line of the tree: opens a container, closes one, or is a leaf.
@@ -184,11 +186,23 @@ fn failures(tree: &Node) -> Vec<(Option<i64>, String, Failure)> {
                     _ => String::new(),
                 },
                 history: Vec::new(),
+                flaky: false,
             };
             out.push((job.job_id, baton_results::test_id(&path, n), failure));
         }
     }
     out
+}
+
+fn past(h: &[baton_store::TestHistoryEntry]) -> Vec<baton_results::Past> {
+    h.iter()
+        .filter_map(|e| {
+            Some(baton_results::Past {
+                code: e.code.clone(),
+                status: baton_results::Status::parse(&e.status)?,
+            })
+        })
+        .collect()
 }
 
 /// The last [`HISTORY`] results of each failing test across its task's runs, oldest first.
@@ -202,6 +216,7 @@ async fn add_history(
         if let Some(job) = run.jobs.iter().find(|j| Some(j.id) == job_id) {
             let task = crate::results::history_key(run, job);
             if let Ok(h) = s.store.test_history(&task, &test_id, HISTORY).await {
+                f.flaky = baton_results::is_flaky(&past(&h));
                 f.history = h
                     .into_iter()
                     .rev()
@@ -262,7 +277,58 @@ pub(super) async fn tests_page(
     Ok(render(&TestsTpl { nav, d }))
 }
 
-/// `report.html`: the run's whole result tree as one self-contained page, downloaded.
+/// The run's `report.html` as it is now.
+async fn render_report(s: &AppState, run: &baton_store::RunRow) -> Result<String, PageError> {
+    let q = TestsQuery {
+        q: None,
+        status: None,
+    };
+    let d = tests_data(s, run, q, true).await?;
+    ReportTpl {
+        css: include_str!("../../static/app.css"),
+        d,
+    }
+    .render()
+    .map_err(|e| {
+        PageError::Page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("template error: {e}"),
+        )
+    })
+}
+
+/// Stores an ended run's `report.html` once (beside its jobs in the data dir), so it is kept
+/// as it was when the run ended; written to a temporary file and renamed into place.
+pub(crate) async fn store_report(s: &AppState, run: &baton_store::RunRow) {
+    let path = s.folders.report_path(run.id);
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return;
+    }
+    let html = match render_report(s, run).await {
+        Ok(html) => html,
+        Err(_) => {
+            tracing::warn!(run = run.id, "cannot render the run's report.html");
+            return;
+        }
+    };
+    let tmp = path.with_extension("html.tmp");
+    let write = async {
+        tokio::fs::create_dir_all(s.folders.run_dir(run.id)).await?;
+        tokio::fs::write(&tmp, html).await?;
+        tokio::fs::rename(&tmp, &path).await
+    };
+    if let Err(e) = write.await {
+        tracing::warn!(
+            run = run.id,
+            "cannot store the run's report.html at {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// `report.html`: the run's whole result tree as one self-contained page, downloaded: the one
+/// stored when the run ended, or (still running, or ended before reports were stored) as it
+/// is now.
 pub(super) async fn report(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -270,18 +336,15 @@ pub(super) async fn report(
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> PageResult {
     use axum::http::{HeaderValue, header};
+    use axum::response::{Html, IntoResponse};
     let (_, a, _) = page_user(&s, &headers, &uri).await?;
     let Path(id) = id.map_err(|_| not_found())?;
     let run = visible_run(&s, &a, id).await?;
-    let q = TestsQuery {
-        q: None,
-        status: None,
+    let html = match tokio::fs::read_to_string(s.folders.report_path(run.id)).await {
+        Ok(stored) => stored,
+        Err(_) => render_report(&s, &run).await?,
     };
-    let d = tests_data(&s, &run, q, true).await?;
-    let mut resp = render(&ReportTpl {
-        css: include_str!("../../static/app.css"),
-        d,
-    });
+    let mut resp = Html(html).into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"baton-run-{}-report.html\"",

@@ -154,7 +154,7 @@ pub(super) async fn trigger(
             repo,
             &name,
             git_ref,
-            TriggerKind::Api,
+            (TriggerKind::Api, false),
         )
         .await
         {
@@ -195,6 +195,7 @@ pub(super) async fn trigger(
         args,
         trigger: TriggerKind::Api,
         ancestors: vec![],
+        no_cache: false,
     };
     match s.sched.trigger(req).await {
         Ok(run) => Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response()),

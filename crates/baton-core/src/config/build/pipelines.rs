@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::cache::build_cache;
 use super::checks::find_cycles;
 use super::container::build_container;
 use super::diags::{Diags, Entry, Fields, Loc};
@@ -42,6 +43,7 @@ const PIPELINE_TASK_KEYS: &[&str] = &[
     "resources",
     "network",
     "reports",
+    "cache",
 ];
 
 pub(super) fn build_pipeline(
@@ -233,6 +235,7 @@ fn build_pipeline_tasks(
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
                 container: build_container(d, &f, &what).map(Box::new),
                 reports: build_reports(d, &f, &what),
+                cache: build_cache(d, &f, &what).map(Box::new),
             },
         );
     }

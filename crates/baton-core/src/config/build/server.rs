@@ -20,6 +20,7 @@ const SERVER_KEYS: &[&str] = &[
     "public_url",
     "auth",
     "webhook_secret",
+    "retention",
 ];
 const SSO_KEYS: &[&str] = &[
     "kind",
@@ -100,6 +101,7 @@ pub(super) fn build_server(
         },
         auth: build_auth(d, fields.get("auth")),
         webhook_secret: d.repo_secret(fields.get("webhook_secret"), "\"server\"", resolve),
+        retention: super::cache::build_retention(d, &fields, "\"server\""),
         heartbeat_timeout: {
             let t = d.duration(fields.get("heartbeat_timeout"), SECONDS_UP);
             if let (Some(t), Some(entry)) = (t, fields.get("heartbeat_timeout"))

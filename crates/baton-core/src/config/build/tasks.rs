@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
 use super::reports::build_reports;
@@ -35,6 +36,8 @@ const TASK_KEYS: &[&str] = &[
     "on",
     "checkout",
     "reports",
+    "cache",
+    "retention",
     "pr_head",
     "cancel_superseded",
 ];
@@ -123,6 +126,8 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
+        cache: build_cache(d, &f, &what).map(Box::new),
+        retention: build_retention(d, &f, &what).map(Box::new),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
     })

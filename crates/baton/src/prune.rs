@@ -1,0 +1,118 @@
+//! The server's retention: ended runs that their task's `retention:` (or `server.retention`)
+//! no longer keeps go with their logs, artifacts, results and database rows. One function,
+//! [`prune_server`], behind `baton prune --data DIR [--dry-run]` and the server's hourly
+//! background prune (in batches, off the scheduler).
+
+use std::path::Path;
+
+use baton_core::config::{Config, RetentionDef};
+use baton_core::decide::{RetainRun, doomed_runs};
+use baton_store::{RunFolders, Store};
+
+/// What a prune deleted, or would delete (`--dry-run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PruneReport {
+    pub runs: usize,
+    pub jobs: usize,
+    pub bytes: u64,
+}
+
+/// Bytes of the regular files under `dir` (symlinks are not followed).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn policy(config: &Config, target: &str) -> Option<RetentionDef> {
+    config
+        .tasks
+        .get(target)
+        .and_then(|t| t.retention.as_deref().copied())
+        .or(config.server.retention)
+}
+
+/// Deletes (or with `dry_run` only counts) at most `batch` runs that retention no longer keeps,
+/// oldest first: their rows in one transaction, then their folders.
+pub(crate) async fn prune_server(
+    store: &Store,
+    folders: &RunFolders,
+    config: &Config,
+    dry_run: bool,
+    batch: usize,
+) -> anyhow::Result<PruneReport> {
+    let pinned = store.cache_pinned_runs().await?;
+    let runs: Vec<RetainRun> = store
+        .ended_runs()
+        .await?
+        .into_iter()
+        .map(|r| RetainRun {
+            pinned: pinned.contains(&r.id),
+            failed: matches!(r.status.as_str(), "failed" | "broken" | "jammed"),
+            id: r.id,
+            target: r.target,
+            branch: r.branch,
+            ended_ms: r.ended_ms,
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut doomed = doomed_runs(&runs, &|t| policy(config, t), now);
+    doomed.truncate(batch);
+    let mut report = PruneReport {
+        runs: doomed.len(),
+        ..PruneReport::default()
+    };
+    let jobs = if dry_run {
+        let mut ids = Vec::new();
+        for id in &doomed {
+            if let Some(run) = store.get_run(*id).await? {
+                ids.extend(run.jobs.iter().map(|j| j.id));
+            }
+        }
+        ids
+    } else {
+        store.delete_runs(&doomed).await?
+    };
+    report.jobs = jobs.len();
+    for job in &jobs {
+        report.bytes += dir_bytes(&folders.data_dir().join("jobs").join(job.to_string()));
+    }
+    for run in &doomed {
+        report.bytes += dir_bytes(&folders.run_dir(*run));
+    }
+    if !dry_run {
+        for job in jobs {
+            folders.remove_job(job)?;
+        }
+        for run in doomed {
+            folders.remove_run(run)?;
+        }
+    }
+    Ok(report)
+}
+
+/// `baton prune --data DIR --config P [--dry-run]`: everything retention no longer keeps.
+pub(crate) async fn prune_command(
+    config: &Path,
+    data: &Path,
+    dry_run: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = baton_core::config::load_path(config).map_err(|e| {
+        let text: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the config is invalid:\n{}", text.join("\n"))
+    })?;
+    let store = Store::open(&data.join("baton.db")).await?;
+    let folders = RunFolders::new(data);
+    let r = prune_server(&store, &folders, &config, dry_run, usize::MAX).await?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!("{verb} {} runs, {} jobs, {} bytes", r.runs, r.jobs, r.bytes);
+    Ok(std::process::ExitCode::SUCCESS)
+}
