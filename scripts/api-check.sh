@@ -46,7 +46,6 @@ pipelines:
         depends_on: [first]
 YAML
 
-token=$("$bin" token create --data "$tmp/data")
 # Port 0: the server picks a free port and names it in its ready line.
 "$bin" serve --config "$tmp/config" --data "$tmp/data" --listen 127.0.0.1:0 \
   >"$tmp/stdout" 2>"$tmp/stderr" </dev/null &
@@ -60,6 +59,8 @@ for _ in $(seq 200); do
 done
 [ -n "$base" ] || { echo "api-check: baton serve printed no ready line in 20 s" >&2; cat "$tmp/stderr" >&2; exit 1; }
 echo "api-check: checking $base against $base/api/v1/openapi.json"
+# The server made the data directory; token commands never create one.
+token=$("$bin" token create --data "$tmp/data")
 
 # A run exists, so run routes see real ids too.
 curl -fsS -H "Authorization: Bearer $token" -X POST "$base/api/v1/tasks/hello/trigger" >/dev/null

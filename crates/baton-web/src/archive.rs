@@ -43,6 +43,7 @@ async fn job_folders(
     params(("id" = i64, Path, description = "run id")),
     responses(
         (status = 200, description = "each job's artifacts with sizes and types", body = crate::api_types::RunArtifacts),
+        (status = 400, description = "an id or query parameter that is not a number (`bad_request`)", body = crate::api_types::ErrorBody),
         (status = 401, description = "no or bad credentials", body = crate::api_types::ErrorBody),
         (status = 404, description = "no such run, or hidden (`run_not_found`)", body = crate::api_types::ErrorBody),
         (status = 503, description = "the store is unavailable", body = crate::api_types::ErrorBody)
@@ -89,6 +90,7 @@ pub(crate) struct ArchiveQuery {
     params(("id" = i64, Path, description = "run id"), ArchiveQuery),
     responses(
         (status = 200, description = "the artifacts as a gzipped tar, streamed (a run's: one folder per job)", content_type = "application/gzip"),
+        (status = 400, description = "an id or query parameter that is not a number (`bad_request`)", body = crate::api_types::ErrorBody),
         (status = 401, description = "no or bad credentials", body = crate::api_types::ErrorBody),
         (status = 404, description = "no such run or job, or hidden", body = crate::api_types::ErrorBody),
         (status = 503, description = "the store is unavailable", body = crate::api_types::ErrorBody)

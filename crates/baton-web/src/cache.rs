@@ -18,6 +18,7 @@ fn facts(json: &str) -> CacheFacts {
     params(("id" = i64, Path, description = "job id")),
     responses(
         (status = 200, description = "the job's cache digest and why it hit or missed", body = crate::api_types::JobCacheInfo),
+        (status = 400, description = "an id or query parameter that is not a number (`bad_request`)", body = crate::api_types::ErrorBody),
         (status = 401, description = "no or bad credentials", body = crate::api_types::ErrorBody),
         (status = 404, description = "no such job with a cache record, or hidden (`not_found`)", body = crate::api_types::ErrorBody),
         (status = 503, description = "the store is unavailable", body = crate::api_types::ErrorBody)

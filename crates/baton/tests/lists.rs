@@ -98,20 +98,7 @@ fn push_payload(url: &str, branch: &str, before: &str, after: &str, message: &st
 }
 
 async fn deliver(s: &Server, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
-    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), body));
-    let resp = s
-        .http
-        .post(format!("{}/hooks/github", s.base))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", event)
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+    common::forgehook::deliver_github(s, event, delivery, body, SECRET).await
 }
 
 /// Delivers a push and waits for every run it started; their ids.

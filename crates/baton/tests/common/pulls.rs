@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Server;
 use super::gitrepo::{commit_text as commit, git};
@@ -39,54 +39,12 @@ pub fn open_pr(repo: &Path, name: &str, number: u64, files: &[(&str, &str)]) -> 
     head
 }
 
-/// A pull request payload in GitHub's documented shape; `fork` names the head repository's
-/// owner when it is a fork.
-pub fn pr_payload(
-    url: &str,
-    action: &str,
-    number: u64,
-    head: &str,
-    branch: &str,
-    sender: &str,
-    fork: Option<&str>,
-) -> Vec<u8> {
-    let base_repo = json!({"id": 1, "full_name": "local/app", "clone_url": url, "html_url": url});
-    let head_repo = match fork {
-        Some(owner) => json!({"id": 2, "full_name": format!("{owner}/app"),
-            "clone_url": format!("/forks/{owner}/app"), "html_url": format!("/forks/{owner}/app")}),
-        None => base_repo.clone(),
-    };
-    serde_json::to_vec(&json!({
-        "action": action,
-        "number": number,
-        "pull_request": {
-            "number": number,
-            "title": format!("PR {number}"),
-            "user": {"login": sender},
-            "head": {"sha": head, "ref": branch, "repo": head_repo},
-            "base": {"ref": "main", "repo": base_repo},
-        },
-        "repository": base_repo,
-        "sender": {"login": sender},
-    }))
-    .unwrap()
-}
+#[allow(unused_imports)] // not every test that includes `common` uses it
+pub use super::forgehook::pr_payload;
 
+/// Delivers `body` as GitHub's `event`, signed with [`SECRET`].
 pub async fn deliver(s: &Server, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
-    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), body));
-    let resp = s
-        .http
-        .post(format!("{}/hooks/github", s.base))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", event)
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+    super::forgehook::deliver_github(s, event, delivery, body, SECRET).await
 }
 
 pub fn run_ids(v: &Value) -> Vec<i64> {
