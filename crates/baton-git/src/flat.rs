@@ -56,7 +56,7 @@ impl Mirror {
         ));
         let index = tmp.with_extension("index");
         let made = self.flatten(commit, &tmp, &index).await;
-        let _ = crate::work::remove_tree(&tmp).await;
+        let _ = crate::rmtree::remove_tree(&tmp).await;
         let _ = tokio::fs::remove_file(&index).await;
         let flat = made?;
         Git::new(&self.env, At::GitDir(self.dir()))

@@ -19,6 +19,7 @@ mod oid;
 mod pool;
 mod read;
 mod retry;
+mod rmtree;
 mod serve;
 mod work;
 

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cmd::{At, Git, GitError};
-use crate::work::remove_tree;
+use crate::rmtree::remove_tree;
 use crate::{Checkout, Mirror, Oid};
 
 /// The file beside a checkout (`<dest>.index`) holding the index as Git wrote it at checkout.

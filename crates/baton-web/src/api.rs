@@ -15,6 +15,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_sched::TriggerRequest;
 use baton_store::RunFilter;
 
+use crate::auth::load_run;
 use crate::auth::{Access, CurrentUser};
 use crate::{ApiError, AppState};
 
@@ -377,26 +378,6 @@ pub(crate) fn commit_prefix(text: &str) -> Result<Option<String>, String> {
         ));
     }
     Ok(Some(text.to_ascii_lowercase()))
-}
-
-/// Run `id` if it exists and `user` may see it; a hidden run answers exactly like a missing one.
-pub(crate) async fn load_run(
-    s: &AppState,
-    user: &CurrentUser,
-    id: i64,
-) -> ApiResult<baton_store::RunRow> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "run_not_found",
-            format!("run {id} not found"),
-        )
-    };
-    let run = s.store.get_run(id).await?.ok_or_else(not_found)?;
-    if !Access::of(s, user).await?.can_see(run.kind, &run.target) {
-        return Err(not_found());
-    }
-    Ok(run)
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}",

@@ -55,7 +55,7 @@ pub(crate) async fn list(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<RunArtifacts>, ApiError> {
     let Path(id) = id?;
-    let run = crate::api::load_run(&s, &user, id).await?;
+    let run = crate::auth::load_run(&s, &user, id).await?;
     let mut jobs = Vec::new();
     for (job_id, name, out) in job_folders(&s, &run, None).await? {
         let files = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
@@ -104,7 +104,7 @@ pub(crate) async fn tar_gz(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let Query(q) = q?;
-    let run = crate::api::load_run(&s, &user, id).await?;
+    let run = crate::auth::load_run(&s, &user, id).await?;
     let folders = job_folders(&s, &run, q.job).await?;
     let one_job = q.job.is_some();
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);

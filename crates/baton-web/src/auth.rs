@@ -228,3 +228,23 @@ impl Access {
         }
     }
 }
+
+/// Run `id` if it exists and `user` may see it; a hidden run answers exactly like a missing one.
+pub(crate) async fn load_run(
+    s: &AppState,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<baton_store::RunRow, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("run {id} not found"),
+        )
+    };
+    let run = s.store.get_run(id).await?.ok_or_else(not_found)?;
+    if !Access::of(s, user).await?.can_see(run.kind, &run.target) {
+        return Err(not_found());
+    }
+    Ok(run)
+}

@@ -97,6 +97,22 @@ rejection!(
     axum::extract::rejection::PathRejection
 );
 
+/// An error and its sources, as one line (`outer: inner: root`); a source whose words the line
+/// already holds is not repeated.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

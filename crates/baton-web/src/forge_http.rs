@@ -38,7 +38,7 @@ pub(crate) async fn send(http: &reqwest::Client, req: &ApiRequest) -> Result<Ans
         builder = builder.header(*name, value);
     }
     let failed = |e: reqwest::Error| {
-        let chain = crate::statuses::error_chain(&e);
+        let chain = crate::error::error_chain(&e);
         format!("{} {} failed: {chain}", req.method.as_str(), req.url)
     };
     let resp = builder.send().await.map_err(failed)?;

@@ -10,8 +10,6 @@ use tokio_util::sync::CancellationToken;
 use baton_sched::SchedHandle;
 use baton_store::{Outbox, ReportOutcome, Store, StoreError};
 
-use crate::statuses::backoff;
-
 /// What one try of an outbox row came to.
 pub(crate) enum Try {
     /// Finished: sent, failed for good or skipped, with why.
@@ -89,5 +87,31 @@ pub(crate) async fn record(
             store.outbox_retry(outbox, id, attempts, &error, at).await?;
             Ok(Some(at))
         }
+    }
+}
+
+/// The first retry waits this long; each next one twice as long as the one before.
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two tries.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The wait before try `attempts + 1`: 1 s, 2 s, 4 s… at most [`MAX_BACKOFF`].
+pub(crate) fn backoff(attempts: u32) -> chrono::Duration {
+    let d = FIRST_BACKOFF
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), chrono::Duration::seconds(1));
+        assert_eq!(backoff(2), chrono::Duration::seconds(2));
+        assert_eq!(backoff(4), chrono::Duration::seconds(8));
+        assert_eq!(backoff(30), chrono::Duration::seconds(300));
     }
 }

@@ -20,6 +20,7 @@
 //! The protocol work is the `openidconnect` and `oauth2` crates'; this module speaks to them
 //! through a `reqwest` client that follows no redirects and reads at most 1 MiB an answer.
 
+use crate::error::error_chain;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -709,21 +710,6 @@ async fn github_user(
     let body = read_capped(resp, &url).await.map_err(|e| bad(e.0))?;
     let user: GithubUser = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
     Ok((user.login, user.id))
-}
-
-/// An error with its causes, `a: b: c`.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 fn login_failure(

@@ -32,10 +32,6 @@ use baton_forge::{
 use baton_sched::SchedHandle;
 use baton_store::{NewReport, Outbox, ReportOutcome, ReportRow, Store, StoreError};
 
-/// The first retry waits this long; each next one twice as long as the one before.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The longest wait between two tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Tries of one report before the sender gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
 /// How long one request may take.
@@ -346,7 +342,11 @@ impl Sender {
                     clip(body.trim(), 200)
                 ))
             }
-            Err(e) => Try::Again(format!("POST {} failed: {}", req.url, error_chain(&e))),
+            Err(e) => Try::Again(format!(
+                "POST {} failed: {}",
+                req.url,
+                crate::error::error_chain(&e)
+            )),
         }
     }
 }
@@ -360,37 +360,5 @@ fn api_target(forge: baton_forge::Forge, def: &RepoDef) -> Result<(String, Strin
     ) {
         (Ok(api), Ok(path)) => Ok((api, path)),
         (Err(e), _) | (_, Err(e)) => Err(Try::Done(ReportOutcome::Failed, Some(e.to_string()))),
-    }
-}
-
-/// The wait before try `attempts + 1`: 1 s, 2 s, 4 s… at most [`MAX_BACKOFF`].
-pub(crate) fn backoff(attempts: u32) -> chrono::Duration {
-    let d = FIRST_BACKOFF
-        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(1), chrono::Duration::seconds(1));
-        assert_eq!(backoff(2), chrono::Duration::seconds(2));
-        assert_eq!(backoff(4), chrono::Duration::seconds(8));
-        assert_eq!(backoff(30), chrono::Duration::seconds(300));
     }
 }

@@ -294,12 +294,12 @@ impl Client {
                 r.target.clone(),
                 r.status.as_str().to_owned(),
                 r.trigger.as_str().to_owned(),
-                local_time(r.enqueued_at),
+                crate::text::local_time(r.enqueued_at),
                 duration(r.started_at, r.ended_at),
                 r.reason.clone().unwrap_or_default(),
             ]);
         }
-        print!("{}", crate::data::table(&rows));
+        print!("{}", crate::text::table(&rows));
         if let Some(next) = body.next_cursor {
             println!("(more: --cursor {next})");
         }
@@ -348,7 +348,7 @@ impl Client {
                 desc.trim().into(),
             ]);
         }
-        print!("{}", crate::data::table(&rows));
+        print!("{}", crate::text::table(&rows));
         Ok(ExitCode::SUCCESS)
     }
 
@@ -358,7 +358,9 @@ impl Client {
             println!("{}", serde_json::to_string_pretty(&run)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_owned(), local_time);
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or("-".to_owned(), crate::text::local_time)
+        };
         let kind = match run.kind {
             baton_web::api_types::TargetKind::Task => "task",
             baton_web::api_types::TargetKind::Pipeline => "pipeline",
@@ -534,13 +536,6 @@ impl Client {
     }
 }
 
-/// A time as the CLI's text shows it: the local time, to the second (`--json` keeps RFC 3339).
-pub(crate) fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&chrono::Local)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
 /// How long something ran, in the format every Baton surface uses; `-` if it never started,
 /// `… so far` while it runs.
 fn duration(
@@ -575,7 +570,7 @@ fn summary(run: &Run) -> String {
             j.reason.clone().unwrap_or_default(),
         ]);
     }
-    crate::data::table(&rows)
+    crate::text::table(&rows)
 }
 
 fn indent(text: &str) -> String {

@@ -37,34 +37,6 @@ async fn open(d: &DataArgs) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open {}", db.display()))
 }
 
-/// Aligned columns, two spaces apart, without trailing spaces.
-pub(crate) fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < r.len() {
-                let pad = width[c] - cell.chars().count() + 2;
-                line.push_str(&" ".repeat(pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { name, user, data } => {
@@ -85,10 +57,10 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                     t.id.to_string(),
                     t.name,
                     t.user.unwrap_or_else(|| "(operator)".into()),
-                    crate::client::local_time(t.created_at),
+                    crate::text::local_time(t.created_at),
                 ]);
             }
-            print!("{}", table(&rows));
+            print!("{}", crate::text::table(&rows));
         }
         TokenCommand::Revoke { id, data } => {
             let store = open(&data).await?;
@@ -126,9 +98,9 @@ pub(crate) async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
             let store = open(&data).await?;
             let mut rows = vec![vec!["NAME".into(), "CREATED".into()]];
             for u in store.users().await? {
-                rows.push(vec![u.name, crate::client::local_time(u.created_at)]);
+                rows.push(vec![u.name, crate::text::local_time(u.created_at)]);
             }
-            print!("{}", table(&rows));
+            print!("{}", crate::text::table(&rows));
         }
         UserCommand::Remove { name, data } => {
             let store = open(&data).await?;
@@ -139,16 +111,4 @@ pub(crate) async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tables_align_without_trailing_spaces() {
-        let rows = vec![
-            vec!["ID".to_owned(), "NAME".into(), "X".into()],
-            vec!["12".to_owned(), "a".into(), String::new()],
-        ];
-        assert_eq!(super::table(&rows), "ID  NAME  X\n12  a\n");
-    }
 }

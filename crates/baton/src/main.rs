@@ -10,6 +10,7 @@ mod local;
 mod password;
 mod prune;
 mod serve;
+mod text;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -10,8 +10,8 @@ use futures::Stream;
 use serde::Deserialize;
 
 use super::job::{CHUNK, pick_job};
-use crate::api::load_run;
 use crate::auth::CurrentUser;
+use crate::auth::load_run;
 use crate::range::Ranged;
 use crate::{ApiError, AppState};
 

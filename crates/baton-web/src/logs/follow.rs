@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::hub::{Follower, LogHub, Seen};
 use super::job::{CHUNK, pick_job};
-use crate::api::load_run;
 use crate::auth::CurrentUser;
+use crate::auth::load_run;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]

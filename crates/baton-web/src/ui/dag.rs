@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use baton_store::RunRow;
+use baton_store::{JobRow, RunRow};
+use chrono::Utc;
 
+use super::format::{dur_ms, running_since};
 use super::page::urlencode;
-use super::run::JobView;
 
 /// Each job's depth in the pipeline's DAG (0 for jobs without dependencies).
 pub(super) fn depths<'a>(
@@ -164,6 +165,43 @@ pub(super) fn dag_svg(
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// A job as the run page and its DAG show it.
+pub(super) struct JobView {
+    pub name: String,
+    pub status: &'static str,
+    /// Failed, but `allow_failure`: drawn apart from failures that fail the run.
+    pub allowed: bool,
+    /// How long it ran (empty: it never started).
+    pub dur: String,
+    /// When it started, in ms since the epoch, while it runs (0 otherwise): the page ticks it.
+    pub since: i64,
+}
+
+impl JobView {
+    pub(super) fn of(j: &JobRow, allowed: bool) -> JobView {
+        JobView {
+            name: j.name.clone(),
+            status: j.status.as_str(),
+            allowed: allowed && j.status.is_failure(),
+            dur: match (j.started_at, j.ended_at) {
+                (Some(s), Some(e)) => dur_ms((e - s).num_milliseconds()),
+                (Some(s), None) => dur_ms((Utc::now() - s).num_milliseconds()),
+                _ => String::new(),
+            },
+            since: running_since(j.started_at, j.ended_at),
+        }
+    }
+
+    /// The status as shown: `failed (allowed)` for an allowed failure.
+    pub(super) fn status_label(&self) -> String {
+        if self.allowed {
+            format!("{} (allowed)", self.status)
+        } else {
+            self.status.to_owned()
+        }
+    }
 }
 
 #[cfg(test)]

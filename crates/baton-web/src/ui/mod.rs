@@ -35,7 +35,8 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
-pub(crate) use page::{Nav, PageResult, error_nav, error_page, not_found_page, render, urlencode};
+pub(crate) use page::{Nav, PageResult, error_page, not_found_page, render, urlencode};
+pub(crate) use request::error_nav;
 pub(crate) use request::{Fields, check_csrf, field};
 pub(crate) use tests::store_report;
 

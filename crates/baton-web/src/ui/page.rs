@@ -86,15 +86,15 @@ pub(super) struct ErrorTpl {
     pub message: String,
 }
 
-/// What an error page showed, kept on its response so [`error_nav`] can draw it again with the
+/// What an error page showed, kept on its response so `request::error_nav` can draw it again with the
 /// signed-in user's header.
 #[derive(Clone)]
-struct ErrorShown {
-    code: StatusCode,
-    message: String,
+pub(super) struct ErrorShown {
+    pub(super) code: StatusCode,
+    pub(super) message: String,
 }
 
-fn error_html(code: StatusCode, message: &str, nav: Nav) -> Response {
+pub(super) fn error_html(code: StatusCode, message: &str, nav: Nav) -> Response {
     let t = ErrorTpl {
         nav,
         code: code.as_u16(),
@@ -115,24 +115,6 @@ pub(crate) fn error_page(code: StatusCode, message: &str) -> Response {
         message: message.to_owned(),
     });
     resp
-}
-
-/// Middleware: an error page (a 404 for a path that is no route, a hidden run, a bad link) keeps
-/// the signed-in user's header (their name, the administrators' links, Log out).
-pub(crate) async fn error_nav(
-    axum::extract::State(s): axum::extract::State<crate::AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let (headers, uri) = (req.headers().clone(), req.uri().clone());
-    let resp = next.run(req).await;
-    let Some(e) = resp.extensions().get::<ErrorShown>().cloned() else {
-        return resp;
-    };
-    match super::request::page_user(&s, &headers, &uri).await {
-        Ok((_, _, nav)) => error_html(e.code, &e.message, nav),
-        Err(_) => resp,
-    }
 }
 
 pub(crate) fn render<T: Template>(t: &T) -> Response {

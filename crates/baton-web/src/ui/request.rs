@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 
-use super::page::{Nav, PageError};
+use super::page::{ErrorShown, Nav, PageError, error_html};
 use crate::AppState;
 use crate::auth::{self, Access, CurrentUser, same_secret};
 
@@ -60,5 +60,23 @@ pub(crate) fn check_csrf(user: &CurrentUser, f: &Fields) -> Result<(), PageError
             "The form's CSRF token is missing or wrong. Reload the page and try again.".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Middleware: an error page (a 404 for a path that is no route, a hidden run, a bad link) keeps
+/// the signed-in user's header (their name, the administrators' links, Log out).
+pub(crate) async fn error_nav(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (headers, uri) = (req.headers().clone(), req.uri().clone());
+    let resp = next.run(req).await;
+    let Some(e) = resp.extensions().get::<ErrorShown>().cloned() else {
+        return resp;
+    };
+    match page_user(&s, &headers, &uri).await {
+        Ok((_, _, nav)) => error_html(e.code, &e.message, nav),
+        Err(_) => resp,
     }
 }

@@ -17,49 +17,13 @@ use baton_sched::{SchedError, TargetDef};
 use baton_store::{JobRow, RunRow};
 
 use super::code::CodeFacts;
-use super::dag::{dag_svg, depths};
+use super::dag::{JobView, dag_svg, depths};
 use super::format::{dur_ms, running_since, span, when};
 use super::logview::{LogView, Window, read_log};
 use super::page::{Nav, PageError, PageResult, not_found, render};
 use super::request::{Fields, form_user, page_user};
 use crate::AppState;
 use crate::auth::Access;
-
-pub(super) struct JobView {
-    pub name: String,
-    pub status: &'static str,
-    /// Failed, but `allow_failure`: drawn apart from failures that fail the run.
-    pub allowed: bool,
-    /// How long it ran (empty: it never started).
-    pub dur: String,
-    /// When it started, in ms since the epoch, while it runs (0 otherwise): the page ticks it.
-    pub since: i64,
-}
-
-impl JobView {
-    pub(super) fn of(j: &JobRow, allowed: bool) -> JobView {
-        JobView {
-            name: j.name.clone(),
-            status: j.status.as_str(),
-            allowed: allowed && j.status.is_failure(),
-            dur: match (j.started_at, j.ended_at) {
-                (Some(s), Some(e)) => dur_ms((e - s).num_milliseconds()),
-                (Some(s), None) => dur_ms((Utc::now() - s).num_milliseconds()),
-                _ => String::new(),
-            },
-            since: running_since(j.started_at, j.ended_at),
-        }
-    }
-
-    /// The status as shown: `failed (allowed)` for an allowed failure.
-    pub(super) fn status_label(&self) -> String {
-        if self.allowed {
-            format!("{} (allowed)", self.status)
-        } else {
-            self.status.to_owned()
-        }
-    }
-}
 
 struct RunPageView {
     id: i64,
