@@ -8,7 +8,7 @@
 //! An agent that stops polling for longer than the heartbeat timeout is lost: its jobs end
 //! `broken`. An agent that comes back re-reports the jobs it still runs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ pub struct Assignment {
     pub secrets: JobSecrets,
 }
 
-/// A job an agent is told to cancel.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// A job an agent is told to cancel, or says it holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct JobRef {
     pub job_id: i64,
     pub attempt: u32,
@@ -57,6 +57,17 @@ pub struct PollResponse {
 pub struct AgentInfo {
     pub queues: Vec<String>,
     pub slots: u32,
+}
+
+/// The body of a poll: the agent's queues and slots, and the jobs it holds (every job folder
+/// on its disk, running or still being reported). A job handed out in an earlier answer that
+/// the agent does not hold never reached it, or the agent restarted before starting it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PollBody {
+    #[serde(flatten)]
+    pub info: AgentInfo,
+    #[serde(default)]
+    pub holds: Option<Vec<JobRef>>,
 }
 
 /// An agent as the API shows it.
@@ -80,10 +91,46 @@ struct Agent {
     mailbox: VecDeque<Assignment>,
     cancels: VecDeque<JobRef>,
     wake: Arc<Notify>,
+    /// Polls so far; each poll's number orders it against the answers handed out.
+    polls: u64,
+    /// Jobs handed out (or re-attached after a server restart, as poll 0) whose end has not
+    /// been seen: each must be in the holds of every later poll.
+    handed: BTreeMap<JobRef, u64>,
+    /// Jobs a later poll did not hold: lost without ever starting on the agent.
+    missing: BTreeSet<JobRef>,
+}
+
+impl Agent {
+    /// Moves every job handed out before this poll that the agent does not hold to `missing`.
+    fn check_holds(&mut self, holds: &[JobRef]) {
+        let held: BTreeSet<&JobRef> = holds.iter().collect();
+        let polls = self.polls;
+        let gone: Vec<JobRef> = self
+            .handed
+            .iter()
+            .filter(|(j, seq)| **seq < polls && !held.contains(j))
+            .map(|(j, _)| *j)
+            .collect();
+        for j in gone {
+            self.handed.remove(&j);
+            self.missing.insert(j);
+        }
+    }
+}
+
+impl Assignment {
+    pub fn job_ref(&self) -> JobRef {
+        JobRef {
+            job_id: self.job_id,
+            attempt: self.attempt,
+        }
+    }
 }
 
 struct State {
     agents: BTreeMap<String, Agent>,
+    /// Jobs re-attached for agents that have not polled since the server started.
+    expected: BTreeMap<String, BTreeSet<JobRef>>,
 }
 
 /// The server's side of all agents.
@@ -102,6 +149,7 @@ impl AgentHub {
         Arc::new(AgentHub {
             state: Mutex::new(State {
                 agents: BTreeMap::new(),
+                expected: BTreeMap::new(),
             }),
             changed: Arc::new(Notify::new()),
             exits: Arc::new(Notify::new()),
@@ -143,10 +191,19 @@ impl AgentHub {
             mailbox: VecDeque::new(),
             cancels: VecDeque::new(),
             wake: Arc::new(Notify::new()),
+            polls: 0,
+            handed: BTreeMap::new(),
+            missing: BTreeSet::new(),
         });
         let changed = a.info != info;
         a.info = info;
         a.last_seen = Instant::now();
+        if let Some(jobs) = st.expected.remove(name) {
+            let a = st.agents.get_mut(name).expect("just inserted");
+            for j in jobs {
+                a.handed.entry(j).or_insert(0);
+            }
+        }
         drop(st);
         if changed {
             self.changed.notify_one();
@@ -202,18 +259,23 @@ impl AgentHub {
     pub async fn poll(
         self: &Arc<Self>,
         name: &str,
-        info: AgentInfo,
+        body: PollBody,
         wait: Duration,
     ) -> PollResponse {
-        self.register(name, info);
-        let wake = {
+        self.register(name, body.info);
+        let (wake, seq) = {
             let mut st = self.lock();
             let Some(a) = st.agents.get_mut(name) else {
                 return PollResponse::default();
             };
             a.polling += 1;
-            a.wake.clone()
+            a.polls += 1;
+            if let Some(holds) = body.holds {
+                a.check_holds(&holds);
+            }
+            (a.wake.clone(), a.polls)
         };
+        self.exits.notify_waiters();
         // Counts this poll as a live connection until it returns or the agent hangs up.
         struct Polling<'a>(&'a AgentHub, &'a str);
         impl Drop for Polling<'_> {
@@ -236,8 +298,12 @@ impl AgentHub {
                     return PollResponse::default();
                 };
                 if !a.mailbox.is_empty() || !a.cancels.is_empty() {
+                    let jobs: Vec<Assignment> = a.mailbox.drain(..).collect();
+                    for j in &jobs {
+                        a.handed.insert(j.job_ref(), seq);
+                    }
                     return PollResponse {
-                        jobs: a.mailbox.drain(..).collect(),
+                        jobs,
                         cancel: a.cancels.drain(..).collect(),
                     };
                 }
@@ -294,6 +360,47 @@ impl AgentHub {
         })
     }
 
+    /// Why `job` is lost although its agent is alive: a poll after it was handed out did not
+    /// hold it.
+    fn missing(&self, agent: &str, job: JobRef) -> Option<String> {
+        let st = self.lock();
+        st.agents
+            .get(agent)
+            .is_some_and(|a| a.missing.contains(&job))
+            .then(|| {
+                format!(
+                    "agent {agent} does not have job {} attempt {}: the assignment never reached it, or it restarted before starting the job",
+                    job.job_id, job.attempt
+                )
+            })
+    }
+
+    /// A job's end is known (or it was given up): stop tracking it.
+    fn forget(&self, agent: &str, job: JobRef) {
+        let mut st = self.lock();
+        if let Some(a) = st.agents.get_mut(agent) {
+            a.handed.remove(&job);
+            a.missing.remove(&job);
+        }
+    }
+
+    /// After a server restart, a re-attached job must be held by the agent's next poll.
+    fn expect(&self, agent: &str, job: JobRef) {
+        let mut st = self.lock();
+        match st.agents.get_mut(agent) {
+            Some(a) => {
+                a.handed.entry(job).or_insert(0);
+            }
+            // The agent has not polled since the restart: its first poll takes this over.
+            None => {
+                st.expected
+                    .entry(agent.to_string())
+                    .or_default()
+                    .insert(job);
+            }
+        }
+    }
+
     fn push(&self, agent: &str, f: impl FnOnce(&mut Agent)) -> bool {
         let mut st = self.lock();
         match st.agents.get_mut(agent) {
@@ -345,6 +452,19 @@ fn prepare(dir: &Path, spec: &JobSpec) -> Result<(), ExecError> {
     })?;
     write_atomic(&spec_path, &json, false)
         .map_err(|e| ExecError::io("write job spec", &spec_path, e))
+}
+
+/// The job and attempt of a job folder (`jobs/<job>/<attempt>`).
+fn job_ref_of(dir: &Path) -> JobRef {
+    JobRef {
+        job_id: dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default(),
+        attempt: attempt_of(dir),
+    }
 }
 
 fn attempt_of(dir: &Path) -> u32 {
@@ -402,7 +522,9 @@ impl Executor for AgentExecutor {
                 .await
                 .unwrap_or(false)
             {
-                // The agent re-reports it when it polls again, or is lost after the timeout.
+                // The agent re-reports it when it polls again, or is lost after the timeout, or
+                // its next poll says it does not have it.
+                self.hub.expect(&self.agent, job_ref_of(dir));
                 return Reattached::Running(self.job(dir));
             }
             Reattached::Vanished(format!("job folder {} has no spec", dir.display()))
@@ -411,15 +533,7 @@ impl Executor for AgentExecutor {
 
     fn cancel<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
-            let r = JobRef {
-                job_id: dir
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_default(),
-                attempt: attempt_of(dir),
-            };
+            let r = job_ref_of(dir);
             self.hub.push(&self.agent, |a| a.cancels.push_back(r));
             Ok(())
         })
@@ -460,11 +574,18 @@ impl RunningJob for AgentJob {
             loop {
                 let exits = self.hub.exits.clone();
                 let notified = exits.notified();
+                let job = job_ref_of(&self.dir);
                 if let Some(rec) = read_exit_async(&self.dir).await {
+                    self.hub.forget(&self.agent, job);
                     return Outcome::Exited(rec);
+                }
+                if let Some(why) = self.hub.missing(&self.agent, job) {
+                    self.hub.forget(&self.agent, job);
+                    return Outcome::Lost(why);
                 }
                 if let Some(why) = self.hub.lost(&self.agent) {
                     // One last look: the report may have raced the timeout.
+                    self.hub.forget(&self.agent, job);
                     return match read_exit_async(&self.dir).await {
                         Some(rec) => Outcome::Exited(rec),
                         None => Outcome::Lost(why),
@@ -526,13 +647,15 @@ mod tests {
         };
         hub.register("a1", info.clone());
         assert_eq!(hub.workers()[0].0, "agent:a1:1");
-        let empty = hub
-            .poll("a1", info.clone(), Duration::from_millis(20))
-            .await;
+        let body = |holds: Option<Vec<JobRef>>| PollBody {
+            info: info.clone(),
+            holds,
+        };
+        let empty = hub.poll("a1", body(None), Duration::from_millis(20)).await;
         assert_eq!(empty, PollResponse::default());
         let h2 = hub.clone();
-        let i2 = info.clone();
-        let waiter = tokio::spawn(async move { h2.poll("a1", i2, Duration::from_secs(10)).await });
+        let b2 = body(None);
+        let waiter = tokio::spawn(async move { h2.poll("a1", b2, Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let r = JobRef {
             job_id: 5,
@@ -541,5 +664,67 @@ mod tests {
         assert!(hub.push("a1", |a| a.cancels.push_back(r)));
         let got = waiter.await.unwrap();
         assert_eq!(got.cancel, vec![r]);
+    }
+
+    fn assignment(job_id: i64) -> Assignment {
+        Assignment {
+            job_id,
+            attempt: 1,
+            spec: JobSpec {
+                run_id: 1,
+                job_id,
+                task: "t".into(),
+                script: "true".into(),
+                env: vec![],
+                timeout: None,
+                kill_grace: Duration::from_secs(1),
+                secrets: Default::default(),
+                container: None,
+                checkout: None,
+                unset_env: Vec::new(),
+            },
+            secrets: JobSecrets::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_handed_out_but_not_held_by_a_later_poll_is_missing() {
+        let hub = AgentHub::new(Duration::from_secs(30));
+        let info = AgentInfo {
+            queues: vec!["arm".into()],
+            slots: 2,
+        };
+        let body = |holds: Vec<JobRef>| PollBody {
+            info: info.clone(),
+            holds: Some(holds),
+        };
+        let quick = Duration::from_millis(10);
+        hub.register("a1", info.clone());
+        let (j1, j2) = (assignment(1), assignment(2));
+        let (r1, r2) = (j1.job_ref(), j2.job_ref());
+        assert!(hub.push("a1", |a| a.mailbox.extend([j1, j2])));
+        // The answer hands both out; nothing is missing before the next poll.
+        let got = hub.poll("a1", body(vec![]), quick).await;
+        assert_eq!(got.jobs.len(), 2);
+        assert_eq!(hub.missing("a1", r1), None);
+        // The next poll holds job 1 only: job 2 never reached the agent.
+        hub.poll("a1", body(vec![r1]), quick).await;
+        assert_eq!(hub.missing("a1", r1), None);
+        let why = hub.missing("a1", r2).expect("job 2 is missing");
+        assert!(why.contains("job 2 attempt 1"), "{why}");
+        // A job re-attached after a server restart, for an agent not seen since, must be held
+        // by the agent's first poll.
+        let r3 = JobRef {
+            job_id: 3,
+            attempt: 1,
+        };
+        let restarted = AgentHub::new(Duration::from_secs(30));
+        restarted.expect("a1", r1);
+        restarted.expect("a1", r3);
+        restarted.poll("a1", body(vec![r1]), quick).await;
+        assert_eq!(restarted.missing("a1", r1), None);
+        assert!(restarted.missing("a1", r3).is_some());
+        restarted.forget("a1", r3);
+        assert_eq!(restarted.missing("a1", r3), None);
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use baton_exec::ExitRecord;
-use baton_exec::agent::{AgentHub, AgentInfo, append_at};
+use baton_exec::agent::{AgentHub, AgentInfo, PollBody, append_at};
 
 use crate::auth::{Access, CREDENTIAL_PREFIX, CurrentUser};
 use crate::{ApiError, AppState};
@@ -189,10 +189,10 @@ async fn poll(
     let Query(q) = q?;
     let hub = hub(&s)?.clone();
     let name = agent_of(&s, &headers).await?;
-    let info: AgentInfo = serde_json::from_slice(&body)
+    let body: PollBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid poll body: {e}")))?;
     let wait = Duration::from_secs(q.wait.unwrap_or(25).min(60));
-    let resp = hub.poll(&name, info, wait).await;
+    let resp = hub.poll(&name, body, wait).await;
     Ok(Json(serde_json::to_value(resp).unwrap_or_default()))
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
-use baton_exec::agent::{AgentInfo, PollResponse};
+use baton_exec::agent::{AgentInfo, JobRef, PollBody, PollResponse};
 use baton_exec::{DockerExecutor, Executor, ExitRecord, LocalExecutor, Reattached, read_exit};
 
 #[derive(Args)]
@@ -166,6 +166,24 @@ enum Poll {
     Skip,
 }
 
+/// The exit record of a job that never started, so its report ends it with `why`.
+fn write_start_failure(dir: &Path, why: String) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let rec = ExitRecord {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        canceled: false,
+        error: Some(why),
+        started_at: now,
+        ended_at: now,
+        log_bytes: 0,
+        max_rss_kb: None,
+    };
+    std::fs::create_dir_all(dir)?;
+    write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -181,12 +199,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 impl Agent {
     async fn poll(&self, info: &AgentInfo) -> Poll {
+        // Every job folder here: the server learns of assignments that never reached us.
+        let body = PollBody {
+            info: info.clone(),
+            holds: Some(self.held().into_iter().map(|(j, _)| j).collect()),
+        };
         let resp = self
             .http
             .post(format!("{}/agents/poll?wait=25", self.base))
             .bearer_auth(&self.credential)
             .timeout(Duration::from_secs(40))
-            .json(info)
+            .json(&body)
             .send()
             .await;
         let resp = match resp {
@@ -238,22 +261,7 @@ impl Agent {
                     ended.notify_one();
                 });
             }
-            Err(e) => {
-                let now = chrono::Utc::now();
-                let rec = ExitRecord {
-                    exit_code: None,
-                    signal: None,
-                    timed_out: false,
-                    canceled: false,
-                    error: Some(format!("the agent could not start the job: {e}")),
-                    started_at: now,
-                    ended_at: now,
-                    log_bytes: 0,
-                    max_rss_kb: None,
-                };
-                std::fs::create_dir_all(&dir)?;
-                write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;
-            }
+            Err(e) => write_start_failure(&dir, format!("the agent could not start the job: {e}"))?,
         }
         tokio::spawn(self.clone().report(a.job_id, a.attempt, ended));
         Ok(())
@@ -294,38 +302,64 @@ impl Agent {
         }
     }
 
-    /// After the agent's own restart: report every job it still has.
-    async fn resume(self: &Arc<Self>) {
+    /// Every job folder on this agent's disk (`jobs/<job>/<attempt>`): jobs running, or ended
+    /// and not yet reported.
+    fn held(&self) -> Vec<(JobRef, PathBuf)> {
+        let mut out = Vec::new();
         let Ok(jobs) = std::fs::read_dir(self.work.join("jobs")) else {
-            return;
+            return out;
         };
         for j in jobs.flatten() {
             let Ok(attempts) = std::fs::read_dir(j.path()) else {
                 continue;
             };
             for a in attempts.flatten() {
-                let (Some(job), Some(attempt)) = (
+                if let (Some(job_id), Some(attempt)) = (
                     j.file_name().to_str().and_then(|s| s.parse::<i64>().ok()),
                     a.file_name().to_str().and_then(|s| s.parse::<u32>().ok()),
-                ) else {
-                    continue;
-                };
-                let dir = a.path();
-                let ended = Arc::new(tokio::sync::Notify::new());
-                if let Reattached::Running(h) = self
-                    .executor(&dir)
-                    .reattach(&dir, &baton_exec::JobSecrets::default())
-                    .await
-                {
+                ) {
+                    out.push((JobRef { job_id, attempt }, a.path()));
+                }
+            }
+        }
+        out
+    }
+
+    /// After the agent's own restart: report every job it still has.
+    async fn resume(self: &Arc<Self>) {
+        for (
+            JobRef {
+                job_id: job,
+                attempt,
+            },
+            dir,
+        ) in self.held()
+        {
+            let ended = Arc::new(tokio::sync::Notify::new());
+            match self
+                .executor(&dir)
+                .reattach(&dir, &baton_exec::JobSecrets::default())
+                .await
+            {
+                Reattached::Running(h) => {
                     let ended = ended.clone();
                     tokio::spawn(async move {
                         h.wait().await;
                         ended.notify_one();
                     });
                 }
-                eprintln!("resuming the report of job {job} attempt {attempt}");
-                tokio::spawn(self.clone().report(job, attempt, ended));
+                Reattached::Finished(_) => {}
+                // Killed while starting it: say so, or the report would wait for an end
+                // that never comes.
+                Reattached::Vanished(why) | Reattached::NeverStarted(why) => {
+                    let why = format!("the agent restarted before the job started: {why}");
+                    if let Err(e) = write_start_failure(&dir, why) {
+                        eprintln!("job {job} attempt {attempt}: {e:#}");
+                    }
+                }
             }
+            eprintln!("resuming the report of job {job} attempt {attempt}");
+            tokio::spawn(self.clone().report(job, attempt, ended));
         }
     }
 

@@ -237,6 +237,8 @@ async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
     );
     s.wait_until(id, "running", |r| status(r) == "running")
         .await;
+    // Its script has started under its supervisor (before that, the job is the agent's alone).
+    wait_started(&counter, id, &agent).await;
     agent.kill9();
     agent.spawn();
     std::fs::write(&g1, "").unwrap();
@@ -266,6 +268,7 @@ async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
     );
     s.wait_until(id2, "running", |r| status(r) == "running")
         .await;
+    wait_started(&counter, id2, &agent).await;
     s.restart();
     std::fs::write(&g2, "").unwrap();
     let run = s.wait_run(id2).await;
@@ -295,19 +298,7 @@ async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
     s.wait_until(id3, "running", |r| status(r) == "running")
         .await;
     // Mid-run: its script has started (it counts itself first).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string(&counter)
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l == id3.to_string())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {id3}'s script did not start within 30 s; agent:\n{}",
-            agent.output()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_started(&counter, id3, &agent).await;
     agent.kill9();
     let run = s.wait_run(id3).await;
     assert_eq!(status(&run), "broken", "{run:#}");
@@ -319,6 +310,89 @@ async fn agent_restart_resumes_and_a_lost_agent_breaks_its_run() {
         lines.lines().collect::<Vec<_>>(),
         vec![id.to_string(), id2.to_string(), id3.to_string()],
         "each run started once"
+    );
+}
+
+/// Waits until run `id`'s script has counted itself in `counter`.
+async fn wait_started(counter: &std::path::Path, id: i64, agent: &AgentProc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(counter)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == id.to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "run {id}'s script did not start within 30 s; agent:\n{}",
+            agent.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the server sees agent `name` waiting in a poll.
+async fn connected(s: &Server, name: &str) -> bool {
+    let a = s.get_ok("/agents").await;
+    a["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == name && a["connected"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assignment_that_never_reached_the_agent_breaks_its_run_at_its_next_poll() {
+    // A long heartbeat timeout: the run must end because the agent's next poll does not hold
+    // the job, not because the agent went quiet.
+    let s = Server::start_with(&config(), &["--agent-heartbeat-timeout", "600s"]);
+    let counter = s.root.path().join("counter");
+    let gate = s.root.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let args = [
+        ("counter", counter.to_str().unwrap()),
+        ("gate", gate.to_str().unwrap()),
+    ];
+    let token = join_token(&s);
+    let mut agent = AgentProc::start(&s, &token, "a1", 1);
+    wait_agent_worker(&s, "a1", "idle").await;
+    let deadline = Instant::now() + WAIT;
+    while !connected(&s, "a1").await {
+        assert!(Instant::now() < deadline, "agent a1 never polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Frozen in its long poll: the server hands the job out, the agent never reads it.
+    let pid = agent.child.as_ref().unwrap().id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let id = id_of(&s.trigger("on-arm", &args).await);
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    while connected(&s, "a1").await {
+        assert!(Instant::now() < deadline, "the poll never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The agent dies with the answer unread, and a new one polls with no job on its disk.
+    agent.kill9();
+    agent.spawn();
+    let run = s.wait_run(id).await;
+    assert_eq!(
+        status(&run),
+        "broken",
+        "{run:#}\nagent:\n{}",
+        agent.output()
+    );
+    assert!(
+        reason(&run).contains("agent a1 does not have job"),
+        "{run:#}"
+    );
+    assert!(!counter.exists(), "the job never ran");
+    // The agent goes on serving: the next run succeeds.
+    let next = id_of(&s.trigger("on-arm", &args).await);
+    let run = s.wait_run(next).await;
+    assert_eq!(
+        status(&run),
+        "success",
+        "{run:#}\nagent:\n{}",
+        agent.output()
     );
 }
 
