@@ -129,14 +129,16 @@ fn remote(url: &str, authority: &str, path: &str) -> Result<RepoUrl, UrlError> {
         .split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .collect();
-    // A trailing `.git` (even repeated, or as its own segment) is not part of the identity.
+    // A trailing `.git` (even repeated, or as its own segment) is not part of the identity,
+    // nor is trailing white space (the canonical text must survive the trim `parse` does).
     while let Some(last) = segments.last_mut() {
-        match last.strip_suffix(".git") {
-            Some("") => {
+        let trimmed = last.trim_end();
+        match trimmed.strip_suffix(".git").unwrap_or(trimmed) {
+            "" => {
                 segments.pop();
             }
-            Some(stem) => *last = stem,
-            None => break,
+            stem if stem.len() < last.len() => *last = stem,
+            _ => break,
         }
     }
     if segments.is_empty() {
@@ -165,8 +167,22 @@ fn local(path: &str) -> RepoUrl {
             s => out.push(s),
         }
     }
-    while out.last() == Some(&".git") {
-        out.pop();
+    // A trailing `.git` segment is not part of the identity, nor is white space at either end
+    // (the canonical text must survive the trim `parse` does).
+    while let Some(last) = out.last_mut() {
+        match last.trim_end() {
+            "" | ".git" => {
+                out.pop();
+            }
+            t if t.len() < last.len() => *last = t,
+            _ => break,
+        }
+    }
+    if !absolute && let Some(first) = out.first_mut() {
+        *first = first.trim_start();
+        if first.is_empty() {
+            out.remove(0);
+        }
     }
     let joined = out.join("/");
     let path = match (absolute, joined.is_empty()) {
@@ -240,6 +256,13 @@ mod tests {
     #[test]
     fn local_paths() {
         let l = |p: &str| RepoUrl::Local { path: p.into() };
+        // White space before a trailing slash is trimmed like white space at the end.
+        assert_eq!(RepoUrl::parse("! /"), Ok(l("!")));
+        assert_eq!(RepoUrl::parse("/srv/repo .git /"), Ok(l("/srv/repo")));
+        assert!(same_repo(
+            "https://h.example/a/b /",
+            "https://h.example/a/b"
+        ));
         assert_eq!(RepoUrl::parse("/srv/git/repo/"), Ok(l("/srv/git/repo")));
         assert_eq!(RepoUrl::parse("/srv/git/repo/.git"), Ok(l("/srv/git/repo")));
         assert_eq!(
