@@ -258,7 +258,7 @@ mod tests {
         let l = |p: &str| RepoUrl::Local { path: p.into() };
         // White space before a trailing slash is trimmed like white space at the end.
         assert_eq!(RepoUrl::parse("! /"), Ok(l("!")));
-        assert_eq!(RepoUrl::parse("/srv/repo .git /"), Ok(l("/srv/repo")));
+        assert_eq!(RepoUrl::parse("/srv/repo/.git /"), Ok(l("/srv/repo")));
         assert!(same_repo(
             "https://h.example/a/b /",
             "https://h.example/a/b"
