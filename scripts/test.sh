@@ -20,10 +20,11 @@ as_root=()
 # chromium-driver: the browser tests; openssl: the single sign-on stand-in's RSA key; python3:
 # the kill matrix (bench/killmatrix); python3-venv: the API check's schemathesis venv; sqlite3: the
 # webhook crash test, which puts a delivery back to pending by hand; git-lfs: checkouts of LFS
-# files; and the shell script checker run below.
+# files; and the shell script checker run below; systemd (systemd-analyze, systemd-sysusers) and
+# mmdebstrap: deploy/check.sh verifies the unit and builds the image's Debian base.
 packages=(build-essential ca-certificates git git-lfs make curl procps openssh-server
   openssh-client dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman
-  shellcheck python3 python3-venv sqlite3)
+  shellcheck python3 python3-venv sqlite3 systemd mmdebstrap)
 echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
@@ -84,6 +85,9 @@ scripts/api-check.sh
 # The debug binary `cargo test` just built: CI builds one profile only.
 echo "== kill matrix (short)"
 "${as_root[@]}" bench/killmatrix --short --binary target/debug/baton
+# deploy/: the systemd unit verifies, the image builds from Debian packages, serves and stops.
+echo "== deploy check"
+"${as_root[@]}" deploy/check.sh target/debug/baton
 # One closing line for the whole suite (--no-fail-fast above: every failure shows, not the first).
 passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed_custom=$(grep -Eo '^[0-9]+ passed, 0 failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
