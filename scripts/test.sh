@@ -66,6 +66,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licenses, duplicate crate versions and crate sources (deny.toml says why each duplicate is
+# tolerated). Advisories need the RustSec database on GitHub, which test machines cannot reach.
+echo "== cargo deny"
+cargo install cargo-deny --version 0.20.2 --locked --quiet
+cargo deny --locked check licenses bans sources
 echo "== cargo test"
 if [ ${#as_root[@]} -eq 0 ]; then
   cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt

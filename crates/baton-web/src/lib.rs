@@ -7,7 +7,7 @@
 //! JSON shapes are the types of [`api_types`], which the CLI reads too.
 
 mod agents;
-mod ansi;
+pub mod ansi;
 mod api;
 pub mod api_types;
 mod archive;
