@@ -15,12 +15,13 @@ mod common;
 mod users;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::Command;
 
 use fantoccini::Locator;
 use serde_json::json;
 
 use chrome::*;
+use chrome::login;
 use common::*;
 use users::*;
 

@@ -19,6 +19,7 @@ use fantoccini::key::Key;
 use serde_json::json;
 
 use chrome::*;
+use chrome::login;
 use common::*;
 use users::*;
 
@@ -204,21 +205,21 @@ administrators: [root]
 tasks:
   sections:
     authorized_users: [alice]
-    script:
-      - echo '::group::Install deps'
-      - echo installing
-      - echo '::endgroup::'
-      - printf '\033[0Ksection_start:%s:build[collapsed=true]\r\033[0KBuilding the thing\n' "$(date +%s)"
-      - echo compiling
-      - echo 'oops on stderr' >&2
-      - printf '\033[0Ksection_end:%s:build\r\033[0K\n' "$(date +%s)"
-      - echo 'between sections'
-      - "for i in $(seq 1200); do [ -e '{g}' ] && break; sleep 0.05; done; [ -e '{g}' ]"
-      - echo '::group::Live group'
-      - echo 'live inside'
-      - echo 'live err' >&2
-      - echo '::endgroup::'
-      - echo 'after live'
+    command: |
+      echo '::group::Install deps'
+      echo installing
+      echo '::endgroup::'
+      printf '\033[0Ksection_start:%s:build[collapsed=true]\r\033[0KBuilding the thing\n' "$(date +%s)"
+      echo compiling
+      echo 'oops on stderr' >&2
+      printf '\033[0Ksection_end:%s:build\r\033[0K\n' "$(date +%s)"
+      echo 'between sections'
+      for i in $(seq 1200); do [ -e '{g}' ] && break; sleep 0.05; done; [ -e '{g}' ]
+      echo '::group::Live group'
+      echo 'live inside'
+      echo 'live err' >&2
+      echo '::endgroup::'
+      echo 'after live'
 "#,
         g = g.display()
     );
@@ -228,7 +229,7 @@ tasks:
     // The index holds stderr's mark, through the API.
     let deadline = Instant::now() + WAIT;
     loop {
-        let marks = s.get_ok(&format!("/api/v1/runs/{id}/log/marks")).await;
+        let marks = s.get_ok(&format!("/runs/{id}/log/marks")).await;
         let streams: Vec<&str> = marks["marks"]
             .as_array()
             .unwrap()
@@ -243,7 +244,7 @@ tasks:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (code, _) = s
-        .get(&format!("/api/v1/runs/{id}/log/marks?offset=x"))
+        .get(&format!("/runs/{id}/log/marks?offset=x"))
         .await;
     assert_eq!(code, 400);
 

@@ -151,7 +151,7 @@ tasks:
     assert!(log.contains("to stderr\n"), "{log}");
     assert!(log.contains("/baton/work\n"), "{log}");
     // The log's index tells stderr apart, with the engine's times.
-    let marks = s.get_ok(&format!("/api/v1/runs/{id}/log/marks")).await;
+    let marks = s.get_ok(&format!("/runs/{id}/log/marks")).await;
     let at = log.find("to stderr").unwrap() as u64;
     let of = |off: u64| {
         marks["marks"]
