@@ -281,8 +281,12 @@
   function logSections() {
     var pre = document.getElementById("log");
     if (!pre) return;
-    var ls = pre.querySelectorAll(".line[data-t]");
-    for (var i = 0; i < ls.length; i++) stamp(ls[i]);
+    // The server leaves out a time equal to the line above's.
+    var ls = pre.querySelectorAll(".line"), last = "";
+    for (var i = 0; i < ls.length; i++) {
+      if (ls[i].dataset.t) last = ls[i].dataset.t; else if (last) ls[i].dataset.t = last;
+      stamp(ls[i]);
+    }
     sections(pre);
     var toggle = function (e) {
       var l = e.target.closest && e.target.closest(".line.sec-start");
@@ -369,6 +373,7 @@
       if (!main || !freshMain || typing(main)) return;
       main.innerHTML = freshMain.innerHTML;
     }
+    reselect();
     tick();
   }
   function refresh() {
@@ -497,14 +502,19 @@
     if (rows.length) return rows;
     return document.querySelectorAll("nav.jobs a");
   }
+  // The selected item's place: kept when the page redraws its list.
+  var kbAt = -1;
   function step(by) {
     var items = listItems();
     if (!items.length) return;
-    var at = -1;
-    for (var i = 0; i < items.length; i++) if (items[i].classList.contains("kb-sel")) { at = i; items[i].classList.remove("kb-sel"); }
-    at = Math.max(0, Math.min(items.length - 1, at + by));
-    items[at].classList.add("kb-sel");
-    items[at].scrollIntoView({ block: "nearest" });
+    for (var i = 0; i < items.length; i++) items[i].classList.remove("kb-sel");
+    kbAt = Math.max(0, Math.min(items.length - 1, kbAt + by));
+    items[kbAt].classList.add("kb-sel");
+    items[kbAt].scrollIntoView({ block: "nearest" });
+  }
+  function reselect() {
+    var items = listItems();
+    if (kbAt >= 0 && items.length) items[Math.min(kbAt, items.length - 1)].classList.add("kb-sel");
   }
   function shortcuts() {
     document.addEventListener("keydown", function (e) {

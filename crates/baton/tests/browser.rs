@@ -20,8 +20,8 @@ use std::process::Command;
 use fantoccini::Locator;
 use serde_json::json;
 
-use chrome::*;
 use chrome::login;
+use chrome::*;
 use common::*;
 use users::*;
 

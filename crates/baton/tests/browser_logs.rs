@@ -18,8 +18,8 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use serde_json::json;
 
-use chrome::*;
 use chrome::login;
+use chrome::*;
 use common::*;
 use users::*;
 
@@ -243,9 +243,7 @@ tasks:
         assert!(Instant::now() < deadline, "no stderr mark: {marks}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (code, _) = s
-        .get(&format!("/runs/{id}/log/marks?offset=x"))
-        .await;
+    let (code, _) = s.get(&format!("/runs/{id}/log/marks?offset=x")).await;
     assert_eq!(code, 400);
 
     let (_driver, c) = browser().await;
@@ -346,6 +344,7 @@ tasks:
         "document.querySelectorAll('main table tbody tr').length >= 2",
     )
     .await;
+    wait_change_feed(&c).await;
     press(&c, 'j').await;
     press(&c, 'j').await;
     wait_js(

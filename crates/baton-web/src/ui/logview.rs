@@ -23,7 +23,8 @@ pub(super) struct LineView {
     pub anchor: String,
     pub label: String,
     pub html: String,
-    /// When the line arrived (ms since the epoch; 0 when the log has no index).
+    /// When the line arrived (ms since the epoch; 0 when the log has no index, or when it is
+    /// the time of the line above).
     pub time_ms: i64,
     /// The line came from stderr.
     pub err: bool,
@@ -151,6 +152,9 @@ fn line_views(
     start: u64,
 ) -> Vec<LineView> {
     let mut meta = meta.into_iter();
+    // A line arriving in the same millisecond as the one above carries no time of its own
+    // (the page's script fills it in): a fast job's window stays small.
+    let mut last_time = 0;
     rendered
         .into_iter()
         .enumerate()
@@ -163,11 +167,13 @@ fn line_views(
                 None => (format!("B{start}-{i}"), format!("+{i}")),
             };
             let m = meta.next().unwrap_or_default();
+            let time_ms = if m.time_ms == last_time { 0 } else { m.time_ms };
+            last_time = m.time_ms;
             let mut v = LineView {
                 anchor,
                 label,
                 html,
-                time_ms: m.time_ms,
+                time_ms,
                 err: m.stderr,
                 sec: "",
                 sec_name: String::new(),
