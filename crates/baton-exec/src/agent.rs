@@ -517,6 +517,13 @@ mod tests {
         assert_eq!(append_at(&p, 0, b"hello").unwrap(), Ok(11));
         assert_eq!(append_at(&p, 20, b"x").unwrap(), Err(11));
         assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
+        // Only new bytes get an arrival mark (at most one per millisecond).
+        let marks = crate::logidx::read_marks(&p, 0, u64::MAX, 10).unwrap();
+        assert_eq!(marks.first().map(|m| m.offset), Some(0));
+        assert!(
+            marks.iter().all(|m| m.offset == 0 || m.offset == 6),
+            "{marks:?}"
+        );
     }
 
     #[tokio::test]

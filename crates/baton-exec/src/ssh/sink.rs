@@ -226,6 +226,18 @@ mod tests {
         );
         let rec = std::fs::read_to_string(dir.join(OFFSET_FILE)).unwrap();
         assert_eq!(rec, format!("{} 22\n", remote.len()));
+        // The index holds the bytes' arrival, in order, none past what the log kept.
+        let marks = crate::logidx::read_marks(&dir.join(LOG_FILE), 0, u64::MAX, 100).unwrap();
+        assert_eq!(marks.first().map(|m| m.offset), Some(0), "{marks:?}");
+        assert!(
+            marks.windows(2).all(|w| w[0].offset < w[1].offset),
+            "{marks:?}"
+        );
+        assert!(
+            marks
+                .iter()
+                .all(|m| m.offset < 22 && m.stream == Stream::Stdout)
+        );
     }
 
     #[tokio::test]
