@@ -531,7 +531,7 @@
         var q = document.getElementById("log-search") || document.querySelector("main input[type=search], main form input[type=text]");
         if (q) { e.preventDefault(); q.focus(); }
       } else if (e.key === "j" || e.key === "k") { e.preventDefault(); step(e.key === "j" ? 1 : -1); }
-      else if (e.key === "Enter") {
+      else if (e.key === "Enter" && (!a || a === document.body)) {
         var sel = document.querySelector(".kb-sel");
         var link = sel && (sel.tagName === "A" ? sel : sel.querySelector("a[href]"));
         if (link) { e.preventDefault(); window.location.href = link.href; }
