@@ -298,6 +298,13 @@
     };
     pre.addEventListener("click", toggle);
     pre.addEventListener("keydown", toggle);
+    if (!logSections.hooked) {
+      logSections.hooked = true;
+      window.addEventListener("hashchange", function () {
+        var t = /^#L\d+$/.test(window.location.hash) && document.getElementById(window.location.hash.slice(1));
+        if (t) { reveal(t); t.scrollIntoView({ block: "center" }); }
+      });
+    }
     if (/^#L\d+$/.test(window.location.hash)) {
       var target = document.getElementById(window.location.hash.slice(1));
       if (target) { reveal(target); target.scrollIntoView({ block: "center" }); }

@@ -302,6 +302,18 @@ tasks:
     )
     .await;
 
+    // A #LN link to a line in a folded section opens the section.
+    assert_eq!(eval(&c, &shown("live inside")).await, json!(false));
+    c.execute(
+        "location.hash = '#' + Array.from(document.querySelectorAll('#log .line')).find(function (l) { return l.textContent.indexOf('live inside') >= 0; }).id",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_js(&c, &shown("live inside")).await;
+    c.execute(&format!("{live}.click()"), vec![]).await.unwrap();
+    wait_js(&c, &format!("{live}.classList.contains('closed')")).await;
+
     // Keyboard: ? shows the help, Esc closes it, / goes to the search, t toggles times.
     press(&c, '?').await;
     wait_js(
