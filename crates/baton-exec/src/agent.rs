@@ -609,6 +609,8 @@ pub fn append_at(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<Resu
     }
     let skip = (size - offset) as usize;
     if skip < bytes.len() {
+        // When the bytes reached the server: the agent's own supervisor kept the finer index.
+        crate::logidx::MarkWriter::open(path, size).note(size, crate::logidx::Stream::Stdout);
         f.write_all(&bytes[skip..])?;
     }
     Ok(Ok(size.max(offset + bytes.len() as u64)))
@@ -636,6 +638,13 @@ mod tests {
         assert_eq!(append_at(&p, 0, b"hello").unwrap(), Ok(11));
         assert_eq!(append_at(&p, 20, b"x").unwrap(), Err(11));
         assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
+        // Only new bytes get an arrival mark (at most one per millisecond).
+        let marks = crate::logidx::read_marks(&p, 0, u64::MAX, 10).unwrap();
+        assert_eq!(marks.first().map(|m| m.offset), Some(0));
+        assert!(
+            marks.iter().all(|m| m.offset == 0 || m.offset == 6),
+            "{marks:?}"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@
 //! | `work/` | executor | the job's fresh working directory |
 //! | `out/` | executor | `BATON_OUTPUT_DIR` (artifacts) |
 //! | `log` | executor (empty), then supervisor | stdout + stderr, byte for byte |
+//! | `log.idx` | whoever writes `log` | [`logidx`]: when its bytes arrived, and from which stream |
 //! | `script.sh` | supervisor | the script bash runs |
 //! | `supervisor.json` | supervisor | [`SupervisorInfo`] (pid + start time) |
 //! | `process.json` | executor, then supervisor | [`tree::ProcessRecord`]: the job's cgroup or process group |
@@ -49,6 +50,7 @@ pub mod job;
 pub mod layout;
 pub mod local;
 pub mod log;
+pub mod logidx;
 pub mod mask;
 pub mod ssh;
 pub mod supervisor;
@@ -63,5 +65,6 @@ pub use job::{ContainerSpec, ExitRecord, JobSecrets, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};
 pub use log::read_log_range;
+pub use logidx::{LogMark, MarkWriter, Stream, read_marks};
 pub use ssh::{SshExecutor, SshSettings};
 pub use tree::{Containment, ContainmentMode};

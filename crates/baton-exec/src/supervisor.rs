@@ -8,8 +8,10 @@
 //! 2. runs `bash -eo pipefail <dir>/script.sh` in `<dir>/work`, in a new
 //!    process group and in the job's cgroup when `process.json` names one (the
 //!    child joins it before exec, and dies with the supervisor: `PR_SET_PDEATHSIG`),
-//!    stdin `/dev/null`, stdout and stderr both into ONE pipe,
-//! 3. appends that pipe to `<dir>/log` with a fixed-size buffer,
+//!    stdin `/dev/null`, stdout and stderr into a pipe each,
+//! 3. appends both pipes, in the order their bytes arrive, to ONE `<dir>/log` with a
+//!    fixed-size buffer, and notes in `<dir>/log.idx` when bytes arrived and from which stream
+//!    ([`crate::logidx`]; the mark is written before its bytes),
 //! 4. enforces the timeout and cancellation on the whole tree (cgroup, or
 //!    process group; SIGTERM, SIGKILL after `kill_grace`); when the script exits
 //!    it SIGKILLs the tree once so backgrounded stragglers cannot keep the job
@@ -49,6 +51,7 @@ use crate::layout::{
     CLAIM_FILE, EXIT_FILE, LOG_FILE, OUT_DIR, SCRIPT_FILE, SPEC_FILE, SUPERVISOR_FILE,
     SupervisorInfo, WORK_DIR, try_read_json, write_atomic,
 };
+use crate::logidx::{MarkWriter, Stream};
 use crate::tree::{ProcessRecord, Tree};
 use crate::unix;
 
@@ -218,9 +221,9 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitR
     };
     let log_path = dir.join(LOG_FILE);
     match prepare(dir, secrets) {
-        Ok((spec, log, child, pipe, tree)) => {
+        Ok((spec, log, child, pipes, tree)) => {
             rec.started_at = Utc::now();
-            run_job(&spec, &log_path, &log, child, pipe, &tree, sigs, &mut rec).await;
+            run_job(&spec, &log_path, &log, child, pipes, &tree, sigs, &mut rec).await;
             if tree.cgroup().is_some()
                 && let Err(e) = tree.kill_and_wait(CGROUP_EMPTY_WAIT)
             {
@@ -270,7 +273,7 @@ fn log_deleted(log: &File, log_path: &Path, rec: &mut ExitRecord) {
 fn prepare(
     dir: &Path,
     secrets: JobSecrets,
-) -> Result<(JobSpec, File, Child, OwnedFd, Tree), String> {
+) -> Result<(JobSpec, File, Child, [OwnedFd; 2], Tree), String> {
     let spec_path = dir.join(SPEC_FILE);
     let mut spec: JobSpec = match try_read_json(&spec_path) {
         Ok(Some(s)) => s,
@@ -287,12 +290,13 @@ fn prepare(
     let script_path = dir.join(SCRIPT_FILE);
     std::fs::write(&script_path, spec.script.as_bytes())
         .map_err(|e| format!("could not write script {}: {e}", script_path.display()))?;
+    // stdout and stderr apart, so the log can tell them apart; one reader keeps one order.
     let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| format!("could not create output pipe: {e}"))?;
+    let (rx2, tx2) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("could not create error pipe: {e}"))?;
     unix::set_pipe_size(&rx, PIPE_SIZE);
-    let tx2 = tx
-        .try_clone()
-        .map_err(|e| format!("could not duplicate output pipe: {e}"))?;
+    unix::set_pipe_size(&rx2, PIPE_SIZE);
     let out_dir: PathBuf = dir.join(OUT_DIR);
     let rec = ProcessRecord::read(dir).map_err(|e| e.to_string())?;
     let mut tree = Tree::new(dir, rec);
@@ -360,7 +364,7 @@ fn prepare(
         // The cgroup (or the BATON_OUTPUT_DIR scan) still finds the tree.
         eprintln!("baton supervisor: could not record the job's process group: {e}");
     }
-    Ok((spec, log, child, rx, tree))
+    Ok((spec, log, child, [rx, rx2], tree))
 }
 
 /// A script that is one simple command (words of plain characters, no quotes, variables,
@@ -406,14 +410,109 @@ fn resolve(program: &str, spec: &JobSpec) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// The job's output on its way into the log: a masker per stream (a secret is masked however
+/// the two streams interleave), the log's length, and its index.
+struct Output<'a> {
+    log: &'a File,
+    log_path: &'a Path,
+    len: u64,
+    maskers: [crate::mask::Masker; 2],
+    marks: MarkWriter,
+}
+
+impl Output<'_> {
+    /// Masks `bytes` of `stream` and appends what is safe to write, its mark first.
+    fn push(&mut self, stream: Stream, bytes: &[u8], rec: &mut ExitRecord) {
+        let masker = &mut self.maskers[stream as usize];
+        let masked;
+        let bytes = if masker.is_empty() {
+            bytes
+        } else {
+            masked = masker.push(bytes);
+            &masked[..]
+        };
+        self.write(stream, bytes, rec);
+    }
+
+    fn write(&mut self, stream: Stream, bytes: &[u8], rec: &mut ExitRecord) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.marks.note(self.len, stream);
+        let mut log = self.log;
+        match log.write_all(bytes) {
+            Ok(()) => self.len += bytes.len() as u64,
+            // Keep draining (and discarding) so the job does not block on a full pipe; the
+            // error is recorded.
+            Err(e) => {
+                self.len = log.metadata().map_or(self.len, |m| m.len());
+                rec.error.get_or_insert(format!(
+                    "could not write log {}: {e}",
+                    self.log_path.display()
+                ));
+            }
+        }
+    }
+
+    /// Writes what the maskers still hold and syncs the log; a failure is the job's error.
+    fn finish(mut self, rec: &mut ExitRecord) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let tail = self.maskers[stream as usize].finish();
+            self.write(stream, &tail, rec);
+        }
+        if let Err(e) = self.log.sync_data() {
+            rec.error.get_or_insert(format!(
+                "could not sync log {}: {e}",
+                self.log_path.display()
+            ));
+        }
+    }
+}
+
+type Pipe = Option<tokio::net::unix::pipe::Receiver>;
+
+/// Reads the next bytes of `pipe` into `buf`: `Ok(n > 0)` bytes, `Ok(0)` at its end, or why it
+/// failed. Pending forever without a pipe.
+async fn read_pipe(pipe: &mut Pipe, buf: &mut [u8]) -> Result<usize, String> {
+    let Some(p) = pipe.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match p.read(buf).await {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("could not read output pipe: {e}")),
+        }
+    }
+}
+
+/// What a read of a pipe brought: its bytes go to the log; its end (or failure) closes it.
+fn took(
+    r: Result<usize, String>,
+    stream: Stream,
+    pipe: &mut Pipe,
+    buf: &[u8],
+    output: &mut Output<'_>,
+    rec: &mut ExitRecord,
+) {
+    match r {
+        Ok(0) => *pipe = None,
+        Ok(n) => output.push(stream, &buf[..n], rec),
+        Err(e) => {
+            rec.error.get_or_insert(e);
+            *pipe = None;
+        }
+    }
+}
+
 /// Copy output, enforce timeout / cancel, reap. Fills the exit fields of `rec`.
 #[allow(clippy::too_many_arguments)]
 async fn run_job(
     spec: &JobSpec,
     log_path: &Path,
-    mut log: &File,
+    log: &File,
     mut child: Child,
-    pipe: OwnedFd,
+    pipes: [OwnedFd; 2],
     tree: &Tree,
     sigs: &mut Signals,
     rec: &mut ExitRecord,
@@ -421,15 +520,25 @@ async fn run_job(
     let pgid = child.id() as i32;
     let mut exited_rx = exit_seen(pgid);
 
-    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+    let [out_fd, err_fd] = pipes;
+    let mut open = |fd| match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => Some(p),
         Err(e) => {
             rec.error = Some(format!("could not read output pipe: {e}"));
             None
         }
     };
-    let mut buf = vec![0u8; COPY_BUF];
-    let mut masker = crate::mask::Masker::new(&spec.secrets.mask);
+    let (mut out_pipe, mut err_pipe) = (open(out_fd), open(err_fd));
+    let mut out_buf = vec![0u8; COPY_BUF];
+    let mut err_buf = vec![0u8; COPY_BUF];
+    let len = log.metadata().map_or(0, |m| m.len());
+    let mut output = Output {
+        log,
+        log_path,
+        len,
+        maskers: [0, 1].map(|_| crate::mask::Masker::new(&spec.secrets.mask)),
+        marks: MarkWriter::open(log_path, len),
+    };
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -437,34 +546,16 @@ async fn run_job(
     let mut status: Option<ExitStatus> = None;
 
     loop {
-        if pipe.is_none() && status.is_some() {
+        if out_pipe.is_none() && err_pipe.is_none() && status.is_some() {
             break;
         }
         let alive = status.is_none();
         tokio::select! {
-            r = async { pipe.as_mut().expect("guarded").read(&mut buf).await }, if pipe.is_some() => match r {
-                Ok(0) => pipe = None,
-                Ok(n) => {
-                    let masked;
-                    let bytes = if masker.is_empty() {
-                        &buf[..n]
-                    } else {
-                        masked = masker.push(&buf[..n]);
-                        &masked[..]
-                    };
-                    if let Err(e) = log.write_all(bytes)
-                        && rec.error.is_none()
-                    {
-                        // Keep draining (and discarding) so the job does not
-                        // block on a full pipe; the error is recorded.
-                        rec.error = Some(format!("could not write log {}: {e}", log_path.display()));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    rec.error.get_or_insert(format!("could not read output pipe: {e}"));
-                    pipe = None;
-                }
+            r = read_pipe(&mut out_pipe, &mut out_buf) => {
+                took(r, Stream::Stdout, &mut out_pipe, &out_buf, &mut output, rec);
+            },
+            r = read_pipe(&mut err_pipe, &mut err_buf) => {
+                took(r, Stream::Stderr, &mut err_pipe, &err_buf, &mut output, rec);
             },
             _ = &mut exited_rx, if alive => {
                 // Stragglers (backgrounded children) die with the script; in a cgroup, all
@@ -491,7 +582,7 @@ async fn run_job(
                 kill_at = None;
             },
             _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
-                // Someone outside the group holds the pipe open; stop here.
+                // Someone outside the group holds a pipe open; stop here.
                 break;
             },
         }
@@ -501,7 +592,7 @@ async fn run_job(
         rec.exit_code = st.code();
         rec.signal = st.signal();
     }
-    finish_log(log, log_path, masker, rec);
+    output.finish(rec);
 }
 
 /// Resolves once process `pgid` has exited, WITHOUT reaping it (WNOWAIT): while the zombie
@@ -517,26 +608,6 @@ fn exit_seen(pgid: i32) -> tokio::sync::oneshot::Receiver<()> {
         let _ = exited_tx.send(());
     });
     exited_rx
-}
-
-/// Writes what the masker still holds and syncs the log; a failure is the job's error.
-fn finish_log(
-    mut log: &File,
-    log_path: &Path,
-    mut masker: crate::mask::Masker,
-    rec: &mut ExitRecord,
-) {
-    let tail = masker.finish();
-    if !tail.is_empty()
-        && let Err(e) = log.write_all(&tail)
-    {
-        rec.error
-            .get_or_insert(format!("could not write log {}: {e}", log_path.display()));
-    }
-    if let Err(e) = log.sync_data() {
-        rec.error
-            .get_or_insert(format!("could not sync log {}: {e}", log_path.display()));
-    }
 }
 
 fn cancel(

@@ -184,12 +184,20 @@ echo "fds=$(ls /proc/self/fd | sort -n | tr '\n' ' ')"
     assert!(rec.error.is_none());
     let abs = fs::canonicalize(&dir).unwrap();
     let expected = format!(
-        "out1\nerr1\nout2\nerr2\nrun=7 job=9 task=build my=hello world\nout={}\npwd={}\nfds=0 1 2 3 \n",
+        "out1\nout2\nrun=7 job=9 task=build my=hello world\nout={}\npwd={}\nfds=0 1 2 3 \n",
         abs.join("out").display(),
         abs.join("work").display()
     );
-    assert_eq!(String::from_utf8_lossy(&log_of(&dir)), expected);
-    assert_eq!(rec.log_bytes, expected.len() as u64);
+    // stdout and stderr are two pipes, appended as they arrive: each stream keeps its order
+    // (writes on the two made microseconds apart may land either way round; see
+    // stderr_is_marked_apart_in_one_log for the order of writes that are not).
+    let log = String::from_utf8_lossy(&log_of(&dir)).into_owned();
+    let (err, out): (Vec<&str>, Vec<&str>) = log
+        .split_inclusive('\n')
+        .partition(|l| l.starts_with("err"));
+    assert_eq!(out.concat(), expected);
+    assert_eq!(err, ["err1\n", "err2\n"]);
+    assert_eq!(rec.log_bytes, log.len() as u64);
     assert!(rec.ended_at >= rec.started_at);
     assert_eq!(
         fs::read_to_string(dir.join("out/a.txt")).unwrap(),
@@ -229,6 +237,49 @@ async fn secrets_are_masked_in_the_log() {
             );
         }
     }
+}
+
+/// stdout and stderr reach one log, each chunk marked in `log.idx` with its stream and arrival
+/// time; a secret is masked on either stream.
+async fn stderr_is_marked_apart_in_one_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    // Each write waits until the log holds the one before, so the order is known.
+    let script = r#"sz() { wc -c < "$BATON_OUTPUT_DIR/../log"; }
+say() {
+  n=$(sz)
+  if [ "$1" = 2 ]; then echo "$2" >&2; else echo "$2"; fi
+  for i in $(seq 400); do [ "$(sz)" -gt "$n" ] && return; sleep 0.05; done
+}
+say 1 'out one'
+say 2 'err one'
+say 1 'out two'
+say 2 'err abracadabra'
+"#;
+    let mut s = spec(script);
+    s.secrets.mask = vec!["abracadabra".into()];
+    let before = chrono::Utc::now().timestamp_millis();
+    let rec = run(&dir, &s).await;
+    assert_eq!(rec.exit_code, Some(0), "{rec:?}");
+    let log = log_of(&dir);
+    assert_eq!(log, b"out one\nerr one\nout two\nerr ***\n");
+    let marks = baton_exec::read_marks(&dir.join("log"), 0, u64::MAX, 100).unwrap();
+    let streams: Vec<(u64, &str)> = marks
+        .iter()
+        .map(|m| (m.offset, m.stream.as_str()))
+        .collect();
+    assert_eq!(
+        streams,
+        [(0, "stdout"), (8, "stderr"), (16, "stdout"), (24, "stderr")]
+    );
+    let after = chrono::Utc::now().timestamp_millis();
+    assert!(
+        marks
+            .iter()
+            .all(|m| m.time_ms >= before && m.time_ms <= after),
+        "arrival times within the run: {marks:?}"
+    );
+    assert!(marks.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
 }
 
 async fn exit_codes_and_pipefail() {
@@ -670,6 +721,7 @@ fn main() {
         output_env_and_artifacts,
         exit_codes_and_pipefail,
         secrets_are_masked_in_the_log,
+        stderr_is_marked_apart_in_one_log,
         cancel_kills_process_tree,
         cancel_escalates_to_sigkill,
         timeout_kills_tree,

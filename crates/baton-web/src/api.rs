@@ -633,7 +633,7 @@ async fn set_enabled(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
         wait_run, cancel, approve, rerun, reload, set_enabled, crate::repos::list,
         crate::results::get_results, crate::cache::job_cache, crate::archive::list,
-        crate::archive::tar_gz
+        crate::archive::tar_gz, crate::logs::marks::marks
     ),
     modifiers(&BearerAuth)
 )]

@@ -398,6 +398,7 @@ pub struct ErrorDetail {
 mod artifacts;
 mod cache;
 mod convert;
+mod logs;
 
 /// `GET /repos`: the repositories of `repos:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -432,4 +433,5 @@ mod results;
 
 pub use artifacts::{ArtifactEntry, JobArtifacts, RunArtifacts};
 pub use cache::{JobCacheInfo, JobLink};
+pub use logs::{LogMark, LogMarks};
 pub use results::{ResultKind, ResultNode, ResultStatus, ResultSummary, RunResults};

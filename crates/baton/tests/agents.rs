@@ -42,13 +42,13 @@ tasks:
   sleeper:
     queues: [arm]
     command: |
-      sleep 1000 & echo $! > "$pids"
+      sleep 1000 & echo $! > "$pids.tmp"; mv "$pids.tmp" "$pids"
       wait
   slow:
     queues: [arm]
     timeout: 1s
     command: |
-      sleep 1000 & echo $! > "$pids"
+      sleep 1000 & echo $! > "$pids.tmp"; mv "$pids.tmp" "$pids"
       wait
 "#,
         gate = gate("gate"),

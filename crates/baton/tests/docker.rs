@@ -148,10 +148,12 @@ tasks:
     );
     assert!(log.contains("token=***\n"), "secret not masked: {log}");
     assert!(!log.contains("s3cr3t-value"), "{log}");
-    assert!(log.contains("to stderr\n"), "{log}");
     assert!(log.contains("/baton/work\n"), "{log}");
-    // Bytes that are not UTF-8, and a last line without a newline, arrive as they were.
-    let raw = s.log(id, None).await;
+    // Raw bytes and a last line without a newline stay; stderr lands where it arrived, marked.
+    let mut raw = s.log(id, None).await;
+    let err = raw.windows(10).position(|w| w == b"to stderr\n").unwrap();
+    assert_eq!(s.stream_at(id, err as u64).await, "stderr");
+    raw.drain(err..err + 10);
     assert!(
         raw.ends_with(b"/baton/work\nraw \xff\xfe end"),
         "{:?}",

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerState;
 use bollard::query_parameters::LogsOptionsBuilder;
@@ -24,6 +25,7 @@ use super::{CANCELED_MARK, ContainerInfo, ENGINE_PATIENCE, TIMED_OUT_MARK, remov
 use crate::blocking::OnThread;
 use crate::job::{ExitRecord, JobSpec, Outcome};
 use crate::layout::{EXIT_FILE, LOG_FILE, write_atomic};
+use crate::logidx::{MarkWriter, Stream, now_ms};
 use crate::mask::Masker;
 
 /// A job's log as its writer thread sees it.
@@ -36,6 +38,8 @@ pub(super) struct LogFile {
     skip: u64,
     /// The first write that failed.
     pub(super) error: Option<String>,
+    /// The log's index: when the engine says each line was written, and on which stream.
+    marks: MarkWriter,
 }
 
 impl LogFile {
@@ -59,6 +63,7 @@ impl LogFile {
             len,
             skip: 0,
             error: None,
+            marks: MarkWriter::open(path, len),
         }
     }
 
@@ -69,18 +74,28 @@ impl LogFile {
 
     /// Appends `bytes` of the current pass, first dropping those the log has already.
     pub(super) fn append_pass(&mut self, bytes: &[u8]) {
+        self.append_pass_from(bytes, now_ms(), Stream::Stdout);
+    }
+
+    /// As [`append_pass`](Self::append_pass), for bytes written at `time_ms` on `stream`.
+    pub(super) fn append_pass_from(&mut self, bytes: &[u8], time_ms: i64, stream: Stream) {
         let drop_n = usize::try_from(self.skip)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         self.skip -= drop_n as u64;
-        self.note(&bytes[drop_n..]);
+        self.write(&bytes[drop_n..], time_ms, stream);
     }
 
     /// Appends `bytes` as they are (Baton's own lines).
     pub(super) fn note(&mut self, bytes: &[u8]) {
+        self.write(bytes, now_ms(), Stream::Stdout);
+    }
+
+    fn write(&mut self, bytes: &[u8], time_ms: i64, stream: Stream) {
         if bytes.is_empty() {
             return;
         }
+        self.marks.note_at(self.len, time_ms, stream);
         match self.file.write_all(bytes) {
             Ok(()) => self.len += bytes.len() as u64,
             Err(e) => {
@@ -193,6 +208,7 @@ impl Monitor {
             .follow(!self.final_pass)
             .stdout(true)
             .stderr(true)
+            .timestamps(true)
             .build();
         let (docker, name) = (self.docker.clone(), self.info.name.clone());
         let mut stream = docker.logs(&name, Some(options));
@@ -202,8 +218,13 @@ impl Monitor {
             tokio::select! {
                 item = stream.next() => match item {
                     Some(Ok(out)) => {
-                        let bytes = masker.push(out.as_ref());
-                        self.log.post(move |f| f.append_pass(&bytes)).await;
+                        let stream = match out {
+                            LogOutput::StdErr { .. } => Stream::Stderr,
+                            _ => Stream::Stdout,
+                        };
+                        let (time_ms, body) = split_timestamp(out.as_ref());
+                        let bytes = masker.push(body);
+                        self.log.post(move |f| f.append_pass_from(&bytes, time_ms, stream)).await;
                     }
                     Some(Err(e)) => { stream_error = Some(e); break; }
                     None => break,
@@ -325,6 +346,17 @@ impl Monitor {
     }
 }
 
+/// The engine's timestamp at the start of a log message (`timestamps=true`: RFC 3339 and a
+/// space) and the message without it; the time now when there is none.
+fn split_timestamp(msg: &[u8]) -> (i64, &[u8]) {
+    let parsed = msg.iter().take(40).position(|&b| b == b' ').and_then(|i| {
+        let t = std::str::from_utf8(&msg[..i]).ok()?;
+        let t = DateTime::parse_from_rfc3339(t).ok()?;
+        Some((t.timestamp_millis(), &msg[i + 1..]))
+    });
+    parsed.unwrap_or((now_ms(), msg))
+}
+
 /// Writes `exit.json`, then removes the container.
 async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: ExitRecord) -> Outcome {
     let exit_path = dir.join(EXIT_FILE);
@@ -376,6 +408,29 @@ mod tests {
         log.append_pass(&m.finish());
         assert!(log.error.is_none());
         assert_eq!(std::fs::read(&path).unwrap(), b"a *** b\nc ***\nd");
+    }
+
+    #[test]
+    fn engine_timestamps_are_split_off_into_the_index() {
+        let (t, body) = split_timestamp(b"2026-01-02T03:04:05.678901234Z hello world\n");
+        assert_eq!(body, b"hello world\n");
+        assert_eq!(t, 1_767_323_045_678);
+        let (_, body) = split_timestamp(b"no stamp here\n");
+        assert_eq!(body, b"no stamp here\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = LogFile::create(&path).unwrap();
+        log.begin_pass(0);
+        log.append_pass_from(b"out\n", 1000, Stream::Stdout);
+        log.append_pass_from(b"err\n", 2000, Stream::Stderr);
+        let marks = crate::logidx::read_marks(&path, 0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            marks
+                .iter()
+                .map(|m| (m.offset, m.time_ms, m.stream))
+                .collect::<Vec<_>>(),
+            [(0, 1000, Stream::Stdout), (4, 2000, Stream::Stderr)]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::blocking::OnThread;
 use crate::error::ExecError;
 use crate::job::ExitRecord;
 use crate::layout::{EXIT_FILE, LOG_FILE, write_atomic};
+use crate::logidx::{MarkWriter, Stream};
 use crate::mask::Masker;
 
 /// The end of a job as its runner recorded it on the worker.
@@ -87,6 +88,8 @@ pub(super) struct SinkFile {
     local: u64,
     masker: Masker,
     error: Option<String>,
+    /// When bytes reached the server (the worker's one stream is stdout and stderr together).
+    marks: MarkWriter,
 }
 
 impl SinkFile {
@@ -107,6 +110,7 @@ impl SinkFile {
             .map_err(|e| ExecError::io("open log", &log_path, e))?;
         log.set_len(local)
             .map_err(|e| ExecError::io("truncate log to its recorded length", &log_path, e))?;
+        let marks = MarkWriter::open(&log_path, local);
         Ok(SinkFile {
             log,
             log_path,
@@ -115,6 +119,7 @@ impl SinkFile {
             local,
             masker: Masker::new(mask),
             error: None,
+            marks,
         })
     }
 
@@ -132,6 +137,7 @@ impl SinkFile {
 
     fn write(&mut self, out: &[u8]) {
         if !out.is_empty() {
+            self.marks.note(self.local, Stream::Stdout);
             match self.log.write_all(out) {
                 Ok(()) => self.local += out.len() as u64,
                 Err(e) => {
@@ -220,6 +226,18 @@ mod tests {
         );
         let rec = std::fs::read_to_string(dir.join(OFFSET_FILE)).unwrap();
         assert_eq!(rec, format!("{} 22\n", remote.len()));
+        // The index holds the bytes' arrival, in order, none past what the log kept.
+        let marks = crate::logidx::read_marks(&dir.join(LOG_FILE), 0, u64::MAX, 100).unwrap();
+        assert_eq!(marks.first().map(|m| m.offset), Some(0), "{marks:?}");
+        assert!(
+            marks.windows(2).all(|w| w[0].offset < w[1].offset),
+            "{marks:?}"
+        );
+        assert!(
+            marks
+                .iter()
+                .all(|m| m.offset < 22 && m.stream == Stream::Stdout)
+        );
     }
 
     #[tokio::test]

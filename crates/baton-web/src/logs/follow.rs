@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::hub::{Follower, LogHub, Seen};
 use super::job::{CHUNK, pick_job};
+use crate::api_types::LogMark;
 use crate::auth::CurrentUser;
 use crate::auth::load_run;
 use crate::{ApiError, AppState};
@@ -27,8 +28,10 @@ pub(super) struct StreamQuery {
     offset: Option<u64>,
 }
 
-/// SSE: `log` events carry `{"offset": N, "text": "..."}` (the text decoded lossily; the raw bytes
-/// are at `/log`), with the next offset as the event id; an `end` event carries the final status.
+/// SSE: `log` events carry `{"offset": N, "text": "...", "marks": [...]}` (the text decoded
+/// lossily, the raw bytes are at `/log`; the marks are those of `/log/marks` covering the
+/// event's bytes: when they arrived and from which stream), with the next offset as the event
+/// id; an `end` event carries the final status.
 pub(super) async fn stream(
     State(s): State<AppState>,
     Extension(hub): Extension<LogHub>,
@@ -91,8 +94,9 @@ async fn next_event(
     end: Option<serde_json::Value>,
 ) -> Option<Event> {
     let offset = st.offset;
+    let log = path.clone();
     let bytes =
-        tokio::task::spawn_blocking(move || baton_exec::read_log_range(&path, offset, CHUNK))
+        tokio::task::spawn_blocking(move || baton_exec::read_log_range(&log, offset, CHUNK))
             .await
             .ok()
             .and_then(Result::ok)
@@ -108,7 +112,17 @@ async fn next_event(
     if !bytes.is_empty() {
         let text = String::from_utf8_lossy(bytes).into_owned();
         st.offset += bytes.len() as u64;
-        let data = json!({"offset": offset, "text": text}).to_string();
+        // The supervisor writes a mark before its bytes: every byte read has its mark.
+        let to = st.offset;
+        let marks = tokio::task::spawn_blocking(move || {
+            baton_exec::read_marks(&path, offset, to, super::marks::MAX_MARKS)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+        let marks: Vec<LogMark> = marks.into_iter().map(LogMark::from).collect();
+        let data = json!({"offset": offset, "text": text, "marks": marks}).to_string();
         return Some(
             Event::default()
                 .event("log")

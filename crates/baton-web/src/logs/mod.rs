@@ -9,6 +9,7 @@ mod download;
 mod follow;
 mod hub;
 mod job;
+pub(crate) mod marks;
 
 use axum::Router;
 use axum::routing::get;
@@ -21,5 +22,6 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs/{id}/log", get(download::log))
         .route("/runs/{id}/log/stream", get(follow::stream))
+        .route("/runs/{id}/log/marks", get(marks::marks))
         .route("/events", get(changes::events))
 }

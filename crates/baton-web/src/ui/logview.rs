@@ -7,8 +7,12 @@ use std::path::Path as FsPath;
 
 use baton_store::JobRow;
 
+use super::logmeta::{LineMeta, Marker, line_meta};
 use crate::AppState;
 use crate::ansi::render_lines;
+
+/// The most index marks a window reads (one per line is usual; a window has fewer lines).
+const MAX_MARKS: usize = 100_000;
 
 /// How much of a log a run page shows at once; "load earlier" pages back by this much.
 pub(super) const LOG_WINDOW: u64 = 256 * 1024;
@@ -19,6 +23,21 @@ pub(super) struct LineView {
     pub anchor: String,
     pub label: String,
     pub html: String,
+    /// When the line arrived (ms since the epoch; 0 when the log has no index, or when it is
+    /// the time of the line above).
+    pub time_ms: i64,
+    /// The line came from stderr.
+    pub err: bool,
+    /// `start` or `end` of a collapsible section, or empty.
+    pub sec: &'static str,
+    /// A section's name (its header and GitLab's end name it).
+    pub sec_name: String,
+    /// The section starts collapsed (GitLab's `[collapsed=true]`).
+    pub collapsed: bool,
+    /// GitLab's own time of a section marker (Unix seconds; 0 for GitHub's groups).
+    pub sec_ts: i64,
+    /// A section header's duration, formatted (empty when its end is not in the window).
+    pub dur: String,
 }
 
 pub(super) struct LogView {
@@ -126,24 +145,64 @@ fn read_window(path: &FsPath, end: u64) -> (u64, Vec<u8>, Option<u64>) {
     (start, bytes, first)
 }
 
-fn line_views(rendered: Vec<String>, first_line: Option<u64>, start: u64) -> Vec<LineView> {
+fn line_views(
+    rendered: Vec<String>,
+    meta: Vec<LineMeta>,
+    first_line: Option<u64>,
+    start: u64,
+) -> Vec<LineView> {
+    let mut meta = meta.into_iter();
+    // A line arriving in the same millisecond as the one above carries no time of its own
+    // (the page's script fills it in): a fast job's window stays small.
+    let mut last_time = 0;
     rendered
         .into_iter()
         .enumerate()
-        .map(|(i, html)| match first_line {
-            Some(f) => {
-                let n = f + i as u64 + 1;
-                LineView {
-                    anchor: format!("L{n}"),
-                    label: n.to_string(),
-                    html,
+        .map(|(i, html)| {
+            let (anchor, label) = match first_line {
+                Some(f) => {
+                    let n = f + i as u64 + 1;
+                    (format!("L{n}"), n.to_string())
                 }
-            }
-            None => LineView {
-                anchor: format!("B{start}-{i}"),
-                label: format!("+{i}"),
+                None => (format!("B{start}-{i}"), format!("+{i}")),
+            };
+            let m = meta.next().unwrap_or_default();
+            let time_ms = if m.time_ms == last_time { 0 } else { m.time_ms };
+            last_time = m.time_ms;
+            let mut v = LineView {
+                anchor,
+                label,
                 html,
-            },
+                time_ms,
+                err: m.stderr,
+                sec: "",
+                sec_name: String::new(),
+                collapsed: false,
+                sec_ts: 0,
+                dur: m
+                    .duration_ms
+                    .map(baton_core::run::format_duration_ms)
+                    .unwrap_or_default(),
+            };
+            match m.marker {
+                Some(Marker::Start {
+                    name,
+                    title,
+                    collapsed,
+                    ts,
+                }) => {
+                    // The header reads as its title, not as the marker.
+                    v.html = render_lines(title.as_bytes()).pop().unwrap_or_default();
+                    (v.sec, v.sec_name, v.collapsed) = ("start", name, collapsed);
+                    v.sec_ts = ts.unwrap_or(0);
+                }
+                Some(Marker::End { name, ts }) => {
+                    (v.sec, v.sec_name) = ("end", name.unwrap_or_default());
+                    v.sec_ts = ts.unwrap_or(0);
+                }
+                None => {}
+            }
+            v
         })
         .collect()
 }
@@ -151,13 +210,16 @@ fn line_views(rendered: Vec<String>, first_line: Option<u64>, start: u64) -> Vec
 pub(super) async fn read_log(s: &AppState, job: &JobRow, w: Window) -> LogView {
     let path = s.folders.log_path(job.id, job.attempt);
     let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-    let (end, (start, bytes, first_line)) = tokio::task::spawn_blocking(move || {
+    let (end, (start, bytes, first_line), marks) = tokio::task::spawn_blocking(move || {
         let end = window_end(&path, size, w);
-        (end, read_window(&path, end))
+        let window = read_window(&path, end);
+        let marks = baton_exec::read_marks(&path, window.0, end, MAX_MARKS).unwrap_or_default();
+        (end, window, marks)
     })
     .await
     .unwrap_or_default();
     let rendered = render_lines(&bytes);
+    let meta = line_meta(&bytes, start, &marks);
     let last_line = first_line.map_or(0, |f| f + rendered.len() as u64);
     let newer = end.saturating_add(LOG_WINDOW);
     LogView {
@@ -169,7 +231,7 @@ pub(super) async fn read_log(s: &AppState, job: &JobRow, w: Window) -> LogView {
         live: !job.status.is_terminal() && end == size && matches!(w, Window::End),
         last_line,
         newer: if newer >= size { 0 } else { newer },
-        lines: line_views(rendered, first_line, start),
+        lines: line_views(rendered, meta, first_line, start),
         window: LOG_WINDOW,
     }
 }

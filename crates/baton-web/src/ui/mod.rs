@@ -18,6 +18,7 @@ mod dag;
 mod dashboard;
 mod deliveries;
 mod format;
+mod logmeta;
 mod logview;
 mod me;
 mod page;

@@ -395,6 +395,18 @@ impl Server {
         resp.bytes().await.unwrap().to_vec()
     }
 
+    /// The stream (`stdout`, `stderr`) the log's index gives byte `offset` of run `id`'s log.
+    pub async fn stream_at(&self, id: i64, offset: u64) -> String {
+        let marks = self.get_ok(&format!("/runs/{id}/log/marks")).await;
+        let mark = marks["marks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|m| m["offset"].as_u64().unwrap() <= offset)
+            .unwrap_or_else(|| panic!("no mark at {offset}: {marks}"));
+        mark["stream"].as_str().unwrap().to_string()
+    }
+
     pub async fn log_text(&self, id: i64, job: Option<&str>) -> String {
         String::from_utf8_lossy(&self.log(id, job).await).into_owned()
     }
