@@ -223,54 +223,7 @@ impl LocalRepo {
     /// The files named `rev:path` in `specs` (`None` for those that do not exist), through one
     /// `git cat-file --batch`.
     pub async fn read_files(&self, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>, GitError> {
-        if specs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut input = String::new();
-        for spec in specs {
-            if spec.contains('\n') {
-                return Err(GitError::BadArgument {
-                    what: "object name",
-                    given: spec.clone(),
-                    reason: "it holds a newline",
-                });
-            }
-            input.push_str(spec);
-            input.push('\n');
-        }
-        let g = self
-            .git()
-            .args(["cat-file", "--batch"])
-            .stdin(input.into_bytes());
-        let (done, g) = g.run().await?;
-        if done.code != Some(0) {
-            return Err(g.failed(&done));
-        }
-        let mut out = Vec::with_capacity(specs.len());
-        let mut rest = &done.stdout[..];
-        for _ in specs {
-            let nl = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .ok_or_else(|| g.unexpected("a truncated cat-file answer"))?;
-            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            if header.ends_with(" missing") || header.ends_with(" ambiguous") {
-                out.push(None);
-                rest = &rest[nl + 1..];
-                continue;
-            }
-            let size: usize = header
-                .rsplit(' ')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| g.unexpected(format!("cat-file header {header:?}")))?;
-            let body = rest
-                .get(nl + 1..nl + 1 + size)
-                .ok_or_else(|| g.unexpected("a truncated object"))?;
-            out.push(Some(body.to_vec()));
-            rest = rest.get(nl + 2 + size..).unwrap_or_default();
-        }
-        Ok(out)
+        self.mirror().read_files(specs).await
     }
 
     /// The paths of every file under `dir` in the tree of `rev`, sorted.
@@ -418,7 +371,7 @@ impl LocalRepo {
 pub const RUN_REF_PREFIXES: &[&str] = &["refs/baton-runs/", "refs/jci-runs/"];
 
 /// A ref may only be written, moved or deleted here if it is a result ref with a sane name.
-fn check_run_ref(name: &str) -> Result<(), GitError> {
+pub(crate) fn check_run_ref(name: &str) -> Result<(), GitError> {
     let under = RUN_REF_PREFIXES.iter().any(|p| name.starts_with(p));
     let sane = !name.contains("..")
         && !name.contains("//")
