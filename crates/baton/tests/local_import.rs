@@ -238,7 +238,7 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
     // Never run again: a rerun is refused.
     let (code, v) = s.post(&format!("/runs/{}/rerun", runs[0]), json!({})).await;
     assert_eq!(
-        (code, v["code"].as_str()),
+        (code, v["error"]["code"].as_str()),
         (409, Some("imported_run")),
         "{v}"
     );
@@ -434,7 +434,7 @@ async fn local_test_results_are_stored_shown_and_imported_with_the_run() {
     let page = blob("index.html");
     assert!(
         page.contains("Tests: 2 passed, 1 failed")
-            && page.contains("math &gt; math.Add &gt; carries"),
+            && page.contains("math &#62; math.Add &#62; carries"),
         "{page}"
     );
     let id = rec["id"].as_str().unwrap();
