@@ -30,18 +30,16 @@ fn baton(dir: &Path, args: &[&str]) -> Output {
         .expect("run baton")
 }
 
-/// The newest stored run's record.
+/// The newest stored run's record (run ids sort by time; refs sort by commit first).
 fn newest(dir: &Path) -> Value {
     let refs = git(
         dir,
-        &[
-            "for-each-ref",
-            "--sort=-refname",
-            "--format=%(refname)",
-            "refs/baton-runs/",
-        ],
+        &["for-each-ref", "--format=%(refname)", "refs/baton-runs/"],
     );
-    let newest = refs.lines().next().expect("a stored run");
+    let newest = refs
+        .lines()
+        .max_by_key(|r| r.rsplit('/').next().unwrap().to_owned())
+        .expect("a stored run");
     serde_json::from_str(&git(
         dir,
         &["cat-file", "blob", &format!("{newest}:run.json")],
@@ -173,8 +171,9 @@ async fn a_server_counts_imported_local_runs_for_its_cache_only_when_trusted() {
         let v = deliver(&s, url, "refs/heads/main", &head, "push").await;
         let run = s.wait_run(v["runs"][0].as_i64().unwrap()).await;
         let job = &run["jobs"][0];
+        let why = s.get_ok(&format!("/jobs/{}/cache", job["id"])).await;
         if trust {
-            assert_eq!(job["status"], "skipped", "{run:#}\n{}", s.stderr());
+            assert_eq!(job["status"], "skipped", "{run:#}\n{why:#}\n{}", s.stderr());
             let reason = job["reason"].as_str().unwrap();
             assert!(
                 reason.starts_with("cache hit: same inputs as job ")
@@ -189,7 +188,6 @@ async fn a_server_counts_imported_local_runs_for_its_cache_only_when_trusted() {
                     .contains("built one")
             );
         }
-        let why = s.get_ok(&format!("/jobs/{}/cache", job["id"])).await;
         assert_eq!(
             why["digest"], local["jobs"][0]["cache"]["digest"],
             "the server's digest is the laptop's: {why}"
