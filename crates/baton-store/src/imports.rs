@@ -131,3 +131,117 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use baton_core::run::{Status, TargetKind, TriggerKind};
+
+    use super::*;
+    use crate::{Change, JobRow, RunRepo};
+
+    fn imported(id: i64, job: i64) -> RunRow {
+        let t = crate::from_ms(1_700_000_000_000);
+        RunRow {
+            id,
+            kind: TargetKind::Task,
+            target: "app/test".into(),
+            trigger: TriggerKind::Local,
+            args: BTreeMap::new(),
+            tags: vec![],
+            definition: serde_json::Value::Null,
+            status: Status::Failed,
+            reason: Some("failed: exit code 3".into()),
+            priority: 0,
+            partition: None,
+            enqueued_at: t,
+            not_before: None,
+            started_at: Some(t),
+            ended_at: Some(t),
+            jobs: vec![JobRow {
+                id: job,
+                run_id: id,
+                name: "app/test".into(),
+                status: Status::Failed,
+                reason: Some("failed: exit code 3".into()),
+                attempt: 1,
+                worker: Some("local:ada@laptop".into()),
+                exit_code: Some(3),
+                queued_at: t,
+                started_at: Some(t),
+                ended_at: Some(t),
+                ended_seq: None,
+                args: BTreeMap::new(),
+            }],
+            ancestors: vec![],
+            descendants: vec![],
+            repo: Some(RunRepo {
+                repo: "app".into(),
+                commit: "a".repeat(40),
+                event: "local".into(),
+                ran_on: Some("ada@laptop".into()),
+                ..RunRepo::default()
+            }),
+        }
+    }
+
+    fn mark(run_ref: &str) -> ImportMark {
+        ImportMark {
+            repo: "app".into(),
+            run_ref: run_ref.into(),
+            target: "test".into(),
+            ref_commit: "b".repeat(40),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("i.db")).await.unwrap();
+        let r = "refs/baton-runs/aaaa/20261207T000000000Z-000001";
+        store
+            .apply(&[Change::Import(Box::new(imported(1, 1)), mark(r))])
+            .await
+            .unwrap();
+        let got = store.get_run(1).await.unwrap().unwrap();
+        assert_eq!(
+            (got.trigger, got.status),
+            (TriggerKind::Local, Status::Failed)
+        );
+        assert_eq!(got.repo.unwrap().ran_on.as_deref(), Some("ada@laptop"));
+        let job = &got.jobs[0];
+        assert_eq!(job.exit_code, Some(3));
+        assert_eq!(job.worker.as_deref(), Some("local:ada@laptop"));
+        assert!(job.started_at.is_some() && got.started_at.is_some());
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 1);
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 1);
+        let seen = store.imported_ref("app", r).await.unwrap().unwrap();
+        assert_eq!((seen.run_id, seen.refused), (Some(1), None));
+        // Once: the same mark again fails the whole transaction.
+        let again = store
+            .apply(&[Change::Import(Box::new(imported(2, 2)), mark(r))])
+            .await;
+        assert!(again.is_err());
+        assert!(store.get_run(2).await.unwrap().is_none());
+        // No commit status or notification for a run the server did not run.
+        assert!(store.run_reports(1).await.unwrap().is_empty());
+        // A refused ref is seen, with why, and counts for nothing.
+        let bad = "refs/jci-runs/aaaa/x";
+        store
+            .refuse_import(&mark(bad), "not imported: no")
+            .await
+            .unwrap();
+        let seen = store.imported_ref("app", bad).await.unwrap().unwrap();
+        assert_eq!(
+            (seen.run_id, seen.refused.as_deref()),
+            (None, Some("not imported: no"))
+        );
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 1);
+        // Pruned runs no longer count towards the cap; their ref stays seen.
+        store.delete_runs(&[1]).await.unwrap();
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 0);
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
+    }
+}
