@@ -107,6 +107,28 @@ impl LocalRepo {
         parse_oid_line(&g, &done.stdout)
     }
 
+    /// `HEAD`'s commit and the branch it is on (`None` when detached), with one git process;
+    /// an unborn `HEAD` fails as [`LocalRepo::resolve`] does.
+    pub async fn head(&self) -> Result<(Oid, Option<String>), GitError> {
+        // Fixed arguments only (no option may follow `--end-of-options`).
+        let g = self
+            .git()
+            .args(["rev-parse", "HEAD^{commit}", "--symbolic-full-name", "HEAD"]);
+        let (done, g) = g.run().await?;
+        if done.code != Some(0) {
+            return self.resolve("HEAD").await.map(|oid| (oid, None));
+        }
+        let text = String::from_utf8_lossy(&done.stdout).into_owned();
+        let mut lines = text.lines();
+        let oid = Oid::parse(lines.next().unwrap_or_default().trim())
+            .map_err(|_| g.unexpected(format!("{text:?} where HEAD's commit was expected")))?;
+        let branch = lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix("refs/heads/"))
+            .map(str::to_owned);
+        Ok((oid, branch))
+    }
+
     /// The branch `HEAD` is on (`None` when detached).
     pub async fn branch(&self) -> Result<Option<String>, GitError> {
         let g = self
@@ -500,6 +522,13 @@ mod tests {
         let repo = LocalRepo::discover(dir).await.unwrap();
         let head = repo.resolve("HEAD").await.unwrap();
         assert_eq!(repo.branch().await.unwrap().as_deref(), Some("main"));
+        assert_eq!(
+            repo.head().await.unwrap(),
+            (head.clone(), Some("main".into()))
+        );
+        sh_git(dir, &["checkout", "-q", "--detach"]);
+        assert_eq!(repo.head().await.unwrap(), (head.clone(), None));
+        sh_git(dir, &["checkout", "-q", "main"]);
         let name = format!("refs/baton-runs/{head}/20261207T000000000Z-abcdef");
         let files = [
             TreeFile {
