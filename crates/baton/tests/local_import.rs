@@ -134,36 +134,8 @@ async fn page(s: &Server, cookie: &str, path: &str) -> String {
     r.text().await.unwrap()
 }
 
-#[tokio::test]
-async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (bare, clone, head) = repos(tmp.path());
-    let url = bare.to_str().unwrap();
-    let s = Server::start_env(
-        &format!(
-            "administrators: [root]\nrepos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n"
-        ),
-        &[("APP_SECRET", SECRET)],
-    );
-    let out = baton(&clone, &["run"]);
-    assert_eq!(out.status.code(), Some(1), "lint fails: {:?}", text(&out));
-    let out = baton(&clone, &["push"]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let refs = run_refs(&clone);
-    assert_eq!(refs.len(), 1, "{refs:?}");
-    let (refname, oid) = refs[0].clone();
-
-    let (code, v) = deliver_ref(&s, url, &refname, &oid, "d-1").await;
-    assert_eq!(code, 200, "{v}\n{}", s.stderr());
-    assert!(
-        v["verdict"]
-            .as_str()
-            .unwrap()
-            .contains("imported 2 local run(s)"),
-        "{v}"
-    );
-    let runs = ids(&v);
-    assert_eq!(runs.len(), 2, "one run per target: {v}");
+/// The imported runs (`runs`: test, then ci) as the API and the job folders show them.
+async fn assert_imported_as_run(s: &Server, runs: &[i64], head: &str) {
     let test = s.run(runs[0]).await;
     let ci = s.run(runs[1]).await;
     assert_eq!(
@@ -176,7 +148,7 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
     );
     for run in [&test, &ci] {
         assert_eq!(run["trigger"], "local", "{run}");
-        assert_eq!(run["repo"]["commit"], head.as_str());
+        assert_eq!(run["repo"]["commit"], head);
         assert_eq!(run["repo"]["branch"], "main");
         assert_eq!(run["repo"]["event"], "local");
         assert_eq!(
@@ -221,6 +193,54 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
         "",
         "nothing of the import stays in the mirror's refs"
     );
+}
+
+/// The runs list and the run page mark the imported runs, and offer no rerun.
+async fn assert_marked_in_pages(s: &Server, runs: &[i64]) {
+    users::add_user(s, "root", "pw");
+    let cookie = format!("baton_session={}", users::login(s, "root", "pw").await);
+    let list = page(s, &cookie, "/runs").await;
+    assert_eq!(list.matches("ran locally on ada@").count(), 2, "{list}");
+    let run_page = page(s, &cookie, &format!("/runs/{}", runs[1])).await;
+    assert!(run_page.contains("id=\"ran-locally\""), "{run_page}");
+    assert!(!run_page.contains("id=\"rerun\""), "{run_page}");
+    assert!(
+        run_page.contains("lint broke"),
+        "the failed job's log shows"
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, clone, head) = repos(tmp.path());
+    let url = bare.to_str().unwrap();
+    let s = Server::start_env(
+        &format!(
+            "administrators: [root]\nrepos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n"
+        ),
+        &[("APP_SECRET", SECRET)],
+    );
+    let out = baton(&clone, &["run"]);
+    assert_eq!(out.status.code(), Some(1), "lint fails: {:?}", text(&out));
+    let out = baton(&clone, &["push"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let refs = run_refs(&clone);
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let (refname, oid) = refs[0].clone();
+
+    let (code, v) = deliver_ref(&s, url, &refname, &oid, "d-1").await;
+    assert_eq!(code, 200, "{v}\n{}", s.stderr());
+    assert!(
+        v["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("imported 2 local run(s)"),
+        "{v}"
+    );
+    let runs = ids(&v);
+    assert_eq!(runs.len(), 2, "one run per target: {v}");
+    assert_imported_as_run(&s, &runs, &head).await;
 
     // The same delivery again, then another delivery of the same ref: nothing new.
     let (code, again) = deliver_ref(&s, url, &refname, &oid, "d-1").await;
@@ -243,18 +263,7 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
         "{v}"
     );
 
-    // Marked in the runs list and on the run page, which offers no rerun.
-    users::add_user(&s, "root", "pw");
-    let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
-    let list = page(&s, &cookie, "/runs").await;
-    assert_eq!(list.matches("ran locally on ada@").count(), 2, "{list}");
-    let run_page = page(&s, &cookie, &format!("/runs/{}", runs[1])).await;
-    assert!(run_page.contains("id=\"ran-locally\""), "{run_page}");
-    assert!(!run_page.contains("id=\"rerun\""), "{run_page}");
-    assert!(
-        run_page.contains("lint broke"),
-        "the failed job's log shows"
-    );
+    assert_marked_in_pages(&s, &runs).await;
 }
 
 /// A result ref written with plumbing: `files` in its tree, under `refs/baton-runs/<head>/id`.

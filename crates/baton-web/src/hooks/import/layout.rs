@@ -92,40 +92,8 @@ pub(crate) fn plan(
     known: &Known,
     now: DateTime<Utc>,
 ) -> Result<Vec<Planned>, Refusal> {
-    let mut by_path: BTreeMap<String, Blob> =
-        files.into_iter().map(|b| (b.path.clone(), b)).collect();
-    let record = match by_path.remove("run.json") {
-        Some(json) => {
-            let rec: RunRecord = serde_json::from_slice(&json.bytes)
-                .map_err(|e| format!("its run.json is not a Baton run record: {e}"))?;
-            if rec.format > FORMAT {
-                return Err(format!(
-                    "its run.json has format {} (this server reads up to {FORMAT}): upgrade the server",
-                    rec.format
-                )
-                .into());
-            }
-            rec
-        }
-        None if run.jci => {
-            let status = by_path
-                .get("status.txt")
-                .map(|b| String::from_utf8_lossy(&b.bytes).trim().to_owned())
-                .ok_or("it has neither run.json nor git-jci's status.txt")?;
-            let status = match status.as_str() {
-                "ok" => "success",
-                "err" => "failed",
-                "running" => return Err(Refusal::Later("git-jci says it is still running".into())),
-                other => return Err(format!("its status.txt says {other:?}, not ok or err").into()),
-            };
-            let mut rec = jci_record(run, status);
-            if rec.started_at == DateTime::<Utc>::default() {
-                (rec.started_at, rec.ended_at) = (now, now);
-            }
-            rec
-        }
-        None => return Err("it has no run.json".into()),
-    };
+    let mut tree: BTreeMap<String, Blob> = files.into_iter().map(|b| (b.path.clone(), b)).collect();
+    let record = read_record(run, &mut tree, now)?;
     if let Some(j) = record
         .jobs
         .iter()
@@ -138,107 +106,169 @@ pub(crate) fn plan(
     }
     check_record(run, &record)?;
     // The run's test results as `baton run` read them (the server's reader): one node per job.
-    let tests: Vec<baton_results::Node> = by_path
+    let tests: Vec<baton_results::Node> = tree
         .remove(baton_local::results::RESULTS_FILE)
         .and_then(|b| serde_json::from_slice::<baton_results::Node>(&b.bytes).ok())
         .filter(|run| nodes_in(run) <= MAX_RESULT_NODES)
         .map(|run| run.children)
         .unwrap_or_default();
-    let commit = record.commit.clone();
     let mut targets: Vec<String> = record.targets.clone();
     for j in &record.jobs {
         if !targets.contains(&j.target) {
             targets.push(j.target.clone());
         }
     }
-    let ran_on = ran_on(&record, run.jci);
+    let stored = Stored {
+        record: &record,
+        ran_on: ran_on(&record, run.jci),
+        jci: run.jci,
+        tests: &tests,
+    };
     let mut out = Vec::new();
     for target in targets {
-        let jobs: Vec<&JobRecord> = record.jobs.iter().filter(|j| j.target == target).collect();
-        if jobs.is_empty() {
-            continue;
+        if let Some(p) = target_run(repo, known, &stored, target, &mut tree)? {
+            out.push(p);
         }
-        let pipeline = jobs
-            .iter()
-            .any(|j| j.name.starts_with(&format!("{target}/")));
-        let mut rows = Vec::new();
-        let mut files = Vec::new();
-        let mut cache = Vec::new();
-        let mut nodes = Vec::new();
-        for j in &jobs {
-            rows.push(job_row(j, &target, pipeline, &record, &ran_on)?);
-            files.push(job_files(j, run.jci, &mut by_path));
-            cache.push(j.cache.clone());
-            nodes.push(
-                tests
-                    .iter()
-                    .find(|n| n.kind == baton_results::Kind::Job && n.name == j.name)
-                    .cloned(),
-            );
-        }
-        let views: Vec<JobView> = rows
-            .iter()
-            .zip(&jobs)
-            .enumerate()
-            .map(|(i, (r, j))| JobView {
-                status: r.status,
-                allow_failure: j.allow_failure,
-                ended_seq: i as u64,
-            })
-            .collect();
-        let status = run_status(&views);
-        let reason = rows
-            .iter()
-            .find(|r| matches!(r.status, Status::Failed | Status::Broken))
-            .and_then(|r| r.reason.clone());
-        let row = RunRow {
-            id: 0,
-            kind: if pipeline {
-                TargetKind::Pipeline
-            } else {
-                TargetKind::Task
-            },
-            target: format!("{}/{target}", repo.name),
-            trigger: TriggerKind::Local,
-            args: BTreeMap::new(),
-            tags: Vec::new(),
-            definition: serde_json::Value::Null,
-            status,
-            reason,
-            priority: 0,
-            partition: None,
-            enqueued_at: record.started_at,
-            not_before: None,
-            started_at: Some(record.started_at),
-            ended_at: Some(record.ended_at),
-            jobs: rows,
-            ancestors: Vec::new(),
-            descendants: Vec::new(),
-            repo: Some(RunRepo {
-                repo: repo.name.clone(),
-                url: repo.url.clone(),
-                commit: commit.clone(),
-                git_ref: record.branch.as_ref().map(|b| format!("refs/heads/{b}")),
-                branch: record.branch.clone(),
-                event: "local".into(),
-                author: known.author.clone(),
-                subject: known.subject.clone(),
-                ran_on: Some(ran_on.clone()),
-                ..RunRepo::default()
-            }),
-        };
-        out.push(Planned {
-            row,
-            files,
-            cache,
-            tests: nodes,
-            target,
-        });
     }
     if out.is_empty() {
         return Err("its run.json lists no job".into());
     }
     Ok(out)
+}
+
+/// The stored run's record: its `run.json`, or for a run git-jci stored, its `status.txt`.
+fn read_record(
+    run: &RunRef,
+    tree: &mut BTreeMap<String, Blob>,
+    now: DateTime<Utc>,
+) -> Result<RunRecord, Refusal> {
+    if let Some(json) = tree.remove("run.json") {
+        let rec: RunRecord = serde_json::from_slice(&json.bytes)
+            .map_err(|e| format!("its run.json is not a Baton run record: {e}"))?;
+        if rec.format > FORMAT {
+            return Err(format!(
+                "its run.json has format {} (this server reads up to {FORMAT}): upgrade the server",
+                rec.format
+            )
+            .into());
+        }
+        return Ok(rec);
+    }
+    if !run.jci {
+        return Err("it has no run.json".into());
+    }
+    let status = tree
+        .get("status.txt")
+        .map(|b| String::from_utf8_lossy(&b.bytes).trim().to_owned())
+        .ok_or("it has neither run.json nor git-jci's status.txt")?;
+    let status = match status.as_str() {
+        "ok" => "success",
+        "err" => "failed",
+        "running" => return Err(Refusal::Later("git-jci says it is still running".into())),
+        other => return Err(format!("its status.txt says {other:?}, not ok or err").into()),
+    };
+    let mut rec = jci_record(run, status);
+    if rec.started_at == DateTime::<Utc>::default() {
+        (rec.started_at, rec.ended_at) = (now, now);
+    }
+    Ok(rec)
+}
+
+/// What every target of one stored run shares.
+struct Stored<'a> {
+    record: &'a RunRecord,
+    ran_on: String,
+    jci: bool,
+    tests: &'a [baton_results::Node],
+}
+
+/// The server run of `target`'s jobs (`None`: it has none).
+fn target_run(
+    repo: &baton_core::config::RepoDef,
+    known: &Known,
+    s: &Stored<'_>,
+    target: String,
+    tree: &mut BTreeMap<String, Blob>,
+) -> Result<Option<Planned>, Refusal> {
+    let record = s.record;
+    let jobs: Vec<&JobRecord> = record.jobs.iter().filter(|j| j.target == target).collect();
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let pipeline = jobs
+        .iter()
+        .any(|j| j.name.starts_with(&format!("{target}/")));
+    let mut rows = Vec::new();
+    let mut files = Vec::new();
+    let mut cache = Vec::new();
+    let mut nodes = Vec::new();
+    for j in &jobs {
+        rows.push(job_row(j, &target, pipeline, record, &s.ran_on)?);
+        files.push(job_files(j, s.jci, tree));
+        cache.push(j.cache.clone());
+        let node = s
+            .tests
+            .iter()
+            .find(|n| n.kind == baton_results::Kind::Job && n.name == j.name);
+        nodes.push(node.cloned());
+    }
+    let views: Vec<JobView> = rows
+        .iter()
+        .zip(&jobs)
+        .enumerate()
+        .map(|(i, (r, j))| JobView {
+            status: r.status,
+            allow_failure: j.allow_failure,
+            ended_seq: i as u64,
+        })
+        .collect();
+    let reason = rows
+        .iter()
+        .find(|r| matches!(r.status, Status::Failed | Status::Broken))
+        .and_then(|r| r.reason.clone());
+    let row = RunRow {
+        id: 0,
+        kind: if pipeline {
+            TargetKind::Pipeline
+        } else {
+            TargetKind::Task
+        },
+        target: format!("{}/{target}", repo.name),
+        trigger: TriggerKind::Local,
+        args: BTreeMap::new(),
+        tags: Vec::new(),
+        definition: serde_json::Value::Null,
+        status: run_status(&views),
+        reason,
+        priority: 0,
+        partition: None,
+        enqueued_at: record.started_at,
+        not_before: None,
+        started_at: Some(record.started_at),
+        ended_at: Some(record.ended_at),
+        jobs: rows,
+        ancestors: Vec::new(),
+        descendants: Vec::new(),
+        repo: Some(RunRepo {
+            repo: repo.name.clone(),
+            url: repo.url.clone(),
+            commit: record.commit.clone(),
+            git_ref: record.branch.as_ref().map(|b| format!("refs/heads/{b}")),
+            branch: record.branch.clone(),
+            event: "local".into(),
+            author: known.author.clone(),
+            subject: known.subject.clone(),
+            ran_on: Some(s.ran_on.clone()),
+            ..RunRepo::default()
+        }),
+    };
+    Ok(Some(Planned {
+        row,
+        files,
+        cache,
+        tests: nodes,
+        target,
+    }))
 }
 
 fn nodes_in(n: &baton_results::Node) -> usize {
