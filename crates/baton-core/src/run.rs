@@ -111,6 +111,9 @@ pub enum TriggerKind {
     Rerun,
     /// A new commit the repository poller found (`repos.NAME.poll`).
     Poll,
+    /// Run on a developer's machine by `baton run` and imported, read-only, from the result
+    /// ref they pushed (`refs/baton-runs/…`, `refs/jci-runs/…`): never run on the server.
+    Local,
 }
 
 impl TriggerKind {
@@ -123,6 +126,7 @@ impl TriggerKind {
             TriggerKind::Webhook => "webhook",
             TriggerKind::Rerun => "rerun",
             TriggerKind::Poll => "poll",
+            TriggerKind::Local => "local",
         }
     }
 }
@@ -138,12 +142,13 @@ impl FromStr for TriggerKind {
             TriggerKind::Webhook,
             TriggerKind::Rerun,
             TriggerKind::Poll,
+            TriggerKind::Local,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)
         .ok_or_else(|| {
             format!(
-                "unknown trigger {s:?} (expected cli, api, schedule, chained, webhook, rerun or poll)"
+                "unknown trigger {s:?} (expected cli, api, schedule, chained, webhook, rerun, poll or local)"
             )
         })
     }

@@ -107,6 +107,28 @@ impl LocalRepo {
         parse_oid_line(&g, &done.stdout)
     }
 
+    /// `HEAD`'s commit and the branch it is on (`None` when detached), with one git process;
+    /// an unborn `HEAD` fails as [`LocalRepo::resolve`] does.
+    pub async fn head(&self) -> Result<(Oid, Option<String>), GitError> {
+        // Fixed arguments only (no option may follow `--end-of-options`).
+        let g = self
+            .git()
+            .args(["rev-parse", "HEAD^{commit}", "--symbolic-full-name", "HEAD"]);
+        let (done, g) = g.run().await?;
+        if done.code != Some(0) {
+            return self.resolve("HEAD").await.map(|oid| (oid, None));
+        }
+        let text = String::from_utf8_lossy(&done.stdout).into_owned();
+        let mut lines = text.lines();
+        let oid = Oid::parse(lines.next().unwrap_or_default().trim())
+            .map_err(|_| g.unexpected(format!("{text:?} where HEAD's commit was expected")))?;
+        let branch = lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix("refs/heads/"))
+            .map(str::to_owned);
+        Ok((oid, branch))
+    }
+
     /// The branch `HEAD` is on (`None` when detached).
     pub async fn branch(&self) -> Result<Option<String>, GitError> {
         let g = self
@@ -223,54 +245,7 @@ impl LocalRepo {
     /// The files named `rev:path` in `specs` (`None` for those that do not exist), through one
     /// `git cat-file --batch`.
     pub async fn read_files(&self, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>, GitError> {
-        if specs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut input = String::new();
-        for spec in specs {
-            if spec.contains('\n') {
-                return Err(GitError::BadArgument {
-                    what: "object name",
-                    given: spec.clone(),
-                    reason: "it holds a newline",
-                });
-            }
-            input.push_str(spec);
-            input.push('\n');
-        }
-        let g = self
-            .git()
-            .args(["cat-file", "--batch"])
-            .stdin(input.into_bytes());
-        let (done, g) = g.run().await?;
-        if done.code != Some(0) {
-            return Err(g.failed(&done));
-        }
-        let mut out = Vec::with_capacity(specs.len());
-        let mut rest = &done.stdout[..];
-        for _ in specs {
-            let nl = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .ok_or_else(|| g.unexpected("a truncated cat-file answer"))?;
-            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            if header.ends_with(" missing") || header.ends_with(" ambiguous") {
-                out.push(None);
-                rest = &rest[nl + 1..];
-                continue;
-            }
-            let size: usize = header
-                .rsplit(' ')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| g.unexpected(format!("cat-file header {header:?}")))?;
-            let body = rest
-                .get(nl + 1..nl + 1 + size)
-                .ok_or_else(|| g.unexpected("a truncated object"))?;
-            out.push(Some(body.to_vec()));
-            rest = rest.get(nl + 2 + size..).unwrap_or_default();
-        }
-        Ok(out)
+        self.mirror().read_files(specs).await
     }
 
     /// The paths of every file under `dir` in the tree of `rev`, sorted.
@@ -418,7 +393,7 @@ impl LocalRepo {
 pub const RUN_REF_PREFIXES: &[&str] = &["refs/baton-runs/", "refs/jci-runs/"];
 
 /// A ref may only be written, moved or deleted here if it is a result ref with a sane name.
-fn check_run_ref(name: &str) -> Result<(), GitError> {
+pub(crate) fn check_run_ref(name: &str) -> Result<(), GitError> {
     let under = RUN_REF_PREFIXES.iter().any(|p| name.starts_with(p));
     let sane = !name.contains("..")
         && !name.contains("//")
@@ -547,6 +522,13 @@ mod tests {
         let repo = LocalRepo::discover(dir).await.unwrap();
         let head = repo.resolve("HEAD").await.unwrap();
         assert_eq!(repo.branch().await.unwrap().as_deref(), Some("main"));
+        assert_eq!(
+            repo.head().await.unwrap(),
+            (head.clone(), Some("main".into()))
+        );
+        sh_git(dir, &["checkout", "-q", "--detach"]);
+        assert_eq!(repo.head().await.unwrap(), (head.clone(), None));
+        sh_git(dir, &["checkout", "-q", "main"]);
         let name = format!("refs/baton-runs/{head}/20261207T000000000Z-abcdef");
         let files = [
             TreeFile {

@@ -69,16 +69,22 @@ impl Mirror {
         commit: &Oid,
         dest: &Path,
     ) -> Result<Checkout, GitError> {
-        Git::new(&self.env, At::Nowhere)
-            .args(["init", "--quiet", "--template="])
-            .arg(dest)
-            .output()
-            .await?;
-        let info = dest.join(".git/objects/info");
+        // The repository is written here rather than by `git init` (a process less): what git
+        // needs to find one (`HEAD`, `objects/`, `refs/`) and a plain config.
+        let git_dir = dest.join(".git");
+        let info = git_dir.join("objects/info");
         let objects = std::path::absolute(self.dir().join("objects"))
             .map_err(|e| GitError::io(self.dir(), e))?;
         let written = async {
             tokio::fs::create_dir_all(&info).await?;
+            tokio::fs::create_dir_all(git_dir.join("refs/heads")).await?;
+            tokio::fs::create_dir_all(git_dir.join("refs/tags")).await?;
+            tokio::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n").await?;
+            tokio::fs::write(
+                git_dir.join("config"),
+                "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n",
+            )
+            .await?;
             let line = format!("{}\n", objects.display());
             tokio::fs::write(info.join("alternates"), line).await
         };

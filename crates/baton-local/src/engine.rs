@@ -21,7 +21,9 @@ use baton_git::{Mirror, Oid};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
+use crate::cache::{CacheIndex, Probe};
 use crate::plan::{Code, Plan, PlannedJob, base_env};
+use crate::record::CacheRecord;
 
 /// Where and how jobs run.
 #[derive(Debug, Clone)]
@@ -33,6 +35,10 @@ pub struct Options {
     pub supervisor_args: Vec<OsString>,
     /// The Docker engine for `image:` jobs (`None`: `DOCKER_HOST` or the standard socket).
     pub docker_host: Option<String>,
+    /// Earlier stored runs' cache digests (empty when no job has `cache:`).
+    pub cache: Arc<CacheIndex>,
+    /// `--no-cache`: jobs with `cache:` run even on a hit.
+    pub no_cache: bool,
 }
 
 /// How a job ended.
@@ -45,6 +51,10 @@ pub struct JobResult {
     pub ended_at: Option<DateTime<Utc>>,
     /// The job folder (`log`, `out/`), if it got one.
     pub dir: Option<PathBuf>,
+    /// Its CI cache digest (a task with `cache:`).
+    pub cache: Option<CacheRecord>,
+    /// Skipped by a cache hit: it counts as a success in the DAG.
+    pub cached: bool,
 }
 
 impl JobResult {
@@ -56,6 +66,8 @@ impl JobResult {
             started_at: None,
             ended_at: None,
             dir: None,
+            cache: None,
+            cached: false,
         }
     }
 }
@@ -122,6 +134,8 @@ struct Running {
     code: Code,
     mirror: Mirror,
     workdir: PathBuf,
+    cache: Arc<CacheIndex>,
+    no_cache: bool,
 }
 
 impl Running {
@@ -142,6 +156,8 @@ impl Running {
             code: code.clone(),
             mirror: mirror.clone(),
             workdir: workdir.to_path_buf(),
+            cache: opts.cache.clone(),
+            no_cache: opts.no_cache,
         }
     }
 
@@ -160,8 +176,7 @@ impl Running {
                     depends_on: plan.jobs[i].depends_on.clone(),
                     status: self.status[i],
                     allow_failure: plan.jobs[i].allow_failure,
-                    // Local runs do not use the CI cache (yet): no job ends as a hit.
-                    cached: false,
+                    cached: self.results[i].as_ref().is_some_and(|r| r.cached),
                 })
                 .collect();
             let step = dag_step(&dag, group.continue_after_failure);
@@ -219,14 +234,48 @@ impl Running {
         let checkout = job
             .checkout
             .then(|| (self.mirror.clone(), self.code.commit.clone()));
+        let probe = self.probe(job);
         self.status[idx] = Status::Running;
         self.dirs.insert(idx, dir.clone());
         progress.started(&job.key, &dir.join(baton_exec::layout::LOG_FILE));
         self.tasks.spawn(async move {
-            let result = run_job(exec, checkout, dir, spec).await;
+            let result = run_job(exec, checkout, dir, spec, probe).await;
             (idx, result)
         });
         false
+    }
+
+    /// The cache check of a job with `cache:` in a checkout (its inputs are files of it).
+    fn probe(&self, job: &PlannedJob) -> Option<Probe> {
+        let (def, definition) = job.cache.clone().filter(|_| job.checkout)?;
+        let env = def
+            .env
+            .iter()
+            .map(|name| {
+                let v = job
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone());
+                (name.clone(), v.or_else(|| std::env::var(name).ok()))
+            })
+            .collect();
+        let image = job
+            .container
+            .as_ref()
+            .and_then(|c| match (&c.build, &c.image) {
+                (Some(build), _) => Some(format!("build:{}", build.display())),
+                (None, image) => image.clone(),
+            });
+        Some(Probe {
+            def,
+            definition,
+            image,
+            env,
+            index: self.cache.clone(),
+            forced: self.no_cache,
+        })
     }
 
     /// A job ended: record it, and add its pipeline's `on_error` job when the rules say so.
@@ -276,6 +325,8 @@ impl Running {
             container: None,
             checkout: job.checkout,
             server_only: None,
+            junit: Vec::new(),
+            cache: None,
         });
         self.status.push(Status::Queued);
         self.results.push(None);
@@ -339,6 +390,7 @@ async fn run_job(
     checkout: Option<(Mirror, Oid)>,
     dir: PathBuf,
     spec: JobSpec,
+    probe: Option<Probe>,
 ) -> JobResult {
     let broken = |why: String| {
         let (status, reason) = describe_loss(&why);
@@ -349,6 +401,8 @@ async fn run_job(
             started_at: None,
             ended_at: None,
             dir: Some(dir.clone()),
+            cache: None,
+            cached: false,
         }
     };
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
@@ -361,6 +415,22 @@ async fn run_job(
         && let Err(e) = mirror.checkout_borrowing(&commit, &dir.join("work")).await
     {
         return broken(format!("could not check out {commit}: {e}"));
+    }
+    let (cache, hit) = match &probe {
+        Some(p) => p.check(&dir.join("work")).await,
+        None => (None, None),
+    };
+    if let Some(reason) = hit {
+        return JobResult {
+            status: Status::Skipped,
+            reason: Some(reason),
+            exit_code: None,
+            started_at: None,
+            ended_at: None,
+            dir: Some(dir),
+            cache,
+            cached: true,
+        };
     }
     let outcome = match exec.start(&dir, &spec).await {
         Ok(handle) => handle.wait().await,
@@ -383,6 +453,8 @@ async fn run_job(
                 started_at: Some(rec.started_at),
                 ended_at: Some(rec.ended_at),
                 dir: Some(dir),
+                cache,
+                cached: false,
             }
         }
         Outcome::Lost(why) => broken(why),

@@ -93,8 +93,9 @@ pub async fn read(repo: &LocalRepo, run: &RunRef) -> Result<RunRecord, LocalErro
     Ok(jci_record(run, status))
 }
 
-/// A record for a run git-jci stored (it keeps no times, machine or jobs of its own).
-fn jci_record(run: &RunRef, status: &str) -> RunRecord {
+/// A record for a run git-jci stored (it keeps no times, machine or jobs of its own): one job,
+/// `run.sh` of target `.jci/run.sh`, whose log is `run.output.txt`.
+pub fn jci_record(run: &RunRef, status: &str) -> RunRecord {
     let when = crate::record::run_id_time(&run.id).unwrap_or_default();
     RunRecord {
         format: crate::record::FORMAT,
@@ -128,6 +129,9 @@ fn jci_record(run: &RunRef, status: &str) -> RunRecord {
             duration_ms: None,
             log: "run.output.txt".into(),
             artifacts: Vec::new(),
+            allow_failure: false,
+            cache: None,
+            tests: None,
         }],
         notes: Vec::new(),
     }
@@ -244,6 +248,12 @@ pub fn show_text(rec: &RunRecord, refname: &str) -> String {
             out.push_str(&format!("  {why}"));
         }
         out.push('\n');
+        if let Some(t) = &j.tests {
+            out.push_str(&format!("           tests    {}\n", t.describe()));
+            for f in &t.failing {
+                out.push_str(&format!("             ✗ {f}\n"));
+            }
+        }
         for a in &j.artifacts {
             out.push_str(&format!("           artifact {a}\n"));
         }

@@ -64,6 +64,10 @@ pub struct PlannedJob {
     pub checkout: bool,
     /// Why this job cannot run here (it needs a server's worker or agent).
     pub server_only: Option<String>,
+    /// `reports: {junit: [...]}`: the JUnit reports' globs in `out/` (empty: every `*.xml`).
+    pub junit: Vec<String>,
+    /// `cache:` and the definition its digest covers (`TaskDef::cache_definition`).
+    pub cache: Option<(baton_core::config::CacheDef, String)>,
 }
 
 /// The targets of a run and their jobs, in order.
@@ -205,6 +209,8 @@ fn add_task(plan: &mut Plan, name: &str, t: &TaskDef, code: &Code) {
         container: t.container.as_deref().map(container),
         checkout: t.checkout,
         server_only: server_only(name, &t.queues),
+        junit: t.reports.junit.clone(),
+        cache: t.cache_definition(name),
     });
 }
 
@@ -238,6 +244,8 @@ fn add_pipeline(plan: &mut Plan, name: &str, p: &PipelineDef, code: &Code) {
             container: t.container.as_deref().map(container),
             checkout: p.checkout,
             server_only: server_only(name, &p.queues),
+            junit: t.reports.junit.clone(),
+            cache: t.cache_definition(),
         });
     }
 }

@@ -96,6 +96,64 @@ pub struct JobRecord {
     /// The artifacts' paths in the run's tree.
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// A failure of this job does not fail its pipeline (`allow_failure`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failure: bool,
+    /// The CI cache's digest of a job whose task has `cache:`, and what it was made of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRecord>,
+    /// Its test results, counted (the whole tree is the run's `results.json`); `None`: it
+    /// reported none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestCounts>,
+}
+
+/// A job's test results, counted, with the failing tests named (at most
+/// [`crate::results::MAX_FAILING`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    pub flaky: u64,
+    /// Reports that could not be used (corrupt, too big, not found).
+    #[serde(default)]
+    pub warnings: u64,
+    /// The failing tests' ids (`suite > class > name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<String>,
+}
+
+impl TestCounts {
+    /// `12 passed, 1 failed, 2 skipped` (only the counts that are not zero).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            (self.passed, "passed"),
+            (self.failed, "failed"),
+            (self.errors, "errors"),
+            (self.skipped, "skipped"),
+            (self.flaky, "flaky"),
+            (self.warnings, "report warnings"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            "no tests".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A job's CI cache digest and its facts (`baton_results::cache::CacheFacts`, hashes only), as
+/// the server computes them: a server trusting local runs takes them as cache entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub digest: String,
+    pub facts: serde_json::Value,
 }
 
 /// A new run id: the UTC time to the millisecond, then random hex, so ids sort by time and two

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 /// The most input files one job may have (a glob that matches a whole disk is a mistake).
 pub const MAX_INPUT_FILES: usize = 200_000;
 
-/// One input file: its path relative to the checkout, its mode, and its content's SHA-256 (a
-/// symbolic link's is its target's path, never followed).
+/// One input file: its path relative to the checkout, its mode as git has it, and its
+/// content's SHA-256 (a symbolic link's is its target's path, never followed).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InputFile {
     pub path: String,
@@ -236,7 +236,17 @@ fn hash_entry(root: &Path, rel: &str, symlink: bool) -> Result<InputFile, CacheE
     };
     Ok(InputFile {
         path: rel.to_owned(),
-        mode: meta.mode() & 0o170777,
+        mode: git_mode(meta.mode()),
         sha256,
     })
+}
+
+/// A file's mode as git records it (`100644`, `100755`, `120000`): what a checkout holds
+/// whatever the umask it was written under (a server's 077, a laptop's 022).
+fn git_mode(mode: u32) -> u32 {
+    match mode & 0o170000 {
+        0o120000 => 0o120000,
+        _ if mode & 0o100 != 0 => 0o100755,
+        _ => 0o100644,
+    }
 }

@@ -147,3 +147,25 @@ fn files_outside_the_globs_and_git_are_not_inputs_and_links_are_not_followed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_checkout_made_under_another_umask_has_the_same_digest() {
+    let digest_with = |mode: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("src/a.rs");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"fn main() {}").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        let files = gather_inputs(dir.path(), &["src/**".to_owned()]).unwrap();
+        (
+            files[0].mode,
+            CacheFacts::new(files, "d", None, &[], "").digest(),
+        )
+    };
+    // A server's 077 umask and a laptop's 022 write the same blob: git's mode counts.
+    assert_eq!(digest_with(0o600), digest_with(0o644));
+    assert_eq!(digest_with(0o644).0, 0o100644);
+    assert_eq!(digest_with(0o700), digest_with(0o755));
+    assert_eq!(digest_with(0o755).0, 0o100755);
+    assert_ne!(digest_with(0o644).1, digest_with(0o755).1);
+}

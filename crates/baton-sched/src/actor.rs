@@ -218,6 +218,11 @@ impl Actor {
                 let r = self.trigger_repo(*req, ancestors).await;
                 self.replies.push((reply, r));
             }
+            Msg::Import(import, reply) => {
+                let (run, mark) = *import;
+                let row = self.record_import(run, mark);
+                self.replies.push((reply, Ok(row)));
+            }
             Msg::Cancel(id, reply) => {
                 if self.cancel(id).await {
                     self.cancel_replies.push(reply);
@@ -376,7 +381,7 @@ impl Actor {
                     .map(|r| r.row.id),
                 Change::NewRun(run) => Some(run.id),
                 Change::NewJob(job) => Some(job.run_id),
-                Change::Mark { .. } => None,
+                Change::Mark { .. } | Change::Import(..) => None,
             };
             if let Some(run) = run {
                 self.touch(run);

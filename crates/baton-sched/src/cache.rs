@@ -49,7 +49,8 @@ impl CacheCheck {
         dir: &std::path::Path,
         remote: bool,
     ) -> Option<CacheCheck> {
-        let (def, definition) = run.def.cache(&job.name)?;
+        let repo = run.row.repo.as_ref().map(|r| r.repo.as_str());
+        let (def, definition) = run.def.cache(&job.name, repo)?;
         if remote {
             return None;
         }

@@ -40,6 +40,10 @@ pub enum SchedError {
     NotCancelable { id: i64, status: String },
     #[error("run {id} is {status}, not waiting for approval: there is nothing to approve")]
     NotWaiting { id: i64, status: String },
+    #[error(
+        "run {0} ran on a developer's machine and was imported read-only: the server never runs it (hint: trigger the task for its commit instead)"
+    )]
+    Imported(i64),
     #[error("could not record the change: {0}")]
     Store(#[from] StoreError),
     /// The store refused the batch that held this request: nothing of it was recorded,
@@ -168,6 +172,8 @@ pub(crate) enum Msg {
     Trigger(TriggerRequest, Reply<RunRow>),
     /// A repository trigger, with the runs that led to it (a rerun's old run).
     TriggerRepo(Box<RepoTriggerRequest>, Vec<i64>, Reply<RunRow>),
+    /// An ended run imported from a pushed result ref, recorded under new ids.
+    Import(Box<(RunRow, baton_store::ImportMark)>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
     Cancel(i64, Reply<bool>),
     /// Queues a `waiting` run; answers `true` once recorded, `false` when it is not waiting.
@@ -300,6 +306,17 @@ impl SchedHandle {
             .await
     }
 
+    /// Records an ended run imported from a developer's pushed result ref (`run`'s ids are
+    /// given by the scheduler; `mark` makes the import happen once). It is never queued or
+    /// run; it reports no commit status and sends no notification.
+    pub async fn import_run(
+        &self,
+        run: RunRow,
+        mark: baton_store::ImportMark,
+    ) -> Result<RunRow, SchedError> {
+        self.ask(|r| Msg::Import(Box::new((run, mark)), r)).await
+    }
+
     /// Cancels an open run; answers with the run as recorded after the cancel.
     pub async fn cancel(&self, run_id: i64) -> Result<RunRow, SchedError> {
         let open = self.ask(|r| Msg::Cancel(run_id, r)).await?;
@@ -353,6 +370,9 @@ impl SchedHandle {
             .get_run(run_id)
             .await?
             .ok_or(SchedError::RunNotFound(run_id))?;
+        if old.trigger == TriggerKind::Local {
+            return Err(SchedError::Imported(run_id));
+        }
         if let Some(code) = old.repo.clone() {
             return self
                 .rerun_repo(run_id, old, code, (trigger, no_cache))

@@ -22,27 +22,22 @@ pub(crate) use baton_core::decide::ON_ERROR_JOB;
 
 impl TargetDef {
     /// The `cache:` of job `job` and its task's definition as written (JSON, the cache's
-    /// `forced` flag left out): what the cache digest is made of.
-    pub fn cache(&self, job: &str) -> Option<(baton_core::config::CacheDef, String)> {
-        let (cache, json) = match self {
+    /// `forced` flag left out): what the cache digest is made of. A repository's task is named
+    /// without its `repo` prefix, as `baton run` names it on a laptop.
+    pub fn cache(
+        &self,
+        job: &str,
+        repo: Option<&str>,
+    ) -> Option<(baton_core::config::CacheDef, String)> {
+        match self {
             TargetDef::Task(t) => {
-                let mut t = t.clone();
-                let c = t.cache.take()?;
-                (
-                    c.clone(),
-                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
-                )
+                let own = repo
+                    .and_then(|r| t.name.strip_prefix(&format!("{r}/")))
+                    .unwrap_or(&t.name);
+                t.cache_definition(own)
             }
-            TargetDef::Pipeline(p) => {
-                let mut t = p.tasks.get(job)?.clone();
-                let c = t.cache.take()?;
-                (
-                    c.clone(),
-                    serde_json::to_string(&(t, &c.inputs, &c.env, &c.key)),
-                )
-            }
-        };
-        Some((*cache, json.ok()?))
+            TargetDef::Pipeline(p) => p.tasks.get(job)?.cache_definition(),
+        }
     }
 
     /// The same definition with every `cache:` forced or not (`--no-cache`, "run anyway":

@@ -8,6 +8,7 @@ mod cache;
 mod counts;
 mod creds;
 mod folders;
+mod imports;
 mod notices;
 mod outbox;
 mod records;
@@ -38,6 +39,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 pub use cache::{CacheSource, JobCache};
 pub use creds::JobCredRow;
 pub use folders::RunFolders;
+pub use imports::{ImportMark, ImportedRef};
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
@@ -246,6 +248,8 @@ impl Store {
                     notices::record_run_end(&mut tx, run.id, run.status, now).await?;
                 }
                 Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
+                // No commit status and no notification: the server did not run it.
+                Change::Import(run, mark) => imports::insert(&mut tx, run, mark, now).await?,
             }
         }
         self.commit(tx).await
@@ -531,7 +535,7 @@ impl Store {
     /// The last start of each target, for debounce after a restart.
     pub async fn last_starts(&self) -> Result<BTreeMap<String, DateTime<Utc>>> {
         let rows = sqlx::query(
-            "SELECT target, MAX(started_at) AS s FROM runs WHERE started_at IS NOT NULL GROUP BY target",
+            "SELECT target, MAX(started_at) AS s FROM runs WHERE started_at IS NOT NULL AND trigger <> 'local' GROUP BY target",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -548,7 +552,8 @@ impl Store {
                 SELECT target, id, status, ROW_NUMBER() OVER (
                     PARTITION BY target ORDER BY ended_at DESC, id DESC) AS n
                 FROM runs
-                WHERE kind = 'task' AND started_at IS NOT NULL AND ended_at IS NOT NULL)
+                WHERE kind = 'task' AND started_at IS NOT NULL AND ended_at IS NOT NULL
+                  AND trigger <> 'local')
              WHERE n = 1",
         )
         .fetch_all(&self.pool)
@@ -618,7 +623,7 @@ impl Store {
 }
 
 /// Inserts a run, its jobs and its ancestor links under the ids `run` holds.
-async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow) -> Result<()> {
+pub(crate) async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow) -> Result<()> {
     let definition = serde_json::to_string(&run.definition).unwrap_or_default();
     let args = serde_json::to_string(&run.args).unwrap_or_default();
     let tags = serde_json::to_string(&run.tags).unwrap_or_default();

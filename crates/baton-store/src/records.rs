@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
+use crate::ImportMark;
+
 /// A run to record.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -144,6 +146,9 @@ pub enum Change {
     NewRun(Box<RunRow>),
     /// A job added to an open run (a pipeline's `on_error` job), under its id.
     NewJob(JobRow),
+    /// An ended run imported from a developer's pushed result ref, under the ids the scheduler
+    /// gave it, with its jobs as they ended and the mark that makes the import happen once.
+    Import(Box<RunRow>, ImportMark),
 }
 
 impl NewRun {

@@ -223,6 +223,7 @@ mod tests {
             delivery: None,
             author: None,
             subject: None,
+            ran_on: None,
         }
     }
 

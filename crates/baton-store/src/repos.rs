@@ -45,6 +45,10 @@ pub struct RunRepo {
     pub author: Option<String>,
     /// The commit message's first line.
     pub subject: Option<String>,
+    /// The machine a run imported from a developer's pushed result ref ran on (`None`: the
+    /// server ran it).
+    #[serde(default)]
+    pub ran_on: Option<String>,
 }
 
 pub(crate) async fn write_run_repo(
@@ -55,7 +59,7 @@ pub(crate) async fn write_run_repo(
     sqlx::query(
         "UPDATE runs SET repo = ?, repo_url = ?, commit_sha = ?, git_ref = ?, branch = ?, tag = ?,
              pr = ?, event = ?, delivery = ?, author = ?, subject = ?, pr_head = ?,
-             pr_base = ?, pr_fork = ?
+             pr_base = ?, pr_fork = ?, ran_on = ?
          WHERE id = ?",
     )
     .bind(&r.repo)
@@ -72,6 +76,7 @@ pub(crate) async fn write_run_repo(
     .bind(&r.pr_head)
     .bind(&r.pr_base)
     .bind(i64::from(r.pr_fork))
+    .bind(&r.ran_on)
     .bind(id)
     .execute(&mut *tx)
     .await?;
@@ -103,6 +108,7 @@ pub(crate) fn read_run_repo(row: &SqliteRow) -> Result<Option<RunRepo>> {
         pr_head: row.try_get("pr_head")?,
         pr_base: row.try_get("pr_base")?,
         pr_fork: row.try_get::<i64, _>("pr_fork")? != 0,
+        ran_on: row.try_get("ran_on")?,
     }))
 }
 

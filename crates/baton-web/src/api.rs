@@ -501,7 +501,7 @@ async fn approve(
         (status = 400, description = "bad id or argument", body = t::ErrorBody),
         (status = 401, description = "no or bad credentials", body = t::ErrorBody),
         (status = 404, description = "no such run or target, or hidden", body = t::ErrorBody),
-        (status = 409, description = "disabled, or the wait list is full", body = t::ErrorBody),
+        (status = 409, description = "disabled, the wait list is full, or the run was imported from a developer's machine (`imported_run`: never run here)", body = t::ErrorBody),
         (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
     )
 )]

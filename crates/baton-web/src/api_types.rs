@@ -60,6 +60,9 @@ pub enum TriggerKind {
     Webhook,
     Rerun,
     Poll,
+    /// Ran on a developer's machine (`baton run`) and imported read-only from its pushed
+    /// result ref: never run on the server.
+    Local,
 }
 
 impl TriggerKind {
@@ -161,6 +164,11 @@ pub struct RunCode {
     pub delivery: Option<String>,
     pub author: Option<String>,
     pub subject: Option<String>,
+    /// The machine (`user@host`) a run made by `baton run` on a developer's machine ran on;
+    /// such a run was imported read-only from its pushed result ref (trigger `local`). `None`:
+    /// the server ran it.
+    #[serde(default)]
+    pub ran_on: Option<String>,
 }
 
 /// `GET /runs`: newest first; `next_cursor` is the `cursor` of the next page.

@@ -55,6 +55,7 @@ impl From<SchedError> for ApiError {
             SchedError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
             SchedError::NotCancelable { .. } => (StatusCode::CONFLICT, "not_cancelable"),
             SchedError::NotWaiting { .. } => (StatusCode::CONFLICT, "not_waiting"),
+            SchedError::Imported(_) => (StatusCode::CONFLICT, "imported_run"),
             SchedError::WaitListFull { .. } => (StatusCode::CONFLICT, "wait_list_full"),
             SchedError::BadArgument { .. } => (StatusCode::BAD_REQUEST, "bad_argument"),
             SchedError::Store(e) => return store_failure(e),

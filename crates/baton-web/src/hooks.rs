@@ -11,6 +11,7 @@
 //! a few seconds for its runs, else is `202` "processing", and a restart finishes it.
 
 mod durable;
+pub(crate) mod import;
 mod pr;
 pub(crate) mod push;
 
@@ -305,6 +306,11 @@ async fn handle(st: &AppState, config: &Config, repo: &RepoDef, event: &Event) -
         EventKind::PullRequest(pr) => return pr::build(st, config, repo, event, pr).await,
         EventKind::Push(p) => p,
     };
+    if let RefTarget::Other(r) = &p.target
+        && baton_git::RUN_REF_PREFIXES.iter().any(|x| r.starts_with(x))
+    {
+        return import::from_push(st, config, repo, r, p.deleted).await;
+    }
     let (kind, name) = match &p.target {
         RefTarget::Branch(b) => ("branch", b),
         RefTarget::Tag(t) => ("tag", t),

@@ -15,6 +15,9 @@ struct JobView {
     reason: String,
     log: String,
     artifacts: Vec<String>,
+    /// Its test results counted (empty: it reported none), and the failing tests.
+    tests: String,
+    failing: Vec<String>,
     lines: Vec<String>,
     cut: usize,
 }
@@ -47,6 +50,12 @@ pub fn run_page(record: &RunRecord, logs: &[Vec<u8>]) -> String {
                 reason: j.reason.clone().unwrap_or_default(),
                 log: j.log.clone(),
                 artifacts: j.artifacts.clone(),
+                tests: j.tests.as_ref().map(|t| t.describe()).unwrap_or_default(),
+                failing: j
+                    .tests
+                    .as_ref()
+                    .map(|t| t.failing.clone())
+                    .unwrap_or_default(),
                 lines: crate::ansi::render_lines(&log[cut..]),
                 cut,
             }
@@ -124,6 +133,9 @@ mod tests {
                 duration_ms: Some(1200),
                 log: "jobs/01-ci_test/log".into(),
                 artifacts: vec!["jobs/01-ci_test/out/report.txt".into()],
+                allow_failure: false,
+                cache: None,
+                tests: None,
             }],
             notes: Vec::new(),
         };

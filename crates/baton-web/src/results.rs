@@ -129,6 +129,11 @@ fn build_job(
     status: &str,
 ) -> (ResultCounts, String, Vec<TestResult>) {
     let node = baton_results::job_node(name, id, status, baton_results::collect_job(out, globs));
+    rows_of(&node)
+}
+
+/// A job node's counts, its JSON and its test cases' rows.
+fn rows_of(node: &Node) -> (ResultCounts, String, Vec<TestResult>) {
     let tests: Vec<TestResult> = node
         .leaves()
         .into_iter()
@@ -139,8 +144,34 @@ fn build_job(
             duration_ms: n.duration.map(|d| (d * 1000.0).round() as i64),
         })
         .collect();
-    let tree = serde_json::to_string(&node).unwrap_or_default();
-    (counts(&node), tree, tests)
+    let tree = serde_json::to_string(node).unwrap_or_default();
+    (counts(node), tree, tests)
+}
+
+/// Records the result tree a job of an imported run came with (its node in the pushed run's
+/// `results.json`, made by `baton run` with the same reader), instead of reading its `out/`.
+pub(crate) async fn save_imported(s: &AppState, run: &RunRow, job: &JobRow, mut node: Node) {
+    node.name.clone_from(&job.name);
+    node.job_id = Some(job.id);
+    node.job_status = Some(job.status.to_string());
+    node.summarize();
+    let (counts, tree, tests) = rows_of(&node);
+    let new = NewJobResults {
+        job_id: job.id,
+        run_id: run.id,
+        attempt: job.attempt,
+        task: history_key(run, job),
+        code: Some(run_code(s, run).await),
+        counts,
+        tree,
+        tests,
+    };
+    if let Err(e) = s.store.save_job_results(&new).await {
+        tracing::warn!(
+            job = job.id,
+            "cannot record the imported job's results: {e}"
+        );
+    }
 }
 
 /// Collects and records the results of every ended job of `run` that has none yet.

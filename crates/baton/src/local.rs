@@ -30,6 +30,9 @@ pub(crate) struct RunArgs {
     /// Print every log line as it is written, prefixed by its job.
     #[arg(long, short)]
     follow: bool,
+    /// Run jobs with `cache:` even when an earlier stored run had the same inputs.
+    #[arg(long)]
+    no_cache: bool,
     /// The Docker engine for jobs with `image:` (default: DOCKER_HOST or the standard socket).
     #[arg(long, env = "DOCKER_HOST")]
     docker_host: Option<String>,
@@ -77,6 +80,7 @@ pub(crate) async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         supervisor: std::env::current_exe()?,
         supervisor_args: vec!["__supervise".into()],
         docker_host: args.docker_host,
+        no_cache: args.no_cache,
     };
     let mode = if args.follow {
         Mode::Follow

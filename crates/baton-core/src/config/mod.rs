@@ -33,6 +33,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod build;
+mod cache_def;
 mod duration;
 pub mod model;
 mod node;

@@ -663,6 +663,10 @@ pub struct RepoDef {
     /// `job_tokens:` — a Gitea/Forgejo account whose password mints each job a scoped token.
     #[serde(default)]
     pub job_tokens: Option<JobTokensDef>,
+    /// `trust_local_runs:` — runs imported from developers' pushed result refs count for the
+    /// CI cache (off by default: a laptop is not a clean machine).
+    #[serde(default)]
+    pub trust_local_runs: bool,
 }
 
 /// `repos.NAME.github_app`: the app, its installation on the repository's owner, and its

@@ -290,3 +290,15 @@ fn bad_github_app_and_job_tokens_are_errors_at_their_place() {
         "{text}"
     );
 }
+
+#[test]
+fn local_runs_are_trusted_only_when_a_repository_says_so() {
+    let c = load(
+        "repos:\n  app:\n    url: /srv/app\n    trust_local_runs: true\n  other:\n    url: /srv/other\n",
+    )
+    .unwrap();
+    assert!(c.repos["app"].trust_local_runs);
+    assert!(!c.repos["other"].trust_local_runs);
+    let e = errors("repos:\n  app:\n    url: /srv/app\n    trust_local_runs: sometimes\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

@@ -1,6 +1,7 @@
-//! Triggers for a repository's commit (see [`crate::repo`]).
+//! Triggers for a repository's commit (see [`crate::repo`]), and runs imported from a
+//! repository's pushed result refs.
 
-use baton_store::RunRow;
+use baton_store::{Change, ImportMark, RunRow};
 
 use super::Actor;
 use crate::handle::RepoTriggerRequest;
@@ -27,5 +28,24 @@ impl Actor {
         };
         self.admit_and_record(base, def, Some(req.repo), req.hold)
             .await
+    }
+}
+
+impl Actor {
+    /// Gives an imported run (ended: it never becomes an open run) its ids and records it with
+    /// the batch. It is not told to the change feed: its importer writes its logs and
+    /// artifacts once it has its ids, then collects its results itself.
+    pub(crate) fn record_import(&mut self, mut run: RunRow, mark: ImportMark) -> RunRow {
+        run.id = self.next_run_id;
+        self.next_run_id += 1;
+        for job in &mut run.jobs {
+            job.id = self.next_job_id;
+            job.run_id = run.id;
+            self.next_job_id += 1;
+        }
+        self.pending
+            .push(Change::Import(Box::new(run.clone()), mark));
+        self.changed = true;
+        run
     }
 }

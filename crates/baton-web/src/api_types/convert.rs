@@ -47,7 +47,8 @@ same_enum!(
     Chained,
     Webhook,
     Rerun,
-    Poll
+    Poll,
+    Local
 );
 
 impl From<baton_store::JobRow> for Job {
@@ -104,6 +105,7 @@ impl From<baton_store::RunRow> for Run {
                 delivery: c.delivery,
                 author: c.author,
                 subject: c.subject,
+                ran_on: c.ran_on,
             }),
             statuses: Vec::new(),
         }
@@ -298,7 +300,7 @@ mod tests {
             );
         }
         for k in [
-            "cli", "api", "schedule", "chained", "webhook", "rerun", "poll",
+            "cli", "api", "schedule", "chained", "webhook", "rerun", "poll", "local",
         ] {
             let core: core::TriggerKind = k.parse().unwrap();
             assert_eq!(TriggerKind::from(core).as_str(), k);

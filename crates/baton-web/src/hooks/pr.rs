@@ -109,6 +109,7 @@ pub(super) async fn build(
         delivery: event.delivery.clone(),
         author: Some(format!("{} <{}>", info.author_name, info.author_email)),
         subject: Some(info.subject.clone()),
+        ran_on: None,
     };
     let mut wanted: Vec<(String, Option<TargetDef>)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -250,6 +251,7 @@ mod tests {
             github_app: None,
             job_tokens: None,
             authorized_users: Vec::new(),
+            trust_local_runs: false,
         }
     }
 

@@ -9,7 +9,7 @@
 //! config is not built for every branch it already has. A run started by the poller carries the
 //! pseudo delivery id `poll:REF:COMMIT`, so a crash between starting the runs and recording
 //! the heads starts nothing twice (the same check a webhook delivery resumed after a restart
-//! makes).
+//! makes). Each poll also imports the result refs pushed since the last one (`hooks::import`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -78,6 +78,10 @@ async fn poll_once(st: &AppState, repo: &RepoDef) {
     let Ok(mirror) = fetched_mirror(st, &config, repo).await else {
         return; // recorded for the repositories page
     };
+    let imported = crate::hooks::import::import_pushed_runs(st, &config, repo, &mirror).await;
+    if !imported.runs.is_empty() || !imported.notes.is_empty() {
+        tracing::info!(repo = %name, "poll: {}", imported.describe());
+    }
     let heads = match mirror.refs("refs/heads/").await {
         Ok(h) => h,
         Err(e) => {

@@ -13,6 +13,8 @@ pub(super) struct CodeView {
     /// The sha's first 10 digits; `full` has all of them.
     pub short: String,
     pub full: String,
+    /// The machine an imported local run ran on (empty: the server ran it).
+    pub ran_on: String,
 }
 
 impl CodeView {
@@ -28,6 +30,7 @@ impl CodeView {
             at,
             short: short(&r.commit),
             full: r.commit.clone(),
+            ran_on: r.ran_on.clone().unwrap_or_default(),
         }
     }
 }
@@ -46,6 +49,8 @@ pub(super) struct CodeFacts {
     pub event: String,
     pub author: String,
     pub subject: String,
+    /// The machine an imported local run ran on (empty: the server ran it).
+    pub ran_on: String,
 }
 
 impl CodeFacts {
@@ -83,6 +88,7 @@ impl CodeFacts {
             event: r.event.clone(),
             author: r.author.clone().unwrap_or_default(),
             subject: r.subject.clone().unwrap_or_default(),
+            ran_on: r.ran_on.clone().unwrap_or_default(),
         }
     }
 }

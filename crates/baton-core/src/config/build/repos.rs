@@ -27,6 +27,7 @@ const REPO_KEYS: &[&str] = &[
     "api",
     "github_app",
     "job_tokens",
+    "trust_local_runs",
 ];
 
 /// Whether `name` may name a repository: it becomes a directory (`<data>/repos/NAME.git`) and
@@ -105,6 +106,7 @@ impl Diags<'_> {
         let github_app = self.github_app(f.get("github_app"), forge, &what, resolve);
         let job_tokens = self.job_tokens(f.get("job_tokens"), forge, &what, resolve);
         let authorized_users = self.repo_users(&f, &what);
+        let trust_local_runs = self.boolean(f.get("trust_local_runs")).unwrap_or(false);
         Some(RepoDef {
             name: name.to_owned(),
             url: url?,
@@ -119,6 +121,7 @@ impl Diags<'_> {
             api: api.map(|u| u.trim_end_matches('/').to_owned()),
             github_app,
             job_tokens,
+            trust_local_runs,
         })
     }
 

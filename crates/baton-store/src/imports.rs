@@ -1,0 +1,247 @@
+//! Runs imported from developers' pushed result refs: each ref a repository's import has seen
+//! (`imported_runs`), with the run it became or why it was refused, so an import happens once
+//! whatever redelivers it; and the imported run itself, recorded as it ended.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::{Result, RunRow, Store, ms};
+
+/// What makes an import happen once: the repository, the result ref, the target within it and
+/// the result commit that was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportMark {
+    pub repo: String,
+    pub run_ref: String,
+    pub target: String,
+    pub ref_commit: String,
+}
+
+/// A result ref the import has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRef {
+    pub run_ref: String,
+    /// The run it became (one of them, for a ref with several targets); `None`: refused.
+    pub run_id: Option<i64>,
+    pub refused: Option<String>,
+}
+
+/// Records an imported run (ended, with its jobs as they ended) and its mark, in the caller's
+/// transaction. A mark recorded before fails the transaction: the importer checks first.
+pub(crate) async fn insert(
+    tx: &mut sqlx::SqliteConnection,
+    run: &RunRow,
+    mark: &ImportMark,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    crate::insert_run_row(tx, run).await?;
+    sqlx::query("UPDATE runs SET started_at = ? WHERE id = ?")
+        .bind(run.started_at.map(ms))
+        .bind(run.id)
+        .execute(&mut *tx)
+        .await?;
+    for j in &run.jobs {
+        sqlx::query(
+            "UPDATE jobs SET worker = ?, exit_code = ?, started_at = ?, ended_at = ?
+             WHERE id = ?",
+        )
+        .bind(&j.worker)
+        .bind(j.exit_code.map(i64::from))
+        .bind(j.started_at.map(ms))
+        .bind(j.ended_at.map(ms))
+        .bind(j.id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    mark_seen(tx, mark, Some(run.id), None, now).await
+}
+
+async fn mark_seen(
+    tx: &mut sqlx::SqliteConnection,
+    mark: &ImportMark,
+    run_id: Option<i64>,
+    refused: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO imported_runs (repo, run_ref, target, ref_commit, run_id, refused,
+             imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&mark.repo)
+    .bind(&mark.run_ref)
+    .bind(&mark.target)
+    .bind(&mark.ref_commit)
+    .bind(run_id)
+    .bind(refused)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The result refs of `repo` the import has seen (imported or refused).
+    pub async fn imported_refs(&self, repo: &str) -> Result<BTreeSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT run_ref FROM imported_runs WHERE repo = ?")
+            .bind(repo)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("run_ref")?)).collect()
+    }
+
+    /// What became of `repo`'s result ref `run_ref`, if the import has seen it.
+    pub async fn imported_ref(&self, repo: &str, run_ref: &str) -> Result<Option<ImportedRef>> {
+        let row = sqlx::query(
+            "SELECT run_ref, MIN(run_id) AS run_id, MAX(refused) AS refused FROM imported_runs
+              WHERE repo = ? AND run_ref = ? GROUP BY run_ref",
+        )
+        .bind(repo)
+        .bind(run_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ImportedRef {
+                run_ref: r.try_get("run_ref")?,
+                run_id: r.try_get("run_id")?,
+                refused: r.try_get("refused")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many imported runs of `repo` the store still holds (pruned ones do not count).
+    pub async fn imported_run_count(&self, repo: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM imported_runs i JOIN runs r ON r.id = i.run_id
+              WHERE i.repo = ?",
+        )
+        .bind(repo)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Records that `mark`'s ref was refused and why (it is not tried again).
+    pub async fn refuse_import(&self, mark: &ImportMark, why: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        mark_seen(&mut tx, mark, None, Some(why), Utc::now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use baton_core::run::{Status, TargetKind, TriggerKind};
+
+    use super::*;
+    use crate::{Change, JobRow, RunRepo};
+
+    fn imported(id: i64, job: i64) -> RunRow {
+        let t = crate::from_ms(1_700_000_000_000);
+        RunRow {
+            id,
+            kind: TargetKind::Task,
+            target: "app/test".into(),
+            trigger: TriggerKind::Local,
+            args: BTreeMap::new(),
+            tags: vec![],
+            definition: serde_json::Value::Null,
+            status: Status::Failed,
+            reason: Some("failed: exit code 3".into()),
+            priority: 0,
+            partition: None,
+            enqueued_at: t,
+            not_before: None,
+            started_at: Some(t),
+            ended_at: Some(t),
+            jobs: vec![JobRow {
+                id: job,
+                run_id: id,
+                name: "app/test".into(),
+                status: Status::Failed,
+                reason: Some("failed: exit code 3".into()),
+                attempt: 1,
+                worker: Some("local:ada@laptop".into()),
+                exit_code: Some(3),
+                queued_at: t,
+                started_at: Some(t),
+                ended_at: Some(t),
+                ended_seq: None,
+                args: BTreeMap::new(),
+            }],
+            ancestors: vec![],
+            descendants: vec![],
+            repo: Some(RunRepo {
+                repo: "app".into(),
+                commit: "a".repeat(40),
+                event: "local".into(),
+                ran_on: Some("ada@laptop".into()),
+                ..RunRepo::default()
+            }),
+        }
+    }
+
+    fn mark(run_ref: &str) -> ImportMark {
+        ImportMark {
+            repo: "app".into(),
+            run_ref: run_ref.into(),
+            target: "test".into(),
+            ref_commit: "b".repeat(40),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("i.db")).await.unwrap();
+        let r = "refs/baton-runs/aaaa/20261207T000000000Z-000001";
+        store
+            .apply(&[Change::Import(Box::new(imported(1, 1)), mark(r))])
+            .await
+            .unwrap();
+        let got = store.get_run(1).await.unwrap().unwrap();
+        assert_eq!(
+            (got.trigger, got.status),
+            (TriggerKind::Local, Status::Failed)
+        );
+        assert_eq!(got.repo.unwrap().ran_on.as_deref(), Some("ada@laptop"));
+        let job = &got.jobs[0];
+        assert_eq!(job.exit_code, Some(3));
+        assert_eq!(job.worker.as_deref(), Some("local:ada@laptop"));
+        assert!(job.started_at.is_some() && got.started_at.is_some());
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 1);
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 1);
+        let seen = store.imported_ref("app", r).await.unwrap().unwrap();
+        assert_eq!((seen.run_id, seen.refused), (Some(1), None));
+        // Once: the same mark again fails the whole transaction.
+        let again = store
+            .apply(&[Change::Import(Box::new(imported(2, 2)), mark(r))])
+            .await;
+        assert!(again.is_err());
+        assert!(store.get_run(2).await.unwrap().is_none());
+        // No commit status or notification for a run the server did not run.
+        assert!(store.run_reports(1).await.unwrap().is_empty());
+        // A refused ref is seen, with why, and counts for nothing.
+        let bad = "refs/jci-runs/aaaa/x";
+        store
+            .refuse_import(&mark(bad), "not imported: no")
+            .await
+            .unwrap();
+        let seen = store.imported_ref("app", bad).await.unwrap().unwrap();
+        assert_eq!(
+            (seen.run_id, seen.refused.as_deref()),
+            (None, Some("not imported: no"))
+        );
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 1);
+        // Pruned runs no longer count towards the cap; their ref stays seen.
+        store.delete_runs(&[1]).await.unwrap();
+        assert_eq!(store.imported_run_count("app").await.unwrap(), 0);
+        assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
+    }
+}
