@@ -186,12 +186,25 @@ fn container(c: Option<&cfg::ContainerDef>) -> Option<Container> {
     })
 }
 
+fn arg_decls(args: &[cfg::ArgDef]) -> Vec<ArgDecl> {
+    args.iter()
+        .map(|a| ArgDecl {
+            name: a.name.clone(),
+            description: a.description.clone(),
+            default: a.default.clone(),
+            choices: a.choices.clone(),
+            required: a.required,
+        })
+        .collect()
+}
+
 impl From<&cfg::TaskDef> for Task {
     fn from(t: &cfg::TaskDef) -> Self {
         Task {
             name: t.name.clone(),
             enabled: t.enabled,
             description: t.description.clone(),
+            args: arg_decls(&t.args),
             queues: t.queues.clone(),
             tags: t.tags.clone(),
             period: span(t.period),
@@ -233,7 +246,10 @@ impl From<&cfg::TaskDef> for Task {
 impl From<&cfg::PipelineDef> for Pipeline {
     fn from(p: &cfg::PipelineDef) -> Self {
         Pipeline {
+            enabled: p.enabled,
             description: p.description.clone(),
+            args: arg_decls(&p.args),
+            tags: p.tags.clone(),
             name: p.name.clone(),
             concurrency: p.concurrency,
             queue_limit: p.queue_limit,

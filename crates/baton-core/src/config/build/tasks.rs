@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::args::build_args;
 use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
@@ -14,6 +15,7 @@ use crate::config::node::Value;
 const TASK_KEYS: &[&str] = &[
     "enabled",
     "description",
+    "args",
     "queues",
     "tags",
     "period",
@@ -89,11 +91,27 @@ pub(super) fn build_task(
 
     let schedule = f.get("schedule").and_then(|s| build_schedule(d, s));
     let wait_list = f.get("wait_list").and_then(|w| build_wait_list(d, w));
+    let args = build_args(d, &f, &what);
+    let timed = ["period", "schedule", "triggered_by"]
+        .into_iter()
+        .find(|k| f.get(k).is_some());
+    if let (Some(timed), Some(arg)) = (timed, args.iter().find(|a| a.required))
+        && let Some(e) = f.get("args")
+    {
+        d.err(
+            e.key,
+            format!(
+                "task {name:?} has \"{timed}\", whose runs get no arguments, but argument {:?} is required; give it a default instead",
+                arg.name
+            ),
+        );
+    }
 
     Some(TaskDef {
         name: name.to_owned(),
         enabled: d.boolean(f.get("enabled")).unwrap_or(true),
         description: d.string(f.get("description")).unwrap_or_default(),
+        args,
         queues: queues.into_iter().map(|(q, _)| q).collect(),
         tags: d.plain_list(f.get("tags")),
         period: d.duration(f.get("period"), SECONDS_UP),
