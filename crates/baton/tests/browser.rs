@@ -15,12 +15,13 @@ mod kit;
 mod users;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use fantoccini::Locator;
 use serde_json::json;
 
 use common::*;
+use kit::login;
 use kit::*;
 use users::*;
 

@@ -16,6 +16,7 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 
 use common::*;
+use kit::login;
 use kit::*;
 use users::*;
 
@@ -112,7 +113,9 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     // Rerun with other arguments: the form comes prefilled with the run's.
     c.goto(&format!("{}/runs/{deploy}", s.base)).await.unwrap();
     click(&c, "#rerun-args").await;
-    wait_text(&c, "h1", &format!("Rerun #{deploy}")).await;
+    wait_js(&c, "location.pathname.startsWith('/trigger/')").await;
+    wait_text(&c, "h1", "Rerun").await;
+    wait_text(&c, "h1", &format!("#{deploy}")).await;
     let version = c.find(Locator::Css("#arg-version")).await.unwrap();
     assert_eq!(version.prop("value").await.unwrap().as_deref(), Some("2.0"));
     let env = c.find(Locator::Css("#arg-env")).await.unwrap();
@@ -147,6 +150,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     fits_phone(&c, "a failed pipeline's page").await;
     std::fs::write(dir.path().join("fixed"), b"").unwrap();
     click(&c, "#rerun-failed").await;
+    wait_js(&c, &format!("location.pathname != '/runs/{first}'")).await;
     let second = run_id_from_url(&c).await;
     assert_ne!(second, first);
     wait_text(&c, "#status", "success").await;

@@ -59,6 +59,9 @@ pub(super) fn against_median(took: i64, median: i64, of: usize) -> String {
     format!("{how} ({}) of {runs}", dur_ms(median))
 }
 
+/// How many bars the trend has room for.
+const TREND_SLOTS: i64 = 50;
+
 /// The last runs (newest first) as an SVG of bars, oldest on the left: height by duration,
 /// colour by status, each a link to its run.
 pub(super) fn trend_svg(runs: &[RunRow]) -> String {
@@ -70,18 +73,21 @@ pub(super) fn trend_svg(runs: &[RunRow]) -> String {
         return String::new();
     };
     let longest = longest.max(1);
-    let n = ran.len() as i64;
+    // A slot per run the page lists at most, the newest on the right: a few runs stay bars.
+    let slots = (ran.len() as i64).max(TREND_SLOTS);
+    let first = slots - ran.len() as i64;
     let mut svg = format!(
         "<svg class=\"trend\" id=\"trend\" viewBox=\"0 0 {} 60\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"durations of the last runs\">",
-        n * 10
+        slots * 10
     );
     for (i, (r, d)) in ran.iter().rev().enumerate() {
+        let i = first + i as i64;
         let h = (d * 56 / longest).max(2);
         svg.push_str(&format!(
             "<a href=\"/runs/{}\"><rect class=\"bar f-{}\" x=\"{}\" y=\"{}\" width=\"8\" height=\"{h}\"><title>#{} {} {}</title></rect></a>",
             r.id,
             r.status.as_str(),
-            i as i64 * 10 + 1,
+            i * 10 + 1,
             60 - h,
             r.id,
             r.status.as_str(),
