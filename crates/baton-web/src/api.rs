@@ -524,11 +524,14 @@ async fn rerun(
     let body: t::RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
         t::RerunBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "invalid JSON body: {e} (expected {{}} or {{\"args\": {{\"name\": \"value\"}}}})"
-            ))
-        })?
+        // `null` is no body, as an empty one.
+        serde_json::from_slice::<Option<t::RerunBody>>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid JSON body: {e} (expected {{}} or {{\"args\": {{\"name\": \"value\"}}}})"
+                ))
+            })?
+            .unwrap_or_default()
     };
     load_run(&s, &user, id).await?;
     let opts = baton_sched::RerunOptions {
