@@ -92,6 +92,8 @@ pub(crate) struct Actor {
     latest_ends: BTreeMap<String, (i64, Status)>,
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
+    /// The runs their gate (start delay, concurrency) held at the last dispatch.
+    gate_held: std::collections::BTreeSet<i64>,
     /// Repositories' scheduled tasks, by repository, then by timer name (`REPO/TASK@BRANCH`).
     repo_timers: BTreeMap<String, BTreeMap<String, crate::handle::RepoSchedule>>,
     ended_seq: u64,
@@ -152,6 +154,7 @@ impl Actor {
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
+            gate_held: Default::default(),
             repo_timers: BTreeMap::new(),
             ended_seq: 0,
             next_run_id: 1,

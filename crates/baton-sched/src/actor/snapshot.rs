@@ -32,6 +32,7 @@ impl Actor {
                 }
             })
             .collect();
+        let held = &self.gate_held;
         let mut queue: Vec<QueueEntry> = self
             .runs
             .values()
@@ -42,12 +43,7 @@ impl Actor {
                     .iter()
                     .filter(|j| j.status == Status::Queued)
                     .map(move |j| QueueEntry {
-                        waits_for: waits_for(
-                            r.row.started_at.is_some(),
-                            r.row.reason.is_some(),
-                            &j.name,
-                            &dag,
-                        ),
+                        waits_for: waits_for(held.contains(&r.row.id), &j.name, &dag),
                         run_id: r.row.id,
                         job_id: j.id,
                         target: r.row.target.clone(),
@@ -74,10 +70,10 @@ impl Actor {
     }
 }
 
-/// What a queued job waits for: its run's turn (a run not started that is held: concurrency,
-/// start delay), the jobs it depends on, or a free worker.
-fn waits_for(started: bool, run_held: bool, job: &str, dag: &[decide::DagJob]) -> WaitsFor {
-    if !started && run_held {
+/// What a queued job waits for: its run's turn (held by its gate: concurrency, start delay),
+/// the jobs it depends on, or a free worker.
+fn waits_for(gate_held: bool, job: &str, dag: &[decide::DagJob]) -> WaitsFor {
+    if gate_held {
         return WaitsFor::Turn;
     }
     match dag.iter().find(|d| d.name == job) {
