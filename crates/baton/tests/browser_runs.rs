@@ -168,6 +168,10 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     wait_text(&c, "#ran", "of the last").await;
     shoot(&c, "runs-pipeline").await;
     fits_phone(&c, "a pipeline page").await;
+    c.execute("document.getElementById('gantt').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    shoot(&c, "runs-pipeline-timing").await;
 
     // A target's own page: its runs, trend, definition and trigger button; names link there.
     c.goto(&format!("{}/", s.base)).await.unwrap();

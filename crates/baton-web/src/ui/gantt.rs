@@ -57,6 +57,12 @@ pub(super) fn bars(run: &RunRow, jobs: &[JobRow], now: DateTime<Utc>) -> Vec<Bar
             let waited = ms(queued, wait_end);
             let label = match ran {
                 Some(d) => format!("waited {} · ran {}", dur_ms(waited), dur_ms(d)),
+                None if baton_core::decide::hit_of(j.reason.as_deref()).is_some() => {
+                    "cache hit, not run".to_owned()
+                }
+                None if baton_core::decide::carried_of(j.reason.as_deref()).is_some() => {
+                    "carried over, not run".to_owned()
+                }
                 None => format!("never ran ({})", j.status),
             };
             Bar {
