@@ -365,6 +365,19 @@ pub(crate) enum TokenCommand {
     },
 }
 
+/// `baton rerun RUN [--failed] [--arg K=V…]`: new arguments only when some are given.
+async fn rerun(
+    run: i64,
+    failed: bool,
+    args: &[String],
+    server: &ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    let body = baton_web::api_types::RerunBody {
+        args: (!args.is_empty()).then(|| parse_args(args)).transpose()?,
+    };
+    client::Client::new(server)?.rerun(run, failed, body).await
+}
+
 fn parse_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     raw.iter()
         .map(|a| {
@@ -558,12 +571,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             failed,
             args,
             server,
-        } => {
-            let body = baton_web::api_types::RerunBody {
-                args: (!args.is_empty()).then(|| parse_args(&args)).transpose()?,
-            };
-            client::Client::new(&server)?.rerun(run, failed, body).await
-        }
+        } => rerun(run, failed, &args, &server).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,
         Command::Pause { queue, server } => client::Client::new(&server)?.pause(queue, true).await,
         Command::Resume { queue, server } => {

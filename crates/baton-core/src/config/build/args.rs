@@ -119,3 +119,22 @@ fn build_arg(d: &mut Diags<'_>, a: Entry<'_>, what: &str) -> Option<ArgDef> {
         required,
     })
 }
+
+/// A task with `period`, `schedule` or `triggered_by` (whose runs get no arguments) cannot
+/// require an argument.
+pub(super) fn check_timed_args(d: &mut Diags<'_>, f: &Fields<'_>, name: &str, args: &[ArgDef]) {
+    let timed = ["period", "schedule", "triggered_by"]
+        .into_iter()
+        .find(|k| f.get(k).is_some());
+    if let (Some(timed), Some(arg)) = (timed, args.iter().find(|a| a.required))
+        && let Some(e) = f.get("args")
+    {
+        d.err(
+            e.key,
+            format!(
+                "task {name:?} has \"{timed}\", whose runs get no arguments, but argument {:?} is required; give it a default instead",
+                arg.name
+            ),
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
-use super::args::build_args;
+use super::args::{build_args, check_timed_args};
 use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
@@ -92,20 +92,7 @@ pub(super) fn build_task(
     let schedule = f.get("schedule").and_then(|s| build_schedule(d, s));
     let wait_list = f.get("wait_list").and_then(|w| build_wait_list(d, w));
     let args = build_args(d, &f, &what);
-    let timed = ["period", "schedule", "triggered_by"]
-        .into_iter()
-        .find(|k| f.get(k).is_some());
-    if let (Some(timed), Some(arg)) = (timed, args.iter().find(|a| a.required))
-        && let Some(e) = f.get("args")
-    {
-        d.err(
-            e.key,
-            format!(
-                "task {name:?} has \"{timed}\", whose runs get no arguments, but argument {:?} is required; give it a default instead",
-                arg.name
-            ),
-        );
-    }
+    check_timed_args(d, &f, name, &args);
 
     Some(TaskDef {
         name: name.to_owned(),
