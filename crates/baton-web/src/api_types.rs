@@ -361,6 +361,10 @@ pub struct QueueEntry {
     pub priority: i64,
     pub enqueued_at: DateTime<Utc>,
     pub reason: String,
+    /// What it waits for: `turn` (its run's concurrency or start delay), `dependencies` (a
+    /// pipeline's jobs before it) or `worker` (a free worker of its queues).
+    #[serde(default)]
+    pub waits_for: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -88,6 +88,15 @@ async fn the_dashboard_tells_what_queued_jobs_wait_for() {
     assert_eq!(waits(&html, "second").as_deref(), Some("deps"), "{html}");
     assert_eq!(waits(&html, "later").as_deref(), Some("worker"), "{html}");
     assert!(html.contains("dependencies") && html.contains("a worker"));
+    let queue = s.get_ok("/queue").await;
+    let waits: Vec<(&str, &str)> = queue["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["job"].as_str().unwrap(), q["waits_for"].as_str().unwrap()))
+        .collect();
+    assert!(waits.contains(&("second", "dependencies")), "{queue}");
+    assert!(waits.contains(&("later", "worker")), "{queue}");
     std::fs::write(dir.path().join("first"), b"").unwrap();
     assert_eq!(status(&s.wait_run(chain).await), "success");
     assert_eq!(status(&s.wait_run(later).await), "success");

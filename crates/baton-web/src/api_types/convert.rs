@@ -152,6 +152,12 @@ impl From<baton_sched::QueueEntry> for QueueEntry {
             priority: q.priority,
             enqueued_at: q.enqueued_at,
             reason: q.reason,
+            waits_for: match q.waits_for {
+                baton_sched::WaitsFor::Turn => "turn",
+                baton_sched::WaitsFor::Dependencies => "dependencies",
+                baton_sched::WaitsFor::Worker => "worker",
+            }
+            .to_owned(),
         }
     }
 }
