@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::ArgDef;
+
 /// The largest environment entry of one argument, `name=value` and its terminating NUL, in
 /// bytes: 128 KiB, the Linux kernel's limit on one environment string (`MAX_ARG_STRLEN`). A
 /// value may so be `MAX_ENTRY_BYTES - name.len() - 2` bytes long.
@@ -51,6 +53,75 @@ pub enum ArgError {
         "the argument values add up to {total} bytes; all values of one trigger may be at most {MAX_TOTAL_BYTES} bytes (1 MiB) together"
     )]
     TooLarge { total: usize },
+    #[error("unknown argument {name:?}: {target} declares only {known}")]
+    Unknown {
+        name: String,
+        target: String,
+        known: String,
+    },
+    #[error("argument {name:?} of {target} is required: give it a value")]
+    Missing { name: String, target: String },
+    #[error("argument {name:?} of {target} must be one of {choices}, not {value:?}")]
+    NotAChoice {
+        name: String,
+        target: String,
+        value: String,
+        choices: String,
+    },
+}
+
+/// Checks a trigger's arguments against the `args:` its target (named `target` in messages)
+/// declares, and fills in the defaults of those not given. A target that declares none takes
+/// any arguments; one that declares some takes only those, each from its `choices` when it
+/// has them, and every `required` one.
+pub fn apply_declared(
+    target: &str,
+    declared: &[ArgDef],
+    args: &mut BTreeMap<String, String>,
+) -> Result<(), ArgError> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    if let Some(name) = args
+        .keys()
+        .find(|n| !declared.iter().any(|d| &d.name == *n))
+    {
+        return Err(ArgError::Unknown {
+            name: name.clone(),
+            target: target.to_owned(),
+            known: declared
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for d in declared {
+        match args.get(&d.name) {
+            Some(value) if !d.choices.is_empty() && !d.choices.contains(value) => {
+                return Err(ArgError::NotAChoice {
+                    name: d.name.clone(),
+                    target: target.to_owned(),
+                    value: value.clone(),
+                    choices: d.choices.join(", "),
+                });
+            }
+            Some(_) => {}
+            None => match &d.default {
+                Some(v) => {
+                    args.insert(d.name.clone(), v.clone());
+                }
+                None if d.required => {
+                    return Err(ArgError::Missing {
+                        name: d.name.clone(),
+                        target: target.to_owned(),
+                    });
+                }
+                None => {}
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Why an argument name is refused, if it is (an empty name is [`ArgError::EmptyName`]).
@@ -118,6 +189,62 @@ pub fn check(args: &BTreeMap<String, String>) -> Result<(), ArgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn declared() -> Vec<ArgDef> {
+        vec![
+            ArgDef {
+                name: "version".into(),
+                required: true,
+                ..Default::default()
+            },
+            ArgDef {
+                name: "env".into(),
+                default: Some("staging".into()),
+                choices: vec!["staging".into(), "prod".into()],
+                ..Default::default()
+            },
+            ArgDef {
+                name: "note".into(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn declared_arguments_get_their_defaults_and_only_their_choices() {
+        let mut a = args(&[("version", "1.2".into())]);
+        assert_eq!(apply_declared("deploy", &declared(), &mut a), Ok(()));
+        assert_eq!(a.get("env").map(String::as_str), Some("staging"));
+        assert!(!a.contains_key("note"), "no default: stays absent");
+        let mut a = args(&[("version", "1".into()), ("env", "dev".into())]);
+        let e = apply_declared("deploy", &declared(), &mut a).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"env\" of deploy must be one of staging, prod, not \"dev\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_and_missing_declared_arguments_are_refused() {
+        let mut a = args(&[("version", "1".into()), ("verison", "2".into())]);
+        let e = apply_declared("deploy", &declared(), &mut a).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown argument \"verison\": deploy declares only version, env, note"
+        );
+        let e = apply_declared("deploy", &declared(), &mut BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e,
+            ArgError::Missing {
+                name: "version".into(),
+                target: "deploy".into()
+            }
+        );
+        // A target that declares nothing takes anything.
+        let mut a = args(&[("anything", "x".into())]);
+        assert_eq!(apply_declared("t", &[], &mut a), Ok(()));
+    }
 
     fn args(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
         pairs

@@ -10,6 +10,7 @@
 //! - [`exit`]: what a job's exit means; [`retry`]: whether an ended attempt is retried;
 //! - [`on_error`]: a pipeline's `on_error` job; [`reason`]: why a run ended;
 //! - [`mask`]: which secret values the log masker hides;
+//! - [`rerun`](mod@rerun): which jobs a rerun of a pipeline's failed jobs carries over;
 //! - [`supersede`]: which older runs a newer one for the same pull request or branch cancels.
 //!
 //! The scheduler actor gathers the facts, calls these, and applies the answers.
@@ -25,6 +26,7 @@ pub mod mask;
 pub mod on_error;
 pub mod pause;
 pub mod reason;
+pub mod rerun;
 pub mod retention;
 pub mod retry;
 pub mod supersede;
@@ -42,6 +44,7 @@ pub use on_error::{
 };
 pub use pause::Paused;
 pub use reason::{ReasonJob, run_reason};
+pub use rerun::{RerunJob, RerunRefusal, carried_of, carried_over, carried_reason, result_source};
 pub use retention::{RetainRun, doomed_runs};
 pub use retry::{AttemptEnd, JobEnd, asked_to_cancel, job_end};
 pub use supersede::{

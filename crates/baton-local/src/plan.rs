@@ -142,7 +142,8 @@ pub fn select(config: &Config, names: &[String], code: &Code) -> Result<Plan, Lo
         }
         for (name, p) in &config.pipelines {
             match matches(p.on.as_ref().unwrap_or(&default), &facts) {
-                Ok(()) => add_pipeline(&mut plan, name, p, code),
+                Ok(()) if p.enabled => add_pipeline(&mut plan, name, p, code),
+                Ok(()) => plan.notes.push(format!("{name}: disabled")),
                 Err(why) => plan.notes.push(format!("{name}: {why}")),
             }
         }

@@ -71,7 +71,8 @@ pub(crate) struct Actor {
     config: Arc<Config>,
     /// The config as loaded from the files, before overrides.
     file_config: Arc<Config>,
-    /// Runtime `enabled` overrides of tasks set by administrators (kept in the store).
+    /// Runtime `enabled` overrides of tasks (by name) and pipelines (`pipeline:NAME`) set by
+    /// administrators (kept in the store).
     overrides: BTreeMap<String, bool>,
     /// Queues that get no new jobs (`baton pause`, `baton drain`); not kept across restarts.
     paused: baton_core::decide::Paused,
@@ -91,6 +92,8 @@ pub(crate) struct Actor {
     latest_ends: BTreeMap<String, (i64, Status)>,
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
+    /// The runs their gate (start delay, concurrency) held at the last dispatch.
+    gate_held: std::collections::BTreeSet<i64>,
     /// Repositories' scheduled tasks, by repository, then by timer name (`REPO/TASK@BRANCH`).
     repo_timers: BTreeMap<String, BTreeMap<String, crate::handle::RepoSchedule>>,
     ended_seq: u64,
@@ -151,6 +154,7 @@ impl Actor {
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
+            gate_held: Default::default(),
             repo_timers: BTreeMap::new(),
             ended_seq: 0,
             next_run_id: 1,
@@ -210,12 +214,14 @@ impl Actor {
             self.batch_facts.push(fact);
         }
         match msg {
-            Msg::Trigger(req, reply) => {
+            Msg::Trigger(req, carry, reply) => {
                 let r = self.trigger(req).await;
+                let r = r.map(|row| self.carry_over(row, &carry));
                 self.replies.push((reply, r));
             }
-            Msg::TriggerRepo(req, ancestors, reply) => {
+            Msg::TriggerRepo(req, ancestors, carry, reply) => {
                 let r = self.trigger_repo(*req, ancestors).await;
+                let r = r.map(|row| self.carry_over(row, &carry));
                 self.replies.push((reply, r));
             }
             Msg::Import(import, reply) => {
@@ -245,8 +251,8 @@ impl Actor {
                 self.set_repo_schedules(repo, list);
                 let _ = reply.send(Ok(()));
             }
-            Msg::SetEnabled(task, value, reply) => {
-                let r = self.set_enabled(task, value).await;
+            Msg::SetEnabled(kind, name, value, reply) => {
+                let r = self.set_enabled(kind, name, value).await;
                 let _ = reply.send(r);
             }
             Msg::Snapshot(reply) => {
@@ -290,6 +296,27 @@ impl Actor {
         self.tails.remove(&(job_id, attempt)).unwrap_or_default()
     }
 
+    /// Ends the jobs of new run `row` that a rerun of only the failed jobs carries over
+    /// (`skipped`, the reason naming the job that ran), in the batch that records the run and
+    /// before any dispatch; answers the run as it now is.
+    fn carry_over(&mut self, row: RunRow, carry: &crate::handle::Carry) -> RunRow {
+        if carry.is_empty() {
+            return row;
+        }
+        let Some(run) = self.runs.get_mut(&row.id) else {
+            return row;
+        };
+        let now = Utc::now();
+        for j in run.row.jobs.iter_mut() {
+            if let Some(why) = carry.get(&j.name).filter(|_| j.status == Status::Queued) {
+                j.status = Status::Skipped;
+                j.reason = Some(why.clone());
+                self.pending.push(job_change(j, Some(now)));
+            }
+        }
+        run.row.clone()
+    }
+
     /// Gives a new run its ids (and its jobs theirs) and records it with the batch.
     pub(super) fn record_new_run(&mut self, new: NewRun) -> RunRow {
         let row = new.into_row(self.next_run_id, self.next_job_id);
@@ -314,16 +341,26 @@ impl Actor {
         job
     }
 
-    /// Overrides a task's `enabled` (`None`: follow the config again). Recorded in the store
-    /// before it takes effect; survives restarts and reloads.
-    async fn set_enabled(&mut self, task: String, value: Option<bool>) -> Result<(), SchedError> {
-        if !self.file_config.tasks.contains_key(&task) {
-            return Err(SchedError::UnknownTarget(task));
+    /// Overrides a task's or pipeline's `enabled` (`None`: follow the config again). Recorded
+    /// in the store before it takes effect; survives restarts and reloads.
+    async fn set_enabled(
+        &mut self,
+        kind: TargetKind,
+        name: String,
+        value: Option<bool>,
+    ) -> Result<(), SchedError> {
+        let known = match kind {
+            TargetKind::Task => self.file_config.tasks.contains_key(&name),
+            TargetKind::Pipeline => self.file_config.pipelines.contains_key(&name),
+        };
+        if !known {
+            return Err(SchedError::UnknownTarget(name));
         }
-        self.store.set_task_override(&task, value).await?;
+        let key = override_key(kind, &name);
+        self.store.set_task_override(&key, value).await?;
         match value {
-            Some(v) => self.overrides.insert(task, v),
-            None => self.overrides.remove(&task),
+            Some(v) => self.overrides.insert(key, v),
+            None => self.overrides.remove(&key),
         };
         self.reload((*self.file_config).clone());
         Ok(())
@@ -332,8 +369,12 @@ impl Actor {
     fn reload(&mut self, mut config: Config) {
         self.refresh_ssh_executors(&config);
         self.file_config = Arc::new(config.clone());
-        for (task, enabled) in &self.overrides {
-            if let Some(t) = config.tasks.get_mut(task) {
+        for (key, enabled) in &self.overrides {
+            if let Some(p) = key.strip_prefix(PIPELINE_OVERRIDE) {
+                if let Some(p) = config.pipelines.get_mut(p) {
+                    p.enabled = *enabled;
+                }
+            } else if let Some(t) = config.tasks.get_mut(key) {
                 t.enabled = *enabled;
             }
         }
@@ -433,6 +474,16 @@ fn log_tail(path: &std::path::Path, max: u64) -> String {
     baton_exec::read_log_range(path, start, max)
         .map(|b| String::from_utf8_lossy(&b).replace('\0', ""))
         .unwrap_or_default()
+}
+
+/// How a pipeline's `enabled` override is keyed in the store (a task's is its name).
+const PIPELINE_OVERRIDE: &str = "pipeline:";
+
+fn override_key(kind: TargetKind, name: &str) -> String {
+    match kind {
+        TargetKind::Task => name.to_owned(),
+        TargetKind::Pipeline => format!("{PIPELINE_OVERRIDE}{name}"),
+    }
 }
 
 fn job_change(j: &JobRow, ended_at: Option<DateTime<Utc>>) -> Change {

@@ -25,10 +25,13 @@ pub enum SchedError {
         "no task or pipeline named `{0}` (hint: `baton validate` lists what the config defines)"
     )]
     UnknownTarget(String),
-    #[error("task `{0}` is disabled (by its config or by an administrator)")]
+    #[error("`{0}` is disabled (by its config or by an administrator)")]
     Disabled(String),
     #[error("{0}")]
     BadArgument(#[from] baton_core::args::ArgError),
+    /// A rerun that cannot be made as asked (only the failed jobs of a run that has none…).
+    #[error("{0}")]
+    BadRerun(#[from] baton_core::decide::RerunRefusal),
     #[error("run {0} not found")]
     RunNotFound(i64),
     /// The wait list is full: the trigger is refused (recorded as `skipped` run `run`).
@@ -96,6 +99,29 @@ pub struct QueueEntry {
     pub reason: String,
     /// The queues whose workers may take it.
     pub queues: Vec<String>,
+    pub waits_for: WaitsFor,
+}
+
+/// What a queued job waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitsFor {
+    /// Its run may not start yet (concurrency, start delay, a wait list).
+    Turn,
+    /// Jobs it depends on (a pipeline's DAG) have not ended.
+    Dependencies,
+    /// It may start: it waits for a free worker of its queues.
+    Worker,
+}
+
+impl WaitsFor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitsFor::Turn => "its turn",
+            WaitsFor::Dependencies => "dependencies",
+            WaitsFor::Worker => "a worker",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +130,9 @@ pub struct Snapshot {
     pub queue: Vec<QueueEntry>,
     /// The queues that get no new jobs.
     pub paused: baton_core::decide::Paused,
+    /// When each timer fires next (a `period:`/`schedule:` task by name, a repository's
+    /// `REPO/TASK@BRANCH`).
+    pub next_fire: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// What one batch of the scheduler changed, for live views that show each user only what
@@ -168,10 +197,26 @@ impl RepoSchedule {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SchedError>>;
 
+/// Jobs of a new run that a rerun of only the failed jobs carries over from the old run: by
+/// job name, the reason naming the job that ran (see `baton_core::decide::carried_over`).
+pub(crate) type Carry = BTreeMap<String, String>;
+
+/// How to rerun a run.
+#[derive(Debug, Clone, Default)]
+pub struct RerunOptions {
+    /// Only the jobs that did not succeed (and their dependents) run again; the others are
+    /// carried over.
+    pub failed_only: bool,
+    /// New arguments for the run (`None`: the old run's).
+    pub args: Option<BTreeMap<String, String>>,
+    /// `--no-cache` ("run anyway": jobs with `cache:` run even on a hit).
+    pub no_cache: bool,
+}
+
 pub(crate) enum Msg {
-    Trigger(TriggerRequest, Reply<RunRow>),
+    Trigger(TriggerRequest, Carry, Reply<RunRow>),
     /// A repository trigger, with the runs that led to it (a rerun's old run).
-    TriggerRepo(Box<RepoTriggerRequest>, Vec<i64>, Reply<RunRow>),
+    TriggerRepo(Box<RepoTriggerRequest>, Vec<i64>, Carry, Reply<RunRow>),
     /// An ended run imported from a pushed result ref, recorded under new ids.
     Import(Box<(RunRow, baton_store::ImportMark)>, Reply<RunRow>),
     /// Answers `true` once the cancel is recorded, `false` when the run is not open.
@@ -181,7 +226,7 @@ pub(crate) enum Msg {
     Reload(Box<Config>, Reply<()>),
     /// Replaces every schedule of repository `.0` (an empty list stops them all).
     RepoSchedules(String, Vec<RepoSchedule>, Reply<()>),
-    SetEnabled(String, Option<bool>, Reply<()>),
+    SetEnabled(TargetKind, String, Option<bool>, Reply<()>),
     /// Pauses (true) or resumes a queue, or every queue (`None`); answers what is paused.
     SetPaused(Option<String>, bool, Reply<baton_core::decide::Paused>),
     Snapshot(oneshot::Sender<Snapshot>),
@@ -247,6 +292,35 @@ impl Msg {
     }
 }
 
+/// The jobs a rerun of only the failed jobs of `old` carries over (its DAG from the definition
+/// it was queued with).
+fn carry_of(old: &RunRow) -> Result<Carry, SchedError> {
+    let def: Option<TargetDef> = serde_json::from_value(old.definition.clone()).ok();
+    let pipeline = matches!(def, Some(TargetDef::Pipeline(_)));
+    let jobs: Vec<baton_core::decide::RerunJob> = old
+        .jobs
+        .iter()
+        .filter(|j| j.name != baton_core::decide::ON_ERROR_JOB)
+        .map(|j| baton_core::decide::RerunJob {
+            id: j.id,
+            run_id: old.id,
+            name: j.name.clone(),
+            depends_on: def
+                .as_ref()
+                .map(|d| d.depends_on(&j.name))
+                .unwrap_or_default(),
+            status: j.status,
+            reason: j.reason.clone(),
+        })
+        .collect();
+    Ok(baton_core::decide::carried_over(
+        old.id,
+        old.status.is_terminal(),
+        pipeline,
+        &jobs,
+    )?)
+}
+
 /// A handle to the scheduler actor. Cheap to clone.
 #[derive(Clone)]
 pub struct SchedHandle {
@@ -296,13 +370,13 @@ impl SchedHandle {
 
     /// Triggers a task or pipeline; the run is recorded (queued or skipped) before this returns.
     pub async fn trigger(&self, req: TriggerRequest) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::Trigger(req, r)).await
+        self.ask(|r| Msg::Trigger(req, Carry::new(), r)).await
     }
 
     /// Triggers a run for a repository's commit; recorded (queued or skipped) with its
     /// repository fields before this returns.
     pub async fn trigger_repo(&self, req: RepoTriggerRequest) -> Result<RunRow, SchedError> {
-        self.ask(|r| Msg::TriggerRepo(Box::new(req), Vec::new(), r))
+        self.ask(|r| Msg::TriggerRepo(Box::new(req), Vec::new(), Carry::new(), r))
             .await
     }
 
@@ -365,6 +439,22 @@ impl SchedHandle {
         trigger: TriggerKind,
         no_cache: bool,
     ) -> Result<RunRow, SchedError> {
+        let opts = RerunOptions {
+            no_cache,
+            ..Default::default()
+        };
+        self.rerun_opts(run_id, trigger, opts).await
+    }
+
+    /// Starts a new run of the same target, linked to the old one: with new arguments, or only
+    /// the jobs that did not succeed (the others carried over, their results and artifacts
+    /// referenced).
+    pub async fn rerun_opts(
+        &self,
+        run_id: i64,
+        trigger: TriggerKind,
+        opts: RerunOptions,
+    ) -> Result<RunRow, SchedError> {
         let old = self
             .store
             .get_run(run_id)
@@ -373,20 +463,34 @@ impl SchedHandle {
         if old.trigger == TriggerKind::Local {
             return Err(SchedError::Imported(run_id));
         }
+        let changed_args = opts.args.as_ref().filter(|a| **a != old.args);
+        if changed_args.is_some() {
+            if old.repo.is_some() {
+                return Err(baton_core::decide::RerunRefusal::RepoArgs { run: run_id }.into());
+            }
+            if opts.failed_only {
+                return Err(baton_core::decide::RerunRefusal::ArgsChanged { run: run_id }.into());
+            }
+        }
+        let carry = if opts.failed_only {
+            carry_of(&old)?
+        } else {
+            Carry::new()
+        };
         if let Some(code) = old.repo.clone() {
             return self
-                .rerun_repo(run_id, old, code, (trigger, no_cache))
+                .rerun_repo(run_id, old, code, (trigger, opts.no_cache), carry)
                 .await;
         }
-        self.trigger(TriggerRequest {
+        let req = TriggerRequest {
             target: old.target,
             kind: Some(old.kind),
-            args: old.args,
+            args: opts.args.unwrap_or(old.args),
             trigger,
             ancestors: vec![run_id],
-            no_cache,
-        })
-        .await
+            no_cache: opts.no_cache,
+        };
+        self.ask(|r| Msg::Trigger(req, carry, r)).await
     }
 
     /// A rerun of a repository's run: the same commit, ref and event, with the definition the
@@ -398,6 +502,7 @@ impl SchedHandle {
         old: RunRow,
         mut code: RunRepo,
         (trigger, no_cache): (TriggerKind, bool),
+        carry: Carry,
     ) -> Result<RunRow, SchedError> {
         let server_defined = match old.kind {
             TargetKind::Task => self.config.borrow().tasks.contains_key(&old.target),
@@ -422,7 +527,7 @@ impl SchedHandle {
             hold: None,
             no_cache,
         };
-        self.ask(|r| Msg::TriggerRepo(Box::new(req), vec![run_id], r))
+        self.ask(|r| Msg::TriggerRepo(Box::new(req), vec![run_id], carry, r))
             .await
     }
 
@@ -446,8 +551,18 @@ impl SchedHandle {
     /// Enables or disables a task at runtime, over its config (`None`: follow the config
     /// again). Persisted; the scheduler's timers and triggers honour it at once.
     pub async fn set_enabled(&self, task: &str, value: Option<bool>) -> Result<(), SchedError> {
-        let task = task.to_owned();
-        self.ask(|r| Msg::SetEnabled(task, value, r)).await
+        self.set_target_enabled(TargetKind::Task, task, value).await
+    }
+
+    /// [`SchedHandle::set_enabled`] for a task or a pipeline.
+    pub async fn set_target_enabled(
+        &self,
+        kind: TargetKind,
+        name: &str,
+        value: Option<bool>,
+    ) -> Result<(), SchedError> {
+        let name = name.to_owned();
+        self.ask(|r| Msg::SetEnabled(kind, name, value, r)).await
     }
 
     /// Pauses (`paused`) or resumes dispatch to `queue`, or to every queue (`None`): queued

@@ -54,6 +54,22 @@ impl TargetDef {
         self
     }
 
+    /// `enabled:` (with an administrator's override, in the config in force).
+    pub fn enabled(&self) -> bool {
+        match self {
+            TargetDef::Task(t) => t.enabled,
+            TargetDef::Pipeline(p) => p.enabled,
+        }
+    }
+
+    /// The `args:` it declares (empty: it takes any arguments).
+    pub fn declared_args(&self) -> &[baton_core::config::ArgDef] {
+        match self {
+            TargetDef::Task(t) => &t.args,
+            TargetDef::Pipeline(p) => &p.args,
+        }
+    }
+
     pub fn kind(&self) -> TargetKind {
         match self {
             TargetDef::Task(_) => TargetKind::Task,
@@ -85,7 +101,7 @@ impl TargetDef {
     pub fn tags(&self) -> Vec<String> {
         match self {
             TargetDef::Task(t) => t.tags.clone(),
-            TargetDef::Pipeline(_) => Vec::new(),
+            TargetDef::Pipeline(p) => p.tags.clone(),
         }
     }
 
@@ -192,7 +208,7 @@ impl LiveRun {
                 depends_on: self.def.depends_on(&j.name),
                 status: j.status,
                 allow_failure: self.def.allow_failure(&j.name),
-                cached: baton_core::decide::hit_of(j.reason.as_deref()).is_some(),
+                cached: baton_core::decide::result_source(j.reason.as_deref()).is_some(),
             })
             .collect()
     }

@@ -17,9 +17,9 @@ mod repo;
 pub use creds::{ForgeCreds, JobCred};
 pub use handle::{
     Changed, ChangedRun, EVENT_BACKLOG, QueueEntry, SchedError, SchedHandle, Snapshot,
-    TriggerRequest, WorkerState,
+    TriggerRequest, WaitsFor, WorkerState,
 };
-pub use handle::{RepoSchedule, RepoTriggerRequest};
+pub use handle::{RepoSchedule, RepoTriggerRequest, RerunOptions};
 pub use jobs::TargetDef;
 pub use repo::git_env;
 

@@ -49,7 +49,10 @@ pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
 pub use retention::EndedRun;
 pub use tokens::TokenInfo;
-pub use users::{NewSession, SessionInfo, UserInfo, valid_user_name};
+pub use users::{
+    MIN_PASSWORD_CHARS, NewSession, SessionInfo, SessionRow, UserInfo, session_handle,
+    valid_user_name,
+};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -40,13 +40,23 @@ impl Store {
             .collect()
     }
 
-    /// The runs whose jobs a cache hit points to (their results and artifacts are another
-    /// job's, so they stay).
+    /// The runs whose jobs a cache hit or a carried-over job (a rerun of failed jobs) points
+    /// to (their results and artifacts are another job's, so they stay).
     pub async fn cache_pinned_runs(&self) -> Result<BTreeSet<i64>> {
         let ids: Vec<i64> =
             sqlx::query_scalar("SELECT DISTINCT hit_run FROM job_cache WHERE hit_run IS NOT NULL")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(ids.into_iter().collect())
+        let pattern = format!("{}%", baton_core::decide::rerun::CARRIED);
+        let carried: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT reason FROM jobs WHERE status = 'skipped' AND reason LIKE ?",
+        )
+        .bind(pattern)
+        .fetch_all(&self.pool)
+        .await?;
+        let carried = carried
+            .iter()
+            .filter_map(|r| baton_core::decide::carried_of(Some(r)).map(|(_, run)| run));
+        Ok(ids.into_iter().chain(carried).collect())
     }
 }

@@ -28,6 +28,27 @@ pub struct SessionInfo {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The shortest password a user may set (`baton user add`, the /me page).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// How many hex digits of a session's stored hash name it on its user's page: enough to tell
+/// sessions apart, and nothing of the cookie (the hash of a random secret).
+const HANDLE_LEN: usize = 16;
+
+/// A user's live session as their page lists it.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// A name for the session (a prefix of its id's hash), to end it by.
+    pub handle: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The handle ([`SessionRow::handle`]) of the session whose cookie value is `id`.
+pub fn session_handle(id: &str) -> String {
+    hash(id).chars().take(HANDLE_LEN).collect()
+}
+
 /// A new session: the cookie value (shown once) and its CSRF secret.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -292,6 +313,94 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Changes password user `name`'s password, after checking `current` (argon2), and ends
+    /// every other session of theirs (all but the one whose cookie value is `keep`).
+    /// `Ok(false)`: `current` is wrong and nothing changed.
+    pub async fn change_password(
+        &self,
+        name: &str,
+        current: &str,
+        new: &str,
+        keep: Option<&str>,
+    ) -> Result<bool> {
+        let n = new.chars().count();
+        if n < MIN_PASSWORD_CHARS {
+            return Err(StoreError::Password(format!(
+                "the new password has {n} characters; a password needs at least {MIN_PASSWORD_CHARS}"
+            )));
+        }
+        if let Some(Some(provider)) = self.user_provider(name).await? {
+            return Err(StoreError::Password(format!(
+                "you sign in through {provider} and have no password here; change it there"
+            )));
+        }
+        if !self.check_password(name, current).await? {
+            return Ok(false);
+        }
+        let phc = {
+            let new = new.to_owned();
+            tokio::task::spawn_blocking(move || hash_password(&new))
+                .await
+                .map_err(|e| StoreError::Password(e.to_string()))??
+        };
+        let user_id = self.user_id(name).await?;
+        let keep = keep.map(hash).unwrap_or_default();
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(phc)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash <> ?")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// User `name`'s live sessions, newest first.
+    pub async fn user_sessions(&self, name: &str) -> Result<Vec<SessionRow>> {
+        let rows = sqlx::query(
+            "SELECT s.id_hash, s.created_at, s.expires_at FROM sessions s
+             JOIN users u ON u.id = s.user_id
+             WHERE u.name = ? AND s.expires_at > ? ORDER BY s.created_at DESC",
+        )
+        .bind(name)
+        .bind(ms(Utc::now()))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let h: String = r.try_get("id_hash")?;
+                Ok(SessionRow {
+                    handle: h.chars().take(HANDLE_LEN).collect(),
+                    created_at: from_ms(r.try_get("created_at")?),
+                    expires_at: from_ms(r.try_get("expires_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Ends user `name`'s session named `handle` ([`SessionRow::handle`]); `false` when they
+    /// have none by that name.
+    pub async fn end_user_session(&self, name: &str, handle: &str) -> Result<bool> {
+        if handle.len() != HANDLE_LEN || !handle.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)
+             AND substr(id_hash, 1, ?) = ?",
+        )
+        .bind(name)
+        .bind(HANDLE_LEN as i64)
+        .bind(handle)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Ends the session whose cookie value is `id` (logout).

@@ -98,6 +98,8 @@ pub(crate) async fn visible_snapshot(
         return Ok(snap);
     }
     snap.queue.retain(|q| a.can_see_name(&q.target));
+    snap.next_fire
+        .retain(|t, _| a.can_see_name(t.split('@').next().unwrap_or(t)));
     for w in &mut snap.workers {
         if let Some(run_id) = w.run_id {
             let visible = s
@@ -496,34 +498,49 @@ async fn approve(
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/rerun",
     params(("id" = i64, Path, description = "run id"), RerunQuery),
+    request_body = Option<t::RerunBody>,
     responses(
         (status = 201, description = "the new run", body = t::Run),
-        (status = 400, description = "bad id or argument", body = t::ErrorBody),
+        (status = 400, description = "bad id, body or argument (`bad_request`, `bad_argument`), or a rerun that cannot be made as asked (`bad_rerun`: only the failed jobs of a run that is not an ended pipeline or has none, new arguments with them)", body = t::ErrorBody),
         (status = 401, description = "no or bad credentials", body = t::ErrorBody),
         (status = 404, description = "no such run or target, or hidden", body = t::ErrorBody),
         (status = 409, description = "disabled, the wait list is full, or the run was imported from a developer's machine (`imported_run`: never run here)", body = t::ErrorBody),
         (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
     )
 )]
+/// Starts a new run of the run's target, linked to it: the same arguments or new ones (the
+/// body's `args`), or with `failed=true` only the jobs that did not succeed and the jobs that
+/// depend on them (the others are carried over: `skipped`, their reason naming the job that
+/// ran, whose results and artifacts they show).
 async fn rerun(
     State(s): State<AppState>,
     user: CurrentUser,
     id: Result<Path<i64>, PathRejection>,
     q: Result<axum::extract::Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<t::Run>)> {
     let Path(id) = id?;
     let axum::extract::Query(q) = q?;
+    let body: t::RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
+        t::RerunBody::default()
+    } else {
+        // `null` is no body, as an empty one.
+        serde_json::from_slice::<Option<t::RerunBody>>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid JSON body: {e} (expected {{}} or {{\"args\": {{\"name\": \"value\"}}}})"
+                ))
+            })?
+            .unwrap_or_default()
+    };
     load_run(&s, &user, id).await?;
-    let no_cache = q.no_cache.unwrap_or(false);
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            s.sched
-                .rerun_with(id, TriggerKind::Rerun, no_cache)
-                .await?
-                .into(),
-        ),
-    ))
+    let opts = baton_sched::RerunOptions {
+        failed_only: q.failed.unwrap_or(false),
+        args: body.args,
+        no_cache: q.no_cache.unwrap_or(false),
+    };
+    let run = s.sched.rerun_opts(id, TriggerKind::Rerun, opts).await?;
+    Ok((StatusCode::CREATED, Json(run.into())))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -532,6 +549,9 @@ async fn rerun(
 struct RerunQuery {
     /// Run jobs with `cache:` even when a successful job had the same inputs ("run anyway").
     no_cache: Option<bool>,
+    /// Rerun only the jobs that did not succeed (and those that depend on them); carry the
+    /// others over.
+    failed: Option<bool>,
 }
 
 #[utoipa::path(post, path = "/api/v1/config/reload",

@@ -239,6 +239,9 @@ pub struct Task {
     pub name: String,
     pub enabled: bool,
     pub description: String,
+    /// `args:`: the arguments a trigger may give (empty: any).
+    #[serde(default)]
+    pub args: Vec<ArgDecl>,
     pub queues: Vec<String>,
     pub tags: Vec<String>,
     pub period: Option<Span>,
@@ -258,6 +261,19 @@ pub struct Task {
     pub wait_list: Option<WaitList>,
     pub retries: u32,
     pub container: Option<Container>,
+}
+
+/// An argument a task or pipeline declares (`args:`), in the order written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArgDecl {
+    pub name: String,
+    pub description: String,
+    /// The value a trigger that gives none gets.
+    pub default: Option<String>,
+    /// The only values allowed (empty: any).
+    pub choices: Vec<String>,
+    /// A trigger must give it.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -289,9 +305,18 @@ pub struct PipelineTask {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Pipeline {
     pub name: String,
+    /// `enabled:`, as on tasks (with an administrator's override).
+    #[serde(default)]
+    pub enabled: bool,
     /// `description:`, as on tasks.
     #[serde(default)]
     pub description: String,
+    /// `args:`, as on tasks.
+    #[serde(default)]
+    pub args: Vec<ArgDecl>,
+    /// `tags:`, as on tasks.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub concurrency: u32,
     pub queue_limit: Option<u32>,
     pub queue_strategy: QueueStrategy,
@@ -344,6 +369,10 @@ pub struct QueueEntry {
     pub priority: i64,
     pub enqueued_at: DateTime<Utc>,
     pub reason: String,
+    /// What it waits for: `turn` (its run's concurrency or start delay), `dependencies` (a
+    /// pipeline's jobs before it) or `worker` (a free worker of its queues).
+    #[serde(default)]
+    pub waits_for: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -364,6 +393,15 @@ pub struct TriggerBody {
     /// Run jobs with `cache:` even when a successful job had the same inputs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+}
+
+/// The body of `POST /runs/{id}/rerun` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunBody {
+    /// New arguments for the run (checked like a trigger's); absent: the old run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<BTreeMap<String, String>>,
 }
 
 /// The body of `POST /tasks/{name}/enabled`.

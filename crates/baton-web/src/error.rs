@@ -58,6 +58,7 @@ impl From<SchedError> for ApiError {
             SchedError::Imported(_) => (StatusCode::CONFLICT, "imported_run"),
             SchedError::WaitListFull { .. } => (StatusCode::CONFLICT, "wait_list_full"),
             SchedError::BadArgument { .. } => (StatusCode::BAD_REQUEST, "bad_argument"),
+            SchedError::BadRerun(_) => (StatusCode::BAD_REQUEST, "bad_rerun"),
             SchedError::Store(e) => return store_failure(e),
             SchedError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
             SchedError::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

@@ -109,13 +109,19 @@ async fn run_code(s: &AppState, run: &RunRow) -> String {
     code_of_run(id)
 }
 
-/// A job's artifacts folder (`out/`): its own, or for a job skipped by a cache hit, that of
-/// the job it hit (stored once, never copied).
+/// A job's artifacts folder (`out/`): its own, or for a job skipped by a cache hit or carried
+/// over by a rerun of failed jobs, that of the job that ran (stored once, never copied).
 pub(crate) async fn out_dir(s: &AppState, job: &JobRow) -> std::path::PathBuf {
     if let Some((hit, _)) = baton_core::decide::hit_of(job.reason.as_deref())
         && let Ok(Some(rec)) = s.store.job_cache(hit).await
     {
         return s.folders.job_dir(rec.job_id, rec.attempt).join("out");
+    }
+    if let Some((src, run)) = baton_core::decide::carried_of(job.reason.as_deref())
+        && let Ok(Some(old)) = s.store.get_run(run).await
+        && let Some(j) = old.jobs.iter().find(|j| j.id == src)
+    {
+        return s.folders.job_dir(j.id, j.attempt).join("out");
     }
     s.folders.job_dir(job.id, job.attempt).join("out")
 }

@@ -453,10 +453,18 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub async fn rerun(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let run: Run = self
-            .post_json(&format!("/runs/{id}/rerun"), &serde_json::json!({}))
-            .await?;
+    pub async fn rerun(
+        &self,
+        id: i64,
+        failed: bool,
+        body: baton_web::api_types::RerunBody,
+    ) -> anyhow::Result<ExitCode> {
+        let path = if failed {
+            format!("/runs/{id}/rerun?failed=true")
+        } else {
+            format!("/runs/{id}/rerun")
+        };
+        let run: Run = self.post_json(&path, &body).await?;
         println!("{}", run.id);
         Ok(ExitCode::SUCCESS)
     }

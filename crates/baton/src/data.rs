@@ -10,8 +10,7 @@ use baton_store::Store;
 
 use crate::{DataArgs, TokenCommand, UserCommand};
 
-/// The shortest password `baton user add` accepts.
-const MIN_PASSWORD_CHARS: usize = 12;
+use baton_store::MIN_PASSWORD_CHARS;
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())

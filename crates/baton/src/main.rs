@@ -220,10 +220,19 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Start a new run of the same task with the same arguments.
+    /// Start a new run of the same task or pipeline: with the same arguments, other ones, or
+    /// only the failed jobs.
     Rerun {
         /// The run's id.
         run: i64,
+        /// Rerun only the jobs that did not succeed (and the jobs that depend on them); the
+        /// others are carried over with their results and artifacts.
+        #[arg(long)]
+        failed: bool,
+        /// Rerun with these arguments instead of the run's (repeat for each; all are given
+        /// anew).
+        #[arg(long = "arg", value_name = "KEY=VALUE", conflicts_with = "failed")]
+        args: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -354,6 +363,19 @@ pub(crate) enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+/// `baton rerun RUN [--failed] [--arg K=V…]`: new arguments only when some are given.
+async fn rerun(
+    run: i64,
+    failed: bool,
+    args: &[String],
+    server: &ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    let body = baton_web::api_types::RerunBody {
+        args: (!args.is_empty()).then(|| parse_args(args)).transpose()?,
+    };
+    client::Client::new(server)?.rerun(run, failed, body).await
 }
 
 fn parse_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -544,7 +566,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client::Client::new(&server)?.cancel(run, wait).await
         }
         Command::Approve { run, server } => client::Client::new(&server)?.approve(run).await,
-        Command::Rerun { run, server } => client::Client::new(&server)?.rerun(run).await,
+        Command::Rerun {
+            run,
+            failed,
+            args,
+            server,
+        } => rerun(run, failed, &args, &server).await,
         Command::Reload { server } => client::Client::new(&server)?.reload().await,
         Command::Pause { queue, server } => client::Client::new(&server)?.pause(queue, true).await,
         Command::Resume { queue, server } => {

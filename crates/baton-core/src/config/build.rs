@@ -14,6 +14,7 @@ use super::model::{Config, EnvValue, SecretValue, is_secret_name};
 use super::node::{self, Node, Value};
 use super::{ConfigErrors, Diagnostic};
 
+mod args;
 mod cache;
 mod checks;
 mod container;

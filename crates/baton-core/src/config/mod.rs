@@ -199,6 +199,8 @@ pub fn load_sources_with(
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_args;
+#[cfg(test)]
 mod tests_cache;
 #[cfg(test)]
 mod tests_notify;

@@ -328,6 +328,9 @@ pub struct TaskDef {
     pub name: String,
     pub enabled: bool,
     pub description: String,
+    /// `args:` — the arguments a trigger may give, in the order written (empty: any).
+    #[serde(default)]
+    pub args: Vec<ArgDef>,
     pub queues: Vec<String>,
     pub tags: Vec<String>,
     pub period: Option<Duration>,
@@ -448,13 +451,41 @@ pub enum WaitStrategy {
     Replace,
 }
 
+/// `args.NAME` — an argument a task or pipeline declares: shown as a form field, checked on
+/// every trigger (`crate::args::apply_declared`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgDef {
+    pub name: String,
+    /// What it is for (the form's help text).
+    #[serde(default)]
+    pub description: String,
+    /// The value a trigger that does not give one gets.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// The only values allowed (empty: any value).
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// A trigger must give it (never with a default).
+    #[serde(default)]
+    pub required: bool,
+}
+
 /// `pipelines.NAME` — a prunner-style pipeline: a DAG of tasks, one job per task per run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineDef {
     pub name: String,
+    /// `enabled:`, as on tasks (default true; administrators can override it at runtime).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// `description:`, as on tasks (shown on the dashboard and the trigger form).
     #[serde(default)]
     pub description: String,
+    /// `args:`, as on tasks.
+    #[serde(default)]
+    pub args: Vec<ArgDef>,
+    /// `tags:`, as on tasks.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub concurrency: u32,
     /// `queue_limit`; `None` = unbounded. Only with append/replace.
     pub queue_limit: Option<u32>,

@@ -23,18 +23,17 @@ impl Actor {
 
     pub(super) async fn admit_and_record(
         &mut self,
-        req: TriggerRequest,
+        mut req: TriggerRequest,
         def: TargetDef,
         repo: Option<baton_store::RunRepo>,
         hold: Option<String>,
     ) -> Result<RunRow, SchedError> {
-        if let TargetDef::Task(t) = &def
-            && !t.enabled
-        {
-            return Err(SchedError::Disabled(t.name.clone()));
+        if !def.enabled() {
+            return Err(SchedError::Disabled(req.target.clone()));
         }
         // Every trigger path (API, UI, CLI, chaining, reruns, timers) passes here: bad
-        // arguments are refused before anything is recorded.
+        // arguments are refused before anything is recorded, declared ones get their defaults.
+        baton_core::args::apply_declared(&req.target, def.declared_args(), &mut req.args)?;
         baton_core::args::check(&req.args)?;
         let def = def.with_cache_forced(req.no_cache);
         let now = Utc::now();

@@ -25,7 +25,8 @@ impl Actor {
     pub(super) async fn pump(&mut self, now: DateTime<Utc>) {
         self.sync_agent_workers();
         self.apply_dag_steps(now).await;
-        let (candidates, held) = self.queued_candidates(now);
+        let (candidates, held, gated) = self.queued_candidates(now);
+        self.gate_held = gated;
         let views = self.worker_views();
         let assignments = decide::dispatch(&candidates, &views);
         let assigned: BTreeSet<i64> = assignments.iter().map(|(j, _)| *j).collect();
@@ -97,11 +98,16 @@ impl Actor {
         }
     }
 
-    /// Which queued jobs may start (the candidates for dispatch), and why the runs of the
-    /// others wait (start delay, concurrency, the DAG), by run id.
-    fn queued_candidates(&self, now: DateTime<Utc>) -> (Vec<QueuedJob>, BTreeMap<i64, String>) {
+    /// Which queued jobs may start (the candidates for dispatch), why the runs of the others
+    /// wait (start delay, concurrency, the DAG) by run id, and the runs held by their gate
+    /// (start delay, concurrency).
+    fn queued_candidates(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (Vec<QueuedJob>, BTreeMap<i64, String>, BTreeSet<i64>) {
         let mut candidates: Vec<QueuedJob> = Vec::new();
         let mut held: BTreeMap<i64, String> = BTreeMap::new();
+        let mut gate_held: BTreeSet<i64> = BTreeSet::new();
         let mut by_target: BTreeMap<(TargetKind, &str), Vec<&LiveRun>> = BTreeMap::new();
         for run in self.runs.values() {
             by_target
@@ -123,6 +129,7 @@ impl Actor {
             for (run_id, gate) in decide::gate(target, concurrency, &gated, now) {
                 if let Gate::Held(why) = gate {
                     held.insert(run_id, why);
+                    gate_held.insert(run_id);
                     continue;
                 }
                 let run = &self.runs[&run_id];
@@ -161,7 +168,7 @@ impl Actor {
                 }
             }
         }
-        (candidates, held)
+        (candidates, held, gate_held)
     }
 
     /// Marks the assigned jobs started on their workers; returns the changes to record and

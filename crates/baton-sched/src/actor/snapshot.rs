@@ -5,7 +5,7 @@ use baton_core::run::Status;
 use baton_exec::Health;
 
 use super::Actor;
-use crate::handle::{QueueEntry, Snapshot, WorkerState};
+use crate::handle::{QueueEntry, Snapshot, WaitsFor, WorkerState};
 
 impl Actor {
     pub(super) fn snapshot(&self) -> Snapshot {
@@ -32,15 +32,18 @@ impl Actor {
                 }
             })
             .collect();
+        let held = &self.gate_held;
         let mut queue: Vec<QueueEntry> = self
             .runs
             .values()
             .flat_map(|r| {
+                let dag = r.dag();
                 r.row
                     .jobs
                     .iter()
                     .filter(|j| j.status == Status::Queued)
                     .map(move |j| QueueEntry {
+                        waits_for: waits_for(held.contains(&r.row.id), &j.name, &dag),
                         run_id: r.row.id,
                         job_id: j.id,
                         target: r.row.target.clone(),
@@ -62,6 +65,19 @@ impl Actor {
             workers,
             queue,
             paused: self.paused.clone(),
+            next_fire: self.next_fire.clone(),
         }
+    }
+}
+
+/// What a queued job waits for: its run's turn (held by its gate: concurrency, start delay),
+/// the jobs it depends on, or a free worker.
+fn waits_for(gate_held: bool, job: &str, dag: &[decide::DagJob]) -> WaitsFor {
+    if gate_held {
+        return WaitsFor::Turn;
+    }
+    match dag.iter().find(|d| d.name == job) {
+        Some(d) if decide::dag_wait_reason(d, dag).is_some() => WaitsFor::Dependencies,
+        _ => WaitsFor::Worker,
     }
 }

@@ -154,6 +154,12 @@ impl From<baton_sched::QueueEntry> for QueueEntry {
             priority: q.priority,
             enqueued_at: q.enqueued_at,
             reason: q.reason,
+            waits_for: match q.waits_for {
+                baton_sched::WaitsFor::Turn => "turn",
+                baton_sched::WaitsFor::Dependencies => "dependencies",
+                baton_sched::WaitsFor::Worker => "worker",
+            }
+            .to_owned(),
         }
     }
 }
@@ -188,12 +194,25 @@ fn container(c: Option<&cfg::ContainerDef>) -> Option<Container> {
     })
 }
 
+fn arg_decls(args: &[cfg::ArgDef]) -> Vec<ArgDecl> {
+    args.iter()
+        .map(|a| ArgDecl {
+            name: a.name.clone(),
+            description: a.description.clone(),
+            default: a.default.clone(),
+            choices: a.choices.clone(),
+            required: a.required,
+        })
+        .collect()
+}
+
 impl From<&cfg::TaskDef> for Task {
     fn from(t: &cfg::TaskDef) -> Self {
         Task {
             name: t.name.clone(),
             enabled: t.enabled,
             description: t.description.clone(),
+            args: arg_decls(&t.args),
             queues: t.queues.clone(),
             tags: t.tags.clone(),
             period: span(t.period),
@@ -235,7 +254,10 @@ impl From<&cfg::TaskDef> for Task {
 impl From<&cfg::PipelineDef> for Pipeline {
     fn from(p: &cfg::PipelineDef) -> Self {
         Pipeline {
+            enabled: p.enabled,
             description: p.description.clone(),
+            args: arg_decls(&p.args),
+            tags: p.tags.clone(),
             name: p.name.clone(),
             concurrency: p.concurrency,
             queue_limit: p.queue_limit,

@@ -144,7 +144,7 @@ fn scheduled_targets(repo: &str, own: Config) -> Vec<(String, Vec<String>, Targe
     }
     for (name, mut p) in own.pipelines {
         let c = crons(&p.on);
-        if !c.is_empty() {
+        if p.enabled && !c.is_empty() {
             p.name = format!("{repo}/{name}");
             out.push((p.name.clone(), c, TargetDef::Pipeline(Box::new(p))));
         }

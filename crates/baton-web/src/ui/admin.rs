@@ -1,4 +1,5 @@
-//! Administration from the UI: reloading the config, enabling and disabling tasks.
+//! Administration from the UI: reloading the config, enabling and disabling tasks and
+//! pipelines.
 
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Uri};
@@ -35,15 +36,22 @@ pub(super) async fn reload(
     Ok(render(&t))
 }
 
+/// `POST /admin/{tasks|pipelines}/{name}/enabled`: `enabled=true|false` overrides the config,
+/// anything else follows it again; back to the page the form was on (`back`, a path here).
 pub(super) async fn set_enabled(
     State(s): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
-    Path(name): Path<String>,
+    Path((kind, name)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> PageResult {
     let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
-    if !a.can_see(TargetKind::Task, &name) {
+    let kind = match kind.as_str() {
+        "tasks" => TargetKind::Task,
+        "pipelines" => TargetKind::Pipeline,
+        _ => return Err(not_found()),
+    };
+    if !a.can_see(kind, &name) {
         return Err(not_found());
     }
     a.require_admin()?;
@@ -52,6 +60,7 @@ pub(super) async fn set_enabled(
         "false" => Some(false),
         _ => None,
     };
-    s.sched.set_enabled(&name, value).await?;
-    Ok(Redirect::to("/").into_response())
+    s.sched.set_target_enabled(kind, &name, value).await?;
+    let back = crate::session::safe_next(field(&f, "back"));
+    Ok(Redirect::to(back).into_response())
 }

@@ -177,6 +177,8 @@ pub(super) struct JobView {
     pub dur: String,
     /// When it started, in ms since the epoch, while it runs (0 otherwise): the page ticks it.
     pub since: i64,
+    /// Why a skipped job counts as a success: `cache hit` or `carried over` (else empty).
+    pub note: &'static str,
 }
 
 impl JobView {
@@ -191,13 +193,23 @@ impl JobView {
                 _ => String::new(),
             },
             since: running_since(j.started_at, j.ended_at),
+            note: if baton_core::decide::hit_of(j.reason.as_deref()).is_some() {
+                "cache hit"
+            } else if baton_core::decide::carried_of(j.reason.as_deref()).is_some() {
+                "carried over"
+            } else {
+                ""
+            },
         }
     }
 
-    /// The status as shown: `failed (allowed)` for an allowed failure.
+    /// The status as shown: `failed (allowed)` for an allowed failure, `skipped (carried
+    /// over)` for a job whose success is another's.
     pub(super) fn status_label(&self) -> String {
         if self.allowed {
             format!("{} (allowed)", self.status)
+        } else if !self.note.is_empty() {
+            format!("{} ({})", self.status, self.note)
         } else {
             self.status.to_owned()
         }

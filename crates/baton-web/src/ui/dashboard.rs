@@ -1,30 +1,40 @@
-//! The dashboard (`/`): every visible target with its recent runs, the workers and the queue.
+//! The dashboard (`/`): every visible target with its recent runs, when it last ran and runs
+//! next, its tags (a filter), the workers and the queue (with what each job waits for).
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
-use baton_core::run::{Status, TargetKind};
+use baton_core::run::TargetKind;
 use baton_store::{RunFilter, RunRow};
 
-use super::format::{dur_ms, span};
+use super::format::{dur_ms, span, when};
 use super::page::{Nav, PageError, PageResult, render};
 use super::request::page_user;
+use super::stats::success_rate;
 use crate::AppState;
 
-struct StripCell {
+pub(super) struct StripCell {
     id: i64,
     status: &'static str,
 }
 
-struct TargetView {
-    name: String,
-    kind: &'static str,
-    enabled: bool,
-    description: String,
-    strip: Vec<StripCell>,
-    success_rate: String,
-    median: String,
+pub(super) struct TargetView {
+    pub name: String,
+    pub kind: &'static str,
+    pub enabled: bool,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub strip: Vec<StripCell>,
+    pub success_rate: String,
+    pub median: String,
+    /// When its newest run was queued (empty: never), and that run.
+    pub last_run: String,
+    pub last_id: i64,
+    /// When its timer fires next (empty: it has none).
+    pub next_run: String,
 }
 
 struct WorkerView {
@@ -40,6 +50,9 @@ struct QueueView {
     target: String,
     job: String,
     reason: String,
+    /// `dependencies`, `a worker` or `its turn`.
+    waits_for: &'static str,
+    waits_class: &'static str,
 }
 
 #[derive(Template)]
@@ -47,39 +60,52 @@ struct QueueView {
 struct DashboardTpl {
     nav: Nav,
     targets: Vec<TargetView>,
+    /// Every tag of a visible target, and the one the list is filtered by (empty: none).
+    tags: Vec<String>,
+    tag: String,
     workers: Vec<WorkerView>,
     queue: Vec<QueueView>,
 }
 
-async fn target_view(
-    s: &AppState,
-    kind: TargetKind,
-    name: &str,
-    enabled: bool,
-    description: &str,
-) -> Result<TargetView, PageError> {
-    let runs = s
+#[derive(Deserialize)]
+pub(super) struct DashQuery {
+    /// Show only targets with this tag.
+    tag: Option<String>,
+}
+
+/// A target's row: its last 20 runs, success rate, median, last and next run.
+pub(super) struct TargetFacts<'a> {
+    pub kind: TargetKind,
+    pub name: &'a str,
+    pub enabled: bool,
+    pub description: &'a str,
+    pub tags: &'a [String],
+    pub next: Option<DateTime<Utc>>,
+}
+
+pub(super) async fn target_view(s: &AppState, f: TargetFacts<'_>) -> Result<TargetView, PageError> {
+    let filter = RunFilter {
+        target: Some(f.name.to_owned()),
+        ..Default::default()
+    };
+    let runs: Vec<RunRow> = s
         .store
-        .list_runs(
-            &RunFilter {
-                target: Some(name.to_owned()),
-                ..Default::default()
-            },
-            20,
-        )
-        .await?;
-    let ended: Vec<&RunRow> = runs.iter().filter(|r| r.status.is_terminal()).collect();
-    let ok = ended.iter().filter(|r| r.status == Status::Success).count();
+        .list_runs(&filter, 20)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == f.kind)
+        .collect();
     let mut durations: Vec<i64> = runs
         .iter()
         .filter_map(|r| span(r.started_at, r.ended_at))
         .collect();
     durations.sort_unstable();
     Ok(TargetView {
-        name: name.to_owned(),
-        kind: kind.as_str(),
-        enabled,
-        description: description.to_owned(),
+        name: f.name.to_owned(),
+        kind: f.kind.as_str(),
+        enabled: f.enabled,
+        description: f.description.to_owned(),
+        tags: f.tags.to_vec(),
         strip: runs
             .iter()
             .rev()
@@ -88,14 +114,16 @@ async fn target_view(
                 status: r.status.as_str(),
             })
             .collect(),
-        success_rate: if ended.is_empty() {
-            "–".into()
-        } else {
-            format!("{}%", ok * 100 / ended.len())
-        },
+        success_rate: success_rate(&runs),
         median: durations
             .get(durations.len() / 2)
             .map_or("–".into(), |d| dur_ms(*d)),
+        last_run: runs
+            .first()
+            .map(|r| when(r.enqueued_at))
+            .unwrap_or_default(),
+        last_id: runs.first().map_or(0, |r| r.id),
+        next_run: f.next.map(when).unwrap_or_default(),
     })
 }
 
@@ -103,25 +131,52 @@ pub(super) async fn dashboard(
     State(s): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    q: Result<Query<DashQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult {
     let (user, a, nav) = page_user(&s, &headers, &uri).await?;
-    let mut targets = Vec::new();
+    let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let tag = q.tag.unwrap_or_default();
+    let snap = crate::api::visible_snapshot(&s, &user).await?;
+    let mut all_tags: Vec<String> = Vec::new();
+    let mut facts: Vec<TargetFacts<'_>> = Vec::new();
     for t in a.config.tasks.values() {
         if a.can_see(TargetKind::Task, &t.name) {
-            targets
-                .push(target_view(&s, TargetKind::Task, &t.name, t.enabled, &t.description).await?);
+            facts.push(TargetFacts {
+                kind: TargetKind::Task,
+                name: &t.name,
+                enabled: t.enabled,
+                description: &t.description,
+                tags: &t.tags,
+                next: snap.next_fire.get(&t.name).copied(),
+            });
         }
     }
     for p in a.config.pipelines.values() {
         if a.can_see(TargetKind::Pipeline, &p.name) {
-            targets
-                .push(target_view(&s, TargetKind::Pipeline, &p.name, true, &p.description).await?);
+            facts.push(TargetFacts {
+                kind: TargetKind::Pipeline,
+                name: &p.name,
+                enabled: p.enabled,
+                description: &p.description,
+                tags: &p.tags,
+                next: None,
+            });
         }
     }
-    let snap = crate::api::visible_snapshot(&s, &user).await?;
+    let mut targets = Vec::new();
+    for f in facts {
+        all_tags.extend(f.tags.iter().cloned());
+        if tag.is_empty() || f.tags.contains(&tag) {
+            targets.push(target_view(&s, f).await?);
+        }
+    }
+    all_tags.sort();
+    all_tags.dedup();
     let t = DashboardTpl {
         nav,
         targets,
+        tags: all_tags,
+        tag,
         workers: snap
             .workers
             .iter()
@@ -141,10 +196,14 @@ pub(super) async fn dashboard(
                 target: q.target.clone(),
                 job: q.job.clone(),
                 reason: q.reason.clone(),
+                waits_for: q.waits_for.as_str(),
+                waits_class: match q.waits_for {
+                    baton_sched::WaitsFor::Turn => "turn",
+                    baton_sched::WaitsFor::Dependencies => "deps",
+                    baton_sched::WaitsFor::Worker => "worker",
+                },
             })
             .collect(),
     };
     Ok(render(&t))
 }
-
-// ---------------------------------------------------------------------------------------------

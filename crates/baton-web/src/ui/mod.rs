@@ -19,6 +19,7 @@ mod dashboard;
 mod deliveries;
 mod format;
 mod logmeta;
+mod gantt;
 mod logview;
 mod me;
 mod page;
@@ -26,6 +27,8 @@ mod repos;
 mod request;
 mod run;
 mod runs;
+mod stats;
+mod target;
 mod tests;
 mod trigger;
 
@@ -65,8 +68,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me", get(me::me_page))
         .route("/me/tokens", post(me::create_token))
         .route("/me/tokens/{id}/revoke", post(me::revoke_token))
+        .route("/me/password", post(me::change_password))
+        .route("/me/sessions/{handle}/end", post(me::end_session))
         .route("/admin/reload", post(admin::reload))
-        .route("/admin/tasks/{name}/enabled", post(admin::set_enabled))
+        .route("/admin/{kind}/{name}/enabled", post(admin::set_enabled))
+        .route("/targets/{kind}/{name}", get(target::target_page))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .route("/static/favicon/{file}", get(favicon))

@@ -1,6 +1,7 @@
 //! A run's page: its facts, its jobs (in DAG order), one job's log (the end of it, paged back
 //! with "load earlier", or the window around a line), its artifacts and, for pipelines, the DAG;
-//! and the cancel, approve and rerun buttons. Everything is drawn from the run's own state (the
+//! the jobs' timing (`gantt`); and the cancel, approve and rerun buttons (all jobs, the failed
+//! ones, or with other arguments). Everything is drawn from the run's own state (the
 //! definition it was queued with), so a changed config never redraws an old run.
 
 use std::collections::BTreeMap;
@@ -54,6 +55,16 @@ struct RunPageView {
     statuses: Vec<(String, &'static str, String)>,
     /// Jobs skipped by a cache hit: (job name, the job hit, its run).
     cache_hits: Vec<(String, i64, i64)>,
+    /// Jobs carried over by a rerun of failed jobs: (job name, the job that ran, its run).
+    carried: Vec<(String, i64, i64)>,
+    /// An ended pipeline run with a job that did not succeed: the page offers "Rerun failed".
+    rerun_failed: bool,
+    /// One bar per job (pipelines).
+    gantt: Vec<super::gantt::Bar>,
+    /// The run's duration against the median of its target's last finished runs.
+    vs_median: String,
+    /// The target is in the config: its name links to its page.
+    has_page: bool,
 }
 
 #[derive(Template)]
@@ -189,6 +200,11 @@ pub(super) async fn run_page(
         String::new()
     };
     let mut r = run_view(&run, job, &shape);
+    r.vs_median = vs_median(&s, &run).await?;
+    r.has_page = match run.kind {
+        TargetKind::Task => a.config.tasks.contains_key(&run.target),
+        TargetKind::Pipeline => a.config.pipelines.contains_key(&run.target),
+    };
     r.code = run.repo.as_ref().map(|c| CodeFacts::of(c, &a.config));
     r.statuses = status_views(&s.store.run_reports(run.id).await?);
     Ok(render(&RunTpl {
@@ -199,6 +215,31 @@ pub(super) async fn run_page(
         artifacts,
         preview,
     }))
+}
+
+/// An ended run's duration against the median of its target's last finished runs before it
+/// (empty while it runs, or when there are none).
+async fn vs_median(s: &AppState, run: &RunRow) -> Result<String, PageError> {
+    let Some(took) = span(run.started_at, run.ended_at) else {
+        return Ok(String::new());
+    };
+    let filter = baton_store::RunFilter {
+        target: Some(run.target.clone()),
+        before: Some(run.id),
+        ..Default::default()
+    };
+    let earlier = s
+        .store
+        .list_runs(&filter, 2 * super::stats::MEDIAN_OF)
+        .await?;
+    let earlier: Vec<RunRow> = earlier
+        .into_iter()
+        .filter(|r| r.kind == run.kind && r.started_at.is_some() && r.ended_at.is_some())
+        .take(super::stats::MEDIAN_OF as usize)
+        .collect();
+    Ok(super::stats::median_ms(&earlier)
+        .map(|m| super::stats::against_median(took, m, earlier.len()))
+        .unwrap_or_default())
 }
 
 /// The workers the run's jobs ran on, each once, in the order first used.
@@ -306,6 +347,27 @@ fn run_view(run: &RunRow, job: &JobRow, shape: &Shape) -> RunPageView {
                 Some((j.name.clone(), job, run))
             })
             .collect(),
+        carried: run
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                let (job, run) = baton_core::decide::carried_of(j.reason.as_deref())?;
+                Some((j.name.clone(), job, run))
+            })
+            .collect(),
+        rerun_failed: run.kind == TargetKind::Pipeline
+            && !open
+            && run.jobs.iter().any(|j| {
+                j.status != Status::Success
+                    && baton_core::decide::result_source(j.reason.as_deref()).is_none()
+            }),
+        gantt: if run.kind == TargetKind::Pipeline {
+            super::gantt::bars(run, &run.jobs, Utc::now())
+        } else {
+            Vec::new()
+        },
+        vs_median: String::new(),
+        has_page: false,
     }
 }
 
@@ -372,8 +434,12 @@ pub(super) async fn rerun(
 ) -> PageResult {
     let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
     visible_run(&s, &a, id).await?;
-    let no_cache = !super::field(&f, "no_cache").is_empty();
-    let run = s.sched.rerun_with(id, TriggerKind::Rerun, no_cache).await?;
+    let opts = baton_sched::RerunOptions {
+        failed_only: !super::field(&f, "failed").is_empty(),
+        no_cache: !super::field(&f, "no_cache").is_empty(),
+        args: None,
+    };
+    let run = s.sched.rerun_opts(id, TriggerKind::Rerun, opts).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
 }
 

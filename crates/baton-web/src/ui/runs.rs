@@ -54,6 +54,8 @@ struct RunView {
     queued: String,
     took: String,
     code: Option<CodeView>,
+    /// The target is in the config: its name links to its page.
+    has_page: bool,
 }
 
 #[derive(Template)]
@@ -183,6 +185,10 @@ pub(super) async fn runs_page(
                 queued: when(r.enqueued_at),
                 took: took(r),
                 code: r.repo.as_ref().map(CodeView::of),
+                has_page: match r.kind {
+                    TargetKind::Task => a.config.tasks.contains_key(&r.target),
+                    TargetKind::Pipeline => a.config.pipelines.contains_key(&r.target),
+                },
             })
             .collect(),
         next,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::args::build_args;
 use super::cache::build_cache;
 use super::checks::find_cycles;
 use super::container::build_container;
@@ -12,7 +13,10 @@ use crate::config::duration::{MILLIS_UP, SECONDS_UP};
 use crate::config::model::{OnError, PipelineDef, PipelineTask, QueueStrategy};
 
 const PIPELINE_KEYS: &[&str] = &[
+    "enabled",
     "description",
+    "args",
+    "tags",
     "concurrency",
     "queue_limit",
     "queue_strategy",
@@ -115,7 +119,10 @@ pub(super) fn build_pipeline(
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
         cancel_superseded: d.boolean(f.get("cancel_superseded")),
         name: name.to_owned(),
+        enabled: d.boolean(f.get("enabled")).unwrap_or(true),
         description: d.string(f.get("description")).unwrap_or_default(),
+        args: build_args(d, &f, &what),
+        tags: d.plain_list(f.get("tags")),
         concurrency,
         queue_limit,
         queue_strategy,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Refs;
+use super::args::{build_args, check_timed_args};
 use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
@@ -14,6 +15,7 @@ use crate::config::node::Value;
 const TASK_KEYS: &[&str] = &[
     "enabled",
     "description",
+    "args",
     "queues",
     "tags",
     "period",
@@ -89,11 +91,14 @@ pub(super) fn build_task(
 
     let schedule = f.get("schedule").and_then(|s| build_schedule(d, s));
     let wait_list = f.get("wait_list").and_then(|w| build_wait_list(d, w));
+    let args = build_args(d, &f, &what);
+    check_timed_args(d, &f, name, &args);
 
     Some(TaskDef {
         name: name.to_owned(),
         enabled: d.boolean(f.get("enabled")).unwrap_or(true),
         description: d.string(f.get("description")).unwrap_or_default(),
+        args,
         queues: queues.into_iter().map(|(q, _)| q).collect(),
         tags: d.plain_list(f.get("tags")),
         period: d.duration(f.get("period"), SECONDS_UP),
