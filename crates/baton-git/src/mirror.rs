@@ -60,11 +60,14 @@ struct Shared {
     pub(crate) memo: Mutex<Memo>,
 }
 
+/// Files read under a directory at a commit: `(path, contents)`.
+type Files = Vec<(String, Vec<u8>)>;
+
 /// The last few reads of `.baton/` and of commit metadata, by commit: an event reads the same
 /// commit more than once (its schedules, its targets, its runs), each a git process otherwise.
 #[derive(Default)]
 pub(crate) struct Memo {
-    trees: VecDeque<(Oid, String, Arc<Vec<(String, Vec<u8>)>>)>,
+    trees: VecDeque<(Oid, String, Arc<Files>)>,
     infos: VecDeque<crate::CommitInfo>,
 }
 
@@ -74,7 +77,7 @@ const MEMO_ENTRIES: usize = 8;
 const MEMO_TREE_BYTES: usize = 256 * 1024;
 
 impl Memo {
-    pub(crate) fn tree(&self, commit: &Oid, dir: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    pub(crate) fn tree(&self, commit: &Oid, dir: &str) -> Option<Files> {
         let (_, _, files) = self
             .trees
             .iter()
