@@ -177,7 +177,12 @@ impl Mirror {
             let meta = tokio::fs::metadata(&config).await;
             meta.and_then(|m| m.modified()).ok()
         };
-        let seen = mirror.shared.ready.lock().expect("mirror gate poisoned").clone();
+        let seen = mirror
+            .shared
+            .ready
+            .lock()
+            .expect("mirror gate poisoned")
+            .clone();
         if let Some((ready_url, at)) = seen
             && ready_url == url
             && changed().await == Some(at)
