@@ -7,6 +7,10 @@
 //!   `201 {id, ...}`.
 //! - `PATCH {api}/repos/{owner}/{repo}/check-runs/{id}`, body `{status, details_url, output}`
 //!   (and `conclusion` when completed).
+//! - `GET {api}/repos/{owner}/{repo}/commits/{ref}/check-runs?check_name=NAME&filter=all`
+//!   (`per_page` at most 100, `page` from 1); answer `200 {total_count, check_runs: [{id, name,
+//!   external_id, ...}]}`: how a check run created just before a crash (its id never recorded)
+//!   is found again by its `external_id` instead of being created twice.
 //!
 //! `status` is queued, in_progress or completed; a completed run's `conclusion` is success,
 //! failure, cancelled, timed_out or skipped here.
@@ -110,6 +114,64 @@ pub fn update_check_run(
     }
 }
 
+/// Check runs listed per page by [`list_check_runs`] (GitHub's largest page).
+pub const CHECK_RUNS_PER_PAGE: usize = 100;
+
+/// The request that lists page `page` (from 1) of every check run named `name` at commit `sha`
+/// of repository `path`, not only the latest one of that name.
+pub fn list_check_runs(
+    api: &str,
+    path: &str,
+    token: &str,
+    sha: &str,
+    name: &str,
+    page: u32,
+) -> ApiRequest {
+    ApiRequest {
+        method: Method::Get,
+        url: format!(
+            "{}/repos/{path}/commits/{}/check-runs?check_name={}&filter=all&per_page={CHECK_RUNS_PER_PAGE}&page={page}",
+            api.trim_end_matches('/'),
+            query_escape(sha),
+            query_escape(name)
+        ),
+        headers: github_headers(token),
+        body: None,
+    }
+}
+
+/// In an answer to [`list_check_runs`]: the id of the check run whose `external_id` is
+/// `external_id`, if listed, and whether the page was full (a next page may hold it).
+pub fn find_check_run(answer: &[u8], external_id: &str) -> Result<(Option<i64>, bool), CredError> {
+    let v: Value = serde_json::from_slice(answer).map_err(|e| CredError::Answer(e.to_string()))?;
+    let runs = v["check_runs"]
+        .as_array()
+        .ok_or_else(|| CredError::Answer("no \"check_runs\" list in the answer".into()))?;
+    let found = runs
+        .iter()
+        .find(|r| r["external_id"].as_str() == Some(external_id))
+        .map(|r| {
+            r["id"]
+                .as_i64()
+                .ok_or_else(|| CredError::Answer("a listed check run has no \"id\"".into()))
+        })
+        .transpose()?;
+    Ok((found, runs.len() >= CHECK_RUNS_PER_PAGE))
+}
+
+/// `text` as a URL query value: every byte but the unreserved ones percent-encoded.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The id in GitHub's answer to [`create_check_run`].
 pub fn check_run_id(answer: &[u8]) -> Result<i64, CredError> {
     let v: Value = serde_json::from_slice(answer).map_err(|e| CredError::Answer(e.to_string()))?;
@@ -189,5 +251,35 @@ mod tests {
         );
         assert!(b.get("name").is_none());
         assert_eq!(check_run_id(br#"{"id": 99}"#).unwrap(), 99);
+    }
+
+    #[test]
+    fn a_check_run_is_found_again_by_its_external_id() {
+        let r = list_check_runs(
+            "https://api.github.com/",
+            "a/b",
+            "T",
+            "abc",
+            "baton/app/t e",
+            2,
+        );
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(
+            r.url,
+            "https://api.github.com/repos/a/b/commits/abc/check-runs?check_name=baton%2Fapp%2Ft%20e&filter=all&per_page=100&page=2"
+        );
+        assert!(r.body.is_none());
+        assert!(r.headers.contains(&("Authorization", "Bearer T".into())));
+        let answer = br#"{"total_count": 2, "check_runs": [
+            {"id": 5, "name": "baton/app/t e", "external_id": "6"},
+            {"id": 8, "name": "baton/app/t e", "external_id": "7"}]}"#;
+        assert_eq!(find_check_run(answer, "7").unwrap(), (Some(8), false));
+        assert_eq!(find_check_run(answer, "9").unwrap(), (None, false));
+        assert!(find_check_run(b"{}", "7").is_err());
+        let full: Vec<Value> = (0..100)
+            .map(|i| json!({"id": i, "external_id": "x"}))
+            .collect();
+        let answer = serde_json::to_vec(&json!({"check_runs": full})).unwrap();
+        assert_eq!(find_check_run(&answer, "7").unwrap(), (None, true));
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 /// An HTTP method of a forge request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    Get,
     Post,
     Patch,
     Delete,
@@ -27,6 +28,7 @@ pub enum Method {
 impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
+            Method::Get => "GET",
             Method::Post => "POST",
             Method::Patch => "PATCH",
             Method::Delete => "DELETE",

@@ -17,7 +17,10 @@ mod url;
 mod verify;
 mod web;
 
-pub use checks::{CheckRun, CheckState, check_run_id, create_check_run, update_check_run};
+pub use checks::{
+    CheckRun, CheckState, check_run_id, create_check_run, find_check_run, list_check_runs,
+    update_check_run,
+};
 pub use creds::{
     ApiRequest, CredError, Method, app_jwt, gitea_revoke_request, gitea_token, gitea_token_request,
     github_revoke_request, github_token, github_token_request,

@@ -106,6 +106,8 @@ const SAFE_CONFIG: &[&str] = &[
     "maintenance.auto=false",
     "-c",
     "advice.detachedHead=false",
+    "-c",
+    "advice.fetchShowForcedUpdates=false",
 ];
 
 /// Where a command runs: against a (bare) git directory or inside a working tree.

@@ -6,10 +6,10 @@
 //! GitHub/Gitea pull request refs (`refs/pull/*`) and GitLab merge request refs
 //! (`refs/merge-requests/*`), and prune what the remote deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::cmd::{At, Git, GitEnv, GitError};
 use crate::retry::{Backoff, retry};
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Mirror {
     }
 }
 
-/// The fetch gate of one mirror directory.
+/// The fetch gate of one mirror directory, and what this process knows of it.
 struct Shared {
     /// Fetches started so far (read without the lock by arriving callers).
     started: AtomicU64,
@@ -51,6 +51,66 @@ struct Shared {
     last: tokio::sync::Mutex<LastFetch>,
     /// Fetches actually run, for tests and the repo page.
     runs: AtomicU64,
+    /// The URL this process last set the mirror up for (its config checked or written) and
+    /// the config file's modification time then: a later [`Mirror::ensure_with`] with the same
+    /// URL, the config untouched, runs no git. Forgotten when a fetch fails, so the next one
+    /// checks again.
+    ready: Mutex<Option<(String, std::time::SystemTime)>>,
+    /// Reads at a commit, which never change: see [`Memo`].
+    pub(crate) memo: Mutex<Memo>,
+}
+
+/// Files read under a directory at a commit: `(path, contents)`.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// The last few reads of `.baton/` and of commit metadata, by commit: an event reads the same
+/// commit more than once (its schedules, its targets, its runs), each a git process otherwise.
+#[derive(Default)]
+pub(crate) struct Memo {
+    trees: VecDeque<(Oid, String, Arc<Files>)>,
+    infos: VecDeque<crate::CommitInfo>,
+}
+
+/// Reads of each kind a [`Memo`] keeps.
+const MEMO_ENTRIES: usize = 8;
+/// The largest directory read a [`Memo`] keeps, in bytes.
+const MEMO_TREE_BYTES: usize = 256 * 1024;
+
+impl Memo {
+    pub(crate) fn tree(&self, commit: &Oid, dir: &str) -> Option<Files> {
+        let (_, _, files) = self
+            .trees
+            .iter()
+            .find(|(c, d, _)| c == commit && d == dir)?;
+        Some(files.as_ref().clone())
+    }
+
+    pub(crate) fn keep_tree(&mut self, commit: &Oid, dir: &str, files: &[(String, Vec<u8>)]) {
+        let size: usize = files.iter().map(|(p, b)| p.len() + b.len()).sum();
+        if size > MEMO_TREE_BYTES || self.tree(commit, dir).is_some() {
+            return;
+        }
+        if self.trees.len() >= MEMO_ENTRIES {
+            self.trees.pop_front();
+        }
+        let files = Arc::new(files.to_vec());
+        self.trees
+            .push_back((commit.clone(), dir.to_owned(), files));
+    }
+
+    pub(crate) fn info(&self, commit: &Oid) -> Option<crate::CommitInfo> {
+        self.infos.iter().find(|i| i.id == *commit).cloned()
+    }
+
+    pub(crate) fn keep_info(&mut self, info: &crate::CommitInfo) {
+        if self.info(&info.id).is_some() {
+            return;
+        }
+        if self.infos.len() >= MEMO_ENTRIES {
+            self.infos.pop_front();
+        }
+        self.infos.push_back(info.clone());
+    }
 }
 
 #[derive(Default)]
@@ -59,22 +119,25 @@ struct LastFetch {
     result: Option<Result<(), GitError>>,
 }
 
-static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> =
+/// One gate per mirror directory for the life of the process (a server has one per
+/// repository), so what it knows outlives the short-lived [`Mirror`] values.
+static GATES: LazyLock<Mutex<HashMap<PathBuf, Arc<Shared>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn gate_for(dir: &Path) -> Arc<Shared> {
     let mut gates = GATES.lock().expect("mirror gate registry poisoned");
-    if let Some(shared) = gates.get(dir).and_then(Weak::upgrade) {
-        return shared;
-    }
-    gates.retain(|_, w| w.strong_count() > 0);
-    let shared = Arc::new(Shared {
-        started: AtomicU64::new(0),
-        last: tokio::sync::Mutex::new(LastFetch::default()),
-        runs: AtomicU64::new(0),
-    });
-    gates.insert(dir.to_owned(), Arc::downgrade(&shared));
-    shared
+    gates
+        .entry(dir.to_owned())
+        .or_insert_with(|| {
+            Arc::new(Shared {
+                started: AtomicU64::new(0),
+                last: tokio::sync::Mutex::new(LastFetch::default()),
+                runs: AtomicU64::new(0),
+                ready: Mutex::new(None),
+                memo: Mutex::new(Memo::default()),
+            })
+        })
+        .clone()
 }
 
 /// How a call to [`Mirror::fetch`] was served.
@@ -109,7 +172,26 @@ impl Mirror {
             url: url.to_owned(),
             env,
         };
+        let config = mirror.dir.join("config");
+        let changed = || async {
+            let meta = tokio::fs::metadata(&config).await;
+            meta.and_then(|m| m.modified()).ok()
+        };
+        let seen = mirror
+            .shared
+            .ready
+            .lock()
+            .expect("mirror gate poisoned")
+            .clone();
+        if let Some((ready_url, at)) = seen
+            && ready_url == url
+            && changed().await == Some(at)
+        {
+            return Ok(mirror);
+        }
         mirror.init().await?;
+        let ready = changed().await.map(|at| (url.to_owned(), at));
+        *mirror.shared.ready.lock().expect("mirror gate poisoned") = ready;
         Ok(mirror)
     }
 
@@ -208,6 +290,10 @@ impl Mirror {
         }
     }
 
+    pub(crate) fn shared_memo(&self) -> &Mutex<Memo> {
+        &self.shared.memo
+    }
+
     /// The mirror's directory (a bare repository).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -234,6 +320,8 @@ impl Mirror {
         }
         let number = self.shared.started.fetch_add(1, Ordering::SeqCst) + 1;
         self.shared.runs.fetch_add(1, Ordering::SeqCst);
+        // `--no-show-forced-updates`: git would walk each updated branch's history to tell
+        // a force-push apart (thousands of commits for a big push); the mirror takes either.
         let result = Git::new(&self.env, At::GitDir(&self.dir))
             .args([
                 "fetch",
@@ -241,11 +329,15 @@ impl Mirror {
                 "--quiet",
                 "--no-recurse-submodules",
                 "--no-write-fetch-head",
+                "--no-show-forced-updates",
                 "origin",
             ])
             .output()
             .await
             .map(|_| ());
+        if result.is_err() {
+            *self.shared.ready.lock().expect("mirror gate poisoned") = None;
+        }
         *last = LastFetch {
             number,
             result: Some(result.clone()),
@@ -282,9 +374,17 @@ impl Mirror {
     /// Every ref under `prefix` (`refs/heads/`) and its object, sorted by name: what a poller
     /// compares between two fetches.
     pub async fn refs(&self, prefix: &str) -> Result<Vec<(String, Oid)>, GitError> {
+        self.refs_under(&[prefix]).await
+    }
+
+    /// [`Mirror::refs`] under any of `prefixes`, in one listing.
+    pub(crate) async fn refs_under(
+        &self,
+        prefixes: &[&str],
+    ) -> Result<Vec<(String, Oid)>, GitError> {
         let g = Git::new(&self.env, At::GitDir(&self.dir))
             .args(["for-each-ref", "--format=%(objectname) %(refname)"])
-            .arg(prefix);
+            .args(prefixes);
         let (done, g) = g.run().await?;
         if done.code != Some(0) {
             return Err(g.failed(&done));

@@ -2,17 +2,23 @@
 //!
 //! Writing a 10,000-file tree costs seconds on some disks; a tree left by an ended job of the
 //! same repository differs from the next commit in a few files. A [`TreePool`] keeps such trees
-//! (`free/<name>/tree`), each with the index Git wrote when it made the tree — before the job
-//! ran, kept outside the tree, so the job could not change it (`free/<name>/index`). A reused
-//! tree gets a new `.git` (a fresh `clone --shared` of the mirror: no config, hook or ref of the
-//! old job survives) with that pristine index, then `checkout --force` of the commit and
-//! `clean -ffdx`: Git rewrites every file whose content, mode, size, inode or change time
-//! differs from what it wrote, and deletes everything it did not write. The result is the same
-//! tree a fresh checkout gives, byte for byte.
+//! (`free/<name>/tree`, with the commit it holds in `free/<name>/commit`), each **scrubbed** when
+//! it is given back, once nothing of its job runs any more: it gets a new `.git` (no config,
+//! hook or ref of the old job survives) holding the index Git wrote when it made the tree —
+//! before the job ran, kept outside the tree so the job could not change it
+//! ([`pristine_index`]) — then `checkout --force` of its own commit and `clean -ffdx`: Git
+//! rewrites every file whose content, mode, size, inode or change time differs from what it
+//! wrote, and deletes everything it did not write. A free tree is therefore exactly its commit,
+//! index included, and nothing touches it in the pool, so the next job's checkout is
+//! `read-tree -m -u NEW` over that index: Git writes and deletes only the files the two
+//! commits differ in and does not even stat the others (`checkout --force` would stat all
+//! 10,000 of a big repository), on the job's way to its first command. The scrub's cost is paid
+//! after the old job, not before the new one.
 //!
 //! A tree moves only by `rename` (the pool lives beside the job folders, on the same file
-//! system), so a tree is in exactly one place: a job's folder or the pool. A tree with
-//! submodules is never reused (their Git directories lived in the old `.git`).
+//! system), so a tree is in exactly one place: a job's folder, the pool's staging (while it is
+//! scrubbed) or the pool. A tree with submodules is never reused (their Git directories lived
+//! in the old `.git`).
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +48,9 @@ impl TreePool {
         self.dir.join("free")
     }
 
-    /// Moves a free tree to `dest` and its pristine index beside it; false when none is free.
-    /// Concurrent takers race through `rename`: each free tree goes to one of them.
+    /// Moves a free tree to `dest`; false when none is free. Concurrent takers race through
+    /// `rename`: each free tree goes to one of them. An entry that was not scrubbed (left by an
+    /// older Baton: no `commit` file) is deleted.
     async fn take(&self, dest: &Path) -> bool {
         let Ok(mut entries) = tokio::fs::read_dir(self.free()).await else {
             return false;
@@ -58,49 +65,21 @@ impl TreePool {
             if tokio::fs::rename(entry.path(), &stage).await.is_err() {
                 continue;
             }
-            let moved = tokio::fs::rename(stage.join("index"), pristine_index(dest)).await;
-            let tree = tokio::fs::rename(stage.join("tree"), dest).await;
+            let commit = tokio::fs::read_to_string(stage.join("commit"))
+                .await
+                .ok()
+                .and_then(|c| Oid::parse(c.trim()).ok());
+            let tree = match commit {
+                Some(_) => tokio::fs::rename(stage.join("tree"), dest).await,
+                None => Err(std::io::Error::other("no commit recorded")),
+            };
             let _ = remove_tree(&stage).await;
-            if moved.is_ok() && tree.is_ok() {
+            if tree.is_ok() {
                 return true;
             }
             let _ = remove_tree(dest).await;
         }
         false
-    }
-
-    /// Puts the ended job's checkout `dest` (with its pristine index) into the pool as `name`
-    /// (unique per job attempt), or deletes it when the pool is full or the tree cannot be
-    /// reused. Called only once nothing of the job runs any more.
-    pub async fn give_back(&self, dest: &Path, name: &str) -> Result<(), GitError> {
-        let index = pristine_index(dest);
-        let reusable = tokio::fs::try_exists(&index).await.unwrap_or(false)
-            && !tokio::fs::try_exists(dest.join(".gitmodules"))
-                .await
-                .unwrap_or(true);
-        if !reusable || self.free_count().await >= self.keep {
-            let _ = tokio::fs::remove_file(&index).await;
-            return remove_tree(dest).await;
-        }
-        let stage = self.dir.join("staging").join(name);
-        let io = |p: &Path, e| GitError::io(p, e);
-        tokio::fs::create_dir_all(&stage)
-            .await
-            .map_err(|e| io(&stage, e))?;
-        tokio::fs::create_dir_all(self.free())
-            .await
-            .map_err(|e| io(&self.dir, e))?;
-        let moved = async {
-            tokio::fs::rename(&index, stage.join("index")).await?;
-            tokio::fs::rename(dest, stage.join("tree")).await?;
-            tokio::fs::rename(&stage, self.free().join(name)).await
-        };
-        if let Err(e) = moved.await {
-            let _ = remove_tree(&stage).await;
-            let _ = remove_tree(dest).await;
-            return Err(io(dest, e));
-        }
-        Ok(())
     }
 
     async fn free_count(&self) -> usize {
@@ -118,7 +97,7 @@ impl TreePool {
 impl Mirror {
     /// Makes `dest` a working tree of exactly `commit` like [`Mirror::checkout`], reusing a
     /// free tree of `pool` when there is one (falling back to a fresh checkout when reusing
-    /// fails), and keeps the pristine index beside it for the tree's next reuse.
+    /// fails), and keeps the pristine index beside it for the tree's scrub when it comes back.
     pub async fn checkout_pooled(
         &self,
         pool: &TreePool,
@@ -126,12 +105,9 @@ impl Mirror {
         dest: &Path,
     ) -> Result<Checkout, GitError> {
         if pool.take(dest).await {
-            match self.refresh(commit, dest).await {
+            match self.advance(commit, dest).await {
                 Ok(()) => return self.finish_checkout(commit, dest).await,
-                Err(_) => {
-                    let _ = tokio::fs::remove_file(pristine_index(dest)).await;
-                    remove_tree(dest).await?;
-                }
+                Err(_) => remove_tree(dest).await?,
             }
         }
         let checkout = self.checkout(commit, dest).await?;
@@ -139,18 +115,82 @@ impl Mirror {
         Ok(checkout)
     }
 
-    /// Gives the reused tree at `dest` a new `.git` holding its pristine index, then brings
-    /// its files to `commit`.
-    async fn refresh(&self, commit: &Oid, dest: &Path) -> Result<(), GitError> {
-        let fresh = dest.with_extension("git-new");
-        remove_tree(&fresh).await?;
-        self.clone_shared(&fresh).await?;
-        let io = |p: &Path, e| GitError::io(p, e);
+    /// Brings the scrubbed tree at `dest` (exactly its commit, index included) to `commit`:
+    /// the mirror's current refs, the files the two commits differ in (a one-tree merge keeps
+    /// every other index entry without looking at its file), `HEAD` detached at `commit`.
+    async fn advance(&self, commit: &Oid, dest: &Path) -> Result<(), GitError> {
+        let git = dest.join(".git");
+        let files = Git::new(&self.env, At::WorkTree(dest))
+            .args(["read-tree", "-m", "-u", commit.as_str()])
+            .output();
+        tokio::try_join!(self.write_refs(&git), files)?;
+        tokio::fs::write(git.join("HEAD"), format!("{commit}\n"))
+            .await
+            .map_err(|e| GitError::io(&git, e))
+    }
+
+    /// Puts the ended job's checkout `dest` of `commit` into `pool` as `name` (unique per job
+    /// attempt), scrubbed, or deletes it when the pool is full or the tree cannot be reused.
+    /// Called only once nothing of the job runs any more.
+    pub async fn give_back_pooled(
+        &self,
+        pool: &TreePool,
+        dest: &Path,
+        commit: &Oid,
+        name: &str,
+    ) -> Result<(), GitError> {
         let index = pristine_index(dest);
+        let reusable = tokio::fs::try_exists(&index).await.unwrap_or(false)
+            && !tokio::fs::try_exists(dest.join(".gitmodules"))
+                .await
+                .unwrap_or(true);
+        if !reusable || pool.free_count().await >= pool.keep {
+            let _ = tokio::fs::remove_file(&index).await;
+            return remove_tree(dest).await;
+        }
+        let stage = pool.dir.join("staging").join(name);
+        let io = |p: &Path, e| GitError::io(p, e);
+        let _ = remove_tree(&stage).await;
+        tokio::fs::create_dir_all(&stage)
+            .await
+            .map_err(|e| io(&stage, e))?;
+        let moved = async {
+            tokio::fs::rename(&index, stage.join("index")).await?;
+            tokio::fs::rename(dest, stage.join("tree")).await
+        };
+        if let Err(e) = moved.await {
+            let _ = remove_tree(&stage).await;
+            let _ = tokio::fs::remove_file(&index).await;
+            let _ = remove_tree(dest).await;
+            return Err(io(dest, e));
+        }
+        let kept = async {
+            self.scrub(commit, &stage).await?;
+            tokio::fs::create_dir_all(pool.free())
+                .await
+                .map_err(|e| io(&pool.dir, e))?;
+            tokio::fs::rename(&stage, pool.free().join(name))
+                .await
+                .map_err(|e| io(&stage, e))
+        };
+        if let Err(e) = kept.await {
+            let _ = remove_tree(&stage).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Makes `<stage>/tree` exactly `commit` again: a new `.git` holding the pristine index
+    /// (`<stage>/index`), `checkout --force`, `clean -ffdx`; then records the commit.
+    async fn scrub(&self, commit: &Oid, stage: &Path) -> Result<(), GitError> {
+        let io = |p: &Path, e| GitError::io(p, e);
+        let (tree, fresh) = (stage.join("tree"), stage.join("git-new"));
+        self.clone_shared(&fresh).await?;
+        let index = stage.join("index");
         tokio::fs::rename(&index, fresh.join(".git/index"))
             .await
             .map_err(|e| io(&index, e))?;
-        let old = dest.join(".git");
+        let old = tree.join(".git");
         match tokio::fs::symlink_metadata(&old).await {
             Ok(m) if m.is_dir() => remove_tree(&old).await?,
             Ok(_) => tokio::fs::remove_file(&old)
@@ -162,7 +202,7 @@ impl Mirror {
             .await
             .map_err(|e| io(&old, e))?;
         remove_tree(&fresh).await?;
-        let git = || Git::new(&self.env, At::WorkTree(dest));
+        let git = || Git::new(&self.env, At::WorkTree(&tree));
         git()
             .args(["checkout", "--quiet", "--force", "--detach"])
             .arg(commit.as_str())
@@ -170,7 +210,10 @@ impl Mirror {
             .output()
             .await?;
         git().args(["clean", "-ffdxq"]).output().await?;
-        Ok(())
+        let file = stage.join("commit");
+        tokio::fs::write(&file, format!("{commit}\n"))
+            .await
+            .map_err(|e| io(&file, e))
     }
 
     /// Submodules and LFS content for the refreshed tree, then its new pristine index.

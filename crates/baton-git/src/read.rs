@@ -46,6 +46,23 @@ impl Mirror {
                 reason: "give a relative path from the repository root",
             });
         }
+        if let Some(files) = self.memo().tree(commit, dir) {
+            return Ok(files);
+        }
+        let files = self.read_tree_now(commit, dir).await?;
+        self.memo().keep_tree(commit, dir, &files);
+        Ok(files)
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, crate::mirror::Memo> {
+        self.shared_memo().lock().expect("mirror memo poisoned")
+    }
+
+    async fn read_tree_now(
+        &self,
+        commit: &Oid,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
         let g = self
             .git()
             .args(["ls-tree", "-r", "-z", "-l", "--full-tree"])
@@ -152,6 +169,15 @@ impl Mirror {
 
     /// Author, dates and message of `commit`.
     pub async fn commit_info(&self, commit: &Oid) -> Result<CommitInfo, GitError> {
+        if let Some(info) = self.memo().info(commit) {
+            return Ok(info);
+        }
+        let info = self.commit_info_now(commit).await?;
+        self.memo().keep_info(&info);
+        Ok(info)
+    }
+
+    async fn commit_info_now(&self, commit: &Oid) -> Result<CommitInfo, GitError> {
         let (done, g) = self
             .git()
             .args(["cat-file", "commit"])

@@ -1,7 +1,8 @@
 //! Working trees for jobs, and the merge a pull request would make.
 //!
-//! A checkout is `git clone --shared --no-checkout` of the mirror followed by
-//! `git checkout --detach <commit>`, not `git worktree add`: both copy no objects (the clone
+//! A checkout is a clone of the mirror that borrows its objects (what `git clone --shared
+//! --no-checkout` makes, written directly) followed by `git checkout --detach <commit>`, not
+//! `git worktree add`: both copy no objects (the clone
 //! borrows the mirror's through `objects/info/alternates`), but a worktree shares the mirror's
 //! refs and config, so a job running `git update-ref` or `git config` inside it would change the
 //! mirror every later build reads. The clone has its own refs and config; the mirror is only
@@ -120,22 +121,49 @@ impl Mirror {
     }
 
     /// `dest` (absent or empty) becomes a clone of the mirror that borrows its objects, with no
-    /// files checked out and no template (so no hooks).
+    /// files checked out and no hooks: what `git clone --shared --no-checkout --template=` makes
+    /// (the mirror as `origin`, its branches as `refs/remotes/origin/*`, its tags), written here
+    /// from one listing of the mirror's refs instead of a clone (three processes, one of them
+    /// `upload-pack`). `HEAD` is unborn until the checkout detaches it at the job's commit.
     pub(crate) async fn clone_shared(&self, dest: &Path) -> Result<(), GitError> {
-        Git::new(&self.env, At::Nowhere)
-            .args([
-                "clone",
-                "--shared",
-                "--no-checkout",
-                "--quiet",
-                "--template=",
-                "--",
-            ])
-            .arg(self.dir())
-            .arg(dest)
-            .output()
+        let mirror = std::path::absolute(self.dir()).map_err(|e| GitError::io(self.dir(), e))?;
+        let config = format!(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n[remote \"origin\"]\n\turl = {}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n",
+            config_value(&mirror.to_string_lossy())
+        );
+        let alternates = format!("{}\n", mirror.join("objects").display());
+        let git = dest.join(".git");
+        let written = tokio::task::spawn_blocking({
+            let git = git.clone();
+            move || -> std::io::Result<()> {
+                std::fs::create_dir_all(git.join("objects/info"))?;
+                std::fs::create_dir_all(git.join("refs/heads"))?;
+                std::fs::create_dir_all(git.join("refs/tags"))?;
+                std::fs::write(git.join("objects/info/alternates"), alternates)?;
+                std::fs::write(git.join("config"), config)?;
+                std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n")
+            }
+        })
+        .await
+        .map_err(|e| GitError::io(&git, std::io::Error::other(e)))?;
+        written.map_err(|e| GitError::io(&git, e))?;
+        self.write_refs(&git).await
+    }
+
+    /// Writes the mirror's refs into the clone whose git directory is `git`, as a clone has
+    /// them: its branches as `refs/remotes/origin/*`, its tags (`packed-refs`, replaced whole).
+    pub(crate) async fn write_refs(&self, git: &Path) -> Result<(), GitError> {
+        let mut packed = String::new();
+        for (name, oid) in self.refs_under(&["refs/heads/", "refs/tags/"]).await? {
+            match name.strip_prefix("refs/heads/") {
+                Some(branch) => packed.push_str(&format!("{oid} refs/remotes/origin/{branch}\n")),
+                None => packed.push_str(&format!("{oid} {name}\n")),
+            }
+        }
+        let file = git.join("packed-refs");
+        tokio::fs::write(&file, packed)
             .await
-            .map(|_| ())
+            .map_err(|e| GitError::io(&file, e))
     }
 
     /// When the checkout at `dest` has a `.gitmodules`, fetches and checks out its submodules
@@ -344,6 +372,15 @@ pub async fn fetch_checkout(
         return Err(e);
     }
     Ok(Checkout::new(dest, commit))
+}
+
+/// `value` as a git config value: quoted, with quotes, backslashes and newlines escaped.
+fn config_value(value: &str) -> String {
+    let escaped = value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
 }
 
 /// Fetches `refspec` from `url` into the repository at `dest`.

@@ -63,7 +63,9 @@ async fn a_reused_tree_equals_a_fresh_checkout_whatever_the_last_job_did() {
     assert!(pristine_index(&one).exists(), "the pristine index is kept");
     let inode = std::fs::metadata(&one).unwrap().ino();
     tamper(&one, &marker);
-    pool.give_back(&one, "1-1").await.unwrap();
+    m.give_back_pooled(&pool, &one, &first, "1-1")
+        .await
+        .unwrap();
     assert!(!one.exists() && !pristine_index(&one).exists());
 
     for (n, commit) in [(2, &second), (3, &first)] {
@@ -86,7 +88,9 @@ async fn a_reused_tree_equals_a_fresh_checkout_whatever_the_last_job_did() {
         if n == 2 {
             tamper(&dest, &marker);
         }
-        pool.give_back(&dest, &format!("{n}-1")).await.unwrap();
+        m.give_back_pooled(&pool, &dest, commit, &format!("{n}-1"))
+            .await
+            .unwrap();
     }
 }
 
@@ -105,7 +109,9 @@ async fn a_full_pool_deletes_what_it_cannot_keep_and_an_empty_pool_checks_out_fr
         dests.push(dest);
     }
     for (n, dest) in dests.iter().enumerate() {
-        pool.give_back(dest, &format!("{n}-1")).await.unwrap();
+        m.give_back_pooled(&pool, dest, &first, &format!("{n}-1"))
+            .await
+            .unwrap();
         assert!(!dest.exists());
     }
     let free = std::fs::read_dir(t.path().join("trees/free"))
@@ -117,7 +123,9 @@ async fn a_full_pool_deletes_what_it_cannot_keep_and_an_empty_pool_checks_out_fr
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     m.checkout_pooled(&pool, &first, &dest).await.unwrap();
     std::fs::set_permissions(dest.join("src"), std::fs::Permissions::from_mode(0o500)).unwrap();
-    pool.give_back(&dest, "9-1").await.unwrap();
+    m.give_back_pooled(&pool, &dest, &first, "9-1")
+        .await
+        .unwrap();
     let again = t.path().join("job10/work");
     std::fs::create_dir_all(again.parent().unwrap()).unwrap();
     let co = m.checkout_pooled(&pool, &first, &again).await.unwrap();

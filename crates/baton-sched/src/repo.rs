@@ -132,14 +132,19 @@ impl CheckoutPlan {
     }
 
     /// Once the job has ended (its end recorded, nothing of it running), puts its `work/` back
-    /// for the next job of the repository; a tree that cannot be kept is deleted.
+    /// for the next job of the repository, scrubbed to its commit again; a tree that cannot be
+    /// kept is deleted.
     pub(crate) async fn give_back(&self, job_dir: &Path, job_id: i64, attempt: u32) {
         let work = job_dir.join("work");
-        if let Err(e) = self
-            .trees
-            .give_back(&work, &format!("{job_id}-{attempt}"))
-            .await
-        {
+        let kept = async {
+            let commit = baton_git::Oid::parse(&self.commit)?;
+            let mirror =
+                baton_git::Mirror::ensure_with(&self.url, &self.mirror, self.env.clone()).await?;
+            mirror
+                .give_back_pooled(&self.trees, &work, &commit, &format!("{job_id}-{attempt}"))
+                .await
+        };
+        if let Err(e) = kept.await {
             tracing::warn!(
                 job_id,
                 attempt,

@@ -89,16 +89,31 @@ impl Store {
             .collect()
     }
 
-    /// The GitHub check run that reports `context` of run `run_id`, once created.
-    pub async fn check_run(&self, run_id: i64, context: &str) -> Result<Option<i64>> {
-        let id = sqlx::query_scalar(
+    /// The GitHub check run that reports `context` of run `run_id`: `None` before any create
+    /// was tried, [`CheckRunRecord::Intended`] once one may have been (its id never recorded).
+    pub async fn check_run(&self, run_id: i64, context: &str) -> Result<Option<CheckRunRecord>> {
+        let id: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT check_run_id FROM check_runs WHERE run_id = ? AND context = ?",
         )
         .bind(run_id)
         .bind(context)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(id)
+        Ok(id.map(|id| id.map_or(CheckRunRecord::Intended, CheckRunRecord::Created)))
+    }
+
+    /// Records, before GitHub is asked, that a check run for `context` of run `run_id` is
+    /// being created (a recorded one stays as it is).
+    pub async fn intend_check_run(&self, run_id: i64, context: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO check_runs (run_id, context, check_run_id) VALUES (?, ?, NULL)
+             ON CONFLICT (run_id, context) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(context)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records the check run created for `context` of run `run_id`.
@@ -114,4 +129,13 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// What the store knows of a run's check run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRunRecord {
+    /// Its create was (or is about to be) sent; GitHub's answer was never recorded.
+    Intended,
+    /// Created, with GitHub's id.
+    Created(i64),
 }

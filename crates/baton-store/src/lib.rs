@@ -37,7 +37,7 @@ use sqlx::{QueryBuilder, Row};
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use cache::{CacheSource, JobCache};
-pub use creds::JobCredRow;
+pub use creds::{CheckRunRecord, JobCredRow};
 pub use folders::RunFolders;
 pub use imports::{ImportMark, ImportedRef};
 pub use notices::{NoticeRow, RunEnd};

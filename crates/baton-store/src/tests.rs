@@ -656,8 +656,20 @@ async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs() {
     );
     store.remove_job_cred(row).await.unwrap();
     assert!(store.leftover_job_creds().await.unwrap().is_empty());
-    // A check run is recorded once per run and context.
+    // A check run is recorded once per run and context: intended before it is created, then
+    // with its id; a later intent keeps the id.
+    use crate::CheckRunRecord::{Created, Intended};
     assert_eq!(store.check_run(run.id, "baton/t").await.unwrap(), None);
+    store.intend_check_run(run.id, "baton/t").await.unwrap();
+    assert_eq!(
+        store.check_run(run.id, "baton/t").await.unwrap(),
+        Some(Intended)
+    );
     store.set_check_run(run.id, "baton/t", 7).await.unwrap();
-    assert_eq!(store.check_run(run.id, "baton/t").await.unwrap(), Some(7));
+    store.intend_check_run(run.id, "baton/t").await.unwrap();
+    assert_eq!(
+        store.check_run(run.id, "baton/t").await.unwrap(),
+        Some(Created(7))
+    );
+    assert_eq!(store.check_run(run.id, "baton/u").await.unwrap(), None);
 }

@@ -26,6 +26,7 @@ impl Answer {
 /// Sends `req`; `Err` when no answer came (the error names the request, never its headers).
 pub(crate) async fn send(http: &reqwest::Client, req: &ApiRequest) -> Result<Answer, String> {
     let method = match req.method {
+        Method::Get => reqwest::Method::GET,
         Method::Post => reqwest::Method::POST,
         Method::Patch => reqwest::Method::PATCH,
         Method::Delete => reqwest::Method::DELETE,

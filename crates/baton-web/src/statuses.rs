@@ -8,7 +8,10 @@
 //! its reports are recorded `skipped`, and the server log says so once per repository. A GitHub
 //! repository with `github_app:` gets check runs instead, through the same outbox: the first
 //! report of a run's context creates the check run (its id is recorded), the next ones update
-//! it, authenticated by an installation token of the app.
+//! it, authenticated by an installation token of the app. The intent to create is recorded
+//! before the create is sent: a try that finds an intent without an id (the server died before
+//! recording GitHub's answer) looks the check run up by its external id (the run's id) first,
+//! so a crash never makes a second one.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,10 +30,10 @@ use baton_core::report::{CommitState, MAX_DESCRIPTION, clip, describe};
 use baton_core::run::Status;
 use baton_forge::{
     CheckRun, CheckState, CommitStatus, StatusState, api_base, check_run_id, create_check_run,
-    repo_path, status_request, update_check_run,
+    find_check_run, list_check_runs, repo_path, status_request, update_check_run,
 };
 use baton_sched::SchedHandle;
-use baton_store::{NewReport, Outbox, ReportOutcome, ReportRow, Store, StoreError};
+use baton_store::{CheckRunRecord, NewReport, Outbox, ReportOutcome, ReportRow, Store, StoreError};
 
 /// Tries of one report before the sender gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
@@ -40,6 +43,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const BATCH: u32 = 64;
 /// The longest sleep between two looks at the outbox when nothing wakes the sender.
 const IDLE: Duration = Duration::from_secs(5);
+/// Pages of a commit's check runs of one name read to find one created before a crash.
+const MAX_CHECK_PAGES: u32 = 10;
+
+/// Where check runs of a repository are sent, and the installation token that may.
+struct CheckTarget<'a> {
+    api: &'a str,
+    path: &'a str,
+    token: &'a str,
+}
 
 /// The commit-status outbox as the rest of the server uses it. Cheap to clone.
 #[derive(Clone)]
@@ -298,12 +310,14 @@ impl Sender {
             description: &description,
             details_url: details_url.as_deref(),
         };
-        let existing = match r.run_id {
-            None => None,
-            Some(run) => match self.statuses.store.check_run(run, &r.context).await {
-                Ok(id) => id,
-                Err(e) => return Try::Again(format!("cannot read the check run: {e}")),
-            },
+        let target = CheckTarget {
+            api: &api,
+            path: &path,
+            token: &token,
+        };
+        let existing = match self.existing_check_run(r, &target, &check).await {
+            Ok(id) => id,
+            Err(e) => return e,
         };
         let req = match existing {
             Some(id) => update_check_run(&api, &path, &token, id, &check),
@@ -324,6 +338,73 @@ impl Sender {
             }
         }
         Try::Done(ReportOutcome::Sent, None)
+    }
+
+    /// The id of the check run that reports `r`'s run and context, when one exists: recorded,
+    /// or (when a create may have been sent but its answer never recorded: a crash) found at
+    /// GitHub by its external id, then recorded. `Ok(None)`: create it; for a run, the intent
+    /// to is recorded first, so a crash before the answer is recorded is noticed on the next
+    /// try. A report without a run is always looked up first.
+    async fn existing_check_run(
+        &self,
+        r: &ReportRow,
+        target: &CheckTarget<'_>,
+        check: &CheckRun<'_>,
+    ) -> Result<Option<i64>, Try> {
+        let store = &self.statuses.store;
+        let recorded = match r.run_id {
+            None => Some(CheckRunRecord::Intended),
+            Some(run) => store
+                .check_run(run, &r.context)
+                .await
+                .map_err(|e| Try::Again(format!("cannot read the check run: {e}")))?,
+        };
+        match (recorded, r.run_id) {
+            (Some(CheckRunRecord::Created(id)), _) => Ok(Some(id)),
+            (None, Some(run)) => {
+                store
+                    .intend_check_run(run, &r.context)
+                    .await
+                    .map_err(|e| Try::Again(format!("cannot record the check run: {e}")))?;
+                Ok(None)
+            }
+            (_, run) => {
+                let found = self.find_check_run(target, check).await?;
+                if let (Some(id), Some(run)) = (found, run) {
+                    store
+                        .set_check_run(run, &r.context, id)
+                        .await
+                        .map_err(|e| {
+                            Try::Again(format!("check run {id} found, not recorded: {e}"))
+                        })?;
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    /// The check run named as `check` at its commit whose external id is `check`'s, looked up
+    /// page by page (at most [`MAX_CHECK_PAGES`]).
+    async fn find_check_run(
+        &self,
+        t: &CheckTarget<'_>,
+        check: &CheckRun<'_>,
+    ) -> Result<Option<i64>, Try> {
+        for page in 1..=MAX_CHECK_PAGES {
+            let req = list_check_runs(t.api, t.path, t.token, check.head_sha, check.name, page);
+            let answer = match send(&self.http, &req).await {
+                Ok(a) if a.status.is_success() => a,
+                Ok(a) => return Err(Try::Again(a.describe(&req))),
+                Err(e) => return Err(Try::Again(e)),
+            };
+            match find_check_run(&answer.body, check.external_id) {
+                Ok((Some(id), _)) => return Ok(Some(id)),
+                Ok((None, true)) => continue,
+                Ok((None, false)) => return Ok(None),
+                Err(e) => return Err(Try::Again(format!("{}: {e}", req.url))),
+            }
+        }
+        Ok(None)
     }
 
     async fn post(&self, req: baton_forge::StatusRequest) -> Try {

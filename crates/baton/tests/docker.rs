@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::busybox::{IMAGE, docker, docker_ok, image};
+use common::busybox::{IMAGE, Leftovers, docker, docker_ok, image};
 use common::{Server, WAIT, id_of, job, reason, status};
 
 /// Containers of run `run` whose job folder is `dir` that the engine still has (run ids repeat
@@ -62,48 +62,6 @@ async fn wait_exited(run: i64, dir: &Path) {
             "the container of run {run} did not exit within {WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Removes, on drop, every Baton container whose job folder is under `data`: a failing test
-/// leaves nothing running in the engine.
-struct Leftovers(std::path::PathBuf, Option<String>);
-
-impl Leftovers {
-    fn of(s: &Server) -> Leftovers {
-        Leftovers(s.data.clone(), None)
-    }
-
-    fn on(s: &Server, podman: &Podman) -> Leftovers {
-        Leftovers(s.data.clone(), Some(podman.host()))
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let mut cmd = Command::new("docker");
-        if let Some(h) = &self.1 {
-            cmd.arg("-H").arg(h);
-        }
-        let Ok(out) = cmd
-            .args(["ps", "-a", "--filter", "label=org.baton=1"])
-            .args(["--format", "{{.ID}} {{.Label \"baton.dir\"}}"])
-            .output()
-        else {
-            return;
-        };
-        let data = self.0.display().to_string();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((id, dir)) = line.split_once(' ')
-                && dir.starts_with(&data)
-            {
-                let mut rm = Command::new("docker");
-                if let Some(h) = &self.1 {
-                    rm.arg("-H").arg(h);
-                }
-                let _ = rm.args(["rm", "-f", id]).output();
-            }
-        }
     }
 }
 
@@ -603,7 +561,7 @@ tasks:
 "#,
         host = podman.host()
     ));
-    let _leftovers = Leftovers::on(&s, &podman);
+    let _leftovers = Leftovers::on_host(&s, podman.host());
     let id = id_of(&s.trigger("hello", &[]).await);
     let done = s.wait_run(id).await;
     assert_eq!(status(&done), "success", "{done:#}\n{}", s.stderr());
@@ -721,7 +679,7 @@ tasks:
 "#,
         host = podman.host()
     ));
-    let _leftovers = Leftovers::on(&s, &podman);
+    let _leftovers = Leftovers::on_host(&s, podman.host());
     let id = id_of(&s.trigger("work", &[]).await);
     let run = s
         .wait_until(id, "running", |r| status(r) == "running")

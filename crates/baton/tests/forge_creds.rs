@@ -12,18 +12,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use common::forgehook::{Kind, deliver_github, make_repo, pr_payload, push, runs_by_target};
+use common::gitea_tokens::{BOT_PASSWORD, SECRET, gitea_server, recorded_tokens};
 use common::gitrepo::{commit_text, git};
-use common::standin::{Call, StandIn};
+use common::standin::{Call, StandIn, only_keys};
 use common::{Server, job};
 
-const SECRET: &str = "creds-hook-secret";
 const PUBLIC: &str = "https://ci.example.test";
 const APP_ID: &str = "12";
-const BOT_PASSWORD: &str = "bot-password-4f2e9a";
 
 /// A job that says whether it got a token and echoes it (the log must show it masked).
 const ECHO_TOKEN: &str = "tasks:\n  ok:\n    command: 'if [ -n \"$BATON_FORGE_TOKEN\" ]; then echo forge-token-set; else echo forge-token-unset; fi; echo \"echoed=$BATON_FORGE_TOKEN gh=$GITHUB_TOKEN\"'\n    checkout: false\n  bad:\n    command: exit 3\n    checkout: false\n";
@@ -59,6 +57,13 @@ struct GitHub {
     revoked: Vec<String>,
     /// Check run id → name.
     checks: BTreeMap<i64, String>,
+    /// Check run id → (external id, commit).
+    external: BTreeMap<i64, (String, String)>,
+    /// SIGKILLs this process (the server) on the next create of a check run, once the check
+    /// run exists and before its id is answered.
+    kill_on_create: Option<u32>,
+    /// Answers creates of check runs `503` (GitHub busy) while set.
+    busy: bool,
 }
 
 fn github_headers_ok(call: &Call) -> Result<(), String> {
@@ -77,15 +82,6 @@ fn bearer(call: &Call) -> Result<&str, String> {
     call.header("authorization")
         .strip_prefix("Bearer ")
         .ok_or_else(|| format!("{} {}: no bearer token", call.method, call.path))
-}
-
-/// Only the keys `allowed` in `body`.
-fn only_keys(body: &Value, allowed: &[&str]) -> Result<(), String> {
-    let obj = body.as_object().ok_or("body is not an object")?;
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(format!("unexpected field {k} in {body}")),
-        None => Ok(()),
-    }
 }
 
 impl GitHub {
@@ -152,6 +148,9 @@ impl GitHub {
         {
             return Err(format!("check run body {b}"));
         }
+        if call.method == "POST" && self.busy {
+            return Ok((503, json!({"message": "Service Unavailable"})));
+        }
         if call.method == "POST" {
             only_keys(
                 b,
@@ -171,6 +170,12 @@ impl GitHub {
             let id = 1000 + self.checks.len() as i64;
             self.checks
                 .insert(id, b["name"].as_str().unwrap_or("").to_owned());
+            let external = b["external_id"].as_str().unwrap_or("").to_owned();
+            self.external.insert(id, (external, sha.to_owned()));
+            if let Some(pid) = self.kill_on_create.take() {
+                // SAFETY: kill(2) on the server's pid, which this test started and has not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
             return Ok((201, json!({"id": id, "status": status})));
         }
         only_keys(b, &["status", "conclusion", "details_url", "output"])?;
@@ -185,6 +190,38 @@ impl GitHub {
             return Err(format!("PATCH of unknown check run {id}"));
         }
         Ok((200, json!({"id": id, "status": status})))
+    }
+
+    /// `GET /repos/local/app/commits/SHA/check-runs?check_name=NAME&filter=all&per_page=100&page=1`.
+    fn list_checks(&self, call: &Call) -> Result<(u16, Value), String> {
+        if !self.is_checks_token(bearer(call)?) || !call.body.is_null() {
+            return Err(format!("GET {}: not a checks token, or a body", call.path));
+        }
+        let sha = call
+            .path
+            .strip_prefix("/repos/local/app/commits/")
+            .and_then(|p| p.strip_suffix("/check-runs"))
+            .ok_or_else(|| format!("GET {}", call.path))?;
+        let query: BTreeMap<&str, String> = call
+            .query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.replace("%2F", "/")))
+            .collect();
+        let name = query.get("check_name").ok_or("no check_name")?;
+        if query.get("filter").map(String::as_str) != Some("all")
+            || query.get("per_page").map(String::as_str) != Some("100")
+            || query.get("page").map(String::as_str) != Some("1")
+        {
+            return Err(format!("GET {}?{}", call.path, call.query));
+        }
+        let runs: Vec<Value> = self
+            .checks
+            .iter()
+            .filter(|(id, n)| *n == name && self.external[id].1 == sha)
+            .map(|(id, n)| json!({"id": id, "name": n, "head_sha": sha, "external_id": self.external[id].0}))
+            .collect();
+        Ok((200, json!({"total_count": runs.len(), "check_runs": runs})))
     }
 
     fn handle(
@@ -213,6 +250,7 @@ impl GitHub {
                 Ok((204, Value::Null))
             }
             ("POST", "/repos/local/app/check-runs") => self.check_run(call, sha),
+            ("GET", p) if p.starts_with("/repos/local/app/commits/") => self.list_checks(call),
             ("PATCH", p) if p.starts_with("/repos/local/app/check-runs/") => {
                 self.check_run(call, sha)
             }
@@ -362,6 +400,82 @@ async fn github_app_jobs_get_their_own_token_and_runs_become_check_runs() {
     );
 }
 
+/// A server SIGKILLed after GitHub created a check run but before it recorded the id creates
+/// no second one after the restart: it recorded its intent first, finds the check run by its
+/// external id (the run's id) through the list API and updates it to the run's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_run_created_just_before_a_crash_is_not_created_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let GhSetup {
+        mut s,
+        forge,
+        state,
+        url,
+        sha,
+    } = github_setup(tmp.path(), 34, "", true).await;
+    // Creates fail until the webhook was answered; the next one is cut short by the kill.
+    state.lock().unwrap().busy = true;
+    let ids = push(&s, Kind::GitHub, &url, &sha, "gh-crash", SECRET).await;
+    {
+        let mut gh = state.lock().unwrap();
+        gh.busy = false;
+        gh.kill_on_create = Some(s.pid());
+    }
+    forge
+        .wait_for("a check run created", &s, |_| {
+            state.lock().unwrap().kill_on_create.is_none()
+        })
+        .await;
+    assert!(!s.wait_exit().success(), "the server was killed");
+    s.restart();
+    let runs = runs_by_target(&s, &ids).await;
+    for (target, conclusion) in [("app/ok", "success"), ("app/bad", "failure")] {
+        let name = format!("baton/{target}");
+        let calls = forge
+            .wait_for(&format!("{name} completed"), &s, |calls| {
+                let gh = state.lock().unwrap();
+                calls.iter().any(|c| {
+                    c.method == "PATCH"
+                        && c.body["conclusion"] == conclusion
+                        && c.path
+                            .rsplit('/')
+                            .next()
+                            .and_then(|i| i.parse::<i64>().ok())
+                            .and_then(|i| gh.checks.get(&i))
+                            == Some(&name)
+                })
+            })
+            .await;
+        let gh = state.lock().unwrap();
+        let mine: Vec<i64> = gh
+            .checks
+            .iter()
+            .filter(|(_, n)| **n == name)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(mine.len(), 1, "{name} created once: {calls:#?}");
+        let run = runs[target]["id"].as_i64().unwrap();
+        assert_eq!(gh.external[&mine[0]], (run.to_string(), sha.clone()));
+        let patched = format!("/repos/local/app/check-runs/{}", mine[0]);
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.method == "PATCH" && c.path == patched),
+            "{calls:#?}"
+        );
+    }
+    // The check run whose create the kill cut short was looked up, not created again.
+    let calls = forge.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.method == "GET"
+                && c.path == format!("/repos/local/app/commits/{sha}/check-runs")),
+        "{calls:#?}"
+    );
+    assert_eq!(state.lock().unwrap().checks.len(), 2, "{calls:#?}");
+}
+
 /// A pull request from a fork runs without secrets: its job gets no token either (here a
 /// trusted user's, which runs without approval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,98 +566,6 @@ async fn a_github_app_that_cannot_mint_stops_the_job() {
 
 fn calls_mention_statuses(calls: &[Call]) -> bool {
     calls.iter().any(|c| c.path.contains("/statuses/"))
-}
-
-/// What the Gitea stand-in handed out and took back.
-#[derive(Default)]
-struct Gitea {
-    /// Token id → name.
-    minted: BTreeMap<i64, String>,
-    revoked: Vec<i64>,
-}
-
-impl Gitea {
-    fn handle(&mut self, call: &Call) -> Result<(u16, Value), String> {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("bot:{BOT_PASSWORD}"));
-        if !call.header("authorization").starts_with("Basic ") {
-            return Err(format!("{} {}: no basic auth", call.method, call.path));
-        }
-        if call.header("authorization") != format!("Basic {basic}") {
-            return Ok((
-                401,
-                json!({"message": "user does not exist [uid: 0, name: bot]"}),
-            ));
-        }
-        match (call.method.as_str(), call.path.as_str()) {
-            ("POST", "/api/v1/users/bot/tokens") => {
-                only_keys(&call.body, &["name", "scopes"])?;
-                let name = call.body["name"].as_str().unwrap_or("").to_owned();
-                let well_named = name
-                    .strip_prefix("baton-job-")
-                    .and_then(|r| r.split_once('-'))
-                    .is_some_and(|(j, a)| j.parse::<u64>().is_ok() && a.parse::<u64>().is_ok());
-                if !well_named || call.body["scopes"] != json!(["read:repository"]) {
-                    return Err(format!("token request {}", call.body));
-                }
-                if self.minted.values().any(|n| *n == name) {
-                    return Ok((
-                        422,
-                        json!({"message": "access token name has been used already"}),
-                    ));
-                }
-                let id = 40 + self.minted.len() as i64;
-                self.minted.insert(id, name.clone());
-                let sha1 = format!("{id:0>40}").replace('0', "a");
-                Ok((
-                    201,
-                    json!({"id": id, "name": name, "sha1": sha1, "token_last_eight": &sha1[32..]}),
-                ))
-            }
-            ("DELETE", p) if p.starts_with("/api/v1/users/bot/tokens/") => {
-                let id: i64 = p
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .map_err(|_| format!("DELETE {p}: not an id"))?;
-                if !self.minted.contains_key(&id) || self.revoked.contains(&id) {
-                    return Ok((404, json!({"message": "token does not exist"})));
-                }
-                self.revoked.push(id);
-                Ok((204, Value::Null))
-            }
-            (m, p) => Err(format!("unexpected {m} {p}")),
-        }
-    }
-}
-
-async fn gitea_server(
-    url: &str,
-    password_var: &str,
-    envs: &[(&str, &str)],
-) -> (Server, StandIn, Arc<Mutex<Gitea>>) {
-    let state = Arc::new(Mutex::new(Gitea::default()));
-    let st = state.clone();
-    let forge = StandIn::start(Arc::new(move |call: &Call| st.lock().unwrap().handle(call))).await;
-    let config = format!(
-        "repos:\n  app:\n    url: {url}\n    forge: gitea\n    secret: env:APP_SECRET\n    api: {}\n    job_tokens:\n      user: bot\n      password: env:{password_var}\n",
-        forge.base
-    );
-    let mut all = vec![("APP_SECRET", SECRET)];
-    all.extend_from_slice(envs);
-    (Server::start_env(&config, &all), forge, state)
-}
-
-/// The rows of minted job tokens not revoked yet.
-async fn recorded_tokens(s: &Server) -> i64 {
-    let db = format!("sqlite://{}?mode=ro", s.data.join("baton.db").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let n = sqlx::query_scalar("SELECT COUNT(*) FROM job_creds")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
 }
 
 /// A Gitea job gets a scoped token named after it, masked in its log, deleted after its end;

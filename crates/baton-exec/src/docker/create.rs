@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::follow::{LogFile, monitor};
 use super::{
     CONTAINER_FILE, ContainerInfo, DockerExecutor, DockerJob, Engine, LABEL_BATON, LABEL_DIR,
-    log_config, off_thread, remove,
+    LABEL_SECRET_ENV, log_config, off_thread, remove,
 };
 use crate::blocking::OnThread;
 use crate::error::ExecError;
@@ -185,12 +185,19 @@ fn container_body(dir: &Path, spec: &JobSpec, image: &str) -> ContainerCreateBod
     env.push(format!("BATON_JOB_ID={}", spec.job_id));
     env.push(format!("BATON_TASK={}", spec.task));
     env.push(format!("BATON_OUTPUT_DIR={CONTAINER_OUT}"));
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_BATON.to_owned(), "1".to_owned()),
         ("baton.job".to_owned(), spec.job_id.to_string()),
         ("baton.run".to_owned(), spec.run_id.to_string()),
         (LABEL_DIR.to_owned(), dir.display().to_string()),
     ]);
+    if !spec.secrets.env.is_empty() {
+        let names: Vec<&str> = spec.secrets.env.iter().map(|(k, _)| k.as_str()).collect();
+        labels.insert(
+            LABEL_SECRET_ENV.to_owned(),
+            serde_json::Value::from(names).to_string(),
+        );
+    }
     ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(vec!["/bin/sh".into(), "-c".into(), SHELL_LINE.into()]),

@@ -53,6 +53,10 @@ pub const TIMED_OUT_MARK: &str = "timed_out";
 pub const LABEL_BATON: &str = "org.baton";
 /// Label: the job folder on the server.
 pub const LABEL_DIR: &str = "baton.dir";
+/// Label: the names (a JSON list, never the values) of the container's secret environment
+/// variables. After a restart their values, which only the engine keeps, are masked again,
+/// including those the server cannot know any more (a job's minted forge token).
+pub const LABEL_SECRET_ENV: &str = "baton.secret_env";
 
 /// How often the engine is pinged for [`Executor::health`].
 const HEALTH_EVERY: Duration = Duration::from_secs(5);

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerStateStatusEnum;
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 
 use super::follow::monitor;
 use super::{
     CANCELED_MARK, CONTAINER_FILE, ContainerInfo, DockerExecutor, DockerJob, ENGINE_PATIENCE,
-    connect, off_thread, remove, stop,
+    LABEL_SECRET_ENV, connect, off_thread, remove, stop,
 };
 use crate::error::ExecError;
 use crate::executor::Reattached;
@@ -54,7 +54,8 @@ impl DockerExecutor {
             Ok(Found::Vanished(why)) => return Reattached::Vanished(why),
             Err(e) => return Reattached::Vanished(format!("cannot read {}: {e}", dir.display())),
         };
-        // The values to mask come from the scheduler (spec.json never holds them).
+        // The values to mask come from the scheduler (spec.json never holds them), plus those
+        // of the container's secret variables, which the engine kept (see `secret_values`).
         spec.secrets = secrets.clone();
         let docker = match self.client().await {
             Ok(d) => d,
@@ -68,7 +69,10 @@ impl DockerExecutor {
             }
         };
         let state = match docker.inspect_container(&info.name, None).await {
-            Ok(c) => c.state.and_then(|s| s.status),
+            Ok(c) => {
+                spec.secrets.mask.extend(secret_values(&c));
+                c.state.and_then(|s| s.status)
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
@@ -138,7 +142,12 @@ impl DockerExecutor {
 }
 
 /// Re-attaches once the engine at `host` answers (for up to [`ENGINE_PATIENCE`] seconds).
-async fn resume_later(host: String, dir: PathBuf, spec: JobSpec, info: ContainerInfo) -> Outcome {
+async fn resume_later(
+    host: String,
+    dir: PathBuf,
+    mut spec: JobSpec,
+    info: ContainerInfo,
+) -> Outcome {
     let mut last = String::new();
     for _ in 0..ENGINE_PATIENCE {
         match connect(&host).await {
@@ -155,7 +164,10 @@ async fn resume_later(host: String, dir: PathBuf, spec: JobSpec, info: Container
                             info.name
                         ))
                     }
-                    Ok(_) => monitor(docker, dir, spec, info).await,
+                    Ok(c) => {
+                        spec.secrets.mask.extend(secret_values(&c));
+                        monitor(docker, dir, spec, info).await
+                    }
                     Err(e) => {
                         let d = dir.clone();
                         match tokio::task::spawn_blocking(move || read_exit(&d)).await {
@@ -176,4 +188,54 @@ async fn resume_later(host: String, dir: PathBuf, spec: JobSpec, info: Container
         "could not re-attach to container {} within {ENGINE_PATIENCE} s: {last}",
         info.name
     ))
+}
+
+/// The values of the container's secret environment variables (named by its
+/// [`LABEL_SECRET_ENV`] label): the engine keeps a container's environment until it is
+/// removed, so a restarted server masks them again even when it no longer knows them itself
+/// (a job's minted forge token, a secret removed from the configuration meanwhile).
+fn secret_values(c: &ContainerInspectResponse) -> Vec<String> {
+    let Some(config) = &c.config else {
+        return Vec::new();
+    };
+    let names: Vec<String> = config
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SECRET_ENV))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let env = config.env.as_deref().unwrap_or_default();
+    env.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, v)| !v.is_empty() && names.iter().any(|n| n == k))
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerConfig;
+
+    #[test]
+    fn only_the_labelled_variables_are_secret() {
+        let c = ContainerInspectResponse {
+            config: Some(ContainerConfig {
+                env: Some(vec![
+                    "PATH=/usr/bin:/bin".into(),
+                    "BATON_FORGE_TOKEN=tok=en-1234".into(),
+                    "API_KEY=hunter2hunter2".into(),
+                    "EMPTY=".into(),
+                ]),
+                labels: Some(std::collections::HashMap::from([(
+                    LABEL_SECRET_ENV.to_owned(),
+                    r#"["BATON_FORGE_TOKEN","API_KEY","EMPTY","GONE"]"#.to_owned(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(secret_values(&c), ["tok=en-1234", "hunter2hunter2"]);
+        assert!(secret_values(&ContainerInspectResponse::default()).is_empty());
+    }
 }

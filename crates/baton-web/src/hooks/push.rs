@@ -67,7 +67,7 @@ pub(super) async fn build(
 
 /// The mirror of `repo`, fetched now (retried with backoff); how the fetch ended is recorded
 /// for the repositories page, and the scheduled tasks of its watched branches follow the
-/// fetched heads.
+/// fetched heads (in a task of their own: the event's runs do not wait for it).
 pub(crate) async fn fetched_mirror(
     st: &AppState,
     config: &Config,
@@ -92,7 +92,7 @@ pub(crate) async fn fetched_mirror(
     match mirror.fetch_with_retry(&Backoff::default()).await {
         Ok(_) => {
             record_fetch(st, &repo.name, None).await;
-            crate::repos::schedules::refresh(st, config, repo, &mirror).await;
+            crate::repos::schedules::refresh_soon(st, repo, &mirror);
             Ok(mirror)
         }
         Err(e) => {
@@ -133,10 +133,19 @@ pub(crate) async fn push_event(
     commit: &Oid,
     code: Code,
 ) -> Verdict {
-    let changed_paths = match &code.before {
-        Some(before) if !before.is_zero() => mirror.changed_paths(before, commit).await.ok(),
-        _ => None,
+    let changed = async {
+        match &code.before {
+            Some(before) if !before.is_zero() => mirror.changed_paths(before, commit).await.ok(),
+            _ => None,
+        }
     };
+    // The commit and its `.baton/` are read meanwhile: the mirror keeps them for `repo_event`
+    // (which reads them again, and reports any error).
+    let (changed_paths, _, _) = tokio::join!(
+        changed,
+        mirror.commit_info(commit),
+        mirror.read_tree(commit, ".baton")
+    );
     let Some(target) = code.target.clone() else {
         return Verdict::new(StatusCode::BAD_REQUEST, "a push names a branch or tag");
     };

@@ -10,6 +10,9 @@
 //! removed from `.baton/` (or a branch that no longer exists) stops at the next fetch. A
 //! `.baton/` with errors schedules nothing on that branch (its push run shows the errors).
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use baton_core::config::{Config, RepoDef};
 use baton_core::on::{EventFact, Patterns, PushTarget};
 use baton_core::run::TriggerKind;
@@ -32,6 +35,29 @@ pub(crate) async fn refresh(st: &AppState, config: &Config, repo: &RepoDef, mirr
     if let Err(e) = st.sched.set_repo_schedules(&repo.name, list).await {
         tracing::warn!(repo = %repo.name, "could not update the repository's schedules: {e}");
     }
+}
+
+/// [`refresh`] in a task of its own, with the config in force then; the refreshes of one
+/// repository run one after the other, in the order asked (tokio's mutex is fair).
+pub(crate) fn refresh_soon(st: &AppState, repo: &RepoDef, mirror: &Mirror) {
+    type Gates = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static GATES: LazyLock<Gates> = LazyLock::new(Gates::default);
+    let gate = GATES
+        .lock()
+        .expect("schedule refresh gates poisoned")
+        .entry(repo.name.clone())
+        .or_default()
+        .clone();
+    let (st, name, mirror) = (st.clone(), repo.name.clone(), mirror.clone());
+    tokio::spawn(async move {
+        let _turn = gate.lock().await;
+        let Ok(config) = st.sched.config().await else {
+            return;
+        };
+        if let Some(repo) = config.repos.get(&name) {
+            refresh(&st, &config, repo, &mirror).await;
+        }
+    });
 }
 
 /// At start-up: the schedules of every repository whose mirror exists, from the mirror as it

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use super::Server;
+
 pub const IMAGE: &str = "baton-test-busybox:latest";
 
 pub fn docker(args: &[&str]) -> std::process::Output {
@@ -75,4 +77,47 @@ pub fn image() -> &'static str {
         docker_ok(&["import", tar.to_str().unwrap(), IMAGE]);
     });
     IMAGE
+}
+
+/// Removes, on drop, every Baton container whose job folder is under `data`: a failing test
+/// leaves nothing running in the engine.
+pub struct Leftovers(std::path::PathBuf, Option<String>);
+
+impl Leftovers {
+    pub fn of(s: &Server) -> Leftovers {
+        Leftovers(s.data.clone(), None)
+    }
+
+    /// The same for the engine at `host` (`docker -H`).
+    pub fn on_host(s: &Server, host: String) -> Leftovers {
+        Leftovers(s.data.clone(), Some(host))
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("docker");
+        if let Some(h) = &self.1 {
+            cmd.arg("-H").arg(h);
+        }
+        let Ok(out) = cmd
+            .args(["ps", "-a", "--filter", "label=org.baton=1"])
+            .args(["--format", "{{.ID}} {{.Label \"baton.dir\"}}"])
+            .output()
+        else {
+            return;
+        };
+        let data = self.0.display().to_string();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((id, dir)) = line.split_once(' ')
+                && dir.starts_with(&data)
+            {
+                let mut rm = Command::new("docker");
+                if let Some(h) = &self.1 {
+                    rm.arg("-H").arg(h);
+                }
+                let _ = rm.args(["rm", "-f", id]).output();
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 pub mod busybox;
 pub mod fakeforge;
 pub mod forgehook;
+pub mod gitea_tokens;
 pub mod gitrepo;
 pub mod idp;
 pub mod pulls;

@@ -16,6 +16,8 @@ use super::{Server, WAIT};
 pub struct Call {
     pub method: String,
     pub path: String,
+    /// The query string (without `?`), empty when none.
+    pub query: String,
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
     /// `Null` for an empty body.
@@ -78,6 +80,7 @@ impl StandIn {
         let call = json.map(|body| Call {
             method: method.to_string(),
             path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
@@ -140,5 +143,14 @@ impl StandIn {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Only the keys `allowed` in `body`.
+pub fn only_keys(body: &Value, allowed: &[&str]) -> Result<(), String> {
+    let obj = body.as_object().ok_or("body is not an object")?;
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!("unexpected field {k} in {body}")),
+        None => Ok(()),
     }
 }
