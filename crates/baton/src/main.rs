@@ -424,6 +424,12 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The supervisor launcher is forked now, while this process has one thread and nothing
+    // open: a small clean process that forks each job's supervisor without an exec.
+    let launcher = match &cli.command {
+        Command::Serve(_) => baton_exec::launcher::start(),
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -435,7 +441,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli.command)) {
+    match rt.block_on(run(cli.command, launcher)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -444,9 +450,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(
+    command: Command,
+    launcher: Option<baton_exec::launcher::Launcher>,
+) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(args, launcher).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Token { command } => data::token(command).await,
         Command::User { command } => data::user(command).await,
