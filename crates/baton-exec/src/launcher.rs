@@ -59,8 +59,9 @@ pub enum LaunchError {
 }
 
 /// Forks the launcher. Call it first thing in `main`, while the process has one thread (a fork
-/// of a multi-threaded process may leave locks held in the child). `None` if the fork fails
-/// (the server then execs each supervisor).
+/// of a multi-threaded process may leave locks held in the child), and after setting the
+/// umask and environment supervisors must have: they keep those of this moment. `None` if the
+/// fork fails (the server then execs each supervisor).
 pub fn start() -> Option<Launcher> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair fills the two fds on success; we own them from here.

@@ -426,8 +426,12 @@ fn main() -> ExitCode {
     }
     // The supervisor launcher is forked now, while this process has one thread and nothing
     // open: a small clean process that forks each job's supervisor without an exec.
+    // It keeps the umask it is forked with: the server's private one (files 0600).
     let launcher = match &cli.command {
-        Command::Serve(_) => baton_exec::launcher::start(),
+        Command::Serve(_) => {
+            serve::private_files();
+            baton_exec::launcher::start()
+        }
         _ => None,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
