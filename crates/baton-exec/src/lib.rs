@@ -4,7 +4,8 @@
 //! restart, `cancel`, and `wait()` → [`Outcome`].
 //!
 //! - [`LocalExecutor`] runs a job on this machine under a small per-job supervisor process
-//!   (`baton __supervise <job-dir>`, see [`supervisor`]) that lives in its own session. The
+//!   (forked by the server's [`launcher`], or `baton __supervise <job-dir>` when there is
+//!   none; see [`supervisor`]) that lives in its own session. The
 //!   server is never the direct parent of a job's process tree, so jobs survive a server crash
 //!   or restart: the supervisor keeps copying output into the job directory's `log` and finally
 //!   writes `exit.json`, and a restarted server re-attaches with [`LocalExecutor::reattach`].
@@ -47,6 +48,7 @@ pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod job;
+pub mod launcher;
 pub mod layout;
 pub mod local;
 pub mod log;

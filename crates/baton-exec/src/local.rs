@@ -6,8 +6,10 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -16,6 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::ExecError;
 use crate::job::{JobSpec, Outcome};
+use crate::launcher::{LaunchError, Launcher};
 use crate::layout::{
     CLAIM_FILE, CLAIMED_BY_RECOVERY, LOG_FILE, SUPERVISOR_FILE, SupervisorInfo, read_exit,
     read_supervisor,
@@ -36,6 +39,8 @@ pub struct LocalExecutor {
     program: PathBuf,
     args: Vec<OsString>,
     containment: Containment,
+    /// Forks supervisors without an exec, when the server started one ([`crate::launcher`]).
+    launcher: Option<Arc<Launcher>>,
 }
 
 /// What [`LocalExecutor::reattach`] found in a job directory.
@@ -59,6 +64,8 @@ pub struct JobHandle {
     info: SupervisorInfo,
     /// Set when the supervisor is our own child (started by this process).
     child: Option<tokio::process::Child>,
+    /// Set when the launcher forked the supervisor: readable once it has exited.
+    pidfd: Option<OwnedFd>,
 }
 
 impl LocalExecutor {
@@ -89,7 +96,15 @@ impl LocalExecutor {
             program,
             args,
             containment,
+            launcher: None,
         }
+    }
+
+    /// Starts supervisors through `launcher` (forked, no exec) while it runs; by exec when it
+    /// is gone.
+    pub fn with_launcher(mut self, launcher: Option<Launcher>) -> Self {
+        self.launcher = launcher.map(Arc::new);
+        self
     }
 
     /// How this executor contains its jobs.
@@ -105,6 +120,11 @@ impl LocalExecutor {
     /// (use [`reattach`](Self::reattach) for those): a job never runs twice.
     pub async fn start(&self, dir: &Path, spec: &JobSpec) -> Result<JobHandle, ExecError> {
         let (dir, record) = self.prepare(dir, spec).await?;
+        if let Some(launcher) = &self.launcher
+            && let Some(started) = start_forked(launcher, &dir, spec).await
+        {
+            return started;
+        }
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .arg(&dir)
@@ -168,6 +188,7 @@ impl LocalExecutor {
                 dir,
                 info,
                 child: Some(child),
+                pidfd: None,
             });
         }
         let detail = not_ready(&mut child, read, &text).await;
@@ -232,6 +253,7 @@ impl LocalExecutor {
                         dir: dir.to_path_buf(),
                         info,
                         child: None,
+                        pidfd: None,
                     })
                 }
             },
@@ -256,6 +278,7 @@ impl LocalExecutor {
                 dir: dir.to_path_buf(),
                 info,
                 child: None,
+                pidfd: None,
             });
         }
         // It may have written exit.json and exited since we first looked.
@@ -306,7 +329,7 @@ impl LocalExecutor {
 type ReadyRead = Result<std::io::Result<()>, tokio::time::error::Elapsed>;
 
 /// The supervisor prints "ready\n" (or "error: ...\n") on its stdout: that line, trimmed.
-async fn read_ready(mut out: tokio::process::ChildStdout) -> (ReadyRead, String) {
+async fn read_ready(mut out: impl tokio::io::AsyncRead + Unpin) -> (ReadyRead, String) {
     let mut msg = Vec::new();
     let read = tokio::time::timeout(READY_TIMEOUT, async {
         let mut chunk = [0u8; 512];
@@ -415,6 +438,96 @@ fn claim_or_wait(dir: &Path) -> Result<SupervisorInfo, Reattach> {
     }
 }
 
+/// Starts the job's supervisor through the launcher; `None` when nothing runs from this try
+/// (the launcher is gone, or its supervisor died before it took the job): start it by exec.
+async fn start_forked(
+    launcher: &Arc<Launcher>,
+    dir: &Path,
+    spec: &JobSpec,
+) -> Option<Result<JobHandle, ExecError>> {
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (secrets_r, secrets_w) = nix::unistd::pipe2(cloexec).ok()?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(cloexec).ok()?;
+    let (l, d) = (launcher.clone(), dir.to_path_buf());
+    let launched = tokio::task::spawn_blocking(move || l.launch(&d, secrets_r, ready_w))
+        .await
+        .ok()?;
+    let forked = match launched {
+        Ok(f) => Some(f),
+        Err(LaunchError::NoAnswer(e)) => {
+            // It may have forked: the readiness pipe tells.
+            tracing::warn!(
+                "the supervisor launcher did not answer ({e}); starting by exec from now on"
+            );
+            None
+        }
+        Err(LaunchError::Gone(e) | LaunchError::Fork(e)) => {
+            tracing::warn!(
+                "the supervisor launcher could not start a supervisor ({e}); starting it by exec"
+            );
+            return None;
+        }
+    };
+    // Secrets first, as for an exec'd supervisor: it reads them to EOF before it takes the job.
+    let secrets = serde_json::to_vec(&spec.secrets).expect("JobSecrets serialize");
+    let tx = tokio::net::unix::pipe::Sender::from_owned_fd(secrets_w).ok()?;
+    let fed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut tx = tx;
+        tx.write_all(&secrets).await
+    });
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).ok()?;
+    let (read, text) = read_ready(rx).await;
+    let _ = fed.await;
+    if text == "ready" {
+        let pid = forked.as_ref().map(|f| f.pid).unwrap_or(0);
+        let d = dir.to_path_buf();
+        let info = tokio::task::spawn_blocking(move || {
+            read_supervisor(&d).ok().flatten().unwrap_or_else(|| {
+                let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+                SupervisorInfo { pid, start_time }
+            })
+        })
+        .await
+        .unwrap_or(SupervisorInfo { pid, start_time: 0 });
+        return Some(Ok(JobHandle {
+            dir: dir.to_path_buf(),
+            info,
+            child: None,
+            pidfd: forked.map(|f| f.pidfd),
+        }));
+    }
+    let detail = match read {
+        // The readiness pipe closed without a word: no supervisor holds it any more, so none
+        // runs from this try (one that died after taking the job makes the exec'd one refuse).
+        Ok(Ok(())) if text.is_empty() => return None,
+        Ok(Ok(())) => text,
+        Err(_) => format!("no answer within {READY_TIMEOUT:?}; killed it"),
+        Ok(Err(e)) => format!("could not read its readiness pipe: {e}; killed it"),
+    };
+    if let Some(f) = &forked {
+        // SAFETY: a signal through a pidfd we own (never a recycled pid).
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                f.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+    // Nothing should run; make sure, and remove the job's cgroup.
+    let d = dir.to_path_buf();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || tree::kill_tree(&d)).await {
+        tracing::warn!("{e}");
+    }
+    Some(Err(ExecError::NotReady {
+        dir: dir.to_path_buf(),
+        detail,
+    }))
+}
+
 fn vanished(info: SupervisorInfo) -> String {
     format!(
         "supervisor vanished (pid {} no longer running) without an exit record",
@@ -441,6 +554,33 @@ impl JobHandle {
     /// Wait for the job to end. Dropping the handle instead leaves the job
     /// running (it can be re-attached later).
     pub async fn wait(self) -> Outcome {
+        if let Some(pidfd) = self.pidfd {
+            // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    pidfd,
+                    tokio::io::Interest::READABLE,
+                )
+            };
+            match fd {
+                Ok(fd) => {
+                    if let Err(e) = fd.readable().await {
+                        tracing::warn!("waiting on supervisor pid {}: {e}", self.info.pid);
+                    }
+                    return match crate::layout::read_exit_async(&self.dir).await {
+                        Some(rec) => Outcome::Exited(rec),
+                        None => {
+                            let why = "supervisor exited without an exit record".to_string();
+                            lost(&self.dir, why).await
+                        }
+                    };
+                }
+                Err(e) => tracing::warn!(
+                    "could not wait for supervisor pid {}: {e}; polling",
+                    self.info.pid
+                ),
+            }
+        }
         if let Some(mut child) = self.child {
             match child.wait().await {
                 Ok(status) => {

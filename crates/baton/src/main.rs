@@ -446,6 +446,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The supervisor launcher is forked now, while this process has one thread and nothing
+    // open: a small clean process that forks each job's supervisor without an exec.
+    // It keeps the umask it is forked with: the server's private one (files 0600).
+    let launcher = match &cli.command {
+        Command::Serve(_) => {
+            serve::private_files();
+            baton_exec::launcher::start()
+        }
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -457,7 +467,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli.command)) {
+    match rt.block_on(run(cli.command, launcher)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -466,9 +476,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(
+    command: Command,
+    launcher: Option<baton_exec::launcher::Launcher>,
+) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(args, launcher).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Token { command } => data::token(command).await,
         Command::User { command } => data::user(command).await,

@@ -177,7 +177,10 @@ fn docker_executor(
     Some(exec)
 }
 
-pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn serve(
+    args: ServeArgs,
+    launcher: Option<baton_exec::launcher::Launcher>,
+) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let Some(config) = load_or_explain(&args.config) else {
         return Ok(ExitCode::from(1));
@@ -209,11 +212,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: store.clone(),
         data_dir: data.clone(),
         executors: baton_sched::Executors {
-            local: Arc::new(LocalExecutor::with_containment(
-                exe,
-                vec!["__supervise".into()],
-                baton_exec::Containment::detect(args.job_containment)?,
-            )),
+            local: Arc::new(
+                LocalExecutor::with_containment(
+                    exe,
+                    vec!["__supervise".into()],
+                    baton_exec::Containment::detect(args.job_containment)?,
+                )
+                .with_launcher(launcher),
+            ),
             agents: Some(agents.clone()),
             docker,
             remote,
