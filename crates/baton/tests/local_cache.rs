@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use common::gitrepo::{commit_text, git, init};
+use common::gitrepo::{commit_text, deliver_github, git, init, ref_push_payload};
 use common::{Server, text};
 
 const SECRET: &str = "local-cache-secret-42";
@@ -116,27 +116,8 @@ fn baton_run_skips_a_job_whose_inputs_an_earlier_run_had() {
 
 /// A signed GitHub push of `refname` at `oid` (a branch or a result ref).
 async fn deliver(s: &Server, url: &str, refname: &str, oid: &str, delivery: &str) -> Value {
-    let body = serde_json::to_vec(&json!({
-        "ref": refname, "before": "0".repeat(40), "after": oid, "created": true,
-        "deleted": false, "commits": [], "head_commit": null,
-        "repository": {"full_name": "local/app", "clone_url": url, "html_url": url},
-        "pusher": {"name": "ada"}, "sender": {"login": "ada"},
-    }))
-    .unwrap();
-    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), &body));
-    let resp = s
-        .http
-        .post(format!("{}/hooks/github", s.base))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
+    let body = ref_push_payload(url, refname, oid);
+    let (status, v) = deliver_github(s, SECRET, "push", delivery, body).await;
     assert_eq!(status, 200, "{v}\n{}", s.stderr());
     v
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::gitrepo::{commit_text, git, init};
+use common::gitrepo::{commit_text, deliver_github, git, init, ref_push_payload};
 use common::{Server, WAIT, text};
 
 const SECRET: &str = "local-import-secret-42";
@@ -80,27 +80,8 @@ async fn deliver_ref(
     oid: &str,
     delivery: &str,
 ) -> (u16, Value) {
-    let body = serde_json::to_vec(&json!({
-        "ref": refname, "before": "0".repeat(40), "after": oid, "created": true,
-        "deleted": false, "commits": [], "head_commit": null,
-        "repository": {"full_name": "local/app", "clone_url": url, "html_url": url},
-        "pusher": {"name": "ada"}, "sender": {"login": "ada"},
-    }))
-    .unwrap();
-    let sig = format!("sha256={}", baton_forge::sign(SECRET.as_bytes(), &body));
-    let resp = s
-        .http
-        .post(format!("{}/hooks/github", s.base))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+    let body = ref_push_payload(url, refname, oid);
+    deliver_github(s, SECRET, "push", delivery, body).await
 }
 
 fn ids(v: &Value) -> Vec<i64> {

@@ -76,20 +76,7 @@ pub fn push_payload(url: &str, branch: &str, after: &str, message: &str) -> Vec<
 /// Delivers a signed GitHub push of `after` on `main` of `url`; the run ids it started.
 pub async fn push(s: &Server, secret: &str, url: &str, after: &str, delivery: &str) -> Vec<i64> {
     let body = push_payload(url, "main", after, "a commit");
-    let sig = format!("sha256={}", baton_forge::sign(secret.as_bytes(), &body));
-    let resp = s
-        .http
-        .post(format!("{}/hooks/github", s.base))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = deliver_github(s, secret, "push", delivery, body).await;
     assert!(
         status == 200 || status == 202,
         "{status} {v}\n{}",
@@ -98,6 +85,43 @@ pub async fn push(s: &Server, secret: &str, url: &str, after: &str, delivery: &s
     let runs = v["runs"].as_array().cloned().unwrap_or_default();
     assert!(!runs.is_empty(), "the push started nothing: {v}");
     runs.iter().map(|r| r.as_i64().unwrap()).collect()
+}
+
+/// Posts `body` to `/hooks/github` as event `event`, signed with `secret`: the answer's status
+/// and JSON.
+pub async fn deliver_github(
+    s: &Server,
+    secret: &str,
+    event: &str,
+    delivery: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let sig = format!("sha256={}", baton_forge::sign(secret.as_bytes(), &body));
+    let resp = s
+        .http
+        .post(format!("{}/hooks/github", s.base))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// The body of a GitHub push of `refname` at `oid` (a branch or a result ref) with no commits
+/// listed, as a push of a new ref is.
+pub fn ref_push_payload(url: &str, refname: &str, oid: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": refname, "before": "0".repeat(40), "after": oid, "created": true,
+        "deleted": false, "commits": [], "head_commit": null,
+        "repository": {"full_name": "local/app", "clone_url": url, "html_url": url},
+        "pusher": {"name": "ada"}, "sender": {"login": "ada"},
+    }))
+    .unwrap()
 }
 
 /// `git archive` of `commit`, unpacked into `into`.
