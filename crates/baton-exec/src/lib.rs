@@ -46,6 +46,7 @@ pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod job;
+pub mod keep;
 pub mod layout;
 pub mod local;
 pub mod log;

@@ -250,6 +250,7 @@ impl Agent {
                     ended_at: now,
                     log_bytes: 0,
                     max_rss_kb: None,
+                    missing_artifacts: Vec::new(),
                 };
                 std::fs::create_dir_all(&dir)?;
                 write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)?;

@@ -9,6 +9,7 @@ pub mod busybox;
 pub mod fakeforge;
 pub mod forgehook;
 pub mod gitrepo;
+pub mod globs;
 pub mod idp;
 pub mod pulls;
 pub mod sse;

@@ -6,7 +6,7 @@ use super::Refs;
 use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
-use super::reports::build_reports;
+use super::reports::{build_artifacts, build_reports};
 use crate::config::duration::SECONDS_UP;
 use crate::config::model::{CronSchedule, EnvValue, RepoTrigger, TaskDef, WaitList, WaitStrategy};
 use crate::config::node::Value;
@@ -36,6 +36,7 @@ const TASK_KEYS: &[&str] = &[
     "on",
     "checkout",
     "reports",
+    "artifacts",
     "cache",
     "retention",
     "pr_head",
@@ -126,6 +127,7 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
+        artifacts: build_artifacts(d, &f, &what),
         cache: build_cache(d, &f, &what).map(Box::new),
         retention: build_retention(d, &f, &what).map(Box::new),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),
