@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 as_root=()
 # The S3 server the artifact storage tests run (see the install below).
-S3S_FS_VERSION=0.17.0
+S3S_FS_VERSION=0.14.1
 [ "$(id -u)" = 0 ] || as_root=(sudo)
 
 # Every run installs the full list (apt-get is idempotent), so this step runs in CI and cannot

@@ -184,7 +184,7 @@ async fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
 }
 
 async fn get(s: &Server, path: &str, range: Option<&str>) -> reqwest::Response {
-    let mut req = s.http.get(s.url(path)).bearer_auth(&s.token);
+    let mut req = s.http.get(format!("{}{path}", s.base)).bearer_auth(&s.token);
     if let Some(r) = range {
         req = req.header("Range", r);
     }
@@ -219,7 +219,7 @@ async fn artifacts_go_to_the_bucket_are_served_from_it_and_go_with_retention() {
     );
 
     // Listed from the manifest, with sizes and types.
-    let listed = s.get_ok(&format!("/api/v1/runs/{id}/artifacts")).await;
+    let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
     let files: Vec<(String, u64)> = listed["jobs"][0]["artifacts"]
         .as_array()
         .unwrap()
@@ -326,9 +326,9 @@ async fn artifacts_go_to_the_bucket_are_served_from_it_and_go_with_retention() {
     for secret in [ACCESS_KEY, SECRET_KEY] {
         assert!(!log.contains(secret), "a key in the server's log");
         for path in [
-            format!("/api/v1/runs/{id2}"),
-            format!("/api/v1/runs/{id2}/artifacts"),
-            format!("/api/v1/runs/{id2}/results"),
+            format!("/runs/{id2}"),
+            format!("/runs/{id2}/artifacts"),
+            format!("/runs/{id2}/results"),
         ] {
             let (_, v) = s.get(&path).await;
             assert!(!v.to_string().contains(secret), "a key in {path}");
@@ -349,7 +349,7 @@ async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
     // The job's results say the upload failed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let warning = loop {
-        let tree = s.get_ok(&format!("/api/v1/runs/{id}/results")).await;
+        let tree = s.get_ok(&format!("/runs/{id}/results")).await;
         let found = find_warning(&tree);
         if let Some(w) = found {
             break w;
@@ -369,7 +369,7 @@ async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
     // and served, complete, from the disk.
     s3.spawn();
     assert_eq!(s3.objects_of(job), Vec::<String>::new());
-    let listed = s.get_ok(&format!("/api/v1/runs/{id}/artifacts")).await;
+    let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
     assert_eq!(
         listed["jobs"][0]["artifacts"].as_array().unwrap().len(),
         3,

@@ -39,7 +39,7 @@ pub async fn check(s: &Server, worker: &str) {
     assert_eq!(status(&run), "success", "{run:#}\n{}", s.stderr());
     let ran_on = run["jobs"][0]["worker"].as_str().unwrap_or("");
     assert!(ran_on.starts_with(worker), "ran on {ran_on:?}: {run:#}");
-    let listed = s.get_ok(&format!("/api/v1/runs/{id}/artifacts")).await;
+    let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
     let mut paths: Vec<String> = listed["jobs"][0]["artifacts"]
         .as_array()
         .unwrap_or_else(|| panic!("no artifacts listed: {listed:#}"))
@@ -57,7 +57,7 @@ pub async fn check(s: &Server, worker: &str) {
     let job = run["jobs"][0]["id"].as_i64().unwrap();
     let got = s
         .http
-        .get(s.url(&format!("/runs/{id}/artifacts/{job}/dist/app.tar.gz")))
+        .get(format!("{}/runs/{id}/artifacts/{job}/dist/app.tar.gz", s.base))
         .bearer_auth(&s.token)
         .send()
         .await
