@@ -362,3 +362,12 @@ async fn artifacts_globs_keep_files_of_the_working_directory() {
     let s = Server::start(&common::globs::tasks(""));
     common::globs::check(&s, "local-").await;
 }
+
+/// `artifacts:` globs on a container job: gathered on the server from the container's
+/// `work/` once it exited, with the same rules as on a local job.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_globs_are_kept_from_the_container() {
+    let img = common::busybox::image();
+    let s = Server::start(&common::globs::tasks(&format!("    image: {img}")));
+    common::globs::check(&s, "local-").await;
+}

@@ -796,13 +796,3 @@ tasks:
         }
     }
 }
-
-/// `artifacts:` globs on a container job: gathered on the server from the container's
-/// `work/` once it exited, with the same rules as on a local job.
-#[tokio::test(flavor = "multi_thread")]
-async fn artifacts_globs_are_kept_from_the_container() {
-    let img = image();
-    let s = Server::start(&common::globs::tasks(&format!("    image: {img}")));
-    let _leftovers = Leftovers::of(&s);
-    common::globs::check(&s, "local-").await;
-}
