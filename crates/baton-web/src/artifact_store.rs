@@ -142,7 +142,8 @@ impl ArtifactStore {
                 .await
                 .map_err(|e| e.to_string())?
             else {
-                continue; // Gone or no longer a regular file since it was listed.
+                // The job has ended: nothing may change its files now.
+                return Err(format!("{rel} changed or vanished while it was uploaded"));
             };
             let size = a.size;
             done.push(key.clone());

@@ -168,6 +168,10 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     }
     let code = run_code(s, run).await;
     for job in todo {
+        // The collector and a reader of the results may both get here: one collects a job.
+        let Some(_collecting) = Collecting::claim(job.id) else {
+            continue;
+        };
         let (owner, attempt) = crate::artifact_store::owner(s, job).await;
         let out = s.folders.job_dir(owner, attempt).join("out");
         let own = (owner, attempt) == (job.id, job.attempt);
@@ -219,6 +223,29 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             // The bucket holds them now (its manifest is written): the disk's copy goes.
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
         }
+    }
+}
+
+/// Jobs being collected in this process.
+static COLLECTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A job claimed for collection until dropped.
+struct Collecting(i64);
+
+impl Collecting {
+    fn claim(job: i64) -> Option<Collecting> {
+        let mut set = COLLECTING.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(job).then_some(Collecting(job))
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        COLLECTING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
     }
 }
 
