@@ -184,7 +184,10 @@ async fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
 }
 
 async fn get(s: &Server, path: &str, range: Option<&str>) -> reqwest::Response {
-    let mut req = s.http.get(format!("{}{path}", s.base)).bearer_auth(&s.token);
+    let mut req = s
+        .http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.token);
     if let Some(r) = range {
         req = req.header("Range", r);
     }
@@ -349,7 +352,11 @@ async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
     // The job's results say the upload failed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let warning = loop {
-        let tree = s.get_ok(&format!("/runs/{id}/results")).await;
+        let tree = tokio::time::timeout(WAIT, s.get_ok(&format!("/runs/{id}/results")))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the results did not answer within {WAIT:?}\n{}", s.stderr())
+            });
         let found = find_warning(&tree);
         if let Some(w) = found {
             break w;

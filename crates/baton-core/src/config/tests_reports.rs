@@ -60,7 +60,10 @@ fn artifacts_globs_as_a_list_or_with_required() {
          pipelines:\n  ci:\n    tasks:\n      unit:\n        script: [make]\n        artifacts: [\"*.log\"]\n",
     )
     .unwrap();
-    assert_eq!(c.tasks["a"].artifacts.paths, ["dist/*.tar.gz", "reports/**"]);
+    assert_eq!(
+        c.tasks["a"].artifacts.paths,
+        ["dist/*.tar.gz", "reports/**"]
+    );
     assert!(!c.tasks["a"].artifacts.required);
     assert_eq!(c.tasks["b"].artifacts.paths, ["out.bin"]);
     assert!(c.tasks["b"].artifacts.required);
@@ -70,9 +73,18 @@ fn artifacts_globs_as_a_list_or_with_required() {
     )
     .unwrap_err()
     .to_string();
-    assert!(errors.contains("artifacts glob \"../x\" must be relative"), "{errors}");
-    assert!(errors.contains("list each alternative as its own glob"), "{errors}");
-    assert!(errors.contains("unknown key \"keep\" in \"artifacts\" of task \"t\""), "{errors}");
+    assert!(
+        errors.contains("artifacts glob \"../x\" must be relative"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("list each alternative as its own glob"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("unknown key \"keep\" in \"artifacts\" of task \"t\""),
+        "{errors}"
+    );
 }
 
 #[test]

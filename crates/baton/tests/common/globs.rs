@@ -57,7 +57,10 @@ pub async fn check(s: &Server, worker: &str) {
     let job = run["jobs"][0]["id"].as_i64().unwrap();
     let got = s
         .http
-        .get(format!("{}/runs/{id}/artifacts/{job}/dist/app.tar.gz", s.base))
+        .get(format!(
+            "{}/runs/{id}/artifacts/{job}/dist/app.tar.gz",
+            s.base
+        ))
         .bearer_auth(&s.token)
         .send()
         .await
