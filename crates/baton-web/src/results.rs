@@ -168,10 +168,21 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     }
     let code = run_code(s, run).await;
     for job in todo {
-        // The collector and a reader of the results may both get here: one collects a job.
-        let Some(_collecting) = Collecting::claim(job.id) else {
-            continue;
+        // The collector and a reader of the results may both get here: one collects a job,
+        // the other waits for it and then finds it collected.
+        let _collecting = loop {
+            if let Some(c) = Collecting::claim(job.id) {
+                break c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         };
+        if s.store
+            .collected_jobs(run.id)
+            .await
+            .is_ok_and(|ids| ids.contains(&job.id))
+        {
+            continue;
+        }
         let (owner, attempt) = crate::artifact_store::owner(s, job).await;
         let out = s.folders.job_dir(owner, attempt).join("out");
         let own = (owner, attempt) == (job.id, job.attempt);
@@ -236,7 +247,12 @@ struct Collecting(i64);
 impl Collecting {
     fn claim(job: i64) -> Option<Collecting> {
         let mut set = COLLECTING.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(job).then_some(Collecting(job))
+        // Not `then_some`: a guard made and dropped here would lock the set again.
+        if set.insert(job) {
+            Some(Collecting(job))
+        } else {
+            None
+        }
     }
 }
 
