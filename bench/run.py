@@ -17,6 +17,7 @@
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -493,9 +494,172 @@ def bench_local_run():
         "(aim <= 2x; git jci run: ~21 ms)")
 
 
+def _example(name):
+    """A bench example binary of baton-results, built by bench/run.sh next to the release binary."""
+    path = os.path.join(os.path.dirname(os.path.abspath(BATON)), "examples", name)
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} is missing: run bench/run.sh (it builds the examples)")
+    return path
+
+
+def bench_junit():
+    """(m) Parse time and peak memory of a 100 MB JUnit report, collected as a job's reports are;
+    baseline: Python's streaming ElementTree.iterparse over the same file, in the same run."""
+    d = tempfile.mkdtemp(prefix="baton-bench-junit-")
+    try:
+        path = os.path.join(d, "junit.xml")
+        out = "x" * 200
+        with open(path, "w") as f:
+            f.write('<?xml version="1.0"?>\n<testsuites>\n')
+            i, size = 0, 0
+            while size < 100 * 1024 * 1024:
+                if i % 1000 == 0:
+                    if i:
+                        f.write("</testsuite>\n")
+                    f.write(f'<testsuite name="suite{i // 1000}" tests="1000">\n')
+                body = (f'<failure message="boom {i}">assert &lt;1&gt; == 2</failure>' if i % 97 == 0
+                        else f"<system-out><![CDATA[{out}]]></system-out>")
+                line = f'<testcase classname="pkg.C{i % 50}" name="t{i}" time="0.001">{body}</testcase>\n'
+                f.write(line)
+                size += len(line)
+                i += 1
+            f.write("</testsuite>\n</testsuites>\n")
+        mib = os.path.getsize(path) / 2**20
+        runs = []
+        for _ in range(3):
+            r = subprocess.run([_example("bench_junit"), d], check=True, capture_output=True, text=True)
+            secs, hwm, cases, warnings = r.stdout.split()
+            runs.append((float(secs), int(hwm)))
+        base_script = (
+            "import sys, time, xml.etree.ElementTree as ET\n"
+            "t = time.perf_counter(); n = 0\n"
+            "for ev, el in ET.iterparse(sys.argv[1]):\n"
+            "    if el.tag == 'testcase': n += 1\n"
+            "    if el.tag in ('testcase', 'testsuite'): el.clear()\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(time.perf_counter() - t, hwm, n)\n")
+        base = []
+        for _ in range(3):
+            r = subprocess.run([sys.executable, "-c", base_script, path], check=True,
+                               capture_output=True, text=True)
+            bs, bh, bn = r.stdout.split()
+            base.append((float(bs), int(bh)))
+        t, hwm = statistics.median(x[0] for x in runs), max(x[1] for x in runs)
+        bt, bhwm = statistics.median(x[0] for x in base), max(x[1] for x in base)
+        row(f"(m) JUnit {mib:.0f} MB: parse time", t, "s", bt, "s", t / bt,
+            f"(baseline: Python iterparse; {cases} cases kept, {warnings} warnings)")
+        row("(m) JUnit parse: peak RSS", hwm / 1024, "MiB", bhwm / 1024, "MiB", hwm / bhwm, "(flat)")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_cache_inputs():
+    """(n) The cache-hit decision's work for a task whose inputs are 10,000 files (read, hash,
+    digest); baseline: `git ls-files -z | xargs -0 sha256sum` over the same files."""
+    d = tempfile.mkdtemp(prefix="baton-bench-cache-")
+    try:
+        rnd = random.Random(7)
+        for i in range(10000):
+            sub = os.path.join(d, "src", f"m{i % 100}")
+            os.makedirs(sub, exist_ok=True)
+            with open(os.path.join(sub, f"f{i}.c"), "wb") as f:
+                f.write(rnd.randbytes(2048))
+        subprocess.run(["git", "init", "-q", d], check=True)
+        subprocess.run(["git", "-C", d, "add", "-A"], check=True)
+        mine, base = [], []
+        for _ in range(7):
+            r = subprocess.run([_example("bench_cache"), d, "src/**"], check=True,
+                               capture_output=True, text=True)
+            secs, n, _digest = r.stdout.split()
+            if int(n) != 10000:
+                raise SystemExit(f"bench_cache saw {n} files, not 10000")
+            mine.append(float(secs))
+            t0 = time.perf_counter()
+            subprocess.run(["bash", "-c", "git ls-files -z | xargs -0 sha256sum >/dev/null"],
+                           cwd=d, check=True)
+            base.append(time.perf_counter() - t0)
+        m, b = statistics.median(mine) * 1000, statistics.median(base) * 1000
+        row("(n) cache decision, 10,000 input files, p50", m, "ms", b, "ms", m / b,
+            "(baseline: git ls-files | xargs sha256sum)")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bench_tests_tab():
+    """(o) The Tests tab of a run whose task has 10,000 runs of results (20 tests each, one
+    failing, with its history strip), and a test's history through the API."""
+    import sqlite3
+    cfg = "server: {local_workers: 1}\ntasks:\n  t: {command: 'true'}\n"
+    s = Server(cfg)
+    s.proc.kill()
+    s.proc.wait()
+    db = sqlite3.connect(os.path.join(s.data, "baton.db"))
+    now = int(time.time() * 1000)
+    n_runs, n_tests = 10000, 20
+
+    def tree(i):
+        cases = [{"kind": "case", "name": f"t{k}", "classname": "pkg.C",
+                  "status": "failed" if k == 0 and i % 2 else "passed", "duration": 0.01,
+                  **({"message": "assert 1 == 2"} if k == 0 and i % 2 else {})}
+                 for k in range(n_tests)]
+        return json.dumps({"kind": "job", "name": "t", "job_id": i, "job_status": "failed",
+                           "children": [{"kind": "suite", "name": "s", "children": cases}]})
+    db.executemany(
+        "INSERT INTO runs (id, kind, target, trigger, args, tags, definition, status, reason,"
+        " priority, partition_key, enqueued_at, not_before, started_at, ended_at)"
+        " VALUES (?, 'task', 't', 'api', '{}', '[]', '{}', 'failed', NULL, 0,"
+        " NULL, ?, NULL, ?, ?)",
+        ((i, now - (n_runs - i) * 1000, now - (n_runs - i) * 1000, now - (n_runs - i) * 1000 + 500)
+         for i in range(1, n_runs + 1)))
+    db.executemany(
+        "INSERT INTO jobs (id, run_id, name, status, reason, attempt, worker, exit_code,"
+        " queued_at, started_at, ended_at, ended_seq) VALUES (?, ?, 't', 'failed', NULL, 1,"
+        " 'local-1', 1, ?, ?, ?, ?)",
+        ((i, i, now, now, now, i) for i in range(1, n_runs + 1)))
+    db.executemany(
+        "INSERT INTO job_results (job_id, run_id, attempt, task, collected_at, passed, failed,"
+        " errors, skipped, flaky, warnings, duration_ms, tree) VALUES (?, ?, 1, 't', ?, ?, ?, 0,"
+        " 0, 0, 0, 200, ?)",
+        ((i, i, now, n_tests - (i % 2), i % 2, tree(i)) for i in range(1, n_runs + 1)))
+    db.executemany(
+        "INSERT INTO test_results (task, test_id, run_id, job_id, status, duration_ms, code)"
+        " VALUES ('t', ?, ?, ?, ?, 10, ?)",
+        ((f"s > pkg.C > t{k}", i, i, "failed" if k == 0 and i % 2 else "passed", f"run:{i}")
+         for i in range(1, n_runs + 1) for k in range(n_tests)))
+    db.commit()
+    db.close()
+    s.spawn()
+    s.wait_ready()
+
+    def page(path):
+        times = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            s.conn.request("GET", path, headers={"Authorization": f"Bearer {s.token}",
+                                                 "Accept": "text/html"})
+            r = s.conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise SystemExit(f"GET {path}: {r.status} {body[:200]!r}")
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        return times[10], body
+    try:
+        tab, body = page(f"/runs/{n_runs - 1}/tests")
+        if b"t0" not in body:
+            raise SystemExit("the Tests tab does not show the failing test")
+        results, _ = page(f"/api/v1/runs/{n_runs - 1}/results?status=failed")
+    finally:
+        s.stop()
+    row("(o) Tests tab, 10,000 runs of history, p50", tab, "ms", 50.0, "ms", tab / 50.0,
+        "(aim < 50 ms)")
+    row("(o) API failed results of a run, p50", results, "ms", 50.0, "ms", results / 50.0, "")
+
+
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
             "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood,
-            "k": bench_webhook, "l": bench_local_run}
+            "k": bench_webhook, "l": bench_local_run, "m": bench_junit, "n": bench_cache_inputs,
+            "o": bench_tests_tab}
 
 
 if __name__ == "__main__":

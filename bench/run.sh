@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v make >/dev/null || { echo "bench needs make (apt-get install make)"; exit 1; }
 cargo build --release --locked -p baton
+# The result-tree benchmarks (m, n) time the library directly through its bench examples.
+cargo build --release --locked -p baton-results --examples
 exec python3 bench/run.py target/release/baton "$@"

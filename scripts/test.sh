@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root=()
+# The S3 server the artifact storage tests run (see the install below).
+S3S_FS_VERSION=0.14.1
 [ "$(id -u)" = 0 ] || as_root=(sudo)
 
 # Every run installs the full list (apt-get is idempotent), so this step runs in CI and cannot
@@ -30,6 +32,12 @@ echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -qq --no-install-recommends "${packages[@]}"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# s3s-fs: a real S3-compatible server for the artifact storage tests (crates/baton/tests/s3.rs
+# runs it on loopback and finds it in target/tools/bin). `cargo install` is idempotent: it
+# returns at once when that version is already there.
+echo "== cargo install s3s-fs"
+cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root target/tools \
+  --quiet
 
 # A Docker engine for the Docker executor's tests: start one when none answers.
 if ! "${as_root[@]}" docker info >/dev/null 2>&1; then

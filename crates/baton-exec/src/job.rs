@@ -41,6 +41,13 @@ pub struct JobSpec {
     /// job's environment, which is otherwise inherited from the server for local jobs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unset_env: Vec<String>,
+    /// `artifacts:` globs, relative to `work/`: the files they match are copied into `out/`
+    /// when the script ends (never through a symlink, never from outside `work/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+    /// `artifacts: {required: true}`: a glob that matches nothing fails the job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub artifacts_required: bool,
 }
 
 /// A job's secrets: environment entries (explicit `secrets:`, secret-looking `env` entries and
@@ -139,12 +146,19 @@ pub struct ExitRecord {
     /// The supervisor's own peak resident set size (VmHWM), in KiB.
     #[serde(default)]
     pub max_rss_kb: Option<u64>,
+    /// Required `artifacts:` globs that matched no file (the job fails for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_artifacts: Vec<String>,
 }
 
 impl ExitRecord {
     /// The job ran and exited 0, without timeout, cancel or error.
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && self.error.is_none() && !self.timed_out && !self.canceled
+        self.exit_code == Some(0)
+            && self.error.is_none()
+            && !self.timed_out
+            && !self.canceled
+            && self.missing_artifacts.is_empty()
     }
 }
 

@@ -49,6 +49,7 @@ pub mod error;
 pub mod executor;
 pub mod job;
 pub mod launcher;
+pub mod keep;
 pub mod layout;
 pub mod local;
 pub mod log;

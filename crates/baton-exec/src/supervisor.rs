@@ -218,12 +218,14 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitR
         ended_at: Utc::now(),
         log_bytes: 0,
         max_rss_kb: None,
+        missing_artifacts: Vec::new(),
     };
     let log_path = dir.join(LOG_FILE);
     match prepare(dir, secrets) {
         Ok((spec, log, child, pipes, tree)) => {
             rec.started_at = Utc::now();
             run_job(&spec, &log_path, &log, child, pipes, &tree, sigs, &mut rec).await;
+            keep_artifacts(dir, &spec, &log, &mut rec);
             if tree.cgroup().is_some()
                 && let Err(e) = tree.kill_and_wait(CGROUP_EMPTY_WAIT)
             {
@@ -246,6 +248,19 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitR
     rec.ended_at = Utc::now();
     rec.max_rss_kb = unix::peak_rss_kb();
     rec
+}
+
+/// `artifacts:`: the files of `work/` the globs match go into `out/`; what matched nothing is
+/// said in the log (and fails the job when required).
+fn keep_artifacts(dir: &Path, spec: &JobSpec, mut log: &File, rec: &mut ExitRecord) {
+    let found = crate::keep::gather(dir, &spec.artifacts);
+    let lines = found.log_lines(spec.artifacts_required);
+    if !lines.is_empty() {
+        let _ = log.write_all(format!("\n{lines}").as_bytes());
+    }
+    if spec.artifacts_required {
+        rec.missing_artifacts = found.unmatched;
+    }
 }
 
 /// A log file unlinked while the job ran (nothing left to read it by) is named in the record:
@@ -643,6 +658,8 @@ mod tests {
             container: None,
             checkout: None,
             unset_env: Vec::new(),
+            artifacts: Vec::new(),
+            artifacts_required: false,
         }
     }
 

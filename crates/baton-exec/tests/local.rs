@@ -41,6 +41,8 @@ fn spec(script: &str) -> JobSpec {
         container: None,
         checkout: None,
         unset_env: Vec::new(),
+        artifacts: Vec::new(),
+        artifacts_required: false,
     }
 }
 

@@ -230,6 +230,8 @@ impl Running {
             container: job.container.clone(),
             checkout: None,
             unset_env: Vec::new(),
+            artifacts: Vec::new(),
+            artifacts_required: false,
         };
         let checkout = job
             .checkout
@@ -444,6 +446,7 @@ async fn run_job(
                 timed_out: rec.timed_out,
                 canceled: rec.canceled,
                 error: rec.error.as_deref(),
+                missing_artifacts: &rec.missing_artifacts,
             };
             let (status, reason) = describe_exit(&exit, spec.timeout);
             JobResult {

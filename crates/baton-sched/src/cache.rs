@@ -41,7 +41,9 @@ fn image_of(spec: &JobSpec) -> Option<String> {
 
 impl CacheCheck {
     /// The check for job `job` of `run` launched in `dir` with `spec`; `None` when its task has
-    /// no `cache:`, or the checkout is on a remote worker (its inputs are not here).
+    /// no `cache:`, or it runs on a remote worker outside a repository (its inputs are only
+    /// there). A remote repository job's inputs are read from the server's checkout of its
+    /// commit in `dir/work`, made for the check.
     pub(crate) fn plan(
         run: &LiveRun,
         job: &baton_store::JobRow,
@@ -51,7 +53,7 @@ impl CacheCheck {
     ) -> Option<CacheCheck> {
         let repo = run.row.repo.as_ref().map(|r| r.repo.as_str());
         let (def, definition) = run.def.cache(&job.name, repo)?;
-        if remote {
+        if remote && run.row.repo.is_none() {
             return None;
         }
         let base = match &run.row.repo {

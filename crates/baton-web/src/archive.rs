@@ -6,7 +6,6 @@
 //! the size.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use axum::Json;
 use axum::body::Body;
@@ -17,17 +16,18 @@ use axum::response::Response;
 use tokio::sync::mpsc;
 
 use crate::api_types::{ArtifactEntry, JobArtifacts, RunArtifacts};
+use crate::artifact_store::{BlockingReader, Shelf, shelf_of};
 use crate::{ApiError, AppState, CurrentUser};
 
-/// The run's jobs (all, or the one `job` names) with their artifacts folders.
+/// The run's jobs (all, or the one `job` names) with where their artifacts are.
 async fn job_folders(
     s: &AppState,
     run: &baton_store::RunRow,
     job: Option<i64>,
-) -> Result<Vec<(i64, String, PathBuf)>, ApiError> {
+) -> Result<Vec<(i64, String, Shelf)>, ApiError> {
     let mut out = Vec::new();
     for j in run.jobs.iter().filter(|j| job.is_none_or(|id| id == j.id)) {
-        out.push((j.id, j.name.clone(), crate::results::out_dir(s, j).await));
+        out.push((j.id, j.name.clone(), shelf_of(s, j).await));
     }
     if out.is_empty() {
         return Err(ApiError::new(
@@ -57,10 +57,8 @@ pub(crate) async fn list(
     let Path(id) = id?;
     let run = crate::auth::load_run(&s, &user, id).await?;
     let mut jobs = Vec::new();
-    for (job_id, name, out) in job_folders(&s, &run, None).await? {
-        let files = tokio::task::spawn_blocking(move || crate::artifacts::list(&out))
-            .await
-            .unwrap_or_default();
+    for (job_id, name, shelf) in job_folders(&s, &run, None).await? {
+        let files = shelf.list().await;
         let artifacts = files
             .into_iter()
             .map(|(path, size)| ArtifactEntry {
@@ -109,8 +107,9 @@ pub(crate) async fn tar_gz(
     let one_job = q.job.is_some();
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let sender = tx.clone();
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = write_archive(&folders, one_job, ChannelWriter(sender)) {
+        if let Err(e) = write_archive(&handle, &folders, one_job, ChannelWriter(sender)) {
             tracing::warn!(run = id, "artifact archive cut short: {e}");
             let _ = tx.blocking_send(Err(e));
         }
@@ -153,29 +152,32 @@ impl Write for ChannelWriter {
 /// Writes the jobs' artifacts as a gzipped tar: `JOB/PATH` for a run (a job's `/` becomes
 /// `-`), `PATH` for one job. A file that changed or vanished since it was listed is left out.
 fn write_archive(
-    folders: &[(i64, String, PathBuf)],
+    handle: &tokio::runtime::Handle,
+    folders: &[(i64, String, Shelf)],
     one_job: bool,
     w: ChannelWriter,
 ) -> std::io::Result<()> {
     let buffered = std::io::BufWriter::with_capacity(64 * 1024, w);
     let gz = flate2::write::GzEncoder::new(buffered, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
-    for (_, name, out) in folders {
+    for (_, name, shelf) in folders {
         let prefix = if one_job {
             String::new()
         } else {
             format!("{}/", name.replace('/', "-"))
         };
-        for (rel, _) in crate::artifacts::list(out) {
-            let Some(a) = crate::artifacts::open(out, &rel) else {
+        for (rel, _) in handle.block_on(shelf.list()) {
+            let Some(a) = handle.block_on(shelf.open(&rel)) else {
                 continue;
             };
+            let size = a.size();
             let mut h = tar::Header::new_gnu();
-            h.set_size(a.size);
+            h.set_size(size);
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
-            let mut reader = std::io::Read::take(&a.file, a.size);
+            let reader = BlockingReader::new(handle.clone(), a);
+            let mut reader = std::io::Read::take(reader, size);
             tar.append_data(&mut h, format!("{prefix}{rel}"), &mut reader)?;
         }
     }

@@ -30,8 +30,6 @@ const CHUNK: u64 = 64 * 1024;
 pub(crate) struct Artifact {
     pub file: File,
     pub size: u64,
-    /// The last path segment, for `Content-Disposition`.
-    pub name: String,
 }
 
 /// Whether `rel` is a plain relative path: no empty, `.` or `..` segment, no backslash or NUL.
@@ -91,17 +89,7 @@ pub(crate) fn open(out: &Path, rel: &str) -> Option<Artifact> {
     Some(Artifact {
         file: File::from(fd),
         size: u64::try_from(st.st_size).unwrap_or(0),
-        name: rel.rsplit('/').next().unwrap_or(rel).to_owned(),
     })
-}
-
-/// The first `max` bytes of a regular file under `out` as text (invalid UTF-8 replaced).
-pub(crate) fn head(out: &Path, rel: &str, max: u64) -> Option<String> {
-    let a = open(out, rel)?;
-    let mut buf = vec![0; usize::try_from(a.size.min(max)).unwrap_or(0)];
-    let n = a.file.read_at(&mut buf, 0).ok()?;
-    buf.truncate(n);
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Streams `len` bytes from `start` of an opened file (positional reads on the descriptor that
@@ -174,6 +162,12 @@ pub(crate) fn is_text(content_type: &str) -> bool {
 /// Directories are opened like artifacts (no symlink, never outside `out/`); symlinks and
 /// other special files are left out.
 pub(crate) fn list(out: &Path) -> Vec<(String, u64)> {
+    list_all(out, LIST_FILES)
+}
+
+/// Like [`list`], with at most `max_files` files.
+pub(crate) fn list_all(out: &Path, max_files: usize) -> Vec<(String, u64)> {
+    let max_entries = LIST_ENTRIES.max(max_files.saturating_mul(2));
     let mut found = Vec::new();
     let Ok(root) = open_out(out, OFlag::O_RDONLY) else {
         return found;
@@ -192,7 +186,7 @@ pub(crate) fn list(out: &Path) -> Vec<(String, u64)> {
             .collect();
         for name in names {
             seen += 1;
-            if seen > LIST_ENTRIES || found.len() >= LIST_FILES {
+            if seen > max_entries || found.len() >= max_files {
                 break 'walk;
             }
             let Ok(st) = fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
@@ -234,7 +228,6 @@ mod tests {
 
         let a = open(&out, "sub/a.txt").expect("regular file");
         assert_eq!(a.size, 6);
-        assert_eq!(a.name, "a.txt");
         let mut buf = [0; 6];
         a.file.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"inside");

@@ -11,6 +11,7 @@ pub mod ansi;
 mod api;
 pub mod api_types;
 mod archive;
+pub mod artifact_store;
 mod artifacts;
 mod auth;
 mod badge;
@@ -48,6 +49,7 @@ use baton_sched::SchedHandle;
 use baton_store::{RunFolders, Store};
 
 pub use api::openapi_json;
+pub use artifact_store::ArtifactStore;
 pub use auth::CurrentUser;
 pub use creds::{ForgeTokens, spawn_sweeper};
 pub use error::ApiError;
@@ -95,6 +97,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Cancelled to stop the server gracefully (a finished drain); running jobs keep going.
     pub stop: tokio_util::sync::CancellationToken,
+    /// `server.artifacts.s3`: the bucket ended jobs' artifacts go to; `None`: the data dir.
+    pub artifact_store: Option<Arc<ArtifactStore>>,
 }
 
 /// The whole HTTP application.

@@ -109,32 +109,29 @@ async fn run_code(s: &AppState, run: &RunRow) -> String {
     code_of_run(id)
 }
 
-/// A job's artifacts folder (`out/`): its own, or for a job skipped by a cache hit or carried
-/// over by a rerun of failed jobs, that of the job that ran (stored once, never copied).
-pub(crate) async fn out_dir(s: &AppState, job: &JobRow) -> std::path::PathBuf {
-    if let Some((hit, _)) = baton_core::decide::hit_of(job.reason.as_deref())
-        && let Ok(Some(rec)) = s.store.job_cache(hit).await
-    {
-        return s.folders.job_dir(rec.job_id, rec.attempt).join("out");
-    }
-    if let Some((src, run)) = baton_core::decide::carried_of(job.reason.as_deref())
-        && let Ok(Some(old)) = s.store.get_run(run).await
-        && let Some(j) = old.jobs.iter().find(|j| j.id == src)
-    {
-        return s.folders.job_dir(j.id, j.attempt).join("out");
-    }
-    s.folders.job_dir(job.id, job.attempt).join("out")
+/// What a job's node is made of: its reports, read from `out/` (its own, or for a cache hit
+/// that of the job it hit), or `recorded` (the nodes the hit job got, when its `out/` went to
+/// the artifact bucket), then `extra` (warnings).
+struct Sources {
+    out: std::path::PathBuf,
+    globs: Vec<String>,
+    recorded: Option<Vec<Node>>,
+    extra: Vec<Node>,
 }
 
-/// A job's node from its `out/`, with its counts, its JSON and its test cases' rows.
+/// A job's node, with its counts, its JSON and its test cases' rows.
 fn build_job(
-    out: &std::path::Path,
-    globs: &[String],
+    src: Sources,
     name: &str,
     id: i64,
     status: &str,
 ) -> (ResultCounts, String, Vec<TestResult>) {
-    let node = baton_results::job_node(name, id, status, baton_results::collect_job(out, globs));
+    let mut children = match src.recorded {
+        Some(nodes) => nodes,
+        None => baton_results::collect_job(&src.out, &src.globs),
+    };
+    children.extend(src.extra);
+    let node = baton_results::job_node(name, id, status, children);
     rows_of(&node)
 }
 
@@ -202,11 +199,51 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
     }
     let code = run_code(s, run).await;
     for job in todo {
-        let out = out_dir(s, job).await;
-        let globs = junit_globs(run, job);
+        // The collector and a reader of the results may both get here: one collects a job,
+        // the other waits for it and then finds it collected.
+        let _collecting = loop {
+            if let Some(c) = Collecting::claim(job.id) {
+                break c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        if s.store
+            .collected_jobs(run.id)
+            .await
+            .is_ok_and(|ids| ids.contains(&job.id))
+        {
+            continue;
+        }
+        let (owner, attempt) = crate::artifact_store::owner(s, job).await;
+        let out = s.folders.job_dir(owner, attempt).join("out");
+        let own = (owner, attempt) == (job.id, job.attempt);
+        let mut src = Sources {
+            recorded: None,
+            globs: junit_globs(run, job),
+            extra: Vec::new(),
+            out: out.clone(),
+        };
+        if !own && !out.is_dir() {
+            src.recorded = recorded_nodes(s, job, owner).await;
+        }
+        let mut uploaded = false;
+        if let Some(store) = s.artifact_store.as_ref().filter(|_| own && out.is_dir()) {
+            match store.upload(job.id, job.attempt, out.clone()).await {
+                Ok(n) => {
+                    tracing::info!(job = job.id, "{n} artifacts uploaded to {}", store.label());
+                    uploaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(job = job.id, "{e}");
+                    src.extra.push(Node::warning(
+                        "artifacts",
+                        format!("{e}; they stay on this server's disk"),
+                    ));
+                }
+            }
+        }
         let (name, id, status) = (job.name.clone(), job.id, job.status.to_string());
-        let built =
-            tokio::task::spawn_blocking(move || build_job(&out, &globs, &name, id, &status)).await;
+        let built = tokio::task::spawn_blocking(move || build_job(src, &name, id, &status)).await;
         let Ok((counts, tree, tests)) = built else {
             tracing::warn!(job = job.id, "collecting the job's results panicked");
             continue;
@@ -224,7 +261,49 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         if let Err(e) = s.store.save_job_results(&new).await {
             tracing::warn!(job = job.id, "cannot record the job's results: {e}");
         }
+        if uploaded {
+            // The bucket holds them now (its manifest is written): the disk's copy goes.
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
+        }
     }
+}
+
+/// Jobs being collected in this process.
+static COLLECTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A job claimed for collection until dropped.
+struct Collecting(i64);
+
+impl Collecting {
+    fn claim(job: i64) -> Option<Collecting> {
+        let mut set = COLLECTING.lock().unwrap_or_else(|e| e.into_inner());
+        // Not `then_some`: a guard made and dropped here would lock the set again.
+        if set.insert(job) {
+            Some(Collecting(job))
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        COLLECTING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// The nodes recorded for job `owner` (the job a cache hit of `job` points to).
+async fn recorded_nodes(s: &AppState, job: &JobRow, owner: i64) -> Option<Vec<Node>> {
+    let (hit, _) = baton_core::decide::hit_of(job.reason.as_deref())?;
+    let rec = s.store.job_cache(hit).await.ok()??;
+    let rows = s.store.run_results(rec.run_id).await.ok()?;
+    let row = rows.into_iter().find(|r| r.job_id == owner)?;
+    let node: Node = serde_json::from_str(&row.tree).ok()?;
+    Some(node.children)
 }
 
 /// The run's result tree: one node per job (a job still running has no children yet),

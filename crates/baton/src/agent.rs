@@ -179,6 +179,7 @@ fn write_start_failure(dir: &Path, why: String) -> anyhow::Result<()> {
         ended_at: now,
         log_bytes: 0,
         max_rss_kb: None,
+        missing_artifacts: Vec::new(),
     };
     std::fs::create_dir_all(dir)?;
     write_private(&dir.join("exit.json"), &serde_json::to_string(&rec)?)

@@ -71,14 +71,16 @@ pub(crate) async fn prune_server(
         ..PruneReport::default()
     };
     let jobs = if dry_run {
-        let mut ids = Vec::new();
-        for id in &doomed {
-            if let Some(run) = store.get_run(*id).await? {
-                ids.extend(run.jobs.iter().map(|j| j.id));
+        jobs_of(store, &doomed).await?
+    } else {
+        // The bucket's objects first: a failure there leaves the rows for the next prune, so
+        // nothing stored is ever left without a run pointing to it.
+        if let Some(def) = &config.server.artifacts {
+            let bucket = baton_web::ArtifactStore::s3(def).map_err(anyhow::Error::msg)?;
+            for job in jobs_of(store, &doomed).await? {
+                bucket.delete_job(job).await.map_err(anyhow::Error::msg)?;
             }
         }
-        ids
-    } else {
         store.delete_runs(&doomed).await?
     };
     report.jobs = jobs.len();
@@ -97,6 +99,17 @@ pub(crate) async fn prune_server(
         }
     }
     Ok(report)
+}
+
+/// The jobs of `runs`.
+async fn jobs_of(store: &Store, runs: &[i64]) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for id in runs {
+        if let Some(run) = store.get_run(*id).await? {
+            ids.extend(run.jobs.iter().map(|j| j.id));
+        }
+    }
+    Ok(ids)
 }
 
 /// `baton prune --data DIR --config P [--dry-run]`: everything retention no longer keeps.

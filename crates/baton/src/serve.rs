@@ -194,6 +194,14 @@ pub(crate) async fn serve(
         .or_else(|| config.server.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8700".into());
     let jwt_secret = config.server.jwt_secret.clone();
+    let artifact_store = match &config.server.artifacts {
+        Some(def) => {
+            let bucket = baton_web::ArtifactStore::s3(def).map_err(anyhow::Error::msg)?;
+            tracing::info!("artifacts go to {}", bucket.label());
+            Some(Arc::new(bucket))
+        }
+        None => None,
+    };
     let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
     // Cancelled when the server stops: the executors' background loops (health checks,
     // reapers) end with it.
@@ -249,6 +257,7 @@ pub(crate) async fn serve(
         statuses,
         metrics: Arc::default(),
         stop: CancellationToken::new(),
+        artifact_store,
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.

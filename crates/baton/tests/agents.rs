@@ -653,3 +653,90 @@ async fn big_artifacts_arrive_and_a_lost_one_breaks_the_run() {
         "the reason names the lost artifact: {run:#}"
     );
 }
+
+/// `artifacts:` globs on an agent: its supervisor gathers them before the agent uploads `out/`,
+/// and a missing required one fails the job through the exit record it reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_globs_are_kept_on_agents() {
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\n{}",
+        common::globs::tasks("    queues: [arm]")
+    );
+    let s = Server::start_with(&yaml, &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let token = join_token(&s);
+    let _agent = AgentProc::start(&s, &token, "g1", 1);
+    common::globs::check(&s, "agent:g1:").await;
+}
+
+/// The CI cache for a repository job on an agent: the digest is made on the server, from its
+/// own checkout of the commit, before the job is handed out; a commit that changes no input is
+/// a hit the agent never runs, one that changes an input runs there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_digest_of_an_agent_job_is_made_on_the_server() {
+    use common::gitrepo::{commit, init};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    let ran = tmp.path().join("ran");
+    let ci = format!(
+        "tasks:\n  build:\n    queues: [arm]\n    cache: {{inputs: [\"src/**\"]}}\n    command: cat src/a.c; echo \"$BATON_RUN_ID\" >> {}\n",
+        ran.display()
+    );
+    commit(
+        &repo,
+        &[
+            (".baton/ci.yml", ci.as_bytes()),
+            ("src/a.c", b"one\n"),
+            ("README.md", b"# a\n"),
+        ],
+        "one",
+    );
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\nrepos:\n  app:\n    url: {}\n    forge: git\n",
+        repo.display()
+    );
+    let s = Server::start_with(&yaml, &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let token = join_token(&s);
+    let _agent = AgentProc::start(&s, &token, "c1", 1);
+    let trigger = || async {
+        let (st, run) = s
+            .post("/tasks/app%2Fbuild/trigger", serde_json::json!({}))
+            .await;
+        assert_eq!(st, 201, "{run}");
+        s.wait_run(run["id"].as_i64().unwrap()).await
+    };
+    let first = trigger().await;
+    assert_eq!(status(&first), "success", "{first:#}");
+    let job1 = &first["jobs"][0];
+    assert!(
+        job1["worker"].as_str().unwrap().starts_with("agent:c1:"),
+        "{first:#}"
+    );
+    assert_eq!(s.log_text(id_of(&first), None).await, "one\n");
+
+    commit(&repo, &[("README.md", b"# b\n")], "docs only");
+    let second = trigger().await;
+    let job2 = &second["jobs"][0];
+    assert_eq!(status(job2), "skipped", "{second:#}");
+    assert_eq!(
+        reason(job2),
+        format!(
+            "cache hit: same inputs as job {} (run {})",
+            job1["id"],
+            id_of(&first)
+        ),
+        "{second:#}"
+    );
+
+    commit(&repo, &[("src/a.c", b"two\n")], "code");
+    let third = trigger().await;
+    assert_eq!(status(&third), "success", "{third:#}");
+    assert_eq!(s.log_text(id_of(&third), None).await, "two\n");
+    // The hit never reached the agent: two runs ran there.
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    assert_eq!(
+        lines,
+        format!("{}\n{}\n", id_of(&first), id_of(&third)),
+        "runs that ran"
+    );
+}

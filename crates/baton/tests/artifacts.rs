@@ -353,3 +353,21 @@ async fn artifacts_are_listed_typed_archived_previewed_and_html_opens_sandboxed(
     assert!(html.contains("hello notes"), "{html}");
     assert!(html.contains("artifacts.tar.gz?job="), "{html}");
 }
+
+/// `artifacts:` globs on a local job: the files they match in its working directory are kept,
+/// never through a symlink; a glob that matches nothing is a warning, or fails a job that
+/// requires it.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_globs_keep_files_of_the_working_directory() {
+    let s = Server::start(&common::globs::tasks(""));
+    common::globs::check(&s, "local-").await;
+}
+
+/// `artifacts:` globs on a container job: gathered on the server from the container's
+/// `work/` once it exited, with the same rules as on a local job.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_globs_are_kept_from_the_container() {
+    let img = common::busybox::image();
+    let s = Server::start(&common::globs::tasks(&format!("    image: {img}")));
+    common::globs::check(&s, "local-").await;
+}

@@ -694,3 +694,14 @@ async fn a_cancel_to_an_unreachable_worker_does_not_hold_up_the_scheduler() {
     let remote = t.s.wait_run_for(id, Duration::from_secs(120)).await;
     assert_eq!(status(&remote), "canceled", "{remote:#}\n{}", t.s.stderr());
 }
+
+/// `artifacts:` globs on an SSH worker: its runner gathers them with bash's globbing and the
+/// same rules (no symlink followed), and reports a missing required one.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_globs_are_kept_on_ssh_workers() {
+    let net = TestNet::new(1);
+    let yaml = format!("{}{}", net.config("5s"), common::globs::tasks(""));
+    let s = Server::start_on(&yaml, &net.gateway);
+    common::globs::check(&s, &net.hosts[0].name).await;
+    drop(s);
+}

@@ -25,6 +25,7 @@ mod repo_creds;
 mod reports;
 mod repos;
 mod server;
+mod storage;
 mod tasks;
 mod workers;
 

@@ -59,6 +59,12 @@ impl Config {
         let sources = self.secrets.values().map(|s| &s.source).chain(
             repos
                 .chain(self.server.webhook_secret.as_ref())
+                .chain(
+                    self.server
+                        .artifacts
+                        .iter()
+                        .flat_map(|s3| [&s3.access_key, &s3.secret_key]),
+                )
                 .map(|s| &s.source),
         );
         let mut names: Vec<String> = sources
@@ -220,6 +226,23 @@ pub struct ServerConfig {
     /// `retention:` — how long ended runs are kept, for tasks without their own.
     #[serde(default)]
     pub retention: Option<RetentionDef>,
+    /// `artifacts: {s3: {…}}` — where ended jobs' artifacts are kept; `None`: in the data
+    /// directory (`<data>/jobs/…/out/`). Never serialized (it holds keys).
+    #[serde(skip)]
+    pub artifacts: Option<S3Def>,
+}
+
+/// `server.artifacts.s3`: an S3-compatible bucket for artifacts, shared by several servers.
+/// The keys are references (`env:VAR`/`file:PATH`), read at load and never shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Def {
+    pub bucket: String,
+    /// `http(s)://host:port` of an S3-compatible service; `None`: AWS.
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    pub region: String,
+    pub access_key: RepoSecret,
+    pub secret_key: RepoSecret,
 }
 
 /// `retention: {keep_last: N, max_age: 30d, keep_failed: N}`: ended runs of a task beyond its
@@ -377,6 +400,9 @@ pub struct TaskDef {
     /// `reports:` — where the job's test reports are among its artifacts.
     #[serde(default)]
     pub reports: Reports,
+    /// `artifacts:` — files of the job's working directory kept as artifacts.
+    #[serde(default, skip_serializing_if = "Artifacts::is_empty")]
+    pub artifacts: Artifacts,
     /// `cache:` — skip the job when a successful one had the same inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Box<CacheDef>>,
@@ -422,6 +448,24 @@ impl CacheDef {
 pub struct Reports {
     #[serde(default)]
     pub junit: Vec<String>,
+}
+
+/// `artifacts: [GLOB, …]` or `artifacts: {paths: [GLOB, …], required: true}`: files of the
+/// job's working directory (globs relative to it, `*` within one folder, `**` across folders)
+/// copied into its artifacts when it ends, besides what it wrote to `$BATON_OUTPUT_DIR`. A glob
+/// that matches nothing is a warning; with `required`, it fails the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifacts {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl Artifacts {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -551,6 +595,9 @@ pub struct PipelineTask {
     /// `reports:`, as on tasks.
     #[serde(default)]
     pub reports: Reports,
+    /// `artifacts:`, as on tasks.
+    #[serde(default, skip_serializing_if = "Artifacts::is_empty")]
+    pub artifacts: Artifacts,
     /// `cache:`, as on tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Box<CacheDef>>,

@@ -17,6 +17,8 @@ pub struct Exit<'a> {
     pub canceled: bool,
     /// It could not be run (or its log not written).
     pub error: Option<&'a str>,
+    /// Required `artifacts:` globs that matched no file: a job that exited 0 fails for them.
+    pub missing_artifacts: &'a [String],
 }
 
 /// The status and reason of a job that ended as `exit` says; `timeout` is the task's limit, for
@@ -37,6 +39,13 @@ pub fn describe_exit(exit: &Exit<'_>, timeout: Option<Duration>) -> (Status, Opt
         return (Status::Canceled, Some("canceled on request".into()));
     }
     match (exit.exit_code, exit.signal) {
+        (Some(0), _) if !exit.missing_artifacts.is_empty() => (
+            Status::Failed,
+            Some(format!(
+                "failed: required artifacts not found: {} matched no file",
+                exit.missing_artifacts.join(", ")
+            )),
+        ),
         (Some(0), _) => (Status::Success, None),
         (Some(code), _) => (Status::Failed, Some(format!("failed: exit code {code}"))),
         (None, Some(sig)) => (
@@ -60,6 +69,32 @@ pub fn describe_loss(why: &str) -> (Status, Option<String>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_missing_required_artifact_fails_a_job_that_exited_zero() {
+        let missing = vec!["dist/*.tar.gz".to_string()];
+        let ok = Exit {
+            exit_code: Some(0),
+            missing_artifacts: &missing,
+            ..Exit::default()
+        };
+        assert_eq!(
+            describe_exit(&ok, None),
+            (
+                Status::Failed,
+                Some("failed: required artifacts not found: dist/*.tar.gz matched no file".into())
+            )
+        );
+        // The script's own failure is the reason when it failed too.
+        let failed = Exit {
+            exit_code: Some(2),
+            ..ok
+        };
+        assert_eq!(
+            describe_exit(&failed, None),
+            (Status::Failed, Some("failed: exit code 2".into()))
+        );
+    }
 
     #[test]
     fn exits_are_described() {
@@ -114,7 +149,7 @@ mod tests {
             canceled: bool,
             error in proptest::option::of("[a-z ]{0,12}"),
         ) {
-            let exit = Exit { exit_code, signal, timed_out, canceled, error: error.as_deref() };
+            let exit = Exit { exit_code, signal, timed_out, canceled, error: error.as_deref(), missing_artifacts: &[] };
             let (status, reason) = describe_exit(&exit, None);
             prop_assert!(status.is_terminal());
             prop_assert_eq!(status == Status::Success, reason.is_none());

@@ -24,7 +24,7 @@ use tokio::time::{Instant, sleep_until};
 use super::{CANCELED_MARK, ContainerInfo, ENGINE_PATIENCE, TIMED_OUT_MARK, remove, stop};
 use crate::blocking::OnThread;
 use crate::job::{ExitRecord, JobSpec, Outcome};
-use crate::layout::{EXIT_FILE, LOG_FILE, write_atomic};
+use crate::layout::{EXIT_FILE, LOG_FILE, SPEC_FILE, write_atomic};
 use crate::logidx::{MarkWriter, Stream, now_ms};
 use crate::mask::Masker;
 
@@ -194,6 +194,7 @@ fn empty_record(info: &ContainerInfo) -> ExitRecord {
         ended_at: info.started_at,
         log_bytes: 0,
         max_rss_kb: None,
+        missing_artifacts: Vec::new(),
     }
 }
 
@@ -357,11 +358,13 @@ fn split_timestamp(msg: &[u8]) -> (i64, &[u8]) {
     parsed.unwrap_or((now_ms(), msg))
 }
 
-/// Writes `exit.json`, then removes the container.
+/// Keeps the `artifacts:` of the container's `work/` (the job folder's, mounted), writes
+/// `exit.json`, then removes the container.
 async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: ExitRecord) -> Outcome {
     let exit_path = dir.join(EXIT_FILE);
     let (d, p) = (dir.to_path_buf(), exit_path.clone());
     let written = tokio::task::spawn_blocking(move || {
+        keep_artifacts(&d, &mut rec);
         rec.log_bytes = std::fs::metadata(d.join(LOG_FILE)).map_or(0, |m| m.len());
         let json = serde_json::to_vec_pretty(&rec).expect("ExitRecord serializes");
         write_atomic(&p, &json, true).map(|()| rec)
@@ -376,6 +379,27 @@ async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: Exit
         }
         // The container stays: the next server start re-reads it.
         Err(e) => Outcome::Lost(format!("could not write {}: {e}", exit_path.display())),
+    }
+}
+
+/// `artifacts:` of the job's spec: copied from `work/` into `out/` (see [`crate::keep`]), what
+/// matched nothing said at the end of the log.
+fn keep_artifacts(dir: &Path, rec: &mut ExitRecord) {
+    let Ok(Some(spec)) = crate::layout::try_read_json::<JobSpec>(&dir.join(SPEC_FILE)) else {
+        return;
+    };
+    let found = crate::keep::gather(dir, &spec.artifacts);
+    let lines = found.log_lines(spec.artifacts_required);
+    if !lines.is_empty()
+        && let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(LOG_FILE))
+    {
+        use std::io::Write;
+        let _ = log.write_all(format!("\n{lines}").as_bytes());
+    }
+    if spec.artifacts_required {
+        rec.missing_artifacts = found.unmatched;
     }
 }
 

@@ -189,6 +189,7 @@ pub(super) async fn finish(
         code,
         canceled: false,
         timed_out: false,
+        missing: Vec::new(),
     };
 
     // The job ended: the rest of the log, then the artifacts, within the time scp had.
@@ -261,6 +262,7 @@ async fn receive(
         match line.as_str() {
             "canceled" => end.canceled = true,
             "timed_out" => end.timed_out = true,
+            l if l.starts_with("missing ") => end.missing.push(l[8..].to_owned()),
             l if l.starts_with("log ") => break l[4..].trim().parse().unwrap_or(0),
             _ => return Err(std::io::Error::other(format!("unexpected answer {line:?}"))),
         }

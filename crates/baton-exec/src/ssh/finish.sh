@@ -2,7 +2,8 @@
 # Baton: the finishing session of a job, read by `bash -s` behind a prelude that sets D (the job
 # folder); one `{ … }` group, so that bash has read all of it before its `read`s take the rest
 # of stdin. It waits for `go HAVE NONCE`, then answers like probe.sh while the job runs; once it
-# ended, it prints `exit CODE`, `canceled`, `timed_out`, `log N` and N bytes of the log from
+# ended, it prints `exit CODE`, `canceled`, `timed_out`, `missing GLOB` (a required artifacts
+# glob that matched nothing, one line each), `log N` and N bytes of the log from
 # byte HAVE (0-based), then `empty` (nothing in `out/`), `tar` and `out/` as a tar stream, or
 # `notar` (no tar here: the server fetches `out/` with scp), then the trailer
 # `BATON-END-<NONCE> <tar exit code> <tar's message>`, which proves the answer complete. Then it
@@ -39,6 +40,9 @@
   echo "exit $c"
   if [ -e canceled ]; then echo canceled; fi
   if [ -e timed_out ]; then echo timed_out; fi
+  if [ -s artifacts.missing ]; then
+    while IFS= read -r g; do echo "missing $g"; done <artifacts.missing
+  fi
   s=$(wc -c <log 2>/dev/null) || s=0
   n=$((${s:-0} - have))
   [ "$n" -gt 0 ] || n=0

@@ -73,6 +73,42 @@ wait "$job"
 code=$?
 kill -KILL -- "-$dog" 2>/dev/null
 kill -KILL -- "-$job" 2>/dev/null
+# `artifacts:` (artifacts.globs, one glob a line): the regular files of work/ each glob matches,
+# reached without a symlink at any component, are copied into out/ with their paths (a file the
+# job put there itself is kept); a glob that matches nothing is said in the log and, when
+# artifacts.required exists, listed in artifacts.missing (the job fails for it).
+if [ -s artifacts.globs ]; then
+  (
+    shopt -s globstar nullglob dotglob
+    D=$(pwd -P)
+    top=$(cd work 2>/dev/null && pwd -P) && [ "$top" = "$D/work" ] || top=
+    while IFS= read -r g; do
+      n=0
+      if [ -n "$top" ]; then
+        cd "$top" || break
+        IFS=
+        # shellcheck disable=SC2086 # the glob is expanded on purpose (IFS is empty: no splitting)
+        for f in $g; do
+          if [ ! -f "$f" ] || [ -L "$f" ]; then continue; fi
+          case $f in */*) d=${f%/*} want=$top/${f%/*} ;; *) d=. want=$top ;; esac
+          [ "$(cd -- "$d" 2>/dev/null && pwd -P)" = "$want" ] || continue
+          n=$((n + 1))
+          [ -e "$D/out/$f" ] || { mkdir -p -- "$D/out/$d" && cp -p -- "$f" "$D/out/$f"; } ||
+            echo "baton: warning: artifact not kept: $f" >>"$D/log"
+        done
+        unset IFS
+        cd "$D" || break
+      fi
+      [ "$n" -gt 0 ] && continue
+      if [ -e artifacts.required ]; then
+        printf '\nbaton: error: required artifacts glob "%s" matched no file in the job'"'"'s working directory; the job fails\n' "$g" >>log
+        printf '%s\n' "$g" >>artifacts.missing
+      else
+        printf '\nbaton: warning: artifacts glob "%s" matched no file in the job'"'"'s working directory\n' "$g" >>log
+      fi
+    done <artifacts.globs
+  )
+fi
 echo "$code" >exit.tmp && mv exit.tmp exit
 # The callback: over bash's /dev/tcp when the server's URL is plain http (no process to start),
 # else, or if that fails, with curl.

@@ -18,11 +18,13 @@ use crate::logidx::{MarkWriter, Stream};
 use crate::mask::Masker;
 
 /// The end of a job as its runner recorded it on the worker.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct End {
     pub(super) code: i32,
     pub(super) canceled: bool,
     pub(super) timed_out: bool,
+    /// Required `artifacts:` globs the runner found no file for.
+    pub(super) missing: Vec<String>,
 }
 
 /// The log of a running SSH job, written off the async threads.
@@ -174,6 +176,7 @@ impl SinkFile {
             code,
             canceled,
             timed_out,
+            missing,
         } = end;
         let signaled = code > 128 && (canceled || timed_out);
         let rec = ExitRecord {
@@ -186,6 +189,7 @@ impl SinkFile {
             ended_at: Utc::now(),
             log_bytes: fs::metadata(dir.join(LOG_FILE)).map_or(0, |m| m.len()),
             max_rss_kb: None,
+            missing_artifacts: missing,
         };
         let json = serde_json::to_vec_pretty(&rec).expect("ExitRecord serializes");
         if let Err(e) = write_atomic(&dir.join(EXIT_FILE), &json, true) {
@@ -260,6 +264,7 @@ mod tests {
             code: 143,
             canceled: true,
             timed_out: false,
+            missing: Vec::new(),
         };
         let rec = sink.record(dir, &info, end, None).await;
         assert_eq!(

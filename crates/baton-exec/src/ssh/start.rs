@@ -70,6 +70,14 @@ fn upload_files(
         files.push(("checkout.commit", format!("{commit}\n")));
         files.push(("checkout.url", format!("{repo}\n")));
     }
+    if !spec.artifacts.is_empty() {
+        // One glob a line (the config loader refuses line breaks in them).
+        let globs: String = spec.artifacts.iter().map(|g| format!("{g}\n")).collect();
+        files.push(("artifacts.globs", globs));
+        if spec.artifacts_required {
+            files.push(("artifacts.required", String::new()));
+        }
+    }
     if !secrets.is_empty() {
         files.push(("secrets.sh", secrets));
     }

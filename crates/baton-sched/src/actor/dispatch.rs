@@ -263,6 +263,7 @@ impl Actor {
             },
         });
         let mut env = JobEnv::default();
+        let artifacts = job_artifacts(&run.def, &job.name);
         let (script, timeout) = match &run.def {
             TargetDef::Task(t) => {
                 env.add(&t.env);
@@ -317,6 +318,8 @@ impl Actor {
             container,
             checkout: None,
             unset_env: self.config.secret_env_vars(),
+            artifacts: artifacts.paths,
+            artifacts_required: artifacts.required,
         };
         (spec, missing)
     }
@@ -386,8 +389,13 @@ impl Actor {
             let job = run.job(job_id)?;
             crate::cache::CacheCheck::plan(run, job, &spec, &dir, remote)
         });
+        // A remote job's cache digest is made here too, from the server's own checkout of the
+        // commit (made for the check, then given back to the pool).
+        let mut cache_tree = None;
         if remote {
-            spec.checkout = checkout.take().map(|plan| plan.commit().to_string());
+            let plan = checkout.take();
+            spec.checkout = plan.as_ref().map(|plan| plan.commit().to_string());
+            cache_tree = plan.filter(|_| cache.is_some());
         }
         let mint = run.and_then(|run| self.mint_plan(run));
         let start = Start {
@@ -399,6 +407,7 @@ impl Actor {
             attempt,
             checkout,
             cache,
+            cache_tree,
             store: self.store.clone(),
             exec,
             mint,
@@ -433,6 +442,9 @@ struct Start {
     checkout: Option<crate::repo::CheckoutPlan>,
     /// The CI cache check to make once the checkout exists (a hit skips the job).
     cache: Option<crate::cache::CacheCheck>,
+    /// For a job on a remote worker with a cache check: the server's checkout of its commit,
+    /// made only to read the inputs.
+    cache_tree: Option<crate::repo::CheckoutPlan>,
     store: baton_store::Store,
     exec: Result<Arc<dyn Executor>, String>,
     mint: Option<(Arc<dyn ForgeCreds>, RepoDef)>,
@@ -447,7 +459,7 @@ impl Start {
             return send_lost(tx, job_id, attempt, why).await;
         }
         if let Some(check) = self.cache.take()
-            && let Some(reason) = check.check(&self.store).await
+            && let Some(reason) = self.cache_check(check).await
         {
             let _ = tx
                 .send(Msg::JobCached {
@@ -479,6 +491,21 @@ impl Start {
         if let Some(c) = cred {
             c.revoke().await;
         }
+    }
+
+    /// The cache check; for a remote job, on the server's own checkout of the commit, which
+    /// goes back to the pool right after (the worker makes its own).
+    async fn cache_check(&mut self, check: crate::cache::CacheCheck) -> Option<String> {
+        let Some(tree) = self.cache_tree.take() else {
+            return check.check(&self.store).await;
+        };
+        if let Err(why) = tree.make(&self.dir).await {
+            tracing::warn!(job = self.job_id, "no cache check: {why}");
+            return None;
+        }
+        let hit = check.check(&self.store).await;
+        tree.give_back(&self.dir, self.job_id, self.attempt).await;
+        hit
     }
 
     async fn start_and_wait(self) {
@@ -529,4 +556,17 @@ async fn send_lost(tx: tokio::sync::mpsc::Sender<Msg>, job_id: i64, attempt: u32
             tail: String::new(),
         })
         .await;
+}
+
+/// The `artifacts:` of a job's task (none for the `on_error` job).
+fn job_artifacts(def: &TargetDef, job: &str) -> baton_core::config::Artifacts {
+    match def {
+        TargetDef::Task(t) => t.artifacts.clone(),
+        TargetDef::Pipeline(_) if job == ON_ERROR_JOB => Default::default(),
+        TargetDef::Pipeline(p) => p
+            .tasks
+            .get(job)
+            .map(|t| t.artifacts.clone())
+            .unwrap_or_default(),
+    }
 }

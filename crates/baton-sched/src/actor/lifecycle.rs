@@ -327,6 +327,7 @@ fn describe_exit(rec: &ExitRecord, timeout: Option<Duration>) -> (Status, Option
         timed_out: rec.timed_out,
         canceled: rec.canceled,
         error: rec.error.as_deref(),
+        missing_artifacts: &rec.missing_artifacts,
     };
     decide::describe_exit(&exit, timeout)
 }

@@ -33,13 +33,9 @@ pub(super) async fn artifact(
         .iter()
         .find(|j| j.id == job_id)
         .ok_or_else(not_found)?;
-    let out = crate::results::out_dir(&s, job).await;
-    let art = tokio::task::spawn_blocking(move || crate::artifacts::open(&out, &rel))
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(not_found)?;
-    let size = art.size;
+    let shelf = crate::artifact_store::shelf_of(&s, job).await;
+    let art = shelf.open(&rel).await.ok_or_else(not_found)?;
+    let size = art.size();
     let (start, len) = match crate::range::of_request(&headers, size) {
         Ranged::Full => (0, size),
         Ranged::Part { start, end } => (start, end - start + 1),
@@ -47,10 +43,12 @@ pub(super) async fn artifact(
             return Ok(crate::range::unsatisfiable(&headers, size, "artifact"));
         }
     };
-    let name = art.name.replace(['"', '\\', '\r', '\n'], "_");
-    let mut resp = Response::new(Body::from_stream(crate::artifacts::stream(
-        art.file, start, len,
-    )));
+    let name = rel
+        .rsplit('/')
+        .next()
+        .unwrap_or(&rel)
+        .replace(['"', '\\', '\r', '\n'], "_");
+    let mut resp = Response::new(Body::from_stream(art.stream(start, len).await));
     if len != size {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         resp.headers_mut().insert(

@@ -192,8 +192,8 @@ pub(super) async fn run_page(
         (None, None) => Window::End,
     };
     let log = read_log(&s, job, window).await;
-    let out = crate::results::out_dir(&s, job).await;
-    let (artifacts, preview) = artifact_views(out, q.preview.clone()).await;
+    let shelf = crate::artifact_store::shelf_of(&s, job).await;
+    let (artifacts, preview) = artifact_views(&shelf, q.preview.clone()).await;
     let dag = if run.kind == TargetKind::Pipeline {
         dag_svg(&run, &shape.deps, &shape.allowed)
     } else {
@@ -259,34 +259,31 @@ fn workers(run: &RunRow) -> String {
 
 /// The job's artifacts as the page lists them, and the preview asked for (a text artifact).
 async fn artifact_views(
-    out: std::path::PathBuf,
+    shelf: &crate::artifact_store::Shelf,
     preview: Option<String>,
 ) -> (Vec<ArtifactView>, Option<(String, String)>) {
-    tokio::task::spawn_blocking(move || {
-        let list = crate::artifacts::list(&out)
-            .into_iter()
-            .map(|(path, size)| {
-                let kind = crate::artifacts::content_type(&path);
-                let text = crate::artifacts::is_text(kind);
-                ArtifactView {
-                    size: format!("{size} bytes"),
-                    viewable: text || kind.starts_with("text/html"),
-                    text,
-                    kind: kind.split(';').next().unwrap_or(kind),
-                    path,
-                }
-            })
-            .collect();
-        let shown =
-            preview.filter(|p| crate::artifacts::is_text(crate::artifacts::content_type(p)));
-        let text = shown.and_then(|p| {
-            let head = crate::artifacts::head(&out, &p, PREVIEW_BYTES)?;
-            Some((p, head))
-        });
-        (list, text)
-    })
-    .await
-    .unwrap_or_default()
+    let list = shelf
+        .list()
+        .await
+        .into_iter()
+        .map(|(path, size)| {
+            let kind = crate::artifacts::content_type(&path);
+            let text = crate::artifacts::is_text(kind);
+            ArtifactView {
+                size: format!("{size} bytes"),
+                viewable: text || kind.starts_with("text/html"),
+                text,
+                kind: kind.split(';').next().unwrap_or(kind),
+                path,
+            }
+        })
+        .collect();
+    let shown = preview.filter(|p| crate::artifacts::is_text(crate::artifacts::content_type(p)));
+    let text = match shown {
+        Some(p) => shelf.head(&p, PREVIEW_BYTES).await.map(|head| (p, head)),
+        None => None,
+    };
+    (list, text)
 }
 
 /// The run's facts as the page shows them; `job` is the job whose log is shown.

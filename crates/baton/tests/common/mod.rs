@@ -10,6 +10,7 @@ pub mod fakeforge;
 pub mod forgehook;
 pub mod gitea_tokens;
 pub mod gitrepo;
+pub mod globs;
 pub mod idp;
 pub mod pulls;
 pub mod sse;

@@ -8,7 +8,7 @@ use super::cache::build_cache;
 use super::checks::find_cycles;
 use super::container::build_container;
 use super::diags::{Diags, Entry, Fields, Loc};
-use super::reports::build_reports;
+use super::reports::{build_artifacts, build_reports};
 use crate::config::duration::{MILLIS_UP, SECONDS_UP};
 use crate::config::model::{OnError, PipelineDef, PipelineTask, QueueStrategy};
 
@@ -47,6 +47,7 @@ const PIPELINE_TASK_KEYS: &[&str] = &[
     "resources",
     "network",
     "reports",
+    "artifacts",
     "cache",
 ];
 
@@ -242,6 +243,7 @@ fn build_pipeline_tasks(
                 allow_failure: d.boolean(f.get("allow_failure")).unwrap_or(false),
                 container: build_container(d, &f, &what).map(Box::new),
                 reports: build_reports(d, &f, &what),
+                artifacts: build_artifacts(d, &f, &what),
                 cache: build_cache(d, &f, &what).map(Box::new),
             },
         );

@@ -21,6 +21,7 @@ const SERVER_KEYS: &[&str] = &[
     "auth",
     "webhook_secret",
     "retention",
+    "artifacts",
 ];
 const SSO_KEYS: &[&str] = &[
     "kind",
@@ -102,6 +103,7 @@ pub(super) fn build_server(
         auth: build_auth(d, fields.get("auth")),
         webhook_secret: d.repo_secret(fields.get("webhook_secret"), "\"server\"", resolve),
         retention: super::cache::build_retention(d, &fields, "\"server\""),
+        artifacts: super::storage::build_storage(d, fields.get("artifacts"), resolve),
         heartbeat_timeout: {
             let t = d.duration(fields.get("heartbeat_timeout"), SECONDS_UP);
             if let (Some(t), Some(entry)) = (t, fields.get("heartbeat_timeout"))

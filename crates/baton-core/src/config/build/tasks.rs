@@ -7,7 +7,7 @@ use super::args::{build_args, check_timed_args};
 use super::cache::{build_cache, build_retention};
 use super::container::build_container;
 use super::diags::{Diags, Entry, Loc};
-use super::reports::build_reports;
+use super::reports::{build_artifacts, build_reports};
 use crate::config::duration::SECONDS_UP;
 use crate::config::model::{CronSchedule, EnvValue, RepoTrigger, TaskDef, WaitList, WaitStrategy};
 use crate::config::node::Value;
@@ -38,6 +38,7 @@ const TASK_KEYS: &[&str] = &[
     "on",
     "checkout",
     "reports",
+    "artifacts",
     "cache",
     "retention",
     "pr_head",
@@ -131,6 +132,7 @@ pub(super) fn build_task(
         on: d.on_filter(f.get("on")),
         checkout: d.boolean(f.get("checkout")).unwrap_or(true),
         reports: build_reports(d, &f, &what),
+        artifacts: build_artifacts(d, &f, &what),
         cache: build_cache(d, &f, &what).map(Box::new),
         retention: build_retention(d, &f, &what).map(Box::new),
         pr_head: d.boolean(f.get("pr_head")).unwrap_or(false),

@@ -1,0 +1,405 @@
+//! Artifacts in an S3-compatible bucket (`server.artifacts.s3`), against a real S3 server on
+//! loopback: `s3s-fs`, which `scripts/test.sh` installs into `target/tools` (or name it with
+//! `S3S_FS`). It keeps each bucket as a folder, so the test sees exactly which objects exist.
+//! Without it every test here fails and says how to install it: nothing is skipped.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, WAIT, id_of, status};
+use serde_json::Value;
+
+const ACCESS_KEY: &str = "baton-test-access-7d1e";
+const SECRET_KEY: &str = "baton-test-secret-52c9a0f3";
+const BUCKET: &str = "artifacts";
+
+/// The `s3s-fs` binary: `$S3S_FS`, else `target/tools/bin/s3s-fs`, else `~/.cargo/bin/s3s-fs`.
+fn s3s_fs() -> PathBuf {
+    if let Some(p) = std::env::var_os("S3S_FS") {
+        return PathBuf::from(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut candidates = vec![workspace.join("target/tools/bin/s3s-fs")];
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".cargo/bin/s3s-fs"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "s3s-fs is not installed; run scripts/test.sh, or: cargo install s3s-fs \
+             --features binary --locked --root target/tools"
+            )
+        })
+}
+
+/// A real S3 server on a free loopback port, its buckets as folders under `root`.
+struct S3 {
+    child: Option<Child>,
+    root: PathBuf,
+    port: u16,
+}
+
+impl S3 {
+    fn start(root: &Path) -> S3 {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s3 = S3 {
+            child: None,
+            root: root.to_path_buf(),
+            port,
+        };
+        s3.spawn();
+        s3
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The objects under `jobs/JOB/` as paths relative to the bucket, sorted.
+    fn objects_of(&self, job: i64) -> Vec<String> {
+        let base = self.root.join(BUCKET);
+        let mut found = Vec::new();
+        let mut stack = vec![base.join("jobs").join(job.to_string())];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p
+                        .strip_prefix(&base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    // s3s-fs keeps its own bookkeeping files beside the objects.
+                    if !rel.contains(".s3s") {
+                        found.push(rel);
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(endpoint: &str) -> String {
+    format!(
+        r#"
+server:
+  local_workers: 2
+  artifacts:
+    s3:
+      bucket: {BUCKET}
+      endpoint: {endpoint}
+      region: us-east-1
+      access_key: env:BATON_TEST_S3_ACCESS
+      secret_key: env:BATON_TEST_S3_SECRET
+tasks:
+  make:
+    retention: {{keep_last: 1}}
+    command: |
+      cd "$BATON_OUTPUT_DIR"
+      printf 'head of the notes: 0123456789\n' > notes.txt
+      mkdir sub && echo nested > sub/a.txt
+      seq 1 2500000 > big.txt
+      echo made
+"#
+    )
+}
+
+fn start_server(s3: &S3) -> Server {
+    Server::start_env(
+        &config(&s3.endpoint()),
+        &[
+            ("BATON_TEST_S3_ACCESS", ACCESS_KEY),
+            ("BATON_TEST_S3_SECRET", SECRET_KEY),
+        ],
+    )
+}
+
+fn seq_text(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+async fn job_of(s: &Server, run: i64) -> i64 {
+    s.run(run).await["jobs"][0]["id"].as_i64().unwrap()
+}
+
+/// Waits (bounded) until `pred` holds.
+async fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(s: &Server, path: &str, range: Option<&str>) -> reqwest::Response {
+    let mut req = s
+        .http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.token);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_go_to_the_bucket_are_served_from_it_and_go_with_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let s = start_server(&s3);
+    let id = id_of(&s.trigger("make", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    let job = job_of(&s, id).await;
+    let out = s.job_dir(job, 1).join("out");
+    // Uploaded (the manifest last), then the disk's copy goes.
+    wait_for("the upload", || !out.exists()).await;
+    assert_eq!(
+        s3.objects_of(job),
+        [
+            format!("jobs/{job}/1/files/big.txt"),
+            format!("jobs/{job}/1/files/notes.txt"),
+            format!("jobs/{job}/1/files/sub/a.txt"),
+            format!("jobs/{job}/1/manifest.json"),
+        ]
+    );
+    let big = seq_text(2_500_000);
+    assert!(
+        big.len() > 16 * 1024 * 1024,
+        "big.txt must take several parts"
+    );
+
+    // Listed from the manifest, with sizes and types.
+    let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
+    let files: Vec<(String, u64)> = listed["jobs"][0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_owned(),
+                a["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("big.txt".to_owned(), big.len() as u64),
+            ("notes.txt".to_owned(), 30),
+            ("sub/a.txt".to_owned(), 7),
+        ],
+        "{listed:#}"
+    );
+
+    // Downloaded whole, and in ranges.
+    let r = get(&s, &format!("/runs/{id}/artifacts/{job}/big.txt"), None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap() == big, "big.txt differs");
+    let r = get(
+        &s,
+        &format!("/runs/{id}/artifacts/{job}/notes.txt"),
+        Some("bytes=19-28"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        "bytes 19-28/30"
+    );
+    assert_eq!(r.text().await.unwrap(), "0123456789");
+    let tail = &big[big.len() - 100..];
+    let range = format!("bytes={}-", big.len() - 100);
+    let r = get(
+        &s,
+        &format!("/runs/{id}/artifacts/{job}/big.txt"),
+        Some(&range),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.text().await.unwrap(), tail);
+    let r = get(&s, &format!("/runs/{id}/artifacts/{job}/missing.txt"), None).await;
+    assert_eq!(r.status().as_u16(), 404);
+    // The run page previews a text artifact from the bucket.
+    let page = get(&s, &format!("/runs/{id}?preview=notes.txt"), None).await;
+    assert!(page.text().await.unwrap().contains("head of the notes"));
+    // The .tar.gz holds the same bytes.
+    let r = get(
+        &s,
+        &format!("/api/v1/runs/{id}/artifacts.tar.gz?job={job}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let tgz = tmp.path().join("a.tar.gz");
+    std::fs::write(&tgz, r.bytes().await.unwrap()).unwrap();
+    let unpacked = tmp.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::read_to_string(unpacked.join("big.txt")).unwrap() == big);
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("sub/a.txt")).unwrap(),
+        "nested\n"
+    );
+
+    // keep_last: 1 — a newer run makes the first one go, its objects with it.
+    let id2 = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(id2).await), "success");
+    let job2 = job_of(&s, id2).await;
+    let out2 = s.job_dir(job2, 1).join("out");
+    wait_for("the second upload", || !out2.exists()).await;
+    let pruned = Command::new(common::BIN)
+        .arg("prune")
+        .arg("--data")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.config_dir)
+        .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
+        .env("BATON_TEST_S3_SECRET", SECRET_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&pruned);
+    assert!(pruned.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("deleted 1 runs"), "{stdout}");
+    assert_eq!(s3.objects_of(job), Vec::<String>::new());
+    assert_eq!(s3.objects_of(job2).len(), 4, "the newest run stays");
+
+    // The keys appear nowhere: not in the server's log, not in any answer.
+    let log = s.stderr();
+    for secret in [ACCESS_KEY, SECRET_KEY] {
+        assert!(!log.contains(secret), "a key in the server's log");
+        for path in [
+            format!("/runs/{id2}"),
+            format!("/runs/{id2}/artifacts"),
+            format!("/runs/{id2}/results"),
+        ] {
+            let (_, v) = s.get(&path).await;
+            assert!(!v.to_string().contains(secret), "a key in {path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s3 = S3::start(&tmp.path().join("s3"));
+    let s = start_server(&s3);
+    s3.stop();
+    let id = id_of(&s.trigger("make", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    let job = job_of(&s, id).await;
+    // The job's results say the upload failed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let warning = loop {
+        let tree = tokio::time::timeout(WAIT, s.get_ok(&format!("/runs/{id}/results")))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the results did not answer within {WAIT:?}\n{}", s.stderr())
+            });
+        let found = find_warning(&tree);
+        if let Some(w) = found {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no upload warning: {tree:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        warning.contains(&format!("artifacts not uploaded to s3://{BUCKET}")),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("they stay on this server's disk"),
+        "{warning}"
+    );
+    // Nothing half-listed: the bucket has nothing of the job, and the artifacts are listed
+    // and served, complete, from the disk.
+    s3.spawn();
+    assert_eq!(s3.objects_of(job), Vec::<String>::new());
+    let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
+    assert_eq!(
+        listed["jobs"][0]["artifacts"].as_array().unwrap().len(),
+        3,
+        "{listed:#}"
+    );
+    let r = get(&s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
+    assert_eq!(r.text().await.unwrap(), "nested\n");
+    assert!(!s.stderr().contains(SECRET_KEY));
+}
+
+/// The message of the first warning node of a results tree.
+fn find_warning(v: &Value) -> Option<String> {
+    if v["kind"] == "warning" {
+        return v["message"].as_str().map(str::to_owned);
+    }
+    for key in ["children", "jobs"] {
+        if let Some(list) = v[key].as_array() {
+            for c in list {
+                if let Some(w) = find_warning(c) {
+                    return Some(w);
+                }
+            }
+        }
+    }
+    v.get("tree").and_then(find_warning)
+}
