@@ -691,6 +691,8 @@ mod tests {
                 container: None,
                 checkout: None,
                 unset_env: Vec::new(),
+                artifacts: Vec::new(),
+                artifacts_required: false,
             },
             secrets: JobSecrets::default(),
         }
