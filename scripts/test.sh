@@ -98,6 +98,10 @@ scripts/api-check.sh
 # The debug binary `cargo test` just built: CI builds one profile only.
 echo "== kill matrix (short)"
 "${as_root[@]}" bench/killmatrix --short --binary target/debug/baton
+# The input parsers fuzzed for a bounded time each (cargo-fuzz on the nightly toolchain); saved
+# crash inputs in fuzz/regressions/ are replayed first.
+echo "== fuzz (20 s a target)"
+fuzz/run.sh 20
 # deploy/: the systemd unit verifies, the image builds from Debian packages, serves and stops.
 echo "== deploy check"
 "${as_root[@]}" deploy/check.sh target/debug/baton
