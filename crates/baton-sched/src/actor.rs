@@ -104,6 +104,8 @@ pub(crate) struct Actor {
     /// What changed in this batch, told to live views (`SchedHandle::subscribe`) after it:
     /// runs by id, and whether the config in force changed.
     touched: BTreeMap<i64, (TargetKind, String)>,
+    /// Runs this batch ended, as last recorded, told to live views with their change.
+    ended_rows: BTreeMap<i64, Arc<RunRow>>,
     config_changed: bool,
     events: broadcast::Sender<Arc<Changed>>,
     /// Changes not yet written: committed as one transaction per batch (group commit),
@@ -161,6 +163,7 @@ impl Actor {
             next_job_id: 1,
             changed: false,
             touched: BTreeMap::new(),
+            ended_rows: BTreeMap::new(),
             config_changed: false,
             events: out.events,
             pending: Vec::new(),

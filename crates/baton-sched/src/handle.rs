@@ -151,6 +151,8 @@ pub struct ChangedRun {
     pub id: i64,
     pub kind: TargetKind,
     pub target: String,
+    /// The run as recorded when this batch ended it; `None` while it is open.
+    pub ended: Option<Arc<RunRow>>,
 }
 
 /// A trigger for a repository's commit.

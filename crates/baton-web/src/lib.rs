@@ -17,6 +17,7 @@ mod auth;
 mod badge;
 mod cache;
 mod callbacks;
+mod code;
 mod creds;
 mod error;
 mod forge_http;

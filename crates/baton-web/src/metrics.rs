@@ -250,10 +250,8 @@ pub fn watch(st: AppState) {
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            for run in &changed.runs {
-                if let Ok(Some(row)) = st.store.get_run(run.id).await {
-                    st.metrics.observe_end(&row);
-                }
+            for row in changed.runs.iter().filter_map(|r| r.ended.as_deref()) {
+                st.metrics.observe_end(row);
             }
         }
     });

@@ -116,6 +116,7 @@ impl Actor {
         }
         self.replay = std::mem::take(&mut self.batch_facts);
         self.touched.clear();
+        self.ended_rows.clear();
         self.changed = self.config_changed;
         // The timers follow the marks put back (a reload in the batch still counts).
         self.reset_timers(Utc::now());
@@ -160,8 +161,14 @@ impl Actor {
             self.generation.send_modify(|g| *g += 1);
             let runs = std::mem::take(&mut self.touched)
                 .into_iter()
-                .map(|(id, (kind, target))| ChangedRun { id, kind, target })
+                .map(|(id, (kind, target))| ChangedRun {
+                    id,
+                    kind,
+                    target,
+                    ended: self.ended_rows.remove(&id),
+                })
                 .collect();
+            self.ended_rows.clear();
             let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
             // No subscriber is fine: nobody is watching.
             let _ = self.events.send(Arc::new(Changed { runs, config }));

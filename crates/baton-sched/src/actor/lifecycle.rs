@@ -2,6 +2,7 @@
 //! pipeline's `on_error` job), runs settle into their status, old runs are pruned, and users
 //! cancel or rerun.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::decide::{self, AttemptEnd, FailedTask, JobEnd, ReasonJob};
@@ -267,6 +268,9 @@ impl Actor {
         run.stored_status = status;
         run.stored_reason = reason.clone();
         let ended = status.is_terminal().then_some(now);
+        if ended.is_some() {
+            run.row.ended_at = ended;
+        }
         self.persist(vec![Change::Run {
             id: run_id,
             status,
@@ -278,6 +282,9 @@ impl Actor {
         if status.is_terminal() {
             // The end is recorded in the same transaction as its consequences (chained runs).
             let run = self.runs.remove(&run_id).expect("run present");
+            self.touched
+                .insert(run_id, (run.row.kind, run.row.target.clone()));
+            self.ended_rows.insert(run_id, Arc::new(run.row.clone()));
             let why = run
                 .row
                 .reason

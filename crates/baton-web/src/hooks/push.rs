@@ -2,8 +2,6 @@
 //! `on:` and trigger the repository's tasks (`REPO/TASK`) and the server's tasks that listen to
 //! this repository.
 
-use std::path::PathBuf;
-
 use axum::http::StatusCode;
 
 use baton_core::config::{Config, EnvValue, RepoDef, TaskDef};
@@ -16,6 +14,7 @@ use baton_store::RunRepo;
 
 use super::Verdict;
 use crate::AppState;
+use crate::code::{Code, run_repo, yaml_sources};
 
 /// The task a `.baton/` with errors becomes: its log shows the `file:line:col` messages,
 /// which reach it only as an environment variable.
@@ -106,22 +105,6 @@ async fn record_fetch(st: &AppState, repo: &str, error: Option<&str>) {
     if let Err(e) = st.store.record_fetch(repo, chrono::Utc::now(), error).await {
         tracing::warn!(repo, "could not record the fetch's result: {e}");
     }
-}
-
-/// Where a commit came from, besides the commit itself.
-pub(crate) struct Code {
-    /// The full ref (`refs/heads/main`); `None` for a bare commit.
-    pub(crate) git_ref: Option<String>,
-    /// The branch or tag; `None` for a bare commit.
-    pub(crate) target: Option<PushTarget>,
-    /// The commit the branch pointed at before (for `paths:` filters).
-    pub(crate) before: Option<Oid>,
-    pub(crate) trigger: TriggerKind,
-    pub(crate) delivery: Option<String>,
-    /// Start only this target (a hand trigger of `REPO/TASK`); `None`: all that match.
-    pub(crate) only: Option<String>,
-    /// `--no-cache` on a hand trigger: jobs with `cache:` run even on a hit.
-    pub(crate) no_cache: bool,
 }
 
 /// A push of `commit` (webhook or poller): the runs it starts, as for any event.
@@ -219,41 +202,6 @@ pub(crate) async fn repo_event(
         })
         .collect();
     start_runs(st, wanted, (code.trigger, code.no_cache), notes, &what).await
-}
-
-/// The code a run of `code` at `commit` builds, as the run records it.
-pub(crate) fn run_repo(
-    repo: &RepoDef,
-    commit: &Oid,
-    info: &baton_git::CommitInfo,
-    code: &Code,
-    event: &EventFact,
-) -> RunRepo {
-    let (branch, tag) = match &code.target {
-        Some(PushTarget::Branch(b)) => (Some(b.clone()), None),
-        Some(PushTarget::Tag(t)) => (None, Some(t.clone())),
-        None => (None, None),
-    };
-    let event = match event {
-        EventFact::Push { .. } => "push",
-        EventFact::PullRequest { .. } => "pull_request",
-        EventFact::Schedule { .. } => "schedule",
-        EventFact::Manual => "manual",
-    };
-    RunRepo {
-        repo: repo.name.clone(),
-        url: repo.url.clone(),
-        commit: commit.to_string(),
-        git_ref: code.git_ref.clone(),
-        branch,
-        tag,
-        pr: None,
-        event: event.into(),
-        delivery: code.delivery.clone(),
-        author: Some(format!("{} <{}>", info.author_name, info.author_email)),
-        subject: Some(info.subject.clone()),
-        ..RunRepo::default()
-    }
 }
 
 /// A run to start: its name, definition (`None`: the server config's), code, and the reason
@@ -386,20 +334,6 @@ pub(super) fn repo_targets(
             Err(why) => notes.push(format!("{target}: {why}")),
         }
     }
-}
-
-/// The YAML files among `.baton/`'s files, as config sources.
-pub(crate) fn yaml_sources(files: &[(String, Vec<u8>)]) -> Vec<(PathBuf, String)> {
-    files
-        .iter()
-        .filter(|(path, _)| path.ends_with(".yml") || path.ends_with(".yaml"))
-        .map(|(path, bytes)| {
-            (
-                PathBuf::from(path),
-                String::from_utf8_lossy(bytes).into_owned(),
-            )
-        })
-        .collect()
 }
 
 /// A task that fails with `errors` in its log.

@@ -10,7 +10,8 @@ use baton_core::on::{EventFact, EventFacts, PushTarget};
 use baton_core::run::TriggerKind;
 use baton_git::{Mirror, Oid};
 
-use crate::hooks::push::{Code, fetched_mirror, repo_event};
+use crate::code::Code;
+use crate::hooks::push::{fetched_mirror, repo_event};
 use crate::{ApiError, AppState};
 
 /// The repository of `target` when it names a repository's task (`REPO/TASK`).

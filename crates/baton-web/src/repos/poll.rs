@@ -23,7 +23,8 @@ use baton_git::Oid;
 use tokio::task::JoinHandle;
 
 use crate::AppState;
-use crate::hooks::push::{Code, fetched_mirror, push_event};
+use crate::code::Code;
+use crate::hooks::push::{fetched_mirror, push_event};
 
 /// How often the poller looks for repositories whose interval is up.
 const TICK: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use baton_git::{GitError, Mirror, Oid};
 use baton_sched::{RepoSchedule, TargetDef};
 
 use crate::AppState;
-use crate::hooks::push::{Code, run_repo, yaml_sources};
+use crate::code::{Code, run_repo, yaml_sources};
 
 /// Reads the scheduled targets of `repo` from its (fetched) mirror and hands them to the
 /// scheduler. On a git error the schedules in force stay as they were.
