@@ -57,18 +57,9 @@ fn setup() -> Server {
 #[tokio::test]
 async fn lists_show_only_what_each_user_may_see() {
     let s = setup();
-    let root = As {
-        s: &s,
-        token: user_token(&s, "root"),
-    };
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let eve = As {
-        s: &s,
-        token: user_token(&s, "eve"),
-    };
+    let root = As::user(&s, "root");
+    let alice = As::user(&s, "alice");
+    let eve = As::user(&s, "eve");
     let op = As {
         s: &s,
         token: s.token.clone(),
@@ -92,14 +83,8 @@ async fn lists_show_only_what_each_user_may_see() {
 #[tokio::test]
 async fn hidden_runs_and_targets_answer_404_everywhere() {
     let s = setup();
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let eve = As {
-        s: &s,
-        token: user_token(&s, "eve"),
-    };
+    let alice = As::user(&s, "alice");
+    let eve = As::user(&s, "eve");
     let secret = id_of(&s.trigger("secret", &[]).await);
     s.wait_run(secret).await;
     let q = id_of(&s.trigger_pipeline("q", &[]).await);
@@ -156,10 +141,7 @@ async fn hidden_runs_and_targets_answer_404_everywhere() {
 #[tokio::test]
 async fn run_lists_are_filtered_in_sql_with_full_pages() {
     let s = setup();
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
+    let alice = As::user(&s, "alice");
     let mut mine = Vec::new();
     for i in 0..3 {
         let r = s.trigger("open", &[]).await;
@@ -207,14 +189,8 @@ async fn run_lists_are_filtered_in_sql_with_full_pages() {
 #[tokio::test]
 async fn reload_is_for_administrators_and_tokens_need_to_be_valid() {
     let s = setup();
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let root = As {
-        s: &s,
-        token: user_token(&s, "root"),
-    };
+    let alice = As::user(&s, "alice");
+    let root = As::user(&s, "root");
     let (st, v) = alice.post("/config/reload").await;
     assert_eq!(st, 403, "{v}");
     assert_eq!(v["error"]["code"], "forbidden");
@@ -324,15 +300,7 @@ async fn sessions_cookies_and_csrf() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let dash = http
-        .get(format!("{}/", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dash = users::page(&s, &cookie, "/").await;
     assert!(
         dash.contains("open") && !dash.contains(">secret<"),
         "{dash}"
@@ -406,15 +374,7 @@ async fn sessions_cookies_and_csrf() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    let list = http
-        .get(format!("{}/runs", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = users::page(&s, &cookie, "/runs").await;
     assert!(!list.contains(&format!("/runs/{secret}\"")), "{list}");
     for path in ["/trigger/task/secret", "/trigger/pipeline/q"] {
         let r = http
@@ -492,15 +452,7 @@ async fn users_manage_their_own_tokens() {
     let eve_token = user_token(&s, "eve");
     let http = no_redirects();
     let cookie = format!("baton_session={alice_session}");
-    let me = http
-        .get(format!("{}/me", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let me = users::page(&s, &cookie, "/me").await;
     let csrf = csrf_in(&me);
     let page = http
         .post(format!("{}/me/tokens", s.base))
@@ -557,14 +509,8 @@ async fn users_manage_their_own_tokens() {
 #[tokio::test]
 async fn administrators_enable_and_disable_tasks_at_runtime() {
     let mut s = setup();
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let root = As {
-        s: &s,
-        token: user_token(&s, "root"),
-    };
+    let alice = As::user(&s, "alice");
+    let root = As::user(&s, "root");
     let enabled = |v: Value| json!({ "enabled": v });
     // Users may not; a hidden task stays a 404 for them.
     let (st, _) = alice
@@ -593,14 +539,8 @@ async fn administrators_enable_and_disable_tasks_at_runtime() {
     s.restart();
     // Pooled connections went with the old process.
     s.http = reqwest::Client::new();
-    let alice = As {
-        s: &s,
-        token: user_token(&s, "alice"),
-    };
-    let root = As {
-        s: &s,
-        token: user_token(&s, "root"),
-    };
+    let alice = As::user(&s, "alice");
+    let root = As::user(&s, "root");
     assert_eq!(root.post("/config/reload").await.0, 200);
     assert_eq!(alice.post("/tasks/open/trigger").await.0, 409);
     // null follows the config again.

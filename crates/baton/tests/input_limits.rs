@@ -79,15 +79,7 @@ async fn bad_arguments_are_400_at_trigger_time_and_record_nothing() {
     add_user(&s, "root", "pw-root");
     let cookie = format!("baton_session={}", login(&s, "root", "pw-root").await);
     let http = no_redirects();
-    let page = http
-        .get(format!("{}/trigger/task/echo", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = users::page(&s, &cookie, "/trigger/task/echo").await;
     let csrf = csrf_in(&page);
     for (what, extra, want) in [
         ("UI: empty argument name", "=x", "empty name"),

@@ -312,15 +312,7 @@ async fn the_repositories_page_shows_fetch_errors_and_triggers_a_task_at_a_ref()
     })
     .await;
     let http = users::no_redirects();
-    let html = http
-        .get(format!("{}/repos", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = users::page(&s, &cookie, "/repos").await;
     assert!(html.contains("id=\"repo-app\""), "{html}");
     assert!(html.contains("id=\"repo-broken\""), "{html}");
     assert!(html.contains("Fetch error"), "{html}");
@@ -345,14 +337,6 @@ async fn the_repositories_page_shows_fetch_errors_and_triggers_a_task_at_a_ref()
     assert_eq!(run["repo"]["commit"], v1.as_str());
 
     // The task's own trigger form asks for a ref.
-    let form = http
-        .get(format!("{}/trigger/task/app%2Ftest", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = users::page(&s, &cookie, "/trigger/task/app%2Ftest").await;
     assert!(form.contains("name=\"ref\""), "{form}");
 }

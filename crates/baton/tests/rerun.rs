@@ -243,15 +243,7 @@ async fn declared_arguments_are_checked_on_every_trigger_path() {
     users::add_user(&s, "root", "pw");
     let cookie = format!("baton_session={}", users::login(&s, "root", "pw").await);
     let http = users::no_redirects();
-    let form = http
-        .get(format!("{}/trigger/task/deploy", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = users::page(&s, &cookie, "/trigger/task/deploy").await;
     assert!(form.contains("<select name=\"arg.env\""), "{form}");
     assert!(
         form.contains("<option value=\"staging\" selected>"),

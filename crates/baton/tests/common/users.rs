@@ -173,3 +173,16 @@ impl As<'_> {
         self.req("POST", path, Some(json!({}))).await
     }
 }
+
+/// A page's HTML as the holder of session `cookie` sees it (redirects not followed).
+pub async fn page(s: &Server, cookie: &str, path: &str) -> String {
+    no_redirects()
+        .get(format!("{}{path}", s.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
