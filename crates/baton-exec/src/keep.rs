@@ -83,7 +83,12 @@ fn beneath() -> OpenHow {
 /// (no component of `rel` may be a symlink, none may leave `dir`) and `O_NOFOLLOW`; retried
 /// when the kernel asks to (a concurrent rename can make it answer `EAGAIN`). `mode` is used
 /// only with `O_CREAT`.
-pub fn open_beneath<Fd: AsFd>(dir: Fd, rel: &str, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+pub fn open_beneath<Fd: AsFd>(
+    dir: Fd,
+    rel: &str,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
     let how = beneath()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY)
         .mode(mode);

@@ -183,7 +183,10 @@ fn passing_output_is_kept_while_its_budget_lasts_and_failing_output_always() {
         assert_eq!(ok.status, Some(Status::Passed));
         if i < 3 {
             let out = ok.output.as_deref().unwrap();
-            assert!(out.starts_with("--- system-out ---\n") && out.ends_with('o'), "{out:?}");
+            assert!(
+                out.starts_with("--- system-out ---\n") && out.ends_with('o'),
+                "{out:?}"
+            );
         } else {
             assert_eq!(ok.output, None, "ok{i}");
         }

@@ -611,8 +611,10 @@ pub(crate) fn start_retries(state: &AppState) {
     };
     let s = state.clone();
     tokio::spawn(async move {
-        let mut backoff: std::collections::HashMap<(i64, u32), (std::time::Duration, tokio::time::Instant)> =
-            std::collections::HashMap::new();
+        let mut backoff: std::collections::HashMap<
+            (i64, u32),
+            (std::time::Duration, tokio::time::Instant),
+        > = std::collections::HashMap::new();
         loop {
             let folders = s.folders.clone();
             let todo = tokio::task::spawn_blocking(move || pending(&folders))
@@ -621,14 +623,21 @@ pub(crate) fn start_retries(state: &AppState) {
             let now = tokio::time::Instant::now();
             backoff.retain(|k, _| todo.iter().any(|(_, j, a)| (*j, *a) == *k));
             for (run, job, attempt) in todo {
-                if backoff.get(&(job, attempt)).is_some_and(|(_, next)| *next > now) {
+                if backoff
+                    .get(&(job, attempt))
+                    .is_some_and(|(_, next)| *next > now)
+                {
                     continue;
                 }
                 let result = retry_one(&s, &store, run, job, attempt).await;
                 match result {
                     Retry::Done(n) => {
                         backoff.remove(&(job, attempt));
-                        tracing::info!(job, "{n} artifacts uploaded to {} on a retry", store.label());
+                        tracing::info!(
+                            job,
+                            "{n} artifacts uploaded to {} on a retry",
+                            store.label()
+                        );
                     }
                     Retry::Busy => {}
                     Retry::Failed(e) => {

@@ -16,8 +16,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::Stream;
 use baton_exec::keep;
+use futures::Stream;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
@@ -56,7 +56,13 @@ pub(crate) fn open(out: &Path, rel: &str) -> Option<Artifact> {
     }
     let root = open_out(out, OFlag::O_PATH).ok()?;
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-    let fd = keep::open_beneath(&root, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()).ok()?;
+    let fd = keep::open_beneath(
+        &root,
+        rel,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
     let st = fstat(&fd).ok()?;
     if !is(&st, SFlag::S_IFREG) {
         return None;

@@ -443,7 +443,10 @@ async fn arrives(s: &Server, s3: &S3, id: i64, job: i64) {
     let r = get(s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
     assert_eq!(r.text().await.unwrap(), "nested\n");
     let r = get(s, &format!("/runs/{id}/artifacts/{job}/big.txt"), None).await;
-    assert!(r.text().await.unwrap() == seq_text(2_500_000), "big.txt differs");
+    assert!(
+        r.text().await.unwrap() == seq_text(2_500_000),
+        "big.txt differs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
