@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let mut budget = Budget {
         nodes: 64,
         text: 4096,
+        quiet_text: 1024,
         exhausted: false,
     };
     if let Ok(Some(nodes)) = parse_reader(data, &mut budget) {

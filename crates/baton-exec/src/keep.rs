@@ -11,13 +11,16 @@
 //! made under `out/` is made the same way, so a symlink the job planted in `out/` leads nowhere.
 //! A file the job already wrote to `out/` under the same path is kept as it is.
 //!
+//! The walk itself ([`walk_tree`], with [`open_dir`] and [`open_beneath`]) is the one
+//! descriptor-based walk of a job's folders: the web's artifact listings of `out/` use it too.
+//!
 //! Local and agent jobs are gathered by their supervisor, container jobs by the server once the
 //! container has exited (their `work/` is the job folder's, mounted), SSH jobs by the worker's
 //! runner (`ssh/runner.sh`, with bash's globbing and the same rules).
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -76,17 +79,124 @@ fn beneath() -> OpenHow {
     )
 }
 
-fn open_at<Fd: AsFd>(dir: Fd, name: &str, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+/// `openat2(dir, rel)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
+/// (no component of `rel` may be a symlink, none may leave `dir`) and `O_NOFOLLOW`; retried
+/// when the kernel asks to (a concurrent rename can make it answer `EAGAIN`). `mode` is used
+/// only with `O_CREAT`.
+pub fn open_beneath<Fd: AsFd>(
+    dir: Fd,
+    rel: &str,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
     let how = beneath()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY)
         .mode(mode);
     let mut tries = 0;
     loop {
-        match openat2(dir.as_fd(), name, how) {
+        match openat2(dir.as_fd(), rel, how) {
             Err(Errno::EAGAIN | Errno::EINTR) if tries < 8 => tries += 1,
             r => return r,
         }
     }
+}
+
+/// Opens the folder `path` itself (with `flags`, `O_RDONLY` or `O_PATH`), refused when it is
+/// anything but a directory, a symlink to one too: the root of a [`walk_tree`] or of
+/// [`open_beneath`].
+pub fn open_dir(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// A regular file [`walk_tree`] found.
+#[derive(Debug)]
+pub struct Found<'a> {
+    /// The folder it is in, a descriptor opened beneath the walk's root.
+    pub dir: BorrowedFd<'a>,
+    /// Its name in that folder.
+    pub name: &'a str,
+    /// Its path from the root (`sub/name`).
+    pub rel: &'a str,
+    /// What `fstatat` says of it (no symlink followed): its size and mode.
+    pub stat: &'a FileStat,
+}
+
+/// How a [`walk_tree`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walked {
+    /// Every folder it was let into was looked at (or `file` stopped it).
+    Whole,
+    /// It looked at `max_entries` entries and stopped there.
+    Capped,
+}
+
+/// The one walk of a folder a job owns (its `work/` for `artifacts:` globs, its `out/` for the
+/// web's listings): each folder is opened beneath its parent's descriptor with
+/// [`open_beneath`], so no symlink is followed and nothing outside `root` is reached, and only
+/// what `fstatat` says is a regular file is handed to `file` (symlinks, FIFOs, devices are left
+/// out; names that are not UTF-8 too). `descend` gets each folder's path (ending in `/`) and says
+/// whether it is worth walking; `file` returns `false` to stop the walk. At most `max_entries`
+/// directory entries are looked at.
+pub fn walk_tree(
+    root: OwnedFd,
+    max_entries: usize,
+    mut descend: impl FnMut(&str) -> bool,
+    mut file: impl FnMut(Found<'_>) -> bool,
+) -> Walked {
+    let mut stack: Vec<(OwnedFd, String)> = vec![(root, String::new())];
+    let mut seen = 0;
+    while let Some((fd, prefix)) = stack.pop() {
+        let Ok(mut d) = Dir::from_fd(fd) else {
+            continue;
+        };
+        let names: Vec<String> = d
+            .iter()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        for name in names {
+            seen += 1;
+            if seen > max_entries {
+                return Walked::Capped;
+            }
+            let Ok(st) = fstatat(d.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            if is(&st, SFlag::S_IFDIR) {
+                let sub = format!("{rel}/");
+                if descend(&sub)
+                    && let Ok(fd) = open_beneath(
+                        d.as_fd(),
+                        &name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                        Mode::empty(),
+                    )
+                {
+                    stack.push((fd, sub));
+                }
+                continue;
+            }
+            if !is(&st, SFlag::S_IFREG) {
+                continue;
+            }
+            let found = Found {
+                dir: d.as_fd(),
+                name: &name,
+                rel: &rel,
+                stat: &st,
+            };
+            if !file(found) {
+                return Walked::Whole;
+            }
+        }
+    }
+    Walked::Whole
 }
 
 fn is(st: &FileStat, kind: SFlag) -> bool {
@@ -137,16 +247,9 @@ pub fn gather(dir: &Path, globs: &[String]) -> Gathered {
     }
     let (set, bases) = matcher(globs);
     let mut hit = vec![false; globs.len()];
-    let open_root = |sub: &str| {
-        nix::fcntl::open(
-            &dir.join(sub),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    if let Ok(work) = open_root(WORK_DIR) {
+    if let Ok(work) = open_dir(&dir.join(WORK_DIR), OFlag::O_RDONLY) {
         let _ = std::fs::create_dir(dir.join(OUT_DIR));
-        match open_root(OUT_DIR) {
+        match open_dir(&dir.join(OUT_DIR), OFlag::O_RDONLY) {
             Ok(out) => walk(work, &out, &set, &bases, &mut hit, &mut found),
             Err(e) => found
                 .failed
@@ -170,63 +273,38 @@ fn walk(
     hit: &mut [bool],
     found: &mut Gathered,
 ) {
-    let mut stack: Vec<(OwnedFd, String)> = vec![(work, String::new())];
-    let mut seen = 0;
-    'walk: while let Some((fd, prefix)) = stack.pop() {
-        let Ok(mut d) = Dir::from_fd(fd) else {
-            continue;
-        };
-        let names: Vec<String> = d
-            .iter()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        for name in names {
-            seen += 1;
-            if seen > MAX_ENTRIES {
-                found.failed.push(format!(
-                    "the working directory has more than {MAX_ENTRIES} entries; the rest \
-                     was not looked at"
-                ));
-                break 'walk;
-            }
-            let Ok(st) = fstatat(d.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            let rel = format!("{prefix}{name}");
-            if is(&st, SFlag::S_IFDIR) {
-                let sub = format!("{rel}/");
-                if worth_walking(&sub, bases)
-                    && let Ok(fd) = open_at(d.as_fd(), &name, OFlag::O_RDONLY, Mode::empty())
-                {
-                    stack.push((fd, sub));
-                }
-                continue;
-            }
-            if !is(&st, SFlag::S_IFREG) {
-                continue;
-            }
-            let matches = set.matches(&rel);
+    let walked = walk_tree(
+        work,
+        MAX_ENTRIES,
+        |sub| worth_walking(sub, bases),
+        |f| {
+            let matches = set.matches(f.rel);
             if matches.is_empty() {
-                continue;
+                return true;
             }
             for i in matches {
                 hit[i] = true;
             }
-            match copy_one(d.as_fd(), &name, out, &rel) {
+            match copy_one(f.dir, f.name, out, f.rel) {
                 Ok(true) => found.copied += 1,
                 Ok(false) => {}
-                Err(e) => found.failed.push(format!("{rel}: {e}")),
+                Err(e) => found.failed.push(format!("{}: {e}", f.rel)),
             }
-        }
+            true
+        },
+    );
+    if walked == Walked::Capped {
+        found.failed.push(format!(
+            "the working directory has more than {MAX_ENTRIES} entries; the rest was not \
+             looked at"
+        ));
     }
 }
 
 /// Copies the regular file `name` of the folder `from` to `rel` under `out`; `Ok(false)` when
 /// `out` already has a file there (the job's own wins).
 fn copy_one<Fd: AsFd>(from: Fd, name: &str, out: &OwnedFd, rel: &str) -> Result<bool, String> {
-    let src = open_at(
+    let src = open_beneath(
         from,
         name,
         OFlag::O_RDONLY | OFlag::O_NONBLOCK,
@@ -248,7 +326,7 @@ fn copy_one<Fd: AsFd>(from: Fd, name: &str, out: &OwnedFd, rel: &str) -> Result<
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(format!("cannot make its folder in out/: {e}")),
         }
-        let next = open_at(
+        let next = open_beneath(
             here,
             part,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY,
@@ -259,7 +337,7 @@ fn copy_one<Fd: AsFd>(from: Fd, name: &str, out: &OwnedFd, rel: &str) -> Result<
     }
     let here = at.as_ref().map_or(out.as_fd(), AsFd::as_fd);
     let mode = Mode::from_bits_truncate((st.st_mode & 0o755) | 0o600);
-    let dst = match open_at(
+    let dst = match open_beneath(
         here,
         file,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,

@@ -230,8 +230,8 @@ impl Running {
             container: job.container.clone(),
             checkout: None,
             unset_env: Vec::new(),
-            artifacts: Vec::new(),
-            artifacts_required: false,
+            artifacts: job.artifacts.paths.clone(),
+            artifacts_required: job.artifacts.required,
         };
         let checkout = job
             .checkout
@@ -329,6 +329,7 @@ impl Running {
             server_only: None,
             junit: Vec::new(),
             cache: None,
+            artifacts: Default::default(),
         });
         self.status.push(Status::Queued);
         self.results.push(None);

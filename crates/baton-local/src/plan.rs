@@ -68,6 +68,9 @@ pub struct PlannedJob {
     pub junit: Vec<String>,
     /// `cache:` and the definition its digest covers (`TaskDef::cache_definition`).
     pub cache: Option<(baton_core::config::CacheDef, String)>,
+    /// `artifacts:`: files of `work/` kept with the job's `out/` when it ends (the server's
+    /// rules, `baton_exec::keep`).
+    pub artifacts: baton_core::config::Artifacts,
 }
 
 /// The targets of a run and their jobs, in order.
@@ -212,6 +215,7 @@ fn add_task(plan: &mut Plan, name: &str, t: &TaskDef, code: &Code) {
         server_only: server_only(name, &t.queues),
         junit: t.reports.junit.clone(),
         cache: t.cache_definition(name),
+        artifacts: t.artifacts.clone(),
     });
 }
 
@@ -247,6 +251,7 @@ fn add_pipeline(plan: &mut Plan, name: &str, p: &PipelineDef, code: &Code) {
             server_only: server_only(name, &p.queues),
             junit: t.reports.junit.clone(),
             cache: t.cache_definition(),
+            artifacts: t.artifacts.clone(),
         });
     }
 }

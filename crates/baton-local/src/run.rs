@@ -331,6 +331,7 @@ fn jci_plan(code: &Code) -> Plan {
             server_only: None,
             junit: Vec::new(),
             cache: None,
+            artifacts: Default::default(),
         }],
         trigger: "push".into(),
         notes: Vec::new(),

@@ -19,6 +19,11 @@ pub struct Budget {
     pub nodes: usize,
     /// Bytes of message and output text that may still be kept.
     pub text: usize,
+    /// Of those, bytes of captured output (`system-out`, `system-err`) of passing and skipped
+    /// cases that may still be kept: a big suite's passing tests' output is what fills memory
+    /// and is the least looked at, so past this it is not kept (as GitLab's test reports show
+    /// only failed tests' output); failing, errored and flaky cases keep theirs under `text`.
+    pub quiet_text: usize,
     /// Set when something was dropped or cut.
     pub exhausted: bool,
 }
@@ -31,6 +36,7 @@ impl Default for Budget {
         Budget {
             nodes: 100_000,
             text: 32 * 1024 * 1024,
+            quiet_text: 1024 * 1024,
             exhausted: false,
         }
     }
@@ -56,6 +62,8 @@ struct CaseState {
     skipped: bool,
     retried: bool,
     output: String,
+    /// Bytes of `output` taken from the budget's `text`.
+    charged: usize,
 }
 
 enum Frame {
@@ -273,12 +281,13 @@ impl Parser<'_> {
         let room = MAX_FIELD
             .saturating_sub(c.output.len())
             .min(self.budget.text);
-        let piece = cut(t.to_owned(), room);
+        let piece = &t[..floor_char_boundary(t, room)];
         if piece.len() < t.len() {
             self.budget.exhausted = true;
         }
         self.budget.text -= piece.len();
-        c.output.push_str(&piece);
+        c.charged += piece.len();
+        c.output.push_str(piece);
     }
 
     fn end(&mut self) {
@@ -287,7 +296,7 @@ impl Parser<'_> {
         };
         let node = match frame {
             Frame::Suite(n) => *n,
-            Frame::Case(c) => finish_case(*c),
+            Frame::Case(c) => finish_case(*c, self.budget),
             Frame::Text(..) | Frame::Root | Frame::Other => return,
         };
         if self.budget.nodes == 0 {
@@ -305,10 +314,12 @@ impl Parser<'_> {
     }
 }
 
-/// A case's status by precedence error > failure > skipped > (rerun) flaky > passed.
-fn finish_case(c: CaseState) -> Node {
+/// A case's status by precedence error > failure > skipped > (rerun) flaky > passed; its
+/// output kept when it failed, or while the budget of passing cases' output lasts (what is not
+/// kept goes back to the budget).
+fn finish_case(c: CaseState, budget: &mut Budget) -> Node {
     let mut n = c.node;
-    n.status = Some(if c.error {
+    let status = if c.error {
         Status::Error
     } else if c.failed {
         Status::Failed
@@ -318,18 +329,49 @@ fn finish_case(c: CaseState) -> Node {
         Status::Flaky
     } else {
         Status::Passed
-    });
-    let out = c.output.trim();
-    if !out.is_empty() {
-        if n.message.is_none() && n.status.is_some_and(Status::is_failing) {
+    };
+    n.status = Some(status);
+    let mut out = c.output;
+    // What the case took goes back; what is kept is taken again.
+    budget.text += c.charged;
+    trim_in_place(&mut out);
+    let quiet = matches!(status, Status::Passed | Status::Skipped);
+    let keep = !out.is_empty() && (!quiet || out.len() <= budget.quiet_text);
+    if keep {
+        if n.message.is_none() && status.is_failing() {
             let first = out
                 .lines()
                 .find(|l| !l.trim().is_empty() && !l.starts_with("--- "));
             n.message = first.map(|l| l.trim().to_owned());
         }
-        n.output = Some(out.to_owned());
+        if quiet {
+            budget.quiet_text -= out.len();
+        }
+        budget.text = budget.text.saturating_sub(out.len());
+        out.shrink_to_fit();
+        n.output = Some(out);
     }
     n
+}
+
+/// Removes leading and trailing whitespace without a new allocation.
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    s.drain(..start);
+}
+
+/// The largest index `<= at` that is a character boundary of `s`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    let mut at = at;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

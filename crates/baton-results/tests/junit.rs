@@ -146,12 +146,63 @@ fn not_junit_is_none_and_budget_bounds_nodes() {
     let mut budget = Budget {
         nodes: 10,
         text: 1000,
+        quiet_text: 1000,
         exhausted: false,
     };
     let suites = parse_reader(xml.as_bytes(), &mut budget).unwrap().unwrap();
     assert!(budget.exhausted);
     let kept: usize = suites.iter().map(Node::size).sum();
     assert!(kept <= 10, "{kept}");
+}
+
+#[test]
+fn passing_output_is_kept_while_its_budget_lasts_and_failing_output_always() {
+    let mut xml = String::from("<testsuite name=\"s\">");
+    for i in 0..10 {
+        xml.push_str(&format!(
+            "<testcase name=\"ok{i}\"><system-out>  {}  </system-out></testcase>",
+            "o".repeat(100)
+        ));
+        xml.push_str(&format!(
+            "<testcase name=\"bad{i}\"><system-out>{}</system-out><failure message=\"m\"/></testcase>",
+            "b".repeat(100)
+        ));
+    }
+    xml.push_str("</testsuite>");
+    let mut budget = Budget {
+        quiet_text: 400,
+        ..Budget::default()
+    };
+    let text_before = budget.text;
+    let suites = parse_reader(xml.as_bytes(), &mut budget).unwrap().unwrap();
+    let job = job_node("job", 1, "failed", suites);
+    // The first three passing cases keep their (trimmed) output, the others none; every
+    // failing case keeps its own; nothing counts as exhausted (no warning).
+    for i in 0..10 {
+        let ok = find(&job, &format!("ok{i}")).unwrap();
+        assert_eq!(ok.status, Some(Status::Passed));
+        if i < 3 {
+            let out = ok.output.as_deref().unwrap();
+            assert!(
+                out.starts_with("--- system-out ---\n") && out.ends_with('o'),
+                "{out:?}"
+            );
+        } else {
+            assert_eq!(ok.output, None, "ok{i}");
+        }
+        let bad = find(&job, &format!("bad{i}")).unwrap();
+        assert!(bad.output.as_deref().unwrap().contains(&"b".repeat(100)));
+    }
+    assert!(!budget.exhausted);
+    // Each kept one: its `--- system-out ---` line, then its text (trimmed at the end only).
+    assert_eq!(budget.quiet_text, 400 - 3 * (19 + 2 + 100));
+    // Text not kept went back to the budget: only the kept outputs count.
+    let kept: usize = job
+        .leaves()
+        .iter()
+        .filter_map(|(_, n)| n.output.as_ref().map(String::len))
+        .sum();
+    assert_eq!(text_before - budget.text, kept);
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //! job's stored artifacts, so an upload cut short lists nothing; its objects are deleted, the
 //! files stay in the data directory (listed and served from there) and the job's results get a
 //! warning saying the upload failed. Once the manifest is written the local `out/` is removed.
+//! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced) and
+//! forgotten once its manifest is written; [`start_retries`] retries the pending ones in the
+//! background with backoff, and at start (a failure, or a crash in the middle of an upload).
 //! Retention deletes a job's objects with its rows ([`ArtifactStore::delete_job`]).
 //! The bucket's keys never reach a log line, an API answer or a page.
 
@@ -261,23 +264,31 @@ impl ArtifactStore {
         Ok(got.into_stream().map_err(std::io::Error::other).boxed())
     }
 
-    /// Deletes every stored object of `job` (all its attempts); how many went.
-    pub async fn delete_job(&self, job: i64) -> Result<usize, String> {
-        let prefix = job_prefix(job);
-        let keys: Vec<Key> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
+    /// Every stored object of `job` (all its attempts), with its size.
+    async fn objects_of(&self, job: i64) -> Result<Vec<(Key, u64)>, String> {
+        self.store
+            .list(Some(&job_prefix(job)))
+            .map_ok(|m| (m.location, m.size))
             .try_collect()
             .await
-            .map_err(|e| format!("cannot list job {job}'s artifacts in {}: {e}", self.label))?;
-        for k in &keys {
+            .map_err(|e| format!("cannot list job {job}'s artifacts in {}: {e}", self.label))
+    }
+
+    /// The bytes `job`'s stored objects take in the bucket (all its attempts, manifests too).
+    pub async fn job_bytes(&self, job: i64) -> Result<u64, String> {
+        Ok(self.objects_of(job).await?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// Deletes every stored object of `job` (all its attempts); the bytes that went.
+    pub async fn delete_job(&self, job: i64) -> Result<u64, String> {
+        let objects = self.objects_of(job).await?;
+        for (k, _) in &objects {
             self.store
                 .delete(k)
                 .await
                 .map_err(|e| format!("cannot delete {k} from {}: {e}", self.label))?;
         }
-        Ok(keys.len())
+        Ok(objects.iter().map(|(_, n)| n).sum())
     }
 }
 
@@ -492,5 +503,189 @@ impl Read for BlockingReader {
         out[..n].copy_from_slice(&self.buf[..n]);
         self.buf = self.buf.slice(n..);
         Ok(n)
+    }
+}
+
+/// The folder of pending uploads: one file `JOB-ATTEMPT` (holding the run's id) per job
+/// attempt whose artifacts are still to go to the bucket.
+fn pending_dir(folders: &baton_store::RunFolders) -> PathBuf {
+    folders.data_dir().join("uploads")
+}
+
+fn pending_file(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> PathBuf {
+    pending_dir(folders).join(format!("{job}-{attempt}"))
+}
+
+/// Records durably (the file and its folder fsynced) that job attempt `job`/`attempt` of run
+/// `run` has artifacts to upload: a retry finds it after a failure and after a restart.
+pub(crate) fn record_pending(
+    folders: &baton_store::RunFolders,
+    run: i64,
+    job: i64,
+    attempt: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = pending_dir(folders);
+    std::fs::create_dir_all(&dir)?;
+    let path = pending_file(folders, job, attempt);
+    let tmp = dir.join(format!(".{job}-{attempt}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(run.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// The upload of `job`/`attempt` is no longer pending (done, or nothing is left to upload).
+pub(crate) fn done_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) {
+    let dir = pending_dir(folders);
+    if std::fs::remove_file(pending_file(folders, job, attempt)).is_ok()
+        && let Ok(d) = std::fs::File::open(&dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// Forgets every pending upload of `job` (retention deletes the job).
+pub fn forget_pending(folders: &baton_store::RunFolders, job: i64) {
+    for (_, j, attempt) in pending(folders) {
+        if j == job {
+            done_pending(folders, j, attempt);
+        }
+    }
+}
+
+/// Every pending upload as (run, job, attempt).
+fn pending(folders: &baton_store::RunFolders) -> Vec<(i64, i64, u32)> {
+    let Ok(entries) = std::fs::read_dir(pending_dir(folders)) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((job, attempt)) = name.to_str().and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let (Ok(job), Ok(attempt)) = (job.parse::<i64>(), attempt.parse::<u32>()) else {
+            continue;
+        };
+        let run = std::fs::read_to_string(e.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        if let Some(run) = run {
+            found.push((run, job, attempt));
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Uploads a job attempt's `out/` to the bucket; once the manifest is written, the disk's copy
+/// and the pending record go. The caller holds the job's collection claim.
+pub(crate) async fn upload_out(
+    s: &AppState,
+    store: &ArtifactStore,
+    job: i64,
+    attempt: u32,
+) -> Result<usize, String> {
+    let out = s.folders.job_dir(job, attempt).join("out");
+    let n = store.upload(job, attempt, out.clone()).await?;
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
+    done_pending(&s.folders, job, attempt);
+    Ok(n)
+}
+
+/// The first wait before a failed upload is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often the pending uploads are looked at.
+const RETRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the retries of pending uploads (with a bucket only): at start every pending upload
+/// (one that failed, or one a crash cut short) is tried at once, then each failure waits twice
+/// as long as the last (2 s up to 5 min). A job whose results are not collected yet is
+/// collected (which uploads); its upload never races the collector (one claim per job).
+pub(crate) fn start_retries(state: &AppState) {
+    let Some(store) = state.artifact_store.clone() else {
+        return;
+    };
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut backoff: std::collections::HashMap<
+            (i64, u32),
+            (std::time::Duration, tokio::time::Instant),
+        > = std::collections::HashMap::new();
+        loop {
+            let folders = s.folders.clone();
+            let todo = tokio::task::spawn_blocking(move || pending(&folders))
+                .await
+                .unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            backoff.retain(|k, _| todo.iter().any(|(_, j, a)| (*j, *a) == *k));
+            for (run, job, attempt) in todo {
+                if backoff
+                    .get(&(job, attempt))
+                    .is_some_and(|(_, next)| *next > now)
+                {
+                    continue;
+                }
+                let result = retry_one(&s, &store, run, job, attempt).await;
+                match result {
+                    Retry::Done(n) => {
+                        backoff.remove(&(job, attempt));
+                        tracing::info!(
+                            job,
+                            "{n} artifacts uploaded to {} on a retry",
+                            store.label()
+                        );
+                    }
+                    Retry::Busy => {}
+                    Retry::Failed(e) => {
+                        let wait = backoff
+                            .get(&(job, attempt))
+                            .map_or(RETRY_FIRST, |(w, _)| (*w * 2).min(RETRY_MAX));
+                        tracing::warn!(job, "{e}; trying again in {} s", wait.as_secs());
+                        backoff.insert((job, attempt), (wait, tokio::time::Instant::now() + wait));
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY_TICK).await;
+        }
+    });
+}
+
+enum Retry {
+    Done(usize),
+    /// The collector holds the job now; looked at again next round.
+    Busy,
+    Failed(String),
+}
+
+async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, attempt: u32) -> Retry {
+    let collected = match s.store.collected_jobs(run).await {
+        Ok(ids) => ids.contains(&job),
+        Err(e) => return Retry::Failed(format!("cannot read run {run}'s results: {e}")),
+    };
+    if !collected {
+        // Not collected yet (a restart cut it short): collecting it uploads it.
+        match s.store.get_run(run).await {
+            Ok(Some(r)) => crate::results::collect_run(s, &r).await,
+            Ok(None) => done_pending(&s.folders, job, attempt),
+            Err(e) => return Retry::Failed(format!("cannot read run {run}: {e}")),
+        }
+        return Retry::Busy;
+    }
+    let Some(_claim) = crate::results::Collecting::claim(job) else {
+        return Retry::Busy;
+    };
+    let out = s.folders.job_dir(job, attempt).join("out");
+    if !out.is_dir() {
+        // Uploaded already (a crash after its manifest), or pruned: nothing left to send.
+        done_pending(&s.folders, job, attempt);
+        return Retry::Busy;
+    }
+    match upload_out(s, store, job, attempt).await {
+        Ok(n) => Retry::Done(n),
+        Err(e) => Retry::Failed(e),
     }
 }

@@ -5,21 +5,21 @@
 //! for a symlink between a check and an open). So no path is checked and then opened: `out/` is
 //! opened itself without following a symlink, and every path under it is resolved by the kernel
 //! in one `openat2` call relative to that descriptor with `RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS` (no component may be a symlink, none may leave `out/`). Only what that
-//! descriptor is (`fstat`) decides: a regular file is served from that very descriptor, and
-//! listings walk directories opened the same way.
+//! RESOLVE_NO_SYMLINKS` (no component may be a symlink, none may leave `out/`;
+//! `baton_exec::keep::open_beneath`). Only what that descriptor is (`fstat`) decides: a regular
+//! file is served from that very descriptor, and listings walk directories opened the same way
+//! (`baton_exec::keep::walk_tree`, the walk that gathers `artifacts:` globs).
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use baton_exec::keep;
 use futures::Stream;
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
 /// The most files a listing shows, and the most directory entries it looks at.
 const LIST_FILES: usize = 500;
@@ -38,34 +38,9 @@ fn plain_path(rel: &str) -> bool {
         .all(|seg| !(seg.is_empty() || seg == "." || seg == ".." || seg.contains(['\\', '\0'])))
 }
 
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH
-        | ResolveFlag::RESOLVE_NO_SYMLINKS
-        | ResolveFlag::RESOLVE_NO_MAGICLINKS
-}
-
-/// `openat2(dir, rel)` under [`beneath`]; retried when the kernel asks to (a concurrent rename
-/// can make it answer `EAGAIN`).
-fn open_beneath<Fd: AsFd>(dir: Fd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY)
-        .resolve(beneath());
-    let mut tries = 0;
-    loop {
-        match openat2(dir.as_fd(), rel, how) {
-            Err(Errno::EAGAIN | Errno::EINTR) if tries < 8 => tries += 1,
-            r => return r,
-        }
-    }
-}
-
 /// The job's `out/` folder itself, refused if it is anything but a directory (a symlink too).
 fn open_out(out: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    nix::fcntl::open(
-        out,
-        flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    keep::open_dir(out, flags)
 }
 
 fn is(st: &FileStat, kind: SFlag) -> bool {
@@ -81,7 +56,13 @@ pub(crate) fn open(out: &Path, rel: &str) -> Option<Artifact> {
     }
     let root = open_out(out, OFlag::O_PATH).ok()?;
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-    let fd = open_beneath(&root, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok()?;
+    let fd = keep::open_beneath(
+        &root,
+        rel,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
     let st = fstat(&fd).ok()?;
     if !is(&st, SFlag::S_IFREG) {
         return None;
@@ -165,44 +146,24 @@ pub(crate) fn list(out: &Path) -> Vec<(String, u64)> {
     list_all(out, LIST_FILES)
 }
 
-/// Like [`list`], with at most `max_files` files.
+/// Like [`list`], with at most `max_files` files (the walk is `baton_exec::keep::walk_tree`,
+/// the one that gathers `artifacts:` globs).
 pub(crate) fn list_all(out: &Path, max_files: usize) -> Vec<(String, u64)> {
     let max_entries = LIST_ENTRIES.max(max_files.saturating_mul(2));
     let mut found = Vec::new();
     let Ok(root) = open_out(out, OFlag::O_RDONLY) else {
         return found;
     };
-    let mut stack: Vec<(OwnedFd, String)> = vec![(root, String::new())];
-    let mut seen = 0;
-    'walk: while let Some((fd, prefix)) = stack.pop() {
-        let Ok(mut dir) = Dir::from_fd(fd) else {
-            continue;
-        };
-        let names: Vec<String> = dir
-            .iter()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        for name in names {
-            seen += 1;
-            if seen > max_entries || found.len() >= max_files {
-                break 'walk;
-            }
-            let Ok(st) = fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            let rel = format!("{prefix}{name}");
-            if is(&st, SFlag::S_IFDIR) {
-                if let Ok(sub) =
-                    open_beneath(dir.as_fd(), &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                {
-                    stack.push((sub, format!("{rel}/")));
-                }
-            } else if is(&st, SFlag::S_IFREG) {
-                found.push((rel, u64::try_from(st.st_size).unwrap_or(0)));
-            }
-        }
+    if max_files > 0 {
+        keep::walk_tree(
+            root,
+            max_entries,
+            |_| true,
+            |f| {
+                found.push((f.rel.to_owned(), u64::try_from(f.stat.st_size).unwrap_or(0)));
+                found.len() < max_files
+            },
+        );
     }
     found.sort();
     found

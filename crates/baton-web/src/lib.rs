@@ -63,9 +63,11 @@ pub use sso::Sso;
 pub use statuses::{Statuses, spawn_sender};
 
 /// Starts the results collector: each ended job's reports become its result tree, and each
-/// ended run's `report.html` is stored once.
+/// ended run's `report.html` is stored once; with an artifact bucket, the retries of pending
+/// uploads too.
 pub fn start_results(state: &AppState) {
     results::start_collector(state, |s, run| Box::pin(ui::store_report(s, run)));
+    artifact_store::start_retries(state);
 }
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the

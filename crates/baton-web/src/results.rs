@@ -228,6 +228,19 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         }
         let mut uploaded = false;
         if let Some(store) = s.artifact_store.as_ref().filter(|_| own && out.is_dir()) {
+            // Recorded before the first try: a failure, or a crash in the middle, is retried
+            // (`artifact_store::start_retries`), also after a restart.
+            let folders = s.folders.clone();
+            let (run_id, id, attempt) = (run.id, job.id, job.attempt);
+            let recorded = tokio::task::spawn_blocking(move || {
+                crate::artifact_store::record_pending(&folders, run_id, id, attempt)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            if let Err(e) = &recorded {
+                tracing::warn!(job = job.id, "cannot record the pending upload: {e}");
+            }
             match store.upload(job.id, job.attempt, out.clone()).await {
                 Ok(n) => {
                     tracing::info!(job = job.id, "{n} artifacts uploaded to {}", store.label());
@@ -237,7 +250,10 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
                     tracing::warn!(job = job.id, "{e}");
                     src.extra.push(Node::warning(
                         "artifacts",
-                        format!("{e}; they stay on this server's disk"),
+                        format!(
+                            "{e}; they stay on this server's disk (listed and served from \
+                             there) until a retry in the background uploads them"
+                        ),
                     ));
                 }
             }
@@ -264,6 +280,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         if uploaded {
             // The bucket holds them now (its manifest is written): the disk's copy goes.
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
+            crate::artifact_store::done_pending(&s.folders, job.id, job.attempt);
         }
     }
 }
@@ -273,10 +290,10 @@ static COLLECTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSe
     std::sync::LazyLock::new(Default::default);
 
 /// A job claimed for collection until dropped.
-struct Collecting(i64);
+pub(crate) struct Collecting(i64);
 
 impl Collecting {
-    fn claim(job: i64) -> Option<Collecting> {
+    pub(crate) fn claim(job: i64) -> Option<Collecting> {
         let mut set = COLLECTING.lock().unwrap_or_else(|e| e.into_inner());
         // Not `then_some`: a guard made and dropped here would lock the set again.
         if set.insert(job) {

@@ -14,7 +14,12 @@ use baton_store::{RunFolders, Store};
 pub(crate) struct PruneReport {
     pub runs: usize,
     pub jobs: usize,
+    /// Every byte that went (or would go): `disk_bytes` plus `bucket_bytes`.
     pub bytes: u64,
+    /// Bytes of the data directory (logs, results, artifacts not in a bucket).
+    pub disk_bytes: u64,
+    /// Bytes of the artifact bucket's objects (`server.artifacts.s3`), `None` without one.
+    pub bucket_bytes: Option<u64>,
 }
 
 /// Bytes of the regular files under `dir` (symlinks are not followed).
@@ -70,26 +75,40 @@ pub(crate) async fn prune_server(
         runs: doomed.len(),
         ..PruneReport::default()
     };
-    let jobs = if dry_run {
-        jobs_of(store, &doomed).await?
-    } else {
-        // The bucket's objects first: a failure there leaves the rows for the next prune, so
-        // nothing stored is ever left without a run pointing to it.
-        if let Some(def) = &config.server.artifacts {
-            let bucket = baton_web::ArtifactStore::s3(def).map_err(anyhow::Error::msg)?;
-            for job in jobs_of(store, &doomed).await? {
-                bucket.delete_job(job).await.map_err(anyhow::Error::msg)?;
-            }
-        }
-        store.delete_runs(&doomed).await?
+    // The bucket's objects are counted, and deleted first: a failure there leaves the rows for
+    // the next prune, so nothing stored is ever left without a run pointing to it.
+    let bucket = match &config.server.artifacts {
+        Some(def) => Some(baton_web::ArtifactStore::s3(def).map_err(anyhow::Error::msg)?),
+        None => None,
     };
+    let jobs = jobs_of(store, &doomed).await?;
+    if let Some(bucket) = &bucket {
+        let mut bytes = 0;
+        for job in &jobs {
+            if !dry_run {
+                // A doomed job's pending upload is forgotten first: no retry writes after this.
+                baton_web::artifact_store::forget_pending(folders, *job);
+            }
+            bytes += if dry_run {
+                bucket.job_bytes(*job).await
+            } else {
+                bucket.delete_job(*job).await
+            }
+            .map_err(anyhow::Error::msg)?;
+        }
+        report.bucket_bytes = Some(bytes);
+    }
+    if !dry_run {
+        store.delete_runs(&doomed).await?;
+    }
     report.jobs = jobs.len();
     for job in &jobs {
-        report.bytes += dir_bytes(&folders.data_dir().join("jobs").join(job.to_string()));
+        report.disk_bytes += dir_bytes(&folders.data_dir().join("jobs").join(job.to_string()));
     }
     for run in &doomed {
-        report.bytes += dir_bytes(&folders.run_dir(*run));
+        report.disk_bytes += dir_bytes(&folders.run_dir(*run));
     }
+    report.bytes = report.disk_bytes + report.bucket_bytes.unwrap_or(0);
     if !dry_run {
         for job in jobs {
             folders.remove_job(job)?;
@@ -126,6 +145,12 @@ pub(crate) async fn prune_command(
     let folders = RunFolders::new(data);
     let r = prune_server(&store, &folders, &config, dry_run, usize::MAX).await?;
     let verb = if dry_run { "would delete" } else { "deleted" };
-    println!("{verb} {} runs, {} jobs, {} bytes", r.runs, r.jobs, r.bytes);
+    match r.bucket_bytes {
+        Some(b) => println!(
+            "{verb} {} runs, {} jobs, {} bytes ({} on disk, {b} in the artifact bucket)",
+            r.runs, r.jobs, r.bytes, r.disk_bytes
+        ),
+        None => println!("{verb} {} runs, {} jobs, {} bytes", r.runs, r.jobs, r.bytes),
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }

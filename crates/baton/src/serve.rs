@@ -370,6 +370,7 @@ fn start_pruning(state: &baton_web::AppState, stop_loops: &CancellationToken) {
                         runs = r.runs,
                         jobs = r.jobs,
                         bytes = r.bytes,
+                        bucket_bytes = r.bucket_bytes,
                         "retention: pruned"
                     ),
                     Ok(_) => {}

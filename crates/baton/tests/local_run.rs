@@ -694,3 +694,69 @@ fn pipelines_keep_the_servers_rules_for_failures_allow_failure_and_on_error() {
     let log = git(&dir, &["cat-file", "blob", &format!("{}:{log}", refs[0])]);
     assert_eq!(log, "failed=one code=5");
 }
+
+#[test]
+fn artifacts_globs_are_kept_with_the_run_by_the_servers_rules_and_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    init(&dir);
+    let ci = r#"tasks:
+  pack:
+    command: |
+      mkdir -p target/deep
+      echo tarball > target/app.tar.gz
+      echo deeper > target/deep/other.tar.gz
+      ln -s /etc/passwd target/passwd.tar.gz
+      echo own > "$BATON_OUTPUT_DIR/own.txt"
+    artifacts: [target/*.tar.gz, "**/other.tar.gz", missing/**]
+  strict:
+    command: echo nothing made
+    artifacts: {paths: [dist/*.whl], required: true}
+"#;
+    let head = commit_text(&dir, &[(".baton/ci.yaml", ci)], "first");
+    let out = baton(&dir, &["run", "pack", "strict"]);
+    let (stdout, stderr) = text(&out);
+    // The required glob that matched nothing fails `strict`, as on the server.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let refs = run_refs(&dir, &format!("refs/baton-runs/{head}/"));
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let rec = record(&dir, &refs[0]);
+    let pack = job(&rec, "pack");
+    assert_eq!(pack["status"], "success", "{rec:#}");
+    let listed: Vec<&str> = pack["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "jobs/01-pack/out/own.txt",
+            "jobs/01-pack/out/target/app.tar.gz",
+            "jobs/01-pack/out/target/deep/other.tar.gz",
+        ],
+        "the symlink is not kept: {rec:#}"
+    );
+    let blob = |path: &str| git(&dir, &["cat-file", "blob", &format!("{}:{path}", refs[0])]);
+    assert_eq!(blob("jobs/01-pack/out/target/app.tar.gz"), "tarball");
+    assert_eq!(blob("jobs/01-pack/out/target/deep/other.tar.gz"), "deeper");
+    let log = blob(pack["log"].as_str().unwrap());
+    assert!(
+        log.contains("baton: warning: artifacts glob \"missing/**\" matched no file"),
+        "{log}"
+    );
+    let strict = job(&rec, "strict");
+    assert_eq!(strict["status"], "failed", "{rec:#}");
+    assert!(
+        strict["reason"].as_str().unwrap().contains("dist/*.whl"),
+        "{rec:#}"
+    );
+    let id = rec["id"].as_str().unwrap();
+    let (show, err) = text(&baton(&dir, &["show", id]));
+    assert!(
+        show.contains("artifact jobs/01-pack/out/target/app.tar.gz")
+            && show.contains("artifact jobs/01-pack/out/target/deep/other.tar.gz"),
+        "{show}{err}"
+    );
+}

@@ -125,6 +125,17 @@ impl S3 {
     }
 }
 
+impl S3 {
+    /// The bytes of the objects under `jobs/JOB/` (s3s-fs keeps each object as a plain file).
+    fn bytes_of(&self, job: i64) -> u64 {
+        let base = self.root.join(BUCKET);
+        self.objects_of(job)
+            .iter()
+            .map(|rel| std::fs::metadata(base.join(rel)).unwrap().len())
+            .sum()
+    }
+}
+
 impl Drop for S3 {
     fn drop(&mut self) {
         self.stop();
@@ -307,20 +318,46 @@ async fn artifacts_go_to_the_bucket_are_served_from_it_and_go_with_retention() {
     let job2 = job_of(&s, id2).await;
     let out2 = s.job_dir(job2, 1).join("out");
     wait_for("the second upload", || !out2.exists()).await;
-    let pruned = Command::new(common::BIN)
-        .arg("prune")
-        .arg("--data")
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.config_dir)
-        .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
-        .env("BATON_TEST_S3_SECRET", SECRET_KEY)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = common::text(&pruned);
-    assert!(pruned.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("deleted 1 runs"), "{stdout}");
+    let prune = |dry: bool| {
+        let mut cmd = Command::new(common::BIN);
+        cmd.arg("prune")
+            .arg("--data")
+            .arg(&s.data)
+            .arg("--config")
+            .arg(&s.config_dir)
+            .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
+            .env("BATON_TEST_S3_SECRET", SECRET_KEY)
+            .stdin(Stdio::null());
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = common::text(&out);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        stdout
+    };
+    // The prune counts the bucket's bytes of the doomed job besides the disk's.
+    let in_bucket = s3.bytes_of(job);
+    assert!(in_bucket > big.len() as u64, "{in_bucket}");
+    let dry = prune(true);
+    assert!(dry.starts_with("would delete 1 runs, 1 jobs, "), "{dry}");
+    assert!(
+        dry.contains(&format!(" on disk, {in_bucket} in the artifact bucket)")),
+        "{dry}"
+    );
+    let total: u64 = dry
+        .split(" jobs, ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {dry:?}"));
+    assert!(total > in_bucket, "disk bytes (the log) count too: {dry}");
+    assert_eq!(s3.objects_of(job).len(), 4, "a dry run deletes nothing");
+    let stdout = prune(false);
+    assert!(
+        stdout.starts_with(&format!("deleted 1 runs, 1 jobs, {total} bytes")),
+        "{stdout}"
+    );
     assert_eq!(s3.objects_of(job), Vec::<String>::new());
     assert_eq!(s3.objects_of(job2).len(), 4, "the newest run stays");
 
@@ -339,31 +376,91 @@ async fn artifacts_go_to_the_bucket_are_served_from_it_and_go_with_retention() {
     }
 }
 
+/// Waits until the results of run `id` carry a warning; its message.
+async fn upload_warning(s: &Server, id: i64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tree = tokio::time::timeout(WAIT, s.get_ok(&format!("/runs/{id}/results")))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the results did not answer within {WAIT:?}\n{}", s.stderr())
+            });
+        if let Some(w) = find_warning(&tree) {
+            return w;
+        }
+        assert!(Instant::now() < deadline, "no upload warning: {tree:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pending uploads the server recorded (`<data>/uploads/JOB-ATTEMPT`).
+fn pending(s: &Server) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(s.data.join("uploads"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits until job `job` of run `id` has its artifacts in the bucket, checking all along that
+/// the run's listing is always whole (from the disk, then from the bucket, never in between).
+async fn arrives(s: &Server, s3: &S3, id: i64, job: i64) {
+    let out = s.job_dir(job, 1).join("out");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
+        assert_eq!(
+            listed["jobs"][0]["artifacts"].as_array().map(Vec::len),
+            Some(3),
+            "never a partial listing: {listed:#}"
+        );
+        if !out.exists() && s3.objects_of(job).len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the artifacts of job {job} did not arrive: {:?}\n{}",
+            s3.objects_of(job),
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        s3.objects_of(job),
+        [
+            format!("jobs/{job}/1/files/big.txt"),
+            format!("jobs/{job}/1/files/notes.txt"),
+            format!("jobs/{job}/1/files/sub/a.txt"),
+            format!("jobs/{job}/1/manifest.json"),
+        ]
+    );
+    // Served from the bucket now.
+    let r = get(s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
+    assert_eq!(r.text().await.unwrap(), "nested\n");
+    let r = get(s, &format!("/runs/{id}/artifacts/{job}/big.txt"), None).await;
+    assert!(
+        r.text().await.unwrap() == seq_text(2_500_000),
+        "big.txt differs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
+async fn a_failed_upload_lists_nothing_half_says_so_and_is_retried_until_it_arrives() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s3 = S3::start(&tmp.path().join("s3"));
-    let s = start_server(&s3);
+    let mut s = start_server(&s3);
     s3.stop();
     let id = id_of(&s.trigger("make", &[]).await);
     let run = s.wait_run(id).await;
     assert_eq!(status(&run), "success", "{run:#}");
     let job = job_of(&s, id).await;
     // The job's results say the upload failed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let warning = loop {
-        let tree = tokio::time::timeout(WAIT, s.get_ok(&format!("/runs/{id}/results")))
-            .await
-            .unwrap_or_else(|_| {
-                panic!("the results did not answer within {WAIT:?}\n{}", s.stderr())
-            });
-        let found = find_warning(&tree);
-        if let Some(w) = found {
-            break w;
-        }
-        assert!(Instant::now() < deadline, "no upload warning: {tree:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let warning = upload_warning(&s, id).await;
     assert!(
         warning.contains(&format!("artifacts not uploaded to s3://{BUCKET}")),
         "{warning}"
@@ -372,9 +469,9 @@ async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
         warning.contains("they stay on this server's disk"),
         "{warning}"
     );
-    // Nothing half-listed: the bucket has nothing of the job, and the artifacts are listed
-    // and served, complete, from the disk.
-    s3.spawn();
+    // Recorded as pending, durably; nothing half-listed: the bucket has nothing of the job,
+    // and the artifacts are listed and served, complete, from the disk.
+    assert_eq!(pending(&s), [format!("{job}-1")]);
     assert_eq!(s3.objects_of(job), Vec::<String>::new());
     let listed = s.get_ok(&format!("/runs/{id}/artifacts")).await;
     assert_eq!(
@@ -384,6 +481,26 @@ async fn a_bucket_that_is_down_lists_nothing_and_the_job_says_so() {
     );
     let r = get(&s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
     assert_eq!(r.text().await.unwrap(), "nested\n");
+
+    // The bucket comes back: the retry in the background uploads them, the disk's copy goes.
+    s3.spawn();
+    arrives(&s, &s3, id, job).await;
+    assert_eq!(pending(&s), Vec::<String>::new());
+
+    // Down again, and the server killed before the bucket is back: the pending upload is
+    // retried after the restart.
+    s3.stop();
+    let id2 = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(id2).await), "success");
+    let job2 = job_of(&s, id2).await;
+    upload_warning(&s, id2).await;
+    assert_eq!(pending(&s), [format!("{job2}-1")]);
+    s.kill9();
+    s3.spawn();
+    assert_eq!(s3.objects_of(job2), Vec::<String>::new());
+    s.restart();
+    arrives(&s, &s3, id2, job2).await;
+    assert_eq!(pending(&s), Vec::<String>::new());
     assert!(!s.stderr().contains(SECRET_KEY));
 }
 
