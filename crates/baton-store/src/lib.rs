@@ -114,6 +114,50 @@ pub(crate) fn corrupt(table: &'static str, message: impl Into<String>) -> StoreE
     }
 }
 
+/// A connection whose commits go to the WAL without an fsync of their own
+/// (`synchronous = NORMAL`), for writes a crash of the machine may lose without harm: the WAL
+/// keeps commits in order, so the next fully synced commit makes them durable too, and what
+/// they record is found again otherwise (a job's `running` mark from its folder at recovery,
+/// a job's test results by collecting them again). A crash of the process loses nothing: the
+/// commit is in the WAL file. [`Relaxed::release`] gives the connection back to the pool set
+/// to `FULL` again; one that cannot be (an error, a cancelled future) is closed instead.
+pub(crate) struct Relaxed(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl Relaxed {
+    pub(crate) async fn acquire(pool: &SqlitePool) -> Result<Relaxed> {
+        let mut r = Relaxed(Some(pool.acquire().await?));
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(r.conn())
+            .await?;
+        Ok(r)
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        self.0
+            .as_mut()
+            .expect("a relaxed connection until released")
+    }
+
+    pub(crate) async fn release(mut self) {
+        if sqlx::query("PRAGMA synchronous = FULL")
+            .execute(self.conn())
+            .await
+            .is_ok()
+        {
+            // Back to the pool as every other connection is.
+            drop(self.0.take());
+        }
+    }
+}
+
+impl Drop for Relaxed {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.close_on_drop();
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Store> {
@@ -174,13 +218,39 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a batch of changes in one transaction (one fsync).
+    /// Applies a batch of changes in one transaction (one fsync). A batch that only marks
+    /// jobs and runs `running` is committed without its own fsync (see [`Relaxed`]).
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
+        let only_running = changes.iter().all(|c| {
+            matches!(
+                c,
+                Change::Job {
+                    status: Status::Running,
+                    ..
+                } | Change::Run {
+                    status: Status::Running,
+                    ..
+                }
+            )
+        });
+        if only_running {
+            let mut conn = Relaxed::acquire(&self.pool).await?;
+            let r = self.apply_on(conn.conn(), changes).await;
+            conn.release().await;
+            r
+        } else {
+            let mut conn = self.pool.acquire().await?;
+            self.apply_on(&mut conn, changes).await
+        }
+    }
+
+    async fn apply_on(&self, conn: &mut sqlx::SqliteConnection, changes: &[Change]) -> Result<()> {
+        use sqlx::Connection;
         let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         for c in changes {
             match c {
                 Change::Job {

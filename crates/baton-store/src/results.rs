@@ -89,7 +89,20 @@ impl Store {
     /// Records a job's results with its per-test rows, in one transaction. A job's results
     /// are recorded once: `false` when they already were (the first stays).
     pub async fn save_job_results(&self, r: &NewJobResults) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        // Collected again if a crash of the machine loses them: no fsync of their own.
+        let mut conn = crate::Relaxed::acquire(&self.pool).await?;
+        let saved = self.save_job_results_on(conn.conn(), r).await;
+        conn.release().await;
+        saved
+    }
+
+    async fn save_job_results_on(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        r: &NewJobResults,
+    ) -> Result<bool> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
         let c = &r.counts;
         let done = sqlx::query(
             "INSERT INTO job_results (job_id, run_id, attempt, task, collected_at, passed, failed,
