@@ -440,7 +440,18 @@ tasks:
         s.stop()
         subprocess.run([f"{here}/sshhost.sh", "down", hostdir])
         shutil.rmtree(hostdir, ignore_errors=True)
+    # The engine's own floor for the same work: `docker run --rm` of the same image and command.
+    plain = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        subprocess.run(["docker", "run", "--rm", image, "true"], check=True,
+                       stdout=subprocess.DEVNULL)
+        plain.append((time.perf_counter() - t0) * 1000)
+    plain.sort()
     ll, lt = results["local"]
+    dl = results["docker"][0]
+    row("(f) docker: trigger-to-end p50 vs docker run", dl, "ms", plain[len(plain) // 2], "ms",
+        dl / plain[len(plain) // 2], "(baseline: docker run --rm; aim <= 0.7x)")
     for kind in ("docker", "ssh", "agent"):
         kl, kt = results[kind]
         row(f"(f) {kind}: trigger-to-end p50, trivial run", kl, "ms", ll, "ms", kl / ll, "(baseline: local)")
@@ -670,7 +681,8 @@ if __name__ == "__main__":
         only = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
         if not only or any(c not in SECTIONS for c in only):
             raise SystemExit(f"--only takes section letters from {''.join(SECTIONS)}, e.g. --only f")
-    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}")
+    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {os.uname().sysname} {os.uname().release}, load average {os.getloadavg()[0]:.1f}")
     for letter, b in SECTIONS.items():
         if letter in only:
             b()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -9,9 +9,10 @@
 //!    process group and in the job's cgroup when `process.json` names one (the
 //!    child joins it before exec, and dies with the supervisor: `PR_SET_PDEATHSIG`),
 //!    stdin `/dev/null`, stdout and stderr into a pipe each,
-//! 3. appends both pipes, in the order their bytes arrive, to ONE `<dir>/log` with a
-//!    fixed-size buffer, and notes in `<dir>/log.idx` when bytes arrived and from which stream
-//!    ([`crate::logidx`]; the mark is written before its bytes),
+//! 3. appends both pipes, in the order their bytes arrive, to ONE `<dir>/log` (with
+//!    `splice(2)`, pipe to file inside the kernel, for a stream with no secret to mask; else
+//!    through a fixed-size buffer), and notes in `<dir>/log.idx` when bytes arrived and from
+//!    which stream ([`crate::logidx`]; the mark is written before its bytes),
 //! 4. enforces the timeout and cancellation on the whole tree (cgroup, or
 //!    process group; SIGTERM, SIGKILL after `kill_grace`); when the script exits
 //!    it SIGKILLs the tree once so backgrounded stragglers cannot keep the job
@@ -42,7 +43,6 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
@@ -433,6 +433,10 @@ struct Output<'a> {
     len: u64,
     maskers: [crate::mask::Masker; 2],
     marks: MarkWriter,
+    /// The log opened again without `O_APPEND` (which `splice(2)` refuses), for moving a
+    /// stream's bytes from its pipe into the log in the kernel when it has no secret to mask;
+    /// `None` once splicing failed (the bytes then go through `read`/`write`).
+    direct: Option<File>,
 }
 
 impl Output<'_> {
@@ -469,6 +473,40 @@ impl Output<'_> {
         }
     }
 
+    /// Takes what pipe `fd` of `stream` holds into the log: `Ok(0)` at its end, `WouldBlock`
+    /// when it is empty. Unmasked bytes are spliced (the mark first, for exactly the bytes the
+    /// pipe holds then); masked ones, and everything once splicing failed, are read into `buf`
+    /// and written.
+    fn take(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        stream: Stream,
+        buf: &mut [u8],
+        rec: &mut ExitRecord,
+    ) -> io::Result<usize> {
+        if self.maskers[stream as usize].is_empty()
+            && let Some(direct) = &self.direct
+        {
+            let avail = unix::pipe_bytes(fd);
+            if avail > 0 {
+                self.marks.note(self.len, stream);
+                match unix::splice_all(fd, direct.as_raw_fd(), &mut self.len, avail) {
+                    Ok(()) => return Ok(avail),
+                    // The rest is read and written below, which records a write error.
+                    Err(_) => self.direct = None,
+                }
+            }
+        }
+        // SAFETY: reads into `buf`, which outlives the call.
+        let n = unsafe { nix::libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        self.push(stream, &buf[..n], rec);
+        Ok(n)
+    }
+
     /// Writes what the maskers still hold and syncs the log; a failure is the job's error.
     fn finish(mut self, rec: &mut ExitRecord) {
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -486,35 +524,36 @@ impl Output<'_> {
 
 type Pipe = Option<tokio::net::unix::pipe::Receiver>;
 
-/// Reads the next bytes of `pipe` into `buf`: `Ok(n > 0)` bytes, `Ok(0)` at its end, or why it
-/// failed. Pending forever without a pipe.
-async fn read_pipe(pipe: &mut Pipe, buf: &mut [u8]) -> Result<usize, String> {
-    let Some(p) = pipe.as_mut() else {
-        return std::future::pending().await;
-    };
-    loop {
-        match p.read(buf).await {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("could not read output pipe: {e}")),
-        }
+/// Resolves when `pipe` may have bytes (or its end) to take. Pending forever without a pipe.
+async fn readable(pipe: &Pipe) -> io::Result<()> {
+    match pipe {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
     }
 }
 
-/// What a read of a pipe brought: its bytes go to the log; its end (or failure) closes it.
+/// Takes what `pipe` holds into the log; its end (or a failure) closes it.
 fn took(
-    r: Result<usize, String>,
+    ready: io::Result<()>,
     stream: Stream,
     pipe: &mut Pipe,
-    buf: &[u8],
+    buf: &mut [u8],
     output: &mut Output<'_>,
     rec: &mut ExitRecord,
 ) {
+    let Some(p) = pipe.as_ref() else { return };
+    let r = ready.and_then(|()| p.try_io(|| output.take(p.as_raw_fd(), stream, buf, rec)));
     match r {
         Ok(0) => *pipe = None,
-        Ok(n) => output.push(stream, &buf[..n], rec),
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) => {}
         Err(e) => {
-            rec.error.get_or_insert(e);
+            rec.error
+                .get_or_insert(format!("could not read output pipe: {e}"));
             *pipe = None;
         }
     }
@@ -553,6 +592,7 @@ async fn run_job(
         len,
         maskers: [0, 1].map(|_| crate::mask::Masker::new(&spec.secrets.mask)),
         marks: MarkWriter::open(log_path, len),
+        direct: OpenOptions::new().write(true).open(log_path).ok(),
     };
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
@@ -566,11 +606,11 @@ async fn run_job(
         }
         let alive = status.is_none();
         tokio::select! {
-            r = read_pipe(&mut out_pipe, &mut out_buf) => {
-                took(r, Stream::Stdout, &mut out_pipe, &out_buf, &mut output, rec);
+            r = readable(&out_pipe) => {
+                took(r, Stream::Stdout, &mut out_pipe, &mut out_buf, &mut output, rec);
             },
-            r = read_pipe(&mut err_pipe, &mut err_buf) => {
-                took(r, Stream::Stderr, &mut err_pipe, &err_buf, &mut output, rec);
+            r = readable(&err_pipe) => {
+                took(r, Stream::Stderr, &mut err_pipe, &mut err_buf, &mut output, rec);
             },
             _ = &mut exited_rx, if alive => {
                 // Stragglers (backgrounded children) die with the script; in a cgroup, all

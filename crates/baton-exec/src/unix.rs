@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
@@ -140,6 +140,54 @@ pub fn stdout_to_dev_null() -> io::Result<()> {
 /// Best effort: grow a pipe's buffer (fewer wake-ups for chatty jobs).
 pub fn set_pipe_size(fd: impl AsFd, bytes: i32) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes));
+}
+
+/// How many bytes pipe `fd` holds now (`FIONREAD`; 0 when it cannot tell).
+pub fn pipe_bytes(fd: RawFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`.
+    let r = unsafe { nix::libc::ioctl(fd, nix::libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// Moves `count` bytes from pipe `from` into file `to` at `*offset` with `splice(2)` (no copy
+/// through this process), advancing `*offset` by what moved. The pipe must hold them already.
+pub fn splice_all(from: RawFd, to: RawFd, offset: &mut u64, count: usize) -> io::Result<()> {
+    let mut left = count;
+    while left > 0 {
+        let mut off = nix::libc::loff_t::try_from(*offset).map_err(io::Error::other)?;
+        // SAFETY: plain fds and an offset we own; no buffers.
+        let n = unsafe {
+            nix::libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                &mut off,
+                left,
+                nix::libc::SPLICE_F_MOVE | nix::libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the pipe held fewer bytes than it said",
+            ));
+        }
+        *offset += n as u64;
+        left -= n as usize;
+    }
+    Ok(())
 }
 
 /// This process's peak resident set size (`VmHWM`), in KiB.

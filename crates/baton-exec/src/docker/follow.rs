@@ -359,7 +359,7 @@ fn split_timestamp(msg: &[u8]) -> (i64, &[u8]) {
 }
 
 /// Keeps the `artifacts:` of the container's `work/` (the job folder's, mounted), writes
-/// `exit.json`, then removes the container.
+/// `exit.json`, then has the container removed in the background.
 async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: ExitRecord) -> Outcome {
     let exit_path = dir.join(EXIT_FILE);
     let (d, p) = (dir.to_path_buf(), exit_path.clone());
@@ -374,7 +374,11 @@ async fn finish(docker: &Docker, dir: &Path, info: &ContainerInfo, mut rec: Exit
     .and_then(|r| r);
     match written {
         Ok(rec) => {
-            remove(docker, &info.name).await;
+            // Off the job's path: the end is reported now, the engine removes the container
+            // meanwhile (a server that stops first leaves it to the next start's sweep, which
+            // removes containers whose folder has `exit.json`).
+            let (docker, name) = (docker.clone(), info.name.clone());
+            tokio::spawn(async move { remove(&docker, &name).await });
             Outcome::Exited(rec)
         }
         // The container stays: the next server start re-reads it.
