@@ -256,7 +256,7 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
 /// recording the first run of a ref and before writing its files; the server is SIGKILLed
 /// there. After the restart the unfinished import is undone and done again: every run of the
 /// ref is there once, with its logs and artifacts.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_import_killed_between_its_run_and_its_files_is_done_again_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, clone, head) = repos(tmp.path());
