@@ -253,7 +253,9 @@ impl LocalRepo {
         let g = self
             .git()
             // Keep the run as one small pack: no second process to unpack it into loose objects.
-            .args(["-c", "fastimport.unpackLimit=0"])
+            // Not synced to disk, as git leaves the loose objects of a `git commit` unsynced by
+            // default (`core.fsync`): the pack and its index cost two fsyncs otherwise.
+            .args(["-c", "fastimport.unpackLimit=0", "-c", "core.fsync=none"])
             .args(["fast-import", "--quiet", "--date-format=now"])
             .stdin(input);
         let (done, g) = g.run().await?;
