@@ -693,6 +693,7 @@ mod tests {
                 unset_env: Vec::new(),
                 artifacts: Vec::new(),
                 artifacts_required: false,
+                ephemeral: false,
             },
             secrets: JobSecrets::default(),
         }

@@ -48,6 +48,11 @@ pub struct JobSpec {
     /// `artifacts: {required: true}`: a glob that matches nothing fails the job.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub artifacts_required: bool,
+    /// The job's folder is read once the job ends and then thrown away (`baton run`): nothing
+    /// in it has to outlive a crash of the machine, so the supervisor syncs neither its log
+    /// nor its exit record to disk. A server's jobs are never ephemeral.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// A job's secrets: environment entries (explicit `secrets:`, secret-looking `env` entries and

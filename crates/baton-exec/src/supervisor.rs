@@ -170,9 +170,9 @@ async fn run(dir: &Path) -> i32 {
     }
     let _ = unix::stdout_to_dev_null();
 
-    let rec = supervise(&dir, secrets, &mut sigs).await;
+    let (rec, durable) = supervise(&dir, secrets, &mut sigs).await;
     let json = serde_json::to_vec_pretty(&rec).expect("ExitRecord serializes");
-    match write_atomic(&exit_path, &json, true) {
+    match write_atomic(&exit_path, &json, durable) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!(
@@ -206,8 +206,10 @@ fn read_secrets() -> io::Result<JobSecrets> {
     serde_json::from_slice(&bytes).map_err(io::Error::from)
 }
 
-/// Everything after readiness; every failure ends up in the record.
-async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitRecord {
+/// Everything after readiness; every failure ends up in the record. Also says whether the
+/// record must be durable (not for an ephemeral job; a job whose spec could not be read is).
+async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> (ExitRecord, bool) {
+    let mut durable = true;
     let mut rec = ExitRecord {
         exit_code: None,
         signal: None,
@@ -223,6 +225,7 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitR
     let log_path = dir.join(LOG_FILE);
     match prepare(dir, secrets) {
         Ok((spec, log, child, pipes, tree)) => {
+            durable = !spec.ephemeral;
             rec.started_at = Utc::now();
             run_job(&spec, &log_path, &log, child, pipes, &tree, sigs, &mut rec).await;
             keep_artifacts(dir, &spec, &log, &mut rec);
@@ -247,7 +250,7 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> ExitR
     rec.log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
     rec.ended_at = Utc::now();
     rec.max_rss_kb = unix::peak_rss_kb();
-    rec
+    (rec, durable)
 }
 
 /// `artifacts:`: the files of `work/` the globs match go into `out/`; what matched nothing is
@@ -437,6 +440,8 @@ struct Output<'a> {
     /// stream's bytes from its pipe into the log in the kernel when it has no secret to mask;
     /// `None` once splicing failed (the bytes then go through `read`/`write`).
     direct: Option<File>,
+    /// Sync the log at the end (not for an ephemeral job).
+    durable: bool,
 }
 
 impl Output<'_> {
@@ -513,7 +518,9 @@ impl Output<'_> {
             let tail = self.maskers[stream as usize].finish();
             self.write(stream, &tail, rec);
         }
-        if let Err(e) = self.log.sync_data() {
+        if self.durable
+            && let Err(e) = self.log.sync_data()
+        {
             rec.error.get_or_insert(format!(
                 "could not sync log {}: {e}",
                 self.log_path.display()
@@ -593,6 +600,7 @@ async fn run_job(
         maskers: [0, 1].map(|_| crate::mask::Masker::new(&spec.secrets.mask)),
         marks: MarkWriter::open(log_path, len),
         direct: OpenOptions::new().write(true).open(log_path).ok(),
+        durable: !spec.ephemeral,
     };
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
@@ -700,6 +708,7 @@ mod tests {
             unset_env: Vec::new(),
             artifacts: Vec::new(),
             artifacts_required: false,
+            ephemeral: false,
         }
     }
 

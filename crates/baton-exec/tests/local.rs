@@ -43,6 +43,7 @@ fn spec(script: &str) -> JobSpec {
         unset_env: Vec::new(),
         artifacts: Vec::new(),
         artifacts_required: false,
+        ephemeral: false,
     }
 }
 

@@ -184,7 +184,7 @@ impl<'a> Git<'a> {
 
     /// The process to spawn: the cleared environment, the safe config, the place, the args.
     pub(crate) fn command(&self) -> Command {
-        let mut cmd = Command::new("git");
+        let mut cmd = Command::new(git_program());
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
@@ -294,6 +294,32 @@ impl<'a> Git<'a> {
             detail: detail.to_string(),
         }
     }
+}
+
+/// `git` found on the inherited `PATH` (the one every git process gets), as an absolute path:
+/// the standard library spawns a program named by path with `posix_spawn` (no copy of this
+/// process's page tables, no `execve` tried in each `PATH` folder before git's), while a bare
+/// name with `PATH` set for the child forks first. Found once; plain `git` while not found.
+fn git_program() -> OsString {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(p) = FOUND.get() {
+        return p.clone().into_os_string();
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join("git"))
+            .find(|p| is_executable(p))
+    });
+    match found {
+        Some(p) => FOUND.get_or_init(|| p).clone().into_os_string(),
+        None => OsString::from("git"),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Hides the password of every `scheme://user:password@host` in `text`.

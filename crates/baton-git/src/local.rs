@@ -34,8 +34,20 @@ pub struct LocalRepo {
 impl LocalRepo {
     /// The repository `dir` is in (like `git rev-parse`: `dir` or any parent).
     pub async fn discover(dir: &Path) -> Result<LocalRepo, GitError> {
+        Ok(Self::discover_at_head(dir, false).await?.0)
+    }
+
+    /// The repository `dir` is in, with `HEAD`'s commit and its branch (as
+    /// [`LocalRepo::head`]) when `head` is asked for and `dir` is in a working tree whose
+    /// `HEAD` is a commit: one git process for what `baton run` needs first. `None` when not
+    /// asked or not known that way (a bare repository, an unborn `HEAD`): ask
+    /// [`LocalRepo::head`], which says why.
+    pub async fn discover_at_head(
+        dir: &Path,
+        head: bool,
+    ) -> Result<(LocalRepo, Option<(Oid, Option<String>)>), GitError> {
         let env = GitEnv::default();
-        let ask = |top: bool| {
+        let ask = |top: bool, head: bool| {
             let mut g = Git::new(&env, At::WorkTree(dir)).args([
                 "rev-parse",
                 "--absolute-git-dir",
@@ -44,12 +56,23 @@ impl LocalRepo {
             if top {
                 g = g.arg("--show-toplevel");
             }
+            if head {
+                // Fixed arguments only: printed in order after the three above.
+                g = g.args(["HEAD^{commit}", "--symbolic-full-name", "HEAD"]);
+            }
             g.run()
         };
-        // One process for a working tree; a bare repository has no top and says so.
-        let (mut done, mut g) = ask(true).await?;
+        // One process for a working tree; a bare repository has no top and says so, and an
+        // unborn `HEAD` names no commit: both are asked again without what failed.
+        let (mut done, mut g) = ask(true, head).await?;
+        let mut with_head = head;
+        if done.code != Some(0) && head {
+            (done, g) = ask(true, false).await?;
+            with_head = false;
+        }
         if done.code != Some(0) {
-            (done, g) = ask(false).await?;
+            (done, g) = ask(false, false).await?;
+            with_head = false;
         }
         if done.code != Some(0) {
             return Err(g.failed(&done));
@@ -62,12 +85,25 @@ impl LocalRepo {
             .next()
             .filter(|_| !bare)
             .map(|t| PathBuf::from(t.trim_end()));
-        Ok(LocalRepo {
+        let at_head = if with_head && !bare {
+            let oid = lines.next().map(str::trim).unwrap_or_default();
+            let oid = Oid::parse(oid)
+                .map_err(|_| g.unexpected(format!("{text:?} where HEAD's commit was expected")))?;
+            let branch = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("refs/heads/"))
+                .map(str::to_owned);
+            Some((oid, branch))
+        } else {
+            None
+        };
+        let repo = LocalRepo {
             git_dir,
             top,
             env,
             net: user_env(),
-        })
+        };
+        Ok((repo, at_head))
     }
 
     /// The top of the working tree (`None` for a bare repository).
@@ -217,7 +253,9 @@ impl LocalRepo {
         let g = self
             .git()
             // Keep the run as one small pack: no second process to unpack it into loose objects.
-            .args(["-c", "fastimport.unpackLimit=0"])
+            // Not synced to disk, as git leaves the loose objects of a `git commit` unsynced by
+            // default (`core.fsync`): the pack and its index cost two fsyncs otherwise.
+            .args(["-c", "fastimport.unpackLimit=0", "-c", "core.fsync=none"])
             .args(["fast-import", "--quiet", "--date-format=now"])
             .stdin(input);
         let (done, g) = g.run().await?;
@@ -509,6 +547,44 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn discovery_reads_head_and_its_branch_in_the_same_process_or_says_it_did_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("w");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        sh_git(&dir, &["init", "-q", "-b", "main"]);
+        // Unborn: the repository is found, `HEAD` is not known.
+        let (repo, head) = LocalRepo::discover_at_head(&dir.join("sub"), true)
+            .await
+            .unwrap();
+        assert_eq!(head, None);
+        assert_eq!(repo.top(), Some(dir.canonicalize().unwrap().as_path()));
+        assert!(repo.head().await.is_err());
+        sh_git(&dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
+        let commit = Oid::parse(&sh_git(&dir, &["rev-parse", "HEAD"])).unwrap();
+        let (repo, head) = LocalRepo::discover_at_head(&dir.join("sub"), true)
+            .await
+            .unwrap();
+        assert_eq!(head, Some((commit.clone(), Some("main".into()))));
+        assert_eq!(head.unwrap(), repo.head().await.unwrap());
+        assert_eq!(repo.git_dir(), dir.canonicalize().unwrap().join(".git"));
+        sh_git(&dir, &["checkout", "-q", "--detach"]);
+        let (_, head) = LocalRepo::discover_at_head(&dir, true).await.unwrap();
+        assert_eq!(head, Some((commit.clone(), None)));
+        // Not asked: not read.
+        let (_, head) = LocalRepo::discover_at_head(&dir, false).await.unwrap();
+        assert_eq!(head, None);
+        // A bare repository: no top, `HEAD` from `head()`.
+        let bare = tmp.path().join("b.git");
+        sh_git(
+            tmp.path(),
+            &["clone", "-q", "--bare", dir.to_str().unwrap(), "b.git"],
+        );
+        let (repo, head) = LocalRepo::discover_at_head(&bare, true).await.unwrap();
+        assert_eq!((repo.top(), head), (None, None));
+        assert_eq!(repo.head().await.unwrap().0, commit);
     }
 
     #[tokio::test]

@@ -1,6 +1,11 @@
 //! Reading from a mirror at a commit, without a checkout: files under a directory, a commit's
 //! metadata, the paths a push changed.
 
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
 use crate::cmd::{At, Git, GitError};
 use crate::{Mirror, Oid};
 
@@ -58,38 +63,97 @@ impl Mirror {
         self.shared_memo().lock().expect("mirror memo poisoned")
     }
 
+    /// One `git cat-file --batch-command` for all of it: the commit's tree, then down `dir`'s
+    /// path, its subtrees, each file's size (all checked against the limit before any is
+    /// read), then the files, in `ls-tree -r` order.
     async fn read_tree_now(
         &self,
         commit: &Oid,
         dir: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
-        let g = self
-            .git()
-            .args(["ls-tree", "-r", "-z", "-l", "--full-tree"])
-            .arg(format!("{commit}^{{tree}}"))
-            .args(["--", dir]);
-        let (done, g) = g.run().await?;
-        if done.code != Some(0) {
-            return Err(self.classify(g.failed(&done), commit).await);
+        let g = self.git().args(["cat-file", "--batch-command"]);
+        let mut batch = Batch::start(&g)?;
+        let read = self.read_tree_in(&mut batch, &g, commit, dir).await;
+        let ended = batch.end(&g).await;
+        match (read, ended) {
+            (Ok(files), Ok(())) => Ok(files),
+            (Err(e @ GitError::TooLarge { .. }), _) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(self.classify(e, commit).await),
         }
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        for entry in done.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-            let text = String::from_utf8_lossy(entry);
-            let (meta, path) = text
-                .split_once('\t')
-                .ok_or_else(|| g.unexpected(format!("ls-tree entry {text:?}")))?;
-            let fields: Vec<&str> = meta.split_whitespace().collect();
-            let [mode, kind, oid, size] = fields[..] else {
-                return Err(g.unexpected(format!("ls-tree entry {text:?}")));
+    }
+
+    async fn read_tree_in(
+        &self,
+        batch: &mut Batch,
+        g: &Git<'_>,
+        commit: &Oid,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+        let hash_len = commit.as_str().len() / 2;
+        let root = match batch.contents(g, &format!("{commit}^{{tree}}")).await? {
+            Some((kind, body)) if kind == "tree" => body,
+            _ => return Err(g.unexpected(format!("{commit} names no commit with a tree"))),
+        };
+        // Down the path: a missing component (or one that is not a directory) means nothing.
+        let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        let mut tree = root;
+        let mut at = String::new();
+        let mut found = None;
+        for (i, part) in parts.iter().enumerate() {
+            let entries = tree_entries(g, &tree, hash_len)?;
+            let Some(entry) = entries.into_iter().find(|e| e.name == part.as_bytes()) else {
+                return Ok(Vec::new());
             };
-            if kind != "blob" || !matches!(mode, "100644" | "100755") {
-                continue;
+            if !at.is_empty() {
+                at.push('/');
             }
-            total += size
-                .parse::<u64>()
-                .map_err(|_| g.unexpected(format!("size {size:?}")))?;
-            files.push((path.to_owned(), Oid::parse(oid)?));
+            at.push_str(part);
+            if i + 1 == parts.len() {
+                found = Some(entry);
+                break;
+            }
+            if entry.mode != "40000" {
+                return Ok(Vec::new());
+            }
+            tree = match batch.contents(g, entry.oid.as_str()).await? {
+                Some((kind, body)) if kind == "tree" => body,
+                _ => return Err(g.unexpected(format!("tree {} of {at} is missing", entry.oid))),
+            };
+        }
+        let Some(top) = found else {
+            return Ok(Vec::new());
+        };
+        // Every regular file under it (or it, when it is one), depth first in tree order.
+        let mut files: Vec<(String, Oid)> = Vec::new();
+        let mut stack = vec![(at, top)];
+        while let Some((path, entry)) = stack.pop() {
+            match entry.mode.as_str() {
+                "100644" | "100755" => files.push((path, entry.oid)),
+                "40000" => {
+                    let body = match batch.contents(g, entry.oid.as_str()).await? {
+                        Some((kind, body)) if kind == "tree" => body,
+                        _ => {
+                            return Err(
+                                g.unexpected(format!("tree {} of {path} is missing", entry.oid))
+                            );
+                        }
+                    };
+                    let entries = tree_entries(g, &body, hash_len)?;
+                    for e in entries.into_iter().rev() {
+                        let name = String::from_utf8_lossy(&e.name).into_owned();
+                        stack.push((format!("{path}/{name}"), e));
+                    }
+                }
+                // Symlinks and submodules are not files of the directory.
+                _ => {}
+            }
+        }
+        let mut total = 0u64;
+        for (path, oid) in &files {
+            total += match batch.info(g, oid.as_str()).await? {
+                Some((kind, size)) if kind == "blob" => size,
+                _ => return Err(g.unexpected(format!("blob {oid} of {path} is missing"))),
+            };
         }
         if total > READ_TREE_LIMIT {
             return Err(GitError::TooLarge {
@@ -99,47 +163,12 @@ impl Mirror {
                 limit: READ_TREE_LIMIT,
             });
         }
-        let blobs = self.cat_blobs(files.iter().map(|(_, o)| o)).await?;
-        Ok(files.into_iter().map(|(p, _)| p).zip(blobs).collect())
-    }
-
-    /// The contents of blobs, in order, through one `git cat-file --batch`.
-    async fn cat_blobs<'a>(
-        &self,
-        oids: impl Iterator<Item = &'a Oid>,
-    ) -> Result<Vec<Vec<u8>>, GitError> {
-        let mut input = Vec::new();
-        let mut count = 0;
-        for oid in oids {
-            input.extend_from_slice(oid.as_str().as_bytes());
-            input.push(b'\n');
-            count += 1;
-        }
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let g = self.git().args(["cat-file", "--batch"]).stdin(input);
-        let (done, g) = g.run().await?;
-        if done.code != Some(0) {
-            return Err(g.failed(&done));
-        }
-        let mut out = Vec::with_capacity(count);
-        let mut rest = &done.stdout[..];
-        for _ in 0..count {
-            let nl = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .ok_or_else(|| g.unexpected("a truncated cat-file header"))?;
-            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            let size: usize = match header.split(' ').collect::<Vec<_>>()[..] {
-                [_, "blob", size] => size.parse().map_err(|_| g.unexpected(&header))?,
-                _ => return Err(g.unexpected(format!("cat-file header {header:?}"))),
-            };
-            let body = rest
-                .get(nl + 1..nl + 1 + size)
-                .ok_or_else(|| g.unexpected("a truncated blob"))?;
-            out.push(body.to_vec());
-            rest = rest.get(nl + 2 + size..).unwrap_or_default();
+        let mut out = Vec::with_capacity(files.len());
+        for (path, oid) in files {
+            match batch.contents(g, oid.as_str()).await? {
+                Some((kind, body)) if kind == "blob" => out.push((path, body)),
+                _ => return Err(g.unexpected(format!("blob {oid} of {path} is missing"))),
+            }
         }
         Ok(out)
     }
@@ -289,5 +318,149 @@ mod tests {
             ))
         );
         assert_eq!(split_ident("nobody"), None);
+    }
+}
+
+/// One entry of a tree object.
+struct TreeEntry {
+    /// As git writes it: `100644`, `100755`, `120000`, `40000`, `160000`.
+    mode: String,
+    name: Vec<u8>,
+    oid: Oid,
+}
+
+/// The entries of a tree object's body (`MODE NAME\0HASH`, the hash `hash_len` raw bytes).
+fn tree_entries(g: &Git<'_>, body: &[u8], hash_len: usize) -> Result<Vec<TreeEntry>, GitError> {
+    let bad = || g.unexpected("a malformed tree object");
+    let mut entries = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ').ok_or_else(bad)?;
+        let nul = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+        if nul < space || rest.len() < nul + 1 + hash_len {
+            return Err(bad());
+        }
+        let hex: String = rest[nul + 1..nul + 1 + hash_len]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        entries.push(TreeEntry {
+            mode: String::from_utf8_lossy(&rest[..space]).into_owned(),
+            name: rest[space + 1..nul].to_vec(),
+            oid: Oid::parse(&hex)?,
+        });
+        rest = &rest[nul + 1 + hash_len..];
+    }
+    Ok(entries)
+}
+
+/// A `git cat-file --batch-command` session: one command at a time, each answer read before
+/// the next is sent (the output is flushed after each without `--buffer`).
+struct Batch {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: BufReader<tokio::process::ChildStdout>,
+}
+
+impl Batch {
+    fn start(g: &Git<'_>) -> Result<Batch, GitError> {
+        let mut cmd = g.command();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| GitError::Spawn {
+            source: Arc::new(e),
+        })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(BufReader::new);
+        match stdout {
+            Some(stdout) => Ok(Batch {
+                child,
+                stdin,
+                stdout,
+            }),
+            None => Err(g.unexpected("no output pipe")),
+        }
+    }
+
+    /// Sends `command SPEC` and reads the header: `None` when git says the object is missing.
+    async fn ask(
+        &mut self,
+        g: &Git<'_>,
+        command: &str,
+        spec: &str,
+    ) -> Result<Option<(String, u64)>, GitError> {
+        let io = |e: std::io::Error| g.unexpected(format!("cat-file stopped answering: {e}"));
+        if spec.contains('\n') {
+            return Err(g.unexpected(format!("an object name with a newline: {spec:?}")));
+        }
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| g.unexpected("cat-file's input is closed"))?;
+        stdin
+            .write_all(format!("{command} {spec}\n").as_bytes())
+            .await
+            .map_err(io)?;
+        stdin.flush().await.map_err(io)?;
+        let mut header = String::new();
+        if self.stdout.read_line(&mut header).await.map_err(io)? == 0 {
+            return Err(g.unexpected("cat-file ended before answering"));
+        }
+        let fields: Vec<&str> = header.trim_end().split(' ').collect();
+        match fields[..] {
+            [_, kind, size] => {
+                let size = size
+                    .parse()
+                    .map_err(|_| g.unexpected(format!("cat-file header {header:?}")))?;
+                Ok(Some((kind.to_owned(), size)))
+            }
+            [.., "missing"] | [.., "ambiguous"] => Ok(None),
+            _ => Err(g.unexpected(format!("cat-file header {header:?}"))),
+        }
+    }
+
+    /// An object's type and size.
+    async fn info(&mut self, g: &Git<'_>, spec: &str) -> Result<Option<(String, u64)>, GitError> {
+        self.ask(g, "info", spec).await
+    }
+
+    /// An object's type and contents.
+    async fn contents(
+        &mut self,
+        g: &Git<'_>,
+        spec: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, GitError> {
+        let Some((kind, size)) = self.ask(g, "contents", spec).await? else {
+            return Ok(None);
+        };
+        let io = |e: std::io::Error| g.unexpected(format!("a truncated object from cat-file: {e}"));
+        let len = usize::try_from(size).map_err(|_| g.unexpected("an object too large"))?;
+        let mut body = vec![0u8; len + 1];
+        self.stdout.read_exact(&mut body).await.map_err(io)?;
+        body.pop(); // the newline after the contents
+        Ok(Some((kind, body)))
+    }
+
+    /// Closes the input and waits for git to exit; an error unless it exited 0.
+    async fn end(mut self, g: &Git<'_>) -> Result<(), GitError> {
+        drop(self.stdin.take());
+        let mut rest = Vec::new();
+        let _ = self.stdout.read_to_end(&mut rest).await;
+        let mut stderr = Vec::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_end(&mut stderr).await;
+        }
+        let status = self.child.wait().await.map_err(|e| GitError::Spawn {
+            source: Arc::new(e),
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(g.failed(&crate::cmd::Finished {
+            code: status.code(),
+            stdout: rest,
+            stderr: crate::cmd::redact(String::from_utf8_lossy(&stderr).trim()),
+        }))
     }
 }

@@ -55,6 +55,26 @@ async fn ensure_fetch_and_read_baton_dir_at_each_commit() {
         )]
     );
     assert_eq!(m.read_tree(&second, "nothing-here").await.unwrap(), vec![]);
+    // A file is read as itself (git-jci's `.jci/run.sh`); a path through a file, a symlink
+    // and an empty path component are nothing more.
+    assert_eq!(
+        m.read_tree(&second, "README").await.unwrap(),
+        vec![("README".to_owned(), b"hello".to_vec())]
+    );
+    assert_eq!(
+        m.read_tree(&second, ".baton/more").await.unwrap(),
+        vec![],
+        "gone in the second commit"
+    );
+    assert_eq!(
+        m.read_tree(&first, ".baton//more/").await.unwrap(),
+        vec![(".baton/more/deploy.yml".to_owned(), b"tasks: {}\n".to_vec())]
+    );
+    assert_eq!(m.read_tree(&second, "README/x").await.unwrap(), vec![]);
+    assert_eq!(
+        m.read_tree(&second, ".baton/link.yaml").await.unwrap(),
+        vec![]
+    );
     assert!(matches!(
         m.read_tree(&second, "--output=/tmp/x").await,
         Err(GitError::BadArgument { .. })
@@ -285,4 +305,33 @@ async fn commit_info_and_changed_paths() {
         matches!(&err, GitError::MissingCommit(c) if c == gone.as_str()),
         "{err}"
     );
+}
+
+/// A directory larger than [`baton_git::READ_TREE_LIMIT`] in all is refused before any of it
+/// is read; one just under is read whole.
+#[tokio::test]
+async fn a_directory_over_the_read_limit_is_refused_with_its_size() {
+    let up = Upstream::new();
+    let half = vec![b'x'; (baton_git::READ_TREE_LIMIT / 2) as usize];
+    up.write(".baton/a.yaml", &half);
+    up.write(".baton/b/b.yaml", &half);
+    let fits = up.commit("at the limit");
+    up.write(".baton/c.yaml", b"one byte too many\n");
+    let over = up.commit("over");
+    let (_t, dir) = mirror_dir();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let files = m.read_tree(&fits, ".baton").await.unwrap();
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, [".baton/a.yaml", ".baton/b/b.yaml"]);
+    assert!(files.iter().all(|(_, b)| b.len() == half.len()));
+    match m.read_tree(&over, ".baton").await {
+        Err(GitError::TooLarge { size, limit, .. }) => {
+            assert_eq!(
+                (size, limit),
+                (baton_git::READ_TREE_LIMIT + 18, baton_git::READ_TREE_LIMIT)
+            );
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }

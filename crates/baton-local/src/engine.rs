@@ -232,6 +232,8 @@ impl Running {
             unset_env: Vec::new(),
             artifacts: job.artifacts.paths.clone(),
             artifacts_required: job.artifacts.required,
+            // Read into the result ref, then deleted: no fsync of the log or exit record.
+            ephemeral: true,
         };
         let checkout = job
             .checkout

@@ -48,8 +48,9 @@ pub async fn run(
     progress: &dyn Progress,
     render: Render<'_>,
 ) -> Result<Finished, LocalError> {
-    let repo = LocalRepo::discover(dir).await?;
-    let code = code(&repo, opts.dirty, opts.rev.as_deref()).await?;
+    // The repository and its `HEAD` in one git process (unless another commit is asked for).
+    let (repo, head) = LocalRepo::discover_at_head(dir, opts.rev.is_none()).await?;
+    let code = code(&repo, head, opts.dirty, opts.rev.as_deref()).await?;
     let mirror = repo.mirror();
     let files = mirror.read_tree(&code.commit, ".baton").await?;
     let jci = files.is_empty()
@@ -149,11 +150,17 @@ fn remove_later(dir: tempfile::TempDir) {
     }
 }
 
-/// The code to build: `HEAD`, or a snapshot of the working tree.
-async fn code(repo: &LocalRepo, dirty: bool, rev: Option<&str>) -> Result<Code, LocalError> {
-    let (head, branch) = match rev {
-        None => repo.head().await?,
-        Some(rev) => {
+/// The code to build: `HEAD` (`at_head`, when already read), or a snapshot of the working tree.
+async fn code(
+    repo: &LocalRepo,
+    at_head: Option<(baton_git::Oid, Option<String>)>,
+    dirty: bool,
+    rev: Option<&str>,
+) -> Result<Code, LocalError> {
+    let (head, branch) = match (rev, at_head) {
+        (None, Some(known)) => known,
+        (None, None) => repo.head().await?,
+        (Some(rev), _) => {
             let is_branch = repo.resolve(&format!("refs/heads/{rev}")).await.is_ok();
             (repo.resolve(rev).await?, is_branch.then(|| rev.to_owned()))
         }

@@ -393,6 +393,27 @@ impl SchedHandle {
         self.ask(|r| Msg::Import(Box::new((run, mark)), r)).await
     }
 
+    /// Tells live views (`subscribe`) about imported runs once their importer wrote their logs
+    /// and artifacts: the actor records an import without announcing it, since its files come
+    /// after. They are listed as a run the server started.
+    pub fn announce_imported(&self, runs: &[RunRow]) {
+        if runs.is_empty() {
+            return;
+        }
+        let runs = runs
+            .iter()
+            .map(|r| ChangedRun {
+                id: r.id,
+                kind: r.kind,
+                target: r.target.clone(),
+            })
+            .collect();
+        // No subscriber is fine: nobody is watching.
+        let _ = self
+            .events
+            .send(std::sync::Arc::new(Changed { runs, config: None }));
+    }
+
     /// Cancels an open run; answers with the run as recorded after the cancel.
     pub async fn cancel(&self, run_id: i64) -> Result<RunRow, SchedError> {
         let open = self.ask(|r| Msg::Cancel(run_id, r)).await?;

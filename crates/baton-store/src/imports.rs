@@ -1,6 +1,9 @@
 //! Runs imported from developers' pushed result refs: each ref a repository's import has seen
 //! (`imported_runs`), with the run it became or why it was refused, so an import happens once
-//! whatever redelivers it; and the imported run itself, recorded as it ended.
+//! whatever redelivers it; and the imported run itself, recorded as it ended. A run's mark is
+//! recorded unfinished with it and finished once the importer wrote its files
+//! ([`Store::finish_import`]); an unfinished one is undone ([`Store::forget_import`]) and the ref
+//! imported again.
 
 use std::collections::BTreeSet;
 
@@ -28,8 +31,9 @@ pub struct ImportedRef {
     pub refused: Option<String>,
 }
 
-/// Records an imported run (ended, with its jobs as they ended) and its mark, in the caller's
-/// transaction. A mark recorded before fails the transaction: the importer checks first.
+/// Records an imported run (ended, with its jobs as they ended) and its mark (unfinished), in
+/// the caller's transaction. A mark recorded before fails the transaction: the importer checks
+/// first.
 pub(crate) async fn insert(
     tx: &mut sqlx::SqliteConnection,
     run: &RunRow,
@@ -65,9 +69,10 @@ async fn mark_seen(
     refused: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // A refusal is finished as it is recorded; a run once its files are written.
     sqlx::query(
         "INSERT INTO imported_runs (repo, run_ref, target, ref_commit, run_id, refused,
-             imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             imported_at, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&mark.repo)
     .bind(&mark.run_ref)
@@ -76,9 +81,20 @@ async fn mark_seen(
     .bind(run_id)
     .bind(refused)
     .bind(ms(now))
+    .bind(run_id.is_none())
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// A result ref whose import recorded runs but did not finish writing their files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedImport {
+    pub run_ref: String,
+    /// The runs it recorded (those still in the store).
+    pub runs: Vec<i64>,
+    /// Their jobs (whose folders may hold part of the files).
+    pub jobs: Vec<i64>,
 }
 
 impl Store {
@@ -123,12 +139,88 @@ impl Store {
         Ok(n.max(0) as u64)
     }
 
+    /// The result refs of `repo` whose import did not finish (the server stopped between
+    /// recording their runs and writing their files).
+    pub async fn unfinished_imports(&self, repo: &str) -> Result<Vec<UnfinishedImport>> {
+        let rows = sqlx::query(
+            "SELECT i.run_ref, i.run_id, j.id AS job_id FROM imported_runs i
+               LEFT JOIN jobs j ON j.run_id = i.run_id
+              WHERE i.repo = ? AND i.finished = 0
+              ORDER BY i.run_ref, i.run_id, j.id",
+        )
+        .bind(repo)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<UnfinishedImport> = Vec::new();
+        for r in rows {
+            let run_ref: String = r.try_get("run_ref")?;
+            let run: Option<i64> = r.try_get("run_id")?;
+            let job: Option<i64> = r.try_get("job_id")?;
+            if out.last().is_none_or(|u| u.run_ref != run_ref) {
+                out.push(UnfinishedImport {
+                    run_ref,
+                    runs: Vec::new(),
+                    jobs: Vec::new(),
+                });
+            }
+            let u = out.last_mut().expect("pushed above");
+            if let Some(run) = run
+                && !u.runs.contains(&run)
+            {
+                u.runs.push(run);
+            }
+            u.jobs.extend(job);
+        }
+        Ok(out)
+    }
+
+    /// The repositories with an unfinished import.
+    pub async fn repos_with_unfinished_imports(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT repo FROM imported_runs WHERE finished = 0 ORDER BY repo",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks every run imported from `repo`'s result ref `run_ref` finished (its files written).
+    pub async fn finish_import(&self, repo: &str, run_ref: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE imported_runs SET finished = 1 WHERE repo = ? AND run_ref = ?")
+            .bind(repo)
+            .bind(run_ref)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
+    /// Undoes an unfinished import of `repo`'s result ref `run_ref`: its runs (with their jobs,
+    /// results and cache records) and its marks go, in one transaction, so the next import
+    /// reads the ref again. The caller removed the runs' folders first.
+    pub async fn forget_import(&self, repo: &str, run_ref: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let runs: Vec<i64> = sqlx::query_scalar(
+            "SELECT run_id FROM imported_runs
+              WHERE repo = ? AND run_ref = ? AND finished = 0 AND run_id IS NOT NULL",
+        )
+        .bind(repo)
+        .bind(run_ref)
+        .fetch_all(&mut *tx)
+        .await?;
+        crate::delete_runs_in(&mut tx, &runs).await?;
+        sqlx::query("DELETE FROM imported_runs WHERE repo = ? AND run_ref = ? AND finished = 0")
+            .bind(repo)
+            .bind(run_ref)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
     /// Records that `mark`'s ref was refused and why (it is not tried again).
     pub async fn refuse_import(&self, mark: &ImportMark, why: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         mark_seen(&mut tx, mark, None, Some(why), Utc::now()).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx).await
     }
 }
 
@@ -243,5 +335,60 @@ mod tests {
         store.delete_runs(&[1]).await.unwrap();
         assert_eq!(store.imported_run_count("app").await.unwrap(), 0);
         assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_import_is_listed_until_finished_and_forgetting_it_removes_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("i.db")).await.unwrap();
+        let (a, b) = (
+            "refs/baton-runs/aaaa/20261207T000000000Z-000001",
+            "refs/baton-runs/aaaa/20261207T000000000Z-000002",
+        );
+        store
+            .apply(&[
+                Change::Import(Box::new(imported(1, 1)), mark(a)),
+                Change::Import(Box::new(imported(2, 2)), mark(b)),
+            ])
+            .await
+            .unwrap();
+        store
+            .refuse_import(&mark("refs/jci-runs/aaaa/x"), "not imported: no")
+            .await
+            .unwrap();
+        // Recorded, files not yet written: both unfinished; a refusal is finished.
+        let open = store.unfinished_imports("app").await.unwrap();
+        assert_eq!(
+            open.iter().map(|u| u.run_ref.as_str()).collect::<Vec<_>>(),
+            [a, b]
+        );
+        assert_eq!(
+            (open[0].runs.clone(), open[0].jobs.clone()),
+            (vec![1], vec![1])
+        );
+        assert_eq!(
+            store.repos_with_unfinished_imports().await.unwrap(),
+            ["app"]
+        );
+        store.finish_import("app", a).await.unwrap();
+        let open = store.unfinished_imports("app").await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].run_ref, b);
+        // Forgetting `b` removes its run and its mark: the ref is new to the next import.
+        store.forget_import("app", b).await.unwrap();
+        assert!(store.get_run(2).await.unwrap().is_none());
+        assert!(store.imported_ref("app", b).await.unwrap().is_none());
+        assert!(store.unfinished_imports("app").await.unwrap().is_empty());
+        assert!(
+            store
+                .repos_with_unfinished_imports()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A finished import is never forgotten.
+        store.forget_import("app", a).await.unwrap();
+        assert!(store.get_run(1).await.unwrap().is_some());
+        assert!(store.imported_ref("app", a).await.unwrap().is_some());
     }
 }

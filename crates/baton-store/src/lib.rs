@@ -39,7 +39,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 pub use cache::{CacheSource, JobCache};
 pub use creds::{CheckRunRecord, JobCredRow};
 pub use folders::RunFolders;
-pub use imports::{ImportMark, ImportedRef};
+pub use imports::{ImportMark, ImportedRef, UnfinishedImport};
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
@@ -306,35 +306,11 @@ impl Store {
     /// Deletes ended runs with their jobs, links, results and cache records, in one
     /// transaction. Returns the deleted jobs' ids, whose folders the caller removes.
     pub async fn delete_runs(&self, doomed: &[i64]) -> Result<Vec<i64>> {
-        let mut jobs = Vec::new();
         if doomed.is_empty() {
-            return Ok(jobs);
+            return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        for &id in doomed {
-            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-            jobs.extend(ids);
-            for sql in [
-                "DELETE FROM jobs WHERE run_id = ?",
-                "DELETE FROM job_results WHERE run_id = ?",
-                "DELETE FROM test_results WHERE run_id = ?",
-                "DELETE FROM job_cache WHERE run_id = ?",
-            ] {
-                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-            }
-            sqlx::query("DELETE FROM run_links WHERE ancestor = ? OR descendant = ?")
-                .bind(id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM runs WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let jobs = delete_runs_in(&mut tx, doomed).await?;
         self.commit(tx).await?;
         Ok(jobs)
     }
@@ -744,6 +720,40 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
             None => BTreeMap::new(),
         },
     })
+}
+
+/// Deletes runs with their jobs, links, results and cache records in the caller's
+/// transaction; returns their jobs' ids (for their folders).
+pub(crate) async fn delete_runs_in(
+    tx: &mut sqlx::SqliteConnection,
+    doomed: &[i64],
+) -> Result<Vec<i64>> {
+    let mut jobs = Vec::new();
+    for &id in doomed {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        jobs.extend(ids);
+        for sql in [
+            "DELETE FROM jobs WHERE run_id = ?",
+            "DELETE FROM job_results WHERE run_id = ?",
+            "DELETE FROM test_results WHERE run_id = ?",
+            "DELETE FROM job_cache WHERE run_id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM run_links WHERE ancestor = ? OR descendant = ?")
+            .bind(id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM runs WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(jobs)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod pr;
 pub(crate) mod push;
 
 pub use durable::resume as resume_deliveries;
+pub use import::resume as resume_imports;
 
 use axum::Router;
 use axum::body::Bytes;

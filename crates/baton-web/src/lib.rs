@@ -55,7 +55,7 @@ pub use auth::CurrentUser;
 pub use creds::{ForgeTokens, spawn_sweeper};
 pub use error::ApiError;
 pub use guard::LoginGuard;
-pub use hooks::resume_deliveries;
+pub use hooks::{resume_deliveries, resume_imports};
 pub use notify::spawn_notifier;
 pub use repos::poll::start as start_polling;
 pub use repos::schedules::load_all as load_repo_schedules;

@@ -344,6 +344,8 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::metrics::watch(state.clone());
     // Deliveries accepted before a crash whose runs may not have started.
     baton_web::resume_deliveries(state).await;
+    // Imports of pushed result refs a crash left unfinished: undone and imported again.
+    baton_web::resume_imports(state).await;
     // Repositories' tasks with `on: schedule:`, from the mirrors as they are.
     baton_web::load_repo_schedules(state).await;
     // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::gitrepo::{commit_text, deliver_github, git, init, ref_push_payload};
+use common::sse::Events;
 use common::{Server, WAIT, text};
 
 const SECRET: &str = "local-import-secret-42";
@@ -210,6 +211,8 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
     assert_eq!(refs.len(), 1, "{refs:?}");
     let (refname, oid) = refs[0].clone();
 
+    // The live change feed the UI's lists refresh on, open before the push.
+    let mut events = Events::open(&s, &s.token, "root").await;
     let (code, v) = deliver_ref(&s, url, &refname, &oid, "d-1").await;
     assert_eq!(code, 200, "{v}\n{}", s.stderr());
     assert!(
@@ -221,6 +224,8 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
     );
     let runs = ids(&v);
     assert_eq!(runs.len(), 2, "one run per target: {v}");
+    // Told live, as a run the server started is: no reload needed to list them.
+    events.until_runs(&runs, &runs).await;
     assert_imported_as_run(&s, &runs, &head).await;
 
     // The same delivery again, then another delivery of the same ref: nothing new.
@@ -245,6 +250,81 @@ async fn a_pushed_local_run_is_imported_once_read_only_and_marked_as_local() {
     );
 
     assert_marked_in_pages(&s, &runs).await;
+}
+
+/// The import waits at a gate (`BATON_TEST_IMPORT_GATE`, read by debug builds only) after
+/// recording the first run of a ref and before writing its files; the server is SIGKILLed
+/// there. After the restart the unfinished import is undone and done again: every run of the
+/// ref is there once, with its logs and artifacts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_killed_between_its_run_and_its_files_is_done_again_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, clone, head) = repos(tmp.path());
+    let url = bare.to_str().unwrap();
+    let gate = tmp.path().join("import-gate");
+    let mut s = Server::start_env(
+        &format!("repos:\n  app:\n    url: {url}\n    forge: github\n    secret: env:APP_SECRET\n"),
+        &[
+            ("APP_SECRET", SECRET),
+            ("BATON_TEST_IMPORT_GATE", gate.to_str().unwrap()),
+        ],
+    );
+    let out = baton(&clone, &["run"]);
+    assert_eq!(out.status.code(), Some(1), "lint fails: {:?}", text(&out));
+    assert!(baton(&clone, &["push"]).status.success());
+    let (refname, oid) = run_refs(&clone)[0].clone();
+
+    // Accepted durably; its processing stops at the gate with the first run recorded.
+    let (code, v) = deliver_ref(&s, url, &refname, &oid, "d-crash").await;
+    assert_eq!(code, 202, "{v}\n{}", s.stderr());
+    let deadline = Instant::now() + WAIT;
+    let partial = loop {
+        let runs = local_runs(&s).await;
+        if !runs.is_empty() {
+            break runs;
+        }
+        assert!(Instant::now() < deadline, "no run recorded\n{}", s.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(partial.len(), 1, "stopped after the first run: {partial:?}");
+    let lost = partial[0]["id"].as_i64().unwrap();
+    let job = s.run(lost).await["jobs"][0]["id"].as_i64().unwrap();
+    s.kill9();
+    assert!(
+        !s.job_dir(job, 1).join("log").exists(),
+        "killed before the files were written"
+    );
+
+    // The restart finishes the delivery; the import it left is undone and done again.
+    std::fs::write(&gate, "").unwrap();
+    s.restart();
+    let deadline = Instant::now() + WAIT;
+    let runs = loop {
+        let runs = local_runs(&s).await;
+        if runs.len() == 2 && runs.iter().all(|r| r["id"].as_i64() != Some(lost)) {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import was not done again: {runs:?}\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // `test` was recorded before `ci`.
+    let mut ids: Vec<i64> = runs.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_imported_as_run(&s, &ids, &head).await;
+    assert_eq!(s.get(&format!("/runs/{lost}")).await.0, 404);
+    let seen = s.stderr();
+    assert!(
+        seen.contains("an import of this result ref did not finish"),
+        "{seen}"
+    );
+    // Finished now: another delivery of the ref imports nothing.
+    let (code, other) = deliver_ref(&s, url, &refname, &oid, "d-after").await;
+    assert_eq!(code, 202, "{other}");
+    assert_eq!(local_runs(&s).await.len(), 2);
 }
 
 /// A result ref written with plumbing: `files` in its tree, under `refs/baton-runs/<head>/id`.

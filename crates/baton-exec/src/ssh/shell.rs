@@ -310,6 +310,7 @@ mod tests {
             unset_env: Vec::new(),
             artifacts: Vec::new(),
             artifacts_required: false,
+            ephemeral: false,
         }
     }
 

@@ -320,6 +320,7 @@ impl Actor {
             unset_env: self.config.secret_env_vars(),
             artifacts: artifacts.paths,
             artifacts_required: artifacts.required,
+            ephemeral: false,
         };
         (spec, missing)
     }

@@ -33,8 +33,9 @@ impl Actor {
 
 impl Actor {
     /// Gives an imported run (ended: it never becomes an open run) its ids and records it with
-    /// the batch. It is not told to the change feed: its importer writes its logs and
-    /// artifacts once it has its ids, then collects its results itself.
+    /// the batch. It is not told to the change feed here: its importer writes its logs and
+    /// artifacts once it has its ids, collects its results itself, then announces it
+    /// (`SchedHandle::announce_imported`).
     pub(crate) fn record_import(&mut self, mut run: RunRow, mark: ImportMark) -> RunRow {
         run.id = self.next_run_id;
         self.next_run_id += 1;

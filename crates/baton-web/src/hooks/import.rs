@@ -11,6 +11,12 @@
 //! ([`MAX_FILES`], [`MAX_FILE_BYTES`], [`MAX_RUN_BYTES`]). Result refs are fetched into the
 //! mirror only here, under `refs/baton/import/`, and dropped after.
 //!
+//! Crash-safe: a ref's runs are recorded with an unfinished mark, their files, results and
+//! cache records written, then the mark finished. An import that did not finish (the server
+//! stopped in between) is undone before the next import of its repository (its runs' folders,
+//! then its runs and marks) and the ref read again; at start-up the repositories with one are
+//! imported again ([`resume`]).
+//!
 //! Their jobs count for the CI cache only when the repository says `trust_local_runs: true`.
 
 mod layout;
@@ -116,6 +122,11 @@ pub(crate) async fn import_pushed_runs(
 ) -> Imported {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut done = Imported::default();
+    if let Err(e) = undo_unfinished(st, &repo.name).await {
+        done.notes
+            .push(format!("could not undo an unfinished import: {e}"));
+        return done;
+    }
     let listed = match mirror.remote_run_refs().await {
         Ok(l) => l,
         Err(e) => {
@@ -233,6 +244,7 @@ async fn import_one(
             return;
         }
     };
+    let mut recorded = Vec::new();
     for Planned {
         row,
         files,
@@ -249,6 +261,8 @@ async fn import_one(
                 return;
             }
         };
+        #[cfg(debug_assertions)]
+        test_gate().await;
         write_folders(st, &row, files).await;
         if config
             .repos
@@ -265,6 +279,99 @@ async fn import_one(
         // Jobs that came without results (git-jci's) are read from their artifacts.
         crate::results::collect_run(st, &row).await;
         done.runs.push(row.id);
+        recorded.push(row);
+    }
+    if let Err(e) = st.store.finish_import(&repo.name, &run.refname).await {
+        // Undone and imported again by the next import.
+        tracing::warn!(repo = %repo.name, run_ref = %run.refname, "could not mark an import finished: {e}");
+    }
+    st.sched.announce_imported(&recorded);
+}
+
+/// Undoes `repo`'s imports that recorded runs but did not finish (the server stopped before
+/// their files were written): their folders go first, then their runs and marks, so the refs
+/// are read again. Called with [`ONE_AT_A_TIME`] held: no import of this process is under way.
+async fn undo_unfinished(st: &AppState, repo: &str) -> Result<(), baton_store::StoreError> {
+    for u in st.store.unfinished_imports(repo).await? {
+        tracing::warn!(
+            repo,
+            run_ref = %u.run_ref,
+            runs = ?u.runs,
+            "an import of this result ref did not finish: its runs are removed and the ref imported again"
+        );
+        let folders = st.folders.clone();
+        let (runs, jobs) = (u.runs.clone(), u.jobs.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            for job in jobs {
+                folders.remove_job(job)?;
+            }
+            for run in runs {
+                folders.remove_run(run)?;
+            }
+            std::io::Result::Ok(())
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => st.store.forget_import(repo, &u.run_ref).await?,
+            // Kept unfinished: tried again at the next import.
+            Ok(Err(e)) => {
+                tracing::warn!(repo, run_ref = %u.run_ref, "could not remove an unfinished import's folders: {e}")
+            }
+            Err(e) => tracing::error!(repo, "removing an unfinished import's folders failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// On start: imports again the result refs whose import the previous server left unfinished
+/// (in the background; a pending delivery or the next poll may get there first, which is fine).
+pub async fn resume(st: &AppState) {
+    let repos = match st.store.repos_with_unfinished_imports().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("could not list the unfinished imports: {e}");
+            return;
+        }
+    };
+    if repos.is_empty() {
+        return;
+    }
+    let st = st.clone();
+    tokio::spawn(async move {
+        let config = match st.sched.config().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("could not resume the unfinished imports: {e}");
+                return;
+            }
+        };
+        for name in repos {
+            let Some(repo) = config.repos.get(&name) else {
+                tracing::warn!(repo = %name, "an unfinished import of a repository no longer configured stays as it is");
+                continue;
+            };
+            match fetched_mirror(&st, &config, repo).await {
+                Ok(mirror) => {
+                    let done = import_pushed_runs(&st, &config, repo, &mirror).await;
+                    tracing::info!(repo = %name, "resumed imports: {}", done.describe());
+                }
+                Err(v) => {
+                    tracing::warn!(repo = %name, "could not resume its imports: {}", v.text)
+                }
+            }
+        }
+    });
+}
+
+/// Tests only (debug builds): an import waits after recording a run, before its files, until
+/// the file `BATON_TEST_IMPORT_GATE` names exists, so a test can kill the server in between.
+#[cfg(debug_assertions)]
+async fn test_gate() {
+    let Some(gate) = std::env::var_os("BATON_TEST_IMPORT_GATE") else {
+        return;
+    };
+    while !Path::new(&gate).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
