@@ -685,7 +685,10 @@ mod tests {
         assert_eq!(append_at(&p, 0, b"out\ner", &marks[..2]).unwrap(), Ok(6));
         // The resend overlaps what the server has: only bytes 6.. are new, under the stderr
         // mark from 4, then stdout from 8.
-        assert_eq!(append_at(&p, 4, b"err\nout\n", &marks[1..]).unwrap(), Ok(12));
+        assert_eq!(
+            append_at(&p, 4, b"err\nout\n", &marks[1..]).unwrap(),
+            Ok(12)
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"out\nerr\nout\n");
         let got = read_marks(&p, 0, u64::MAX, 10).unwrap();
         assert_eq!(

@@ -148,7 +148,10 @@ pub enum Change {
     },
     /// A queued job became ready to start at `at` (its DAG dependencies are done); a job keeps
     /// the first time recorded.
-    JobReady { id: i64, at: DateTime<Utc> },
+    JobReady {
+        id: i64,
+        at: DateTime<Utc>,
+    },
     /// A new run with its jobs and ancestor links, under the ids the scheduler gave them
     /// (see [`NewRun::into_row`] and `Store::next_ids`).
     NewRun(Box<RunRow>),

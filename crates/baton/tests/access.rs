@@ -634,13 +634,24 @@ async fn administrators_enable_and_disable_pipelines_at_runtime() {
     let (st, v) = alice
         .req("POST", "/pipelines/q/enabled", Some(enabled(json!(false))))
         .await;
-    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("unknown_target")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("unknown_target"))
+    );
     let (st, _) = root
-        .req("POST", "/pipelines/open/enabled", Some(enabled(json!(false))))
+        .req(
+            "POST",
+            "/pipelines/open/enabled",
+            Some(enabled(json!(false))),
+        )
         .await;
     assert_eq!(st, 404);
     let (st, _) = root
-        .req("POST", "/pipelines/p/enabled", Some(json!({"enabled": "no"})))
+        .req(
+            "POST",
+            "/pipelines/p/enabled",
+            Some(json!({"enabled": "no"})),
+        )
         .await;
     assert_eq!(st, 422);
     let (st, v) = root

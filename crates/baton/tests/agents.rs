@@ -229,7 +229,12 @@ async fn an_agent_jobs_stderr_lines_are_marked_apart_on_the_server() {
     let agent = AgentProc::start(&s, &token, "a1", 1);
     let id = id_of(&s.trigger("streams", &[]).await);
     let run = s.wait_run(id).await;
-    assert_eq!(status(&run), "success", "{run:#}\nagent:\n{}", agent.output());
+    assert_eq!(
+        status(&run),
+        "success",
+        "{run:#}\nagent:\n{}",
+        agent.output()
+    );
     let log = s.log_text(id, None).await;
     assert_eq!(log, "out-1\nerr-1\nout-2\n");
     // The server's index says which stream each byte came from, as the agent's did.
@@ -244,7 +249,11 @@ async fn an_agent_jobs_stderr_lines_are_marked_apart_on_the_server() {
     };
     let (o1, e1, o2) = (0, log.find("err-1").unwrap(), log.find("out-2").unwrap());
     assert_eq!(
-        [stream_at(o1 as u64), stream_at(e1 as u64), stream_at(o2 as u64)],
+        [
+            stream_at(o1 as u64),
+            stream_at(e1 as u64),
+            stream_at(o2 as u64)
+        ],
         ["stdout", "stderr", "stdout"],
         "{marks:#}"
     );
@@ -256,10 +265,7 @@ async fn an_agent_jobs_stderr_lines_are_marked_apart_on_the_server() {
             .and_then(|m| m["time_ms"].as_i64())
             .unwrap()
     };
-    assert!(
-        time_at(e1 as u64) - time_at(0) >= 150,
-        "{marks:#}"
-    );
+    assert!(time_at(e1 as u64) - time_at(0) >= 150, "{marks:#}");
     // The run page marks the stderr line, and only it.
     let html = s
         .http

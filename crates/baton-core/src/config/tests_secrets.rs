@@ -251,7 +251,7 @@ pipelines:
     env:
       API_KEY: ***   # short, hidden by its place
       PLAIN: p
-      DEPLOY_PASSWORD: ***
+      DEPLOY_PASSWORD: |
         ***
         ***"
     );
@@ -260,7 +260,10 @@ pipelines:
     let p = c.written_source(true, "p").unwrap();
     assert_eq!(p.line, 18);
     for secret in ["pw-value", "xs-value", "tk-value", "k3y", "line-one"] {
-        assert!(!p.text.contains(secret) && !a.text.contains(secret), "{p:?}");
+        assert!(
+            !p.text.contains(secret) && !a.text.contains(secret),
+            "{p:?}"
+        );
     }
     assert_eq!(
         p.text,

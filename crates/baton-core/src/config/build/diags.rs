@@ -415,11 +415,10 @@ impl Diags<'_> {
             .collect();
         if let Some(Entry {
             key,
-            value:
-                Node {
-                    value: Value::Map(pairs),
-                    ..
-                },
+            value: Node {
+                value: Value::Map(pairs),
+                ..
+            },
             ..
         }) = e
         {

@@ -64,7 +64,10 @@ fn indent(line: &str) -> usize {
 /// than its key keeps only its indentation and `***`.
 fn redact(text: &str, spots: &[(Pos, Pos)]) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    for (key, value) in spots {
+    // Right to left, so a replacement never moves a place not yet replaced.
+    let mut spots = spots.to_vec();
+    spots.sort_by_key(|(_, v)| std::cmp::Reverse(*v));
+    for (key, value) in &spots {
         let Some(first) = value.line.checked_sub(1) else {
             continue;
         };
