@@ -600,7 +600,17 @@ impl RunningJob for AgentJob {
 /// Appends `bytes` reported at `offset` to the log at `path`, idempotently: bytes the log
 /// already has are skipped, so an agent may resend after a dropped connection. Returns the
 /// log's new size, or `Err(size)` when `offset` is past the end (a gap: resend from `size`).
-pub fn append_at(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<Result<u64, u64>> {
+///
+/// `marks` are the agent's own index of these bytes ([`crate::logidx::MARKS_HEADER`]): the new
+/// bytes get their streams and times; without them (an older agent) they are marked stdout at
+/// the time they reached the server.
+pub fn append_at(
+    path: &Path,
+    offset: u64,
+    bytes: &[u8],
+    marks: &[crate::logidx::LogMark],
+) -> std::io::Result<Result<u64, u64>> {
+    use crate::logidx::{MarkWriter, Stream};
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
     let size = f.metadata()?.len();
@@ -609,8 +619,16 @@ pub fn append_at(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<Resu
     }
     let skip = (size - offset) as usize;
     if skip < bytes.len() {
-        // When the bytes reached the server: the agent's own supervisor kept the finer index.
-        crate::logidx::MarkWriter::open(path, size).note(size, crate::logidx::Stream::Stdout);
+        let end = offset + bytes.len() as u64;
+        let mut w = MarkWriter::open(path, size);
+        // The mark in force where the new bytes begin, then those inside them.
+        match marks.iter().rev().find(|m| m.offset <= size) {
+            Some(m) => w.note_at(size, m.time_ms, m.stream),
+            None => w.note(size, Stream::Stdout),
+        }
+        for m in marks.iter().filter(|m| m.offset > size && m.offset < end) {
+            w.note_at(m.offset, m.time_ms, m.stream);
+        }
         f.write_all(&bytes[skip..])?;
     }
     Ok(Ok(size.max(offset + bytes.len() as u64)))
@@ -633,10 +651,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
         std::fs::write(&p, b"").unwrap();
-        assert_eq!(append_at(&p, 0, b"hello ").unwrap(), Ok(6));
-        assert_eq!(append_at(&p, 3, b"lo world").unwrap(), Ok(11));
-        assert_eq!(append_at(&p, 0, b"hello").unwrap(), Ok(11));
-        assert_eq!(append_at(&p, 20, b"x").unwrap(), Err(11));
+        assert_eq!(append_at(&p, 0, b"hello ", &[]).unwrap(), Ok(6));
+        assert_eq!(append_at(&p, 3, b"lo world", &[]).unwrap(), Ok(11));
+        assert_eq!(append_at(&p, 0, b"hello", &[]).unwrap(), Ok(11));
+        assert_eq!(append_at(&p, 20, b"x", &[]).unwrap(), Err(11));
         assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
         // Only new bytes get an arrival mark (at most one per millisecond).
         let marks = crate::logidx::read_marks(&p, 0, u64::MAX, 10).unwrap();
@@ -644,6 +662,43 @@ mod tests {
         assert!(
             marks.iter().all(|m| m.offset == 0 || m.offset == 6),
             "{marks:?}"
+        );
+    }
+
+    #[test]
+    fn an_agents_marks_keep_streams_and_times_of_the_new_bytes() {
+        use crate::logidx::{LogMark, Stream, read_marks};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, b"").unwrap();
+        let mark = |offset, time_ms, stream| LogMark {
+            offset,
+            time_ms,
+            stream,
+        };
+        // out\nerr\nout\n: stdout from 0, stderr from 4, stdout again from 8.
+        let marks = [
+            mark(0, 1_000, Stream::Stdout),
+            mark(4, 2_000, Stream::Stderr),
+            mark(8, 3_000, Stream::Stdout),
+        ];
+        assert_eq!(append_at(&p, 0, b"out\ner", &marks[..2]).unwrap(), Ok(6));
+        // The resend overlaps what the server has: only bytes 6.. are new, under the stderr
+        // mark from 4, then stdout from 8.
+        assert_eq!(
+            append_at(&p, 4, b"err\nout\n", &marks[1..]).unwrap(),
+            Ok(12)
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"out\nerr\nout\n");
+        let got = read_marks(&p, 0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            got,
+            [
+                mark(0, 1_000, Stream::Stdout),
+                mark(4, 2_000, Stream::Stderr),
+                mark(6, 2_000, Stream::Stderr),
+                mark(8, 3_000, Stream::Stdout),
+            ]
         );
     }
 

@@ -164,6 +164,70 @@ impl MarkWriter {
     }
 }
 
+/// The header in which an agent sends the marks of a log chunk it uploads (its own
+/// supervisor's index of those bytes), so the server's index keeps each line's stream and time.
+/// A server that does not know it ignores it; an agent that does not send it gets arrival
+/// marks, all stdout.
+pub const MARKS_HEADER: &str = "x-baton-log-marks";
+
+/// At most this many marks go with one uploaded chunk (the header stays a few KiB); an
+/// uploader cuts its chunk where the next mark would begin.
+pub const MARKS_PER_CHUNK: usize = 256;
+
+/// Marks as [`MARKS_HEADER`] carries them: `OFFSET:TIME_MS:o` (or `:e` for stderr), separated
+/// by commas, in offset order.
+pub fn encode_marks(marks: &[LogMark]) -> String {
+    let mut out = String::with_capacity(marks.len() * 24);
+    for (i, m) in marks.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let s = match m.stream {
+            Stream::Stdout => 'o',
+            Stream::Stderr => 'e',
+        };
+        out.push_str(&format!("{}:{}:{s}", m.offset, m.time_ms.max(0)));
+    }
+    out
+}
+
+/// The marks of a [`MARKS_HEADER`] value: at most [`MARKS_PER_CHUNK`], offsets in increasing
+/// order, times not negative. Anything else is refused with what is wrong.
+pub fn decode_marks(text: &str) -> Result<Vec<LogMark>, String> {
+    let mut out: Vec<LogMark> = Vec::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        if out.len() == MARKS_PER_CHUNK {
+            return Err(format!("more than {MARKS_PER_CHUNK} marks"));
+        }
+        let mut f = part.trim().split(':');
+        let (Some(off), Some(t), Some(s), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            return Err(format!("mark {part:?} is not OFFSET:TIME_MS:o|e"));
+        };
+        let offset: u64 = off
+            .parse()
+            .map_err(|_| format!("mark {part:?}: bad offset"))?;
+        let time_ms: i64 = t
+            .parse()
+            .ok()
+            .filter(|t| *t >= 0)
+            .ok_or_else(|| format!("mark {part:?}: bad time"))?;
+        let stream = match s {
+            "o" => Stream::Stdout,
+            "e" => Stream::Stderr,
+            _ => return Err(format!("mark {part:?}: the stream is o or e")),
+        };
+        if out.last().is_some_and(|l| l.offset >= offset) {
+            return Err(format!("mark {part:?}: offsets must increase"));
+        }
+        out.push(LogMark {
+            offset,
+            time_ms,
+            stream,
+        });
+    }
+    Ok(out)
+}
+
 /// The index of the first record whose offset is `>= offset` (records `0..records`).
 fn first_at_or_after(f: &File, records: u64, offset: u64) -> io::Result<u64> {
     let (mut lo, mut hi) = (0u64, records);
@@ -241,6 +305,31 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn marks_travel_in_a_header_and_bad_ones_are_refused() {
+        let marks = [
+            LogMark {
+                offset: 0,
+                time_ms: 1_700_000_000_000,
+                stream: Stream::Stdout,
+            },
+            LogMark {
+                offset: 7,
+                time_ms: 1_700_000_000_004,
+                stream: Stream::Stderr,
+            },
+        ];
+        let text = encode_marks(&marks);
+        assert_eq!(text, "0:1700000000000:o,7:1700000000004:e");
+        assert_eq!(decode_marks(&text).unwrap(), marks);
+        assert_eq!(decode_marks("").unwrap(), []);
+        for bad in ["7:1:o,7:2:e", "1:2", "1:2:x", "a:2:o", "1:-5:o", "1:2:o:3"] {
+            assert!(decode_marks(bad).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=MARKS_PER_CHUNK).map(|i| format!("{i}:1:o")).collect();
+        assert!(decode_marks(&many.join(",")).is_err());
     }
 
     #[test]

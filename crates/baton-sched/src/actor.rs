@@ -418,7 +418,7 @@ impl Actor {
         for c in &changes {
             let run = match c {
                 Change::Run { id, .. } => Some(*id),
-                Change::Job { id, .. } => self
+                Change::Job { id, .. } | Change::JobReady { id, .. } => self
                     .runs
                     .values()
                     .find(|r| r.row.jobs.iter().any(|j| j.id == *id))

@@ -261,6 +261,7 @@ mod tests {
                 worker: Some("local:ada@laptop".into()),
                 exit_code: Some(3),
                 queued_at: t,
+                ready_at: None,
                 started_at: Some(t),
                 ended_at: Some(t),
                 ended_seq: None,

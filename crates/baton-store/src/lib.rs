@@ -235,6 +235,13 @@ impl Store {
                     reports::record_run_state(&mut tx, *id, *status, now).await?;
                     notices::record_run_end(&mut tx, *id, *status, now).await?;
                 }
+                Change::JobReady { id, at } => {
+                    sqlx::query("UPDATE jobs SET ready_at = COALESCE(ready_at, ?) WHERE id = ?")
+                        .bind(ms(*at))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Change::Mark { target, slot } => {
                     sqlx::query(
                         "INSERT INTO schedule_marks (target, last_slot) VALUES (?, ?)
@@ -710,6 +717,7 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
             .try_get::<Option<i64>, _>("exit_code")?
             .map(|c| c as i32),
         queued_at: from_ms(row.try_get("queued_at")?),
+        ready_at: row.try_get::<Option<i64>, _>("ready_at")?.map(from_ms),
         started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ms),
         ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_ms),
         ended_seq: row

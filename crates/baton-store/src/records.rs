@@ -75,6 +75,10 @@ pub struct JobRow {
     pub worker: Option<String>,
     pub exit_code: Option<i32>,
     pub queued_at: DateTime<Utc>,
+    /// When its DAG dependencies were done (pipeline jobs; `None`: ready when queued, or not
+    /// recorded). Kept once set, also across retries.
+    #[serde(skip)]
+    pub ready_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(skip)]
@@ -105,6 +109,7 @@ impl JobRow {
             worker: None,
             exit_code: None,
             queued_at: crate::from_ms(crate::ms(at)),
+            ready_at: None,
             started_at: None,
             ended_at: None,
             ended_seq: None,
@@ -141,6 +146,12 @@ pub enum Change {
         target: String,
         slot: DateTime<Utc>,
     },
+    /// A queued job became ready to start at `at` (its DAG dependencies are done); a job keeps
+    /// the first time recorded.
+    JobReady {
+        id: i64,
+        at: DateTime<Utc>,
+    },
     /// A new run with its jobs and ancestor links, under the ids the scheduler gave them
     /// (see [`NewRun::into_row`] and `Store::next_ids`).
     NewRun(Box<RunRow>),
@@ -171,6 +182,7 @@ impl NewRun {
                 worker: None,
                 exit_code: None,
                 queued_at: at,
+                ready_at: None,
                 started_at: None,
                 ended_at: ended,
                 ended_seq: None,

@@ -232,7 +232,21 @@ async fn log(
     let agent = agent_of(&s, &headers).await?;
     let dir = job_dir(&s, &agent, job, attempt).await?;
     let path = dir.join(baton_exec::layout::LOG_FILE);
-    let res = tokio::task::spawn_blocking(move || append_at(&path, q.offset, &body))
+    // The agent's own index of these bytes (an older agent sends none).
+    let marks = match headers.get(baton_exec::logidx::MARKS_HEADER) {
+        None => Vec::new(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| "not ASCII".to_owned())
+            .and_then(baton_exec::logidx::decode_marks)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "bad {} header: {e}",
+                    baton_exec::logidx::MARKS_HEADER
+                ))
+            })?,
+    };
+    let res = tokio::task::spawn_blocking(move || append_at(&path, q.offset, &body, &marks))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("cannot append to the log: {e}")))?;

@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/rerun", post(rerun))
         .route("/config/reload", post(reload))
         .route("/tasks/{name}/enabled", post(set_enabled))
+        .route("/pipelines/{name}/enabled", post(set_pipeline_enabled))
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -620,24 +621,90 @@ async fn set_enabled(
     body: Result<Json<t::EnabledBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<t::EnabledState>> {
     let Path(name) = name?;
-    let a = Access::of(&s, &user).await?;
-    if !a.can_see(TargetKind::Task, &name) {
-        return Err(baton_sched::SchedError::UnknownTarget(name).into());
-    }
-    a.require_admin()?;
-    let Json(body) = body?;
-    s.sched.set_enabled(&name, body.enabled).await?;
-    let enabled = s
-        .sched
-        .config()
-        .await?
-        .tasks
-        .get(&name)
-        .is_some_and(|t| t.enabled);
+    let enabled = set_target_enabled(&s, &user, TargetKind::Task, &name, body).await?;
     Ok(Json(t::EnabledState {
         task: name,
         enabled,
     }))
+}
+
+/// Administrators enable or disable a pipeline at runtime (kept in the store, over the
+/// config), as `POST /tasks/{name}/enabled` does a task.
+#[utoipa::path(post, path = "/api/v1/pipelines/{name}/enabled",
+    params(("name" = String, Path, description = "pipeline name")),
+    request_body = t::EnabledBody,
+    responses(
+        (status = 200, description = "the pipeline's state now", body = t::PipelineEnabledState),
+        (status = 400, description = "bad JSON body", body = t::ErrorBody),
+        (status = 401, description = "no or bad credentials", body = t::ErrorBody),
+        (status = 403, description = "administrators only (`forbidden`)", body = t::ErrorBody),
+        (status = 404, description = "no such pipeline, or hidden (`unknown_target`)", body = t::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = t::ErrorBody),
+        (status = 422, description = "the JSON body does not fit (`bad_request`)", body = t::ErrorBody),
+        (status = 503, description = "the scheduler is stopping", body = t::ErrorBody)
+    )
+)]
+async fn set_pipeline_enabled(
+    State(s): State<AppState>,
+    user: CurrentUser,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<t::EnabledBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<t::PipelineEnabledState>> {
+    let Path(name) = name?;
+    let enabled = set_target_enabled(&s, &user, TargetKind::Pipeline, &name, body).await?;
+    Ok(Json(t::PipelineEnabledState {
+        pipeline: name,
+        enabled,
+    }))
+}
+
+/// The one path of both routes above: a target the caller may not see is unknown (404) before
+/// the administrator check (403); the change is logged with who made it. Answers whether the
+/// target is enabled now.
+async fn set_target_enabled(
+    s: &AppState,
+    user: &CurrentUser,
+    kind: TargetKind,
+    name: &str,
+    body: Result<Json<t::EnabledBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<bool> {
+    let a = Access::of(s, user).await?;
+    if !a.can_see(kind, name) {
+        return Err(baton_sched::SchedError::UnknownTarget(name.to_owned()).into());
+    }
+    a.require_admin()?;
+    let Json(body) = body?;
+    s.sched.set_target_enabled(kind, name, body.enabled).await?;
+    let config = s.sched.config().await?;
+    let enabled = match kind {
+        TargetKind::Task => config.tasks.get(name).is_some_and(|t| t.enabled),
+        TargetKind::Pipeline => config.pipelines.get(name).is_some_and(|p| p.enabled),
+    };
+    log_enabled_change(user.principal.name(), kind, name, body.enabled, enabled);
+    Ok(enabled)
+}
+
+/// The audit line of an `enabled` override, from the API or the UI: who set what.
+pub(crate) fn log_enabled_change(
+    who: &str,
+    kind: TargetKind,
+    name: &str,
+    value: Option<bool>,
+    enabled: bool,
+) {
+    let set = match value {
+        Some(true) => "enabled",
+        Some(false) => "disabled",
+        None => "set to follow its config",
+    };
+    tracing::info!(
+        user = who,
+        kind = kind.as_str(),
+        target = name,
+        enabled,
+        "{} {name} {set} by {who}",
+        kind.as_str()
+    );
 }
 
 /// The OpenAPI 3 document of the routes above, generated from `api_types`.
@@ -651,7 +718,8 @@ async fn set_enabled(
     ),
     paths(
         tasks, pipelines, workers, queue, trigger_task, trigger_pipeline, list_runs, get_run,
-        wait_run, cancel, approve, rerun, reload, set_enabled, crate::repos::list,
+        wait_run, cancel, approve, rerun, reload, set_enabled, set_pipeline_enabled,
+        crate::repos::list,
         crate::results::get_results, crate::cache::job_cache, crate::archive::list,
         crate::archive::tar_gz, crate::logs::marks::marks
     ),

@@ -419,6 +419,13 @@ pub struct EnabledState {
     pub enabled: bool,
 }
 
+/// The answer of `POST /pipelines/{name}/enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineEnabledState {
+    pub pipeline: String,
+    pub enabled: bool,
+}
+
 /// The answer of `POST /config/reload`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Reloaded {

@@ -451,7 +451,7 @@ impl Agent {
         let mut offset = start["size"].as_u64().unwrap_or(0);
         loop {
             let done = read_exit(&dir).is_some();
-            let chunk = baton_exec::read_log_range(&log, offset, 1 << 20).unwrap_or_default();
+            let mut chunk = baton_exec::read_log_range(&log, offset, 1 << 20).unwrap_or_default();
             if chunk.is_empty() {
                 if done {
                     break;
@@ -460,11 +460,13 @@ impl Agent {
                 let _ = tokio::time::timeout(Duration::from_millis(50), ended.notified()).await;
                 continue;
             }
+            let marks = chunk_marks(&log, offset, &mut chunk);
             let sent: Option<serde_json::Value> = self
                 .retry("log", || {
                     self.http
                         .post(format!("{url}/log?offset={offset}"))
                         .bearer_auth(&self.credential)
+                        .header(baton_exec::logidx::MARKS_HEADER, &marks)
                         .body(chunk.clone())
                         .send()
                 })
@@ -508,6 +510,21 @@ impl Agent {
             }
         }
     }
+}
+
+/// The marks (stream and time) of the log bytes `chunk` read at `offset`, from the job's own
+/// index, as [`baton_exec::logidx::MARKS_HEADER`] carries them; a chunk with more marks than a
+/// header takes is cut where the first mark that does not fit begins (the rest goes next).
+fn chunk_marks(log: &Path, offset: u64, chunk: &mut Vec<u8>) -> String {
+    use baton_exec::logidx::{MARKS_PER_CHUNK, encode_marks, read_marks};
+    let end = offset + chunk.len() as u64;
+    let mut marks = read_marks(log, offset, end, MARKS_PER_CHUNK + 1).unwrap_or_default();
+    if marks.len() > MARKS_PER_CHUNK {
+        let cut = marks[MARKS_PER_CHUNK].offset;
+        marks.truncate(MARKS_PER_CHUNK);
+        chunk.truncate(usize::try_from(cut - offset).unwrap_or(chunk.len()));
+    }
+    encode_marks(&marks)
 }
 
 /// The upload URL of the artifact `rel` ('/'-separated): each segment percent-encoded, so a

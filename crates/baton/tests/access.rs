@@ -554,6 +554,93 @@ async fn administrators_enable_and_disable_tasks_at_runtime() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn administrators_enable_and_disable_pipelines_at_runtime() {
+    let mut s = setup();
+    let alice = As {
+        s: &s,
+        token: user_token(&s, "alice"),
+    };
+    let root = As {
+        s: &s,
+        token: user_token(&s, "root"),
+    };
+    let enabled = |v: Value| json!({ "enabled": v });
+    // Users may not; a hidden pipeline stays a 404 for them, and a task's name is no
+    // pipeline's.
+    let (st, v) = alice
+        .req("POST", "/pipelines/p/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (st, v) = alice
+        .req("POST", "/pipelines/q/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("unknown_target"))
+    );
+    let (st, _) = root
+        .req(
+            "POST",
+            "/pipelines/open/enabled",
+            Some(enabled(json!(false))),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = root
+        .req(
+            "POST",
+            "/pipelines/p/enabled",
+            Some(json!({"enabled": "no"})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    let (st, v) = root
+        .req("POST", "/pipelines/p/enabled", Some(enabled(json!(false))))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v, json!({"pipeline": "p", "enabled": false}));
+    let (st, v) = alice.post("/pipelines/p/trigger").await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("disabled")),
+        "{v}"
+    );
+    let pipelines = alice.get("/pipelines").await.1;
+    assert_eq!(pipelines["pipelines"][0]["enabled"], false, "{pipelines}");
+    // The task of the same shape is untouched.
+    assert_eq!(alice.get("/tasks").await.1["tasks"][0]["enabled"], true);
+    // Who did it is in the server's log.
+    assert!(
+        s.stderr().contains("pipeline p disabled by root"),
+        "{}",
+        s.stderr()
+    );
+    drop(alice);
+    drop(root);
+    // The override is durable: it survives a restart and a reload.
+    s.restart();
+    s.http = reqwest::Client::new();
+    let alice = As {
+        s: &s,
+        token: user_token(&s, "alice"),
+    };
+    let root = As {
+        s: &s,
+        token: user_token(&s, "root"),
+    };
+    assert_eq!(root.post("/config/reload").await.0, 200);
+    assert_eq!(alice.post("/pipelines/p/trigger").await.0, 409);
+    // null follows the config again.
+    let (st, v) = root
+        .req("POST", "/pipelines/p/enabled", Some(enabled(Value::Null)))
+        .await;
+    assert_eq!((st, &v["enabled"]), (200, &json!(true)), "{v}");
+    let (st, v) = alice.post("/pipelines/p/trigger").await;
+    assert_eq!(st, 201, "{v}");
+    s.wait_run(id_of(&v)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn events_tell_each_user_only_about_runs_they_may_see() {
     let s = setup();
     // root (an administrator) may see `secret`; alice may see `open` only.

@@ -44,6 +44,14 @@ tasks:
     command: |
       sleep 1000 & echo $! > "$pids.tmp"; mv "$pids.tmp" "$pids"
       wait
+  streams:
+    queues: [arm]
+    command: |
+      echo out-1
+      sleep 0.2
+      echo err-1 >&2
+      sleep 0.2
+      echo out-2
   slow:
     queues: [arm]
     timeout: 1s
@@ -212,6 +220,70 @@ async fn agent_runs_jobs_with_logs_and_artifacts() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_jobs_stderr_lines_are_marked_apart_on_the_server() {
+    let s = Server::start_with(&config(), &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let token = join_token(&s);
+    let agent = AgentProc::start(&s, &token, "a1", 1);
+    let id = id_of(&s.trigger("streams", &[]).await);
+    let run = s.wait_run(id).await;
+    assert_eq!(
+        status(&run),
+        "success",
+        "{run:#}\nagent:\n{}",
+        agent.output()
+    );
+    let log = s.log_text(id, None).await;
+    assert_eq!(log, "out-1\nerr-1\nout-2\n");
+    // The server's index says which stream each byte came from, as the agent's did.
+    let marks = s.get_ok(&format!("/runs/{id}/log/marks")).await;
+    let list = marks["marks"].as_array().unwrap();
+    let stream_at = |off: u64| {
+        list.iter()
+            .rev()
+            .find(|m| m["offset"].as_u64().unwrap() <= off)
+            .map(|m| m["stream"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (o1, e1, o2) = (0, log.find("err-1").unwrap(), log.find("out-2").unwrap());
+    assert_eq!(
+        [
+            stream_at(o1 as u64),
+            stream_at(e1 as u64),
+            stream_at(o2 as u64)
+        ],
+        ["stdout", "stderr", "stdout"],
+        "{marks:#}"
+    );
+    // Times are the agent's: the stderr line came at least 0.2 s after the first.
+    let time_at = |off: u64| {
+        list.iter()
+            .rev()
+            .find(|m| m["offset"].as_u64().unwrap() <= off)
+            .and_then(|m| m["time_ms"].as_i64())
+            .unwrap()
+    };
+    assert!(time_at(e1 as u64) - time_at(0) >= 150, "{marks:#}");
+    // The run page marks the stderr line, and only it.
+    let html = s
+        .http
+        .get(format!("{}/runs/{id}", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let err_lines: Vec<&str> = html
+        .split("<span class=\"line")
+        .skip(1)
+        .filter(|l| l.starts_with(" err"))
+        .collect();
+    assert_eq!(err_lines.len(), 1, "{html}");
+    assert!(err_lines[0].contains("err-1"), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

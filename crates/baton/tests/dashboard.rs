@@ -25,7 +25,9 @@ administrators: [root]
 server: {{local_workers: 1}}
 tasks:
   hold:
+    # waits until the test releases it
     authorized_users: [alice]
+    env: {{API_TOKEN: sup3r-s3cret-value, LEVEL: "3"}}
     command: "{hold}"
   later:
     authorized_users: [alice]
@@ -137,7 +139,35 @@ async fn the_dashboard_tells_what_queued_jobs_wait_for() {
     assert_eq!(st, 200);
     assert!(html.contains(&format!("href=\"/runs/{ok}\"")), "{html}");
     assert!(html.contains("id=\"rate\">100%"), "{html}");
-    assert!(html.contains("&#34;command&#34;"), "the definition: {html}");
+    // Its definition as written, with its place, the comment kept and the secret value not.
+    let file = s.config_dir.join("baton.yaml");
+    assert!(
+        html.contains(&format!("id=\"source\">{}:5</code>", file.display())),
+        "the definition's place: {html}"
+    );
+    let definition = html
+        .split("id=\"definition\">")
+        .nth(1)
+        .unwrap()
+        .split("</pre>")
+        .next()
+        .unwrap();
+    for written in [
+        "<span class=\"ln\">5</span>  hold:",
+        "<span class=\"ln\">6</span>    # waits until the test releases it",
+        "env: {API_TOKEN: ***, LEVEL: &#34;3&#34;}",
+        "<span class=\"ln\">9</span>    command: &#34;for i in",
+    ] {
+        assert!(definition.contains(written), "{written} in {definition}");
+    }
+    assert!(!definition.contains("later:"), "{definition}");
+    assert!(!html.contains("sup3r-s3cret-value"), "{html}");
+    let (st, html) = page(&s, &alice, "/targets/pipeline/chain").await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("second: {script: [&#34;true&#34;], depends_on: [first]}"),
+        "{html}"
+    );
     assert_eq!(page(&s, &alice, "/targets/task/hidden").await.0, 404);
     assert_eq!(page(&s, &alice, "/targets/task/nothing").await.0, 404);
     assert_eq!(page(&s, &alice, "/targets/bogus/hold").await.0, 404);
@@ -203,4 +233,75 @@ async fn an_administrator_disables_a_pipeline() {
     assert_eq!(r.status().as_u16(), 303);
     let run = s.trigger_pipeline("chain", &[]).await;
     assert_eq!(status(&s.wait_run(id_of(&run)).await), "success");
+}
+
+/// The timing row (`gantt-row`) of job `job` on a run page.
+fn gantt_row(html: &str, job: &str) -> String {
+    html.split("<a class=\"gantt-row\"")
+        .skip(1)
+        .find(|r| r.contains(&format!("data-job=\"{job}\"")))
+        .and_then(|r| r.split("</a>").next())
+        .unwrap_or_else(|| panic!("no timing row for {job}: {html}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_pipelines_timing_tells_waiting_for_dependencies_from_waiting_for_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&config(dir.path()));
+    add_user(&s, "alice", "pw-alice");
+    let alice = format!("baton_session={}", login(&s, "alice", "pw-alice").await);
+    // `hold` takes the only worker: the chain's `first` waits for a worker, `second` for
+    // `first`.
+    let held = id_of(&s.trigger("hold", &[]).await);
+    s.wait_until(held, "running", |r| status(r) == "running")
+        .await;
+    let chain = id_of(&s.trigger_pipeline("chain", &[]).await);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // While it waits, each bar says what for.
+    let (_, html) = page(&s, &alice, &format!("/runs/{chain}")).await;
+    let first = gantt_row(&html, "first");
+    assert!(
+        first.contains("for a worker so far") && !first.contains("class=\"deps\""),
+        "{first}"
+    );
+    let second = gantt_row(&html, "second");
+    assert!(
+        second.contains("for dependencies so far") && !second.contains("class=\"wait\""),
+        "{second}"
+    );
+    std::fs::write(dir.path().join("first"), b"").unwrap();
+    std::fs::write(dir.path().join("hold"), b"").unwrap();
+    assert_eq!(status(&s.wait_run(chain).await), "success");
+    let (_, html) = page(&s, &alice, &format!("/runs/{chain}")).await;
+    let first = gantt_row(&html, "first");
+    assert!(
+        first.contains("title=\"first: waited ")
+            && first.contains(" for a worker · ran ")
+            && first.contains("<rect class=\"wait\"")
+            && !first.contains("class=\"deps\""),
+        "{first}"
+    );
+    let second = gantt_row(&html, "second");
+    assert!(
+        second.contains("title=\"second: waited ")
+            && second.contains(" for dependencies")
+            && second.contains("<rect class=\"deps\""),
+        "{second}"
+    );
+    // `second` waited at least as long as `first` did for the worker (600 ms) and then ran.
+    let deps_w: i64 = second
+        .split("<rect class=\"deps\" x=\"0\" y=\"4\" width=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{second}"));
+    let wait_w: i64 = first
+        .split("<rect class=\"wait\" x=\"0\" y=\"3\" width=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(deps_w >= wait_w && wait_w > 0, "{first}\n{second}");
+    assert!(html.contains("waiting for its dependencies"), "the key");
 }

@@ -112,6 +112,38 @@ async fn rerunning_failed_jobs_carries_the_successes_over() {
         .find(|j| j["name"] == "build")
         .unwrap_or_else(|| panic!("{arts}"));
     assert_eq!(build["artifacts"][0]["path"], "build.txt", "{arts}");
+    // Pills on the run page and on the runs list name each carried job and link to the job
+    // that ran; jobs that ran have none.
+    let html = page(&s, &format!("/runs/{second}")).await;
+    for name in ["build", "docs"] {
+        let pill = format!(
+            "<a class=\"pill carried\" data-carried=\"{name}\" href=\"/runs/{first}?job={name}\""
+        );
+        assert!(html.contains(&pill), "{pill} in {html}");
+    }
+    assert!(
+        html.contains(&format!("title=\"carried over: it succeeded as job {build_job} of run #{first}\">carried from #{first}</a>")),
+        "{html}"
+    );
+    assert_eq!(html.matches("class=\"pill carried\"").count(), 2, "{html}");
+    let list = page(&s, "/runs").await;
+    let row = |id: i64| {
+        list.split(&format!("<tr><td><a href=\"/runs/{id}\">"))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_else(|| panic!("run {id} in {list}"))
+            .to_owned()
+    };
+    let second_row = row(second);
+    for name in ["build", "docs"] {
+        assert!(
+            second_row.contains(&format!(
+                "data-carried=\"{name}\" href=\"/runs/{first}?job={name}\""
+            )) && second_row.contains(&format!("{name} from #{first}</a>")),
+            "{second_row}"
+        );
+    }
+    assert!(!row(first).contains("carried"), "{}", row(first));
 
     // Rerunning the failed jobs of a run that had none, or of a task, is a clear 400.
     let (st, v) = s
@@ -154,6 +186,19 @@ async fn rerunning_failed_jobs_carries_the_successes_over() {
     assert!(out.status.success(), "{o}{e}");
     let run = s.wait_run(o.trim().parse().unwrap()).await;
     assert_eq!(run["args"], json!({"x": "3"}));
+}
+
+/// A page's HTML, as the operator (bearer token).
+async fn page(s: &Server, path: &str) -> String {
+    let r = s
+        .http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    r.text().await.unwrap()
 }
 
 fn reason_text(v: &serde_json::Value) -> String {

@@ -28,6 +28,7 @@ mod server;
 mod storage;
 mod tasks;
 mod workers;
+mod written;
 
 use checks::cross_check;
 use diags::FileId;
@@ -75,6 +76,8 @@ fn hide(
 #[derive(Default)]
 pub(crate) struct Loader {
     files: Vec<PathBuf>,
+    /// Each file's text (empty for one that could not be read), for definitions as written.
+    texts: Vec<String>,
     roots: Vec<(FileId, Node)>,
     diags: Vec<Diagnostic>,
     /// Loading a repository's `.baton/` ([`super::repos::load_repo_sources`]).
@@ -85,6 +88,7 @@ impl Loader {
     pub(crate) fn add_source(&mut self, path: &Path, text: &str) {
         let id = self.files.len();
         self.files.push(path.to_path_buf());
+        self.texts.push(text.to_owned());
         match node::parse(text) {
             Ok(Some(root)) => self.roots.push((id, root)),
             Ok(None) => {}
@@ -99,6 +103,7 @@ impl Loader {
 
     pub(crate) fn add_error(&mut self, path: &Path, message: String) {
         self.files.push(path.to_path_buf());
+        self.texts.push(String::new());
         self.diags.push(Diagnostic {
             file: path.to_path_buf(),
             line: 1,
@@ -111,6 +116,7 @@ impl Loader {
     pub(crate) fn finish(self, resolve: &Resolver) -> Result<Config, ConfigErrors> {
         let Loader {
             files,
+            texts,
             roots,
             diags,
             repo,
@@ -118,8 +124,9 @@ impl Loader {
         let mut d = Diags {
             files: &files,
             list: diags,
+            hidden_at: Vec::new(),
         };
-        let config = build(&mut d, &roots, resolve, repo.as_ref());
+        let config = build(&mut d, &roots, &texts, resolve, repo.as_ref());
         let mut list = d.list;
         if list.is_empty() {
             return Ok(config);
@@ -150,6 +157,7 @@ struct Refs {
 fn build(
     d: &mut Diags<'_>,
     roots: &[(FileId, Node)],
+    texts: &[String],
     resolve: &Resolver,
     repo: Option<&RepoMode>,
 ) -> Config {
@@ -235,6 +243,13 @@ fn build(
         config.server.agent_queues.clear();
     }
     config.hidden = std::mem::take(&mut refs.hidden);
+    config.written = written::collect(
+        d.files,
+        texts,
+        &d.hidden_at,
+        &refs.task_keys,
+        &refs.pipeline_keys,
+    );
     config
 }
 
@@ -304,6 +319,9 @@ fn build_variables(
             }
             (_, Some(text)) => {
                 let v = hide(hidden, format!("variables.{name}"), name, text);
+                if matches!(v, EnvValue::Secret { .. }) {
+                    d.hidden_at.push((e.key.file, e.key.pos, e.value.pos));
+                }
                 variables.insert(name.to_owned(), v);
             }
             (_, None) => d.err(

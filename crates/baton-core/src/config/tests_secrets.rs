@@ -209,3 +209,69 @@ fn commands_are_kept_as_written_and_rendered_at_job_start() {
         )]
     );
 }
+
+#[test]
+fn definitions_are_kept_as_written_without_secret_values() {
+    let yaml = "# the server's tasks
+secrets:
+  TOKEN: env:CI_TOKEN
+tasks:
+  a:
+    # builds it
+    command: echo $TOKEN value-of-CI_TOKEN
+    secrets: [TOKEN]
+    env:
+      API_KEY: k3y   # short, hidden by its place
+      PLAIN: p
+      DEPLOY_PASSWORD: |
+        line-one
+        line-two
+
+  b: {command: echo b}
+pipelines:
+  p:
+    env: {DB_PASSWORD: pw-value}
+    tasks:
+      t: {script: [echo], env: {X_SECRET: \"xs-value\"}}
+    on_error: {script: [echo], env: {MY_TOKEN: 'tk-value'}}
+";
+    let c = match load_fake(yaml) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let a = c.written_source(false, "a").unwrap();
+    assert_eq!(a.file, PathBuf::from("/etc/baton/t.yaml"));
+    assert_eq!(a.line, 5);
+    assert_eq!(
+        a.text,
+        "  a:
+    # builds it
+    command: echo $TOKEN ***
+    secrets: [TOKEN]
+    env:
+      API_KEY: ***   # short, hidden by its place
+      PLAIN: p
+      DEPLOY_PASSWORD: |
+        ***
+        ***"
+    );
+    let b = c.written_source(false, "b").unwrap();
+    assert_eq!((b.line, b.text.as_str()), (16, "  b: {command: echo b}"));
+    let p = c.written_source(true, "p").unwrap();
+    assert_eq!(p.line, 18);
+    for secret in ["pw-value", "xs-value", "tk-value", "k3y", "line-one"] {
+        assert!(
+            !p.text.contains(secret) && !a.text.contains(secret),
+            "{p:?}"
+        );
+    }
+    assert_eq!(
+        p.text,
+        "  p:
+    env: {DB_PASSWORD: ***}
+    tasks:
+      t: {script: [echo], env: {X_SECRET: ***}}
+    on_error: {script: [echo], env: {MY_TOKEN: ***}}"
+    );
+    assert_eq!(c.written_source(true, "a"), None);
+}

@@ -59,6 +59,20 @@ impl Actor {
             };
             let step = decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure);
             for j in run.row.jobs.iter_mut() {
+                // From here on it waits for a worker, no longer for its dependencies.
+                if j.status == Status::Queued
+                    && j.ready_at.is_none()
+                    && (step.ready.contains(&j.name) || j.name == ON_ERROR_JOB)
+                {
+                    // One with no dependencies (and the `on_error` job) was ready when queued.
+                    let at = if j.name == ON_ERROR_JOB || run.def.depends_on(&j.name).is_empty() {
+                        j.queued_at
+                    } else {
+                        now
+                    };
+                    j.ready_at = Some(at);
+                    changes.push(Change::JobReady { id: j.id, at });
+                }
                 if let Some(why) = step
                     .skip
                     .get(&j.name)

@@ -9,9 +9,11 @@ use utoipa::ToSchema;
 pub struct LogMark {
     pub offset: u64,
     /// Milliseconds since the Unix epoch: when the bytes reached Baton (the supervisor, the
-    /// server for SSH and agent jobs) or, for containers, when the engine says they were written.
+    /// agent's supervisor for agent jobs, the server for SSH jobs and older agents) or, for
+    /// containers, when the engine says they were written.
     pub time_ms: i64,
-    /// `stdout` or `stderr` (SSH workers give one stream, told as `stdout`).
+    /// `stdout` or `stderr` (SSH workers and agents from before their uploads carried streams give one stream,
+    /// told as `stdout`).
     pub stream: String,
 }
 

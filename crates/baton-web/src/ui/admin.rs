@@ -45,7 +45,7 @@ pub(super) async fn set_enabled(
     Path((kind, name)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> PageResult {
-    let (_, a, _) = form_user(&s, &headers, &uri, &f).await?;
+    let (user, a, _) = form_user(&s, &headers, &uri, &f).await?;
     let kind = match kind.as_str() {
         "tasks" => TargetKind::Task,
         "pipelines" => TargetKind::Pipeline,
@@ -61,6 +61,12 @@ pub(super) async fn set_enabled(
         _ => None,
     };
     s.sched.set_target_enabled(kind, &name, value).await?;
+    let config = s.sched.config().await?;
+    let enabled = match kind {
+        TargetKind::Task => config.tasks.get(&name).is_some_and(|t| t.enabled),
+        TargetKind::Pipeline => config.pipelines.get(&name).is_some_and(|p| p.enabled),
+    };
+    crate::api::log_enabled_change(user.principal.name(), kind, &name, value, enabled);
     let back = crate::session::safe_next(field(&f, "back"));
     Ok(Redirect::to(back).into_response())
 }

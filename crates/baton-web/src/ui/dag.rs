@@ -179,6 +179,8 @@ pub(super) struct JobView {
     pub since: i64,
     /// Why a skipped job counts as a success: `cache hit` or `carried over` (else empty).
     pub note: &'static str,
+    /// A job carried over by a rerun of failed jobs: the job that ran and its run.
+    pub carried_from: Option<(i64, i64)>,
 }
 
 impl JobView {
@@ -200,6 +202,7 @@ impl JobView {
             } else {
                 ""
             },
+            carried_from: baton_core::decide::carried_of(j.reason.as_deref()),
         }
     }
 

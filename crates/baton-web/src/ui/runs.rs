@@ -56,6 +56,8 @@ struct RunView {
     code: Option<CodeView>,
     /// The target is in the config: its name links to its page.
     has_page: bool,
+    /// Jobs carried over by a rerun of failed jobs: (job name, the job that ran, its run).
+    carried: Vec<(String, i64, i64)>,
 }
 
 #[derive(Template)]
@@ -189,6 +191,14 @@ pub(super) async fn runs_page(
                     TargetKind::Task => a.config.tasks.contains_key(&r.target),
                     TargetKind::Pipeline => a.config.pipelines.contains_key(&r.target),
                 },
+                carried: r
+                    .jobs
+                    .iter()
+                    .filter_map(|j| {
+                        let (job, run) = baton_core::decide::carried_of(j.reason.as_deref())?;
+                        Some((j.name.clone(), job, run))
+                    })
+                    .collect(),
             })
             .collect(),
         next,

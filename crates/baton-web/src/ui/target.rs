@@ -1,6 +1,7 @@
 //! A target's own page (`/targets/{task|pipeline}/{name}`): its last runs, its success rate and
-//! duration trend, when it runs next, its definition as loaded (secrets shown only as
-//! references) and its trigger button.
+//! duration trend, when it runs next, its definition as written in its config file (with the
+//! file and line; no secret value can show: the loader's hidden values and every secret value
+//! the config holds are `***`) and its trigger button.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -40,7 +41,10 @@ struct TargetTpl {
     median: String,
     trend: String,
     runs: Vec<RunLine>,
-    definition: String,
+    /// `FILE:LINE` of the definition as written (empty: shown as loaded instead).
+    source: String,
+    /// The definition's lines with their numbers in the file.
+    lines: Vec<(usize, String)>,
 }
 
 pub(super) async fn target_page(
@@ -75,7 +79,8 @@ pub(super) async fn target_page(
                 tags: &d.tags,
                 next: snap.next_fire.get(&d.name).copied(),
             };
-            (facts, timer, pretty(&t::Task::from(d)))
+            let shown = a.config.written_source(false, &name);
+            (facts, timer, shown.ok_or_else(|| pretty(&t::Task::from(d))))
         }
         TargetKind::Pipeline => {
             let d = a.config.pipelines.get(&name).ok_or_else(not_found)?;
@@ -87,7 +92,12 @@ pub(super) async fn target_page(
                 tags: &d.tags,
                 next: None,
             };
-            (facts, String::new(), pretty(&t::Pipeline::from(d)))
+            let shown = a.config.written_source(true, &name);
+            (
+                facts,
+                String::new(),
+                shown.ok_or_else(|| pretty(&t::Pipeline::from(d))),
+            )
         }
     };
     let view = target_view(&s, facts).await?;
@@ -120,7 +130,19 @@ pub(super) async fn target_page(
                 took: took(r),
             })
             .collect(),
-        definition,
+        source: match &definition {
+            Ok(w) => format!("{}:{}", w.file.display(), w.line),
+            Err(_) => String::new(),
+        },
+        lines: match definition {
+            Ok(w) => w
+                .text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| (w.line + i, l.to_owned()))
+                .collect(),
+            Err(json) => json.lines().map(|l| (0, l.to_owned())).collect(),
+        },
     }))
 }
 

@@ -58,6 +58,9 @@ impl<'n> Fields<'n> {
 pub(crate) struct Diags<'f> {
     pub(super) files: &'f [PathBuf],
     pub(super) list: Vec<Diagnostic>,
+    /// Where a value the loader hid ([`hide`]) is written: (file, its key, its value), so the
+    /// text of a definition as written can be shown without it.
+    pub(super) hidden_at: Vec<(FileId, Pos, Pos)>,
 }
 
 impl Diags<'_> {
@@ -402,13 +405,32 @@ impl Diags<'_> {
         scope: &str,
         hidden: &mut BTreeMap<String, SecretValue>,
     ) -> BTreeMap<String, EnvValue> {
-        self.string_map(e, what)
+        let map: BTreeMap<String, EnvValue> = self
+            .string_map(e, what)
             .into_iter()
             .map(|(k, v)| {
                 let v = hide(hidden, format!("{scope}.env.{k}"), &k, v);
                 (k, v)
             })
-            .collect()
+            .collect();
+        if let Some(Entry {
+            key,
+            value: Node {
+                value: Value::Map(pairs),
+                ..
+            },
+            ..
+        }) = e
+        {
+            for (k, v) in pairs {
+                if let Value::Str(name) = &k.value
+                    && matches!(map.get(name), Some(EnvValue::Secret { .. }))
+                {
+                    self.hidden_at.push((key.file, k.pos, v.pos));
+                }
+            }
+        }
+        map
     }
 
     /// A prunner script: a list of lines or a single string; lines joined with `\n`, templates

@@ -365,6 +365,7 @@ fn job_row(
         worker: Some(format!("local:{ran_on}")),
         exit_code: j.exit_code,
         queued_at: at(j.started_at).unwrap_or(rec.started_at),
+        ready_at: None,
         started_at: at(j.started_at),
         ended_at: at(j.ended_at).or(Some(rec.ended_at)),
         ended_seq: None,
