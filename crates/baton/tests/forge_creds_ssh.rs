@@ -57,14 +57,16 @@ async fn a_reattached_ssh_job_still_masks_its_minted_token() {
         format!("{id:0>40}").replace('0', "a")
     };
     s.kill9();
-    // The worker keeps the values for the server only, in a file no one else can read.
+    // The worker keeps the values for the server only, in a file no one else can read
+    // (checked below, once the log is).
     let kept: Vec<_> = walk(&net.hosts[0].work_dir)
         .into_iter()
         .filter(|p| p.ends_with("secrets.sh"))
+        .map(|p| {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            (p, mode)
+        })
         .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "secrets.sh is mode {mode:o}");
     std::fs::write(&go, "").unwrap();
     s.restart();
     let done = s.wait_run(ids[0]).await;
@@ -76,6 +78,8 @@ async fn a_reattached_ssh_job_still_masks_its_minted_token() {
         !s.stderr().contains(&token),
         "the token reached the server's log"
     );
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1 & 0o077, 0, "secrets.sh is mode {:o}", kept[0].1);
     // The job folder, and the file with it, is gone from the worker once the job has ended.
     let deadline = Instant::now() + WAIT;
     while walk(&net.hosts[0].work_dir)
