@@ -28,7 +28,7 @@ pub use cmd::{GitEnv, GitError};
 pub use creds::token_user;
 pub use flat::{flat_ref, wants_more};
 pub use local::{LocalRepo, RUN_REF_PREFIXES, TreeFile};
-pub use mirror::{Fetched, Mirror, REFSPECS};
+pub use mirror::{FetchTicket, Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use pool::{TreePool, pristine_index};
 pub use read::{CommitInfo, READ_TREE_LIMIT};

@@ -140,6 +140,11 @@ fn gate_for(dir: &Path) -> Arc<Shared> {
         .clone()
 }
 
+/// When an event arrived, in a mirror's count of fetches started ([`Mirror::ticket`]): a fetch
+/// started after it has everything the event announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchTicket(u64);
+
 /// How a call to [`Mirror::fetch`] was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetched {
@@ -193,6 +198,26 @@ impl Mirror {
         let ready = changed().await.map(|at| (url.to_owned(), at));
         *mirror.shared.ready.lock().expect("mirror gate poisoned") = ready;
         Ok(mirror)
+    }
+
+    /// The mirror of `url` at `dir` if this process has set it up already and its config is
+    /// unchanged (what [`Mirror::ensure_with`] would return without running git); `None`
+    /// otherwise, and nothing is done.
+    pub async fn ready(url: &str, dir: &Path, env: GitEnv) -> Option<Mirror> {
+        let dir = std::path::absolute(dir).ok()?;
+        let shared = gate_for(&dir);
+        let seen = shared.ready.lock().expect("mirror gate poisoned").clone();
+        let (ready_url, at) = seen?;
+        let now = tokio::fs::metadata(dir.join("config"))
+            .await
+            .and_then(|m| m.modified())
+            .ok()?;
+        (ready_url == url && now == at).then(|| Mirror {
+            shared,
+            dir,
+            url: url.to_owned(),
+            env,
+        })
     }
 
     /// An existing repository on this machine used like a mirror (reads at a commit,
@@ -311,7 +336,20 @@ impl Mirror {
     /// it arrived (so it never gets a fetch that may predate the push it was told about). A burst
     /// of callers therefore costs at most two fetches.
     pub async fn fetch(&self) -> Result<Fetched, GitError> {
-        let arrived = self.shared.started.load(Ordering::SeqCst);
+        self.fetch_since(self.ticket()).await
+    }
+
+    /// Now, in this mirror's count of fetches: what an event that arrives now takes, to have
+    /// a fetch that starts meanwhile (one started early, say, while the event is recorded)
+    /// serve it through [`Mirror::fetch_since`].
+    pub fn ticket(&self) -> FetchTicket {
+        FetchTicket(self.shared.started.load(Ordering::SeqCst))
+    }
+
+    /// [`Mirror::fetch`] for a caller that arrived at `ticket`: a fetch started since then
+    /// (running or ended) serves it, else it runs one.
+    pub async fn fetch_since(&self, ticket: FetchTicket) -> Result<Fetched, GitError> {
+        let arrived = ticket.0;
         let mut last = self.shared.last.lock().await;
         if last.number > arrived
             && let Some(result) = &last.result
@@ -347,7 +385,20 @@ impl Mirror {
 
     /// [`Mirror::fetch`], retried as `backoff` says; the error is the last try's.
     pub async fn fetch_with_retry(&self, backoff: &Backoff) -> Result<Fetched, GitError> {
-        retry(backoff, |_| self.fetch()).await
+        self.fetch_since_with_retry(self.ticket(), backoff).await
+    }
+
+    /// [`Mirror::fetch_since`], retried as `backoff` says (the retries fetch again).
+    pub async fn fetch_since_with_retry(
+        &self,
+        ticket: FetchTicket,
+        backoff: &Backoff,
+    ) -> Result<Fetched, GitError> {
+        retry(backoff, |attempt| {
+            let ticket = if attempt == 1 { ticket } else { self.ticket() };
+            self.fetch_since(ticket)
+        })
+        .await
     }
 
     /// The commit a ref (`refs/heads/main`, `refs/tags/v1`) points at, if it exists.

@@ -335,3 +335,40 @@ async fn a_directory_over_the_read_limit_is_refused_with_its_size() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_fetch_started_after_an_events_ticket_serves_it_and_ready_needs_a_set_up_mirror() {
+    let up = Upstream::new();
+    up.write("f", b"0");
+    up.commit("base");
+    let (_t, dir) = mirror_dir();
+    // Never set up by this process: nothing to fetch early.
+    assert!(
+        Mirror::ready(&up.url(), &dir, Default::default())
+            .await
+            .is_none()
+    );
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    m.fetch().await.unwrap();
+    let early = Mirror::ready(&up.url(), &dir, Default::default())
+        .await
+        .expect("a mirror set up by this process is ready");
+    assert!(
+        Mirror::ready("/elsewhere", &dir, Default::default())
+            .await
+            .is_none(),
+        "another URL needs the mirror set up again"
+    );
+    // A push, then its event arrives (the ticket); a fetch started after it (the early
+    // fetch) serves it, and no second fetch runs.
+    up.write("f", b"1");
+    let pushed = up.commit("pushed");
+    let ticket = early.ticket();
+    let before = m.fetches_run();
+    assert_eq!(early.fetch().await.unwrap(), Fetched::Ran);
+    assert_eq!(m.fetch_since(ticket).await.unwrap(), Fetched::Shared);
+    assert_eq!(m.fetches_run(), before + 1);
+    assert_eq!(m.resolve("refs/heads/main").await.unwrap(), Some(pushed));
+    // A caller arriving now gets a fetch of its own.
+    assert_eq!(m.fetch().await.unwrap(), Fetched::Ran);
+}

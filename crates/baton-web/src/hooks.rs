@@ -182,7 +182,43 @@ async fn receive(
         }
         _ => {}
     }
-    accept(&st, record, &repo.name, event, body, &hdrs).await
+    let since = prefetch(&st, &config, repo, &event).await;
+    accept(&st, record, &repo.name, event, body, &hdrs, since).await
+}
+
+/// Starts fetching the mirror of `repo` for a verified push or pull request event, while the
+/// delivery is kept and recorded (two fsyncs): processing then shares this fetch, which
+/// started after the event arrived (the ticket says when). Only for a mirror this process has
+/// set up already; `None` when nothing was started (processing fetches as usual).
+async fn prefetch(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    event: &Event,
+) -> Option<baton_git::FetchTicket> {
+    let wanted = match &event.kind {
+        EventKind::Push(p) => {
+            !p.deleted
+                && matches!(p.target, RefTarget::Branch(_) | RefTarget::Tag(_))
+                && p.head_commit
+                    .as_ref()
+                    .is_none_or(|h| baton_forge::skip_ci(&h.message).is_none())
+        }
+        EventKind::PullRequest(_) => true,
+        _ => false,
+    };
+    if !wanted {
+        return None;
+    }
+    let env = baton_sched::git_env(config, repo).ok()?;
+    let dir = st.folders.repo_mirror(&repo.name);
+    let mirror = baton_git::Mirror::ready(&repo.url, &dir, env).await?;
+    let ticket = mirror.ticket();
+    // Its result is recorded by the processing that shares it.
+    tokio::spawn(async move {
+        let _ = mirror.fetch().await;
+    });
+    Some(ticket)
 }
 
 /// A verified delivery: kept durably, then processed in a task of its own; answers with its
@@ -194,6 +230,7 @@ async fn accept(
     event: Event,
     body: Bytes,
     hdrs: &[(String, String)],
+    since: Option<baton_git::FetchTicket>,
 ) -> Response {
     record.status_code = StatusCode::ACCEPTED.as_u16();
     record.verdict = "processing".into();
@@ -244,6 +281,7 @@ async fn accept(
         repo.to_owned(),
         event,
         payload,
+        since,
     ));
     match tokio::time::timeout(ANSWER_WAIT, task).await {
         Ok(Ok(v)) => answer(v.status, &v.text, &v.runs, Some(id)),
@@ -297,14 +335,21 @@ fn event_header(forge: Forge, hdrs: &[(String, String)]) -> String {
         .collect()
 }
 
-/// What a verified event does.
-async fn handle(st: &AppState, config: &Config, repo: &RepoDef, event: &Event) -> Verdict {
+/// What a verified event does (`since`: when it arrived, if a fetch of the mirror was started
+/// for it then).
+async fn handle(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    event: &Event,
+    since: Option<baton_git::FetchTicket>,
+) -> Verdict {
     let p = match &event.kind {
         EventKind::Ping => return Verdict::new(StatusCode::OK, "pong: the webhook works"),
         EventKind::Other(name) => {
             return Verdict::new(StatusCode::ACCEPTED, format!("event {name} starts nothing"));
         }
-        EventKind::PullRequest(pr) => return pr::build(st, config, repo, event, pr).await,
+        EventKind::PullRequest(pr) => return pr::build(st, config, repo, event, pr, since).await,
         EventKind::Push(p) => p,
     };
     if let RefTarget::Other(r) = &p.target
@@ -349,5 +394,5 @@ async fn handle(st: &AppState, config: &Config, repo: &RepoDef, event: &Event) -
             ),
         );
     }
-    push::build(st, config, repo, event, p).await
+    push::build(st, config, repo, event, p, since).await
 }

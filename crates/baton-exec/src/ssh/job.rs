@@ -38,6 +38,9 @@ pub(super) struct SshJob {
     /// Whether to look at the worker before anything else (re-attached, or unsure whether the
     /// start went through): the job may have ended already.
     pub(super) check_first: bool,
+    /// Re-attached: the job's secret values are read back from the worker (its `secrets.sh`)
+    /// and added to `mask` before any byte of its log is taken in.
+    pub(super) reread_secrets: bool,
 }
 
 impl RunningJob for SshJob {
@@ -60,6 +63,8 @@ struct Waiter {
     finisher: Option<Finisher>,
     last_contact: Instant,
     failing_since: Option<Instant>,
+    /// See [`SshJob::reread_secrets`]; cleared once they are read.
+    reread_secrets: bool,
 }
 
 /// What to do next: look at the job's end now (`true`) or keep watching (`false`), or the
@@ -82,8 +87,9 @@ impl Waiter {
             finisher: job.finisher,
             last_contact: Instant::now(),
             failing_since: None,
+            reread_secrets: job.reread_secrets,
         };
-        if job.check_first {
+        if job.check_first || job.reread_secrets {
             w.idle = Some(job.sink);
         } else {
             w.follower = Some(Follower::spawn(
@@ -93,7 +99,7 @@ impl Waiter {
                 job.first,
             ));
         }
-        let mut check = job.check_first;
+        let mut check = job.check_first || job.reread_secrets;
         loop {
             let next = if check {
                 w.check_end().await
@@ -135,8 +141,39 @@ impl Waiter {
         }
     }
 
+    /// Reads the job's secret values back from the worker into the mask, and reopens the idle
+    /// sink with them (it has taken in nothing yet). `Break` when the worker stayed unreachable
+    /// past the heartbeat timeout; `Continue(true)` to try again.
+    async fn reread_secrets(&mut self) -> ControlFlow<Next> {
+        match self.inner.read_secrets(&self.remote_dir).await {
+            Ok(values) => {
+                self.last_contact = Instant::now();
+                self.mask.extend(values);
+                self.reread_secrets = false;
+                // The sink reopens from disk with the whole mask (see `take_sink`).
+                drop(self.idle.take());
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                if self.last_contact.elapsed() >= self.inner.s.heartbeat_timeout {
+                    // No sink to the reaper: the rest of the log is not copied without the
+                    // values that mask it.
+                    drop(self.idle.take());
+                    return ControlFlow::Break(self.lost(None, self.unreachable(&e)));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                ControlFlow::Break(ControlFlow::Continue(true))
+            }
+        }
+    }
+
     /// Asks the worker whether the job ended, and if so brings its end back.
     async fn check_end(&mut self) -> Next {
+        if self.reread_secrets
+            && let ControlFlow::Break(next) = self.reread_secrets().await
+        {
+            return next;
+        }
         tracing::debug!(job = self.job_id, "ssh: checking the end");
         let mut sink = match self.take_sink().await {
             Ok(s) => s,

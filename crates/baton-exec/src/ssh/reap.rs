@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Inner;
-use super::shell::{cancel_command, log_from_command, probe_script, remove_command};
+use super::shell::{
+    cancel_command, log_from_command, parse_secrets, probe_script, remove_command, secrets_command,
+};
 use super::sink::LogSink;
 use crate::background::Loop;
 use crate::error::ExecError;
@@ -78,6 +80,22 @@ impl Inner {
                 return Err(self.err("check the job", detail));
             }
         })
+    }
+
+    /// The secret values of the job in `remote_dir`, read back from its `secrets.sh` (none if
+    /// it has no such file, or no folder): a server that re-attaches after a restart masks
+    /// them, as it did before (a minted forge token is known nowhere else). Values shorter
+    /// than the scheduler masks (4 bytes) are left out.
+    pub(super) async fn read_secrets(&self, remote_dir: &str) -> Result<Vec<String>, ExecError> {
+        let cmd = secrets_command(remote_dir);
+        let out = self
+            .run("read the job's secrets back", &cmd, None, self.cmd_limit())
+            .await?;
+        let text = String::from_utf8_lossy(&out);
+        Ok(parse_secrets(&text)
+            .into_iter()
+            .filter(|v| v.len() >= 4)
+            .collect())
     }
 
     /// Asks the job's runner to stop it (the watchdog sends SIGTERM, SIGKILL after the grace,

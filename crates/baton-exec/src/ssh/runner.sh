@@ -36,10 +36,11 @@ set -m
   fi
   # shellcheck source=/dev/null
   . ./env.sh
+  # secrets.sh (0600) stays until the server removes the folder: a server that re-attaches
+  # after a restart reads its values back to mask them (a minted forge token is never stored).
   if [ -e secrets.sh ]; then
     # shellcheck source=/dev/null
     . ./secrets.sh
-    rm -f secrets.sh
   fi
   BATON_OUTPUT_DIR="$PWD/out"
   export BATON_OUTPUT_DIR

@@ -52,9 +52,57 @@ pub(super) fn env_file(spec: &JobSpec) -> Result<String, String> {
 }
 
 /// `export K='v'` lines of the job's secrets, for `secrets.sh` on the worker: created 0600
-/// (the upload runs under `umask 077`) and removed by the runner as soon as it has read it.
+/// (the upload runs under `umask 077`), sourced by the runner and kept until the folder is
+/// removed, so that a server re-attaching after a restart can read the values back to mask
+/// them ([`parse_secrets`]): a job's minted forge token is in no store the server keeps.
 pub(super) fn secrets_file(spec: &JobSpec) -> Result<String, String> {
     export_lines(spec.secrets.env.iter())
+}
+
+/// The values of a `secrets.sh` written by [`secrets_file`] (`export K='v'` lines, each value
+/// quoted by [`shell_quote`]); lines of any other shape are skipped.
+pub(super) fn parse_secrets(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some(after) = rest
+            .strip_prefix("export ")
+            .and_then(|r| r.split_once('='))
+            .filter(|(k, _)| valid_env_name(k))
+            .map(|(_, v)| v)
+        else {
+            // Not ours: skip the line.
+            rest = rest.split_once('\n').map_or("", |(_, r)| r);
+            continue;
+        };
+        // `'…'` pieces joined by `\'`: a quote inside the value is written `'\''`.
+        let mut value = String::new();
+        let mut r = after;
+        let parsed = loop {
+            let Some(body) = r.strip_prefix('\'') else {
+                break None;
+            };
+            let Some((piece, tail)) = body.split_once('\'') else {
+                break None;
+            };
+            value.push_str(piece);
+            match tail.strip_prefix("\\'") {
+                Some(more) => {
+                    value.push('\'');
+                    r = more;
+                }
+                None => break Some(tail),
+            }
+        };
+        match parsed {
+            Some(tail) if tail.is_empty() || tail.starts_with('\n') => {
+                values.push(value);
+                rest = tail.strip_prefix('\n').unwrap_or(tail);
+            }
+            _ => rest = after.split_once('\n').map_or("", |(_, r)| r),
+        }
+    }
+    values
 }
 
 fn export_lines<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> Result<String, String> {
@@ -174,6 +222,14 @@ pub(super) fn probe_script(remote_dir: &str) -> String {
 pub(super) fn cancel_command(remote_dir: &str) -> String {
     format!(
         "cd {} 2>/dev/null && : > cancel; true",
+        shell_quote(remote_dir)
+    )
+}
+
+/// A command line that prints the job's `secrets.sh`, if it has one.
+pub(super) fn secrets_command(remote_dir: &str) -> String {
+    format!(
+        "cd {} 2>/dev/null || exit 0; if [ -e secrets.sh ]; then cat secrets.sh; fi",
         shell_quote(remote_dir)
     )
 }
@@ -312,6 +368,34 @@ mod tests {
             artifacts_required: false,
             ephemeral: false,
         }
+    }
+
+    #[test]
+    fn secret_values_are_read_back_as_written() {
+        let evil = "a'b $(id) `x` \"q\"\nline two '' \\'";
+        let spec = JobSpec {
+            secrets: crate::job::JobSecrets {
+                env: vec![
+                    ("BATON_FORGE_TOKEN".into(), "tok-1234".into()),
+                    ("EVIL".into(), evil.into()),
+                    ("EMPTY".into(), String::new()),
+                    ("Q".into(), "'".into()),
+                ],
+                mask: Vec::new(),
+            },
+            ..spec()
+        };
+        let file = secrets_file(&spec).unwrap();
+        assert_eq!(parse_secrets(&file), ["tok-1234", evil, "", "'"]);
+        // What bash makes of the file is what was read back.
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("{file}printf '%s' \"$EVIL\"")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), evil);
+        // Lines of another shape are skipped, the rest still read.
+        let odd = format!("garbage\nexport BAD-NAME='x'\nexport T='unterminated\n{file}");
+        assert_eq!(parse_secrets(&odd), ["tok-1234", evil, "", "'"]);
     }
 
     #[test]

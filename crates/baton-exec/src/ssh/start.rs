@@ -158,6 +158,7 @@ impl SshExecutor {
             first,
             finisher,
             check_first,
+            reread_secrets: false,
         }))
     }
 
@@ -247,6 +248,7 @@ impl SshExecutor {
             first: None::<Stream>,
             finisher: None,
             check_first: true,
+            reread_secrets: true,
         }))
     }
 

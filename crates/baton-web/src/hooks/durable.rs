@@ -73,6 +73,7 @@ pub(super) async fn process(
     repo: String,
     mut event: Event,
     payload: String,
+    since: Option<baton_git::FetchTicket>,
 ) -> Verdict {
     #[cfg(debug_assertions)]
     test_gate().await;
@@ -83,7 +84,7 @@ pub(super) async fn process(
     let v = match st.sched.config().await {
         Err(e) => Verdict::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Ok(config) => match config.repos.get(&repo) {
-            Some(r) => super::handle(&st, &config, r, &event).await,
+            Some(r) => super::handle(&st, &config, r, &event, since).await,
             None => Verdict::new(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -154,7 +155,7 @@ pub async fn resume(st: &AppState) {
                     delivery = row.id,
                     "processing a delivery accepted before a restart"
                 );
-                tokio::spawn(process(st.clone(), row.id, repo, ev, p.payload));
+                tokio::spawn(process(st.clone(), row.id, repo, ev, p.payload, None));
                 continue;
             }
             (Ok(_), None) => lost("the accepted delivery names no repository".into()),

@@ -17,7 +17,7 @@ use baton_sched::TargetDef;
 use baton_store::RunRepo;
 
 use super::Verdict;
-use super::push::{Wanted, fetched_mirror, repo_targets, server_targets, start_runs};
+use super::push::{Wanted, fetched_mirror_since, repo_targets, server_targets, start_runs};
 use crate::AppState;
 
 /// The ref a forge keeps a pull request's head at (copied into the mirror by its refspecs).
@@ -61,12 +61,13 @@ pub(super) async fn build(
     repo: &RepoDef,
     event: &Event,
     pr: &PullRequest,
+    since: Option<baton_git::FetchTicket>,
 ) -> Verdict {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
     };
     let number = pr.number;
-    let mirror = match fetched_mirror(st, config, repo).await {
+    let mirror = match fetched_mirror_since(st, config, repo, since).await {
         Ok(m) => m,
         Err(v) => return v,
     };

@@ -27,12 +27,13 @@ pub(super) async fn build(
     repo: &RepoDef,
     event: &Event,
     p: &Push,
+    since: Option<baton_git::FetchTicket>,
 ) -> Verdict {
     let commit = match Oid::parse(&p.after) {
         Ok(c) => c,
         Err(e) => return Verdict::new(StatusCode::BAD_REQUEST, format!("pushed commit: {e}")),
     };
-    let mirror = match fetched_mirror(st, config, repo).await {
+    let mirror = match fetched_mirror_since(st, config, repo, since).await {
         Ok(m) => m,
         Err(v) => return v,
     };
@@ -72,6 +73,17 @@ pub(crate) async fn fetched_mirror(
     config: &Config,
     repo: &RepoDef,
 ) -> Result<Mirror, Verdict> {
+    fetched_mirror_since(st, config, repo, None).await
+}
+
+/// [`fetched_mirror`] for an event that arrived at `since` (a fetch started since then serves
+/// it: see `hooks::prefetch`); `None`: a fetch from now.
+pub(crate) async fn fetched_mirror_since(
+    st: &AppState,
+    config: &Config,
+    repo: &RepoDef,
+    since: Option<baton_git::FetchTicket>,
+) -> Result<Mirror, Verdict> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         Verdict::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
     };
@@ -88,7 +100,11 @@ pub(crate) async fn fetched_mirror(
                 return Err(fail("could not set up the mirror", &e));
             }
         };
-    match mirror.fetch_with_retry(&Backoff::default()).await {
+    let since = since.unwrap_or_else(|| mirror.ticket());
+    match mirror
+        .fetch_since_with_retry(since, &Backoff::default())
+        .await
+    {
         Ok(_) => {
             record_fetch(st, &repo.name, None).await;
             crate::repos::schedules::refresh_soon(st, repo, &mirror);

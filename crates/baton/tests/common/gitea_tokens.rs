@@ -83,16 +83,27 @@ pub async fn gitea_server(
     password_var: &str,
     envs: &[(&str, &str)],
 ) -> (Server, StandIn, Arc<Mutex<Gitea>>) {
+    gitea_server_on("", "127.0.0.1", url, password_var, envs).await
+}
+
+/// [`gitea_server`] listening on `host`, its config `before` the repository (workers, say).
+pub async fn gitea_server_on(
+    before: &str,
+    host: &str,
+    url: &str,
+    password_var: &str,
+    envs: &[(&str, &str)],
+) -> (Server, StandIn, Arc<Mutex<Gitea>>) {
     let state = Arc::new(Mutex::new(Gitea::default()));
     let st = state.clone();
     let forge = StandIn::start(Arc::new(move |call: &Call| st.lock().unwrap().handle(call))).await;
     let config = format!(
-        "repos:\n  app:\n    url: {url}\n    forge: gitea\n    secret: env:APP_SECRET\n    api: {}\n    job_tokens:\n      user: bot\n      password: env:{password_var}\n",
+        "{before}repos:\n  app:\n    url: {url}\n    forge: gitea\n    secret: env:APP_SECRET\n    api: {}\n    job_tokens:\n      user: bot\n      password: env:{password_var}\n",
         forge.base
     );
     let mut all = vec![("APP_SECRET", SECRET)];
     all.extend_from_slice(envs);
-    (Server::start_env(&config, &all), forge, state)
+    (Server::start_on_env(&config, host, &all), forge, state)
 }
 
 /// The rows of minted job tokens not revoked yet.

@@ -70,6 +70,11 @@ impl Server {
         Server::start_full(config_yaml, host, &[])
     }
 
+    /// [`Server::start_on`] with extra environment variables for the server.
+    pub fn start_on_env(config_yaml: &str, host: &str, envs: &[(&str, &str)]) -> Server {
+        Server::start_full_env(config_yaml, host, &[], envs)
+    }
+
     fn start_full(config_yaml: &str, host: &str, serve_args: &[&str]) -> Server {
         Server::start_full_env(config_yaml, host, serve_args, &[])
     }
