@@ -302,25 +302,6 @@ fn split_ident(s: &str) -> Option<(String, String, i64, String)> {
     Some((name, email, time, tz))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idents() {
-        assert_eq!(
-            split_ident("A <B> Name <a@b.c> 1700000000 +0200"),
-            Some((
-                "A <B> Name".into(),
-                "a@b.c".into(),
-                1_700_000_000,
-                "+0200".into()
-            ))
-        );
-        assert_eq!(split_ident("nobody"), None);
-    }
-}
-
 /// One entry of a tree object.
 struct TreeEntry {
     /// As git writes it: `100644`, `100755`, `120000`, `40000`, `160000`.
@@ -462,5 +443,24 @@ impl Batch {
             stdout: rest,
             stderr: crate::cmd::redact(String::from_utf8_lossy(&stderr).trim()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idents() {
+        assert_eq!(
+            split_ident("A <B> Name <a@b.c> 1700000000 +0200"),
+            Some((
+                "A <B> Name".into(),
+                "a@b.c".into(),
+                1_700_000_000,
+                "+0200".into()
+            ))
+        );
+        assert_eq!(split_ident("nobody"), None);
     }
 }

@@ -151,7 +151,8 @@ pub struct ChangedRun {
     pub id: i64,
     pub kind: TargetKind,
     pub target: String,
-    /// The run as recorded when this batch ended it; `None` while it is open.
+    /// The run as recorded when this batch ended it; `None` while it is open (and for an
+    /// imported run, which ran elsewhere).
     pub ended: Option<Arc<RunRow>>,
 }
 
@@ -406,6 +407,8 @@ impl SchedHandle {
                 id: r.id,
                 kind: r.kind,
                 target: r.target.clone(),
+                // Ran elsewhere: not a run this server dispatched or timed.
+                ended: None,
             })
             .collect();
         // No subscriber is fine: nobody is watching.
