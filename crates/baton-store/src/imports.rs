@@ -31,21 +31,21 @@ pub struct ImportedRef {
 /// Records an imported run (ended, with its jobs as they ended) and its mark, in the caller's
 /// transaction. A mark recorded before fails the transaction: the importer checks first.
 pub(crate) async fn insert(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     run: &RunRow,
     mark: &ImportMark,
     now: DateTime<Utc>,
 ) -> Result<()> {
     crate::insert_run_row(tx, run).await?;
-    sqlx::query("UPDATE runs SET started_at = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET started_at = $1 WHERE id = $2")
         .bind(run.started_at.map(ms))
         .bind(run.id)
         .execute(&mut *tx)
         .await?;
     for j in &run.jobs {
         sqlx::query(
-            "UPDATE jobs SET worker = ?, exit_code = ?, started_at = ?, ended_at = ?
-             WHERE id = ?",
+            "UPDATE jobs SET worker = $1, exit_code = $2, started_at = $3, ended_at = $4
+             WHERE id = $5",
         )
         .bind(&j.worker)
         .bind(j.exit_code.map(i64::from))
@@ -59,7 +59,7 @@ pub(crate) async fn insert(
 }
 
 async fn mark_seen(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     mark: &ImportMark,
     run_id: Option<i64>,
     refused: Option<&str>,
@@ -67,7 +67,7 @@ async fn mark_seen(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO imported_runs (repo, run_ref, target, ref_commit, run_id, refused,
-             imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&mark.repo)
     .bind(&mark.run_ref)
@@ -84,7 +84,7 @@ async fn mark_seen(
 impl Store {
     /// The result refs of `repo` the import has seen (imported or refused).
     pub async fn imported_refs(&self, repo: &str) -> Result<BTreeSet<String>> {
-        let rows = sqlx::query("SELECT DISTINCT run_ref FROM imported_runs WHERE repo = ?")
+        let rows = sqlx::query("SELECT DISTINCT run_ref FROM imported_runs WHERE repo = $1")
             .bind(repo)
             .fetch_all(&self.pool)
             .await?;
@@ -95,7 +95,7 @@ impl Store {
     pub async fn imported_ref(&self, repo: &str, run_ref: &str) -> Result<Option<ImportedRef>> {
         let row = sqlx::query(
             "SELECT run_ref, MIN(run_id) AS run_id, MAX(refused) AS refused FROM imported_runs
-              WHERE repo = ? AND run_ref = ? GROUP BY run_ref",
+              WHERE repo = $1 AND run_ref = $2 GROUP BY run_ref",
         )
         .bind(repo)
         .bind(run_ref)
@@ -115,7 +115,7 @@ impl Store {
     pub async fn imported_run_count(&self, repo: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM imported_runs i JOIN runs r ON r.id = i.run_id
-              WHERE i.repo = ?",
+              WHERE i.repo = $1",
         )
         .bind(repo)
         .fetch_one(&self.pool)
@@ -139,6 +139,7 @@ mod tests {
     use baton_core::run::{Status, TargetKind, TriggerKind};
 
     use super::*;
+    use crate::testdb::{TestDb, on_both};
     use crate::{Change, JobRow, RunRepo};
 
     fn imported(id: i64, job: i64) -> RunRow {
@@ -195,10 +196,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("i.db")).await.unwrap();
+    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send(db: TestDb) {
+        let store = db.open().await;
         let r = "refs/baton-runs/aaaa/20261207T000000000Z-000001";
         store
             .apply(&[Change::Import(Box::new(imported(1, 1)), mark(r))])
@@ -244,4 +243,6 @@ mod tests {
         assert_eq!(store.imported_run_count("app").await.unwrap(), 0);
         assert_eq!(store.imported_refs("app").await.unwrap().len(), 2);
     }
+
+    on_both!(an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send,);
 }
