@@ -133,6 +133,46 @@ pub(crate) fn redact_url(u: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// `url` without its password, and the password (percent-decoded): for tools such as
+/// `pg_dump`, which get it in `PGPASSWORD` rather than on their command line.
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if let Some((user, host)) = authority.rsplit_once('@')
+        && let Some((name, password)) = user.split_once(':')
+    {
+        return (
+            format!("{scheme}://{name}@{host}{tail}"),
+            Some(percent_decode(password)),
+        );
+    }
+    (url.to_string(), None)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A migration the database has not had yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingMigration {
@@ -141,6 +181,15 @@ pub struct PendingMigration {
 }
 
 impl Store {
+    /// Writes a consistent copy of a SQLite store to `file` while it is in use (`VACUUM INTO`).
+    pub async fn backup_sqlite(&self, file: &Path) -> Result<()> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(file.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Applies the migrations this database lacks (under sqlx's lock: on PostgreSQL an
     /// advisory lock, so servers starting together migrate once).
     pub async fn migrate(&self) -> Result<()> {

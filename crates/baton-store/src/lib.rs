@@ -35,7 +35,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use cache::{CacheSource, JobCache};
 pub use creds::{CheckRunRecord, JobCredRow};
-pub use database::{Backend, Database, PendingMigration, testing};
+pub use database::{Backend, Database, PendingMigration, split_password, testing};
 pub use folders::RunFolders;
 pub use imports::{ImportMark, ImportedRef};
 pub use notices::{NoticeRow, RunEnd};

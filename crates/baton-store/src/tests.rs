@@ -641,7 +641,80 @@ async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs(db: TestDb) 
     assert_eq!(store.check_run(run.id, "baton/u").await.unwrap(), None);
 }
 
+async fn migrations_are_listed_then_applied_once(db: TestDb) {
+    let store = Store::connect_unmigrated(&db.db).await.unwrap();
+    let pending = store.pending_migrations().await.unwrap();
+    assert_eq!(pending.first().map(|m| m.version), Some(1), "{pending:?}");
+    assert!(pending.len() >= 16, "{pending:?}");
+    // Listing changes nothing.
+    assert_eq!(store.pending_migrations().await.unwrap(), pending);
+    store.migrate().await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    // Opening again (as every server start does) finds nothing to do and works.
+    let again = db.open().await;
+    assert!(again.pending_migrations().await.unwrap().is_empty());
+    assert_eq!(again.backend(), db.db.backend());
+}
+
+#[test]
+fn database_urls_are_read_and_shown_without_passwords() {
+    assert_eq!(
+        Database::parse("postgres://u:secret@db.example/baton").backend(),
+        Backend::Postgres
+    );
+    assert_eq!(
+        Database::parse("postgresql://u@h/b"),
+        Database::Postgres("postgresql://u@h/b".into())
+    );
+    assert_eq!(
+        Database::parse("/var/lib/baton/baton.db"),
+        Database::Sqlite("/var/lib/baton/baton.db".into())
+    );
+    assert_eq!(
+        Database::parse("sqlite:///var/lib/baton/baton.db"),
+        Database::Sqlite("/var/lib/baton/baton.db".into())
+    );
+    let shown =
+        Database::parse("postgres://u:s3cret@h:5432/b?password=other&sslmode=require").to_string();
+    assert_eq!(
+        shown,
+        "postgres://u:***@h:5432/b?password=***&sslmode=require"
+    );
+    assert!(!format!("{:?}", Database::parse("postgres://u:s3cret@h/b")).contains("s3cret"));
+    assert_eq!(
+        split_password("postgres://u:p%40ss@h/b?host=/run"),
+        (
+            "postgres://u@h/b?host=/run".to_string(),
+            Some("p@ss".to_string())
+        )
+    );
+    assert_eq!(
+        split_password("postgres://u@h/b"),
+        ("postgres://u@h/b".to_string(), None)
+    );
+    assert_eq!(
+        testing::with_database("postgres://baton@localhost/postgres?host=/tmp/x", "t1"),
+        "postgres://baton@localhost/t1?host=/tmp/x"
+    );
+}
+
+#[tokio::test]
+async fn a_sqlite_store_is_copied_whole_while_open() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let run = store
+        .insert_run(&new_run("a", Status::Queued))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    store.backup_sqlite(&copy).await.unwrap();
+    let other = Store::open(&copy).await.unwrap();
+    assert_eq!(other.get_run(run.id).await.unwrap().unwrap().target, "a");
+}
+
 on_both!(
+    migrations_are_listed_then_applied_once,
     runs_round_trip_and_survive_reopen,
     list_filters_and_paginates,
     a_repositorys_own_runs_are_visible_through_its_name_only,
