@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Output};
 
 use common::*;
@@ -58,20 +59,6 @@ fn fresh_postgres() -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A PostgreSQL client program from Debian's packages (the newest version installed).
-fn pg_bin(name: &str) -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (Debian's postgresql package)")
-        .flatten()
-        .map(|e| e.path().join("bin").join(name))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql/*/bin"))
-}
-
 async fn one_run(s: &Server) -> i64 {
     let run = s.trigger("hello", &[]).await;
     let id = id_of(&run);
@@ -109,7 +96,8 @@ async fn migrate_and_backup(db: Option<String>) {
     let id = one_run(&s).await;
     let out = ok(&baton(&args(&["migrate", "--dry-run"], s.data_args())));
     assert!(out.contains("up to date"), "{out}");
-    let dest = s.root.path().join("backup");
+    let keep = tempfile::tempdir().unwrap();
+    let dest = keep.path().join("backup");
     ok(&baton(&args(
         &["backup", dest.to_str().unwrap()],
         s.data_args(),

@@ -52,6 +52,20 @@ pub struct Server {
     pub db: Option<String>,
 }
 
+/// A PostgreSQL client program from Debian's packages (the newest version installed).
+pub fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian's postgresql package)")
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql/*/bin"))
+}
+
 /// Which database the suite's servers use: `BATON_TEST_DB=postgres` gives each server a fresh
 /// database on `BATON_TEST_PG`'s server (and fails loudly without one); unset or `sqlite`, the
 /// data directory's SQLite file.
@@ -326,6 +340,11 @@ impl Server {
     /// Start again with the same config, data dir and port.
     pub fn restart(&mut self) {
         self.kill9();
+        // A new client: a kept-alive connection to the killed server is dead.
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         self.spawn();
     }
 
