@@ -92,10 +92,10 @@ cleanup() {
 }
 trap cleanup EXIT
 # The end-to-end tests run a second time with every server on PostgreSQL (BATON_TEST_DB): the
-# ones that exercise the store's main paths (runs, crash recovery, pipelines, forge deliveries,
+# ones that exercise the store's main paths (runs, crash recovery, pipelines,
 # users and tokens). The store's own tests run on both databases in the first pass, and
 # tests/database.rs puts servers on PostgreSQL there too.
-pg_e2e=(--test runs --test crash --test pipelines --test forge --test cli)
+pg_e2e=(--test runs --test crash --test pipelines --test cli)
 echo "== cargo test"
 if [ ${#as_root[@]} -eq 0 ]; then
   cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
