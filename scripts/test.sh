@@ -23,10 +23,11 @@ S3S_FS_VERSION=0.14.1
 # the kill matrix (bench/killmatrix); python3-venv: the API check's schemathesis venv; sqlite3: the
 # webhook crash test, which puts a delivery back to pending by hand; git-lfs: checkouts of LFS
 # files; and the shell script checker run below; systemd (systemd-analyze, systemd-sysusers) and
-# mmdebstrap: deploy/check.sh verifies the unit and builds the image's Debian base.
+# mmdebstrap: deploy/check.sh verifies the unit and builds the image's Debian base; postgresql:
+# the store's tests and the end-to-end pass on PostgreSQL (a throwaway cluster, started below).
 packages=(build-essential ca-certificates git git-lfs make curl procps openssh-server
   openssh-client dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman
-  shellcheck python3 python3-venv sqlite3 systemd mmdebstrap)
+  shellcheck python3 python3-venv sqlite3 systemd mmdebstrap postgresql)
 echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
@@ -79,17 +80,40 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo deny"
 cargo install cargo-deny --version 0.20.2 --locked --quiet
 cargo deny --locked check licenses bans sources
+# A throwaway PostgreSQL cluster (initdb + pg_ctl in a temporary directory, unix socket only)
+# for the tests that run on PostgreSQL; BATON_TEST_PG names it. Stopped and removed on exit.
+echo "== PostgreSQL test cluster"
+pg_env=$(scripts/pg-test-cluster.sh start)
+eval "$pg_env"
+echo "BATON_TEST_PG=$BATON_TEST_PG"
+cleanup() {
+  scripts/pg-test-cluster.sh stop "$BATON_TEST_PG_DIR" || true
+  [ ${#as_root[@]} -eq 0 ] || sudo chown -R "$(id -u):$(id -g)" target
+}
+trap cleanup EXIT
+# The end-to-end tests run a second time with every server on PostgreSQL (BATON_TEST_DB): the
+# ones that exercise the store's main paths (runs, crash recovery, pipelines,
+# users and tokens). The store's own tests run on both databases in the first pass, and
+# tests/database.rs puts servers on PostgreSQL there too.
+pg_e2e=(--test runs --test crash --test pipelines --test cli)
 echo "== cargo test"
 if [ ${#as_root[@]} -eq 0 ]; then
   cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+  echo "== cargo test on PostgreSQL (BATON_TEST_DB=postgres)"
+  BATON_TEST_DB=postgres cargo test -p baton --locked --no-fail-fast "${pg_e2e[@]}" 2>&1 |
+    tee -a target/test-output.txt
 else
   cargo test --workspace --locked --no-run
-  # Give anything the root run creates under target/ back to the user, whatever the outcome.
-  trap 'sudo chown -R "$(id -u):$(id -g)" target' EXIT
   # sudo resets PATH and HOME: name the user's toolchain explicitly.
   sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
     CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
+    BATON_TEST_PG="$BATON_TEST_PG" \
     cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+  echo "== cargo test on PostgreSQL (BATON_TEST_DB=postgres)"
+  sudo env PATH="$PATH" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
+    CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTFLAGS="${RUSTFLAGS:-}" \
+    BATON_TEST_PG="$BATON_TEST_PG" BATON_TEST_DB=postgres \
+    cargo test -p baton --locked --no-fail-fast "${pg_e2e[@]}" 2>&1 | tee -a target/test-output.txt
 fi
 # A live server against its own OpenAPI document (schemathesis): no 5xx, every answer as declared.
 echo "== API check"

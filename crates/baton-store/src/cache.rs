@@ -33,7 +33,7 @@ pub struct CacheSource {
     pub was_hit: bool,
 }
 
-fn job_cache(row: &sqlx::sqlite::SqliteRow) -> Result<JobCache> {
+fn job_cache(row: &sqlx::any::AnyRow) -> Result<JobCache> {
     let hit_job: Option<i64> = row.try_get("hit_job")?;
     let hit_run: Option<i64> = row.try_get("hit_run")?;
     Ok(JobCache {
@@ -55,8 +55,12 @@ impl Store {
     /// Records a job's cache digest (a later attempt's replaces an earlier one's).
     pub async fn record_job_cache(&self, c: &JobCache) -> Result<()> {
         sqlx::query(
-            "INSERT OR REPLACE INTO job_cache (job_id, run_id, attempt, scope, task, digest, facts,
-                 hit_job, hit_run, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO job_cache (job_id, run_id, attempt, scope, task, digest, facts,
+                 hit_job, hit_run, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (job_id) DO UPDATE SET run_id = excluded.run_id,
+                 attempt = excluded.attempt, scope = excluded.scope, task = excluded.task,
+                 digest = excluded.digest, facts = excluded.facts, hit_job = excluded.hit_job,
+                 hit_run = excluded.hit_run, created_at = excluded.created_at",
         )
         .bind(c.job_id)
         .bind(c.run_id)
@@ -84,8 +88,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.job_id, c.run_id, c.hit_job, j.status, j.ended_at FROM job_cache c
              JOIN jobs j ON j.id = c.job_id AND j.attempt = c.attempt
-             WHERE c.scope = ? AND c.digest = ? AND c.job_id != ?
-             ORDER BY c.job_id DESC LIMIT ?",
+             WHERE c.scope = $1 AND c.digest = $2 AND c.job_id != $3
+             ORDER BY c.job_id DESC LIMIT $4",
         )
         .bind(scope)
         .bind(digest)
@@ -108,7 +112,7 @@ impl Store {
 
     /// A job's cache record.
     pub async fn job_cache(&self, job_id: i64) -> Result<Option<JobCache>> {
-        let row = sqlx::query("SELECT * FROM job_cache WHERE job_id = ?")
+        let row = sqlx::query("SELECT * FROM job_cache WHERE job_id = $1")
             .bind(job_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -120,7 +124,7 @@ impl Store {
     pub async fn previous_cache_source(&self, job: &JobCache) -> Result<Option<JobCache>> {
         let row = sqlx::query(
             "SELECT c.* FROM job_cache c JOIN jobs j ON j.id = c.job_id AND j.attempt = c.attempt
-             WHERE c.scope = ? AND c.task = ? AND c.job_id < ? AND c.hit_job IS NULL
+             WHERE c.scope = $1 AND c.task = $2 AND c.job_id < $3 AND c.hit_job IS NULL
                AND j.status = 'success'
              ORDER BY c.job_id DESC LIMIT 1",
         )

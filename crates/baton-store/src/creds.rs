@@ -33,7 +33,7 @@ impl Store {
     ) -> Result<i64> {
         let id = sqlx::query_scalar(
             "INSERT INTO job_creds (job_id, attempt, repo, name, token_id, created_at)
-             VALUES (?, ?, ?, ?, NULL, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, NULL, $5) RETURNING id",
         )
         .bind(job_id)
         .bind(i64::from(attempt))
@@ -47,7 +47,7 @@ impl Store {
 
     /// Records the forge's id of the token of row `id`.
     pub async fn set_job_cred_token_id(&self, id: i64, token_id: i64) -> Result<()> {
-        sqlx::query("UPDATE job_creds SET token_id = ? WHERE id = ?")
+        sqlx::query("UPDATE job_creds SET token_id = $1 WHERE id = $2")
             .bind(token_id)
             .bind(id)
             .execute(&self.pool)
@@ -57,7 +57,7 @@ impl Store {
 
     /// Forgets row `id`: its token is revoked (or was never minted).
     pub async fn remove_job_cred(&self, id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM job_creds WHERE id = ?")
+        sqlx::query("DELETE FROM job_creds WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -93,7 +93,7 @@ impl Store {
     /// was tried, [`CheckRunRecord::Intended`] once one may have been (its id never recorded).
     pub async fn check_run(&self, run_id: i64, context: &str) -> Result<Option<CheckRunRecord>> {
         let id: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT check_run_id FROM check_runs WHERE run_id = ? AND context = ?",
+            "SELECT check_run_id FROM check_runs WHERE run_id = $1 AND context = $2",
         )
         .bind(run_id)
         .bind(context)
@@ -106,7 +106,7 @@ impl Store {
     /// being created (a recorded one stays as it is).
     pub async fn intend_check_run(&self, run_id: i64, context: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO check_runs (run_id, context, check_run_id) VALUES (?, ?, NULL)
+            "INSERT INTO check_runs (run_id, context, check_run_id) VALUES ($1, $2, NULL)
              ON CONFLICT (run_id, context) DO NOTHING",
         )
         .bind(run_id)
@@ -119,7 +119,7 @@ impl Store {
     /// Records the check run created for `context` of run `run_id`.
     pub async fn set_check_run(&self, run_id: i64, context: &str, check_run_id: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO check_runs (run_id, context, check_run_id) VALUES (?, ?, ?)
+            "INSERT INTO check_runs (run_id, context, check_run_id) VALUES ($1, $2, $3)
              ON CONFLICT (run_id, context) DO UPDATE SET check_run_id = excluded.check_run_id",
         )
         .bind(run_id)

@@ -35,21 +35,21 @@ pub struct ImportedRef {
 /// the caller's transaction. A mark recorded before fails the transaction: the importer checks
 /// first.
 pub(crate) async fn insert(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     run: &RunRow,
     mark: &ImportMark,
     now: DateTime<Utc>,
 ) -> Result<()> {
     crate::insert_run_row(tx, run).await?;
-    sqlx::query("UPDATE runs SET started_at = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET started_at = $1 WHERE id = $2")
         .bind(run.started_at.map(ms))
         .bind(run.id)
         .execute(&mut *tx)
         .await?;
     for j in &run.jobs {
         sqlx::query(
-            "UPDATE jobs SET worker = ?, exit_code = ?, started_at = ?, ended_at = ?
-             WHERE id = ?",
+            "UPDATE jobs SET worker = $1, exit_code = $2, started_at = $3, ended_at = $4
+             WHERE id = $5",
         )
         .bind(&j.worker)
         .bind(j.exit_code.map(i64::from))
@@ -63,7 +63,7 @@ pub(crate) async fn insert(
 }
 
 async fn mark_seen(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     mark: &ImportMark,
     run_id: Option<i64>,
     refused: Option<&str>,
@@ -72,7 +72,7 @@ async fn mark_seen(
     // A refusal is finished as it is recorded; a run once its files are written.
     sqlx::query(
         "INSERT INTO imported_runs (repo, run_ref, target, ref_commit, run_id, refused,
-             imported_at, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             imported_at, finished) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&mark.repo)
     .bind(&mark.run_ref)
@@ -81,7 +81,7 @@ async fn mark_seen(
     .bind(run_id)
     .bind(refused)
     .bind(ms(now))
-    .bind(run_id.is_none())
+    .bind(i64::from(run_id.is_none()))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -100,7 +100,7 @@ pub struct UnfinishedImport {
 impl Store {
     /// The result refs of `repo` the import has seen (imported or refused).
     pub async fn imported_refs(&self, repo: &str) -> Result<BTreeSet<String>> {
-        let rows = sqlx::query("SELECT DISTINCT run_ref FROM imported_runs WHERE repo = ?")
+        let rows = sqlx::query("SELECT DISTINCT run_ref FROM imported_runs WHERE repo = $1")
             .bind(repo)
             .fetch_all(&self.pool)
             .await?;
@@ -111,7 +111,7 @@ impl Store {
     pub async fn imported_ref(&self, repo: &str, run_ref: &str) -> Result<Option<ImportedRef>> {
         let row = sqlx::query(
             "SELECT run_ref, MIN(run_id) AS run_id, MAX(refused) AS refused FROM imported_runs
-              WHERE repo = ? AND run_ref = ? GROUP BY run_ref",
+              WHERE repo = $1 AND run_ref = $2 GROUP BY run_ref",
         )
         .bind(repo)
         .bind(run_ref)
@@ -131,7 +131,7 @@ impl Store {
     pub async fn imported_run_count(&self, repo: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM imported_runs i JOIN runs r ON r.id = i.run_id
-              WHERE i.repo = ?",
+              WHERE i.repo = $1",
         )
         .bind(repo)
         .fetch_one(&self.pool)
@@ -145,7 +145,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT i.run_ref, i.run_id, j.id AS job_id FROM imported_runs i
                LEFT JOIN jobs j ON j.run_id = i.run_id
-              WHERE i.repo = ? AND i.finished = 0
+              WHERE i.repo = $1 AND i.finished = 0
               ORDER BY i.run_ref, i.run_id, j.id",
         )
         .bind(repo)
@@ -186,7 +186,7 @@ impl Store {
     /// Marks every run imported from `repo`'s result ref `run_ref` finished (its files written).
     pub async fn finish_import(&self, repo: &str, run_ref: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE imported_runs SET finished = 1 WHERE repo = ? AND run_ref = ?")
+        sqlx::query("UPDATE imported_runs SET finished = 1 WHERE repo = $1 AND run_ref = $2")
             .bind(repo)
             .bind(run_ref)
             .execute(&mut *tx)
@@ -201,14 +201,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let runs: Vec<i64> = sqlx::query_scalar(
             "SELECT run_id FROM imported_runs
-              WHERE repo = ? AND run_ref = ? AND finished = 0 AND run_id IS NOT NULL",
+              WHERE repo = $1 AND run_ref = $2 AND finished = 0 AND run_id IS NOT NULL",
         )
         .bind(repo)
         .bind(run_ref)
         .fetch_all(&mut *tx)
         .await?;
         crate::delete_runs_in(&mut tx, &runs).await?;
-        sqlx::query("DELETE FROM imported_runs WHERE repo = ? AND run_ref = ? AND finished = 0")
+        sqlx::query("DELETE FROM imported_runs WHERE repo = $1 AND run_ref = $2 AND finished = 0")
             .bind(repo)
             .bind(run_ref)
             .execute(&mut *tx)
@@ -231,6 +231,7 @@ mod tests {
     use baton_core::run::{Status, TargetKind, TriggerKind};
 
     use super::*;
+    use crate::testdb::{TestDb, on_both};
     use crate::{Change, JobRow, RunRepo};
 
     fn imported(id: i64, job: i64) -> RunRow {
@@ -288,10 +289,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("i.db")).await.unwrap();
+    async fn an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send(db: TestDb) {
+        let store = db.open().await;
         let r = "refs/baton-runs/aaaa/20261207T000000000Z-000001";
         store
             .apply(&[Change::Import(Box::new(imported(1, 1)), mark(r))])
@@ -392,4 +391,6 @@ mod tests {
         assert!(store.get_run(1).await.unwrap().is_some());
         assert!(store.imported_ref("app", a).await.unwrap().is_some());
     }
+
+    on_both!(an_import_is_recorded_as_it_ended_with_its_mark_and_no_status_to_send,);
 }

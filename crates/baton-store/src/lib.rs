@@ -7,6 +7,7 @@
 mod cache;
 mod counts;
 mod creds;
+mod database;
 mod folders;
 mod imports;
 mod notices;
@@ -25,19 +26,16 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Execute, QueryBuilder, Row};
 
 use baton_core::run::{Status, TargetKind, TriggerKind};
 
 pub use cache::{CacheSource, JobCache};
 pub use creds::{CheckRunRecord, JobCredRow};
+pub use database::{Backend, Database, PendingMigration, split_password, testing};
 pub use folders::RunFolders;
 pub use imports::{ImportMark, ImportedRef, UnfinishedImport};
 pub use notices::{NoticeRow, RunEnd};
@@ -58,7 +56,7 @@ pub use users::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "could not open the database at {path}: {source} (hint: check the data directory's permissions and free space)"
+        "could not open the database at {path}: {source} (hint: for SQLite, check the data directory's permissions and free space; for PostgreSQL, that the server runs and the URL's user, password and database are right)"
     )]
     Open {
         path: String,
@@ -94,7 +92,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The database handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    /// Which database the pool talks to (SQL differs in a few places).
+    backend: Backend,
     /// Committed write transactions (see [`Store::write_commits`]).
     commits: Arc<AtomicU64>,
 }
@@ -117,26 +117,60 @@ pub(crate) fn corrupt(table: &'static str, message: impl Into<String>) -> StoreE
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Store> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        Store::connect(&Database::Sqlite(path.to_path_buf())).await
+    }
+
+    /// Opens the database `db` names (SQLite: creating the file if needed) and applies the
+    /// migrations it lacks.
+    pub async fn connect(db: &Database) -> Result<Store> {
+        let store = Store::connect_unmigrated(db).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens `db` without touching its schema (`baton migrate --dry-run`).
+    pub async fn connect_unmigrated(db: &Database) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = db.backend();
+        let open_err = |source| StoreError::Open {
+            path: db.to_string(),
+            source,
+        };
+        let opts: AnyConnectOptions = db.url().parse().map_err(open_err)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Durability: a write is on disk before the call returns (SQLite: WAL with
+                    // synchronous FULL; PostgreSQL: synchronous commit, whatever the server's
+                    // default).
+                    let setup = match backend {
+                        Backend::Sqlite => {
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+                        }
+                        Backend::Postgres => "SET synchronous_commit = on",
+                    };
+                    sqlx::raw_sql(setup).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            .map_err(open_err)?;
         Ok(Store {
             pool,
+            backend,
             commits: Arc::default(),
         })
+    }
+
+    /// Which database this store is in.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Records a new run with its jobs and ancestor links, in one transaction.
@@ -168,7 +202,7 @@ impl Store {
     }
 
     /// Commits `tx` and counts it.
-    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
         tx.commit().await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -195,10 +229,10 @@ impl Store {
                     attempt,
                 } => {
                     sqlx::query(
-                        "UPDATE jobs SET status = ?, reason = ?, worker = ?, exit_code = ?,
-                            started_at = ?, ended_at = COALESCE(?, ended_at),
-                            ended_seq = COALESCE(?, ended_seq), attempt = COALESCE(?, attempt)
-                         WHERE id = ?",
+                        "UPDATE jobs SET status = $1, reason = $2, worker = $3, exit_code = $4,
+                            started_at = $5, ended_at = COALESCE($6, ended_at),
+                            ended_seq = COALESCE($7, ended_seq), attempt = COALESCE($8, attempt)
+                         WHERE id = $9",
                     )
                     .bind(status.as_str())
                     .bind(reason)
@@ -220,9 +254,9 @@ impl Store {
                     ended_at,
                 } => {
                     sqlx::query(
-                        "UPDATE runs SET status = ?, reason = ?,
-                            started_at = COALESCE(started_at, ?), ended_at = COALESCE(?, ended_at)
-                         WHERE id = ?",
+                        "UPDATE runs SET status = $1, reason = $2,
+                            started_at = COALESCE(started_at, $3), ended_at = COALESCE($4, ended_at)
+                         WHERE id = $5",
                     )
                     .bind(status.as_str())
                     .bind(reason)
@@ -236,7 +270,7 @@ impl Store {
                     notices::record_run_end(&mut tx, *id, *status, now).await?;
                 }
                 Change::JobReady { id, at } => {
-                    sqlx::query("UPDATE jobs SET ready_at = COALESCE(ready_at, ?) WHERE id = ?")
+                    sqlx::query("UPDATE jobs SET ready_at = COALESCE(ready_at, $1) WHERE id = $2")
                         .bind(ms(*at))
                         .bind(id)
                         .execute(&mut *tx)
@@ -244,7 +278,7 @@ impl Store {
                 }
                 Change::Mark { target, slot } => {
                     sqlx::query(
-                        "INSERT INTO schedule_marks (target, last_slot) VALUES (?, ?)
+                        "INSERT INTO schedule_marks (target, last_slot) VALUES ($1, $2)
                          ON CONFLICT (target) DO UPDATE SET last_slot = excluded.last_slot",
                     )
                     .bind(target)
@@ -290,7 +324,7 @@ impl Store {
         before: Option<DateTime<Utc>>,
     ) -> Result<(Vec<i64>, Vec<i64>)> {
         let rows = sqlx::query(
-            "SELECT id, ended_at FROM runs WHERE target = ? AND kind = 'pipeline'
+            "SELECT id, ended_at FROM runs WHERE target = $1 AND kind = 'pipeline'
                AND status NOT IN ('queued', 'waiting', 'started', 'running') ORDER BY id DESC",
         )
         .bind(target)
@@ -325,7 +359,7 @@ impl Store {
     /// The worker a job's current attempt runs on (`None` if unknown or not that attempt).
     pub async fn job_worker(&self, job: i64, attempt: u32) -> Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
-            "SELECT worker FROM jobs WHERE id = ? AND attempt = ?",
+            "SELECT worker FROM jobs WHERE id = $1 AND attempt = $2",
         )
         .bind(job)
         .bind(i64::from(attempt))
@@ -336,7 +370,7 @@ impl Store {
 
     /// One run with its jobs and links.
     pub async fn get_run(&self, id: i64) -> Result<Option<RunRow>> {
-        let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -346,13 +380,13 @@ impl Store {
         let mut run = run_from_row(&row)?;
         run.jobs = self.jobs_of(&[id]).await?.remove(&id).unwrap_or_default();
         run.ancestors = sqlx::query_scalar(
-            "SELECT ancestor FROM run_links WHERE descendant = ? ORDER BY ancestor",
+            "SELECT ancestor FROM run_links WHERE descendant = $1 ORDER BY ancestor",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
         run.descendants = sqlx::query_scalar(
-            "SELECT descendant FROM run_links WHERE ancestor = ? ORDER BY descendant",
+            "SELECT descendant FROM run_links WHERE ancestor = $1 ORDER BY descendant",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -371,7 +405,7 @@ impl Store {
             sep.push_bind(*id);
         }
         qb.push(") ORDER BY id");
-        for row in qb.build().fetch_all(&self.pool).await? {
+        for row in crate::built(&mut qb).fetch_all(&self.pool).await? {
             let job = job_from_row(&row)?;
             out.entry(job.run_id).or_default().push(job);
         }
@@ -410,7 +444,12 @@ impl Store {
         if let Some(tag) = &filter.tag {
             // Tags are stored as a JSON array of strings; match the quoted element.
             let needle = serde_json::to_string(tag).unwrap_or_default();
-            qb.push(" AND instr(tags, ").push_bind(needle).push(") > 0");
+            // (LIKE would ignore case on SQLite; each has its own case-sensitive search.)
+            let find = match self.backend {
+                Backend::Sqlite => " AND instr(tags, ",
+                Backend::Postgres => " AND strpos(tags, ",
+            };
+            qb.push(find).push_bind(needle).push(") > 0");
         }
         if let Some(b) = filter.before {
             qb.push(" AND id < ").push_bind(b);
@@ -436,9 +475,9 @@ impl Store {
                 let prefix = format!("{repo}/");
                 qb.push(" OR (repo = ")
                     .push_bind(repo.clone())
-                    .push(" AND substr(target, 1, ")
+                    .push(" AND substr(target, 1, CAST(")
                     .push_bind(prefix.chars().count() as i64)
-                    .push(") = ")
+                    .push(" AS INTEGER)) = ")
                     .push_bind(prefix)
                     .push(")");
             }
@@ -457,12 +496,7 @@ impl Store {
         }
         if let Some(text) = filter.search.as_deref().filter(|t| !t.is_empty()) {
             // LIKE with the wildcards of the text escaped: portable to PostgreSQL.
-            let escaped = text
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let pattern = format!("%{escaped}%");
+            let pattern = format!("%{}%", like_escape(&text.to_lowercase()));
             qb.push(" AND (lower(target) LIKE ")
                 .push_bind(pattern.clone())
                 .push(" ESCAPE '\\' OR lower(COALESCE(reason, '')) LIKE ")
@@ -474,7 +508,7 @@ impl Store {
         repos::push_code_filter(&mut qb, filter);
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = crate::built(&mut qb).fetch_all(&self.pool).await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
         let mut jobs = self.jobs_of(&ids).await?;
@@ -510,7 +544,7 @@ impl Store {
             sep.push_bind(*id);
         }
         qb.push(") ORDER BY ancestor, descendant");
-        qb.build()
+        crate::built(&mut qb)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -539,7 +573,7 @@ impl Store {
                     PARTITION BY target ORDER BY ended_at DESC, id DESC) AS n
                 FROM runs
                 WHERE kind = 'task' AND started_at IS NOT NULL AND ended_at IS NOT NULL
-                  AND trigger <> 'local')
+                  AND trigger <> 'local') AS latest
              WHERE n = 1",
         )
         .fetch_all(&self.pool)
@@ -572,7 +606,7 @@ impl Store {
         match enabled {
             Some(e) => {
                 sqlx::query(
-                    "INSERT INTO task_overrides (task, enabled, updated_at) VALUES (?, ?, ?)
+                    "INSERT INTO task_overrides (task, enabled, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (task) DO UPDATE SET enabled = excluded.enabled,
                        updated_at = excluded.updated_at",
                 )
@@ -583,7 +617,7 @@ impl Store {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM task_overrides WHERE task = ?")
+                sqlx::query("DELETE FROM task_overrides WHERE task = $1")
                     .bind(task)
                     .execute(&self.pool)
                     .await?;
@@ -603,20 +637,20 @@ impl Store {
             .collect()
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 }
 
 /// Inserts a run, its jobs and its ancestor links under the ids `run` holds.
-pub(crate) async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow) -> Result<()> {
+pub(crate) async fn insert_run_row(tx: &mut sqlx::AnyConnection, run: &RunRow) -> Result<()> {
     let definition = serde_json::to_string(&run.definition).unwrap_or_default();
     let args = serde_json::to_string(&run.args).unwrap_or_default();
     let tags = serde_json::to_string(&run.tags).unwrap_or_default();
     sqlx::query(
         "INSERT INTO runs (id, kind, target, trigger, args, tags, definition, status, reason,
              priority, partition_key, enqueued_at, not_before, started_at, ended_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14)",
     )
     .bind(run.id)
     .bind(run.kind.as_str())
@@ -638,7 +672,7 @@ pub(crate) async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow
         insert_job_row(tx, job).await?;
     }
     for ancestor in &run.ancestors {
-        sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES (?, ?)")
+        sqlx::query("INSERT INTO run_links (ancestor, descendant) VALUES ($1, $2)")
             .bind(ancestor)
             .bind(run.id)
             .execute(&mut *tx)
@@ -651,10 +685,10 @@ pub(crate) async fn insert_run_row(tx: &mut sqlx::SqliteConnection, run: &RunRow
 }
 
 /// Inserts a new job (attempt 1, not started) under its id.
-async fn insert_job_row(tx: &mut sqlx::SqliteConnection, job: &JobRow) -> Result<()> {
+async fn insert_job_row(tx: &mut sqlx::AnyConnection, job: &JobRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, run_id, name, status, reason, attempt, queued_at, ended_at, args)
-         VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
     )
     .bind(job.id)
     .bind(job.run_id)
@@ -669,6 +703,35 @@ async fn insert_job_row(tx: &mut sqlx::SqliteConnection, job: &JobRow) -> Result
     Ok(())
 }
 
+/// The query `qb` built, with its placeholders numbered (`$1`, `$2`…), which both SQLite and
+/// PostgreSQL read (the Any driver's builder writes `?`, which PostgreSQL does not).
+pub(crate) fn built(qb: &mut QueryBuilder<Any>) -> sqlx::query::Query<'static, Any, AnyArguments> {
+    let mut sql = String::new();
+    let mut n = 0;
+    for c in qb.sql().as_str().chars() {
+        if c == '?' {
+            n += 1;
+            sql.push_str(&format!("${n}"));
+        } else {
+            sql.push(c);
+        }
+    }
+    let args = qb
+        .build()
+        .take_arguments()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    sqlx::query_with(AssertSqlSafe(sql), args)
+}
+
+/// `text` with LIKE's wildcards and its escape character (`\\`) escaped.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
 fn parse<T: FromStr>(table: &'static str, v: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
@@ -676,7 +739,7 @@ where
     v.parse::<T>().map_err(|e| corrupt(table, e.to_string()))
 }
 
-pub(crate) fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
+pub(crate) fn run_from_row(row: &AnyRow) -> Result<RunRow> {
     let args: String = row.try_get("args")?;
     let tags: String = row.try_get("tags")?;
     let definition: String = row.try_get("definition")?;
@@ -704,7 +767,7 @@ pub(crate) fn run_from_row(row: &SqliteRow) -> Result<RunRow> {
     })
 }
 
-fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
+fn job_from_row(row: &AnyRow) -> Result<JobRow> {
     Ok(JobRow {
         id: row.try_get("id")?,
         run_id: row.try_get("run_id")?,
@@ -733,30 +796,30 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRow> {
 /// Deletes runs with their jobs, links, results and cache records in the caller's
 /// transaction; returns their jobs' ids (for their folders).
 pub(crate) async fn delete_runs_in(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     doomed: &[i64],
 ) -> Result<Vec<i64>> {
     let mut jobs = Vec::new();
     for &id in doomed {
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = ?")
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE run_id = $1")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
         jobs.extend(ids);
         for sql in [
-            "DELETE FROM jobs WHERE run_id = ?",
-            "DELETE FROM job_results WHERE run_id = ?",
-            "DELETE FROM test_results WHERE run_id = ?",
-            "DELETE FROM job_cache WHERE run_id = ?",
+            "DELETE FROM jobs WHERE run_id = $1",
+            "DELETE FROM job_results WHERE run_id = $1",
+            "DELETE FROM test_results WHERE run_id = $1",
+            "DELETE FROM job_cache WHERE run_id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        sqlx::query("DELETE FROM run_links WHERE ancestor = ? OR descendant = ?")
+        sqlx::query("DELETE FROM run_links WHERE ancestor = $1 OR descendant = $2")
             .bind(id)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM runs WHERE id = ?")
+        sqlx::query("DELETE FROM runs WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -764,5 +827,7 @@ pub(crate) async fn delete_runs_in(
     Ok(jobs)
 }
 
+#[cfg(test)]
+mod testdb;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use baton_core::run::Status;
 
@@ -36,7 +36,7 @@ pub struct NoticeRow {
 /// Records, in the caller's transaction, that run `run_id` ended `status` (once per run; a
 /// status that is not an end records nothing).
 pub(crate) async fn record_run_end(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     run_id: i64,
     status: Status,
     at: DateTime<Utc>,
@@ -46,8 +46,8 @@ pub(crate) async fn record_run_end(
     }
     sqlx::query(
         "INSERT INTO notifications (run_id, status, webhook, created_at, outcome, attempts, next_at)
-         SELECT ?, ?, NULL, ?, 'pending', 0, ?
-          WHERE NOT EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND webhook IS NULL)",
+         SELECT $1, $2, NULL, $3, 'pending', 0, $4
+          WHERE NOT EXISTS (SELECT 1 FROM notifications WHERE run_id = $5 AND webhook IS NULL)",
     )
     .bind(run_id)
     .bind(status.as_str())
@@ -59,13 +59,13 @@ pub(crate) async fn record_run_end(
     Ok(())
 }
 
-fn status_of(r: &SqliteRow) -> Result<Status> {
+fn status_of(r: &AnyRow) -> Result<Status> {
     let s: String = r.try_get("status")?;
     s.parse()
         .map_err(|_| corrupt("notifications", format!("unknown status {s:?}")))
 }
 
-fn notice_from_row(r: &SqliteRow) -> Result<NoticeRow> {
+fn notice_from_row(r: &AnyRow) -> Result<NoticeRow> {
     let outcome: String = r.try_get("outcome")?;
     Ok(NoticeRow {
         id: r.try_get("id")?,
@@ -89,7 +89,7 @@ impl Store {
             "SELECT n.id, n.run_id, n.status, r.target FROM notifications n
                JOIN runs r ON r.id = n.run_id
               WHERE n.webhook IS NULL AND n.outcome = 'pending'
-              ORDER BY n.id LIMIT ?",
+              ORDER BY n.id LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -115,7 +115,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let claimed = sqlx::query(
-            "UPDATE notifications SET outcome = 'expanded' WHERE id = ? AND outcome = 'pending'",
+            "UPDATE notifications SET outcome = 'expanded' WHERE id = $1 AND outcome = 'pending'",
         )
         .bind(end.id)
         .execute(&mut *tx)
@@ -125,7 +125,7 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO notifications (run_id, status, webhook, created_at, outcome,
                          attempts, next_at)
-                     VALUES (?, ?, ?, ?, 'pending', 0, ?)",
+                     VALUES ($1, $2, $3, $4, 'pending', 0, $5)",
                 )
                 .bind(end.run_id)
                 .bind(end.status.as_str())
@@ -145,7 +145,7 @@ impl Store {
     pub async fn next_notices(&self, limit: u32) -> Result<Vec<NoticeRow>> {
         let rows = sqlx::query(
             "SELECT * FROM notifications WHERE webhook IS NOT NULL AND outcome = 'pending'
-              ORDER BY id LIMIT ?",
+              ORDER BY id LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -156,7 +156,7 @@ impl Store {
     /// The notifications of run `run_id` to receivers, in order.
     pub async fn run_notices(&self, run_id: i64) -> Result<Vec<NoticeRow>> {
         let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE run_id = ? AND webhook IS NOT NULL ORDER BY id",
+            "SELECT * FROM notifications WHERE run_id = $1 AND webhook IS NOT NULL ORDER BY id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -173,6 +173,7 @@ mod tests {
     use baton_core::run::{TargetKind, TriggerKind};
 
     use super::*;
+    use crate::testdb::{TestDb, on_both};
     use crate::{Change, NewJob, NewRun};
 
     fn to(id: i64, status: Status) -> Change {
@@ -185,10 +186,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_run_end_is_recorded_once_with_the_change_and_fanned_out_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    async fn a_run_end_is_recorded_once_with_the_change_and_fanned_out_once(db: TestDb) {
+        let store = db.open().await;
         let run = store
             .insert_run(&NewRun {
                 kind: TargetKind::Task,
@@ -246,4 +245,6 @@ mod tests {
         assert_eq!(all[0].attempts, 2);
         assert_eq!(store.next_notices(10).await.unwrap().len(), 1);
     }
+
+    on_both!(a_run_end_is_recorded_once_with_the_change_and_fanned_out_once,);
 }

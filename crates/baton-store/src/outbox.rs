@@ -16,12 +16,12 @@ impl Outbox {
     fn done_sql(self) -> &'static str {
         match self {
             Outbox::Reports => {
-                "UPDATE status_reports SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
-                  WHERE id = ?"
+                "UPDATE status_reports SET outcome = $1, attempts = $2, last_error = $3, sent_at = $4
+                  WHERE id = $5"
             }
             Outbox::Notices => {
-                "UPDATE notifications SET outcome = ?, attempts = ?, last_error = ?, sent_at = ?
-                  WHERE id = ?"
+                "UPDATE notifications SET outcome = $1, attempts = $2, last_error = $3, sent_at = $4
+                  WHERE id = $5"
             }
         }
     }
@@ -29,10 +29,10 @@ impl Outbox {
     fn retry_sql(self) -> &'static str {
         match self {
             Outbox::Reports => {
-                "UPDATE status_reports SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?"
+                "UPDATE status_reports SET attempts = $1, last_error = $2, next_at = $3 WHERE id = $4"
             }
             Outbox::Notices => {
-                "UPDATE notifications SET attempts = ?, last_error = ?, next_at = ? WHERE id = ?"
+                "UPDATE notifications SET attempts = $1, last_error = $2, next_at = $3 WHERE id = $4"
             }
         }
     }

@@ -27,7 +27,7 @@ impl Store {
     /// The heads the poller last saw for `repo`: full ref → commit. Empty for a repository it
     /// never polled.
     pub async fn repo_heads(&self, repo: &str) -> Result<BTreeMap<String, String>> {
-        let rows = sqlx::query("SELECT git_ref, commit_sha FROM repo_heads WHERE repo = ?")
+        let rows = sqlx::query("SELECT git_ref, commit_sha FROM repo_heads WHERE repo = $1")
             .bind(repo)
             .fetch_all(self.pool())
             .await?;
@@ -40,7 +40,7 @@ impl Store {
     /// triggering).
     pub async fn repo_polled(&self, repo: &str) -> Result<bool> {
         let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT polled_at FROM repo_fetches WHERE repo = ?")
+            sqlx::query_scalar("SELECT polled_at FROM repo_fetches WHERE repo = $1")
                 .bind(repo)
                 .fetch_optional(self.pool())
                 .await?;
@@ -55,13 +55,13 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM repo_heads WHERE repo = ?")
+        sqlx::query("DELETE FROM repo_heads WHERE repo = $1")
             .bind(repo)
             .execute(&mut *tx)
             .await?;
         for (git_ref, commit) in heads {
             sqlx::query(
-                "INSERT INTO repo_heads (repo, git_ref, commit_sha, seen_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO repo_heads (repo, git_ref, commit_sha, seen_at) VALUES ($1, $2, $3, $4)",
             )
             .bind(repo)
             .bind(git_ref)
@@ -71,7 +71,7 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO repo_fetches (repo, fetched_at, ok_at, polled_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO repo_fetches (repo, fetched_at, ok_at, polled_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo) DO UPDATE SET polled_at = excluded.polled_at",
         )
         .bind(repo)
@@ -94,7 +94,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO repo_heads (repo, git_ref, commit_sha, seen_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO repo_heads (repo, git_ref, commit_sha, seen_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo, git_ref) DO UPDATE SET commit_sha = excluded.commit_sha,
                  seen_at = excluded.seen_at",
         )
@@ -116,7 +116,7 @@ impl Store {
     ) -> Result<()> {
         let ok_at = error.is_none().then(|| ms(at));
         sqlx::query(
-            "INSERT INTO repo_fetches (repo, fetched_at, ok_at, error) VALUES (?, ?, ?, ?)
+            "INSERT INTO repo_fetches (repo, fetched_at, ok_at, error) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo) DO UPDATE SET fetched_at = excluded.fetched_at,
                  ok_at = COALESCE(excluded.ok_at, repo_fetches.ok_at), error = excluded.error",
         )
@@ -131,7 +131,7 @@ impl Store {
 
     /// The latest top-level runs of repository `repo`, newest first.
     pub async fn repo_runs(&self, repo: &str, limit: u32) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE repo = ? ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM runs WHERE repo = $1 ORDER BY id DESC LIMIT $2")
             .bind(repo)
             .bind(i64::from(limit))
             .fetch_all(self.pool())
@@ -166,11 +166,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdb::{TestDb, on_both};
 
-    #[tokio::test]
-    async fn heads_and_fetches_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("b.db")).await.unwrap();
+    async fn heads_and_fetches_round_trip(db: TestDb) {
+        let store = db.open().await;
         assert!(store.repo_heads("app").await.unwrap().is_empty());
         assert!(!store.repo_polled("app").await.unwrap());
         let mut heads = BTreeMap::new();
@@ -207,4 +206,6 @@ mod tests {
         store.record_fetch("app", Utc::now(), None).await.unwrap();
         assert_eq!(store.repo_fetches().await.unwrap()["app"].error, None);
     }
+
+    on_both!(heads_and_fetches_round_trip,);
 }

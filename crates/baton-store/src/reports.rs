@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use baton_core::report::{CommitState, context};
 use baton_core::run::Status;
@@ -79,7 +79,7 @@ pub struct NewReport {
 /// reports on the request's head, the commit the forge knows and shows (its merge commit
 /// exists only in Baton's mirror).
 pub(crate) async fn record_run_state(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     run_id: i64,
     status: Status,
     at: DateTime<Utc>,
@@ -88,10 +88,10 @@ pub(crate) async fn record_run_state(
     sqlx::query(
         "INSERT INTO status_reports (run_id, repo, commit_sha, context, state, description,
              created_at, outcome, attempts, next_at)
-         SELECT id, repo, COALESCE(pr_head, commit_sha), ? || target, ?, NULL, ?, 'pending', 0, ?
+         SELECT id, repo, COALESCE(pr_head, commit_sha), $1 || target, $2, NULL, $3, 'pending', 0, $4
            FROM runs
-          WHERE id = ? AND repo IS NOT NULL AND commit_sha IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM status_reports WHERE run_id = ? AND state = ?)",
+          WHERE id = $5 AND repo IS NOT NULL AND commit_sha IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM status_reports WHERE run_id = $6 AND state = $7)",
     )
     .bind(context(""))
     .bind(state)
@@ -105,7 +105,7 @@ pub(crate) async fn record_run_state(
     Ok(())
 }
 
-fn report_from_row(r: &SqliteRow) -> Result<ReportRow> {
+fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
     let state: String = r.try_get("state")?;
     let outcome: String = r.try_get("outcome")?;
     Ok(ReportRow {
@@ -134,7 +134,7 @@ impl Store {
         let id = sqlx::query_scalar(
             "INSERT INTO status_reports (run_id, repo, commit_sha, context, state, description,
                  created_at, outcome, attempts, next_at)
-             VALUES (NULL, ?, ?, ?, ?, ?, ?, 'pending', 0, ?) RETURNING id",
+             VALUES (NULL, $1, $2, $3, $4, $5, $6, 'pending', 0, $7) RETURNING id",
         )
         .bind(&new.repo)
         .bind(&new.commit)
@@ -157,7 +157,7 @@ impl Store {
                 AND NOT EXISTS (SELECT 1 FROM status_reports e
                                  WHERE e.outcome = 'pending' AND e.id < r.id AND e.repo = r.repo
                                    AND e.commit_sha = r.commit_sha AND e.context = r.context)
-              ORDER BY id LIMIT ?",
+              ORDER BY id LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -167,7 +167,7 @@ impl Store {
 
     /// The reports of run `run_id`, in order.
     pub async fn run_reports(&self, run_id: i64) -> Result<Vec<ReportRow>> {
-        let rows = sqlx::query("SELECT * FROM status_reports WHERE run_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM status_reports WHERE run_id = $1 ORDER BY id")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -183,6 +183,7 @@ mod tests {
     use baton_core::run::{TargetKind, TriggerKind};
 
     use super::*;
+    use crate::testdb::{TestDb, on_both};
     use crate::{Change, NewJob, NewRun, RunRepo};
 
     fn run(repo: Option<RunRepo>) -> NewRun {
@@ -237,10 +238,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn run_changes_of_a_repository_run_record_each_state_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    async fn run_changes_of_a_repository_run_record_each_state_once_in_order(db: TestDb) {
+        let store = db.open().await;
         let plain = store.insert_run(&run(None)).await.unwrap();
         let r = store.insert_run(&run(Some(code()))).await.unwrap();
         store
@@ -297,10 +296,8 @@ mod tests {
         assert!(sent.sent_at.is_some());
     }
 
-    #[tokio::test]
-    async fn a_pull_requests_run_reports_on_the_requests_head_not_the_merge() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    async fn a_pull_requests_run_reports_on_the_requests_head_not_the_merge(db: TestDb) {
+        let store = db.open().await;
         let mut pr = code();
         pr.event = "pull_request".into();
         pr.pr = Some(4);
@@ -312,4 +309,9 @@ mod tests {
         assert_eq!(states, ["pending", "running"]);
         assert!(reports.iter().all(|x| x.commit == "c".repeat(40)));
     }
+
+    on_both!(
+        run_changes_of_a_repository_run_record_each_state_once_in_order,
+        a_pull_requests_run_reports_on_the_requests_head_not_the_merge,
+    );
 }

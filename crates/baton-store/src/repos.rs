@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use baton_core::run::Status;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Any, QueryBuilder};
 
 use crate::{Result, RunFilter, RunFolders, Store, corrupt, from_ms, ms};
 
@@ -52,15 +52,15 @@ pub struct RunRepo {
 }
 
 pub(crate) async fn write_run_repo(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     id: i64,
     r: &RunRepo,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE runs SET repo = ?, repo_url = ?, commit_sha = ?, git_ref = ?, branch = ?, tag = ?,
-             pr = ?, event = ?, delivery = ?, author = ?, subject = ?, pr_head = ?,
-             pr_base = ?, pr_fork = ?, ran_on = ?
-         WHERE id = ?",
+        "UPDATE runs SET repo = $1, repo_url = $2, commit_sha = $3, git_ref = $4, branch = $5, tag = $6,
+             pr = $7, event = $8, delivery = $9, author = $10, subject = $11, pr_head = $12,
+             pr_base = $13, pr_fork = $14, ran_on = $15
+         WHERE id = $16",
     )
     .bind(&r.repo)
     .bind(&r.url)
@@ -83,7 +83,7 @@ pub(crate) async fn write_run_repo(
     Ok(())
 }
 
-pub(crate) fn read_run_repo(row: &SqliteRow) -> Result<Option<RunRepo>> {
+pub(crate) fn read_run_repo(row: &AnyRow) -> Result<Option<RunRepo>> {
     let Some(repo) = row.try_get::<Option<String>, _>("repo")? else {
         return Ok(None);
     };
@@ -186,7 +186,7 @@ impl RunFolders {
 
 /// The repository part of a run listing's `WHERE` (repo, branch, commit prefix); each is an
 /// indexed equality or range, so a filtered page reads only its rows.
-pub(crate) fn push_code_filter(qb: &mut QueryBuilder<Sqlite>, filter: &RunFilter) {
+pub(crate) fn push_code_filter(qb: &mut QueryBuilder<Any>, filter: &RunFilter) {
     if let Some(repo) = &filter.repo {
         qb.push(" AND repo = ").push_bind(repo.clone());
     }
@@ -204,7 +204,7 @@ pub(crate) fn push_code_filter(qb: &mut QueryBuilder<Sqlite>, filter: &RunFilter
     }
 }
 
-fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRow> {
+fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRow> {
     let run_ids: String = row.try_get("run_ids")?;
     Ok(DeliveryRow {
         id: row.try_get("id")?,
@@ -235,7 +235,7 @@ impl Store {
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (received_at, forge, event, delivery, repo, git_ref,
                  commit_sha, status_code, verdict, run_ids, pending)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '[]', $10)
              ON CONFLICT (forge, delivery) DO NOTHING RETURNING id",
         )
         .bind(ms(d.received_at))
@@ -274,8 +274,8 @@ impl Store {
         run_ids: &[i64],
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE webhook_deliveries SET status_code = ?, verdict = ?, run_ids = ?, pending = NULL
-             WHERE id = ?",
+            "UPDATE webhook_deliveries SET status_code = $1, verdict = $2, run_ids = $3, pending = NULL
+             WHERE id = $4",
         )
         .bind(i64::from(status_code))
         .bind(verdict)
@@ -287,7 +287,7 @@ impl Store {
     }
 
     async fn delivery_by_id(&self, forge: &str, delivery: &str) -> Result<Option<DeliveryRow>> {
-        sqlx::query("SELECT * FROM webhook_deliveries WHERE forge = ? AND delivery = ?")
+        sqlx::query("SELECT * FROM webhook_deliveries WHERE forge = $1 AND delivery = $2")
             .bind(forge)
             .bind(delivery)
             .fetch_optional(self.pool())
@@ -318,7 +318,7 @@ impl Store {
     /// `delivery` triggered: `(id, target)`, oldest first.
     pub async fn delivery_runs(&self, repo: &str, delivery: &str) -> Result<Vec<(i64, String)>> {
         let rows = sqlx::query(
-            "SELECT id, target FROM runs WHERE repo = ? AND delivery = ?
+            "SELECT id, target FROM runs WHERE repo = $1 AND delivery = $2
                  AND NOT EXISTS (SELECT 1 FROM run_links WHERE descendant = runs.id)
              ORDER BY id",
         )
@@ -338,7 +338,7 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
-        sqlx::query("SELECT * FROM webhook_deliveries WHERE id < ? ORDER BY id DESC LIMIT ?")
+        sqlx::query("SELECT * FROM webhook_deliveries WHERE id < $1 ORDER BY id DESC LIMIT $2")
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .fetch_all(self.pool())
@@ -355,7 +355,7 @@ impl Store {
         target: &str,
         branch: Option<&str>,
     ) -> Result<Option<(i64, Status)>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, status FROM runs WHERE kind = 'task'");
+        let mut qb = QueryBuilder::<Any>::new("SELECT id, status FROM runs WHERE kind = 'task'");
         qb.push(" AND target = ").push_bind(target.to_owned());
         if let Some(b) = branch {
             qb.push(" AND branch = ").push_bind(b.to_owned());
@@ -373,7 +373,7 @@ impl Store {
             sep.push_bind(st.as_str());
         }
         qb.push(") ORDER BY id DESC LIMIT 1");
-        let Some(row) = qb.build().fetch_optional(self.pool()).await? else {
+        let Some(row) = crate::built(&mut qb).fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
         let status: String = row.try_get("status")?;
@@ -385,7 +385,7 @@ impl Store {
 
     /// The latest deliveries, newest first.
     pub async fn list_deliveries(&self, limit: u32) -> Result<Vec<DeliveryRow>> {
-        sqlx::query("SELECT * FROM webhook_deliveries ORDER BY id DESC LIMIT ?")
+        sqlx::query("SELECT * FROM webhook_deliveries ORDER BY id DESC LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await?

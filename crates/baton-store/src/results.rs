@@ -73,7 +73,7 @@ pub struct TestHistoryEntry {
     pub duration_ms: Option<i64>,
 }
 
-fn counts(row: &sqlx::sqlite::SqliteRow) -> Result<ResultCounts> {
+fn counts(row: &sqlx::any::AnyRow) -> Result<ResultCounts> {
     Ok(ResultCounts {
         passed: row.try_get("passed")?,
         failed: row.try_get("failed")?,
@@ -94,7 +94,7 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO job_results (job_id, run_id, attempt, task, collected_at, passed, failed,
                  errors, skipped, flaky, warnings, duration_ms, tree)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (job_id) DO NOTHING",
         )
         .bind(r.job_id)
@@ -129,7 +129,7 @@ impl Store {
                     .push_bind(t.duration_ms)
                     .push_bind(&r.code);
             });
-            qb.build().execute(&mut *tx).await?;
+            crate::built(&mut qb).execute(&mut *tx).await?;
         }
         self.commit(tx).await?;
         Ok(true)
@@ -137,7 +137,7 @@ impl Store {
 
     /// The recorded results of a run's jobs.
     pub async fn run_results(&self, run_id: i64) -> Result<Vec<JobResultsRow>> {
-        let rows = sqlx::query("SELECT * FROM job_results WHERE run_id = ? ORDER BY job_id")
+        let rows = sqlx::query("SELECT * FROM job_results WHERE run_id = $1 ORDER BY job_id")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -156,7 +156,7 @@ impl Store {
     /// The jobs of a run whose results are recorded.
     pub async fn collected_jobs(&self, run_id: i64) -> Result<Vec<i64>> {
         Ok(
-            sqlx::query_scalar("SELECT job_id FROM job_results WHERE run_id = ? ORDER BY job_id")
+            sqlx::query_scalar("SELECT job_id FROM job_results WHERE run_id = $1 ORDER BY job_id")
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await?,
@@ -178,7 +178,7 @@ impl Store {
             sep.push_bind(*id);
         }
         qb.push(")");
-        for row in qb.build().fetch_all(&self.pool).await? {
+        for row in crate::built(&mut qb).fetch_all(&self.pool).await? {
             let run: i64 = row.try_get("run_id")?;
             out.entry(run).or_default().add(&counts(&row)?);
         }
@@ -194,7 +194,7 @@ impl Store {
     ) -> Result<Vec<TestHistoryEntry>> {
         let rows = sqlx::query(
             "SELECT run_id, code, status, duration_ms FROM test_results
-             WHERE task = ? AND test_id = ? ORDER BY run_id DESC LIMIT ?",
+             WHERE task = $1 AND test_id = $2 ORDER BY run_id DESC LIMIT $3",
         )
         .bind(task)
         .bind(test_id)

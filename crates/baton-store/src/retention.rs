@@ -49,7 +49,7 @@ impl Store {
                 .await?;
         let pattern = format!("{}%", baton_core::decide::rerun::CARRIED);
         let carried: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT reason FROM jobs WHERE status = 'skipped' AND reason LIKE ?",
+            "SELECT DISTINCT reason FROM jobs WHERE status = 'skipped' AND reason LIKE $1",
         )
         .bind(pattern)
         .fetch_all(&self.pool)

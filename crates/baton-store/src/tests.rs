@@ -1,6 +1,7 @@
-//! Store tests on a real SQLite file.
+//! Store tests, each on a real SQLite file and on a real PostgreSQL database (`on_both!`).
 
 use super::*;
+use crate::testdb::{TestDb, on_both};
 
 fn new_run(target: &str, status: Status) -> NewRun {
     NewRun {
@@ -24,11 +25,8 @@ fn new_run(target: &str, status: Status) -> NewRun {
     }
 }
 
-#[tokio::test]
-async fn runs_round_trip_and_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("baton.db");
-    let store = Store::open(&path).await.unwrap();
+async fn runs_round_trip_and_survive_reopen(db: TestDb) {
+    let store = db.open().await;
     let a = store
         .insert_run(&new_run("a", Status::Queued))
         .await
@@ -62,7 +60,7 @@ async fn runs_round_trip_and_survive_reopen() {
         .await
         .unwrap();
     drop(store);
-    let store = Store::open(&path).await.unwrap();
+    let store = db.open().await;
     let got = store.get_run(a.id).await.unwrap().unwrap();
     assert_eq!(got.status, Status::Success);
     assert_eq!(got.jobs[0].worker.as_deref(), Some("local-1"));
@@ -74,10 +72,8 @@ async fn runs_round_trip_and_survive_reopen() {
     assert!(store.last_starts().await.unwrap().contains_key("a"));
 }
 
-#[tokio::test]
-async fn list_filters_and_paginates() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn list_filters_and_paginates(db: TestDb) {
+    let store = db.open().await;
     for i in 0..7 {
         let st = if i % 2 == 0 {
             Status::Queued
@@ -163,10 +159,8 @@ async fn list_filters_and_paginates() {
     assert!(store.list_runs(&none, 3).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_repositorys_own_runs_are_visible_through_its_name_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn a_repositorys_own_runs_are_visible_through_its_name_only(db: TestDb) {
+    let store = db.open().await;
     let code = |repo: &str| RunRepo {
         repo: repo.into(),
         url: format!("/srv/{repo}"),
@@ -205,30 +199,23 @@ async fn a_repositorys_own_runs_are_visible_through_its_name_only() {
     assert_eq!(seen, vec![ids[0]]);
 }
 
-#[tokio::test]
-async fn tokens_are_stored_hashed_and_revocable() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("baton.db");
-    let store = Store::open(&path).await.unwrap();
+async fn tokens_are_stored_hashed_and_revocable(db: TestDb) {
+    let store = db.open().await;
     let token = store.create_token("ci").await.unwrap();
     let info = store.verify_token(&token).await.unwrap().unwrap();
     assert_eq!(info.name, "ci");
     assert!(store.verify_token("baton_nope").await.unwrap().is_none());
-    // The secret itself is nowhere in the database file.
+    // The secret itself is nowhere in the database, while its hash is (the search works).
     drop(store);
-    let bytes = std::fs::read(&path).unwrap();
-    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
-    let hay = [bytes, wal].concat();
-    assert!(!hay.windows(token.len()).any(|w| w == token.as_bytes()));
-    let store = Store::open(&path).await.unwrap();
+    assert!(!db.holds(&token).await);
+    assert!(db.holds(&tokens::hash(&token)).await);
+    let store = db.open().await;
     assert!(store.revoke_token(info.id).await.unwrap());
     assert!(store.verify_token(&token).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn schedule_marks_upsert() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn schedule_marks_upsert(db: TestDb) {
+    let store = db.open().await;
     let t1 = from_ms(1_000_000);
     let t2 = from_ms(2_000_000);
     store
@@ -248,10 +235,8 @@ async fn schedule_marks_upsert() {
     assert_eq!(store.schedule_marks().await.unwrap().get("hb"), Some(&t2));
 }
 
-#[tokio::test]
-async fn sso_users_never_take_over_other_accounts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn sso_users_never_take_over_other_accounts(db: TestDb) {
+    let store = db.open().await;
     store.upsert_user("alice", "pw").await.unwrap();
     // First sign-in makes the user; the second finds it.
     store
@@ -313,10 +298,8 @@ async fn sso_users_never_take_over_other_accounts() {
     assert!(store.find_user("bad name").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn users_sessions_and_owned_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn users_sessions_and_owned_tokens(db: TestDb) {
+    let store = db.open().await;
     assert!(store.upsert_user("alice", "pw1").await.unwrap());
     assert!(store.check_password("alice", "pw1").await.unwrap());
     assert!(!store.check_password("alice", "pw2").await.unwrap());
@@ -366,10 +349,8 @@ async fn users_sessions_and_owned_tokens() {
     assert_eq!(store.verify_token(&op).await.unwrap().unwrap().user, None);
 }
 
-#[tokio::test]
-async fn task_overrides_set_and_clear() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn task_overrides_set_and_clear(db: TestDb) {
+    let store = db.open().await;
     store.set_task_override("a", Some(false)).await.unwrap();
     store.set_task_override("b", Some(true)).await.unwrap();
     store.set_task_override("a", Some(true)).await.unwrap();
@@ -380,10 +361,8 @@ async fn task_overrides_set_and_clear() {
     assert!(!store.task_overrides().await.unwrap().contains_key("a"));
 }
 
-#[tokio::test]
-async fn search_finds_text_in_targets_reasons_and_args() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn search_finds_text_in_targets_reasons_and_args(db: TestDb) {
+    let store = db.open().await;
     let mut a = new_run("deploy-web", Status::Queued);
     a.args = BTreeMap::from([("version".to_string(), "1.2_rc%".to_string())]);
     let a = store.insert_run(&a).await.unwrap();
@@ -428,11 +407,8 @@ fn end_run(id: i64, status: Status, at: i64) -> Change {
     }
 }
 
-#[tokio::test]
-async fn latest_task_ends_is_the_run_that_ended_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("baton.db");
-    let store = Store::open(&path).await.unwrap();
+async fn latest_task_ends_is_the_run_that_ended_last(db: TestDb) {
+    let store = db.open().await;
     let mut ids = Vec::new();
     for target in ["a", "a", "a", "b", "b"] {
         ids.push(
@@ -459,7 +435,7 @@ async fn latest_task_ends_is_the_run_that_ended_last() {
         .await
         .unwrap();
     drop(store);
-    let store = Store::open(&path).await.unwrap();
+    let store = db.open().await;
     let latest = store.latest_task_ends().await.unwrap();
     assert_eq!(
         latest,
@@ -484,10 +460,8 @@ fn job_state(id: i64, status: Status, worker: Option<&str>, attempt: u32) -> Cha
     }
 }
 
-#[tokio::test]
-async fn a_job_queued_again_has_no_worker_or_start_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn a_job_queued_again_has_no_worker_or_start_on_disk(db: TestDb) {
+    let store = db.open().await;
     let run = store
         .insert_run(&new_run("a", Status::Queued))
         .await
@@ -513,11 +487,8 @@ async fn a_job_queued_again_has_no_worker_or_start_on_disk() {
     assert_eq!(store.job_worker(job, 2).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_jobs_own_arguments_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("baton.db");
-    let store = Store::open(&path).await.unwrap();
+async fn a_jobs_own_arguments_survive_reopen(db: TestDb) {
+    let store = db.open().await;
     let mut p = new_run("p", Status::Queued);
     p.kind = TargetKind::Pipeline;
     let run = store.insert_run(&p).await.unwrap();
@@ -533,7 +504,7 @@ async fn a_jobs_own_arguments_survive_reopen() {
         .unwrap();
     assert!(plain.args.is_empty());
     drop(store);
-    let store = Store::open(&path).await.unwrap();
+    let store = db.open().await;
     let open = store.open_runs().await.unwrap();
     let jobs = &open.iter().find(|r| r.id == run.id).unwrap().jobs;
     let on_error = jobs.iter().find(|j| j.name == "on_error").unwrap();
@@ -546,10 +517,8 @@ async fn a_jobs_own_arguments_survive_reopen() {
     assert!(run.jobs.iter().all(|j| j.args.is_empty()));
 }
 
-#[tokio::test]
-async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it(db: TestDb) {
+    let store = db.open().await;
     let mut pipeline = new_run("p", Status::Success);
     pipeline.kind = TargetKind::Pipeline;
     pipeline.jobs.push(NewJob { name: "b".into() });
@@ -620,10 +589,8 @@ async fn job_results_are_recorded_once_counted_per_run_and_pruned_with_it() {
     );
 }
 
-#[tokio::test]
-async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs(db: TestDb) {
+    let store = db.open().await;
     let run = store
         .insert_run(&new_run("t", Status::Queued))
         .await
@@ -673,3 +640,93 @@ async fn job_tokens_are_leftovers_once_their_attempt_no_longer_runs() {
     );
     assert_eq!(store.check_run(run.id, "baton/u").await.unwrap(), None);
 }
+
+async fn migrations_are_listed_then_applied_once(db: TestDb) {
+    let store = Store::connect_unmigrated(&db.db).await.unwrap();
+    let pending = store.pending_migrations().await.unwrap();
+    assert_eq!(pending.first().map(|m| m.version), Some(1), "{pending:?}");
+    assert!(pending.len() >= 16, "{pending:?}");
+    // Listing changes nothing.
+    assert_eq!(store.pending_migrations().await.unwrap(), pending);
+    store.migrate().await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    // Opening again (as every server start does) finds nothing to do and works.
+    let again = db.open().await;
+    assert!(again.pending_migrations().await.unwrap().is_empty());
+    assert_eq!(again.backend(), db.db.backend());
+}
+
+#[test]
+fn database_urls_are_read_and_shown_without_passwords() {
+    assert_eq!(
+        Database::parse("postgres://u:secret@db.example/baton").backend(),
+        Backend::Postgres
+    );
+    assert_eq!(
+        Database::parse("postgresql://u@h/b"),
+        Database::Postgres("postgresql://u@h/b".into())
+    );
+    assert_eq!(
+        Database::parse("/var/lib/baton/baton.db"),
+        Database::Sqlite("/var/lib/baton/baton.db".into())
+    );
+    assert_eq!(
+        Database::parse("sqlite:///var/lib/baton/baton.db"),
+        Database::Sqlite("/var/lib/baton/baton.db".into())
+    );
+    let shown =
+        Database::parse("postgres://u:s3cret@h:5432/b?password=other&sslmode=require").to_string();
+    assert_eq!(
+        shown,
+        "postgres://u:***@h:5432/b?password=***&sslmode=require"
+    );
+    assert!(!format!("{:?}", Database::parse("postgres://u:s3cret@h/b")).contains("s3cret"));
+    assert_eq!(
+        split_password("postgres://u:p%40ss@h/b?host=/run"),
+        (
+            "postgres://u@h/b?host=/run".to_string(),
+            Some("p@ss".to_string())
+        )
+    );
+    assert_eq!(
+        split_password("postgres://u@h/b"),
+        ("postgres://u@h/b".to_string(), None)
+    );
+    assert_eq!(
+        testing::with_database("postgres://baton@localhost/postgres?host=/tmp/x", "t1"),
+        "postgres://baton@localhost/t1?host=/tmp/x"
+    );
+}
+
+#[tokio::test]
+async fn a_sqlite_store_is_copied_whole_while_open() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let run = store
+        .insert_run(&new_run("a", Status::Queued))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    store.backup_sqlite(&copy).await.unwrap();
+    let other = Store::open(&copy).await.unwrap();
+    assert_eq!(other.get_run(run.id).await.unwrap().unwrap().target, "a");
+}
+
+on_both!(
+    migrations_are_listed_then_applied_once,
+    runs_round_trip_and_survive_reopen,
+    list_filters_and_paginates,
+    a_repositorys_own_runs_are_visible_through_its_name_only,
+    tokens_are_stored_hashed_and_revocable,
+    schedule_marks_upsert,
+    sso_users_never_take_over_other_accounts,
+    users_sessions_and_owned_tokens,
+    task_overrides_set_and_clear,
+    search_finds_text_in_targets_reasons_and_args,
+    latest_task_ends_is_the_run_that_ended_last,
+    a_job_queued_again_has_no_worker_or_start_on_disk,
+    a_jobs_own_arguments_survive_reopen,
+    job_results_are_recorded_once_counted_per_run_and_pruned_with_it,
+    job_tokens_are_leftovers_once_their_attempt_no_longer_runs,
+);

@@ -26,7 +26,7 @@ pub(crate) fn random_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
-fn info(r: &sqlx::sqlite::SqliteRow) -> Result<TokenInfo> {
+fn info(r: &sqlx::any::AnyRow) -> Result<TokenInfo> {
     Ok(TokenInfo {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -60,7 +60,7 @@ impl Store {
             None => None,
         };
         let token = random_secret("baton_");
-        sqlx::query("INSERT INTO tokens (name, hash, created_at, user_id) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tokens (name, hash, created_at, user_id) VALUES ($1, $2, $3, $4)")
             .bind(name)
             .bind(hash(&token))
             .bind(ms(Utc::now()))
@@ -72,7 +72,7 @@ impl Store {
 
     /// The token's record if the secret is valid and not revoked.
     pub async fn verify_token(&self, token: &str) -> Result<Option<TokenInfo>> {
-        let row = sqlx::query(select!("WHERE t.hash = ? AND t.revoked_at IS NULL"))
+        let row = sqlx::query(select!("WHERE t.hash = $1 AND t.revoked_at IS NULL"))
             .bind(hash(token))
             .fetch_optional(self.pool())
             .await?;
@@ -82,7 +82,7 @@ impl Store {
     /// The live tokens of `user`, newest first.
     pub async fn user_tokens(&self, user: &str) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query(select!(
-            "WHERE u.name = ? AND t.revoked_at IS NULL ORDER BY t.id DESC"
+            "WHERE u.name = $1 AND t.revoked_at IS NULL ORDER BY t.id DESC"
         ))
         .bind(user)
         .fetch_all(self.pool())
@@ -100,7 +100,7 @@ impl Store {
 
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
         let done =
-            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(ms(Utc::now()))
                 .bind(id)
                 .execute(self.pool())
@@ -111,7 +111,7 @@ impl Store {
     /// Revokes every live token with this name (an agent's credentials). Returns how many.
     pub async fn revoke_tokens_named(&self, name: &str) -> Result<u64> {
         let done =
-            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
                 .bind(ms(Utc::now()))
                 .bind(name)
                 .execute(self.pool())
@@ -123,8 +123,8 @@ impl Store {
     /// theirs, or is already revoked.
     pub async fn revoke_user_token(&self, user: &str, id: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL
-               AND user_id = (SELECT id FROM users WHERE name = ?)",
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
+               AND user_id = (SELECT id FROM users WHERE name = $3)",
         )
         .bind(ms(Utc::now()))
         .bind(id)

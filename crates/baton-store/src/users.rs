@@ -72,7 +72,7 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
-fn user_info(r: &sqlx::sqlite::SqliteRow) -> Result<UserInfo> {
+fn user_info(r: &sqlx::any::AnyRow) -> Result<UserInfo> {
     Ok(UserInfo {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -107,7 +107,7 @@ impl Store {
             }
         };
         sqlx::query(
-            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)
+            "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
         )
         .bind(name)
@@ -118,7 +118,7 @@ impl Store {
         if existed {
             // A new password ends every session of the old one.
             sqlx::query(
-                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)",
             )
             .bind(name)
             .execute(self.pool())
@@ -139,7 +139,7 @@ impl Store {
     /// there is no such user.
     pub async fn remove_user(&self, name: &str) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = ?")
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
@@ -147,9 +147,9 @@ impl Store {
             return Ok(false);
         };
         for sql in [
-            "DELETE FROM sessions WHERE user_id = ?",
-            "DELETE FROM tokens WHERE user_id = ?",
-            "DELETE FROM users WHERE id = ?",
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM tokens WHERE user_id = $1",
+            "DELETE FROM users WHERE id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
@@ -158,7 +158,7 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: &str) -> Result<Option<UserInfo>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE name = ?")
+        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
@@ -169,7 +169,7 @@ impl Store {
     /// of single sign-on provider `p`.
     async fn user_provider(&self, name: &str) -> Result<Option<Option<String>>> {
         Ok(
-            sqlx::query_scalar::<_, Option<String>>("SELECT provider FROM users WHERE name = ?")
+            sqlx::query_scalar::<_, Option<String>>("SELECT provider FROM users WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await?,
@@ -191,7 +191,7 @@ impl Store {
         // concurrent first sign-ins agree.
         sqlx::query(
             "INSERT INTO users (name, password_hash, created_at, provider, subject)
-             VALUES (?, '', ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             VALUES ($1, '', $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(ms(Utc::now()))
@@ -200,7 +200,7 @@ impl Store {
         .execute(self.pool())
         .await?;
         let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT provider, subject FROM users WHERE name = ?")
+            sqlx::query_as("SELECT provider, subject FROM users WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await?;
@@ -242,7 +242,7 @@ impl Store {
         hold: H,
     ) -> Result<bool> {
         let stored: Option<String> =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?")
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await?;
@@ -277,13 +277,13 @@ impl Store {
         let csrf = random_secret("");
         let now = Utc::now();
         // Expired sessions go when new ones come.
-        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(ms(now))
             .execute(self.pool())
             .await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(hash(&id))
         .bind(user_id)
@@ -299,7 +299,7 @@ impl Store {
     pub async fn session(&self, id: &str) -> Result<Option<SessionInfo>> {
         let row = sqlx::query(
             "SELECT u.name, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id_hash = ? AND s.expires_at > ?",
+             WHERE s.id_hash = $1 AND s.expires_at > $2",
         )
         .bind(hash(id))
         .bind(ms(Utc::now()))
@@ -348,12 +348,12 @@ impl Store {
         let user_id = self.user_id(name).await?;
         let keep = keep.map(hash).unwrap_or_default();
         let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(phc)
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash <> ?")
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
             .bind(user_id)
             .bind(keep)
             .execute(&mut *tx)
@@ -367,7 +367,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT s.id_hash, s.created_at, s.expires_at FROM sessions s
              JOIN users u ON u.id = s.user_id
-             WHERE u.name = ? AND s.expires_at > ? ORDER BY s.created_at DESC",
+             WHERE u.name = $1 AND s.expires_at > $2 ORDER BY s.created_at DESC",
         )
         .bind(name)
         .bind(ms(Utc::now()))
@@ -392,8 +392,8 @@ impl Store {
             return Ok(false);
         }
         let done = sqlx::query(
-            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)
-             AND substr(id_hash, 1, ?) = ?",
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)
+             AND substr(id_hash, 1, CAST($2 AS INTEGER)) = $3",
         )
         .bind(name)
         .bind(HANDLE_LEN as i64)
@@ -405,7 +405,7 @@ impl Store {
 
     /// Ends the session whose cookie value is `id` (logout).
     pub async fn delete_session(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(hash(id))
             .execute(self.pool())
             .await?;

@@ -58,12 +58,16 @@ pub(crate) struct ServerArgs {
     token: Option<String>,
 }
 
-/// The data directory of the commands that work on it directly.
+/// The data directory (and database) of the commands that work on it directly.
 #[derive(Args, Clone)]
 pub(crate) struct DataArgs {
     /// The server's data directory (the one `baton serve --data` uses); it must exist.
     #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
     data: PathBuf,
+    /// The server's database when it is not the data directory's SQLite file: a
+    /// `postgres://USER:PASSWORD@HOST/DB` URL or a SQLite file (the one `baton serve --db` uses).
+    #[arg(long, env = "BATON_DB", hide_env_values = true)]
+    db: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +101,22 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Bring the database's schema up to date (`baton serve` does too when it starts).
+    Migrate {
+        /// Only list the migrations that would be applied.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Copy the database (SQLite: a consistent online copy; PostgreSQL: `pg_dump`) and the
+    /// data directory's logs, artifacts and other files into a new directory.
+    Backup {
+        /// The directory to write (must not exist yet).
+        dest: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
     },
     /// List the tasks and pipelines you may see and trigger.
     #[command(alias = "pipelines")]
@@ -143,6 +163,9 @@ enum Command {
         /// The server's config (a YAML file or a directory of them), for its retention rules.
         #[arg(long, env = "BATON_CONFIG", default_value = "examples")]
         config: PathBuf,
+        /// With --data: the server's database when it is not the data directory's SQLite file.
+        #[arg(long, env = "BATON_DB", hide_env_values = true)]
+        db: Option<String>,
         /// With --data: only say what would go.
         #[arg(long)]
         dry_run: bool,
@@ -485,6 +508,8 @@ async fn run(
         Command::Agent(args) => agent::run(args).await,
         Command::Token { command } => data::token(command).await,
         Command::User { command } => data::user(command).await,
+        Command::Migrate { dry_run, data } => data::migrate(&data, dry_run).await,
+        Command::Backup { dest, data } => data::backup(&data, &dest).await,
         Command::Tasks { json, server } => client::Client::new(&server)?.tasks(json).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -516,10 +541,11 @@ async fn run(
         }
         Command::Prune {
             data: Some(data),
+            db,
             config,
             dry_run,
             ..
-        } => prune::prune_command(&config, &data, dry_run).await,
+        } => prune::prune_command(&config, &data, db.as_deref(), dry_run).await,
         Command::Prune {
             data: None, local, ..
         } => local::prune(local).await,

@@ -135,13 +135,18 @@ async fn jobs_of(store: &Store, runs: &[i64]) -> anyhow::Result<Vec<i64>> {
 pub(crate) async fn prune_command(
     config: &Path,
     data: &Path,
+    db: Option<&str>,
     dry_run: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = baton_core::config::load_path(config).map_err(|e| {
         let text: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the config is invalid:\n{}", text.join("\n"))
     })?;
-    let store = Store::open(&data.join("baton.db")).await?;
+    let db = db.map_or_else(
+        || baton_store::Database::in_data_dir(data),
+        baton_store::Database::parse,
+    );
+    let store = Store::connect(&db).await?;
     let folders = RunFolders::new(data);
     let r = prune_server(&store, &folders, &config, dry_run, usize::MAX).await?;
     let verb = if dry_run { "would delete" } else { "deleted" };

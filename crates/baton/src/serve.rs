@@ -22,6 +22,10 @@ pub(crate) struct ServeArgs {
     /// Where the database, logs and artifacts live.
     #[arg(long, env = "BATON_DATA", default_value = "baton-data")]
     data: PathBuf,
+    /// The database: a `postgres://USER:PASSWORD@HOST/DB` URL or a SQLite file (default: the
+    /// config's server.database, else `<data>/baton.db`). Logs and artifacts stay in --data.
+    #[arg(long, env = "BATON_DB", hide_env_values = true)]
+    db: Option<String>,
     /// Address to listen on (default: the config's server.listen, else 127.0.0.1:8700).
     #[arg(long, env = "BATON_LISTEN")]
     listen: Option<String>,
@@ -186,7 +190,14 @@ pub(crate) async fn serve(
         return Ok(ExitCode::from(1));
     };
     let data = data_dir(&args.data)?;
-    let store = baton_store::Store::open(&data.join("baton.db")).await?;
+    let db = match args.db.as_deref().or(config.server.database.as_deref()) {
+        Some(db) => baton_store::Database::parse(db),
+        None => baton_store::Database::in_data_dir(&data),
+    };
+    let store = baton_store::Store::connect(&db)
+        .await
+        .with_context(|| format!("cannot open the database {db}"))?;
+    tracing::info!("database: {db}");
     let exe = std::env::current_exe().context("cannot find the baton binary for the supervisor")?;
     let listen = args
         .listen

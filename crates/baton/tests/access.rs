@@ -214,8 +214,8 @@ async fn reload_is_for_administrators_and_tokens_need_to_be_valid() {
     assert_eq!(resp.status().as_u16(), 401);
     // A token for a user that does not exist cannot be made.
     let out = std::process::Command::new(BIN)
-        .args(["token", "create", "--user", "ghost", "--data"])
-        .arg(&s.data)
+        .args(["token", "create", "--user", "ghost"])
+        .args(s.data_args())
         .output()
         .unwrap();
     assert!(!out.status.success());

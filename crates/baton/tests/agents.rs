@@ -135,8 +135,8 @@ impl Drop for AgentProc {
 
 fn join_token(s: &Server) -> String {
     let out = Command::new(BIN)
-        .args(["token", "create", "--name", "agent-join", "--data"])
-        .arg(&s.data)
+        .args(["token", "create", "--name", "agent-join"])
+        .args(s.data_args())
         .output()
         .unwrap();
     assert!(out.status.success());

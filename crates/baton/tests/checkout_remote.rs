@@ -119,8 +119,8 @@ impl Drop for Agent {
 
 fn start_agent(s: &Server) -> Agent {
     let out = Command::new(BIN)
-        .args(["token", "create", "--name", "agent-join", "--data"])
-        .arg(&s.data)
+        .args(["token", "create", "--name", "agent-join"])
+        .args(s.data_args())
         .output()
         .unwrap();
     assert!(out.status.success());

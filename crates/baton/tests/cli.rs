@@ -89,9 +89,11 @@ fn data_dir_commands_never_create_a_data_dir() {
 async fn users_and_tokens_are_listed_and_removed() {
     let s = Server::start(CONFIG);
     let data = s.data.to_str().unwrap().to_owned();
+    // On PostgreSQL (BATON_TEST_DB) the commands also need the server's database.
+    let db: Vec<(&str, &str)> = s.db.iter().map(|d| ("BATON_DB", d.as_str())).collect();
     let o = run(
         &["user", "add", "ann", "--password-stdin", "--data", &data],
-        &[],
+        &db,
         "short\n",
     );
     assert!(!o.status.success());
@@ -100,14 +102,18 @@ async fn users_and_tokens_are_listed_and_removed() {
     users::add_user(&s, "bob", "pw");
     let t = users::user_token(&s, "bob");
     assert!(t.starts_with("baton_"));
-    let o = run(&["user", "list"], &[("BATON_DATA", &data)], "");
+    let o = run(
+        &["user", "list"],
+        &[db.as_slice(), &[("BATON_DATA", &data)]].concat(),
+        "",
+    );
     let users = out(&o);
     let names: Vec<&str> = users
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(names, ["NAME", "ann", "bob"]);
-    let o = run(&["token", "list", "--data", &data], &[], "");
+    let o = run(&["token", "list", "--data", &data], &db, "");
     let list = out(&o);
     assert!(list.starts_with("ID  NAME"), "{list}");
     assert!(
@@ -124,7 +130,7 @@ async fn users_and_tokens_are_listed_and_removed() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
-    let o = run(&["token", "revoke", &bob_id, "--data", &data], &[], "");
+    let o = run(&["token", "revoke", &bob_id, "--data", &data], &db, "");
     assert!(o.status.success(), "{}", err(&o));
     let st = s
         .http
@@ -136,9 +142,9 @@ async fn users_and_tokens_are_listed_and_removed() {
         .status()
         .as_u16();
     assert_eq!(st, 401, "a revoked token is refused");
-    let o = run(&["user", "remove", "ann", "--data", &data], &[], "");
+    let o = run(&["user", "remove", "ann", "--data", &data], &db, "");
     assert!(o.status.success(), "{}", err(&o));
-    let o = run(&["user", "list", "--data", &data], &[], "");
+    let o = run(&["user", "list", "--data", &data], &db, "");
     assert!(!out(&o).contains("ann"));
 }
 

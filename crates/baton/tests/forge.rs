@@ -410,11 +410,18 @@ async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restar
     let sql = format!(
         "UPDATE webhook_deliveries SET pending = '{pending}', run_ids = '[]' WHERE id = {id}"
     );
-    let out = Command::new("sqlite3")
-        .arg(s.data.join("baton.db"))
-        .arg(&sql)
-        .output()
-        .unwrap();
+    let out = match &s.db {
+        None => Command::new("sqlite3")
+            .arg(s.data.join("baton.db"))
+            .arg(&sql)
+            .output()
+            .unwrap(),
+        // On PostgreSQL (BATON_TEST_DB=postgres): its own client, from Debian's packages.
+        Some(url) => Command::new(common::pg_bin("psql"))
+            .args(["-v", "ON_ERROR_STOP=1", url, "-c", &sql])
+            .output()
+            .unwrap(),
+    };
     assert!(
         out.status.success(),
         "{}",

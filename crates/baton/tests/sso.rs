@@ -454,10 +454,8 @@ async fn trigger_as(s: &Server, session: &str, csrf: &str, task: &str) -> (u16, 
 /// Whether Baton has a user named `name` (`baton token create --user` refuses unknown users).
 fn user_exists(s: &Server, name: &str) -> bool {
     Command::new(BIN)
-        .args([
-            "token", "create", "--name", "probe", "--user", name, "--data",
-        ])
-        .arg(&s.data)
+        .args(["token", "create", "--name", "probe", "--user", name])
+        .args(s.data_args())
         .output()
         .unwrap()
         .status

@@ -6,7 +6,7 @@
 //!
 //! | key              | shape                              | merged across files          |
 //! |------------------|------------------------------------|------------------------------|
-//! | `server`         | `{listen, jwt_secret, local_workers, kill_grace, docker_host}` | by key |
+//! | `server`         | `{listen, database, jwt_secret, local_workers, kill_grace, docker_host}` | by key |
 //! | `workers`        | `NAME: {host, queues}`             | by name; twice is an error   |
 //! | `administrators` | list of user names                 | concatenated                 |
 //! | `variables`      | `NAME: value`                      | by name; twice is an error   |

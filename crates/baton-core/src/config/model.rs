@@ -232,6 +232,11 @@ impl EnvValue {
 pub struct ServerConfig {
     /// `listen: 127.0.0.1:8700`; the command line wins over it.
     pub listen: Option<String>,
+    /// `database:` — where the store is: a `postgres://` URL (no password: that goes in
+    /// `BATON_DB` or PostgreSQL's own `PGPASSWORD`/`~/.pgpass`) or a SQLite file; `None`: the
+    /// data directory's `baton.db`. `--db`/`BATON_DB` win over it.
+    #[serde(default)]
+    pub database: Option<String>,
     /// `jwt_secret:` — HS256 secret for prunner-style JWTs; `None` disables JWT auth.
     pub jwt_secret: Option<String>,
     /// `local_workers:` — how many local workers serve queue `default` when `workers:` defines

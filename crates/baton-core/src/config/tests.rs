@@ -412,6 +412,25 @@ fn server_section() {
 }
 
 #[test]
+fn server_database_names_the_store_but_never_holds_a_password() {
+    let c = ok("server:\n  database: postgres://baton@db.example/baton\n");
+    assert_eq!(
+        c.server.database.as_deref(),
+        Some("postgres://baton@db.example/baton")
+    );
+    assert_eq!(ok("server:\n  listen: 127.0.0.1:1\n").server.database, None);
+    for url in [
+        "postgres://baton:hunter2@db.example/baton",
+        "postgresql://baton@db.example/baton?password=hunter2",
+    ] {
+        let errs = errors(&format!("server:\n  database: {url}\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("holds a password"), "{errs:#?}");
+        assert!(!errs[0].contains("hunter2"), "{errs:#?}");
+    }
+}
+
+#[test]
 fn pipeline_fields_and_templates() {
     let c = ok("
 pipelines:

@@ -47,6 +47,50 @@ pub struct Server {
     serve_args: Vec<String>,
     /// Extra environment of the server, kept for restarts.
     envs: Vec<(String, String)>,
+    /// The server's `--db` when the suite runs on PostgreSQL (`BATON_TEST_DB=postgres`): a
+    /// fresh database of its own; `None`: the data directory's SQLite file.
+    pub db: Option<String>,
+}
+
+/// A PostgreSQL client program from Debian's packages (the newest version installed).
+pub fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian's postgresql package)")
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql/*/bin"))
+}
+
+/// Which database the suite's servers use: `BATON_TEST_DB=postgres` gives each server a fresh
+/// database on `BATON_TEST_PG`'s server (and fails loudly without one); unset or `sqlite`, the
+/// data directory's SQLite file.
+pub fn test_database() -> Option<String> {
+    match std::env::var("BATON_TEST_DB").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres") => {
+            // Its own runtime on its own thread: callers may be inside one already.
+            let db = std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(baton_store::testing::fresh_postgres())
+            })
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("BATON_TEST_DB=postgres: {e}"));
+            let baton_store::Database::Postgres(url) = db else {
+                unreachable!("fresh_postgres makes PostgreSQL databases")
+            };
+            Some(url)
+        }
+        Ok(other) => panic!("BATON_TEST_DB={other:?}: expected sqlite or postgres"),
+    }
 }
 
 impl Server {
@@ -79,11 +123,33 @@ impl Server {
         Server::start_full_env(config_yaml, host, serve_args, &[])
     }
 
+    /// Like [`Server::start`], on database `db` (`--db`; `None`: the data directory's SQLite
+    /// file), whatever `BATON_TEST_DB` says.
+    pub fn start_with_db(config_yaml: &str, db: Option<String>) -> Server {
+        Server::start_inner(config_yaml, "127.0.0.1", &[], &[], Some(db), None)
+    }
+
+    /// Like [`Server::start_with_db`], on an existing data directory (a restored backup's).
+    pub fn start_on_data(config_yaml: &str, db: Option<String>, data: &Path) -> Server {
+        Server::start_inner(config_yaml, "127.0.0.1", &[], &[], Some(db), Some(data))
+    }
+
     fn start_full_env(
         config_yaml: &str,
         host: &str,
         serve_args: &[&str],
         envs: &[(&str, &str)],
+    ) -> Server {
+        Server::start_inner(config_yaml, host, serve_args, envs, None, None)
+    }
+
+    fn start_inner(
+        config_yaml: &str,
+        host: &str,
+        serve_args: &[&str],
+        envs: &[(&str, &str)],
+        db: Option<Option<String>>,
+        data: Option<&Path>,
     ) -> Server {
         let root = tempfile::Builder::new()
             .prefix("baton-test-")
@@ -91,7 +157,7 @@ impl Server {
             .expect("tempdir");
         let rootp = root.path().canonicalize().expect("canonical tempdir");
         let config_dir = rootp.join("config");
-        let data = rootp.join("data");
+        let data = data.map_or_else(|| rootp.join("data"), Path::to_path_buf);
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(config_dir.join("baton.yaml"), config_yaml).unwrap();
@@ -116,6 +182,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            db: db.unwrap_or_else(test_database),
         };
         s.spawn();
         s.token = s.create_token();
@@ -146,6 +213,7 @@ impl Server {
             .arg(&self.config_dir)
             .arg("--data")
             .arg(&self.data)
+            .args(self.db.iter().flat_map(|db| ["--db", db]))
             .arg("--listen")
             .arg(format!("{}:{}", self.host, self.port))
             .args(&self.serve_args)
@@ -220,8 +288,8 @@ impl Server {
 
     fn create_token(&self) -> String {
         let out = Command::new(BIN)
-            .args(["token", "create", "--data"])
-            .arg(&self.data)
+            .args(["token", "create"])
+            .args(self.data_args())
             .output()
             .expect("run baton token create");
         assert!(
@@ -232,6 +300,16 @@ impl Server {
         let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
         assert!(token.starts_with("baton_"), "unexpected token {token:?}");
         token
+    }
+
+    /// `--data DIR` and, on PostgreSQL, `--db URL`: for the commands that work on the
+    /// server's store directly (`token`, `user`, `migrate`, `backup`, `prune`).
+    pub fn data_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--data".into(), self.data.clone().into_os_string()];
+        if let Some(db) = &self.db {
+            args.extend(["--db".into(), db.into()]);
+        }
+        args
     }
 
     pub fn pid(&self) -> u32 {
@@ -267,6 +345,11 @@ impl Server {
     /// Start again with the same config, data dir and port.
     pub fn restart(&mut self) {
         self.kill9();
+        // A new client: a kept-alive connection to the killed server is dead.
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         self.spawn();
     }
 

@@ -20,8 +20,8 @@ pub fn long(short: &str) -> String {
 /// [`long`]`(password)`.
 pub fn add_user(s: &Server, name: &str, password: &str) {
     let mut child = Command::new(BIN)
-        .args(["user", "add", name, "--password-stdin", "--data"])
-        .arg(&s.data)
+        .args(["user", "add", name, "--password-stdin"])
+        .args(s.data_args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,10 +44,8 @@ pub fn add_user(s: &Server, name: &str, password: &str) {
 /// A token that belongs to `user` (`baton token create --user`).
 pub fn user_token(s: &Server, user: &str) -> String {
     let out = Command::new(BIN)
-        .args([
-            "token", "create", "--name", "test", "--user", user, "--data",
-        ])
-        .arg(&s.data)
+        .args(["token", "create", "--name", "test", "--user", user])
+        .args(s.data_args())
         .output()
         .unwrap();
     assert!(

@@ -22,6 +22,7 @@ const SERVER_KEYS: &[&str] = &[
     "webhook_secret",
     "retention",
     "artifacts",
+    "database",
 ];
 const SSO_KEYS: &[&str] = &[
     "kind",
@@ -66,6 +67,19 @@ pub(super) fn build_server(
     }
     ServerConfig {
         listen: d.string(fields.get("listen")),
+        database: {
+            let db = d.nonempty_string(fields.get("database"));
+            if let (Some(u), Some(entry)) = (&db, fields.get("database"))
+                && (u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                && has_password(u)
+            {
+                d.err(
+                    entry.value_loc(),
+                    "server.database holds a password: keep it out of the config (give the URL with its password in BATON_DB, or the password in PGPASSWORD or ~/.pgpass)".to_string(),
+                );
+            }
+            db
+        },
         jwt_secret: d.string(fields.get("jwt_secret")),
         local_workers: d.uint(fields.get("local_workers"), 1),
         kill_grace: d.duration(fields.get("kill_grace"), MILLIS_UP),
@@ -304,4 +318,19 @@ pub fn check_base_url(u: &str, tls_unless_loopback: bool) -> Result<(), String> 
         return Err("expected http://host[:port] or https://host[:port]".into());
     }
     Ok(())
+}
+
+/// Whether a `postgres://user:password@host/db` URL carries a password (in its user part or as
+/// a `password=` parameter).
+fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let in_user = rest[..end]
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'));
+    let in_query = url.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("password="))
+    });
+    in_user || in_query
 }
