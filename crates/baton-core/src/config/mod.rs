@@ -210,3 +210,5 @@ mod tests_reports;
 mod tests_repos;
 #[cfg(test)]
 mod tests_secrets;
+#[cfg(test)]
+mod tests_pools;
