@@ -226,6 +226,27 @@ async fn tokens_are_stored_hashed_and_revocable() {
 }
 
 #[tokio::test]
+async fn a_pool_join_token_is_good_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+    let (id, token) = store.create_pool_token("arm", "arm-1").await.unwrap();
+    assert!(id > 0);
+    // An ordinary token is not a pool's join token.
+    let plain = store.create_token("ci").await.unwrap();
+    assert_eq!(store.consume_pool_token(&plain).await.unwrap(), None);
+    assert_eq!(
+        store.consume_pool_token(&token).await.unwrap(),
+        Some(("arm".to_string(), "arm-1".to_string()))
+    );
+    assert_eq!(store.consume_pool_token(&token).await.unwrap(), None);
+    assert!(store.verify_token(&token).await.unwrap().is_none());
+    // One revoked before use (its agent never joined) cannot be used either.
+    let (id, token) = store.create_pool_token("arm", "arm-2").await.unwrap();
+    assert!(store.revoke_token(id).await.unwrap());
+    assert_eq!(store.consume_pool_token(&token).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn schedule_marks_upsert() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("baton.db")).await.unwrap();

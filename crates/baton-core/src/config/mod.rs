@@ -205,10 +205,10 @@ mod tests_cache;
 #[cfg(test)]
 mod tests_notify;
 #[cfg(test)]
+mod tests_pools;
+#[cfg(test)]
 mod tests_reports;
 #[cfg(test)]
 mod tests_repos;
 #[cfg(test)]
 mod tests_secrets;
-#[cfg(test)]
-mod tests_pools;

@@ -57,7 +57,9 @@ pub fn pool(f: PoolFacts) -> PoolDecision {
             "at max: backlog {} needs {} more agent(s) but the pool has {size} of max {}",
             f.backlog, wanted, f.max
         )
-    } else if for_min > 0 && for_min >= for_backlog {
+    } else if (for_min > 0 && for_min >= for_backlog)
+        || (f.min > 0 && for_backlog == 0 && size <= f.min)
+    {
         format!("min: the pool has {size} agent(s), min is {}", f.min)
     } else if for_backlog > 0 {
         format!(
@@ -131,6 +133,13 @@ mod tests {
         });
         assert_eq!((d.start, d.desired), (1, 2));
         assert_eq!(d.why, "min: the pool has 1 agent(s), min is 2");
+        // Once it is starting, min is still why the pool has that size.
+        let d = pool(PoolFacts {
+            min: 2,
+            ..facts(0, 1, 1, 1)
+        });
+        assert_eq!((d.start, d.desired), (0, 2));
+        assert_eq!(d.why, "min: the pool has 2 agent(s), min is 2");
     }
 
     #[test]

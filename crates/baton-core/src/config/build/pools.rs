@@ -4,14 +4,7 @@ use super::diags::{Diags, Entry};
 use crate::config::duration::SECONDS_UP;
 use crate::config::model::{PoolDef, PoolProvider};
 
-const POOL_KEYS: &[&str] = &[
-    "queues",
-    "min",
-    "max",
-    "idle_timeout",
-    "slots",
-    "provider",
-];
+const POOL_KEYS: &[&str] = &["queues", "min", "max", "idle_timeout", "slots", "provider"];
 const PROVIDERS: &[&str] = &["command"];
 const COMMAND_KEYS: &[&str] = &["up", "down"];
 
@@ -98,21 +91,36 @@ fn build_provider(
         );
         return None;
     };
-    let f = d.fields(e.key.file, e.value, &format!("the provider of {what}"), PROVIDERS)?;
+    let f = d.fields(
+        e.key.file,
+        e.value,
+        &format!("the provider of {what}"),
+        PROVIDERS,
+    )?;
     if f.entries.len() != 1 {
         d.err(
             e.value_loc(),
-            format!("the provider of {what} must name exactly one of: {}", PROVIDERS.join(", ")),
+            format!(
+                "the provider of {what} must name exactly one of: {}",
+                PROVIDERS.join(", ")
+            ),
         );
         return None;
     }
     let c = f.get("command")?;
-    let cf = d.fields(c.key.file, c.value, &format!("the command provider of {what}"), COMMAND_KEYS)?;
+    let cf = d.fields(
+        c.key.file,
+        c.value,
+        &format!("the command provider of {what}"),
+        COMMAND_KEYS,
+    )?;
     let Some(up) = d.nonempty_string(cf.get("up")) else {
         if cf.get("up").is_none() {
             d.err(
                 c.key,
-                format!("the command provider of {what} has no \"up\": the program that starts agents"),
+                format!(
+                    "the command provider of {what} has no \"up\": the program that starts agents"
+                ),
             );
         }
         return None;
