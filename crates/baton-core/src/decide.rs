@@ -11,6 +11,7 @@
 //! - [`on_error`]: a pipeline's `on_error` job; [`reason`]: why a run ended;
 //! - [`mask`]: which secret values the log masker hides;
 //! - [`rerun`](mod@rerun): which jobs a rerun of a pipeline's failed jobs carries over;
+//! - [`pool`](mod@pool): how many agents an autoscaled pool starts now, and why;
 //! - [`supersede`]: which older runs a newer one for the same pull request or branch cancels.
 //!
 //! The scheduler actor gathers the facts, calls these, and applies the answers.
@@ -25,6 +26,7 @@ pub mod gate;
 pub mod mask;
 pub mod on_error;
 pub mod pause;
+pub mod pool;
 pub mod reason;
 pub mod rerun;
 pub mod retention;
@@ -43,6 +45,7 @@ pub use on_error::{
     FAILED_LOG_TAIL_BYTES, FailedTask, ON_ERROR_JOB, adds_on_error, failed_task_args,
 };
 pub use pause::Paused;
+pub use pool::{PoolDecision, PoolFacts};
 pub use reason::{ReasonJob, run_reason};
 pub use rerun::{RerunJob, RerunRefusal, carried_of, carried_over, carried_reason, result_source};
 pub use retention::{RetainRun, doomed_runs};

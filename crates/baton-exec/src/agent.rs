@@ -80,6 +80,8 @@ pub struct AgentState {
     pub last_seen_secs: f64,
     pub connected: bool,
     pub disabled: bool,
+    /// The autoscaled pool the agent belongs to, if any.
+    pub pool: Option<String>,
 }
 
 struct Agent {
@@ -98,6 +100,9 @@ struct Agent {
     handed: BTreeMap<JobRef, u64>,
     /// Jobs a later poll did not hold: lost without ever starting on the agent.
     missing: BTreeSet<JobRef>,
+    /// A pool's agent: its pool, and the queues and slots the pool gives it (what the agent
+    /// says about itself is ignored).
+    pool: Option<(String, AgentInfo)>,
 }
 
 impl Agent {
@@ -194,7 +199,12 @@ impl AgentHub {
             polls: 0,
             handed: BTreeMap::new(),
             missing: BTreeSet::new(),
+            pool: None,
         });
+        let info = match &a.pool {
+            Some((_, pinned)) => pinned.clone(),
+            None => info,
+        };
         let changed = a.info != info;
         a.info = info;
         a.last_seen = Instant::now();
@@ -208,6 +218,40 @@ impl AgentHub {
         if changed {
             self.changed.notify_one();
         }
+    }
+
+    /// Records that `name` joined as an agent of `pool` with the pool's queues and slots;
+    /// they stay the pool's whatever the agent's polls say.
+    pub fn register_pool(&self, name: &str, pool: &str, info: AgentInfo) {
+        self.register(name, info.clone());
+        let mut st = self.lock();
+        if let Some(a) = st.agents.get_mut(name) {
+            a.info = info.clone();
+            a.pool = Some((pool.to_string(), info));
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// An agent leaves (a pool's agent idle for its `idle_timeout`): it is forgotten, unless
+    /// work was handed to it that it has not reported (then it must stay and do it). Returns
+    /// the pool it belonged to.
+    pub fn leave(&self, name: &str) -> Result<Option<String>, String> {
+        let mut st = self.lock();
+        let Some(a) = st.agents.get(name) else {
+            return Ok(None);
+        };
+        if !a.mailbox.is_empty() || !a.handed.is_empty() {
+            return Err(format!(
+                "agent {name} has work it has not reported ({} waiting, {} handed out): it cannot leave now",
+                a.mailbox.len(),
+                a.handed.len()
+            ));
+        }
+        let pool = st.agents.remove(name).and_then(|a| a.pool.map(|(p, _)| p));
+        drop(st);
+        self.changed.notify_one();
+        Ok(pool)
     }
 
     fn alive(&self, a: &Agent) -> bool {
@@ -251,6 +295,7 @@ impl AgentHub {
                 last_seen_secs: a.last_seen.elapsed().as_secs_f64(),
                 connected: a.polling > 0,
                 disabled: a.disabled,
+                pool: a.pool.as_ref().map(|(p, _)| p.clone()),
             })
             .collect()
     }

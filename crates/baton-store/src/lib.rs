@@ -46,7 +46,7 @@ pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
 pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
 pub use retention::EndedRun;
-pub use tokens::TokenInfo;
+pub use tokens::{POOL_JOIN_PREFIX, TokenInfo};
 pub use users::{
     MIN_PASSWORD_CHARS, NewSession, SessionInfo, SessionRow, UserInfo, session_handle,
     valid_user_name,

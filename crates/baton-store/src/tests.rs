@@ -214,6 +214,25 @@ async fn tokens_are_stored_hashed_and_revocable(db: TestDb) {
     assert!(store.verify_token(&token).await.unwrap().is_none());
 }
 
+async fn a_pool_join_token_is_good_once(db: TestDb) {
+    let store = db.open().await;
+    let (id, token) = store.create_pool_token("arm", "arm-1").await.unwrap();
+    assert!(id > 0);
+    // An ordinary token is not a pool's join token.
+    let plain = store.create_token("ci").await.unwrap();
+    assert_eq!(store.consume_pool_token(&plain).await.unwrap(), None);
+    assert_eq!(
+        store.consume_pool_token(&token).await.unwrap(),
+        Some(("arm".to_string(), "arm-1".to_string()))
+    );
+    assert_eq!(store.consume_pool_token(&token).await.unwrap(), None);
+    assert!(store.verify_token(&token).await.unwrap().is_none());
+    // One revoked before use (its agent never joined) cannot be used either.
+    let (id, token) = store.create_pool_token("arm", "arm-2").await.unwrap();
+    assert!(store.revoke_token(id).await.unwrap());
+    assert_eq!(store.consume_pool_token(&token).await.unwrap(), None);
+}
+
 async fn schedule_marks_upsert(db: TestDb) {
     let store = db.open().await;
     let t1 = from_ms(1_000_000);
@@ -719,6 +738,7 @@ on_both!(
     list_filters_and_paginates,
     a_repositorys_own_runs_are_visible_through_its_name_only,
     tokens_are_stored_hashed_and_revocable,
+    a_pool_join_token_is_good_once,
     schedule_marks_upsert,
     sso_users_never_take_over_other_accounts,
     users_sessions_and_owned_tokens,

@@ -7,6 +7,9 @@ use sqlx::Row;
 
 use crate::{Result, Store, from_ms, ms};
 
+/// Names of pools' one-time join tokens start with this (`pool-join:POOL:AGENT`).
+pub const POOL_JOIN_PREFIX: &str = "pool-join:";
+
 /// A stored token, without its secret.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenInfo {
@@ -68,6 +71,41 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(token)
+    }
+
+    /// Creates a one-time join token for an agent of pool `pool` named `agent` (token name
+    /// `pool-join:POOL:AGENT`) and returns its id and secret. It is good for one join only
+    /// ([`Store::consume_pool_token`]).
+    pub async fn create_pool_token(&self, pool: &str, agent: &str) -> Result<(i64, String)> {
+        let token = random_secret("baton_");
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (name, hash, created_at, user_id) VALUES ($1, $2, $3, NULL) RETURNING id",
+        )
+        .bind(format!("{POOL_JOIN_PREFIX}{pool}:{agent}"))
+        .bind(hash(&token))
+        .bind(ms(Utc::now()))
+        .fetch_one(self.pool())
+        .await?;
+        Ok((id, token))
+    }
+
+    /// Uses up a pool's join token: revokes it in the same statement that finds it, so two
+    /// joins with one token cannot both succeed. Returns `(pool, agent)` it names, or `None`
+    /// when the secret is unknown, used or revoked, or not a pool's join token.
+    pub async fn consume_pool_token(&self, token: &str) -> Result<Option<(String, String)>> {
+        let name: Option<String> = sqlx::query_scalar(
+            "UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL
+               AND name LIKE 'pool-join:%' RETURNING name",
+        )
+        .bind(ms(Utc::now()))
+        .bind(hash(token))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(name.and_then(|n| {
+            let rest = n.strip_prefix(POOL_JOIN_PREFIX)?;
+            let (pool, agent) = rest.split_once(':')?;
+            Some((pool.to_string(), agent.to_string()))
+        }))
     }
 
     /// The token's record if the secret is valid and not revoked.

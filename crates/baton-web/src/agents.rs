@@ -29,6 +29,7 @@ use crate::{ApiError, AppState};
 pub(crate) fn agent_routes() -> Router<AppState> {
     Router::new()
         .route("/agents/join", post(join))
+        .route("/agents/leave", post(leave))
         .route("/agents/poll", post(poll))
         .route("/agents/jobs/{job}/{attempt}/log", post(log))
         .route(
@@ -43,6 +44,7 @@ pub(crate) fn agent_routes() -> Router<AppState> {
 pub(crate) fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/agents", get(list))
+        .route("/pools", get(crate::pools::list))
         .route("/agents/{name}/disable", post(disable))
         .route("/agents/{name}/enable", post(enable))
 }
@@ -126,6 +128,11 @@ async fn join(
     })?;
     // An agent receives jobs (and their secrets) of every task on its queues: only operators
     // and administrators may let one join.
+    let b: JoinBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
+    if let Some(rest) = by.name.strip_prefix(baton_store::POOL_JOIN_PREFIX) {
+        return join_pool(&s, &hub, token, rest, &b).await;
+    }
     if let Some(user) = &by.user {
         let config = s.sched.config().await?;
         if !config.administrators.iter().any(|a| a == user) {
@@ -143,8 +150,6 @@ async fn join(
             "an agent credential cannot make another agent; use a join token (baton token create --name agent-join)",
         ));
     }
-    let b: JoinBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
     if !valid_agent_name(&b.name) {
         return Err(ApiError::bad_request(
             "agent names are 1-64 letters, digits, '-', '_' or '.'",
@@ -171,6 +176,88 @@ async fn join(
         StatusCode::CREATED,
         Json(json!({"name": b.name, "credential": credential})),
     ))
+}
+
+/// A join with a pool's one-time token (`pool-join:POOL:AGENT`): the agent must be the one
+/// the token was made for; it gets the pool's queues and slots whatever it asks for, and the
+/// token is used up.
+async fn join_pool(
+    s: &AppState,
+    hub: &std::sync::Arc<AgentHub>,
+    token: &str,
+    names: &str,
+    b: &JoinBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (pool, agent) = names.split_once(':').unwrap_or((names, ""));
+    if b.name != agent {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_agent",
+            format!(
+                "this join token is for agent {agent:?} of pool {pool:?}, not {:?} (hint: start the agent with --name \"$BATON_AGENT_NAME\")",
+                b.name
+            ),
+        ));
+    }
+    let config = s.sched.config().await?;
+    let Some(def) = config.pools.get(pool) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_such_pool",
+            format!("pool {pool:?} is no longer in the config"),
+        ));
+    };
+    // Used up here: a second join with the same token finds nothing.
+    if s.store.consume_pool_token(token).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this pool's join token was already used or revoked (each is good for one join)",
+        ));
+    }
+    let credential = s
+        .store
+        .create_token(&format!("{CREDENTIAL_PREFIX}{agent}"))
+        .await?;
+    s.pools.joined(agent);
+    hub.register_pool(
+        agent,
+        pool,
+        AgentInfo {
+            queues: def.queues.clone(),
+            slots: def.slots,
+        },
+    );
+    tracing::info!(pool, agent, "a pool's agent joined");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": agent,
+            "credential": credential,
+            "pool": pool,
+            "queues": def.queues,
+            "slots": def.slots,
+            "idle_timeout_secs": def.idle_timeout.as_secs(),
+        })),
+    ))
+}
+
+/// An agent leaves (a pool's agent after its idle timeout): its credential is revoked, and a
+/// pool's agent is removed with the pool's `down`. Refused while it has work to report.
+async fn leave(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let hub = hub(&s)?.clone();
+    let name = agent_of(&s, &headers).await?;
+    let pool = hub
+        .leave(&name)
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, "agent_busy", why))?;
+    s.store
+        .revoke_tokens_named(&format!("{CREDENTIAL_PREFIX}{name}"))
+        .await?;
+    tracing::info!(agent = %name, pool = pool.as_deref().unwrap_or(""), "agent left");
+    if let Some(pool) = &pool {
+        crate::pools::agent_left(&s, pool.clone(), name.clone());
+    }
+    Ok(Json(json!({"name": name, "left": true, "pool": pool})))
 }
 
 #[derive(Deserialize)]

@@ -84,6 +84,13 @@ pub(crate) async fn resolve(
                     "an agent credential is good for the agent routes only",
                 ));
             }
+            if info.name.starts_with(baton_store::POOL_JOIN_PREFIX) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "pool_join_token",
+                    "a pool's join token is good for one agent join only",
+                ));
+            }
             let principal = info.user.map_or(Principal::Operator, Principal::User);
             return Ok(Some(CurrentUser {
                 principal,

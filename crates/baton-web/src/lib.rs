@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod notify;
 mod ops;
 mod outbox;
+pub mod pools;
 mod range;
 mod repo_http;
 mod repos;
@@ -57,6 +58,7 @@ pub use error::ApiError;
 pub use guard::LoginGuard;
 pub use hooks::{resume_deliveries, resume_imports};
 pub use notify::spawn_notifier;
+pub use pools::start as start_pool_scaler;
 pub use repos::poll::start as start_polling;
 pub use repos::schedules::load_all as load_repo_schedules;
 pub use sso::Sso;
@@ -102,6 +104,8 @@ pub struct AppState {
     pub stop: tokio_util::sync::CancellationToken,
     /// `server.artifacts.s3`: the bucket ended jobs' artifacts go to; `None`: the data dir.
     pub artifact_store: Option<Arc<ArtifactStore>>,
+    /// Autoscaled agent pools: what the scaler last saw and the agents it started.
+    pub pools: Arc<pools::Pools>,
 }
 
 /// The whole HTTP application.

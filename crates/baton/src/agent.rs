@@ -25,21 +25,39 @@ pub(crate) struct AgentArgs {
     /// credential of its own yet.
     #[arg(long, env = "BATON_AGENT_TOKEN", hide_env_values = true)]
     token: String,
-    /// Queues this agent serves, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    /// Queues this agent serves, comma-separated (a pool's agent gets its pool's).
+    #[arg(
+        long,
+        env = "BATON_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     queues: Vec<String>,
     /// How many jobs it runs at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "BATON_SLOTS", default_value_t = 1)]
     slots: u32,
-    /// Its name on the server (default: the host name).
-    #[arg(long)]
+    /// Its name on the server (default: the host name; a pool's agent must use the name its
+    /// join token was made for, `$BATON_AGENT_NAME`).
+    #[arg(long, env = "BATON_AGENT_NAME")]
     name: Option<String>,
+    /// Leave after this long with no job (`30s`, `5m`): the agent tells the server, which
+    /// revokes its credential, and exits. For autoscaled pools (`$BATON_IDLE_TIMEOUT`).
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_parser = parse_idle)]
+    idle_timeout: Option<Duration>,
     /// Where jobs run and the credential is kept.
     #[arg(long, default_value = "baton-agent")]
     work_dir: PathBuf,
     /// How jobs' process trees are kept: `auto`, `cgroup` or `process-group` (as for `serve`).
     #[arg(long, env = "BATON_JOB_CONTAINMENT", default_value = "auto")]
     job_containment: baton_exec::ContainmentMode,
+}
+
+fn parse_idle(s: &str) -> Result<Duration, String> {
+    let d = baton_core::config::parse_duration_in(s, &["ms", "s", "m", "h", "d"])?;
+    if d.is_zero() {
+        return Err("the idle timeout must be longer than 0s".into());
+    }
+    Ok(d)
 }
 
 struct Agent {
@@ -93,8 +111,32 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         slots: args.slots,
     };
     let mut backoff = Duration::from_millis(200);
+    // Since when this agent has held no job (`None`: it holds one).
+    let mut idle_since = Some(std::time::Instant::now());
     loop {
-        let work = match agent.poll(&info).await {
+        let mut wait = Duration::from_secs(25);
+        if let Some(limit) = args.idle_timeout {
+            if agent.held().is_empty() {
+                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                let idle = since.elapsed();
+                if idle >= limit {
+                    if agent.leave().await {
+                        eprintln!(
+                            "baton agent {name}: no work for {}s; left the server",
+                            idle.as_secs()
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    // Work was handed to it meanwhile: do it, then try again.
+                    idle_since = None;
+                } else {
+                    wait = wait.min((limit - idle).max(Duration::from_secs(1)));
+                }
+            } else {
+                idle_since = None;
+            }
+        }
+        let work = match agent.poll(&info, wait).await {
             Poll::Work(w) => w,
             Poll::Refused => {
                 eprintln!("the server refused this agent's credential: it was disabled; exiting");
@@ -199,7 +241,33 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 impl Agent {
-    async fn poll(&self, info: &AgentInfo) -> Poll {
+    /// Tells the server this agent leaves; `true` when it may go (its credential is revoked
+    /// and forgotten here), `false` when it has work or the server could not be reached.
+    async fn leave(&self) -> bool {
+        let resp = self
+            .http
+            .post(format!("{}/agents/leave", self.base))
+            .bearer_auth(&self.credential)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                let _ = std::fs::remove_file(self.work.join("credential"));
+                true
+            }
+            Ok(r) => {
+                eprintln!("leaving: the server answered {}; staying", r.status());
+                false
+            }
+            Err(e) => {
+                eprintln!("leaving: {e}; staying");
+                false
+            }
+        }
+    }
+
+    async fn poll(&self, info: &AgentInfo, wait: Duration) -> Poll {
         // Every job folder here: the server learns of assignments that never reached us.
         let body = PollBody {
             info: info.clone(),
@@ -207,9 +275,13 @@ impl Agent {
         };
         let resp = self
             .http
-            .post(format!("{}/agents/poll?wait=25", self.base))
+            .post(format!(
+                "{}/agents/poll?wait={}",
+                self.base,
+                wait.as_secs().max(1)
+            ))
             .bearer_auth(&self.credential)
-            .timeout(Duration::from_secs(40))
+            .timeout(wait + Duration::from_secs(15))
             .json(&body)
             .send()
             .await;

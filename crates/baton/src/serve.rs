@@ -269,6 +269,7 @@ pub(crate) async fn serve(
         metrics: Arc::default(),
         stop: CancellationToken::new(),
         artifact_store,
+        pools: Arc::default(),
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
@@ -361,6 +362,8 @@ async fn start_side_tasks(state: &baton_web::AppState, stop_loops: &Cancellation
     baton_web::load_repo_schedules(state).await;
     // Repositories with `poll:` are fetched every interval; new commits trigger as pushes.
     baton_web::start_polling(state, stop_loops.child_token());
+    // Autoscaled agent pools: agents started for waiting jobs (`pools:`).
+    baton_web::start_pool_scaler(state, stop_loops.child_token());
     start_pruning(state, stop_loops);
 }
 

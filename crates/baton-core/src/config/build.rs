@@ -21,6 +21,7 @@ mod container;
 pub(crate) mod diags;
 mod notify;
 mod pipelines;
+mod pools;
 mod repo_creds;
 mod reports;
 mod repos;
@@ -52,6 +53,7 @@ const TOP_KEYS: &[&str] = &[
     "pipelines",
     "repos",
     "notify",
+    "pools",
 ];
 
 const DEFAULT_QUEUE: &str = "default";
@@ -176,6 +178,7 @@ fn build(
         pipelines,
         repos,
         notify,
+        pools,
     } = sections(d, roots, top_keys);
     let mut config = Config {
         administrators,
@@ -233,6 +236,12 @@ fn build(
         config.notify.extend(d.notify(file, node, resolve));
     }
 
+    for (name, e) in d.unique(pools, already("pool")) {
+        if let Some(p) = pools::build_pool(d, e) {
+            config.pools.insert(name.to_owned(), p);
+        }
+    }
+
     if let Some(mode) = repo {
         config.workers = mode.workers.clone();
         config.server.agent_queues = mode.agent_queues.clone();
@@ -265,6 +274,7 @@ struct Sections<'a> {
     pipelines: Vec<Entry<'a>>,
     repos: Vec<Entry<'a>>,
     notify: Vec<(FileId, &'a Node)>,
+    pools: Vec<Entry<'a>>,
 }
 
 fn sections<'a>(d: &mut Diags<'_>, roots: &'a [(FileId, Node)], top_keys: &[&str]) -> Sections<'a> {
@@ -283,6 +293,7 @@ fn sections<'a>(d: &mut Diags<'_>, roots: &'a [(FileId, Node)], top_keys: &[&str
                 "tasks" => &mut s.tasks,
                 "pipelines" => &mut s.pipelines,
                 "repos" => &mut s.repos,
+                "pools" => &mut s.pools,
                 "notify" => {
                     s.notify.push((file, e.value));
                     continue;

@@ -205,6 +205,8 @@ mod tests_cache;
 #[cfg(test)]
 mod tests_notify;
 #[cfg(test)]
+mod tests_pools;
+#[cfg(test)]
 mod tests_reports;
 #[cfg(test)]
 mod tests_repos;

@@ -30,6 +30,9 @@ pub struct Config {
     /// `notify:` — where to tell about runs that end (signed JSON webhooks).
     #[serde(default)]
     pub notify: Vec<NotifyDef>,
+    /// `pools:` — autoscaled agent pools: agents started on demand for their queues.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolDef>,
     /// The values behind every [`EnvValue::Secret`] reference of this config (secret-looking
     /// variables and `env` entries), by reference. Memory only: never serialized.
     #[serde(skip)]
@@ -388,6 +391,42 @@ pub enum NetworkMode {
     None,
     #[default]
     Bridge,
+}
+
+/// `pools.NAME` — agents the server starts when the pool's queues have waiting jobs (up to
+/// `max`) and that leave by themselves after `idle_timeout` with no work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolDef {
+    pub name: String,
+    pub queues: Vec<String>,
+    pub min: u32,
+    pub max: u32,
+    pub idle_timeout: Duration,
+    /// Jobs each agent runs at once.
+    pub slots: u32,
+    pub provider: PoolProvider,
+}
+
+/// How a pool's agents are started and stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PoolProvider {
+    /// `command: {up: PATH, down: PATH}` — programs the operator writes (for a cloud API):
+    /// `up` starts `BATON_COUNT` agents, `down NAME` removes the machine of a departed agent.
+    Command { up: String, down: Option<String> },
+}
+
+impl Config {
+    /// The queues pull-mode agents serve: `server.agent_queues` and every pool's.
+    #[must_use]
+    pub fn agent_queues(&self) -> Vec<String> {
+        let mut out = self.server.agent_queues.clone();
+        for q in self.pools.values().flat_map(|p| &p.queues) {
+            if !out.contains(q) {
+                out.push(q.clone());
+            }
+        }
+        out
+    }
 }
 
 /// `workers.NAME` — a place that runs one job at a time.

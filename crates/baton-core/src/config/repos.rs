@@ -46,7 +46,7 @@ pub fn load_repo_sources(
     let mut loader = super::build::Loader::default();
     loader.repo = Some(RepoMode {
         workers: server.workers.clone(),
-        agent_queues: server.server.agent_queues.clone(),
+        agent_queues: server.agent_queues(),
     });
     for (path, text) in sources {
         loader.add_source(path, text);

@@ -52,12 +52,17 @@ impl Actor {
         }
     }
 
-    /// Adds the slots of agents that joined (agents that left stay, shown down).
+    /// Adds the slots of agents that joined (agents that were lost stay, shown down) and drops
+    /// the idle slots of agents that left (a pool's agents leave when idle).
     pub(super) fn sync_agent_workers(&mut self) {
         let Some(hub) = &self.executors.agents else {
             return;
         };
-        for (name, queues, _) in hub.workers() {
+        let known = hub.workers();
+        self.workers.retain(|w| {
+            !w.agent || w.busy.is_some() || known.iter().any(|(name, _, _)| *name == w.name)
+        });
+        for (name, queues, _) in known {
             match self.workers.iter_mut().find(|w| w.name == name) {
                 Some(w) => w.queues = queues,
                 None => self.workers.push(Worker {

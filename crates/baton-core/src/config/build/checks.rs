@@ -7,8 +7,8 @@ use super::diags::{Diags, Loc};
 use super::{DEFAULT_QUEUE, Refs};
 use crate::config::model::{Config, WorkerDef};
 
-/// The queues that the workers `pick` accepts serve, and those of `server.agent_queues`
-/// (served by pull-mode agents that join later). With no `workers:`, the server adds local
+/// The queues that the workers `pick` accepts serve, and those of `server.agent_queues` and of
+/// `pools:` (served by pull-mode agents that join later). With no `workers:`, the server adds local
 /// workers that serve `default` only.
 fn served_queues(config: &Config, pick: impl Fn(&WorkerDef) -> bool) -> BTreeSet<&str> {
     let mut served: BTreeSet<&str> = if config.workers.is_empty() {
@@ -22,6 +22,12 @@ fn served_queues(config: &Config, pick: impl Fn(&WorkerDef) -> bool) -> BTreeSet
             .collect()
     };
     served.extend(config.server.agent_queues.iter().map(String::as_str));
+    served.extend(
+        config
+            .pools
+            .values()
+            .flat_map(|p| p.queues.iter().map(String::as_str)),
+    );
     served
 }
 
