@@ -646,7 +646,14 @@ proptest! {
                 (PathBuf::from(format!("part{part}.yaml")), render(part == 0, &vars, &tasks))
             })
             .collect();
-        prop_assert_eq!(whole.ok(), load_sources(&sources).ok());
+        // The same definitions, each written as it was (only the file it was written in differs).
+        let (whole, parts) = (whole.ok().unwrap(), load_sources(&sources).ok());
+        prop_assert!(parts.is_some());
+        let mut parts = parts.unwrap();
+        let text = |w: &Written| w.tasks.iter().map(|(n, d)| (n.clone(), d.text.clone())).collect::<Vec<_>>();
+        prop_assert_eq!(text(&whole.written), text(&parts.written));
+        parts.written = whole.written.clone();
+        prop_assert_eq!(whole, parts);
     }
 
     /// Every unknown task key is reported, at its line, however many tasks there are.
