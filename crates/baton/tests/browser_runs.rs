@@ -186,7 +186,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     );
     assert_eq!(count(&c, "#trend rect.bar").await, 2);
     wait_text(&c, "#rate", "50%").await;
-    wait_text(&c, "#definition", "\"depends_on\"").await;
+    wait_text(&c, "#definition", "depends_on: [build]").await;
     shoot(&c, "runs-target").await;
     fits_phone(&c, "a target's page").await;
     c.goto(&format!("{}/targets/task/nightly", s.base))
