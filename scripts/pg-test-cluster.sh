@@ -9,7 +9,7 @@
 # Needs Debian's `postgresql` package (server binaries under /usr/lib/postgresql/N/bin).
 set -euo pipefail
 
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+bin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   echo "pg-test-cluster: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (install Debian's postgresql package)" >&2
   exit 1
