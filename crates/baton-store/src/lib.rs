@@ -10,6 +10,7 @@ mod creds;
 mod database;
 mod folders;
 mod imports;
+mod leases;
 mod notices;
 mod outbox;
 mod records;
@@ -39,6 +40,7 @@ pub use creds::{CheckRunRecord, JobCredRow};
 pub use database::{Backend, Database, PendingMigration, split_password, testing};
 pub use folders::RunFolders;
 pub use imports::{ImportMark, ImportedRef, UnfinishedImport};
+pub use leases::{Fence, Lease, SCHEDULER_LEASE};
 pub use notices::{NoticeRow, RunEnd};
 pub use outbox::Outbox;
 pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
@@ -81,6 +83,10 @@ pub enum StoreError {
         /// `a password user`, `a user of OTHER` or `another account of PROVIDER`.
         owner: String,
     },
+    #[error(
+        "refused: {0}; this server stops scheduling (hint: another server took over; nothing was recorded)"
+    )]
+    Fenced(String),
     #[error("corrupt row in table {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -98,6 +104,8 @@ pub struct Store {
     backend: Backend,
     /// Committed write transactions (see [`Store::write_commits`]).
     commits: Arc<AtomicU64>,
+    /// The scheduler lease every [`Store::apply`] checks, once this server holds it.
+    fence: Arc<std::sync::OnceLock<Arc<Fence>>>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -166,6 +174,7 @@ impl Store {
             pool,
             backend,
             commits: Arc::default(),
+            fence: Arc::default(),
         })
     }
 
@@ -297,6 +306,8 @@ impl Store {
                 Change::Import(run, mark) => imports::insert(&mut tx, run, mark, now).await?,
             }
         }
+        // Last, once this transaction holds the write lock: no lease change slips in between.
+        self.check_fence(&mut tx).await?;
         self.commit(tx).await
     }
 

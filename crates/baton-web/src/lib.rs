@@ -39,12 +39,14 @@ mod repos;
 mod results;
 mod session;
 mod sso;
+pub mod standby;
 pub mod statuses;
 mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::response::IntoResponse;
 use baton_core::config::Config;
 use baton_sched::SchedHandle;
@@ -106,6 +108,8 @@ pub struct AppState {
     pub artifact_store: Option<Arc<ArtifactStore>>,
     /// Autoscaled agent pools: what the scaler last saw and the agents it started.
     pub pools: Arc<pools::Pools>,
+    /// This server's id among the servers that share its database (`/healthz` names it).
+    pub server_id: Arc<str>,
 }
 
 /// The whole HTTP application.
@@ -124,7 +128,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/healthz",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            axum::routing::get(|State(s): State<AppState>| async move {
+                axum::Json(
+                    serde_json::json!({"status": "ok", "role": "active", "server": &*s.server_id}),
+                )
+            }),
         )
         .nest(
             "/api/v1",

@@ -5,6 +5,7 @@
 
 mod agent;
 mod client;
+mod cluster;
 mod data;
 mod local;
 mod password;

@@ -46,6 +46,18 @@ pub(crate) struct ServeArgs {
     /// object a line, with each event's fields such as run and job ids) for log collectors.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// This server's id among the servers that share its database (default: the host name and
+    /// the data directory). A restarted server with the same id takes its lease back at once.
+    #[arg(long, env = "BATON_SERVER_ID")]
+    server_id: Option<String>,
+    /// The URL other servers forward requests to while this one is active (default: the
+    /// address it listens on; set it when the servers are on different hosts).
+    #[arg(long, env = "BATON_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// How long the active server's scheduler lease lasts without renewal: when it dies, a
+    /// standby takes over after this long (e.g. 10s).
+    #[arg(long, env = "BATON_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -213,16 +225,32 @@ pub(crate) async fn serve(
         }
         None => None,
     };
+    // Listen first: a standby forwards on this socket, and SSH workers call back to the
+    // address we actually got.
+    let listener = std::net::TcpListener::bind(&listen)
+        .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    // One server schedules: the one that holds the lease. Until this one does, it forwards.
+    let cluster = Arc::new(crate::cluster::Cluster::new(
+        store.clone(),
+        args.server_id
+            .clone()
+            .unwrap_or_else(|| crate::cluster::default_id(&data)),
+        args.advertise_url
+            .clone()
+            .unwrap_or_else(|| public_url(addr)),
+        args.lease_ttl,
+    ));
+    let fence = cluster.become_active(&listener).await?;
+    store.set_fence(fence.clone());
+    cluster.clone().keep(fence);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let agents = baton_exec::agent::AgentHub::new(args.agent_heartbeat_timeout);
     // Cancelled when the server stops: the executors' background loops (health checks,
     // reapers) end with it.
     let stop_loops = CancellationToken::new();
     let docker = docker_executor(config.server.docker_host.as_deref(), &stop_loops);
-    // Listen first: SSH workers call back to the address we actually got.
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
-    let addr = listener.local_addr()?;
     let callbacks = baton_exec::CallbackHub::default();
     let ssh = ssh_factory(&data, addr, &callbacks, &stop_loops);
     let remote = ssh_executors(&config, &ssh)?;
@@ -270,6 +298,7 @@ pub(crate) async fn serve(
         stop: CancellationToken::new(),
         artifact_store,
         pools: Arc::default(),
+        server_id: cluster.id().into(),
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
@@ -307,6 +336,8 @@ pub(crate) async fn serve(
         .await;
     stop_loops.cancel();
     sched.shutdown().await;
+    // Given up, so that a standby takes over at once.
+    cluster.release().await;
     served?;
     // Running jobs keep going under their supervisors; the next start re-attaches to them.
     Ok(ExitCode::SUCCESS)

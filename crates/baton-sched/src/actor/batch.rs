@@ -65,8 +65,21 @@ impl Actor {
     /// The batch is recorded: answer, launch, and spawn what waited for it.
     pub(super) fn after_commit(&mut self) {
         self.batch_facts.clear();
-        for (dir, spec, worker, job_id, attempt) in std::mem::take(&mut self.launches) {
-            self.launch(dir, spec, &worker, job_id, attempt);
+        let launches = std::mem::take(&mut self.launches);
+        if self.store.fence().is_some_and(|f| !f.valid(Utc::now())) {
+            // This server's lease ran out after the commit: the server that takes it over finds
+            // these jobs started but never launched and runs them; launching here too would
+            // run them twice.
+            if !launches.is_empty() {
+                tracing::warn!(
+                    jobs = launches.len(),
+                    "not launching: this server no longer holds the scheduler lease"
+                );
+            }
+        } else {
+            for (dir, spec, worker, job_id, attempt) in launches {
+                self.launch(dir, spec, &worker, job_id, attempt);
+            }
         }
         for (job_id, dir, exec) in std::mem::take(&mut self.cancels) {
             let tx = self.tx.clone();
