@@ -1,0 +1,406 @@
+//! Several servers on one PostgreSQL: one is active (it holds the scheduler lease), the others
+//! are standbys that forward every request to it. Three servers share a database and a data
+//! directory; 300 triggers are spread over them; the active one is SIGKILLed mid-run; a standby
+//! takes over. Every accepted run ends `success`, ran exactly once, and its log is complete,
+//! read through any server. Needs `BATON_TEST_PG` (scripts/test.sh starts a throwaway cluster)
+//! and fails without it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{BIN, id_of, is_terminal, status};
+
+const RUNS: usize = 300;
+const LINES: usize = 100;
+
+/// A fresh database on `BATON_TEST_PG`'s server; panics (the test fails) without one.
+fn fresh_postgres() -> String {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(baton_store::testing::fresh_postgres())
+    })
+    .join()
+    .unwrap()
+    .map(|db| match db {
+        baton_store::Database::Postgres(url) => url,
+        baton_store::Database::Sqlite(_) => unreachable!(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One `baton serve` of the cluster.
+struct Node {
+    name: &'static str,
+    base: String,
+    child: Option<Child>,
+    stderr: PathBuf,
+    /// Its first line: `baton ready on …` (active) or `baton standby on …`.
+    first: String,
+}
+
+impl Node {
+    fn start(name: &'static str, root: &Path, db: &str) -> Node {
+        let stderr = root.join(format!("{name}.stderr"));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", "2s"])
+            .args(["--server-id", name, "--db", db])
+            .arg("--config")
+            .arg(root.join("config"))
+            .arg("--data")
+            .arg(root.join("data"))
+            .env_remove("BATON_TOKEN")
+            .env_remove("BATON_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn baton serve");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            let mut line = String::new();
+            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                let _ = tx.send(std::mem::take(&mut line));
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
+            panic!(
+                "server {name} printed no first line ({e})\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        });
+        let addr = ["baton ready on http://", "baton standby on http://"]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .unwrap_or_else(|| panic!("server {name}: unexpected first line {line:?}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(':')
+            .to_owned();
+        // Later lines (a standby's "took over …", then its ready line) are drained.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Node {
+            name,
+            base: format!("http://{addr}"),
+            child: Some(child),
+            stderr,
+            first: line,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        format!(
+            "--- {} stderr ---\n{}",
+            self.name,
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    token: String,
+    http: reqwest::Client,
+    root: PathBuf,
+}
+
+impl Cluster {
+    fn logs(&self) -> String {
+        self.nodes.iter().map(Node::stderr).collect()
+    }
+
+    /// GET through `node`: the status and JSON, or the transport error.
+    async fn get(&self, node: usize, path: &str) -> Result<(u16, Value), String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.nodes[node].base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let st = r.status().as_u16();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        Ok((st, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// GET through any live node (tried in turn, bounded) that answers 200.
+    async fn get_ok(&self, live: &[usize], path: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        for i in 0.. {
+            let n = live[i % live.len()];
+            match self.get(n, path).await {
+                Ok((200, v)) => return v,
+                Ok((st, v)) => last = format!("{} answered {st}: {v}", self.nodes[n].name),
+                Err(e) => last = format!("{}: {e}", self.nodes[n].name),
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("GET {path}: no server answered 200; last: {last}\n{}", self.logs());
+    }
+}
+
+fn baton(args: &[&str], root: &Path, db: &str) -> String {
+    let o = Command::new(BIN)
+        .args(args)
+        .arg("--data")
+        .arg(root.join("data"))
+        .args(["--db", db])
+        .env_remove("BATON_DATA")
+        .env_remove("BATON_DB")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "baton {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_servers_one_killed_every_run_once_and_complete() {
+    let db = fresh_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let marks = root.join("executed");
+    std::fs::write(
+        root.join("config/baton.yaml"),
+        format!(
+            r#"
+server:
+  local_workers: 4
+tasks:
+  work:
+    concurrency: 4
+    wait_list: {{size: 400}}
+    command: |
+      for i in $(seq 1 {LINES}); do echo "line $i of run $BATON_RUN_ID"; done
+      echo "$BATON_RUN_ID" >> {marks}
+      sleep 0.3
+"#,
+            marks = marks.display()
+        ),
+    )
+    .unwrap();
+
+    let a = Node::start("a", &root, &db);
+    assert!(a.first.starts_with("baton ready on"), "a: {}", a.first);
+    let b = Node::start("b", &root, &db);
+    let c = Node::start("c", &root, &db);
+    for n in [&b, &c] {
+        assert!(
+            n.first.starts_with("baton standby on") && n.first.contains("server a at"),
+            "{} is a standby of a: {}",
+            n.name,
+            n.first
+        );
+    }
+    let token = baton(&["token", "create"], &root, &db);
+    let mut cl = Cluster {
+        nodes: vec![a, b, c],
+        token,
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        root: root.clone(),
+    };
+    let (_, h) = cl.get(1, "/healthz").await.unwrap();
+    assert_eq!(h["status"], "standby", "{h}");
+    assert_eq!(h["active"], json!(cl.nodes[0].base), "{h}");
+    let (_, h) = cl.get(0, "/healthz").await.unwrap();
+    assert_eq!((h["role"].as_str(), h["server"].as_str()), (Some("active"), Some("a")));
+
+    // 300 triggers, round robin over the servers; a is SIGKILLed after the first 100 are in.
+    let mut accepted: Vec<i64> = Vec::new();
+    let mut ambiguous = 0usize;
+    let mut live = vec![0usize, 1, 2];
+    let mut killed_with_work = None;
+    for i in 0..RUNS {
+        if i == RUNS / 3 {
+            let (_, page) = cl.get(0, "/api/v1/runs?limit=500").await.unwrap();
+            let open: Vec<String> = page["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| !is_terminal(r))
+                .map(|r| format!("{} {}", id_of(r), status(r)))
+                .collect();
+            killed_with_work = Some(open);
+            cl.nodes[0].kill9();
+            live = vec![1, 2];
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut k = i;
+        let id = loop {
+            let n = live[k % live.len()];
+            k += 1;
+            let sent = cl
+                .http
+                .post(format!("{}/api/v1/tasks/work/trigger", cl.nodes[n].base))
+                .bearer_auth(&cl.token)
+                .json(&json!({"args": {}}))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().as_u16() == 201 => {
+                    break id_of(&r.json::<Value>().await.unwrap());
+                }
+                // Refused before it reached anyone: not accepted.
+                Err(e) if e.is_connect() => {}
+                // Anything else may have been recorded before the answer was lost.
+                Ok(r) => {
+                    let st = r.status().as_u16();
+                    assert!(
+                        [502, 503].contains(&st),
+                        "trigger {i} through {}: {st} {}",
+                        cl.nodes[n].name,
+                        r.text().await.unwrap_or_default()
+                    );
+                    ambiguous += 1;
+                }
+                Err(_) => ambiguous += 1,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trigger {i}: no server accepted it within 60 s\n{}",
+                cl.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        accepted.push(id);
+    }
+    let open = killed_with_work.unwrap();
+    assert!(
+        open.iter().any(|r| r.ends_with("running")),
+        "a was killed with jobs running, not idle: {open:?}"
+    );
+
+    // One of b and c took over; the other forwards to it.
+    let active = cl.get_ok(&[1, 2], "/healthz").await;
+    let mut roles = BTreeMap::new();
+    for n in [1, 2] {
+        let (_, h) = cl.get(n, "/healthz").await.unwrap();
+        roles.insert(cl.nodes[n].name, h);
+    }
+    let actives: Vec<_> = roles.values().filter(|h| h["role"] == "active").collect();
+    assert_eq!(actives.len(), 1, "one active server after the kill: {roles:?} ({active})");
+
+    // Every accepted run ends, successfully (a's jobs were re-attached by the new active
+    // server: same host, same data directory).
+    for &id in &accepted {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let run = cl
+                .get_ok(&[1, 2], &format!("/api/v1/runs/{id}/wait?timeout=5"))
+                .await;
+            if is_terminal(&run) {
+                assert_eq!(status(&run), "success", "run {id}: {run}\n{}", cl.logs());
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} never ended: {run:#}\n{}", cl.logs());
+        }
+    }
+
+    // Every run there is: the accepted ones, and at most one per ambiguous answer.
+    let mut all: Vec<Value> = Vec::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/api/v1/runs?limit=500&cursor={c}"),
+            None => "/api/v1/runs?limit=500".to_owned(),
+        };
+        let page = cl.get_ok(&[1, 2], &path).await;
+        all.extend(page["runs"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let ids: Vec<i64> = all.iter().map(id_of).collect();
+    for id in &accepted {
+        assert!(ids.contains(id), "accepted run {id} is listed");
+    }
+    assert!(
+        ids.len() >= RUNS && ids.len() <= RUNS + ambiguous,
+        "{} runs for {RUNS} accepted triggers and {ambiguous} ambiguous answers",
+        ids.len()
+    );
+    for r in &all {
+        assert!(is_terminal(r), "every run is final: {r:#}\n{}", cl.logs());
+    }
+
+    // Each ran exactly once.
+    let executed = std::fs::read_to_string(&marks).unwrap();
+    let mut times: BTreeMap<i64, usize> = BTreeMap::new();
+    for l in executed.lines() {
+        *times.entry(l.trim().parse().unwrap()).or_default() += 1;
+    }
+    for id in &ids {
+        let ran = times.get(id).copied().unwrap_or(0);
+        let run = all.iter().find(|r| id_of(r) == *id).unwrap();
+        let want = usize::from(status(run) == "success");
+        assert_eq!(ran, want, "run {id} ({}) ran {ran} times", status(run));
+    }
+    assert!(
+        times.keys().all(|id| ids.contains(id)),
+        "nothing ran that is not a run"
+    );
+
+    // Every log is complete, read through either server.
+    for (k, id) in ids.iter().enumerate() {
+        let n = [1, 2][k % 2];
+        let want: String = (1..=LINES)
+            .map(|i| format!("line {i} of run {id}\n"))
+            .collect();
+        let r = cl
+            .http
+            .get(format!("{}/api/v1/runs/{id}/log", cl.nodes[n].base))
+            .bearer_auth(&cl.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let got = r.text().await.unwrap();
+        assert_eq!(got, want, "run {id}'s log through {}", cl.nodes[n].name);
+    }
+    let _ = &cl.root;
+    for n in cl.nodes.iter_mut() {
+        n.kill9();
+    }
+    // Supervisors that outlived a server are over by now; nothing is left under the data dir.
+    let left = common::processes_under(&root.join("data"));
+    assert!(left.is_empty(), "processes left under the data dir: {left:?}");
+}
