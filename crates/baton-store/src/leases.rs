@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::{Backend, Result, Store, StoreError, from_ms, ms};
+use crate::{Result, Store, StoreError, from_ms, ms};
 
 /// The lease whose holder runs the scheduler.
 pub const SCHEDULER_LEASE: &str = "scheduler";
@@ -33,32 +33,39 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What a fenced commit must still hold: the lease `name` at `epoch` for this `incarnation`,
-/// and this process's own deadline (`valid_until`, moved on by each renewal) not passed.
+/// What a fenced commit must still hold: the lease `name` at `epoch` for this `incarnation`.
+/// Each fenced commit renews the lease for `ttl` in its own transaction; `valid_until` is how
+/// long this process may act on what it committed (launch the jobs it recorded as started): a
+/// quarter of the lease before it lapses, by its own clock.
 #[derive(Debug)]
 pub struct Fence {
     name: String,
     incarnation: String,
     epoch: i64,
+    ttl: std::time::Duration,
     valid_until_ms: AtomicI64,
 }
 
 impl Fence {
-    pub fn new(lease: &Lease, name: &str, valid_until: DateTime<Utc>) -> Fence {
-        Fence {
+    pub fn new(lease: &Lease, name: &str, ttl: std::time::Duration, now: DateTime<Utc>) -> Fence {
+        let fence = Fence {
             name: name.to_owned(),
             incarnation: lease.incarnation.clone(),
             epoch: lease.epoch,
-            valid_until_ms: AtomicI64::new(ms(valid_until)),
-        }
+            ttl,
+            valid_until_ms: AtomicI64::new(i64::MIN),
+        };
+        fence.renewed(now);
+        fence
     }
 
-    /// A renewal succeeded: commits are taken until `until`.
-    pub fn renewed(&self, until: DateTime<Utc>) {
-        self.valid_until_ms.store(ms(until), Ordering::SeqCst);
+    /// The lease was renewed at `at` (a renewal begun then succeeded).
+    pub fn renewed(&self, at: DateTime<Utc>) {
+        let hold = chrono::Duration::from_std(self.ttl * 3 / 4).unwrap_or(chrono::Duration::MAX);
+        self.valid_until_ms.store(ms(at + hold), Ordering::SeqCst);
     }
 
-    /// No commit is taken any more (the lease is lost or given up).
+    /// This process may no longer act as the holder (the lease is lost or given up).
     pub fn revoke(&self) {
         self.valid_until_ms.store(i64::MIN, Ordering::SeqCst);
     }
@@ -152,53 +159,49 @@ impl Store {
         self.fence.get()
     }
 
-    /// Inside a commit's transaction: refuses it unless this process still holds the lease it
-    /// was fenced with. On PostgreSQL the lease row stays locked until the commit, so a taker
-    /// waits for it and then reads what it recorded.
+    /// Inside a commit's transaction, last: renews this process's lease for the fence's `ttl`
+    /// (so a busy server's commits keep it) and refuses the commit unless the lease still has
+    /// the epoch this process took — whether or not it lapsed meanwhile, nobody else took it.
+    /// The update holds the lease row (PostgreSQL) or the database (SQLite) until the commit,
+    /// so a taker waits for it and then finds the lease renewed. Returns when it renewed.
     pub(crate) async fn check_fence(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ) -> Result<()> {
+    ) -> Result<Option<DateTime<Utc>>> {
         let Some(fence) = self.fence.get() else {
-            return Ok(());
+            return Ok(None);
         };
-        if !fence.valid(Utc::now()) {
-            return Err(StoreError::Fenced(format!(
-                "this server's hold on the {} lease (epoch {}) ran out before it could renew it",
-                fence.name, fence.epoch
-            )));
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(fence.ttl).unwrap_or(chrono::Duration::MAX);
+        let kept: Option<i64> = sqlx::query_scalar(
+            "UPDATE leases SET expires_at = $1
+             WHERE name = $2 AND incarnation = $3 AND epoch = $4 RETURNING epoch",
+        )
+        .bind(ms(until))
+        .bind(&fence.name)
+        .bind(&fence.incarnation)
+        .bind(fence.epoch)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if kept.is_some() {
+            return Ok(Some(now));
         }
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT holder, incarnation, url, epoch, expires_at FROM leases \
-                                WHERE name = $1"
-            }
-            Backend::Postgres => {
-                "SELECT holder, incarnation, url, epoch, expires_at FROM leases \
-                                  WHERE name = $1 FOR UPDATE"
-            }
-        };
-        let row = sqlx::query(sql)
-            .bind(&fence.name)
-            .fetch_optional(&mut **tx)
-            .await?;
-        match row.as_ref().map(lease_of).transpose()? {
-            Some(l) if l.incarnation == fence.incarnation && l.epoch == fence.epoch => Ok(()),
-            Some(l) => {
-                fence.revoke();
-                Err(StoreError::Fenced(format!(
+        fence.revoke();
+        let holder = sqlx::query(
+            "SELECT holder, incarnation, url, epoch, expires_at FROM leases WHERE name = $1",
+        )
+        .bind(&fence.name)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Err(StoreError::Fenced(
+            match holder.as_ref().map(lease_of).transpose()? {
+                Some(l) => format!(
                     "the {} lease is now held by server {} (epoch {}, this server had epoch {})",
                     fence.name, l.holder, l.epoch, fence.epoch
-                )))
-            }
-            None => {
-                fence.revoke();
-                Err(StoreError::Fenced(format!(
-                    "the {} lease is gone from the database",
-                    fence.name
-                )))
-            }
-        }
+                ),
+                None => format!("the {} lease is gone from the database", fence.name),
+            },
+        ))
     }
 }
 
@@ -228,11 +231,7 @@ mod tests {
             .unwrap()
             .expect("a free lease is taken");
         assert_eq!((got.holder.as_str(), got.epoch), ("a", 1));
-        a.set_fence(Arc::new(Fence::new(
-            &got,
-            SCHEDULER_LEASE,
-            Utc::now() + chrono::Duration::hours(1),
-        )));
+        a.set_fence(Arc::new(Fence::new(&got, SCHEDULER_LEASE, TTL, Utc::now())));
         a.apply(&[mark(1)]).await.expect("the holder commits");
 
         // Another server cannot take it while it holds; renewing keeps the epoch.
@@ -299,30 +298,31 @@ mod tests {
         assert_eq!(c.epoch, 4);
     }
 
-    async fn a_fence_whose_deadline_passed_refuses_commits(db: TestDb) {
+    async fn a_fenced_commit_renews_a_lapsed_lease_nobody_took(db: TestDb) {
         let a = db.open().await;
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
         let got = a
-            .take_lease(SCHEDULER_LEASE, "a", "a-1", "http://a", Utc::now(), TTL)
+            .take_lease(SCHEDULER_LEASE, "a", "a-1", "http://a", long_ago, TTL)
             .await
             .unwrap()
             .unwrap();
-        let fence = Arc::new(Fence::new(
-            &got,
-            SCHEDULER_LEASE,
-            Utc::now() - chrono::Duration::seconds(1),
-        ));
+        let fence = Arc::new(Fence::new(&got, SCHEDULER_LEASE, TTL, long_ago));
+        assert!(!fence.valid(Utc::now()), "its hold ran out an hour ago");
         a.set_fence(fence.clone());
-        let err = a.apply(&[mark(1)]).await.expect_err("ran out");
+        a.apply(&[mark(1)])
+            .await
+            .expect("nobody took it: the commit renews it");
+        assert!(fence.valid(Utc::now()), "the commit renewed the hold");
+        let lease = a.lease(SCHEDULER_LEASE).await.unwrap().unwrap();
         assert!(
-            matches!(&err, StoreError::Fenced(m) if m.contains("ran out")),
-            "{err}"
+            lease.expires_at > Utc::now(),
+            "renewed in the database: {lease:?}"
         );
-        fence.renewed(Utc::now() + chrono::Duration::hours(1));
-        a.apply(&[mark(1)]).await.expect("renewed");
+        assert_eq!(lease.epoch, got.epoch);
     }
 
     on_both!(
         a_lease_has_one_holder_until_it_lapses_and_fences_the_one_that_lost_it,
-        a_fence_whose_deadline_passed_refuses_commits,
+        a_fenced_commit_renews_a_lapsed_lease_nobody_took,
     );
 }

@@ -307,8 +307,12 @@ impl Store {
             }
         }
         // Last, once this transaction holds the write lock: no lease change slips in between.
-        self.check_fence(&mut tx).await?;
-        self.commit(tx).await
+        let renewed = self.check_fence(&mut tx).await?;
+        self.commit(tx).await?;
+        if let (Some(at), Some(fence)) = (renewed, self.fence.get()) {
+            fence.renewed(at);
+        }
+        Ok(())
     }
 
     /// Adds a job to an open run (a pipeline's `on_error` job), with its own arguments beyond

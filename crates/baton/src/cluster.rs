@@ -50,12 +50,6 @@ impl Cluster {
         (self.ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
-    /// Until when a renewal begun at `at` lets this server commit: a quarter of the lease
-    /// before it lapses, so that it has stopped before any other server may take over.
-    fn valid_until(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        at + chrono::Duration::from_std(self.ttl * 3 / 4).unwrap_or(chrono::Duration::MAX)
-    }
-
     async fn take(&self, now: DateTime<Utc>) -> baton_store::Result<Option<Lease>> {
         self.store
             .take_lease(
@@ -94,11 +88,7 @@ impl Cluster {
                         );
                     }
                     tracing::info!(server = %self.id, epoch = lease.epoch, "holding the scheduler lease");
-                    return Ok(Arc::new(Fence::new(
-                        &lease,
-                        SCHEDULER_LEASE,
-                        self.valid_until(now),
-                    )));
+                    return Ok(Arc::new(Fence::new(&lease, SCHEDULER_LEASE, self.ttl, now)));
                 }
                 Ok(None) => {
                     failing = false;
@@ -174,7 +164,7 @@ impl Cluster {
                 let now = Utc::now();
                 match self.take(now).await {
                     Ok(Some(l)) if l.epoch == fence.epoch() => {
-                        fence.renewed(self.valid_until(now));
+                        fence.renewed(now);
                         if failing {
                             tracing::info!("renewed the scheduler lease again");
                         }

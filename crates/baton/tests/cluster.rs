@@ -75,12 +75,14 @@ impl Node {
                 let _ = tx.send(std::mem::take(&mut line));
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
-            panic!(
-                "server {name} printed no first line ({e})\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "server {name} printed no first line ({e})\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            });
         let addr = ["baton ready on http://", "baton standby on http://"]
             .iter()
             .find_map(|p| line.strip_prefix(p))
@@ -146,7 +148,10 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let st = r.status().as_u16();
         let text = r.text().await.map_err(|e| e.to_string())?;
-        Ok((st, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            st,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// GET through any live node (tried in turn, bounded) that answers 200.
@@ -165,7 +170,10 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("GET {path}: no server answered 200; last: {last}\n{}", self.logs());
+        panic!(
+            "GET {path}: no server answered 200; last: {last}\n{}",
+            self.logs()
+        );
     }
 }
 
@@ -241,7 +249,10 @@ tasks:
     assert_eq!(h["status"], "standby", "{h}");
     assert_eq!(h["active"], json!(cl.nodes[0].base), "{h}");
     let (_, h) = cl.get(0, "/healthz").await.unwrap();
-    assert_eq!((h["role"].as_str(), h["server"].as_str()), (Some("active"), Some("a")));
+    assert_eq!(
+        (h["role"].as_str(), h["server"].as_str()),
+        (Some("active"), Some("a"))
+    );
 
     // 300 triggers, round robin over the servers; a is SIGKILLed after the first 100 are in.
     let mut accepted: Vec<i64> = Vec::new();
@@ -316,7 +327,11 @@ tasks:
         roles.insert(cl.nodes[n].name, h);
     }
     let actives: Vec<_> = roles.values().filter(|h| h["role"] == "active").collect();
-    assert_eq!(actives.len(), 1, "one active server after the kill: {roles:?} ({active})");
+    assert_eq!(
+        actives.len(),
+        1,
+        "one active server after the kill: {roles:?} ({active})"
+    );
 
     // Every accepted run ends, successfully (a's jobs were re-attached by the new active
     // server: same host, same data directory).
@@ -330,7 +345,11 @@ tasks:
                 assert_eq!(status(&run), "success", "run {id}: {run}\n{}", cl.logs());
                 break;
             }
-            assert!(Instant::now() < deadline, "run {id} never ended: {run:#}\n{}", cl.logs());
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never ended: {run:#}\n{}",
+                cl.logs()
+            );
         }
     }
 
@@ -402,5 +421,8 @@ tasks:
     }
     // Supervisors that outlived a server are over by now; nothing is left under the data dir.
     let left = common::processes_under(&root.join("data"));
-    assert!(left.is_empty(), "processes left under the data dir: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes left under the data dir: {left:?}"
+    );
 }

@@ -65,21 +65,19 @@ impl Actor {
     /// The batch is recorded: answer, launch, and spawn what waited for it.
     pub(super) fn after_commit(&mut self) {
         self.batch_facts.clear();
-        let launches = std::mem::take(&mut self.launches);
-        if self.store.fence().is_some_and(|f| !f.valid(Utc::now())) {
-            // This server's lease ran out after the commit: the server that takes it over finds
-            // these jobs started but never launched and runs them; launching here too would
-            // run them twice.
-            if !launches.is_empty() {
-                tracing::warn!(
-                    jobs = launches.len(),
-                    "not launching: this server no longer holds the scheduler lease"
-                );
-            }
-        } else {
-            for (dir, spec, worker, job_id, attempt) in launches {
-                self.launch(dir, spec, &worker, job_id, attempt);
-            }
+        if !self.launches.is_empty() && self.store.fence().is_some_and(|f| !f.valid(Utc::now())) {
+            // Paused past its lease between recording these jobs' start and launching them:
+            // another server may hold the lease now and run them (it finds them started but
+            // never launched). Launching them too could run them twice; stopping cannot. The
+            // panic ends the server (`on_actor_panic`); its restart or a standby goes on.
+            panic!(
+                "this server's hold on the scheduler lease ran out before it launched {} \
+                 recorded jobs; stopping so that they run once, on the server that holds it",
+                self.launches.len()
+            );
+        }
+        for (dir, spec, worker, job_id, attempt) in std::mem::take(&mut self.launches) {
+            self.launch(dir, spec, &worker, job_id, attempt);
         }
         for (job_id, dir, exec) in std::mem::take(&mut self.cancels) {
             let tx = self.tx.clone();
