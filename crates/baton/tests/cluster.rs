@@ -51,9 +51,14 @@ struct Node {
 
 impl Node {
     fn start(name: &'static str, root: &Path, db: &str) -> Node {
+        Node::start_ttl(name, root, db, "2s")
+    }
+
+    /// Starts server `name` with leases of `ttl`; waits for its first line.
+    fn start_ttl(name: &'static str, root: &Path, db: &str, ttl: &str) -> Node {
         let stderr = root.join(format!("{name}.stderr"));
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", "2s"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", ttl])
             .args(["--server-id", name, "--db", db])
             .arg("--config")
             .arg(root.join("config"))
@@ -425,4 +430,114 @@ tasks:
         left.is_empty(),
         "processes left under the data dir: {left:?}"
     );
+}
+
+/// Starts a two-server cluster (a active, b standby) on a fresh database with `ttl` leases.
+fn pair(root: &Path, db: &str, ttl: &str) -> (Node, Node) {
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(
+        root.join("config/baton.yaml"),
+        "tasks:\n  hello:\n    command: echo hello\n",
+    )
+    .unwrap();
+    let a = Node::start_ttl("a", root, db, ttl);
+    assert!(a.first.starts_with("baton ready on"), "{}", a.first);
+    let b = Node::start_ttl("b", root, db, ttl);
+    assert!(b.first.starts_with("baton standby on"), "{}", b.first);
+    (a, b)
+}
+
+async fn health(http: &reqwest::Client, n: &Node) -> Option<Value> {
+    let r = http.get(format!("{}/healthz", n.base)).send().await.ok()?;
+    r.json().await.ok()
+}
+
+/// A server whose lease another server took (here: rewritten in the database, as a server that
+/// took it over after this one was cut off would) stops at once, with status 75.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_finds_its_lease_taken_stops_at_once() {
+    let db = fresh_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let (mut a, _b) = pair(&root, &db, "3s");
+    let store = baton_store::Store::connect(&baton_store::Database::parse(&db))
+        .await
+        .unwrap();
+    let lease = store
+        .lease(baton_store::SCHEDULER_LEASE)
+        .await
+        .unwrap()
+        .expect("a holds the lease");
+    assert_eq!(lease.holder, "a");
+    // Another server "takes it over": a new holder and epoch, far from lapsing.
+    let far = chrono::Utc::now() + chrono::Duration::hours(1);
+    let taken = store
+        .take_lease(
+            baton_store::SCHEDULER_LEASE,
+            "intruder",
+            "intruder-1",
+            "http://127.0.0.1:9",
+            lease.expires_at + chrono::Duration::milliseconds(1),
+            (far - chrono::Utc::now()).to_std().unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("a lease taken with a clock past its expiry");
+    assert_eq!(taken.epoch, lease.epoch + 1);
+    let child = a.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a kept running without its lease\n{}",
+            a.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    a.child = None;
+    assert_eq!(st.code(), Some(75), "{}", a.stderr());
+    assert!(
+        a.stderr()
+            .contains("server intruder (epoch 2) holds the scheduler lease now"),
+        "{}",
+        a.stderr()
+    );
+}
+
+/// A cleanly stopped server gives its lease up: the standby takes over long before the lease
+/// (60 s) would have lapsed, and answers as the active server.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_hands_over_at_once() {
+    let db = fresh_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let (mut a, b) = pair(&root, &db, "60s");
+    let http = reqwest::Client::new();
+    let h = health(&http, &b).await.expect("b answers");
+    assert_eq!(h["status"], "standby", "{h}");
+    // SIGINT: stop now, jobs keep running; the lease is given up.
+    let pid = a.child.as_ref().unwrap().id() as i32;
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let st = a.child.take().unwrap().wait().unwrap();
+    assert!(st.success(), "a stopped cleanly: {st}\n{}", a.stderr());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(h) = health(&http, &b).await
+            && h["role"] == "active"
+        {
+            assert_eq!(h["server"], "b");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b did not take over\n{}",
+            b.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
