@@ -56,6 +56,45 @@ pub struct SupervisorInfo {
     pub pid: i32,
     /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
     pub start_time: u64,
+    /// The boot the supervisor ran in (`/proc/sys/kernel/random/boot_id`): a job folder seen
+    /// from another host (servers sharing a data directory) or after a reboot names a process
+    /// that is not this machine's. `None` in folders written before Baton kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u128>,
+}
+
+impl SupervisorInfo {
+    /// The supervisor `pid`, started at `start_time`, of this boot.
+    pub fn here(pid: i32, start_time: u64) -> SupervisorInfo {
+        SupervisorInfo {
+            pid,
+            start_time,
+            boot: this_boot(),
+        }
+    }
+
+    /// Why this supervisor is not a process of this machine as it runs now (another host, or
+    /// before a reboot): its pid means nothing here, and nothing may be signalled by it.
+    pub fn elsewhere(&self) -> Option<String> {
+        match (self.boot, this_boot()) {
+            (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+                "its supervisor (pid {}) ran on another host or before this machine restarted \
+                 (boot {theirs:032x}, this one is {ours:032x}): a local job cannot be \
+                 re-attached from here",
+                self.pid
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// This machine's boot id, read once.
+pub fn this_boot() -> Option<u128> {
+    static BOOT: std::sync::OnceLock<Option<u128>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        u128::from_str_radix(&text.trim().replace('-', ""), 16).ok()
+    })
 }
 
 /// Read `exit.json` of a job directory; `None` if it is absent (or unreadable,

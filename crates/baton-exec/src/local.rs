@@ -179,11 +179,11 @@ impl LocalExecutor {
             let info = tokio::task::spawn_blocking(move || {
                 read_supervisor(&d).ok().flatten().unwrap_or_else(|| {
                     let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
-                    SupervisorInfo { pid, start_time }
+                    SupervisorInfo::here(pid, start_time)
                 })
             })
             .await
-            .unwrap_or(SupervisorInfo { pid, start_time: 0 });
+            .unwrap_or(SupervisorInfo::here(pid, 0));
             return Ok(JobHandle {
                 dir,
                 info,
@@ -230,6 +230,14 @@ impl LocalExecutor {
     /// [`tree::KILL_WAIT`]); should some process outlive that, the job is returned as running
     /// and its handle's `wait` keeps killing until the tree is gone.
     pub fn reattach(&self, dir: &Path) -> Reattach {
+        // A folder another host's server launched (a shared data directory): its pids and
+        // process groups are not this machine's, so nothing here is waited on or signalled.
+        if read_exit(dir).is_none()
+            && let Ok(Some(info)) = read_supervisor(dir)
+            && let Some(why) = info.elsewhere()
+        {
+            return Reattach::Vanished(why);
+        }
         match self.reattach_inner(dir) {
             Reattach::NeverStarted(why) => {
                 // Nothing ran; remove the cgroup the launch made.
@@ -245,10 +253,7 @@ impl LocalExecutor {
                     let info = read_supervisor(dir)
                         .ok()
                         .flatten()
-                        .unwrap_or(SupervisorInfo {
-                            pid: 0,
-                            start_time: 0,
-                        });
+                        .unwrap_or(SupervisorInfo::here(0, 0));
                     Reattach::Running(JobHandle {
                         dir: dir.to_path_buf(),
                         info,
@@ -309,7 +314,7 @@ impl LocalExecutor {
                 })
             }
         };
-        if !unix::is_alive(info.pid, info.start_time) {
+        if info.elsewhere().is_some() || !unix::is_alive(info.pid, info.start_time) {
             return not_running();
         }
         match unix::signal_process(info.pid, Signal::SIGTERM) {
@@ -485,11 +490,11 @@ async fn start_forked(
         let info = tokio::task::spawn_blocking(move || {
             read_supervisor(&d).ok().flatten().unwrap_or_else(|| {
                 let start_time = unix::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
-                SupervisorInfo { pid, start_time }
+                SupervisorInfo::here(pid, start_time)
             })
         })
         .await
-        .unwrap_or(SupervisorInfo { pid, start_time: 0 });
+        .unwrap_or(SupervisorInfo::here(pid, 0));
         return Some(Ok(JobHandle {
             dir: dir.to_path_buf(),
             info,

@@ -138,10 +138,7 @@ async fn run(dir: &Path) -> i32 {
     }
     let me = unix::self_pid();
     let info = match unix::proc_stat(me) {
-        Ok(st) => SupervisorInfo {
-            pid: me,
-            start_time: st.start_time,
-        },
+        Ok(st) => SupervisorInfo::here(me, st.start_time),
         Err(e) => return not_ready(&format!("could not read /proc/{me}/stat: {e}")),
     };
     let json = serde_json::to_vec(&info).expect("SupervisorInfo serializes");

@@ -575,6 +575,32 @@ async fn vanished_supervisor() {
     .unwrap();
     assert!(matches!(ex.reattach(&b), Reattach::Vanished(_)));
 
+    // This very process as the supervisor (its real pid and start time), but of another boot:
+    // a folder another host's server launched. Nothing is waited on or signalled here (a
+    // signal to this pid or its group would end this test).
+    let d = tmp.path().join("d");
+    fs::create_dir_all(&d).unwrap();
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let start_time: u64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
+    fs::write(
+        d.join("supervisor.json"),
+        format!(r#"{{"pid":{me},"start_time":{start_time},"boot":1}}"#),
+    )
+    .unwrap();
+    match ex.reattach(&d) {
+        Reattach::Vanished(why) => assert!(why.contains("ran on another host"), "{why}"),
+        other => panic!("expected Vanished, got {other:?}"),
+    }
+    assert!(matches!(ex.cancel(&d), Err(ExecError::NotRunning { .. })));
+    // The same with no boot recorded (an older folder) is this process: running.
+    fs::write(
+        d.join("supervisor.json"),
+        format!(r#"{{"pid":{me},"start_time":{start_time}}}"#),
+    )
+    .unwrap();
+    assert!(matches!(ex.reattach(&d), Reattach::Running(_)));
+
     // Nothing at all: nobody took it, so recovery claims it and it never runs from there.
     let c = tmp.path().join("c");
     fs::create_dir_all(&c).unwrap();
