@@ -13,6 +13,9 @@
     (warm mirror), and for a push of 1,000 commits                 (bench/webhook.py)
 (l) `baton run` of a trivial one-task .baton/, to the result ref  vs the script run directly plus
                                                                    one `git commit-tree`
+(p) dispatch throughput with 1, 2, 3 servers on PostgreSQL      vs 1 server on SQLite; failover
+    time after SIGKILL of the active server                        vs the lease it waits out
+    (bench/cluster.py)
 """
 import http.client
 import json
@@ -473,6 +476,12 @@ def bench_webhook():
     webhook.run(sys.modules[__name__])
 
 
+def bench_cluster():
+    import cluster  # bench/cluster.py, beside this file
+
+    cluster.run(sys.modules[__name__])
+
+
 def bench_local_run():
     d = tempfile.mkdtemp(prefix="baton-bench-local-")
     env = dict(os.environ, HOME=d, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b",
@@ -670,7 +679,7 @@ def bench_tests_tab():
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
             "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood,
             "k": bench_webhook, "l": bench_local_run, "m": bench_junit, "n": bench_cache_inputs,
-            "o": bench_tests_tab}
+            "o": bench_tests_tab, "p": bench_cluster}
 
 
 if __name__ == "__main__":

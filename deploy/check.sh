@@ -3,7 +3,8 @@
 # with nothing to remark and its user file passes `systemd-sysusers --dry-run`; the Docker image
 # builds from Debian packages only (its base made here with mmdebstrap, every time, so this
 # path cannot rot), starts, answers /healthz, refuses an unauthenticated API call, and stops
-# cleanly on SIGTERM. Usage: deploy/check.sh BINARY (e.g. target/debug/baton).
+# cleanly on SIGTERM; compose.yaml starts PostgreSQL and two servers, one active and one
+# standby, and the standby takes over when the active one is SIGKILLed. Usage: deploy/check.sh BINARY (e.g. target/debug/baton).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:?usage: deploy/check.sh BINARY}
@@ -73,4 +74,60 @@ if [ "$status" != 0 ]; then
   docker logs "$container" >&2
   exit 1
 fi
-echo "deploy: unit verified, image built, served, refused, stopped cleanly"
+
+echo "-- docker-compose -f deploy/compose.yaml: PostgreSQL and two servers, one taking over"
+pg_image=baton-postgres-check:latest
+docker build --quiet -f deploy/postgres.Dockerfile --build-arg BASE="$base" -t "$pg_image" . \
+  >/dev/null
+project=batoncheck$$
+compose=(docker-compose -p "$project" -f deploy/compose.yaml)
+export BATON_IMAGE=$image BATON_PG_IMAGE=$pg_image BATON_A_PORT="" BATON_B_PORT=""
+compose_down() { "${compose[@]}" down -v --timeout 5 >/dev/null 2>&1 || true; }
+trap 'compose_down; cleanup' EXIT
+"${compose[@]}" up -d --quiet-pull 2>"$tmp/compose.log" || {
+  cat "$tmp/compose.log" >&2
+  exit 1
+}
+port_of() { "${compose[@]}" port "$1" 8700 | sed 's/.*://'; }
+# Prints a server's /healthz role: active, standby, or nothing while it does not answer.
+role_of() {
+  curl -fsS "http://127.0.0.1:$(port_of "$1")/healthz" 2>/dev/null |
+    sed -n 's/.*"role":"\([a-z]*\)".*/\1/p; s/.*"status":"standby".*/standby/p'
+}
+wait_roles() {
+  for _ in $(seq 240); do
+    [ "$(role_of baton-a)" = "$1" ] && [ "$(role_of baton-b)" = "$2" ] && return 0
+    sleep 0.5
+  done
+  echo "compose: expected baton-a $1 and baton-b $2; got '$(role_of baton-a)' and" \
+    "'$(role_of baton-b)'; their logs:" >&2
+  "${compose[@]}" logs --no-color >&2
+  exit 1
+}
+# Whichever starts first is active; the other is its standby. Stop the active one (SIGKILL):
+# the standby takes over once the lease lapses.
+for _ in $(seq 240); do
+  a=$(role_of baton-a)
+  b=$(role_of baton-b)
+  [ -n "$a" ] && [ -n "$b" ] && break
+  sleep 0.5
+done
+if [ "$a" = active ]; then first=baton-a second=baton-b; else first=baton-b second=baton-a; fi
+[ "$(role_of "$second")" = standby ] || wait_roles active standby
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port_of "$second")/api/v1/runs")
+if [ "$code" != 401 ]; then
+  echo "an unauthenticated GET /api/v1/runs through the standby answered $code, not 401" >&2
+  exit 1
+fi
+"${compose[@]}" kill -s SIGKILL "$first" >/dev/null 2>&1
+for _ in $(seq 120); do
+  [ "$(role_of "$second")" = active ] && break
+  sleep 0.5
+done
+if [ "$(role_of "$second")" != active ]; then
+  echo "compose: $second did not take over within 60 s of $first being killed; logs:" >&2
+  "${compose[@]}" logs --no-color >&2
+  exit 1
+fi
+echo "deploy: unit verified, image built, served, refused, stopped cleanly; compose: one" \
+  "active server, one standby that took over"
