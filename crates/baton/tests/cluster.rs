@@ -432,15 +432,13 @@ tasks:
     );
 }
 
+const HELLO: &str = "tasks:\n  hello:\n    command: echo hello\n";
+
 /// Starts a two-server cluster (a active, b standby) on a fresh database with `ttl` leases.
-fn pair(root: &Path, db: &str, ttl: &str) -> (Node, Node) {
+fn pair(root: &Path, db: &str, ttl: &str, config: &str) -> (Node, Node) {
     std::fs::create_dir_all(root.join("config")).unwrap();
     std::fs::create_dir_all(root.join("data")).unwrap();
-    std::fs::write(
-        root.join("config/baton.yaml"),
-        "tasks:\n  hello:\n    command: echo hello\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("config/baton.yaml"), config).unwrap();
     let a = Node::start_ttl("a", root, db, ttl);
     assert!(a.first.starts_with("baton ready on"), "{}", a.first);
     let b = Node::start_ttl("b", root, db, ttl);
@@ -460,7 +458,7 @@ async fn a_server_that_finds_its_lease_taken_stops_at_once() {
     let db = fresh_postgres();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
-    let (mut a, _b) = pair(&root, &db, "3s");
+    let (mut a, _b) = pair(&root, &db, "3s", HELLO);
     let store = baton_store::Store::connect(&baton_store::Database::parse(&db))
         .await
         .unwrap();
@@ -515,7 +513,7 @@ async fn a_clean_stop_hands_over_at_once() {
     let db = fresh_postgres();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
-    let (mut a, b) = pair(&root, &db, "60s");
+    let (mut a, b) = pair(&root, &db, "60s", HELLO);
     let http = reqwest::Client::new();
     let h = health(&http, &b).await.expect("b answers");
     assert_eq!(h["status"], "standby", "{h}");
@@ -540,4 +538,79 @@ async fn a_clean_stop_hands_over_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A live log followed through the standby: lines arrive while the job runs (the standby
+/// streams the active server's answer as it comes), then its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_log_streams_through_a_standby() {
+    let db = fresh_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let gate = root.join("gate");
+    let config = format!(
+        "tasks:\n  slow:\n    command: |\n      echo first\n      \
+         while [ ! -e {g} ]; do sleep 0.05; done\n      echo second\n",
+        g = gate.display()
+    );
+    let (_a, b) = pair(&root, &db, "10s", &config);
+    let token = baton(&["token", "create"], &root, &db);
+    let http = reqwest::Client::new();
+    let run: Value = http
+        .post(format!("{}/api/v1/tasks/slow/trigger", b.base))
+        .bearer_auth(&token)
+        .json(&json!({"args": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = id_of(&run);
+    let mut resp = http
+        .get(format!("{}/api/v1/runs/{id}/log/stream", b.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut buf = String::new();
+    let mut text = String::new();
+    let mut opened = false;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(45), resp.chunk())
+            .await
+            .expect("the stream kept coming")
+            .expect("read the stream")
+            .expect("the stream did not end before its end event");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        let mut ended = false;
+        for ev in common::sse::take_events(&mut buf) {
+            match ev.event.as_str() {
+                "log" => {
+                    let d: Value = serde_json::from_str(&ev.data).unwrap();
+                    text.push_str(d["text"].as_str().unwrap());
+                }
+                "end" => ended = true,
+                _ => {}
+            }
+        }
+        if !opened && text.contains("first") {
+            // Only now may the job go on: "first" came through while it ran.
+            assert!(!text.contains("second"), "{text}");
+            std::fs::write(&gate, "").unwrap();
+            opened = true;
+        }
+        if ended {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no end event; so far {text:?}");
+    }
+    assert!(opened, "the first line arrived before the end: {text:?}");
+    assert_eq!(text, "first\nsecond\n");
 }
