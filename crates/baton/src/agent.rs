@@ -18,9 +18,10 @@ use baton_exec::{DockerExecutor, Executor, ExitRecord, LocalExecutor, Reattached
 
 #[derive(Args)]
 pub(crate) struct AgentArgs {
-    /// The server's URL (the agent connects out to it).
-    #[arg(long, env = "BATON_SERVER")]
-    server: String,
+    /// The server's URL (the agent connects out to it), or the URLs of several servers of one
+    /// cluster, comma-separated: when one cannot be reached the agent goes on with the next.
+    #[arg(long, env = "BATON_SERVER", value_delimiter = ',', required = true)]
+    server: Vec<String>,
     /// A join token (`baton token create --name agent-join`), used when the agent has no
     /// credential of its own yet.
     #[arg(long, env = "BATON_AGENT_TOKEN", hide_env_values = true)]
@@ -62,7 +63,9 @@ fn parse_idle(s: &str) -> Result<Duration, String> {
 
 struct Agent {
     http: reqwest::Client,
-    base: String,
+    /// The API base of each server it may talk to (`URL/api/v1`), and which it talks to now.
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     credential: String,
     work: PathBuf,
     exec: LocalExecutor,
@@ -86,12 +89,17 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()?;
-    let base = format!("{}/api/v1", args.server.trim_end_matches('/'));
-    let credential = credential(&http, &base, &args, &name, &work.join("credential")).await?;
+    let bases: Vec<String> = args
+        .server
+        .iter()
+        .map(|s| format!("{}/api/v1", s.trim().trim_end_matches('/')))
+        .collect();
+    let credential = credential(&http, &bases, &args, &name, &work.join("credential")).await?;
     let exe = std::env::current_exe().context("cannot find the baton binary")?;
     let agent = Arc::new(Agent {
         http,
-        base,
+        bases,
+        current: Default::default(),
         credential,
         work,
         exec: LocalExecutor::with_containment(
@@ -165,7 +173,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 /// join token (then kept there, 0600).
 async fn credential(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     args: &AgentArgs,
     name: &str,
     path: &Path,
@@ -175,13 +183,24 @@ async fn credential(
     {
         return Ok(c.trim().to_string());
     }
-    let resp = http
-        .post(format!("{base}/agents/join"))
-        .bearer_auth(&args.token)
-        .json(&json!({"name": name, "queues": args.queues, "slots": args.slots}))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the server at {}", args.server))?;
+    let mut answer = None;
+    for base in bases {
+        match http
+            .post(format!("{base}/agents/join"))
+            .bearer_auth(&args.token)
+            .json(&json!({"name": name, "queues": args.queues, "slots": args.slots}))
+            .send()
+            .await
+        {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(e) => eprintln!("joining through {base}: {e}"),
+        }
+    }
+    let resp = answer
+        .with_context(|| format!("cannot reach the server at {}", args.server.join(" or ")))?;
     if !resp.status().is_success() {
         bail!(
             "joining failed: {} {}",
@@ -241,12 +260,33 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 impl Agent {
+    /// The API base of the server it talks to now.
+    fn base(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// A request failed: when it never reached the server, the next server is tried next.
+    fn failed(&self, e: &reqwest::Error) {
+        if self.bases.len() > 1 && (e.is_connect() || e.is_timeout()) {
+            let was = self.base().to_owned();
+            self.current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("{was} cannot be reached; going on with {}", self.base());
+        }
+    }
+
+    /// The agent API of one job attempt on the server it talks to now.
+    fn job_url(&self, job: i64, attempt: u32) -> String {
+        format!("{}/agents/jobs/{job}/{attempt}", self.base())
+    }
+
     /// Tells the server this agent leaves; `true` when it may go (its credential is revoked
     /// and forgotten here), `false` when it has work or the server could not be reached.
     async fn leave(&self) -> bool {
         let resp = self
             .http
-            .post(format!("{}/agents/leave", self.base))
+            .post(format!("{}/agents/leave", self.base()))
             .bearer_auth(&self.credential)
             .timeout(Duration::from_secs(10))
             .send()
@@ -262,6 +302,7 @@ impl Agent {
             }
             Err(e) => {
                 eprintln!("leaving: {e}; staying");
+                self.failed(&e);
                 false
             }
         }
@@ -277,7 +318,7 @@ impl Agent {
             .http
             .post(format!(
                 "{}/agents/poll?wait={}",
-                self.base,
+                self.base(),
                 wait.as_secs().max(1)
             ))
             .bearer_auth(&self.credential)
@@ -289,6 +330,7 @@ impl Agent {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("poll failed ({e}); retrying");
+                self.failed(&e);
                 return Poll::Retry;
             }
         };
@@ -348,7 +390,7 @@ impl Agent {
             return Ok(());
         };
         let commit = baton_git::Oid::parse(commit).map_err(|e| e.to_string())?;
-        let url = format!("{}/jobs/{}/{}/repo.git", self.base, a.job_id, a.attempt);
+        let url = format!("{}/jobs/{}/{}/repo.git", self.base(), a.job_id, a.attempt);
         let env = baton_git::GitEnv::default()
             .with_http_header(&format!("Authorization: Bearer {}", self.credential));
         baton_git::fetch_checkout(&url, &commit, &dir.join(baton_exec::layout::WORK_DIR), &env)
@@ -455,7 +497,10 @@ impl Agent {
                     return None;
                 }
                 Ok(r) => eprintln!("{what}: {}; retrying", r.status()),
-                Err(e) => eprintln!("{what}: {e}; retrying"),
+                Err(e) => {
+                    eprintln!("{what}: {e}; retrying");
+                    self.failed(&e);
+                }
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
@@ -465,7 +510,7 @@ impl Agent {
     /// Streams one artifact file to the server (no size limit, never read whole into memory).
     /// A dropped connection or a server restart is retried; a refusal, or a file that cannot
     /// be read, is an error that names the cause.
-    async fn upload(&self, url: &str, path: &Path) -> Result<(), String> {
+    async fn upload(&self, job: i64, attempt: u32, rel: &str, path: &Path) -> Result<(), String> {
         let mut wait = Duration::from_millis(100);
         let mut server_errors = 0;
         loop {
@@ -475,7 +520,7 @@ impl Agent {
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
             match self
                 .http
-                .put(url)
+                .put(artifact_url(&self.job_url(job, attempt), rel))
                 .bearer_auth(&self.credential)
                 .body(body)
                 .send()
@@ -497,7 +542,10 @@ impl Agent {
                     }
                     eprintln!("artifact: {}; retrying", r.status());
                 }
-                Err(e) => eprintln!("artifact: {e}; retrying"),
+                Err(e) => {
+                    eprintln!("artifact: {e}; retrying");
+                    self.failed(&e);
+                }
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
@@ -508,12 +556,11 @@ impl Agent {
     async fn report(self: Arc<Self>, job: i64, attempt: u32, ended: Arc<tokio::sync::Notify>) {
         let dir = self.job_dir(job, attempt);
         let log = dir.join("log");
-        let url = format!("{}/agents/jobs/{job}/{attempt}", self.base);
         // Where the server's copy ends: resume from there.
         let start: Option<serde_json::Value> = self
             .retry("log", || {
                 self.http
-                    .post(format!("{url}/log?offset=0"))
+                    .post(format!("{}/log?offset=0", self.job_url(job, attempt)))
                     .bearer_auth(&self.credential)
                     .body(Vec::new())
                     .send()
@@ -536,7 +583,10 @@ impl Agent {
             let sent: Option<serde_json::Value> = self
                 .retry("log", || {
                     self.http
-                        .post(format!("{url}/log?offset={offset}"))
+                        .post(format!(
+                            "{}/log?offset={offset}",
+                            self.job_url(job, attempt)
+                        ))
                         .bearer_auth(&self.credential)
                         .header(baton_exec::logidx::MARKS_HEADER, &marks)
                         .body(chunk.clone())
@@ -550,7 +600,7 @@ impl Agent {
         }
         let mut lost = Vec::new();
         for (rel, path) in files_under(&dir.join("out")) {
-            if let Err(e) = self.upload(&artifact_url(&url, &rel), &path).await {
+            if let Err(e) = self.upload(job, attempt, &rel, &path).await {
                 lost.push(format!("{rel}: {e}"));
             }
         }
@@ -568,7 +618,7 @@ impl Agent {
         let reported: Option<serde_json::Value> = self
             .retry("exit", || {
                 self.http
-                    .post(format!("{url}/exit"))
+                    .post(format!("{}/exit", self.job_url(job, attempt)))
                     .bearer_auth(&self.credential)
                     .json(&rec)
                     .send()

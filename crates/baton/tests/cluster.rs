@@ -614,3 +614,126 @@ async fn a_live_log_streams_through_a_standby() {
     assert!(opened, "the first line arrived before the end: {text:?}");
     assert_eq!(text, "first\nsecond\n");
 }
+
+/// GET `path` through `node` until it answers 200 (a standby answers 502/503 while no server is
+/// active); its body.
+async fn get_through(http: &reqwest::Client, node: &Node, token: &str, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http
+            .get(format!("{}{path}", node.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            && r.status().as_u16() == 200
+        {
+            return r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} through {}\n{}",
+            node.name,
+            node.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent given both servers keeps its job running when the active server is SIGKILLed: it
+/// goes on with the other, which takes over the lease and re-attaches the job; the run ends
+/// `success` with its whole log.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_job_survives_the_active_server_and_ends_on_the_next() {
+    let db = fresh_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let gate = root.join("gate");
+    let config = format!(
+        r#"
+server:
+  agent_queues: [arm]
+tasks:
+  remote:
+    queues: [arm]
+    command: |
+      for i in $(seq 1 100); do echo "before $i"; done
+      while [ ! -e {g} ]; do sleep 0.05; done
+      for i in $(seq 1 100); do echo "after $i"; done
+"#,
+        g = gate.display()
+    );
+    let (mut a, b) = pair(&root, &db, "2s", &config);
+    let token = baton(&["token", "create"], &root, &db);
+    let join = baton(&["token", "create", "--name", "agent-join"], &root, &db);
+    let agent_log = root.join("agent.log");
+    let mut agent = Command::new(BIN)
+        .args(["agent", "--server", &format!("{},{}", a.base, b.base)])
+        .args(["--token", &join, "--queues", "arm", "--name", "arm1"])
+        .arg("--work-dir")
+        .arg(root.join("agent"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&agent_log).unwrap())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let run: Value = http
+        .post(format!("{}/api/v1/tasks/remote/trigger", b.base))
+        .bearer_auth(&token)
+        .json(&json!({"args": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = id_of(&run);
+    let log_path = format!("/api/v1/runs/{id}/log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !get_through(&http, &b, &token, &log_path)
+        .await
+        .contains("before 100\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's first lines never reached the server\n{}\n{}",
+            a.stderr(),
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.kill9();
+    std::fs::write(&gate, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        let run: Value = serde_json::from_str(
+            &get_through(
+                &http,
+                &b,
+                &token,
+                &format!("/api/v1/runs/{id}/wait?timeout=5"),
+            )
+            .await,
+        )
+        .unwrap();
+        if is_terminal(&run) {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} never ended: {run}\n{}\n{}",
+            b.stderr(),
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+    };
+    let said = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert_eq!(status(&run), "success", "{run}\n{}\n{said}", b.stderr());
+    let want: String = (1..=100)
+        .map(|i| format!("before {i}\n"))
+        .chain((1..=100).map(|i| format!("after {i}\n")))
+        .collect();
+    assert_eq!(get_through(&http, &b, &token, &log_path).await, want);
+    assert!(said.contains("going on with"), "{said}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
