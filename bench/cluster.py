@@ -49,13 +49,14 @@ class Node:
     """One `baton serve` of a cluster sharing `data` and database `db`."""
 
     def __init__(self, m, name, cfg, data, db, ttl="10s"):
+        self.stderr = os.path.join(os.path.dirname(cfg), f"{name}.stderr")
         self.port = m.free_port()
         args = [m.BATON, "serve", "--config", cfg, "--data", data, "--listen",
                 f"127.0.0.1:{self.port}", "--server-id", name, "--lease-ttl", ttl]
         if db:
             args += ["--db", db]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+        with open(self.stderr, "w") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.proc.stdout.readline()
         if "ready" not in line and "standby" not in line:
             raise SystemExit(f"server {name} did not start: {line!r}")
@@ -78,11 +79,11 @@ class Node:
         self.proc.wait()
 
 
-def cluster(m, n, db, ttl="10s"):
+def cluster(m, n, db, ttl="10s", cfg=CFG):
     d = tempfile.mkdtemp(prefix="baton-bench-cluster-")
-    cfg, data = os.path.join(d, "baton.yaml"), os.path.join(d, "data")
+    text, cfg, data = cfg, os.path.join(d, "baton.yaml"), os.path.join(d, "data")
     with open(cfg, "w") as f:
-        f.write(CFG)
+        f.write(text)
     nodes = [Node(m, chr(ord("a") + i), cfg, data, db, ttl) for i in range(n)]
     args = [m.BATON, "token", "create", "--data", data] + (["--db", db] if db else [])
     token = subprocess.check_output(args, text=True).strip()

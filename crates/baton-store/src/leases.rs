@@ -122,7 +122,7 @@ impl Store {
         .bind(url)
         .bind(ms(until))
         .bind(ms(now))
-        .fetch_optional(self.pool())
+        .fetch_optional(&self.lease_pool)
         .await?;
         row.as_ref().map(lease_of).transpose()
     }
@@ -133,7 +133,7 @@ impl Store {
             "SELECT holder, incarnation, url, epoch, expires_at FROM leases WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(self.pool())
+        .fetch_optional(&self.lease_pool)
         .await?;
         row.as_ref().map(lease_of).transpose()
     }
@@ -144,7 +144,7 @@ impl Store {
         sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND incarnation = $2")
             .bind(name)
             .bind(incarnation)
-            .execute(self.pool())
+            .execute(&self.lease_pool)
             .await?;
         Ok(())
     }

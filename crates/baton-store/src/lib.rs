@@ -106,6 +106,8 @@ pub struct Store {
     commits: Arc<AtomicU64>,
     /// The scheduler lease every [`Store::apply`] checks, once this server holds it.
     fence: Arc<std::sync::OnceLock<Arc<Fence>>>,
+    /// One connection of its own for taking and renewing leases.
+    lease_pool: AnyPool,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -146,35 +148,41 @@ impl Store {
             source,
         };
         let opts: AnyConnectOptions = db.url().parse().map_err(open_err)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 4,
-                Backend::Postgres => 8,
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    // Durability: a write is on disk before the call returns (SQLite: WAL with
-                    // synchronous FULL; PostgreSQL: synchronous commit, whatever the server's
-                    // default).
-                    let setup = match backend {
-                        Backend::Sqlite => {
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
-                        }
-                        Backend::Postgres => "SET synchronous_commit = on",
-                    };
-                    sqlx::raw_sql(setup).execute(&mut *conn).await?;
-                    Ok(())
+        // Durability: a write is on disk before the call returns (SQLite: WAL with synchronous
+        // FULL; PostgreSQL: synchronous commit, whatever the server's default).
+        let setup = match backend {
+            Backend::Sqlite => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+            }
+            Backend::Postgres => "SET synchronous_commit = on",
+        };
+        let options = |max| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        sqlx::raw_sql(setup).execute(&mut *conn).await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
+        };
+        // The scheduler lease's own connection, made when first used: renewals never queue
+        // behind a busy pool (a burst of requests must not cost the server its lease).
+        let lease_pool = options(1).connect_lazy_with(opts.clone());
+        let pool = options(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        })
+        .connect_with(opts)
+        .await
+        .map_err(open_err)?;
         Ok(Store {
             pool,
             backend,
             commits: Arc::default(),
             fence: Arc::default(),
+            lease_pool,
         })
     }
 
