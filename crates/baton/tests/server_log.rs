@@ -111,7 +111,10 @@ async fn the_server_says_what_it_does() {
         "error: config reload failed; the old config stays in force",
     )
     .await;
-    assert!(has_task(&s, "added").await, "the bad config replaced the good one");
+    assert!(
+        has_task(&s, "added").await,
+        "the bad config replaced the good one"
+    );
     s.write_config("baton.yaml", &config());
 
     // SIGINT stops at once and says the running job goes on; the next start re-attaches it.
