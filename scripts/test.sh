@@ -19,16 +19,17 @@ S3S_FS_VERSION=0.14.1
 # ca-certificates: cargo fetching crates; docker.io: the Docker executor's tests; podman: the
 # same executor on Podman's API; busybox-static: the test image; openssh-*, dtach, iproute2,
 # curl: the SSH worker tests (real sshd hosts in network namespaces); chromium and
-# chromium-driver: the browser tests; openssl: the single sign-on stand-in's RSA key; python3:
-# the kill matrix (bench/killmatrix); python3-venv: the API check's schemathesis venv; sqlite3: the
-# webhook crash test, which puts a delivery back to pending by hand; git-lfs: checkouts of LFS
-# files; and the shell script checker run below; systemd (systemd-analyze, systemd-sysusers) and
-# mmdebstrap: deploy/check.sh verifies the unit and builds the image's Debian base; postgresql:
-# the store's tests and the end-to-end pass on PostgreSQL (a throwaway cluster, started below);
-# docker-compose: deploy/check.sh starts deploy/compose.yaml (PostgreSQL and two servers).
+# chromium-driver: the browser tests; fish: `fish -n` on the fish completion script; openssl:
+# the single sign-on stand-in's RSA key; python3: the kill matrix (bench/killmatrix);
+# python3-venv: the API check's schemathesis venv; sqlite3: the webhook crash test, which puts a
+# delivery back to pending by hand; git-lfs: checkouts of LFS files; and the shell script
+# checker run below; systemd (systemd-analyze, systemd-sysusers) and mmdebstrap: deploy/check.sh
+# verifies the unit and builds the image's Debian base; postgresql: the store's tests and the
+# end-to-end pass on PostgreSQL (a throwaway cluster, started below); docker-compose:
+# deploy/check.sh starts deploy/compose.yaml (PostgreSQL and two servers).
 packages=(build-essential ca-certificates git git-lfs make curl procps openssh-server
   openssh-client dtach iproute2 chromium chromium-driver openssl busybox-static docker.io podman
-  shellcheck python3 python3-venv sqlite3 systemd mmdebstrap postgresql docker-compose)
+  shellcheck python3 python3-venv sqlite3 systemd mmdebstrap postgresql docker-compose fish)
 echo "== apt-get install ${packages[*]}"
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \

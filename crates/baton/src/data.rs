@@ -26,13 +26,19 @@ fn database(d: &DataArgs) -> Database {
 
 /// Says why there is no store to open: a SQLite file that does not exist (never created here).
 fn check_exists(d: &DataArgs, db: &Database) -> anyhow::Result<()> {
+    refuse_missing(&d.data, d.db.is_some(), db)
+}
+
+/// [`check_exists`] for commands with their own `--data` and `--db` (`baton prune --data`):
+/// `db_given` says whether the database was named apart from the data directory.
+pub(crate) fn refuse_missing(data: &Path, db_given: bool, db: &Database) -> anyhow::Result<()> {
     let Database::Sqlite(file) = db else {
         return Ok(());
     };
     if file.is_file() {
         return Ok(());
     }
-    if d.db.is_some() {
+    if db_given {
         bail!(
             "no Baton database at {} (from --db or BATON_DB); pass the file `baton serve` uses",
             absolute(file).display()
@@ -42,7 +48,7 @@ fn check_exists(d: &DataArgs, db: &Database) -> anyhow::Result<()> {
         "no Baton data directory at {} (no baton.db in it; looked there because of {}). \
          Pass the server's with --data DIR or BATON_DATA=DIR (or its database with --db); \
          `baton serve --data DIR` makes a new one",
-        absolute(&d.data).display(),
+        absolute(data).display(),
         if std::env::var_os("BATON_DATA").is_some() {
             "BATON_DATA"
         } else {

@@ -76,6 +76,7 @@ enum CacheCommand {
     /// Which inputs made a job's digest differ from the last successful job of its task (or
     /// which job it hit).
     Why {
+        /// The job's id (as `baton show` and the run page list it).
         job: i64,
         #[command(flatten)]
         server: ServerArgs,
@@ -275,6 +276,7 @@ enum Command {
     },
     /// Start dispatching to QUEUE again (every queue, and every paused one, without one).
     Resume {
+        /// A queue's name; without it, every queue.
         queue: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
@@ -303,16 +305,19 @@ enum Command {
     },
     /// Push the stored runs the remote lacks (only run refs).
     Push {
+        /// The git remote to push the run refs to.
         #[arg(default_value = "origin")]
         remote: String,
     },
     /// Fetch the stored runs this repository lacks (only run refs).
     Pull {
+        /// The git remote to fetch the run refs from.
         #[arg(default_value = "origin")]
         remote: String,
     },
     /// Serve a read-only site of this repository's stored runs, read from its refs.
     Web {
+        /// The address (host:port) the site listens on.
         #[arg(long, default_value = "127.0.0.1:8701")]
         listen: String,
     },
@@ -514,13 +519,15 @@ async fn run(
         Command::Tasks { json, server } => client::Client::new(&server)?.tasks(json).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "baton", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "baton", &mut script);
+            text::write_stdout(&script)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            text::write_stdout(&page)
         }
         Command::Trigger {
             name,

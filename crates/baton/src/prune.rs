@@ -142,10 +142,12 @@ pub(crate) async fn prune_command(
         let text: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the config is invalid:\n{}", text.join("\n"))
     })?;
+    let db_arg_given = db.is_some();
     let db = db.map_or_else(
         || baton_store::Database::in_data_dir(data),
         baton_store::Database::parse,
     );
+    crate::data::refuse_missing(data, db_arg_given, &db)?;
     let store = Store::connect(&db).await?;
     let folders = RunFolders::new(data);
     let r = prune_server(&store, &folders, &config, dry_run, usize::MAX).await?;

@@ -1,4 +1,4 @@
-//! How the CLI writes text: aligned tables and local times.
+//! How the CLI writes text: aligned tables, local times, and stdout that may be a closed pipe.
 
 /// Aligned columns, two spaces apart, without trailing spaces.
 pub(crate) fn table(rows: &[Vec<String>]) -> String {
@@ -33,6 +33,19 @@ pub(crate) fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.with_timezone(&chrono::Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`baton completions fish | head`) is not
+/// an error: the output was not wanted.
+pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(std::process::ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]
