@@ -365,3 +365,69 @@ async fn last_output(docker: &Docker, name: &str) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
     super::tail(text.trim(), 300)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DockerPool {
+        DockerPool {
+            image: "baton:1".into(),
+            host: None,
+            network: Some("host".into()),
+            env: [("LEVEL".to_string(), "3".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn the_token_is_in_the_environment_and_nowhere_else() {
+        let p = DockerProvider {
+            spec: spec(),
+            host: "unix:///nowhere".into(),
+            engines: Arc::default(),
+        };
+        let l = Launch {
+            pool: "box".into(),
+            server: "http://127.0.0.1:8700".into(),
+            agents: vec![("box-1-00ff".into(), "baton_secret".into())],
+            queues: vec!["a".into(), "b".into()],
+            slots: 2,
+            idle_timeout: Duration::from_millis(1500),
+        };
+        let b = p.body(&l, "box-1-00ff", "baton_secret");
+        assert_eq!(b.entrypoint, Some(vec!["baton".to_string()]));
+        assert_eq!(
+            b.cmd.clone().unwrap().join(" "),
+            "agent --server http://127.0.0.1:8700 --idle-timeout 1s --name box-1-00ff --queues a,b --slots 2"
+        );
+        assert_eq!(
+            b.env,
+            Some(vec![
+                "LEVEL=3".to_string(),
+                "BATON_AGENT_TOKEN=baton_secret".to_string()
+            ])
+        );
+        let labels = b.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_POOL], "box");
+        assert_eq!(labels[LABEL_AGENT], "box-1-00ff");
+        let hc = b.host_config.clone().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
+        assert_eq!(hc.init, Some(true));
+        let shown = format!("{:?} {:?} {:?}", b.cmd, b.labels, b.entrypoint);
+        assert!(!shown.contains("baton_secret"), "{shown}");
+    }
+
+    #[test]
+    fn the_engine_is_the_pools_then_the_servers() {
+        let mut s = spec();
+        assert_eq!(
+            engine_address(&s, Some("unix:///srv.sock")),
+            "unix:///srv.sock"
+        );
+        s.host = Some("/run/other.sock".into());
+        assert_eq!(
+            engine_address(&s, Some("unix:///srv.sock")),
+            "unix:///run/other.sock"
+        );
+    }
+}
