@@ -3,7 +3,8 @@
 //!
 //! Gauges are read at each scrape from the scheduler's snapshot (queue depth and oldest wait per
 //! queue, workers by state) and the store (runs by status, webhook deliveries by answer, and
-//! how long those store reads took). Histograms of run durations and dispatch latency are fed
+//! how long those store reads took) and the pool scaler (each pool's size, desired size and
+//! agents starting). Histograms of run durations and dispatch latency are fed
 //! as runs end, from the scheduler's change feed, so they count what this process saw since it
 //! started, as Prometheus counters do.
 
@@ -41,6 +42,11 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: String,
 }
@@ -55,6 +61,9 @@ pub struct Metrics {
     runs: Family<StatusLabel, Gauge>,
     workers: Family<WorkerLabel, Gauge>,
     deliveries: Family<CodeLabel, Gauge>,
+    pool_size: Family<PoolLabel, Gauge>,
+    pool_desired: Family<PoolLabel, Gauge>,
+    pool_starting: Family<PoolLabel, Gauge>,
     store_seconds: Histogram,
     run_seconds: Histogram,
     dispatch_seconds: Histogram,
@@ -101,6 +110,9 @@ impl Metrics {
             runs: Family::default(),
             workers: Family::default(),
             deliveries: Family::default(),
+            pool_size: Family::default(),
+            pool_desired: Family::default(),
+            pool_starting: Family::default(),
             store_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 8)),
             run_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 12)),
             dispatch_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
@@ -132,6 +144,21 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook deliveries recorded, by the HTTP status they were answered with",
             self.deliveries.clone(),
+        );
+        r.register(
+            "pool_size",
+            "Agents of an autoscaled pool that joined and are up",
+            self.pool_size.clone(),
+        );
+        r.register(
+            "pool_desired_size",
+            "The size an autoscaled pool is heading for (joined, starting and about to start)",
+            self.pool_desired.clone(),
+        );
+        r.register(
+            "pool_starting",
+            "Agents of an autoscaled pool started that have not joined yet",
+            self.pool_starting.clone(),
         );
         r.register(
             "store_read_seconds",
@@ -200,6 +227,19 @@ impl Metrics {
                 state: w.state.to_owned(),
             };
             self.workers.get_or_create(&label).inc();
+        }
+        self.pool_size.clear();
+        self.pool_desired.clear();
+        self.pool_starting.clear();
+        for p in st.pools.views() {
+            let label = PoolLabel { pool: p.name };
+            self.pool_size.get_or_create(&label).set(i64::from(p.size));
+            self.pool_desired
+                .get_or_create(&label)
+                .set(i64::from(p.desired));
+            self.pool_starting
+                .get_or_create(&label)
+                .set(i64::from(p.starting));
         }
         let started = Instant::now();
         let runs = st.store.runs_by_status().await;

@@ -1,7 +1,8 @@
 //! Autoscaled agent pools with the `command` provider: the server starts real `baton agent`
 //! processes through an `up` script when the pool's queue has waiting jobs (up to `max`), the
 //! runs finish on them, the agents leave after their idle timeout (credentials revoked, `down`
-//! run with each name), and `GET /api/v1/pools` shows size, desired size and why.
+//! run with each name), and `GET /api/v1/pools`, the queue page and `/metrics` show size,
+//! desired size and why.
 
 mod common;
 
@@ -208,6 +209,45 @@ async fn a_pool_starts_agents_for_its_backlog_and_they_leave_when_idle() {
     })
     .await;
     assert_eq!(p["max"], 2);
+    // The queue page and /metrics show the pool's size, desired size and why.
+    let page = s
+        .http
+        .get(format!("{}/", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    let row = html
+        .split("<tr data-pool=\"arm\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for pool arm on the queue page:\n{html}"));
+    assert!(row.contains("<td class=\"pool-size\">2"), "{row}");
+    assert!(row.contains("<td class=\"pool-desired\">2 "), "{row}");
+    assert!(row.contains("at max: backlog"), "{row}");
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (series, want) in [
+        ("baton_pool_size{pool=\"arm\"} ", "2"),
+        ("baton_pool_desired_size{pool=\"arm\"} ", "2"),
+        ("baton_pool_starting{pool=\"arm\"} ", "0"),
+    ] {
+        let got = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .unwrap_or_else(|| panic!("no {series}in:\n{metrics}"));
+        assert_eq!(got, want, "{series}");
+    }
     let agents = pd.agents();
     assert_eq!(agents.len(), 2, "never more than max: {agents:?}");
     for (name, pid) in &agents {

@@ -232,6 +232,25 @@ pub enum PoolProvider {
     /// `command: {up: PATH, down: PATH}` — programs the operator writes (for a cloud API):
     /// `up` starts `BATON_COUNT` agents, `down NAME` removes the machine of a departed agent.
     Command { up: String, down: Option<String> },
+    /// `docker: {image, host, network, env}` — each agent is a container of `image` (which has
+    /// `baton` in it) on the engine at `host`.
+    Docker(DockerPool),
+}
+
+/// The `docker` provider of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerPool {
+    /// The image the agents' containers are made from (pulled when the engine lacks it).
+    pub image: String,
+    /// The engine (`unix:///PATH`, or `tcp://`/`http://` on a loopback address); `None`: the
+    /// server's (`server.docker_host`, else `DOCKER_HOST`, else the standard socket).
+    pub host: Option<String>,
+    /// The network the containers join (`host`, `bridge` or a network's name); `None`: the
+    /// engine's default.
+    pub network: Option<String>,
+    /// Extra environment of the containers: plain settings only (anyone who may inspect the
+    /// containers reads them; secret-looking names are refused).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Config {

@@ -1,5 +1,6 @@
 //! The dashboard (`/`): every visible target with its recent runs, when it last ran and runs
-//! next, its tags (a filter), the workers and the queue (with what each job waits for).
+//! next, its tags (a filter), the workers and the queue (with what each job waits for), and
+//! each autoscaled pool's size, desired size and why.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -65,6 +66,8 @@ struct DashboardTpl {
     tag: String,
     workers: Vec<WorkerView>,
     queue: Vec<QueueView>,
+    /// The autoscaled pools as the scaler last saw them.
+    pools: Vec<crate::pools::PoolView>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +207,7 @@ pub(super) async fn dashboard(
                 },
             })
             .collect(),
+        pools: s.pools.views(),
     };
     Ok(render(&t))
 }

@@ -1,12 +1,14 @@
 //! The `pools` section: autoscaled agent pools and their providers.
 
-use super::diags::{Diags, Entry};
+use super::diags::{Diags, Entry, Loc};
 use crate::config::duration::SECONDS_UP;
-use crate::config::model::{PoolDef, PoolProvider};
+use crate::config::model::{DockerPool, PoolDef, PoolProvider, is_secret_name};
+use crate::config::node::Value;
 
 const POOL_KEYS: &[&str] = &["queues", "min", "max", "idle_timeout", "slots", "provider"];
-const PROVIDERS: &[&str] = &["command"];
+const PROVIDERS: &[&str] = &["command", "docker"];
 const COMMAND_KEYS: &[&str] = &["up", "down"];
+const DOCKER_KEYS: &[&str] = &["image", "host", "network", "env"];
 
 /// Pool names become part of agent names and token names: plain characters only.
 fn valid_pool_name(name: &str) -> bool {
@@ -87,7 +89,7 @@ fn build_provider(
     let Some(e) = e else {
         d.err(
             pool.key,
-            format!("{what} has no \"provider\": expected provider: {{command: {{up: PATH, down: PATH}}}}"),
+            format!("{what} has no \"provider\": expected provider: {{command: {{up: PATH, down: PATH}}}} or {{docker: {{image: IMAGE}}}}"),
         );
         return None;
     };
@@ -106,6 +108,9 @@ fn build_provider(
             ),
         );
         return None;
+    }
+    if let Some(c) = f.get("docker") {
+        return build_docker(d, c, what).map(PoolProvider::Docker);
     }
     let c = f.get("command")?;
     let cf = d.fields(
@@ -127,4 +132,107 @@ fn build_provider(
     };
     let down = d.nonempty_string(cf.get("down"));
     Some(PoolProvider::Command { up, down })
+}
+
+/// `docker: {image, host, network, env}`.
+fn build_docker(d: &mut Diags<'_>, c: Entry<'_>, what: &str) -> Option<DockerPool> {
+    let inner = format!("the docker provider of {what}");
+    let f = d.fields(c.key.file, c.value, &inner, DOCKER_KEYS)?;
+    let image = match f.get("image") {
+        Some(e) => d.nonempty_string(Some(e)),
+        None => {
+            d.err(
+                c.key,
+                format!("{inner} has no \"image\": the image (with `baton` in it) each agent's container is made from"),
+            );
+            None
+        }
+    };
+    let host = d.nonempty_string(f.get("host"));
+    if let (Some(h), Some(e)) = (&host, f.get("host"))
+        && let Err(why) = check_engine(h)
+    {
+        d.err(e.value_loc(), format!("{inner}: {why}"));
+    }
+    let network = d.nonempty_string(f.get("network"));
+    let env = d.string_map(f.get("env"), &inner);
+    if let Some(e) = f.get("env")
+        && let Value::Map(pairs) = &e.value.value
+    {
+        for (k, v) in pairs {
+            let Value::Str(name) = &k.value else { continue };
+            let at = Loc {
+                file: e.key.file,
+                pos: k.pos,
+            };
+            let plain = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain {
+                d.err(
+                    at,
+                    format!("invalid variable name {name:?} in the env of {inner}: use letters, digits and '_'"),
+                );
+            } else if name.starts_with("BATON_") {
+                d.err(
+                    at,
+                    format!("{name:?} in the env of {inner}: BATON_ variables are the agent's own settings, set by the server"),
+                );
+            } else if is_secret_name(name) && v.scalar_text().is_some_and(|t| !t.is_empty()) {
+                d.err(
+                    at,
+                    format!(
+                        "{name:?} in the env of {inner} looks like a secret: a pool's env is plain text that anyone who may inspect its containers reads (hint: give jobs their secrets with `secrets:` on the task)"
+                    ),
+                );
+            }
+        }
+    }
+    Some(DockerPool {
+        image: image?,
+        host,
+        network,
+        env,
+    })
+}
+
+/// An engine address: `unix:///PATH` (or an absolute path), or `tcp://`/`http://` on a loopback
+/// address — the join tokens travel in the containers' environment, so never in clear over a
+/// network.
+fn check_engine(h: &str) -> Result<(), String> {
+    if h.starts_with('/') {
+        return Ok(());
+    }
+    if let Some(path) = h.strip_prefix("unix://") {
+        return if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err(format!("invalid host {h:?}: expected unix:///PATH"))
+        };
+    }
+    let Some(rest) = h
+        .strip_prefix("tcp://")
+        .or_else(|| h.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "invalid host {h:?}: expected unix:///PATH, tcp://HOST:PORT or http://HOST:PORT"
+        ));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "host {h:?} would send the agents' join tokens in clear over the network (hint: forward the remote engine's socket over SSH, `ssh -L /run/baton-docker.sock:/var/run/docker.sock HOST`, and use host: unix:///run/baton-docker.sock)"
+        ))
+    }
 }

@@ -4,34 +4,42 @@
 //! to start, and starts them with the pool's provider.
 //!
 //! Each agent started gets its own one-time join token, scoped to its pool and its name
-//! (`pool-join:POOL:AGENT`, stored hashed, used up by the join). The provider gets the tokens
-//! in its environment only (never argv, never a log). An agent that does not join within
-//! [`JOIN_DEADLINE`] is given up: its token is revoked and it no longer counts as starting.
+//! (`pool-join:POOL:AGENT`, stored hashed, used up by the join). The provider hands the token
+//! to the agent in its environment only (never argv, never a log). An agent that does not join
+//! within [`JOIN_DEADLINE`] is given up: its token is revoked, the provider abandons it (the
+//! docker provider removes its container) and it no longer counts as starting.
 //! Scaling in is the agents' own: an agent of a pool leaves after its idle timeout (the leave
-//! route revokes its credential) and the server then runs the provider's `down` with its name.
+//! route revokes its credential) and the server then has the provider remove it (`down`).
+//!
+//! Providers ([`Provider`]): `command` (the operator's `up`/`down` programs) and `docker`
+//! (a container per agent). A provider that can list what it runs (docker) is surveyed every
+//! few seconds: agents running that this server did not start (it restarted) count as starting
+//! or are taken back into their pool, and ended ones are removed.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use futures::future::BoxFuture;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 use baton_core::config::{Config, PoolDef, PoolProvider};
 use baton_core::decide::PoolFacts;
 use baton_core::decide::pool::pool as decide_pool;
 use baton_exec::Health;
-use baton_exec::agent::AgentHub;
+use baton_exec::agent::{AgentHub, AgentInfo};
 use baton_exec::background::{CancellationToken, Loop};
 
 use crate::auth::CurrentUser;
 use crate::{ApiError, AppState};
+
+mod command;
+pub mod docker;
 
 /// How often the scaler looks at the pools.
 const TICK: Duration = Duration::from_secs(1);
@@ -39,8 +47,75 @@ const TICK: Duration = Duration::from_secs(1);
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 /// After a provider's `up` fails, the pool waits this long before it tries again.
 const UP_BACKOFF: Duration = Duration::from_secs(10);
-/// How long `up` and `down` may run.
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a provider that can list its agents (docker) is surveyed.
+const SURVEY_EVERY: Duration = Duration::from_secs(5);
+
+/// What a provider is asked to start: agents' names with their one-time join tokens, and what
+/// each agent needs to serve the pool.
+pub(crate) struct Launch {
+    pub pool: String,
+    /// The URL agents reach this server at.
+    pub server: String,
+    /// (name, join token) of each agent.
+    pub agents: Vec<(String, String)>,
+    pub queues: Vec<String>,
+    pub slots: u32,
+    pub idle_timeout: Duration,
+}
+
+impl Launch {
+    /// `--idle-timeout` / `BATON_IDLE_TIMEOUT` (whole seconds, at least one).
+    fn idle_timeout_arg(&self) -> String {
+        format!("{}s", self.idle_timeout.as_secs().max(1))
+    }
+}
+
+/// An agent a provider runs, as a survey found it.
+pub(crate) struct Found {
+    pub agent: String,
+    /// It runs (and may join, or did).
+    pub running: bool,
+    /// It ended: how (status and last output).
+    pub ended: Option<String>,
+}
+
+/// How a pool's agents are started and removed: one implementation per kind of `provider:`.
+pub(crate) trait Provider: Send + Sync {
+    /// Starts the agents of `launch` (they join by themselves).
+    fn up<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, Result<(), String>>;
+    /// Removes what is left of an agent that left.
+    fn down<'a>(&'a self, pool: &'a str, agent: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Gives up an agent that did not join in time (its token is already revoked).
+    fn abandon<'a>(&'a self, _pool: &'a str, _agent: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The pool's agents the provider runs, if it can tell (`None`: it cannot).
+    fn survey<'a>(&'a self, _pool: &'a str) -> BoxFuture<'a, Result<Option<Vec<Found>>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The provider of `pool`.
+fn provider(st: &AppState, config: &Config, pool: &PoolDef) -> Box<dyn Provider> {
+    match &pool.provider {
+        PoolProvider::Command { up, down } => Box::new(command::CommandProvider {
+            up: up.clone(),
+            down: down.clone(),
+        }),
+        PoolProvider::Docker(spec) => Box::new(docker::DockerProvider {
+            host: docker::engine_address(spec, config.server.docker_host.as_deref()),
+            spec: spec.clone(),
+            engines: st.pools.clone(),
+        }),
+    }
+}
+
+/// The last `max` characters of `text`.
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let skip = text.chars().count().saturating_sub(max);
+    text.chars().skip(skip).collect()
+}
 
 /// One pool as the API and the queue page show it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,7 +142,8 @@ pub struct PoolView {
 
 struct Starting {
     pool: String,
-    token_id: i64,
+    /// Its join token (`None`: found by a survey after a restart; revoked by name).
+    token_id: Option<i64>,
     deadline: Instant,
 }
 
@@ -79,6 +155,8 @@ struct State_ {
     /// A pool whose `up` failed waits until then.
     backoff: BTreeMap<String, Instant>,
     errors: BTreeMap<String, String>,
+    /// When each pool's provider was last surveyed.
+    surveyed: BTreeMap<String, Instant>,
     seq: u64,
 }
 
@@ -86,6 +164,8 @@ struct State_ {
 #[derive(Default)]
 pub struct Pools {
     state: Mutex<State_>,
+    /// Docker engine clients of the docker provider.
+    engines: docker::Engines,
 }
 
 impl Pools {
@@ -180,32 +260,39 @@ async fn tick(st: &AppState) {
     let now = Instant::now();
     // Agents that joined, and agents that missed their deadline (their tokens revoked).
     let known: Vec<String> = hub.agents().into_iter().map(|a| a.name).collect();
-    let expired: Vec<(String, i64)> = {
+    let expired: Vec<(String, String, Option<i64>)> = {
         let mut s = st.pools.lock();
         s.starting.retain(|name, _| !known.contains(name));
-        let gone: Vec<(String, i64)> = s
+        let gone: Vec<(String, String, Option<i64>)> = s
             .starting
             .iter()
             .filter(|(_, a)| a.deadline <= now || !config.pools.contains_key(&a.pool))
-            .map(|(n, a)| (n.clone(), a.token_id))
+            .map(|(n, a)| (n.clone(), a.pool.clone(), a.token_id))
             .collect();
-        for (n, _) in &gone {
+        for (n, _, _) in &gone {
             s.starting.remove(n);
         }
         gone
     };
-    for (name, token) in expired {
+    for (name, pool, token) in expired {
         tracing::warn!(
             agent = %name,
             "a pool's agent did not join within {}s; its join token is revoked",
             JOIN_DEADLINE.as_secs()
         );
-        if let Err(e) = st.store.revoke_token(token).await {
-            tracing::warn!(agent = %name, "cannot revoke its join token: {e}");
+        revoke_join(st, &pool, &name, token).await;
+        if let Some(def) = config.pools.get(&pool) {
+            let p = provider(st, &config, def);
+            tokio::spawn(async move {
+                if let Err(e) = p.abandon(&pool, &name).await {
+                    tracing::warn!(pool = %pool, agent = %name, "{e}");
+                }
+            });
         }
     }
     let mut views = BTreeMap::new();
     for pool in config.pools.values() {
+        survey(st, &config, pool, &hub, now).await;
         let starting = {
             let s = st.pools.lock();
             s.starting.values().filter(|a| a.pool == pool.name).count()
@@ -250,6 +337,117 @@ async fn tick(st: &AppState) {
     st.pools.lock().views = views;
 }
 
+/// Revokes an agent's join token: by id, or by its name when this server did not make it.
+async fn revoke_join(st: &AppState, pool: &str, agent: &str, token: Option<i64>) {
+    let done = match token {
+        Some(id) => st.store.revoke_token(id).await.map(|_| ()),
+        None => st
+            .store
+            .revoke_tokens_named(&format!("{}{pool}:{agent}", baton_store::POOL_JOIN_PREFIX))
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = done {
+        tracing::warn!(agent = %agent, "cannot revoke its join token: {e}");
+    }
+}
+
+/// Every [`SURVEY_EVERY`], what the pool's provider runs (if it can tell): agents running that
+/// this server does not know (started before a restart) count as starting until they join or
+/// their deadline passes; a known agent is taken back into its pool; ended ones are removed
+/// (one that never joined is given up, and the pool's error says how it ended).
+async fn survey(st: &AppState, config: &Config, pool: &PoolDef, hub: &AgentHub, now: Instant) {
+    {
+        let mut s = st.pools.lock();
+        if s.surveyed
+            .get(&pool.name)
+            .is_some_and(|t| now < *t + SURVEY_EVERY)
+        {
+            return;
+        }
+        s.surveyed.insert(pool.name.clone(), now);
+    }
+    let p = provider(st, config, pool);
+    let found = match p.survey(&pool.name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(pool = %pool.name, "{e}");
+            st.pools.lock().errors.insert(pool.name.clone(), e);
+            return;
+        }
+    };
+    let agents = hub.agents();
+    let mut remove = Vec::new();
+    for f in found {
+        let known = agents.iter().find(|a| a.name == f.agent);
+        let starting = st.pools.lock().starting.contains_key(&f.agent);
+        if f.running {
+            match known {
+                Some(a) if a.pool.is_none() => {
+                    tracing::info!(pool = %pool.name, agent = %f.agent, "an agent of the pool is back in it");
+                    hub.register_pool(
+                        &f.agent,
+                        &pool.name,
+                        AgentInfo {
+                            queues: pool.queues.clone(),
+                            slots: pool.slots,
+                        },
+                    );
+                }
+                Some(_) => {}
+                None if !starting => {
+                    tracing::info!(pool = %pool.name, agent = %f.agent, "found an agent started before; it counts as starting until it joins");
+                    st.pools.lock().starting.insert(
+                        f.agent.clone(),
+                        Starting {
+                            pool: pool.name.clone(),
+                            token_id: None,
+                            deadline: now + JOIN_DEADLINE,
+                        },
+                    );
+                }
+                None => {}
+            }
+        } else if let Some(how) = f.ended {
+            if starting || known.is_none() {
+                // Never joined, or left (its `down` may be on its way too).
+                let was = st.pools.lock().starting.remove(&f.agent);
+                if let Some(was) = was {
+                    revoke_join(st, &pool.name, &f.agent, was.token_id).await;
+                    let e = format!(
+                        "pool {}: agent {} ended before it joined: {how}",
+                        pool.name, f.agent
+                    );
+                    tracing::warn!(pool = %pool.name, "{e}");
+                    // An image whose agents cannot join would otherwise be restarted each tick.
+                    let mut s = st.pools.lock();
+                    s.backoff.insert(pool.name.clone(), now + UP_BACKOFF);
+                    s.errors.insert(pool.name.clone(), e);
+                }
+            }
+            remove.push(f.agent);
+        } else if !starting && known.is_none() {
+            // Created and never started by an `up` that did not finish.
+            remove.push(f.agent);
+        }
+    }
+    if remove.is_empty() {
+        return;
+    }
+    let pool_name = pool.name.clone();
+    tokio::spawn(async move {
+        for agent in remove {
+            match p.down(&pool_name, &agent).await {
+                Ok(()) => {
+                    tracing::info!(pool = %pool_name, agent = %agent, "removed an ended agent")
+                }
+                Err(e) => tracing::warn!(pool = %pool_name, agent = %agent, "{e}"),
+            }
+        }
+    });
+}
+
 /// The URL agents reach this server at: `server.callback_url`, else `server.public_url`, else
 /// the listen address.
 fn server_url(st: &AppState, config: &Config) -> String {
@@ -261,16 +459,16 @@ fn server_url(st: &AppState, config: &Config) -> String {
         .unwrap_or_else(|| st.public_url.clone())
 }
 
-/// Mints `count` names and one-time join tokens and runs the pool's `up` (in the background:
-/// the agents count as starting until they join or their deadline passes).
+/// Mints `count` names and one-time join tokens and has the pool's provider start them (in
+/// the background: the agents count as starting until they join or their deadline passes).
 async fn scale_up(
     st: &AppState,
     config: &Config,
     pool: &PoolDef,
     count: u32,
 ) -> Result<(), String> {
-    let mut names = Vec::new();
-    let mut tokens = Vec::new();
+    let mut agents = Vec::new();
+    let mut ids = Vec::new();
     for _ in 0..count {
         let name = {
             let mut s = st.pools.lock();
@@ -287,46 +485,26 @@ async fn scale_up(
             name.clone(),
             Starting {
                 pool: pool.name.clone(),
-                token_id: id,
+                token_id: Some(id),
                 deadline: Instant::now() + JOIN_DEADLINE,
             },
         );
-        names.push(name);
-        tokens.push((id, token));
+        agents.push((name, token));
+        ids.push(id);
     }
-    let PoolProvider::Command { up, .. } = &pool.provider;
-    let mut env = vec![
-        ("BATON_POOL".to_string(), pool.name.clone()),
-        ("BATON_COUNT".to_string(), count.to_string()),
-        ("BATON_SERVER".to_string(), server_url(st, config)),
-        ("BATON_AGENT_NAMES".to_string(), names.join(" ")),
-        (
-            "BATON_JOIN_TOKENS".to_string(),
-            tokens
-                .iter()
-                .map(|(_, t)| t.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        ("BATON_QUEUES".to_string(), pool.queues.join(",")),
-        ("BATON_SLOTS".to_string(), pool.slots.to_string()),
-        (
-            "BATON_IDLE_TIMEOUT".to_string(),
-            format!("{}s", pool.idle_timeout.as_secs().max(1)),
-        ),
-    ];
-    if let ([name], [(_, token)]) = (names.as_slice(), tokens.as_slice()) {
-        env.push(("BATON_AGENT_NAME".into(), name.clone()));
-        env.push(("BATON_JOIN_TOKEN".into(), token.clone()));
-    }
-    let (st, pool_name, up, ids) = (
-        st.clone(),
-        pool.name.clone(),
-        up.clone(),
-        tokens.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-    );
+    let launch = Launch {
+        pool: pool.name.clone(),
+        server: server_url(st, config),
+        agents,
+        queues: pool.queues.clone(),
+        slots: pool.slots,
+        idle_timeout: pool.idle_timeout,
+    };
+    let p = provider(st, config, pool);
+    let st = st.clone();
     tokio::spawn(async move {
-        match run_provider(&up, &[], &env).await {
+        let pool_name = launch.pool.clone();
+        match p.up(&launch).await {
             Ok(()) => {
                 st.pools.lock().errors.remove(&pool_name);
             }
@@ -338,7 +516,7 @@ async fn scale_up(
                     let _ = st.store.revoke_token(id).await;
                 }
                 let mut s = st.pools.lock();
-                for n in &names {
+                for (n, _) in &launch.agents {
                     s.starting.remove(n);
                 }
                 s.backoff
@@ -350,76 +528,7 @@ async fn scale_up(
     Ok(())
 }
 
-/// Runs a provider's program with `args` and `env` (added to a cleared environment with only
-/// `PATH` and `HOME`), its output drained; the error says how it ended and its last output
-/// (which never holds a token unless the program prints one).
-async fn run_provider(
-    program: &str,
-    args: &[&str],
-    env: &[(String, String)],
-) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(std::env::var("PATH").map(|p| ("PATH".to_string(), p)))
-        .envs(std::env::var("HOME").map(|p| ("HOME".to_string(), p)))
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let mut stderr = child.stderr.take();
-    // The output is read beside the wait; agents the program starts in the background may keep
-    // the pipe open, so after the program ends only what is there within a second is kept.
-    let mut reader = tokio::spawn(async move {
-        let mut err = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 || err.len() > 64 * 1024 {
-                    break;
-                }
-                err.extend_from_slice(&buf[..n]);
-            }
-        }
-        err
-    });
-    let status = tokio::time::timeout(PROVIDER_TIMEOUT, child.wait())
-        .await
-        .map_err(|_| {
-            format!(
-                "{program} did not finish within {}s",
-                PROVIDER_TIMEOUT.as_secs()
-            )
-        })?;
-    let err = match tokio::time::timeout(Duration::from_secs(1), &mut reader).await {
-        Ok(Ok(e)) => e,
-        _ => {
-            reader.abort();
-            Vec::new()
-        }
-    };
-    let status = status.map_err(|e| format!("{program}: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let tail = String::from_utf8_lossy(&err);
-    let tail = tail.trim();
-    let tail: String = tail
-        .chars()
-        .rev()
-        .take(400)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(format!("{program} exited with {status}: {tail}"))
-}
-
-/// An agent of `pool` left: run the pool's `down` with its name (best effort, logged).
+/// An agent of `pool` left: the provider removes it (`down`; best effort, logged).
 pub(crate) fn agent_left(st: &AppState, pool: String, agent: String) {
     let st = st.clone();
     tokio::spawn(async move {
@@ -429,13 +538,8 @@ pub(crate) fn agent_left(st: &AppState, pool: String, agent: String) {
         let Some(def) = config.pools.get(&pool) else {
             return;
         };
-        let PoolProvider::Command { down, .. } = &def.provider;
-        let Some(down) = down else { return };
-        let env = [
-            ("BATON_POOL".to_string(), pool.clone()),
-            ("BATON_AGENT_NAME".to_string(), agent.clone()),
-        ];
-        match run_provider(down, &[agent.as_str()], &env).await {
+        let p = provider(&st, &config, def);
+        match p.down(&pool, &agent).await {
             Ok(()) => tracing::info!(pool = %pool, agent = %agent, "agent removed (down)"),
             Err(e) => {
                 let e = format!("pool {pool}: down {agent} failed: {e}");
