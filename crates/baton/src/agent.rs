@@ -61,6 +61,9 @@ fn parse_idle(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The agent's own variables, which its jobs never inherit.
+const AGENT_ONLY_ENV: [&str; 1] = ["BATON_AGENT_TOKEN"];
+
 struct Agent {
     http: reqwest::Client,
     /// The API base of each server it may talk to (`URL/api/v1`), and which it talks to now.
@@ -356,6 +359,10 @@ impl Agent {
         // Secrets stay in memory: the supervisor gets them on its stdin pipe, the engine as
         // the container's environment.
         a.spec.secrets = std::mem::take(&mut a.secrets);
+        // The agent's own join token (a pool's agent gets it in its environment) is no job's.
+        a.spec
+            .unset_env
+            .extend(AGENT_ONLY_ENV.iter().map(|v| v.to_string()));
         let dir = self.job_dir(a.job_id, a.attempt);
         let ended = Arc::new(tokio::sync::Notify::new());
         let exec: Arc<dyn Executor> = if a.spec.container.is_some() {

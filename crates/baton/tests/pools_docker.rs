@@ -202,6 +202,7 @@ tasks:
     queues: [boxed]
     command: |
       echo "in a container: $GREETING"
+      echo "agent token: ${{BATON_AGENT_TOKEN:-none}}"
 "#
     )
 }
@@ -300,6 +301,8 @@ async fn a_docker_pool_starts_a_container_for_its_backlog_that_leaves_when_idle(
     // GREETING is only in the container's environment (the pool's `env`).
     let log = s.log_text(id, None).await;
     assert!(log.contains("in a container: hello-from-the-pool"), "{log}");
+    // The agent's join token is the agent's, never its jobs'.
+    assert!(log.contains("agent token: none"), "{log}");
     // Used up: the token joins no more.
     let resp = s
         .http
