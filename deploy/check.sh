@@ -88,11 +88,12 @@ trap 'compose_down; cleanup' EXIT
   cat "$tmp/compose.log" >&2
   exit 1
 }
-port_of() { "${compose[@]}" port "$1" 8700 | sed 's/.*://'; }
+port_of() { "${compose[@]}" port "$1" 8700 2>/dev/null | sed 's/.*://'; }
 # Prints a server's /healthz role: active, standby, or nothing while it does not answer.
 role_of() {
-  curl -fsS "http://127.0.0.1:$(port_of "$1")/healthz" 2>/dev/null |
-    sed -n 's/.*"role":"\([a-z]*\)".*/\1/p; s/.*"status":"standby".*/standby/p'
+  local health
+  health=$(curl -fsS "http://127.0.0.1:$(port_of "$1")/healthz" 2>/dev/null) || return 0
+  sed -n 's/.*"role":"\([a-z]*\)".*/\1/p; s/.*"status":"standby".*/standby/p' <<<"$health"
 }
 wait_roles() {
   for _ in $(seq 240); do

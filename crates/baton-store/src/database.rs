@@ -182,11 +182,15 @@ pub struct PendingMigration {
 
 impl Store {
     /// Writes a consistent copy of a SQLite store to `file` while it is in use (`VACUUM INTO`).
+    /// The copy holds no lease: a server restored from it takes the scheduler lease at once.
     pub async fn backup_sqlite(&self, file: &Path) -> Result<()> {
         sqlx::query("VACUUM INTO $1")
             .bind(file.to_string_lossy().into_owned())
             .execute(&self.pool)
             .await?;
+        let copy = Store::connect_unmigrated(&Database::Sqlite(file.to_path_buf())).await?;
+        sqlx::query("DELETE FROM leases").execute(&copy.pool).await?;
+        copy.pool.close().await;
         Ok(())
     }
 

@@ -321,6 +321,24 @@ mod tests {
         assert_eq!(lease.epoch, got.epoch);
     }
 
+    /// A SQLite backup holds no lease, so a server restored from it takes the lease at once
+    /// rather than waiting for the backed-up server's to lapse.
+    #[tokio::test]
+    async fn a_sqlite_backup_holds_no_lease() {
+        let db = TestDb::sqlite().await;
+        let a = db.open().await;
+        a.take_lease(SCHEDULER_LEASE, "a", "a-1", "http://a", Utc::now(), TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("baton.db");
+        a.backup_sqlite(&copy).await.unwrap();
+        let restored = Store::connect(&crate::Database::Sqlite(copy)).await.unwrap();
+        assert_eq!(restored.lease(SCHEDULER_LEASE).await.unwrap(), None);
+        assert!(a.lease(SCHEDULER_LEASE).await.unwrap().is_some(), "the original keeps its own");
+    }
+
     on_both!(
         a_lease_has_one_holder_until_it_lapses_and_fences_the_one_that_lost_it,
         a_fenced_commit_renews_a_lapsed_lease_nobody_took,
