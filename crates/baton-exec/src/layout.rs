@@ -61,6 +61,10 @@ pub struct SupervisorInfo {
     /// that is not this machine's. `None` in folders written before Baton kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<u128>,
+    /// The supervisor's pid namespace (the inode of `/proc/self/ns/pid`): a server in another
+    /// container on the same host sees other pids. `None` in older folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pidns: Option<u64>,
 }
 
 impl SupervisorInfo {
@@ -70,12 +74,23 @@ impl SupervisorInfo {
             pid,
             start_time,
             boot: this_boot(),
+            pidns: this_pidns(),
         }
     }
 
     /// Why this supervisor is not a process of this machine as it runs now (another host, or
     /// before a reboot): its pid means nothing here, and nothing may be signalled by it.
     pub fn elsewhere(&self) -> Option<String> {
+        if let (Some(theirs), Some(ours)) = (self.pidns, this_pidns())
+            && theirs != ours
+        {
+            return Some(format!(
+                "its supervisor (pid {}) ran in another pid namespace (another container or \
+                 host: namespace {theirs}, this one is {ours}): a local job cannot be \
+                 re-attached from here",
+                self.pid
+            ));
+        }
         match (self.boot, this_boot()) {
             (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
                 "its supervisor (pid {}) ran on another host or before this machine restarted \
@@ -86,6 +101,16 @@ impl SupervisorInfo {
             _ => None,
         }
     }
+}
+
+/// This process's pid namespace (the inode `/proc/self/ns/pid` names), read once.
+pub fn this_pidns() -> Option<u64> {
+    static NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        let link = fs::read_link("/proc/self/ns/pid").ok()?;
+        let text = link.to_str()?;
+        text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+    })
 }
 
 /// This machine's boot id, read once.

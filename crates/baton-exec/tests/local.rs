@@ -593,6 +593,17 @@ async fn vanished_supervisor() {
         other => panic!("expected Vanished, got {other:?}"),
     }
     assert!(matches!(ex.cancel(&d), Err(ExecError::NotRunning { .. })));
+    // Of this boot but another pid namespace (another container on this host): the same.
+    fs::write(
+        d.join("supervisor.json"),
+        format!(r#"{{"pid":{me},"start_time":{start_time},"pidns":1}}"#),
+    )
+    .unwrap();
+    match ex.reattach(&d) {
+        Reattach::Vanished(why) => assert!(why.contains("another pid namespace"), "{why}"),
+        other => panic!("expected Vanished, got {other:?}"),
+    }
+    assert!(matches!(ex.cancel(&d), Err(ExecError::NotRunning { .. })));
     // The same with no boot recorded (an older folder) is this process: running.
     fs::write(
         d.join("supervisor.json"),

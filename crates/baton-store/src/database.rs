@@ -189,7 +189,9 @@ impl Store {
             .execute(&self.pool)
             .await?;
         let copy = Store::connect_unmigrated(&Database::Sqlite(file.to_path_buf())).await?;
-        sqlx::query("DELETE FROM leases").execute(&copy.pool).await?;
+        sqlx::query("DELETE FROM leases")
+            .execute(&copy.pool)
+            .await?;
         copy.pool.close().await;
         Ok(())
     }

@@ -334,9 +334,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("baton.db");
         a.backup_sqlite(&copy).await.unwrap();
-        let restored = Store::connect(&crate::Database::Sqlite(copy)).await.unwrap();
+        let restored = Store::connect(&crate::Database::Sqlite(copy))
+            .await
+            .unwrap();
         assert_eq!(restored.lease(SCHEDULER_LEASE).await.unwrap(), None);
-        assert!(a.lease(SCHEDULER_LEASE).await.unwrap().is_some(), "the original keeps its own");
+        assert!(
+            a.lease(SCHEDULER_LEASE).await.unwrap().is_some(),
+            "the original keeps its own"
+        );
     }
 
     on_both!(
