@@ -16,28 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{BIN, id_of, is_terminal, status};
+use common::{BIN, fresh_postgres, id_of, is_terminal, status};
 
 const RUNS: usize = 300;
 const LINES: usize = 100;
-
-/// A fresh database on `BATON_TEST_PG`'s server; panics (the test fails) without one.
-fn fresh_postgres() -> String {
-    std::thread::spawn(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(baton_store::testing::fresh_postgres())
-    })
-    .join()
-    .unwrap()
-    .map(|db| match db {
-        baton_store::Database::Postgres(url) => url,
-        baton_store::Database::Sqlite(_) => unreachable!(),
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// One `baton serve` of the cluster.
 struct Node {
@@ -202,8 +184,7 @@ fn baton(args: &[&str], root: &Path, db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_servers_one_killed_every_run_once_and_complete() {
-    let db = fresh_postgres();
-    let tmp = tempfile::tempdir().unwrap();
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
     let root = tmp.path().canonicalize().unwrap();
     std::fs::create_dir_all(root.join("config")).unwrap();
     std::fs::create_dir_all(root.join("data")).unwrap();
@@ -455,8 +436,7 @@ async fn health(http: &reqwest::Client, n: &Node) -> Option<Value> {
 /// took it over after this one was cut off would) stops at once, with status 75.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_finds_its_lease_taken_stops_at_once() {
-    let db = fresh_postgres();
-    let tmp = tempfile::tempdir().unwrap();
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
     let root = tmp.path().canonicalize().unwrap();
     let (mut a, _b) = pair(&root, &db, "3s", HELLO);
     let store = baton_store::Store::connect(&baton_store::Database::parse(&db))
@@ -510,8 +490,7 @@ async fn a_server_that_finds_its_lease_taken_stops_at_once() {
 /// (60 s) would have lapsed, and answers as the active server.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_stop_hands_over_at_once() {
-    let db = fresh_postgres();
-    let tmp = tempfile::tempdir().unwrap();
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
     let root = tmp.path().canonicalize().unwrap();
     let (mut a, b) = pair(&root, &db, "60s", HELLO);
     let http = reqwest::Client::new();
@@ -544,8 +523,7 @@ async fn a_clean_stop_hands_over_at_once() {
 /// streams the active server's answer as it comes), then its end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_log_streams_through_a_standby() {
-    let db = fresh_postgres();
-    let tmp = tempfile::tempdir().unwrap();
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
     let root = tmp.path().canonicalize().unwrap();
     let gate = root.join("gate");
     let config = format!(
@@ -556,17 +534,7 @@ async fn a_live_log_streams_through_a_standby() {
     let (_a, b) = pair(&root, &db, "10s", &config);
     let token = baton(&["token", "create"], &root, &db);
     let http = reqwest::Client::new();
-    let run: Value = http
-        .post(format!("{}/api/v1/tasks/slow/trigger", b.base))
-        .bearer_auth(&token)
-        .json(&json!({"args": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = id_of(&run);
+    let id = trigger_through(&http, &b, &token, "slow").await;
     let mut resp = http
         .get(format!("{}/api/v1/runs/{id}/log/stream", b.base))
         .bearer_auth(&token)
@@ -615,6 +583,24 @@ async fn a_live_log_streams_through_a_standby() {
     assert_eq!(text, "first\nsecond\n");
 }
 
+/// Triggers `task` through `node`; the run's id.
+async fn trigger_through(http: &reqwest::Client, node: &Node, token: &str, task: &str) -> i64 {
+    let r = http
+        .post(format!("{}/api/v1/tasks/{task}/trigger", node.base))
+        .bearer_auth(token)
+        .json(&json!({"args": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "trigger {task} through {}",
+        node.name
+    );
+    id_of(&r.json::<Value>().await.unwrap())
+}
+
 /// GET `path` through `node` until it answers 200 (a standby answers 502/503 while no server is
 /// active); its body.
 async fn get_through(http: &reqwest::Client, node: &Node, token: &str, path: &str) -> String {
@@ -644,8 +630,7 @@ async fn get_through(http: &reqwest::Client, node: &Node, token: &str, path: &st
 /// `success` with its whole log.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_job_survives_the_active_server_and_ends_on_the_next() {
-    let db = fresh_postgres();
-    let tmp = tempfile::tempdir().unwrap();
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
     let root = tmp.path().canonicalize().unwrap();
     let gate = root.join("gate");
     let config = format!(
@@ -677,17 +662,7 @@ tasks:
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let run: Value = http
-        .post(format!("{}/api/v1/tasks/remote/trigger", b.base))
-        .bearer_auth(&token)
-        .json(&json!({"args": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = id_of(&run);
+    let id = trigger_through(&http, &b, &token, "remote").await;
     let log_path = format!("/api/v1/runs/{id}/log");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !get_through(&http, &b, &token, &log_path)

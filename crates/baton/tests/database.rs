@@ -41,24 +41,6 @@ fn args(words: &[&str], rest: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
     words.iter().map(Into::into).chain(rest).collect()
 }
 
-/// A fresh database on `BATON_TEST_PG`'s server; panics (the test fails) without one.
-fn fresh_postgres() -> String {
-    std::thread::spawn(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(baton_store::testing::fresh_postgres())
-    })
-    .join()
-    .unwrap()
-    .map(|db| match db {
-        baton_store::Database::Postgres(url) => url,
-        baton_store::Database::Sqlite(_) => unreachable!(),
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 async fn one_run(s: &Server) -> i64 {
     let run = s.trigger("hello", &[]).await;
     let id = id_of(&run);

@@ -68,7 +68,7 @@ fn libraries(bin: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The agent image, its tag unique to this test process; removed (with every container of
+/// The agent image, its tag unique to this test (its pool); removed (with every container of
 /// the pool) when dropped.
 struct AgentImage {
     tag: String,
@@ -127,7 +127,9 @@ impl AgentImage {
             .status()
             .unwrap();
         assert!(st.success(), "tar of the agent's rootfs failed");
-        let tag = format!("baton-test-pool-agent:{}", std::process::id());
+        // One image per test (the pool's name holds the process id): a test's cleanup never
+        // removes another's image while it runs.
+        let tag = format!("baton-test-pool-agent:{pool}");
         docker_ok(&[
             "import",
             "--change",

@@ -52,6 +52,24 @@ pub struct Server {
     pub db: Option<String>,
 }
 
+/// A fresh database on `BATON_TEST_PG`'s server; panics (the test fails) without one.
+pub fn fresh_postgres() -> String {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(baton_store::testing::fresh_postgres())
+    })
+    .join()
+    .unwrap()
+    .map(|db| match db {
+        baton_store::Database::Postgres(url) => url,
+        baton_store::Database::Sqlite(_) => unreachable!(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A PostgreSQL client program from Debian's packages (the newest version installed).
 pub fn pg_bin(name: &str) -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
