@@ -218,17 +218,7 @@ fn check_engine(h: &str) -> Result<(), String> {
             "invalid host {h:?}: expected unix:///PATH, tcp://HOST:PORT or http://HOST:PORT"
         ));
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let loopback = host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if super::server::loopback_authority(rest) {
         Ok(())
     } else {
         Err(format!(

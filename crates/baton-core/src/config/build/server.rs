@@ -297,17 +297,7 @@ pub fn check_base_url(u: &str, tls_unless_loopback: bool) -> Result<(), String> 
     let rest = if let Some(rest) = u.strip_prefix("https://") {
         rest
     } else if let Some(rest) = u.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = match host.rsplit_once(':') {
-            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-            _ => host,
-        };
-        let loopback = host == "localhost"
-            || host == "[::1]"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if tls_unless_loopback && !loopback {
+        if tls_unless_loopback && !loopback_authority(rest) {
             return Err("use https:// (plain http is allowed only for localhost)".into());
         }
         rest
@@ -333,4 +323,19 @@ fn has_password(url: &str) -> bool {
             .any(|kv| kv.to_ascii_lowercase().starts_with("password="))
     });
     in_user || in_query
+}
+
+/// Whether the host of `rest` (a URL after its `scheme://`) is this machine's loopback:
+/// `localhost`, `[::1]` or 127.0.0.0/8, with or without a port.
+pub(crate) fn loopback_authority(rest: &str) -> bool {
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
