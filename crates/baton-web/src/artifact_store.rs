@@ -7,7 +7,9 @@
 //! manifest `jobs/JOB/ATTEMPT/manifest.json` (paths and sizes) last. Only a manifest lists a
 //! job's stored artifacts, so an upload cut short lists nothing; its objects are deleted, the
 //! files stay in the data directory (listed and served from there) and the job's results get a
-//! warning saying the upload failed. Once the manifest is written the local `out/` is removed.
+//! warning saying the upload failed (until a retry uploads them: then the warning goes, from
+//! the stored tree, its counts and the run's `report.html`). Once the manifest is written the
+//! local `out/` is removed.
 //! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced) and
 //! forgotten once its manifest is written; [`start_retries`] retries the pending ones in the
 //! background with backoff, and at start (a failure, or a crash in the middle of an upload).
@@ -29,6 +31,9 @@ use crate::AppState;
 const PART: usize = 8 * 1024 * 1024;
 /// The most files of one job uploaded.
 const MAX_FILES: usize = 100_000;
+/// How the message of a failed upload starts (the job's results carry it until a retry
+/// uploads them).
+pub(crate) const NOT_UPLOADED: &str = "artifacts not uploaded to ";
 
 /// An S3-compatible bucket holding artifacts.
 pub struct ArtifactStore {
@@ -124,7 +129,7 @@ impl ArtifactStore {
             for k in &done {
                 let _ = self.store.delete(k).await;
             }
-            return Err(format!("artifacts not uploaded to {}: {e}", self.label));
+            return Err(format!("{NOT_UPLOADED}{}: {e}", self.label));
         }
         Ok(files.len())
     }
@@ -580,16 +585,20 @@ fn pending(folders: &baton_store::RunFolders) -> Vec<(i64, i64, u32)> {
     found
 }
 
-/// Uploads a job attempt's `out/` to the bucket; once the manifest is written, the disk's copy
-/// and the pending record go. The caller holds the job's collection claim.
+/// Uploads a job attempt's `out/` to the bucket (a retry); once the manifest is written, the
+/// warning of the failed try leaves the job's results, and the disk's copy and the pending
+/// record go. The caller holds the job's collection claim.
 pub(crate) async fn upload_out(
     s: &AppState,
     store: &ArtifactStore,
+    run: i64,
     job: i64,
     attempt: u32,
 ) -> Result<usize, String> {
     let out = s.folders.job_dir(job, attempt).join("out");
     let n = store.upload(job, attempt, out.clone()).await?;
+    // The results said the first try failed: no longer true.
+    crate::results::upload_arrived(s, run, job).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
     done_pending(&s.folders, job, attempt);
     Ok(n)
@@ -684,7 +693,7 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
         done_pending(&s.folders, job, attempt);
         return Retry::Busy;
     }
-    match upload_out(s, store, job, attempt).await {
+    match upload_out(s, store, run, job, attempt).await {
         Ok(n) => Retry::Done(n),
         Err(e) => Retry::Failed(e),
     }

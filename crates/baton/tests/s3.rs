@@ -482,10 +482,21 @@ async fn a_failed_upload_lists_nothing_half_says_so_and_is_retried_until_it_arri
     let r = get(&s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
     assert_eq!(r.text().await.unwrap(), "nested\n");
 
+    // The run's stored report.html says so too.
+    let report = s.data.join(format!("runs/{id}/report.html"));
+    common::wait_file(&report).await;
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("artifacts not uploaded")
+    );
+
     // The bucket comes back: the retry in the background uploads them, the disk's copy goes.
     s3.spawn();
     arrives(&s, &s3, id, job).await;
     assert_eq!(pending(&s), Vec::<String>::new());
+    // And the job's results no longer say the upload failed: no stale warning, not counted.
+    no_upload_warning(&s, id).await;
 
     // Down again, and the server killed before the bucket is back: the pending upload is
     // retried after the restart.
@@ -501,7 +512,30 @@ async fn a_failed_upload_lists_nothing_half_says_so_and_is_retried_until_it_arri
     s.restart();
     arrives(&s, &s3, id2, job2).await;
     assert_eq!(pending(&s), Vec::<String>::new());
+    no_upload_warning(&s, id2).await;
     assert!(!s.stderr().contains(SECRET_KEY));
+}
+
+/// Run `id`'s results, counts and report.html (arrived by then: the warning goes before the
+/// disk's copy of the artifacts) carry no warning.
+async fn no_upload_warning(s: &Server, id: i64) {
+    let r = s.get_ok(&format!("/runs/{id}/results")).await;
+    assert_eq!(find_warning(&r), None, "a stale warning: {r:#}");
+    assert_eq!(r["tree"]["summary"]["warnings"], 0, "{r:#}");
+    let list = s.get_ok("/runs?task=make").await;
+    let run = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("run {id} not listed: {list:#}"));
+    // No tests and no warning: nothing to count any more.
+    assert!(run["results"].is_null(), "{run:#}");
+    let report = get(s, &format!("/runs/{id}/report.html"), None).await;
+    assert_eq!(report.status().as_u16(), 200);
+    let report = report.text().await.unwrap();
+    assert!(report.contains(&format!("#{id}")), "{report}");
+    assert!(!report.contains("artifacts not uploaded"), "{report}");
 }
 
 /// The message of the first warning node of a results tree.
