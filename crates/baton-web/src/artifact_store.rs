@@ -521,24 +521,64 @@ fn pending_file(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> Pa
     pending_dir(folders).join(format!("{job}-{attempt}"))
 }
 
+/// A pending upload held by whoever uploads it now: an exclusive `flock` on its record,
+/// released when dropped. A prune (this server's, or `baton prune` in another process) never
+/// deletes a run while one of its uploads is held ([`hold_for_prune`]).
+pub struct UploadHold(#[allow(dead_code)] std::fs::File);
+
 /// Records durably (the file and its folder fsynced) that job attempt `job`/`attempt` of run
-/// `run` has artifacts to upload: a retry finds it after a failure and after a restart.
+/// `run` has artifacts to upload: a retry finds it after a failure and after a restart. The
+/// record is held (locked before it gets its name, so no prune ever sees it unheld) until
+/// the returned hold is dropped.
 pub(crate) fn record_pending(
     folders: &baton_store::RunFolders,
     run: i64,
     job: i64,
     attempt: u32,
-) -> std::io::Result<()> {
+) -> std::io::Result<UploadHold> {
     use std::io::Write;
     let dir = pending_dir(folders);
     std::fs::create_dir_all(&dir)?;
     let path = pending_file(folders, job, attempt);
     let tmp = dir.join(format!(".{job}-{attempt}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
+    f.lock()?;
     f.write_all(run.to_string().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(UploadHold(f))
+}
+
+/// Holds the pending upload of `job`/`attempt`: `None` when someone else holds it (it is in
+/// flight), or its record is gone (uploaded, or forgotten by a prune).
+fn hold_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> Option<UploadHold> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(pending_file(folders, job, attempt)).ok()?;
+    f.try_lock().ok()?;
+    // Forgotten between the open and the lock: nothing to upload any more.
+    (f.metadata().ok()?.nlink() > 0).then_some(UploadHold(f))
+}
+
+/// For a prune of the run whose jobs are `jobs`: holds every pending upload of them (kept
+/// until the prune has forgotten them and deleted the run, so no retry starts meanwhile).
+/// `None` when one of them is in flight: the run is left for a later prune.
+pub fn hold_for_prune(folders: &baton_store::RunFolders, jobs: &[i64]) -> Option<Vec<UploadHold>> {
+    let mut held = Vec::new();
+    for (_, job, attempt) in pending(folders) {
+        if !jobs.contains(&job) {
+            continue;
+        }
+        // Gone since it was listed: uploaded meanwhile.
+        let Ok(f) = std::fs::File::open(pending_file(folders, job, attempt)) else {
+            continue;
+        };
+        if f.try_lock().is_err() {
+            return None;
+        }
+        held.push(UploadHold(f));
+    }
+    Some(held)
 }
 
 /// The upload of `job`/`attempt` is no longer pending (done, or nothing is left to upload).
@@ -685,6 +725,10 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
         return Retry::Busy;
     }
     let Some(_claim) = crate::results::Collecting::claim(job) else {
+        return Retry::Busy;
+    };
+    // Held by a prune that is deleting the run, or forgotten: looked at again next round.
+    let Some(_hold) = hold_pending(&s.folders, job, attempt) else {
         return Retry::Busy;
     };
     let out = s.folders.job_dir(job, attempt).join("out");

@@ -227,6 +227,8 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             src.recorded = recorded_nodes(s, job, owner).await;
         }
         let mut uploaded = false;
+        // Held while the upload is in flight: a prune leaves the run alone meanwhile.
+        let mut hold = None;
         if let Some(store) = s.artifact_store.as_ref().filter(|_| own && out.is_dir()) {
             // Recorded before the first try: a failure, or a crash in the middle, is retried
             // (`artifact_store::start_retries`), also after a restart.
@@ -238,8 +240,9 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
-            if let Err(e) = &recorded {
-                tracing::warn!(job = job.id, "cannot record the pending upload: {e}");
+            match recorded {
+                Ok(h) => hold = Some(h),
+                Err(e) => tracing::warn!(job = job.id, "cannot record the pending upload: {e}"),
             }
             match store.upload(job.id, job.attempt, out.clone()).await {
                 Ok(n) => {
@@ -282,6 +285,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
             crate::artifact_store::done_pending(&s.folders, job.id, job.attempt);
         }
+        drop(hold);
     }
 }
 

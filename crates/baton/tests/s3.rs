@@ -90,6 +90,14 @@ impl S3 {
         }
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the server: stopped, it accepts connections
+    /// (the kernel does) but answers nothing, so an upload hangs in flight.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("s3s-fs runs").id().to_string();
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -553,4 +561,64 @@ fn find_warning(v: &Value) -> Option<String> {
         }
     }
     v.get("tree").and_then(find_warning)
+}
+
+/// `baton prune` (as the test's server is configured); its stdout.
+fn prune_cli(s: &Server) -> String {
+    let out = Command::new(common::BIN)
+        .arg("prune")
+        .arg("--data")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.config_dir)
+        .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
+        .env("BATON_TEST_S3_SECRET", SECRET_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_leaves_a_run_whose_upload_is_in_flight_until_it_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let s = start_server(&s3);
+    // The bucket takes connections but answers nothing: the first upload hangs in flight.
+    s3.signal("-STOP");
+    let old = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(old).await), "success");
+    let job = job_of(&s, old).await;
+    // A newer run: keep_last 1 dooms the first (its results are not asked for, so the one
+    // collector is still busy with the first's upload).
+    let new = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(new).await), "success");
+    let job_new = job_of(&s, new).await;
+    wait_for("the upload to start", || {
+        pending(&s) == [format!("{job}-1")]
+    })
+    .await;
+
+    let stdout = prune_cli(&s);
+    assert!(
+        stdout.starts_with("deleted 0 runs, 0 jobs, 0 bytes"),
+        "{stdout}"
+    );
+    assert_eq!(s.get(&format!("/runs/{old}")).await.0, 200);
+    assert!(s.job_dir(job, 1).join("out/notes.txt").exists());
+    assert_eq!(pending(&s), [format!("{job}-1")]);
+
+    // The bucket answers again: the upload arrives (on its first try or a retry), and then
+    // the run goes with its objects, none left behind.
+    s3.signal("-CONT");
+    arrives(&s, &s3, old, job).await;
+    let out_new = s.job_dir(job_new, 1).join("out");
+    wait_for("the newer run's upload", || !out_new.exists()).await;
+    let stdout = prune_cli(&s);
+    assert!(stdout.starts_with("deleted 1 runs, 1 jobs, "), "{stdout}");
+    assert_eq!(s.get(&format!("/runs/{old}")).await.0, 404);
+    assert_eq!(s3.objects_of(job), Vec::<String>::new());
+    assert_eq!(s3.objects_of(job_new).len(), 4, "the newest run stays");
 }
