@@ -65,6 +65,26 @@ pub trait Executor: Send + Sync + 'static {
     fn last_heartbeat(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         None
     }
+
+    /// The engine's id of container image `image` (`sha256:…`, pulled first when it is not
+    /// there), for the CI cache: a new image under the same tag has another id. `Ok(None)`:
+    /// this place cannot say (it runs no containers, or its engine is on a remote worker).
+    fn image_id<'a>(&'a self, _image: &'a str) -> BoxFuture<'a, Result<Option<String>, ExecError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The CI cache's fact of container image `image` (as a task names it) on `exec`:
+/// `IMAGE@ID` with the engine's id, so that a new image under the same tag makes another
+/// digest; the name alone when `exec` cannot say (a remote worker) or a `build:` image.
+pub async fn image_fact(exec: &dyn Executor, image: &str) -> Result<String, ExecError> {
+    if image.starts_with("build:") {
+        return Ok(image.to_owned());
+    }
+    Ok(match exec.image_id(image).await? {
+        Some(id) => format!("{image}@{id}"),
+        None => image.to_owned(),
+    })
 }
 
 /// A job that is running somewhere.

@@ -63,7 +63,7 @@ pub mod unix;
 pub use callback::{CallbackError, CallbackHub};
 pub use docker::DockerExecutor;
 pub use error::ExecError;
-pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob};
+pub use executor::{BoxFuture, Executor, Health, Reattached, RunningJob, image_fact};
 pub use job::{ContainerSpec, ExitRecord, JobSecrets, JobSpec, Network, Outcome};
 pub use layout::{SupervisorInfo, read_exit};
 pub use local::{JobHandle, LocalExecutor, Reattach};

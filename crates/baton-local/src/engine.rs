@@ -421,8 +421,19 @@ async fn run_job(
     {
         return broken(format!("could not check out {commit}: {e}"));
     }
-    let (cache, hit) = match &probe {
-        Some(p) => p.check(&dir.join("work")).await,
+    let (cache, hit) = match probe {
+        Some(mut p) => {
+            // The image by the engine's id, as the server counts it (a new image under the
+            // same tag misses); by its name when the engine cannot say.
+            if let Some(name) = p.image.clone() {
+                p.image = Some(
+                    baton_exec::image_fact(exec.as_ref(), &name)
+                        .await
+                        .unwrap_or(name),
+                );
+            }
+            p.check(&dir.join("work")).await
+        }
         None => (None, None),
     };
     if let Some(reason) = hit {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use baton_core::config::CacheDef;
 use baton_core::decide::{self, CacheCandidate};
-use baton_exec::JobSpec;
+use baton_exec::{Executor, JobSpec};
 use baton_results::cache::{CacheFacts, gather_inputs};
 use baton_store::{JobCache, Store};
 
@@ -30,7 +30,8 @@ pub(crate) struct CacheCheck {
     attempt: u32,
 }
 
-/// The image fact: the image as named, or the Dockerfile that builds it.
+/// The image fact: the image as named (by the engine's id once [`CacheCheck::with_image_id`]
+/// asked), or the Dockerfile that builds it.
 fn image_of(spec: &JobSpec) -> Option<String> {
     let c = spec.container.as_ref()?;
     match (&c.build, &c.image) {
@@ -94,6 +95,23 @@ impl CacheCheck {
             attempt: job.attempt,
             def,
         })
+    }
+
+    /// The image fact by the engine's id (`NAME@sha256:…`), so that a new image under the
+    /// same tag misses. The name alone when the executor cannot say (a container on a remote
+    /// worker) or the engine does not answer (the job then fails to start anyway, logged).
+    pub(crate) async fn with_image_id(mut self, exec: &dyn Executor) -> CacheCheck {
+        let Some(name) = self.image.clone() else {
+            return self;
+        };
+        match baton_exec::image_fact(exec, &name).await {
+            Ok(fact) => self.image = Some(fact),
+            Err(e) => tracing::warn!(
+                job = self.job_id,
+                "cache: cannot get the id of image {name} ({e}); it counts by its name"
+            ),
+        }
+        self
     }
 
     /// Reads the inputs, records the job's digest, and answers the skip reason on a hit.

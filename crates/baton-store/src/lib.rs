@@ -47,7 +47,9 @@ pub use records::{Change, JobRow, NewJob, NewRun, RunFilter, RunRow, Visible};
 pub use repo_state::FetchState;
 pub use reports::{NewReport, ReportOutcome, ReportRow};
 pub use repos::{Claim, DeliveryRow, NewDelivery, PendingDelivery, RunRepo};
-pub use results::{JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult};
+pub use results::{
+    JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult, TestRunEntry,
+};
 pub use retention::EndedRun;
 pub use tokens::{POOL_JOIN_PREFIX, TokenInfo};
 pub use users::{

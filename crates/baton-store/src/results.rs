@@ -213,3 +213,212 @@ impl Store {
             .collect()
     }
 }
+
+/// One result of a test with the run it is in, for the test's own page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRunEntry {
+    pub run_id: i64,
+    pub job_id: i64,
+    /// The run's kind (`task` or `pipeline`) and target: who may see it.
+    pub kind: String,
+    pub target: String,
+    pub enqueued_ms: i64,
+    pub code: Option<String>,
+    pub status: String,
+    pub duration_ms: Option<i64>,
+}
+
+impl Store {
+    /// The last `limit` results of one test across its task's runs, newest first, each with
+    /// its run's target and queue time (one indexed query, no result tree read).
+    pub async fn test_runs(
+        &self,
+        task: &str,
+        test_id: &str,
+        limit: u32,
+    ) -> Result<Vec<TestRunEntry>> {
+        let rows = sqlx::query(
+            "SELECT t.run_id, t.job_id, t.code, t.status, t.duration_ms, r.kind, r.target,
+                 r.enqueued_at
+             FROM test_results t JOIN runs r ON r.id = t.run_id
+             WHERE t.task = $1 AND t.test_id = $2 ORDER BY t.run_id DESC, t.job_id DESC
+             LIMIT $3",
+        )
+        .bind(task)
+        .bind(test_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TestRunEntry {
+                    run_id: r.try_get("run_id")?,
+                    job_id: r.try_get("job_id")?,
+                    kind: r.try_get("kind")?,
+                    target: r.try_get("target")?,
+                    enqueued_ms: r.try_get("enqueued_at")?,
+                    code: r.try_get("code")?,
+                    status: r.try_get("status")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a recorded job's tree and counts (its per-test rows stay: only nodes that are
+    /// not tests, such as a warning that no longer holds, may change). `false`: no results
+    /// recorded for the job.
+    pub async fn replace_job_tree(
+        &self,
+        job_id: i64,
+        counts: &ResultCounts,
+        tree: &str,
+    ) -> Result<bool> {
+        let c = counts;
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE job_results SET passed = $1, failed = $2, errors = $3, skipped = $4,
+                 flaky = $5, warnings = $6, duration_ms = $7, tree = $8 WHERE job_id = $9",
+        )
+        .bind(c.passed)
+        .bind(c.failed)
+        .bind(c.errors)
+        .bind(c.skipped)
+        .bind(c.flaky)
+        .bind(c.warnings)
+        .bind(c.duration_ms)
+        .bind(tree)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        self.commit(tx).await?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use baton_core::run::{Status, TargetKind, TriggerKind};
+    use chrono::Utc;
+
+    use super::*;
+    use crate::testdb::{TestDb, on_both};
+    use crate::{NewJob, NewRun};
+
+    fn run_of(target: &str) -> NewRun {
+        NewRun {
+            kind: TargetKind::Task,
+            target: target.into(),
+            trigger: TriggerKind::Api,
+            args: BTreeMap::new(),
+            tags: vec![],
+            definition: serde_json::json!({"command": "true"}),
+            status: Status::Success,
+            reason: None,
+            priority: 0,
+            partition: None,
+            enqueued_at: Utc::now(),
+            not_before: None,
+            jobs: vec![NewJob {
+                name: target.into(),
+            }],
+            ancestors: vec![],
+            repo: None,
+        }
+    }
+
+    fn results(run: &crate::RunRow, status: &str, warnings: i64) -> NewJobResults {
+        NewJobResults {
+            job_id: run.jobs[0].id,
+            run_id: run.id,
+            attempt: 1,
+            task: "t".into(),
+            code: Some(format!("commit:{}", run.id % 2)),
+            counts: ResultCounts {
+                passed: 1,
+                warnings,
+                ..ResultCounts::default()
+            },
+            tree: r#"{"name":"t","warning":true}"#.into(),
+            tests: vec![TestResult {
+                test_id: "s > a".into(),
+                status: status.into(),
+                duration_ms: Some(7),
+            }],
+        }
+    }
+
+    async fn a_tests_runs_come_newest_first_with_their_run(db: TestDb) {
+        let store = db.open().await;
+        let mut runs = Vec::new();
+        for status in ["passed", "failed", "passed"] {
+            let run = store.insert_run(&run_of("t")).await.unwrap();
+            assert!(
+                store
+                    .save_job_results(&results(&run, status, 0))
+                    .await
+                    .unwrap()
+            );
+            runs.push(run);
+        }
+        let got = store.test_runs("t", "s > a", 2).await.unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.run_id, e.status.as_str()))
+                .collect::<Vec<_>>(),
+            [(runs[2].id, "passed"), (runs[1].id, "failed")]
+        );
+        assert_eq!(
+            (got[0].kind.as_str(), got[0].target.as_str()),
+            ("task", "t")
+        );
+        assert_eq!(got[0].job_id, runs[2].jobs[0].id);
+        assert_eq!(got[0].duration_ms, Some(7));
+        assert!(got[0].enqueued_ms > 0);
+        assert!(store.test_runs("t", "s > b", 5).await.unwrap().is_empty());
+    }
+
+    async fn a_jobs_tree_and_counts_are_replaced_and_its_tests_stay(db: TestDb) {
+        let store = db.open().await;
+        let run = store.insert_run(&run_of("t")).await.unwrap();
+        let job = run.jobs[0].id;
+        assert!(
+            store
+                .save_job_results(&results(&run, "passed", 1))
+                .await
+                .unwrap()
+        );
+        let counts = ResultCounts {
+            passed: 1,
+            ..ResultCounts::default()
+        };
+        assert!(
+            store
+                .replace_job_tree(job, &counts, "{\"name\":\"t\"}")
+                .await
+                .unwrap()
+        );
+        let rows = store.run_results(run.id).await.unwrap();
+        assert_eq!(rows[0].counts, counts);
+        assert_eq!(rows[0].tree, "{\"name\":\"t\"}");
+        assert_eq!(
+            store.run_result_counts(&[run.id]).await.unwrap()[&run.id].warnings,
+            0
+        );
+        assert_eq!(store.test_runs("t", "s > a", 5).await.unwrap().len(), 1);
+        assert!(
+            !store
+                .replace_job_tree(job + 1000, &counts, "{}")
+                .await
+                .unwrap()
+        );
+    }
+
+    on_both!(
+        a_tests_runs_come_newest_first_with_their_run,
+        a_jobs_tree_and_counts_are_replaced_and_its_tests_stay,
+    );
+}

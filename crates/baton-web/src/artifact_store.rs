@@ -7,7 +7,9 @@
 //! manifest `jobs/JOB/ATTEMPT/manifest.json` (paths and sizes) last. Only a manifest lists a
 //! job's stored artifacts, so an upload cut short lists nothing; its objects are deleted, the
 //! files stay in the data directory (listed and served from there) and the job's results get a
-//! warning saying the upload failed. Once the manifest is written the local `out/` is removed.
+//! warning saying the upload failed (until a retry uploads them: then the warning goes, from
+//! the stored tree, its counts and the run's `report.html`). Once the manifest is written the
+//! local `out/` is removed.
 //! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced) and
 //! forgotten once its manifest is written; [`start_retries`] retries the pending ones in the
 //! background with backoff, and at start (a failure, or a crash in the middle of an upload).
@@ -29,6 +31,9 @@ use crate::AppState;
 const PART: usize = 8 * 1024 * 1024;
 /// The most files of one job uploaded.
 const MAX_FILES: usize = 100_000;
+/// How the message of a failed upload starts (the job's results carry it until a retry
+/// uploads them).
+pub(crate) const NOT_UPLOADED: &str = "artifacts not uploaded to ";
 
 /// An S3-compatible bucket holding artifacts.
 pub struct ArtifactStore {
@@ -124,7 +129,7 @@ impl ArtifactStore {
             for k in &done {
                 let _ = self.store.delete(k).await;
             }
-            return Err(format!("artifacts not uploaded to {}: {e}", self.label));
+            return Err(format!("{NOT_UPLOADED}{}: {e}", self.label));
         }
         Ok(files.len())
     }
@@ -516,24 +521,64 @@ fn pending_file(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> Pa
     pending_dir(folders).join(format!("{job}-{attempt}"))
 }
 
+/// A pending upload held by whoever uploads it now: an exclusive `flock` on its record,
+/// released when dropped. A prune (this server's, or `baton prune` in another process) never
+/// deletes a run while one of its uploads is held ([`hold_for_prune`]).
+pub struct UploadHold(#[allow(dead_code)] std::fs::File);
+
 /// Records durably (the file and its folder fsynced) that job attempt `job`/`attempt` of run
-/// `run` has artifacts to upload: a retry finds it after a failure and after a restart.
+/// `run` has artifacts to upload: a retry finds it after a failure and after a restart. The
+/// record is held (locked before it gets its name, so no prune ever sees it unheld) until
+/// the returned hold is dropped.
 pub(crate) fn record_pending(
     folders: &baton_store::RunFolders,
     run: i64,
     job: i64,
     attempt: u32,
-) -> std::io::Result<()> {
+) -> std::io::Result<UploadHold> {
     use std::io::Write;
     let dir = pending_dir(folders);
     std::fs::create_dir_all(&dir)?;
     let path = pending_file(folders, job, attempt);
     let tmp = dir.join(format!(".{job}-{attempt}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
+    f.lock()?;
     f.write_all(run.to_string().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(UploadHold(f))
+}
+
+/// Holds the pending upload of `job`/`attempt`: `None` when someone else holds it (it is in
+/// flight), or its record is gone (uploaded, or forgotten by a prune).
+fn hold_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> Option<UploadHold> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(pending_file(folders, job, attempt)).ok()?;
+    f.try_lock().ok()?;
+    // Forgotten between the open and the lock: nothing to upload any more.
+    (f.metadata().ok()?.nlink() > 0).then_some(UploadHold(f))
+}
+
+/// For a prune of the run whose jobs are `jobs`: holds every pending upload of them (kept
+/// until the prune has forgotten them and deleted the run, so no retry starts meanwhile).
+/// `None` when one of them is in flight: the run is left for a later prune.
+pub fn hold_for_prune(folders: &baton_store::RunFolders, jobs: &[i64]) -> Option<Vec<UploadHold>> {
+    let mut held = Vec::new();
+    for (_, job, attempt) in pending(folders) {
+        if !jobs.contains(&job) {
+            continue;
+        }
+        // Gone since it was listed: uploaded meanwhile.
+        let Ok(f) = std::fs::File::open(pending_file(folders, job, attempt)) else {
+            continue;
+        };
+        if f.try_lock().is_err() {
+            return None;
+        }
+        held.push(UploadHold(f));
+    }
+    Some(held)
 }
 
 /// The upload of `job`/`attempt` is no longer pending (done, or nothing is left to upload).
@@ -580,16 +625,20 @@ fn pending(folders: &baton_store::RunFolders) -> Vec<(i64, i64, u32)> {
     found
 }
 
-/// Uploads a job attempt's `out/` to the bucket; once the manifest is written, the disk's copy
-/// and the pending record go. The caller holds the job's collection claim.
+/// Uploads a job attempt's `out/` to the bucket (a retry); once the manifest is written, the
+/// warning of the failed try leaves the job's results, and the disk's copy and the pending
+/// record go. The caller holds the job's collection claim.
 pub(crate) async fn upload_out(
     s: &AppState,
     store: &ArtifactStore,
+    run: i64,
     job: i64,
     attempt: u32,
 ) -> Result<usize, String> {
     let out = s.folders.job_dir(job, attempt).join("out");
     let n = store.upload(job, attempt, out.clone()).await?;
+    // The results said the first try failed: no longer true.
+    crate::results::upload_arrived(s, run, job).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
     done_pending(&s.folders, job, attempt);
     Ok(n)
@@ -678,13 +727,17 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
     let Some(_claim) = crate::results::Collecting::claim(job) else {
         return Retry::Busy;
     };
+    // Held by a prune that is deleting the run, or forgotten: looked at again next round.
+    let Some(_hold) = hold_pending(&s.folders, job, attempt) else {
+        return Retry::Busy;
+    };
     let out = s.folders.job_dir(job, attempt).join("out");
     if !out.is_dir() {
         // Uploaded already (a crash after its manifest), or pruned: nothing left to send.
         done_pending(&s.folders, job, attempt);
         return Retry::Busy;
     }
-    match upload_out(s, store, job, attempt).await {
+    match upload_out(s, store, run, job, attempt).await {
         Ok(n) => Retry::Done(n),
         Err(e) => Retry::Failed(e),
     }

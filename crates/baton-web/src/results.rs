@@ -227,6 +227,8 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             src.recorded = recorded_nodes(s, job, owner).await;
         }
         let mut uploaded = false;
+        // Held while the upload is in flight: a prune leaves the run alone meanwhile.
+        let mut hold = None;
         if let Some(store) = s.artifact_store.as_ref().filter(|_| own && out.is_dir()) {
             // Recorded before the first try: a failure, or a crash in the middle, is retried
             // (`artifact_store::start_retries`), also after a restart.
@@ -238,8 +240,9 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
-            if let Err(e) = &recorded {
-                tracing::warn!(job = job.id, "cannot record the pending upload: {e}");
+            match recorded {
+                Ok(h) => hold = Some(h),
+                Err(e) => tracing::warn!(job = job.id, "cannot record the pending upload: {e}"),
             }
             match store.upload(job.id, job.attempt, out.clone()).await {
                 Ok(n) => {
@@ -249,7 +252,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
                 Err(e) => {
                     tracing::warn!(job = job.id, "{e}");
                     src.extra.push(Node::warning(
-                        "artifacts",
+                        UPLOAD_WARNING,
                         format!(
                             "{e}; they stay on this server's disk (listed and served from \
                              there) until a retry in the background uploads them"
@@ -281,6 +284,58 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
             // The bucket holds them now (its manifest is written): the disk's copy goes.
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
             crate::artifact_store::done_pending(&s.folders, job.id, job.attempt);
+        }
+        drop(hold);
+    }
+}
+
+/// The name of the warning node a job gets when its artifacts could not be uploaded.
+const UPLOAD_WARNING: &str = "artifacts";
+
+/// A retry uploaded job `job`'s artifacts: its results no longer say the upload failed (the
+/// warning the first try left goes, and its count), and run `run`'s `report.html`, if it was
+/// stored with the warning, is made again. The caller holds the job's collection claim.
+pub(crate) async fn upload_arrived(s: &AppState, run: i64, job: i64) {
+    let rows = match s.store.run_results(run).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(
+                job,
+                "cannot read the job's results to clear its upload warning: {e}"
+            );
+            return;
+        }
+    };
+    let Some(mut node) = rows
+        .iter()
+        .find(|r| r.job_id == job)
+        .and_then(|r| serde_json::from_str::<Node>(&r.tree).ok())
+    else {
+        return;
+    };
+    let before = node.children.len();
+    node.children.retain(|c| {
+        !(c.kind == baton_results::Kind::Warning
+            && c.name == UPLOAD_WARNING
+            && c.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(crate::artifact_store::NOT_UPLOADED)))
+    });
+    if node.children.len() == before {
+        return;
+    }
+    node.summarize();
+    let (counts, tree, _) = rows_of(&node);
+    if let Err(e) = s.store.replace_job_tree(job, &counts, &tree).await {
+        tracing::warn!(job, "cannot clear the job's upload warning: {e}");
+        return;
+    }
+    if let Ok(Some(r)) = s.store.get_run(run).await
+        && r.status.is_terminal()
+    {
+        let path = s.folders.report_path(run);
+        if tokio::fs::remove_file(&path).await.is_ok() {
+            crate::ui::store_report(s, &r).await;
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The server's retention: ended runs that their task's `retention:` (or `server.retention`)
 //! no longer keeps go with their logs, artifacts, results and database rows. One function,
 //! [`prune_server`], behind `baton prune --data DIR [--dry-run]` and the server's hourly
-//! background prune (in batches, off the scheduler).
+//! background prune (in batches, off the scheduler). A run whose artifact upload is in flight
+//! (its pending record held, `baton_web::artifact_store::hold_for_prune`) waits for a later
+//! prune.
 
 use std::path::Path;
 
@@ -71,6 +73,24 @@ pub(crate) async fn prune_server(
     let now = chrono::Utc::now().timestamp_millis();
     let mut doomed = doomed_runs(&runs, &|t| policy(config, t), now);
     doomed.truncate(batch);
+    // A run with an artifact upload in flight stays (for a later prune); the pending uploads
+    // of the others are held until they are gone, so no retry starts meanwhile.
+    let mut holds = Vec::new();
+    let mut kept = Vec::new();
+    for run in &doomed {
+        let jobs = jobs_of(store, &[*run]).await?;
+        match baton_web::artifact_store::hold_for_prune(folders, &jobs) {
+            Some(held) => holds.extend(held),
+            None => {
+                tracing::info!(
+                    run,
+                    "retention: run kept for now, its artifacts are uploading"
+                );
+                kept.push(*run);
+            }
+        }
+    }
+    doomed.retain(|r| !kept.contains(r));
     let mut report = PruneReport {
         runs: doomed.len(),
         ..PruneReport::default()
@@ -117,6 +137,7 @@ pub(crate) async fn prune_server(
             folders.remove_run(run)?;
         }
     }
+    drop(holds);
     Ok(report)
 }
 

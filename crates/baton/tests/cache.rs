@@ -162,3 +162,151 @@ async fn a_pipeline_task_that_hits_counts_as_a_success_for_its_dependents() {
         "{second:#}"
     );
 }
+
+/// The digest `GET /jobs/{id}/cache` recorded for a job.
+async fn digest(s: &Server, job: i64) -> String {
+    let c = s.get_ok(&format!("/jobs/{job}/cache")).await;
+    c["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{c}"))
+        .to_owned()
+}
+
+fn ran(s: &Server, run: &Value) -> bool {
+    s.job_dir(job_id(run), 1).join("exit.json").exists()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_of_another_repository_with_the_same_inputs_never_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files: &[(&str, &[u8])] = &[(".baton/ci.yml", CI.as_bytes()), ("src/a.c", b"one\n")];
+    let (app, lib) = (tmp.path().join("app"), tmp.path().join("lib"));
+    for repo in [&app, &lib] {
+        init(repo);
+        commit(repo, files, "one");
+    }
+    let s = Server::start(&format!(
+        "repos:\n  app:\n    url: {}\n    forge: git\n  lib:\n    url: {}\n    forge: git\n",
+        app.display(),
+        lib.display()
+    ));
+    let first = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&first), "success", "{first:#}");
+    assert!(ran(&s, &first));
+
+    // The same task, inputs and definition in another repository: the same digest, a miss.
+    let other = trigger(&s, "lib/build", json!({})).await;
+    assert_eq!(status(&other), "success", "{other:#}");
+    assert!(ran(&s, &other), "a hit across repositories: {other:#}");
+    assert_eq!(
+        digest(&s, job_id(&first)).await,
+        digest(&s, job_id(&other)).await,
+        "only the repository differs"
+    );
+    let c = s.get_ok(&format!("/jobs/{}/cache", job_id(&other))).await;
+    assert!(c["hit"].is_null(), "{c}");
+
+    // Within one repository the same inputs hit (each its own first job).
+    for (repo, source) in [("app", &first), ("lib", &other)] {
+        let again = trigger(&s, &format!("{repo}/build"), json!({})).await;
+        let hit = format!(
+            "cache hit: same inputs as job {} (run {})",
+            job_id(source),
+            source["id"]
+        );
+        assert_eq!(reason(&again["jobs"][0]), hit, "{again:#}");
+        assert!(!ran(&s, &again));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_entry_older_than_max_age_no_longer_hits() {
+    // A short max_age: within it the same inputs hit, past it they run again.
+    const MAX_AGE_S: u64 = 8;
+    let ci = format!(
+        "tasks:\n  build:\n    cache: {{inputs: [\"src/**\"], max_age: {MAX_AGE_S}s}}\n    command: cat src/a.c\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    commit(
+        &repo,
+        &[(".baton/ci.yml", ci.as_bytes()), ("src/a.c", b"one\n")],
+        "one",
+    );
+    let s = Server::start(&format!(
+        "repos:\n  app:\n    url: {}\n    forge: git\n",
+        repo.display()
+    ));
+    let first = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&first), "success", "{first:#}");
+    let ended = first["ended_at"].as_str().unwrap().to_owned();
+    let hit = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&hit["jobs"][0]), "skipped", "{hit:#}");
+
+    // Wait until the first job's end is older than max_age (by the server's clock, which
+    // stamped it), then the same inputs run again.
+    let ended = chrono::DateTime::parse_from_rfc3339(&ended).unwrap();
+    let expiry = ended + chrono::Duration::seconds(MAX_AGE_S as i64 + 1);
+    while chrono::Utc::now() < expiry {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let expired = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&expired), "success", "{expired:#}");
+    assert_eq!(status(&expired["jobs"][0]), "success", "{expired:#}");
+    assert!(ran(&s, &expired), "an expired entry hit: {expired:#}");
+    assert_eq!(
+        digest(&s, job_id(&expired)).await,
+        digest(&s, job_id(&first)).await,
+        "only the age differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_image_under_the_same_tag_misses() {
+    use common::busybox::{Leftovers, docker, import_as};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let tag = format!("baton-test-cache-{nanos}:v1");
+    let one = import_as(&tag, "one");
+    let ci = format!(
+        "tasks:\n  build:\n    image: {tag}\n    cache: {{inputs: [\"src/**\"]}}\n    command: cat /marker\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    commit(
+        &repo,
+        &[(".baton/ci.yml", ci.as_bytes()), ("src/a.c", b"one\n")],
+        "one",
+    );
+    let s = Server::start(&format!(
+        "repos:\n  app:\n    url: {}\n    forge: git\n",
+        repo.display()
+    ));
+    let _leftovers = Leftovers::of(&s);
+    let first = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&first), "success", "{first:#}\n{}", s.stderr());
+    let log = std::fs::read_to_string(s.job_dir(job_id(&first), 1).join("log")).unwrap();
+    assert!(log.contains("one"), "{log}");
+    let same = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&same["jobs"][0]), "skipped", "{same:#}");
+
+    // Another image under the same tag: a miss, and `cache why` says the image changed.
+    let two = import_as(&tag, "two");
+    assert_ne!(one, two);
+    let again = trigger(&s, "app/build", json!({})).await;
+    assert_eq!(status(&again), "success", "{again:#}");
+    assert!(ran(&s, &again), "the new image hit: {again:#}");
+    let log = std::fs::read_to_string(s.job_dir(job_id(&again), 1).join("log")).unwrap();
+    assert!(log.contains("two"), "{log}");
+    let out = why(&s, job_id(&again));
+    assert!(
+        out.contains(&format!("image: {tag}@{one} -> {tag}@{two}")),
+        "{out}"
+    );
+
+    let _ = docker(&["rmi", "-f", &tag, &one, &two]);
+}

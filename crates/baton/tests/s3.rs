@@ -90,6 +90,14 @@ impl S3 {
         }
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the server: stopped, it accepts connections
+    /// (the kernel does) but answers nothing, so an upload hangs in flight.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("s3s-fs runs").id().to_string();
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -482,10 +490,21 @@ async fn a_failed_upload_lists_nothing_half_says_so_and_is_retried_until_it_arri
     let r = get(&s, &format!("/runs/{id}/artifacts/{job}/sub/a.txt"), None).await;
     assert_eq!(r.text().await.unwrap(), "nested\n");
 
+    // The run's stored report.html says so too.
+    let report = s.data.join(format!("runs/{id}/report.html"));
+    common::wait_file(&report).await;
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("artifacts not uploaded")
+    );
+
     // The bucket comes back: the retry in the background uploads them, the disk's copy goes.
     s3.spawn();
     arrives(&s, &s3, id, job).await;
     assert_eq!(pending(&s), Vec::<String>::new());
+    // And the job's results no longer say the upload failed: no stale warning, not counted.
+    no_upload_warning(&s, id).await;
 
     // Down again, and the server killed before the bucket is back: the pending upload is
     // retried after the restart.
@@ -501,7 +520,30 @@ async fn a_failed_upload_lists_nothing_half_says_so_and_is_retried_until_it_arri
     s.restart();
     arrives(&s, &s3, id2, job2).await;
     assert_eq!(pending(&s), Vec::<String>::new());
+    no_upload_warning(&s, id2).await;
     assert!(!s.stderr().contains(SECRET_KEY));
+}
+
+/// Run `id`'s results, counts and report.html (arrived by then: the warning goes before the
+/// disk's copy of the artifacts) carry no warning.
+async fn no_upload_warning(s: &Server, id: i64) {
+    let r = s.get_ok(&format!("/runs/{id}/results")).await;
+    assert_eq!(find_warning(&r), None, "a stale warning: {r:#}");
+    assert_eq!(r["tree"]["summary"]["warnings"], 0, "{r:#}");
+    let list = s.get_ok("/runs?task=make").await;
+    let run = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("run {id} not listed: {list:#}"));
+    // No tests and no warning: nothing to count any more.
+    assert!(run["results"].is_null(), "{run:#}");
+    let report = get(s, &format!("/runs/{id}/report.html"), None).await;
+    assert_eq!(report.status().as_u16(), 200);
+    let report = report.text().await.unwrap();
+    assert!(report.contains(&format!("#{id}")), "{report}");
+    assert!(!report.contains("artifacts not uploaded"), "{report}");
 }
 
 /// The message of the first warning node of a results tree.
@@ -519,4 +561,64 @@ fn find_warning(v: &Value) -> Option<String> {
         }
     }
     v.get("tree").and_then(find_warning)
+}
+
+/// `baton prune` (as the test's server is configured); its stdout.
+fn prune_cli(s: &Server) -> String {
+    let out = Command::new(common::BIN)
+        .arg("prune")
+        .arg("--data")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.config_dir)
+        .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
+        .env("BATON_TEST_S3_SECRET", SECRET_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_leaves_a_run_whose_upload_is_in_flight_until_it_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let s = start_server(&s3);
+    // The bucket takes connections but answers nothing: the first upload hangs in flight.
+    s3.signal("-STOP");
+    let old = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(old).await), "success");
+    let job = job_of(&s, old).await;
+    // A newer run: keep_last 1 dooms the first (its results are not asked for, so the one
+    // collector is still busy with the first's upload).
+    let new = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(new).await), "success");
+    let job_new = job_of(&s, new).await;
+    wait_for("the upload to start", || {
+        pending(&s) == [format!("{job}-1")]
+    })
+    .await;
+
+    let stdout = prune_cli(&s);
+    assert!(
+        stdout.starts_with("deleted 0 runs, 0 jobs, 0 bytes"),
+        "{stdout}"
+    );
+    assert_eq!(s.get(&format!("/runs/{old}")).await.0, 200);
+    assert!(s.job_dir(job, 1).join("out/notes.txt").exists());
+    assert_eq!(pending(&s), [format!("{job}-1")]);
+
+    // The bucket answers again: the upload arrives (on its first try or a retry), and then
+    // the run goes with its objects, none left behind.
+    s3.signal("-CONT");
+    arrives(&s, &s3, old, job).await;
+    let out_new = s.job_dir(job_new, 1).join("out");
+    wait_for("the newer run's upload", || !out_new.exists()).await;
+    let stdout = prune_cli(&s);
+    assert!(stdout.starts_with("deleted 1 runs, 1 jobs, "), "{stdout}");
+    assert_eq!(s.get(&format!("/runs/{old}")).await.0, 404);
+    assert_eq!(s3.objects_of(job), Vec::<String>::new());
+    assert_eq!(s3.objects_of(job_new).len(), 4, "the newest run stays");
 }

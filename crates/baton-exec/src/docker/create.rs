@@ -132,6 +132,17 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// The engine's id of `image` (pulled first when it is not there).
+    pub(super) async fn image_id_of(&self, image: &str) -> Result<Option<String>, ExecError> {
+        let docker = self.client().await?;
+        self.ensure_present(&docker, image).await?;
+        let found = docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.err(format!("inspect image {image}"), e))?;
+        Ok(found.id)
+    }
+
     /// Makes sure `image` is in the engine: present, or pulled.
     async fn ensure_present(&self, docker: &Docker, image: &str) -> Result<(), ExecError> {
         if docker.inspect_image(image).await.is_ok() {

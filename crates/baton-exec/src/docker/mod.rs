@@ -270,6 +270,10 @@ impl Executor for DockerExecutor {
         Box::pin(self.cancel_job(dir))
     }
 
+    fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Option<String>, ExecError>> {
+        Box::pin(self.image_id_of(image))
+    }
+
     fn health(&self) -> Health {
         self.health
             .read()

@@ -511,6 +511,10 @@ impl Start {
     /// The cache check; for a remote job, on the server's own checkout of the commit, which
     /// goes back to the pool right after (the worker makes its own).
     async fn cache_check(&mut self, check: crate::cache::CacheCheck) -> Option<String> {
+        let check = match &self.exec {
+            Ok(exec) => check.with_image_id(exec.as_ref()).await,
+            Err(_) => check,
+        };
         let Some(tree) = self.cache_tree.take() else {
             return check.check(&self.store).await;
         };

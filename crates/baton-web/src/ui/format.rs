@@ -34,3 +34,29 @@ pub(super) fn took(r: &RunRow) -> String {
         _ => "–".into(),
     }
 }
+
+/// A run's test counts in the list (from the counts the store keeps per job, never a tree).
+pub(super) struct TestCounts {
+    pub passed: i64,
+    /// Failed and errored.
+    pub failed: i64,
+    pub skipped: i64,
+    pub flaky: i64,
+}
+
+impl TestCounts {
+    /// The counts of an ended run that has test results; `None` otherwise.
+    pub(super) fn of(
+        run: &baton_store::RunRow,
+        counts: &std::collections::BTreeMap<i64, baton_store::ResultCounts>,
+    ) -> Option<TestCounts> {
+        let c = counts.get(&run.id).filter(|_| run.status.is_terminal())?;
+        let t = TestCounts {
+            passed: c.passed,
+            failed: c.failed + c.errors,
+            skipped: c.skipped,
+            flaky: c.flaky,
+        };
+        (t.passed + t.failed + t.skipped + t.flaky > 0).then_some(t)
+    }
+}

@@ -9,7 +9,7 @@
 //! One module per page or concern: [`page`] (header facts, rendering, error pages) and
 //! [`request`] (the caller, forms, CSRF) are shared; the pages build on them and never on each
 //! other, except the artifact download and the Tests tab, which share the run page's visibility
-//! check.
+//! check, and a test's own page, which shares the Tests tab's history window.
 
 mod admin;
 mod artifact;
@@ -29,6 +29,7 @@ mod run;
 mod runs;
 mod stats;
 mod target;
+mod test;
 mod tests;
 mod trigger;
 
@@ -51,6 +52,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}", get(run::run_page))
         .route("/runs/{id}/tests", get(tests::tests_page))
         .route("/runs/{id}/report.html", get(tests::report))
+        .route("/tests/{task}/{test}", get(test::test_page))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/approve", post(run::approve))
         .route("/runs/{id}/rerun", post(run::rerun))

@@ -10,7 +10,7 @@ use baton_core::run::{Status, TargetKind, TriggerKind};
 use baton_store::RunFilter;
 
 use super::code::CodeView;
-use super::format::{took, when};
+use super::format::{TestCounts, took, when};
 use super::page::{Nav, PageError, PageResult, render, urlencode};
 use super::request::page_user;
 use crate::AppState;
@@ -58,6 +58,8 @@ struct RunView {
     has_page: bool,
     /// Jobs carried over by a rerun of failed jobs: (job name, the job that ran, its run).
     carried: Vec<(String, i64, i64)>,
+    /// The test counts of an ended run with results.
+    tests: Option<TestCounts>,
 }
 
 #[derive(Template)]
@@ -151,6 +153,8 @@ pub(super) async fn runs_page(
     };
     let runs = s.store.list_runs(&filter, limit).await?;
     let next = next_page(&q, &runs, limit);
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let counts = s.store.run_result_counts(&ids).await?;
     let mut target_names: Vec<String> = a
         .config
         .tasks
@@ -199,6 +203,7 @@ pub(super) async fn runs_page(
                         Some((j.name.clone(), job, run))
                     })
                     .collect(),
+                tests: TestCounts::of(r, &counts),
             })
             .collect(),
         next,

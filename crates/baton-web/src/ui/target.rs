@@ -11,7 +11,7 @@ use baton_core::run::TargetKind;
 use baton_store::{RunFilter, RunRow};
 
 use super::dashboard::{TargetFacts, TargetView, target_view};
-use super::format::{took, when};
+use super::format::{TestCounts, took, when};
 use super::page::{Nav, PageResult, not_found, render};
 use super::request::page_user;
 use super::stats::{median_ms, success_rate, trend_svg};
@@ -28,6 +28,7 @@ struct RunLine {
     trigger: &'static str,
     queued: String,
     took: String,
+    tests: Option<TestCounts>,
 }
 
 #[derive(Template)]
@@ -112,6 +113,8 @@ pub(super) async fn target_page(
         .into_iter()
         .filter(|r| r.kind == kind)
         .collect();
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let counts = s.store.run_result_counts(&ids).await?;
     Ok(render(&TargetTpl {
         nav,
         t: view,
@@ -128,6 +131,7 @@ pub(super) async fn target_page(
                 trigger: r.trigger.as_str(),
                 queued: when(r.enqueued_at),
                 took: took(r),
+                tests: TestCounts::of(r, &counts),
             })
             .collect(),
         source: match &definition {

@@ -17,8 +17,9 @@ use crate::AppState;
 
 /// The most failing tests listed at the top (the tree below has them all).
 const MAX_FAILURES: usize = 200;
-/// How many of a failing test's last results its history strip shows.
-const HISTORY: u32 = 30;
+/// How many of a failing test's last results its history strip shows (and its flaky verdict
+/// looks at, here and on the test's own page).
+pub(super) const HISTORY: u32 = 30;
 
 #[derive(Deserialize)]
 pub(super) struct TestsQuery {
@@ -61,6 +62,8 @@ struct Failure {
     history: Vec<(i64, String, bool)>,
     /// It flipped on the same code, or the runner saw it pass on a rerun.
     flaky: bool,
+    /// Its own page (its history across the task's runs); empty in `report.html`.
+    link: String,
 }
 
 /// One line of the tree: opens a container, closes one, or is a leaf.
@@ -75,6 +78,8 @@ struct Row {
     took: String,
     message: String,
     output: String,
+    /// A test case's own page; empty for other rows and in `report.html`.
+    link: String,
 }
 
 #[derive(Template)]
@@ -128,8 +133,38 @@ fn took(n: &Node) -> String {
         .unwrap_or_default()
 }
 
-fn rows(n: &Node, expand_all: bool, out: &mut Vec<Row>) {
+/// What a path segment keeps as it is: a `/` in a task (`PIPELINE/TASK`) is encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The page of test `test_id` of `task` (a task, or `PIPELINE/TASK`), each one path segment.
+pub(super) fn test_link(task: &str, test_id: &str) -> String {
+    let seg = |t: &str| percent_encoding::utf8_percent_encode(t, SEGMENT).to_string();
+    format!("/tests/{}/{}", seg(task), seg(test_id))
+}
+
+/// The rows of `n` and everything under it. `task` is the job's history key (`None`: no links,
+/// as in `report.html`); `path` the names from the job (excluded) down to `n`'s parent.
+fn rows<'a>(
+    n: &'a Node,
+    expand_all: bool,
+    task: Option<&str>,
+    path: &mut Vec<&'a str>,
+    out: &mut Vec<Row>,
+) {
     let leaf = n.children.is_empty() && n.kind != Kind::Job;
+    if n.kind != Kind::Job {
+        path.push(&n.name);
+    }
+    let link = match task {
+        Some(task) if leaf && n.kind == Kind::Case => {
+            test_link(task, &baton_results::test_id(path, n))
+        }
+        _ => String::new(),
+    };
     let s = n.summary;
     let counts = format!(
         "{} passed · {} failed · {} errors · {} skipped",
@@ -146,25 +181,35 @@ fn rows(n: &Node, expand_all: bool, out: &mut Vec<Row>) {
         took: took(n),
         message: n.message.clone().unwrap_or_default(),
         output: n.output.clone().unwrap_or_default(),
+        link,
     });
-    if leaf {
-        return;
+    if !leaf {
+        for c in &n.children {
+            rows(c, expand_all, task, path, out);
+        }
+        out.push(Row::close());
     }
-    for c in &n.children {
-        rows(c, expand_all, out);
+    if n.kind != Kind::Job {
+        path.pop();
     }
-    out.push(Row {
-        open: false,
-        close: true,
-        expand: false,
-        kind: "",
-        name: String::new(),
-        status: "",
-        counts: String::new(),
-        took: String::new(),
-        message: String::new(),
-        output: String::new(),
-    });
+}
+
+impl Row {
+    fn close() -> Row {
+        Row {
+            open: false,
+            close: true,
+            expand: false,
+            kind: "",
+            name: String::new(),
+            status: "",
+            counts: String::new(),
+            took: String::new(),
+            message: String::new(),
+            output: String::new(),
+            link: String::new(),
+        }
+    }
 }
 
 /// The failing tests under `tree` (a run's node), each with what identifies it across runs.
@@ -187,6 +232,7 @@ fn failures(tree: &Node) -> Vec<(Option<i64>, String, Failure)> {
                 },
                 history: Vec::new(),
                 flaky: false,
+                link: String::new(),
             };
             out.push((job.job_id, baton_results::test_id(&path, n), failure));
         }
@@ -215,6 +261,7 @@ async fn add_history(
     for (job_id, test_id, mut f) in found {
         if let Some(job) = run.jobs.iter().find(|j| Some(j.id) == job_id) {
             let task = crate::results::history_key(run, job);
+            f.link = test_link(&task, &test_id);
             if let Ok(h) = s.store.test_history(&task, &test_id, HISTORY).await {
                 f.flaky = baton_results::is_flaky(&past(&h));
                 f.history = h
@@ -244,10 +291,21 @@ async fn tests_data(
     let mut failures = failures(&shown);
     let more_failures = failures.len().saturating_sub(MAX_FAILURES);
     failures.truncate(MAX_FAILURES);
-    let failures = add_history(s, run, failures).await;
+    let mut failures = add_history(s, run, failures).await;
+    if standalone {
+        // `report.html` is read away from the server: no links into it.
+        failures.iter_mut().for_each(|f| f.link.clear());
+    }
     let mut list = Vec::new();
     for job in &shown.children {
-        rows(job, standalone || !query.trim().is_empty(), &mut list);
+        let task = run
+            .jobs
+            .iter()
+            .find(|j| Some(j.id) == job.job_id)
+            .filter(|_| !standalone)
+            .map(|j| crate::results::history_key(run, j));
+        let expand = standalone || !query.trim().is_empty();
+        rows(job, expand, task.as_deref(), &mut Vec::new(), &mut list);
     }
     Ok(TestsData {
         standalone,

@@ -48,35 +48,58 @@ pub fn image() -> &'static str {
         if docker(&["image", "inspect", IMAGE]).status.success() {
             return;
         }
-        let busybox = Path::new("/bin/busybox");
-        assert!(
-            busybox.exists(),
-            "/bin/busybox is missing: install Debian's busybox-static (scripts/test.sh does)"
-        );
         let root = tempfile::tempdir().unwrap();
-        let bin = root.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-        std::fs::copy(busybox, bin.join("busybox")).unwrap();
-        let list = Command::new(busybox).arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-            }
-        }
-        let tar = root.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(root.path())
-            .arg("-cf")
-            .arg(&tar)
-            .args(["bin", "tmp"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "tar of the busybox rootfs failed");
+        let tar = rootfs(root.path(), None);
         docker_ok(&["import", tar.to_str().unwrap(), IMAGE]);
     });
     IMAGE
+}
+
+/// A busybox root file system as a tar under `root` (`bin/` with every applet, `tmp/`), with
+/// `/marker` holding `marker` when given (so two imports differ).
+fn rootfs(root: &Path, marker: Option<&str>) -> std::path::PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static (scripts/test.sh does)"
+    );
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    let mut parts = vec!["bin", "tmp"];
+    if let Some(m) = marker {
+        std::fs::write(root.join("marker"), m).unwrap();
+        parts.push("marker");
+    }
+    let tar = root.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .args(&parts)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of the busybox rootfs failed");
+    tar
+}
+
+/// `docker import`s a busybox image whose `/marker` holds `marker` as `tag` (a new image under
+/// the tag each time the marker differs); its image id.
+pub fn import_as(tag: &str, marker: &str) -> String {
+    image();
+    let root = tempfile::tempdir().unwrap();
+    let tar = rootfs(root.path(), Some(marker));
+    docker_ok(&["import", tar.to_str().unwrap(), tag])
+        .trim()
+        .to_owned()
 }
 
 /// Removes, on drop, every Baton container whose job folder is under `data`: a failing test
