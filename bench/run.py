@@ -8,6 +8,8 @@
 (e) capture of a task writing 1 GiB                             vs `head -c 1G > file` directly
 (f) trivial runs on Docker, an SSH worker and an agent          vs the local executor, same server
 (g) the web UI's runs page with 100,000 runs in the store        vs the aim (50 ms)
+(h) trigger p50 and throughput, 10,000 queued + 1,000 stored/task vs the same on an empty server
+(i) 1,000 live-log viewers of one busy job: server CPU, peak RSS  vs the aim (64 MiB)
 (j) server RSS under 1,000 parallel bad logins (loopback)      vs the aim (64 MiB)
 (k) webhook -> first command in a 10,000-file checkout          vs `git clone` of the same repo
     (warm mirror), and for a push of 1,000 commits                 (bench/webhook.py)
@@ -213,18 +215,30 @@ def bench_dag():
 
 
 def bench_idle():
+    """(d) RSS and spawn-to-ready time of an idle server restarted on its data dir (the first
+    start, which creates the database and runs every migration, is printed apart)."""
+    s = Server("server: {local_workers: 2}\ntasks:\n  t: {command: 'true'}\n")
+    first = s.ready_s * 1000
     readies, rss, private = [], [], []
-    for _ in range(5):
-        s = Server("server: {local_workers: 2}\ntasks:\n  t: {command: 'true'}\n")
-        time.sleep(0.3)
-        readies.append(s.ready_s * 1000)
-        rss.append(s.rss_kib() / 1024)
-        private.append(s.anon_kib() / 1024)
+    try:
+        for _ in range(5):
+            s.proc.kill()
+            s.proc.wait()
+            t0 = time.perf_counter()
+            s.spawn()
+            s.wait_ready()
+            readies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.3)
+            rss.append(s.rss_kib() / 1024)
+            private.append(s.anon_kib() / 1024)
+    finally:
         s.stop()
     r, m, p = statistics.median(readies), statistics.median(rss), statistics.median(private)
     row("(d) idle server RSS", m, "MiB", 10.0, "MiB", m / 10.0, "(aim <= 10 MiB)")
     row("(d) idle server anonymous memory", p, "MiB", 10.0, "MiB", p / 10.0, "(heap and stacks)")
-    row("(d) startup-to-ready", r, "ms", 20.0, "ms", r / 20.0, "(aim <= 20 ms)")
+    row("(d) startup-to-ready (restart)", r, "ms", 20.0, "ms", r / 20.0, "(aim <= 20 ms)")
+    row("(d) first start (new database)", first, "ms", 20.0, "ms", first / 20.0,
+        "(creates the store: every migration)")
 
 
 def bench_capture():
@@ -522,6 +536,203 @@ def bench_local_run():
         "(aim <= 2x; git jci run: ~21 ms)")
 
 
+def fill_finished(data, targets, per_target, first_id=1):
+    """Writes `per_target` ended runs (and a job each) of each of `targets` straight into a
+    stopped server's SQLite store; returns the next free run id."""
+    import sqlite3
+    db = sqlite3.connect(os.path.join(data, "baton.db"))
+    now = int(time.time() * 1000)
+    statuses = ["success", "failed", "success", "skipped", "canceled"]
+    rows, i = [], first_id
+    for target in targets:
+        for k in range(per_target):
+            rows.append((i, target, statuses[k % 5], now - (per_target - k) * 1000))
+            i += 1
+    db.executemany(
+        "INSERT INTO runs (id, kind, target, trigger, args, tags, definition, status, reason,"
+        " priority, partition_key, enqueued_at, not_before, started_at, ended_at)"
+        " VALUES (?, 'task', ?, 'api', '{}', '[]', '{}', ?, NULL, 0, NULL, ?, NULL, ?, ?)",
+        ((r, t, st, at, at, at + 500) for r, t, st, at in rows))
+    db.executemany(
+        "INSERT INTO jobs (id, run_id, name, status, reason, attempt, worker, exit_code,"
+        " queued_at, started_at, ended_at, ended_seq) VALUES (?, ?, ?, ?, NULL, 1, 'local-1',"
+        " 0, ?, ?, ?, ?)",
+        ((r, r, t, st, at, at, at + 500, r) for r, t, st, at in rows))
+    db.commit()
+    db.close()
+    return i
+
+
+def trigger_many(s, target, n, threads=4):
+    """Triggers `target` `n` times over `threads` connections of their own."""
+    errors = []
+
+    def worker(count):
+        conn = http.client.HTTPConnection(s.host, s.port)
+        headers = {"Authorization": f"Bearer {s.token}", "Content-Type": "application/json"}
+        for _ in range(count):
+            conn.request("POST", f"/api/v1/tasks/{target}/trigger", body="{}", headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+            if r.status >= 400:
+                errors.append(f"{r.status} {body[:200]!r}")
+                return
+        conn.close()
+    ts = [threading.Thread(target=worker, args=(n // threads + (i < n % threads),))
+          for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise SystemExit(f"trigger {target}: {errors[0]}")
+
+
+def bench_loaded():
+    """(h) Trigger-to-start p50 and dispatch throughput on a server holding 10,000 queued runs
+    (a task on an agent queue no agent serves) and 1,000 ended runs of each task in its store,
+    against the same figures on an empty server, in the same run."""
+    cfg = """server: {local_workers: 2, agent_queues: [held]}
+tasks:
+  l:
+    command: date +%s%N > "$BATON_OUTPUT_DIR/t"
+  t:
+    command: /bin/true
+    concurrency: 2
+    wait_list: {size: 1000}
+  held:
+    command: /bin/true
+    queues: [held]
+    concurrency: 1
+    wait_list: {size: 10000}
+"""
+
+    def measure(s):
+        lat = []
+        for _ in range(30):
+            t0 = time.time_ns()
+            run = s.wait(s.req("POST", "/tasks/l/trigger")["id"])
+            job = run["jobs"][0]
+            path = os.path.join(s.data, "jobs", str(job["id"]), str(job["attempt"]), "out", "t")
+            with open(path) as f:
+                lat.append((int(f.read().strip()) - t0) / 1e6)
+        t0 = time.perf_counter()
+        ids = [s.req("POST", "/tasks/t/trigger")["id"] for _ in range(N)]
+        for i in ids:
+            run = s.wait(i)
+            if run["status"] != "success":
+                raise SystemExit(f"(h): run {i} ended {run['status']}")
+        return statistics.median(lat), N / (time.perf_counter() - t0)
+
+    empty = Server(cfg)
+    try:
+        e_lat, e_thr = measure(empty)
+    finally:
+        empty.stop()
+    s = Server(cfg)
+    try:
+        s.proc.kill()
+        s.proc.wait()
+        fill_finished(s.data, ["l", "t", "held"], 1000, first_id=1)
+        s.spawn()
+        s.wait_ready()
+        trigger_many(s, "held", 10_000)
+        before = sum(1 for e in s.req("GET", "/queue")["queue"] if e["target"] == "held")
+        l_lat, l_thr = measure(s)
+        after = sum(1 for e in s.req("GET", "/queue")["queue"] if e["target"] == "held")
+    finally:
+        s.stop()
+    row("(h) trigger-to-start p50, 10,000 queued", l_lat, "ms", e_lat, "ms", l_lat / e_lat,
+        "(baseline: empty server; aim <= 1.5x)")
+    row("(h) dispatch throughput, 10,000 queued", l_thr, "run/s", e_thr, "run/s", e_thr / l_thr,
+        "(ratio: empty / loaded; aim <= 1.5x)")
+    print(f"    runs of `held` waiting in the queue: {before} before, {after} after")
+    if before != 10_000 or after != 10_000:
+        raise SystemExit("(h): the queue did not hold the 10,000 runs throughout")
+
+
+def bench_viewers():
+    """(i) 1,000 concurrent live-log viewers (SSE over HTTP/1.0, one socket each) of one job
+    that writes 2,000 lines over about 10 s: the server's CPU and peak RSS, and every viewer
+    checked to have received every byte of the log. Baseline: the aim (64 MiB)."""
+    import resource
+    import selectors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    viewers = 1000
+    cfg = """server: {local_workers: 1}
+tasks:
+  busy:
+    command: for i in $(seq 1 2000); do printf 'line %05d %s\\n' $i abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz; sleep 0.005; done
+"""
+    s = Server(cfg)
+    try:
+        rss0 = s.rss_kib()
+        run = s.req("POST", "/tasks/busy/trigger")
+        rid = run["id"]
+        req = (f"GET /api/v1/runs/{rid}/log/stream HTTP/1.0\r\nHost: {s.host}\r\n"
+               f"Authorization: Bearer {s.token}\r\nAccept: text/event-stream\r\n\r\n").encode()
+        sel = selectors.DefaultSelector()
+        bufs = {}
+        with open(f"/proc/{s.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu0, t0 = int(fields[11]) + int(fields[12]), time.perf_counter()
+        for _ in range(viewers):
+            c = socket.create_connection((s.host, s.port))
+            c.sendall(req)
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ)
+            bufs[c] = bytearray()
+        peak = 0
+        open_ = viewers
+        deadline = time.time() + 120
+        while open_ and time.time() < deadline:
+            for key, _ in sel.select(timeout=0.5):
+                c = key.fileobj
+                try:
+                    data = c.recv(65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    bufs[c] += data
+                else:
+                    sel.unregister(c)
+                    c.close()
+                    open_ -= 1
+            peak = max(peak, s.rss_kib())
+        with open(f"/proc/{s.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12]) - cpu0) / os.sysconf("SC_CLK_TCK")
+        wall = time.perf_counter() - t0
+        with open(f"/proc/{s.proc.pid}/status") as f:
+            hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+        final = s.wait(rid)
+        job = final["jobs"][0]
+        with open(os.path.join(s.data, "jobs", str(job["id"]), str(job["attempt"]), "log"), "rb") as f:
+            log = f.read().decode()
+        complete = 0
+        for buf in bufs.values():
+            text = []
+            for block in bytes(buf).split(b"\r\n\r\n", 1)[-1].decode().split("\n\n"):
+                lines = block.split("\n")
+                if "event: log" in lines:
+                    data = "\n".join(l[6:] for l in lines if l.startswith("data: "))
+                    text.append(json.loads(data)["text"])
+            complete += "".join(text) == log
+    finally:
+        s.stop()
+    if open_:
+        raise SystemExit(f"(i): {open_} viewers were still open after 120 s")
+    mib = max(hwm, peak) / 1024
+    row("(i) 1,000 live-log viewers: peak RSS", mib, "MiB", 64.0, "MiB", mib / 64.0,
+        f"(aim <= 64 MiB; idle before {rss0 / 1024:.1f} MiB)")
+    row("(i) 1,000 live-log viewers: server CPU", cpu / wall * 100, "%", 200.0, "%",
+        cpu / wall / 2, f"(of 2 cores, over {wall:.1f} s)")
+    print(f"    {complete} of {viewers} viewers received every byte of the {len(log)}-byte log")
+    if complete != viewers:
+        raise SystemExit(f"(i): only {complete} of {viewers} viewers got the whole log")
+
+
 def _example(name):
     """A bench example binary of baton-results, built by bench/run.sh next to the release binary."""
     path = os.path.join(os.path.dirname(os.path.abspath(BATON)), "examples", name)
@@ -685,7 +896,8 @@ def bench_tests_tab():
 
 
 SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": bench_idle,
-            "e": bench_capture, "f": bench_executors, "g": bench_ui, "j": bench_login_flood,
+            "e": bench_capture, "f": bench_executors, "g": bench_ui, "h": bench_loaded,
+            "i": bench_viewers, "j": bench_login_flood,
             "k": bench_webhook, "l": bench_local_run, "m": bench_junit, "n": bench_cache_inputs,
             "o": bench_tests_tab, "p": bench_cluster,
             "q": bench_agents_sim}

@@ -107,6 +107,13 @@ impl LocalExecutor {
         self
     }
 
+    /// Like [`with_launcher`](Self::with_launcher), with a launcher shared with others (each
+    /// request is sent whole under its lock).
+    pub fn with_shared_launcher(mut self, launcher: Option<Arc<Launcher>>) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
     /// How this executor contains its jobs.
     pub fn containment(&self) -> &Containment {
         &self.containment

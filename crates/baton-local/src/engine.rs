@@ -39,6 +39,8 @@ pub struct Options {
     pub cache: Arc<CacheIndex>,
     /// `--no-cache`: jobs with `cache:` run even on a hit.
     pub no_cache: bool,
+    /// Forks supervisors without an exec (`baton_exec::launcher`), when one was started.
+    pub launcher: Option<Arc<baton_exec::launcher::Launcher>>,
 }
 
 /// How a job ended.
@@ -140,7 +142,8 @@ struct Running {
 
 impl Running {
     fn new(plan: &Plan, code: &Code, mirror: &Mirror, opts: &Options, workdir: &Path) -> Self {
-        let local = LocalExecutor::new(opts.supervisor.clone(), opts.supervisor_args.clone());
+        let local = LocalExecutor::new(opts.supervisor.clone(), opts.supervisor_args.clone())
+            .with_shared_launcher(opts.launcher.clone());
         let docker = plan.jobs.iter().any(|j| j.container.is_some()).then(|| {
             Arc::new(DockerExecutor::new(opts.docker_host.as_deref())) as Arc<dyn Executor>
         });

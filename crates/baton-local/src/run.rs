@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub docker_host: Option<String>,
     /// `--no-cache`: jobs with `cache:` run even when an earlier run had the same inputs.
     pub no_cache: bool,
+    /// Forks each job's supervisor without an exec, when `main` started one.
+    pub launcher: Option<std::sync::Arc<baton_exec::launcher::Launcher>>,
 }
 
 /// A stored run.
@@ -91,6 +93,7 @@ pub async fn run(
         docker_host: opts.docker_host.clone(),
         cache: std::sync::Arc::new(cache),
         no_cache: opts.no_cache,
+        launcher: opts.launcher.clone(),
     };
     let started_at = Utc::now();
     let results = engine::execute(

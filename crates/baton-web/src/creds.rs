@@ -25,35 +25,26 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::forge_http::{Answer, send};
+use crate::http_client::SharedClient;
 
 /// How long the server reuses its own installation token (GitHub's last an hour).
 const APP_TOKEN_REUSE: Duration = Duration::from_secs(50 * 60);
 /// How often the sweeper looks for tokens left over when nothing wakes it.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The HTTP client of the forge calls.
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
-}
 
 /// Mints and revokes jobs' forge credentials. Cheap to clone.
 #[derive(Clone)]
 pub struct ForgeTokens {
     store: Store,
-    http: reqwest::Client,
+    http: SharedClient,
 }
 
 impl ForgeTokens {
     pub fn new(store: Store) -> ForgeTokens {
         ForgeTokens {
             store,
-            http: client(),
+            http: SharedClient,
         }
     }
 }

@@ -24,6 +24,7 @@ mod forge_http;
 mod guard;
 mod headers;
 mod hooks;
+mod http_client;
 pub mod local_page;
 pub mod local_site;
 mod login;

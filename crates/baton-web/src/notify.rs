@@ -20,6 +20,7 @@ use baton_core::report::clip;
 use baton_sched::SchedHandle;
 use baton_store::{NoticeRow, Outbox, ReportOutcome, RunRow, Store, StoreError};
 
+use crate::http_client::SharedClient;
 use crate::error::error_chain;
 use crate::outbox::{Try, drive, record};
 
@@ -27,8 +28,6 @@ mod mail;
 
 /// Tries of one notification before the sender gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Notifications looked at per round.
 const BATCH: u32 = 64;
 /// The longest sleep between two looks at the outbox when nothing wakes the sender.
@@ -36,17 +35,7 @@ const IDLE: Duration = Duration::from_secs(5);
 
 /// Starts the notifier; it stops when `shutdown` is cancelled.
 pub fn spawn_notifier(store: Store, sched: SchedHandle, shutdown: CancellationToken) {
-    let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let http = match http {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!("run notifications are off: cannot build an HTTP client: {e}");
-            return;
-        }
-    };
+    let http = SharedClient;
     let notifier = Notifier { store, sched, http };
     tokio::spawn(notifier.run(shutdown));
 }
@@ -54,7 +43,7 @@ pub fn spawn_notifier(store: Store, sched: SchedHandle, shutdown: CancellationTo
 struct Notifier {
     store: Store,
     sched: SchedHandle,
-    http: reqwest::Client,
+    http: SharedClient,
 }
 
 impl Notifier {

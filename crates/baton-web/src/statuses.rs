@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::creds::AppTokens;
 use crate::forge_http::send;
+use crate::http_client::SharedClient;
 use crate::outbox::{Try, drive, record};
 use baton_core::config::Config;
 use baton_core::config::{GithubAppDef, RepoDef};
@@ -37,8 +38,6 @@ use baton_store::{CheckRunRecord, NewReport, Outbox, ReportOutcome, ReportRow, S
 
 /// Tries of one report before the sender gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Reports looked at per round (each is the first unsent one of its commit and context).
 const BATCH: u32 = 64;
 /// The longest sleep between two looks at the outbox when nothing wakes the sender.
@@ -96,17 +95,7 @@ impl Statuses {
 
 /// Starts the sender; it stops when `shutdown` is cancelled.
 pub fn spawn_sender(statuses: Statuses, sched: SchedHandle, shutdown: CancellationToken) {
-    let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let http = match http {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!("commit statuses are off: cannot build an HTTP client: {e}");
-            return;
-        }
-    };
+    let http = SharedClient;
     let sender = Sender {
         statuses,
         sched,
@@ -120,7 +109,7 @@ pub fn spawn_sender(statuses: Statuses, sched: SchedHandle, shutdown: Cancellati
 struct Sender {
     statuses: Statuses,
     sched: SchedHandle,
-    http: reqwest::Client,
+    http: SharedClient,
     /// The installation tokens of repositories with a GitHub App (check runs).
     apps: AppTokens,
     /// Repositories whose missing token the log already named.

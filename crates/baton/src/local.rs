@@ -66,7 +66,10 @@ fn exit_code(status: &str) -> ExitCode {
     crate::client::exit_for(status.parse::<Status>().ok().map(Into::into))
 }
 
-pub(crate) async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_command(
+    args: RunArgs,
+    launcher: Option<baton_exec::launcher::Launcher>,
+) -> anyhow::Result<ExitCode> {
     let parallel = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
@@ -81,6 +84,7 @@ pub(crate) async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         supervisor_args: vec!["__supervise".into()],
         docker_host: args.docker_host,
         no_cache: args.no_cache,
+        launcher: launcher.map(std::sync::Arc::new),
     };
     let mode = if args.follow {
         Mode::Follow

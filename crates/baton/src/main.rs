@@ -483,6 +483,8 @@ fn main() -> ExitCode {
             serve::private_files();
             baton_exec::launcher::start()
         }
+        // `baton run` starts a supervisor per job too: forked, not the binary re-executed.
+        Command::Run(_) => baton_exec::launcher::start(),
         _ => None,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -603,7 +605,7 @@ async fn run(
             }
             Err(_) => local::logs(&run, job.as_deref()).await,
         },
-        Command::Run(args) => local::run_command(args).await,
+        Command::Run(args) => local::run_command(args, launcher).await,
         Command::Log { n, rev } => local::log(n, rev).await,
         Command::Push { remote } => local::push(&remote).await,
         Command::Pull { remote } => local::pull(&remote).await,

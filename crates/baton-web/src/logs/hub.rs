@@ -27,6 +27,9 @@ use crate::AppState;
 /// How often a watcher looks again without being woken.
 const FALLBACK: Duration = Duration::from_secs(1);
 
+/// How soon a watcher asks the store again after it did not answer.
+const RETRY: Duration = Duration::from_millis(200);
+
 /// What a job's watcher last saw.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Seen {
@@ -218,15 +221,34 @@ impl Drop for DirWatch {
     }
 }
 
-/// The job as the store has it: its current log, and the `end` data once it has ended.
-async fn look_up(s: &AppState, run_id: i64, job_id: i64) -> Option<(PathBuf, Option<Value>)> {
-    let run = s.store.get_run(run_id).await.ok().flatten()?;
-    let job = run.jobs.iter().find(|j| j.id == job_id)?;
+/// What the store says of the followed job.
+enum Lookup {
+    /// Its current log, and the `end` data once it has ended.
+    Found(PathBuf, Option<Value>),
+    /// The run or the job is not there (pruned).
+    Gone,
+    /// The store did not answer (busy, restarting): nothing is known, look again later.
+    Failed,
+}
+
+/// The job as the store has it.
+async fn look_up(s: &AppState, run_id: i64, job_id: i64) -> Lookup {
+    let run = match s.store.get_run(run_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return Lookup::Gone,
+        Err(e) => {
+            tracing::warn!("live log of run {run_id}: reading the run failed ({e}); trying again");
+            return Lookup::Failed;
+        }
+    };
+    let Some(job) = run.jobs.iter().find(|j| j.id == job_id) else {
+        return Lookup::Gone;
+    };
     let end = job
         .status
         .is_terminal()
         .then(|| json!({"status": job.status, "exit_code": job.exit_code, "reason": job.reason}));
-    Some((s.folders.log_path(job.id, job.attempt), end))
+    Lookup::Found(s.folders.log_path(job.id, job.attempt), end)
 }
 
 /// Publishes the log's length now (with `end` when the job has ended); wakes the viewers only
@@ -267,9 +289,18 @@ async fn watch_job(
     let mut fallback = tokio::time::interval(FALLBACK);
     fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some((path, end)) = look_up(&s, run_id, job_id).await else {
-            tx.send_replace(Seen::Gone);
-            break;
+        let (path, end) = match look_up(&s, run_id, job_id).await {
+            Lookup::Found(path, end) => (path, end),
+            Lookup::Gone => {
+                tx.send_replace(Seen::Gone);
+                break;
+            }
+            // A store error is not the job's end: the viewers keep what they have (and any
+            // file event still publishes) until the store answers again.
+            Lookup::Failed => {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
         };
         if end.is_some() {
             drop(dir_watch.take());
