@@ -32,7 +32,6 @@ const APP_TOKEN_REUSE: Duration = Duration::from_secs(50 * 60);
 /// How often the sweeper looks for tokens left over when nothing wakes it.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-
 /// Mints and revokes jobs' forge credentials. Cheap to clone.
 #[derive(Clone)]
 pub struct ForgeTokens {

@@ -20,8 +20,8 @@ use baton_core::report::clip;
 use baton_sched::SchedHandle;
 use baton_store::{NoticeRow, Outbox, ReportOutcome, RunRow, Store, StoreError};
 
-use crate::http_client::SharedClient;
 use crate::error::error_chain;
+use crate::http_client::SharedClient;
 use crate::outbox::{Try, drive, record};
 
 mod mail;

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use common::forgehook::{Kind, deliver_github, make_repo, pr_payload, push, runs_by_target};
-use common::gitea_tokens::{BOT_PASSWORD, SECRET, gitea_server, recorded_tokens};
+use common::gitea_tokens::{
+    BOT_PASSWORD, SECRET, gitea_server, recorded_tokens, wait_no_recorded_tokens,
+};
 use common::gitrepo::{commit_text, git};
 use common::standin::{Call, StandIn, only_keys};
 use common::{Server, job};
@@ -636,7 +638,7 @@ async fn a_gitea_token_left_by_a_killed_server_is_deleted_after_the_restart() {
             state.lock().unwrap().revoked.len() == 1
         })
         .await;
-    assert_eq!(recorded_tokens(&s).await, 0);
+    wait_no_recorded_tokens(&s).await;
 }
 
 /// A token the forge refuses to mint stops the job before it runs, with the reason in its log;

@@ -107,6 +107,21 @@ pub async fn gitea_server_on(
 }
 
 /// The rows of minted job tokens not revoked yet.
+/// Waits (bounded) until no job credential is recorded: the server deletes a record right
+/// after the forge confirmed the revocation, so a test that saw the revocation waits for it.
+pub async fn wait_no_recorded_tokens(s: &Server) {
+    for _ in 0..600 {
+        if recorded_tokens(s).await == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "job credentials are still recorded after their revocation: {}",
+        recorded_tokens(s).await
+    );
+}
+
 pub async fn recorded_tokens(s: &Server) -> i64 {
     let db = format!("sqlite://{}?mode=ro", s.data.join("baton.db").display());
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
