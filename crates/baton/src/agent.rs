@@ -166,6 +166,10 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let dir = agent.job_dir(c.job_id, c.attempt);
             let _ = agent.executor(&dir).cancel(&dir).await;
         }
+        for q in work.images {
+            // A pull may take a while: the polls go on meanwhile.
+            tokio::spawn(agent.clone().answer_image(q));
+        }
         for a in work.jobs {
             agent.start(a).await?;
         }
@@ -316,6 +320,7 @@ impl Agent {
         let body = PollBody {
             info: info.clone(),
             holds: Some(self.held().into_iter().map(|(j, _)| j).collect()),
+            image_ids: true,
         };
         let resp = self
             .http
@@ -351,6 +356,28 @@ impl Agent {
                 Poll::Skip
             }
         }
+    }
+
+    /// Answers the server's question for the id of an image in this agent's engine (pulled
+    /// first when the engine lacks it, as the job that follows would): the CI cache counts a
+    /// container job's image by the id the engine that runs it gives.
+    async fn answer_image(self: Arc<Self>, q: baton_exec::agent::ImageQuery) {
+        let answer = match self.docker.image_id(&q.image).await {
+            Ok(id) => baton_exec::agent::ImageAnswer { id, error: None },
+            Err(e) => baton_exec::agent::ImageAnswer {
+                id: None,
+                error: Some(e.to_string()),
+            },
+        };
+        let _: Option<serde_json::Value> = self
+            .retry("image id", || {
+                self.http
+                    .post(format!("{}/agents/images/{}", self.base(), q.id))
+                    .bearer_auth(&self.credential)
+                    .json(&answer)
+                    .send()
+            })
+            .await;
     }
 
     /// Starts one assignment and the task that reports it; a job that cannot start gets an

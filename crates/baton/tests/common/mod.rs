@@ -12,6 +12,7 @@ pub mod gitea_tokens;
 pub mod gitrepo;
 pub mod globs;
 pub mod idp;
+pub mod podman;
 pub mod pulls;
 pub mod sse;
 pub mod sshhosts;
