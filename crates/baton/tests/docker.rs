@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::busybox::{IMAGE, Leftovers, docker, docker_ok, image};

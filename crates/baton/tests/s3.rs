@@ -567,8 +567,7 @@ fn find_warning(v: &Value) -> Option<String> {
 fn prune_cli(s: &Server) -> String {
     let out = Command::new(common::BIN)
         .arg("prune")
-        .arg("--data")
-        .arg(&s.data)
+        .args(s.data_args())
         .arg("--config")
         .arg(&s.config_dir)
         .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
