@@ -94,10 +94,12 @@ cleanup() {
 }
 trap cleanup EXIT
 # The end-to-end tests run a second time with every server on PostgreSQL (BATON_TEST_DB): the
-# ones that exercise the store's main paths (runs, crash recovery, pipelines,
-# users and tokens). The store's own tests run on both databases in the first pass, and
-# tests/database.rs puts servers on PostgreSQL there too.
-pg_e2e=(--test runs --test crash --test pipelines --test cli)
+# ones that exercise the store's main paths (runs, crash recovery, pipelines, users and
+# tokens, notifications and their outbox, secrets kept out of the database, retention, forge
+# webhooks, pull requests and commit statuses). The store's own tests run on both databases in
+# the first pass, and tests/database.rs puts servers on PostgreSQL there too.
+pg_e2e=(--test runs --test crash --test pipelines --test cli --test notify --test notify_mail
+  --test secrets --test retention --test forge --test forge_pr --test statuses)
 echo "== cargo test"
 if [ ${#as_root[@]} -eq 0 ]; then
   cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt

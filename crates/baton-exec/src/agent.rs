@@ -23,8 +23,10 @@ use crate::layout::{
 use crate::{ExecError, ExitRecord, JobSecrets, JobSpec, Outcome};
 
 mod executor;
+mod images;
 
 pub use executor::*;
+pub use images::{ImageAnswer, ImageQuery};
 
 /// Worker names of agent slots start with this.
 pub const WORKER_PREFIX: &str = "agent:";
@@ -54,6 +56,10 @@ pub struct JobRef {
 pub struct PollResponse {
     pub jobs: Vec<Assignment>,
     pub cancel: Vec<JobRef>,
+    /// Container images whose id the server asks the agent's engine for (the CI cache of a
+    /// job about to be handed to it); answered with `POST /agents/images/{id}`.
+    #[serde(default)]
+    pub images: Vec<ImageQuery>,
 }
 
 /// What an agent says about itself on every poll.
@@ -72,6 +78,10 @@ pub struct PollBody {
     pub info: AgentInfo,
     #[serde(default)]
     pub holds: Option<Vec<JobRef>>,
+    /// The agent answers [`ImageQuery`]s (an older agent does not: its container jobs' cache
+    /// digests then count the image by its name).
+    #[serde(default)]
+    pub image_ids: bool,
 }
 
 /// An agent as the API shows it.
@@ -96,6 +106,10 @@ struct Agent {
     disabled: bool,
     mailbox: VecDeque<Assignment>,
     cancels: VecDeque<JobRef>,
+    /// Image questions not yet handed to the agent.
+    images: VecDeque<ImageQuery>,
+    /// Whether its polls said it answers image questions.
+    image_ids: bool,
     wake: Arc<Notify>,
     /// Polls so far; each poll's number orders it against the answers handed out.
     polls: u64,
@@ -140,6 +154,11 @@ struct State {
     agents: BTreeMap<String, Agent>,
     /// Jobs re-attached for agents that have not polled since the server started.
     expected: BTreeMap<String, BTreeSet<JobRef>>,
+    /// Image questions asked and not yet taken back by their asker: the agent asked, and
+    /// its answer once it came.
+    questions: BTreeMap<u64, images::Question>,
+    /// The id of the next image question.
+    next_question: u64,
 }
 
 /// The server's side of all agents.
@@ -149,6 +168,8 @@ pub struct AgentHub {
     changed: Arc<Notify>,
     /// Notified when any job's exit record arrives.
     exits: Arc<Notify>,
+    /// Notified when an agent answers an image question.
+    answers: Arc<Notify>,
     heartbeat_timeout: Duration,
     started: Instant,
 }
@@ -159,9 +180,12 @@ impl AgentHub {
             state: Mutex::new(State {
                 agents: BTreeMap::new(),
                 expected: BTreeMap::new(),
+                questions: BTreeMap::new(),
+                next_question: 1,
             }),
             changed: Arc::new(Notify::new()),
             exits: Arc::new(Notify::new()),
+            answers: Arc::new(Notify::new()),
             heartbeat_timeout,
             started: Instant::now(),
         })
@@ -199,6 +223,8 @@ impl AgentHub {
             disabled: false,
             mailbox: VecDeque::new(),
             cancels: VecDeque::new(),
+            images: VecDeque::new(),
+            image_ids: false,
             wake: Arc::new(Notify::new()),
             polls: 0,
             handed: BTreeMap::new(),
@@ -319,6 +345,7 @@ impl AgentHub {
             };
             a.polling += 1;
             a.polls += 1;
+            a.image_ids = body.image_ids;
             if let Some(holds) = body.holds {
                 a.check_holds(&holds);
             }
@@ -346,7 +373,7 @@ impl AgentHub {
                 let Some(a) = st.agents.get_mut(name) else {
                     return PollResponse::default();
                 };
-                if !a.mailbox.is_empty() || !a.cancels.is_empty() {
+                if !a.mailbox.is_empty() || !a.cancels.is_empty() || !a.images.is_empty() {
                     let jobs: Vec<Assignment> = a.mailbox.drain(..).collect();
                     for j in &jobs {
                         a.handed.insert(j.job_ref(), seq);
@@ -354,6 +381,7 @@ impl AgentHub {
                     return PollResponse {
                         jobs,
                         cancel: a.cancels.drain(..).collect(),
+                        images: a.images.drain(..).collect(),
                     };
                 }
             }
@@ -543,6 +571,7 @@ mod tests {
         let body = |holds: Option<Vec<JobRef>>| PollBody {
             info: info.clone(),
             holds,
+            image_ids: false,
         };
         let empty = hub.poll("a1", body(None), Duration::from_millis(20)).await;
         assert_eq!(empty, PollResponse::default());
@@ -593,6 +622,7 @@ mod tests {
         let body = |holds: Vec<JobRef>| PollBody {
             info: info.clone(),
             holds: Some(holds),
+            image_ids: false,
         };
         let quick = Duration::from_millis(10);
         hub.register("a1", info.clone());

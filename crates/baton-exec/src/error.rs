@@ -120,6 +120,16 @@ pub enum ExecError {
         /// The job directory.
         dir: PathBuf,
     },
+    /// A pull-mode agent could not do what the server asked of it.
+    #[error("could not {action} on agent {agent}: {detail}")]
+    Agent {
+        /// The agent's name.
+        agent: String,
+        /// What we asked, e.g. `"get the id of an image from its engine"`.
+        action: &'static str,
+        /// Why not.
+        detail: String,
+    },
     /// A command on an SSH worker (or the transfer of a file from it) failed.
     #[error("could not {action} on SSH worker {worker} ({host}): {detail}")]
     Ssh {

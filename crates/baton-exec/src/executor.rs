@@ -67,8 +67,9 @@ pub trait Executor: Send + Sync + 'static {
     }
 
     /// The engine's id of container image `image` (`sha256:…`, pulled first when it is not
-    /// there), for the CI cache: a new image under the same tag has another id. `Ok(None)`:
-    /// this place cannot say (it runs no containers, or its engine is on a remote worker).
+    /// there) in the engine that runs this place's containers (an agent asks its own), for
+    /// the CI cache: a new image under the same tag has another id. `Ok(None)`: this place
+    /// cannot say (it runs no containers, as SSH workers, or an agent too old to answer).
     fn image_id<'a>(&'a self, _image: &'a str) -> BoxFuture<'a, Result<Option<String>, ExecError>> {
         Box::pin(async { Ok(None) })
     }
@@ -76,7 +77,7 @@ pub trait Executor: Send + Sync + 'static {
 
 /// The CI cache's fact of container image `image` (as a task names it) on `exec`:
 /// `IMAGE@ID` with the engine's id, so that a new image under the same tag makes another
-/// digest; the name alone when `exec` cannot say (a remote worker) or a `build:` image.
+/// digest; the name alone when `exec` cannot say or a `build:` image.
 pub async fn image_fact(exec: &dyn Executor, image: &str) -> Result<String, ExecError> {
     if image.starts_with("build:") {
         return Ok(image.to_owned());

@@ -97,9 +97,10 @@ impl CacheCheck {
         })
     }
 
-    /// The image fact by the engine's id (`NAME@sha256:…`), so that a new image under the
-    /// same tag misses. The name alone when the executor cannot say (a container on a remote
-    /// worker) or the engine does not answer (the job then fails to start anyway, logged).
+    /// The image fact by the id the engine that runs the job gives (`NAME@sha256:…`): the
+    /// server's own engine, or an agent's, asked through its polls, so that a new image under
+    /// the same tag misses. The name alone when the executor cannot say (an agent too old to
+    /// answer) or the engine does not answer (the job then fails to start anyway, logged).
     pub(crate) async fn with_image_id(mut self, exec: &dyn Executor) -> CacheCheck {
         let Some(name) = self.image.clone() else {
             return self;

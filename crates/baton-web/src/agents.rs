@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use baton_exec::ExitRecord;
-use baton_exec::agent::{AgentHub, AgentInfo, PollBody, append_at};
+use baton_exec::agent::{AgentHub, AgentInfo, ImageAnswer, PollBody, append_at};
 
 use crate::auth::{Access, CREDENTIAL_PREFIX, CurrentUser};
 use crate::{ApiError, AppState};
@@ -31,6 +31,7 @@ pub(crate) fn agent_routes() -> Router<AppState> {
         .route("/agents/join", post(join))
         .route("/agents/leave", post(leave))
         .route("/agents/poll", post(poll))
+        .route("/agents/images/{id}", post(image_answer))
         .route("/agents/jobs/{job}/{attempt}/log", post(log))
         .route(
             "/agents/jobs/{job}/{attempt}/artifacts/{*path}",
@@ -281,6 +282,31 @@ async fn poll(
     let wait = Duration::from_secs(q.wait.unwrap_or(25).min(60));
     let resp = hub.poll(&name, body, wait).await;
     Ok(Json(serde_json::to_value(resp).unwrap_or_default()))
+}
+
+/// An agent's answer to an image question of its last polls (the id its engine gives an image,
+/// for the CI cache of a job about to be handed to it).
+async fn image_answer(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<u64>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = p?;
+    let hub = hub(&s)?.clone();
+    let agent = agent_of(&s, &headers).await?;
+    let answer: ImageAnswer = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid image answer: {e}")))?;
+    if !hub.answer_image(&agent, id, answer) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_question",
+            format!(
+                "agent {agent} was asked no image question {id} that is still waiting (answered already, or its job went)"
+            ),
+        ));
+    }
+    Ok(Json(json!({"recorded": true})))
 }
 
 /// Checks that job `job`/`attempt` is assigned to `agent` and returns its folder.

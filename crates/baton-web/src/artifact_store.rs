@@ -10,9 +10,10 @@
 //! warning saying the upload failed (until a retry uploads them: then the warning goes, from
 //! the stored tree, its counts and the run's `report.html`). Once the manifest is written the
 //! local `out/` is removed.
-//! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced) and
-//! forgotten once its manifest is written; [`start_retries`] retries the pending ones in the
-//! background with backoff, and at start (a failure, or a crash in the middle of an upload).
+//! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced; see
+//! [`crate::pending`], which also keeps retention out of the way) and forgotten once its
+//! manifest is written; [`start_retries`] retries the pending ones in the background with
+//! backoff, and at start (a failure, or a crash in the middle of an upload).
 //! Retention deletes a job's objects with its rows ([`ArtifactStore::delete_job`]).
 //! The bucket's keys never reach a log line, an API answer or a page.
 
@@ -26,6 +27,7 @@ use object_store::path::Path as Key;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::AppState;
+use crate::pending::{done_pending, hold_pending, pending};
 
 /// Files up to this size go up in one request; bigger ones in parts of this size.
 const PART: usize = 8 * 1024 * 1024;
@@ -509,120 +511,6 @@ impl Read for BlockingReader {
         self.buf = self.buf.slice(n..);
         Ok(n)
     }
-}
-
-/// The folder of pending uploads: one file `JOB-ATTEMPT` (holding the run's id) per job
-/// attempt whose artifacts are still to go to the bucket.
-fn pending_dir(folders: &baton_store::RunFolders) -> PathBuf {
-    folders.data_dir().join("uploads")
-}
-
-fn pending_file(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> PathBuf {
-    pending_dir(folders).join(format!("{job}-{attempt}"))
-}
-
-/// A pending upload held by whoever uploads it now: an exclusive `flock` on its record,
-/// released when dropped. A prune (this server's, or `baton prune` in another process) never
-/// deletes a run while one of its uploads is held ([`hold_for_prune`]).
-pub struct UploadHold(#[allow(dead_code)] std::fs::File);
-
-/// Records durably (the file and its folder fsynced) that job attempt `job`/`attempt` of run
-/// `run` has artifacts to upload: a retry finds it after a failure and after a restart. The
-/// record is held (locked before it gets its name, so no prune ever sees it unheld) until
-/// the returned hold is dropped.
-pub(crate) fn record_pending(
-    folders: &baton_store::RunFolders,
-    run: i64,
-    job: i64,
-    attempt: u32,
-) -> std::io::Result<UploadHold> {
-    use std::io::Write;
-    let dir = pending_dir(folders);
-    std::fs::create_dir_all(&dir)?;
-    let path = pending_file(folders, job, attempt);
-    let tmp = dir.join(format!(".{job}-{attempt}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.lock()?;
-    f.write_all(run.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(&dir)?.sync_all()?;
-    Ok(UploadHold(f))
-}
-
-/// Holds the pending upload of `job`/`attempt`: `None` when someone else holds it (it is in
-/// flight), or its record is gone (uploaded, or forgotten by a prune).
-fn hold_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) -> Option<UploadHold> {
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::open(pending_file(folders, job, attempt)).ok()?;
-    f.try_lock().ok()?;
-    // Forgotten between the open and the lock: nothing to upload any more.
-    (f.metadata().ok()?.nlink() > 0).then_some(UploadHold(f))
-}
-
-/// For a prune of the run whose jobs are `jobs`: holds every pending upload of them (kept
-/// until the prune has forgotten them and deleted the run, so no retry starts meanwhile).
-/// `None` when one of them is in flight: the run is left for a later prune.
-pub fn hold_for_prune(folders: &baton_store::RunFolders, jobs: &[i64]) -> Option<Vec<UploadHold>> {
-    let mut held = Vec::new();
-    for (_, job, attempt) in pending(folders) {
-        if !jobs.contains(&job) {
-            continue;
-        }
-        // Gone since it was listed: uploaded meanwhile.
-        let Ok(f) = std::fs::File::open(pending_file(folders, job, attempt)) else {
-            continue;
-        };
-        if f.try_lock().is_err() {
-            return None;
-        }
-        held.push(UploadHold(f));
-    }
-    Some(held)
-}
-
-/// The upload of `job`/`attempt` is no longer pending (done, or nothing is left to upload).
-pub(crate) fn done_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) {
-    let dir = pending_dir(folders);
-    if std::fs::remove_file(pending_file(folders, job, attempt)).is_ok()
-        && let Ok(d) = std::fs::File::open(&dir)
-    {
-        let _ = d.sync_all();
-    }
-}
-
-/// Forgets every pending upload of `job` (retention deletes the job).
-pub fn forget_pending(folders: &baton_store::RunFolders, job: i64) {
-    for (_, j, attempt) in pending(folders) {
-        if j == job {
-            done_pending(folders, j, attempt);
-        }
-    }
-}
-
-/// Every pending upload as (run, job, attempt).
-fn pending(folders: &baton_store::RunFolders) -> Vec<(i64, i64, u32)> {
-    let Ok(entries) = std::fs::read_dir(pending_dir(folders)) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some((job, attempt)) = name.to_str().and_then(|n| n.split_once('-')) else {
-            continue;
-        };
-        let (Ok(job), Ok(attempt)) = (job.parse::<i64>(), attempt.parse::<u32>()) else {
-            continue;
-        };
-        let run = std::fs::read_to_string(e.path())
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok());
-        if let Some(run) = run {
-            found.push((run, job, attempt));
-        }
-    }
-    found.sort_unstable();
-    found
 }
 
 /// Uploads a job attempt's `out/` to the bucket (a retry); once the manifest is written, the

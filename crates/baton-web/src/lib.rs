@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod notify;
 mod ops;
 mod outbox;
+pub mod pending;
 pub mod pools;
 mod range;
 mod repo_http;

@@ -226,24 +226,35 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         if !own && !out.is_dir() {
             src.recorded = recorded_nodes(s, job, owner).await;
         }
-        let mut uploaded = false;
-        // Held while the upload is in flight: a prune leaves the run alone meanwhile.
-        let mut hold = None;
-        if let Some(store) = s.artifact_store.as_ref().filter(|_| own && out.is_dir()) {
-            // Recorded before the first try: a failure, or a crash in the middle, is retried
-            // (`artifact_store::start_retries`), also after a restart.
-            let folders = s.folders.clone();
-            let (run_id, id, attempt) = (run.id, job.id, job.attempt);
-            let recorded = tokio::task::spawn_blocking(move || {
-                crate::artifact_store::record_pending(&folders, run_id, id, attempt)
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            match recorded {
-                Ok(h) => hold = Some(h),
-                Err(e) => tracing::warn!(job = job.id, "cannot record the pending upload: {e}"),
+        let upload = s.artifact_store.as_ref().filter(|_| own && out.is_dir());
+        crate::pending::test_gate(job.id).await;
+        // Recorded (held) before anything of the job is read or written, once the store is
+        // known to still have it, under the prune lock: a prune leaves the run alone while
+        // this is held, or deleted it before (then nothing of it is written). With an upload,
+        // recorded durably first: a failure, or a crash in the middle, is retried
+        // (`artifact_store::start_retries`), also after a restart.
+        let hold = match crate::pending::hold_collection(
+            s,
+            run.id,
+            job.id,
+            job.attempt,
+            upload.is_some(),
+        )
+        .await
+        {
+            Ok(crate::pending::Collection::Held(h)) => Some(h),
+            Ok(crate::pending::Collection::Gone) => {
+                tracing::info!(job = job.id, "not collected: retention deleted its run");
+                continue;
             }
+            Err(e) => {
+                tracing::warn!(job = job.id, "{e}; collecting it anyway");
+                None
+            }
+        };
+        let mut uploaded = false;
+        let mut upload_failed = false;
+        if let Some(store) = upload {
             match store.upload(job.id, job.attempt, out.clone()).await {
                 Ok(n) => {
                     tracing::info!(job = job.id, "{n} artifacts uploaded to {}", store.label());
@@ -251,6 +262,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
                 }
                 Err(e) => {
                     tracing::warn!(job = job.id, "{e}");
+                    upload_failed = true;
                     src.extra.push(Node::warning(
                         UPLOAD_WARNING,
                         format!(
@@ -283,7 +295,10 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         if uploaded {
             // The bucket holds them now (its manifest is written): the disk's copy goes.
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
-            crate::artifact_store::done_pending(&s.folders, job.id, job.attempt);
+        }
+        if !upload_failed {
+            // A failed upload stays pending for the retries.
+            crate::pending::done_pending(&s.folders, job.id, job.attempt);
         }
         drop(hold);
     }

@@ -74,6 +74,9 @@ struct Agent {
     exec: LocalExecutor,
     /// Runs steps with `image:` in containers on this machine's engine.
     docker: Arc<DockerExecutor>,
+    /// Jobs being started in the background, each with whether a cancel for it came meanwhile
+    /// (sent once it has started).
+    starting: std::sync::Mutex<std::collections::BTreeMap<JobRef, bool>>,
 }
 
 fn hostname() -> String {
@@ -111,6 +114,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             baton_exec::Containment::detect(args.job_containment)?,
         ),
         docker: Arc::new(DockerExecutor::new(None)),
+        starting: Default::default(),
     });
     agent.resume().await;
     eprintln!(
@@ -163,11 +167,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         };
         backoff = Duration::from_millis(200);
         for c in work.cancel {
+            if agent.defer_cancel(c) {
+                continue;
+            }
             let dir = agent.job_dir(c.job_id, c.attempt);
             let _ = agent.executor(&dir).cancel(&dir).await;
         }
+        for q in work.images {
+            // A pull may take a while: the polls go on meanwhile.
+            tokio::spawn(agent.clone().answer_image(q));
+        }
         for a in work.jobs {
-            agent.start(a).await?;
+            agent.begin(a)?;
         }
     }
 }
@@ -316,6 +327,7 @@ impl Agent {
         let body = PollBody {
             info: info.clone(),
             holds: Some(self.held().into_iter().map(|(j, _)| j).collect()),
+            image_ids: true,
         };
         let resp = self
             .http
@@ -353,6 +365,61 @@ impl Agent {
         }
     }
 
+    /// Answers the server's question for the id of an image in this agent's engine (pulled
+    /// first when the engine lacks it, as the job that follows would): the CI cache counts a
+    /// container job's image by the id the engine that runs it gives.
+    async fn answer_image(self: Arc<Self>, q: baton_exec::agent::ImageQuery) {
+        let answer = match self.docker.image_id(&q.image).await {
+            Ok(id) => baton_exec::agent::ImageAnswer { id, error: None },
+            Err(e) => baton_exec::agent::ImageAnswer {
+                id: None,
+                error: Some(e.to_string()),
+            },
+        };
+        let _: Option<serde_json::Value> = self
+            .retry("image id", || {
+                self.http
+                    .post(format!("{}/agents/images/{}", self.base(), q.id))
+                    .bearer_auth(&self.credential)
+                    .json(&answer)
+                    .send()
+            })
+            .await;
+    }
+
+    /// Takes one assignment: its folder at once (the next poll holds it), then its checkout
+    /// and start in the background, so that a long fetch or image pull never keeps the agent
+    /// from polling (an agent silent for the heartbeat timeout is lost, and its jobs with it).
+    fn begin(self: &Arc<Self>, a: baton_exec::agent::Assignment) -> anyhow::Result<()> {
+        let dir = self.job_dir(a.job_id, a.attempt);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the job folder {}", dir.display()))?;
+        self.lock_starting().insert(a.job_ref(), false);
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let job = a.job_ref();
+            if let Err(e) = agent.start(a).await {
+                eprintln!("job {} attempt {}: {e:#}", job.job_id, job.attempt);
+            }
+        });
+        Ok(())
+    }
+
+    fn lock_starting(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<JobRef, bool>> {
+        self.starting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A cancel for a job still being started is kept for when it has started: true then.
+    fn defer_cancel(&self, job: JobRef) -> bool {
+        match self.lock_starting().get_mut(&job) {
+            Some(cancelled) => {
+                *cancelled = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts one assignment and the task that reports it; a job that cannot start gets an
     /// exit record saying why, which the reporter sends like any other.
     async fn start(self: &Arc<Self>, mut a: baton_exec::agent::Assignment) -> anyhow::Result<()> {
@@ -374,6 +441,11 @@ impl Agent {
             Ok(()) => exec.start(&dir, &a.spec).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
+        // A cancel that came while it was starting is sent now.
+        let cancelled = self.lock_starting().remove(&a.job_ref()).unwrap_or(false);
+        if cancelled && started.is_ok() {
+            let _ = exec.cancel(&dir).await;
+        }
         match started {
             Ok(handle) => {
                 // Reap the job when it ends, and wake the reporter at once.

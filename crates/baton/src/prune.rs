@@ -1,11 +1,15 @@
 //! The server's retention: ended runs that their task's `retention:` (or `server.retention`)
 //! no longer keeps go with their logs, artifacts, results and database rows. One function,
 //! [`prune_server`], behind `baton prune --data DIR [--dry-run]` and the server's hourly
-//! background prune (in batches, off the scheduler). A run whose artifact upload is in flight
-//! (its pending record held, `baton_web::artifact_store::hold_for_prune`) waits for a later
-//! prune.
+//! background prune (in batches, off the scheduler). A prune holds the prune lock
+//! (`baton_web::pending`) from looking at pending records until its runs are gone; a run whose
+//! results are being collected or whose artifact upload is in flight (its pending record held,
+//! `baton_web::pending::hold_for_prune`) waits for a later prune, and a job the collector had
+//! not recorded yet is gone before it does (the collector then writes nothing of it).
 
 use std::path::Path;
+
+use anyhow::Context;
 
 use baton_core::config::{Config, RetentionDef};
 use baton_core::decide::{RetainRun, doomed_runs};
@@ -73,18 +77,27 @@ pub(crate) async fn prune_server(
     let now = chrono::Utc::now().timestamp_millis();
     let mut doomed = doomed_runs(&runs, &|t| policy(config, t), now);
     doomed.truncate(batch);
-    // A run with an artifact upload in flight stays (for a later prune); the pending uploads
-    // of the others are held until they are gone, so no retry starts meanwhile.
+    // From here until the runs are gone no collector records a job (it checks first, under
+    // the same lock, that the job is still there).
+    let lock = {
+        let folders = folders.clone();
+        tokio::task::spawn_blocking(move || baton_web::pending::lock_for_prune(&folders))
+            .await?
+            .context("cannot take the prune lock in the data directory's uploads/")?
+    };
+    // A run being collected, or with an artifact upload in flight, stays (for a later prune);
+    // the pending records of the others are held until they are gone, so no retry starts
+    // meanwhile.
     let mut holds = Vec::new();
     let mut kept = Vec::new();
     for run in &doomed {
         let jobs = jobs_of(store, &[*run]).await?;
-        match baton_web::artifact_store::hold_for_prune(folders, &jobs) {
+        match baton_web::pending::hold_for_prune(folders, &jobs) {
             Some(held) => holds.extend(held),
             None => {
                 tracing::info!(
                     run,
-                    "retention: run kept for now, its artifacts are uploading"
+                    "retention: run kept for now, its results or artifacts are being collected"
                 );
                 kept.push(*run);
             }
@@ -102,13 +115,15 @@ pub(crate) async fn prune_server(
         None => None,
     };
     let jobs = jobs_of(store, &doomed).await?;
+    if !dry_run {
+        // A doomed job's pending record is forgotten first: no retry writes after this.
+        for job in &jobs {
+            baton_web::pending::forget_pending(folders, *job);
+        }
+    }
     if let Some(bucket) = &bucket {
         let mut bytes = 0;
         for job in &jobs {
-            if !dry_run {
-                // A doomed job's pending upload is forgotten first: no retry writes after this.
-                baton_web::artifact_store::forget_pending(folders, *job);
-            }
             bytes += if dry_run {
                 bucket.job_bytes(*job).await
             } else {
@@ -138,6 +153,7 @@ pub(crate) async fn prune_server(
         }
     }
     drop(holds);
+    drop(lock);
     Ok(report)
 }
 

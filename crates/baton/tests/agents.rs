@@ -66,6 +66,7 @@ tasks:
 struct AgentProc {
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -73,6 +74,17 @@ impl AgentProc {
     /// Starts `baton agent` with its work dir under the server's data dir (so the harness's
     /// cleanup finds its jobs).
     fn start(s: &Server, join_token: &str, name: &str, slots: u32) -> AgentProc {
+        Self::start_env(s, join_token, name, slots, &[])
+    }
+
+    /// Like [`AgentProc::start`], with these environment variables (`DOCKER_HOST`).
+    fn start_env(
+        s: &Server,
+        join_token: &str,
+        name: &str,
+        slots: u32,
+        env: &[(&str, String)],
+    ) -> AgentProc {
         let work = s.data.join(format!("agent-{name}"));
         let args = vec![
             "agent".to_string(),
@@ -92,6 +104,7 @@ impl AgentProc {
         let mut a = AgentProc {
             child: None,
             args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             log: s.root.path().join(format!("agent-{name}.log")),
         };
         a.spawn();
@@ -107,6 +120,7 @@ impl AgentProc {
         self.child = Some(
             Command::new(BIN)
                 .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log))
@@ -810,5 +824,88 @@ async fn the_cache_digest_of_an_agent_job_is_made_on_the_server() {
         lines,
         format!("{}\n{}\n", id_of(&first), id_of(&third)),
         "runs that ran"
+    );
+}
+
+/// The CI cache of a container job on an agent counts its image by the id the agent's own
+/// engine gives: here a private Podman the agent talks to (`DOCKER_HOST`) holds the tag, and the
+/// server's Docker engine has never heard of it. The same image hits; another image imported
+/// under the same tag into the agent's engine misses, and `cache why` names both ids.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_jobs_image_counts_by_the_id_its_own_engine_gives() {
+    use common::busybox::{Leftovers, docker};
+    use common::gitrepo::{commit, init};
+    use common::podman::Podman;
+    let podman = Podman::start();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let tag = format!("baton-test-agent-cache-{nanos}:v1");
+    let one = podman.import_as(&tag, "one");
+    assert!(
+        !docker(&["image", "inspect", &tag]).status.success(),
+        "the server's engine must not have {tag}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    init(&repo);
+    let ci = format!(
+        "tasks:\n  build:\n    queues: [arm]\n    image: {tag}\n    cache: {{inputs: [\"src/**\"]}}\n    command: cat /marker\n"
+    );
+    commit(
+        &repo,
+        &[(".baton/ci.yml", ci.as_bytes()), ("src/a.c", b"one\n")],
+        "one",
+    );
+    let yaml = format!(
+        "server:\n  local_workers: 1\n  agent_queues: [arm]\nrepos:\n  app:\n    url: {}\n    forge: git\n",
+        repo.display()
+    );
+    let s = Server::start_with(&yaml, &["--agent-heartbeat-timeout", HEARTBEAT]);
+    let _leftovers = Leftovers::on_host(&s, podman.host());
+    let token = join_token(&s);
+    let agent = AgentProc::start_env(&s, &token, "p1", 1, &[("DOCKER_HOST", podman.host())]);
+    let trigger = || async {
+        let (st, run) = s
+            .post("/tasks/app%2Fbuild/trigger", serde_json::json!({}))
+            .await;
+        assert_eq!(st, 201, "{run}");
+        s.wait_run(run["id"].as_i64().unwrap()).await
+    };
+    let job_of = |run: &serde_json::Value| run["jobs"][0]["id"].as_i64().unwrap();
+
+    let first = trigger().await;
+    assert_eq!(status(&first), "success", "{first:#}\n{}", agent.output());
+    assert!(
+        first["jobs"][0]["worker"].as_str().unwrap().starts_with("agent:p1:"),
+        "{first:#}"
+    );
+    assert_eq!(s.log_text(id_of(&first), None).await, "one");
+
+    let same = trigger().await;
+    assert_eq!(status(&same["jobs"][0]), "skipped", "{same:#}");
+    assert_eq!(
+        reason(&same["jobs"][0]),
+        format!(
+            "cache hit: same inputs as job {} (run {})",
+            job_of(&first),
+            id_of(&first)
+        )
+    );
+
+    // Another image under the same tag in the agent's engine: a miss, run there.
+    let two = podman.import_as(&tag, "two");
+    assert_ne!(one, two);
+    let again = trigger().await;
+    assert_eq!(status(&again), "success", "{again:#}\n{}", agent.output());
+    assert_eq!(s.log_text(id_of(&again), None).await, "two");
+    // Both facts carry the ids the agent's engine gave (the server's engine has no such tag).
+    let why = s.cli(&["cache", "why", &job_of(&again).to_string()]);
+    let (stdout, stderr) = common::text(&why);
+    assert!(why.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("image: {tag}@{one} -> {tag}@{two}")),
+        "{stdout}"
     );
 }

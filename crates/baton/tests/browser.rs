@@ -84,15 +84,13 @@ pipelines:
     login(&c, &s, "alice").await;
     let fx = id_of(&s.trigger("fixture", &[]).await);
     s.wait_run(fx).await;
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     wait_text(&c, "main", "hello").await;
     assert!(!text_of(&c, "main").await.contains("secret"));
     shoot(&c, "dashboard").await;
 
     // Trigger with an argument through the form; the run page shows the coloured log.
-    c.goto(&format!("{}/trigger/task/hello", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/trigger/task/hello", s.base)).await;
     c.find(Locator::Css("#extra"))
         .await
         .unwrap()
@@ -105,7 +103,7 @@ pipelines:
     wait_text(&c, "#log", "hello browser").await;
     wait_text(&c, "#status", "success").await;
     s.wait_run(hello).await;
-    c.goto(&format!("{}/runs/{hello}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{hello}", s.base)).await;
     let src = c.source().await.unwrap();
     assert!(
         src.contains("class=\"f2 bo\">hello</span>"),
@@ -114,9 +112,7 @@ pipelines:
     shoot(&c, "run").await;
 
     // Live log: the page shows the first line, then the rest streams in after the gate opens.
-    c.goto(&format!("{}/trigger/task/slow", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/trigger/task/slow", s.base)).await;
     click(&c, "#go").await;
     let slow = run_id_from_url(&c).await;
     wait_text(&c, "#log", "before gate").await;
@@ -127,25 +123,21 @@ pipelines:
     assert_eq!(status(&s.run(slow).await), "success");
 
     // Cancel a running run from its page.
-    c.goto(&format!("{}/trigger/task/forever", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/trigger/task/forever", s.base)).await;
     click(&c, "#go").await;
     let forever = run_id_from_url(&c).await;
     s.wait_until(forever, "running", |r| status(r) == "running")
         .await;
-    c.goto(&format!("{}/runs/{forever}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{forever}", s.base)).await;
     click(&c, "#cancel").await;
     wait_text(&c, "#status", "canceled").await;
 
     // A pipeline's DAG: four nodes, each a link to its job's log.
-    c.goto(&format!("{}/trigger/pipeline/build", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/trigger/pipeline/build", s.base)).await;
     click(&c, "#go").await;
     let build = run_id_from_url(&c).await;
     s.wait_run(build).await;
-    c.goto(&format!("{}/runs/{build}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{build}", s.base)).await;
     let nodes = c.find_all(Locator::Css(".dag svg a.node")).await.unwrap();
     assert_eq!(nodes.len(), 4, "one node per pipeline task");
     shoot(&c, "pipeline").await;
@@ -160,19 +152,19 @@ pipelines:
     );
 
     // A real CI log renders like a terminal; the runs list.
-    c.goto(&format!("{}/runs/{fx}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{fx}", s.base)).await;
     let log = text_of(&c, "#log").await;
     assert!(log.contains("Compiling"), "fixture log rendered");
     assert!(!c.source().await.unwrap().contains('\u{1b}'));
     shoot(&c, "log-fixture").await;
-    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs", s.base)).await;
     shoot(&c, "runs").await;
     // The list refreshes itself when a run appears (SSE change events), no reload needed.
     wait_change_feed(&c).await;
     let fresh = id_of(&s.trigger("fixture", &[]).await);
     wait_text(&c, "main", &format!("#{fresh}")).await;
     s.wait_run(fresh).await;
-    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    goto(&c, &format!("{}/me", s.base)).await;
     shoot(&c, "me").await;
 
     // Eve is not in authorized_users: alice's run is a 404 page for her.
@@ -180,13 +172,13 @@ pipelines:
     wait_text(&c, "main", "Log in").await;
     shoot(&c, "login").await;
     login(&c, &s, "eve").await;
-    c.goto(&format!("{}/runs/{hello}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{hello}", s.base)).await;
     wait_text(&c, "main", "404").await;
     assert!(!text_of(&c, "main").await.contains("hello browser"));
     shoot(&c, "denied").await;
 
     // An administrator disables a task from the dashboard; triggering it is then refused.
-    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    goto(&c, &format!("{}/me", s.base)).await;
     click(&c, "header nav button").await;
     wait_text(&c, "main", "Log in").await;
     login(&c, &s, "root").await;
@@ -210,9 +202,9 @@ pipelines:
         )
         .await
         .unwrap();
-    c.goto(&format!("{}/runs/{fx}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{fx}", s.base)).await;
     shoot(&c, "dark-log-fixture").await;
-    c.goto(&format!("{}/runs/{build}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{build}", s.base)).await;
     shoot(&c, "dark-pipeline").await;
     assert_eq!(
         dark,
@@ -253,7 +245,7 @@ tasks:
     );
     idp.expect_redirect_uri(&format!("{}/auth/corp/callback", s.base));
     let (_d, c) = browser().await;
-    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs", s.base)).await;
     // Not signed in: the login page, with the provider's button.
     wait_text(&c, "#sso-corp", "Sign in with Corp").await;
     shoot(&c, "login-sso").await;
@@ -263,7 +255,7 @@ tasks:
     let url = c.current_url().await.unwrap();
     assert_eq!(url.host_str(), Some("127.0.0.2"), "{url}");
     assert_eq!(url.path(), "/runs", "{url}");
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     let dash = c.source().await.unwrap();
     assert!(dash.contains("carols"), "carol sees her task:\n{dash}");
     assert!(
@@ -275,7 +267,7 @@ tasks:
     // Logging out ends the Baton session.
     click(&c, "header form button").await;
     wait_text(&c, "h1", "Log in").await;
-    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs", s.base)).await;
     wait_text(&c, "#sso-corp", "Sign in with Corp").await;
     c.close().await.unwrap();
 }
@@ -321,9 +313,7 @@ pipelines:
     .await;
     // The job is named, so the page keeps its log when fetch ends (a page with no job named
     // moves on to the job that runs next).
-    c.goto(&format!("{}/runs/{id}?job=fetch", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/runs/{id}?job=fetch", s.base)).await;
     wait_text(&c, "#log", "before the gate").await;
     wait_change_feed(&c).await;
     // Marks this page: a reload would lose the mark.
@@ -405,9 +395,7 @@ pipelines:
     );
 
     // The log's search counts matches and steps through them; wrap toggles.
-    c.goto(&format!("{}/runs/{id}?job=fetch", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/runs/{id}?job=fetch", s.base)).await;
     c.find(Locator::Css("#log-search"))
         .await
         .unwrap()
@@ -461,7 +449,7 @@ pipelines:
         ("main-404", "/no/such/page".to_owned()),
     ];
     for (name, path) in &pages {
-        c.goto(&format!("{}{path}", s.base)).await.unwrap();
+        goto(&c, &format!("{}{path}", s.base)).await;
         shoot(&c, name).await;
         c.set_window_size(390, 844).await.unwrap();
         laid_out_at(&c, 390).await;
@@ -470,7 +458,7 @@ pipelines:
         c.set_window_size(1280, 900).await.unwrap();
     }
     c.set_window_size(390, 844).await.unwrap();
-    c.goto(&format!("{}/runs/{id}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{id}", s.base)).await;
     laid_out_at(&c, 390).await;
     let scrolls = c
         .execute(
@@ -488,7 +476,7 @@ pipelines:
     let (_driver, c) = dark_browser().await;
     login(&c, &s, "alice").await;
     for (name, path) in &pages {
-        c.goto(&format!("{}{path}", s.base)).await.unwrap();
+        goto(&c, &format!("{}{path}", s.base)).await;
         shoot(&c, &format!("dark-{name}")).await;
     }
     c.close().await.unwrap();
@@ -522,7 +510,7 @@ async fn a_local_runs_stored_page_opens_offline() {
     );
     std::fs::write(&page, html).unwrap();
     let (_d, c) = browser().await;
-    c.goto(&format!("file://{}", page.display())).await.unwrap();
+    goto(&c, &format!("file://{}", page.display())).await;
     assert_eq!(text_of(&c, "#status").await, "failed");
     assert!(text_of(&c, "pre.log").await.contains("green ok"));
     let requests = c

@@ -248,7 +248,7 @@ tasks:
 
     let (_driver, c) = browser().await;
     login(&c, &s, "alice").await;
-    c.goto(&format!("{}/runs/{id}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{id}", s.base)).await;
     wait_text(&c, "#log", "between sections").await;
     wait_change_feed(&c).await;
     // Title and favicon tell the run's state.
@@ -290,7 +290,7 @@ tasks:
     .await;
 
     // Drawn by the server, the same.
-    c.goto(&format!("{}/runs/{id}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{id}", s.base)).await;
     wait_js(
         &c,
         &format!("{live} && {live}.classList.contains('closed')"),
@@ -350,7 +350,7 @@ tasks:
     press(&c, 'r').await;
     let rerun = other_run(&c, id).await;
     s.wait_run(rerun).await;
-    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs", s.base)).await;
     wait_js(
         &c,
         "document.querySelectorAll('main table tbody tr').length >= 2",
@@ -382,7 +382,7 @@ tasks:
 
     let (_driver, c) = dark_browser().await;
     login(&c, &s, "alice").await;
-    c.goto(&format!("{}/runs/{id}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{id}", s.base)).await;
     click(&c, "#log-times").await;
     c.execute(&format!("{}.click()", header("build")), vec![])
         .await

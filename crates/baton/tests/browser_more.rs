@@ -122,7 +122,7 @@ async fn a_pipelines_page_opens_the_right_job_ticks_and_names_each_worker_once()
         job(&run, "package")["started_at"].is_null(),
         "package must never have started: {run:#}"
     );
-    c.goto(&format!("{}/runs/{halted}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{halted}", s.base)).await;
     wait_text(&c, "#log", "building").await;
     assert_eq!(
         eval(&c, "document.getElementById('log').dataset.jobName").await,
@@ -148,7 +148,7 @@ async fn a_pipelines_page_opens_the_right_job_ticks_and_names_each_worker_once()
     let broken = id_of(&s.trigger_pipeline("broken", &[]).await);
     let run = s.wait_run(broken).await;
     assert_eq!(status(job(&run, "test")), "skipped", "{run:#}");
-    c.goto(&format!("{}/runs/{broken}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{broken}", s.base)).await;
     for name in ["compile", "test", "docs"] {
         let label = node_state(&c, name).await;
         let st = status(job(&run, name));
@@ -167,7 +167,7 @@ async fn a_pipelines_page_opens_the_right_job_ticks_and_names_each_worker_once()
         status(job(r, "slow")) == "running"
     })
     .await;
-    c.goto(&format!("{}/runs/{ticking}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{ticking}", s.base)).await;
     let tick = ".dag a.node[data-job=\"slow\"] tspan.tick";
     wait_js(&c, &format!("document.querySelector('{tick}')")).await;
     c.execute("window.notReloaded = true", vec![])
@@ -201,7 +201,7 @@ async fn a_pipelines_page_opens_the_right_job_ticks_and_names_each_worker_once()
         .iter()
         .map(|j| j["worker"].as_str().unwrap().to_owned())
         .collect();
-    c.goto(&format!("{}/runs/{spread}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{spread}", s.base)).await;
     let line = text_now(&c, "#worker").await;
     let named: Vec<&str> = line.split(", ").collect();
     let unique: BTreeSet<String> = named.iter().map(|w| w.to_string()).collect();
@@ -258,13 +258,11 @@ async fn the_log_viewer_jumps_to_lines_top_and_end_and_follows_until_scrolled_up
     // `#L100` is far outside the tail the page shows: the page loads the lines around it.
     let big = id_of(&s.trigger("big", &[]).await);
     assert_eq!(status(&s.wait_run(big).await), "success");
-    c.goto(&format!("{}/runs/{big}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{big}", s.base)).await;
     wait_text(&c, "#log", "line 40000:").await;
     assert_eq!(eval(&c, "!!document.getElementById('L100')").await, false);
-    c.goto(&format!("{}/", s.base)).await.unwrap();
-    c.goto(&format!("{}/runs/{big}#L100", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
+    goto(&c, &format!("{}/runs/{big}#L100", s.base)).await;
     wait_js(
         &c,
         "new URLSearchParams(location.search).get('line') === '100'",
@@ -299,7 +297,7 @@ async fn the_log_viewer_jumps_to_lines_top_and_end_and_follows_until_scrolled_up
 
     // A live log: End and Top move the page; the page follows new lines while at the end.
     let stream = id_of(&s.trigger("stream", &[]).await);
-    c.goto(&format!("{}/runs/{stream}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{stream}", s.base)).await;
     wait_text(&c, "#log", "first 300").await;
     assert_eq!(
         eval(&c, "document.getElementById('log').dataset.live").await,
@@ -434,7 +432,7 @@ tasks:
     login(&c, &s, "alice").await;
 
     // /runs: the filter row's labels and fields at one height, at desktop and phone widths.
-    c.goto(&format!("{}/runs", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs", s.base)).await;
     filter_row_lines_up(&c, 1400).await;
     filter_row_lines_up(&c, 390).await;
     c.set_window_size(1280, 900).await.unwrap();
@@ -442,7 +440,7 @@ tasks:
 
     // /me without tokens: a sentence, not a table of headers; with one, the table; revoked,
     // the sentence again.
-    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    goto(&c, &format!("{}/me", s.base)).await;
     wait_text(&c, "#no-tokens", "No API tokens yet").await;
     assert_eq!(
         eval(&c, "!!document.querySelector('table.tokens')").await,
@@ -483,7 +481,7 @@ tasks:
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     for task in ["every-second", "cron-second"] {
         // Read in one go: the dashboard redraws itself as runs come.
         let last = eval(

@@ -79,9 +79,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     login(&c, &s, "alice").await;
 
     // The trigger form: a select with the default chosen, a required text field, help text.
-    c.goto(&format!("{}/trigger/task/deploy", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/trigger/task/deploy", s.base)).await;
     let env = c
         .find(Locator::Css("select#arg-env"))
         .await
@@ -111,7 +109,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     );
 
     // Rerun with other arguments: the form comes prefilled with the run's.
-    c.goto(&format!("{}/runs/{deploy}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{deploy}", s.base)).await;
     click(&c, "#rerun-args").await;
     wait_js(&c, "location.pathname.startsWith('/trigger/')").await;
     wait_text(&c, "h1", "Rerun").await;
@@ -135,7 +133,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     // A pipeline whose test fails: its page shows timing bars and offers "Rerun failed".
     let first = id_of(&s.trigger_pipeline("ci", &[]).await);
     assert_eq!(status(&s.wait_run(first).await), "failed");
-    c.goto(&format!("{}/runs/{first}", s.base)).await.unwrap();
+    goto(&c, &format!("{}/runs/{first}", s.base)).await;
     assert_eq!(count(&c, "#gantt .gantt-row").await, 4, "one bar per job");
     assert_eq!(
         count(&c, "#gantt .gantt-row[data-job=\"build\"] rect.ran").await,
@@ -174,7 +172,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     shoot(&c, "runs-pipeline-timing").await;
 
     // A target's own page: its runs, trend, definition and trigger button; names link there.
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     click(&c, "tr[data-target=\"ci\"] a.target-link").await;
     wait_text(&c, "h1", "ci").await;
     assert!(
@@ -189,26 +187,24 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     wait_text(&c, "#definition", "depends_on: [build]").await;
     shoot(&c, "runs-target").await;
     fits_phone(&c, "a target's page").await;
-    c.goto(&format!("{}/targets/task/nightly", s.base))
-        .await
-        .unwrap();
+    goto(&c, &format!("{}/targets/task/nightly", s.base)).await;
     wait_text(&c, "#timer", "every").await;
     wait_text(&c, "#next-run", "UTC").await;
 
     // The dashboard: tags shown and filterable; the next run of a timed task.
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     wait_text(&c, "tr[data-target=\"nightly\"] .next-run", "next").await;
     click(&c, "#tag-filter a.tag").await; // "ci", the first tag
     wait_text(&c, "main", "ci").await;
     assert_eq!(count(&c, "tr[data-target]").await, 1, "filtered by tag");
-    c.goto(&format!("{}/?tag=release", s.base)).await.unwrap();
+    goto(&c, &format!("{}/?tag=release", s.base)).await;
     assert_eq!(count(&c, "tr[data-target]").await, 2);
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     shoot(&c, "runs-dashboard").await;
     fits_phone(&c, "the dashboard").await;
 
     // /me: this browser's session is listed, with the password form.
-    c.goto(&format!("{}/me", s.base)).await.unwrap();
+    goto(&c, &format!("{}/me", s.base)).await;
     wait_text(&c, "#this-session", "this browser").await;
     assert_eq!(count(&c, "#password-form input[type=password]").await, 3);
     shoot(&c, "runs-me").await;
@@ -219,7 +215,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
     // An administrator disables a pipeline from the dashboard: it cannot be triggered.
     let (_driver, c) = browser().await;
     login(&c, &s, "root").await;
-    c.goto(&format!("{}/", s.base)).await.unwrap();
+    goto(&c, &format!("{}/", s.base)).await;
     click(&c, "tr[data-target=\"ci\"] button.toggle").await;
     wait_text(&c, "tr[data-target=\"ci\"]", "disabled").await;
     let (st, v) = s.post("/pipelines/ci/trigger", json!({})).await;
@@ -238,7 +234,7 @@ async fn typed_arguments_rerun_failed_and_the_target_pages() {
         ("target", "/targets/pipeline/ci".to_owned()),
         ("me", "/me".to_owned()),
     ] {
-        c.goto(&format!("{}{path}", s.base)).await.unwrap();
+        goto(&c, &format!("{}{path}", s.base)).await;
         shoot(&c, &format!("dark-runs-{name}")).await;
     }
     c.close().await.unwrap();

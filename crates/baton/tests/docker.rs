@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::busybox::{IMAGE, Leftovers, docker, docker_ok, image};
+use common::podman::Podman;
 use common::{Server, WAIT, id_of, job, reason, status};
 
 /// Containers of run `run` whose job folder is `dir` that the engine still has (run ids repeat
@@ -406,125 +406,6 @@ fn chrono_free_nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// `podman system service` on a private socket and storage, stopped (by pid) on drop.
-struct Podman {
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn start() -> Podman {
-        let dir = tempfile::Builder::new()
-            .prefix("baton-podman-")
-            .tempdir()
-            .unwrap();
-        // Rootful Podman raises every container's open-file and process limits to 1048576
-        // and 4194304; in a sandbox whose hard limits are lower (this one's), runc then fails.
-        // Ask for what we have.
-        let hard = |what| {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit fills the struct we own.
-            assert_eq!(unsafe { libc::getrlimit(what, &mut lim) }, 0);
-            lim.rlim_max
-        };
-        // (nproc at the full hard limit is refused too here; 4096 is plenty for these jobs.)
-        let (nofile, nproc) = (
-            hard(libc::RLIMIT_NOFILE),
-            hard(libc::RLIMIT_NPROC).min(4096),
-        );
-        let conf = dir.path().join("containers.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
-            ),
-        )
-        .unwrap();
-        let mut p = Podman { child: None, dir };
-        p.start_service();
-        p
-    }
-
-    /// Starts (again) the API service on the same socket and storage; waits until it answers.
-    fn start_service(&mut self) {
-        let dir = &self.dir;
-        let sock = dir.path().join("podman.sock");
-        let _ = std::fs::remove_file(&sock);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("service.log"))
-            .unwrap();
-        let child = Command::new("podman")
-            .env("CONTAINERS_CONF", dir.path().join("containers.conf"))
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--runroot")
-            .arg(dir.path().join("run"))
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", sock.display()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start podman (install Debian's podman): {e}"));
-        self.child = Some(child);
-        let p = &*self;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = p.docker(&["version", "--format", "{{.Server.Version}}"]);
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "podman's API service did not answer on {}: {}\n{}",
-                p.host(),
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(p.dir.path().join("service.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Stops the API service (its containers run on under conmon).
-    fn stop_service(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("podman.sock").display())
-    }
-
-    /// The docker CLI against this service (test setup only).
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .output()
-            .expect("run docker")
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        self.stop_service();
-        // Podman bind-mounts its overlay directory onto itself; undo that so the temporary
-        // directory can go.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path().join("root/overlay"))
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

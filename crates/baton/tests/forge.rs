@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -410,23 +409,7 @@ async fn a_delivery_accepted_before_a_kill_starts_its_runs_once_after_the_restar
     let sql = format!(
         "UPDATE webhook_deliveries SET pending = '{pending}', run_ids = '[]' WHERE id = {id}"
     );
-    let out = match &s.db {
-        None => Command::new("sqlite3")
-            .arg(s.data.join("baton.db"))
-            .arg(&sql)
-            .output()
-            .unwrap(),
-        // On PostgreSQL (BATON_TEST_DB=postgres): its own client, from Debian's packages.
-        Some(url) => Command::new(common::pg_bin("psql"))
-            .args(["-v", "ON_ERROR_STOP=1", url, "-c", &sql])
-            .output()
-            .unwrap(),
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.sql(&sql);
     s.restart();
     s.http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + common::WAIT;

@@ -225,17 +225,10 @@ async fn each_matching_run_end_is_told_once_signed_and_others_not_at_all() {
     );
     // Every end before `done` was fanned out before it: the outbox holds exactly these five,
     // so no notification for a non-matching task or status can come later.
-    let out = std::process::Command::new("sqlite3")
-        .arg(s.data.join("baton.db"))
-        .arg("SELECT COUNT(*) FROM notifications WHERE webhook IS NOT NULL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        s.sql("SELECT COUNT(*) FROM notifications WHERE webhook IS NOT NULL"),
+        "5"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
     let bad = seen
         .iter()
         .find(|x| x.path == "/a" && x.body["task"] == "bad")

@@ -134,12 +134,10 @@ async fn a_failed_run_is_mailed_once_to_every_address_and_a_success_is_not() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // `ok` ended before `bad`, so its end was fanned out already: one mail in all.
-    let out = Command::new("sqlite3")
-        .arg(s.data.join("baton.db"))
-        .arg("SELECT COUNT(*) FROM notifications WHERE webhook IS NOT NULL")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert_eq!(
+        s.sql("SELECT COUNT(*) FROM notifications WHERE webhook IS NOT NULL"),
+        "1"
+    );
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let mail = &mails[0];
     assert!(mail.contains("From: ci@example.com"), "{mail}");

@@ -14,13 +14,20 @@ fn config(keep: u32) -> String {
     )
 }
 
+/// `baton prune` on the server's data directory and database (`--db` on PostgreSQL).
 fn prune(s: &Server, dry_run: bool) -> String {
-    let (data, config) = (s.data.to_str().unwrap(), s.config_dir.to_str().unwrap());
-    let mut args = vec!["prune", "--data", data, "--config", config];
+    let mut out = std::process::Command::new(common::BIN);
+    out.arg("prune")
+        .args(s.data_args())
+        .arg("--config")
+        .arg(&s.config_dir);
     if dry_run {
-        args.push("--dry-run");
+        out.arg("--dry-run");
     }
-    let out = s.cli(&args);
+    let out = out
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run baton prune");
     let (stdout, stderr) = common::text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     stdout

@@ -567,8 +567,7 @@ fn find_warning(v: &Value) -> Option<String> {
 fn prune_cli(s: &Server) -> String {
     let out = Command::new(common::BIN)
         .arg("prune")
-        .arg("--data")
-        .arg(&s.data)
+        .args(s.data_args())
         .arg("--config")
         .arg(&s.config_dir)
         .env("BATON_TEST_S3_ACCESS", ACCESS_KEY)
@@ -621,4 +620,53 @@ async fn a_prune_leaves_a_run_whose_upload_is_in_flight_until_it_arrives() {
     assert_eq!(s.get(&format!("/runs/{old}")).await.0, 404);
     assert_eq!(s3.objects_of(job), Vec::<String>::new());
     assert_eq!(s3.objects_of(job_new).len(), 4, "the newest run stays");
+}
+
+/// Retention between a job's end and its collection. The collector waits at a test gate
+/// (`BATON_TEST_COLLECT_GATE`, debug builds) once it has decided to upload the job's artifacts
+/// and before it records the job as pending: nothing of the run is held, so a prune deletes it.
+/// The collector then finds it gone and writes nothing of it: no object in the bucket, no
+/// pending record, no `report.html` (nor its folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_pruned_before_its_job_was_collected_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let gate = tmp.path().join("gate");
+    let s = Server::start_env(
+        &config(&s3.endpoint()),
+        &[
+            ("BATON_TEST_S3_ACCESS", ACCESS_KEY),
+            ("BATON_TEST_S3_SECRET", SECRET_KEY),
+            ("BATON_TEST_COLLECT_GATE", gate.to_str().unwrap()),
+        ],
+    );
+    let old = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(old).await), "success");
+    let job = job_of(&s, old).await;
+    let waiting = format!("the collector waits at the test gate before recording job {job}");
+    wait_for("the collector at the gate", || s.stderr().contains(&waiting)).await;
+    // A newer run: keep_last 1 dooms the first (the one collector waits with its job).
+    let new = id_of(&s.trigger("make", &[]).await);
+    assert_eq!(status(&s.wait_run(new).await), "success");
+    let job_new = job_of(&s, new).await;
+    assert_eq!(pending(&s), Vec::<String>::new(), "nothing recorded yet");
+    assert!(s.job_dir(job, 1).join("out/notes.txt").exists());
+
+    let stdout = prune_cli(&s);
+    assert!(stdout.starts_with("deleted 1 runs, 1 jobs, "), "{stdout}");
+    assert_eq!(s.get(&format!("/runs/{old}")).await.0, 404);
+
+    // The collector goes on: the first job is gone, so nothing of it is written; the newer
+    // run's (collected after it, by the same collector) arrive.
+    std::fs::write(&gate, b"").unwrap();
+    arrives(&s, &s3, new, job_new).await;
+    assert_eq!(s3.objects_of(job), Vec::<String>::new(), "objects of a pruned job");
+    assert_eq!(pending(&s), Vec::<String>::new());
+    assert!(!s.job_dir(job, 1).exists());
+    assert!(
+        !s.data.join("runs").join(old.to_string()).exists(),
+        "a pruned run's folder came back (its report.html)"
+    );
+    let report = s.data.join("runs").join(new.to_string()).join("report.html");
+    wait_for("the newer run's report.html", || report.exists()).await;
 }

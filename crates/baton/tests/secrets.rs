@@ -188,10 +188,26 @@ async fn secrets_reach_the_job_and_nothing_else() {
         assert_clean(&format!("page {path}"), &page(&s, &alice, &path).await);
     }
 
-    // Nothing on disk: the database (and its WAL) and every job file.
+    // Nothing stored: the database (on SQLite its file and WAL, among the data directory's
+    // files; on PostgreSQL everything `pg_dump` gives of it) and every job file.
     let mut files = Vec::new();
     files_under(&s.data, &mut files);
-    assert!(files.iter().any(|f| f.ends_with("baton.db")), "{files:?}");
+    match &s.db {
+        None => assert!(files.iter().any(|f| f.ends_with("baton.db")), "{files:?}"),
+        Some(url) => {
+            let out = std::process::Command::new(pg_bin("pg_dump"))
+                .args(["--no-owner", url])
+                .output()
+                .expect("run pg_dump");
+            let dump = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && dump.contains("COPY public.runs"),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_clean("the PostgreSQL database", &dump);
+        }
+    }
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         assert_clean(&f.display().to_string(), &String::from_utf8_lossy(&bytes));
@@ -212,7 +228,9 @@ async fn secrets_reach_the_job_and_nothing_else() {
     ] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
-    assert_eq!(mode(&s.data.join("baton.db")), 0o600, "baton.db");
+    if s.db.is_none() {
+        assert_eq!(mode(&s.data.join("baton.db")), 0o600, "baton.db");
+    }
 
     // A run queued with a secret that the config then drops ends broken, naming it.
     std::fs::remove_file(&gate_file).unwrap();

@@ -128,6 +128,11 @@ impl Executor for AgentExecutor {
         })
     }
 
+    /// Asked of the agent, whose engine runs the job ([`AgentHub::ask_image`]).
+    fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Option<String>, ExecError>> {
+        Box::pin(self.hub.ask_image(&self.agent, image))
+    }
+
     fn last_heartbeat(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let st = self.hub.lock();
         let a = st.agents.get(&self.agent)?;

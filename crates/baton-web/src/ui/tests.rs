@@ -369,6 +369,11 @@ pub(crate) async fn store_report(s: &AppState, run: &baton_store::RunRow) {
             return;
         }
     };
+    // Written only while the run is still there (under the prune lock): a prune that deleted
+    // it meanwhile leaves no folder behind.
+    let Some(_guard) = crate::pending::guard_run(s, run.id).await else {
+        return;
+    };
     let tmp = path.with_extension("html.tmp");
     let write = async {
         tokio::fs::create_dir_all(s.folders.run_dir(run.id)).await?;

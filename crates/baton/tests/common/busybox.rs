@@ -91,6 +91,11 @@ fn rootfs(root: &Path, marker: Option<&str>) -> std::path::PathBuf {
     tar
 }
 
+/// A busybox root file system as a tar under `root`, with `/marker` holding `marker`.
+pub fn rootfs_tar(root: &Path, marker: &str) -> std::path::PathBuf {
+    rootfs(root, Some(marker))
+}
+
 /// `docker import`s a busybox image whose `/marker` holds `marker` as `tag` (a new image under
 /// the tag each time the marker differs); its image id.
 pub fn import_as(tag: &str, marker: &str) -> String {

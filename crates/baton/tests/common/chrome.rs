@@ -190,6 +190,55 @@ pub async fn wait_change_feed(c: &Client) {
     }
 }
 
+/// The network error Chromium shows instead of the page (`ERR_…`, from its error page), if it
+/// does.
+pub async fn browser_error(c: &Client) -> Option<String> {
+    let url = c.current_url().await.ok()?;
+    if url.scheme() != "chrome-error" {
+        return None;
+    }
+    let text = c
+        .execute("return document.body ? document.body.innerText : ''", vec![])
+        .await
+        .ok()?;
+    let text = text.as_str().unwrap_or_default();
+    Some(
+        text.split_whitespace()
+            .find(|w| w.starts_with("ERR_"))
+            .unwrap_or("a network error (no ERR_ code on its page)")
+            .to_owned(),
+    )
+}
+
+/// Opens `url`. Chromium fails a navigation in flight with `ERR_NETWORK_CHANGED` whenever the
+/// host's network interfaces change (containers, network namespaces and veth pairs of other
+/// tests on the machine come and go), and then shows its error page instead: the request never
+/// got an answer from the server, so it is made again. Any other error fails the test, naming it.
+pub async fn goto(c: &Client, url: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        c.goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        match browser_error(c).await {
+            None => return,
+            Some(e) if e == "ERR_NETWORK_CHANGED" && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(e) => panic!("Chromium could not open {url}: {e}"),
+        }
+    }
+}
+
+/// Fails at once, naming the error, when Chromium shows its network error page (a wait for
+/// text or a script's answer would only time out).
+async fn no_browser_error(c: &Client, waiting_for: &str) {
+    if let Some(e) = browser_error(c).await {
+        let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        panic!("Chromium shows its error page ({e}, at {url}) while waiting for {waiting_for}");
+    }
+}
+
 pub async fn text_of(c: &Client, css: &str) -> String {
     match c.find(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap_or_default(),
@@ -205,6 +254,7 @@ pub async fn wait_text(c: &Client, css: &str, want: &str) {
         if t.contains(want) {
             return;
         }
+        no_browser_error(c, &format!("{css} to show {want:?}")).await;
         if Instant::now() > deadline {
             panic!(
                 "{css} never showed {want:?}; it shows {t:?}\npage: {}",
@@ -216,7 +266,7 @@ pub async fn wait_text(c: &Client, css: &str, want: &str) {
 }
 
 pub async fn login(c: &Client, s: &Server, user: &str) {
-    c.goto(&format!("{}/login", s.base)).await.unwrap();
+    goto(c, &format!("{}/login", s.base)).await;
     c.find(Locator::Css("#user"))
         .await
         .unwrap()
@@ -307,6 +357,7 @@ pub async fn wait_js(c: &Client, js: &str) {
         if v == json!(true) {
             return;
         }
+        no_browser_error(c, js).await;
         if Instant::now() > deadline {
             panic!(
                 "never true: {js}\npage: {}",

@@ -12,6 +12,7 @@ pub mod gitea_tokens;
 pub mod gitrepo;
 pub mod globs;
 pub mod idp;
+pub mod podman;
 pub mod pulls;
 pub mod sse;
 pub mod sshhosts;
@@ -328,6 +329,29 @@ impl Server {
             args.extend(["--db".into(), db.into()]);
         }
         args
+    }
+
+    /// Runs `sql` on the server's database with its own client (`sqlite3` on the data
+    /// directory's file, or Debian's `psql` on PostgreSQL) and returns what it printed: one line
+    /// a row, columns separated by `|`. Fails the test if the statement fails.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = match &self.db {
+            None => Command::new("sqlite3")
+                .arg(self.data.join("baton.db"))
+                .arg(sql)
+                .output()
+                .expect("run sqlite3 (Debian's sqlite3)"),
+            Some(url) => Command::new(pg_bin("psql"))
+                .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", url, "-c", sql])
+                .output()
+                .expect("run psql"),
+        };
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn pid(&self) -> u32 {
