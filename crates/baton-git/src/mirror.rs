@@ -23,6 +23,9 @@ pub const REFSPECS: &[&str] = &[
     "+refs/merge-requests/*:refs/merge-requests/*",
 ];
 
+/// How long a write of a mirror's config waits for another git's lock on it.
+const CONFIG_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A bare mirror of one repository on this machine.
 ///
 /// Values for the same directory share one fetch gate, in this process: see [`Mirror::fetch`].
@@ -263,27 +266,68 @@ impl Mirror {
                 .await?;
         }
         // The URL goes last: a mirror whose URL is set is fully configured.
-        let git = || Git::new(&self.env, At::GitDir(&self.dir));
-        let (done, g) = git()
-            .args(["config", "--unset-all", "remote.origin.fetch"])
-            .run()
+        let (done, g) = self
+            .write_config(&["--unset-all", "remote.origin.fetch"])
             .await?;
         // Exit status 5: there was nothing to unset.
         if !matches!(done.code, Some(0) | Some(5)) {
             return Err(g.failed(&done));
         }
         for spec in REFSPECS {
-            git()
-                .args(["config", "--add", "remote.origin.fetch", spec])
-                .output()
+            let (done, g) = self
+                .write_config(&["--add", "remote.origin.fetch", spec])
                 .await?;
+            if done.code != Some(0) {
+                return Err(g.failed(&done));
+            }
         }
-        git()
-            .args(["config", "remote.origin.url"])
-            .arg(&self.url)
-            .output()
+        let (done, g) = self
+            .write_config(&["remote.origin.url", &self.url])
             .await?;
+        if done.code != Some(0) {
+            return Err(g.failed(&done));
+        }
         Ok(())
+    }
+
+    /// Runs `git config ARGS` on the mirror, waiting (up to [`CONFIG_LOCK_WAIT`]) while another
+    /// git holds the config's lock: a server killed while it set the mirror up leaves the git it
+    /// had started writing the config, and its restart gets here at once. A lock still there
+    /// after the wait that is older than the wait was left by a git killed mid-write (nothing
+    /// ever removes it): it goes, and the write is tried once more.
+    async fn write_config(
+        &self,
+        args: &[&str],
+    ) -> Result<(crate::cmd::Finished, Git<'_>), GitError> {
+        let lock = self.dir.join("config.lock");
+        let deadline = tokio::time::Instant::now() + CONFIG_LOCK_WAIT;
+        let mut wait = std::time::Duration::from_millis(20);
+        let mut removed_stale = false;
+        loop {
+            let (done, g) = Git::new(&self.env, At::GitDir(&self.dir))
+                .arg("config")
+                .args(args.iter().copied())
+                .run()
+                .await?;
+            let locked = done.code != Some(0) && done.stderr.contains("could not lock config file");
+            if !locked {
+                return Ok((done, g));
+            }
+            if tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                continue;
+            }
+            let stale = tokio::fs::metadata(&lock)
+                .await
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= CONFIG_LOCK_WAIT));
+            if removed_stale || !stale {
+                return Ok((done, g));
+            }
+            let _ = tokio::fs::remove_file(&lock).await;
+            removed_stale = true;
+        }
     }
 
     /// Whether the mirror fetches exactly [`REFSPECS`] (an older Baton may have set others).

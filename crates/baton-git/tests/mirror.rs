@@ -372,3 +372,53 @@ async fn a_fetch_started_after_an_events_ticket_serves_it_and_ready_needs_a_set_
     // A caller arriving now gets a fetch of its own.
     assert_eq!(m.fetch().await.unwrap(), Fetched::Ran);
 }
+
+/// A mirror half set up (made, its URL not set yet: a server was killed in the middle) whose
+/// config is locked (`config.lock`) by another git.
+fn half_set_up(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = std::process::Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lock = dir.join("config.lock");
+    std::fs::write(&lock, b"").unwrap();
+    lock
+}
+
+/// A server killed while it set a mirror up leaves the git it started still writing the
+/// mirror's config, and its restart sets the mirror up again at once: a config lock held for a
+/// moment is waited for (git alone would fail at once), and one left by a git killed mid-write
+/// (nothing would ever remove it) goes once it is older than the wait.
+#[tokio::test]
+async fn a_config_lock_is_waited_for_and_a_stale_one_removed() {
+    let up = Upstream::new();
+    up.write("README", b"hello");
+    let head = up.commit("first");
+
+    let (_t, dir) = mirror_dir();
+    let lock = half_set_up(&dir);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::fs::remove_file(&lock).unwrap();
+    });
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    holder.join().unwrap();
+    assert_eq!(m.fetch().await.unwrap(), Fetched::Ran);
+    assert_eq!(m.resolve("refs/heads/main").await.unwrap(), Some(head.clone()));
+
+    let (_t2, dir) = mirror_dir();
+    let lock = half_set_up(&dir);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
+    assert!(!lock.exists());
+    assert_eq!(m.fetch().await.unwrap(), Fetched::Ran);
+    assert_eq!(m.resolve("refs/heads/main").await.unwrap(), Some(head));
+}
