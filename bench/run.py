@@ -20,6 +20,8 @@
     (bench/cluster.py)
 (q) 1,000 simulated agents, 3 servers, ~12 runs/s with bursts   vs the aims (dispatch p99 < 50 ms)
     (bench/agents_sim.py)
+(r) backlog -> first command on a new docker-provider agent     vs `docker run --rm` of the same
+    (pool min 0; bench/pool_docker.py)                             command in the same image
 """
 import http.client
 import json
@@ -504,6 +506,12 @@ def bench_agents_sim():
     agents_sim.run(sys.modules[__name__])
 
 
+def bench_pool_docker():
+    import pool_docker  # bench/pool_docker.py, beside this file
+
+    pool_docker.run(sys.modules[__name__])
+
+
 def bench_local_run():
     d = tempfile.mkdtemp(prefix="baton-bench-local-")
     env = dict(os.environ, HOME=d, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b",
@@ -900,7 +908,7 @@ SECTIONS = {"a": bench_throughput, "b": bench_latency, "c": bench_dag, "d": benc
             "i": bench_viewers, "j": bench_login_flood,
             "k": bench_webhook, "l": bench_local_run, "m": bench_junit, "n": bench_cache_inputs,
             "o": bench_tests_tab, "p": bench_cluster,
-            "q": bench_agents_sim}
+            "q": bench_agents_sim, "r": bench_pool_docker}
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ pub mod local;
 pub mod log;
 pub mod logidx;
 pub mod mask;
+pub mod meter;
 pub mod ssh;
 pub mod supervisor;
 pub mod tree;

@@ -564,8 +564,17 @@ impl JobHandle {
     }
 
     /// Wait for the job to end. Dropping the handle instead leaves the job
-    /// running (it can be re-attached later).
+    /// running (it can be re-attached later). The size of the log its supervisor wrote is
+    /// counted in [`crate::meter`] once its exit record is read.
     pub async fn wait(self) -> Outcome {
+        let outcome = self.wait_for_end().await;
+        if let Outcome::Exited(rec) = &outcome {
+            crate::meter::log_bytes_taken(rec.log_bytes);
+        }
+        outcome
+    }
+
+    async fn wait_for_end(self) -> Outcome {
         if let Some(pidfd) = self.pidfd {
             // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
             let fd = unsafe {

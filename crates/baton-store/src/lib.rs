@@ -20,6 +20,7 @@ mod repos;
 mod results;
 mod retention;
 mod rows;
+mod token_cache;
 mod tokens;
 mod users;
 
@@ -51,6 +52,7 @@ pub use results::{
     JobResultsRow, NewJobResults, ResultCounts, TestHistoryEntry, TestResult, TestRunEntry,
 };
 pub use retention::EndedRun;
+pub use token_cache::{TOKEN_CACHE_MAX, TOKEN_CACHE_TTL};
 pub use tokens::{POOL_JOIN_PREFIX, TokenInfo};
 pub use users::{
     MIN_PASSWORD_CHARS, NewSession, SessionInfo, SessionRow, UserInfo, session_handle,
@@ -110,6 +112,9 @@ pub struct Store {
     fence: Arc<std::sync::OnceLock<Arc<Fence>>>,
     /// One connection of its own for taking and renewing leases.
     lease_pool: AnyPool,
+    /// Tokens verified lately ([`Store::verify_token_cached`]); every revocation through this
+    /// store forgets its entries.
+    token_cache: Arc<token_cache::TokenCache>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -185,6 +190,7 @@ impl Store {
             commits: Arc::default(),
             fence: Arc::default(),
             lease_pool,
+            token_cache: Arc::default(),
         })
     }
 

@@ -214,6 +214,56 @@ async fn tokens_are_stored_hashed_and_revocable(db: TestDb) {
     assert!(store.verify_token(&token).await.unwrap().is_none());
 }
 
+/// The cache of verified tokens: a revocation through the same store takes effect at once
+/// (by id, by name, a used pool join token, a removed user's tokens); one made through another
+/// store on the same database (another process: `baton token revoke`) is not seen until the
+/// entry lapses, which the cache's own tests cover with a clock of their own.
+async fn cached_tokens_are_forgotten_by_this_stores_revocations(db: TestDb) {
+    let store = db.open().await;
+    let other = db.open().await;
+    let a = store.create_token("agent:a").await.unwrap();
+    let info = store.verify_token_cached(&a).await.unwrap().unwrap();
+    assert_eq!(info.name, "agent:a");
+    // Revoked by another process: this store still believes its recent verification...
+    assert!(other.revoke_token(info.id).await.unwrap());
+    assert!(store.verify_token(&a).await.unwrap().is_none());
+    assert_eq!(
+        store.verify_token_cached(&a).await.unwrap().map(|i| i.id),
+        Some(info.id),
+        "within the cache's lifetime"
+    );
+    // ...and a revocation through this store forgets it at once (here: already revoked).
+    assert!(!store.revoke_token(info.id).await.unwrap());
+    assert!(store.verify_token_cached(&a).await.unwrap().is_none());
+
+    let b = store.create_token("agent:b").await.unwrap();
+    assert!(store.verify_token_cached(&b).await.unwrap().is_some());
+    assert_eq!(store.revoke_tokens_named("agent:b").await.unwrap(), 1);
+    assert!(store.verify_token_cached(&b).await.unwrap().is_none());
+
+    let (_, join) = store.create_pool_token("arm", "arm-1").await.unwrap();
+    assert!(store.verify_token_cached(&join).await.unwrap().is_some());
+    assert!(store.consume_pool_token(&join).await.unwrap().is_some());
+    assert!(store.verify_token_cached(&join).await.unwrap().is_none());
+
+    store
+        .upsert_user("zed", "pw-zed-long-enough")
+        .await
+        .unwrap();
+    let z = store.create_user_token("cli", Some("zed")).await.unwrap();
+    assert!(store.verify_token_cached(&z).await.unwrap().is_some());
+    assert!(store.remove_user("zed").await.unwrap());
+    assert!(store.verify_token_cached(&z).await.unwrap().is_none());
+    // Unknown tokens are never kept (each is looked up again), nor made valid.
+    assert!(
+        store
+            .verify_token_cached("baton_nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn a_pool_join_token_is_good_once(db: TestDb) {
     let store = db.open().await;
     let (id, token) = store.create_pool_token("arm", "arm-1").await.unwrap();
@@ -739,6 +789,7 @@ on_both!(
     a_repositorys_own_runs_are_visible_through_its_name_only,
     tokens_are_stored_hashed_and_revocable,
     a_pool_join_token_is_good_once,
+    cached_tokens_are_forgotten_by_this_stores_revocations,
     schedule_marks_upsert,
     sso_users_never_take_over_other_accounts,
     users_sessions_and_owned_tokens,

@@ -1,6 +1,8 @@
 //! API tokens: random, shown once, stored as SHA-256 hashes. A token belongs to a user, or to
 //! no one (an operator token, which acts as an administrator).
 
+use std::time::Instant;
+
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -93,14 +95,17 @@ impl Store {
     /// joins with one token cannot both succeed. Returns `(pool, agent)` it names, or `None`
     /// when the secret is unknown, used or revoked, or not a pool's join token.
     pub async fn consume_pool_token(&self, token: &str) -> Result<Option<(String, String)>> {
-        let name: Option<String> = sqlx::query_scalar(
+        let used = hash(token);
+        let name: sqlx::Result<Option<String>> = sqlx::query_scalar(
             "UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL
                AND name LIKE 'pool-join:%' RETURNING name",
         )
         .bind(ms(Utc::now()))
-        .bind(hash(token))
+        .bind(&used)
         .fetch_optional(self.pool())
-        .await?;
+        .await;
+        self.token_cache.forget(|h, _| h == used);
+        let name = name?;
         Ok(name.and_then(|n| {
             let rest = n.strip_prefix(POOL_JOIN_PREFIX)?;
             let (pool, agent) = rest.split_once(':')?;
@@ -110,11 +115,33 @@ impl Store {
 
     /// The token's record if the secret is valid and not revoked.
     pub async fn verify_token(&self, token: &str) -> Result<Option<TokenInfo>> {
+        self.verify_hash(&hash(token)).await
+    }
+
+    async fn verify_hash(&self, hash: &str) -> Result<Option<TokenInfo>> {
         let row = sqlx::query(select!("WHERE t.hash = $1 AND t.revoked_at IS NULL"))
-            .bind(hash(token))
+            .bind(hash)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(info).transpose()
+    }
+
+    /// [`Store::verify_token`] through a short-lived in-memory cache of verified tokens, keyed
+    /// by the token's hash (for agents' requests, which come all the time). A revocation
+    /// through this store takes effect at once; one made by another process on the same
+    /// database within [`crate::TOKEN_CACHE_TTL`].
+    pub async fn verify_token_cached(&self, token: &str) -> Result<Option<TokenInfo>> {
+        let hash = hash(token);
+        let generation = match self.token_cache.get(&hash, Instant::now()) {
+            Ok(info) => return Ok(Some(info)),
+            Err(generation) => generation,
+        };
+        let found = self.verify_hash(&hash).await?;
+        if let Some(info) = &found {
+            self.token_cache
+                .put(hash, info.clone(), generation, Instant::now());
+        }
+        Ok(found)
     }
 
     /// The live tokens of `user`, newest first.
@@ -142,7 +169,10 @@ impl Store {
                 .bind(ms(Utc::now()))
                 .bind(id)
                 .execute(self.pool())
-                .await?;
+                .await;
+        // Forgotten even after an error: the update may have been committed.
+        self.token_cache.forget(|_, t| t.id == id);
+        let done = done?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -153,7 +183,10 @@ impl Store {
                 .bind(ms(Utc::now()))
                 .bind(name)
                 .execute(self.pool())
-                .await?;
+                .await;
+        // Forgotten even after an error: the update may have been committed.
+        self.token_cache.forget(|_, t| t.name == name);
+        let done = done?;
         Ok(done.rows_affected())
     }
 
@@ -168,7 +201,10 @@ impl Store {
         .bind(id)
         .bind(user)
         .execute(self.pool())
-        .await?;
+        .await;
+        // Forgotten even after an error: the update may have been committed.
+        self.token_cache.forget(|_, t| t.id == id);
+        let done = done?;
         Ok(done.rows_affected() > 0)
     }
 }

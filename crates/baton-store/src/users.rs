@@ -153,7 +153,11 @@ impl Store {
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        let committed = tx.commit().await;
+        // The user's tokens are gone: forgotten even after an error (it may have committed).
+        self.token_cache
+            .forget(|_, t| t.user.as_deref() == Some(name));
+        committed?;
         Ok(true)
     }
 

@@ -75,10 +75,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         })
 }
 
-/// The agent a credential belongs to.
+/// The agent a credential belongs to. Verified through the store's cache of recently verified
+/// tokens (an agent calls on every poll, log chunk and exit): a revocation through this server
+/// (disable, leave) takes effect at once, one by another process (`baton token revoke`) within
+/// `baton_store::TOKEN_CACHE_TTL`.
 pub(crate) async fn agent_of(s: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = bearer(headers)?;
-    let info = s.store.verify_token(token).await?.ok_or_else(|| {
+    let info = s.store.verify_token_cached(token).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -17,6 +17,7 @@ mod auth;
 mod badge;
 mod cache;
 mod callbacks;
+pub mod cluster_key;
 mod code;
 mod creds;
 mod error;
@@ -57,6 +58,7 @@ use baton_store::{RunFolders, Store};
 pub use api::openapi_json;
 pub use artifact_store::ArtifactStore;
 pub use auth::CurrentUser;
+pub use cluster_key::{ClusterKey, ClusterKeyError};
 pub use creds::{ForgeTokens, spawn_sweeper};
 pub use error::ApiError;
 pub use guard::LoginGuard;
@@ -112,6 +114,8 @@ pub struct AppState {
     pub pools: Arc<pools::Pools>,
     /// This server's id among the servers that share its database (`/healthz` names it).
     pub server_id: Arc<str>,
+    /// The key standbys sign the client's address with (`cluster_key`).
+    pub cluster_key: Arc<ClusterKey>,
 }
 
 /// The whole HTTP application.
@@ -175,6 +179,11 @@ pub fn router(state: AppState) -> Router {
             ui::error_nav,
         ))
         .layer(axum::middleware::map_response(headers::security))
+        // The client's address: the peer's, or the one a standby vouched for.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster_key::client_addr,
+        ))
         // Live log viewers of a job share one watcher (made per router: one per server).
         .layer(axum::Extension(logs::LogHub::default()))
         .with_state(state)

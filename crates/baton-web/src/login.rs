@@ -2,21 +2,21 @@
 //! `crate::guard`), checked before any password hashing; the hashing itself runs in a bounded
 //! number of slots, and failed logins back off per source address and per user name.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::Router;
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::Deserialize;
 
 use crate::AppState;
 use baton_core::config::Config;
 
 use crate::auth;
+use crate::cluster_key::ClientAddr;
 use crate::guard::{LOGIN_TOKEN_SECS, LoginGuard, TokenError};
 use crate::session::{
     LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_DAYS, cookie, https, safe_next, secure_cookies,
@@ -167,7 +167,7 @@ fn refused_form(e: &TokenError) -> &'static str {
 
 async fn login(
     State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
@@ -180,7 +180,6 @@ async fn login(
         let (msg, code) = (refused_form(&e), StatusCode::FORBIDDEN);
         return login_form(&s.login, &headers, &next, msg, code, providers());
     }
-    let addr = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(c)| c.0.ip());
     let user = field(&f, "user").trim().to_owned();
     let wait_secs = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
     if let Some(wait) = s.login.blocked(addr, &user, Instant::now()) {

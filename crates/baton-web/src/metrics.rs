@@ -4,13 +4,14 @@
 //! Gauges are read at each scrape from the scheduler's snapshot (queue depth and oldest wait per
 //! queue, workers by state) and the store (runs by status, webhook deliveries by answer, and
 //! how long those store reads took) and the pool scaler (each pool's size, desired size and
-//! agents starting). Histograms of run durations and dispatch latency are fed
+//! agents starting); the counter of job log bytes from what the executors counted
+//! (`baton_exec::meter`). Histograms of run durations and dispatch latency are fed
 //! as runs end, from the scheduler's change feed, so they count what this process saw since it
 //! started, as Prometheus counters do.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -18,6 +19,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -65,6 +67,8 @@ pub struct Metrics {
     pool_desired: Family<PoolLabel, Gauge>,
     pool_starting: Family<PoolLabel, Gauge>,
     store_seconds: Histogram,
+    /// Job log bytes taken in (`baton_exec::meter`), brought up to date at each scrape.
+    log_bytes: Counter,
     run_seconds: Histogram,
     dispatch_seconds: Histogram,
     /// Runs already counted in the histograms (the newest few thousand).
@@ -114,6 +118,7 @@ impl Metrics {
             pool_desired: Family::default(),
             pool_starting: Family::default(),
             store_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 8)),
+            log_bytes: Counter::default(),
             run_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 12)),
             dispatch_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             seen: Mutex::default(),
@@ -166,6 +171,13 @@ impl Metrics {
             self.store_seconds.clone(),
         );
         r.register(
+            "log_bytes",
+            "Job log bytes this server took in since it started: agents' and SSH workers' log \
+             chunks and Docker jobs' output as they are written, local jobs' logs as their \
+             supervisors' exit records give their size",
+            self.log_bytes.clone(),
+        );
+        r.register(
             "run_duration_seconds",
             "From a run's first job starting to its end, for runs ended since the server started",
             self.run_seconds.clone(),
@@ -198,6 +210,10 @@ impl Metrics {
 
     /// Sets the gauges from the scheduler's snapshot and the store.
     async fn refresh(&self, st: &AppState) -> Result<(), ApiError> {
+        // Only ever up, however scrapes interleave.
+        self.log_bytes
+            .inner()
+            .fetch_max(baton_exec::meter::log_bytes(), Ordering::Relaxed);
         let internal = |e: String| ApiError::internal(e);
         let snap = st
             .sched

@@ -3,7 +3,9 @@
 //! the others is a standby until the lease lapses: it takes every request it is sent (API, UI,
 //! webhooks, agents' long polls, live logs) and forwards it, as it came, to the active server at
 //! the URL the lease records, streaming both ways. So any server may take any traffic, and one
-//! server decides. A standby answers only `/healthz` itself.
+//! server decides. A standby answers only `/healthz` itself. The client's address goes along
+//! in `X-Baton-Client`, signed with the cluster key (`crate::cluster_key`), so the active
+//! server's sign-in backoff counts the client, not the standby.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use baton_store::{SCHEDULER_LEASE, Store};
 use chrono::Utc;
 use tokio::sync::Mutex;
 
+use crate::cluster_key::{CLIENT_HEADER, ClusterKey, now_secs};
 use crate::error::ApiError;
 
 /// How long a standby trusts the active server's URL it read before reading it again.
@@ -27,13 +30,15 @@ const ACTIVE_FOR: Duration = Duration::from_secs(1);
 pub struct Standby {
     store: Store,
     id: String,
+    /// Signs the client's address for the active server (`crate::cluster_key`).
+    key: Arc<ClusterKey>,
     client: reqwest::Client,
     /// The active server's URL and when it was read (`None`: read it again).
     active: Mutex<Option<(String, Instant)>>,
 }
 
 impl Standby {
-    pub fn new(store: Store, id: String) -> Standby {
+    pub fn new(store: Store, id: String, key: Arc<ClusterKey>) -> Standby {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             // Redirects (a sign-in's 303) go back to the client as they are.
@@ -43,6 +48,7 @@ impl Standby {
         Standby {
             store,
             id,
+            key,
             client,
             active: Mutex::new(None),
         }
@@ -145,11 +151,13 @@ async fn forward(
         format!("{}{path}", base.trim_end_matches('/')),
     );
     for (name, value) in &parts.headers {
-        if !per_hop(name) {
+        // A client's own `X-Baton-Client` is dropped: only this standby's signed one goes on.
+        if !per_hop(name) && *name != CLIENT_HEADER {
             out = out.header(name, value);
         }
     }
     out = out
+        .header(CLIENT_HEADER, s.key.sign(peer.ip(), now_secs()))
         .header("x-forwarded-for", peer.ip().to_string())
         .header("x-baton-forwarded-by", s.id.as_str())
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));

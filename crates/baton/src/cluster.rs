@@ -20,6 +20,8 @@ const LOST_LEASE_EXIT: i32 = 75;
 /// This server among those that share its database.
 pub(crate) struct Cluster {
     store: Store,
+    /// Signs clients' addresses while this server forwards as a standby.
+    key: Arc<baton_web::ClusterKey>,
     /// Its id (`--server-id`): the same across restarts.
     id: String,
     /// This process: a new one each start.
@@ -30,10 +32,17 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(store: Store, id: String, url: String, ttl: Duration) -> Cluster {
+    pub(crate) fn new(
+        store: Store,
+        key: Arc<baton_web::ClusterKey>,
+        id: String,
+        url: String,
+        ttl: Duration,
+    ) -> Cluster {
         let incarnation = format!("{:032x}", rand::random::<u128>());
         Cluster {
             store,
+            key,
             id,
             incarnation,
             url,
@@ -136,6 +145,7 @@ impl Cluster {
         let standby = Arc::new(baton_web::standby::Standby::new(
             self.store.clone(),
             self.id.clone(),
+            self.key.clone(),
         ));
         let app = baton_web::standby::standby_router(standby)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -231,9 +231,15 @@ pub(crate) async fn serve(
         .with_context(|| format!("cannot listen on {listen} (hint: pick another with --listen)"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    // The key standbys sign clients' addresses with: made by the first server of the data
+    // directory, read by the others.
+    let cluster_key = Arc::new(
+        baton_web::ClusterKey::load_or_create(&data).context("cannot set up the cluster key")?,
+    );
     // One server schedules: the one that holds the lease. Until this one does, it forwards.
     let cluster = Arc::new(crate::cluster::Cluster::new(
         store.clone(),
+        cluster_key.clone(),
         args.server_id
             .clone()
             .unwrap_or_else(|| crate::cluster::default_id(&data)),
@@ -299,6 +305,7 @@ pub(crate) async fn serve(
         artifact_store,
         pools: Arc::default(),
         server_id: cluster.id().into(),
+        cluster_key,
     };
     start_side_tasks(&state, &stop_loops).await;
     // Signal handlers before the ready line: a SIGHUP right after it must reload, not kill.
@@ -328,7 +335,8 @@ pub(crate) async fn serve(
             _ = stop.cancelled() => {}
         }
     };
-    // The peer's address feeds the login's per-address backoff.
+    // The peer's address (or the client's, vouched for by a standby) feeds the login's
+    // per-address backoff.
     let app =
         baton_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)

@@ -2,115 +2,30 @@
 //! are standbys that forward every request to it. Three servers share a database and a data
 //! directory; 300 triggers are spread over them; the active one is SIGKILLed mid-run; a standby
 //! takes over. Every accepted run ends `success`, ran exactly once, and its log is complete,
-//! read through any server. Needs `BATON_TEST_PG` (scripts/test.sh starts a throwaway cluster)
-//! and fails without it.
+//! read through any server. Sign-ins through a standby back off per client address, which the
+//! standby vouches for with the cluster key. Needs `BATON_TEST_PG` (scripts/test.sh starts a
+//! throwaway cluster) and fails without it.
 
 mod common;
+#[path = "common/nodes.rs"]
+mod nodes;
+#[path = "common/users.rs"]
+mod users;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use common::{BIN, fresh_postgres, id_of, is_terminal, status};
+use nodes::{HELLO, Node, baton, health, pair};
 
 const RUNS: usize = 300;
 const LINES: usize = 100;
-
-/// One `baton serve` of the cluster.
-struct Node {
-    name: &'static str,
-    base: String,
-    child: Option<Child>,
-    stderr: PathBuf,
-    /// Its first line: `baton ready on …` (active) or `baton standby on …`.
-    first: String,
-}
-
-impl Node {
-    fn start(name: &'static str, root: &Path, db: &str) -> Node {
-        Node::start_ttl(name, root, db, "2s")
-    }
-
-    /// Starts server `name` with leases of `ttl`; waits for its first line.
-    fn start_ttl(name: &'static str, root: &Path, db: &str, ttl: &str) -> Node {
-        let stderr = root.join(format!("{name}.stderr"));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", ttl])
-            .args(["--server-id", name, "--db", db])
-            .arg("--config")
-            .arg(root.join("config"))
-            .arg("--data")
-            .arg(root.join("data"))
-            .env_remove("BATON_TOKEN")
-            .env_remove("BATON_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn baton serve");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(out);
-            let mut line = String::new();
-            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-                let _ = tx.send(std::mem::take(&mut line));
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "server {name} printed no first line ({e})\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            });
-        let addr = ["baton ready on http://", "baton standby on http://"]
-            .iter()
-            .find_map(|p| line.strip_prefix(p))
-            .unwrap_or_else(|| panic!("server {name}: unexpected first line {line:?}"))
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_end_matches(':')
-            .to_owned();
-        // Later lines (a standby's "took over …", then its ready line) are drained.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        Node {
-            name,
-            base: format!("http://{addr}"),
-            child: Some(child),
-            stderr,
-            first: line,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        format!(
-            "--- {} stderr ---\n{}",
-            self.name,
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 struct Cluster {
     nodes: Vec<Node>,
@@ -161,24 +76,6 @@ impl Cluster {
             self.logs()
         );
     }
-}
-
-fn baton(args: &[&str], root: &Path, db: &str) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .arg("--data")
-        .arg(root.join("data"))
-        .args(["--db", db])
-        .env_remove("BATON_DATA")
-        .env_remove("BATON_DB")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "baton {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -416,25 +313,6 @@ tasks:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-const HELLO: &str = "tasks:\n  hello:\n    command: echo hello\n";
-
-/// Starts a two-server cluster (a active, b standby) on a fresh database with `ttl` leases.
-fn pair(root: &Path, db: &str, ttl: &str, config: &str) -> (Node, Node) {
-    std::fs::create_dir_all(root.join("config")).unwrap();
-    std::fs::create_dir_all(root.join("data")).unwrap();
-    std::fs::write(root.join("config/baton.yaml"), config).unwrap();
-    let a = Node::start_ttl("a", root, db, ttl);
-    assert!(a.first.starts_with("baton ready on"), "{}", a.first);
-    let b = Node::start_ttl("b", root, db, ttl);
-    assert!(b.first.starts_with("baton standby on"), "{}", b.first);
-    (a, b)
-}
-
-async fn health(http: &reqwest::Client, n: &Node) -> Option<Value> {
-    let r = http.get(format!("{}/healthz", n.base)).send().await.ok()?;
-    r.json().await.ok()
 }
 
 /// A server whose lease another server took (here: rewritten in the database, as a server that
@@ -716,4 +594,154 @@ tasks:
     assert!(said.contains("going on with"), "{said}");
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// A browser at loopback address `from` signing in through `node`.
+struct Browser<'a> {
+    node: &'a Node,
+    http: reqwest::Client,
+}
+
+impl<'a> Browser<'a> {
+    fn at(node: &'a Node, from: &str) -> Browser<'a> {
+        let ip: IpAddr = from.parse().unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(ip)
+            .build()
+            .unwrap();
+        Browser { node, http }
+    }
+
+    /// Fetches the login form and posts it back with `user` and `pw`, with `extra` headers on
+    /// the post; the status.
+    async fn login_with(&self, user: &str, pw: &str, extra: &[(&str, String)]) -> u16 {
+        let page = self
+            .http
+            .get(format!("{}/login", self.node.base))
+            .send()
+            .await
+            .unwrap();
+        let (csrf, _) = users::set_cookie(&page, "baton_login_csrf").expect("login csrf cookie");
+        let mut post = self
+            .http
+            .post(format!("{}/login", self.node.base))
+            .header("cookie", format!("baton_login_csrf={csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        for (name, value) in extra {
+            post = post.header(*name, value);
+        }
+        let r = post
+            .body(users::form_encode(&[
+                ("csrf", &csrf),
+                ("next", "/"),
+                ("user", user),
+                ("password", &users::long(pw)),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    async fn login(&self, user: &str, pw: &str) -> u16 {
+        self.login_with(user, pw, &[]).await
+    }
+}
+
+/// `baton user add NAME --password-stdin` on the cluster's store.
+fn add_user(root: &Path, db: &str, name: &str, pw: &str) {
+    let mut child = Command::new(BIN)
+        .args(["user", "add", name, "--password-stdin", "--db", db])
+        .arg("--data")
+        .arg(root.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", users::long(pw)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The active server's sign-in backoff counts the client's address, which the standby passes on
+/// signed with the cluster key: failures from one address behind the standby do not hold back
+/// another address behind the same standby. A header naming another address, sent to the
+/// active server directly, is ignored (its HMAC does not check), and one a client sends to the
+/// standby is replaced by the standby's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_backoff_through_a_standby_is_per_client_address() {
+    let (db, tmp) = (fresh_postgres(), tempfile::tempdir().unwrap());
+    let root = tmp.path().canonicalize().unwrap();
+    let (a, b) = pair(&root, &db, "10s", HELLO);
+    add_user(&root, &db, "carol", "pw-carol");
+    let key = root.join("data").join(baton_web::cluster_key::KEY_FILE);
+    let meta = std::fs::metadata(&key).expect("the first server made the cluster key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let failing = Browser::at(&b, "127.0.0.2");
+    // Three failures (under different names: the address is what counts here)...
+    for name in ["x1", "x2", "x3"] {
+        assert_eq!(failing.login(name, "guess").await, 401, "{name}");
+    }
+    // ...and now that address must wait, even with the right password.
+    assert_eq!(
+        failing.login("carol", "pw-carol").await,
+        429,
+        "127.0.0.2 backs off\n{}{}",
+        a.stderr(),
+        b.stderr()
+    );
+    // Another client behind the same standby is not held back.
+    assert_eq!(
+        Browser::at(&b, "127.0.0.3")
+            .login("carol", "pw-carol")
+            .await,
+        303,
+        "127.0.0.3 signs in through the same standby\n{}",
+        a.stderr()
+    );
+
+    // Forged headers sent to the active server directly are ignored: the failures count
+    // against the real peer, 127.0.0.4, which then backs off.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let direct = Browser::at(&a, "127.0.0.4");
+    for (i, name) in ["y1", "y2", "y3"].iter().enumerate() {
+        let forged = format!("127.0.1.{i} {now} {}", "ab".repeat(32));
+        let st = direct
+            .login_with(name, "guess", &[("x-baton-client", forged)])
+            .await;
+        assert_eq!(st, 401, "{name}");
+    }
+    let forged = format!("127.0.1.9 {now} {}", "ab".repeat(32));
+    assert_eq!(
+        direct
+            .login_with("carol", "pw-carol", &[("x-baton-client", forged)])
+            .await,
+        429,
+        "the forged address was ignored: 127.0.0.4 backs off"
+    );
+
+    // A client that sends the standby a header signed with the real key (naming the address
+    // that backs off) still counts as itself: the standby passes on only its own.
+    let cluster_key = baton_web::ClusterKey::load_or_create(&root.join("data")).unwrap();
+    let signed = cluster_key.sign("127.0.0.2".parse().unwrap(), now);
+    let signed = signed.to_str().unwrap().to_owned();
+    assert_eq!(
+        Browser::at(&b, "127.0.0.5")
+            .login_with("carol", "pw-carol", &[("x-baton-client", signed)])
+            .await,
+        303,
+        "the standby replaced the client's header with its own"
+    );
 }

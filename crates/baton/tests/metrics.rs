@@ -1,6 +1,7 @@
 //! `GET /metrics` against the real server: only administrators get it, and its figures follow
 //! what the server holds (runs by status, a job waiting for the only worker, a busy worker,
-//! webhook deliveries by answer, and the histograms of ended runs).
+//! webhook deliveries by answer, and the histograms of ended runs), and the job log bytes it
+//! took in (a local job, a Docker job and an agent's job each writing a known number of bytes).
 
 mod common;
 #[path = "common/users.rs"]
@@ -151,4 +152,79 @@ async fn metrics_count_runs_queues_workers_and_deliveries_for_administrators_onl
         None,
         "{text}"
     );
+}
+
+const LOG_BYTES: &str = "baton_log_bytes_total";
+
+/// A job of each kind writes a known number of log bytes; the counter grows by exactly that
+/// (the agent's log arrives in chunks, the Docker job's through the engine, the local job's
+/// size comes with its exit record).
+#[tokio::test(flavor = "multi_thread")]
+async fn log_bytes_count_what_local_docker_and_agent_jobs_wrote() {
+    let image = common::busybox::image();
+    let s = Server::start(&format!(
+        r#"
+server:
+  local_workers: 1
+  agent_queues: [arm]
+tasks:
+  local-bytes:
+    command: head -c 12345 /dev/zero
+  docker-bytes:
+    image: {image}
+    command: head -c 7007 /dev/zero
+  agent-bytes:
+    queues: [arm]
+    command: |
+      head -c 300000 /dev/zero
+      echo done
+"#
+    ));
+    let counter =
+        |text: &str| value(text, LOG_BYTES).unwrap_or_else(|| panic!("no {LOG_BYTES} in:\n{text}"));
+    let (st, text) = scrape(&s, &s.token).await;
+    assert_eq!(st, 200, "{text}");
+    let before = counter(&text);
+    assert!(
+        text.contains("# TYPE baton_log_bytes counter"),
+        "a counter: {text}"
+    );
+
+    let mut expected = before;
+    for (task, bytes) in [("local-bytes", 12345.0), ("docker-bytes", 7007.0)] {
+        let id = common::id_of(&s.trigger(task, &[]).await);
+        let run = s.wait_run(id).await;
+        assert_eq!(common::status(&run), "success", "{run:#}\n{}", s.stderr());
+        expected += bytes;
+        let text = scrape(&s, &s.token).await.1;
+        assert_eq!(counter(&text), expected, "after {task}");
+    }
+
+    // An agent's job: its log arrives in chunks (300,000 bytes and a line).
+    let out = std::process::Command::new(common::BIN)
+        .args(["token", "create", "--name", "agent-join"])
+        .args(s.data_args())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let join = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let work = s.data.join("agent-arm1");
+    let mut agent = std::process::Command::new(common::BIN)
+        .args(["agent", "--server", &s.base, "--token", &join])
+        .args(["--queues", "arm", "--name", "arm1", "--work-dir"])
+        .arg(&work)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = common::id_of(&s.trigger("agent-bytes", &[]).await);
+    let run = s.wait_run(id).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(common::status(&run), "success", "{run:#}\n{}", s.stderr());
+    assert_eq!(s.log(id, None).await.len(), 300_005);
+    expected += 300_005.0;
+    let text = scrape(&s, &s.token).await.1;
+    assert_eq!(counter(&text), expected, "after the agent's job");
 }

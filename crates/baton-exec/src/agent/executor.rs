@@ -224,6 +224,7 @@ pub fn append_at(
             w.note_at(m.offset, m.time_ms, m.stream);
         }
         f.write_all(&bytes[skip..])?;
+        crate::meter::log_bytes_taken((bytes.len() - skip) as u64);
     }
     Ok(Ok(size.max(offset + bytes.len() as u64)))
 }

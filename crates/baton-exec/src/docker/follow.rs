@@ -97,7 +97,10 @@ impl LogFile {
         }
         self.marks.note_at(self.len, time_ms, stream);
         match self.file.write_all(bytes) {
-            Ok(()) => self.len += bytes.len() as u64,
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                crate::meter::log_bytes_taken(bytes.len() as u64);
+            }
             Err(e) => {
                 self.error
                     .get_or_insert(format!("could not write log {}: {e}", self.path.display()));

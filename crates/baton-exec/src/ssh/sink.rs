@@ -141,7 +141,10 @@ impl SinkFile {
         if !out.is_empty() {
             self.marks.note(self.local, Stream::Stdout);
             match self.log.write_all(out) {
-                Ok(()) => self.local += out.len() as u64,
+                Ok(()) => {
+                    self.local += out.len() as u64;
+                    crate::meter::log_bytes_taken(out.len() as u64);
+                }
                 Err(e) => {
                     self.error.get_or_insert(format!(
                         "could not write log {}: {e}",
