@@ -281,9 +281,7 @@ impl Mirror {
                 return Err(g.failed(&done));
             }
         }
-        let (done, g) = self
-            .write_config(&["remote.origin.url", &self.url])
-            .await?;
+        let (done, g) = self.write_config(&["remote.origin.url", &self.url]).await?;
         if done.code != Some(0) {
             return Err(g.failed(&done));
         }

@@ -381,7 +381,11 @@ fn half_set_up(dir: &std::path::Path) -> std::path::PathBuf {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lock = dir.join("config.lock");
     std::fs::write(&lock, b"").unwrap();
     lock
@@ -406,7 +410,10 @@ async fn a_config_lock_is_waited_for_and_a_stale_one_removed() {
     let m = Mirror::ensure(&up.url(), &dir).await.unwrap();
     holder.join().unwrap();
     assert_eq!(m.fetch().await.unwrap(), Fetched::Ran);
-    assert_eq!(m.resolve("refs/heads/main").await.unwrap(), Some(head.clone()));
+    assert_eq!(
+        m.resolve("refs/heads/main").await.unwrap(),
+        Some(head.clone())
+    );
 
     let (_t2, dir) = mirror_dir();
     let lock = half_set_up(&dir);

@@ -122,12 +122,11 @@ pub(crate) async fn hold_collection(
         return Ok(Collection::Gone);
     }
     let folders = s.folders.clone();
-    let held = tokio::task::spawn_blocking(move || {
-        record_pending(&folders, run, job, attempt, durable)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot record the pending collection: {e}"))?;
+    let held =
+        tokio::task::spawn_blocking(move || record_pending(&folders, run, job, attempt, durable))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot record the pending collection: {e}"))?;
     drop(lock);
     Ok(Collection::Held(held))
 }

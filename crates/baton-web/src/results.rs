@@ -233,25 +233,20 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         // this is held, or deleted it before (then nothing of it is written). With an upload,
         // recorded durably first: a failure, or a crash in the middle, is retried
         // (`artifact_store::start_retries`), also after a restart.
-        let hold = match crate::pending::hold_collection(
-            s,
-            run.id,
-            job.id,
-            job.attempt,
-            upload.is_some(),
-        )
-        .await
-        {
-            Ok(crate::pending::Collection::Held(h)) => Some(h),
-            Ok(crate::pending::Collection::Gone) => {
-                tracing::info!(job = job.id, "not collected: retention deleted its run");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(job = job.id, "{e}; collecting it anyway");
-                None
-            }
-        };
+        let hold =
+            match crate::pending::hold_collection(s, run.id, job.id, job.attempt, upload.is_some())
+                .await
+            {
+                Ok(crate::pending::Collection::Held(h)) => Some(h),
+                Ok(crate::pending::Collection::Gone) => {
+                    tracing::info!(job = job.id, "not collected: retention deleted its run");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(job = job.id, "{e}; collecting it anyway");
+                    None
+                }
+            };
         let mut uploaded = false;
         let mut upload_failed = false;
         if let Some(store) = upload {

@@ -104,7 +104,10 @@ impl AgentProc {
         let mut a = AgentProc {
             child: None,
             args,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             log: s.root.path().join(format!("agent-{name}.log")),
         };
         a.spawn();
@@ -878,7 +881,10 @@ async fn an_agent_jobs_image_counts_by_the_id_its_own_engine_gives() {
     let first = trigger().await;
     assert_eq!(status(&first), "success", "{first:#}\n{}", agent.output());
     assert!(
-        first["jobs"][0]["worker"].as_str().unwrap().starts_with("agent:p1:"),
+        first["jobs"][0]["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent:p1:"),
         "{first:#}"
     );
     assert_eq!(s.log_text(id_of(&first), None).await, "one");

@@ -644,7 +644,10 @@ async fn a_run_pruned_before_its_job_was_collected_leaves_nothing_behind() {
     assert_eq!(status(&s.wait_run(old).await), "success");
     let job = job_of(&s, old).await;
     let waiting = format!("the collector waits at the test gate before recording job {job}");
-    wait_for("the collector at the gate", || s.stderr().contains(&waiting)).await;
+    wait_for("the collector at the gate", || {
+        s.stderr().contains(&waiting)
+    })
+    .await;
     // A newer run: keep_last 1 dooms the first (the one collector waits with its job).
     let new = id_of(&s.trigger("make", &[]).await);
     assert_eq!(status(&s.wait_run(new).await), "success");
@@ -660,13 +663,21 @@ async fn a_run_pruned_before_its_job_was_collected_leaves_nothing_behind() {
     // run's (collected after it, by the same collector) arrive.
     std::fs::write(&gate, b"").unwrap();
     arrives(&s, &s3, new, job_new).await;
-    assert_eq!(s3.objects_of(job), Vec::<String>::new(), "objects of a pruned job");
+    assert_eq!(
+        s3.objects_of(job),
+        Vec::<String>::new(),
+        "objects of a pruned job"
+    );
     assert_eq!(pending(&s), Vec::<String>::new());
     assert!(!s.job_dir(job, 1).exists());
     assert!(
         !s.data.join("runs").join(old.to_string()).exists(),
         "a pruned run's folder came back (its report.html)"
     );
-    let report = s.data.join("runs").join(new.to_string()).join("report.html");
+    let report = s
+        .data
+        .join("runs")
+        .join(new.to_string())
+        .join("report.html");
     wait_for("the newer run's report.html", || report.exists()).await;
 }

@@ -37,7 +37,11 @@ impl AgentHub {
     /// when the agent does not answer image questions (an older agent); an error when it is
     /// not connected, is lost meanwhile, says its engine cannot give the id, or does not
     /// answer within ten minutes.
-    pub(super) async fn ask_image(&self, agent: &str, image: &str) -> Result<Option<String>, ExecError> {
+    pub(super) async fn ask_image(
+        &self,
+        agent: &str,
+        image: &str,
+    ) -> Result<Option<String>, ExecError> {
         let failed = |detail: String| ExecError::Agent {
             agent: agent.to_string(),
             action: "get the id of an image from its engine",
@@ -91,7 +95,9 @@ impl AgentHub {
                 return match (a.id, a.error) {
                     (Some(id), _) => Ok(Some(id)),
                     (None, Some(e)) => Err(failed(e)),
-                    (None, None) => Err(failed("the agent answered neither an id nor an error".into())),
+                    (None, None) => Err(failed(
+                        "the agent answered neither an id nor an error".into(),
+                    )),
                 };
             }
             if let Some(why) = self.lost(agent) {
@@ -184,9 +190,12 @@ mod tests {
     #[tokio::test]
     async fn an_agent_that_does_not_answer_image_questions_is_not_asked() {
         let hub = AgentHub::new(Duration::from_secs(30));
-        hub.poll("old", body(false), Duration::from_millis(10)).await;
+        hub.poll("old", body(false), Duration::from_millis(10))
+            .await;
         assert_eq!(hub.ask_image("old", "busybox:1").await.unwrap(), None);
-        let got = hub.poll("old", body(false), Duration::from_millis(10)).await;
+        let got = hub
+            .poll("old", body(false), Duration::from_millis(10))
+            .await;
         assert!(got.images.is_empty(), "{got:?}");
         let err = hub.ask_image("never-seen", "busybox:1").await.unwrap_err();
         assert!(err.to_string().contains("not connected"), "{err}");

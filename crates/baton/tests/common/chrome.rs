@@ -198,7 +198,10 @@ pub async fn browser_error(c: &Client) -> Option<String> {
         return None;
     }
     let text = c
-        .execute("return document.body ? document.body.innerText : ''", vec![])
+        .execute(
+            "return document.body ? document.body.innerText : ''",
+            vec![],
+        )
         .await
         .ok()?;
     let text = text.as_str().unwrap_or_default();
@@ -234,7 +237,11 @@ pub async fn goto(c: &Client, url: &str) {
 /// text or a script's answer would only time out).
 async fn no_browser_error(c: &Client, waiting_for: &str) {
     if let Some(e) = browser_error(c).await {
-        let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let url = c
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         panic!("Chromium shows its error page ({e}, at {url}) while waiting for {waiting_for}");
     }
 }

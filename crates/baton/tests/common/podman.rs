@@ -140,7 +140,11 @@ impl Podman {
             String::from_utf8_lossy(&out.stderr)
         );
         let out = self.docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
