@@ -401,13 +401,14 @@ async fn upload_warning(s: &Server, id: i64) -> String {
     }
 }
 
-/// The pending uploads the server recorded (`<data>/uploads/JOB-ATTEMPT`).
+/// The pending uploads the server recorded (`<data>/uploads/JOB-ATTEMPT`; the folder also
+/// holds the prune lock, `prune.lock`, which is no record).
 fn pending(s: &Server) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(s.data.join("uploads"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
+                .filter(|n| !n.starts_with('.') && n != "prune.lock")
                 .collect()
         })
         .unwrap_or_default();
