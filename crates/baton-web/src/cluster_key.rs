@@ -1,6 +1,6 @@
 //! The client's address through a standby. A standby forwards each request to the active
 //! server, so the active server's peer is the standby; the standby names the client's own
-//! address in `X-Baton-Client`, authenticated with the cluster key, and the active server
+//! address in `X-Baton-Forwarded-For`, authenticated with the cluster key, and the active server
 //! takes that address (for the sign-in backoff per address) only when the HMAC checks. A
 //! header that does not check — sent by a client directly, or to a standby, which replaces it
 //! — is ignored.
@@ -27,7 +27,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// The header a standby names the client's address in.
-pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-baton-client");
+pub const CLIENT_HEADER: HeaderName = HeaderName::from_static("x-baton-forwarded-for");
 
 /// How far (seconds) a signed address's time may be from the active server's clock.
 pub const CLIENT_HEADER_SECS: u64 = 60;
@@ -211,7 +211,7 @@ pub(crate) async fn client_addr(
         .get(&CLIENT_HEADER)
         .and_then(|v| s.cluster_key.verify(v, now_secs()));
     if vouched.is_none() && req.headers().contains_key(&CLIENT_HEADER) {
-        tracing::debug!("ignored an X-Baton-Client header that does not check");
+        tracing::debug!("ignored an X-Baton-Forwarded-For header that does not check");
     }
     req.headers_mut().remove(&CLIENT_HEADER);
     if let Some(ip) = vouched {

@@ -4,7 +4,7 @@
 //! webhooks, agents' long polls, live logs) and forwards it, as it came, to the active server at
 //! the URL the lease records, streaming both ways. So any server may take any traffic, and one
 //! server decides. A standby answers only `/healthz` itself. The client's address goes along
-//! in `X-Baton-Client`, signed with the cluster key (`crate::cluster_key`), so the active
+//! in `X-Baton-Forwarded-For`, signed with the cluster key (`crate::cluster_key`), so the active
 //! server's sign-in backoff counts the client, not the standby.
 
 use std::net::SocketAddr;
@@ -151,7 +151,7 @@ async fn forward(
         format!("{}{path}", base.trim_end_matches('/')),
     );
     for (name, value) in &parts.headers {
-        // A client's own `X-Baton-Client` is dropped: only this standby's signed one goes on.
+        // A client's own `X-Baton-Forwarded-For` is dropped: only this standby's signed one goes on.
         if !per_hop(name) && *name != CLIENT_HEADER {
             out = out.header(name, value);
         }

@@ -719,14 +719,14 @@ async fn sign_in_backoff_through_a_standby_is_per_client_address() {
     for (i, name) in ["y1", "y2", "y3"].iter().enumerate() {
         let forged = format!("127.0.1.{i} {now} {}", "ab".repeat(32));
         let st = direct
-            .login_with(name, "guess", &[("x-baton-client", forged)])
+            .login_with(name, "guess", &[("x-baton-forwarded-for", forged)])
             .await;
         assert_eq!(st, 401, "{name}");
     }
     let forged = format!("127.0.1.9 {now} {}", "ab".repeat(32));
     assert_eq!(
         direct
-            .login_with("carol", "pw-carol", &[("x-baton-client", forged)])
+            .login_with("carol", "pw-carol", &[("x-baton-forwarded-for", forged)])
             .await,
         429,
         "the forged address was ignored: 127.0.0.4 backs off"
@@ -739,7 +739,7 @@ async fn sign_in_backoff_through_a_standby_is_per_client_address() {
     let signed = signed.to_str().unwrap().to_owned();
     assert_eq!(
         Browser::at(&b, "127.0.0.5")
-            .login_with("carol", "pw-carol", &[("x-baton-client", signed)])
+            .login_with("carol", "pw-carol", &[("x-baton-forwarded-for", signed)])
             .await,
         303,
         "the standby replaced the client's header with its own"
