@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,8 @@ pub struct Loop {
     name: String,
     period: Duration,
     stop: CancellationToken,
+    /// Besides the period: a value whose change runs the step early (see [`Loop::woken_by`]).
+    wake: Option<(watch::Receiver<u64>, Duration)>,
 }
 
 impl Loop {
@@ -29,7 +32,16 @@ impl Loop {
             name: name.into(),
             period,
             stop,
+            wake: None,
         }
+    }
+
+    /// Also runs the step as soon as `wake` changes, rather than at the end of the period, but
+    /// never sooner than `gap` after the previous step began: a burst of changes costs one step.
+    #[must_use]
+    pub fn woken_by(mut self, wake: watch::Receiver<u64>, gap: Duration) -> Self {
+        self.wake = Some((wake, gap));
+        self
     }
 
     /// Spawns the loop with its own `state`: `step(&mut state)` runs at once and then a
@@ -41,8 +53,18 @@ impl Loop {
         F: for<'a> FnMut(&'a mut S) -> BoxFuture<'a, ControlFlow<()>> + Send + 'static,
     {
         tokio::spawn(async move {
-            let Loop { name, period, stop } = self;
+            let Loop {
+                name,
+                period,
+                stop,
+                mut wake,
+            } = self;
             loop {
+                let began = tokio::time::Instant::now();
+                if let Some((rx, _)) = wake.as_mut() {
+                    // What the step is about to see counts as seen.
+                    rx.borrow_and_update();
+                }
                 let flow = tokio::select! {
                     biased;
                     _ = stop.cancelled() => {
@@ -62,10 +84,23 @@ impl Loop {
                         return Some(state);
                     }
                     _ = tokio::time::sleep(period) => {}
+                    () = woken(wake.as_mut(), began) => {}
                 }
             }
         })
     }
+}
+
+/// Ends when `wake` has changed and its gap since `began` has passed; never, without a wake
+/// (or once its sender is gone).
+async fn woken(wake: Option<&mut (watch::Receiver<u64>, Duration)>, began: tokio::time::Instant) {
+    let Some((rx, gap)) = wake else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep_until(began + *gap).await;
 }
 
 /// A loop without state: `step()` at once and every `period` after, until it breaks or `stop`
@@ -186,5 +221,35 @@ mod tests {
         server.cancel();
         ended(a, "loop a").await;
         ended(b, "loop b").await;
+    }
+
+    async fn step(seen: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("the step did not run within 10 s of its wake changing");
+    }
+
+    #[tokio::test]
+    async fn a_change_of_its_wake_runs_the_step_before_the_period_ends() {
+        let (tx, rx) = watch::channel(0u64);
+        let stop = CancellationToken::new();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let task = Loop::new("woken", Duration::from_secs(3600), stop.clone())
+            .woken_by(rx, Duration::from_millis(1))
+            .spawn((), move |_| {
+                let seen_tx = seen_tx.clone();
+                Box::pin(async move {
+                    seen_tx.send(()).unwrap();
+                    ControlFlow::Continue(())
+                })
+            });
+        step(&mut seen).await; // the first step runs at once
+        tx.send_modify(|g| *g += 1);
+        step(&mut seen).await;
+        tx.send_modify(|g| *g += 1);
+        step(&mut seen).await;
+        assert!(seen.try_recv().is_err(), "a step ran without a change");
+        stop.cancel();
+        ended(task, "a woken loop").await;
     }
 }

@@ -1,4 +1,5 @@
-//! Autoscaled agent pools (`pools:`): a background loop that, once a second, gathers each
+//! Autoscaled agent pools (`pools:`): a background loop that, once a second and whenever the
+//! scheduler's runs change (at most every [`WAKE_GAP`]), gathers each
 //! pool's facts (jobs waiting for a worker on its queues, its agents and their idle slots,
 //! agents started that have not joined yet), asks `baton_core::decide::pool` how many agents
 //! to start, and starts them with the pool's provider.
@@ -43,6 +44,9 @@ pub mod docker;
 
 /// How often the scaler looks at the pools.
 const TICK: Duration = Duration::from_secs(1);
+/// A change of the scheduler's runs or jobs (a job now waiting for a worker) runs the scaler
+/// at once rather than at the next tick, but at most once per this gap.
+const WAKE_GAP: Duration = Duration::from_millis(100);
 /// How long a started agent has to join before it is given up (its token revoked).
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 /// After a provider's `up` fails, the pool waits this long before it tries again.
@@ -188,7 +192,9 @@ impl Pools {
 /// Starts the scaler; it stops when `stop` is cancelled.
 pub fn start(st: &AppState, stop: CancellationToken) -> JoinHandle<Option<()>> {
     let st = st.clone();
-    Loop::new("pool scaler", TICK, stop).spawn((), move |_| {
+    Loop::new("pool scaler", TICK, stop)
+        .woken_by(st.sched.changes(), WAKE_GAP)
+        .spawn((), move |_| {
         let st = st.clone();
         Box::pin(async move {
             tick(&st).await;
