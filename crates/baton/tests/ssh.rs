@@ -206,6 +206,7 @@ fn worker_of(run: &Value) -> String {
 async fn three_workers_run_in_parallel() {
     let t = setup(3, "10s", 0, 300);
     t.workers_up().await;
+    let bytes_before = log_bytes(&t.s).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(t.trigger("work", "gate").await);
@@ -247,8 +248,32 @@ async fn three_workers_run_in_parallel() {
     let mut counter = t.counter();
     counter.sort();
     assert_eq!(counter, ids, "each run ran exactly once");
+    // `/metrics` counts every byte the workers' logs brought back, once.
+    let written: usize = ids.iter().map(|id| expected_log(*id, 300).len()).sum();
+    assert_eq!(log_bytes(&t.s).await - bytes_before, written as f64);
     t.assert_folders_cleaned().await;
     t.assert_pids_gone().await;
+}
+
+/// `baton_log_bytes_total` from `/metrics`.
+async fn log_bytes(s: &Server) -> f64 {
+    let resp = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("baton_log_bytes_total "))
+        .unwrap_or_else(|| panic!("no baton_log_bytes_total in:\n{text}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
