@@ -230,6 +230,9 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> (Exit
             rec.started_at = Utc::now();
             run_job(&spec, &log_path, &log, child, pipes, &tree, sigs, &mut rec).await;
             keep_artifacts(dir, &spec, &log, &mut rec);
+            if durable {
+                sync_log(&log, &log_path, &mut rec);
+            }
             if tree.cgroup().is_some()
                 && let Err(e) = tree.kill_and_wait(CGROUP_EMPTY_WAIT)
             {
@@ -264,6 +267,19 @@ fn keep_artifacts(dir: &Path, spec: &JobSpec, mut log: &File, rec: &mut ExitReco
     }
     if spec.artifacts_required {
         rec.missing_artifacts = found.unmatched;
+    }
+}
+
+/// Makes the log durable before the exit record is written (every byte the job printed, and the
+/// artifact lines). An empty log has nothing to sync: the fsync of the job folder after
+/// `exit.json`'s rename makes its name durable; a failure is the job's error.
+fn sync_log(log: &File, log_path: &Path, rec: &mut ExitRecord) {
+    if log.metadata().is_ok_and(|m| m.len() == 0) {
+        return;
+    }
+    if let Err(e) = log.sync_data() {
+        rec.error
+            .get_or_insert(format!("could not sync log {}: {e}", log_path.display()));
     }
 }
 
@@ -429,8 +445,6 @@ struct Output<'a> {
     /// stream's bytes from its pipe into the log in the kernel when it has no secret to mask;
     /// `None` once splicing failed (the bytes then go through `read`/`write`).
     direct: Option<File>,
-    /// Sync the log at the end (not for an ephemeral job).
-    durable: bool,
 }
 
 impl Output<'_> {
@@ -501,19 +515,12 @@ impl Output<'_> {
         Ok(n)
     }
 
-    /// Writes what the maskers still hold and syncs the log; a failure is the job's error.
+    /// Writes what the maskers still hold (the log is synced later, after the artifact lines:
+    /// `sync_log`).
     fn finish(mut self, rec: &mut ExitRecord) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let tail = self.maskers[stream as usize].finish();
             self.write(stream, &tail, rec);
-        }
-        if self.durable
-            && let Err(e) = self.log.sync_data()
-        {
-            rec.error.get_or_insert(format!(
-                "could not sync log {}: {e}",
-                self.log_path.display()
-            ));
         }
     }
 }
@@ -589,7 +596,6 @@ async fn run_job(
         maskers: [0, 1].map(|_| crate::mask::Masker::new(&spec.secrets.mask)),
         marks: MarkWriter::open(log_path, len),
         direct: OpenOptions::new().write(true).open(log_path).ok(),
-        durable: !spec.ephemeral,
     };
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
