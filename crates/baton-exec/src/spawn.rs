@@ -4,9 +4,10 @@
 //! directory's fd, so no task is ever moved between cgroups. Moving one (writing "0" into
 //! `cgroup.procs` between fork and exec) takes the cgroup threadgroup rwsem for write and waits
 //! for an RCU grace period: 13–17 ms on a small VM, more than the rest of the trigger-to-start
-//! path. Where `clone3` is refused (`ENOSYS`: an old kernel or a seccomp filter; `E2BIG`: a
-//! 5.3–5.6 kernel without `CLONE_INTO_CGROUP`), and for a job without a cgroup, the process starts
-//! the old way: `std::process::Command`, joining the cgroup (if any) in `pre_exec`.
+//! path. Where `clone3` is refused (`ENOSYS`: an old kernel or a seccomp filter, `EPERM`: some
+//! seccomp filters; `E2BIG`: a 5.3–5.6 kernel without `CLONE_INTO_CGROUP`), and for a job
+//! without a cgroup, the process starts the old way: `std::process::Command`, joining the cgroup
+//! (if any) in `pre_exec`.
 //!
 //! Both ways give the child the same start: stdin `/dev/null`, stdout and stderr the given pipes,
 //! the given working directory and complete environment, its own process group, the default
@@ -102,9 +103,14 @@ pub(crate) fn spawn(cmd: JobCommand) -> io::Result<JobProcess> {
     spawn_migrating(cmd)
 }
 
-/// `clone3` (or its `cgroup` field) is not there: start the old way.
+/// `clone3` (or its `cgroup` field) is not there: start the old way. `EPERM` too: some seccomp
+/// filters refuse unknown syscalls with it (a cgroup we truly may not enter fails the old way
+/// as well, and says so).
 fn clone3_unavailable(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EPERM)
+    )
 }
 
 /// The old way: `std::process::Command`, joining the cgroup (if any) between fork and exec.
@@ -252,8 +258,8 @@ fn prepare(cmd: &JobCommand) -> io::Result<Prepared> {
     })
 }
 
-/// Starts `cmd` with `clone3(CLONE_INTO_CGROUP)` in cgroup `cg`. `ENOSYS` / `E2BIG` mean the
-/// kernel cannot (see [`spawn`]); nothing started then.
+/// Starts `cmd` with `clone3(CLONE_INTO_CGROUP)` in cgroup `cg`. `ENOSYS` / `E2BIG` / `EPERM`
+/// mean the kernel (or a filter) will not (see [`spawn`]); nothing started then.
 pub(crate) fn spawn_into_cgroup(cmd: &JobCommand, cg: &Path) -> io::Result<JobProcess> {
     let mut p = prepare(cmd)?;
     let cgroup = OpenOptions::new()
