@@ -56,6 +56,7 @@ pub mod log;
 pub mod logidx;
 pub mod mask;
 pub mod meter;
+mod spawn;
 pub mod ssh;
 pub mod supervisor;
 pub mod tree;

@@ -7,7 +7,8 @@
 //!    writes `supervisor.json` (pid + start time) and reports readiness,
 //! 2. runs `bash -eo pipefail <dir>/script.sh` in `<dir>/work`, in a new
 //!    process group and in the job's cgroup when `process.json` names one (the
-//!    child joins it before exec, and dies with the supervisor: `PR_SET_PDEATHSIG`),
+//!    child starts inside it, see [`crate::spawn`], and dies with the supervisor:
+//!    `PR_SET_PDEATHSIG`),
 //!    stdin `/dev/null`, stdout and stderr into a pipe each,
 //! 3. appends both pipes, in the order their bytes arrive, to ONE `<dir>/log` (with
 //!    `splice(2)`, pipe to file inside the kernel, for a stream with no secret to mask; else
@@ -29,13 +30,15 @@
 //! `error: ...\n` and exits 1 without running anything. Run by hand, it just
 //! prints `ready`.
 
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -52,6 +55,7 @@ use crate::layout::{
     SupervisorInfo, WORK_DIR, try_read_json, write_atomic,
 };
 use crate::logidx::{MarkWriter, Stream};
+use crate::spawn::{JobCommand, JobProcess};
 use crate::tree::{ProcessRecord, Tree};
 use crate::unix;
 
@@ -226,6 +230,9 @@ async fn supervise(dir: &Path, secrets: JobSecrets, sigs: &mut Signals) -> (Exit
             rec.started_at = Utc::now();
             run_job(&spec, &log_path, &log, child, pipes, &tree, sigs, &mut rec).await;
             keep_artifacts(dir, &spec, &log, &mut rec);
+            if durable {
+                sync_log(&log, &log_path, &mut rec);
+            }
             if tree.cgroup().is_some()
                 && let Err(e) = tree.kill_and_wait(CGROUP_EMPTY_WAIT)
             {
@@ -263,6 +270,19 @@ fn keep_artifacts(dir: &Path, spec: &JobSpec, mut log: &File, rec: &mut ExitReco
     }
 }
 
+/// Makes the log durable before the exit record is written (every byte the job printed, and the
+/// artifact lines). An empty log has nothing to sync: the fsync of the job folder after
+/// `exit.json`'s rename makes its name durable; a failure is the job's error.
+fn sync_log(log: &File, log_path: &Path, rec: &mut ExitRecord) {
+    if log.metadata().is_ok_and(|m| m.len() == 0) {
+        return;
+    }
+    if let Err(e) = log.sync_data() {
+        rec.error
+            .get_or_insert(format!("could not sync log {}: {e}", log_path.display()));
+    }
+}
+
 /// A log file unlinked while the job ran (nothing left to read it by) is named in the record:
 /// the job is `broken`, its output is gone.
 fn log_deleted(log: &File, log_path: &Path, rec: &mut ExitRecord) {
@@ -288,7 +308,7 @@ fn log_deleted(log: &File, log_path: &Path, rec: &mut ExitRecord) {
 fn prepare(
     dir: &Path,
     secrets: JobSecrets,
-) -> Result<(JobSpec, File, Child, [OwnedFd; 2], Tree), String> {
+) -> Result<(JobSpec, File, JobProcess, [OwnedFd; 2], Tree), String> {
     let spec_path = dir.join(SPEC_FILE);
     let mut spec: JobSpec = match try_read_json(&spec_path) {
         Ok(Some(s)) => s,
@@ -315,65 +335,53 @@ fn prepare(
     let out_dir: PathBuf = dir.join(OUT_DIR);
     let rec = ProcessRecord::read(dir).map_err(|e| e.to_string())?;
     let mut tree = Tree::new(dir, rec);
-    // Opened here; the child writes "0" into it (joins the cgroup) before it execs.
-    let procs = match tree.cgroup() {
-        Some(cg) => {
-            let p = cg.join("cgroup.procs");
-            Some(
-                OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| format!("could not open {}: {e}", p.display()))?,
+    let (program, args): (PathBuf, Vec<OsString>) = match direct_command(&spec) {
+        Some(mut argv) => {
+            let program = argv.remove(0);
+            (
+                program,
+                argv.into_iter().map(PathBuf::into_os_string).collect(),
             )
         }
-        None => None,
+        None => (
+            "bash".into(),
+            vec![
+                "-eo".into(),
+                "pipefail".into(),
+                script_path.into_os_string(),
+            ],
+        ),
     };
-    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
-    let parent = unix::self_pid();
-    let mut cmd = match direct_command(&spec) {
-        Some(argv) => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-        None => {
-            let mut c = Command::new("bash");
-            c.arg("-eo").arg("pipefail").arg(&script_path);
-            c
-        }
-    };
+    // The supervisor's environment, less `unset_env`, plus the job's variables.
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     for name in &spec.unset_env {
-        cmd.env_remove(name);
+        env.remove(OsStr::new(name));
     }
-    cmd.current_dir(dir.join(WORK_DIR))
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(tx))
-        .stderr(Stdio::from(tx2))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .envs(spec.secrets.env.iter().map(|(k, v)| (k, v)))
-        .env("BATON_RUN_ID", spec.run_id.to_string())
-        .env("BATON_JOB_ID", spec.job_id.to_string())
-        .env("BATON_TASK", &spec.task)
-        .env("BATON_OUTPUT_DIR", &out_dir);
-    // SAFETY: only async-signal-safe syscalls run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            unix::die_with_parent(parent)?;
-            if let Some(fd) = procs_fd {
-                unix::join_cgroup(fd)?;
-            }
-            unix::cloexec_from_fd_3()
-        })
+    let vars = spec.env.iter().chain(spec.secrets.env.iter());
+    env.extend(vars.map(|(k, v)| (k.into(), v.into())));
+    for (k, v) in [
+        ("BATON_RUN_ID", OsString::from(spec.run_id.to_string())),
+        ("BATON_JOB_ID", spec.job_id.to_string().into()),
+        ("BATON_TASK", spec.task.clone().into()),
+        ("BATON_OUTPUT_DIR", out_dir.into_os_string()),
+    ] {
+        env.insert(k.into(), v);
+    }
+    let cmd = JobCommand {
+        program,
+        args,
+        env,
+        cwd: dir.join(WORK_DIR),
+        stdout: tx,
+        stderr: tx2,
+        cgroup: tree.cgroup().map(Path::to_path_buf),
+        parent: unix::self_pid(),
     };
-    let child = cmd.spawn().map_err(|e| match tree.cgroup() {
+    // `spawn` takes (and drops) our copies of the pipes' write ends, so the reader sees EOF.
+    let child = crate::spawn::spawn(cmd).map_err(|e| match tree.cgroup() {
         Some(cg) => format!("could not start bash: {e} (in cgroup {})", cg.display()),
         None => format!("could not start bash: {e}"),
     })?;
-    // `cmd` holds our copies of the pipe's write end: drop them, or we would
-    // never see EOF.
-    drop(cmd);
-    drop(procs);
     tree.set_group(child.id() as i32);
     if let Err(e) = tree.record().write(dir) {
         // The cgroup (or the BATON_OUTPUT_DIR scan) still finds the tree.
@@ -437,8 +445,6 @@ struct Output<'a> {
     /// stream's bytes from its pipe into the log in the kernel when it has no secret to mask;
     /// `None` once splicing failed (the bytes then go through `read`/`write`).
     direct: Option<File>,
-    /// Sync the log at the end (not for an ephemeral job).
-    durable: bool,
 }
 
 impl Output<'_> {
@@ -509,19 +515,12 @@ impl Output<'_> {
         Ok(n)
     }
 
-    /// Writes what the maskers still hold and syncs the log; a failure is the job's error.
+    /// Writes what the maskers still hold (the log is synced later, after the artifact lines:
+    /// `sync_log`).
     fn finish(mut self, rec: &mut ExitRecord) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let tail = self.maskers[stream as usize].finish();
             self.write(stream, &tail, rec);
-        }
-        if self.durable
-            && let Err(e) = self.log.sync_data()
-        {
-            rec.error.get_or_insert(format!(
-                "could not sync log {}: {e}",
-                self.log_path.display()
-            ));
         }
     }
 }
@@ -569,7 +568,7 @@ async fn run_job(
     spec: &JobSpec,
     log_path: &Path,
     log: &File,
-    mut child: Child,
+    mut child: JobProcess,
     pipes: [OwnedFd; 2],
     tree: &Tree,
     sigs: &mut Signals,
@@ -597,7 +596,6 @@ async fn run_job(
         maskers: [0, 1].map(|_| crate::mask::Masker::new(&spec.secrets.mask)),
         marks: MarkWriter::open(log_path, len),
         direct: OpenOptions::new().write(true).open(log_path).ok(),
-        durable: !spec.ephemeral,
     };
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);

@@ -6,9 +6,10 @@
 //!
 //! Job cgroups live under `<the server's own cgroup>/baton-jobs/`, named
 //! `job-<job id>-<attempt>-<hash of the job folder>` (unique across servers on one machine).
-//! The server creates the job's cgroup and writes `process.json`; the supervisor's child moves
-//! itself into the cgroup before it execs the job's command, and the supervisor adds the
-//! process group to the record once the child runs.
+//! The server creates the job's cgroup and writes `process.json`; the supervisor starts its
+//! child inside the cgroup (`clone3(CLONE_INTO_CGROUP)`; where the kernel has no `clone3`, the
+//! child moves itself in before it execs the job's command: see `crate::spawn`), and the
+//! supervisor adds the process group to the record once the child runs.
 
 use std::fs;
 use std::io;

@@ -90,7 +90,8 @@ pub fn die_with_parent(parent: i32) -> io::Result<()> {
 }
 
 /// For `pre_exec` (async-signal-safe): move the calling process into the cgroup whose
-/// `cgroup.procs` is open as `procs` ("0" names the writer).
+/// `cgroup.procs` is open as `procs` ("0" names the writer). Slow (the kernel waits for an RCU
+/// grace period): only where the child cannot start inside its cgroup with `clone3`.
 pub fn join_cgroup(procs: std::os::fd::RawFd) -> io::Result<()> {
     // SAFETY: a write of one byte from a static buffer to an open descriptor.
     let n = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };

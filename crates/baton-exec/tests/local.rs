@@ -618,6 +618,65 @@ async fn vanished_supervisor() {
     assert!(matches!(ex.reattach(&c), Reattach::NeverStarted(_)));
 }
 
+/// A job with a cgroup starts inside it (`clone3(CLONE_INTO_CGROUP)`): its command's first
+/// look at `/proc/self/cgroup` shows the job's cgroup, for a direct command and for bash; without
+/// a cgroup (process-group containment) it starts the old way, in its own process group.
+async fn job_starts_inside_its_cgroup() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, script) in ["cat /proc/self/cgroup", "cat /proc/self/cgroup; true"]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.path().join(format!("cg{i}"));
+        let rec = run(&dir, &spec(script)).await;
+        assert_eq!(rec.exit_code, Some(0), "{script}: {rec:?}");
+        let cg = baton_exec::tree::ProcessRecord::read(&dir)
+            .unwrap()
+            .cgroup
+            .expect("this test needs a usable cgroup v2 (the job got none)");
+        // `/sys/fs/cgroup[/unified]/<path>`: the log shows `0::/<path>`, the part under the
+        // cgroup2 mount, which ends with the job's baton-jobs/job-... folders.
+        let log = String::from_utf8(log_of(&dir)).unwrap();
+        let line = log
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_else(|| panic!("{script}: no cgroup v2 line in {log:?}"));
+        assert!(
+            line.contains("/baton-jobs/job-") && cg.ends_with(line.trim_start_matches('/')),
+            "{script}: the job ran in {line}, not in its cgroup {}",
+            cg.display()
+        );
+    }
+    // Process groups: no cgroup, the old way.
+    let ex = LocalExecutor::with_containment(
+        std::env::current_exe().unwrap(),
+        vec![OsString::from("__supervise")],
+        baton_exec::tree::Containment::detect(baton_exec::tree::ContainmentMode::ProcessGroup)
+            .unwrap(),
+    );
+    let dir = tmp.path().join("pg");
+    let handle = ex
+        .start(&dir, &spec("cut -d' ' -f5 /proc/self/stat; echo $$"))
+        .await
+        .unwrap();
+    let rec = match handle.wait().await {
+        Outcome::Exited(rec) => rec,
+        Outcome::Lost(why) => panic!("job lost: {why}"),
+    };
+    assert_eq!(rec.exit_code, Some(0), "{rec:?}");
+    assert!(
+        baton_exec::tree::ProcessRecord::read(&dir)
+            .unwrap()
+            .cgroup
+            .is_none()
+    );
+    let log = String::from_utf8(log_of(&dir)).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    // `cut` is in bash's process group (bash leads it).
+    assert_eq!(lines[0], lines[1], "{log}");
+}
+
 async fn bash_cannot_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = job_dir(&tmp);
@@ -769,6 +828,7 @@ fn main() {
         huge_binary_output,
         survives_dropped_handle,
         vanished_supervisor,
+        job_starts_inside_its_cgroup,
         bash_cannot_start,
         supervisor_program_missing,
         a_launch_cut_short_runs_at_most_once,

@@ -528,7 +528,7 @@ pub(crate) async fn upload_out(
     // The results said the first try failed: no longer true.
     crate::results::upload_arrived(s, run, job).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
-    done_pending(&s.folders, job, attempt);
+    done_pending(&s.folders, job, attempt, true);
     Ok(n)
 }
 
@@ -607,7 +607,7 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
         // Not collected yet (a restart cut it short): collecting it uploads it.
         match s.store.get_run(run).await {
             Ok(Some(r)) => crate::results::collect_run(s, &r).await,
-            Ok(None) => done_pending(&s.folders, job, attempt),
+            Ok(None) => done_pending(&s.folders, job, attempt, true),
             Err(e) => return Retry::Failed(format!("cannot read run {run}: {e}")),
         }
         return Retry::Busy;
@@ -622,7 +622,7 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
     let out = s.folders.job_dir(job, attempt).join("out");
     if !out.is_dir() {
         // Uploaded already (a crash after its manifest), or pruned: nothing left to send.
-        done_pending(&s.folders, job, attempt);
+        done_pending(&s.folders, job, attempt, true);
         return Retry::Busy;
     }
     match upload_out(s, store, run, job, attempt).await {

@@ -190,9 +190,18 @@ pub fn hold_for_prune(folders: &baton_store::RunFolders, jobs: &[i64]) -> Option
 }
 
 /// The record of `job`/`attempt` is no longer pending (done, or nothing is left to do).
-pub(crate) fn done_pending(folders: &baton_store::RunFolders, job: i64, attempt: u32) {
+/// `durable`, as the record was written ([`record_pending`]): its removal is fsynced too, so a
+/// finished upload is not tried again after a crash. A record that was not durable (no upload)
+/// may outlive a crash whether or not its removal is synced, so that fsync would guard nothing.
+pub(crate) fn done_pending(
+    folders: &baton_store::RunFolders,
+    job: i64,
+    attempt: u32,
+    durable: bool,
+) {
     let dir = pending_dir(folders);
     if std::fs::remove_file(pending_file(folders, job, attempt)).is_ok()
+        && durable
         && let Ok(d) = std::fs::File::open(&dir)
     {
         let _ = d.sync_all();
@@ -203,7 +212,7 @@ pub(crate) fn done_pending(folders: &baton_store::RunFolders, job: i64, attempt:
 pub fn forget_pending(folders: &baton_store::RunFolders, job: i64) {
     for (_, j, attempt) in pending(folders) {
         if j == job {
-            done_pending(folders, j, attempt);
+            done_pending(folders, j, attempt, true);
         }
     }
 }

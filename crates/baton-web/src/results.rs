@@ -293,7 +293,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         }
         if !upload_failed {
             // A failed upload stays pending for the retries.
-            crate::pending::done_pending(&s.folders, job.id, job.attempt);
+            crate::pending::done_pending(&s.folders, job.id, job.attempt, upload.is_some());
         }
         drop(hold);
     }
