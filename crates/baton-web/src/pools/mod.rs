@@ -195,12 +195,12 @@ pub fn start(st: &AppState, stop: CancellationToken) -> JoinHandle<Option<()>> {
     Loop::new("pool scaler", TICK, stop)
         .woken_by(st.sched.changes(), WAKE_GAP)
         .spawn((), move |_| {
-        let st = st.clone();
-        Box::pin(async move {
-            tick(&st).await;
-            ControlFlow::Continue(())
+            let st = st.clone();
+            Box::pin(async move {
+                tick(&st).await;
+                ControlFlow::Continue(())
+            })
         })
-    })
 }
 
 /// The facts of each pool from the scheduler's snapshot and the agents.
