@@ -6,6 +6,7 @@
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP; the API's
 //! JSON shapes are the types of [`api_types`], which the CLI reads too.
 
+mod actions;
 mod agents;
 pub mod ansi;
 mod api;
