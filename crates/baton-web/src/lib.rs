@@ -76,7 +76,7 @@ pub use statuses::{Statuses, spawn_sender};
 /// uploads too.
 pub fn start_results(state: &AppState) {
     results::start_collector(state, |s, run| Box::pin(ui::store_report(s, run)));
-    artifact_store::start_retries(state);
+    results::start_retries(state);
 }
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the
