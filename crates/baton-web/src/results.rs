@@ -15,14 +15,16 @@ use crate::AppState;
 use crate::artifact_store::ArtifactStore;
 use crate::pending::{done_pending, hold_pending, pending};
 
-/// What is done once a run has ended and its results are collected (store its report).
-pub(crate) type OnEnd =
+/// Stores an ended run's `report.html` once its results are collected. The web UI renders the
+/// report: the caller (`crate::start_results`) passes its function in, so that collecting never
+/// imports the UI.
+pub(crate) type StoreReport =
     for<'a> fn(&'a AppState, &'a RunRow) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Starts the collector: every batch of changes the scheduler reports is looked at for jobs
-/// that ended without recorded results; a run that ended gets `on_end` once its results are
-/// in. Stops when the scheduler's event stream closes.
-pub(crate) fn start_collector(state: &AppState, on_end: OnEnd) {
+/// that ended without recorded results; a run that ended gets `store_report` once its results
+/// are in. Stops when the scheduler's event stream closes.
+pub(crate) fn start_collector(state: &AppState, store_report: StoreReport) {
     let s = state.clone();
     let mut events = s.sched.subscribe();
     tokio::spawn(async move {
@@ -39,7 +41,7 @@ pub(crate) fn start_collector(state: &AppState, on_end: OnEnd) {
                     Ok(Some(run)) => {
                         collect_run(&s, &run).await;
                         if run.status.is_terminal() {
-                            on_end(&s, &run).await;
+                            store_report(&s, &run).await;
                         }
                     }
                     Ok(None) => {}
@@ -308,8 +310,9 @@ const UPLOAD_WARNING: &str = "artifacts";
 
 /// A retry uploaded job `job`'s artifacts: its results no longer say the upload failed (the
 /// warning the first try left goes, and its count), and run `run`'s `report.html`, if it was
-/// stored with the warning, is made again. The caller holds the job's collection claim.
-async fn upload_arrived(s: &AppState, run: i64, job: i64) {
+/// stored with the warning, is made again (`store_report`). The caller holds the job's
+/// collection claim.
+async fn upload_arrived(s: &AppState, run: i64, job: i64, store_report: StoreReport) {
     let rows = match s.store.run_results(run).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -349,7 +352,7 @@ async fn upload_arrived(s: &AppState, run: i64, job: i64) {
     {
         let path = s.folders.report_path(run);
         if tokio::fs::remove_file(&path).await.is_ok() {
-            crate::ui::store_report(s, &r).await;
+            store_report(s, &r).await;
         }
     }
 }
@@ -391,11 +394,12 @@ async fn upload_out(
     run: i64,
     job: i64,
     attempt: u32,
+    store_report: StoreReport,
 ) -> Result<usize, String> {
     let out = s.folders.job_dir(job, attempt).join("out");
     let n = store.upload(job, attempt, out.clone()).await?;
     // The results said the first try failed: no longer true.
-    upload_arrived(s, run, job).await;
+    upload_arrived(s, run, job, store_report).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
     done_pending(&s.folders, job, attempt);
     Ok(n)
@@ -411,7 +415,7 @@ const RETRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// (one that failed, or one a crash cut short) is tried at once, then each failure waits twice
 /// as long as the last (2 s up to 5 min). A job whose results are not collected yet is
 /// collected (which uploads); its upload never races the collector (one claim per job).
-pub(crate) fn start_retries(state: &AppState) {
+pub(crate) fn start_retries(state: &AppState, store_report: StoreReport) {
     let Some(store) = state.artifact_store.clone() else {
         return;
     };
@@ -435,7 +439,7 @@ pub(crate) fn start_retries(state: &AppState) {
                 {
                     continue;
                 }
-                let result = retry_one(&s, &store, run, job, attempt).await;
+                let result = retry_one(&s, &store, run, job, attempt, store_report).await;
                 match result {
                     Retry::Done(n) => {
                         backoff.remove(&(job, attempt));
@@ -467,7 +471,14 @@ enum Retry {
     Failed(String),
 }
 
-async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, attempt: u32) -> Retry {
+async fn retry_one(
+    s: &AppState,
+    store: &ArtifactStore,
+    run: i64,
+    job: i64,
+    attempt: u32,
+    store_report: StoreReport,
+) -> Retry {
     let collected = match s.store.collected_jobs(run).await {
         Ok(ids) => ids.contains(&job),
         Err(e) => return Retry::Failed(format!("cannot read run {run}'s results: {e}")),
@@ -494,7 +505,7 @@ async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, atte
         done_pending(&s.folders, job, attempt);
         return Retry::Busy;
     }
-    match upload_out(s, store, run, job, attempt).await {
+    match upload_out(s, store, run, job, attempt, store_report).await {
         Ok(n) => Retry::Done(n),
         Err(e) => Retry::Failed(e),
     }
