@@ -12,8 +12,8 @@
 //! local `out/` is removed.
 //! Every upload is recorded as pending first (`<data>/uploads/JOB-ATTEMPT`, fsynced; see
 //! [`crate::pending`], which also keeps retention out of the way) and forgotten once its
-//! manifest is written; [`start_retries`] retries the pending ones in the background with
-//! backoff, and at start (a failure, or a crash in the middle of an upload).
+//! manifest is written; the collector (`results::start_retries`) retries the pending ones in
+//! the background with backoff, and at start (a failure, or a crash in the middle of an upload).
 //! Retention deletes a job's objects with its rows ([`ArtifactStore::delete_job`]).
 //! The bucket's keys never reach a log line, an API answer or a page.
 
@@ -27,7 +27,6 @@ use object_store::path::Path as Key;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::AppState;
-use crate::pending::{done_pending, hold_pending, pending};
 
 /// Files up to this size go up in one request; bigger ones in parts of this size.
 const PART: usize = 8 * 1024 * 1024;
@@ -510,123 +509,5 @@ impl Read for BlockingReader {
         out[..n].copy_from_slice(&self.buf[..n]);
         self.buf = self.buf.slice(n..);
         Ok(n)
-    }
-}
-
-/// Uploads a job attempt's `out/` to the bucket (a retry); once the manifest is written, the
-/// warning of the failed try leaves the job's results, and the disk's copy and the pending
-/// record go. The caller holds the job's collection claim.
-pub(crate) async fn upload_out(
-    s: &AppState,
-    store: &ArtifactStore,
-    run: i64,
-    job: i64,
-    attempt: u32,
-) -> Result<usize, String> {
-    let out = s.folders.job_dir(job, attempt).join("out");
-    let n = store.upload(job, attempt, out.clone()).await?;
-    // The results said the first try failed: no longer true.
-    crate::results::upload_arrived(s, run, job).await;
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
-    done_pending(&s.folders, job, attempt, true);
-    Ok(n)
-}
-
-/// The first wait before a failed upload is tried again; it doubles up to [`RETRY_MAX`].
-const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
-const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
-/// How often the pending uploads are looked at.
-const RETRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Starts the retries of pending uploads (with a bucket only): at start every pending upload
-/// (one that failed, or one a crash cut short) is tried at once, then each failure waits twice
-/// as long as the last (2 s up to 5 min). A job whose results are not collected yet is
-/// collected (which uploads); its upload never races the collector (one claim per job).
-pub(crate) fn start_retries(state: &AppState) {
-    let Some(store) = state.artifact_store.clone() else {
-        return;
-    };
-    let s = state.clone();
-    tokio::spawn(async move {
-        let mut backoff: std::collections::HashMap<
-            (i64, u32),
-            (std::time::Duration, tokio::time::Instant),
-        > = std::collections::HashMap::new();
-        loop {
-            let folders = s.folders.clone();
-            let todo = tokio::task::spawn_blocking(move || pending(&folders))
-                .await
-                .unwrap_or_default();
-            let now = tokio::time::Instant::now();
-            backoff.retain(|k, _| todo.iter().any(|(_, j, a)| (*j, *a) == *k));
-            for (run, job, attempt) in todo {
-                if backoff
-                    .get(&(job, attempt))
-                    .is_some_and(|(_, next)| *next > now)
-                {
-                    continue;
-                }
-                let result = retry_one(&s, &store, run, job, attempt).await;
-                match result {
-                    Retry::Done(n) => {
-                        backoff.remove(&(job, attempt));
-                        tracing::info!(
-                            job,
-                            "{n} artifacts uploaded to {} on a retry",
-                            store.label()
-                        );
-                    }
-                    Retry::Busy => {}
-                    Retry::Failed(e) => {
-                        let wait = backoff
-                            .get(&(job, attempt))
-                            .map_or(RETRY_FIRST, |(w, _)| (*w * 2).min(RETRY_MAX));
-                        tracing::warn!(job, "{e}; trying again in {} s", wait.as_secs());
-                        backoff.insert((job, attempt), (wait, tokio::time::Instant::now() + wait));
-                    }
-                }
-            }
-            tokio::time::sleep(RETRY_TICK).await;
-        }
-    });
-}
-
-enum Retry {
-    Done(usize),
-    /// The collector holds the job now; looked at again next round.
-    Busy,
-    Failed(String),
-}
-
-async fn retry_one(s: &AppState, store: &ArtifactStore, run: i64, job: i64, attempt: u32) -> Retry {
-    let collected = match s.store.collected_jobs(run).await {
-        Ok(ids) => ids.contains(&job),
-        Err(e) => return Retry::Failed(format!("cannot read run {run}'s results: {e}")),
-    };
-    if !collected {
-        // Not collected yet (a restart cut it short): collecting it uploads it.
-        match s.store.get_run(run).await {
-            Ok(Some(r)) => crate::results::collect_run(s, &r).await,
-            Ok(None) => done_pending(&s.folders, job, attempt, true),
-            Err(e) => return Retry::Failed(format!("cannot read run {run}: {e}")),
-        }
-        return Retry::Busy;
-    }
-    let Some(_claim) = crate::results::Collecting::claim(job) else {
-        return Retry::Busy;
-    };
-    // Held by a prune that is deleting the run, or forgotten: looked at again next round.
-    let Some(_hold) = hold_pending(&s.folders, job, attempt) else {
-        return Retry::Busy;
-    };
-    let out = s.folders.job_dir(job, attempt).join("out");
-    if !out.is_dir() {
-        // Uploaded already (a crash after its manifest), or pruned: nothing left to send.
-        done_pending(&s.folders, job, attempt, true);
-        return Retry::Busy;
-    }
-    match upload_out(s, store, run, job, attempt).await {
-        Ok(n) => Retry::Done(n),
-        Err(e) => Retry::Failed(e),
     }
 }

@@ -6,6 +6,7 @@
 //! sends every change to the scheduler through its handle. Only this crate knows HTTP; the API's
 //! JSON shapes are the types of [`api_types`], which the CLI reads too.
 
+mod actions;
 mod agents;
 pub mod ansi;
 mod api;
@@ -74,8 +75,9 @@ pub use statuses::{Statuses, spawn_sender};
 /// ended run's `report.html` is stored once; with an artifact bucket, the retries of pending
 /// uploads too.
 pub fn start_results(state: &AppState) {
-    results::start_collector(state, |s, run| Box::pin(ui::store_report(s, run)));
-    artifact_store::start_retries(state);
+    let store_report: results::StoreReport = |s, run| Box::pin(ui::store_report(s, run));
+    results::start_collector(state, store_report);
+    results::start_retries(state, store_report);
 }
 
 /// Loads and validates the config from wherever the server was told; `Err` holds the

@@ -5,7 +5,7 @@
 //! Every job the collector takes on is recorded first: one file `JOB-ATTEMPT` (holding the run's
 //! id) in `<data>/uploads/`, held with an exclusive `flock` while its collection (or a retry of
 //! its upload) is in flight, and removed once its results are stored and its artifacts, with a
-//! bucket, are in it; a failed upload leaves it for the retries (`artifact_store::start_retries`).
+//! bucket, are in it; a failed upload leaves it for the retries (`results::start_retries`).
 //! A prune never deletes a run one of whose records is held.
 //!
 //! That alone leaves a window: between a job's end and the moment its record is written, a

@@ -2,7 +2,9 @@
 //! executor) reads the job's reports from its `out/` with `baton_results` on a blocking thread
 //! and records its result tree; the API and the Tests page read the run's tree back. A job
 //! ended while nobody collected (a restart, a lagging subscriber) is collected when its run's
-//! results are first asked for.
+//! results are first asked for. With an artifact bucket the collector uploads each ended job's
+//! `out/` (`crate::artifact_store`) and retries a failed upload in the background
+//! ([`start_retries`]).
 
 use baton_core::run::{TargetKind, TriggerKind};
 use baton_results::{Node, Status};
@@ -10,15 +12,19 @@ use baton_sched::TargetDef;
 use baton_store::{JobRow, NewJobResults, ResultCounts, RunRow, TestResult};
 
 use crate::AppState;
+use crate::artifact_store::ArtifactStore;
+use crate::pending::{done_pending, hold_pending, pending};
 
-/// What is done once a run has ended and its results are collected (store its report).
-pub(crate) type OnEnd =
+/// Stores an ended run's `report.html` once its results are collected. The web UI renders the
+/// report: the caller (`crate::start_results`) passes its function in, so that collecting never
+/// imports the UI.
+pub(crate) type StoreReport =
     for<'a> fn(&'a AppState, &'a RunRow) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Starts the collector: every batch of changes the scheduler reports is looked at for jobs
-/// that ended without recorded results; a run that ended gets `on_end` once its results are
-/// in. Stops when the scheduler's event stream closes.
-pub(crate) fn start_collector(state: &AppState, on_end: OnEnd) {
+/// that ended without recorded results; a run that ended gets `store_report` once its results
+/// are in. Stops when the scheduler's event stream closes.
+pub(crate) fn start_collector(state: &AppState, store_report: StoreReport) {
     let s = state.clone();
     let mut events = s.sched.subscribe();
     tokio::spawn(async move {
@@ -35,7 +41,7 @@ pub(crate) fn start_collector(state: &AppState, on_end: OnEnd) {
                     Ok(Some(run)) => {
                         collect_run(&s, &run).await;
                         if run.status.is_terminal() {
-                            on_end(&s, &run).await;
+                            store_report(&s, &run).await;
                         }
                     }
                     Ok(None) => {}
@@ -232,7 +238,7 @@ pub(crate) async fn collect_run(s: &AppState, run: &RunRow) {
         // known to still have it, under the prune lock: a prune leaves the run alone while
         // this is held, or deleted it before (then nothing of it is written). With an upload,
         // recorded durably first: a failure, or a crash in the middle, is retried
-        // (`artifact_store::start_retries`), also after a restart.
+        // (`start_retries`), also after a restart.
         let hold =
             match crate::pending::hold_collection(s, run.id, job.id, job.attempt, upload.is_some())
                 .await
@@ -304,8 +310,9 @@ const UPLOAD_WARNING: &str = "artifacts";
 
 /// A retry uploaded job `job`'s artifacts: its results no longer say the upload failed (the
 /// warning the first try left goes, and its count), and run `run`'s `report.html`, if it was
-/// stored with the warning, is made again. The caller holds the job's collection claim.
-pub(crate) async fn upload_arrived(s: &AppState, run: i64, job: i64) {
+/// stored with the warning, is made again (`store_report`). The caller holds the job's
+/// collection claim.
+async fn upload_arrived(s: &AppState, run: i64, job: i64, store_report: StoreReport) {
     let rows = match s.store.run_results(run).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -345,7 +352,7 @@ pub(crate) async fn upload_arrived(s: &AppState, run: i64, job: i64) {
     {
         let path = s.folders.report_path(run);
         if tokio::fs::remove_file(&path).await.is_ok() {
-            crate::ui::store_report(s, &r).await;
+            store_report(s, &r).await;
         }
     }
 }
@@ -375,6 +382,132 @@ impl Drop for Collecting {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.0);
+    }
+}
+
+/// Uploads a job attempt's `out/` to the bucket (a retry); once the manifest is written, the
+/// warning of the failed try leaves the job's results, and the disk's copy and the pending
+/// record go. The caller holds the job's collection claim.
+async fn upload_out(
+    s: &AppState,
+    store: &ArtifactStore,
+    run: i64,
+    job: i64,
+    attempt: u32,
+    store_report: StoreReport,
+) -> Result<usize, String> {
+    let out = s.folders.job_dir(job, attempt).join("out");
+    let n = store.upload(job, attempt, out.clone()).await?;
+    // The results said the first try failed: no longer true.
+    upload_arrived(s, run, job, store_report).await;
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&out)).await;
+    done_pending(&s.folders, job, attempt, true);
+    Ok(n)
+}
+
+/// The first wait before a failed upload is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often the pending uploads are looked at.
+const RETRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the retries of pending uploads (with a bucket only): at start every pending upload
+/// (one that failed, or one a crash cut short) is tried at once, then each failure waits twice
+/// as long as the last (2 s up to 5 min). A job whose results are not collected yet is
+/// collected (which uploads); its upload never races the collector (one claim per job).
+pub(crate) fn start_retries(state: &AppState, store_report: StoreReport) {
+    let Some(store) = state.artifact_store.clone() else {
+        return;
+    };
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut backoff: std::collections::HashMap<
+            (i64, u32),
+            (std::time::Duration, tokio::time::Instant),
+        > = std::collections::HashMap::new();
+        loop {
+            let folders = s.folders.clone();
+            let todo = tokio::task::spawn_blocking(move || pending(&folders))
+                .await
+                .unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            backoff.retain(|k, _| todo.iter().any(|(_, j, a)| (*j, *a) == *k));
+            for (run, job, attempt) in todo {
+                if backoff
+                    .get(&(job, attempt))
+                    .is_some_and(|(_, next)| *next > now)
+                {
+                    continue;
+                }
+                let result = retry_one(&s, &store, run, job, attempt, store_report).await;
+                match result {
+                    Retry::Done(n) => {
+                        backoff.remove(&(job, attempt));
+                        tracing::info!(
+                            job,
+                            "{n} artifacts uploaded to {} on a retry",
+                            store.label()
+                        );
+                    }
+                    Retry::Busy => {}
+                    Retry::Failed(e) => {
+                        let wait = backoff
+                            .get(&(job, attempt))
+                            .map_or(RETRY_FIRST, |(w, _)| (*w * 2).min(RETRY_MAX));
+                        tracing::warn!(job, "{e}; trying again in {} s", wait.as_secs());
+                        backoff.insert((job, attempt), (wait, tokio::time::Instant::now() + wait));
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY_TICK).await;
+        }
+    });
+}
+
+enum Retry {
+    Done(usize),
+    /// The collector holds the job now; looked at again next round.
+    Busy,
+    Failed(String),
+}
+
+async fn retry_one(
+    s: &AppState,
+    store: &ArtifactStore,
+    run: i64,
+    job: i64,
+    attempt: u32,
+    store_report: StoreReport,
+) -> Retry {
+    let collected = match s.store.collected_jobs(run).await {
+        Ok(ids) => ids.contains(&job),
+        Err(e) => return Retry::Failed(format!("cannot read run {run}'s results: {e}")),
+    };
+    if !collected {
+        // Not collected yet (a restart cut it short): collecting it uploads it.
+        match s.store.get_run(run).await {
+            Ok(Some(r)) => collect_run(s, &r).await,
+            Ok(None) => done_pending(&s.folders, job, attempt, true),
+            Err(e) => return Retry::Failed(format!("cannot read run {run}: {e}")),
+        }
+        return Retry::Busy;
+    }
+    let Some(_claim) = Collecting::claim(job) else {
+        return Retry::Busy;
+    };
+    // Held by a prune that is deleting the run, or forgotten: looked at again next round.
+    let Some(_hold) = hold_pending(&s.folders, job, attempt) else {
+        return Retry::Busy;
+    };
+    let out = s.folders.job_dir(job, attempt).join("out");
+    if !out.is_dir() {
+        // Uploaded already (a crash after its manifest), or pruned: nothing left to send.
+        done_pending(&s.folders, job, attempt, true);
+        return Retry::Busy;
+    }
+    match upload_out(s, store, run, job, attempt, store_report).await {
+        Ok(n) => Retry::Done(n),
+        Err(e) => Retry::Failed(e),
     }
 }
 

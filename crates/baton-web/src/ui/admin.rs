@@ -19,7 +19,7 @@ pub(super) async fn reload(
 ) -> PageResult {
     let (_, a, mut nav) = form_user(&s, &headers, &uri, &f).await?;
     a.require_admin()?;
-    let flash = match crate::api::reload_config(&s).await {
+    let flash = match crate::actions::reload_config(&s).await {
         Ok(v) => format!(
             "Config reloaded: {} tasks, {} pipelines.",
             v["tasks"], v["pipelines"]
@@ -66,7 +66,7 @@ pub(super) async fn set_enabled(
         TargetKind::Task => config.tasks.get(&name).is_some_and(|t| t.enabled),
         TargetKind::Pipeline => config.pipelines.get(&name).is_some_and(|p| p.enabled),
     };
-    crate::api::log_enabled_change(user.principal.name(), kind, &name, value, enabled);
+    crate::actions::log_enabled_change(user.principal.name(), kind, &name, value, enabled);
     let back = crate::session::safe_next(field(&f, "back"));
     Ok(Redirect::to(back).into_response())
 }

@@ -139,7 +139,7 @@ pub(super) async fn dashboard(
     let (user, a, nav) = page_user(&s, &headers, &uri).await?;
     let Query(q) = q.map_err(|e| PageError::Page(StatusCode::BAD_REQUEST, e.body_text()))?;
     let tag = q.tag.unwrap_or_default();
-    let snap = crate::api::visible_snapshot(&s, &user).await?;
+    let snap = crate::actions::visible_snapshot(&s, &user).await?;
     let mut all_tags: Vec<String> = Vec::new();
     let mut facts: Vec<TargetFacts<'_>> = Vec::new();
     for t in a.config.tasks.values() {

@@ -149,7 +149,7 @@ pub(super) async fn runs_page(
         search: (!q.q.is_empty()).then(|| q.q.clone()),
         repo: (!q.repo.is_empty()).then(|| q.repo.clone()),
         branch: (!q.branch.is_empty()).then(|| q.branch.clone()),
-        commit: crate::api::commit_prefix(&q.commit).map_err(bad)?,
+        commit: crate::actions::commit_prefix(&q.commit).map_err(bad)?,
     };
     let runs = s.store.list_runs(&filter, limit).await?;
     let next = next_page(&q, &runs, limit);

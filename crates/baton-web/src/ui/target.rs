@@ -63,7 +63,7 @@ pub(super) async fn target_page(
     if !a.can_see(kind, &name) {
         return Err(not_found());
     }
-    let snap = crate::api::visible_snapshot(&s, &user).await?;
+    let snap = crate::actions::visible_snapshot(&s, &user).await?;
     let (facts, timer, definition) = match kind {
         TargetKind::Task => {
             let d = a.config.tasks.get(&name).ok_or_else(not_found)?;
