@@ -35,6 +35,8 @@ pub(crate) struct Runs {
     undo: Option<BTreeMap<i64, Option<LiveRun>>>,
     /// Targets whose runs changed since [`Runs::take_dirty`].
     dirty: BTreeSet<TargetKey>,
+    /// The runs that changed (or were added, removed, put back) since [`Runs::take_dirty`].
+    changed: BTreeSet<i64>,
 }
 
 impl std::ops::Deref for Runs {
@@ -78,6 +80,7 @@ impl Runs {
 
     fn index(&mut self, run: &LiveRun) {
         self.dirty.insert(key_of(run));
+        self.changed.insert(run.row.id);
         self.by_target
             .entry(key_of(run))
             .or_default()
@@ -102,6 +105,7 @@ impl Runs {
             }
         }
         self.dirty.insert(key);
+        self.changed.insert(id);
         Some(run)
     }
 
@@ -127,6 +131,7 @@ impl Runs {
         let key = key_of(self.map.get(id)?);
         self.remember(*id);
         self.dirty.insert(key);
+        self.changed.insert(*id);
         self.map.get_mut(id)
     }
 
@@ -160,9 +165,12 @@ impl Runs {
         self.by_target.keys()
     }
 
-    /// The targets whose runs changed since the last call.
-    pub fn take_dirty(&mut self) -> BTreeSet<TargetKey> {
-        std::mem::take(&mut self.dirty)
+    /// The targets whose runs changed since the last call, and those runs.
+    pub fn take_dirty(&mut self) -> (BTreeSet<TargetKey>, BTreeSet<i64>) {
+        (
+            std::mem::take(&mut self.dirty),
+            std::mem::take(&mut self.changed),
+        )
     }
 
     /// Marks every target as changed (paused queues or the config changed).
@@ -265,26 +273,33 @@ pub(crate) struct Gates {
 
 impl Gates {
     /// Computes again the gates of the targets whose runs changed (and of those whose start
-    /// delay ran out); returns the runs of the targets computed again.
+    /// delay ran out); returns the runs whose status or reason may have changed: those that
+    /// changed, and those whose gate answer (why they wait) changed.
     pub fn refresh(&mut self, runs: &mut Runs, paused: &Paused, now: DateTime<Utc>) -> Vec<i64> {
-        let mut again = runs.take_dirty();
+        let (mut again, changed) = runs.take_dirty();
         for (key, g) in &self.by_target {
             if g.until.is_some_and(|t| t <= now) {
                 again.insert(key.clone());
             }
         }
-        let mut looked = Vec::new();
+        let mut looked = changed;
         for key in again {
             let of: Vec<&LiveRun> = runs.of_target(&key).map(|id| &runs[&id]).collect();
-            looked.extend(of.iter().map(|r| r.row.id));
             if of.is_empty() {
                 self.by_target.remove(&key);
             } else {
                 let g = gate_target(&key.1, &of, paused, now);
+                let old = self.by_target.get(&key);
+                for r in &of {
+                    let id = r.row.id;
+                    if old.and_then(|o| o.held.get(&id)) != g.held.get(&id) {
+                        looked.insert(id);
+                    }
+                }
                 self.by_target.insert(key, g);
             }
         }
-        looked
+        looked.into_iter().collect()
     }
 
     /// Every candidate for dispatch, target by target.
