@@ -22,7 +22,6 @@ use baton_store::{Change, JobRow, NewRun, RunFolders, RunRow, Store};
 
 use crate::Executors;
 use crate::handle::{Changed, Msg, SchedError};
-use crate::jobs::LiveRun;
 
 mod admit;
 mod batch;
@@ -30,6 +29,7 @@ mod dispatch;
 mod lifecycle;
 mod recover;
 mod repo;
+mod runs;
 mod snapshot;
 mod timers;
 mod workers;
@@ -85,15 +85,17 @@ pub(crate) struct Actor {
     generation: watch::Sender<u64>,
     config_out: watch::Sender<Arc<Config>>,
     workers: Vec<Worker>,
-    runs: BTreeMap<i64, LiveRun>,
+    /// The open runs (with the batch's undo log).
+    runs: runs::Runs,
     last_start: BTreeMap<String, DateTime<Utc>>,
     /// Each task's latest run that started and ended: (run id, status). Loaded from the
     /// store at start, so chaining after a restart knows how every listed task last ended.
     latest_ends: BTreeMap<String, (i64, Status)>,
     marks: BTreeMap<String, DateTime<Utc>>,
     next_fire: BTreeMap<String, DateTime<Utc>>,
-    /// The runs their gate (start delay, concurrency) held at the last dispatch.
-    gate_held: std::collections::BTreeSet<i64>,
+    /// Each target's gate as of the last dispatch: its candidates, and why its other runs
+    /// wait.
+    gates: runs::Gates,
     /// Repositories' scheduled tasks, by repository, then by timer name (`REPO/TASK@BRANCH`).
     repo_timers: BTreeMap<String, BTreeMap<String, crate::handle::RepoSchedule>>,
     ended_seq: u64,
@@ -151,12 +153,12 @@ impl Actor {
             tx: out.tx,
             generation: out.generation,
             config_out: out.config,
-            runs: BTreeMap::new(),
+            runs: Default::default(),
             last_start: BTreeMap::new(),
             latest_ends: BTreeMap::new(),
             marks: BTreeMap::new(),
             next_fire: BTreeMap::new(),
-            gate_held: Default::default(),
+            gates: Default::default(),
             repo_timers: BTreeMap::new(),
             ended_seq: 0,
             next_run_id: 1,
@@ -263,6 +265,7 @@ impl Actor {
             }
             Msg::SetPaused(queue, paused, reply) => {
                 self.paused.set(queue.as_deref(), paused);
+                self.runs.all_dirty();
                 let _ = reply.send(Ok(self.paused.clone()));
             }
             Msg::CancelSent { job_id, result } => {
@@ -398,6 +401,7 @@ impl Actor {
         self.config = Arc::new(config);
         self.config_out.send_replace(self.config.clone());
         self.reset_timers(Utc::now());
+        self.runs.all_dirty();
         self.changed = true;
         self.config_changed = true;
     }
@@ -418,11 +422,7 @@ impl Actor {
         for c in &changes {
             let run = match c {
                 Change::Run { id, .. } => Some(*id),
-                Change::Job { id, .. } | Change::JobReady { id, .. } => self
-                    .runs
-                    .values()
-                    .find(|r| r.row.jobs.iter().any(|j| j.id == *id))
-                    .map(|r| r.row.id),
+                Change::Job { id, .. } | Change::JobReady { id, .. } => self.runs.run_of_job(*id),
                 Change::NewRun(run) => Some(run.id),
                 Change::NewJob(job) => Some(job.run_id),
                 Change::Mark { .. } | Change::Import(..) => None,

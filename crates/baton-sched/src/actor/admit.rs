@@ -41,7 +41,8 @@ impl Actor {
         let doomed = self.superseded_by(&req.target, &def, repo.as_ref());
         let open: Vec<OpenRun> = self
             .runs
-            .values()
+            .of_target(&(def.kind(), req.target.clone()))
+            .map(|id| &self.runs[&id])
             .filter(|r| r.row.target == req.target && r.def.kind() == def.kind())
             .filter(|r| !doomed.contains(&r.row.id))
             .map(|r| OpenRun {

@@ -11,7 +11,7 @@ use baton_exec::Executor;
 use baton_store::{RunFolders, Store};
 use chrono::{DateTime, Utc};
 
-use super::{Actor, LiveRun};
+use super::Actor;
 use crate::handle::{Changed, ChangedRun, Msg, SchedError};
 
 /// Retention of a pipeline to apply once the end of one of its runs is recorded.
@@ -21,9 +21,9 @@ pub(crate) struct Prune {
     pub before: Option<DateTime<Utc>>,
 }
 
-/// The scheduling state before a batch, put back when the store refuses the batch.
+/// The scheduling state before a batch, put back when the store refuses the batch (the open
+/// runs it changed are in their own undo log, [`super::runs::Runs`]).
 struct Saved {
-    runs: BTreeMap<i64, LiveRun>,
     busy: Vec<(String, Option<(i64, i64)>)>,
     last_start: BTreeMap<String, DateTime<Utc>>,
     latest_ends: BTreeMap<String, (i64, Status)>,
@@ -47,7 +47,10 @@ impl Actor {
         self.fire_timers(now).await;
         self.pump(now).await;
         match self.commit().await {
-            Ok(()) => self.after_commit(),
+            Ok(()) => {
+                self.runs.commit();
+                self.after_commit();
+            }
             Err(e) => self.roll_back(saved, e),
         }
         self.notify();
@@ -133,9 +136,9 @@ impl Actor {
         self.reset_timers(Utc::now());
     }
 
-    fn save(&self) -> Saved {
+    fn save(&mut self) -> Saved {
+        self.runs.begin();
         Saved {
-            runs: self.runs.clone(),
             busy: self
                 .workers
                 .iter()
@@ -150,7 +153,7 @@ impl Actor {
     }
 
     fn restore(&mut self, saved: Saved) {
-        self.runs = saved.runs;
+        self.runs.roll_back();
         for w in &mut self.workers {
             w.busy = saved
                 .busy

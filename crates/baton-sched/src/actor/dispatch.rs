@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::config::{NetworkMode, RepoDef, render_command};
-use baton_core::decide::{self, Gate, GateRun, QueuedJob};
+use baton_core::decide::{self, QueuedJob};
 use baton_core::run::{Status, TargetKind, run_status};
 use baton_exec::{ContainerSpec, Executor, JobSpec, Network, Outcome};
 use baton_store::Change;
@@ -20,28 +20,43 @@ use crate::jobenv::JobEnv;
 use crate::jobs::{LiveRun, ON_ERROR_JOB, TargetDef};
 
 impl Actor {
-    /// Walks every open run: applies DAG steps, dispatches ready jobs to free workers, and
-    /// records why the others wait.
+    /// Applies DAG steps, dispatches ready jobs to free workers, and records why the others
+    /// wait. Only the targets whose runs changed are gated again ([`super::runs::Gates`]), and
+    /// only the runs of those, the candidates and the runs started are looked at for their
+    /// status and reason.
     pub(super) async fn pump(&mut self, now: DateTime<Utc>) {
         self.sync_agent_workers();
         self.apply_dag_steps(now).await;
-        let (candidates, held, gated) = self.queued_candidates(now);
-        self.gate_held = gated;
+        let mut check: BTreeSet<i64> = self
+            .gates
+            .refresh(&mut self.runs, &self.paused, now)
+            .into_iter()
+            .collect();
+        let candidates: Vec<QueuedJob> = self.gates.candidates().cloned().collect();
         let views = self.worker_views();
         let assignments = decide::dispatch(&candidates, &views);
         let assigned: BTreeSet<i64> = assignments.iter().map(|(j, _)| *j).collect();
-        let mut reasons: BTreeMap<i64, String> = held;
+        // Why a run waits: what held it before dispatch, else why its first candidate that
+        // got no worker waits (only those runs' reasons are made here).
+        let mut waiting: BTreeMap<i64, String> = BTreeMap::new();
         for c in &candidates {
-            if !assigned.contains(&c.job_id) {
-                reasons
-                    .entry(c.run_id)
-                    .or_insert_with(|| decide::wait_reason(c, &views));
+            check.insert(c.run_id);
+            if !assigned.contains(&c.job_id) && !waiting.contains_key(&c.run_id) {
+                let held = self.runs.get(&c.run_id).and_then(|r| {
+                    let key = (r.row.kind, r.row.target.clone());
+                    self.gates.held(&key, c.run_id).cloned()
+                });
+                waiting.insert(
+                    c.run_id,
+                    held.unwrap_or_else(|| decide::wait_reason(c, &views)),
+                );
             }
         }
 
         // Record the starts (durable before launch), then launch.
         let (mut changes, launches) = self.record_starts(assignments, now);
-        changes.extend(self.run_status_changes(&reasons));
+        check.extend(launches.iter().filter_map(|l| self.runs.run_of_job(l.3)));
+        changes.extend(self.run_status_changes(&check, &waiting));
         self.persist(changes).await;
         // Launched once the batch is recorded: after a crash the job is re-attached, never
         // run twice.
@@ -53,11 +68,35 @@ impl Actor {
         let mut changes = Vec::new();
         let mut to_signal = Vec::new();
         let mut touched = BTreeSet::new();
-        for run in self.runs.values_mut() {
+        let pipelines: Vec<i64> = self
+            .runs
+            .targets()
+            .filter(|(kind, _)| *kind == TargetKind::Pipeline)
+            .flat_map(|key| self.runs.of_target(key).collect::<Vec<_>>())
+            .collect();
+        for id in pipelines {
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
             let TargetDef::Pipeline(p) = &run.def else {
                 continue;
             };
             let step = decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure);
+            // Only a run the step changes is taken for change (and gated again).
+            let changes_run = run.row.jobs.iter().any(|j| {
+                (j.status == Status::Queued
+                    && j.ready_at.is_none()
+                    && (step.ready.contains(&j.name) || j.name == ON_ERROR_JOB))
+                    || (j.status == Status::Queued && step.skip.contains_key(&j.name))
+                    || step.cancel.get(&j.name).is_some_and(|why| {
+                        j.status == Status::Queued
+                            || (j.status.is_active() && j.reason.as_deref() != Some(why))
+                    })
+            });
+            if !changes_run {
+                continue;
+            }
+            let run = self.runs.get_mut(&id).expect("run present");
             for j in run.row.jobs.iter_mut() {
                 // From here on it waits for a worker, no longer for its dependencies.
                 if j.status == Status::Queued
@@ -112,79 +151,6 @@ impl Actor {
         }
     }
 
-    /// Which queued jobs may start (the candidates for dispatch), why the runs of the others
-    /// wait (start delay, concurrency, the DAG) by run id, and the runs held by their gate
-    /// (start delay, concurrency).
-    fn queued_candidates(
-        &self,
-        now: DateTime<Utc>,
-    ) -> (Vec<QueuedJob>, BTreeMap<i64, String>, BTreeSet<i64>) {
-        let mut candidates: Vec<QueuedJob> = Vec::new();
-        let mut held: BTreeMap<i64, String> = BTreeMap::new();
-        let mut gate_held: BTreeSet<i64> = BTreeSet::new();
-        let mut by_target: BTreeMap<(TargetKind, &str), Vec<&LiveRun>> = BTreeMap::new();
-        for run in self.runs.values() {
-            by_target
-                .entry((run.def.kind(), run.row.target.as_str()))
-                .or_default()
-                .push(run);
-        }
-        for ((_, target), runs) in &by_target {
-            let gated: Vec<GateRun> = runs
-                .iter()
-                .map(|r| GateRun {
-                    id: r.row.id,
-                    active: r.is_active(),
-                    waiting: r.row.jobs.iter().any(|j| j.status == Status::Queued),
-                    not_before: r.row.not_before,
-                })
-                .collect();
-            let concurrency = runs[0].def.admission().concurrency;
-            for (run_id, gate) in decide::gate(target, concurrency, &gated, now) {
-                if let Gate::Held(why) = gate {
-                    held.insert(run_id, why);
-                    gate_held.insert(run_id);
-                    continue;
-                }
-                let run = &self.runs[&run_id];
-                let queued = run.row.jobs.iter().filter(|j| j.status == Status::Queued);
-                let ready: Option<BTreeSet<String>> = match &run.def {
-                    TargetDef::Pipeline(p) => Some(
-                        decide::dag_step(&run.dag(), p.continue_running_tasks_after_failure).ready,
-                    ),
-                    TargetDef::Task(_) => None,
-                };
-                let dag = run.dag();
-                for j in queued {
-                    let is_ready = j.name == ON_ERROR_JOB
-                        || ready.as_ref().is_none_or(|r| r.contains(&j.name));
-                    if is_ready {
-                        let queues = match self.paused.open_queues(&run.def.queues()) {
-                            Ok(open) => open,
-                            Err(why) => {
-                                held.entry(run.row.id).or_insert(why);
-                                continue;
-                            }
-                        };
-                        candidates.push(QueuedJob {
-                            job_id: j.id,
-                            run_id: run.row.id,
-                            queues,
-                            priority: run.row.priority,
-                            enqueued_at: run.row.enqueued_at,
-                            container: run.def.container(&j.name).is_some(),
-                        });
-                    } else if let Some(d) = dag.iter().find(|d| d.name == j.name)
-                        && let Some(why) = decide::dag_wait_reason(d, &dag)
-                    {
-                        held.entry(run.row.id).or_insert(why);
-                    }
-                }
-            }
-        }
-        (candidates, held, gate_held)
-    }
-
     /// Marks the assigned jobs started on their workers; returns the changes to record and
     /// the launches to make once they are recorded.
     fn record_starts(
@@ -195,7 +161,11 @@ impl Actor {
         let mut changes = Vec::new();
         let mut launches = Vec::new();
         for (job_id, worker) in assignments {
-            let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+            let Some(run) = self
+                .runs
+                .run_of_job(job_id)
+                .and_then(|id| self.runs.get_mut(&id))
+            else {
                 continue;
             };
             let run_id = run.row.id;
@@ -221,18 +191,30 @@ impl Actor {
         (changes, launches)
     }
 
-    /// The changes of runs whose waiting reason changed, and of runs that just started.
-    fn run_status_changes(&mut self, reasons: &BTreeMap<i64, String>) -> Vec<Change> {
+    /// The changes of the runs in `check` whose status or waiting reason changed (`waiting`:
+    /// why candidates that got no worker wait; the gates know why the others do).
+    fn run_status_changes(
+        &mut self,
+        check: &BTreeSet<i64>,
+        waiting: &BTreeMap<i64, String>,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
-        for run in self.runs.values_mut() {
+        for &id in check {
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
             let status = run_status(&run.views());
             let reason = match status {
-                Status::Queued => reasons.get(&run.row.id).cloned(),
+                Status::Queued => waiting.get(&id).cloned().or_else(|| {
+                    let key = (run.row.kind, run.row.target.clone());
+                    self.gates.held(&key, id).cloned()
+                }),
                 // Why it waits for approval, as recorded when it was queued.
                 Status::Waiting => run.row.reason.clone(),
                 _ => None,
             };
             if status != run.stored_status || reason != run.stored_reason {
+                let run = self.runs.get_mut_shown(&id).expect("run present");
                 run.row.status = status;
                 run.row.reason = reason.clone();
                 run.stored_status = status;

@@ -107,7 +107,11 @@ impl Actor {
     }
 
     pub(super) async fn job_running(&mut self, job_id: i64, attempt: u32) {
-        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+        let Some(run) = self
+            .runs
+            .run_of_job(job_id)
+            .and_then(|id| self.runs.get_mut(&id))
+        else {
             return;
         };
         let cancel = run.cancel_requested;
@@ -137,7 +141,11 @@ impl Actor {
 
     pub(super) async fn job_ended(&mut self, job_id: i64, attempt: u32, outcome: Ended) {
         let now = Utc::now();
-        let Some(run) = self.runs.values_mut().find(|r| r.job(job_id).is_some()) else {
+        let Some(run) = self
+            .runs
+            .run_of_job(job_id)
+            .and_then(|id| self.runs.get_mut(&id))
+        else {
             return;
         };
         let run_id = run.row.id;

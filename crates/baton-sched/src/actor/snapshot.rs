@@ -32,18 +32,19 @@ impl Actor {
                 }
             })
             .collect();
-        let held = &self.gate_held;
+        let gates = &self.gates;
         let mut queue: Vec<QueueEntry> = self
             .runs
             .values()
             .flat_map(|r| {
                 let dag = r.dag();
+                let held = gates.gated(&(r.row.kind, r.row.target.clone()), r.row.id);
                 r.row
                     .jobs
                     .iter()
                     .filter(|j| j.status == Status::Queued)
                     .map(move |j| QueueEntry {
-                        waits_for: waits_for(held.contains(&r.row.id), &j.name, &dag),
+                        waits_for: waits_for(held, &j.name, &dag),
                         run_id: r.row.id,
                         job_id: j.id,
                         target: r.row.target.clone(),
