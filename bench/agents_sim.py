@@ -79,14 +79,25 @@ def proc_kib(pid, key):
     return 0
 
 
-def db_bytes(db):
+def psql(db, sql):
     base, _, query = db.partition("?")
     host = dict(p.split("=", 1) for p in query.split("&") if p)["host"]
     name = base.rsplit("/", 1)[1]
-    out = subprocess.run(["psql", "-h", host, "-U", "baton", "-d", name, "-Atc",
-                          "SELECT pg_database_size(current_database())"],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip())
+    return subprocess.run(["psql", "-h", host, "-U", "baton", "-d", name, "-Atc", sql],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def db_bytes(db):
+    return int(psql(db, "SELECT pg_database_size(current_database())").strip())
+
+
+def scheduler_ms(db, run_ids):
+    """Per run, from the store: the scheduler taking the trigger (the run's `enqueued_at`) to
+    its job handed to an agent (the job's `started_at`), in ms (the store keeps milliseconds)."""
+    ids = ",".join(str(r) for r in run_ids)
+    out = psql(db, "SELECT j.started_at - r.enqueued_at FROM jobs j JOIN runs r ON r.id = "
+                   f"j.run_id WHERE r.id IN ({ids}) AND j.started_at IS NOT NULL")
+    return sorted(int(x) for x in out.split())
 
 
 def run(m):
@@ -109,7 +120,7 @@ def run(m):
         time.sleep(10)  # every agent joined and polling
         size0 = db_bytes(db)
         cpu0 = [proc_cpu_s(n.proc.pid) for n in nodes]
-        sent = {}
+        sent, answered = {}, {}
         local = threading.local()
 
         def trigger(k):
@@ -117,6 +128,7 @@ def run(m):
                 local.conns = [http.client.HTTPConnection("127.0.0.1", n.port) for n in nodes]
             t = time.time()
             run_id = post(local.conns[k % 3], "/api/v1/tasks/sim/trigger", token, {})["id"]
+            answered[run_id] = time.time()
             sent[run_id] = t
 
         # When each trigger is due: RATE a second, and a burst of BURST within a second every
@@ -154,6 +166,19 @@ def run(m):
         m.row(f"(q) dispatch latency p50, {AGENTS} agents, 3 servers", p50, "ms", 50.0, "ms",
               p50 / 50.0, f"({len(lat)} runs in {FEED_S}s)")
         m.row("(q) dispatch latency p99", p99, "ms", 50.0, "ms", p99 / 50.0, "(aim p99 < 50 ms)")
+        # Where the time goes: the trigger's answer, the scheduler's part of it, and from the
+        # answer until the agent's thread has the job (the long poll's answer, and the 1,000
+        # simulated agents' threads taking their turn in this one Python process).
+        def pct(xs, q):
+            return xs[min(len(xs) - 1, int(len(xs) * q))]
+        trig = sorted((answered[r] - sent[r]) * 1000 for r in sent)
+        after = sorted(max(0.0, got[r] - answered[r]) * 1000 for r in sent if r in got)
+        sched = scheduler_ms(db, sent)
+        for name, xs in [("trigger answered", trig), ("scheduler: taken -> handed", sched),
+                         ("answer -> agent's thread", after)]:
+            if xs:
+                print(f"    of which {name}: p50 {statistics.median(xs):.1f} ms, "
+                      f"p99 {pct(xs, 0.99):.1f} ms")
         m.row("(q) servers' CPU, all three", cpu / wall * 100, "%", 200.0, "%",
               cpu / wall / 2, "(of 2 cores)")
         m.row("(q) peak RSS, active server", max(rss), "MiB", 64.0, "MiB", max(rss) / 64.0,
