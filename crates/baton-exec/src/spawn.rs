@@ -321,32 +321,11 @@ pub(crate) fn spawn_into_cgroup(cmd: &JobCommand, cg: &Path) -> io::Result<JobPr
 
 /// The child's error report: nothing (EOF: the exec succeeded), or the errno it failed with.
 fn read_report(rx: OwnedFd) -> io::Result<Option<io::Error>> {
-    let mut buf = [0u8; 8];
-    let mut have = 0;
-    loop {
-        // SAFETY: reads into `buf`, which outlives the call.
-        let n = unsafe {
-            libc::read(
-                rx.as_raw_fd(),
-                buf[have..].as_mut_ptr().cast(),
-                buf.len() - have,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        have += n as usize;
-        if have == buf.len() {
-            break;
-        }
-    }
+    use std::io::Read;
+    // At most a report's 8 bytes; the child's end closes at its exec or exit (EOF).
+    let mut buf = Vec::with_capacity(8);
+    std::fs::File::from(rx).take(9).read_to_end(&mut buf)?;
+    let have = buf.len();
     match have {
         0 => Ok(None),
         8 if &buf[4..] == b"NOEX" => {
