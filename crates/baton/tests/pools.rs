@@ -227,16 +227,7 @@ async fn a_pool_starts_agents_for_its_backlog_and_they_leave_when_idle() {
     assert!(row.contains("<td class=\"pool-size\">2"), "{row}");
     assert!(row.contains("<td class=\"pool-desired\">2 "), "{row}");
     assert!(row.contains("at max: backlog"), "{row}");
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     for (series, want) in [
         ("baton_pool_size{pool=\"arm\"} ", "2"),
         ("baton_pool_desired_size{pool=\"arm\"} ", "2"),

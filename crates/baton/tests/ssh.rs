@@ -257,15 +257,7 @@ async fn three_workers_run_in_parallel() {
 
 /// `baton_log_bytes_total` from `/metrics`.
 async fn log_bytes(s: &Server) -> f64 {
-    let resp = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.unwrap();
+    let text = s.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("baton_log_bytes_total "))
         .unwrap_or_else(|| panic!("no baton_log_bytes_total in:\n{text}"))

@@ -446,6 +446,21 @@ impl Server {
         v
     }
 
+    /// `GET /metrics` as the administrator (Prometheus text); must answer 200.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(st, 200, "GET /metrics answered {st}: {text}");
+        text
+    }
+
     /// Triggers a task (or pipeline with `pipeline = true`); must answer 201.
     pub async fn trigger_kind(&self, kind: &str, name: &str, args: &[(&str, &str)]) -> Value {
         let args: serde_json::Map<String, Value> = args
