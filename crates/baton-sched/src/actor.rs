@@ -7,7 +7,7 @@
 //! end, settling, cancel), [`workers`] and [`snapshot`]. The actor awaits no I/O but the
 //! store's commit: executor cancels, pruning and log reads run spawned and report back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +106,8 @@ pub(crate) struct Actor {
     /// What changed in this batch, told to live views (`SchedHandle::subscribe`) after it:
     /// runs by id, and whether the config in force changed.
     touched: BTreeMap<i64, (TargetKind, String)>,
+    /// The runs of `touched` a job of which reached a terminal state in this batch.
+    jobs_ended: BTreeSet<i64>,
     /// Runs this batch ended, as last recorded, told to live views with their change.
     ended_rows: BTreeMap<i64, Arc<RunRow>>,
     config_changed: bool,
@@ -165,6 +167,7 @@ impl Actor {
             next_job_id: 1,
             changed: false,
             touched: BTreeMap::new(),
+            jobs_ended: BTreeSet::new(),
             ended_rows: BTreeMap::new(),
             config_changed: false,
             events: out.events,
@@ -422,7 +425,14 @@ impl Actor {
         for c in &changes {
             let run = match c {
                 Change::Run { id, .. } => Some(*id),
-                Change::Job { id, .. } | Change::JobReady { id, .. } => self.runs.run_of_job(*id),
+                Change::Job { id, status, .. } => {
+                    let run = self.runs.run_of_job(*id);
+                    if let Some(run) = run.filter(|_| status.is_terminal()) {
+                        self.jobs_ended.insert(run);
+                    }
+                    run
+                }
+                Change::JobReady { id, .. } => self.runs.run_of_job(*id),
                 Change::NewRun(run) => Some(run.id),
                 Change::NewJob(job) => Some(job.run_id),
                 Change::Mark { .. } | Change::Import(..) => None,

@@ -154,6 +154,9 @@ pub struct ChangedRun {
     /// The run as recorded when this batch ended it; `None` while it is open (and for an
     /// imported run, which ran elsewhere).
     pub ended: Option<Arc<RunRow>>,
+    /// A job of the run reached a terminal state in this batch (ended, skipped, canceled), or
+    /// the run was imported with its jobs ended: what a collector of job results looks for.
+    pub job_ended: bool,
 }
 
 /// A trigger for a repository's commit.
@@ -409,6 +412,7 @@ impl SchedHandle {
                 target: r.target.clone(),
                 // Ran elsewhere: not a run this server dispatched or timed.
                 ended: None,
+                job_ended: true,
             })
             .collect();
         // No subscriber is fine: nobody is watching.

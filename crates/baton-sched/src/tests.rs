@@ -136,3 +136,40 @@ async fn config_reads_do_not_ask_the_actor_and_follow_overrides() {
         Err(SchedError::Stopped)
     ));
 }
+
+/// The run's entry in the next event that names it.
+async fn next_change_of(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<Changed>>,
+    id: i64,
+) -> ChangedRun {
+    loop {
+        let changed = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("no event in time")
+            .expect("event stream");
+        if let Some(r) = changed.runs.iter().find(|r| r.id == id) {
+            return r.clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_say_which_runs_had_a_job_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched = scheduler(dir.path(), no_panic()).await;
+    let mut events = sched.subscribe();
+    // Queued (its only worker is down): no job ended, the run is open.
+    let run = sched.trigger(request()).await.expect("trigger");
+    let queued = next_change_of(&mut events, run.id).await;
+    assert!(
+        !queued.job_ended,
+        "a queued run has no ended job: {queued:?}"
+    );
+    assert!(queued.ended.is_none(), "{queued:?}");
+    // Canceled while queued: its job ended (canceled) in the batch that ended the run.
+    sched.cancel(run.id).await.expect("cancel");
+    let canceled = next_change_of(&mut events, run.id).await;
+    assert!(canceled.job_ended, "the canceled job ended: {canceled:?}");
+    let row = canceled.ended.expect("the run ended in this batch");
+    assert_eq!(row.status, Status::Canceled);
+}

@@ -278,6 +278,7 @@ impl Store {
                     reason,
                     started_at,
                     ended_at,
+                    builds_commit,
                 } => {
                     sqlx::query(
                         "UPDATE runs SET status = $1, reason = $2,
@@ -292,7 +293,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     // The commit status it means, in the same transaction (the outbox).
-                    reports::record_run_state(&mut tx, *id, *status, now).await?;
+                    if *builds_commit {
+                        reports::record_run_state(&mut tx, *id, *status, now).await?;
+                    }
                     notices::record_run_end(&mut tx, *id, *status, now).await?;
                 }
                 Change::JobReady { id, at } => {
@@ -314,7 +317,9 @@ impl Store {
                 }
                 Change::NewRun(run) => {
                     insert_run_row(&mut tx, run).await?;
-                    reports::record_run_state(&mut tx, run.id, run.status, now).await?;
+                    if run.repo.is_some() {
+                        reports::record_run_state(&mut tx, run.id, run.status, now).await?;
+                    }
                     notices::record_run_end(&mut tx, run.id, run.status, now).await?;
                 }
                 Change::NewJob(job) => insert_job_row(&mut tx, job).await?,
@@ -398,6 +403,27 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .flatten())
+    }
+
+    /// Whether run `id` is in the store (not pruned): one indexed read, where [`Store::get_run`]
+    /// reads the run, its jobs and its links.
+    pub async fn run_exists(&self, id: i64) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Whether job `job` of run `run` is in the store (not pruned).
+    pub async fn job_exists(&self, run: i64, job: i64) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1 AND run_id = $2")
+                .bind(job)
+                .bind(run)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     /// One run with its jobs and links.

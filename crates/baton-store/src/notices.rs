@@ -183,6 +183,7 @@ mod tests {
             reason: None,
             started_at: None,
             ended_at: None,
+            builds_commit: true,
         }
     }
 

@@ -141,6 +141,9 @@ pub enum Change {
         reason: Option<String>,
         started_at: Option<DateTime<Utc>>,
         ended_at: Option<DateTime<Utc>>,
+        /// The run builds a repository's commit: its state is a commit status to send (the
+        /// outbox row is written in the same transaction). `false` skips that statement.
+        builds_commit: bool,
     },
     Mark {
         target: String,

@@ -235,6 +235,7 @@ mod tests {
             reason: None,
             started_at: None,
             ended_at: None,
+            builds_commit: true,
         }
     }
 

@@ -55,6 +55,7 @@ async fn runs_round_trip_and_survive_reopen(db: TestDb) {
                 reason: None,
                 started_at: Some(Utc::now()),
                 ended_at: Some(Utc::now()),
+                builds_commit: true,
             },
         ])
         .await
@@ -473,6 +474,7 @@ fn end_run(id: i64, status: Status, at: i64) -> Change {
         reason: None,
         started_at: (status != Status::Skipped).then(|| from_ms(at - 1)),
         ended_at: Some(from_ms(at)),
+        builds_commit: true,
     }
 }
 
@@ -782,7 +784,30 @@ async fn a_sqlite_store_is_copied_whole_while_open() {
     assert_eq!(other.get_run(run.id).await.unwrap().unwrap().target, "a");
 }
 
+async fn existence_checks_follow_inserts_and_deletes(db: TestDb) {
+    let store = db.open().await;
+    let a = store
+        .insert_run(&new_run("a", Status::Success))
+        .await
+        .unwrap();
+    let b = store
+        .insert_run(&new_run("b", Status::Success))
+        .await
+        .unwrap();
+    let (job_a, job_b) = (a.jobs[0].id, b.jobs[0].id);
+    assert!(store.run_exists(a.id).await.unwrap());
+    assert!(store.job_exists(a.id, job_a).await.unwrap());
+    // A job is looked for in its own run only.
+    assert!(!store.job_exists(a.id, job_b).await.unwrap());
+    assert!(!store.run_exists(b.id + 100).await.unwrap());
+    store.delete_runs(&[a.id]).await.unwrap();
+    assert!(!store.run_exists(a.id).await.unwrap());
+    assert!(!store.job_exists(a.id, job_a).await.unwrap());
+    assert!(store.job_exists(b.id, job_b).await.unwrap());
+}
+
 on_both!(
+    existence_checks_follow_inserts_and_deletes,
     migrations_are_listed_then_applied_once,
     runs_round_trip_and_survive_reopen,
     list_filters_and_paginates,

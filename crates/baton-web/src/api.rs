@@ -397,15 +397,24 @@ async fn wait_run(
     let Query(q) = q?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.timeout.unwrap_or(30).min(300));
-    let mut changes = s.sched.changes();
+    // Subscribed before the first read: an end recorded after it is among the events.
+    let mut events = s.sched.subscribe();
+    let run = load_run(&s, &user, id).await?;
+    if run.status.is_terminal() {
+        return Ok(Json(run.into()));
+    }
+    // Read again only once a batch ended this run (or some batches were missed), not on
+    // every batch of every other run.
     loop {
-        changes.borrow_and_update();
-        let run = load_run(&s, &user, id).await?;
-        if run.status.is_terminal() {
-            return Ok(Json(run.into()));
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
+        use tokio::sync::broadcast::error::RecvError;
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(changed)) if !changed.runs.iter().any(|r| r.id == id && r.ended.is_some()) => {}
+            Ok(Err(RecvError::Lagged(_))) => {
+                let run = load_run(&s, &user, id).await?;
+                if run.status.is_terminal() {
+                    return Ok(Json(run.into()));
+                }
+            }
             _ => return Ok(Json(load_run(&s, &user, id).await?.into())),
         }
     }

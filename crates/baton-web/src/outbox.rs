@@ -20,7 +20,7 @@ pub(crate) enum Try {
 
 /// Runs `round` until `shutdown`: again at once after a round that finished something (`None`:
 /// the next row of the same key may be due now), else when the next row is due (`Some`), on any
-/// run change, on `wake`, and at least every `idle`. `what` names the sender in the log.
+/// run change ([`CHANGE_GAP`] after it), on `wake`, and at least every `idle`. `what` names the sender in the log.
 pub(crate) async fn drive<R, F>(
     what: &'static str,
     sched: &SchedHandle,
@@ -53,10 +53,25 @@ pub(crate) async fn drive<R, F>(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = woken => {}
-            r = changes.changed() => if r.is_err() { return },
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // The batches of a burst (a run's start, its jobs, its end; many triggers)
+                // make one round after a short gap, not one round of queries each.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CHANGE_GAP) => {}
+                }
+                changes.borrow_and_update();
+            }
         }
     }
 }
+
+/// How long a round waits after the first run change that woke it, so that the changes of
+/// the next few batches are looked at in the same round.
+const CHANGE_GAP: Duration = Duration::from_millis(50);
 
 /// Records what try number `attempts` of row `id` of `outbox` came to: finished (`None`), or
 /// when to try again. After `max_attempts` failed tries it gives up (`gave_up` logs why).

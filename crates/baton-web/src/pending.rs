@@ -114,8 +114,8 @@ pub(crate) async fn hold_collection(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot take the prune lock: {e}"))?;
-    let there = match s.store.get_run(run).await {
-        Ok(r) => r.is_some_and(|r| r.jobs.iter().any(|j| j.id == job)),
+    let there = match s.store.job_exists(run, job).await {
+        Ok(there) => there,
         Err(e) => return Err(format!("cannot read run {run}: {e}")),
     };
     if !there {
@@ -147,8 +147,8 @@ pub(crate) async fn guard_run(s: &AppState, run: i64) -> Option<RunGuard> {
         }
         Err(_) => None,
     };
-    match s.store.get_run(run).await {
-        Ok(None) => None,
+    match s.store.run_exists(run).await {
+        Ok(false) => None,
         _ => Some(RunGuard(lock)),
     }
 }

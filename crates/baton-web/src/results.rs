@@ -31,7 +31,14 @@ pub(crate) fn start_collector(state: &AppState, store_report: StoreReport) {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             let ids: Vec<i64> = match events.recv().await {
-                Ok(changed) => changed.runs.iter().map(|r| r.id).collect(),
+                // Only a run a job of which ended has results to collect (a run ends in the
+                // batch its last job does): a queued or started mark has none.
+                Ok(changed) => changed
+                    .runs
+                    .iter()
+                    .filter(|r| r.job_ended || r.ended.is_some())
+                    .map(|r| r.id)
+                    .collect(),
                 // Missed batches: their runs are collected when their results are asked for.
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,

@@ -163,6 +163,7 @@ impl Actor {
             reason: Some(reason),
             started_at: None,
             ended_at: Some(now),
+            builds_commit: run.row.repo.is_some(),
         });
         self.touch(old);
         self.runs.remove(&old);

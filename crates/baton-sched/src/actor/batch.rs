@@ -130,6 +130,7 @@ impl Actor {
         }
         self.replay = std::mem::take(&mut self.batch_facts);
         self.touched.clear();
+        self.jobs_ended.clear();
         self.ended_rows.clear();
         self.changed = self.config_changed;
         // The timers follow the marks put back (a reload in the batch still counts).
@@ -180,9 +181,11 @@ impl Actor {
                     kind,
                     target,
                     ended: self.ended_rows.remove(&id),
+                    job_ended: self.jobs_ended.contains(&id),
                 })
                 .collect();
             self.ended_rows.clear();
+            self.jobs_ended.clear();
             let config = std::mem::take(&mut self.config_changed).then(|| self.config.clone());
             // No subscriber is fine: nobody is watching.
             let _ = self.events.send(Arc::new(Changed { runs, config }));

@@ -225,6 +225,7 @@ impl Actor {
                     reason,
                     started_at: run.row.started_at,
                     ended_at: None,
+                    builds_commit: run.row.repo.is_some(),
                 });
             }
         }

@@ -99,6 +99,7 @@ impl Actor {
             reason: None,
             started_at: None,
             ended_at: None,
+            builds_commit: run.row.repo.is_some(),
         });
         self.touch(id);
         self.changed = true;
@@ -279,12 +280,14 @@ impl Actor {
         if ended.is_some() {
             run.row.ended_at = ended;
         }
+        let builds_commit = run.row.repo.is_some();
         self.persist(vec![Change::Run {
             id: run_id,
             status,
             reason,
             started_at: None,
             ended_at: ended,
+            builds_commit,
         }])
         .await;
         if status.is_terminal() {
