@@ -54,9 +54,9 @@ pub async fn run(
     let (repo, head) = LocalRepo::discover_at_head(dir, opts.rev.is_none()).await?;
     let code = code(&repo, head, opts.dirty, opts.rev.as_deref()).await?;
     let mirror = repo.mirror();
-    let files = mirror.read_tree(&code.commit, ".baton").await?;
+    let files = repo.read_tree(&code.commit, ".baton").await?;
     let jci = files.is_empty()
-        && !mirror
+        && !repo
             .read_tree(&code.commit, ".jci/run.sh")
             .await?
             .is_empty();
