@@ -16,38 +16,42 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
+use crate::Oid;
 use crate::cmd::GitError;
 use crate::local::TreeFile;
 use crate::read::READ_TREE_LIMIT;
-use crate::Oid;
 
-/// The repository `dir` is in, its git directory and top, and `HEAD`'s commit and branch when
-/// `head` is asked for; `None` when it is not the plain case (the caller asks git).
-pub(crate) fn discover(
-    dir: &Path,
-    head: bool,
-) -> Option<(
-    gix::ThreadSafeRepository,
-    PathBuf,
-    PathBuf,
-    Option<(Oid, Option<String>)>,
-)> {
+/// A repository found in process.
+pub(crate) struct Found {
+    pub repo: gix::ThreadSafeRepository,
+    /// As `git rev-parse --absolute-git-dir` prints it.
+    pub git_dir: PathBuf,
+    /// As `git rev-parse --show-toplevel` prints it.
+    pub top: PathBuf,
+    /// `HEAD`'s commit and branch, when asked for.
+    pub head: Option<(Oid, Option<String>)>,
+}
+
+/// The repository `dir` is in, and `HEAD`'s commit and branch when `head` is asked for; `None`
+/// when it is not the plain case (the caller asks git).
+pub(crate) fn discover(dir: &Path, head: bool) -> Option<Found> {
     let dir = std::path::absolute(dir).ok()?;
     let mut trusted = false;
-    let repo = gix::ThreadSafeRepository::discover_opts(
-        &dir,
-        Default::default(),
-        |_, trust| {
-            trusted = trust == gix::sec::Trust::Full;
-            gix::open::Options::isolated()
-        },
-    )
+    let repo = gix::ThreadSafeRepository::discover_opts(&dir, Default::default(), |_, trust| {
+        trusted = trust == gix::sec::Trust::Full;
+        gix::open::Options::isolated()
+    })
     .ok()?;
     if !trusted {
         return None;
     }
     let local = repo.to_thread_local();
     if local.is_bare() || local.object_hash() != gix::hash::Kind::Sha1 {
+        return None;
+    }
+    // Refs in a reftable are git's to read and write (gix reads only files refs).
+    let storage = local.config_snapshot().string("extensions.refStorage");
+    if storage.is_some_and(|s| !s.eq_ignore_ascii_case(b"files")) {
         return None;
     }
     // As `git rev-parse --absolute-git-dir --show-toplevel` print them.
@@ -64,7 +68,12 @@ pub(crate) fn discover(
     } else {
         None
     };
-    Some((repo, git_dir, top, at_head))
+    Some(Found {
+        repo,
+        git_dir,
+        top,
+        head: at_head,
+    })
 }
 
 fn failed(what: &str, dir: &Path, e: impl std::error::Error) -> GitError {

@@ -60,15 +60,15 @@ impl LocalRepo {
         dir: &Path,
         head: bool,
     ) -> Result<(LocalRepo, Option<(Oid, Option<String>)>), GitError> {
-        if let Some((gix, git_dir, top, at_head)) = crate::inproc::discover(dir, head) {
+        if let Some(found) = crate::inproc::discover(dir, head) {
             let repo = LocalRepo {
-                git_dir,
-                top: Some(top),
+                git_dir: found.git_dir,
+                top: Some(found.top),
                 env: GitEnv::default(),
                 net: user_env(),
-                gix: Some(gix),
+                gix: Some(found.repo),
             };
-            return Ok((repo, at_head));
+            return Ok((repo, found.head));
         }
         let env = GitEnv::default();
         let ask = |top: bool, head: bool| {
@@ -714,10 +714,16 @@ mod tests {
         sh_git(dir, &["init", "-q", "-b", "main"]);
         sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
         let repo = LocalRepo::discover(dir).await.unwrap();
-        assert!(repo.gix.is_some(), "a plain repository is written in process");
+        assert!(
+            repo.gix.is_some(),
+            "a plain repository is written in process"
+        );
         let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
         let files = run_files();
-        let oid = repo.write_run(name, "baton run x: success", &files).await.unwrap();
+        let oid = repo
+            .write_run(name, "baton run x: success", &files)
+            .await
+            .unwrap();
         assert_eq!(
             sh_git(dir, &["for-each-ref", "--format=%(objectname) %(refname)"]),
             format!(
@@ -733,7 +739,10 @@ mod tests {
         );
         let commit = sh_git(dir, &["cat-file", "-p", name]);
         assert!(!commit.contains("\nparent "), "{commit}");
-        assert!(commit.contains("\nauthor Baton <baton@localhost> "), "{commit}");
+        assert!(
+            commit.contains("\nauthor Baton <baton@localhost> "),
+            "{commit}"
+        );
         assert!(commit.ends_with("\n\nbaton run x: success"), "{commit}");
         // The same tree, byte for byte, as `git fast-import` writes for the same files.
         let by_git = LocalRepo {
@@ -756,9 +765,12 @@ mod tests {
         sh_git(dir, &["fsck", "--full", "--strict", "--no-dangling"]);
         // No reflog for a result ref, as git writes none for refs outside heads and remotes.
         assert!(!dir.join(".git/logs/refs/baton-runs").exists());
-        assert!(!dir.join(".git/refs/baton-runs/abc").read_dir().unwrap().any(|e| {
-            e.unwrap().file_name().to_string_lossy().ends_with(".lock")
-        }));
+        assert!(
+            !dir.join(".git/refs/baton-runs/abc")
+                .read_dir()
+                .unwrap()
+                .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".lock") })
+        );
     }
 
     #[tokio::test]
@@ -782,7 +794,14 @@ mod tests {
             assert!(repo.gix.is_some());
             let (commit, branch) = head.unwrap();
             assert_eq!(branch.as_deref(), Some("main"));
-            for path in [".baton", ".baton/sub/", "README", "README/x", "nothing", ".baton/link.yaml"] {
+            for path in [
+                ".baton",
+                ".baton/sub/",
+                "README",
+                "README/x",
+                "nothing",
+                ".baton/link.yaml",
+            ] {
                 assert_eq!(
                     repo.read_tree(&commit, path).await.unwrap(),
                     repo.mirror().read_tree(&commit, path).await.unwrap(),
@@ -793,7 +812,11 @@ mod tests {
             let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
             assert_eq!(
                 paths,
-                [".baton/ci.yaml", ".baton/sub.yaml", ".baton/sub/deeper/x.yaml"]
+                [
+                    ".baton/ci.yaml",
+                    ".baton/sub.yaml",
+                    ".baton/sub/deeper/x.yaml"
+                ]
             );
             let unknown = Oid::parse(&"1".repeat(40)).unwrap();
             assert!(matches!(
@@ -801,6 +824,20 @@ mod tests {
                 Err(GitError::MissingCommit(_))
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn a_reftable_repository_is_left_to_git() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        sh_git(dir, &["init", "-q", "-b", "main", "--ref-format=reftable"]);
+        sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
+        let (repo, head) = LocalRepo::discover_at_head(dir, true).await.unwrap();
+        assert!(repo.gix.is_none());
+        assert_eq!(head.unwrap().1.as_deref(), Some("main"));
+        let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
+        let oid = repo.write_run(name, "x", &run_files()).await.unwrap();
+        assert_eq!(sh_git(dir, &["rev-parse", name]), oid.as_str());
     }
 
     #[test]
