@@ -23,7 +23,6 @@ use crate::read::READ_TREE_LIMIT;
 
 /// A repository found in process.
 pub(crate) struct Found {
-    pub repo: gix::ThreadSafeRepository,
     /// As `git rev-parse --absolute-git-dir` prints it.
     pub git_dir: PathBuf,
     /// As `git rev-parse --show-toplevel` prints it.
@@ -69,11 +68,17 @@ pub(crate) fn discover(dir: &Path, head: bool) -> Option<Found> {
         None
     };
     Some(Found {
-        repo,
         git_dir,
         top,
         head: at_head,
     })
+}
+
+/// The repository at `git_dir`, found by [`discover`] before, opened again (a `gix` repository
+/// is not `Send` without its `parallel` feature, so none is kept in a `LocalRepo`).
+pub(crate) fn open(git_dir: &Path) -> Result<gix::Repository, GitError> {
+    gix::open_opts(git_dir, gix::open::Options::isolated())
+        .map_err(|e| failed("open the repository", git_dir, e))
 }
 
 fn failed(what: &str, dir: &Path, e: impl std::error::Error) -> GitError {

@@ -31,8 +31,8 @@ pub struct LocalRepo {
     top: Option<PathBuf>,
     env: GitEnv,
     net: GitEnv,
-    /// The repository opened in process, when it is the plain case `inproc` handles.
-    gix: Option<gix::ThreadSafeRepository>,
+    /// The plain case `inproc` handles: read and written in process.
+    in_process: bool,
 }
 
 impl std::fmt::Debug for LocalRepo {
@@ -40,7 +40,7 @@ impl std::fmt::Debug for LocalRepo {
         f.debug_struct("LocalRepo")
             .field("git_dir", &self.git_dir)
             .field("top", &self.top)
-            .field("in_process", &self.gix.is_some())
+            .field("in_process", &self.in_process)
             .finish()
     }
 }
@@ -66,7 +66,7 @@ impl LocalRepo {
                 top: Some(found.top),
                 env: GitEnv::default(),
                 net: user_env(),
-                gix: Some(found.repo),
+                in_process: true,
             };
             return Ok((repo, found.head));
         }
@@ -126,7 +126,7 @@ impl LocalRepo {
             top,
             env,
             net: user_env(),
-            gix: None,
+            in_process: false,
         };
         Ok((repo, at_head))
     }
@@ -263,9 +263,9 @@ impl LocalRepo {
         commit: &Oid,
         dir: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
-        match &self.gix {
-            Some(gix) if !(dir.is_empty() || dir.starts_with('-') || dir.starts_with('/')) => {
-                crate::inproc::read_tree(&gix.to_thread_local(), commit, dir)
+        match self.in_process {
+            true if !(dir.is_empty() || dir.starts_with('-') || dir.starts_with('/')) => {
+                crate::inproc::read_tree(&crate::inproc::open(&self.git_dir)?, commit, dir)
             }
             _ => self.mirror().read_tree(commit, dir).await,
         }
@@ -281,8 +281,9 @@ impl LocalRepo {
         files: &[TreeFile],
     ) -> Result<Oid, GitError> {
         check_run_ref(refname)?;
-        if let Some(gix) = &self.gix {
-            return crate::inproc::write_run(&gix.to_thread_local(), refname, message, files);
+        if self.in_process {
+            let repo = crate::inproc::open(&self.git_dir)?;
+            return crate::inproc::write_run(&repo, refname, message, files);
         }
         let mut input = Vec::new();
         input.extend_from_slice(format!("commit {refname}\nmark :1\n").as_bytes());
@@ -714,10 +715,7 @@ mod tests {
         sh_git(dir, &["init", "-q", "-b", "main"]);
         sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
         let repo = LocalRepo::discover(dir).await.unwrap();
-        assert!(
-            repo.gix.is_some(),
-            "a plain repository is written in process"
-        );
+        assert!(repo.in_process, "a plain repository is written in process");
         let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
         let files = run_files();
         let oid = repo
@@ -746,7 +744,7 @@ mod tests {
         assert!(commit.ends_with("\n\nbaton run x: success"), "{commit}");
         // The same tree, byte for byte, as `git fast-import` writes for the same files.
         let by_git = LocalRepo {
-            gix: None,
+            in_process: false,
             ..repo.clone()
         };
         let other = "refs/baton-runs/abc/20261208T000000000Z-000002";
@@ -791,7 +789,7 @@ mod tests {
                 sh_git(dir, &["gc", "-q", "--prune=now"]);
             }
             let (repo, head) = LocalRepo::discover_at_head(dir, true).await.unwrap();
-            assert!(repo.gix.is_some());
+            assert!(repo.in_process);
             let (commit, branch) = head.unwrap();
             assert_eq!(branch.as_deref(), Some("main"));
             for path in [
@@ -826,6 +824,12 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_local_repo_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<LocalRepo>();
+    }
+
     #[tokio::test]
     async fn a_reftable_repository_is_left_to_git() {
         let tmp = tempfile::tempdir().unwrap();
@@ -833,7 +837,7 @@ mod tests {
         sh_git(dir, &["init", "-q", "-b", "main", "--ref-format=reftable"]);
         sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
         let (repo, head) = LocalRepo::discover_at_head(dir, true).await.unwrap();
-        assert!(repo.gix.is_none());
+        assert!(!repo.in_process);
         assert_eq!(head.unwrap().1.as_deref(), Some("main"));
         let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
         let oid = repo.write_run(name, "x", &run_files()).await.unwrap();

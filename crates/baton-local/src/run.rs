@@ -132,15 +132,8 @@ async fn run_in(
         ahead: ahead.clone(),
     };
     let started_at = Utc::now();
-    let results = engine::execute(
-        &mut plan,
-        code,
-        mirror,
-        &options,
-        workdir.path(),
-        progress,
-    )
-    .await;
+    let results =
+        engine::execute(&mut plan, code, mirror, &options, workdir.path(), progress).await;
     let mut record = build_record(&plan, &results, code, started_at);
     let (tests, counts) = crate::results::collect(&plan, &results, &record.id);
     for (job, counts) in record.jobs.iter_mut().zip(counts) {
