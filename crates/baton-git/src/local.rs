@@ -757,18 +757,19 @@ mod tests {
         let err = repo.write_run(name, "again", &files).await.unwrap_err();
         assert!(err.to_string().contains(name), "{err}");
         assert_eq!(sh_git(dir, &["rev-parse", name]), oid.as_str());
+        // Its lock is gone after the refusal too.
+        assert!(
+            !dir.join(".git/refs/baton-runs/abc")
+                .read_dir()
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".lock"))
+        );
         sh_git(dir, &["pack-refs", "--all"]);
         assert!(repo.write_run(other, "again", &files).await.is_err());
         assert!(repo.write_run("refs/heads/x", "x", &files).await.is_err());
         sh_git(dir, &["fsck", "--full", "--strict", "--no-dangling"]);
         // No reflog for a result ref, as git writes none for refs outside heads and remotes.
         assert!(!dir.join(".git/logs/refs/baton-runs").exists());
-        assert!(
-            !dir.join(".git/refs/baton-runs/abc")
-                .read_dir()
-                .unwrap()
-                .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".lock") })
-        );
     }
 
     #[tokio::test]
