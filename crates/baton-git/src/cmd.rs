@@ -46,6 +46,12 @@ pub enum GitError {
         "commit {0} is not in the mirror (hint: fetch first; a force-push may have dropped it)"
     )]
     MissingCommit(String),
+    #[error("could not {what} in {}: {detail}", dir.display())]
+    InProcess {
+        what: String,
+        dir: PathBuf,
+        detail: String,
+    },
     #[error(
         "{dir}/ at {commit} holds {size} bytes, more than the limit of {limit} bytes (hint: keep CI files small)"
     )]

@@ -13,6 +13,7 @@
 mod cmd;
 mod creds;
 mod flat;
+mod inproc;
 mod local;
 mod mirror;
 mod oid;

@@ -1,7 +1,9 @@
 //! A developer's own repository, for `baton run` with no server: its `HEAD`, a snapshot of its
 //! working tree, run results written as parentless commits under their own refs
-//! (`refs/baton-runs/…`, `refs/jci-runs/…`) with one `git fast-import`, and moving, listing and
-//! deleting those refs.
+//! (`refs/baton-runs/…`, `refs/jci-runs/…`), and moving, listing and deleting those refs.
+//! Finding the repository and `HEAD`, reading `.baton/` and writing a run are done in process
+//! (`inproc`, with `gix`) for a plain repository, else with git (`rev-parse`, `cat-file`, one
+//! `git fast-import`).
 //!
 //! Local reads and writes run in the same cleared environment as everything else here. Only
 //! the commands that talk to a remote (`ls-remote`, `push`, `fetch`) get the user's own `HOME`,
@@ -23,12 +25,24 @@ pub struct TreeFile {
 }
 
 /// A git repository with a working tree (or a bare one), as the user has it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalRepo {
     git_dir: PathBuf,
     top: Option<PathBuf>,
     env: GitEnv,
     net: GitEnv,
+    /// The plain case `inproc` handles: read and written in process.
+    in_process: bool,
+}
+
+impl std::fmt::Debug for LocalRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRepo")
+            .field("git_dir", &self.git_dir)
+            .field("top", &self.top)
+            .field("in_process", &self.in_process)
+            .finish()
+    }
 }
 
 impl LocalRepo {
@@ -41,11 +55,21 @@ impl LocalRepo {
     /// [`LocalRepo::head`]) when `head` is asked for and `dir` is in a working tree whose
     /// `HEAD` is a commit: one git process for what `baton run` needs first. `None` when not
     /// asked or not known that way (a bare repository, an unborn `HEAD`): ask
-    /// [`LocalRepo::head`], which says why.
+    /// [`LocalRepo::head`], which says why. In process for a plain repository, else by git.
     pub async fn discover_at_head(
         dir: &Path,
         head: bool,
     ) -> Result<(LocalRepo, Option<(Oid, Option<String>)>), GitError> {
+        if let Some(found) = crate::inproc::discover(dir, head) {
+            let repo = LocalRepo {
+                git_dir: found.git_dir,
+                top: Some(found.top),
+                env: GitEnv::default(),
+                net: user_env(),
+                in_process: true,
+            };
+            return Ok((repo, found.head));
+        }
         let env = GitEnv::default();
         let ask = |top: bool, head: bool| {
             let mut g = Git::new(&env, At::WorkTree(dir)).args([
@@ -102,6 +126,7 @@ impl LocalRepo {
             top,
             env,
             net: user_env(),
+            in_process: false,
         };
         Ok((repo, at_head))
     }
@@ -231,8 +256,24 @@ impl LocalRepo {
         parse_oid_line(&g, &done.stdout)
     }
 
+    /// Like [`Mirror::read_tree`] on [`LocalRepo::mirror`]: every regular file under `dir` at
+    /// `commit`, in process for a plain repository.
+    pub async fn read_tree(
+        &self,
+        commit: &Oid,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+        match self.in_process {
+            true if !(dir.is_empty() || dir.starts_with('-') || dir.starts_with('/')) => {
+                crate::inproc::read_tree(&crate::inproc::open(&self.git_dir)?, commit, dir)
+            }
+            _ => self.mirror().read_tree(commit, dir).await,
+        }
+    }
+
     /// Writes `files` as the tree of a new parentless commit with `message` and points
-    /// `refname` at it (which must not exist yet), all in one `git fast-import`.
+    /// `refname` at it (which must not exist yet): in process (loose objects, the ref by a lock
+    /// file) for a plain repository, else in one `git fast-import`.
     pub async fn write_run(
         &self,
         refname: &str,
@@ -240,6 +281,10 @@ impl LocalRepo {
         files: &[TreeFile],
     ) -> Result<Oid, GitError> {
         check_run_ref(refname)?;
+        if self.in_process {
+            let repo = crate::inproc::open(&self.git_dir)?;
+            return crate::inproc::write_run(&repo, refname, message, files);
+        }
         let mut input = Vec::new();
         input.extend_from_slice(format!("commit {refname}\nmark :1\n").as_bytes());
         input.extend_from_slice(b"committer Baton <baton@localhost> now\n");
@@ -645,6 +690,159 @@ mod tests {
         repo.delete_refs(std::slice::from_ref(&name)).await.unwrap();
         assert!(repo.refs("refs/baton-runs/").await.unwrap().is_empty());
         assert_eq!(sh_git(dir, &["status", "--porcelain"]), "");
+    }
+
+    fn run_files() -> Vec<TreeFile> {
+        let file = |path: &str, executable: bool, bytes: &[u8]| TreeFile {
+            path: path.into(),
+            executable,
+            bytes: bytes.to_vec(),
+        };
+        vec![
+            file("run.json", false, b"{}"),
+            file("jobs/01-a/log", false, b"hello\n"),
+            file("jobs/01-a/out/tool", true, b"#!/bin/sh\n"),
+            file("jobs/01-a/out/a.b/c", false, b""),
+            file("jobs/01-a.x", false, b"sorted as git sorts `01-a/`"),
+            file("index.html", false, b"<html>"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_run_written_in_process_is_git_s_own_and_never_overwrites_a_ref() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        sh_git(dir, &["init", "-q", "-b", "main"]);
+        sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
+        let repo = LocalRepo::discover(dir).await.unwrap();
+        assert!(repo.in_process, "a plain repository is written in process");
+        let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
+        let files = run_files();
+        let oid = repo
+            .write_run(name, "baton run x: success", &files)
+            .await
+            .unwrap();
+        assert_eq!(
+            sh_git(dir, &["for-each-ref", "--format=%(objectname) %(refname)"]),
+            format!(
+                "{} refs/baton-runs/abc/20261208T000000000Z-000001\n{} refs/heads/main",
+                oid,
+                sh_git(dir, &["rev-parse", "main"])
+            )
+        );
+        sh_git(dir, &["fsck", "--full", "--strict", "--no-dangling"]);
+        assert_eq!(
+            sh_git(dir, &["cat-file", "-p", &format!("{name}:jobs/01-a/log")]),
+            "hello"
+        );
+        let commit = sh_git(dir, &["cat-file", "-p", name]);
+        assert!(!commit.contains("\nparent "), "{commit}");
+        assert!(
+            commit.contains("\nauthor Baton <baton@localhost> "),
+            "{commit}"
+        );
+        assert!(commit.ends_with("\n\nbaton run x: success"), "{commit}");
+        // The same tree, byte for byte, as `git fast-import` writes for the same files.
+        let by_git = LocalRepo {
+            in_process: false,
+            ..repo.clone()
+        };
+        let other = "refs/baton-runs/abc/20261208T000000000Z-000002";
+        by_git.write_run(other, "by git", &files).await.unwrap();
+        assert_eq!(
+            sh_git(dir, &["rev-parse", &format!("{name}^{{tree}}")]),
+            sh_git(dir, &["rev-parse", &format!("{other}^{{tree}}")])
+        );
+        // A ref that exists is never moved, whether loose or packed.
+        let err = repo.write_run(name, "again", &files).await.unwrap_err();
+        assert!(err.to_string().contains(name), "{err}");
+        assert_eq!(sh_git(dir, &["rev-parse", name]), oid.as_str());
+        // Its lock is gone after the refusal too.
+        assert!(
+            !dir.join(".git/refs/baton-runs/abc")
+                .read_dir()
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".lock"))
+        );
+        sh_git(dir, &["pack-refs", "--all"]);
+        assert!(repo.write_run(other, "again", &files).await.is_err());
+        assert!(repo.write_run("refs/heads/x", "x", &files).await.is_err());
+        sh_git(dir, &["fsck", "--full", "--strict", "--no-dangling"]);
+        // No reflog for a result ref, as git writes none for refs outside heads and remotes.
+        assert!(!dir.join(".git/logs/refs/baton-runs").exists());
+    }
+
+    #[tokio::test]
+    async fn baton_is_read_in_process_as_git_reads_it_packed_or_loose() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        sh_git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(dir.join(".baton/sub/deeper")).unwrap();
+        std::fs::write(dir.join("README"), "r\n").unwrap();
+        std::fs::write(dir.join(".baton/ci.yaml"), "tasks: {}\n").unwrap();
+        std::fs::write(dir.join(".baton/sub.yaml"), "a\n").unwrap();
+        std::fs::write(dir.join(".baton/sub/deeper/x.yaml"), "x\n").unwrap();
+        std::os::unix::fs::symlink("ci.yaml", dir.join(".baton/link.yaml")).unwrap();
+        sh_git(dir, &["add", "-A"]);
+        sh_git(dir, &["commit", "-q", "-m", "first"]);
+        for packed in [false, true] {
+            if packed {
+                sh_git(dir, &["gc", "-q", "--prune=now"]);
+            }
+            let (repo, head) = LocalRepo::discover_at_head(dir, true).await.unwrap();
+            assert!(repo.in_process);
+            let (commit, branch) = head.unwrap();
+            assert_eq!(branch.as_deref(), Some("main"));
+            for path in [
+                ".baton",
+                ".baton/sub/",
+                "README",
+                "README/x",
+                "nothing",
+                ".baton/link.yaml",
+            ] {
+                assert_eq!(
+                    repo.read_tree(&commit, path).await.unwrap(),
+                    repo.mirror().read_tree(&commit, path).await.unwrap(),
+                    "{path}, packed: {packed}"
+                );
+            }
+            let files = repo.read_tree(&commit, ".baton").await.unwrap();
+            let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    ".baton/ci.yaml",
+                    ".baton/sub.yaml",
+                    ".baton/sub/deeper/x.yaml"
+                ]
+            );
+            let unknown = Oid::parse(&"1".repeat(40)).unwrap();
+            assert!(matches!(
+                repo.read_tree(&unknown, ".baton").await,
+                Err(GitError::MissingCommit(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_local_repo_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<LocalRepo>();
+    }
+
+    #[tokio::test]
+    async fn a_reftable_repository_is_left_to_git() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        sh_git(dir, &["init", "-q", "-b", "main", "--ref-format=reftable"]);
+        sh_git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
+        let (repo, head) = LocalRepo::discover_at_head(dir, true).await.unwrap();
+        assert!(!repo.in_process);
+        assert_eq!(head.unwrap().1.as_deref(), Some("main"));
+        let name = "refs/baton-runs/abc/20261208T000000000Z-000001";
+        let oid = repo.write_run(name, "x", &run_files()).await.unwrap();
+        assert_eq!(sh_git(dir, &["rev-parse", name]), oid.as_str());
     }
 
     #[test]

@@ -76,20 +76,21 @@ impl Mirror {
         let info = git_dir.join("objects/info");
         let objects = std::path::absolute(self.dir().join("objects"))
             .map_err(|e| GitError::io(self.dir(), e))?;
-        let written = async {
-            tokio::fs::create_dir_all(&info).await?;
-            tokio::fs::create_dir_all(git_dir.join("refs/heads")).await?;
-            tokio::fs::create_dir_all(git_dir.join("refs/tags")).await?;
-            tokio::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n").await?;
-            tokio::fs::write(
+        // Six small writes, done here rather than as six trips to the blocking pool (each
+        // `tokio::fs` call is one): this is on `baton run`'s path before its first job starts.
+        let written = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&info)?;
+            std::fs::create_dir_all(git_dir.join("refs/heads"))?;
+            std::fs::create_dir_all(git_dir.join("refs/tags"))?;
+            std::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n")?;
+            std::fs::write(
                 git_dir.join("config"),
                 "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n",
-            )
-            .await?;
+            )?;
             let line = format!("{}\n", objects.display());
-            tokio::fs::write(info.join("alternates"), line).await
-        };
-        if let Err(e) = written.await {
+            std::fs::write(info.join("alternates"), line)
+        })();
+        if let Err(e) = written {
             let _ = remove_tree(dest).await;
             return Err(GitError::io(&info, e));
         }

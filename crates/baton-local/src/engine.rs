@@ -17,7 +17,7 @@ use baton_core::decide::on_error::{
 };
 use baton_core::run::Status;
 use baton_exec::{DockerExecutor, Executor, JobSpec, LocalExecutor, Outcome};
-use baton_git::{Mirror, Oid};
+use baton_git::{Checkout, GitError, Mirror, Oid};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
@@ -41,7 +41,14 @@ pub struct Options {
     pub no_cache: bool,
     /// Forks supervisors without an exec (`baton_exec::launcher`), when one was started.
     pub launcher: Option<Arc<baton_exec::launcher::Launcher>>,
+    /// A checkout of the run's commit started before the plan was made.
+    pub ahead: Ahead,
 }
+
+/// A checkout of the run's commit started while `.baton/` is read and planned (most jobs check
+/// out): the first job that checks out takes it, moved into its folder by a rename; a job that
+/// finds it gone, or failed, checks out as usual.
+pub type Ahead = Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<Result<Checkout, GitError>>>>>;
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +145,7 @@ struct Running {
     workdir: PathBuf,
     cache: Arc<CacheIndex>,
     no_cache: bool,
+    ahead: Ahead,
 }
 
 impl Running {
@@ -161,6 +169,7 @@ impl Running {
             workdir: workdir.to_path_buf(),
             cache: opts.cache.clone(),
             no_cache: opts.no_cache,
+            ahead: opts.ahead.clone(),
         }
     }
 
@@ -241,12 +250,16 @@ impl Running {
         let checkout = job
             .checkout
             .then(|| (self.mirror.clone(), self.code.commit.clone()));
+        let ahead = job
+            .checkout
+            .then(|| self.ahead.lock().expect("ahead checkout poisoned").take())
+            .flatten();
         let probe = self.probe(job);
         self.status[idx] = Status::Running;
         self.dirs.insert(idx, dir.clone());
         progress.started(&job.key, &dir.join(baton_exec::layout::LOG_FILE));
         self.tasks.spawn(async move {
-            let result = run_job(exec, checkout, dir, spec, probe).await;
+            let result = run_job(exec, checkout, ahead, dir, spec, probe).await;
             (idx, result)
         });
         false
@@ -396,6 +409,7 @@ impl Running {
 async fn run_job(
     exec: Arc<dyn Executor>,
     checkout: Option<(Mirror, Oid)>,
+    ahead: Option<tokio::task::JoinHandle<Result<Checkout, GitError>>>,
     dir: PathBuf,
     spec: JobSpec,
     probe: Option<Probe>,
@@ -419,10 +433,18 @@ async fn run_job(
             dir.display()
         ));
     }
-    if let Some((mirror, commit)) = checkout
-        && let Err(e) = mirror.checkout_borrowing(&commit, &dir.join("work")).await
-    {
-        return broken(format!("could not check out {commit}: {e}"));
+    if let Some((mirror, commit)) = checkout {
+        let work = dir.join("work");
+        let taken = match ahead {
+            Some(handle) => match handle.await {
+                Ok(Ok(early)) => tokio::fs::rename(early.path(), &work).await.is_ok(),
+                _ => false,
+            },
+            None => false,
+        };
+        if !taken && let Err(e) = mirror.checkout_borrowing(&commit, &work).await {
+            return broken(format!("could not check out {commit}: {e}"));
+        }
     }
     let (cache, hit) = match probe {
         Some(mut p) => {

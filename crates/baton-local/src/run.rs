@@ -54,17 +54,56 @@ pub async fn run(
     let (repo, head) = LocalRepo::discover_at_head(dir, opts.rev.is_none()).await?;
     let code = code(&repo, head, opts.dirty, opts.rev.as_deref()).await?;
     let mirror = repo.mirror();
-    let files = mirror.read_tree(&code.commit, ".baton").await?;
+    let workdir = tempfile::Builder::new()
+        .prefix("baton-run-")
+        .tempdir()
+        .map_err(|e| LocalError::io("make a temporary folder in", &std::env::temp_dir(), e))?;
+    // The checkout most jobs need, started now: it runs while `.baton/` is read and planned.
+    let ahead: engine::Ahead = std::sync::Arc::new(std::sync::Mutex::new(Some(tokio::spawn({
+        let (mirror, commit) = (mirror.clone(), code.commit.clone());
+        let dest = workdir.path().join("ahead");
+        async move { mirror.checkout_borrowing(&commit, &dest).await }
+    }))));
+    let result = run_in(
+        &repo, &code, &mirror, opts, progress, render, &workdir, &ahead,
+    )
+    .await;
+    // Not taken (no job checked out, or the run failed before any started): stopped (git is
+    // killed when its task is dropped) or awaited before its folder goes.
+    let left = ahead.lock().expect("ahead checkout poisoned").take();
+    if let Some(handle) = left {
+        if result.is_err() {
+            handle.abort();
+        }
+        let _ = handle.await;
+    }
+    remove_later(workdir);
+    result
+}
+
+/// [`run`] once the code is known, in `workdir`.
+#[allow(clippy::too_many_arguments)]
+async fn run_in(
+    repo: &LocalRepo,
+    code: &Code,
+    mirror: &baton_git::Mirror,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+    render: Render<'_>,
+    workdir: &tempfile::TempDir,
+    ahead: &engine::Ahead,
+) -> Result<Finished, LocalError> {
+    let files = repo.read_tree(&code.commit, ".baton").await?;
     let jci = files.is_empty()
-        && !mirror
+        && !repo
             .read_tree(&code.commit, ".jci/run.sh")
             .await?
             .is_empty();
     let mut plan = if jci {
-        jci_plan(&code)
+        jci_plan(code)
     } else {
         let config = plan::load(&files, code.key.as_str())?;
-        plan::select(&config, &opts.targets, &code)?
+        plan::select(&config, &opts.targets, code)?
     };
     if plan.jobs.is_empty() {
         let why = if plan.notes.is_empty() {
@@ -77,12 +116,8 @@ pub async fn run(
             code.branch.as_deref().unwrap_or("a detached HEAD")
         )));
     }
-    let workdir = tempfile::Builder::new()
-        .prefix("baton-run-")
-        .tempdir()
-        .map_err(|e| LocalError::io("make a temporary folder in", &std::env::temp_dir(), e))?;
     let cache = if plan.jobs.iter().any(|j| j.cache.is_some()) {
-        crate::cache::CacheIndex::read(&repo).await
+        crate::cache::CacheIndex::read(repo).await
     } else {
         crate::cache::CacheIndex::default()
     };
@@ -94,18 +129,12 @@ pub async fn run(
         cache: std::sync::Arc::new(cache),
         no_cache: opts.no_cache,
         launcher: opts.launcher.clone(),
+        ahead: ahead.clone(),
     };
     let started_at = Utc::now();
-    let results = engine::execute(
-        &mut plan,
-        &code,
-        &mirror,
-        &options,
-        workdir.path(),
-        progress,
-    )
-    .await;
-    let mut record = build_record(&plan, &results, &code, started_at);
+    let results =
+        engine::execute(&mut plan, code, mirror, &options, workdir.path(), progress).await;
+    let mut record = build_record(&plan, &results, code, started_at);
     let (tests, counts) = crate::results::collect(&plan, &results, &record.id);
     for (job, counts) in record.jobs.iter_mut().zip(counts) {
         job.tests = counts;
@@ -128,8 +157,7 @@ pub async fn run(
     } else {
         record::ref_name(&record.commit, &record.id)
     };
-    record::save(&repo, &record, files, &refname).await?;
-    remove_later(workdir);
+    record::save(repo, &record, files, &refname).await?;
     Ok(Finished { record, refname })
 }
 
