@@ -94,33 +94,18 @@ async fn next_event(
     end: Option<serde_json::Value>,
 ) -> Option<Event> {
     let offset = st.offset;
-    let log = path.clone();
-    let bytes =
-        tokio::task::spawn_blocking(move || baton_exec::read_log_range(&log, offset, CHUNK))
+    let ended = end.is_some();
+    // One blocking hop reads the text and its marks, in the viewer's turn (a viewer waiting for
+    // one holds nothing but its place in the queue).
+    let read = {
+        let _turn = st.follower.reads.acquire().await.ok()?;
+        tokio::task::spawn_blocking(move || read_step(&path, offset, ended))
             .await
             .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-    // Never split a UTF-8 character between two events: hold back an incomplete one at the end
-    // of the chunk until its other bytes arrive (or the job ends without them).
-    let keep = if end.is_some() && (bytes.len() as u64) < CHUNK {
-        bytes.len()
-    } else {
-        complete_utf8_prefix(&bytes)
     };
-    let bytes = &bytes[..keep];
-    if !bytes.is_empty() {
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        st.offset += bytes.len() as u64;
-        // The supervisor writes a mark before its bytes: every byte read has its mark.
-        let to = st.offset;
-        let marks = tokio::task::spawn_blocking(move || {
-            baton_exec::read_marks(&path, offset, to, super::marks::MAX_MARKS)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let (sent, text, marks) = read.unwrap_or_default();
+    if sent > 0 {
+        st.offset += sent;
         let marks: Vec<LogMark> = marks.into_iter().map(LogMark::from).collect();
         let data = json!({"offset": offset, "text": text, "marks": marks}).to_string();
         return Some(
@@ -133,6 +118,33 @@ async fn next_event(
     let end = end?;
     st.done = true;
     Some(Event::default().event("end").data(end.to_string()))
+}
+
+/// Reads the next chunk of the log at `path` from `offset` and the marks that cover it: how
+/// many bytes it takes (0: nothing new), their text (decoded lossily) and their marks. `ended`:
+/// the job has ended, so the log is final.
+fn read_step(
+    path: &std::path::Path,
+    offset: u64,
+    ended: bool,
+) -> (u64, String, Vec<baton_exec::LogMark>) {
+    let bytes = baton_exec::read_log_range(path, offset, CHUNK).unwrap_or_default();
+    // Never split a UTF-8 character between two events: hold back an incomplete one at the end
+    // of the chunk until its other bytes arrive (or the job ends without them).
+    let keep = if ended && (bytes.len() as u64) < CHUNK {
+        bytes.len()
+    } else {
+        complete_utf8_prefix(&bytes)
+    };
+    if keep == 0 {
+        return (0, String::new(), Vec::new());
+    }
+    // The supervisor writes a mark before its bytes: every byte read has its mark.
+    let to = offset + keep as u64;
+    let marks =
+        baton_exec::read_marks(path, offset, to, super::marks::MAX_MARKS).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes[..keep]).into_owned();
+    (keep as u64, text, marks)
 }
 
 /// The length of `bytes` without a trailing, incomplete UTF-8 sequence (invalid bytes elsewhere

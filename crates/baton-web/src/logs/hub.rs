@@ -20,7 +20,7 @@ use futures::StreamExt;
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::AppState;
 
@@ -29,6 +29,13 @@ const FALLBACK: Duration = Duration::from_secs(1);
 
 /// How soon a watcher asks the store again after it did not answer.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// How many viewers read their log at once, server-wide. A read runs on a blocking thread with
+/// a buffer of up to a chunk; without a bound, a thousand viewers woken by one write started
+/// hundreds of blocking threads at once (each with its stack and, under glibc, a malloc arena
+/// of its own), which was a third of the server's memory with 1,000 viewers (bench (i)). A read
+/// of a log just written comes from the page cache, so two at a time keep up with the writer.
+const READERS: usize = 2;
 
 /// What a job's watcher last saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,10 +63,21 @@ pub(crate) struct LogHub {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     jobs: Mutex<HashMap<i64, Weak<Watcher>>>,
     inotify: OnceLock<Option<Kernel>>,
+    /// The turns to read a log ([`READERS`]).
+    reads: Arc<Semaphore>,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            jobs: Mutex::default(),
+            inotify: OnceLock::new(),
+            reads: Arc::new(Semaphore::new(READERS)),
+        }
+    }
 }
 
 /// Who to wake per inotify watch. The kernel gives a folder watched twice (an old watcher not
@@ -90,6 +108,8 @@ impl Drop for Watcher {
 /// A viewer's hold on a job's watcher.
 pub(crate) struct Follower {
     pub rx: watch::Receiver<Seen>,
+    /// Taken for each read of the log file: a viewer waiting for its turn holds no buffer.
+    pub reads: Arc<Semaphore>,
     _watcher: Arc<Watcher>,
 }
 
@@ -114,6 +134,7 @@ impl LogHub {
         };
         Follower {
             rx: watcher.rx.clone(),
+            reads: self.inner.reads.clone(),
             _watcher: watcher,
         }
     }
