@@ -268,3 +268,47 @@ async fn connect_many(s: &Server, id: i64, n: usize) -> Vec<reqwest::Response> {
     }
     out
 }
+
+/// Viewers take turns to read the log file (a few at a time, server-wide): a viewer that stops
+/// reading its stream must not hold up the others, and when it reads again it still gets every
+/// byte, in order, and the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_that_stops_reading_holds_up_no_one_and_still_gets_every_byte() {
+    let s = Server::start(&config());
+    let g1 = s.root.path().join("g1");
+    let g2 = s.root.path().join("g2");
+    let id = id_of(
+        &s.trigger(
+            "busy",
+            &[("g1", g1.to_str().unwrap()), ("g2", g2.to_str().unwrap())],
+        )
+        .await,
+    );
+    s.wait_until(id, "running", |r| status(r) == "running")
+        .await;
+    // Connected, then not read until everyone else is done.
+    let stalled = connect(&s, id).await;
+    let readers: Vec<_> = connect_many(&s, id, 5)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, resp)| tokio::spawn(read_all(i + 1, resp)))
+        .collect();
+    std::fs::write(&g1, "").unwrap();
+    std::fs::write(&g2, "").unwrap();
+    let run = s.wait_run(id).await;
+    assert_eq!(status(&run), "success", "{run:#}");
+    let log = s.log(id, None).await;
+    for r in readers {
+        let got = tokio::time::timeout(WAIT, r)
+            .await
+            .expect("the reading viewers end while one viewer reads nothing")
+            .unwrap();
+        assert_eq!(got.text.as_bytes(), log.as_slice());
+    }
+    let got = tokio::time::timeout(WAIT, read_all(0, stalled))
+        .await
+        .expect("the stalled viewer gets the rest once it reads");
+    assert_eq!(got.text.as_bytes(), log.as_slice());
+    assert_eq!(got.end["status"], "success", "{}", got.end);
+}
