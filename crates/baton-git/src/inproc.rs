@@ -16,10 +16,9 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
-use crate::Oid;
 use crate::cmd::GitError;
-use crate::local::TreeFile;
 use crate::read::READ_TREE_LIMIT;
+use crate::{Oid, TreeFile};
 
 /// A repository found in process.
 pub(crate) struct Found {

@@ -28,7 +28,7 @@ mod work;
 pub use cmd::{GitEnv, GitError};
 pub use creds::token_user;
 pub use flat::{flat_ref, wants_more};
-pub use local::{LocalRepo, RUN_REF_PREFIXES, TreeFile};
+pub use local::{LocalRepo, RUN_REF_PREFIXES};
 pub use mirror::{FetchTicket, Fetched, Mirror, REFSPECS};
 pub use oid::Oid;
 pub use pool::{TreePool, pristine_index};
@@ -37,6 +37,15 @@ pub use results::{IMPORT_PREFIX, TreeEntry};
 pub use retry::{Backoff, retry};
 pub use serve::{HttpBody, HttpRequest, HttpResponse, serve_http};
 pub use work::{Checkout, MergeOutcome, fetch_checkout};
+
+/// One file of a run's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// A relative path, `/`-separated (`jobs/build/log`).
+    pub path: String,
+    pub executable: bool,
+    pub bytes: Vec<u8>,
+}
 
 /// The oldest git with `merge-tree --write-tree`.
 pub const MIN_GIT: (u32, u32) = (2, 38);

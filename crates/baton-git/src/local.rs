@@ -13,16 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cmd::{At, Git, GitEnv, GitError};
-use crate::{Mirror, Oid, parse_oid_line};
-
-/// One file of a run's tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeFile {
-    /// A relative path, `/`-separated (`jobs/build/log`).
-    pub path: String,
-    pub executable: bool,
-    pub bytes: Vec<u8>,
-}
+use crate::{Mirror, Oid, TreeFile, parse_oid_line};
 
 /// A git repository with a working tree (or a bare one), as the user has it.
 #[derive(Clone)]
