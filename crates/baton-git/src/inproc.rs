@@ -17,7 +17,6 @@ use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
 use crate::cmd::GitError;
-use crate::read::READ_TREE_LIMIT;
 use crate::{Oid, TreeFile};
 
 /// A repository found in process.
@@ -131,7 +130,7 @@ fn entries(repo: &gix::Repository, id: gix::ObjectId, at: &str) -> Result<Vec<En
 
 /// [`crate::Mirror::read_tree`] in process: every regular file under `dir` at `commit`, sorted
 /// by path (symlinks and submodules skipped; nothing when `dir` is absent), all sizes checked
-/// against [`READ_TREE_LIMIT`] before any file is read.
+/// against [`crate::READ_TREE_LIMIT`] before any file is read.
 pub(crate) fn read_tree(
     repo: &gix::Repository,
     commit: &Oid,
@@ -197,14 +196,7 @@ pub(crate) fn read_tree(
             .map_err(|e| failed(&format!("read blob {id} of {path}"), repo.git_dir(), e))?;
         total += header.size();
     }
-    if total > READ_TREE_LIMIT {
-        return Err(GitError::TooLarge {
-            dir: dir.to_owned(),
-            commit: commit.to_string(),
-            size: total,
-            limit: READ_TREE_LIMIT,
-        });
-    }
+    crate::read::within_read_limit(dir, commit, total)?;
     let mut out = Vec::with_capacity(files.len());
     for (path, id) in files {
         let mut blob = repo

@@ -155,14 +155,7 @@ impl Mirror {
                 _ => return Err(g.unexpected(format!("blob {oid} of {path} is missing"))),
             };
         }
-        if total > READ_TREE_LIMIT {
-            return Err(GitError::TooLarge {
-                dir: dir.to_owned(),
-                commit: commit.to_string(),
-                size: total,
-                limit: READ_TREE_LIMIT,
-            });
-        }
+        within_read_limit(dir, commit, total)?;
         let mut out = Vec::with_capacity(files.len());
         for (path, oid) in files {
             match batch.contents(g, oid.as_str()).await? {
@@ -444,6 +437,23 @@ impl Batch {
             stderr: crate::cmd::redact(String::from_utf8_lossy(&stderr).trim()),
         }))
     }
+}
+
+/// Refuses to read `total` bytes of `dir` at `commit` when that is over [`READ_TREE_LIMIT`].
+pub(crate) fn within_read_limit(
+    dir: &str,
+    commit: &impl std::fmt::Display,
+    total: u64,
+) -> Result<(), GitError> {
+    if total > READ_TREE_LIMIT {
+        return Err(GitError::TooLarge {
+            dir: dir.to_owned(),
+            commit: commit.to_string(),
+            size: total,
+            limit: READ_TREE_LIMIT,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
