@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::sse::take_events;
@@ -131,8 +132,9 @@ async fn wait_watches(s: &Server, what: &str, pred: impl Fn(usize) -> bool) -> u
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn many_viewers_share_one_watch_and_each_gets_every_byte() {
+/// A server running the `busy` task, held at its first gate: the server, the run, and the two
+/// gate files that let it go on.
+async fn busy_running() -> (Server, i64, PathBuf, PathBuf) {
     let s = Server::start(&config());
     let g1 = s.root.path().join("g1");
     let g2 = s.root.path().join("g2");
@@ -145,6 +147,12 @@ async fn many_viewers_share_one_watch_and_each_gets_every_byte() {
     let id = id_of(&run);
     s.wait_until(id, "running", |r| status(r) == "running")
         .await;
+    (s, id, g1, g2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_viewers_share_one_watch_and_each_gets_every_byte() {
+    let (s, id, g1, g2) = busy_running().await;
     assert_eq!(
         inotify_watches(s.pid()),
         0,
@@ -230,18 +238,7 @@ async fn many_viewers_share_one_watch_and_each_gets_every_byte() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn viewers_that_hang_up_release_the_watch() {
-    let s = Server::start(&config());
-    let g1 = s.root.path().join("g1");
-    let g2 = s.root.path().join("g2");
-    let id = id_of(
-        &s.trigger(
-            "busy",
-            &[("g1", g1.to_str().unwrap()), ("g2", g2.to_str().unwrap())],
-        )
-        .await,
-    );
-    s.wait_until(id, "running", |r| status(r) == "running")
-        .await;
+    let (s, id, g1, g2) = busy_running().await;
     let viewers: Vec<_> = connect_many(&s, id, 5).await;
     wait_watches(&s, "the job's log to be watched", |n| n >= 1).await;
     // Every viewer hangs up while the job still runs (it waits at its first gate).
@@ -274,18 +271,7 @@ async fn connect_many(s: &Server, id: i64, n: usize) -> Vec<reqwest::Response> {
 /// byte, in order, and the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_viewer_that_stops_reading_holds_up_no_one_and_still_gets_every_byte() {
-    let s = Server::start(&config());
-    let g1 = s.root.path().join("g1");
-    let g2 = s.root.path().join("g2");
-    let id = id_of(
-        &s.trigger(
-            "busy",
-            &[("g1", g1.to_str().unwrap()), ("g2", g2.to_str().unwrap())],
-        )
-        .await,
-    );
-    s.wait_until(id, "running", |r| status(r) == "running")
-        .await;
+    let (s, id, g1, g2) = busy_running().await;
     // Connected, then not read until everyone else is done.
     let stalled = connect(&s, id).await;
     let readers: Vec<_> = connect_many(&s, id, 5)
